@@ -1,0 +1,149 @@
+"""The accelerator a network is costed on: array geometry, clock, widths and 45 nm figures."""
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from capsacc.errors import AcceleratorConfigError
+from capsacc.tables import pe_figures, register_figures
+
+# Bounds a configuration is checked against: (low, high), inclusive.
+_INT_RANGES = {
+    "rows": (1, 4096),
+    "cols": (1, 4096),
+    "inputs_per_pe": (1, 500),
+    "pe_stages": (1, 2),
+    "data_bits": (8, 8),
+    "acc_bits": (8, 32),
+}
+_FIGURES = ("pe_power_mW", "pe_area_um2", "reg_power_mW", "reg_area_um2")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """A CapsAcc-style accelerator as the NASCaps cost model sees it.
+
+    The figures are per unit: one PE (8-bit inputs, `acc_bits`-bit output, `inputs_per_pe`
+    multipliers, `pe_stages` pipeline stages) and one `acc_bits`-bit accumulator register, both at
+    `period_ns`, from the released 45 nm syntheses unless given explicitly.
+    """
+
+    rows: int = 16
+    """PE array rows R (terms summed down a column per weight load)."""
+    cols: int = 16
+    """PE array columns C (outputs computed side by side)."""
+    inputs_per_pe: int = 1
+    """Multipliers per PE."""
+    pe_stages: int = 1
+    """Pipeline stages per PE (1 or 2)."""
+    period_ns: float = 3.0
+    """Clock period in ns."""
+    data_bits: int = 8
+    """Width of data and weights in bits (the tables cover 8 only)."""
+    acc_bits: int = 25
+    """Width of partial sums and accumulator registers in bits."""
+    pe_power_mW: float = 0.4815
+    """Power of one PE in mW at `period_ns`."""
+    pe_area_um2: float = 1333.750616
+    """Area of one PE in um²."""
+    reg_power_mW: float = 0.2303
+    """Power of one accumulator register in mW at `period_ns`."""
+    reg_area_um2: float = 494.1729
+    """Area of one accumulator register in um²."""
+    name: str = "published"
+    """Label recorded in result files."""
+
+    def __post_init__(self):
+        for key, (low, high) in _INT_RANGES.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise AcceleratorConfigError(f"'{key}' must be an integer in {low}..{high}, got {value!r}")
+        if isinstance(self.period_ns, bool) or not isinstance(self.period_ns, (int, float)) \
+                or not 0 < self.period_ns <= 1000 or math.isnan(self.period_ns):
+            raise AcceleratorConfigError(f"'period_ns' must be a number in (0, 1000], got {self.period_ns!r}")
+        for key in _FIGURES:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                    or math.isinf(value):
+                raise AcceleratorConfigError(f"'{key}' must be a positive number, got {value!r}")
+        if not isinstance(self.name, str):
+            raise AcceleratorConfigError(f"'name' must be a string, got {self.name!r}")
+
+    @classmethod
+    def published(cls) -> "Accelerator":
+        """The CapsAcc of NASCaps (ICCAD 2020): 16x16 PEs, one input and one stage each, 3 ns, 45 nm."""
+        return cls.from_tables(rows=16, cols=16, name="published")
+
+    @classmethod
+    def from_tables(cls, rows: int = 16, cols: int = 16, inputs_per_pe: int = 1, pe_stages: int = 1,
+                    period_ns: float = 3.0, acc_bits: int = 25, data_bits: int = 8,
+                    name: str = "custom") -> "Accelerator":
+        """An accelerator whose PE and register figures come from the 45 nm tables.
+
+        Raises `AcceleratorConfigError` when the tables lack the combination.
+        """
+        if data_bits != 8:
+            raise AcceleratorConfigError(f"'data_bits' must be 8 (the 45 nm tables cover 8-bit PEs), got {data_bits!r}")
+        pe_power, pe_area = pe_figures(period_ns, acc_bits, inputs_per_pe, pe_stages)
+        reg_power, reg_area = register_figures(period_ns, acc_bits)
+        return cls(rows=rows, cols=cols, inputs_per_pe=inputs_per_pe, pe_stages=pe_stages,
+                   period_ns=float(period_ns), data_bits=data_bits, acc_bits=acc_bits,
+                   pe_power_mW=pe_power, pe_area_um2=pe_area, reg_power_mW=reg_power,
+                   reg_area_um2=reg_area, name=name)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "accelerator") -> "Accelerator":
+        """Build from a mapping of field names; figures left out come from the 45 nm tables.
+
+        `source` names the origin (a file path) in error messages.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in fields:
+                raise AcceleratorConfigError(
+                    f"{source}: unknown key '{key}' (known: {', '.join(sorted(fields))})")
+        given = {k: v for k, v in values.items() if k not in _FIGURES}
+        try:
+            if all(k in values for k in _FIGURES):
+                return cls(**values)
+            if any(k in values for k in _FIGURES):
+                missing = [k for k in _FIGURES if k not in values]
+                raise AcceleratorConfigError(
+                    f"give all four figures or none; missing: {', '.join(missing)}")
+            given.setdefault("name", Path(source).stem)
+            return cls.from_tables(**given)
+        except AcceleratorConfigError as error:
+            raise AcceleratorConfigError(f"{source}: {error}") from None
+        except TypeError as error:
+            raise AcceleratorConfigError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Accelerator":
+        """Load a TOML file of field names (see `to_toml`)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise AcceleratorConfigError(f"{path}: cannot read ({error.strerror})") from None
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise AcceleratorConfigError(f"{path}: not valid TOML ({error})") from None
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict:
+        """All fields, by name."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self, path: str | Path) -> None:
+        """Write every field to a TOML file that `from_toml` reads back unchanged."""
+        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+
+    @property
+    def area_um2(self) -> float:
+        """Area of the PE array and one accumulator register per column, in um²."""
+        return self.rows * self.cols * self.pe_area_um2 + self.cols * self.reg_area_um2

@@ -1,0 +1,98 @@
+"""The `nascaps` command: a thin layer over the Python API.
+
+Subcommands are contributed by each package through the `nascaps.commands` entry-point group
+(see pyproject.toml): an entry point names a `register(subparsers)` function that adds its
+parsers and sets `handler(args) -> int` on each. capsacc owns the command but imports none of the
+packages built on it. Bad input (`InputError`) prints one line on stderr and exits with code 2.
+"""
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from capsacc.accelerator import Accelerator
+from capsacc.errors import InputError
+from capsacc.model import estimate
+from capsacc.network import PRESETS, Network
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nascaps", description="Hardware-aware NAS of capsule networks on the CapsAcc accelerator.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for entry in sorted(entry_points(group="nascaps.commands"), key=lambda e: e.name):
+        entry.load()(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as error:
+        print(f"nascaps {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def register(subparsers) -> None:
+    """Add capsacc's subcommands (`estimate`)."""
+    parser = subparsers.add_parser(
+        "estimate", help="energy, latency and memory of a network on CapsAcc",
+        description="Cost of a NASCaps genotype on the CapsAcc accelerator (published NASCaps model).")
+    parser.add_argument("network", metavar="GENOTYPE.json|" + "|".join(PRESETS),
+                        help="a genotype file (NASCaps .chr JSON list) or a preset name")
+    parser.add_argument("--accelerator", default="published", metavar="published|calibrated|FILE.toml",
+                        help="accelerator preset or TOML file (default: published)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_estimate_command)
+
+
+ACCELERATOR_PRESETS = ("published",)
+"""Accelerator presets the CLI accepts by name (each an `Accelerator.<name>()` constructor)."""
+
+
+def load_accelerator(spec: str) -> Accelerator:
+    """An accelerator preset name (`ACCELERATOR_PRESETS`) or a TOML file."""
+    if spec in ACCELERATOR_PRESETS:
+        return getattr(Accelerator, spec)()
+    return Accelerator.from_toml(spec)
+
+
+def load_network(spec: str) -> Network:
+    """A preset name or a genotype JSON file; errors name the file."""
+    if spec in PRESETS:
+        return Network.preset(spec)
+    path = Path(spec)
+    try:
+        genotype = json.loads(path.read_text())
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    try:
+        return Network.from_genotype(genotype, name=path.stem)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
+
+
+def _estimate_command(args) -> int:
+    network = load_network(args.network)
+    result = estimate(network, load_accelerator(args.accelerator))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    header = f"{'operation':<14}{'kind':<11}{'weights':>10}{'sums_per_out':>13}{'data_per_weight':>16}" \
+             f"{'w_loads':>9}{'cycles':>10}{'accumulators':>13}{'power_mW':>10}{'energy_mJ':>12}"
+    print(header)
+    for op in result.operations:
+        print(f"{op.name:<14}{op.kind:<11}{op.weights:>10}{op.sums_per_out:>13}{op.data_per_weight:>16}"
+              f"{op.w_loads:>9}{op.cycles:>10}{op.accumulators:>13}{op.power_mW:>10.2f}{op.energy_mJ:>12.6f}")
+    acc = result.accelerator
+    print(f"\naccelerator {acc.name}: {acc.rows}x{acc.cols} PEs, {acc.period_ns} ns, model {result.model}")
+    print(f"{'cycles':>12}{'latency_ms':>12}{'energy_mJ':>12}{'weights':>10}{'memory_KiB':>12}")
+    print(f"{result.cycles:>12}{result.latency_ms:>12.6f}{result.energy_mJ:>12.6f}{result.weights:>10}"
+          f"{result.memory_KiB:>12.2f}")
+    return 0

@@ -1,0 +1,1 @@
+"""Design-space exploration of systolic accelerators (XploreDL style)."""

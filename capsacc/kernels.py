@@ -1,0 +1,155 @@
+"""Numba kernels of the published NASCaps cost model (NASCAPS_MODEL.md, "Cost of one operation").
+
+Operation tables are int64 arrays of shape (n_ops, 4): kind code (index in `OP_KINDS`), weights,
+sums_per_out, data_per_weight. Accelerator parameters are a float64 array laid out as `PARAMS`.
+The single-network and batch paths call the same `_op_cost`, and sum in the same order, so their
+totals are bit-identical.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+PARAMS = ("rows", "cols", "inputs_per_pe", "pe_stages", "pe_power_mW", "reg_power_mW", "period_ns")
+
+CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING = range(5)
+
+
+@njit(cache=True, inline="always")
+def _op_cost(weights, sums_per_out, data_per_weight, params):
+    """(w_loads, cycles, accumulators, power_mW, energy_mJ) of one operation."""
+    rows, cols, inputs, stages = params[0], params[1], params[2], params[3]
+    pe_power, reg_power, period_ns = params[4], params[5], params[6]
+    w_load_cycles = int(rows + stages - 1)
+    terms = rows * inputs
+    w_loads = math.ceil(weights / cols / min(terms, sums_per_out))
+    cycles = w_load_cycles * w_loads + data_per_weight
+    if data_per_weight == 1:
+        accumulators = int(cols)
+    else:
+        accumulators = int(cols) * max(sums_per_out - int(terms) + 1, 1)
+    power = pe_power * rows * cols + accumulators * reg_power
+    energy = power * cycles * (period_ns * 1e-9)
+    return w_loads, cycles, accumulators, power, energy
+
+
+@njit(cache=True)
+def operation_costs(table, params):
+    """Per-operation costs of one network: arrays w_loads, cycles, accumulators (int64),
+    power_mW, energy_mJ (float64), each of length n_ops."""
+    n = table.shape[0]
+    w_loads = np.empty(n, np.int64)
+    cycles = np.empty(n, np.int64)
+    accumulators = np.empty(n, np.int64)
+    power = np.empty(n, np.float64)
+    energy = np.empty(n, np.float64)
+    for i in range(n):
+        w_loads[i], cycles[i], accumulators[i], power[i], energy[i] = _op_cost(
+            table[i, 1], table[i, 2], table[i, 3], params)
+    return w_loads, cycles, accumulators, power, energy
+
+
+@njit(cache=True)
+def batch_totals(table, offsets, params):
+    """Totals per network of a flattened batch: network j owns rows offsets[j]:offsets[j+1].
+
+    Returns cycles (int64), energy_mJ (float64), weights (int64), each of length n_networks.
+    """
+    n = offsets.shape[0] - 1
+    cycles = np.zeros(n, np.int64)
+    energy = np.zeros(n, np.float64)
+    weights = np.zeros(n, np.int64)
+    for j in range(n):
+        total_cycles = 0
+        total_energy = 0.0
+        total_weights = 0
+        for i in range(offsets[j], offsets[j + 1]):
+            _, c, _, _, e = _op_cost(table[i, 1], table[i, 2], table[i, 3], params)
+            total_cycles += c
+            total_energy += e
+            total_weights += table[i, 1]
+        cycles[j] = total_cycles
+        energy[j] = total_energy
+        weights[j] = total_weights
+    return cycles, energy, weights
+
+
+@njit(cache=True, inline="always")
+def _op_row(out, row, kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
+    """Write one operation's kind, weights, sums_per_out and data_per_weight (Table 1)."""
+    volume = kernel * kernel * kernel if kind == CONVCAPS3D else kernel * kernel
+    if kind == ROUTING:
+        weights = ch_in * kernel * kernel * ch_out
+        sums = caps_in
+    else:
+        weights = (ch_in * volume + 1) * ch_out * caps_out * caps_in
+        sums = (volume + 1) * ch_in * caps_in
+    data = 1 if kind == CLASSCAPS or kind == ROUTING else n_out * n_out * ch_in * caps_in
+    out[row, 0] = kind
+    out[row, 1] = weights
+    out[row, 2] = sums
+    out[row, 3] = data
+
+
+@njit(cache=True)
+def _ops_of_descriptor(layer_type, index, last):
+    """Number of operations a descriptor expands into."""
+    if layer_type == 0:
+        return 1
+    if layer_type == 1:
+        return 6 if index == last else 1
+    return 7 if index == last else 4
+
+
+@njit(cache=True)
+def expand_batch(descriptors, offsets):
+    """Expand flattened genotypes (descriptors int64 (n_desc, 9); genotype j owns rows
+    offsets[j]:offsets[j+1]) into an operation table and its offsets, by the published rules."""
+    n = offsets.shape[0] - 1
+    op_offsets = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        last = offsets[j + 1] - offsets[j] - 1
+        count = 0
+        for i in range(offsets[j], offsets[j + 1]):
+            count += _ops_of_descriptor(descriptors[i, 0], i - offsets[j], last)
+        op_offsets[j + 1] = op_offsets[j] + count
+    table = np.empty((op_offsets[n], 4), np.int64)
+    for j in range(n):
+        row = op_offsets[j]
+        last = offsets[j + 1] - offsets[j] - 1
+        for i in range(offsets[j], offsets[j + 1]):
+            d = descriptors[i]
+            t, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out = d[0], d[1], d[2], d[3], d[4], d[6], d[7], d[8]
+            position = i - offsets[j]
+            if t == 0:
+                _op_row(table, row, CONV, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                row += 1
+            elif t == 1 and position < last:
+                _op_row(table, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                row += 1
+            elif t == 1:
+                _op_row(table, row, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                row += 1
+                for _ in range(5):
+                    _op_row(table, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                    row += 1
+            elif position < last - 1:
+                _op_row(table, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                row += 1
+                for _ in range(3):
+                    _op_row(table, row, CONVCAPS, n_in, ch_in, caps_out, k, n_out, ch_out, caps_out)
+                    row += 1
+            elif position == last - 1:
+                for _ in range(3):
+                    _op_row(table, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                    row += 1
+                _op_row(table, row, CONVCAPS3D, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                row += 1
+            else:
+                for _ in range(6):
+                    _op_row(table, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                    row += 1
+                _op_row(table, row, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+                row += 1
+    return table, op_offsets

@@ -1,0 +1,153 @@
+"""What a network costs on the accelerator under the published NASCaps model ("nascaps2020")."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from capsacc import kernels
+from capsacc.accelerator import Accelerator
+from capsacc.errors import GenotypeFormatError
+from capsacc.network import DESCRIPTOR_FIELDS, OP_KINDS, Network
+
+MODEL_VERSION = "nascaps2020"
+"""Name of the cost model, recorded in every result."""
+
+
+def accelerator_params(accelerator: Accelerator) -> np.ndarray:
+    """The accelerator as the float64 parameter vector the kernels read (`kernels.PARAMS`)."""
+    return np.array([getattr(accelerator, name) for name in kernels.PARAMS], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class OperationCost:
+    """The cost of one hardware operation."""
+
+    name: str
+    kind: str
+    weights: int
+    sums_per_out: int
+    data_per_weight: int
+    w_loads: int
+    cycles: int
+    accumulators: int
+    power_mW: float
+    energy_mJ: float
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Totals of one network on one accelerator, and the per-operation breakdown."""
+
+    cycles: int
+    latency_ms: float
+    energy_mJ: float
+    weights: int
+    memory_KiB: float
+    operations: tuple[OperationCost, ...]
+    accelerator: Accelerator
+    model: str = MODEL_VERSION
+
+    def to_dict(self) -> dict:
+        """The JSON form printed by `nascaps estimate --json`."""
+        return {
+            "energy_mJ": self.energy_mJ,
+            "latency_ms": self.latency_ms,
+            "memory_KiB": self.memory_KiB,
+            "weights": self.weights,
+            "cycles": self.cycles,
+            "hw_ops": [{"name": op.name, "kind": op.kind, "cycles": op.cycles,
+                        "energy_mJ": op.energy_mJ, "weights": op.weights} for op in self.operations],
+            "accelerator": self.accelerator.to_dict(),
+            "model": self.model,
+        }
+
+
+def estimate(network: Network, accelerator: Accelerator) -> Estimate:
+    """Cycles, latency (ms), energy (mJ) and memory (KiB, one byte per weight) of `network`."""
+    table = network.table()
+    params = accelerator_params(accelerator)
+    w_loads, cycles, accumulators, power, energy = kernels.operation_costs(table, params)
+    total_cycles, total_energy, total_weights = kernels.batch_totals(
+        table, np.array([0, len(table)], dtype=np.int64), params)
+    operations = tuple(
+        OperationCost(op.name, op.kind, int(row[1]), int(row[2]), int(row[3]), int(w_loads[i]),
+                      int(cycles[i]), int(accumulators[i]), float(power[i]), float(energy[i]))
+        for i, (op, row) in enumerate(zip(network.operations, table)))
+    weights = int(total_weights[0])
+    return Estimate(cycles=int(total_cycles[0]),
+                    latency_ms=_latency_ms(total_cycles, accelerator)[0].item(),
+                    energy_mJ=float(total_energy[0]), weights=weights, memory_KiB=weights / 1024,
+                    operations=operations, accelerator=accelerator)
+
+
+def _latency_ms(cycles: np.ndarray, accelerator: Accelerator) -> np.ndarray:
+    return cycles * (accelerator.period_ns * 1e-6)
+
+
+@dataclass(frozen=True)
+class OperationBatch:
+    """Many networks flattened into one operation table.
+
+    `table`: int64 (n_ops, 4) of kind code, weights, sums_per_out, data_per_weight;
+    network j owns rows `offsets[j]:offsets[j+1]`.
+    """
+
+    table: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def from_networks(cls, networks: Sequence[Network]) -> "OperationBatch":
+        tables = [network.table() for network in networks]
+        offsets = np.zeros(len(tables) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in tables], out=offsets[1:])
+        table = np.concatenate(tables) if tables else np.empty((0, 4), np.int64)
+        return cls(table, offsets)
+
+    @classmethod
+    def from_descriptors(cls, descriptors: np.ndarray, offsets: np.ndarray) -> "OperationBatch":
+        """Expand genotypes given as flattened descriptors: int (n_desc, 9), genotype j owning rows
+        offsets[j]:offsets[j+1]. Checks types and sizes like `Network.from_genotype`."""
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.int64)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        if descriptors.ndim != 2 or descriptors.shape[1] != len(DESCRIPTOR_FIELDS):
+            raise GenotypeFormatError(f"descriptors must have shape (n, 9), got {descriptors.shape}")
+        if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != len(descriptors) or np.any(np.diff(offsets) < 1):
+            raise GenotypeFormatError("offsets must start at 0, end at len(descriptors) and increase")
+        bad_type = np.flatnonzero((descriptors[:, 0] < 0) | (descriptors[:, 0] > 2))
+        if bad_type.size:
+            row = bad_type[0]
+            raise GenotypeFormatError(f"unknown layer type {descriptors[row, 0]}", index=int(row), field="type")
+        bad_size = np.argwhere(descriptors[:, 1:] < 1)
+        if bad_size.size:
+            row, column = bad_size[0]
+            raise GenotypeFormatError(f"must be positive, got {descriptors[row, column + 1]}",
+                                      index=int(row), field=DESCRIPTOR_FIELDS[column + 1])
+        return cls(*kernels.expand_batch(descriptors, offsets))
+
+
+@dataclass(frozen=True)
+class BatchEstimate:
+    """Totals of many networks, as arrays of length n_networks."""
+
+    cycles: np.ndarray
+    latency_ms: np.ndarray
+    energy_mJ: np.ndarray
+    weights: np.ndarray
+    memory_KiB: np.ndarray
+    model: str = MODEL_VERSION
+
+
+def estimate_many(networks: OperationBatch | Sequence[Network], accelerator: Accelerator) -> BatchEstimate:
+    """The totals of `estimate` for many networks at once, bit-identical to it."""
+    batch = networks if isinstance(networks, OperationBatch) else OperationBatch.from_networks(networks)
+    cycles, energy, weights = kernels.batch_totals(batch.table, batch.offsets, accelerator_params(accelerator))
+    return BatchEstimate(cycles=cycles, latency_ms=_latency_ms(cycles, accelerator), energy_mJ=energy,
+                         weights=weights, memory_KiB=weights / 1024)
+
+
+__all__ = ["MODEL_VERSION", "OP_KINDS", "Estimate", "OperationCost", "OperationBatch", "BatchEstimate",
+           "estimate", "estimate_many", "accelerator_params"]

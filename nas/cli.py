@@ -1,0 +1,5 @@
+"""The `nascaps` subcommands of nas."""
+
+
+def register(subparsers) -> None:
+    """Add nas's subcommands."""

@@ -1,0 +1,5 @@
+"""The `nascaps` subcommands of sim."""
+
+
+def register(subparsers) -> None:
+    """Add sim's subcommands."""
