@@ -1,14 +1,17 @@
 """The accelerator a network is costed on: array geometry, clock, widths and 45 nm figures."""
 
 import dataclasses
+import functools
 import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tomli_w
 
 from capsacc.errors import AcceleratorConfigError
+from capsacc.kernels import PARAMS
 from capsacc.tables import pe_figures, register_figures
 
 # Bounds a configuration is checked against: (low, high), inclusive.
@@ -142,6 +145,13 @@ class Accelerator:
     def to_toml(self, path: str | Path) -> None:
         """Write every field to a TOML file that `from_toml` reads back unchanged."""
         Path(path).write_text(tomli_w.dumps(self.to_dict()))
+
+    @functools.cached_property
+    def kernel_params(self) -> np.ndarray:
+        """The float64 parameter vector the numba kernels read, laid out as `capsacc.kernels.PARAMS`."""
+        params = np.array([getattr(self, name) for name in PARAMS], dtype=np.float64)
+        params.flags.writeable = False
+        return params
 
     @property
     def area_um2(self) -> float:

@@ -35,19 +35,29 @@ def _op_cost(weights, sums_per_out, data_per_weight, params):
 
 
 @njit(cache=True)
-def operation_costs(table, params):
-    """Per-operation costs of one network: arrays w_loads, cycles, accumulators (int64),
-    power_mW, energy_mJ (float64), each of length n_ops."""
+def network_costs(table, params):
+    """Per-operation costs and totals of one network.
+
+    Returns w_loads, cycles, accumulators (int64 arrays), power_mW, energy_mJ (float64 arrays), each
+    of length n_ops, then total cycles, total energy_mJ and total weights, summed in the same order
+    as `batch_totals`.
+    """
     n = table.shape[0]
     w_loads = np.empty(n, np.int64)
     cycles = np.empty(n, np.int64)
     accumulators = np.empty(n, np.int64)
     power = np.empty(n, np.float64)
     energy = np.empty(n, np.float64)
+    total_cycles = 0
+    total_energy = 0.0
+    total_weights = 0
     for i in range(n):
         w_loads[i], cycles[i], accumulators[i], power[i], energy[i] = _op_cost(
             table[i, 1], table[i, 2], table[i, 3], params)
-    return w_loads, cycles, accumulators, power, energy
+        total_cycles += cycles[i]
+        total_energy += energy[i]
+        total_weights += table[i, 1]
+    return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, total_weights
 
 
 @njit(cache=True)

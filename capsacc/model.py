@@ -14,11 +14,6 @@ MODEL_VERSION = "nascaps2020"
 """Name of the cost model, recorded in every result."""
 
 
-def accelerator_params(accelerator: Accelerator) -> np.ndarray:
-    """The accelerator as the float64 parameter vector the kernels read (`kernels.PARAMS`)."""
-    return np.array([getattr(accelerator, name) for name in kernels.PARAMS], dtype=np.float64)
-
-
 @dataclass(frozen=True)
 class OperationCost:
     """The cost of one hardware operation."""
@@ -37,16 +32,30 @@ class OperationCost:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Totals of one network on one accelerator, and the per-operation breakdown."""
+    """Totals of one network on one accelerator, and the per-operation breakdown.
+
+    `costs` holds the per-operation arrays (w_loads, cycles, accumulators, power_mW, energy_mJ, each
+    of length n_ops) from which `operations` builds the breakdown when it is asked for.
+    """
 
     cycles: int
     latency_ms: float
     energy_mJ: float
     weights: int
     memory_KiB: float
-    operations: tuple[OperationCost, ...]
+    network: Network
     accelerator: Accelerator
+    costs: tuple[np.ndarray, ...]
     model: str = MODEL_VERSION
+
+    @property
+    def operations(self) -> tuple[OperationCost, ...]:
+        """The per-operation breakdown, in network order."""
+        w_loads, cycles, accumulators, power, energy = self.costs
+        return tuple(
+            OperationCost(op.name, op.kind, int(row[1]), int(row[2]), int(row[3]), int(w_loads[i]),
+                          int(cycles[i]), int(accumulators[i]), float(power[i]), float(energy[i]))
+            for i, (op, row) in enumerate(zip(self.network.operations, self.network.table)))
 
     def to_dict(self) -> dict:
         """The JSON form printed by `nascaps estimate --json`."""
@@ -65,24 +74,10 @@ class Estimate:
 
 def estimate(network: Network, accelerator: Accelerator) -> Estimate:
     """Cycles, latency (ms), energy (mJ) and memory (KiB, one byte per weight) of `network`."""
-    table = network.table()
-    params = accelerator_params(accelerator)
-    w_loads, cycles, accumulators, power, energy = kernels.operation_costs(table, params)
-    total_cycles, total_energy, total_weights = kernels.batch_totals(
-        table, np.array([0, len(table)], dtype=np.int64), params)
-    operations = tuple(
-        OperationCost(op.name, op.kind, int(row[1]), int(row[2]), int(row[3]), int(w_loads[i]),
-                      int(cycles[i]), int(accumulators[i]), float(power[i]), float(energy[i]))
-        for i, (op, row) in enumerate(zip(network.operations, table)))
-    weights = int(total_weights[0])
-    return Estimate(cycles=int(total_cycles[0]),
-                    latency_ms=_latency_ms(total_cycles, accelerator)[0].item(),
-                    energy_mJ=float(total_energy[0]), weights=weights, memory_KiB=weights / 1024,
-                    operations=operations, accelerator=accelerator)
-
-
-def _latency_ms(cycles: np.ndarray, accelerator: Accelerator) -> np.ndarray:
-    return cycles * (accelerator.period_ns * 1e-6)
+    *costs, cycles, energy, weights = kernels.network_costs(network.table, accelerator.kernel_params)
+    return Estimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
+                    weights=weights, memory_KiB=weights / 1024, network=network, accelerator=accelerator,
+                    costs=tuple(costs))
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,7 @@ class OperationBatch:
 
     @classmethod
     def from_networks(cls, networks: Sequence[Network]) -> "OperationBatch":
-        tables = [network.table() for network in networks]
+        tables = [network.table for network in networks]
         offsets = np.zeros(len(tables) + 1, dtype=np.int64)
         np.cumsum([len(t) for t in tables], out=offsets[1:])
         table = np.concatenate(tables) if tables else np.empty((0, 4), np.int64)
@@ -144,10 +139,10 @@ class BatchEstimate:
 def estimate_many(networks: OperationBatch | Sequence[Network], accelerator: Accelerator) -> BatchEstimate:
     """The totals of `estimate` for many networks at once, bit-identical to it."""
     batch = networks if isinstance(networks, OperationBatch) else OperationBatch.from_networks(networks)
-    cycles, energy, weights = kernels.batch_totals(batch.table, batch.offsets, accelerator_params(accelerator))
-    return BatchEstimate(cycles=cycles, latency_ms=_latency_ms(cycles, accelerator), energy_mJ=energy,
+    cycles, energy, weights = kernels.batch_totals(batch.table, batch.offsets, accelerator.kernel_params)
+    return BatchEstimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                          weights=weights, memory_KiB=weights / 1024)
 
 
 __all__ = ["MODEL_VERSION", "OP_KINDS", "Estimate", "OperationCost", "OperationBatch", "BatchEstimate",
-           "estimate", "estimate_many", "accelerator_params"]
+           "estimate", "estimate_many"]

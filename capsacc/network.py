@@ -5,6 +5,7 @@ A NASCaps genotype is a JSON list of nine-integer layer descriptors
 `[resize]` (see NASCAPS_MODEL.md). `Network.from_genotype` applies the published expansion rules.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,8 +175,11 @@ class Network:
         """Weights of all operations (the published model counts routing coefficients too)."""
         return sum(op.weights for op in self.operations)
 
+    @functools.cached_property
     def table(self) -> np.ndarray:
-        """Operation parameters as an int64 array of shape (n_ops, 4): kind code, weights,
+        """Operation parameters as a read-only int64 array of shape (n_ops, 4): kind code, weights,
         sums_per_out, data_per_weight."""
-        return np.array([(OP_KINDS.index(op.kind), op.weights, op.sums_per_out, op.data_per_weight)
+        table = np.array([(OP_KINDS.index(op.kind), op.weights, op.sums_per_out, op.data_per_weight)
                          for op in self.operations], dtype=np.int64).reshape(-1, 4)
+        table.flags.writeable = False
+        return table
