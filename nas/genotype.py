@@ -1,0 +1,294 @@
+"""Genotypes: NASCaps layer descriptors with their skip position and resize flag.
+
+A descriptor is nine integers `(type, n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out)`
+(type 0 convolution, 1 capsule layer of Sabour et al., 2 DeepCaps CapsCell; sizes in pixels,
+channels and capsule atoms). The NASCaps `.chr` form is the JSON list of descriptors followed by
+`[skip]` and `[resize]` (see NASCAPS_MODEL.md). Layers use 'same' padding: n_out = ceil(n_in / stride).
+
+Rules checked by `Genotype.validate` (structural rules always, search-space limits when a space is
+given): the first layer is a convolution; convolutions all come before the capsule layers; at least
+one capsule layer (the class layer; two for CapsCell networks: a cell and the class layer; the search
+space asks for at least two of either kind by default), all of one type; consecutive layers agree on side and channels (channels x atoms
+when a convolution is involved, as a convolution's output is reshaped into capsules); n_out =
+ceil(n_in / stride) for all layers but the final class layer (whose kernel, stride and n_out the
+fully-connected ClassCaps does not use); no kernel larger than its input; skip is -1 or the position
+(from 1) of a CapsCell before the last one.
+"""
+
+import json
+import math
+import numbers
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from capsacc.errors import GenotypeFormatError, InputError
+from capsacc.network import DESCRIPTOR_FIELDS, LAYER_TYPES, Network
+
+from nas.space import SearchSpace
+
+CONV, SABOUR, CAPSCELL = 0, 1, 2
+"""Layer type codes of a descriptor's first field."""
+
+_FIELD = {name: position for position, name in enumerate(DESCRIPTOR_FIELDS)}
+
+
+class GenotypeError(GenotypeFormatError):
+    """A genotype that breaks a rule; `.index` (descriptor, from 0), `.field` and `.reason` say where and why."""
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """Layer descriptors (tuples of nine ints), skip position (from 1, -1 none) and resize flag (1 or 2)."""
+
+    layers: tuple[tuple[int, ...], ...]
+    skip: int = -1
+    resize: int = 1
+
+    @classmethod
+    def from_list(cls, data) -> "Genotype":
+        """From the NASCaps `.chr` JSON list form; a malformed list raises `GenotypeError`."""
+        if not isinstance(data, (list, tuple)):
+            raise GenotypeError(f"a genotype must be a JSON list, got {type(data).__name__}")
+        if len(data) < 3:
+            raise GenotypeError(f"a genotype needs layer descriptors then [skip] and [resize], "
+                                f"got {len(data)} entries")
+        for position, label in ((len(data) - 2, "skip"), (len(data) - 1, "resize")):
+            entry = data[position]
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 1 and _is_int(entry[0])):
+                raise GenotypeError(f"entry {position} must be [{label}] with one integer, got {entry!r}",
+                                    field=label)
+        layers = []
+        for index, descriptor in enumerate(data[:-2]):
+            if not isinstance(descriptor, (list, tuple)) or len(descriptor) != len(DESCRIPTOR_FIELDS):
+                raise GenotypeError(f"must be a list of {len(DESCRIPTOR_FIELDS)} integers, got {descriptor!r}",
+                                    index=index)
+            for field, value in zip(DESCRIPTOR_FIELDS, descriptor):
+                if not _is_int(value):
+                    raise GenotypeError(f"must be an integer, got {value!r}", index=index, field=field)
+            layers.append(tuple(int(v) for v in descriptor))
+        return cls(tuple(layers), int(data[-2][0]), int(data[-1][0]))
+
+    @classmethod
+    def preset(cls, name: str) -> "Genotype":
+        """A reference genotype of `capsacc.network.PRESETS` (`capsnet`, `deepcaps`)."""
+        from capsacc.network import PRESETS
+        if name not in PRESETS:
+            raise InputError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+        return cls.from_list(PRESETS[name])
+
+    def to_list(self) -> list:
+        """The NASCaps `.chr` JSON list form."""
+        return [list(layer) for layer in self.layers] + [[self.skip], [self.resize]]
+
+    @classmethod
+    def load(cls, path) -> "Genotype":
+        """Read a `.chr`/`.json` file: a genotype list, or an object with a `genotype` list; errors name the file."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as error:
+            raise InputError(f"{path}: cannot read ({error.strerror})") from None
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+        if isinstance(data, dict) and "genotype" in data:
+            data = data["genotype"]
+        try:
+            return cls.from_list(data)
+        except GenotypeError as error:
+            raise GenotypeError(f"{path}: {error.reason}", error.index, error.field) from None
+
+    def save(self, path) -> None:
+        """Write the `.chr` JSON list form."""
+        Path(path).write_text(json.dumps(self.to_list()) + "\n")
+
+    def key(self) -> str:
+        """Stable identity: the compact JSON list form (equal genotypes give equal keys)."""
+        return json.dumps(self.to_list(), separators=(",", ":"))
+
+    def to_network(self) -> Network:
+        """The `capsacc.Network` (hardware operations) of this genotype."""
+        return Network.from_genotype(self.to_list())
+
+    @property
+    def capsule_type(self) -> int | None:
+        """Type code of the capsule layers (1 Sabour, 2 CapsCell), None if there are none."""
+        types = [layer[0] for layer in self.layers if layer[0] != CONV]
+        return types[0] if types else None
+
+    @property
+    def input_side(self) -> int:
+        """Side in pixels of the first layer's input (after the resize flag's upsampling)."""
+        return self.layers[0][1]
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the first layer's input."""
+        return self.layers[0][2] * self.layers[0][3]
+
+    def validate(self, space: SearchSpace | None = None) -> None:
+        """Raise `GenotypeError` at the first broken rule (see the module docstring).
+
+        Without `space` only the structural rules apply; with it also its limits (kernel and stride
+        sets, channel and atom ranges, layer counts, resize, input shape and number of classes).
+        """
+        layers = self.layers
+        if not layers:
+            raise GenotypeError("a genotype needs at least one layer descriptor")
+        if self.resize not in (1, 2):
+            raise GenotypeError(f"resize must be 1 or 2, got {self.resize}", field="resize")
+        for index, layer in enumerate(layers):
+            if len(layer) != len(DESCRIPTOR_FIELDS):
+                raise GenotypeError(f"must have {len(DESCRIPTOR_FIELDS)} integers, got {len(layer)}", index=index)
+            if layer[0] not in LAYER_TYPES:
+                raise GenotypeError(f"unknown layer type {layer[0]} (0 conv, 1 capsule, 2 CapsCell)",
+                                    index=index, field="type")
+            for field, value in zip(DESCRIPTOR_FIELDS[1:], layer[1:]):
+                if value < 1:
+                    raise GenotypeError(f"must be positive, got {value}", index=index, field=field)
+        if layers[0][0] != CONV:
+            raise GenotypeError("the first layer must be a convolution (type 0)", index=0, field="type")
+        capsule_indices = [i for i, layer in enumerate(layers) if layer[0] != CONV]
+        if not capsule_indices:
+            raise GenotypeError("needs at least one capsule layer (the class layer), got none",
+                                index=len(layers) - 1, field="type")
+        if layers[-1][0] == CAPSCELL and len(capsule_indices) < 2:
+            raise GenotypeError("a CapsCell network needs at least one CapsCell before its class layer",
+                                index=len(layers) - 1, field="type")
+        first_caps = capsule_indices[0]
+        kind = layers[first_caps][0]
+        for index in range(first_caps, len(layers)):
+            if layers[index][0] == CONV:
+                raise GenotypeError("a convolution cannot follow a capsule layer", index=index, field="type")
+            if layers[index][0] != kind:
+                raise GenotypeError(f"capsule layers of mixed types ({kind} and {layers[index][0]})",
+                                    index=index, field="type")
+        last = len(layers) - 1
+        for index, layer in enumerate(layers):
+            n_in, kernel, stride, n_out = layer[1], layer[4], layer[5], layer[6]
+            if kernel > n_in:
+                raise GenotypeError(f"kernel {kernel} larger than its input side {n_in}", index=index,
+                                    field="kernel")
+            if index < last and n_out != math.ceil(n_in / stride):
+                raise GenotypeError(f"n_out {n_out} != ceil(n_in {n_in} / stride {stride}) = "
+                                    f"{math.ceil(n_in / stride)} ('same' padding)", index=index, field="n_out")
+            if index == 0:
+                continue
+            previous = layers[index - 1]
+            if n_in != previous[6]:
+                raise GenotypeError(f"n_in {n_in} != n_out {previous[6]} of descriptor {index - 1}",
+                                    index=index, field="n_in")
+            if previous[0] != CONV and layer[0] != CONV:
+                for field in ("ch", "caps"):
+                    got, want = layer[_FIELD[f"{field}_in"]], previous[_FIELD[f"{field}_out"]]
+                    if got != want:
+                        raise GenotypeError(f"{field}_in {got} != {field}_out {want} of descriptor {index - 1}",
+                                            index=index, field=f"{field}_in")
+            elif layer[2] * layer[3] != previous[7] * previous[8]:
+                raise GenotypeError(f"ch_in x caps_in = {layer[2] * layer[3]} != ch_out x caps_out = "
+                                    f"{previous[7] * previous[8]} of descriptor {index - 1}", index=index,
+                                    field="ch_in")
+        if self.skip != -1:
+            position = self.skip - 1
+            if not (0 <= position < last - 1 and layers[position][0] == CAPSCELL):
+                raise GenotypeError(f"skip must be -1 or the position (from 1) of a CapsCell before the last "
+                                    f"one, got {self.skip}", field="skip")
+        if space is not None:
+            self._validate_space(space)
+
+    def _validate_space(self, space: SearchSpace) -> None:
+        layers = self.layers
+        last = len(layers) - 1
+        if self.resize not in space.resizes:
+            raise GenotypeError(f"resize {self.resize} not allowed by the search space", field="resize")
+        side = space.input_side * self.resize
+        if layers[0][1] != side:
+            raise GenotypeError(f"n_in {layers[0][1]} != input side {space.input_side} x resize {self.resize}",
+                                index=0, field="n_in")
+        if self.input_channels != space.input_channels:
+            raise GenotypeError(f"ch_in x caps_in = {self.input_channels} != input channels "
+                                f"{space.input_channels}", index=0, field="ch_in")
+        if layers[last][7] != space.n_classes:
+            raise GenotypeError(f"the class layer needs ch_out = {space.n_classes} classes, got {layers[last][7]}",
+                                index=last, field="ch_out")
+        convolutions = sum(1 for layer in layers if layer[0] == CONV)
+        capsules = len(layers) - convolutions
+        _check_range(convolutions, space.convolutions, "convolutions", 0)
+        limits = space.sabour_layers if self.capsule_type == SABOUR else space.capscells
+        _check_range(capsules, limits, "capsule layers" if self.capsule_type == SABOUR else "CapsCells", last)
+        for index, layer in enumerate(layers):
+            if index == last:
+                _check_value(layer[8], space.capsules, index, "caps_out")
+                continue
+            if layer[4] not in space.kernels:
+                raise GenotypeError(f"kernel {layer[4]} not in {list(space.kernels)}", index=index, field="kernel")
+            if layer[5] not in space.strides:
+                raise GenotypeError(f"stride {layer[5]} not in {list(space.strides)}", index=index, field="stride")
+            _check_value(layer[7], space.channels, index, "ch_out")
+            _check_value(layer[8], space.capsules, index, "caps_out")
+
+    def repair(self, space: SearchSpace | None = None) -> "Genotype":
+        """Propagate sizes and channels from each layer to the next (NASCaps' correction step).
+
+        With `space`, the first layer's input is set to the space's input (side x resize, channels),
+        the class layer's ch_out to its number of classes, and a kernel larger than its input becomes
+        the largest kernel of the space that fits (the input side itself if none fits). Without it the
+        first layer's input is kept and an oversize kernel becomes the input side. n_out becomes
+        ceil(n_in / stride) (except for the class layer), each n_in the previous n_out, and channels
+        /atoms follow the previous layer (capsule to capsule exactly; through a convolution only when
+        the channel x atom products differ). A skip that breaks the rules becomes -1. Structural
+        faults (layer order, types) are left for `validate` to report.
+        """
+        layers = [list(layer) for layer in self.layers]
+        if not layers:
+            return self
+        last = len(layers) - 1
+        if space is not None:
+            layers[0][1] = space.input_side * self.resize
+            if layers[0][2] * layers[0][3] != space.input_channels:
+                layers[0][2], layers[0][3] = space.input_channels, 1
+            layers[last][7] = space.n_classes
+        for index, layer in enumerate(layers):
+            if index > 0:
+                previous = layers[index - 1]
+                layer[1] = previous[6]
+                both_caps = previous[0] != CONV and layer[0] != CONV
+                if both_caps or layer[2] * layer[3] != previous[7] * previous[8]:
+                    layer[2], layer[3] = previous[7], previous[8]
+            if layer[4] > layer[1]:
+                fitting = [k for k in (space.kernels if space else ()) if k <= layer[1]]
+                layer[4] = max(fitting) if fitting else layer[1]
+            if index < last:
+                layer[6] = math.ceil(layer[1] / max(layer[5], 1))
+        repaired = Genotype(tuple(tuple(layer) for layer in layers), self.skip, self.resize)
+        if self.skip != -1:
+            position = self.skip - 1
+            if not (0 <= position < last - 1 and layers[position][0] == CAPSCELL):
+                repaired = replace(repaired, skip=-1)
+        return repaired
+
+    def for_input(self, side: int, channels: int) -> "Genotype":
+        """This genotype adapted to another input (side before resizing, channels), sizes repaired.
+
+        Used to train a genotype on a dataset of a different shape (e.g. `deepcaps`, written for
+        32 x 32 x 3 images, on MNIST).
+        """
+        first = list(self.layers[0])
+        first[1] = side * self.resize
+        if first[2] * first[3] != channels:
+            first[2], first[3] = channels, 1
+        return replace(self, layers=(tuple(first),) + self.layers[1:]).repair()
+
+
+def _check_range(count: int, limits: tuple[int, int], what: str, index: int) -> None:
+    if not limits[0] <= count <= limits[1]:
+        raise GenotypeError(f"{count} {what}, the search space allows {limits[0]}-{limits[1]}", index=index,
+                            field="type")
+
+
+def _check_value(value: int, limits: tuple[int, int], index: int, field: str) -> None:
+    if not limits[0] <= value <= limits[1]:
+        raise GenotypeError(f"{value} outside the search space's {limits[0]}-{limits[1]}", index=index, field=field)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

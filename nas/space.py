@@ -1,0 +1,88 @@
+"""The search space: which layer descriptors a search may generate.
+
+Defaults follow NASCaps: kernels 3, 5, 9; strides 1, 2; 1-64 channels and 1-64 capsule atoms;
+1-6 convolutions (the genotypes NASCaps published have 1 to 5, so its space allowed a single one) followed by 2-6 capsule layers in the style of Sabour et al. or 4-8 CapsCell
+descriptors (counting the final FlatCaps + ClassCaps descriptor); the resize flag (x2 input
+upsampling) allowed; MNIST-shaped input (28 x 28 pixels, 1 channel) and 10 classes.
+"""
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from capsacc.errors import InputError
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Limits on genotypes. Ranges are inclusive `(min, max)` pairs; sizes in pixels/channels/atoms."""
+
+    kernels: tuple[int, ...] = (3, 5, 9)
+    strides: tuple[int, ...] = (1, 2)
+    channels: tuple[int, int] = (1, 64)
+    capsules: tuple[int, int] = (1, 64)
+    convolutions: tuple[int, int] = (1, 6)
+    sabour_layers: tuple[int, int] = (2, 6)
+    capscells: tuple[int, int] = (4, 8)
+    allow_resize: bool = True
+    input_side: int = 28
+    input_channels: int = 1
+    n_classes: int = 10
+
+    def __post_init__(self):
+        for name in ("kernels", "strides"):
+            values = getattr(self, name)
+            if not values or any(not _is_int(v) or v < 1 for v in values):
+                raise InputError(f"search space: '{name}' must be a non-empty list of positive integers, "
+                                 f"got {values!r}")
+        for name in ("channels", "capsules", "convolutions", "sabour_layers", "capscells"):
+            pair = getattr(self, name)
+            if (len(pair) != 2 or any(not _is_int(v) for v in pair) or pair[0] > pair[1]
+                    or pair[0] < (0 if name == "convolutions" else 1)):
+                raise InputError(f"search space: '{name}' must be a [min, max] pair of integers with "
+                                 f"min <= max, got {list(pair)!r}")
+        for name in ("input_side", "input_channels", "n_classes"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise InputError(f"search space: '{name}' must be a positive integer, got {value!r}")
+        if not isinstance(self.allow_resize, bool):
+            raise InputError(f"search space: 'allow_resize' must be true or false, got {self.allow_resize!r}")
+
+    @property
+    def resizes(self) -> tuple[int, ...]:
+        """Allowed values of the resize flag."""
+        return (1, 2) if self.allow_resize else (1,)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "search space") -> "SearchSpace":
+        """Build from a mapping of field names (lists become tuples); errors name `source` and the key."""
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in known:
+                raise InputError(f"{source}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+            values[key] = tuple(value) if isinstance(value, list) else value
+        try:
+            return cls(**values)
+        except InputError as error:
+            raise InputError(f"{source}: {str(error).removeprefix('search space: ')}") from None
+        except TypeError as error:
+            raise InputError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_toml(cls, path) -> "SearchSpace":
+        """Read a TOML file whose top-level keys are field names (or one `[space]` table of them)."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as error:
+            raise InputError(f"{path}: cannot read ({error.strerror})") from None
+        except tomllib.TOMLDecodeError as error:
+            raise InputError(f"{path}: not TOML ({error})") from None
+        if set(data) == {"space"} and isinstance(data["space"], dict):
+            data = data["space"]
+        return cls.from_dict(data, source=str(path))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
