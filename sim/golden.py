@@ -1,0 +1,207 @@
+"""Golden model of the CapsAcc RTL (`rtl/`): numpy functions with exactly its integer semantics.
+
+Every function here mirrors one datapath of the hardware bit for bit; the RTL tests compare the
+Amaranth simulation against them. Fixed-point formats (also in docs/rtl.md):
+
+- data and weights: signed 8-bit integers (int8).
+- partial sums: `acc_bits`-bit two's complement (25 by default). Every product is added to the
+  partial sum coming from the PE above and the result keeps its low `acc_bits` bits (wraps, no
+  saturation); the accumulator's additions of tile results wrap the same way.
+- requantization (`requantize`): arithmetic shift right by `shift` bits with round-half-up
+  (add 2**(shift-1) first), then saturation to [-128, 127].
+- squash: input int8 in Q3.4 (value q / 16), output int8 in Q0.7 (value y / 128).
+- softmax: input int8 logits in Q3.4, output int8 in Q0.7 (saturated to 127, so 1.0 reads 127).
+
+Arrays: `x` data tiles have shape (N, K) (N data vectors of K elements), weights (K, M);
+results (N, M) of dtype int64 holding the wrapped values.
+"""
+
+import math
+
+import numpy as np
+
+ACC_BITS = 25
+"""Published accumulator width (bits) of CapsAcc."""
+
+RECIPROCAL_BITS = 28
+"""K: the divider of the activation unit computes floor(2**K / divisor)."""
+
+SQUASH_FRAC_BITS = 4
+"""Fractional bits of the squash input (Q3.4)."""
+
+SOFTMAX_FRAC_BITS = 4
+"""Fractional bits of the softmax input logits (Q3.4)."""
+
+EXP_TABLE_BITS = 15
+"""exp(-d / 16) is tabulated as round(2**15 * exp(-d / 16)) for d in 0..255 (16-bit unsigned)."""
+
+OUT_FRAC_BITS = 7
+"""Fractional bits of squash and softmax outputs (Q0.7)."""
+
+
+def exp_table() -> np.ndarray:
+    """The softmax lookup table: entry d is round(2**15 * exp(-d / 2**4)), shape (256,), int64."""
+    d = np.arange(256, dtype=np.float64)
+    return np.round(2.0 ** EXP_TABLE_BITS * np.exp(-d / 2.0 ** SOFTMAX_FRAC_BITS)).astype(np.int64)
+
+
+def wrap(values, bits: int = ACC_BITS) -> np.ndarray:
+    """`values` reduced to `bits`-bit two's complement (int64 array)."""
+    v = np.asarray(values, dtype=np.int64)
+    half = np.int64(1) << (bits - 1)
+    return ((v + half) & ((np.int64(1) << bits) - 1)) - half
+
+
+def _int8(a, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.size and (arr.min() < -128 or arr.max() > 127):
+        raise ValueError(f"{name}: values outside int8 [-128, 127]")
+    return arr.astype(np.int64)
+
+
+def matmul_tile(x, w, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """One pass of data through the PE array: x (N, R) int8 times w (R, C) int8 -> (N, C).
+
+    The partial sum runs down a column PE by PE (row 0 first), wrapping to `acc_bits` after each
+    addition; the result equals the exact product reduced modulo 2**acc_bits.
+    """
+    x64, w64 = _int8(x, "x"), _int8(w, "w")
+    out = np.zeros((x64.shape[0], w64.shape[1]), dtype=np.int64)
+    for r in range(x64.shape[1]):
+        out = wrap(out + np.outer(x64[:, r], w64[r, :]), acc_bits)
+    return out
+
+
+def accumulate(stored, tile, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """The accumulator unit: stored partial sums plus a new tile result, wrapped."""
+    return wrap(np.asarray(stored, dtype=np.int64) + np.asarray(tile, dtype=np.int64), acc_bits)
+
+
+def tiled_matmul(x, w, rows: int, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """x (N, K) times w (K, M) as the array computes it: K split into chunks of `rows`, each chunk's
+    product accumulated (wrapping) into the partial-sum memory. M must fit the array columns."""
+    x64, w64 = _int8(x, "x"), _int8(w, "w")
+    out = np.zeros((x64.shape[0], w64.shape[1]), dtype=np.int64)
+    for k in range(0, x64.shape[1], rows):
+        out = accumulate(out, matmul_tile(x64[:, k:k + rows], w64[k:k + rows, :], acc_bits), acc_bits)
+    return out
+
+
+def requantize(values, shift: int) -> np.ndarray:
+    """Arithmetic shift right by `shift` (0..31) with round-half-up, saturated to int8 (int64 array)."""
+    v = np.asarray(values, dtype=np.int64)
+    if shift > 0:
+        v = (v + (np.int64(1) << (shift - 1))) >> shift
+    return np.clip(v, -128, 127)
+
+
+def relu(q) -> np.ndarray:
+    """max(q, 0) elementwise."""
+    return np.maximum(np.asarray(q, dtype=np.int64), 0)
+
+
+def _round_shift_sat(product: int, shift: int) -> int:
+    return max(-128, min(127, (product + (1 << (shift - 1))) >> shift))
+
+
+def isqrt(n: int) -> int:
+    """floor(sqrt(n)), as the activation unit's digit-by-digit square root computes it."""
+    return math.isqrt(n)
+
+
+def reciprocal(divisor: int) -> int:
+    """floor(2**RECIPROCAL_BITS / divisor), as the activation unit's restoring divider computes it."""
+    return (1 << RECIPROCAL_BITS) // divisor
+
+
+def squash(q) -> np.ndarray:
+    """Squash of one capsule vector q (int8, Q3.4), output int8 Q0.7.
+
+    S2 = sum q_i**2, norm = isqrt(S2), recip = floor(2**28 / (2**8 + S2)),
+    y_i = sat8((q_i * norm * recip + 2**20) >> 21): y_i / 128 ~ s_i |s| / (1 + |s|**2) with s = q / 16.
+    """
+    qs = [int(v) for v in _int8(q, "q")]
+    s2 = sum(v * v for v in qs)
+    norm = isqrt(s2)
+    recip = reciprocal((1 << (2 * SQUASH_FRAC_BITS)) + s2)
+    shift = RECIPROCAL_BITS - OUT_FRAC_BITS
+    return np.array([_round_shift_sat(v * norm * recip, shift) for v in qs], dtype=np.int64)
+
+
+def softmax(q) -> np.ndarray:
+    """Softmax of int8 logits q (Q3.4), output int8 Q0.7 saturated to 127.
+
+    m = max q, e_i = EXP[m - q_i], E = sum e_i, recip = floor(2**28 / E),
+    y_i = sat8((e_i * recip + 2**20) >> 21).
+    """
+    table = exp_table()
+    qs = [int(v) for v in _int8(q, "q")]
+    m = max(qs)
+    e = [int(table[m - v]) for v in qs]
+    recip = reciprocal(sum(e))
+    shift = RECIPROCAL_BITS - OUT_FRAC_BITS
+    return np.array([_round_shift_sat(v * recip, shift) for v in e], dtype=np.int64)
+
+
+def activate(sums, shift: int, function: str) -> np.ndarray:
+    """The activation unit on partial-sum rows (N, L): requantize, then `function` per row.
+
+    function: "none", "relu", "squash" (each row one capsule vector) or "softmax" (each row one
+    set of logits). Returns int8 values (int64 array) of the same shape.
+    """
+    q = requantize(np.atleast_2d(sums), shift)
+    if function == "none":
+        return q
+    if function == "relu":
+        return relu(q)
+    if function == "squash":
+        return np.stack([squash(row) for row in q])
+    if function == "softmax":
+        return np.stack([softmax(row) for row in q])
+    raise ValueError(f"function: unknown activation {function!r} (none, relu, squash, softmax)")
+
+
+def conv_tile(patches, weights, rows: int, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """A convolution tile: im2col `patches` (N, K) int8 against `weights` (K, M) int8, K tiled by
+    `rows` with accumulation, then requantization and ReLU. Returns (N, M) int8 values."""
+    return activate(tiled_matmul(patches, weights, rows, acc_bits), shift, "relu")
+
+
+def im2col(image, kernel: int, stride: int) -> np.ndarray:
+    """Patches of an image (H, W, Ch) -> (N_out**2, kernel*kernel*Ch), rows in raster order,
+    each row ordered (ky, kx, ch). No padding."""
+    img = np.asarray(image)
+    h, w, _ = img.shape
+    out_h = (h - kernel) // stride + 1
+    out_w = (w - kernel) // stride + 1
+    rows = [img[y * stride:y * stride + kernel, x * stride:x * stride + kernel, :].reshape(-1)
+            for y in range(out_h) for x in range(out_w)]
+    return np.stack(rows)
+
+
+def classcaps(u, w, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """ClassCaps predictions: u (I, Din) int8 input capsules, w (I, Din, J*Dout) int8 transformation
+    matrices -> u_hat (I, J*Dout) int8: u_hat[i] = requantize(u[i] @ w[i], shift)."""
+    u64 = _int8(u, "u")
+    return np.stack([requantize(matmul_tile(u64[i:i + 1], w[i], acc_bits)[0], shift)
+                     for i in range(u64.shape[0])])
+
+
+def routing_iteration(logits, u_hat, shift_logits: int, shift_sum: int, acc_bits: int = ACC_BITS):
+    """One dynamic-routing iteration on the array.
+
+    logits: (I, J) partial sums b (acc_bits wide); u_hat: (I, J, D) int8 predictions.
+    c = softmax over j of requantize(b, shift_logits)   (I, J) int8 Q0.7
+    s_j = sum_i c_ij u_hat[i, j]                          (J, D) wrapped sums
+    v = squash(requantize(s, shift_sum)) per j            (J, D) int8 Q0.7
+    b_ij += sum_d u_hat[i, j, d] v_jd                    (I, J) wrapped
+    Returns (c, s, v, b_new).
+    """
+    u = _int8(u_hat, "u_hat")
+    n_in, n_out, _ = u.shape
+    c = activate(logits, shift_logits, "softmax")
+    s = np.stack([matmul_tile(c[:, j][None, :], u[:, j, :], acc_bits)[0] for j in range(n_out)])
+    v = activate(s, shift_sum, "squash")
+    agreement = np.stack([[int(np.dot(u[i, j], v[j])) for j in range(n_out)] for i in range(n_in)])
+    b_new = accumulate(logits, wrap(agreement, acc_bits), acc_bits)
+    return c, s, v, b_new
