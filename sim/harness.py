@@ -1,0 +1,133 @@
+"""Run a stimulus script on a `wiring.Component` with either back end and compare the traces.
+
+`run(component, script, backend="amaranth"|"verilator")` returns a `Trace`: every ``dump`` with the
+cycle it was taken at, every ``until`` with the cycle it ended at and whether the port reached the
+value, and the total cycles. Both back ends implement the semantics of `sim.script`, so their traces
+of the same script are equal, cycle for cycle.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.lib import wiring
+
+from sim.script import Dump, Script, ScriptError, Set, Until
+
+BACKENDS = ("amaranth", "verilator")
+
+
+@dataclass(frozen=True)
+class Port:
+    """One port of a component: Verilog name, width in bits, signedness, direction ("in"/"out")."""
+
+    name: str
+    width: int
+    signed: bool
+    direction: str
+
+    def raw(self, value: int) -> int:
+        """`value` as the unsigned bit pattern of the port."""
+        return int(value) & ((1 << self.width) - 1)
+
+    def value(self, raw: int) -> int:
+        """The integer a bit pattern stands for (two's complement when signed)."""
+        if self.signed and raw >> (self.width - 1) & 1:
+            return raw - (1 << self.width)
+        return raw
+
+
+def component_ports(component: wiring.Component) -> dict[str, Port]:
+    """The ports of `component`, by Verilog name (signature path joined by ``__``)."""
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        name = "__".join(str(part) for part in path)
+        shape = value.shape()
+        if shape.width > 64:
+            raise ScriptError(f"port '{name}' is {shape.width} bits wide; the harness handles at most 64")
+        ports[name] = Port(name, shape.width, shape.signed, "in" if member.flow == wiring.In else "out")
+    return ports
+
+
+@dataclass(frozen=True)
+class DumpRecord:
+    """The values (as integers, signed where the port is) of the dumped ports at `cycle`."""
+
+    cycle: int
+    values: dict[str, int]
+
+
+@dataclass(frozen=True)
+class WaitRecord:
+    """An ``until`` that ended at `cycle`, after `waited` cycles; `reached` is False on a timeout."""
+
+    cycle: int
+    waited: int
+    reached: bool
+
+
+@dataclass
+class Trace:
+    """What a script produced on one back end."""
+
+    backend: str
+    cycles: int
+    dumps: list[DumpRecord] = field(default_factory=list)
+    waits: list[WaitRecord] = field(default_factory=list)
+    sim_s: float = 0.0
+    """Wall time of the simulation loop alone, in seconds (no build, no file transfer)."""
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.cycles / self.sim_s if self.sim_s > 0 else float("inf")
+
+    def same_as(self, other: "Trace") -> bool:
+        """True when the cycles, dumps and waits are equal (the back ends and timings may differ)."""
+        return (self.cycles, self.dumps, self.waits) == (other.cycles, other.dumps, other.waits)
+
+    def check_waits(self) -> None:
+        """Raise `SimulationTimeout` if any ``until`` timed out."""
+        for number, wait in enumerate(self.waits):
+            if not wait.reached:
+                raise SimulationTimeout(f"until #{number} timed out at cycle {wait.cycle} after {wait.waited} cycles")
+
+
+class SimulationTimeout(RuntimeError):
+    """An ``until`` whose port never reached its value within its cycle budget."""
+
+
+def check_script(script: Script, ports: dict[str, Port]) -> None:
+    """Raise `ScriptError` if the script names unknown ports or drives outputs."""
+    for command in script.commands:
+        names = command.ports if isinstance(command, Dump) else (
+            (command.port,) if isinstance(command, (Set, Until)) else ())
+        for name in names:
+            if name not in ports:
+                raise ScriptError(f"unknown port '{name}' (ports: {', '.join(sorted(ports))})")
+        if isinstance(command, Set) and ports[command.port].direction != "in":
+            raise ScriptError(f"'set {command.port}': not an input port")
+
+
+def run(component: wiring.Component, script: Script, backend: str = "amaranth",
+        cache_dir: str | Path | None = None) -> Trace:
+    """Run `script` on `component` with `backend` ("amaranth" or "verilator").
+
+    The Verilator back end builds (or reuses from `cache_dir`) a simulator of the component's
+    exported Verilog; see `sim.verilator`.
+    """
+    ports = component_ports(component)
+    check_script(script, ports)
+    if backend == "amaranth":
+        from sim.amaranth_backend import run_amaranth
+        return run_amaranth(component, script, ports)
+    if backend == "verilator":
+        from sim.verilator import VerilatorModel
+        return VerilatorModel.build(component, cache_dir=cache_dir).run(script)
+    raise ScriptError(f"unknown back end '{backend}' (known: {', '.join(BACKENDS)})")
+
+
+def timed(function):
+    """(result, seconds) of calling `function()`."""
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start

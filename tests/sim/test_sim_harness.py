@@ -1,0 +1,130 @@
+"""The script harness: both back ends play the same script, cycle for cycle, on a small component."""
+
+import random
+import shutil
+
+import pytest
+
+from sim.harness import Port, Trace, component_ports, run
+from sim.script import Script, ScriptError
+from sim.verilator import cpp_name
+from sim_components import Accumulator
+
+DEPTH = 8
+
+
+def random_script(seed: int, commands: int = 40) -> Script:
+    rng = random.Random(seed)
+    script = Script()
+    for _ in range(commands):
+        script.set("en", rng.randint(0, 1)).set("data", rng.randint(-128, 127))
+        script.set("clear", int(rng.random() < 0.1))
+        script.step(rng.randint(1, 3)).dump("acc", "count", "full")
+        script.set("rd__addr", rng.randrange(DEPTH)).step(1).dump("rd__data")
+    script.set("clear", 1).step(1).set("clear", 0).set("en", 1).set("data", 3)
+    script.until("full", 1, 50).dump("acc", "count")
+    script.until("count", 0, 4)
+    return script
+
+
+def reference(script: Script) -> list[tuple[int, dict]]:
+    """The dumps `Accumulator` must produce, computed in Python from its description."""
+    inputs = {"en": 0, "clear": 0, "data": 0, "rd__addr": 0}
+    acc, count, cycle, read = 0, 0, 0, 0
+    history = [0] * DEPTH
+    dumps = []
+
+    def wrap16(value):
+        return (value + 2 ** 15) % 2 ** 16 - 2 ** 15
+
+    def tick():
+        nonlocal acc, count, read
+        read = history[inputs["rd__addr"]]
+        if inputs["clear"]:
+            acc, count = 0, 0
+        elif inputs["en"]:
+            history[count % DEPTH] = wrap16(acc + inputs["data"])
+            acc, count = wrap16(acc + inputs["data"]), (count + 1) % 256
+
+    for command in script.commands:
+        kind = type(command).__name__
+        if kind == "Set":
+            inputs[command.port] = command.value
+        elif kind == "Step":
+            for _ in range(command.cycles):
+                tick()
+            cycle += command.cycles
+        elif kind == "Until":
+            values = {"full": int(count >= DEPTH), "count": count}
+            waited = 0
+            while values[command.port] != command.value and waited < command.max_cycles:
+                tick()
+                waited += 1
+                values = {"full": int(count >= DEPTH), "count": count}
+            cycle += waited
+        else:
+            state = {"acc": acc, "count": count, "full": int(count >= DEPTH), "rd__data": read}
+            dumps.append((cycle, {name: state[name] for name in command.ports}))
+    return dumps
+
+
+def test_script_text_round_trip():
+    script = random_script(0, commands=5)
+    assert Script.parse(script.text()).commands == script.commands
+    parsed = Script.parse("set data -5  # comment\n\nstep 0x10\nuntil full 1 9\ndump acc count\n")
+    assert parsed.text() == "set data -5\nstep 16\nuntil full 1 9\ndump acc count\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("set data", "line 1: cannot parse"),
+    ("step 3\nstep x", "line 2"),
+    ("jump 3", "cannot parse"),
+    ("step -1", "cycles must be >= 0"),
+])
+def test_script_parse_errors(text, message):
+    with pytest.raises(ScriptError, match=message):
+        Script.parse(text)
+
+
+def test_unknown_ports_and_driven_outputs_are_refused():
+    with pytest.raises(ScriptError, match="unknown port 'nope'"):
+        run(Accumulator(DEPTH), Script().dump("nope"))
+    with pytest.raises(ScriptError, match="not an input"):
+        run(Accumulator(DEPTH), Script().set("acc", 1))
+
+
+def test_ports_follow_the_signature():
+    ports = component_ports(Accumulator(DEPTH))
+    assert ports["data"] == Port("data", 8, True, "in")
+    assert ports["rd__data"] == Port("rd__data", 16, True, "out")
+    assert ports["rd__addr"].direction == "in"
+    assert Port("x", 8, True, "in").raw(-1) == 255 and Port("x", 8, True, "in").value(255) == -1
+
+
+def test_verilator_name_mangling():
+    assert cpp_name("rd__addr") == "rd___05Faddr"
+    assert cpp_name("a_b") == "a_b"
+
+
+def test_amaranth_back_end_matches_the_reference():
+    script = random_script(1)
+    trace = run(Accumulator(DEPTH), script, "amaranth")
+    assert [(d.cycle, d.values) for d in trace.dumps] == reference(script)
+    assert trace.waits[0].reached and not trace.waits[1].reached
+    assert trace.waits[1].waited == 4
+    assert trace.cycles == trace.waits[1].cycle
+
+
+@pytest.mark.verilator
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
+def test_verilator_matches_amaranth_cycle_for_cycle(tmp_path):
+    script = random_script(2)
+    amaranth_trace = run(Accumulator(DEPTH), script, "amaranth")
+    verilator_trace = run(Accumulator(DEPTH), script, "verilator", cache_dir=tmp_path)
+    assert isinstance(verilator_trace, Trace) and verilator_trace.backend == "verilator"
+    assert verilator_trace.same_as(amaranth_trace)
+    assert [(d.cycle, d.values) for d in verilator_trace.dumps] == reference(script)
+    builds = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rerun = run(Accumulator(DEPTH), random_script(3), "verilator", cache_dir=tmp_path)
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == builds, "the second run must reuse the cached build"
+    assert rerun.same_as(run(Accumulator(DEPTH), random_script(3), "amaranth"))
