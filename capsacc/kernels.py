@@ -103,13 +103,35 @@ def _op_row(out, row, kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_ou
 
 
 @njit(cache=True)
-def _ops_of_descriptor(layer_type, index, last):
-    """Number of operations a descriptor expands into."""
-    if layer_type == 0:
+def _descriptor_ops(d, position, last, out):
+    """Write the operations of descriptor `d` (at `position`, `last` the index of the genotype's last
+    descriptor) into rows of `out` (at least 7 x 4) by the published expansion; return their count."""
+    t, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out = d[0], d[1], d[2], d[3], d[4], d[6], d[7], d[8]
+    if t == 0:
+        _op_row(out, 0, CONV, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
         return 1
-    if layer_type == 1:
-        return 6 if index == last else 1
-    return 7 if index == last else 4
+    if t == 1 and position < last:
+        _op_row(out, 0, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        return 1
+    if t == 1:
+        _op_row(out, 0, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        for row in range(1, 6):
+            _op_row(out, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        return 6
+    if position < last - 1:
+        _op_row(out, 0, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        for row in range(1, 4):
+            _op_row(out, row, CONVCAPS, n_in, ch_in, caps_out, k, n_out, ch_out, caps_out)
+        return 4
+    if position == last - 1:
+        for row in range(3):
+            _op_row(out, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        _op_row(out, 3, CONVCAPS3D, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        return 4
+    for row in range(6):
+        _op_row(out, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+    _op_row(out, 6, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+    return 7
 
 
 @njit(cache=True)
@@ -117,49 +139,46 @@ def expand_batch(descriptors, offsets):
     """Expand flattened genotypes (descriptors int64 (n_desc, 9); genotype j owns rows
     offsets[j]:offsets[j+1]) into an operation table and its offsets, by the published rules."""
     n = offsets.shape[0] - 1
+    scratch = np.empty((7, 4), np.int64)
     op_offsets = np.zeros(n + 1, np.int64)
     for j in range(n):
         last = offsets[j + 1] - offsets[j] - 1
         count = 0
         for i in range(offsets[j], offsets[j + 1]):
-            count += _ops_of_descriptor(descriptors[i, 0], i - offsets[j], last)
+            count += _descriptor_ops(descriptors[i], i - offsets[j], last, scratch)
         op_offsets[j + 1] = op_offsets[j] + count
     table = np.empty((op_offsets[n], 4), np.int64)
     for j in range(n):
         row = op_offsets[j]
         last = offsets[j + 1] - offsets[j] - 1
         for i in range(offsets[j], offsets[j + 1]):
-            d = descriptors[i]
-            t, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out = d[0], d[1], d[2], d[3], d[4], d[6], d[7], d[8]
-            position = i - offsets[j]
-            if t == 0:
-                _op_row(table, row, CONV, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                row += 1
-            elif t == 1 and position < last:
-                _op_row(table, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                row += 1
-            elif t == 1:
-                _op_row(table, row, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                row += 1
-                for _ in range(5):
-                    _op_row(table, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                    row += 1
-            elif position < last - 1:
-                _op_row(table, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                row += 1
-                for _ in range(3):
-                    _op_row(table, row, CONVCAPS, n_in, ch_in, caps_out, k, n_out, ch_out, caps_out)
-                    row += 1
-            elif position == last - 1:
-                for _ in range(3):
-                    _op_row(table, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                    row += 1
-                _op_row(table, row, CONVCAPS3D, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                row += 1
-            else:
-                for _ in range(6):
-                    _op_row(table, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                    row += 1
-                _op_row(table, row, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-                row += 1
+            count = _descriptor_ops(descriptors[i], i - offsets[j], last, scratch)
+            table[row:row + count] = scratch[:count]
+            row += count
     return table, op_offsets
+
+
+@njit(cache=True)
+def genotype_totals(descriptors, offsets, params):
+    """`batch_totals` of flattened genotypes, expanding each descriptor on the fly (no table)."""
+    n = offsets.shape[0] - 1
+    scratch = np.empty((7, 4), np.int64)
+    cycles = np.zeros(n, np.int64)
+    energy = np.zeros(n, np.float64)
+    weights = np.zeros(n, np.int64)
+    for j in range(n):
+        last = offsets[j + 1] - offsets[j] - 1
+        total_cycles = 0
+        total_energy = 0.0
+        total_weights = 0
+        for i in range(offsets[j], offsets[j + 1]):
+            count = _descriptor_ops(descriptors[i], i - offsets[j], last, scratch)
+            for r in range(count):
+                _, c, _, _, e = _op_cost(scratch[r, 1], scratch[r, 2], scratch[r, 3], params)
+                total_cycles += c
+                total_energy += e
+                total_weights += scratch[r, 1]
+        cycles[j] = total_cycles
+        energy[j] = total_energy
+        weights[j] = total_weights
+    return cycles, energy, weights

@@ -102,26 +102,44 @@ class OperationBatch:
         table = np.concatenate(tables) if tables else np.empty((0, 4), np.int64)
         return cls(table, offsets)
 
-    @classmethod
-    def from_descriptors(cls, descriptors: np.ndarray, offsets: np.ndarray) -> "OperationBatch":
-        """Expand genotypes given as flattened descriptors: int (n_desc, 9), genotype j owning rows
-        offsets[j]:offsets[j+1]. Checks types and sizes like `Network.from_genotype`."""
-        descriptors = np.ascontiguousarray(descriptors, dtype=np.int64)
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class GenotypeBatch:
+    """Many genotypes flattened into one descriptor array, checked like `Network.from_genotype`.
+
+    `descriptors`: int64 (n_desc, 9) layer descriptors; genotype j owns rows `offsets[j]:offsets[j+1]`.
+    Skip and resize entries are left out: they do not change the hardware cost.
+    """
+
+    descriptors: np.ndarray
+    offsets: np.ndarray
+
+    def __post_init__(self):
+        descriptors = np.ascontiguousarray(self.descriptors, dtype=np.int64)
+        offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        object.__setattr__(self, "descriptors", descriptors)
+        object.__setattr__(self, "offsets", offsets)
         if descriptors.ndim != 2 or descriptors.shape[1] != len(DESCRIPTOR_FIELDS):
             raise GenotypeFormatError(f"descriptors must have shape (n, 9), got {descriptors.shape}")
         if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != len(descriptors) or np.any(np.diff(offsets) < 1):
             raise GenotypeFormatError("offsets must start at 0, end at len(descriptors) and increase")
         bad_type = np.flatnonzero((descriptors[:, 0] < 0) | (descriptors[:, 0] > 2))
         if bad_type.size:
-            row = bad_type[0]
-            raise GenotypeFormatError(f"unknown layer type {descriptors[row, 0]}", index=int(row), field="type")
+            row = int(bad_type[0])
+            raise GenotypeFormatError(f"unknown layer type {descriptors[row, 0]}", index=row, field="type")
         bad_size = np.argwhere(descriptors[:, 1:] < 1)
         if bad_size.size:
-            row, column = bad_size[0]
+            row, column = (int(x) for x in bad_size[0])
             raise GenotypeFormatError(f"must be positive, got {descriptors[row, column + 1]}",
-                                      index=int(row), field=DESCRIPTOR_FIELDS[column + 1])
-        return cls(*kernels.expand_batch(descriptors, offsets))
+                                      index=row, field=DESCRIPTOR_FIELDS[column + 1])
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def expand(self) -> OperationBatch:
+        """The operation table of every genotype, by the published expansion."""
+        return OperationBatch(*kernels.expand_batch(self.descriptors, self.offsets))
 
 
 @dataclass(frozen=True)
@@ -136,13 +154,21 @@ class BatchEstimate:
     model: str = MODEL_VERSION
 
 
-def estimate_many(networks: OperationBatch | Sequence[Network], accelerator: Accelerator) -> BatchEstimate:
-    """The totals of `estimate` for many networks at once, bit-identical to it."""
-    batch = networks if isinstance(networks, OperationBatch) else OperationBatch.from_networks(networks)
-    cycles, energy, weights = kernels.batch_totals(batch.table, batch.offsets, accelerator.kernel_params)
+def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
+                  accelerator: Accelerator) -> BatchEstimate:
+    """The totals of `estimate` for many networks at once, bit-identical to it.
+
+    A `GenotypeBatch` is expanded and costed in one pass, without building an operation table.
+    """
+    params = accelerator.kernel_params
+    if isinstance(networks, GenotypeBatch):
+        cycles, energy, weights = kernels.genotype_totals(networks.descriptors, networks.offsets, params)
+    else:
+        batch = networks if isinstance(networks, OperationBatch) else OperationBatch.from_networks(networks)
+        cycles, energy, weights = kernels.batch_totals(batch.table, batch.offsets, params)
     return BatchEstimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                          weights=weights, memory_KiB=weights / 1024)
 
 
-__all__ = ["MODEL_VERSION", "OP_KINDS", "Estimate", "OperationCost", "OperationBatch", "BatchEstimate",
+__all__ = ["MODEL_VERSION", "OP_KINDS", "Estimate", "OperationCost", "OperationBatch", "GenotypeBatch", "BatchEstimate",
            "estimate", "estimate_many"]

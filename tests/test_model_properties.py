@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsacc import Accelerator, Network, OperationBatch, estimate, estimate_many
+from capsacc import Accelerator, GenotypeBatch, Network, OperationBatch, estimate, estimate_many
 from genotype_strategies import cost_genotypes
 
 PUBLISHED = Accelerator.published()
@@ -17,7 +17,8 @@ def test_batch_is_bit_identical_to_single(genotypes):
     singles = [estimate(n, PUBLISHED) for n in networks]
     descriptors = np.array([d for g in genotypes for d in g[:-2]])
     offsets = np.cumsum([0] + [len(g) - 2 for g in genotypes])
-    for batch in (OperationBatch.from_networks(networks), OperationBatch.from_descriptors(descriptors, offsets)):
+    genotype_batch = GenotypeBatch(descriptors, offsets)
+    for batch in (OperationBatch.from_networks(networks), genotype_batch, genotype_batch.expand()):
         many = estimate_many(batch, PUBLISHED)
         assert many.cycles.tolist() == [s.cycles for s in singles]
         assert many.energy_mJ.tolist() == [s.energy_mJ for s in singles]

@@ -1,0 +1,133 @@
+"""Networks estimated per second by the published NASCaps cost model.
+
+Compares, in one run and on one core: (a) a plain-Python implementation of the same formulas,
+written here; (b) `capsacc.estimate`, one network at a time; (c) `capsacc.estimate_many` on 100,000
+random genotypes of 3 to 25 descriptors. Goals: (c) >= 1,000,000 networks/s, (b) <= 20 us/network.
+Run: python benchmarks/bench_model.py [--networks 100000]
+"""
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from capsacc import Accelerator, GenotypeBatch, Network, estimate, estimate_many
+
+
+def random_genotypes(count: int, rng: np.random.Generator) -> list[list]:
+    """Genotypes of 3-25 descriptors: 1..n-2 convolutions, then capsule layers or CapsCells, with
+    consistent sizes ('same' padding), channels and capsules 1..64, kernels {3,5,9}, strides {1,2}."""
+    genotypes = []
+    for _ in range(count):
+        n_layers = int(rng.integers(3, 26))
+        n_conv = int(rng.integers(1, n_layers - 1))
+        caps_type = int(rng.integers(1, 3))
+        side, channels, atoms = int(rng.choice((28, 32, 64))), int(rng.choice((1, 3))), 1
+        layers = []
+        for index in range(n_layers):
+            layer_type = 0 if index < n_conv else caps_type
+            kernel, stride = int(rng.choice((3, 5, 9))), int(rng.integers(1, 3))
+            n_out = -(-side // stride)
+            ch_out = int(rng.integers(1, 65))
+            caps_out = 1 if layer_type == 0 else int(rng.integers(1, 65))
+            layers.append([layer_type, side, channels, atoms, kernel, stride, n_out, ch_out, caps_out])
+            side, channels, atoms = n_out, ch_out, caps_out
+        genotypes.append(layers + [[-1], [1]])
+    return genotypes
+
+
+def plain_python_estimate(genotype: list, acc: Accelerator) -> tuple[float, float, int]:
+    """(energy_mJ, latency_ms, weights) by the NASCAPS_MODEL.md formulas in plain Python."""
+    descriptors = genotype[:-2]
+    last = len(descriptors) - 1
+    ops = []
+    for i, (kind, n_in, ch_in, caps_in, k, stride, n_out, ch_out, caps_out) in enumerate(descriptors):
+        fields = (n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        if kind == 0:
+            ops.append(("conv",) + fields)
+        elif kind == 1 and i < last:
+            ops.append(("convcaps",) + fields)
+        elif kind == 1:
+            ops += [("classcaps",) + fields] + [("routing",) + fields] * 5
+        elif i < last - 1:
+            ops += [("convcaps",) + fields] + [("convcaps", n_in, ch_in, caps_out, k, n_out, ch_out, caps_out)] * 3
+        elif i == last - 1:
+            ops += [("convcaps",) + fields] * 3 + [("convcaps3d",) + fields]
+        else:
+            ops += [("routing",) + fields] * 6 + [("classcaps",) + fields]
+    energy, cycles_total, weights_total = 0.0, 0, 0
+    rows, cols, terms = acc.rows, acc.cols, acc.rows * acc.inputs_per_pe
+    for kind, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out in ops:
+        volume = k ** 3 if kind == "convcaps3d" else k ** 2
+        if kind == "routing":
+            weights, sums = ch_in * k * k * ch_out, caps_in
+        else:
+            weights, sums = (ch_in * volume + 1) * ch_out * caps_out * caps_in, (volume + 1) * ch_in * caps_in
+        data = 1 if kind in ("classcaps", "routing") else n_out * n_out * ch_in * caps_in
+        w_loads = math.ceil(weights / cols / min(terms, sums))
+        cycles = (rows + acc.pe_stages - 1) * w_loads + data
+        accumulators = cols if data == 1 else cols * max(sums - terms + 1, 1)
+        power = acc.pe_power_mW * rows * cols + accumulators * acc.reg_power_mW
+        energy += power * cycles * (acc.period_ns * 1e-9)
+        cycles_total += cycles
+        weights_total += weights
+    return energy, cycles_total * acc.period_ns * 1e-6, weights_total
+
+
+def rate(function, count: int, repeats: int = 3) -> float:
+    """Best networks per second of `function()` which estimates `count` networks."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return count / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    acc = Accelerator.published()
+    genotypes = random_genotypes(args.networks, np.random.default_rng(args.seed))
+    descriptors = np.array([d for g in genotypes for d in g[:-2]], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(g) - 2 for g in genotypes]).astype(np.int64)
+
+    sample = genotypes[:5000]
+    networks = [Network.from_genotype(g) for g in sample]
+    batch = GenotypeBatch(descriptors, offsets)
+    estimate(networks[0], acc)
+    table = batch.expand()
+    estimate_many(batch, acc)
+    estimate_many(table, acc)
+
+    many = estimate_many(batch, acc)
+    reference = [plain_python_estimate(g, acc) for g in sample]
+    assert np.allclose(many.energy_mJ[:len(sample)], [r[0] for r in reference], rtol=1e-12)
+    assert many.weights[:len(sample)].tolist() == [r[2] for r in reference]
+
+    figures = [
+        ("(a) plain Python, one at a time", rate(lambda: [plain_python_estimate(g, acc) for g in sample],
+                                                   len(sample))),
+        ("(b) estimate(network), one at a time", rate(lambda: [estimate(n, acc) for n in networks], len(sample))),
+        ("(b') estimate(Network.from_genotype(g))",
+         rate(lambda: [estimate(Network.from_genotype(g), acc) for g in sample], len(sample))),
+        ("(c) estimate_many(GenotypeBatch)", rate(lambda: estimate_many(batch, acc), len(genotypes))),
+        ("(c') estimate_many(expanded OperationBatch)", rate(lambda: estimate_many(table, acc), len(genotypes))),
+    ]
+    base = figures[0][1]
+    mean_ops = table.table.shape[0] / len(genotypes)
+    print(f"{len(genotypes)} random genotypes, {len(descriptors) / len(genotypes):.1f} descriptors and "
+          f"{mean_ops:.1f} operations each on average; plain-Python and single rows on {len(sample)} of them")
+    print(f"{'implementation':<42}{'networks_per_s':>16}{'us_per_network':>16}{'ratio_to_a':>12}")
+    for name, value in figures:
+        print(f"{name:<42}{value:>16,.0f}{1e6 / value:>16.3f}{value / base:>12.1f}")
+    goal_c, goal_b = figures[3][1] >= 1_000_000, 1e6 / figures[1][1] <= 20
+    print(f"goal (c) >= 1,000,000 networks/s: {'met' if goal_c else 'missed'}; "
+          f"goal (b) <= 20 us/network: {'met' if goal_b else 'missed'}")
+
+
+if __name__ == "__main__":
+    main()
