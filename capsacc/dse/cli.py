@@ -1,5 +1,180 @@
 """The `nascaps dse` and `nascaps systolic` subcommands."""
 
+import json
+from pathlib import Path
+
+from capsacc.errors import InputError
+
+NETWORKS = ("alexnet", "lenet", "vgg16", "resnet18", "capsnet", "deepcaps")
+
 
 def register(subparsers) -> None:
     """Add the design-space exploration subcommands."""
+    parser = subparsers.add_parser(
+        "dse", help="explore systolic accelerators for a network (XploreDL style)",
+        description="Evaluate every design point of a grid of systolic arrays (rows, cols, dataflow, SRAM "
+                    "sizes, clock period) for a network's inference or training, write designs.csv, "
+                    "pareto.csv (power, area, latency), pareto.png and run.json to --out, and print the best "
+                    "designs by TOPS/mm² and fJ/op. Ranges: LO:HI is the powers of two from LO to HI, "
+                    "LO:HI:STEP every STEP, A,B,C a list.")
+    parser.add_argument("--network", required=True, metavar="|".join(NETWORKS) + "|GENOTYPE.json|TOPOLOGY.csv",
+                        help="a shipped network, a NASCaps genotype (JSON) or a SCALE-Sim topology (CSV)")
+    parser.add_argument("--mode", choices=("inference", "training"), default="inference")
+    parser.add_argument("--rows", default="4:128:4", help="array rows (default 4:128:4)")
+    parser.add_argument("--cols", default="4:128:4", help="array columns (default 4:128:4)")
+    parser.add_argument("--dataflow", default="ws,os,is", help="dataflows (default ws,os,is)")
+    parser.add_argument("--sram-kB", default="32,128,512",
+                        help="sizes tried for each of the ifmap, filter and ofmap SRAMs, kB (default 32,128,512)")
+    parser.add_argument("--period-ns", default="2,3,4", help="clock periods, ns (the 45 nm tables have 2, 3, 4)")
+    parser.add_argument("--batch", type=int, default=1, help="samples per inference or training step (default 1)")
+    parser.add_argument("--input-side", type=int, default=None,
+                        help="input image side for capsnet/deepcaps/genotypes (default: the genotype's own)")
+    parser.add_argument("--input-channels", type=int, default=None,
+                        help="input image channels for capsnet/deepcaps/genotypes (default: the genotype's own)")
+    parser.add_argument("--sram-overhead", type=float, default=2.0,
+                        help="SRAM macro area over its 45 nm bit cells (default 2.0)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(handler=_dse_command)
+
+    parser = subparsers.add_parser(
+        "systolic", help="per-layer cycles and memory accesses on one systolic array (SCALE-Sim columns)",
+        description="SCALE-Sim's compute cycles and SRAM/DRAM reads and writes per layer of a topology, from "
+                    "closed forms (SCALE-Sim 3.0.0 conventions, CALC bandwidth mode, one-byte words).")
+    parser.add_argument("--topology", required=True, metavar="FILE.csv|alexnet|lenet|vgg16|resnet18",
+                        help="a SCALE-Sim topology CSV or a shipped topology")
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--cols", type=int, required=True)
+    parser.add_argument("--dataflow", choices=("ws", "os", "is"), default="ws")
+    parser.add_argument("--sram-kB", default="64,64,64", help="ifmap,filter,ofmap SRAM sizes in kB (default 64,64,64)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_systolic_command)
+
+
+def parse_values(text: str, option: str, kind=float) -> tuple:
+    """`LO:HI` (powers of two from LO to HI), `LO:HI:STEP` or `A,B,C`; `InputError` names `option`."""
+    try:
+        if ":" in text:
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) == 2:
+                low, high = parts
+                if low < 1 or high < low:
+                    raise ValueError
+                values, v = [], 1
+                while v <= high:
+                    if v >= low:
+                        values.append(v)
+                    v *= 2
+                if not values:
+                    raise ValueError
+                return tuple(kind(v) for v in values)
+            if len(parts) == 3:
+                low, high, step = parts
+                if step < 1 or high < low:
+                    raise ValueError
+                return tuple(kind(v) for v in range(low, high + 1, step))
+            raise ValueError
+        return tuple(kind(p) for p in text.split(","))
+    except ValueError:
+        raise InputError(f"{option}: cannot read {text!r} (LO:HI for powers of two, LO:HI:STEP, or A,B,C)") from None
+
+
+def load_workload(spec: str, mode: str, batch: int, input_side: int | None, input_channels: int | None):
+    """A shipped network, a genotype JSON or a topology CSV as a `Workload`."""
+    from capsacc.cli import load_network
+    from capsacc.dse.topology import BUILTIN_TOPOLOGIES, builtin_topology, read_topology
+    from capsacc.dse.workload import capsule_workload, preset_network, rescaled_genotype, topology_workload
+    from capsacc.network import PRESETS, Network
+
+    if batch < 1:
+        raise InputError(f"--batch: must be positive, got {batch}")
+    for option, value in (("--input-side", input_side), ("--input-channels", input_channels)):
+        if value is not None and value < 1:
+            raise InputError(f"{option}: must be positive, got {value}")
+    if spec in BUILTIN_TOPOLOGIES:
+        return topology_workload(spec, builtin_topology(spec), mode, batch)
+    if spec in PRESETS:
+        return capsule_workload(preset_network(spec, input_side, input_channels), mode, batch)
+    path = Path(spec)
+    if path.suffix.lower() == ".csv":
+        return topology_workload(path.stem, read_topology(path), mode, batch)
+    if input_side is None and input_channels is None:
+        return capsule_workload(load_network(spec), mode, batch)
+    genotype = json.loads(path.read_text()) if path.is_file() else None
+    network = load_network(spec)
+    first = genotype[0]
+    rescaled = rescaled_genotype(genotype, input_side or first[1], input_channels or first[2])
+    return capsule_workload(Network.from_genotype(rescaled, network.name), mode, batch)
+
+
+def _dse_command(args) -> int:
+    import time
+
+    from capsacc.dse.explore import best_rows, write_outputs
+    from capsacc.dse.grid import DesignGrid, evaluate
+
+    workload = load_workload(args.network, args.mode, args.batch, args.input_side, args.input_channels)
+    sram = parse_values(args.sram_kB, "--sram-kB")
+    grid = DesignGrid(rows=parse_values(args.rows, "--rows", int), cols=parse_values(args.cols, "--cols", int),
+                      dataflows=tuple(d.strip() for d in args.dataflow.split(",")), ifmap_sram_kB=sram,
+                      filter_sram_kB=sram, ofmap_sram_kB=sram, period_ns=parse_values(args.period_ns, "--period-ns"),
+                      sram_overhead=args.sram_overhead)
+    start = time.perf_counter()
+    results = evaluate(workload, grid)
+    seconds = time.perf_counter() - start
+    out = Path(args.out)
+    pareto = write_outputs(results, out, command=_command_line(args))
+    print(f"{workload.name} {workload.mode} (batch {workload.batch}): {len(workload.gemms)} GEMMs, "
+          f"{workload.macs} MACs, {workload.vector_elements} activation-unit elements")
+    print(f"{grid.size} design points in {seconds:.3f} s ({grid.size / seconds:,.0f} points/s); "
+          f"{len(pareto)} on the (power, area, latency) Pareto front")
+    for label, rows in best_rows(results, pareto):
+        print(label)
+        for line in rows:
+            print(line)
+    print(f"wrote {out / 'designs.csv'}, {out / 'pareto.csv'}, {out / 'pareto.png'}, {out / 'run.json'}")
+    return 0
+
+
+def _command_line(args) -> str:
+    parts = ["nascaps dse", f"--network {args.network}", f"--mode {args.mode}", f"--rows {args.rows}",
+             f"--cols {args.cols}", f"--dataflow {args.dataflow}", f"--sram-kB {args.sram_kB}",
+             f"--period-ns {args.period_ns}", f"--batch {args.batch}", f"--sram-overhead {args.sram_overhead}"]
+    if args.input_side is not None:
+        parts.append(f"--input-side {args.input_side}")
+    if args.input_channels is not None:
+        parts.append(f"--input-channels {args.input_channels}")
+    return " ".join(parts + [f"--out {args.out}"])
+
+
+REPORT_COLUMNS = ("layer", "total_cycles", "sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
+                  "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")
+
+
+def _systolic_command(args) -> int:
+    from capsacc.dse.systolic import DATAFLOWS, active_words, layer_reports
+    from capsacc.dse.topology import BUILTIN_TOPOLOGIES, builtin_topology, read_topology
+    from capsacc.dse.workload import topology_workload
+
+    if args.rows < 1 or args.cols < 1:
+        raise InputError(f"--rows and --cols must be positive, got {args.rows}, {args.cols}")
+    sram = parse_values(args.sram_kB, "--sram-kB")
+    if len(sram) != 3 or min(sram) <= 0:
+        raise InputError(f"--sram-kB: give three positive sizes ifmap,filter,ofmap, got {args.sram_kB!r}")
+    layers = builtin_topology(args.topology) if args.topology in BUILTIN_TOPOLOGIES else read_topology(args.topology)
+    workload = topology_workload(Path(args.topology).stem, layers, "inference")
+    reports = layer_reports(workload.gemm_table(), args.rows, args.cols, DATAFLOWS.index(args.dataflow),
+                            active_words(sram[0]), active_words(sram[1]))
+    config = {"topology": args.topology, "rows": args.rows, "cols": args.cols, "dataflow": args.dataflow,
+              "ifmap_sram_kB": sram[0], "filter_sram_kB": sram[1], "ofmap_sram_kB": sram[2],
+              "word_bytes": 1, "model": "scalesim-3.0.0-closed-form"}
+    if args.json:
+        layers_out = [dict(zip(REPORT_COLUMNS, [layer.name, *map(int, row)])) for layer, row in zip(layers, reports)]
+        print(json.dumps({"config": config, "layers": layers_out}))
+        return 0
+    print(", ".join(f"{k}={v}" for k, v in config.items()))
+    print(f"{'LayerID':>7} {'layer':<20}" + "".join(f"{c:>19}" for c in REPORT_COLUMNS[1:]))
+    for index, (layer, row) in enumerate(zip(layers, reports)):
+        print(f"{index:>7} {layer.name:<20}" + "".join(f"{int(v):>19}" for v in row))
+    totals = reports.sum(axis=0)
+    print(f"{'':>7} {'total':<20}" + "".join(f"{int(v):>19}" for v in totals))
+    return 0

@@ -1,0 +1,108 @@
+"""SCALE-Sim's closed forms for a systolic array: compute cycles, SRAM and DRAM accesses per GEMM.
+
+An R x C array runs an M x K times K x N GEMM (SCALE-Sim's naming: M output pixels, K products per
+output, N filters). Dataflow codes: 0 `ws` (weight stationary), 1 `os` (output stationary), 2 `is`
+(input stationary). Compute cycles are the `Total Cycles` column of SCALE-Sim 3.0.0's
+COMPUTE_REPORT.csv in its CALC interface-bandwidth mode (ENERGY_TABLES.md, last section):
+
+    ws: ceil(K/R)·ceil(N/C)·(2R + C + M - 2) - 1
+    os: ceil(M/R)·ceil(N/C)·(R + C + K - 2) - 1
+    is: ceil(K/R)·ceil(M/C)·(2R + C + N - 2) - 1
+
+SRAM accesses (one word = one byte) are SCALE-Sim's read and write request counts, derived from its
+fold loops (column folds outer, row folds inner) and checked against recorded runs
+(tests/dse/data/scalesim_reports.csv):
+
+    ifmap reads   ws: M·K·ceil(N/C)   os: M·K·ceil(N/C)   is: M·K
+    filter reads  ws: K·N             os: K·N·ceil(M/R)   is: K·N·ceil(M/C)
+    ofmap writes  ws: ceil(K/R)·M·N   os: M·N + (R+C)·ceil(M/R)·ceil(N/C)   is: ceil(K/R)·M·N
+
+ws and is write every partial sum (one per row fold); os counts (R + C) extra writes per fold,
+SCALE-Sim's os defect (its drain rows are counted as writes), kept here for fidelity.
+
+DRAM traffic is this module's own model of SCALE-Sim's double-buffered scratchpads: an operand is
+read from DRAM once when its distinct values (`*_words`) fit in the active half of its SRAM
+(SCALE-Sim's active-buffer fraction 0.5), otherwise once per pass of the fold loop that streams it
+again (ws and os: the ifmap once per column fold; os: the filter once per row fold when a column
+fold's K x C slice does not fit; is: the filter once per column fold). Every SRAM ofmap write goes to
+DRAM except the os defect's extra counts (SCALE-Sim's convention). With operands that fit this equals
+SCALE-Sim's DRAM counts; with smaller SRAMs SCALE-Sim's set-granular buffer model refetches part of
+an operand and the two differ (docs/dse.md gives the comparison).
+"""
+
+import numpy as np
+from numba import njit
+
+DATAFLOWS = ("ws", "os", "is")
+WS, OS, IS = range(3)
+ACTIVE_FRACTION = 0.5
+"""Share of each SRAM holding data in use while the rest is prefetched (SCALE-Sim's default)."""
+
+
+@njit(cache=True, inline="always")
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+@njit(cache=True, inline="always")
+def compute_cycles(m, k, n, rows, cols, dataflow):
+    """Compute cycles of one GEMM (SCALE-Sim's `Total Cycles`)."""
+    if dataflow == WS:
+        return _cdiv(k, rows) * _cdiv(n, cols) * (2 * rows + cols + m - 2) - 1
+    if dataflow == OS:
+        return _cdiv(m, rows) * _cdiv(n, cols) * (rows + cols + k - 2) - 1
+    return _cdiv(k, rows) * _cdiv(m, cols) * (2 * rows + cols + n - 2) - 1
+
+
+@njit(cache=True, inline="always")
+def sram_accesses(m, k, n, rows, cols, dataflow):
+    """(ifmap reads, filter reads, ofmap writes) of one GEMM, in words."""
+    if dataflow == WS:
+        return m * k * _cdiv(n, cols), k * n, _cdiv(k, rows) * m * n
+    if dataflow == OS:
+        return (m * k * _cdiv(n, cols), k * n * _cdiv(m, rows),
+                m * n + (rows + cols) * _cdiv(m, rows) * _cdiv(n, cols))
+    return m * k, k * n * _cdiv(m, cols), _cdiv(k, rows) * m * n
+
+
+@njit(cache=True, inline="always")
+def dram_accesses(m, k, n, ifmap_words, filter_words, rows, cols, dataflow, ifmap_active, filter_active):
+    """(ifmap reads, filter reads, ofmap writes) from and to DRAM of one GEMM, in words;
+    `ifmap_active`, `filter_active`: words in the active half of those SRAMs."""
+    ifmap = ifmap_words
+    filter_ = filter_words
+    if dataflow == WS:
+        if ifmap_words > ifmap_active:
+            ifmap = ifmap_words * _cdiv(n, cols)
+        return ifmap, filter_, _cdiv(k, rows) * m * n
+    if dataflow == OS:
+        if ifmap_words > ifmap_active:
+            ifmap = ifmap_words * _cdiv(n, cols)
+        if k * min(n, cols) > filter_active:
+            filter_ = filter_words * _cdiv(m, rows)
+        return ifmap, filter_, m * n
+    if filter_words > filter_active:
+        filter_ = filter_words * _cdiv(m, cols)
+    return ifmap, filter_, _cdiv(k, rows) * m * n
+
+
+@njit(cache=True)
+def layer_reports(table, rows, cols, dataflow, ifmap_active, filter_active):
+    """Per-GEMM figures for one array: int64 (n, 7) of compute cycles, SRAM ifmap reads, filter
+    reads, ofmap writes, DRAM ifmap reads, filter reads, ofmap writes; each multiplied by the
+    GEMM's count. `table`: int64 (n, 6) of m, k, n, count, ifmap_words, filter_words."""
+    out = np.empty((table.shape[0], 7), np.int64)
+    for i in range(table.shape[0]):
+        m, k, n, count = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
+        out[i, 0] = count * compute_cycles(m, k, n, rows, cols, dataflow)
+        a, b, c = sram_accesses(m, k, n, rows, cols, dataflow)
+        out[i, 1], out[i, 2], out[i, 3] = count * a, count * b, count * c
+        a, b, c = dram_accesses(m, k, n, table[i, 4], table[i, 5], rows, cols, dataflow, ifmap_active,
+                                filter_active)
+        out[i, 4], out[i, 5], out[i, 6] = count * a, count * b, count * c
+    return out
+
+
+def active_words(sram_kB: float, word_bytes: int = 1) -> int:
+    """Words in the active half of a double-buffered SRAM of `sram_kB` kB (1 kB = 1024 bytes)."""
+    return int(np.ceil(int(sram_kB * 1024) // word_bytes * ACTIVE_FRACTION))

@@ -1,0 +1,120 @@
+"""Layers in SCALE-Sim's topology format, read from its CSV files or shipped with the package.
+
+A SCALE-Sim topology CSV has a header line, then one layer a line:
+`name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,`
+(every row ends with a comma; an optional ninth field is a sparsity ratio `N:M`, only `1:1`, dense,
+is modelled here). Padding is not modelled: SCALE-Sim's output side is ceil((H - F + S) / S), so
+the shipped topologies give IFMAP sides with the padding already added. A layer whose name contains
+`DP` is depthwise: SCALE-Sim runs it as one single-channel layer per channel, and so does this module.
+"""
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from capsacc.errors import InputError
+
+BUILTIN_TOPOLOGIES = ("alexnet", "lenet", "vgg16", "resnet18")
+"""Topologies shipped as `capsacc/data/topology-<name>.csv` (padding folded into the IFMAP sides)."""
+
+COLUMNS = ("IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width", "Channels", "Num Filter", "Strides")
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One convolution or fully-connected layer (a fully-connected layer is a convolution whose
+    filter covers the whole input). Sides in pixels; `stride` in both directions."""
+
+    name: str
+    ifmap_h: int
+    ifmap_w: int
+    filter_h: int
+    filter_w: int
+    channels: int
+    num_filter: int
+    stride: int
+
+    @property
+    def ofmap_h(self) -> int:
+        """Output height, SCALE-Sim's convention ceil((H - F + S) / S)."""
+        return math.ceil((self.ifmap_h - self.filter_h + self.stride) / self.stride)
+
+    @property
+    def ofmap_w(self) -> int:
+        """Output width, SCALE-Sim's convention ceil((W - F + S) / S)."""
+        return math.ceil((self.ifmap_w - self.filter_w + self.stride) / self.stride)
+
+    @property
+    def gemm_mkn(self) -> tuple[int, int, int]:
+        """(M, K, N): output pixels, products per output (F_h·F_w·C), filters."""
+        return (self.ofmap_h * self.ofmap_w, self.filter_h * self.filter_w * self.channels, self.num_filter)
+
+    @property
+    def ifmap_footprint(self) -> int:
+        """Distinct input values the layer reads (pixels beyond the last window are never read)."""
+        rows = min(self.ifmap_h, (self.ofmap_h - 1) * self.stride + self.filter_h)
+        cols = min(self.ifmap_w, (self.ofmap_w - 1) * self.stride + self.filter_w)
+        return rows * cols * self.channels
+
+
+def read_topology(path: str | Path) -> list[ConvLayer]:
+    """The layers of a SCALE-Sim topology CSV; `InputError` names the file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    return parse_topology(text, str(path))
+
+
+def parse_topology(text: str, source: str) -> list[ConvLayer]:
+    """Parse the text of a SCALE-Sim topology CSV; `source` names it in error messages."""
+    layers = []
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise InputError(f"{source}: line 1: expected the header line (name, {', '.join(COLUMNS)},)")
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        if fields and fields[-1] == "":
+            fields.pop()
+        where = f"{source}: line {number}"
+        if len(fields) not in (8, 9):
+            raise InputError(f"{where}: expected 8 fields (name, {', '.join(COLUMNS)}) and an optional "
+                             f"sparsity ratio, got {len(fields)}")
+        name = fields[0]
+        if not name:
+            raise InputError(f"{where}: the layer name is empty")
+        values = []
+        for column, field in zip(COLUMNS, fields[1:8]):
+            try:
+                value = int(field)
+            except ValueError:
+                raise InputError(f"{where}: {column} must be an integer, got {field!r}") from None
+            if value < 1:
+                raise InputError(f"{where}: {column} must be positive, got {value}")
+            values.append(value)
+        if len(fields) == 9 and fields[8].replace(" ", "") != "1:1":
+            raise InputError(f"{where}: sparsity ratio {fields[8]!r} is not modelled (only 1:1, dense)")
+        ifmap_h, ifmap_w, filter_h, filter_w, channels, num_filter, stride = values
+        if filter_h > ifmap_h or filter_w > ifmap_w:
+            raise InputError(f"{where}: the filter ({filter_h}x{filter_w}) is larger than the IFMAP "
+                             f"({ifmap_h}x{ifmap_w})")
+        if "DP" in name:
+            layers.extend(ConvLayer(f"{name}Channel_{c}", ifmap_h, ifmap_w, filter_h, filter_w, 1, num_filter,
+                                    stride) for c in range(channels))
+        else:
+            layers.append(ConvLayer(name, *values))
+    if not layers:
+        raise InputError(f"{source}: no layers after the header line")
+    return layers
+
+
+def builtin_topology(name: str) -> list[ConvLayer]:
+    """One of `BUILTIN_TOPOLOGIES`."""
+    if name not in BUILTIN_TOPOLOGIES:
+        raise InputError(f"unknown topology '{name}' (known: {', '.join(BUILTIN_TOPOLOGIES)})")
+    resource = resources.files("capsacc").joinpath("data").joinpath(f"topology-{name}.csv")
+    return parse_topology(resource.read_text(), f"topology-{name}.csv")
