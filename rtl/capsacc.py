@@ -1,0 +1,332 @@
+"""The CapsAcc top level: PE array, accumulator, activation unit, buffers, control and host port.
+
+Host protocol (every port is at most 64 bits wide; see docs/rtl.md):
+
+- While `busy` is low the host owns the memories. `host_sel` picks one: 0 program (64-bit words),
+  1 data buffer (R int8 lanes per row), 2 weight buffer (C int8 lanes), 3 routing buffer (R int8
+  lanes), 4 partial-sum memory (C lanes of signed acc_bits). `host_addr` is the row.
+- Writes: set `host_we` for one cycle with `host_wdata`. Program: the whole word. int8 buffers:
+  `host_lane` = g writes lanes 8g..8g+7 from the bytes of host_wdata (lane 8g in bits 7:0; lanes
+  past the row width are ignored). Partial sums: `host_lane` = l writes lane l from the low
+  acc_bits of host_wdata.
+- Reads: present host_sel/host_addr/host_lane; one cycle later `host_rdata` holds the 8 bytes of
+  lane group g (int8 buffers), the sign-extended partial sum of lane l, or the program word.
+- Run: pulse `start` for one cycle; `busy` rises in the next cycle and falls when HALT executes,
+  `done` then stays high until the next start. `start` clears all counters.
+- Counters: `counter_sel` = i puts counter i on `counter` (combinational), see COUNTERS.
+
+Control unit: FETCH (program read), DECODE, then per opcode (see `rtl.isa`); MATMUL: WLOAD (R
+cycles issuing weight-row reads, bottom tile row first; each arrives one cycle later and shifts
+into the array), STREAM (n cycles issuing data-row reads; each row enters the array one cycle
+later), DRAIN (until every result has been written by the accumulator).
+
+Accumulator unit: the result of the data row issued at cycle s leaves the array at s + 1 + L
+(L = R + C - 1); its partial-sum row is read at s + L and written at s + 1 + L with the stored
+value plus the result (accumulate) or the result alone. A read of the row being written in the
+same cycle is forwarded from the write (read-after-write forwarding), so back-to-back updates of
+one row (MATMUL hold) are exact. Sums wrap in acc_bits two's complement.
+"""
+
+from dataclasses import dataclass
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from rtl.activation import ActivationUnit
+from rtl.isa import ADDR_BITS, DST_DATA, DST_ROUTING, DST_WEIGHT, OP_ACT, OP_MATMUL, SRC_ROUTING
+from rtl.pe_array import PEArray
+
+SEL_PROGRAM, SEL_DATA, SEL_WEIGHT, SEL_ROUTING, SEL_PSUM = 0, 1, 2, 3, 4
+
+COUNTERS = (
+    ("busy_cycles", "cycles with busy high (start to HALT)"),
+    ("instructions", "instructions executed, HALT included"),
+    ("weight_loads", "weight tiles loaded (one per MATMUL)"),
+    ("weight_load_cycles", "cycles in the weight-load state"),
+    ("data_reads", "data-buffer row reads by the control unit"),
+    ("data_writes", "data-buffer element writes by the activation unit"),
+    ("weight_reads", "weight-buffer row reads"),
+    ("weight_writes", "weight-buffer element writes by the activation unit"),
+    ("routing_reads", "routing-buffer row reads"),
+    ("routing_writes", "routing-buffer element writes by the activation unit"),
+    ("pe_active_cycles", "PE-cycles with valid data = multiply-accumulates issued (R*C per data row)"),
+    ("psum_reads", "partial-sum row reads (accumulate and activation)"),
+    ("psum_writes", "partial-sum row writes by the accumulator"),
+    ("act_ops", "int8 results produced by the activation unit"),
+)
+"""Performance counters, by index: (name, what it counts). Each is COUNTER_BITS wide."""
+
+COUNTER_BITS = 48
+
+
+@dataclass(frozen=True)
+class CapsAccConfig:
+    """Parameters of the top level: array rows x cols, accumulator width (bits), memory depths (rows)."""
+    rows: int = 4
+    cols: int = 4
+    acc_bits: int = 25
+    buffer_depth: int = 256
+    program_depth: int = 64
+
+    def validate(self) -> None:
+        """Raise ValueError naming the parameter that cannot be built."""
+        if not 1 <= self.rows <= 64:
+            raise ValueError(f"rows: {self.rows} outside [1, 64]")
+        if not 1 <= self.cols <= 63:
+            raise ValueError(f"cols: {self.cols} outside [1, 63] (the activation unit's length field)")
+        if not 17 <= self.acc_bits <= 48:
+            raise ValueError(f"acc_bits: {self.acc_bits} outside [17, 48] (an int8 product needs 16 bits)")
+        for name in ("buffer_depth", "program_depth"):
+            depth = getattr(self, name)
+            if not 2 <= depth <= 1 << ADDR_BITS or depth & (depth - 1):
+                raise ValueError(f"{name}: {depth} is not a power of two in [2, {1 << ADDR_BITS}]")
+
+
+def _lane_group_write(port, lanes: int, group, wdata, we) -> list:
+    """Statements writing int8 lanes 8*group..8*group+7 of a row from the bytes of wdata."""
+    stmts = []
+    for lane in range(lanes):
+        stmts.append(port.data[lane].eq(wdata.word_select(lane % 8, 8)))
+        stmts.append(port.en[lane].eq(we & (group == lane // 8)))
+    return stmts
+
+
+class CapsAcc(wiring.Component):
+    """CapsAcc with an R x C array; see the module docstring for the host protocol."""
+
+    def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = 25, buffer_depth: int = 256,
+                 program_depth: int = 64):
+        self.config = CapsAccConfig(rows, cols, acc_bits, buffer_depth, program_depth)
+        self.config.validate()
+        self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
+        super().__init__({
+            "host_sel": In(3), "host_addr": In(16), "host_lane": In(6),
+            "host_wdata": In(64), "host_we": In(1), "host_rdata": Out(64),
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "counter_sel": In(4), "counter": Out(COUNTER_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        rows, cols, acc_bits = cfg.rows, cfg.cols, cfg.acc_bits
+
+        m.submodules.array = array = PEArray(rows, cols, acc_bits)
+        m.submodules.act = act = ActivationUnit(cols, acc_bits, ADDR_BITS)
+
+        int8_row = lambda lanes: data.ArrayLayout(signed(8), lanes)  # noqa: E731
+        m.submodules.program = program = Memory(shape=unsigned(64), depth=cfg.program_depth, init=[])
+        m.submodules.data_buf = data_buf = Memory(shape=int8_row(rows), depth=cfg.buffer_depth, init=[])
+        m.submodules.weight_buf = weight_buf = Memory(shape=int8_row(cols), depth=cfg.buffer_depth, init=[])
+        m.submodules.routing_buf = routing_buf = Memory(shape=int8_row(rows), depth=cfg.buffer_depth, init=[])
+        m.submodules.psum = psum = Memory(shape=data.ArrayLayout(signed(acc_bits), cols),
+                                          depth=cfg.buffer_depth, init=[])
+        prog_r, prog_w = program.read_port(), program.write_port()
+        data_r, data_w = data_buf.read_port(), data_buf.write_port(granularity=1)
+        weight_r, weight_w = weight_buf.read_port(), weight_buf.write_port(granularity=1)
+        routing_r, routing_w = routing_buf.read_port(), routing_buf.write_port(granularity=1)
+        psum_r, psum_w = psum.read_port(), psum.write_port(granularity=1)
+
+        busy = Signal()
+        done = Signal()
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
+
+        # Decoded instruction register.
+        instr = Signal(64)
+        src, accumulate = instr[4], instr[5]
+        d_addr, w_addr, p_addr = instr[6:20], instr[20:34], instr[34:48]
+        n_rows, hold = instr[48:62], instr[62]
+        act_dst = instr[6:8]
+        pc = Signal(ADDR_BITS)
+        k = Signal(ADDR_BITS)
+
+        m.d.comb += [
+            act.func.eq(instr[4:6]), act.column.eq(instr[8]), act.shift.eq(instr[9:14]),
+            act.length.eq(instr[14:20]), act.p_addr.eq(instr[20:34]), act.dst_addr.eq(instr[34:48]),
+            act.n_rows.eq(instr[48:58]), act.stride.eq(instr[58:64]),
+            act.psum_data.eq(psum_r.data),
+        ]
+
+        # Array inputs: weight rows and data rows come straight from the buffers' read data.
+        weight_issue = Signal()
+        data_issue = Signal()
+        w_shift = Signal()
+        x_valid = Signal()
+        m.d.sync += [w_shift.eq(weight_issue), x_valid.eq(data_issue)]
+        from_routing = Signal()
+        m.d.comb += [
+            array.w_shift.eq(w_shift),
+            array.w_in.eq(weight_r.data),
+            array.x_valid.eq(x_valid),
+            array.x.eq(Mux(from_routing, routing_r.data.as_value(), data_r.data.as_value())),
+        ]
+
+        # Accumulator unit.
+        latency = array.latency
+        issue_delay = Signal(latency)
+        m.d.sync += issue_delay.eq(Cat(data_issue, issue_delay[:-1]))
+        acc_read = issue_delay[latency - 1]
+        rd_ptr = Signal(ADDR_BITS)
+        wr_ptr = Signal(ADDR_BITS)
+        pending = Signal(ADDR_BITS + 1)
+        acc_on = Signal()
+        fwd_hit = Signal()
+        fwd_data = Signal(data.ArrayLayout(signed(acc_bits), cols))
+        stored = Signal(data.ArrayLayout(signed(acc_bits), cols))
+        acc_write = array.y_valid
+        m.d.comb += stored.eq(Mux(fwd_hit, fwd_data.as_value(), psum_r.data.as_value()))
+        sums = Signal(data.ArrayLayout(signed(acc_bits), cols))
+        for c in range(cols):
+            m.d.comb += sums[c].eq(Mux(acc_on, stored[c], 0) + array.y[c])
+        with m.If(acc_read):
+            m.d.sync += rd_ptr.eq(Mux(hold, rd_ptr, rd_ptr + 1))
+        with m.If(acc_write):
+            m.d.sync += wr_ptr.eq(Mux(hold, wr_ptr, wr_ptr + 1))
+        m.d.sync += [
+            fwd_hit.eq(acc_write & acc_read & (wr_ptr == rd_ptr)),
+            fwd_data.eq(sums),
+            pending.eq(pending + data_issue - acc_write),
+        ]
+
+        # Host read path: remember what was asked, select it when the data arrives.
+        host_sel_q = Signal(3)
+        host_lane_q = Signal(6)
+        m.d.sync += [host_sel_q.eq(self.host_sel), host_lane_q.eq(self.host_lane)]
+
+        def lane_group(view, lanes):
+            """The 8 int8 lanes of group host_lane_q as 64 bits (0 past the row)."""
+            groups = (lanes + 7) // 8
+            padded = Cat(view.as_value(), Const(0, 64 * groups - 8 * lanes))
+            selected = Signal(64)
+            with m.Switch(host_lane_q):
+                for g in range(groups):
+                    with m.Case(g):
+                        m.d.comb += selected.eq(padded.word_select(g, 64))
+            return selected
+
+        with m.Switch(host_sel_q):
+            with m.Case(SEL_PROGRAM):
+                m.d.comb += self.host_rdata.eq(prog_r.data)
+            with m.Case(SEL_DATA):
+                m.d.comb += self.host_rdata.eq(lane_group(data_r.data, rows))
+            with m.Case(SEL_WEIGHT):
+                m.d.comb += self.host_rdata.eq(lane_group(weight_r.data, cols))
+            with m.Case(SEL_ROUTING):
+                m.d.comb += self.host_rdata.eq(lane_group(routing_r.data, rows))
+            with m.Case(SEL_PSUM):
+                with m.Switch(host_lane_q):
+                    for c in range(cols):
+                        with m.Case(c):
+                            m.d.comb += self.host_rdata.eq(psum_r.data[c])
+
+        # Memory port ownership: the host while idle, the control unit while busy.
+        host_is = lambda sel: ~busy & self.host_we & (self.host_sel == sel)  # noqa: E731
+        with m.If(busy):
+            m.d.comb += [
+                prog_r.addr.eq(pc),
+                weight_r.addr.eq(w_addr + (rows - 1) - k),
+                data_r.addr.eq(d_addr + k),
+                routing_r.addr.eq(d_addr + k),
+                psum_r.addr.eq(Mux(act.busy, act.psum_addr, rd_ptr)),
+                psum_w.addr.eq(wr_ptr),
+            ]
+            for c in range(cols):
+                m.d.comb += [psum_w.data[c].eq(sums[c]), psum_w.en[c].eq(acc_write)]
+            for port, lanes, dst in ((data_w, rows, DST_DATA), (weight_w, cols, DST_WEIGHT),
+                                     (routing_w, rows, DST_ROUTING)):
+                m.d.comb += port.addr.eq(act.wr_addr)
+                for lane in range(lanes):
+                    m.d.comb += [
+                        port.data[lane].eq(act.wr_data),
+                        port.en[lane].eq(act.wr_en & (act_dst == dst) & (act.wr_lane == lane)),
+                    ]
+        with m.Else():
+            for port in (prog_r, weight_r, data_r, routing_r, psum_r, prog_w, data_w, weight_w,
+                         routing_w, psum_w):
+                m.d.comb += port.addr.eq(self.host_addr)
+            m.d.comb += [prog_w.data.eq(self.host_wdata), prog_w.en.eq(host_is(SEL_PROGRAM))]
+            m.d.comb += _lane_group_write(data_w, rows, self.host_lane, self.host_wdata, host_is(SEL_DATA))
+            m.d.comb += _lane_group_write(weight_w, cols, self.host_lane, self.host_wdata,
+                                          host_is(SEL_WEIGHT))
+            m.d.comb += _lane_group_write(routing_w, rows, self.host_lane, self.host_wdata,
+                                          host_is(SEL_ROUTING))
+            for c in range(cols):
+                m.d.comb += [
+                    psum_w.data[c].eq(self.host_wdata[:acc_bits]),
+                    psum_w.en[c].eq(host_is(SEL_PSUM) & (self.host_lane == c)),
+                ]
+
+        # Performance counters.
+        counters = [Signal(COUNTER_BITS, name=f"count_{name}") for name, _ in COUNTERS]
+        count = dict(zip((name for name, _ in COUNTERS), counters))
+        act_write = lambda dst: act.wr_en & (act_dst == dst)  # noqa: E731
+        increments = {
+            "busy_cycles": busy,
+            "weight_load_cycles": weight_issue,
+            "weight_reads": weight_issue,
+            "data_reads": data_issue & ~from_routing,
+            "routing_reads": data_issue & from_routing,
+            "pe_active_cycles": Mux(data_issue, rows * cols, 0),
+            "psum_reads": (acc_read & acc_on) | act.psum_en,
+            "psum_writes": acc_write,
+            "act_ops": act.wr_en,
+            "data_writes": act_write(DST_DATA),
+            "weight_writes": act_write(DST_WEIGHT),
+            "routing_writes": act_write(DST_ROUTING),
+        }
+        with m.If(self.start & ~busy):
+            m.d.sync += [counter.eq(0) for counter in counters]
+        with m.Else():
+            for name, inc in increments.items():
+                m.d.sync += count[name].eq(count[name] + inc)
+        with m.Switch(self.counter_sel):
+            for index, counter in enumerate(counters):
+                with m.Case(index):
+                    m.d.comb += self.counter.eq(counter)
+
+        # Control unit.
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [busy.eq(1), done.eq(0), pc.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                word = prog_r.data
+                m.d.sync += [instr.eq(word), pc.eq(pc + 1), k.eq(0),
+                             count["instructions"].eq(count["instructions"] + 1)]
+                with m.Switch(word[0:4]):
+                    with m.Case(OP_MATMUL):
+                        m.d.sync += [count["weight_loads"].eq(count["weight_loads"] + 1),
+                                     from_routing.eq(word[4] == SRC_ROUTING), acc_on.eq(word[5]),
+                                     rd_ptr.eq(word[34:48]), wr_ptr.eq(word[34:48])]
+                        m.next = "WLOAD"
+                    with m.Case(OP_ACT):
+                        m.next = "ACT_START"
+                    with m.Default():
+                        m.d.sync += [busy.eq(0), done.eq(1)]
+                        m.next = "IDLE"
+            with m.State("WLOAD"):
+                m.d.comb += weight_issue.eq(1)
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == rows - 1):
+                    m.d.sync += k.eq(0)
+                    m.next = "STREAM"
+            with m.State("STREAM"):
+                m.d.comb += data_issue.eq(1)
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == n_rows - 1):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(pending == 0):
+                    m.next = "FETCH"
+            with m.State("ACT_START"):
+                m.d.comb += act.start.eq(1)
+                m.next = "ACT_WAIT"
+            with m.State("ACT_WAIT"):
+                with m.If(act.done):
+                    m.next = "FETCH"
+        return m
