@@ -1,0 +1,165 @@
+"""Capsule layers: shapes, numerical checks against plain numpy, save/load round trip."""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.keras
+
+keras = pytest.importorskip("keras")
+
+from nas import layers  # noqa: E402
+
+
+def np_squash(v, eps=layers.EPSILON):
+    norm2 = np.sum(v ** 2, axis=-1, keepdims=True)
+    return norm2 / (1 + norm2) * v / np.sqrt(norm2 + eps)
+
+
+def np_route(votes, routings, bias=None):
+    """Procedure 1 of Sabour et al. with plain loops; votes (batch, inputs, outputs, atoms)."""
+    batch, n_in, n_out, _ = votes.shape
+    logits = np.zeros((batch, n_in, n_out))
+    for iteration in range(routings):
+        coupling = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+        outputs = np.zeros((batch, n_out, votes.shape[3]))
+        for b in range(batch):
+            for j in range(n_out):
+                total = sum(coupling[b, i, j] * votes[b, i, j] for i in range(n_in))
+                if bias is not None:
+                    total = total + bias[j]
+                outputs[b, j] = np_squash(total)
+        if iteration < routings - 1:
+            for b in range(batch):
+                for i in range(n_in):
+                    for j in range(n_out):
+                        logits[b, i, j] += votes[b, i, j] @ outputs[b, j]
+    return outputs
+
+
+def test_squash_matches_numpy_and_keeps_zero_finite():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4, 7, 8)).astype(np.float32)
+    v[0, 0] = 0.0
+    out = keras.ops.convert_to_numpy(layers.squash(v))
+    np.testing.assert_allclose(out, np_squash(v), rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(out)) and np.all(out[0, 0] == 0)
+    lengths = np.linalg.norm(out, axis=-1)
+    assert np.all(lengths < 1)
+
+
+def test_squash_gradient_at_zero_is_finite():
+    import tensorflow as tf
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("gradient check written with tf.GradientTape")
+    x = tf.zeros((2, 8))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(layers.Length()(layers.squash(x)))
+    assert np.all(np.isfinite(tape.gradient(y, x).numpy()))
+
+
+def test_routing_matches_numpy():
+    rng = np.random.default_rng(1)
+    votes = rng.normal(scale=0.5, size=(2, 6, 3, 4)).astype(np.float32)
+    bias = rng.normal(scale=0.1, size=(3, 4)).astype(np.float32)
+    for routings in (1, 3):
+        got = keras.ops.convert_to_numpy(layers.route(votes, routings, bias))
+        np.testing.assert_allclose(got, np_route(votes.astype(np.float64), routings, bias), rtol=1e-4, atol=1e-5)
+
+
+def test_classcaps_matches_numpy():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    layer = layers.ClassCaps(4, 6, routings=3)
+    out = keras.ops.convert_to_numpy(layer(x))
+    w = keras.ops.convert_to_numpy(layer.transform)  # (inputs, atoms_in, capsules * atoms)
+    votes = np.einsum("bni,nio->bno", x, w).reshape(2, 5, 4, 6)
+    np.testing.assert_allclose(out, np_route(votes.astype(np.float64), 3), rtol=1e-4, atol=1e-5)
+    assert layer.count_params() == 5 * 3 * 4 * 6
+
+
+@pytest.mark.parametrize("layer, shape, expected", [
+    (layers.PrimaryCaps(4, 8, 3, 2), (2, 9, 9, 16), (2, 5, 5, 4, 8)),
+    (layers.ConvCaps2D(3, 5, 3, 1), (2, 7, 7, 4, 8), (2, 7, 7, 3, 5)),
+    (layers.ConvCaps2D(3, 5, 5, 2), (2, 7, 7, 4, 8), (2, 4, 4, 3, 5)),
+    (layers.ConvCaps3D(3, 5, 3, 2, routings=3), (2, 7, 7, 4, 8), (2, 4, 4, 3, 5)),
+    (layers.CapsCell(3, 5, 3, 2), (2, 8, 8, 4, 2), (2, 4, 4, 3, 5)),
+    (layers.CapsCell(3, 5, 3, 2, last=True), (2, 8, 8, 4, 2), (2, 4, 4, 3, 5)),
+    (layers.ToCapsules(4, 2), (2, 3, 3, 8), (2, 3, 3, 4, 2)),
+    (layers.FlatCaps(), (2, 3, 3, 4, 2), (2, 36, 2)),
+    (layers.ClassCaps(10, 16), (2, 36, 8), (2, 10, 16)),
+    (layers.Length(), (2, 10, 16), (2, 10)),
+    (layers.Mask(), (2, 10, 16), (2, 160)),
+])
+def test_output_shapes(layer, shape, expected):
+    out = layer(np.random.default_rng(3).normal(size=shape).astype(np.float32))
+    assert tuple(out.shape) == expected
+    assert tuple(layer.compute_output_shape(shape)) == expected
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
+
+
+def test_capsule_outputs_are_squashed():
+    out = keras.ops.convert_to_numpy(layers.ConvCaps3D(3, 5, 3)(np.ones((1, 4, 4, 2, 3), np.float32)))
+    assert np.all(np.linalg.norm(out, axis=-1) < 1)
+
+
+def test_conv_caps_weight_counts():
+    layer = layers.ConvCaps2D(3, 5, 3, 1)
+    layer.build((None, 7, 7, 4, 8))
+    assert layer.count_params() == 3 * 3 * 4 * 8 * 3 * 5 + 3 * 5
+    layer3d = layers.ConvCaps3D(3, 5, 3)
+    layer3d.build((None, 7, 7, 4, 8))
+    assert layer3d.count_params() == 3 * 3 * 8 * 3 * 5 + 3 * 5
+    cell = layers.CapsCell(3, 5, 3, 2)
+    cell.build((None, 8, 8, 4, 2))
+    inner = 3 * 3 * 15 * 15 + 15
+    assert cell.count_params() == (3 * 3 * 8 * 15 + 15) + 3 * inner
+
+
+def test_mask_by_label_and_by_length():
+    caps = np.zeros((2, 3, 2), np.float32)
+    caps[0, 1] = [0.3, 0.4]
+    caps[0, 2] = [0.1, 0.0]
+    caps[1, 0] = [0.2, 0.0]
+    by_length = keras.ops.convert_to_numpy(layers.Mask()(caps))
+    np.testing.assert_allclose(by_length[0], [0, 0, 0.3, 0.4, 0, 0])
+    np.testing.assert_allclose(by_length[1], [0.2, 0, 0, 0, 0, 0])
+    labels = np.eye(3, dtype=np.float32)[[2, 1]]
+    by_label = keras.ops.convert_to_numpy(layers.Mask()([caps, labels]))
+    np.testing.assert_allclose(by_label[0], [0, 0, 0, 0, 0.1, 0])
+    np.testing.assert_allclose(by_label[1], 0)
+
+
+def test_margin_and_reconstruction_losses():
+    lengths = np.array([[0.95, 0.05, 0.5]], np.float32)
+    labels = np.array([[1, 0, 0]], np.float32)
+    margin = float(keras.ops.convert_to_numpy(layers.margin_loss(labels, lengths))[0])
+    assert margin == pytest.approx(0.5 * 0.4 ** 2, rel=1e-5)
+    labels = np.array([[0, 0, 1]], np.float32)
+    margin = float(keras.ops.convert_to_numpy(layers.margin_loss(labels, lengths))[0])
+    assert margin == pytest.approx(0.4 ** 2 + 0.5 * 0.85 ** 2, rel=1e-5)
+    image = np.zeros((1, 2, 2, 1), np.float32)
+    recon = np.full((1, 2, 2, 1), 0.5, np.float32)
+    assert float(keras.ops.convert_to_numpy(layers.reconstruction_loss(image, recon))[0]) == pytest.approx(1.0)
+
+
+def test_save_load_round_trip(tmp_path):
+    image = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(image)
+    x = layers.ToCapsules(8, 2)(x)
+    cell = layers.CapsCell(4, 4, 3, 2, name="cell")(x)
+    last = layers.CapsCell(4, 4, 3, 2, last=True, name="last")(cell)
+    flat = keras.layers.Concatenate(axis=1)([layers.FlatCaps()(cell), layers.FlatCaps()(last)])
+    caps = layers.ClassCaps(10, 8)(flat)
+    primary = layers.PrimaryCaps(2, 4, 3, 2)(image)
+    side = layers.ClassCaps(10, 8, routings=2)(layers.FlatCaps()(layers.ConvCaps2D(2, 3, 3)(primary)))
+    model = keras.Model(image, [layers.Length()(caps), layers.Mask()(caps), layers.Length()(side)])
+    data = np.random.default_rng(4).random((3, 12, 12, 1)).astype(np.float32)
+    before = model.predict(data, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    after = loaded.predict(data, verbose=0)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    config = loaded.get_layer("last").get_config()
+    assert config["last"] is True and config["capsules"] == 4
