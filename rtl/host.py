@@ -1,13 +1,23 @@
-"""Drive a `CapsAcc` from an Amaranth simulation testbench (async functions of the testbench
-context `ctx`), following the host protocol of `rtl.capsacc`.
+"""The host protocol of `rtl.capsacc.CapsAcc` as command lists, and a player for Amaranth testbenches.
 
-Every access takes one clock cycle; reads return the value presented one cycle earlier.
+A host session is a list of commands over the top-level ports (the vocabulary of `sim.script`,
+as plain tuples so that `rtl` imports nothing of `sim`):
+
+    ("set", PORT, VALUE)          drive an input from now on
+    ("step", N)                   N clock cycles
+    ("until", PORT, VALUE, MAX)   step until an output equals VALUE (tested before each step)
+    ("dump", PORT)                record an output's present value
+
+`workload_commands` loads a `Workload`, starts it, waits for the end, dumps every counter and
+reads the result regions; `decode` turns the dumped values back into arrays. `play` runs a command
+list inside an Amaranth simulation testbench (`sim.add_testbench`); `sim.harness` runs the same
+commands as a `Script` on Amaranth or Verilator (`sim.script.Script(to_script_commands(...))`).
 """
 
 import numpy as np
 
 from rtl.capsacc import COUNTERS, SEL_DATA, SEL_PROGRAM, SEL_PSUM, SEL_ROUTING, SEL_WEIGHT
-from rtl.workloads import Workload
+from rtl.workloads import Region, Workload
 
 SELECT = {"program": SEL_PROGRAM, "data": SEL_DATA, "weight": SEL_WEIGHT, "routing": SEL_ROUTING,
           "psum": SEL_PSUM}
@@ -22,83 +32,121 @@ def pack_lane_group(row, group: int) -> int:
     return word
 
 
-async def write(ctx, dut, memory: str, addr: int, lane: int, word: int) -> None:
-    """One host write cycle."""
-    ctx.set(dut.host_sel, SELECT[memory])
-    ctx.set(dut.host_addr, addr)
-    ctx.set(dut.host_lane, lane)
-    ctx.set(dut.host_wdata, word & ((1 << 64) - 1))
-    ctx.set(dut.host_we, 1)
-    await ctx.tick()
-    ctx.set(dut.host_we, 0)
+def write_command(memory: str, addr: int, lane: int, word: int) -> list[tuple]:
+    """One host write (one cycle)."""
+    return [("set", "host_sel", SELECT[memory]), ("set", "host_addr", addr), ("set", "host_lane", lane),
+            ("set", "host_wdata", word & ((1 << 64) - 1)), ("set", "host_we", 1), ("step", 1),
+            ("set", "host_we", 0)]
 
 
-async def load(ctx, dut, workload: Workload) -> None:
-    """Write a workload's program and memory images (only nonzero int8 lane groups; psum rows whole)."""
+def load_commands(workload: Workload) -> list[tuple]:
+    """Write the program and the memory images (int8 buffers: nonzero lane groups only, as the
+    memories start zeroed; partial sums: every lane)."""
+    commands = []
     for addr, word in enumerate(workload.words()):
-        await write(ctx, dut, "program", addr, 0, word)
+        commands += write_command("program", addr, 0, word)
     for memory in ("data", "weight", "routing"):
         for base, rows in getattr(workload, memory).items():
             for r, row in enumerate(np.asarray(rows)):
                 for group in range((len(row) + 7) // 8):
                     word = pack_lane_group(row, group)
                     if word:
-                        await write(ctx, dut, memory, base + r, group, word)
+                        commands += write_command(memory, base + r, group, word)
     for base, rows in workload.psum.items():
         for r, row in enumerate(np.asarray(rows)):
             for lane, value in enumerate(row):
-                await write(ctx, dut, "psum", base + r, lane, int(value))
+                commands += write_command("psum", base + r, lane, int(value))
+    return commands
 
 
-async def run(ctx, dut, max_cycles: int = 1_000_000) -> int:
-    """Pulse start and wait for done; the number of cycles busy was high."""
-    ctx.set(dut.start, 1)
-    await ctx.tick()
-    ctx.set(dut.start, 0)
-    cycles = 0
-    while ctx.get(dut.busy):
-        await ctx.tick()
-        cycles += 1
-        if cycles > max_cycles:
-            raise TimeoutError(f"CapsAcc still busy after {max_cycles} cycles")
-    assert ctx.get(dut.done)
-    return cycles
+def run_commands(max_cycles: int = 1_000_000) -> list[tuple]:
+    """Pulse start, wait until busy falls (the wait's length is the busy cycle count)."""
+    return [("set", "start", 1), ("step", 1), ("set", "start", 0), ("until", "busy", 0, max_cycles),
+            ("dump", "done")]
 
 
-async def read_int8(ctx, dut, memory: str, base: int, n_rows: int, lanes: int) -> np.ndarray:
-    """(n_rows, lanes) int8 values of an int8 buffer from row `base`."""
-    out = np.zeros((n_rows, lanes), dtype=np.int64)
-    ctx.set(dut.host_sel, SELECT[memory])
-    for r in range(n_rows):
-        for group in range((lanes + 7) // 8):
-            ctx.set(dut.host_addr, base + r)
-            ctx.set(dut.host_lane, group)
-            await ctx.tick()
-            word = ctx.get(dut.host_rdata)
-            for i in range(min(8, lanes - 8 * group)):
-                byte = (word >> (8 * i)) & 0xFF
-                out[r, 8 * group + i] = byte - 256 if byte > 127 else byte
+def counter_commands() -> list[tuple]:
+    """Dump every counter, in `COUNTERS` order."""
+    commands = []
+    for index in range(len(COUNTERS)):
+        commands += [("set", "counter_sel", index), ("dump", "counter")]
+    return commands
+
+
+def read_commands(region: Region) -> list[tuple]:
+    """Read a region: one cycle and one dump per int8 lane group or partial-sum lane."""
+    commands = [("set", "host_sel", SELECT[region.memory])]
+    per_row = region.lanes if region.memory == "psum" else (region.lanes + 7) // 8
+    for r in range(region.n_rows):
+        for lane in range(per_row):
+            commands += [("set", "host_addr", region.base + r), ("set", "host_lane", lane), ("step", 1),
+                         ("dump", "host_rdata")]
+    return commands
+
+
+def workload_commands(workload: Workload, regions: dict[str, Region],
+                      max_cycles: int = 1_000_000) -> list[tuple]:
+    """Load, run, dump the counters, read every region (in `regions` order)."""
+    commands = load_commands(workload) + run_commands(max_cycles) + counter_commands()
+    for region in regions.values():
+        commands += read_commands(region)
+    return commands
+
+
+def _decode_region(values: list[int], region: Region) -> np.ndarray:
+    out = np.zeros((region.n_rows, region.lanes), dtype=np.int64)
+    it = iter(values)
+    for r in range(region.n_rows):
+        if region.memory == "psum":
+            for lane in range(region.lanes):
+                word = next(it) & ((1 << 64) - 1)
+                out[r, lane] = word - (1 << 64) if word >> 63 else word
+        else:
+            for group in range((region.lanes + 7) // 8):
+                word = next(it)
+                for i in range(min(8, region.lanes - 8 * group)):
+                    byte = (word >> (8 * i)) & 0xFF
+                    out[r, 8 * group + i] = byte - 256 if byte > 127 else byte
     return out
 
 
-async def read_psum(ctx, dut, base: int, n_rows: int, lanes: int) -> np.ndarray:
-    """(n_rows, lanes) partial sums (signed) from row `base`."""
-    out = np.zeros((n_rows, lanes), dtype=np.int64)
-    ctx.set(dut.host_sel, SEL_PSUM)
-    for r in range(n_rows):
-        for lane in range(lanes):
-            ctx.set(dut.host_addr, base + r)
-            ctx.set(dut.host_lane, lane)
-            await ctx.tick()
-            word = ctx.get(dut.host_rdata)
-            out[r, lane] = word - (1 << 64) if word >> 63 else word
-    return out
+def decode(dumps: list[int], regions: dict[str, Region]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """(results by region name, counters by name) from the dumped values of `workload_commands`
+    (one value per dump, in order; the first is `done`)."""
+    if not dumps or dumps[0] != 1:
+        raise ValueError("the run did not end with done = 1")
+    counters = dict(zip((name for name, _ in COUNTERS), dumps[1:1 + len(COUNTERS)]))
+    position = 1 + len(COUNTERS)
+    results = {}
+    for name, region in regions.items():
+        per_row = region.lanes if region.memory == "psum" else (region.lanes + 7) // 8
+        count = region.n_rows * per_row
+        results[name] = _decode_region(dumps[position:position + count], region)
+        position += count
+    return results, counters
 
 
-async def read_counters(ctx, dut) -> dict[str, int]:
-    """All performance counters by name."""
-    values = {}
-    for index, (name, _) in enumerate(COUNTERS):
-        ctx.set(dut.counter_sel, index)
-        values[name] = ctx.get(dut.counter)
-    return values
+async def play(ctx, dut, commands: list[tuple]) -> tuple[list[int], list[int]]:
+    """Run commands in an Amaranth testbench; (dumped values, cycles each `until` waited).
+    Raises TimeoutError when an `until` reaches its limit."""
+    dumps, waits = [], []
+    for command in commands:
+        match command:
+            case ("set", port, value):
+                ctx.set(getattr(dut, port), value)
+            case ("step", cycles):
+                for _ in range(cycles):
+                    await ctx.tick()
+            case ("until", port, value, max_cycles):
+                waited = 0
+                while ctx.get(getattr(dut, port)) != value:
+                    if waited == max_cycles:
+                        raise TimeoutError(f"{port} did not reach {value} within {max_cycles} cycles")
+                    await ctx.tick()
+                    waited += 1
+                waits.append(waited)
+            case ("dump", port):
+                dumps.append(ctx.get(getattr(dut, port)))
+            case _:
+                raise ValueError(f"unknown host command {command!r}")
+    return dumps, waits
