@@ -97,10 +97,10 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
     path = Path(spec)
     if path.suffix.lower() == ".csv":
         return topology_workload(path.stem, read_topology(path), mode, batch)
-    if input_side is None and input_channels is None:
-        return capsule_workload(load_network(spec), mode, batch)
-    genotype = json.loads(path.read_text()) if path.is_file() else None
     network = load_network(spec)
+    if input_side is None and input_channels is None:
+        return capsule_workload(network, mode, batch)
+    genotype = json.loads(path.read_text())
     first = genotype[0]
     rescaled = rescaled_genotype(genotype, input_side or first[1], input_channels or first[2])
     return capsule_workload(Network.from_genotype(rescaled, network.name), mode, batch)

@@ -52,10 +52,9 @@ class ConvLayer:
 
     @property
     def ifmap_footprint(self) -> int:
-        """Distinct input values the layer reads (pixels beyond the last window are never read)."""
-        rows = min(self.ifmap_h, (self.ofmap_h - 1) * self.stride + self.filter_h)
-        cols = min(self.ifmap_w, (self.ofmap_w - 1) * self.stride + self.filter_w)
-        return rows * cols * self.channels
+        """Distinct input values the layer reads: all of them, as SCALE-Sim's output side makes the
+        last window reach the edge ((ofmap - 1)·S + F >= H)."""
+        return self.ifmap_h * self.ifmap_w * self.channels
 
 
 def read_topology(path: str | Path) -> list[ConvLayer]:

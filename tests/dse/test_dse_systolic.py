@@ -1,0 +1,90 @@
+"""Closed forms against SCALE-Sim 3.0.0 runs recorded in data/scalesim_reports.csv
+(data/record_scalesim.py regenerates them)."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from capsacc.dse.systolic import DATAFLOWS, active_words, layer_reports
+from capsacc.dse.topology import read_topology
+from capsacc.dse.workload import topology_workload
+
+DATA = Path(__file__).parent / "data"
+LAYERS = read_topology(DATA / "scalesim_layers.csv")
+TABLE = topology_workload("scalesim_layers", LAYERS, "inference").gemm_table()
+
+
+def _recorded():
+    with (DATA / "scalesim_reports.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    configs = {}
+    for row in rows:
+        key = (row["dataflow"], int(row["rows"]), int(row["cols"]), float(row["ifmap_sram_kB"]),
+               float(row["filter_sram_kB"]), float(row["ofmap_sram_kB"]))
+        configs.setdefault(key, []).append(row)
+    return configs
+
+
+RECORDED = _recorded()
+
+
+def _ours(dataflow, rows, cols, ifmap_kB, filter_kB):
+    return layer_reports(TABLE, rows, cols, DATAFLOWS.index(dataflow), active_words(ifmap_kB),
+                         active_words(filter_kB))
+
+
+def test_recording_covers_every_dataflow_and_several_arrays():
+    assert {key[0] for key in RECORDED} == set(DATAFLOWS)
+    assert len({key[1:3] for key in RECORDED}) >= 4
+    assert all(len(rows) == len(LAYERS) for rows in RECORDED.values())
+
+
+@pytest.mark.parametrize("config", sorted(RECORDED), ids=lambda c: "-".join(map(str, c)))
+def test_compute_cycles_and_sram_accesses_match_scalesim(config):
+    dataflow, rows, cols, ifmap_kB, filter_kB, _ = config
+    ours = _ours(dataflow, rows, cols, ifmap_kB, filter_kB)
+    for layer, recorded, mine in zip(LAYERS, RECORDED[config], ours):
+        assert recorded["layer"] == layer.name
+        expected = [int(recorded[c]) for c in ("total_cycles", "sram_ifmap_reads", "sram_filter_reads",
+                                               "sram_ofmap_writes")]
+        assert list(mine[:4]) == expected, layer.name
+        assert int(recorded["stall_cycles"]) == 0
+
+
+@pytest.mark.parametrize("config", sorted(c for c in RECORDED if c[3] == 64), ids=lambda c: "-".join(map(str, c)))
+def test_dram_accesses_match_scalesim_when_operands_fit(config):
+    dataflow, rows, cols, ifmap_kB, filter_kB, _ = config
+    ours = _ours(dataflow, rows, cols, ifmap_kB, filter_kB)
+    for recorded, mine in zip(RECORDED[config], ours):
+        expected = [int(recorded[c]) for c in ("dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")]
+        assert list(mine[4:]) == expected, recorded["layer"]
+
+
+def test_closed_forms_by_hand():
+    # conv_a: 10x10x4 input, 3x3 filters, 8 of them -> M = 64, K = 36, N = 8; a 4x4 array.
+    ws, os_, is_ = (_ours(d, 4, 4, 64, 64)[0] for d in DATAFLOWS)
+    assert ws[0] == 9 * 2 * (8 + 4 + 64 - 2) - 1
+    assert os_[0] == 16 * 2 * (4 + 4 + 36 - 2) - 1
+    assert is_[0] == 9 * 16 * (8 + 4 + 8 - 2) - 1
+    assert list(ws[1:4]) == [64 * 36 * 2, 36 * 8, 9 * 64 * 8]
+    assert list(os_[1:4]) == [64 * 36 * 2, 36 * 8 * 16, 64 * 8 + (4 + 4) * 16 * 2]
+    assert list(is_[1:4]) == [64 * 36, 36 * 8 * 16, 9 * 64 * 8]
+
+
+def test_small_srams_refetch_the_streamed_operand():
+    # conv_e (M 49, K 72, N 33): its 648-value ifmap does not fit the 512-word active half of 1 kB.
+    big = _ours("ws", 4, 4, 64, 64)[4]
+    small = _ours("ws", 4, 4, 1, 1)[4]
+    assert big[4] == 648 and small[4] == 648 * 9
+    assert small[5] == big[5] == 72 * 33
+    is_small = _ours("is", 4, 4, 1, 1)[4]
+    assert is_small[5] == 72 * 33 * 13
+
+
+def test_counts_scale_with_gemm_count():
+    table = TABLE[:1].copy()
+    doubled = table.copy()
+    doubled[0, 3] = 2
+    np.testing.assert_array_equal(layer_reports(doubled, 8, 8, 0, 512, 512), 2 * layer_reports(table, 8, 8, 0, 512, 512))
