@@ -146,12 +146,8 @@ def _command_line(args) -> str:
     return " ".join(parts + [f"--out {args.out}"])
 
 
-REPORT_COLUMNS = ("layer", "total_cycles", "sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes",
-                  "dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")
-
-
 def _systolic_command(args) -> int:
-    from capsacc.dse.systolic import DATAFLOWS, active_words, layer_reports
+    from capsacc.dse.systolic import DATAFLOWS, REPORT_COLUMNS, layer_reports, sram_words
     from capsacc.dse.topology import BUILTIN_TOPOLOGIES, builtin_topology, read_topology
     from capsacc.dse.workload import topology_workload
 
@@ -163,18 +159,20 @@ def _systolic_command(args) -> int:
     layers = builtin_topology(args.topology) if args.topology in BUILTIN_TOPOLOGIES else read_topology(args.topology)
     workload = topology_workload(Path(args.topology).stem, layers, "inference")
     reports = layer_reports(workload.gemm_table(), args.rows, args.cols, DATAFLOWS.index(args.dataflow),
-                            active_words(sram[0]), active_words(sram[1]))
+                            *(sram_words(s) for s in sram))
     config = {"topology": args.topology, "rows": args.rows, "cols": args.cols, "dataflow": args.dataflow,
               "ifmap_sram_kB": sram[0], "filter_sram_kB": sram[1], "ofmap_sram_kB": sram[2],
               "word_bytes": 1, "model": "scalesim-3.0.0-closed-form"}
     if args.json:
-        layers_out = [dict(zip(REPORT_COLUMNS, [layer.name, *map(int, row)])) for layer, row in zip(layers, reports)]
+        layers_out = [{"layer": layer.name, **dict(zip(REPORT_COLUMNS, map(int, row)))}
+                      for layer, row in zip(layers, reports)]
         print(json.dumps({"config": config, "layers": layers_out}))
         return 0
     print(", ".join(f"{k}={v}" for k, v in config.items()))
-    print(f"{'LayerID':>7} {'layer':<20}" + "".join(f"{c:>19}" for c in REPORT_COLUMNS[1:]))
+    print(f"{'LayerID':>7} {'layer':<20}" + "".join(f"{c:>19}" for c in REPORT_COLUMNS[:-1])
+          + f"{REPORT_COLUMNS[-1]:>28}")
     for index, (layer, row) in enumerate(zip(layers, reports)):
-        print(f"{index:>7} {layer.name:<20}" + "".join(f"{int(v):>19}" for v in row))
+        print(f"{index:>7} {layer.name:<20}" + "".join(f"{int(v):>19}" for v in row[:-1]) + f"{int(row[-1]):>28}")
     totals = reports.sum(axis=0)
-    print(f"{'':>7} {'total':<20}" + "".join(f"{int(v):>19}" for v in totals))
+    print(f"{'':>7} {'total':<20}" + "".join(f"{int(v):>19}" for v in totals[:-1]) + f"{int(totals[-1]):>28}")
     return 0

@@ -17,6 +17,12 @@ fold loops (column folds outer, row folds inner) and checked against recorded ru
     filter reads  ws: K·N             os: K·N·ceil(M/R)   is: K·N·ceil(M/C)
     ofmap writes  ws: ceil(K/R)·M·N   os: M·N + (R+C)·ceil(M/R)·ceil(N/C)   is: ceil(K/R)·M·N
 
+SCALE-Sim's `Total Cycles (incl. prefetch)` runs from the first DRAM prefetch to the last DRAM write
+of the ofmap: compute cycles, plus the first fill (SCALE-Sim's CALC mode fetches in sets of
+floor(SRAM words / 100) at 10 words a cycle, up to the 50 sets of the active half, the longer of
+the ifmap and filter fills), plus the final drain of the ofmap buffer (at most its drain half, one
+line of `cols` words a cycle), minus one. This is exact when the operands fit their SRAMs.
+
 ws and is write every partial sum (one per row fold); os counts (R + C) extra writes per fold,
 SCALE-Sim's os defect (its drain rows are counted as writes), kept here for fidelity.
 
@@ -37,6 +43,11 @@ DATAFLOWS = ("ws", "os", "is")
 WS, OS, IS = range(3)
 ACTIVE_FRACTION = 0.5
 """Share of each SRAM holding data in use while the rest is prefetched (SCALE-Sim's default)."""
+PREFETCH_WORDS_PER_CYCLE = 10
+"""DRAM words a cycle of SCALE-Sim's first prefetch in CALC mode."""
+REPORT_COLUMNS = ("total_cycles", "sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes", "dram_ifmap_reads",
+                  "dram_filter_reads", "dram_ofmap_writes", "total_cycles_incl_prefetch")
+"""Columns of `layer_reports`, SCALE-Sim's report columns."""
 
 
 @njit(cache=True, inline="always")
@@ -86,12 +97,30 @@ def dram_accesses(m, k, n, ifmap_words, filter_words, rows, cols, dataflow, ifma
     return ifmap, filter_, _cdiv(k, rows) * m * n
 
 
+@njit(cache=True, inline="always")
+def _first_fill_cycles(words, sram_words):
+    per_set = max(sram_words // 100, 1)
+    sets = min(_cdiv(words, per_set), 50)
+    return _cdiv(sets * per_set, PREFETCH_WORDS_PER_CYCLE)
+
+
+@njit(cache=True, inline="always")
+def cycles_incl_prefetch(compute, ifmap_words, filter_words, ofmap_dram_writes, cols, ifmap_sram_words,
+                         filter_sram_words, ofmap_sram_words):
+    """SCALE-Sim's `Total Cycles (incl. prefetch)` of one GEMM (module docstring)."""
+    fill = max(_first_fill_cycles(ifmap_words, ifmap_sram_words), _first_fill_cycles(filter_words, filter_sram_words))
+    drain_half = ofmap_sram_words - _cdiv(ofmap_sram_words, 2)
+    return compute + fill + _cdiv(min(ofmap_dram_writes, drain_half), cols) - 1
+
+
 @njit(cache=True)
-def layer_reports(table, rows, cols, dataflow, ifmap_active, filter_active):
-    """Per-GEMM figures for one array: int64 (n, 7) of compute cycles, SRAM ifmap reads, filter
-    reads, ofmap writes, DRAM ifmap reads, filter reads, ofmap writes; each multiplied by the
-    GEMM's count. `table`: int64 (n, 6) of m, k, n, count, ifmap_words, filter_words."""
-    out = np.empty((table.shape[0], 7), np.int64)
+def layer_reports(table, rows, cols, dataflow, ifmap_sram_words, filter_sram_words, ofmap_sram_words):
+    """Per-GEMM figures for one array: int64 (n, 8) of `REPORT_COLUMNS`, each multiplied by the
+    GEMM's count. `table`: int64 (n, 6) of m, k, n, count, ifmap_words, filter_words; SRAM sizes
+    in words (bytes)."""
+    ifmap_active = _cdiv(ifmap_sram_words, 2)
+    filter_active = _cdiv(filter_sram_words, 2)
+    out = np.empty((table.shape[0], 8), np.int64)
     for i in range(table.shape[0]):
         m, k, n, count = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
         out[i, 0] = count * compute_cycles(m, k, n, rows, cols, dataflow)
@@ -100,9 +129,16 @@ def layer_reports(table, rows, cols, dataflow, ifmap_active, filter_active):
         a, b, c = dram_accesses(m, k, n, table[i, 4], table[i, 5], rows, cols, dataflow, ifmap_active,
                                 filter_active)
         out[i, 4], out[i, 5], out[i, 6] = count * a, count * b, count * c
+        out[i, 7] = count * cycles_incl_prefetch(out[i, 0] // count, table[i, 4], table[i, 5], c, cols,
+                                                 ifmap_sram_words, filter_sram_words, ofmap_sram_words)
     return out
 
 
+def sram_words(sram_kB: float, word_bytes: int = 1) -> int:
+    """Words in an SRAM of `sram_kB` kB (1 kB = 1024 bytes)."""
+    return int(sram_kB * 1024) // word_bytes
+
+
 def active_words(sram_kB: float, word_bytes: int = 1) -> int:
-    """Words in the active half of a double-buffered SRAM of `sram_kB` kB (1 kB = 1024 bytes)."""
-    return int(np.ceil(int(sram_kB * 1024) // word_bytes * ACTIVE_FRACTION))
+    """Words in the active half of a double-buffered SRAM of `sram_kB` kB."""
+    return -(-sram_words(sram_kB, word_bytes) // 2)

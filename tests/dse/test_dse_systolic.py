@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capsacc.dse.systolic import DATAFLOWS, active_words, layer_reports
+from capsacc.dse.systolic import DATAFLOWS, layer_reports, sram_words
 from capsacc.dse.topology import read_topology
 from capsacc.dse.workload import topology_workload
 
@@ -30,9 +30,9 @@ def _recorded():
 RECORDED = _recorded()
 
 
-def _ours(dataflow, rows, cols, ifmap_kB, filter_kB):
-    return layer_reports(TABLE, rows, cols, DATAFLOWS.index(dataflow), active_words(ifmap_kB),
-                         active_words(filter_kB))
+def _ours(dataflow, rows, cols, ifmap_kB, filter_kB, ofmap_kB=64):
+    return layer_reports(TABLE, rows, cols, DATAFLOWS.index(dataflow), sram_words(ifmap_kB), sram_words(filter_kB),
+                         sram_words(ofmap_kB))
 
 
 def test_recording_covers_every_dataflow_and_several_arrays():
@@ -43,8 +43,7 @@ def test_recording_covers_every_dataflow_and_several_arrays():
 
 @pytest.mark.parametrize("config", sorted(RECORDED), ids=lambda c: "-".join(map(str, c)))
 def test_compute_cycles_and_sram_accesses_match_scalesim(config):
-    dataflow, rows, cols, ifmap_kB, filter_kB, _ = config
-    ours = _ours(dataflow, rows, cols, ifmap_kB, filter_kB)
+    ours = _ours(*config)
     for layer, recorded, mine in zip(LAYERS, RECORDED[config], ours):
         assert recorded["layer"] == layer.name
         expected = [int(recorded[c]) for c in ("total_cycles", "sram_ifmap_reads", "sram_filter_reads",
@@ -55,11 +54,17 @@ def test_compute_cycles_and_sram_accesses_match_scalesim(config):
 
 @pytest.mark.parametrize("config", sorted(c for c in RECORDED if c[3] == 64), ids=lambda c: "-".join(map(str, c)))
 def test_dram_accesses_match_scalesim_when_operands_fit(config):
-    dataflow, rows, cols, ifmap_kB, filter_kB, _ = config
-    ours = _ours(dataflow, rows, cols, ifmap_kB, filter_kB)
+    ours = _ours(*config)
     for recorded, mine in zip(RECORDED[config], ours):
-        expected = [int(recorded[c]) for c in ("dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes")]
+        expected = [int(recorded[c]) for c in ("dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes",
+                                               "total_cycles_incl_prefetch")]
         assert list(mine[4:]) == expected, recorded["layer"]
+
+
+@pytest.mark.parametrize("config", sorted(c for c in RECORDED if c[3] == 1), ids=lambda c: "-".join(map(str, c)))
+def test_cycles_incl_prefetch_close_to_scalesim_with_small_srams(config):
+    for recorded, mine in zip(RECORDED[config], _ours(*config)):
+        assert mine[7] == pytest.approx(int(recorded["total_cycles_incl_prefetch"]), rel=0.06), recorded["layer"]
 
 
 def test_closed_forms_by_hand():
@@ -87,4 +92,5 @@ def test_counts_scale_with_gemm_count():
     table = TABLE[:1].copy()
     doubled = table.copy()
     doubled[0, 3] = 2
-    np.testing.assert_array_equal(layer_reports(doubled, 8, 8, 0, 512, 512), 2 * layer_reports(table, 8, 8, 0, 512, 512))
+    np.testing.assert_array_equal(layer_reports(doubled, 8, 8, 0, 1024, 1024, 1024),
+                                  2 * layer_reports(table, 8, 8, 0, 1024, 1024, 1024))
