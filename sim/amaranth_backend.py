@@ -6,7 +6,9 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from sim.harness import DumpRecord, Port, Trace, WaitRecord
-from sim.script import Dump, Script, Set, Step, Until
+import numpy as np
+
+from sim.script import Drive, Dump, Script, Set, Step, Until
 
 CLOCK_PERIOD_S = 1e-6
 """Simulated clock period (only orders events; cycle counts do not depend on it)."""
@@ -38,6 +40,19 @@ def run_amaranth(component: wiring.Component, script: Script, ports: dict[str, P
                 case Dump(names):
                     trace.dumps.append(DumpRecord(cycle, {
                         name: ports[name].value(ports[name].raw(ctx.get(signals[name]))) for name in names}))
+                case Drive(names, values, sample):
+                    targets = [(signals[n], ports[n]) for n in names]
+                    probes = [(signals[n], ports[n]) for n in sample]
+                    got = np.zeros((len(values), len(sample)), dtype=np.uint64)
+                    for r, row in enumerate(values.tolist()):
+                        for (signal, port), raw in zip(targets, row):
+                            ctx.set(signal, port.value(port.raw(raw)))
+                        await ctx.tick()
+                        for c, (signal, port) in enumerate(probes):
+                            got[r, c] = port.raw(ctx.get(signal))
+                    cycle += len(values)
+                    if sample:
+                        trace.samples.append(got)
         trace.cycles = cycle
 
     simulator = Simulator(component)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from amaranth.lib import wiring
 
-from sim.script import Dump, Script, ScriptError, Set, Until
+import numpy as np
+
+from sim.script import Drive, Dump, Script, ScriptError, Set, Until
 
 BACKENDS = ("amaranth", "verilator")
 
@@ -74,6 +76,8 @@ class Trace:
     cycles: int
     dumps: list[DumpRecord] = field(default_factory=list)
     waits: list[WaitRecord] = field(default_factory=list)
+    samples: list[np.ndarray] = field(default_factory=list)
+    """Per `drive` with sample ports: uint64 bit patterns, shape (N, len(sample))."""
     sim_s: float = 0.0
     """Wall time of the simulation loop alone, in seconds (no build, no file transfer)."""
 
@@ -83,7 +87,9 @@ class Trace:
 
     def same_as(self, other: "Trace") -> bool:
         """True when the cycles, dumps and waits are equal (the back ends and timings may differ)."""
-        return (self.cycles, self.dumps, self.waits) == (other.cycles, other.dumps, other.waits)
+        return ((self.cycles, self.dumps, self.waits) == (other.cycles, other.dumps, other.waits)
+                and len(self.samples) == len(other.samples)
+                and all(np.array_equal(a, b) for a, b in zip(self.samples, other.samples)))
 
     def check_waits(self) -> None:
         """Raise `SimulationTimeout` if any ``until`` timed out."""
@@ -99,13 +105,22 @@ class SimulationTimeout(RuntimeError):
 def check_script(script: Script, ports: dict[str, Port]) -> None:
     """Raise `ScriptError` if the script names unknown ports or drives outputs."""
     for command in script.commands:
-        names = command.ports if isinstance(command, Dump) else (
-            (command.port,) if isinstance(command, (Set, Until)) else ())
+        driven = ()
+        if isinstance(command, Dump):
+            names = command.ports
+        elif isinstance(command, Drive):
+            names, driven = command.ports + command.sample, command.ports
+        elif isinstance(command, (Set, Until)):
+            names = (command.port,)
+            driven = names if isinstance(command, Set) else ()
+        else:
+            names = ()
         for name in names:
             if name not in ports:
                 raise ScriptError(f"unknown port '{name}' (ports: {', '.join(sorted(ports))})")
-        if isinstance(command, Set) and ports[command.port].direction != "in":
-            raise ScriptError(f"'set {command.port}': not an input port")
+        for name in driven:
+            if ports[name].direction != "in":
+                raise ScriptError(f"'set {name}': not an input port")
 
 
 def run(component: wiring.Component, script: Script, backend: str = "amaranth",

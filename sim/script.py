@@ -6,6 +6,8 @@ A script is a list of commands, one a line in its text form (``#`` starts a comm
     step N                    advance N clock cycles (N rising edges of ``sync``)
     until PORT VALUE MAX      step until output PORT equals VALUE, at most MAX cycles
     dump PORT [PORT ...]      record the present values of the ports (after combinational settling)
+    drive N P... [: S...]     N cycles: each sets inputs P... to the values of the next line, steps
+                              one cycle, then records outputs S... (the following N lines hold the values)
 
 Semantics shared by every back end: a ``set`` takes effect at once (combinational outputs follow it
 before the next ``dump``); a cycle is one rising clock edge; ``until`` tests the port before each
@@ -13,7 +15,9 @@ step, so it takes 0 cycles when the port already holds the value. Ports are name
 exported Verilog: the signature path joined by ``__`` (``host__addr``, ``arr__0``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from capsacc.errors import InputError
 
@@ -49,7 +53,26 @@ class Dump:
     ports: tuple[str, ...]
 
 
-Command = Set | Step | Until | Dump
+@dataclass(frozen=True, eq=False)
+class Drive:
+    """One cycle per row of `values` (uint64 bit patterns, shape (N, len(ports))): set `ports` to
+    the row, step one cycle, then record the bit patterns of the `sample` ports."""
+
+    ports: tuple[str, ...]
+    values: np.ndarray
+    sample: tuple[str, ...] = field(default=())
+
+    def __eq__(self, other):
+        return (isinstance(other, Drive) and self.ports == other.ports and self.sample == other.sample
+                and np.array_equal(self.values, other.values))
+
+    __hash__ = None
+
+
+Command = Set | Step | Until | Dump | Drive
+
+
+MASK64 = (1 << 64) - 1
 
 
 class ScriptError(InputError):
@@ -85,6 +108,17 @@ class Script:
         self.commands.append(Dump(tuple(ports)))
         return self
 
+    def drive(self, ports, values, sample=()) -> "Script":
+        """Append a `Drive`; `values` (N, len(ports)) integers, negative ones as two's complement."""
+        array = np.asarray(values)
+        if array.ndim != 2 or array.shape[1] != len(ports):
+            raise ScriptError(f"drive: values must have shape (N, {len(ports)}), got {array.shape}")
+        if array.dtype != np.uint64:
+            array = array.astype(np.int64).view(np.uint64)
+        if len(array):
+            self.commands.append(Drive(tuple(ports), np.ascontiguousarray(array), tuple(sample)))
+        return self
+
     def extend(self, other: "Script") -> "Script":
         self.commands.extend(other.commands)
         return self
@@ -105,13 +139,21 @@ class Script:
                     lines.append(f"until {port} {value} {max_cycles}")
                 case Dump(ports):
                     lines.append("dump " + " ".join(ports))
+                case Drive(ports, values, sample):
+                    tail = " : " + " ".join(sample) if sample else ""
+                    lines.append(f"drive {len(values)} " + " ".join(ports) + tail)
+                    lines.extend(" ".join(str(int(v)) for v in row) for row in values)
         return "\n".join(lines) + "\n"
 
     @classmethod
     def parse(cls, text: str, source: str = "script") -> "Script":
         """Parse the text form; errors name `source` and the line."""
         script = cls()
-        for number, line in enumerate(text.splitlines(), start=1):
+        lines = text.splitlines()
+        number = 0
+        while number < len(lines):
+            line = lines[number]
+            number += 1
             words = line.split("#", 1)[0].split()
             if not words:
                 continue
@@ -126,6 +168,15 @@ class Script:
                     script.until(args[0], int(args[1], 0), int(args[2], 0))
                 elif op == "dump" and args:
                     script.dump(*args)
+                elif op == "drive" and len(args) >= 2:
+                    count = int(args[0], 0)
+                    ports, _, sample = " ".join(args[1:]).partition(":")
+                    if number + count > len(lines):
+                        raise ScriptError(f"drive: {count} value lines announced, {len(lines) - number} left")
+                    rows = [[int(v, 0) & MASK64 for v in lines[number + i].split()] for i in range(count)]
+                    number += count
+                    script.drive(ports.split(), np.array(rows, dtype=np.uint64).reshape(count, -1),
+                                 sample.split())
                 else:
                     raise ScriptError(f"cannot parse '{line.strip()}' "
                                       "(set PORT VALUE | step N | until PORT VALUE MAX | dump PORT...)")

@@ -2,8 +2,9 @@
 
 The bench reads a stimulus file (the script with ports numbered, one command a line:
 ``0 PORT VALUE`` set, ``1 N`` step, ``2 PORT VALUE MAX`` until, ``3 K PORT...`` dump; values as
-unsigned bit patterns) and writes ``D CYCLE VALUE...`` per dump, ``U CYCLE WAITED REACHED`` per
-until and ``E CYCLES SIM_NS`` at the end. The build (``verilator --cc --exe --build -O3``) lives
+unsigned bit patterns; ``4 N K S P1..PK Q1..QS`` drive, followed by N lines of K values) and writes
+``D CYCLE VALUE...`` per dump, ``U CYCLE WAITED REACHED`` per until, ``P N`` and N lines of S
+values per sampling drive, and ``E CYCLES SIM_NS`` at the end. The build (``verilator --cc --exe --build -O3``) lives
 under the cache folder in a directory named by the SHA-256 of the Verilog, the bench source, the
 Verilator version and the flags, so a design is compiled once.
 """
@@ -22,7 +23,9 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 
 from sim.harness import DumpRecord, Port, Trace, WaitRecord, component_ports
-from sim.script import Dump, Script, Set, Step, Until
+import numpy as np
+
+from sim.script import Drive, Dump, Script, Set, Step, Until
 
 TOP = "dut"
 VERILATOR_FLAGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
@@ -132,6 +135,27 @@ int main(int argc, char** argv) {{
         fprintf(out, " %llu", (unsigned long long)get_port(top, port));
       }}
       fputc('\\n', out);
+    }} else if (op == 4) {{
+      unsigned long long n; int k, ns;
+      if (fscanf(in, "%llu %d %d", &n, &k, &ns) != 3 || k > 64 || ns > 64) return 4;
+      int ports[64], probes[64];
+      for (int j = 0; j < k; ++j) if (fscanf(in, "%d", &ports[j]) != 1) return 4;
+      for (int j = 0; j < ns; ++j) if (fscanf(in, "%d", &probes[j]) != 1) return 4;
+      if (ns) fprintf(out, "P %llu\\n", n);
+      for (unsigned long long r = 0; r < n; ++r) {{
+        for (int j = 0; j < k; ++j) {{
+          unsigned long long value;
+          if (fscanf(in, "%llu", &value) != 1) return 4;
+          set_port(top, ports[j], value);
+        }}
+        auto t0 = std::chrono::steady_clock::now();
+        top->eval();
+        tick(top);
+        busy += std::chrono::steady_clock::now() - t0;
+        for (int j = 0; j < ns; ++j) fprintf(out, j ? " %llu" : "%llu", (unsigned long long)get_port(top, probes[j]));
+        if (ns) fputc('\\n', out);
+      }}
+      cycle += n;
     }} else {{
       fprintf(stderr, "bench: bad op %d\\n", op); return 4;
     }}
@@ -156,6 +180,11 @@ def _module_ports(text: str) -> set[str]:
     if not match:
         raise VerilatorError(f"no 'module {TOP}(...)' in the exported Verilog")
     return {name.strip() for name in match.group(1).split(",")}
+
+
+def _format_rows(values: np.ndarray) -> str:
+    """Rows of uint64 values as text, one row a line."""
+    return "\n".join(" ".join(map(str, row)) for row in values.tolist())
 
 
 @dataclass(frozen=True)
@@ -221,6 +250,11 @@ class VerilatorModel:
                     lines.append(f"2 {index[port]} {self.ports[port].raw(value)} {max_cycles}")
                 case Dump(names):
                     lines.append(f"3 {len(names)} " + " ".join(str(index[n]) for n in names))
+                case Drive(names, values, sample):
+                    lines.append(f"4 {len(values)} {len(names)} {len(sample)} "
+                                 + " ".join(str(index[n]) for n in names + sample))
+                    masks = np.array([(1 << self.ports[n].width) - 1 for n in names], dtype=np.uint64)
+                    lines.append(_format_rows(values & masks))
         return "\n".join(lines) + "\n"
 
     def run(self, script: Script) -> Trace:
@@ -241,9 +275,16 @@ class VerilatorModel:
         dumps = [command for command in script.commands if isinstance(command, Dump)]
         trace = Trace(backend="verilator", cycles=0)
         dump_index = 0
-        for line in lines:
-            words = line.split()
-            if words[0] == "D":
+        position = 0
+        while position < len(lines):
+            words = lines[position].split()
+            position += 1
+            if words[0] == "P":
+                count = int(words[1])
+                rows = [[int(v) for v in line.split()] for line in lines[position:position + count]]
+                trace.samples.append(np.array(rows, dtype=np.uint64).reshape(count, -1))
+                position += count
+            elif words[0] == "D":
                 names = dumps[dump_index].ports
                 dump_index += 1
                 trace.dumps.append(DumpRecord(int(words[1]), {

@@ -3,6 +3,7 @@
 import random
 import shutil
 
+import numpy as np
 import pytest
 
 from sim.harness import Port, Trace, component_ports, run
@@ -21,18 +22,21 @@ def random_script(seed: int, commands: int = 40) -> Script:
         script.set("clear", int(rng.random() < 0.1))
         script.step(rng.randint(1, 3)).dump("acc", "count", "full")
         script.set("rd__addr", rng.randrange(DEPTH)).step(1).dump("rd__data")
+    rows = [[rng.randint(0, 1), rng.randint(-128, 127)] for _ in range(12)]
+    script.drive(("en", "data"), rows, sample=("acc", "count"))
+    script.drive(("rd__addr",), [[a] for a in range(DEPTH)], sample=("rd__data",))
     script.set("clear", 1).step(1).set("clear", 0).set("en", 1).set("data", 3)
     script.until("full", 1, 50).dump("acc", "count")
     script.until("count", 0, 4)
     return script
 
 
-def reference(script: Script) -> list[tuple[int, dict]]:
-    """The dumps `Accumulator` must produce, computed in Python from its description."""
+def reference(script: Script) -> tuple[list[tuple[int, dict]], list[list[list[int]]]]:
+    """The dumps and drive samples `Accumulator` must produce, from its description."""
     inputs = {"en": 0, "clear": 0, "data": 0, "rd__addr": 0}
     acc, count, cycle, read = 0, 0, 0, 0
     history = [0] * DEPTH
-    dumps = []
+    dumps, samples = [], []
 
     def wrap16(value):
         return (value + 2 ** 15) % 2 ** 16 - 2 ** 15
@@ -54,6 +58,16 @@ def reference(script: Script) -> list[tuple[int, dict]]:
             for _ in range(command.cycles):
                 tick()
             cycle += command.cycles
+        elif kind == "Drive":
+            got = []
+            for row in command.values.astype(np.int64).tolist():
+                inputs.update(zip(command.ports, row))
+                inputs["data"] = (inputs["data"] + 128) % 256 - 128
+                tick()
+                state = {"acc": acc, "count": count, "rd__data": read}
+                got.append([state[name] % 2 ** 16 for name in command.sample])  # raw 16-bit patterns
+            cycle += len(command.values)
+            samples.append(got)
         elif kind == "Until":
             values = {"full": int(count >= DEPTH), "count": count}
             waited = 0
@@ -65,12 +79,13 @@ def reference(script: Script) -> list[tuple[int, dict]]:
         else:
             state = {"acc": acc, "count": count, "full": int(count >= DEPTH), "rd__data": read}
             dumps.append((cycle, {name: state[name] for name in command.ports}))
-    return dumps
+    return dumps, samples
 
 
 def test_script_text_round_trip():
     script = random_script(0, commands=5)
     assert Script.parse(script.text()).commands == script.commands
+    assert any(type(c).__name__ == "Drive" for c in script.commands)
     parsed = Script.parse("set data -5  # comment\n\nstep 0x10\nuntil full 1 9\ndump acc count\n")
     assert parsed.text() == "set data -5\nstep 16\nuntil full 1 9\ndump acc count\n"
 
@@ -109,7 +124,9 @@ def test_verilator_name_mangling():
 def test_amaranth_back_end_matches_the_reference():
     script = random_script(1)
     trace = run(Accumulator(DEPTH), script, "amaranth")
-    assert [(d.cycle, d.values) for d in trace.dumps] == reference(script)
+    dumps, samples = reference(script)
+    assert [(d.cycle, d.values) for d in trace.dumps] == dumps
+    assert [s.tolist() for s in trace.samples] == samples
     assert trace.waits[0].reached and not trace.waits[1].reached
     assert trace.waits[1].waited == 4
     assert trace.cycles == trace.waits[1].cycle
@@ -123,7 +140,7 @@ def test_verilator_matches_amaranth_cycle_for_cycle(tmp_path):
     verilator_trace = run(Accumulator(DEPTH), script, "verilator", cache_dir=tmp_path)
     assert isinstance(verilator_trace, Trace) and verilator_trace.backend == "verilator"
     assert verilator_trace.same_as(amaranth_trace)
-    assert [(d.cycle, d.values) for d in verilator_trace.dumps] == reference(script)
+    assert [(d.cycle, d.values) for d in verilator_trace.dumps] == reference(script)[0]
     builds = [p for p in tmp_path.iterdir() if p.is_dir()]
     rerun = run(Accumulator(DEPTH), random_script(3), "verilator", cache_dir=tmp_path)
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == builds, "the second run must reuse the cached build"
