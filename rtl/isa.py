@@ -148,3 +148,16 @@ def act_cycles(func: str, n: int, length: int) -> int:
     per_row = {"none": 2 + length, "relu": 2 + length, "squash": 2 * length + 42,
                "softmax": 3 * length + 31}[func]
     return 2 + 1 + n * per_row + 1
+
+
+def program_cycles(program: list[Instruction], rows: int, cols: int) -> int:
+    """Busy cycles of a program on an R x C CapsAcc (start to HALT; a HALT is appended if missing)."""
+    total = 0
+    for instruction in program:
+        if isinstance(instruction, MatMul):
+            total += matmul_cycles(rows, cols, instruction.n)
+        elif isinstance(instruction, Act):
+            total += act_cycles(instruction.func, instruction.n, instruction.length)
+        else:
+            return total + 2
+    return total + 2

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rtl import workloads
-from rtl.isa import MatMul, act_cycles, matmul_cycles
+from rtl.isa import MatMul, act_cycles, matmul_cycles, program_cycles
 from sim import golden
 from rtl_bench import run_workload
 
@@ -25,6 +25,7 @@ def test_conv_tile(rows, cols, record_property):
     assert np.array_equal(got["out"], golden.conv_tile(patches, weights, rows, 9))
     chunks, n = -(-18 // rows), len(patches)
     assert cycles == chunks * matmul_cycles(rows, cols, n) + act_cycles("relu", n, cols) + 2
+    assert cycles == program_cycles(work.program, rows, cols)
     assert counters["busy_cycles"] == cycles
     assert counters["weight_loads"] == chunks
     assert counters["weight_load_cycles"] == chunks * rows
@@ -52,6 +53,7 @@ def test_classcaps_layer(rows, cols, record_property):
     u_hat = got["u_hat"].reshape(n_in, tiles * cols)[:, :n_out * d_out]
     assert np.array_equal(u_hat, golden.classcaps(u, w, 7))
     assert counters["weight_loads"] == n_in * tiles
+    assert cycles == program_cycles(work.program, rows, cols)
     record_property("cycles", cycles)
     print(f"classcaps {rows}x{cols}: {cycles} cycles")
 
@@ -72,6 +74,7 @@ def test_routing_iteration(rows, cols, record_property):
     assert np.array_equal(np.array([[blocks[j * dim + d, j] for d in range(dim)] for j in range(n_out)]), v)
     assert np.array_equal(got["b"], b_new)
     assert np.any(v != 0) and np.any(b_new != logits)
+    assert cycles == program_cycles(work.program, rows, cols)
     record_property("cycles", cycles)
     print(f"routing iteration {rows}x{cols}: {cycles} cycles")
 

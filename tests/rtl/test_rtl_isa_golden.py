@@ -1,0 +1,95 @@
+"""Instruction encodings, and the golden model's fixed-point functions against real arithmetic."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtl.activation import exp_table as rtl_exp_table
+from rtl.isa import Act, Halt, MatMul, assemble, disassemble
+from sim import golden
+
+addr = st.integers(0, (1 << 14) - 1)
+
+
+@given(addr, addr, addr, st.integers(1, (1 << 14) - 1), st.booleans(), st.sampled_from(["data", "routing"]),
+       st.booleans())
+def test_matmul_round_trip(d, w, p, n, accumulate, src, hold):
+    instruction = MatMul(d, w, p, n, accumulate, src, hold)
+    word = instruction.encode()
+    assert 0 <= word < 1 << 64 and word & 0xF == 1
+    assert disassemble(word) == instruction
+
+
+@given(st.sampled_from(["none", "relu", "squash", "softmax"]), addr, st.integers(1, 1023), st.integers(1, 63),
+       st.integers(0, 31), st.sampled_from(["data", "weight", "routing"]), addr, st.booleans(),
+       st.integers(0, 63))
+def test_act_round_trip(func, p, n, length, shift, dst, dst_addr, column, stride):
+    instruction = Act(func, p, n, length, shift, dst, dst_addr, column, stride)
+    word = instruction.encode()
+    assert 0 <= word < 1 << 64 and word & 0xF == 2
+    assert disassemble(word) == instruction
+
+
+@pytest.mark.parametrize("instruction, message", [
+    (MatMul(0, 0, 0, 0), "n: 0 outside"),
+    (MatMul(1 << 14, 0, 0, 1), "d_addr"),
+    (MatMul(0, 0, 0, 1, src="weight"), "src"),
+    (Act("tanh", 0, 1, 1, 0, "data", 0), "func"),
+    (Act("relu", 0, 1, 64, 0, "data", 0), "length"),
+    (Act("relu", 0, 1, 4, 32, "data", 0), "shift"),
+    (Act("relu", 0, 1, 4, 0, "psum", 0), "dst"),
+])
+def test_fields_out_of_range_are_refused(instruction, message):
+    with pytest.raises(ValueError, match=message):
+        instruction.encode()
+
+
+def test_assemble_appends_halt():
+    words = assemble([MatMul(0, 0, 0, 1)])
+    assert len(words) == 2 and disassemble(words[1]) == Halt()
+    assert assemble([Halt()]) == [0]
+
+
+def test_exp_tables_agree():
+    assert list(golden.exp_table()) == rtl_exp_table()
+    assert golden.exp_table()[0] == 1 << 15
+
+
+def test_wrap_and_requantize_semantics():
+    assert golden.wrap([(1 << 24), -(1 << 24) - 1, 5]).tolist() == [-(1 << 24), (1 << 24) - 1, 5]
+    assert golden.requantize([3, 2, -2, -3, 1000, -1000], 1).tolist() == [2, 1, -1, -1, 127, -128]
+    assert golden.requantize([5], 0).tolist() == [5]
+
+
+@given(st.lists(st.integers(-128, 127), min_size=1, max_size=32))
+def test_squash_close_to_real_squash(q):
+    s = np.array(q) / 16.0
+    norm = math.sqrt(float(np.dot(s, s)))
+    want = s * norm / (1.0 + norm * norm) * 128.0
+    got = golden.squash(q)
+    assert np.all(np.abs(got - np.clip(want, -128, 127)) <= 1.5 + 0.01 * np.abs(want))
+
+
+@given(st.lists(st.integers(-128, 127), min_size=1, max_size=32))
+def test_softmax_close_to_real_softmax(q):
+    x = np.array(q) / 16.0
+    e = np.exp(x - x.max())
+    want = np.clip(e / e.sum() * 128.0, 0, 127)
+    got = golden.softmax(q)
+    assert np.all(np.abs(got - want) <= 1.5)
+    assert got.min() >= 0
+
+
+def test_routing_iteration_matches_float_reference_roughly():
+    """The integer routing iteration follows the float algorithm (sanity of the formats)."""
+    rng = np.random.default_rng(0)
+    u_hat = rng.integers(-60, 60, size=(8, 3, 4))
+    logits = np.zeros((8, 3), dtype=np.int64)
+    c, s, v, _ = golden.routing_iteration(logits, u_hat, 8, 9)
+    assert np.all(np.abs(c - 128 / 3) <= 1)  # uniform coupling from zero logits
+    s_real = (c / 128.0)[:, :, None] * u_hat
+    assert np.allclose(s, (c[:, :, None] * u_hat).sum(axis=0))
+    assert np.allclose(s / 128.0, s_real.sum(axis=0))

@@ -1,0 +1,108 @@
+"""Exported Verilog: lint with Verilator, simulate it cycle for cycle against Amaranth, synthesize."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from capsacc.cli import main
+from rtl import host, workloads
+from rtl.capsacc import CapsAcc, CapsAccConfig
+from rtl.export import LINT_WAIVERS, TOP, export_verilog
+from sim import golden
+from sim.harness import run
+from sim.script import Script
+
+needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
+needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
+
+
+def to_script(commands: list[tuple]) -> Script:
+    """rtl.host's command tuples as a sim.script.Script."""
+    script = Script()
+    for command in commands:
+        getattr(script, command[0])(*command[1:])
+    return script
+
+
+def test_export_cli_writes_verilog_and_rejects_bad_parameters(tmp_path, capsys):
+    out = tmp_path / "capsacc.v"
+    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "--buffer-depth", "16", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert f"module {TOP}(" in text and "host_rdata" in text
+    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "--buffer-depth", "12", "-o", str(out)]) == 2
+    assert "buffer_depth: 12 is not a power of two" in capsys.readouterr().err
+    assert main(["rtl", "export", "--rows", "2", "--cols", "0", "-o", str(out)]) == 2
+    assert "cols: 0 outside" in capsys.readouterr().err
+    assert main(["rtl", "export", "--rows", "2", "--cols", "2", "--acc-bits", "8", "-o", str(out)]) == 2
+    assert "acc_bits: 8" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_every_port_is_at_most_64_bits():
+    dut = CapsAcc(16, 16)
+    widths = {"__".join(map(str, path)): value.shape().width
+              for path, _, value in dut.signature.flatten(dut)}
+    assert max(widths.values()) <= 64
+    assert {"host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "host_rdata", "start", "busy",
+            "done", "counter_sel", "counter"} == set(widths)
+
+
+@pytest.mark.verilator
+@needs_verilator
+@pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
+def test_verilator_lint_passes(tmp_path, rows, cols):
+    source = tmp_path / f"{TOP}.v"
+    source.write_text(export_verilog(CapsAccConfig(rows, cols, buffer_depth=32, program_depth=16)))
+    waivers = [f"-Wno-{name}" for name in LINT_WAIVERS]
+    result = subprocess.run(["verilator", "--lint-only", "-Wall", *waivers, "--top-module", TOP, str(source)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "%Warning" not in result.stderr and "%Error" not in result.stderr
+
+
+@pytest.mark.verilator
+@needs_verilator
+def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_property):
+    """A routing iteration (softmax, weighted sums, squash, agreement) played by the same host
+    script on Amaranth's simulator and on Verilator: equal traces, results equal to the golden model."""
+    rows, cols = 4, 4
+    rng = np.random.default_rng(21)
+    u_hat = rng.integers(-128, 128, size=(4, 3, 4))
+    logits = rng.integers(-(1 << 14), 1 << 14, size=(4, 3))
+    work, regions = workloads.routing_iteration(logits, u_hat, rows, cols, 8, 9)
+    script = to_script(host.workload_commands(work, regions, max_cycles=10_000))
+    dut = lambda: CapsAcc(rows, cols, buffer_depth=32, program_depth=16)  # noqa: E731
+    amaranth_trace = run(dut(), script, "amaranth")
+    verilator_trace = run(dut(), script, "verilator", cache_dir=tmp_path)
+    assert verilator_trace.same_as(amaranth_trace)
+    values = [list(d.values.values())[0] for d in verilator_trace.dumps]
+    results, counters = host.decode(values, regions)
+    c, s, _, b_new = golden.routing_iteration(logits, u_hat, 8, 9)
+    assert np.array_equal(results["c"].T, c)
+    assert np.array_equal(results["s"], s)
+    assert np.array_equal(results["b"], b_new)
+    assert counters["busy_cycles"] == verilator_trace.waits[0].waited
+    record_property("cycles", counters["busy_cycles"])
+    record_property("verilator_cycles_per_s", round(verilator_trace.cycles_per_s))
+    print(f"routing iteration 4x4: {counters['busy_cycles']} busy cycles; script {verilator_trace.cycles} "
+          f"cycles; Verilator {verilator_trace.cycles_per_s:.0f} cycles/s, Amaranth "
+          f"{amaranth_trace.cycles_per_s:.0f} cycles/s")
+
+
+@pytest.mark.yosys
+@needs_yosys
+def test_synth_cli_4x4(tmp_path, capsys, record_property):
+    out = tmp_path / "synth.json"
+    assert main(["rtl", "synth", "--rows", "4", "--cols", "4", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "published 45 nm: 16 PEs x 1333.75" in printed
+    summary = json.loads(out.read_text())
+    assert summary["rows"] == 4 and summary["cols"] == 4
+    assert summary["flip_flops"] > 16 * (8 + 8 + 25)  # every PE registers x, w, psum
+    assert summary["cells"] > summary["flip_flops"]
+    assert 0.5 < summary["pe_area_um2"] / 1333.750616 < 2.0
+    assert summary["published_um2"] == pytest.approx(16 * 1333.750616 + 4 * 494.1729, abs=1e-3)
+    record_property("cells", summary["cells"])
