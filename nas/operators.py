@@ -34,7 +34,7 @@ def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
     """A uniformly drawn genotype of `space`: resize flag, capsule kind (Sabour layers or
     CapsCells, equally likely), layer counts, then each descriptor's kernel (among those that fit
     its input), stride, output channels and capsule atoms; a CapsCell network gets a skip
-    connection from a random earlier cell half of the time."""
+    connection from a random earlier cell (given the last cell's atoms) half of the time."""
     resize = _pick(rng, space.resizes)
     kind = SABOUR if rng.random() < 0.5 else CAPSCELL
     n_conv = max(1, _between(rng, space.convolutions))
@@ -55,16 +55,20 @@ def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
         layers.append((layer_type, side, ch, caps, kernel, stride, n_out, ch_out, caps_out))
         side, ch, caps = n_out, ch_out, caps_out
     skip = -1
-    choices = _skip_choices(layers)
-    if kind == CAPSCELL and choices and rng.random() < 0.5:
-        skip = _pick(rng, choices)
+    cells = [index for index in range(n_conv, len(layers) - 2)]
+    if kind == CAPSCELL and cells and rng.random() < 0.5:
+        source = _pick(rng, cells)
+        layers[source] = layers[source][:8] + (layers[-2][8],)
+        skip = source + 1
     return legalize(Genotype(tuple(layers), skip, resize), space)
 
 
 def legalize(g: Genotype, space: SearchSpace) -> Genotype:
     """`g` repaired, then made to fit `space`: while a layer's input is smaller than the space's
     smallest kernel, the stride of the latest strided layer before it becomes the smallest stride
-    (at most one pass per layer); a kernel outside the space becomes the largest one that fits."""
+    (at most one pass per layer); a kernel outside the space becomes the largest one that fits; a
+    skip connection from a cell whose atoms differ from the last cell's is removed (the model
+    builder concatenates both cells' flattened capsules)."""
     smallest_kernel, smallest_stride = min(space.kernels), min(space.strides)
     g = g.repair(space)
     for _ in range(len(g.layers)):
@@ -82,13 +86,18 @@ def legalize(g: Genotype, space: SearchSpace) -> Genotype:
     for layer in layers[:-1]:
         if layer[4] not in space.kernels:
             layer[4] = max(_fitting_kernels(space, layer[1]))
-    return Genotype(tuple(tuple(layer) for layer in layers), g.skip, g.resize).repair(space)
+    skip = g.skip if g.skip in _skip_choices(layers) else -1
+    return Genotype(tuple(tuple(layer) for layer in layers), skip, g.resize).repair(space)
 
 
 def _skip_choices(layers) -> list[int]:
-    """Positions (from 1) a skip connection may start from: CapsCells before the last one."""
+    """Positions (from 1) a skip connection may start from: CapsCells before the last one whose
+    capsules have as many atoms as the last cell's (their flattened capsules are concatenated)."""
     last = len(layers) - 1
-    return [index + 1 for index in range(last - 1) if layers[index][0] == CAPSCELL]
+    if last < 1:
+        return []
+    return [index + 1 for index in range(last - 1)
+            if layers[index][0] == CAPSCELL and layers[index][8] == layers[last - 1][8]]
 
 
 def _structure_ok(layers, space: SearchSpace) -> bool:
@@ -184,7 +193,7 @@ def mutate(g: Genotype, rng: np.random.Generator, p_m: float = MUTATION_PROBABIL
     skip = g.skip
     if g.capsule_type == CAPSCELL and rng.random() < p_m:
         options = [s for s in _skip_choices(layers) + [-1] if s != g.skip]
-        skip = _pick(rng, options)
+        skip = _pick(rng, options) if options else g.skip
     return legalize(Genotype(tuple(tuple(layer) for layer in layers), skip, g.resize), space)
 
 

@@ -121,3 +121,13 @@ def test_a_sample_of_children_builds_in_keras():
     for genotype in pool[:2] + children[:4]:
         models = build_models(genotype, (28, 28, 1), 10)
         assert models.classifier.output_shape == (None, 10)
+
+
+@pytest.mark.keras
+def test_capscell_networks_with_skip_connections_build():
+    from nas.builder import build_models
+    rng = np.random.default_rng(4)
+    with_skip = [g for g in (random_genotype(SMALL, rng) for _ in range(60)) if g.skip != -1]
+    assert with_skip
+    for genotype in with_skip[:2] + [mutate(with_skip[0], rng, 1.0, SMALL)]:
+        assert build_models(genotype, (28, 28, 1), 10).classifier.output_shape == (None, 10)
