@@ -1,0 +1,214 @@
+"""How the calibrated model maps an operation onto CapsAcc: matrix shapes, tiling and run counts.
+
+One rule set serves both sides: `sim.driver` builds the RTL programs by these rules, and the
+calibrated model (`capsacc.calibrated`) counts the instructions they produce in closed form
+(`plan_counts`), without simulating. Shapes of the operations (a NASCaps `Operation`):
+
+- conv / convcaps: im2col with a bias column: N = n_out² data rows, K = k²·ch_in·caps_in + 1,
+  M = ch_out·caps_out outputs; ReLU (conv) or squash over each output capsule (convcaps).
+- convcaps3d: a 3-D convolution over (y, x, capsule type) with a k x k x k kernel ('same' along the
+  type axis) and caps_in features: N = n_out²·ch_in, K = k³·caps_in + 1, M = ch_out·caps_out, squash.
+- classcaps: I = n_in²·ch_in input capsules of caps_in atoms, each its own weight matrix
+  (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = 1; no activation
+  (requantization only).
+- routing: one dynamic-routing iteration over I input capsules and J output capsules of D atoms:
+  softmax of the logits, weighted sums, squash, agreement update.
+
+Tiling on an R x C array with buffers of `buffer_depth` rows and a program memory of
+`program_depth` words (rules of `rtl.isa`; one "run" is one program from start to HALT):
+
+- matmul (conv kinds): column blocks of C lanes (ReLU) or one capsule each (squash), mb blocks;
+  data rows in chunks of nc = min(N, D // (2 mb)); per chunk, K chunks of R rows grouped kr at a
+  time per run, kr = min(D // nc, (D - mb nc) // (mb R), (P - 1 - mb) // mb); each run one MATMUL
+  per (K chunk, block) with n = nc, the last run of a chunk one ACT per block (n = nc).
+- classcaps: kc = ceil(caps_in / R) data rows and mb = ceil(J D / C) tiles per capsule; ci capsules
+  per run, ci = min(D // kc, D // (mb (kc R + 1)), (P - 2) // (kc mb)); one MATMUL (n = 1) per
+  (capsule, K chunk, tile) and one ACT "none" over the run's ci·mb rows (length C).
+- routing: Q = ceil(I / R) softmax ACTs (n = R but the last, length J), in runs of P - 1; Q·J sum
+  MATMULs (n = 1) in runs of min(V // R, P - 1) with V = D - kf R, kf = ceil(J D / R); one squash
+  ACT run (n = J, length D); agreement: capsule chunks of na = min(I, D // kf), one run each with kf
+  MATMULs (n = chunk size).
+"""
+
+from dataclasses import asdict, dataclass
+
+KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
+"""Operation kinds the calibrated model covers (those of `capsacc.network.OP_KINDS`)."""
+
+COUNT_FIELDS = ("runs", "matmuls", "matmul_rows", "acts", "act_rows", "act_elements")
+"""What `plan_counts` returns: programs run, MATMUL instructions, data rows they stream (sum of
+n), ACT instructions, partial-sum rows they process (sum of n), elements they produce (sum of
+n·length)."""
+
+
+ACT_MAX_ROWS = 1023
+"""Most partial-sum rows one ACT instruction processes (its 10-bit n field)."""
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """The CapsAcc instance: R x C PEs, accumulator bits, buffer and program depths (rows/words)."""
+
+    rows: int = 16
+    cols: int = 16
+    acc_bits: int = 25
+    buffer_depth: int = 16384
+    program_depth: int = 1024
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MatmulShape:
+    """A conv-kind operation as a matrix product: data (n, k) x weights (k, m); activation `func`
+    over column blocks of `width` lanes."""
+
+    n: int
+    k: int
+    m: int
+    func: str
+    width: int
+
+
+def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
+    """The matrix product of a conv, convcaps or convcaps3d operation (see the module docstring)."""
+    if kind == "conv":
+        return _check_width(MatmulShape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1,
+                           op.ch_out * op.caps_out, "relu", config.cols), config)
+    if kind == "convcaps":
+        return _check_width(MatmulShape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1,
+                                        op.ch_out * op.caps_out, "squash", op.caps_out), config)
+    if kind == "convcaps3d":
+        return _check_width(MatmulShape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1,
+                                        op.ch_out * op.caps_out, "squash", op.caps_out), config)
+    raise ValueError(f"{kind!r} is not a convolution kind")
+
+
+def _check_width(shape: MatmulShape, config: ArrayConfig) -> MatmulShape:
+    if shape.width > min(config.cols, 63):
+        raise ValueError(f"capsules of {shape.width} atoms do not fit the {config.cols} columns")
+    return shape
+
+
+def matmul_blocks(shape: MatmulShape) -> list[tuple[int, int]]:
+    """Column blocks (first output column, width)."""
+    return [(c, min(shape.width, shape.m - c)) for c in range(0, shape.m, shape.width)]
+
+
+def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
+    """kr: K chunks per run for data chunks of nc rows."""
+    mb = ceil_div(shape.m, shape.width)
+    depth, rows = config.buffer_depth, config.rows
+    kr = min(depth // nc, (depth - mb * nc) // (mb * rows), (config.program_depth - 1 - mb) // mb)
+    if kr < 1:
+        raise ValueError(f"{mb} column blocks of {nc} rows do not fit buffers of {depth} rows "
+                         f"and a program of {config.program_depth} words")
+    return kr
+
+
+def matmul_chunk_rows(shape: MatmulShape, config: ArrayConfig) -> int:
+    """nc: data rows per chunk."""
+    mb = ceil_div(shape.m, shape.width)
+    nc = min(shape.n, config.buffer_depth // (2 * mb), ACT_MAX_ROWS)
+    if nc < 1:
+        raise ValueError(f"{mb} column blocks do not fit buffers of {config.buffer_depth} rows")
+    return nc
+
+
+def classcaps_dims(op) -> tuple[int, int, int, int]:
+    """(I input capsules, caps_in atoms, J classes, D atoms) of a classcaps or routing operation."""
+    return op.n_in ** 2 * op.ch_in, op.caps_in, op.ch_out, op.caps_out
+
+
+def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
+    """ci: input capsules per run."""
+    kc, mb = ceil_div(d_in, config.rows), ceil_div(flat, config.cols)
+    depth = config.buffer_depth
+    ci = min(depth // kc, depth // (mb * (kc * config.rows + 1)), (config.program_depth - 2) // (kc * mb),
+             ACT_MAX_ROWS // mb)
+    if ci < 1:
+        raise ValueError(f"one capsule of {d_in} x {flat} weights does not fit the buffers or the program")
+    return ci
+
+
+def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig) -> dict:
+    """Rows and chunk sizes of a routing iteration (names as in the module docstring)."""
+    rows, depth = config.rows, config.buffer_depth
+    if n_out > config.cols or dim > config.cols or n_out > 63 or dim > 63:
+        raise ValueError(f"routing needs J = {n_out} and D = {dim} within the {config.cols} columns")
+    q = ceil_div(n_in, rows)
+    kf = ceil_div(n_out * dim, rows)
+    v_base = depth - kf * rows
+    geometry = {"Q": q, "kf": kf, "V": v_base, "S": n_in,
+                "pairs_per_run": min(v_base // rows, config.program_depth - 1),
+                "acts_per_run": config.program_depth - 1, "na": min(n_in, depth // kf)}
+    if n_in + n_out > depth or q * n_out > depth or geometry["pairs_per_run"] < 1 or geometry["na"] < 1:
+        raise ValueError(f"routing over {n_in} capsules does not fit buffers of {depth} rows")
+    return geometry
+
+
+def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
+    """Instruction counts (`COUNT_FIELDS`) plus per-function ACT rows and elements
+    (`act_rows_<func>`, `act_elements_<func>`) of `op` under the tiling rules, in closed form."""
+    counts = {name: 0 for name in COUNT_FIELDS}
+    for func in ("none", "relu", "squash", "softmax"):
+        counts[f"act_rows_{func}"] = 0
+        counts[f"act_elements_{func}"] = 0
+
+    def act(func, n, length, times=1):
+        counts["acts"] += times
+        counts["act_rows"] += times * n
+        counts["act_elements"] += times * n * length
+        counts[f"act_rows_{func}"] += times * n
+        counts[f"act_elements_{func}"] += times * n * length
+
+    if kind in ("conv", "convcaps", "convcaps3d"):
+        shape = matmul_shape(kind, op, config)
+        blocks = matmul_blocks(shape)
+        mb, kc = len(blocks), ceil_div(shape.k, config.rows)
+        nc = matmul_chunk_rows(shape, config)
+        for chunk_rows, times in ((nc, shape.n // nc), (shape.n % nc, 1)):
+            if chunk_rows == 0 or times == 0:
+                continue
+            kr = matmul_chunking(shape, config, chunk_rows)
+            counts["runs"] += times * ceil_div(kc, kr)
+            counts["matmuls"] += times * kc * mb
+            counts["matmul_rows"] += times * kc * mb * chunk_rows
+            for _, width in blocks:
+                act(shape.func, chunk_rows, width, times)
+    elif kind == "classcaps":
+        n_in, d_in, n_out, dim = classcaps_dims(op)
+        kc, mb = ceil_div(d_in, config.rows), ceil_div(n_out * dim, config.cols)
+        ci = classcaps_per_run(d_in, n_out * dim, config)
+        counts["runs"] += ceil_div(n_in, ci)
+        counts["matmuls"] += n_in * kc * mb
+        counts["matmul_rows"] += n_in * kc * mb
+        for run_caps, times in ((ci, n_in // ci), (n_in % ci, 1)):
+            if run_caps and times:
+                act("none", run_caps * mb, config.cols, times)
+    elif kind == "routing":
+        n_in, _, n_out, dim = classcaps_dims(op)
+        g = routing_geometry(n_in, n_out, dim, config)
+        rows = config.rows
+        act("softmax", rows, n_out, n_in // rows)
+        if n_in % rows:
+            act("softmax", n_in % rows, n_out)
+        counts["runs"] += ceil_div(g["Q"], g["acts_per_run"])
+        pairs = g["Q"] * n_out
+        counts["runs"] += ceil_div(pairs, g["pairs_per_run"])
+        counts["matmuls"] += pairs
+        counts["matmul_rows"] += pairs
+        act("squash", n_out, dim)
+        counts["runs"] += 1
+        chunks = ceil_div(n_in, g["na"])
+        counts["runs"] += chunks
+        counts["matmuls"] += chunks * g["kf"]
+        counts["matmul_rows"] += n_in * g["kf"]
+    else:
+        raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(KINDS)})")
+    return counts

@@ -1,0 +1,370 @@
+"""Run one hardware operation on the CapsAcc RTL and check it bit-exactly against `sim.golden`.
+
+`OperationDriver(config, backend).run(kind, op, seed)` draws random int8 data and weights (and
+partial sums for routing and the activations), tiles the operation onto the array by the rules of
+`capsacc.mapping` (programs of `rtl.isa`), plays the whole host session (loads, runs, counter and
+result reads) as one script on the chosen back end, compares every result with the golden model
+and returns an `OperationRun`: RTL cycles (sum of `busy_cycles` over the runs), host I/O cycles,
+summed counters and the instruction counts. Kinds: `capsacc.mapping.KINDS` and the activations
+"relu", "squash", "softmax" (one ACT over random partial sums).
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from capsacc.mapping import (KINDS, ArrayConfig, ceil_div, classcaps_dims, classcaps_per_run, matmul_blocks,
+                             matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry)
+from capsacc.network import Operation
+from rtl.capsacc import CapsAcc
+from rtl.isa import Act, MatMul
+from sim import golden
+from sim.harness import run as run_script
+from sim.host import COUNTER_NAMES, HostSession
+
+ACTIVATIONS = ("relu", "squash", "softmax")
+DRIVER_KINDS = KINDS + ACTIVATIONS
+
+
+class MismatchError(AssertionError):
+    """An RTL result that differs from the golden model."""
+
+
+@dataclass
+class OperationRun:
+    """What one operation cost on the RTL and whether it matched the golden model."""
+
+    kind: str
+    op: Operation
+    config: ArrayConfig
+    backend: str
+    cycles: int
+    """Sum of the runs' busy cycles (start to HALT), the figure the cost models estimate."""
+    host_cycles: int
+    """Cycles the host spent writing buffers and reading results (not in `cycles`)."""
+    runs: int
+    counters: dict[str, int]
+    """Each counter of `rtl.capsacc.COUNTERS` summed over the runs."""
+    counts: dict[str, int]
+    """Instructions issued, as `capsacc.mapping.plan_counts` names them."""
+    outputs: dict[str, np.ndarray] = field(repr=False)
+    golden: dict[str, np.ndarray] = field(repr=False)
+    sim_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def simulated_cycles(self) -> int:
+        return self.cycles + self.host_cycles + self.runs
+
+
+def shift_for(terms: int) -> int:
+    """A requantization shift that keeps sums of `terms` random int8 products mostly inside int8."""
+    return int(min(24, max(1, round(np.log2(np.sqrt(max(terms, 1)) * 128 * 74 / 64)))))
+
+
+def conv_patches(image: np.ndarray, kernel: int, stride: int, n_out: int) -> np.ndarray:
+    """im2col rows (n_out², k²·ch) of `image` (H, W, ch) zero-padded so that the output side is
+    n_out (pad before = total // 2), followed by a bias column of ones."""
+    n_in = image.shape[0]
+    pad = max(0, (n_out - 1) * stride + kernel - n_in)
+    before = pad // 2
+    padded = np.pad(image, ((before, pad - before), (before, pad - before), (0, 0)))
+    side = (padded.shape[0] - kernel) // stride + 1
+    patches = golden.im2col(padded, kernel, stride).reshape(side, side, -1)[:n_out, :n_out]
+    patches = patches.reshape(n_out * n_out, -1)
+    return np.hstack([patches, np.ones((len(patches), 1), dtype=np.int64)])
+
+
+def conv3d_patches(caps: np.ndarray, kernel: int, stride: int, n_out: int) -> np.ndarray:
+    """Patches of a 3-D capsule convolution: `caps` (H, W, T, A) (T capsule types of A atoms),
+    k x k x k windows over (y, x, type), 'same' along types. Rows (n_out²·T, k³·A + 1), ordered
+    (y, x, t); bias column last."""
+    n_in, _, types, atoms = caps.shape
+    depth_pad = kernel // 2
+    padded = np.pad(caps, ((0, 0), (0, 0), (depth_pad, kernel - 1 - depth_pad), (0, 0)))
+    per_type = [conv_patches(padded[:, :, t:t + kernel, :].reshape(n_in, n_in, kernel * atoms),
+                             kernel, stride, n_out)[:, :-1] for t in range(types)]
+    rows = np.stack(per_type, axis=1).reshape(n_out * n_out * types, -1)
+    return np.hstack([rows, np.ones((len(rows), 1), dtype=np.int64)])
+
+
+class OperationDriver:
+    """Runs operations on one CapsAcc instance (`config`) with one back end."""
+
+    def __init__(self, config: ArrayConfig, backend: str = "verilator", cache_dir=None):
+        self.config = config
+        self.backend = backend
+        self.cache_dir = cache_dir
+        self._component = None
+        self._model = None
+
+    def component(self) -> CapsAcc:
+        c = self.config
+        return CapsAcc(c.rows, c.cols, c.acc_bits, c.buffer_depth, c.program_depth)
+
+    def _session(self) -> HostSession:
+        return HostSession(self.config.rows, self.config.cols, self.config.acc_bits)
+
+    def _play(self, session: HostSession):
+        if self.backend == "verilator":
+            if self._model is None:
+                from sim.verilator import VerilatorModel
+                self._model = VerilatorModel.build(self.component(), cache_dir=self.cache_dir)
+            trace = self._model.run(session.script)
+        else:
+            trace = run_script(self.component(), session.script, self.backend)
+        results, runs = session.decode(trace)
+        return results, runs, trace.sim_s
+
+    # ---- the operations ------------------------------------------------------------------
+
+    def run(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None) -> OperationRun:
+        """Run `op` as `kind` from random data (or `inputs`), check it, return its costs.
+
+        `inputs` (for chaining layers) may give "image" (conv kinds: (n_in, n_in, channels) int8,
+        convcaps3d (n_in, n_in, ch_in, caps_in)), "u" (classcaps: (I, caps_in)), "logits" and
+        "u_hat" (routing). Raises `MismatchError` when a result differs from the golden model.
+        """
+        start = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        inputs = inputs or {}
+        if kind in ("conv", "convcaps", "convcaps3d"):
+            session, counts, check = self._matmul_op(kind, op, rng, inputs)
+        elif kind == "classcaps":
+            session, counts, check = self._classcaps_op(op, rng, inputs)
+        elif kind == "routing":
+            session, counts, check = self._routing_op(op, rng, inputs)
+        elif kind in ACTIVATIONS:
+            session, counts, check = self._activation_op(kind, op, rng)
+        else:
+            raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(DRIVER_KINDS)})")
+        results, runs, sim_s = self._play(session)
+        outputs, expected = check(results)
+        for name, want in expected.items():
+            got = outputs[name]
+            if got.shape != want.shape or not np.array_equal(got, want):
+                bad = int(np.sum(got != want)) if got.shape == want.shape else -1
+                raise MismatchError(f"{kind} {op}: result '{name}' differs from the golden model "
+                                    f"({bad} of {want.size} values; shapes {got.shape} vs {want.shape})")
+        counters = {name: sum(r[name] for r in runs) for name in COUNTER_NAMES}
+        return OperationRun(kind, op, self.config, self.backend, counters["busy_cycles"], session.host_cycles,
+                            session.runs, counters, counts, outputs, expected, sim_s,
+                            time.perf_counter() - start)
+
+    def _new_counts(self) -> dict[str, int]:
+        counts = {"runs": 0, "matmuls": 0, "matmul_rows": 0, "acts": 0, "act_rows": 0, "act_elements": 0}
+        for func in ("none", "relu", "squash", "softmax"):
+            counts[f"act_rows_{func}"] = counts[f"act_elements_{func}"] = 0
+        return counts
+
+    def _execute(self, session: HostSession, program: list, counts: dict) -> None:
+        for instruction in program:
+            if isinstance(instruction, MatMul):
+                counts["matmuls"] += 1
+                counts["matmul_rows"] += instruction.n
+            else:
+                counts["acts"] += 1
+                counts["act_rows"] += instruction.n
+                counts["act_elements"] += instruction.n * instruction.length
+                counts[f"act_rows_{instruction.func}"] += instruction.n
+                counts[f"act_elements_{instruction.func}"] += instruction.n * instruction.length
+        counts["runs"] += 1
+        session.execute(program)
+
+    def _matmul_op(self, kind, op, rng, inputs):
+        cfg = self.config
+        R, C, depth = cfg.rows, cfg.cols, cfg.buffer_depth
+        shape = matmul_shape(kind, op, cfg)
+        if kind == "convcaps3d":
+            caps = inputs.get("image")
+            if caps is None:
+                caps = rng.integers(-128, 128, size=(op.n_in, op.n_in, op.ch_in, op.caps_in))
+            x = conv3d_patches(caps, op.kernel, op.stride, op.n_out)
+        else:
+            image = inputs.get("image")
+            if image is None:
+                image = rng.integers(-128, 128, size=(op.n_in, op.n_in, op.ch_in * op.caps_in))
+            x = conv_patches(image, op.kernel, op.stride, op.n_out)
+        w = inputs.get("weights")
+        if w is None:
+            w = rng.integers(-128, 128, size=(shape.k, shape.m))
+        shift = inputs.get("shift", shift_for(shape.k))
+        blocks = matmul_blocks(shape)
+        mb, kc = len(blocks), ceil_div(shape.k, R)
+        nc_max = matmul_chunk_rows(shape, cfg)
+        session, counts = self._session(), self._new_counts()
+        reads = []
+        for n0 in range(0, shape.n, nc_max):
+            nc = min(nc_max, shape.n - n0)
+            kr = matmul_chunking(shape, cfg, nc)
+            out_base = depth - mb * nc
+            for k0 in range(0, kc, kr):
+                chunks = range(k0, min(kc, k0 + kr))
+                data = np.zeros((len(chunks) * nc, R), dtype=np.int64)
+                tiles = np.zeros((len(chunks) * mb * R, C), dtype=np.int64)
+                program = []
+                for j, kk in enumerate(chunks):
+                    part = x[n0:n0 + nc, kk * R:(kk + 1) * R]
+                    data[j * nc:(j + 1) * nc, :part.shape[1]] = part
+                    for b, (col, width) in enumerate(blocks):
+                        tile = w[kk * R:(kk + 1) * R, col:col + width]
+                        base = (j * mb + b) * R
+                        tiles[base:base + tile.shape[0], :width] = tile
+                        program.append(MatMul(d_addr=j * nc, w_addr=base, p_addr=b * nc, n=nc, accumulate=kk > 0))
+                if chunks[-1] == kc - 1:
+                    for b, (_, width) in enumerate(blocks):
+                        program.append(Act(shape.func, p_addr=b * nc, n=nc, length=width, shift=shift,
+                                           dst="weight", dst_addr=out_base + b * nc))
+                session.write_int8("data", 0, data)
+                session.write_int8("weight", 0, tiles)
+                self._execute(session, program, counts)
+            session.read_psum(f"sums{n0}", 0, mb * nc, C)
+            session.read_int8(f"out{n0}", "weight", out_base, mb * nc, C)
+            reads.append((n0, nc))
+
+        def check(results):
+            sums = np.zeros((shape.n, shape.m), dtype=np.int64)
+            out = np.zeros((shape.n, shape.m), dtype=np.int64)
+            for n0, nc in reads:
+                for b, (col, width) in enumerate(blocks):
+                    sums[n0:n0 + nc, col:col + width] = results[f"sums{n0}"][b * nc:(b + 1) * nc, :width]
+                    out[n0:n0 + nc, col:col + width] = results[f"out{n0}"][b * nc:(b + 1) * nc, :width]
+            want_sums = golden.tiled_matmul(x, w, R, cfg.acc_bits)
+            if shape.func == "relu":
+                want_out = golden.activate(want_sums, shift, "relu")
+            else:
+                capsules = want_sums.reshape(-1, shape.width)
+                want_out = golden.activate(capsules, shift, "squash").reshape(shape.n, shape.m)
+            return {"sums": sums, "out": out}, {"sums": want_sums, "out": want_out}
+
+        return session, counts, check
+
+    def _classcaps_op(self, op, rng, inputs):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        n_in, d_in, n_out, dim = classcaps_dims(op)
+        flat = n_out * dim
+        u = inputs.get("u")
+        if u is None:
+            u = rng.integers(-128, 128, size=(n_in, d_in))
+        w = inputs.get("weights")
+        if w is None:
+            w = rng.integers(-128, 128, size=(n_in, d_in, flat))
+        shift = inputs.get("shift", shift_for(d_in))
+        kc, mb = ceil_div(d_in, R), ceil_div(flat, C)
+        ci = classcaps_per_run(d_in, flat, cfg)
+        session, counts = self._session(), self._new_counts()
+        reads = []
+        for i0 in range(0, n_in, ci):
+            cn = min(ci, n_in - i0)
+            data = np.zeros((cn * kc, R), dtype=np.int64)
+            tiles = np.zeros((cn * kc * mb * R, C), dtype=np.int64)
+            program = []
+            for c in range(cn):
+                for kk in range(kc):
+                    part = u[i0 + c, kk * R:(kk + 1) * R]
+                    data[c * kc + kk, :len(part)] = part
+                    for t in range(mb):
+                        tile = w[i0 + c, kk * R:(kk + 1) * R, t * C:(t + 1) * C]
+                        base = ((c * kc + kk) * mb + t) * R
+                        tiles[base:base + tile.shape[0], :tile.shape[1]] = tile
+                        program.append(MatMul(d_addr=c * kc + kk, w_addr=base, p_addr=c * mb + t, n=1,
+                                              accumulate=kk > 0))
+            out_base = cn * kc * mb * R
+            program.append(Act("none", p_addr=0, n=cn * mb, length=C, shift=shift, dst="weight", dst_addr=out_base))
+            session.write_int8("data", 0, data)
+            session.write_int8("weight", 0, tiles)
+            self._execute(session, program, counts)
+            session.read_int8(f"u_hat{i0}", "weight", out_base, cn * mb, C)
+            reads.append((i0, cn))
+
+        def check(results):
+            u_hat = np.concatenate([results[f"u_hat{i0}"].reshape(cn, mb * C)[:, :flat] for i0, cn in reads])
+            want = np.stack([golden.requantize(golden.tiled_matmul(u[i:i + 1], w[i], R, cfg.acc_bits)[0], shift)
+                             for i in range(n_in)]) if n_in else np.zeros((0, flat), np.int64)
+            return {"u_hat": u_hat.reshape(n_in, n_out, dim)}, {"u_hat": want.reshape(n_in, n_out, dim)}
+
+        return session, counts, check
+
+    def _routing_op(self, op, rng, inputs):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        n_in, _, n_out, dim = classcaps_dims(op)
+        g = routing_geometry(n_in, n_out, dim, cfg)
+        logits = inputs.get("logits")
+        if logits is None:
+            logits = rng.integers(-(1 << 10), 1 << 10, size=(n_in, n_out))
+        u_hat = inputs.get("u_hat")
+        if u_hat is None:
+            u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
+        shift_logits = inputs.get("shift_logits", 4)
+        shift_sum = inputs.get("shift_sum", shift_for(n_in) + 3)
+        session, counts = self._session(), self._new_counts()
+        session.write_psum(0, logits)
+        # 1. softmax of every logit row, c_ij to routing row q*J + j, lane i - q*R.
+        softmax = [Act("softmax", p_addr=q * R, n=min(R, n_in - q * R), length=n_out, shift=shift_logits,
+                       dst="routing", dst_addr=q * n_out, column=True, stride=0) for q in range(g["Q"])]
+        for a in range(0, len(softmax), g["acts_per_run"]):
+            self._execute(session, softmax[a:a + g["acts_per_run"]], counts)
+        # 2. s_j = sum over chunks q of c[q-chunk, j] . U_qj, accumulated in psum row S + j.
+        pairs = [(q, j) for q in range(g["Q"]) for j in range(n_out)]
+        for p0 in range(0, len(pairs), g["pairs_per_run"]):
+            batch = pairs[p0:p0 + g["pairs_per_run"]]
+            tiles = np.zeros((len(batch) * R, C), dtype=np.int64)
+            program = []
+            for idx, (q, j) in enumerate(batch):
+                tile = u_hat[q * R:(q + 1) * R, j, :]
+                tiles[idx * R:idx * R + len(tile), :dim] = tile
+                program.append(MatMul(d_addr=q * n_out + j, w_addr=idx * R, p_addr=g["S"] + j, n=1,
+                                      accumulate=q > 0, src="routing"))
+            session.write_int8("weight", 0, tiles)
+            self._execute(session, program, counts)
+        # 3. v = squash(s) into block-diagonal tiles: v_jd at weight row V + j*D + d, lane j.
+        self._execute(session, [Act("squash", p_addr=g["S"], n=n_out, length=dim, shift=shift_sum, dst="weight",
+                                    dst_addr=g["V"], column=True, stride=dim)], counts)
+        # 4. b_ij += u_hat[i, j] . v_j, by chunks of R flattened (j, d) values.
+        flat = u_hat.reshape(n_in, n_out * dim)
+        for i0 in range(0, n_in, g["na"]):
+            na = min(g["na"], n_in - i0)
+            data = np.zeros((g["kf"] * na, R), dtype=np.int64)
+            for kk in range(g["kf"]):
+                part = flat[i0:i0 + na, kk * R:(kk + 1) * R]
+                data[kk * na:(kk + 1) * na, :part.shape[1]] = part
+            session.write_int8("data", 0, data)
+            self._execute(session, [MatMul(d_addr=kk * na, w_addr=g["V"] + kk * R, p_addr=i0, n=na,
+                                           accumulate=True) for kk in range(g["kf"])], counts)
+        session.read_int8("c", "routing", 0, g["Q"] * n_out, R)
+        session.read_psum("s", g["S"], n_out, dim)
+        session.read_int8("v", "weight", g["V"], n_out * dim, C)
+        session.read_psum("b", 0, n_in, n_out)
+
+        def check(results):
+            c_rows = results["c"].reshape(g["Q"], n_out, R)
+            c = np.transpose(c_rows, (0, 2, 1)).reshape(g["Q"] * R, n_out)[:n_in]
+            v_rows = results["v"].reshape(n_out, dim, C)
+            v = np.stack([v_rows[j, :, j] for j in range(n_out)])
+            want = golden.routing_iteration(logits, u_hat, shift_logits, shift_sum, cfg.acc_bits)
+            got = {"c": c, "s": results["s"], "v": v, "b": results["b"]}
+            return got, dict(zip(("c", "s", "v", "b"), want))
+
+        return session, counts, check
+
+    def _activation_op(self, func, op, rng):
+        """One ACT over n = op.n_in partial-sum rows of length = op.caps_in lanes."""
+        cfg = self.config
+        n, length = op.n_in, op.caps_in
+        if not 1 <= length <= min(cfg.cols, 63) or not 1 <= n <= min(cfg.buffer_depth // 2, 1023):
+            raise ValueError(f"{func}: {n} rows of {length} lanes do not fit the activation unit")
+        sums = rng.integers(-(1 << (cfg.acc_bits - 1)), 1 << (cfg.acc_bits - 1), size=(n, length)) >> 8
+        shift = 10
+        session, counts = self._session(), self._new_counts()
+        session.write_psum(0, sums)
+        self._execute(session, [Act(func, p_addr=0, n=n, length=length, shift=shift, dst="weight", dst_addr=0)],
+                      counts)
+        session.read_int8("out", "weight", 0, n, cfg.cols)
+
+        def check(results):
+            return {"out": results["out"][:, :length]}, {"out": golden.activate(sums, shift, func)}
+
+        return session, counts, check
