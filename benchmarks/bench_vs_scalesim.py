@@ -213,10 +213,12 @@ def main() -> None:
     dataflows = args.dataflows.split(",")
     python = scalesim_python(args.venv)
     runs = [(layer, array, dataflow) for array in arrays for dataflow in dataflows for layer in layers]
+    runs.sort(key=lambda r: time_nascaps(topology_workload("", [r[0]], "inference").gemm_table(), r[1],
+                                         DATAFLOWS.index(r[2]))[0][0, 0])  # shortest simulations first
     print(f"SCALE-Sim {SCALESIM_VERSION} ({python}) vs nascaps closed forms: {len(runs)} layer runs, "
           f"{SRAM_KB} kB SRAMs, CALC mode, {args.jobs} at a time", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        scalesim = list(pool.map(lambda r: run_scalesim(python, *r), runs))
+    pool = ThreadPoolExecutor(args.jobs)
+    scalesim = pool.map(lambda r: run_scalesim(python, *r), runs)
     records = []
     header = (f"{'layer':<20}{'df':>3}{'array':>6} {'cycles SS':>10}{'cycles nc':>10} {'SRAM rd+wr SS':>14}"
               f"{'SRAM nc':>11} {'DRAM SS':>10}{'DRAM nc':>10}{'diff %':>8} {'incl.pf SS':>11}{'incl.pf nc':>11}"
@@ -246,8 +248,9 @@ def main() -> None:
               f"{100 * (ours['total_cycles_incl_prefetch'] / ss['total_cycles_incl_prefetch'] - 1):>8.2f} "
               f"{ss['wall_s']:>10.2f}{seconds:>11.2e}{record['speedup']:>10.2e} "
               f"{growth_kB:>10}{peak_bytes / 1024:>10.2f}{record['memory_ratio']:>10.2e}", flush=True)
+    pool.shutdown()
     nascaps_rss = nascaps_process_peak_kB(layers, arrays, dataflows)
-    scalesim_rss = max(ss["peak_rss_kB"] for ss in scalesim)
+    scalesim_rss = max(r["scalesim"]["peak_rss_kB"] for r in records)
     print()
     print(f"compute cycles identical: {sum(r['cycles_equal'] for r in records)}/{len(records)}; "
           f"SRAM counts identical: {sum(r['sram_equal'] for r in records)}/{len(records)} "
