@@ -9,6 +9,9 @@ from capsacc.network import PRESETS
 def register(subparsers) -> None:
     """Add nas's subcommands."""
     register_train(subparsers)
+    register_search(subparsers)
+    register_pcc(subparsers)
+    register_finalize(subparsers)
 
 
 def register_train(subparsers) -> None:
@@ -70,3 +73,202 @@ def _train_command(args) -> int:
         if args.save is not None and result.status == "ok":
             print(f"saved {args.save}")
     return 0 if result.status == "ok" else 1
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _add_data_options(parser) -> None:
+    parser.add_argument("--dataset", default="mnist", choices=("mnist", "fashion_mnist", "svhn", "cifar10"),
+                        help="dataset (default mnist)")
+    parser.add_argument("--data", metavar="PATH",
+                        help="dataset file or folder, or 'keras' (default: the embedded MNIST subset for mnist)")
+
+
+def _add_space_option(parser) -> None:
+    parser.add_argument("--space", default="quick", metavar="quick|paper|FILE.toml",
+                        help="search space: 'quick' (default; narrow layers that train in seconds), 'paper' "
+                             "(the NASCaps space) or a TOML file of SearchSpace fields")
+
+
+def load_space(spec: str):
+    """`quick`, `paper` or a TOML file."""
+    from nas.search import QUICK_SPACE
+    from nas.space import SearchSpace
+    if spec == "quick":
+        return QUICK_SPACE
+    if spec == "paper":
+        return SearchSpace()
+    return SearchSpace.from_toml(spec)
+
+
+def register_search(subparsers) -> None:
+    """Add `nascaps search`."""
+    from nas.search import SearchConfig
+    defaults = SearchConfig()
+    parser = subparsers.add_parser(
+        "search", help="hardware-aware NSGA-II search of capsule networks",
+        description="NASCaps search: NSGA-II over genotypes, minimizing accuracy drop after a few-epoch training, "
+                    "and energy, latency and memory on the CapsAcc accelerator. Every evaluation is journaled in "
+                    "OUT/journal.sqlite; --resume continues a killed run. Writes evaluations.csv, pareto.json, "
+                    "pareto.png and report.md into OUT.")
+    _add_data_options(parser)
+    parser.add_argument("--population", type=_positive_int, default=defaults.population,
+                        help=f"parents |P| (default {defaults.population})")
+    parser.add_argument("--offspring", type=_positive_int, default=defaults.offspring,
+                        help=f"offspring |Q| per generation (default {defaults.offspring})")
+    parser.add_argument("--generations", type=_positive_int, default=defaults.generations,
+                        help=f"generations after the initial population (default {defaults.generations})")
+    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs,
+                        help=f"training epochs per candidate (default {defaults.epochs})")
+    parser.add_argument("--train-samples", type=_positive_int, default=defaults.train_samples, metavar="N",
+                        help=f"training images per candidate, validation split included "
+                             f"(default {defaults.train_samples})")
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                        help=f"batch size in images (default {defaults.batch_size})")
+    parser.add_argument("--timeout", type=_positive_float, default=defaults.timeout_s, metavar="SECONDS",
+                        help=f"wall-clock limit of one candidate's training (default {defaults.timeout_s:g})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default {defaults.seed})")
+    parser.add_argument("--accelerator", default="published", metavar="published|calibrated|FILE.toml",
+                        help="accelerator preset or TOML file (default: published)")
+    _add_space_option(parser)
+    parser.add_argument("--mutation-probability", type=float, default=defaults.mutation_probability,
+                        metavar="P_M", help=f"mutation probability p_m (default {defaults.mutation_probability})")
+    parser.add_argument("--max-latency-ms", type=_positive_float, help="hard latency budget (ms)")
+    parser.add_argument("--max-energy-mJ", type=_positive_float, help="hard energy budget (mJ)")
+    parser.add_argument("--max-memory-KiB", type=_positive_float, help="hard weight-memory budget (KiB)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=1,
+                       help="local Dask worker processes (default 1: train in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="use the Dask cluster at ADDRESS")
+    parser.add_argument("--out", default=defaults.out, metavar="DIR", help=f"run folder (default {defaults.out})")
+    parser.add_argument("--resume", action="store_true", help="continue the run journaled in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_search_command)
+
+
+def _search_command(args) -> int:
+    from capsacc.cli import load_accelerator
+    from nas.evaluate import Budgets
+    from nas.search import SearchConfig, run_search
+    if not 0 <= args.mutation_probability <= 1:
+        raise InputError(f"--mutation-probability {args.mutation_probability}: must be between 0 and 1")
+    accelerator = load_accelerator(args.accelerator)
+    config = SearchConfig(
+        dataset=args.dataset, data=args.data, population=args.population, offspring=args.offspring,
+        generations=args.generations, epochs=args.epochs, train_samples=args.train_samples,
+        batch_size=args.batch_size, timeout_s=args.timeout, seed=args.seed, accelerator=args.accelerator,
+        space=load_space(args.space), budgets=Budgets(args.max_latency_ms, args.max_energy_mJ, args.max_memory_KiB),
+        mutation_probability=args.mutation_probability, workers=args.workers, scheduler=args.scheduler,
+        out=args.out)
+    if args.data is not None or args.dataset != "mnist":
+        from nas.datasets import load_dataset
+        load_dataset(args.dataset, args.data)
+    result = run_search(config, accelerator, resume=args.resume, progress=not args.quiet)
+    print(f"{len(result.evaluations)} candidates evaluated ({result.trained} trained by this invocation) "
+          f"in {result.wall_s:.0f} s; Pareto set of {len(result.pareto)}:")
+    print(f"{'val_accuracy_%':>15}{'energy_mJ':>12}{'latency_ms':>12}{'memory_KiB':>12}  genotype")
+    for e in result.pareto:
+        print(f"{100 * (1 - e.accuracy_drop):>15.2f}{e.energy_mJ:>12.4f}{e.latency_ms:>12.4f}{e.memory_KiB:>12.1f}  "
+              f"{json.dumps(e.genotype)}")
+    print(f"wrote {result.out}/evaluations.csv, pareto.json, pareto.png, report.md")
+    return 0
+
+
+def register_pcc(subparsers) -> None:
+    """Add `nascaps pcc`."""
+    parser = subparsers.add_parser(
+        "pcc", help="correlation of few-epoch and full-training accuracy (Table 2 of NASCaps)",
+        description="Train random genotypes for --full-epochs epochs and report, for each of --epochs, the "
+                    "Pearson correlation between the validation accuracy after that many epochs and the test "
+                    "accuracy after full training, with the median cumulative training time.")
+    _add_data_options(parser)
+    parser.add_argument("--networks", type=_positive_int, default=20, help="random genotypes (default 20)")
+    parser.add_argument("--epochs", default="1,3,5,10", metavar="E1,E2,...",
+                        help="few-epoch budgets to correlate (default 1,3,5,10)")
+    parser.add_argument("--full-epochs", type=_positive_int, default=20, help="full training epochs (default 20)")
+    parser.add_argument("--train-samples", type=_positive_int, metavar="N",
+                        help="training images, validation split included (default all)")
+    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="wall-clock limit per network")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the genotypes and trainings (default 0)")
+    _add_space_option(parser)
+    parser.add_argument("--out", default="nascaps-pcc", metavar="DIR",
+                        help="folder for pcc.json and the per-network log (default nascaps-pcc)")
+    parser.set_defaults(handler=_pcc_command)
+
+
+def _epoch_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise InputError(f"--epochs {text!r}: a comma-separated list of positive integers") from None
+    if not values or values[0] < 1:
+        raise InputError(f"--epochs {text!r}: a comma-separated list of positive integers")
+    return values
+
+
+def _pcc_command(args) -> int:
+    from nas.pcc import PccConfig, run_pcc
+    epochs = _epoch_list(args.epochs)
+    if epochs[-1] > args.full_epochs:
+        raise InputError(f"--epochs {args.epochs}: {epochs[-1]} exceeds --full-epochs {args.full_epochs}")
+    config = PccConfig(dataset=args.dataset, data=args.data, networks=args.networks, epochs=tuple(epochs),
+                       full_epochs=args.full_epochs, train_samples=args.train_samples, timeout_s=args.timeout,
+                       seed=args.seed, space=load_space(args.space), out=args.out)
+    result = run_pcc(config)
+    print(f"{result['networks_ok']} of {config.networks} networks trained; "
+          f"full training: {config.full_epochs} epochs")
+    print(f"{'epochs':>7}{'pearson_r':>11}{'median_cumulative_s':>21}")
+    for row in result["table"]:
+        r = "n/a" if row["pearson_r"] is None else f"{row['pearson_r']:.3f}"
+        print(f"{row['epochs']:>7}{r:>11}{row['median_cumulative_s']:>21.1f}")
+    print(f"wrote {config.out}/pcc.json")
+    return 0
+
+
+def register_finalize(subparsers) -> None:
+    """Add `nascaps finalize`."""
+    parser = subparsers.add_parser(
+        "finalize", help="fully train the Pareto set of a search run (Tables 3-4 of NASCaps)",
+        description="Train every genotype of RUN_DIR/pareto.json for --epochs epochs and report its test "
+                    "accuracy next to energy, latency and memory (final.json, final.md in RUN_DIR). Finished "
+                    "trainings are kept in RUN_DIR/final.jsonl; running again continues.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder")
+    parser.add_argument("--epochs", type=_positive_int, default=100, help="training epochs (default 100)")
+    parser.add_argument("--data", metavar="PATH", help="dataset location (default: the one the search used)")
+    parser.add_argument("--train-samples", type=_positive_int, metavar="N",
+                        help="training images, validation split included (default all)")
+    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="wall-clock limit per network")
+    parser.set_defaults(handler=_finalize_command)
+
+
+def _finalize_command(args) -> int:
+    from nas.finalize import finalize
+    rows = finalize(args.run_dir, epochs=args.epochs, data=args.data, train_samples=args.train_samples,
+                    timeout_s=args.timeout)
+    print(f"{'test_accuracy_%':>16}{'energy_mJ':>12}{'latency_ms':>12}{'memory_KiB':>12}{'status':>9}  genotype")
+    for row in rows:
+        accuracy = "" if row["test_accuracy"] is None else f"{100 * row['test_accuracy']:.2f}"
+        print(f"{accuracy:>16}{row['energy_mJ']:>12.4f}{row['latency_ms']:>12.4f}{row['memory_KiB']:>12.1f}"
+              f"{row['status']:>9}  {json.dumps(row['genotype'])}")
+    print(f"wrote {args.run_dir}/final.json, final.md")
+    return 0

@@ -1,0 +1,144 @@
+"""Evaluating candidates: hardware costs from capsacc, hard budgets, training in this process or
+on Dask workers.
+
+An evaluator is a picklable callable `evaluator(genotype_list) -> Outcome` (the genotype in the
+NASCaps list form). `TrainingEvaluator` trains with `nas.train.train`; `SyntheticEvaluator`
+stands in for it in tests and benchmarks of the search machinery (a deterministic accuracy from
+the genotype's hardware costs, after an optional sleep), so they need no Keras.
+"""
+
+import functools
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from capsacc import Accelerator, estimate
+
+from nas.genotype import Genotype
+from nas.journal import Evaluation
+
+FAILED_VIOLATION = 1.0e6
+"""Constraint violation of a candidate whose training failed (nan, timeout, oom, invalid) or whose
+worker died twice: larger than any budget excess, so every trained or over-budget candidate
+dominates it."""
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Optional hard budgets (None: none). A candidate over a budget is not trained."""
+
+    max_latency_ms: float | None = None
+    max_energy_mJ: float | None = None
+    max_memory_KiB: float | None = None
+
+    def violation(self, energy_mJ: float, latency_ms: float, memory_KiB: float) -> float:
+        """Summed relative excess over the budgets (0 when all are met)."""
+        total = 0.0
+        for value, budget in ((latency_ms, self.max_latency_ms), (energy_mJ, self.max_energy_mJ),
+                              (memory_KiB, self.max_memory_KiB)):
+            if budget is not None and value > budget:
+                total += value / budget - 1.0
+        return total
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Hardware figures of one genotype on one accelerator."""
+
+    energy_mJ: float
+    latency_ms: float
+    memory_KiB: float
+
+
+def hardware_costs(genotype: Genotype, accelerator: Accelerator) -> Costs:
+    """Energy (mJ), latency (ms) and weight memory (KiB) of one inference, from capsacc."""
+    result = estimate(genotype.to_network(), accelerator)
+    return Costs(float(result.energy_mJ), float(result.latency_ms), float(result.memory_KiB))
+
+
+@dataclass
+class Outcome:
+    """What an evaluator returns: a training status, validation accuracy per epoch (fraction),
+    wall seconds of the evaluation, classifier parameters, a message, and the worker it ran on."""
+
+    status: str
+    val_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    params: int = 0
+    message: str = ""
+    worker: str = ""
+
+
+def worker_name() -> str:
+    """host:pid of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, path: str | None):
+    from nas.datasets import load_dataset
+    return load_dataset(name, path)
+
+
+@dataclass(frozen=True)
+class TrainingEvaluator:
+    """Few-epoch training of a candidate (`nas.train.train` with `config`, a `TrainConfig`) on a
+    dataset loaded once per process."""
+
+    dataset: str
+    data_path: str | None
+    config: object
+
+    def __call__(self, genotype_list: list) -> Outcome:
+        from nas.train import train
+        result = train(Genotype.from_list(genotype_list), _dataset(self.dataset, self.data_path), self.config,
+                       progress=False)
+        return Outcome(result.status, list(result.val_accuracy), result.seconds, result.params, result.message,
+                       worker_name())
+
+
+@dataclass(frozen=True)
+class SyntheticEvaluator:
+    """A stand-in for training (tests, benchmarks): sleeps `sleep_s`, then reports one epoch of
+    validation accuracy that grows with the network's weight memory and falls with its latency,
+    with a genotype-dependent jitter; genotypes whose key hash falls under `fail_share` report
+    `nan`. Deterministic for a genotype."""
+
+    sleep_s: float = 0.0
+    fail_share: float = 0.0
+    accelerator: Accelerator = field(default_factory=Accelerator.published)
+
+    def __call__(self, genotype_list: list) -> Outcome:
+        start = time.monotonic()
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        genotype = Genotype.from_list(genotype_list)
+        digest = int(hashlib.sha256(genotype.key().encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if digest < self.fail_share:
+            return Outcome("nan", [], time.monotonic() - start, 0, "synthetic failure", worker_name())
+        costs = hardware_costs(genotype, self.accelerator)
+        accuracy = 0.5 + 0.4 * costs.memory_KiB / (costs.memory_KiB + 50.0) - 0.05 * digest \
+            + 0.04 * costs.latency_ms / (costs.latency_ms + 1.0)
+        return Outcome("ok", [round(accuracy, 6)], time.monotonic() - start, int(costs.memory_KiB * 1024), "",
+                       worker_name())
+
+
+def evaluation_record(genotype: Genotype, generation: int, costs: Costs, violation: float,
+                      outcome: Outcome | None, attempts: int = 1) -> Evaluation:
+    """The journal record of a candidate: `outcome` None means not trained (over budget)."""
+    if outcome is None:
+        return Evaluation(genotype.key(), genotype.to_list(), generation, "over_budget", 1.0, costs.energy_mJ,
+                          costs.latency_ms, costs.memory_KiB, violation, message="over a hard budget, not trained")
+    status = outcome.status
+    if status == "ok" and not outcome.val_accuracy:
+        status = "invalid"
+    ok = status == "ok"
+    return Evaluation(genotype.key(), genotype.to_list(), generation, status,
+                      1.0 - outcome.val_accuracy[-1] if ok else 1.0, costs.energy_mJ, costs.latency_ms,
+                      costs.memory_KiB, violation if ok else FAILED_VIOLATION, tuple(outcome.val_accuracy),
+                      outcome.seconds, outcome.worker, attempts, outcome.message, outcome.params)
+
+Evaluator = Callable[[list], Outcome]

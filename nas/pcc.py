@@ -1,0 +1,120 @@
+"""Table 2 of NASCaps: does few-epoch accuracy predict full-training accuracy?
+
+Random genotypes of a search space are each trained once for `full_epochs` epochs (the learning
+rate decays per epoch, so the validation accuracy after e epochs of that training is the one an
+e-epoch training gives). For each few-epoch budget e, the Pearson correlation coefficient between
+the validation accuracy after e epochs and the test accuracy after full training is reported, with
+the median over networks of the cumulative training time up to epoch e (the measured wall time of
+the whole training, building included, times e / full_epochs).
+
+Finished networks are appended to `pcc.jsonl` in the output folder as they finish; running again
+with the same settings continues from there.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from capsacc.errors import InputError
+
+from nas.operators import random_genotype
+from nas.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class PccConfig:
+    """networks (random genotypes), epochs (few-epoch budgets), full_epochs, train_samples
+    (images, validation split included; None all), timeout_s (per network), seed, space, out."""
+
+    dataset: str = "mnist"
+    data: str | None = None
+    networks: int = 20
+    epochs: tuple[int, ...] = (1, 3, 5, 10)
+    full_epochs: int = 20
+    train_samples: int | None = None
+    timeout_s: float | None = None
+    seed: int = 0
+    space: SearchSpace = field(default_factory=SearchSpace)
+    out: str = "nascaps-pcc"
+
+
+def pearson(x, y) -> float | None:
+    """Pearson correlation coefficient of two equal-length sequences; None when undefined."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def correlation_table(records: list[dict], epochs, full_epochs: int) -> list[dict]:
+    """Rows (epochs, pearson_r, median_cumulative_s, networks) over the networks whose training finished."""
+    done = [r for r in records if r["status"] == "ok" and len(r["val_accuracy"]) == full_epochs
+            and r["test_accuracy"] is not None]
+    full = [r["test_accuracy"] for r in done]
+    rows = []
+    for e in epochs:
+        few = [r["val_accuracy"][e - 1] for r in done]
+        times = [r["seconds"] * e / full_epochs for r in done]
+        rows.append({"epochs": e, "pearson_r": pearson(few, full),
+                     "median_cumulative_s": float(np.median(times)) if times else 0.0, "networks": len(done)})
+    return rows
+
+
+def run_pcc(config: PccConfig, progress: bool = True) -> dict:
+    """Train the networks (continuing `out/pcc.jsonl`), write `out/pcc.json` and return its content."""
+    from nas.datasets import load_dataset
+    from nas.report import versions
+    from nas.train import TrainConfig, train
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {**asdict(config), "space": asdict(config.space)}
+    settings = json.loads(json.dumps(settings))
+    log = out / "pcc.jsonl"
+    records = _read_log(log, settings)
+    if not records:
+        log.write_text(json.dumps({"settings": settings}) + "\n")
+    dataset = load_dataset(config.dataset, config.data)
+    rng = np.random.default_rng(config.seed)
+    genotypes = [random_genotype(config.space, rng) for _ in range(config.networks)]
+    train_config = TrainConfig(epochs=config.full_epochs, seed=config.seed, timeout_s=config.timeout_s,
+                               train_samples=config.train_samples)
+    for index, genotype in enumerate(genotypes[len(records):], start=len(records)):
+        if progress:
+            print(f"network {index + 1}/{config.networks}: {genotype.key()}", flush=True)
+        result = train(genotype, dataset, train_config, test=True, progress=progress)
+        record = {"index": index, "genotype": genotype.to_list(), "status": result.status,
+                  "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+                  "seconds": result.seconds, "params": result.params, "message": result.message}
+        with open(log, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        records.append(record)
+    document = {"provenance": {**settings, "dataset_source": dataset.source, "versions": versions()},
+                "table": correlation_table(records, config.epochs, config.full_epochs),
+                "networks_ok": sum(1 for r in records if r["status"] == "ok"), "networks": records}
+    (out / "pcc.json").write_text(json.dumps(document, indent=1) + "\n")
+    return document
+
+
+def _read_log(log: Path, settings: dict) -> list[dict]:
+    """Networks already trained with the same settings (the log's first line holds them); a line
+    cut short by a kill is dropped from the file."""
+    if not log.exists():
+        return []
+    lines = log.read_text().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError as error:
+        raise InputError(f"{log}: not a pcc log ({error})") from None
+    if header.get("settings") != settings:
+        raise InputError(f"{log}: written with other settings; choose another --out")
+    records = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number != len(lines):
+                raise InputError(f"{log}: line {number} is not JSON ({error})") from None
+            log.write_text("\n".join(lines[:-1]) + "\n")
+    return records

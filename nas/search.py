@@ -1,0 +1,287 @@
+"""The hardware-aware NSGA-II search of NASCaps, crash-safe and reproducible.
+
+Four minimized objectives per candidate: accuracy drop (1 - validation accuracy after the
+few-epoch training), energy (mJ), latency (ms) and weight memory (KiB) of one inference on the
+chosen CapsAcc accelerator (capsacc). Generation 0 is |P| random genotypes; each further
+generation asks NSGA-II for |Q| offspring. Candidates over a hard budget are not trained;
+failures are kept with the worst accuracy and a violation that every other candidate beats.
+
+Everything is journaled (`nas.journal`) in the run folder as it happens; `resume=True`
+continues a killed run from its last finished generation with the same random stream, looking
+finished evaluations up instead of training them again, so the final Pareto set is the one an
+uninterrupted run gives.
+"""
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from capsacc import MODEL_VERSION, Accelerator
+
+from nas.evaluate import (Budgets, Outcome, TrainingEvaluator, evaluation_record,
+                          hardware_costs, worker_name)
+from nas.genotype import Genotype
+from nas.journal import Checkpoint, Evaluation, Journal
+from nas.nsga2 import NSGA2, Population
+from nas.operators import MUTATION_PROBABILITY, sampler, variation
+from nas.space import SearchSpace
+
+JOURNAL_NAME = "journal.sqlite"
+
+QUICK_SPACE = SearchSpace(kernels=(3, 5, 9), strides=(1, 2), channels=(1, 16), capsules=(1, 8),
+                          convolutions=(1, 2), sabour_layers=(2, 3), capscells=(4, 5), allow_resize=False)
+"""The default search space of `nascaps search`: the paper's kernels and strides with narrower
+layers (1-16 channels, 1-8 atoms), 1-2 convolutions, 2-3 capsule layers or 4-5 CapsCell
+descriptors and no input upsampling, so that a candidate trains in seconds on a 2-core machine.
+`--space paper` (or a TOML file) selects the NASCaps space."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Settings of one search run.
+
+    population |P| and offspring |Q| (genotypes), generations (after the initial population),
+    epochs and train_samples (images, validation split included; None all) of each candidate's
+    training, batch_size (images), timeout_s (wall clock per candidate training), seed,
+    accelerator (preset name or TOML path, for provenance; the `Accelerator` is passed
+    separately), space, budgets, mutation_probability, workers (local Dask processes, 1 =
+    in-process), scheduler (address of an existing Dask cluster), out (run folder).
+    """
+
+    dataset: str = "mnist"
+    data: str | None = None
+    population: int = 6
+    offspring: int = 6
+    generations: int = 3
+    epochs: int = 1
+    train_samples: int | None = 1000
+    batch_size: int = 100
+    timeout_s: float | None = 60.0
+    seed: int = 0
+    accelerator: str = "published"
+    space: SearchSpace = field(default_factory=lambda: QUICK_SPACE)
+    budgets: Budgets = field(default_factory=Budgets)
+    mutation_probability: float = MUTATION_PROBABILITY
+    workers: int = 1
+    scheduler: str | None = None
+    out: str = "nascaps-search"
+
+    def identity(self, accelerator: Accelerator, evaluator_name: str) -> dict:
+        """What a resumed run must share with the run it continues (JSON-ready), with provenance."""
+        return {"dataset": self.dataset, "data": self.data, "population": self.population,
+                "offspring": self.offspring, "generations": self.generations, "epochs": self.epochs,
+                "train_samples": self.train_samples, "batch_size": self.batch_size, "timeout_s": self.timeout_s,
+                "seed": self.seed, "accelerator": self.accelerator, "accelerator_config": accelerator.to_dict(),
+                "space": _jsonable(asdict(self.space)), "budgets": asdict(self.budgets),
+                "mutation_probability": self.mutation_probability, "evaluator": evaluator_name,
+                "model_version": MODEL_VERSION}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class SearchResult:
+    """A finished (or resumed and finished) run: its folder, every evaluation, the Pareto set
+    (feasible trained evaluations no other one dominates), seconds of wall time of this process
+    and seconds spent training in this process's run."""
+
+    out: Path
+    evaluations: list[Evaluation]
+    pareto: list[Evaluation]
+    wall_s: float
+    trained: int
+
+
+def objectives_of(evaluations: list[Evaluation]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) objectives and (n,) violations of evaluations."""
+    return (np.array([e.objectives for e in evaluations], dtype=float).reshape(-1, 4),
+            np.array([e.violation for e in evaluations], dtype=float))
+
+
+def pareto_set(evaluations: list[Evaluation]) -> list[Evaluation]:
+    """The trained, feasible evaluations that no other one dominates, by ascending accuracy drop then key."""
+    from nas.nsga2 import non_dominated_fronts
+    candidates = [e for e in evaluations if e.status == "ok" and e.feasible]
+    if not candidates:
+        return []
+    F, _ = objectives_of(candidates)
+    front = non_dominated_fronts(F)[0]
+    return sorted((candidates[i] for i in front), key=lambda e: (e.accuracy_drop, e.key))
+
+
+class InProcessRunner:
+    """Evaluates candidates one after the other in this process."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+
+    def run(self, genotypes: list[list]):
+        """Yield (index, outcome, attempts) as each evaluation finishes."""
+        for index, genotype in enumerate(genotypes):
+            yield index, _guarded(self.evaluator, genotype), 1
+
+    def close(self) -> None:
+        pass
+
+
+def _guarded(evaluator, genotype: list) -> Outcome:
+    """Run the evaluator; an exception becomes an `invalid` outcome (training itself never raises)."""
+    start = time.monotonic()
+    try:
+        return evaluator(genotype)
+    except Exception as error:  # noqa: BLE001 - a candidate's failure must not stop the search
+        return Outcome("invalid", [], time.monotonic() - start, 0, f"{type(error).__name__}: {error}",
+                       worker_name())
+
+
+class DaskRunner:
+    """Evaluates candidates on Dask workers: a local cluster of `workers` processes (one thread each,
+    one intra-op thread per training) or an existing cluster at `scheduler`. A task whose worker
+    dies is run once more (`distributed.scheduler.allowed-failures` = 1 for the local cluster);
+    dying again it comes back as `lost`."""
+
+    def __init__(self, evaluator, workers: int = 2, scheduler: str | None = None):
+        import dask
+        from distributed import Client, LocalCluster
+        self.evaluator = evaluator
+        self.cluster = None
+        if scheduler is None:
+            with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None)
+            self.client = Client(self.cluster)
+        else:
+            self.client = Client(scheduler)
+
+    def run(self, genotypes: list[list]):
+        from distributed import as_completed
+        futures = {self.client.submit(_guarded, self.evaluator, genotype, retries=1, pure=False): index
+                   for index, genotype in enumerate(genotypes)}
+        for future in as_completed(list(futures)):
+            index = futures[future]
+            attempts = 1 + self._suspicious(future.key)
+            try:
+                outcome = future.result()
+            except Exception as error:  # noqa: BLE001 - KilledWorker and the like: the candidate is lost
+                outcome = Outcome("lost", [], 0.0, 0, f"{type(error).__name__}: {error}", "")
+                attempts = max(attempts, 2)
+            future.release()
+            yield index, outcome, attempts
+
+    def _suspicious(self, key) -> int:
+        """How many workers died while running task `key` (the scheduler's count)."""
+        def count(dask_scheduler, key=key):
+            task = dask_scheduler.tasks.get(key)
+            return 0 if task is None else task.suspicious
+        try:
+            return int(self.client.run_on_scheduler(count))
+        except Exception:  # noqa: BLE001 - an external scheduler may refuse `run_on_scheduler`
+            return 0
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _progress(total: int, generation: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"generation {generation}", unit="candidate", disable=not enabled,
+                file=sys.stderr, leave=True)
+
+
+def _evaluate(genotypes: list[Genotype], generation: int, journal: Journal, runner, accelerator: Accelerator,
+              budgets: Budgets, progress: bool) -> tuple[list[Evaluation], int]:
+    """Evaluations of `genotypes` in order (journaled ones looked up, the rest trained and committed
+    one by one as they finish) and the number trained."""
+    results: dict[str, Evaluation] = {}
+    pending: dict[str, Genotype] = {}
+    costs: dict[str, object] = {}
+    for genotype in genotypes:
+        key = genotype.key()
+        if key in results or key in pending:
+            continue
+        known = journal.lookup(key)
+        if known is not None:
+            results[key] = known
+            continue
+        costs[key] = hardware_costs(genotype, accelerator)
+        violation = budgets.violation(costs[key].energy_mJ, costs[key].latency_ms, costs[key].memory_KiB)
+        if violation > 0:
+            results[key] = evaluation_record(genotype, generation, costs[key], violation, None)
+            journal.record(results[key])
+        else:
+            pending[key] = genotype
+    bar = _progress(len(set(g.key() for g in genotypes)), generation, progress)
+    bar.update(len(results))
+    order = list(pending)
+    for index, outcome, attempts in runner.run([pending[key].to_list() for key in order]):
+        key = order[index]
+        record = evaluation_record(pending[key], generation, costs[key], 0.0, outcome, attempts)
+        journal.record(record)
+        results[key] = journal.lookup(key)
+        bar.update(1)
+    bar.close()
+    return [results[g.key()] for g in genotypes], len(pending)
+
+
+def run_search(config: SearchConfig, accelerator: Accelerator | None = None, evaluator=None,
+               resume: bool = False, progress: bool = True) -> SearchResult:
+    """Run (or with `resume` continue) a search; write the journal and the reports into `config.out`.
+
+    `evaluator`: an `nas.evaluate` evaluator (default: `TrainingEvaluator` with the config's
+    training settings; one intra-op thread per Dask worker).
+    """
+    from nas.report import write_reports
+    start = time.monotonic()
+    accelerator = accelerator or Accelerator.published()
+    distributed = config.workers > 1 or config.scheduler is not None
+    if evaluator is None:
+        from nas.train import TrainConfig
+        train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                                   timeout_s=config.timeout_s, train_samples=config.train_samples,
+                                   threads=1 if distributed else None)
+        evaluator = TrainingEvaluator(config.dataset, config.data, train_config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = config.identity(accelerator, type(evaluator).__name__)
+    journal = Journal.open(out / JOURNAL_NAME, identity, resume)
+    runner = DaskRunner(evaluator, config.workers, config.scheduler) if distributed else InProcessRunner(evaluator)
+    trained = 0
+    try:
+        rng = np.random.default_rng(config.seed)
+        algorithm = NSGA2(sampler(config.space), variation(config.space, config.mutation_probability),
+                          config.population, config.offspring, rng, key=Genotype.key)
+        first = 0
+        checkpoint = journal.last_checkpoint()
+        if checkpoint is not None:
+            rng.bit_generator.state = checkpoint.rng_state
+            members = [journal.lookup(key) for key in checkpoint.population]
+            F, V = objectives_of(members)
+            algorithm.restore(Population([Genotype.from_list(e.genotype) for e in members], F, V),
+                              checkpoint.generation)
+            first = checkpoint.generation + 1
+        for generation in range(first, config.generations + 1):
+            asked = algorithm.ask()
+            evaluations, count = _evaluate(asked, generation, journal, runner, accelerator, config.budgets, progress)
+            trained += count
+            F, V = objectives_of(evaluations)
+            algorithm.tell(asked, F, V)
+            journal.checkpoint(Checkpoint(generation, [g.key() for g in algorithm.population.genotypes],
+                                          rng.bit_generator.state))
+        evaluations = journal.evaluations()
+    finally:
+        runner.close()
+        journal.close()
+    result = SearchResult(out, evaluations, pareto_set(evaluations), time.monotonic() - start, trained)
+    write_reports(out, identity, result, accelerator)
+    return result

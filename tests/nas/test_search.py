@@ -1,0 +1,184 @@
+"""The search: objectives, budgets, failures, journal reuse, reports, CLI (one real training run)."""
+
+import csv
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from capsacc import Accelerator
+from capsacc.cli import main
+from nas.evaluate import FAILED_VIOLATION, Budgets, Outcome, SyntheticEvaluator, hardware_costs
+from nas.genotype import Genotype
+from nas.journal import read_journal
+from nas.nsga2 import domination_matrix
+from nas.search import QUICK_SPACE, SearchConfig, objectives_of, pareto_set, run_search
+from nas.space import SearchSpace
+
+TINY = SearchSpace(kernels=(3, 5), strides=(1, 2), channels=(2, 6), capsules=(1, 4), convolutions=(1, 1),
+                   sabour_layers=(2, 2), capscells=(4, 4), allow_resize=False)
+
+
+@dataclass
+class CountingEvaluator:
+    """Counts calls per genotype key (in-process only)."""
+
+    inner: SyntheticEvaluator = field(default_factory=SyntheticEvaluator)
+    calls: dict = field(default_factory=dict)
+
+    def __call__(self, genotype_list):
+        key = Genotype.from_list(genotype_list).key()
+        self.calls[key] = self.calls.get(key, 0) + 1
+        return self.inner(genotype_list)
+
+
+def _config(tmp_path, name="run", **changes) -> SearchConfig:
+    values = dict(population=8, offspring=6, generations=4, seed=7, out=str(tmp_path / name))
+    values.update(changes)
+    return SearchConfig(**values)
+
+
+def test_search_objectives_come_from_capsacc_and_the_evaluator(tmp_path):
+    result = run_search(_config(tmp_path), evaluator=SyntheticEvaluator(), progress=False)
+    assert len(result.evaluations) <= 8 + 4 * 6 and result.trained == len(result.evaluations)
+    accelerator = Accelerator.published()
+    for e in result.evaluations[:5]:
+        costs = hardware_costs(Genotype.from_list(e.genotype), accelerator)
+        assert (e.energy_mJ, e.latency_ms, e.memory_KiB) == (costs.energy_mJ, costs.latency_ms, costs.memory_KiB)
+        assert e.accuracy_drop == pytest.approx(1 - e.val_accuracy[-1])
+        Genotype.from_list(e.genotype).validate(QUICK_SPACE)
+    F, _ = objectives_of(result.pareto)
+    dominates = domination_matrix(F)
+    assert not dominates.any()
+    everything, _ = objectives_of(result.evaluations)
+    for row in F:
+        assert not np.any(np.all(everything <= row, axis=1) & np.any(everything < row, axis=1))
+
+
+def test_same_seed_same_pareto_set_and_different_seed_differs(tmp_path):
+    first = run_search(_config(tmp_path, "a"), evaluator=SyntheticEvaluator(), progress=False)
+    second = run_search(_config(tmp_path, "b"), evaluator=SyntheticEvaluator(), progress=False)
+    third = run_search(_config(tmp_path, "c", seed=8), evaluator=SyntheticEvaluator(), progress=False)
+    assert [e.key for e in first.pareto] == [e.key for e in second.pareto]
+    assert [e.key for e in first.evaluations] == [e.key for e in second.evaluations]
+    assert [e.key for e in first.evaluations] != [e.key for e in third.evaluations]
+
+
+def test_over_budget_candidates_are_not_trained_and_are_dominated(tmp_path):
+    evaluator = CountingEvaluator()
+    budget = 0.05
+    result = run_search(_config(tmp_path, budgets=Budgets(max_energy_mJ=budget)), evaluator=evaluator,
+                        progress=False)
+    over = [e for e in result.evaluations if e.status == "over_budget"]
+    feasible = [e for e in result.evaluations if e.status == "ok"]
+    assert over and feasible
+    for e in over:
+        assert e.energy_mJ > budget and e.key not in evaluator.calls and e.violation > 0
+        assert e.violation == pytest.approx(e.energy_mJ / budget - 1)
+    assert all(e.energy_mJ <= budget for e in feasible)
+    assert all(e.energy_mJ <= budget for e in result.pareto)
+    F, V = objectives_of(feasible[:1] + over)
+    assert domination_matrix(F, V)[0, 1:].all()
+
+
+def test_failed_candidates_get_the_worst_objectives_and_the_search_goes_on(tmp_path):
+    result = run_search(_config(tmp_path), evaluator=SyntheticEvaluator(fail_share=0.3), progress=False)
+    failed = [e for e in result.evaluations if e.status == "nan"]
+    assert failed and len(result.pareto) > 0
+    for e in failed:
+        assert e.accuracy_drop == 1.0 and e.violation == FAILED_VIOLATION
+        assert e.key not in {p.key for p in result.pareto}
+
+
+def test_an_exception_in_the_evaluator_is_recorded_as_invalid(tmp_path):
+    def broken(genotype_list):
+        if len(genotype_list) % 2:
+            raise RuntimeError("boom")
+        return SyntheticEvaluator()(genotype_list)
+
+    result = run_search(_config(tmp_path, generations=1), evaluator=broken, progress=False)
+    invalid = [e for e in result.evaluations if e.status == "invalid"]
+    assert invalid and all("RuntimeError: boom" in e.message for e in invalid)
+
+
+def test_no_genotype_is_trained_twice_and_resume_of_a_finished_run_trains_nothing(tmp_path):
+    evaluator = CountingEvaluator()
+    config = _config(tmp_path, generations=6, population=6, offspring=6)
+    result = run_search(config, evaluator=evaluator, progress=False)
+    assert max(evaluator.calls.values()) == 1
+    assert len(evaluator.calls) == len(result.evaluations)
+    again = CountingEvaluator()
+    resumed = run_search(config, evaluator=again, resume=True, progress=False)
+    assert again.calls == {} and resumed.trained == 0
+    assert [e.key for e in resumed.pareto] == [e.key for e in result.pareto]
+
+
+def test_resume_with_more_generations_continues_the_same_stream(tmp_path):
+    whole = run_search(_config(tmp_path, "whole", generations=5), evaluator=SyntheticEvaluator(), progress=False)
+    run_search(_config(tmp_path, "part", generations=2), evaluator=SyntheticEvaluator(), progress=False)
+    longer = run_search(_config(tmp_path, "part", generations=5), evaluator=SyntheticEvaluator(), resume=True,
+                        progress=False)
+    assert [e.key for e in longer.evaluations] == [e.key for e in whole.evaluations]
+    assert [e.key for e in longer.pareto] == [e.key for e in whole.pareto]
+
+
+def test_reports_have_units_and_provenance(tmp_path):
+    config = _config(tmp_path, generations=2)
+    result = run_search(config, evaluator=SyntheticEvaluator(fail_share=0.2), progress=False)
+    out = tmp_path / "run"
+    with open(out / "evaluations.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(result.evaluations)
+    assert {"accuracy_drop", "energy_mJ", "latency_ms", "memory_KiB", "seconds", "worker", "attempts"} <= set(rows[0])
+    assert sum(int(r["pareto"]) for r in rows) == len(result.pareto)
+    document = json.loads((out / "pareto.json").read_text())
+    provenance = document["provenance"]
+    for key in ("seed", "space", "accelerator", "accelerator_config", "dataset", "epochs", "versions",
+                "model_version"):
+        assert key in provenance
+    assert provenance["seed"] == 7 and provenance["space"]["kernels"] == [3, 5, 9]
+    assert [p["genotype"] for p in document["pareto"]] == [e.genotype for e in result.pareto]
+    assert (out / "pareto.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "Pareto set" in report and "capsnet" in report and "deepcaps" in report
+    config_journal, evaluations, checkpoints = read_journal(out / "journal.sqlite")
+    assert [c.generation for c in checkpoints] == [0, 1, 2] and len(evaluations) == len(result.evaluations)
+
+
+def test_pareto_set_keeps_only_trained_feasible_candidates(tmp_path):
+    result = run_search(_config(tmp_path, budgets=Budgets(max_latency_ms=0.05)),
+                        evaluator=SyntheticEvaluator(fail_share=0.2), progress=False)
+    assert pareto_set(result.evaluations) == result.pareto
+    assert all(e.status == "ok" and e.violation == 0 for e in result.pareto)
+
+
+def test_cli_rejects_bad_options(tmp_path, capsys):
+    assert main(["search", "--mutation-probability", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "mutation-probability" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["search", "--population", "0"])
+    with pytest.raises(SystemExit):
+        main(["search", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
+
+
+@pytest.mark.keras
+def test_cli_end_to_end_with_real_training(tmp_path, capsys):
+    """Two parents, two offspring, one generation, one epoch on 200 embedded MNIST images."""
+    space = tmp_path / "space.toml"
+    space.write_text("kernels = [3, 5]\nchannels = [2, 4]\ncapsules = [1, 4]\nconvolutions = [1, 1]\n"
+                     "sabour_layers = [2, 2]\ncapscells = [4, 4]\nallow_resize = false\n")
+    out = tmp_path / "run"
+    code = main(["search", "--population", "2", "--offspring", "2", "--generations", "1", "--epochs", "1",
+                 "--train-samples", "200", "--batch-size", "50", "--space", str(space), "--out", str(out),
+                 "--quiet", "--seed", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "Pareto set of" in printed and "wrote" in printed
+    _, evaluations, _ = read_journal(out / "journal.sqlite")
+    assert 2 <= len(evaluations) <= 4
+    trained = [e for e in evaluations if e.status == "ok"]
+    assert trained and all(len(e.val_accuracy) == 1 and 0 <= e.val_accuracy[0] <= 1 for e in trained)
+    assert all(e.seconds > 0 and e.params > 0 for e in trained)
+    provenance = json.loads((out / "pareto.json").read_text())["provenance"]
+    assert provenance["evaluator"] == "TrainingEvaluator" and provenance["train_samples"] == 200
