@@ -205,6 +205,9 @@ def main() -> None:
     parser.add_argument("--arrays", default="16,32")
     parser.add_argument("--dataflows", default="ws,os,is")
     parser.add_argument("--jobs", type=int, default=1, help="SCALE-Sim runs at once (default 1)")
+    parser.add_argument("--max-sim-cycles", type=int, default=None,
+                        help="skip SCALE-Sim runs of layers longer than this many compute cycles (SCALE-Sim "
+                             "simulates a few thousand cycles a second; the full set is about 25 million)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args()
     names = args.layers.split(",")
@@ -213,8 +216,16 @@ def main() -> None:
     dataflows = args.dataflows.split(",")
     python = scalesim_python(args.venv)
     runs = [(layer, array, dataflow) for array in arrays for dataflow in dataflows for layer in layers]
-    runs.sort(key=lambda r: time_nascaps(topology_workload("", [r[0]], "inference").gemm_table(), r[1],
-                                         DATAFLOWS.index(r[2]))[0][0, 0])  # shortest simulations first
+    def cycles(run):
+        table = topology_workload("", [run[0]], "inference").gemm_table()
+        return int(layer_reports(table, run[1], run[1], DATAFLOWS.index(run[2]), 1, 1, 1)[0, 0])
+
+    runs.sort(key=cycles)  # shortest simulations first
+    if args.max_sim_cycles is not None:
+        skipped = [r for r in runs if cycles(r) > args.max_sim_cycles]
+        runs = [r for r in runs if cycles(r) <= args.max_sim_cycles]
+        for layer, array, dataflow in skipped:
+            print(f"skipped (over --max-sim-cycles): {layer.name} {dataflow} {array}x{array}")
     print(f"SCALE-Sim {SCALESIM_VERSION} ({python}) vs nascaps closed forms: {len(runs)} layer runs, "
           f"{SRAM_KB} kB SRAMs, CALC mode, {args.jobs} at a time", flush=True)
     pool = ThreadPoolExecutor(args.jobs)
@@ -249,6 +260,9 @@ def main() -> None:
               f"{ss['wall_s']:>10.2f}{seconds:>11.2e}{record['speedup']:>10.2e} "
               f"{growth_kB:>10}{peak_bytes / 1024:>10.2f}{record['memory_ratio']:>10.2e}", flush=True)
     pool.shutdown()
+    if not records:
+        print("no SCALE-Sim runs left to compare")
+        return
     nascaps_rss = nascaps_process_peak_kB(layers, arrays, dataflows)
     scalesim_rss = max(r["scalesim"]["peak_rss_kB"] for r in records)
     print()

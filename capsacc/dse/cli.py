@@ -95,6 +95,8 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
     if spec in PRESETS:
         return capsule_workload(preset_network(spec, input_side, input_channels), mode, batch)
     path = Path(spec)
+    if not path.exists():
+        raise InputError(f"{spec}: neither a shipped network ({', '.join(NETWORKS)}) nor an existing file")
     if path.suffix.lower() == ".csv":
         return topology_workload(path.stem, read_topology(path), mode, batch)
     network = load_network(spec)
