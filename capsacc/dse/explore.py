@@ -57,12 +57,13 @@ def write_outputs(results: DesignResults, out: Path, command: str) -> np.ndarray
     (out / "run.json").write_text(json.dumps({**header, "pareto_points": int(len(front))}, indent=2) + "\n")
     _write_csv(out / "designs.csv", results.table, header)
     _write_csv(out / "pareto.csv", results.table[front], {**header, "pareto_objectives": PARETO_OBJECTIVES})
-    plot_pareto(results, front, out / "pareto.png")
+    plot_pareto(results, front, out / "pareto.png", header)
     return front
 
 
-def plot_pareto(results: DesignResults, front: np.ndarray, path: Path) -> None:
-    """Power against latency of all designs (grey) and of the Pareto set, coloured by area."""
+def plot_pareto(results: DesignResults, front: np.ndarray, path: Path, header: dict) -> None:
+    """Power against latency of all designs (grey) and of the Pareto set, coloured by area; the PNG's
+    Description text chunk holds `header` (the provenance) as JSON."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -82,7 +83,7 @@ def plot_pareto(results: DesignResults, front: np.ndarray, path: Path) -> None:
                    fontsize=9)
     axes.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, metadata={"Description": json.dumps(header), "Software": MODEL_VERSION})
     plt.close(figure)
 
 

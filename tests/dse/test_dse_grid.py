@@ -124,7 +124,8 @@ def test_dse_command_writes_designs_and_pareto(tmp_path, capsys):
     assert '# network: "lenet"' in header and '# mode: "training"' in header
     run = json.loads((out / "run.json").read_text())
     assert run["design_points"] == len(designs) and run["pareto_points"] == len(pareto)
-    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    png = (out / "pareto.png").read_bytes()
+    assert png[:4] == b"\x89PNG" and b'"network": "lenet"' in png
 
 
 def test_dse_command_on_a_genotype_rescaled(tmp_path, capsys):
