@@ -41,8 +41,6 @@ from numba import njit
 
 DATAFLOWS = ("ws", "os", "is")
 WS, OS, IS = range(3)
-ACTIVE_FRACTION = 0.5
-"""Share of each SRAM holding data in use while the rest is prefetched (SCALE-Sim's default)."""
 PREFETCH_WORDS_PER_CYCLE = 10
 """DRAM words a cycle of SCALE-Sim's first prefetch in CALC mode."""
 REPORT_COLUMNS = ("total_cycles", "sram_ifmap_reads", "sram_filter_reads", "sram_ofmap_writes", "dram_ifmap_reads",
@@ -123,13 +121,14 @@ def layer_reports(table, rows, cols, dataflow, ifmap_sram_words, filter_sram_wor
     out = np.empty((table.shape[0], 8), np.int64)
     for i in range(table.shape[0]):
         m, k, n, count = table[i, 0], table[i, 1], table[i, 2], table[i, 3]
-        out[i, 0] = count * compute_cycles(m, k, n, rows, cols, dataflow)
+        compute = compute_cycles(m, k, n, rows, cols, dataflow)
+        out[i, 0] = count * compute
         a, b, c = sram_accesses(m, k, n, rows, cols, dataflow)
         out[i, 1], out[i, 2], out[i, 3] = count * a, count * b, count * c
         a, b, c = dram_accesses(m, k, n, table[i, 4], table[i, 5], rows, cols, dataflow, ifmap_active,
                                 filter_active)
         out[i, 4], out[i, 5], out[i, 6] = count * a, count * b, count * c
-        out[i, 7] = count * cycles_incl_prefetch(out[i, 0] // count, table[i, 4], table[i, 5], c, cols,
+        out[i, 7] = count * cycles_incl_prefetch(compute, table[i, 4], table[i, 5], c, cols,
                                                  ifmap_sram_words, filter_sram_words, ofmap_sram_words)
     return out
 
@@ -140,5 +139,6 @@ def sram_words(sram_kB: float, word_bytes: int = 1) -> int:
 
 
 def active_words(sram_kB: float, word_bytes: int = 1) -> int:
-    """Words in the active half of a double-buffered SRAM of `sram_kB` kB."""
+    """Words in the active half of a double-buffered SRAM of `sram_kB` kB (SCALE-Sim's active-buffer
+    fraction is 0.5: the other half is being prefetched)."""
     return -(-sram_words(sram_kB, word_bytes) // 2)
