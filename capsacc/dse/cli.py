@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("--dataflow", default="ws,os,is", help="dataflows (default ws,os,is)")
     parser.add_argument("--sram-kB", default="32,128,512",
                         help="sizes tried for each of the ifmap, filter and ofmap SRAMs, kB (default 32,128,512)")
+    for buffer in ("ifmap", "filter", "ofmap"):
+        parser.add_argument(f"--{buffer}-sram-kB", default=None, help=f"sizes of the {buffer} SRAM alone, kB "
+                            "(default: --sram-kB)")
     parser.add_argument("--period-ns", default="2,3,4", help="clock periods, ns (the 45 nm tables have 2, 3, 4)")
     parser.add_argument("--batch", type=int, default=1, help="samples per inference or training step (default 1)")
     parser.add_argument("--input-side", type=int, default=None,
@@ -115,11 +118,13 @@ def _dse_command(args) -> int:
     from capsacc.dse.grid import DesignGrid, evaluate
 
     workload = load_workload(args.network, args.mode, args.batch, args.input_side, args.input_channels)
-    sram = parse_values(args.sram_kB, "--sram-kB")
+    sram = {buffer: parse_values(getattr(args, f"{buffer}_sram_kB") or args.sram_kB,
+                                 f"--{buffer}-sram-kB" if getattr(args, f"{buffer}_sram_kB") else "--sram-kB")
+            for buffer in ("ifmap", "filter", "ofmap")}
     grid = DesignGrid(rows=parse_values(args.rows, "--rows", int), cols=parse_values(args.cols, "--cols", int),
-                      dataflows=tuple(d.strip() for d in args.dataflow.split(",")), ifmap_sram_kB=sram,
-                      filter_sram_kB=sram, ofmap_sram_kB=sram, period_ns=parse_values(args.period_ns, "--period-ns"),
-                      sram_overhead=args.sram_overhead)
+                      dataflows=tuple(d.strip() for d in args.dataflow.split(",")), ifmap_sram_kB=sram["ifmap"],
+                      filter_sram_kB=sram["filter"], ofmap_sram_kB=sram["ofmap"],
+                      period_ns=parse_values(args.period_ns, "--period-ns"), sram_overhead=args.sram_overhead)
     evaluate(workload, DesignGrid(rows=grid.rows[:1], cols=grid.cols[:1]))  # loads the compiled kernels
     start = time.perf_counter()
     results = evaluate(workload, grid)
@@ -141,6 +146,8 @@ def _dse_command(args) -> int:
 def _command_line(args) -> str:
     parts = ["nascaps dse", f"--network {args.network}", f"--mode {args.mode}", f"--rows {args.rows}",
              f"--cols {args.cols}", f"--dataflow {args.dataflow}", f"--sram-kB {args.sram_kB}",
+             *(f"--{b}-sram-kB {getattr(args, f'{b}_sram_kB')}" for b in ("ifmap", "filter", "ofmap")
+               if getattr(args, f"{b}_sram_kB")),
              f"--period-ns {args.period_ns}", f"--batch {args.batch}", f"--sram-overhead {args.sram_overhead}"]
     if args.input_side is not None:
         parts.append(f"--input-side {args.input_side}")

@@ -98,6 +98,19 @@ def test_parse_values():
             parse_values(bad, "--rows", int)
 
 
+def test_separate_sram_sizes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["dse", "--network", "lenet", "--rows", "8", "--cols", "8", "--dataflow", "ws", "--period-ns", "3",
+                 "--sram-kB", "16", "--filter-sram-kB", "4,64", "--out", str(out)]) == 0
+    designs = _read_csv(out / "designs.csv")
+    assert [(d["ifmap_sram_kB"], d["filter_sram_kB"], d["ofmap_sram_kB"]) for d in designs] == [
+        ("16", "4", "16"), ("16", "64", "16")]
+    assert "--filter-sram-kB 4,64" in json.loads((out / "run.json").read_text())["command"]
+    capsys.readouterr()
+    assert main(["dse", "--network", "lenet", "--ofmap-sram-kB", "x", "--out", str(out)]) == 2
+    assert "--ofmap-sram-kB: cannot read 'x'" in capsys.readouterr().err
+
+
 def _read_csv(path):
     with path.open() as handle:
         lines = [line for line in handle if not line.startswith("#")]
