@@ -105,3 +105,24 @@ def test_softmax_wide_random(length, record_property):
     assert np.array_equal(got, want)
     assert cycles == 1 + len(rows) * (3 * length + 31)
     record_property("cycles", cycles)
+
+
+def test_squash_one_element_exhaustive(record_property):
+    """Every int8 input of the scalar squash (a 1-element capsule vector)."""
+    rows = np.zeros((256, 4), dtype=np.int64)
+    rows[:, 0] = np.arange(-128, 128)
+    got, cycles = run_unit(rows, "squash", 0, 1, 4)
+    assert np.array_equal(got, golden.activate(rows[:, :1], 0, "squash"))
+    record_property("cycles", cycles)
+
+
+def test_softmax_two_logits_every_difference(record_property):
+    """Softmax of two logits depends on their difference only: every difference -255..255."""
+    diff = np.arange(-255, 256)
+    rows = np.zeros((len(diff), 4), dtype=np.int64)
+    rows[:, 0] = np.where(diff >= 0, 127, 127 + diff)
+    rows[:, 1] = np.where(diff >= 0, 127 - diff, 127)
+    assert np.array_equal(rows[:, 0] - rows[:, 1], diff)
+    got, cycles = run_unit(rows, "softmax", 0, 2, 4)
+    assert np.array_equal(got, golden.activate(rows[:, :2], 0, "softmax"))
+    record_property("cycles", cycles)
