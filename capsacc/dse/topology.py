@@ -6,6 +6,10 @@ A SCALE-Sim topology CSV has a header line, then one layer a line:
 is modelled here). Padding is not modelled: SCALE-Sim's output side is ceil((H - F + S) / S), so
 the shipped topologies give IFMAP sides with the padding already added. A layer whose name contains
 `DP` is depthwise: SCALE-Sim runs it as one single-channel layer per channel, and so does this module.
+
+SCALE-Sim's GEMM format (its `-i gemm` mode), rows `name, M, N, K,`, is read too (a row of four
+fields): SCALE-Sim runs such a row as an M x K IFMAP with a 1 x K filter, one channel and N filters,
+and so does this module.
 """
 
 import math
@@ -19,6 +23,7 @@ BUILTIN_TOPOLOGIES = ("alexnet", "lenet", "vgg16", "resnet18")
 """Topologies shipped as `capsacc/data/topology-<name>.csv` (padding folded into the IFMAP sides)."""
 
 COLUMNS = ("IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width", "Channels", "Num Filter", "Strides")
+GEMM_COLUMNS = ("M", "N", "K")
 
 
 @dataclass(frozen=True)
@@ -80,14 +85,16 @@ def parse_topology(text: str, source: str) -> list[ConvLayer]:
         if fields and fields[-1] == "":
             fields.pop()
         where = f"{source}: line {number}"
-        if len(fields) not in (8, 9):
-            raise InputError(f"{where}: expected 8 fields (name, {', '.join(COLUMNS)}) and an optional "
-                             f"sparsity ratio, got {len(fields)}")
+        if len(fields) not in (4, 5, 8, 9):
+            raise InputError(f"{where}: expected 8 fields (name, {', '.join(COLUMNS)}) or the 4 of the GEMM "
+                             f"format (name, M, N, K), and an optional sparsity ratio; got {len(fields)}")
         name = fields[0]
         if not name:
             raise InputError(f"{where}: the layer name is empty")
+        gemm = len(fields) in (4, 5)
+        columns = GEMM_COLUMNS if gemm else COLUMNS
         values = []
-        for column, field in zip(COLUMNS, fields[1:8]):
+        for column, field in zip(columns, fields[1:]):
             try:
                 value = int(field)
             except ValueError:
@@ -95,8 +102,12 @@ def parse_topology(text: str, source: str) -> list[ConvLayer]:
             if value < 1:
                 raise InputError(f"{where}: {column} must be positive, got {value}")
             values.append(value)
-        if len(fields) == 9 and fields[8].replace(" ", "") != "1:1":
-            raise InputError(f"{where}: sparsity ratio {fields[8]!r} is not modelled (only 1:1, dense)")
+        if len(fields) == len(columns) + 2 and fields[-1].replace(" ", "") != "1:1":
+            raise InputError(f"{where}: sparsity ratio {fields[-1]!r} is not modelled (only 1:1, dense)")
+        if gemm:
+            m, n, k = values
+            layers.append(ConvLayer(name, m, k, 1, k, 1, n, 1))
+            continue
         ifmap_h, ifmap_w, filter_h, filter_w, channels, num_filter, stride = values
         if filter_h > ifmap_h or filter_w > ifmap_w:
             raise InputError(f"{where}: the filter ({filter_h}x{filter_w}) is larger than the IFMAP "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from capsacc.dse.systolic import DATAFLOWS, layer_reports, sram_words
-from capsacc.dse.topology import read_topology
+from capsacc.dse.topology import builtin_topology, read_topology
 from capsacc.dse.workload import topology_workload
 
 DATA = Path(__file__).parent / "data"
@@ -94,3 +94,31 @@ def test_counts_scale_with_gemm_count():
     doubled[0, 3] = 2
     np.testing.assert_array_equal(layer_reports(doubled, 8, 8, 0, 1024, 1024, 1024),
                                   2 * layer_reports(table, 8, 8, 0, 1024, 1024, 1024))
+
+
+def _gemm_records():
+    with (DATA / "scalesim_gemm_reports.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_gemms_match_scalesim_gemm_mode():
+    """LeNet's conv2 and fc2 training passes, recorded with SCALE-Sim's GEMM input (`-i gemm`)."""
+    gemm_layers = read_topology(DATA / "scalesim_gemms.csv")
+    training = topology_workload("lenet", builtin_topology("lenet"), "training")
+    ours = {f"{g.layer}_{g.phase}": g for g in training.gemms if g.layer in ("conv2", "fc2")}
+    # the recorded GEMM rows are exactly this workload's passes
+    assert [(l.name, l.gemm_mkn) for l in gemm_layers] == [(n, (g.m, g.k, g.n)) for n, g in ours.items()]
+    records = _gemm_records()
+    assert len(records) == 3 * 2 * len(gemm_layers)
+    from_csv = topology_workload("gemms", gemm_layers, "inference").gemm_table()
+    from_workload = np.array([[g.m, g.k, g.n, g.count, g.ifmap_words, g.filter_words] for g in ours.values()])
+    for record in records:
+        index = [l.name for l in gemm_layers].index(record["layer"])
+        args = (int(record["rows"]), int(record["cols"]), DATAFLOWS.index(record["dataflow"]), 65536, 65536, 65536)
+        parsed = layer_reports(from_csv[index:index + 1], *args)[0]
+        mine = layer_reports(from_workload[index:index + 1], *args)[0]
+        expected = [int(record[c]) for c in ("total_cycles", "sram_ifmap_reads", "sram_filter_reads",
+                                             "sram_ofmap_writes")]
+        assert list(parsed[:4]) == list(mine[:4]) == expected, record
+        # GEMM mode's left operand is m x k distinct values: DRAM ifmap and filter reads match
+        assert list(parsed[4:6]) == [int(record["dram_ifmap_reads"]), int(record["dram_filter_reads"])], record

@@ -69,3 +69,10 @@ def test_cli_reports_the_line_and_exits_2(tmp_path, capsys):
     assert err == f"nascaps systolic: error: {path}: line 3: Filter Width must be an integer, got 'x'"
     assert main(["dse", "--network", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "line 3" in capsys.readouterr().err
+
+
+def test_gemm_format_rows():
+    layers = parse_topology("Layer, M, N, K,\ng1, 100, 16, 150,\ng2, 1, 84, 120, 1:1,\n", "g.csv")
+    assert [(l.name, l.gemm_mkn) for l in layers] == [("g1", (100, 150, 16)), ("g2", (1, 120, 84))]
+    with pytest.raises(InputError, match=r"g.csv: line 2: K must be an integer, got 'k'"):
+        parse_topology("Layer, M, N, K,\ng1, 100, 16, k,\n", "g.csv")
