@@ -169,3 +169,13 @@ def test_systolic_command_json_and_table(capsys):
     assert main(["systolic", "--topology", "lenet", "--rows", "8", "--cols", "8"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "total_cycles" in lines[1] and lines[2].split()[1] == "conv1" and lines[-1].split()[0] == "total"
+
+
+def test_bad_cli_input_exits_2(tmp_path, capsys):
+    out = str(tmp_path / "x")
+    assert main(["dse", "--network", "lenet", "--period-ns", "1", "--out", out]) == 2
+    assert "no synthesized PE for period_ns=1.0" in capsys.readouterr().err
+    assert main(["dse", "--network", "lenet", "--batch", "0", "--out", out]) == 2
+    assert "--batch: must be positive, got 0" in capsys.readouterr().err
+    assert main(["systolic", "--topology", "lenet", "--rows", "4", "--cols", "4", "--sram-kB", "64,64"]) == 2
+    assert "--sram-kB: give three positive sizes" in capsys.readouterr().err
