@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from capsacc.cli import main
-from capsacc.dse import hardware
 from capsacc.dse.cli import parse_values
 from capsacc.dse.grid import COLUMNS, DesignGrid, evaluate
 from capsacc.dse.topology import builtin_topology
