@@ -31,10 +31,10 @@ from nas.space import SearchSpace
 
 JOURNAL_NAME = "journal.sqlite"
 
-QUICK_SPACE = SearchSpace(kernels=(3, 5, 9), strides=(1, 2), channels=(1, 16), capsules=(1, 8),
+QUICK_SPACE = SearchSpace(kernels=(3, 5), strides=(1, 2), channels=(1, 8), capsules=(1, 8),
                           convolutions=(1, 2), sabour_layers=(2, 3), capscells=(4, 5), allow_resize=False)
-"""The default search space of `nascaps search`: the paper's kernels and strides with narrower
-layers (1-16 channels, 1-8 atoms), 1-2 convolutions, 2-3 capsule layers or 4-5 CapsCell
+"""The default search space of `nascaps search`: the paper's strides with kernels 3 and 5 and
+narrower layers (1-8 channels, 1-8 atoms), 1-2 convolutions, 2-3 capsule layers or 4-5 CapsCell
 descriptors and no input upsampling, so that a candidate trains in seconds on a 2-core machine.
 `--space paper` (or a TOML file) selects the NASCaps space."""
 

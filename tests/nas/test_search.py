@@ -182,3 +182,43 @@ def test_cli_end_to_end_with_real_training(tmp_path, capsys):
     assert all(e.seconds > 0 and e.params > 0 for e in trained)
     provenance = json.loads((out / "pareto.json").read_text())["provenance"]
     assert provenance["evaluator"] == "TrainingEvaluator" and provenance["train_samples"] == 200
+
+
+def test_pearson_and_the_correlation_table():
+    from nas.pcc import correlation_table, pearson
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 1, 1], [1, 2, 3]) is None
+    records = [{"status": "ok", "val_accuracy": [0.1 * i, 0.2 * i], "test_accuracy": 0.3 * i, "seconds": 10.0 * i}
+               for i in range(1, 4)] + [{"status": "timeout", "val_accuracy": [0.5], "test_accuracy": None,
+                                          "seconds": 5.0}]
+    table = correlation_table(records, (1, 2), 2)
+    assert [row["networks"] for row in table] == [3, 3]
+    assert table[0]["pearson_r"] == pytest.approx(1.0)
+    assert table[0]["median_cumulative_s"] == pytest.approx(10.0) and table[1]["median_cumulative_s"] == 20.0
+
+
+@pytest.mark.keras
+def test_pcc_and_finalize_on_tiny_budgets(tmp_path, capsys):
+    from nas.finalize import finalize
+    space = tmp_path / "space.toml"
+    space.write_text("kernels = [3]\nchannels = [2, 3]\ncapsules = [1, 2]\nconvolutions = [1, 1]\n"
+                     "sabour_layers = [2, 2]\ncapscells = [4, 4]\nallow_resize = false\n")
+    out = tmp_path / "pcc"
+    assert main(["pcc", "--networks", "3", "--epochs", "1", "--full-epochs", "2", "--train-samples", "100",
+                 "--space", str(space), "--out", str(out)]) == 0
+    assert "pearson_r" in capsys.readouterr().out
+    document = json.loads((out / "pcc.json").read_text())
+    assert len(document["networks"]) == 3 and document["table"][0]["epochs"] == 1
+    assert all(len(n["val_accuracy"]) in (0, 2) for n in document["networks"])
+    run = tmp_path / "run"
+    run_search(SearchConfig(population=2, offspring=1, generations=1, seed=2, out=str(run), space=TINY),
+               evaluator=SyntheticEvaluator(), progress=False)
+    rows = finalize(run, epochs=1, train_samples=100, progress=False)
+    pareto = json.loads((run / "pareto.json").read_text())["pareto"]
+    assert [r["genotype"] for r in rows] == [p["genotype"] for p in pareto]
+    assert all(r["status"] != "ok" or 0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert (run / "final.md").read_text().count("\n| ") == len(rows) + 1
+    lines = (run / "final.jsonl").read_text().splitlines()
+    assert finalize(run, epochs=1, train_samples=100, progress=False) == rows
+    assert (run / "final.jsonl").read_text().splitlines() == lines
