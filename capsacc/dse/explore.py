@@ -1,7 +1,9 @@
 """Result files of an exploration: designs.csv, pareto.csv, pareto.png and run.json.
 
 Each CSV starts with `#` lines naming what produced it (network, mode, batch, grid, model and
-figure sources, the command); read them with `comment="#"` (pandas) or `numpy.genfromtxt`.
+figure sources, the command), then the header line; read them with pandas' `comment="#"`, or skip
+the lines that start with `#` before `csv.DictReader` (numpy's `genfromtxt(names=True)` would take
+the first `#` line for the header).
 """
 
 import json
