@@ -178,3 +178,19 @@ def test_bad_cli_input_exits_2(tmp_path, capsys):
     assert "--batch: must be positive, got 0" in capsys.readouterr().err
     assert main(["systolic", "--topology", "lenet", "--rows", "4", "--cols", "4", "--sram-kB", "64,64"]) == 2
     assert "--sram-kB: give three positive sizes" in capsys.readouterr().err
+
+
+def test_grid_agrees_with_layer_reports():
+    from capsacc.dse.systolic import DATAFLOWS, layer_reports, sram_words
+
+    workload = capsule_workload(Network.preset("deepcaps"), "training")
+    grid = DesignGrid(rows=(4, 24), cols=(8, 128), ifmap_sram_kB=(2.0, 512.0), filter_sram_kB=(8.0,),
+                      ofmap_sram_kB=(16.0,), period_ns=(4.0,))
+    table = evaluate(workload, grid).table
+    gemms = workload.gemm_table()
+    for row in table:
+        r, c, flow, ifmap_kB, filter_kB, ofmap_kB = int(row[0]), int(row[1]), int(row[2]), row[3], row[4], row[5]
+        reports = layer_reports(gemms, r, c, flow, sram_words(ifmap_kB), sram_words(filter_kB),
+                                sram_words(ofmap_kB)).sum(axis=0)
+        assert row[7] == reports[0] + math.ceil(workload.vector_elements / c), (r, c, DATAFLOWS[flow])
+        assert row[15] == reports[1:4].sum() and row[16] == reports[4:7].sum()
