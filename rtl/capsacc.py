@@ -135,8 +135,7 @@ class CapsAcc(wiring.Component):
 
         # Decoded instruction register.
         instr = Signal(64)
-        src, accumulate = instr[4], instr[5]
-        d_addr, w_addr, p_addr = instr[6:20], instr[20:34], instr[34:48]
+        d_addr, w_addr = instr[6:20], instr[20:34]
         n_rows, hold = instr[48:62], instr[62]
         act_dst = instr[6:8]
         pc = Signal(ADDR_BITS)

@@ -11,7 +11,8 @@ as plain tuples so that `rtl` imports nothing of `sim`):
 `workload_commands` loads a `Workload`, starts it, waits for the end, dumps every counter and
 reads the result regions; `decode` turns the dumped values back into arrays. `play` runs a command
 list inside an Amaranth simulation testbench (`sim.add_testbench`); `sim.harness` runs the same
-commands as a `Script` on Amaranth or Verilator (`sim.script.Script(to_script_commands(...))`).
+commands as a `sim.script.Script` (one `Script` method call per tuple: `getattr(script, c[0])(*c[1:])`)
+on Amaranth or Verilator.
 """
 
 import numpy as np
