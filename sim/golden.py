@@ -17,6 +17,7 @@ results (N, M) of dtype int64 holding the wrapped values.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -205,3 +206,76 @@ def routing_iteration(logits, u_hat, shift_logits: int, shift_sum: int, acc_bits
     agreement = np.stack([[int(np.dot(u[i, j], v[j])) for j in range(n_out)] for i in range(n_in)])
     b_new = accumulate(logits, wrap(agreement, acc_bits), acc_bits)
     return c, s, v, b_new
+
+
+@dataclass
+class MachineState:
+    """Memories of a CapsAcc (rows x cols array, `depth` rows per buffer): int64 arrays
+    data (depth, rows), weight (depth, cols), routing (depth, rows), psum (depth, cols)."""
+    rows: int
+    cols: int
+    depth: int
+    acc_bits: int = ACC_BITS
+    data: np.ndarray = None
+    weight: np.ndarray = None
+    routing: np.ndarray = None
+    psum: np.ndarray = None
+
+    def __post_init__(self):
+        shapes = {"data": self.rows, "weight": self.cols, "routing": self.rows, "psum": self.cols}
+        for name, lanes in shapes.items():
+            value = getattr(self, name)
+            setattr(self, name, np.zeros((self.depth, lanes), dtype=np.int64) if value is None
+                    else np.array(value, dtype=np.int64).reshape(self.depth, lanes))
+
+
+def execute(program, state: MachineState) -> dict[str, int]:
+    """Run a CapsAcc program (instructions of `rtl.isa`, or their 64-bit words) on `state` in place,
+    instruction by instruction, with the RTL's integer semantics (addresses wrap modulo the depth,
+    lanes past a destination row are dropped, sums wrap to acc_bits). Returns the performance
+    counters the RTL reports (`rtl.capsacc.COUNTERS`), busy_cycles excepted."""
+    from rtl.isa import Act, MatMul, disassemble
+
+    counts = dict.fromkeys(("instructions", "weight_loads", "weight_load_cycles", "data_reads", "data_writes",
+                            "weight_reads", "weight_writes", "routing_reads", "routing_writes",
+                            "pe_active_cycles", "psum_reads", "psum_writes", "act_ops"), 0)
+    r, c, depth = state.rows, state.cols, state.depth
+    for item in program:
+        instruction = disassemble(item) if isinstance(item, int) else item
+        counts["instructions"] += 1
+        if isinstance(instruction, MatMul):
+            tile = np.stack([state.weight[(instruction.w_addr + i) % depth] for i in range(r)])
+            source = state.routing if instruction.src == "routing" else state.data
+            counts["weight_loads"] += 1
+            counts["weight_load_cycles"] += r
+            counts["weight_reads"] += r
+            counts[f"{instruction.src}_reads"] += instruction.n
+            counts["pe_active_cycles"] += instruction.n * r * c
+            counts["psum_writes"] += instruction.n
+            if instruction.accumulate:
+                counts["psum_reads"] += instruction.n
+            for k in range(instruction.n):
+                result = matmul_tile(source[(instruction.d_addr + k) % depth][None, :], tile, state.acc_bits)[0]
+                row = (instruction.p_addr + (0 if instruction.hold else k)) % depth
+                stored = state.psum[row] if instruction.accumulate else 0
+                state.psum[row] = accumulate(stored, result, state.acc_bits)
+        elif isinstance(instruction, Act):
+            if instruction.length > c:
+                raise ValueError(f"ACT length {instruction.length} exceeds the {c} partial-sum lanes")
+            target = getattr(state, instruction.dst)
+            counts["psum_reads"] += instruction.n
+            for j in range(instruction.n):
+                sums = state.psum[(instruction.p_addr + j) % depth][:instruction.length]
+                values = activate(sums[None, :], instruction.shift, instruction.func)[0]
+                for lane, value in enumerate(values):
+                    if instruction.column:
+                        row, col = instruction.dst_addr + j * instruction.stride + lane, j
+                    else:
+                        row, col = instruction.dst_addr + j, lane
+                    counts["act_ops"] += 1
+                    counts[f"{instruction.dst}_writes"] += 1
+                    if col < target.shape[1]:
+                        target[row % depth, col] = value
+        else:
+            break
+    return counts
