@@ -51,3 +51,38 @@ def test_random_program_matches_golden_machine(seed, rows, cols, record_property
                                                                "instructions": len(program) + 1}
     assert cycles == counters["busy_cycles"] == program_cycles(program, rows, cols)
     record_property("cycles", cycles)
+
+
+def test_host_writes_and_start_while_busy_are_ignored(record_property):
+    """While busy the control unit owns the memories: host writes and a second start do nothing."""
+    from amaranth.sim import Simulator
+
+    from rtl import host
+    from rtl.capsacc import CapsAcc
+
+    rows, cols = 2, 3
+    work = Workload(program=[MatMul(d_addr=0, w_addr=0, p_addr=0, n=4)], data={0: np.ones((4, rows))},
+                    weight={0: np.ones((rows, cols))})
+    dut = CapsAcc(rows, cols, buffer_depth=DEPTH, program_depth=16)
+    commands = host.load_commands(work) + [("set", "start", 1), ("step", 1), ("set", "start", 0), ("step", 2)]
+    commands += host.write_command("data", 1, 0, 0x7F7F) + host.write_command("psum", 9, 0, 77)
+    commands += [("set", "start", 1), ("step", 1), ("set", "start", 0), ("dump", "busy"),
+                 ("until", "busy", 0, 100), ("dump", "done")]
+    commands += host.read_commands(Region("data", 1, 1, rows)) + host.read_commands(Region("psum", 9, 1, 1))
+    commands += host.read_commands(Region("psum", 0, 4, cols))
+    played = {}
+
+    async def bench(ctx):
+        played["dumps"], played["waits"] = await host.play(ctx, dut, commands)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    busy, done, data_word, psum9, *sums = played["dumps"]
+    assert busy == 1 and done == 1
+    assert data_word == 0x0101 and psum9 == 0
+    assert sums == [2] * (4 * cols)
+    total = 2 + 1 + 1 + 1 + played["waits"][0]  # steps after the first start, then the wait
+    assert total == program_cycles(work.program, rows, cols)
+    record_property("cycles", total)
