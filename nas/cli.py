@@ -145,6 +145,8 @@ def register_search(subparsers) -> None:
                              f"(default {defaults.train_samples})")
     parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
                         help=f"batch size in images (default {defaults.batch_size})")
+    parser.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate,
+                        help=f"Adam learning rate of the first epoch (default {defaults.learning_rate})")
     parser.add_argument("--timeout", type=_positive_float, default=defaults.timeout_s, metavar="SECONDS",
                         help=f"wall-clock limit of one candidate's training (default {defaults.timeout_s:g})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default {defaults.seed})")
@@ -176,7 +178,8 @@ def _search_command(args) -> int:
     config = SearchConfig(
         dataset=args.dataset, data=args.data, population=args.population, offspring=args.offspring,
         generations=args.generations, epochs=args.epochs, train_samples=args.train_samples,
-        batch_size=args.batch_size, timeout_s=args.timeout, seed=args.seed, accelerator=args.accelerator,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, timeout_s=args.timeout, seed=args.seed,
+        accelerator=args.accelerator,
         space=load_space(args.space), budgets=Budgets(args.max_latency_ms, args.max_energy_mJ, args.max_memory_KiB),
         mutation_probability=args.mutation_probability, workers=args.workers, scheduler=args.scheduler,
         out=args.out)

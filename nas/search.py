@@ -45,7 +45,8 @@ class SearchConfig:
 
     population |P| and offspring |Q| (genotypes), generations (after the initial population),
     epochs and train_samples (images, validation split included; None all) of each candidate's
-    training, batch_size (images), timeout_s (wall clock per candidate training), seed,
+    training, batch_size (images), learning_rate (Adam, first epoch), timeout_s (wall clock per
+    candidate training), seed,
     accelerator (preset name or TOML path, for provenance; the `Accelerator` is passed
     separately), space, budgets, mutation_probability, workers (local Dask processes, 1 =
     in-process), scheduler (address of an existing Dask cluster), out (run folder).
@@ -56,10 +57,11 @@ class SearchConfig:
     population: int = 6
     offspring: int = 6
     generations: int = 3
-    epochs: int = 1
-    train_samples: int | None = 1000
-    batch_size: int = 100
-    timeout_s: float | None = 60.0
+    epochs: int = 2
+    train_samples: int | None = 2000
+    batch_size: int = 50
+    learning_rate: float = 0.003
+    timeout_s: float | None = 45.0
     seed: int = 0
     accelerator: str = "published"
     space: SearchSpace = field(default_factory=lambda: QUICK_SPACE)
@@ -73,7 +75,8 @@ class SearchConfig:
         """What a resumed run must share with the run it continues (JSON-ready), with provenance."""
         return {"dataset": self.dataset, "data": self.data, "population": self.population,
                 "offspring": self.offspring, "generations": self.generations, "epochs": self.epochs,
-                "train_samples": self.train_samples, "batch_size": self.batch_size, "timeout_s": self.timeout_s,
+                "train_samples": self.train_samples, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "timeout_s": self.timeout_s,
                 "seed": self.seed, "accelerator": self.accelerator, "accelerator_config": accelerator.to_dict(),
                 "space": _jsonable(asdict(self.space)), "budgets": asdict(self.budgets),
                 "mutation_probability": self.mutation_probability, "evaluator": evaluator_name,
@@ -248,6 +251,7 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     if evaluator is None:
         from nas.train import TrainConfig
         train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                                   learning_rate=config.learning_rate,
                                    timeout_s=config.timeout_s, train_samples=config.train_samples,
                                    threads=1 if distributed else None)
         evaluator = TrainingEvaluator(config.dataset, config.data, train_config)
