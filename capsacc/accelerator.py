@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
+from capsacc.calibrated import Calibration
 from capsacc.errors import AcceleratorConfigError
 from capsacc.kernels import PARAMS
 from capsacc.tables import pe_figures, register_figures
@@ -59,6 +60,9 @@ class Accelerator:
     """Area of one accumulator register in um²."""
     name: str = "published"
     """Label recorded in result files."""
+    calibration: Calibration | None = None
+    """When set, `capsacc.estimate` uses the calibrated model fitted to the RTL (`Calibration`)
+    instead of the published formulas; see `Accelerator.calibrated`."""
 
     def __post_init__(self):
         for key, (low, high) in _INT_RANGES.items():
@@ -75,11 +79,30 @@ class Accelerator:
                 raise AcceleratorConfigError(f"'{key}' must be a positive number, got {value!r}")
         if not isinstance(self.name, str):
             raise AcceleratorConfigError(f"'name' must be a string, got {self.name!r}")
+        if self.calibration is not None:
+            if not isinstance(self.calibration, Calibration):
+                raise AcceleratorConfigError(f"'calibration' must be a Calibration, got {self.calibration!r}")
+            array = self.calibration.config
+            if (self.rows, self.cols, self.acc_bits) != (array.rows, array.cols, array.acc_bits):
+                raise AcceleratorConfigError(
+                    f"'calibration' describes a {array.rows}x{array.cols} array with {array.acc_bits}-bit sums, "
+                    f"the accelerator is {self.rows}x{self.cols} with {self.acc_bits}")
 
     @classmethod
     def published(cls) -> "Accelerator":
         """The CapsAcc of NASCaps (ICCAD 2020): 16x16 PEs, one input and one stage each, 3 ns, 45 nm."""
         return cls.from_tables(rows=16, cols=16, name="published")
+
+    @classmethod
+    def calibrated(cls, path: str | Path | None = None) -> "Accelerator":
+        """CapsAcc as calibrated against nascaps' own RTL: the shipped calibration
+        (capsacc/data/calibrated.json, written by `nascaps calibrate`) or the one at `path`.
+        Its array, clock, and the 45 nm PE and register figures of the published tables."""
+        calibration = Calibration.shipped() if path is None else Calibration.load(path)
+        array = calibration.config
+        accelerator = cls.from_tables(rows=array.rows, cols=array.cols, period_ns=calibration.period_ns,
+                                      acc_bits=array.acc_bits, name="calibrated")
+        return dataclasses.replace(accelerator, calibration=calibration)
 
     @classmethod
     def from_tables(cls, rows: int = 16, cols: int = 16, inputs_per_pe: int = 1, pe_stages: int = 1,
@@ -109,6 +132,14 @@ class Accelerator:
             if key not in fields:
                 raise AcceleratorConfigError(
                     f"{source}: unknown key '{key}' (known: {', '.join(sorted(fields))})")
+        if "calibration" in values:
+            values = dict(values)
+            calibration = values.pop("calibration")
+            if isinstance(calibration, dict):
+                calibration = Calibration.from_dict(calibration, f"{source}: calibration")
+            elif isinstance(calibration, str):
+                calibration = Calibration.load(Path(source).parent / calibration)
+            return dataclasses.replace(cls.from_dict(values, source), calibration=calibration)
         given = {k: v for k, v in values.items() if k not in _FIGURES}
         try:
             if all(k in values for k in _FIGURES):
@@ -139,8 +170,11 @@ class Accelerator:
         return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict:
-        """All fields, by name."""
-        return dataclasses.asdict(self)
+        """All fields, by name (`calibration` only when set, as `Calibration.to_dict`)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "calibration"}
+        if self.calibration is not None:
+            values["calibration"] = self.calibration.to_dict()
+        return values
 
     def to_toml(self, path: str | Path) -> None:
         """Write every field to a TOML file that `from_toml` reads back unchanged."""
@@ -155,5 +189,8 @@ class Accelerator:
 
     @property
     def area_um2(self) -> float:
-        """Area of the PE array and one accumulator register per column, in um²."""
+        """Area in um²: the calibration's (from the RTL's synthesis) when calibrated, else the PE
+        array and one accumulator register per column from the 45 nm tables."""
+        if self.calibration is not None:
+            return self.calibration.area_um2
         return self.rows * self.cols * self.pe_area_um2 + self.cols * self.reg_area_um2

@@ -24,6 +24,7 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
 - classcaps: kc = ceil(caps_in / R) data rows and mb = ceil(J D / C) tiles per capsule; ci capsules
   per run, ci = min(D // kc, D // (mb (kc R + 1)), (P - 2) // (kc mb)); one MATMUL (n = 1) per
   (capsule, K chunk, tile) and one ACT "none" over the run's ci·mb rows (length C).
+- lone activations (relu, squash, softmax): one run with one ACT of n_in rows, caps_in lanes.
 - routing: Q = ceil(I / R) softmax ACTs (n = R but the last, length J), in runs of P - 1; Q·J sum
   MATMULs (n = 1) in runs of min(V // R, P - 1) with V = D - kf R, kf = ceil(J D / R); one squash
   ACT run (n = J, length D); agreement: capsule chunks of na = min(I, D // kf), one run each with kf
@@ -34,11 +35,14 @@ from dataclasses import asdict, dataclass
 
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
 """Operation kinds the calibrated model covers (those of `capsacc.network.OP_KINDS`)."""
+ACTIVATIONS = ("relu", "squash", "softmax")
+"""Lone activations: one ACT over op.n_in partial-sum rows of op.caps_in lanes (calibration points)."""
 
-COUNT_FIELDS = ("runs", "matmuls", "matmul_rows", "acts", "act_rows", "act_elements")
+COUNT_FIELDS = ("runs", "matmuls", "matmul_rows", "matmul_rows_accumulate", "matmul_rows_routing", "acts",
+                "act_rows", "act_elements")
 """What `plan_counts` returns: programs run, MATMUL instructions, data rows they stream (sum of
-n), ACT instructions, partial-sum rows they process (sum of n), elements they produce (sum of
-n·length)."""
+n; those added to stored partial sums; those read from the routing buffer), ACT instructions,
+partial-sum rows they process (sum of n), elements they produce (sum of n·length)."""
 
 
 ACT_MAX_ROWS = 1023
@@ -179,6 +183,7 @@ def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
             counts["runs"] += times * ceil_div(kc, kr)
             counts["matmuls"] += times * kc * mb
             counts["matmul_rows"] += times * kc * mb * chunk_rows
+            counts["matmul_rows_accumulate"] += times * (kc - 1) * mb * chunk_rows
             for _, width in blocks:
                 act(shape.func, chunk_rows, width, times)
     elif kind == "classcaps":
@@ -188,6 +193,7 @@ def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
         counts["runs"] += ceil_div(n_in, ci)
         counts["matmuls"] += n_in * kc * mb
         counts["matmul_rows"] += n_in * kc * mb
+        counts["matmul_rows_accumulate"] += n_in * (kc - 1) * mb
         for run_caps, times in ((ci, n_in // ci), (n_in % ci, 1)):
             if run_caps and times:
                 act("none", run_caps * mb, config.cols, times)
@@ -203,12 +209,18 @@ def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
         counts["runs"] += ceil_div(pairs, g["pairs_per_run"])
         counts["matmuls"] += pairs
         counts["matmul_rows"] += pairs
+        counts["matmul_rows_routing"] += pairs
+        counts["matmul_rows_accumulate"] += (g["Q"] - 1) * n_out
         act("squash", n_out, dim)
         counts["runs"] += 1
         chunks = ceil_div(n_in, g["na"])
         counts["runs"] += chunks
         counts["matmuls"] += chunks * g["kf"]
         counts["matmul_rows"] += n_in * g["kf"]
+        counts["matmul_rows_accumulate"] += n_in * g["kf"]
+    elif kind in ACTIVATIONS:
+        counts["runs"] += 1
+        act(kind, op.n_in, op.caps_in)
     else:
-        raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(KINDS)})")
+        raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(KINDS + ACTIVATIONS)})")
     return counts

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capsacc import kernels
+from capsacc import calibrated, kernels
 from capsacc.accelerator import Accelerator
-from capsacc.errors import GenotypeFormatError
-from capsacc.network import DESCRIPTOR_FIELDS, OP_KINDS, Network
+from capsacc.errors import AcceleratorConfigError, GenotypeFormatError
+from capsacc.network import DESCRIPTOR_FIELDS, OP_KINDS, Network, expand
 
 MODEL_VERSION = "nascaps2020"
 """Name of the cost model, recorded in every result."""
@@ -73,11 +73,20 @@ class Estimate:
 
 
 def estimate(network: Network, accelerator: Accelerator) -> Estimate:
-    """Cycles, latency (ms), energy (mJ) and memory (KiB, one byte per weight) of `network`."""
-    *costs, cycles, energy, weights = kernels.network_costs(network.table, accelerator.kernel_params)
+    """Cycles, latency (ms), energy (mJ) and memory (KiB, one byte per weight) of `network`.
+
+    An accelerator that carries a calibration (`Accelerator.calibrated()`) is costed by the
+    calibrated model (`capsacc.calibrated`, model "calibrated-rtl"), any other by the published one.
+    """
+    if accelerator.calibration is not None:
+        *costs, cycles, energy, weights = calibrated.network_costs(network, accelerator.calibration)
+        model = calibrated.MODEL_VERSION
+    else:
+        *costs, cycles, energy, weights = kernels.network_costs(network.table, accelerator.kernel_params)
+        model = MODEL_VERSION
     return Estimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                     weights=weights, memory_KiB=weights / 1024, network=network, accelerator=accelerator,
-                    costs=tuple(costs))
+                    costs=tuple(costs), model=model)
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,11 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
     """The totals of `estimate` for many networks at once, bit-identical to it.
 
     A `GenotypeBatch` is expanded and costed in one pass, without building an operation table.
+    A calibrated accelerator needs the operations' shapes: give networks or a `GenotypeBatch`
+    (costed network by network with `estimate`), not an `OperationBatch`.
     """
+    if accelerator.calibration is not None:
+        return _calibrated_many(networks, accelerator)
     params = accelerator.kernel_params
     if isinstance(networks, GenotypeBatch):
         cycles, energy, weights = kernels.genotype_totals(networks.descriptors, networks.offsets, params)
@@ -168,6 +181,21 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
         cycles, energy, weights = kernels.batch_totals(batch.table, batch.offsets, params)
     return BatchEstimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                          weights=weights, memory_KiB=weights / 1024)
+
+
+def _calibrated_many(networks, accelerator: Accelerator) -> BatchEstimate:
+    if isinstance(networks, OperationBatch):
+        raise AcceleratorConfigError("the calibrated model needs operation shapes: pass networks or a "
+                                     "GenotypeBatch, not an OperationBatch")
+    if isinstance(networks, GenotypeBatch):
+        networks = [Network(tuple(expand(networks.descriptors[a:b].tolist())))
+                    for a, b in zip(networks.offsets[:-1], networks.offsets[1:])]
+    results = [estimate(network, accelerator) for network in networks]
+    cycles = np.array([r.cycles for r in results], dtype=np.int64)
+    weights = np.array([r.weights for r in results], dtype=np.int64)
+    return BatchEstimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6),
+                         energy_mJ=np.array([r.energy_mJ for r in results], dtype=np.float64),
+                         weights=weights, memory_KiB=weights / 1024, model=calibrated.MODEL_VERSION)
 
 
 __all__ = ["MODEL_VERSION", "OP_KINDS", "Estimate", "OperationCost", "OperationBatch", "GenotypeBatch", "BatchEstimate",

@@ -61,7 +61,8 @@ def run_amaranth(component: wiring.Component, script: Script, ports: dict[str, P
     except (ValueError, NameError):
         pass  # a purely combinational component has no clock; its scripts cannot step
     simulator.add_testbench(testbench)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     simulator.run()
     trace.sim_s = time.perf_counter() - start
+    trace.cpu_s = time.process_time() - cpu_start
     return trace

@@ -1,5 +1,54 @@
-"""The `nascaps` subcommands of sim."""
+"""The `nascaps` subcommands of sim: `calibrate`."""
+
+from pathlib import Path
+
+from capsacc.errors import InputError
 
 
 def register(subparsers) -> None:
     """Add sim's subcommands."""
+    parser = subparsers.add_parser(
+        "calibrate", help="fit the calibrated cost model to cycle-accurate runs of the RTL",
+        description="Run a sweep of operations bit-exactly on the CapsAcc RTL (the given array and one with "
+                    "half the rows), fit the calibrated model, and report its errors and the published "
+                    "model's on held-out operations. Writes DIR/calibration.json, DIR/errors.csv, "
+                    "DIR/errors.png.")
+    parser.add_argument("--rows", type=int, default=16, help="PE array rows (default 16)")
+    parser.add_argument("--cols", type=int, default=16, help="PE array columns (default 16)")
+    parser.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
+                        help="back end (default verilator)")
+    parser.add_argument("--quick", action="store_true", help="a smaller sweep (minutes)")
+    parser.add_argument("--seed", type=int, default=2020, help="seed of the sweep and the random data")
+    parser.add_argument("--buffer-depth", type=int, default=16384, help="rows of each buffer (power of two)")
+    parser.add_argument("--program-depth", type=int, default=1024, help="program words (power of two)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.set_defaults(handler=_calibrate_command)
+
+
+def _calibrate_command(args) -> int:
+    from rtl.capsacc import CapsAccConfig
+    from sim.calibration import Settings, calibrate, summary_table, write_outputs
+
+    try:
+        CapsAccConfig(args.rows, args.cols, 25, args.buffer_depth, args.program_depth).validate()
+        CapsAccConfig(max(2, args.rows // 2), args.cols, 25, args.buffer_depth, args.program_depth).validate()
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if args.rows < 2 or args.cols < 4:
+        raise InputError(f"--rows {args.rows} --cols {args.cols}: calibration needs at least 2 rows and 4 columns")
+    settings = Settings(rows=args.rows, cols=args.cols, simulator=args.simulator, quick=args.quick, seed=args.seed,
+                        buffer_depth=args.buffer_depth, program_depth=args.program_depth)
+    calibration, _, errors = calibrate(settings)
+    out = Path(args.out)
+    write_outputs(out, calibration, errors)
+    print()
+    print(f"calibrated model on held-out operations (RTL {calibration.provenance['rtl_version'][:12]}, "
+          f"arrays {', '.join(calibration.provenance['arrays'])}, {args.simulator}):")
+    print(summary_table(errors))
+    print("\nfitted coefficients (cycles):")
+    from capsacc.calibrated import TARGET_FEATURES
+    for name, value in zip(TARGET_FEATURES["cycles"], calibration.coefficients["cycles"]):
+        print(f"  {name:<22}{value:>12.4f}")
+    print(f"\narea {calibration.area_um2:.0f} um2; wrote {out / 'calibration.json'}, {out / 'errors.csv'}, "
+          f"{out / 'errors.png'} ({calibration.provenance['wall_s']} s)")
+    return 0

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from capsacc.mapping import (KINDS, ArrayConfig, ceil_div, classcaps_dims, classcaps_per_run, matmul_blocks,
-                             matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry)
+from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ArrayConfig, ceil_div, classcaps_dims,
+                             classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry)
 from capsacc.network import Operation
 from rtl.capsacc import CapsAcc
 from rtl.isa import Act, MatMul
@@ -23,7 +23,6 @@ from sim import golden
 from sim.harness import run as run_script
 from sim.host import COUNTER_NAMES, HostSession
 
-ACTIVATIONS = ("relu", "squash", "softmax")
 DRIVER_KINDS = KINDS + ACTIVATIONS
 
 
@@ -127,18 +126,7 @@ class OperationDriver:
         "u_hat" (routing). Raises `MismatchError` when a result differs from the golden model.
         """
         start = time.perf_counter()
-        rng = np.random.default_rng(seed)
-        inputs = inputs or {}
-        if kind in ("conv", "convcaps", "convcaps3d"):
-            session, counts, check = self._matmul_op(kind, op, rng, inputs)
-        elif kind == "classcaps":
-            session, counts, check = self._classcaps_op(op, rng, inputs)
-        elif kind == "routing":
-            session, counts, check = self._routing_op(op, rng, inputs)
-        elif kind in ACTIVATIONS:
-            session, counts, check = self._activation_op(kind, op, rng)
-        else:
-            raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(DRIVER_KINDS)})")
+        session, counts, check = self.prepare(kind, op, seed, inputs)
         results, runs, sim_s = self._play(session)
         outputs, expected = check(results)
         for name, want in expected.items():
@@ -152,8 +140,22 @@ class OperationDriver:
                             session.runs, counters, counts, outputs, expected, sim_s,
                             time.perf_counter() - start)
 
+    def prepare(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None):
+        """(host session, instruction counts, result checker) of `run`, without simulating."""
+        rng = np.random.default_rng(seed)
+        inputs = inputs or {}
+        if kind in ("conv", "convcaps", "convcaps3d"):
+            return self._matmul_op(kind, op, rng, inputs)
+        if kind == "classcaps":
+            return self._classcaps_op(op, rng, inputs)
+        if kind == "routing":
+            return self._routing_op(op, rng, inputs)
+        if kind in ACTIVATIONS:
+            return self._activation_op(kind, op, rng)
+        raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(DRIVER_KINDS)})")
+
     def _new_counts(self) -> dict[str, int]:
-        counts = {"runs": 0, "matmuls": 0, "matmul_rows": 0, "acts": 0, "act_rows": 0, "act_elements": 0}
+        counts = dict.fromkeys(COUNT_FIELDS, 0)
         for func in ("none", "relu", "squash", "softmax"):
             counts[f"act_rows_{func}"] = counts[f"act_elements_{func}"] = 0
         return counts
@@ -163,6 +165,8 @@ class OperationDriver:
             if isinstance(instruction, MatMul):
                 counts["matmuls"] += 1
                 counts["matmul_rows"] += instruction.n
+                counts["matmul_rows_accumulate"] += instruction.n if instruction.accumulate else 0
+                counts["matmul_rows_routing"] += instruction.n if instruction.src == "routing" else 0
             else:
                 counts["acts"] += 1
                 counts["act_rows"] += instruction.n

@@ -80,6 +80,9 @@ class Trace:
     """Per `drive` with sample ports: uint64 bit patterns, shape (N, len(sample))."""
     sim_s: float = 0.0
     """Wall time of the simulation loop alone, in seconds (no build, no file transfer)."""
+    cpu_s: float = 0.0
+    """CPU time of the simulator process in seconds (Verilator: the whole bench, parsing included;
+    Amaranth: the simulation loop)."""
 
     @property
     def cycles_per_s(self) -> float:

@@ -4,7 +4,7 @@ The bench reads a stimulus file (the script with ports numbered, one command a l
 ``0 PORT VALUE`` set, ``1 N`` step, ``2 PORT VALUE MAX`` until, ``3 K PORT...`` dump; values as
 unsigned bit patterns; ``4 N K S P1..PK Q1..QS`` drive, followed by N lines of K values) and writes
 ``D CYCLE VALUE...`` per dump, ``U CYCLE WAITED REACHED`` per until, ``P N`` and N lines of S
-values per sampling drive, and ``E CYCLES SIM_NS`` at the end. The build (``verilator --cc --exe --build -O3``) lives
+values per sampling drive, and ``E CYCLES SIM_NS CPU_NS`` at the end (wall time spent clocking, CPU time of the whole bench). The build (``verilator --cc --exe --build -O3``) lives
 under the cache folder in a directory named by the SHA-256 of the Verilog, the bench source, the
 Verilator version and the flags, so a design is compiled once.
 """
@@ -29,7 +29,8 @@ from sim.script import Drive, Dump, Script, Set, Step, Until
 
 TOP = "dut"
 VERILATOR_FLAGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-                   "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", TOP)
+                   "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", TOP,
+                   "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2")
 CXX_FLAGS = "-O2"
 
 
@@ -73,6 +74,7 @@ def bench_source(ports: dict[str, Port], has_clock: bool, has_reset: bool) -> st
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
 static void set_port(V{TOP}* top, int i, uint64_t v) {{
   switch (i) {{
@@ -160,7 +162,8 @@ int main(int argc, char** argv) {{
       fprintf(stderr, "bench: bad op %d\\n", op); return 4;
     }}
   }}
-  fprintf(out, "E %llu %lld\\n", (unsigned long long)cycle, (long long)busy.count());
+  double cpu_s = (double)std::clock() / CLOCKS_PER_SEC;
+  fprintf(out, "E %llu %lld %lld\\n", (unsigned long long)cycle, (long long)busy.count(), (long long)(cpu_s * 1e9));
   top->final();
   fclose(out);
   delete top;
@@ -170,9 +173,45 @@ int main(int argc, char** argv) {{
 """
 
 
+_ZERO_ROW = re.compile(r"^\s*(.+?)\[(\d+)\] = \d+'(?:h0+|d0);$")
+
+
+def compact_memory_init(text: str) -> str:
+    """Replace every ``initial`` block that zeroes a memory row by row (what Amaranth emits for a
+    memory without init values: one line per row, megabytes for deep buffers, and minutes of C++
+    compilation) by an equivalent loop."""
+    lines = text.split("\n")
+    out = []
+    i = 0
+    loops = 0
+    while i < len(lines):
+        if lines[i].strip() == "initial begin":
+            j = i + 1
+            names = set()
+            rows = 0
+            while j < len(lines) and (match := _ZERO_ROW.match(lines[j])):
+                names.add(match.group(1))
+                if int(match.group(2)) != rows:
+                    break
+                rows += 1
+                j += 1
+            if rows > 1 and len(names) == 1 and j < len(lines) and lines[j].strip() == "end":
+                name = names.pop()
+                var = f"nascaps_init_{loops}"
+                loops += 1
+                out += [f"  integer {var};", "  initial begin",
+                        f"    for ({var} = 0; {var} < {rows}; {var} = {var} + 1) {name}[{var}] = 0;", "  end"]
+                i = j + 1
+                continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
 def export_verilog(component: wiring.Component) -> str:
-    """Verilog of `component` as module ``dut`` (no source attributes, so the text is reproducible)."""
-    return verilog.convert(component, name=TOP, emit_src=False)
+    """Verilog of `component` as module ``dut`` (no source attributes, so the text is reproducible;
+    zero-initialised memories as loops, `compact_memory_init`)."""
+    return compact_memory_init(verilog.convert(component, name=TOP, emit_src=False))
 
 
 def _module_ports(text: str) -> set[str]:
@@ -294,4 +333,5 @@ class VerilatorModel:
             elif words[0] == "E":
                 trace.cycles = int(words[1])
                 trace.sim_s = int(words[2]) * 1e-9
+                trace.cpu_s = int(words[3]) * 1e-9
         return trace

@@ -1,0 +1,165 @@
+"""The calibrated cost model ("calibrated-rtl"): cycles and events of each operation as linear
+functions of the instruction counts of its tiling (`capsacc.mapping`), with coefficients fitted to
+cycle-accurate runs of the CapsAcc RTL (`nascaps calibrate`), and energy from the counted events
+times per-event 45 nm energies (`capsacc.energy`).
+
+A `Calibration` holds the array it describes (`ArrayConfig`), the fitted coefficients of every
+target (cycles and each event of `capsacc.energy.EVENTS`) over its features, the event energies,
+the area, and provenance (RTL version, sweep, date, measured errors). `Accelerator.calibrated()`
+carries the shipped one (capsacc/data/calibrated.json).
+"""
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from capsacc.energy import EVENTS, EventEnergies
+from capsacc.errors import AcceleratorConfigError
+from capsacc.mapping import ArrayConfig, plan_counts
+
+MODEL_VERSION = "calibrated-rtl"
+"""Name of the calibrated cost model, recorded in results."""
+
+FUNCS = ("none", "relu", "squash", "softmax")
+
+TARGET_FEATURES = {
+    "cycles": ("runs", "matmuls", "matmuls_x_rows", "matmuls_x_cols", "matmul_rows", "acts",
+               *(f"act_rows_{f}" for f in FUNCS), *(f"act_elements_{f}" for f in FUNCS)),
+    "mac": ("matmul_rows_x_pes",),
+    "weight_shift": ("matmuls_x_rows_x_pes",),
+    "data_read": ("matmul_rows",),
+    "weight_read": ("matmuls_x_rows",),
+    "psum_read": ("matmul_rows_accumulate", "act_rows"),
+    "psum_write": ("matmul_rows",),
+    "element_write": ("act_elements",),
+    "activation": ("act_elements",),
+}
+"""The features each target is a linear function of. Cycles: per run (HALT), per MATMUL (fetch,
+decode, weight load ~R, drain ~R + C), per streamed row, per ACT, per activation row and element
+by function. Events: one feature each, except partial-sum reads (accumulating rows + ACT rows)."""
+
+
+def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
+    """The instruction counts of `op` (`plan_counts`) and their products with the array sizes."""
+    counts = plan_counts(kind, op, config)
+    rows, cols = config.rows, config.cols
+    counts["matmuls_x_rows"] = counts["matmuls"] * rows
+    counts["matmuls_x_cols"] = counts["matmuls"] * cols
+    counts["matmul_rows_x_pes"] = counts["matmul_rows"] * rows * cols
+    counts["matmuls_x_rows_x_pes"] = counts["matmuls"] * rows * rows * cols
+    return counts
+
+
+def events_from_counters(counters: dict[str, int], rows: int, cols: int) -> dict[str, int]:
+    """The events of `capsacc.energy.EVENTS` from the RTL's counters (`rtl.capsacc.COUNTERS` names)."""
+    return {
+        "mac": counters["pe_active_cycles"],
+        "weight_shift": counters["weight_load_cycles"] * rows * cols,
+        "data_read": counters["data_reads"] + counters["routing_reads"],
+        "weight_read": counters["weight_reads"],
+        "psum_read": counters["psum_reads"],
+        "psum_write": counters["psum_writes"],
+        "element_write": counters["data_writes"] + counters["weight_writes"] + counters["routing_writes"],
+        "activation": counters["act_ops"],
+    }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A cost model fitted to the RTL.
+
+    `coefficients[target]` lists one float per name of `TARGET_FEATURES[target]`; a target's
+    value is their dot product with the features, rounded to an integer count.
+    """
+
+    config: ArrayConfig
+    coefficients: dict[str, tuple[float, ...]]
+    energies: EventEnergies
+    area_um2: float
+    period_ns: float = 3.0
+    provenance: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        for target, names in TARGET_FEATURES.items():
+            values = self.coefficients.get(target)
+            if values is None or len(values) != len(names):
+                raise AcceleratorConfigError(f"calibration: '{target}' needs {len(names)} coefficients "
+                                             f"({', '.join(names)}), got {values!r}")
+
+    def __hash__(self):
+        return hash((self.config, tuple(sorted(self.coefficients.items())), self.energies, self.area_um2,
+                     self.period_ns))
+
+    def predict(self, kind: str, op) -> dict[str, int]:
+        """Cycles and events of one operation."""
+        f = features(kind, op, self.config)
+        return {target: int(round(float(np.dot(self.coefficients[target], [f[n] for n in names]))))
+                for target, names in TARGET_FEATURES.items()}
+
+    def energy_mJ(self, events: dict[str, int]) -> float:
+        """Energy of counted events, mJ (pJ x 1e-9)."""
+        return sum(events[e] * getattr(self.energies, e) for e in EVENTS) * 1e-9
+
+    def to_dict(self) -> dict:
+        return {"model": MODEL_VERSION, "config": self.config.to_dict(),
+                "features": {t: list(n) for t, n in TARGET_FEATURES.items()},
+                "coefficients": {t: list(v) for t, v in self.coefficients.items()},
+                "energies_pJ": self.energies.to_dict(), "area_um2": self.area_um2,
+                "period_ns": self.period_ns, "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "calibration") -> "Calibration":
+        try:
+            names = values["features"]
+            for target, expected in TARGET_FEATURES.items():
+                if tuple(names.get(target, ())) != expected:
+                    raise AcceleratorConfigError(f"{source}: features of '{target}' are {names.get(target)}, "
+                                                 f"this version expects {list(expected)}")
+            return cls(config=ArrayConfig(**values["config"]),
+                       coefficients={t: tuple(float(x) for x in v) for t, v in values["coefficients"].items()},
+                       energies=EventEnergies(**values["energies_pJ"]), area_um2=float(values["area_um2"]),
+                       period_ns=float(values["period_ns"]), provenance=dict(values.get("provenance", {})))
+        except (KeyError, TypeError) as error:
+            raise AcceleratorConfigError(f"{source}: not a calibration ({error!r})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()), str(path))
+        except OSError as error:
+            raise AcceleratorConfigError(f"{path}: cannot read ({error.strerror})") from None
+        except json.JSONDecodeError as error:
+            raise AcceleratorConfigError(f"{path}: not JSON ({error.msg})") from None
+
+    @classmethod
+    def shipped(cls) -> "Calibration":
+        """The calibration shipped with the package (capsacc/data/calibrated.json)."""
+        text = resources.files("capsacc").joinpath("data/calibrated.json").read_text()
+        return cls.from_dict(json.loads(text), "capsacc/data/calibrated.json")
+
+
+def network_costs(network, calibration: Calibration):
+    """Per-operation arrays (w_loads, cycles, accumulators, power_mW, energy_mJ) and totals
+    (cycles, energy_mJ, weights) of `network` under `calibration`, in the layout of
+    `capsacc.kernels.network_costs`. w_loads: MATMUL instructions (weight tiles loaded);
+    accumulators: the C partial-sum lanes; power: energy over the operation's time."""
+    n = len(network.operations)
+    w_loads = np.zeros(n, np.int64)
+    cycles = np.zeros(n, np.int64)
+    accumulators = np.full(n, calibration.config.cols, np.int64)
+    power = np.zeros(n, np.float64)
+    energy = np.zeros(n, np.float64)
+    for i, op in enumerate(network.operations):
+        predicted = calibration.predict(op.kind, op)
+        cycles[i] = predicted["cycles"]
+        w_loads[i] = plan_counts(op.kind, op, calibration.config)["matmuls"]
+        energy[i] = calibration.energy_mJ(predicted)
+        seconds = cycles[i] * calibration.period_ns * 1e-9
+        power[i] = energy[i] / seconds if seconds else 0.0
+    total_cycles = int(cycles.sum())
+    total_energy = float(energy.sum())
+    return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, network.weights

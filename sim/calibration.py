@@ -1,0 +1,294 @@
+"""Calibrate the cost model against the RTL: sweep operations, run them bit-exactly, fit, report.
+
+`calibrate(settings)` runs a sweep of operation shapes (`sweep`) on the requested array and on one
+non-square array (rows halved, columns cut by a quarter), checks every run against the golden model, fits the coefficients
+of `capsacc.calibrated.TARGET_FEATURES` by least squares on the training part (three in four
+points; every fourth point of each kind and array is held out), and reports per kind, on the
+held-out points, the RTL cycles next to the published model's and the calibrated model's
+estimates. `write_outputs` writes calibration.json, errors.csv and errors.png.
+"""
+
+import csv
+import datetime
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from capsacc.accelerator import Accelerator
+from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, events_from_counters, features
+from capsacc.energy import EventEnergies
+from capsacc.mapping import KINDS, ArrayConfig
+from capsacc.model import estimate
+from capsacc.network import Operation, Network
+from capsacc.tables import pe_figures
+from sim.driver import ACTIVATIONS, OperationDriver
+
+SRAM_BIT_UM2 = 0.346
+"""Intel 45 nm 6T SRAM bit cell, um² (ENERGY_TABLES.md)."""
+SRAM_OVERHEAD = 2.0
+"""Assumed SRAM macro area over the bit cells (decoders, sense amplifiers, wiring)."""
+HOLD_OUT_EVERY = 4
+"""Every fourth point of each (kind, array) is held out of the fit."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to calibrate: the main array, the simulator, the sweep size, the seed."""
+
+    rows: int = 16
+    cols: int = 16
+    simulator: str = "verilator"
+    quick: bool = False
+    seed: int = 2020
+    buffer_depth: int = 16384
+    program_depth: int = 1024
+    cache_dir: str | None = None
+
+    def arrays(self) -> list[ArrayConfig]:
+        """The main array and a non-square one with half the rows and three quarters of the columns
+        (both sizes change, so the per-row and per-column coefficients can be told apart)."""
+        main = ArrayConfig(self.rows, self.cols, 25, self.buffer_depth, self.program_depth)
+        return [main, replace(main, rows=max(2, self.rows // 2), cols=max(2, self.cols - self.cols // 4))]
+
+
+@dataclass
+class Point:
+    """One operation run on one array."""
+
+    kind: str
+    op: Operation
+    config: ArrayConfig
+    held_out: bool
+    cycles: int
+    events: dict[str, int]
+    features: dict[str, int]
+    host_cycles: int
+    sim_cpu_s: float
+    published_cycles: int = 0
+    predicted: dict[str, int] = field(default_factory=dict)
+
+
+def _choice(rng, values):
+    return values[int(rng.integers(len(values)))]
+
+
+def sweep(kind: str, count: int, max_width: int, quick: bool, rng) -> list[Operation]:
+    """`count` random shapes of `kind` (sizes drawn from the NASCaps search space, scaled down so
+    a run takes seconds); capsule sizes, classes and routing atoms kept within `max_width` lanes."""
+    caps = [c for c in (4, 8, 16) if c <= max_width] or [max_width]
+    ops = []
+    while len(ops) < count:
+        if kind == "conv":
+            n_out, stride = _choice(rng, (4, 6, 8) if quick else (6, 8, 10, 12, 14)), _choice(rng, (1, 2))
+            k = _choice(rng, (3, 5) if quick else (3, 5, 7, 9))
+            op = Operation(kind, kind, n_out * stride, _choice(rng, (1, 3, 8)), 1, k, stride, n_out,
+                           _choice(rng, (8, 16, 32) if quick else (16, 32, 64, 128)), 1)
+        elif kind == "convcaps":
+            n_out, stride = _choice(rng, (2, 3, 4) if quick else (3, 4, 5, 6, 7)), _choice(rng, (1, 2))
+            op = Operation(kind, kind, n_out * stride, _choice(rng, (2, 4, 8)), _choice(rng, (1, 4, 8)),
+                           _choice(rng, (3,) if quick else (3, 5)), stride, n_out,
+                           _choice(rng, (2, 4) if quick else (2, 4, 8)), _choice(rng, caps))
+        elif kind == "convcaps3d":
+            n_out = _choice(rng, (2, 3) if quick else (2, 3, 4))
+            op = Operation(kind, kind, n_out, _choice(rng, (2, 4) if quick else (2, 4, 8)), _choice(rng, (4, 8)),
+                           3, 1, n_out, _choice(rng, (2, 4)), _choice(rng, [c for c in caps if c <= 8] or caps))
+        elif kind in ("classcaps", "routing"):
+            classes = [j for j in (4, 10) if j <= max_width] or [max_width]
+            op = Operation(kind, kind, _choice(rng, (2, 3) if quick else (2, 3, 4, 6)),
+                           _choice(rng, (4, 8) if quick else (4, 8, 16, 32)), _choice(rng, (4, 8, 16)),
+                           1, 1, 1, _choice(rng, classes), _choice(rng, caps))
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        ops.append(op)
+    return ops
+
+
+def rtl_version() -> str:
+    """The git commit of rtl/ (and whether it has local changes), else a hash of its sources."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "rtl"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rtl"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        if commit:
+            return commit + ("+local-changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    digest = hashlib.sha256()
+    for path in sorted((root / "rtl").glob("*.py")):
+        digest.update(path.read_bytes())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def area_estimate(config: ArrayConfig) -> dict:
+    """Area of the calibrated array, um²: logic from the RTL's yosys synthesis summary
+    (rtl/synth/capsacc_RxC.json, buffers of 16 rows as flip-flops) plus SRAM for the remaining
+    buffer rows (bit cell x `SRAM_OVERHEAD`). Falls back on the published PE and register figures
+    when no synthesis summary exists for the array."""
+    root = Path(__file__).resolve().parent.parent
+    summary = root / "rtl" / "synth" / f"capsacc_{config.rows}x{config.cols}.json"
+    row_bits = 8 * config.rows * 2 + 8 * config.cols + config.acc_bits * config.cols
+    if summary.exists():
+        synth = json.loads(summary.read_text())
+        logic, source = float(synth["area_um2"]), f"yosys synthesis {summary.relative_to(root)}"
+        synth_rows = int(synth["buffer_depth"])
+        synth_program = int(synth["program_depth"])
+    else:
+        pe_area = pe_figures(3.0, config.acc_bits, 1, 1)[1]
+        logic = config.rows * config.cols * pe_area
+        source, synth_rows, synth_program = "published 45 nm PE figure (no synthesis summary for this array)", 0, 0
+    sram_bits = (config.buffer_depth - synth_rows) * row_bits + (config.program_depth - synth_program) * 64
+    sram = sram_bits * SRAM_BIT_UM2 * SRAM_OVERHEAD
+    return {"area_um2": logic + sram, "logic_um2": logic, "logic_source": source, "sram_um2": sram,
+            "sram_bits": sram_bits, "sram_bit_um2": SRAM_BIT_UM2, "sram_overhead": SRAM_OVERHEAD}
+
+
+def run_sweep(settings: Settings, progress=print) -> list[Point]:
+    """Run every operation of the sweep on both arrays; every run is checked bit-exactly. Lone
+    activations (one ACT of random rows and lengths) join the training points only."""
+    rng = np.random.default_rng(settings.seed)
+    arrays = settings.arrays()
+    max_width = min(min(a.cols for a in arrays), 16)
+    per_kind = 4 if settings.quick else 12
+    shapes = {kind: sweep(kind, per_kind, max_width, settings.quick, rng) for kind in KINDS}
+    for func in ACTIVATIONS:
+        shapes[func] = [Operation(func, func, int(rng.integers(1, 40)), 1, int(rng.integers(1, max_width + 1)),
+                                  1, 1, 1, 1, 1) for _ in range(2 if settings.quick else 4)]
+    points = []
+    for config in arrays:
+        driver = OperationDriver(config, settings.simulator, cache_dir=settings.cache_dir)
+        published = Accelerator.from_tables(rows=config.rows, cols=config.cols, name="published")
+        for kind, ops in shapes.items():
+            for index, op in enumerate(ops):
+                result = driver.run(kind, op, seed=settings.seed + index)
+                held_out = kind in KINDS and index % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+                point = Point(kind, op, config, held_out, result.cycles,
+                              events_from_counters(result.counters, config.rows, config.cols),
+                              features(kind, op, config), result.host_cycles, result.sim_s,
+                              estimate(Network((op,)), published).cycles if kind in KINDS else 0)
+                points.append(point)
+                progress(f"{config.rows}x{config.cols} {kind:<11} {_shape(op):<34} rtl {result.cycles:>9} cycles"
+                         f"  published {point.published_cycles:>9}  bit-exact  ({result.wall_s:.1f} s)")
+    return points
+
+
+def _shape(op: Operation) -> str:
+    return (f"n{op.n_in}->{op.n_out} ch{op.ch_in}x{op.caps_in}->{op.ch_out}x{op.caps_out} "
+            f"k{op.kernel} s{op.stride}")
+
+
+def fit(points: list[Point]) -> dict[str, tuple[float, ...]]:
+    """Least-squares coefficients of every target on the training points."""
+    train = [p for p in points if not p.held_out]
+    coefficients = {}
+    for target, names in TARGET_FEATURES.items():
+        x = np.array([[p.features[n] for n in names] for p in train], dtype=np.float64)
+        y = np.array([p.cycles if target == "cycles" else p.events[target] for p in train], dtype=np.float64)
+        solution, *_ = np.linalg.lstsq(x, y, rcond=None)
+        coefficients[target] = tuple(round(float(v), 6) for v in solution)
+    return coefficients
+
+
+def error_rows(points: list[Point]) -> list[dict]:
+    """Per (array, kind), over the held-out points: summed RTL, published and calibrated cycles and
+    relative errors (of the sums, and the largest per operation)."""
+    rows = []
+    keys = sorted({(p.config.rows, p.config.cols, p.kind) for p in points if p.kind in KINDS},
+                  key=lambda k: (-k[0] * k[1], k[0], KINDS.index(k[2])))
+    for r, c, kind in keys:
+        held = [p for p in points if p.held_out and (p.config.rows, p.config.cols, p.kind) == (r, c, kind)]
+        if not held:
+            continue
+        rtl = sum(p.cycles for p in held)
+        pub = sum(p.published_cycles for p in held)
+        cal = sum(p.predicted["cycles"] for p in held)
+        rows.append({
+            "array": f"{r}x{c}", "kind": kind, "held_out_ops": len(held), "rtl_cycles": rtl,
+            "published_cycles": pub, "calibrated_cycles": cal,
+            "published_rel_error": (pub - rtl) / rtl, "calibrated_rel_error": (cal - rtl) / rtl,
+            "calibrated_max_abs_rel_error": max(abs(p.predicted["cycles"] - p.cycles) / p.cycles for p in held),
+            "published_max_abs_rel_error": max(abs(p.published_cycles - p.cycles) / p.cycles for p in held),
+            "energy_events_max_abs_rel_error": max(
+                abs(p.predicted[e] - p.events[e]) / max(p.events[e], 1) for p in held for e in p.events),
+        })
+    return rows
+
+
+def calibrate(settings: Settings, progress=print) -> tuple[Calibration, list[Point], list[dict]]:
+    """Run the sweep, fit, evaluate on the held-out points; the calibration describes the main array."""
+    start = time.perf_counter()
+    points = run_sweep(settings, progress)
+    coefficients = fit(points)
+    main = settings.arrays()[0]
+    area = area_estimate(main)
+    calibration = Calibration(config=main, coefficients=coefficients,
+                              energies=EventEnergies.from_tables(main.rows, main.cols, main.acc_bits,
+                                                                 main.buffer_depth),
+                              area_um2=round(area["area_um2"], 3))
+    for point in points:
+        point.predicted = replace(calibration, config=point.config).predict(point.kind, point.op)
+    errors = error_rows(points)
+    provenance = {
+        "model": MODEL_VERSION, "rtl_version": rtl_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "arrays": [f"{a.rows}x{a.cols}" for a in settings.arrays()], "simulator": settings.simulator,
+        "quick": settings.quick, "seed": settings.seed, "held_out": f"every {HOLD_OUT_EVERY}th point per kind and array",
+        "sweep": [{"array": f"{p.config.rows}x{p.config.cols}", "kind": p.kind, "shape": _shape(p.op),
+                   "held_out": p.held_out, "rtl_cycles": p.cycles} for p in points],
+        "errors": errors, "area": area,
+        "energy_source": "Horowitz ISSCC 2014 (45 nm) and Aladdin ISCA 2014 register figures, capsacc/energy.py",
+        "command": (f"nascaps calibrate --rows {settings.rows} --cols {settings.cols} --simulator {settings.simulator}"
+                    + (" --quick" if settings.quick else "")),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    return replace(calibration, provenance=provenance), points, errors
+
+
+def summary_table(errors: list[dict]) -> str:
+    """The per-kind error table, as printed by `nascaps calibrate`."""
+    header = (f"{'array':<7}{'kind':<12}{'ops':>4}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}"
+              f"{'pub_err_%':>11}{'cal_err_%':>11}{'cal_max_%':>11}")
+    lines = [header]
+    for row in errors:
+        lines.append(f"{row['array']:<7}{row['kind']:<12}{row['held_out_ops']:>4}{row['rtl_cycles']:>12}"
+                     f"{row['published_cycles']:>12}{row['calibrated_cycles']:>12}"
+                     f"{100 * row['published_rel_error']:>11.2f}{100 * row['calibrated_rel_error']:>11.4f}"
+                     f"{100 * row['calibrated_max_abs_rel_error']:>11.4f}")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, calibration: Calibration, errors: list[dict]) -> None:
+    """DIR/calibration.json, DIR/errors.csv and DIR/errors.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
+    with open(out / "errors.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(errors[0]))
+        writer.writeheader()
+        writer.writerows(errors)
+    labels = [f"{row['kind']}\n{row['array']}" for row in errors]
+    x = np.arange(len(errors))
+    floor = 1e-6
+    fig, ax = plt.subplots(figsize=(max(6, len(errors) * 0.8), 4))
+    ax.bar(x - 0.2, [max(abs(r["published_rel_error"]), floor) * 100 for r in errors], 0.4, label="published model")
+    ax.bar(x + 0.2, [max(r["calibrated_max_abs_rel_error"], floor) * 100 for r in errors], 0.4,
+           label="calibrated model (max over ops)")
+    ax.set_yscale("log")
+    ax.set_ylabel("|relative cycle error| vs RTL, % (held-out ops)")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{MODEL_VERSION}: errors against the RTL ({calibration.provenance.get('rtl_version', '')[:10]})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "errors.png", dpi=120)
+    plt.close(fig)
