@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     parser.add_argument("--cols", type=int, required=True)
     parser.add_argument("--dataflow", choices=("ws", "os", "is"), default="ws")
     parser.add_argument("--sram-kB", default="64,64,64", help="ifmap,filter,ofmap SRAM sizes in kB (default 64,64,64)")
+    parser.add_argument("--dram", choices=("closed-form", "replay"), default="closed-form",
+                        help="DRAM reads in closed form (exact when operands fit their SRAMs) or replayed through "
+                             "SCALE-Sim's buffer model (exact always, time proportional to the SRAM reads)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_systolic_command)
 
@@ -168,11 +171,17 @@ def _systolic_command(args) -> int:
         raise InputError(f"--sram-kB: give three positive sizes ifmap,filter,ofmap, got {args.sram_kB!r}")
     layers = builtin_topology(args.topology) if args.topology in BUILTIN_TOPOLOGIES else read_topology(args.topology)
     workload = topology_workload(Path(args.topology).stem, layers, "inference")
-    reports = layer_reports(workload.gemm_table(), args.rows, args.cols, DATAFLOWS.index(args.dataflow),
-                            *(sram_words(s) for s in sram))
+    words = [sram_words(s) for s in sram]
+    flow = DATAFLOWS.index(args.dataflow)
+    reports = layer_reports(workload.gemm_table(), args.rows, args.cols, flow, *words)
+    if args.dram == "replay":
+        from capsacc.dse.replay import replay_dram_reads
+
+        for row, layer in zip(reports, layers):
+            row[4], row[5] = replay_dram_reads(layer, args.rows, args.cols, flow, words[0], words[1])
     config = {"topology": args.topology, "rows": args.rows, "cols": args.cols, "dataflow": args.dataflow,
               "ifmap_sram_kB": sram[0], "filter_sram_kB": sram[1], "ofmap_sram_kB": sram[2],
-              "word_bytes": 1, "model": "scalesim-3.0.0-closed-form"}
+              "word_bytes": 1, "dram": args.dram, "model": "scalesim-3.0.0-closed-form"}
     if args.json:
         layers_out = [{"layer": layer.name, **dict(zip(REPORT_COLUMNS, map(int, row)))}
                       for layer, row in zip(layers, reports)]

@@ -22,7 +22,8 @@ import numpy as np
 from numba import njit
 
 from capsacc.dse import hardware
-from capsacc.dse.systolic import DATAFLOWS, active_words, compute_cycles, dram_accesses, sram_accesses
+from capsacc.dse.systolic import (DATAFLOWS, active_words, compute_cycles, dram_accesses, ofmap_dram_writes,
+                                  sram_accesses, sram_words)
 from capsacc.dse.workload import Workload
 from capsacc.errors import InputError
 
@@ -91,14 +92,16 @@ class DesignResults:
 
 
 @njit(cache=True)
-def _array_sums(table, rows, cols, dataflows, ifmap_active, filter_active):
-    """Per (rows, cols, dataflow): cycles and SRAM accesses; ofmap DRAM writes; ifmap DRAM reads per
-    ifmap SRAM size and filter DRAM reads per filter SRAM size (sums over the GEMMs)."""
+def _array_sums(table, rows, cols, dataflows, ifmap_active, filter_active, ofmap_words):
+    """Per (rows, cols, dataflow): cycles and SRAM accesses; DRAM ifmap reads per ifmap SRAM size,
+    filter reads per filter SRAM size and ofmap writes per ofmap SRAM size (sums over the GEMMs)."""
     nr, nc, nd = rows.shape[0], cols.shape[0], dataflows.shape[0]
     ni, nf = ifmap_active.shape[0], filter_active.shape[0]
-    base = np.zeros((nr, nc, nd, 5), np.int64)
+    no = ofmap_words.shape[0]
+    base = np.zeros((nr, nc, nd, 4), np.int64)
     dram_ifmap = np.zeros((nr, nc, nd, ni), np.int64)
     dram_filter = np.zeros((nr, nc, nd, nf), np.int64)
+    dram_ofmap = np.zeros((nr, nc, nd, no), np.int64)
     for a in range(nr):
         for b in range(nc):
             for d in range(nd):
@@ -111,18 +114,19 @@ def _array_sums(table, rows, cols, dataflows, ifmap_active, filter_active):
                     base[a, b, d, 2] += count * sf
                     base[a, b, d, 3] += count * so
                     _, _, do = dram_accesses(m, k, n, table[g, 4], table[g, 5], r, c, flow, 0, 0)
-                    base[a, b, d, 4] += count * do
+                    for o in range(no):
+                        dram_ofmap[a, b, d, o] += count * ofmap_dram_writes(do, c, ofmap_words[o])
                     for i in range(ni):
                         di, _, _ = dram_accesses(m, k, n, table[g, 4], table[g, 5], r, c, flow, ifmap_active[i], 0)
                         dram_ifmap[a, b, d, i] += count * di
                     for f in range(nf):
                         _, df, _ = dram_accesses(m, k, n, table[g, 4], table[g, 5], r, c, flow, 0, filter_active[f])
                         dram_filter[a, b, d, f] += count * df
-    return base, dram_ifmap, dram_filter
+    return base, dram_ifmap, dram_filter, dram_ofmap
 
 
 @njit(cache=True)
-def _fill(base, dram_ifmap, dram_filter, rows, cols, dataflows, ifmap_kB, filter_kB, ofmap_kB, periods,
+def _fill(base, dram_ifmap, dram_filter, dram_ofmap, rows, cols, dataflows, ifmap_kB, filter_kB, ofmap_kB, periods,
           ifmap_pj, filter_pj, ofmap_pj, dram_pj, pe_power, pe_area, reg_power, reg_area, sram_um2_per_kB,
           lane_um2, vector_elements, vector_pj, ops):
     nr, nc, nd = rows.shape[0], cols.shape[0], dataflows.shape[0]
@@ -141,9 +145,9 @@ def _fill(base, dram_ifmap, dram_filter, rows, cols, dataflows, ifmap_kB, filter
                     for f in range(nf):
                         dram_i = dram_ifmap[a, b, d, i]
                         dram_f = dram_filter[a, b, d, f]
-                        dram_o = base[a, b, d, 4]
-                        dram_total = dram_i + dram_f + dram_o
                         for o in range(no):
+                            dram_o = dram_ofmap[a, b, d, o]
+                            dram_total = dram_i + dram_f + dram_o
                             sram_pj = ((base[a, b, d, 1] + dram_i) * ifmap_pj[i]
                                        + (base[a, b, d, 2] + dram_f) * filter_pj[f]
                                        + (base[a, b, d, 3] + dram_o) * ofmap_pj[o])
@@ -183,10 +187,12 @@ def evaluate(workload: Workload, grid: DesignGrid) -> DesignResults:
     ifmap_active = np.array([active_words(s) for s in grid.ifmap_sram_kB], np.int64)
     filter_active = np.array([active_words(s) for s in grid.filter_sram_kB], np.int64)
     figures = [hardware.ArrayFigures.at(t, grid.acc_bits) for t in grid.period_ns]
-    base, dram_ifmap, dram_filter = _array_sums(table, rows, cols, flows, ifmap_active, filter_active)
+    ofmap_words = np.array([sram_words(s) for s in grid.ofmap_sram_kB], np.int64)
+    base, dram_ifmap, dram_filter, dram_ofmap = _array_sums(table, rows, cols, flows, ifmap_active, filter_active,
+                                                            ofmap_words)
     vector_pj = (workload.vector_mults * hardware.HOROWITZ_MULT32_PJ
                  + workload.vector_adds * hardware.HOROWITZ_ADD32_PJ)
-    out = _fill(base, dram_ifmap, dram_filter, rows, cols, flows, ifmap_kB, filter_kB, ofmap_kB,
+    out = _fill(base, dram_ifmap, dram_filter, dram_ofmap, rows, cols, flows, ifmap_kB, filter_kB, ofmap_kB,
                 np.array(grid.period_ns, np.float64),
                 np.array([hardware.sram_pj_per_word(s) for s in grid.ifmap_sram_kB]),
                 np.array([hardware.sram_pj_per_word(s) for s in grid.filter_sram_kB]),

@@ -31,9 +31,11 @@ read from DRAM once when its distinct values (`*_words`) fit in the active half 
 (SCALE-Sim's active-buffer fraction 0.5), otherwise once per pass of the fold loop that streams it
 again (ws and os: the ifmap once per column fold; os: the filter once per row fold when a column
 fold's K x C slice does not fit; is: the filter once per column fold). Every SRAM ofmap write goes to
-DRAM except the os defect's extra counts (SCALE-Sim's convention). With operands that fit this equals
-SCALE-Sim's DRAM counts; with smaller SRAMs SCALE-Sim's set-granular buffer model refetches part of
-an operand and the two differ (docs/dse.md gives the comparison).
+DRAM except the os defect's extra counts (SCALE-Sim's convention), plus cols - 1 when the ofmap
+overflows the drain half of its SRAM (SCALE-Sim counts the padding of a line it forces out early;
+checked on every recorded run). With operands that fit their SRAMs the reads equal SCALE-Sim's;
+with smaller SRAMs SCALE-Sim's set-granular buffer refetches part of an operand and this model
+differs (`replay` reproduces SCALE-Sim's reads exactly, at the cost of walking every address).
 """
 
 import numpy as np
@@ -96,6 +98,15 @@ def dram_accesses(m, k, n, ifmap_words, filter_words, rows, cols, dataflow, ifma
 
 
 @njit(cache=True, inline="always")
+def ofmap_dram_writes(base_writes, cols, ofmap_sram_words):
+    """SCALE-Sim's ofmap DRAM writes: `base_writes` (`dram_accesses`), plus cols - 1 padding words
+    when the ofmap overflows the drain half of its SRAM."""
+    if base_writes > ofmap_sram_words - _cdiv(ofmap_sram_words, 2):
+        return base_writes + cols - 1
+    return base_writes
+
+
+@njit(cache=True, inline="always")
 def _first_fill_cycles(words, sram_words):
     per_set = max(sram_words // 100, 1)
     sets = min(_cdiv(words, per_set), 50)
@@ -127,6 +138,7 @@ def layer_reports(table, rows, cols, dataflow, ifmap_sram_words, filter_sram_wor
         out[i, 1], out[i, 2], out[i, 3] = count * a, count * b, count * c
         a, b, c = dram_accesses(m, k, n, table[i, 4], table[i, 5], rows, cols, dataflow, ifmap_active,
                                 filter_active)
+        c = ofmap_dram_writes(c, cols, ofmap_sram_words)
         out[i, 4], out[i, 5], out[i, 6] = count * a, count * b, count * c
         out[i, 7] = count * cycles_incl_prefetch(compute, table[i, 4], table[i, 5], c, cols,
                                                  ifmap_sram_words, filter_sram_words, ofmap_sram_words)

@@ -34,7 +34,8 @@ def test_one_design_point_by_hand():
         cycles += math.ceil(k / 8) * math.ceil(n / 16) * (16 + 16 + m - 2) - 1
         reads_i, reads_f, writes_o = m * k * math.ceil(n / 16), k * n, math.ceil(k / 8) * m * n
         dram_i = g.ifmap_words if g.ifmap_words <= 4096 else g.ifmap_words * math.ceil(n / 16)
-        dram_f, dram_o = g.filter_words, writes_o
+        dram_f = g.filter_words
+        dram_o = writes_o + (16 - 1 if writes_o > 1024 else 0)  # padding of a line forced out early
         sram += reads_i + reads_f + writes_o
         dram += dram_i + dram_f + dram_o
         sram_pj += ((reads_i + dram_i) * 10 * math.sqrt(8 / 8) / 8 + (reads_f + dram_f) * 10 * math.sqrt(32 / 8) / 8
