@@ -85,13 +85,12 @@ def _synth_command(args) -> int:
         return _fail("synth", str(error))
     except SynthError as error:
         return _fail("synth", str(error))
-    text = json.dumps(result.to_dict(), indent=1) if args.json else result.summary()
-    print(text)
     if args.output:
         path = Path(args.output)
-        body = json.dumps(result.to_dict(), indent=1) + "\n" if path.suffix == ".json" else result.summary() + "\n"
+        body = json.dumps(result.to_dict(), indent=1) if path.suffix == ".json" else result.summary()
         try:
-            path.write_text(body)
+            path.write_text(body + "\n")
         except OSError as error:
             return _fail("synth", f"{path}: cannot write ({error.strerror})")
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())
     return 0

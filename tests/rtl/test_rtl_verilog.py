@@ -98,6 +98,13 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_propert
           f"{amaranth_trace.cycles_per_s:.0f} cycles/s")
 
 
+def test_synth_cli_reports_bad_parameters_and_missing_yosys(capsys):
+    assert main(["rtl", "synth", "--rows", "2", "--cols", "64"]) == 2
+    assert "cols: 64 outside [1, 63]" in capsys.readouterr().err
+    assert main(["rtl", "synth", "--rows", "2", "--cols", "2", "--yosys", "no-such-yosys"]) == 2
+    assert "'no-such-yosys' is not on PATH" in capsys.readouterr().err
+
+
 @pytest.mark.yosys
 @needs_yosys
 def test_synth_cli_4x4(tmp_path, capsys, record_property):
