@@ -17,6 +17,7 @@ from rtl.export import LINT_WAIVERS, TOP, export_verilog
 from sim import golden
 from sim.harness import run
 from sim.script import Script
+from test_rtl_programs import random_program
 
 needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
 needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
@@ -96,6 +97,24 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_propert
     print(f"routing iteration 4x4: {counters['busy_cycles']} busy cycles; script {verilator_trace.cycles} "
           f"cycles; Verilator {verilator_trace.cycles_per_s:.0f} cycles/s, Amaranth "
           f"{amaranth_trace.cycles_per_s:.0f} cycles/s")
+
+    # A random program on the same (cached) build: every memory row and counter, cycle for cycle.
+    state = golden.MachineState(rows, cols, 32, data=rng.integers(-128, 128, size=(32, rows)),
+                                weight=rng.integers(-128, 128, size=(32, cols)),
+                                routing=rng.integers(-128, 128, size=(32, rows)),
+                                psum=rng.integers(-(1 << 24), 1 << 24, size=(32, cols)))
+    program = random_program(rng, rows, cols, 10)
+    work = workloads.Workload(program, data={0: state.data.copy()}, weight={0: state.weight.copy()},
+                              routing={0: state.routing.copy()}, psum={0: state.psum.copy()})
+    regions = {name: workloads.Region(name, 0, 32, getattr(state, name).shape[1])
+               for name in ("data", "weight", "routing", "psum")}
+    script = to_script(host.workload_commands(work, regions, max_cycles=10_000))
+    verilator_trace = run(dut(), script, "verilator", cache_dir=tmp_path)
+    assert verilator_trace.same_as(run(dut(), script, "amaranth"))
+    results, _ = host.decode([list(d.values.values())[0] for d in verilator_trace.dumps], regions)
+    golden.execute(program, state)
+    for name in regions:
+        assert np.array_equal(results[name], getattr(state, name)), name
 
 
 def test_synth_cli_reports_bad_parameters_and_missing_yosys(capsys):
