@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=_estimate_command)
 
 
-ACCELERATOR_PRESETS = ("published",)
+ACCELERATOR_PRESETS = ("published", "calibrated")
 """Accelerator presets the CLI accepts by name (each an `Accelerator.<name>()` constructor)."""
 
 

@@ -1,7 +1,7 @@
 """Calibrate the cost model against the RTL: sweep operations, run them bit-exactly, fit, report.
 
-`calibrate(settings)` runs a sweep of operation shapes (`sweep`) on the requested array and on one
-non-square array (rows halved, columns cut by a quarter), checks every run against the golden model, fits the coefficients
+`calibrate(settings)` runs a sweep of operation shapes (`sweep`) on the requested array and on two
+non-square arrays (`Settings.arrays`), checks every run against the golden model, fits the coefficients
 of `capsacc.calibrated.TARGET_FEATURES` by least squares on the training part (three in four
 points; every fourth point of each kind and array is held out), and reports per kind, on the
 held-out points, the RTL cycles next to the published model's and the calibrated model's
@@ -50,10 +50,11 @@ class Settings:
     cache_dir: str | None = None
 
     def arrays(self) -> list[ArrayConfig]:
-        """The main array and a non-square one with half the rows and three quarters of the columns
-        (both sizes change, so the per-row and per-column coefficients can be told apart)."""
+        """The main array and two non-square ones (R/2 x C - C/4 and R - R/4 x C/2): three
+        geometries, so the per-instruction, per-row and per-column coefficients can be told apart."""
         main = ArrayConfig(self.rows, self.cols, 25, self.buffer_depth, self.program_depth)
-        return [main, replace(main, rows=max(2, self.rows // 2), cols=max(2, self.cols - self.cols // 4))]
+        return [main, replace(main, rows=max(2, self.rows // 2), cols=max(2, self.cols - self.cols // 4)),
+                replace(main, rows=max(2, self.rows - self.rows // 4), cols=max(2, self.cols // 2))]
 
 
 @dataclass
@@ -98,7 +99,7 @@ def sweep(kind: str, count: int, max_width: int, quick: bool, rng) -> list[Opera
             op = Operation(kind, kind, n_out, _choice(rng, (2, 4) if quick else (2, 4, 8)), _choice(rng, (4, 8)),
                            3, 1, n_out, _choice(rng, (2, 4)), _choice(rng, [c for c in caps if c <= 8] or caps))
         elif kind in ("classcaps", "routing"):
-            classes = [j for j in (4, 10) if j <= max_width] or [max_width]
+            classes = [j for j in (4, 6, 10) if j <= max_width] or [max_width]
             op = Operation(kind, kind, _choice(rng, (2, 3) if quick else (2, 3, 4, 6)),
                            _choice(rng, (4, 8) if quick else (4, 8, 16, 32)), _choice(rng, (4, 8, 16)),
                            1, 1, 1, _choice(rng, classes), _choice(rng, caps))

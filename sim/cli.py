@@ -9,8 +9,8 @@ def register(subparsers) -> None:
     """Add sim's subcommands."""
     parser = subparsers.add_parser(
         "calibrate", help="fit the calibrated cost model to cycle-accurate runs of the RTL",
-        description="Run a sweep of operations bit-exactly on the CapsAcc RTL (the given array and one with "
-                    "half the rows), fit the calibrated model, and report its errors and the published "
+        description="Run a sweep of operations bit-exactly on the CapsAcc RTL (the given array and two "
+                    "non-square ones: R/2 x C-C/4 and R-R/4 x C/2), fit the calibrated model, and report its errors and the published "
                     "model's on held-out operations. Writes DIR/calibration.json, DIR/errors.csv, "
                     "DIR/errors.png.")
     parser.add_argument("--rows", type=int, default=16, help="PE array rows (default 16)")
@@ -29,15 +29,15 @@ def _calibrate_command(args) -> int:
     from rtl.capsacc import CapsAccConfig
     from sim.calibration import Settings, calibrate, summary_table, write_outputs
 
-    try:
-        CapsAccConfig(args.rows, args.cols, 25, args.buffer_depth, args.program_depth).validate()
-        CapsAccConfig(max(2, args.rows // 2), args.cols, 25, args.buffer_depth, args.program_depth).validate()
-    except ValueError as error:
-        raise InputError(str(error)) from None
     if args.rows < 2 or args.cols < 4:
         raise InputError(f"--rows {args.rows} --cols {args.cols}: calibration needs at least 2 rows and 4 columns")
     settings = Settings(rows=args.rows, cols=args.cols, simulator=args.simulator, quick=args.quick, seed=args.seed,
                         buffer_depth=args.buffer_depth, program_depth=args.program_depth)
+    for array in settings.arrays():
+        try:
+            CapsAccConfig(array.rows, array.cols, array.acc_bits, array.buffer_depth, array.program_depth).validate()
+        except ValueError as error:
+            raise InputError(f"array {array.rows}x{array.cols}: {error}") from None
     calibration, _, errors = calibrate(settings)
     out = Path(args.out)
     write_outputs(out, calibration, errors)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ArrayConfig, ceil_div, classcaps_dims,
-                             classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry)
+                             classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape,
+                             routing_geometry)
 from capsacc.network import Operation
 from rtl.capsacc import CapsAcc
 from rtl.isa import Act, MatMul
@@ -303,7 +304,7 @@ class OperationDriver:
         if u_hat is None:
             u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
         shift_logits = inputs.get("shift_logits", 4)
-        shift_sum = inputs.get("shift_sum", shift_for(n_in) + 3)
+        shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
         session, counts = self._session(), self._new_counts()
         session.write_psum(0, logits)
         # 1. softmax of every logit row, c_ij to routing row q*J + j, lane i - q*R.

@@ -144,19 +144,18 @@ int main(int argc, char** argv) {{
       for (int j = 0; j < k; ++j) if (fscanf(in, "%d", &ports[j]) != 1) return 4;
       for (int j = 0; j < ns; ++j) if (fscanf(in, "%d", &probes[j]) != 1) return 4;
       if (ns) fprintf(out, "P %llu\\n", n);
+      auto t0 = std::chrono::steady_clock::now();
       for (unsigned long long r = 0; r < n; ++r) {{
         for (int j = 0; j < k; ++j) {{
           unsigned long long value;
           if (fscanf(in, "%llu", &value) != 1) return 4;
           set_port(top, ports[j], value);
         }}
-        auto t0 = std::chrono::steady_clock::now();
-        top->eval();
-        tick(top);
-        busy += std::chrono::steady_clock::now() - t0;
+        tick(top);  // the rising edge's eval settles the new inputs first (Verilator's ico region)
         for (int j = 0; j < ns; ++j) fprintf(out, j ? " %llu" : "%llu", (unsigned long long)get_port(top, probes[j]));
         if (ns) fputc('\\n', out);
       }}
+      busy += std::chrono::steady_clock::now() - t0;
       cycle += n;
     }} else {{
       fprintf(stderr, "bench: bad op %d\\n", op); return 4;

@@ -1,0 +1,67 @@
+"""`nascaps calibrate --quick` on a small array, end to end (Verilator), and the fit on its own."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from capsacc.calibrated import TARGET_FEATURES, Calibration
+from capsacc.cli import main
+from capsacc.mapping import ArrayConfig
+from capsacc.network import Operation
+from sim.calibration import Point, error_rows, fit
+
+
+def test_fit_recovers_known_coefficients_and_reports_held_out_errors():
+    rng = np.random.default_rng(5)
+    truth = {t: rng.uniform(0.5, 5.0, len(names)) for t, names in TARGET_FEATURES.items()}
+    names = {n for ns in TARGET_FEATURES.values() for n in ns}
+    points = []
+    for i in range(60):
+        features = {n: int(rng.integers(0, 1000)) for n in names}
+        value = {t: float(np.dot(truth[t], [features[n] for n in ns])) for t, ns in TARGET_FEATURES.items()}
+        events = {t: int(round(v)) for t, v in value.items() if t != "cycles"}
+        points.append(Point("conv", Operation("conv", "conv", 4, 1, 1, 3, 1, 4, 8, 1), ArrayConfig(4, 4),
+                            i % 4 == 3, int(round(value["cycles"])), events, features, 0, 0.0, 100))
+    coefficients = fit(points)
+    for target, values in coefficients.items():
+        assert np.allclose(values, truth[target], rtol=1e-3), target
+    for p in points:
+        p.predicted = {"cycles": p.cycles + 1, **p.events}
+    rows = error_rows(points)
+    assert len(rows) == 1 and rows[0]["held_out_ops"] == 15
+    assert rows[0]["calibrated_rel_error"] == pytest.approx(15 / sum(p.cycles for p in points if p.held_out))
+
+
+def test_calibrate_refuses_bad_arrays(capsys):
+    assert main(["calibrate", "--rows", "1", "--cols", "4", "--out", "unused"]) == 2
+    assert "--rows 1" in capsys.readouterr().err
+    assert main(["calibrate", "--rows", "4", "--cols", "4", "--buffer-depth", "100", "--out", "unused"]) == 2
+    assert "power of two" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
+def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NASCAPS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert main(["calibrate", "--rows", "4", "--cols", "4", "--quick", "--buffer-depth", "256",
+                 "--program-depth", "64", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cal_err_%" in printed and "bit-exact" in printed
+    calibration = Calibration.load(out / "calibration.json")
+    assert calibration.config == ArrayConfig(4, 4, 25, 256, 64)
+    assert calibration.provenance["arrays"] == ["4x4", "2x3", "3x2"]
+    with open(out / "errors.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["kind"] for row in rows} == {"conv", "convcaps", "convcaps3d", "classcaps", "routing"}
+    for row in rows:
+        assert abs(float(row["calibrated_rel_error"])) < 0.01, row
+        assert int(row["rtl_cycles"]) > 0 and int(row["published_cycles"]) > 0
+    assert (out / "errors.png").stat().st_size > 1000
+    fitted = dict(zip(TARGET_FEATURES["cycles"], calibration.coefficients["cycles"]))
+    assert fitted["matmul_rows"] == pytest.approx(1.0, abs=1e-3)
+    assert json.loads((out / "calibration.json").read_text())["provenance"]["rtl_version"]

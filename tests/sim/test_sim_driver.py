@@ -1,0 +1,107 @@
+"""The operation driver: every kind bit-exact on the RTL, on both back ends, with the instruction
+counts the calibrated model assumes and the cycles the ISA documents."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from capsacc.mapping import ArrayConfig, plan_counts
+from capsacc.network import Operation
+from rtl.isa import act_cycles, matmul_cycles
+from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
+
+CONFIG = ArrayConfig(rows=3, cols=4, acc_bits=25, buffer_depth=64, program_depth=32)
+"""Non-square and small, with buffers and program short enough that operations need several runs."""
+
+OPS = {
+    "conv": Operation("conv", "conv", 6, 2, 1, 3, 1, 5, 5, 1),
+    "convcaps": Operation("convcaps", "convcaps", 6, 2, 2, 3, 2, 3, 2, 4),
+    "convcaps3d": Operation("convcaps3d", "convcaps3d", 3, 3, 2, 3, 1, 3, 2, 2),
+    "classcaps": Operation("classcaps", "classcaps", 2, 3, 5, 2, 1, 1, 3, 4),
+    "routing": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
+    "relu": Operation("relu", "relu", 5, 1, 4, 1, 1, 1, 1, 1),
+    "squash": Operation("squash", "squash", 5, 1, 4, 1, 1, 1, 1, 1),
+    "softmax": Operation("softmax", "softmax", 5, 1, 3, 1, 1, 1, 1, 1),
+}
+
+
+def isa_cycles(counts: dict, config: ArrayConfig) -> int:
+    """Busy cycles the ISA documents for these instruction counts (HALT: fetch and decode)."""
+    matmuls = counts["matmuls"] * (matmul_cycles(config.rows, config.cols, 0))
+    acts = 0
+    for func, per_row, per_element in (("none", 2, 1), ("relu", 2, 1), ("squash", 42, 2), ("softmax", 31, 3)):
+        acts += per_row * counts[f"act_rows_{func}"] + per_element * counts[f"act_elements_{func}"]
+    acts += counts["acts"] * (act_cycles("none", 0, 1))
+    return matmuls + counts["matmul_rows"] + acts + 2 * counts["runs"]
+
+
+@pytest.fixture(scope="module")
+def amaranth_runs():
+    driver = OperationDriver(CONFIG, "amaranth")
+    return {kind: driver.run(kind, op, seed=3) for kind, op in OPS.items()}
+
+
+@pytest.mark.parametrize("kind", DRIVER_KINDS)
+def test_amaranth_runs_are_bit_exact_with_the_modelled_counts(kind, amaranth_runs, record_property):
+    run = amaranth_runs[kind]
+    for name, want in run.golden.items():
+        assert np.array_equal(run.outputs[name], want), name
+    assert run.counts == plan_counts(kind, OPS[kind], CONFIG)
+    assert run.cycles == isa_cycles(run.counts, CONFIG)
+    assert run.counters["pe_active_cycles"] == run.counts["matmul_rows"] * CONFIG.rows * CONFIG.cols
+    assert run.counters["weight_loads"] == run.counts["matmuls"]
+    assert run.counters["act_ops"] == run.counts["act_elements"]
+    assert run.counters["instructions"] == run.counts["matmuls"] + run.counts["acts"] + run.runs
+    record_property("cycles", run.cycles)
+    print(f"{kind}: {run.cycles} RTL cycles, {run.host_cycles} host cycles, {run.runs} runs")
+
+
+def test_several_runs_are_exercised(amaranth_runs):
+    assert amaranth_runs["conv"].runs > 1 and amaranth_runs["classcaps"].runs > 1
+    assert amaranth_runs["routing"].runs >= 4
+
+
+def test_a_wrong_golden_result_is_caught(monkeypatch):
+    import sim.golden as golden
+    monkeypatch.setattr(golden, "activate", lambda sums, shift, func: np.zeros_like(np.atleast_2d(sums)))
+    with pytest.raises(MismatchError, match="differs from the golden model"):
+        OperationDriver(CONFIG, "amaranth").run("relu", OPS["relu"], seed=1)
+
+
+@pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", "routing"])
+def test_closed_form_counts_match_the_driver_programs(kind):
+    """The calibrated model's closed-form counts equal the driver's programs over random shapes,
+    including operations large enough to be split into many runs."""
+    rng = np.random.default_rng(11)
+    driver = OperationDriver(ArrayConfig(4, 6, 25, 128, 16), "amaranth")
+    checked = 0
+    for _ in range(8):
+        ch_out, caps_out = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+        n_out = int(rng.integers(1, 6))
+        n_in = int(rng.integers(1, 4)) if kind == "routing" else int(rng.integers(n_out, 9))
+        op = Operation(kind, kind, n_in, int(rng.integers(1, 5)), int(rng.integers(1, 5)),
+                       int(rng.integers(1, 4)), 1, n_out, ch_out, caps_out)
+        try:
+            expected = plan_counts(kind, op, driver.config)
+        except ValueError:
+            with pytest.raises(ValueError):
+                driver.prepare(kind, op, seed=0)
+            continue
+        _, counts, _ = driver.prepare(kind, op, seed=0)
+        assert counts == expected, op
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.verilator
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
+def test_verilator_agrees_with_amaranth_cycle_for_cycle(amaranth_runs, tmp_path_factory):
+    driver = OperationDriver(CONFIG, "verilator", cache_dir=tmp_path_factory.mktemp("verilator"))
+    for kind, op in OPS.items():
+        run = driver.run(kind, op, seed=3)
+        reference = amaranth_runs[kind]
+        assert (run.cycles, run.counters, run.host_cycles) == \
+            (reference.cycles, reference.counters, reference.host_cycles), kind
+        for name, want in reference.outputs.items():
+            assert np.array_equal(run.outputs[name], want), (kind, name)
