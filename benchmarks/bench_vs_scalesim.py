@@ -6,9 +6,10 @@ Installs scalesim 3.0.0 (with numpy < 2.4, which it needs) into its own virtual 
 ~/.cache/nascaps/scalesim-venv (or --venv) when missing, runs it on CapsNet's two convolutions
 (Sabour et al.: 28x28x1 -> 9x9x256; 20x20x256 -> 9x9 stride 2, 32x8 capsule channels) and AlexNet's
 five, for ws, os and is on 16x16 and 32x32 arrays (64 kB SRAMs, CALC bandwidth mode), each run in a
-child process, and prints per layer: compute cycles and SRAM access counts from both, DRAM counts (SCALE-Sim's,
-the closed form's, and nascaps' replay of SCALE-Sim's buffer model, `rp`), wall time and peak memory
-from both, and the ratios. Then times the design-space grid.
+child process, and prints per layer: compute cycles and SRAM access counts from both, DRAM counts and total cycles
+incl. prefetch (SCALE-Sim's, the closed form's, and nascaps' replay of SCALE-Sim's buffer models,
+`rp`), wall time (closed form; replay apart) and peak memory from both, and the ratios. Then times
+the design-space grid.
 
 Memory is measured two ways: the memory the run itself takes (SCALE-Sim: growth of the child's peak
 resident set over its size after imports; nascaps: tracemalloc's peak over one evaluation, which
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.dse.grid import DesignGrid, evaluate
-from capsacc.dse.replay import replay_dram_reads
+from capsacc.dse.replay import replay_layer
 from capsacc.dse.systolic import DATAFLOWS, REPORT_COLUMNS, layer_reports, sram_words
 from capsacc.dse.topology import ConvLayer, builtin_topology
 from capsacc.dse.workload import capsule_workload, preset_network, topology_workload
@@ -235,7 +236,7 @@ def main() -> None:
     records = []
     header = (f"{'layer':<20}{'df':>3}{'array':>6} {'cycles SS':>10}{'cycles nc':>10} {'SRAM rd+wr SS':>14}"
               f"{'SRAM nc':>11} {'DRAM SS':>10}{'DRAM nc':>10}{'diff %':>8}{'DRAM rp':>10} {'incl.pf SS':>11}"
-              f"{'incl.pf nc':>11}{'diff %':>8} {'wall_s SS':>10}{'wall_s nc':>11}{'speed-up':>10}{'wall_s rp':>10} "
+              f"{'incl.pf nc':>11}{'diff %':>8}{'incl.pf rp':>11} {'wall_s SS':>10}{'wall_s nc':>11}{'speed-up':>10}{'wall_s rp':>10} "
               f"{'mem_kB SS':>10}{'mem_kB nc':>10}{'mem ratio':>10}")
     print(header)
     for (layer, array, dataflow), ss in zip(runs, scalesim):
@@ -243,10 +244,9 @@ def main() -> None:
         reports, seconds, peak_bytes = time_nascaps(table, array, DATAFLOWS.index(dataflow))
         ours = dict(zip(REPORT_COLUMNS, (int(v) for v in reports[0])))
         replay_start = time.perf_counter()
-        replayed = replay_dram_reads(layer, array, array, DATAFLOWS.index(dataflow), sram_words(SRAM_KB),
-                                     sram_words(SRAM_KB))
+        replayed = replay_layer(layer, array, array, DATAFLOWS.index(dataflow), *[sram_words(SRAM_KB)] * 3)
         replay_seconds = time.perf_counter() - replay_start
-        dram_rp = [*replayed, ours["dram_ofmap_writes"]]
+        dram_rp = [replayed.dram_ifmap_reads, replayed.dram_filter_reads, replayed.dram_ofmap_writes]
         sram_ss = [int(ss[c]) for c in REPORT_COLUMNS[1:4]]
         sram_nc = [ours[c] for c in REPORT_COLUMNS[1:4]]
         dram_ss = [int(ss[c]) for c in REPORT_COLUMNS[4:7]]
@@ -257,6 +257,9 @@ def main() -> None:
                   "cycles_equal": ours["total_cycles"] == int(ss["total_cycles"]),
                   "sram_equal": sram_ss == sram_nc, "dram_equal": dram_ss == dram_nc,
                   "dram_replayed": dram_rp, "dram_replay_equal": dram_ss == dram_rp, "replay_wall_s": replay_seconds,
+                  "incl_prefetch_replayed": replayed.total_cycles_incl_prefetch,
+                  "incl_prefetch_replay_equal":
+                      replayed.total_cycles_incl_prefetch == int(ss["total_cycles_incl_prefetch"]),
                   "incl_prefetch_equal": ours["total_cycles_incl_prefetch"] == int(ss["total_cycles_incl_prefetch"]),
                   "speedup": ss["wall_s"] / seconds, "memory_ratio": max(growth_kB, 0) * 1024 / peak_bytes}
         records.append(record)
@@ -264,7 +267,8 @@ def main() -> None:
               f"{sum(sram_ss):>14}{sum(sram_nc):>11} {sum(dram_ss):>10}{sum(dram_nc):>10}"
               f"{100 * (sum(dram_nc) / sum(dram_ss) - 1):>8.2f}{sum(dram_rp):>10} "
               f"{int(ss['total_cycles_incl_prefetch']):>11}{ours['total_cycles_incl_prefetch']:>11}"
-              f"{100 * (ours['total_cycles_incl_prefetch'] / ss['total_cycles_incl_prefetch'] - 1):>8.2f} "
+              f"{100 * (ours['total_cycles_incl_prefetch'] / ss['total_cycles_incl_prefetch'] - 1):>8.2f}"
+              f"{replayed.total_cycles_incl_prefetch:>11} "
               f"{ss['wall_s']:>10.2f}{seconds:>11.2e}{record['speedup']:>10.2e}{replay_seconds:>10.3f} "
               f"{growth_kB:>10}{peak_bytes / 1024:>10.2f}{record['memory_ratio']:>10.2e}", flush=True)
     pool.shutdown()
@@ -279,7 +283,8 @@ def main() -> None:
           f"(os ofmap writes include SCALE-Sim's (R+C)-per-fold defect on both sides); "
           f"DRAM counts identical: closed form {sum(r['dram_equal'] for r in records)}/{len(records)}, "
           f"replayed (rp) {sum(r['dram_replay_equal'] for r in records)}/{len(records)}; "
-          f"total cycles incl. prefetch identical: {sum(r['incl_prefetch_equal'] for r in records)}/{len(records)}")
+          f"total cycles incl. prefetch identical: closed form {sum(r['incl_prefetch_equal'] for r in records)}/"
+          f"{len(records)}, replayed {sum(r['incl_prefetch_replay_equal'] for r in records)}/{len(records)}")
     speedups = [r["speedup"] for r in records]
     ratios = [r["memory_ratio"] for r in records]
     print(f"speed-up per layer: min {min(speedups):.3g}, geometric mean "

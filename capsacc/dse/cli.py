@@ -49,9 +49,10 @@ def register(subparsers) -> None:
     parser.add_argument("--cols", type=int, required=True)
     parser.add_argument("--dataflow", choices=("ws", "os", "is"), default="ws")
     parser.add_argument("--sram-kB", default="64,64,64", help="ifmap,filter,ofmap SRAM sizes in kB (default 64,64,64)")
-    parser.add_argument("--dram", choices=("closed-form", "replay"), default="closed-form",
-                        help="DRAM reads in closed form (exact when operands fit their SRAMs) or replayed through "
-                             "SCALE-Sim's buffer model (exact always, time proportional to the SRAM reads)")
+    parser.add_argument("--replay", action="store_true",
+                        help="replay SCALE-Sim's buffers for the DRAM columns and the cycles incl. prefetch (exact "
+                             "always; the closed forms are exact when the operands fit their SRAMs); takes time "
+                             "proportional to the SRAM accesses")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_systolic_command)
 
@@ -174,14 +175,16 @@ def _systolic_command(args) -> int:
     words = [sram_words(s) for s in sram]
     flow = DATAFLOWS.index(args.dataflow)
     reports = layer_reports(workload.gemm_table(), args.rows, args.cols, flow, *words)
-    if args.dram == "replay":
-        from capsacc.dse.replay import replay_dram_reads
+    if args.replay:
+        from capsacc.dse.replay import replay_layer
 
         for row, layer in zip(reports, layers):
-            row[4], row[5] = replay_dram_reads(layer, args.rows, args.cols, flow, words[0], words[1])
+            replayed = replay_layer(layer, args.rows, args.cols, flow, *words)
+            row[4:] = (replayed.dram_ifmap_reads, replayed.dram_filter_reads, replayed.dram_ofmap_writes,
+                       replayed.total_cycles_incl_prefetch)
     config = {"topology": args.topology, "rows": args.rows, "cols": args.cols, "dataflow": args.dataflow,
               "ifmap_sram_kB": sram[0], "filter_sram_kB": sram[1], "ofmap_sram_kB": sram[2],
-              "word_bytes": 1, "dram": args.dram, "model": "scalesim-3.0.0-closed-form"}
+              "word_bytes": 1, "model": "scalesim-3.0.0-replay" if args.replay else "scalesim-3.0.0-closed-form"}
     if args.json:
         layers_out = [{"layer": layer.name, **dict(zip(REPORT_COLUMNS, map(int, row)))}
                       for layer, row in zip(layers, reports)]

@@ -1,24 +1,34 @@
-"""SCALE-Sim 3.0.0's DRAM reads, replayed: its address streams through its read-buffer model.
+"""SCALE-Sim 3.0.0's DRAM traffic and `Total Cycles (incl. prefetch)`, replayed.
 
-The closed forms of `systolic` give SCALE-Sim's cycles and SRAM counts exactly, and its DRAM reads
-exactly only when an operand fits its SRAM. This module reproduces SCALE-Sim's read counts in every
-case by generating, in numba, the ifmap and filter addresses in the order SCALE-Sim's demand
-matrices request them, and running them through its estimate-bandwidth read buffer (CALC mode):
-misses are grouped in sets of floor(SRAM words / 100) addresses; an address hits while it is in the
-set being filled or in a completed set of the current epoch of 50 sets (the active half); after 50
-completed sets the window starts empty again. Every missed address is read from DRAM once.
+The closed forms of `systolic` give SCALE-Sim's cycles and SRAM counts exactly, and its DRAM counts
+and cycles incl. prefetch exactly only when the operands fit their SRAMs. This module reproduces
+them in every case by replaying, in numba, SCALE-Sim's memory model on its request streams:
 
-The work is proportional to the layer's SRAM reads (tens of millions of addresses for AlexNet's
-layers), so this is for `nascaps systolic --dram replay`, not for the design grid.
+- reads: the ifmap and filter addresses in the order SCALE-Sim's demand matrices request them (its
+  im2col layout, fold loops, skews and flips) run through its estimate-bandwidth read buffer (CALC
+  mode): misses are grouped in sets of floor(SRAM words / 100) addresses; an address hits while it
+  is in the set being filled or in a completed set of the current epoch of 50 sets (the active
+  half); after 50 completed sets the window starts empty again. Every miss is one DRAM read. The
+  first fill (10 words a cycle) ends before cycle 0, or before the first request when the active
+  half fills up;
+- writes: the ofmap requests, cycle by cycle, into its write buffer: lines of `cols` words; when
+  more than the drain half is occupied the partial line is forced out and up to a drain half of
+  lines is written to DRAM, a line a cycle (SCALE-Sim counts the padding of all but the last line
+  of a drain as data); the rest is drained after the last request.
+
+The work is proportional to the layer's SRAM accesses (tens of millions for AlexNet's layers), so
+this serves `nascaps systolic --replay` and the benchmark, not the design grid.
 
 Addresses (SCALE-Sim's layout): ifmap (y·W + x)·C + c, with im2col column k = (f_y·F_w + f_x)·C + c
 and windows past the edge requesting nothing; filter n·K + k.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
-from capsacc.dse.systolic import IS, OS, WS
+from capsacc.dse.systolic import OS, PREFETCH_WORDS_PER_CYCLE, WS, sram_accesses
 from capsacc.dse.topology import ConvLayer
 
 SETS_PER_EPOCH = 50
@@ -37,11 +47,13 @@ def _ifmap_address(m, k, ofmap_w, stride, ifmap_h, ifmap_w, filter_w, channels):
 
 
 @njit(cache=True, inline="always")
-def _touch(address, set_of, state, per_set):
-    """One request to a read buffer; `state`: current set id, epoch start, fill of the current
-    set, misses."""
+def _touch(address, cycle, set_of, state, per_set):
+    """One request to a read buffer at `cycle`; `state`: current set id, epoch start, fill of the
+    current set, misses, cycle of the first request (-1 before it)."""
     if address < 0:
         return
+    if state[4] < 0:
+        state[4] = cycle
     s = set_of[address]
     if s == state[0] or (state[1] <= s < state[0]):
         return
@@ -63,67 +75,185 @@ def _replay(dims, rows, cols, dataflow, ifmap_per_set, filter_per_set):
     k_total = filter_h * filter_w * channels
     ifmap_set = np.full(ifmap_h * ifmap_w * channels, -1, np.int64)
     filter_set = np.full(k_total * n, -1, np.int64)
-    ifmap_state = np.zeros(4, np.int64)
-    filter_state = np.zeros(4, np.int64)
+    ifmap_state = np.zeros(5, np.int64)
+    filter_state = np.zeros(5, np.int64)
+    ifmap_state[4] = filter_state[4] = -1
+    cycle = 0
     if dataflow == WS:
+        fold_rows = 2 * rows + cols + m_total - 2
         for fc in range((n + cols - 1) // cols):
             for fr in range((k_total + rows - 1) // rows):
-                for t in range(rows + m_total + cols - 1 + rows - 1):
+                for t in range(fold_rows):
                     for c in range(rows):
                         m = t - rows - c
                         k = fr * rows + c
                         if 0 <= m < m_total and k < k_total:
                             _touch(_ifmap_address(m, k, ofmap_w, stride, ifmap_h, ifmap_w, filter_w, channels),
-                                   ifmap_set, ifmap_state, ifmap_per_set)
-                for r in range(rows - 1, -1, -1):
-                    k = fr * rows + r
+                                   cycle + t, ifmap_set, ifmap_state, ifmap_per_set)
+                for t in range(rows):
+                    k = fr * rows + rows - 1 - t
                     for c in range(cols):
                         f = fc * cols + c
                         if k < k_total and f < n:
-                            _touch(f * k_total + k, filter_set, filter_state, filter_per_set)
+                            _touch(f * k_total + k, cycle + t, filter_set, filter_state, filter_per_set)
+                cycle += fold_rows
     elif dataflow == OS:
+        fold_rows = rows + cols + k_total - 2
         for fc in range((n + cols - 1) // cols):
             for fr in range((m_total + rows - 1) // rows):
-                for t in range(k_total + cols - 1 + rows - 1):
+                for t in range(fold_rows):
                     for c in range(rows):
                         k = t - c
                         m = fr * rows + c
                         if 0 <= k < k_total and m < m_total:
                             _touch(_ifmap_address(m, k, ofmap_w, stride, ifmap_h, ifmap_w, filter_w, channels),
-                                   ifmap_set, ifmap_state, ifmap_per_set)
-                for t in range(k_total + rows - 1 + cols - 1):
+                                   cycle + t, ifmap_set, ifmap_state, ifmap_per_set)
+                for t in range(fold_rows):
                     for c in range(cols):
                         k = t - c
                         f = fc * cols + c
                         if 0 <= k < k_total and f < n:
-                            _touch(f * k_total + k, filter_set, filter_state, filter_per_set)
+                            _touch(f * k_total + k, cycle + t, filter_set, filter_state, filter_per_set)
+                cycle += fold_rows
     else:
+        fold_rows = 2 * rows + cols + n - 2
         for fc in range((m_total + cols - 1) // cols):
             for fr in range((k_total + rows - 1) // rows):
-                for r in range(rows - 1, -1, -1):
-                    k = fr * rows + r
+                for t in range(rows):
+                    k = fr * rows + rows - 1 - t
                     for c in range(cols):
                         m = fc * cols + c
                         if k < k_total and m < m_total:
                             _touch(_ifmap_address(m, k, ofmap_w, stride, ifmap_h, ifmap_w, filter_w, channels),
-                                   ifmap_set, ifmap_state, ifmap_per_set)
-                for t in range(rows + n + cols - 1 + rows - 1):
+                                   cycle + t, ifmap_set, ifmap_state, ifmap_per_set)
+                for t in range(fold_rows):
                     for c in range(rows):
                         f = t - rows - c
                         k = fr * rows + c
                         if 0 <= f < n and k < k_total:
-                            _touch(f * k_total + k, filter_set, filter_state, filter_per_set)
-    return ifmap_state[3], filter_state[3]
+                            _touch(f * k_total + k, cycle + t, filter_set, filter_state, filter_per_set)
+                cycle += fold_rows
+    return ifmap_state, filter_state
 
 
-def replay_dram_reads(layer: ConvLayer, rows: int, cols: int, dataflow: int, ifmap_sram_words: int,
-                      filter_sram_words: int) -> tuple[int, int]:
-    """SCALE-Sim's (DRAM ifmap reads, DRAM filter reads) of one layer, in words; `dataflow` a code
-    of `systolic.DATAFLOWS`, SRAM sizes in words (bytes)."""
+@njit(cache=True, inline="always")
+def _drain(start, lines, state, lines_per_drain, width):
+    """Drain up to `lines_per_drain` lines from `start`; `state`: free words, drained lines, lines,
+    DRAM writes, last write cycle. Returns the cycle of the last line written."""
+    end_line = min(state[1] + lines_per_drain, state[2])
+    count = end_line - state[1]
+    if count <= 0:
+        return start - 1
+    data = count * width - (width - lines[end_line - 1])  # SCALE-Sim subtracts the last line's padding only
+    state[3] += data
+    state[0] += data
+    state[4] = max(state[4], start + count - 1)
+    state[1] = end_line
+    return start + count - 1
+
+
+@njit(cache=True)
+def _ofmap_replay(m_total, k_total, n, rows, cols, dataflow, ofmap_words, total_writes):
+    """SCALE-Sim's ofmap write buffer: (DRAM writes, cycle of the last DRAM write, stall cycles).
+    Lines are `cols` words wide; when more than the drain half is occupied, the partial line is
+    forced out and up to a drain half of lines goes to DRAM, one line a cycle."""
+    active = (ofmap_words + 1) // 2
+    drain_size = ofmap_words - active
+    lines_per_drain = -(-drain_size // cols)
+    lines = np.zeros(total_writes // cols + total_writes // max(drain_size, 1) + 4, np.int64)
+    state = np.zeros(5, np.int64)
+    state[0] = ofmap_words
+    state[4] = -1
+    fill = 0
+    drain_end = 0
+    stalls = 0
+    row = 0
+    last_out = 0
+    if dataflow == WS:
+        folds, inner, fold_rows = -(-n // cols), -(-k_total // rows), 2 * rows + cols + m_total - 2
+    elif dataflow == OS:
+        folds, inner, fold_rows = -(-n // cols), -(-m_total // rows), rows + cols + k_total - 2
+    else:
+        folds, inner, fold_rows = -(-m_total // cols), -(-k_total // rows), 2 * rows + cols + n - 2
+    for fc in range(folds):
+        for fr in range(inner):
+            for t in range(fold_rows):
+                current = row + stalls
+                offset = 0
+                for c in range(cols):
+                    if dataflow == WS:
+                        m = t - (2 * rows - 1) - c
+                        valid = 0 <= m < m_total and fc * cols + c < n
+                    elif dataflow == OS:
+                        r = t - c - (k_total - 1)
+                        valid = 0 <= r < rows and fr * rows + rows - 1 - r < m_total and fc * cols + c < n
+                    else:
+                        f = t - (2 * rows - 1) - c
+                        valid = 0 <= f < n and fc * cols + c < m_total
+                    if not valid:
+                        continue
+                    fill += 1
+                    state[0] -= 1
+                    if fill == cols:
+                        lines[state[2]] = cols
+                        state[2] += 1
+                        fill = 0
+                    if current < drain_end:
+                        if state[0] <= 0:
+                            offset += max(drain_end - current, 0)
+                            current = drain_end
+                    elif state[0] < active:
+                        if fill != 0:
+                            lines[state[2]] = fill
+                            state[2] += 1
+                            fill = 0
+                        drain_end = _drain(current, lines, state, lines_per_drain, cols)
+                last_out = current
+                stalls += offset
+                row += 1
+    if fill != 0:
+        lines[state[2]] = fill
+        state[2] += 1
+    cycle = last_out
+    while state[1] < state[2]:
+        cycle = _drain(cycle, lines, state, lines_per_drain, cols) + 1
+    return state[3], state[4], stalls
+
+
+def _dram_start(state: np.ndarray, per_set: int) -> int:
+    """Cycle of a read buffer's first DRAM read: its first fill (sets of `per_set` words at 10 words
+    a cycle) ends just before the first request."""
+    if per_set <= 0 or state[3] == 0:
+        return 0
+    if state[1] > 0:  # the active half filled up: the first fill was 50 sets, before the first request
+        return int(state[4]) + (-SETS_PER_EPOCH * per_set // PREFETCH_WORDS_PER_CYCLE)
+    sets = -(-int(state[3]) // per_set)  # otherwise all of it, before cycle 0
+    return -(sets * per_set) // PREFETCH_WORDS_PER_CYCLE
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """SCALE-Sim's DRAM figures of one layer, replayed (words and cycles)."""
+
+    dram_ifmap_reads: int
+    dram_filter_reads: int
+    dram_ofmap_writes: int
+    total_cycles_incl_prefetch: int
+    stall_cycles: int
+
+
+def replay_layer(layer: ConvLayer, rows: int, cols: int, dataflow: int, ifmap_sram_words: int,
+                 filter_sram_words: int, ofmap_sram_words: int) -> ReplayReport:
+    """SCALE-Sim's DRAM reads and writes and `Total Cycles (incl. prefetch)` of one layer; `dataflow`
+    a code of `systolic.DATAFLOWS`, SRAM sizes in words (bytes)."""
     dims = np.array([layer.ifmap_h, layer.ifmap_w, layer.filter_h, layer.filter_w, layer.channels,
                      layer.num_filter, layer.stride, layer.ofmap_h, layer.ofmap_w], np.int64)
     # SCALE-Sim fills sets of floor(words / 100); with fewer than 100 words a set never completes
     ifmap_per_set = ifmap_sram_words // 100 or -1
     filter_per_set = filter_sram_words // 100 or -1
     ifmap, filter_ = _replay(dims, rows, cols, dataflow, ifmap_per_set, filter_per_set)
-    return int(ifmap), int(filter_)
+    m, k, n = layer.gemm_mkn
+    base = sram_accesses(m, k, n, rows, cols, dataflow)[2] if dataflow != OS else m * n
+    writes, stop, stalls = _ofmap_replay(m, k, n, rows, cols, dataflow, ofmap_sram_words, base)
+    start = min(_dram_start(ifmap, ifmap_per_set), _dram_start(filter_, filter_per_set))
+    return ReplayReport(int(ifmap[3]), int(filter_[3]), int(writes), int(stop - start), int(stalls))

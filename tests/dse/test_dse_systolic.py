@@ -124,21 +124,23 @@ def test_training_gemms_match_scalesim_gemm_mode():
         assert list(parsed[4:6]) == [int(record["dram_ifmap_reads"]), int(record["dram_filter_reads"])], record
 
 
-def test_replayed_dram_reads_and_ofmap_writes_match_scalesim_everywhere():
-    """ifmap and filter DRAM reads replayed through SCALE-Sim's buffer model, ofmap DRAM writes in
-    closed form: identical on all 156 recorded runs, small SRAMs included."""
-    from capsacc.dse.replay import replay_dram_reads
+def test_replay_matches_scalesim_everywhere():
+    """DRAM reads and writes and cycles incl. prefetch replayed through SCALE-Sim's buffer models:
+    identical on all 156 recorded runs, small SRAMs included; the closed-form ofmap writes too."""
+    from capsacc.dse.replay import replay_layer
 
     cases = [(LAYERS, TABLE, row) for rows in RECORDED.values() for row in rows]
     gemm_layers = read_topology(DATA / "scalesim_gemms.csv")
     gemm_table = topology_workload("gemms", gemm_layers, "inference").gemm_table()
     cases += [(gemm_layers, gemm_table, row) for row in _gemm_records()]
     assert len(cases) == 156
+    columns = ("dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes", "total_cycles_incl_prefetch")
     for layers, table, row in cases:
         index = [layer.name for layer in layers].index(row["layer"])
         rows, cols, flow = int(row["rows"]), int(row["cols"]), DATAFLOWS.index(row["dataflow"])
         words = [sram_words(float(row[f"{b}_sram_kB"])) for b in ("ifmap", "filter", "ofmap")]
-        replayed = replay_dram_reads(layers[index], rows, cols, flow, words[0], words[1])
-        ofmap = layer_reports(table[index:index + 1], rows, cols, flow, *words)[0, 6]
-        expected = tuple(int(row[c]) for c in ("dram_ifmap_reads", "dram_filter_reads", "dram_ofmap_writes"))
-        assert (*replayed, ofmap) == expected, row
+        replayed = replay_layer(layers[index], rows, cols, flow, *words)
+        expected = tuple(int(row[c]) for c in columns)
+        assert tuple(getattr(replayed, c) for c in columns) == expected, row
+        assert replayed.stall_cycles == int(row["stall_cycles"]) == 0
+        assert layer_reports(table[index:index + 1], rows, cols, flow, *words)[0, 6] == expected[2]
