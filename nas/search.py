@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from capsacc import MODEL_VERSION, Accelerator
+from capsacc.errors import InputError
 
 from nas.evaluate import (Budgets, Outcome, TrainingEvaluator, evaluation_record,
                           hardware_costs, worker_name)
@@ -137,13 +138,16 @@ class InProcessRunner:
 
 
 def _guarded(evaluator, genotype: list) -> Outcome:
-    """Run the evaluator; an exception becomes an `invalid` outcome (training itself never raises)."""
+    """Run the evaluator and time it (the outcome's seconds become the evaluation's whole wall time in
+    its worker, model building and clean-up included); an exception becomes an `invalid` outcome
+    (training itself never raises)."""
     start = time.monotonic()
     try:
-        return evaluator(genotype)
+        outcome = evaluator(genotype)
     except Exception as error:  # noqa: BLE001 - a candidate's failure must not stop the search
-        return Outcome("invalid", [], time.monotonic() - start, 0, f"{type(error).__name__}: {error}",
-                       worker_name())
+        outcome = Outcome("invalid", [], 0.0, 0, f"{type(error).__name__}: {error}", worker_name())
+    outcome.seconds = time.monotonic() - start
+    return outcome
 
 
 class DaskRunner:
@@ -163,7 +167,10 @@ class DaskRunner:
                                             dashboard_address=None)
             self.client = Client(self.cluster)
         else:
-            self.client = Client(scheduler)
+            try:
+                self.client = Client(scheduler, timeout=30)
+            except (OSError, TimeoutError, ValueError) as error:
+                raise InputError(f"--scheduler {scheduler}: cannot connect ({error})") from None
 
     def run(self, genotypes: list[list]):
         from distributed import as_completed
@@ -258,8 +265,12 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     identity = config.identity(accelerator, type(evaluator).__name__)
-    journal = Journal.open(out / JOURNAL_NAME, identity, resume)
     runner = DaskRunner(evaluator, config.workers, config.scheduler) if distributed else InProcessRunner(evaluator)
+    try:
+        journal = Journal.open(out / JOURNAL_NAME, identity, resume)
+    except BaseException:
+        runner.close()
+        raise
     trained = 0
     try:
         rng = np.random.default_rng(config.seed)
