@@ -12,7 +12,6 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from capsacc import Accelerator, estimate
@@ -140,5 +139,3 @@ def evaluation_record(genotype: Genotype, generation: int, costs: Costs, violati
                       1.0 - outcome.val_accuracy[-1] if ok else 1.0, costs.energy_mJ, costs.latency_ms,
                       costs.memory_KiB, violation if ok else FAILED_VIOLATION, tuple(outcome.val_accuracy),
                       outcome.seconds, outcome.worker, attempts, outcome.message, outcome.params)
-
-Evaluator = Callable[[list], Outcome]

@@ -111,7 +111,8 @@ def plot_pareto(path: Path, evaluations: list[Evaluation], pareto_keys: set[str]
         axis.grid(True, which="both", alpha=0.3)
     axes.flat[0].legend(fontsize=8, loc="best")
     if trained:
-        figure.colorbar(points, ax=axes, label="generation", shrink=0.6)
+        from matplotlib.ticker import MaxNLocator
+        figure.colorbar(points, ax=axes, label="generation", shrink=0.6, ticks=MaxNLocator(integer=True))
     figure.suptitle("NASCaps search: objectives pairwise (trained candidates)")
     figure.savefig(path, dpi=110)
     plt.close(figure)

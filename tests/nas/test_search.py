@@ -9,7 +9,7 @@ import pytest
 
 from capsacc import Accelerator
 from capsacc.cli import main
-from nas.evaluate import FAILED_VIOLATION, Budgets, Outcome, SyntheticEvaluator, hardware_costs
+from nas.evaluate import FAILED_VIOLATION, Budgets, SyntheticEvaluator, hardware_costs
 from nas.genotype import Genotype
 from nas.journal import read_journal
 from nas.nsga2 import domination_matrix
