@@ -64,15 +64,17 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """Outcome of one training: `status` (one of STATUSES), `val_accuracy` per completed epoch
-    (fraction 0-1), `test_accuracy` (fraction, None unless asked and ok), `seconds` (wall time,
+    (fraction 0-1), `test_accuracy` (fraction, None unless asked; after a timeout that of the
+    partly trained model), `seconds` (wall time,
     building included), `params` (classifier parameters, decoder excluded), `decoder_params`,
     `message` (why, for a status other than ok), `test_accuracy_per_epoch` (only with
-    `test_every_epoch`), and provenance: `genotype` trained (after
+    `test_every_epoch`), `steps` (optimizer steps done), and provenance: `genotype` trained (after
     adapting it to the data), `dataset` description, `config`, `backend`, `keras_version`."""
 
     status: str
     val_accuracy: list[float] = field(default_factory=list)
     test_accuracy: float | None = None
+    steps: int = 0
     test_accuracy_per_epoch: list[float] = field(default_factory=list)
     seconds: float = 0.0
     params: int = 0
@@ -180,17 +182,17 @@ def _train(genotype, dataset, config, test, progress, save_path, start, result, 
         raise
     finally:
         watch.close()
-    result.test_accuracy_per_epoch = watch.test_accuracy
-    if watch.status != "ok":
+    result.test_accuracy_per_epoch, result.steps = watch.test_accuracy, watch.steps_done
+    if watch.status not in ("ok", "timeout"):
         return _finish(result, watch.status, watch.message, start, watch.val_accuracy)
-    if test_every_epoch and watch.test_accuracy:
+    if test_every_epoch and watch.status == "ok":
         result.test_accuracy = watch.test_accuracy[-1]
     elif test:
         result.test_accuracy = accuracy(models.classifier, to_float(dataset.x_test), dataset.y_test,
                                         config.batch_size)
-    if save_path is not None:
+    if save_path is not None and watch.status == "ok":
         models.evaluate.save(save_path)
-    return _finish(result, "ok", "", start, watch.val_accuracy)
+    return _finish(result, watch.status, watch.message, start, watch.val_accuracy)
 
 
 def accuracy(classifier, images: np.ndarray, labels: np.ndarray, batch_size: int = 100) -> float:
@@ -248,7 +250,7 @@ def _watch(keras):
             self.test_set, self.test_accuracy = test_set, []
             self.classifier, self.x_val, self.y_val = classifier, x_val, y_val
             self.config, self.start, self.steps, self.progress = config, start, steps, progress
-            self.status, self.message, self.val_accuracy, self.bar = "ok", "", [], None
+            self.status, self.message, self.val_accuracy, self.bar, self.steps_done = "ok", "", [], None, 0
 
         def _stop(self, status, message):
             self.status, self.message = status, message
@@ -265,6 +267,7 @@ def _watch(keras):
 
         def on_train_batch_end(self, batch, logs=None):
             loss = float((logs or {}).get("loss", 0.0))
+            self.steps_done += 1
             if self.bar is not None:
                 self.bar.update(1)
                 self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
