@@ -138,7 +138,11 @@ class Calibration:
     @classmethod
     def shipped(cls) -> "Calibration":
         """The calibration shipped with the package (capsacc/data/calibrated.json)."""
-        text = resources.files("capsacc").joinpath("data/calibrated.json").read_text()
+        try:
+            text = resources.files("capsacc").joinpath("data/calibrated.json").read_text()
+        except OSError as error:
+            raise AcceleratorConfigError(f"capsacc/data/calibrated.json: cannot read ({error.strerror}); "
+                                         "run `nascaps calibrate` and install its calibration.json there") from None
         return cls.from_dict(json.loads(text), "capsacc/data/calibrated.json")
 
 

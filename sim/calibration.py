@@ -69,7 +69,7 @@ class Point:
     events: dict[str, int]
     features: dict[str, int]
     host_cycles: int
-    sim_cpu_s: float
+    sim_s: float
     published_cycles: int = 0
     predicted: dict[str, int] = field(default_factory=dict)
 
@@ -80,15 +80,16 @@ def _choice(rng, values):
 
 def sweep(kind: str, count: int, max_width: int, quick: bool, rng) -> list[Operation]:
     """`count` random shapes of `kind` (sizes drawn from the NASCaps search space, scaled down so
-    a run takes seconds); capsule sizes, classes and routing atoms kept within `max_width` lanes."""
+    a run takes seconds); capsule sizes, classes and routing atoms kept within `max_width` lanes.
+    ClassCaps and routing take the kernel equal to the input side, as NASCaps defines them."""
     caps = [c for c in (4, 8, 16) if c <= max_width] or [max_width]
     ops = []
     while len(ops) < count:
         if kind == "conv":
-            n_out, stride = _choice(rng, (4, 6, 8) if quick else (6, 8, 10, 12, 14)), _choice(rng, (1, 2))
+            n_out, stride = _choice(rng, (4, 6, 8) if quick else (6, 8, 10, 14, 28)), _choice(rng, (1, 2))
             k = _choice(rng, (3, 5) if quick else (3, 5, 7, 9))
             op = Operation(kind, kind, n_out * stride, _choice(rng, (1, 3, 8)), 1, k, stride, n_out,
-                           _choice(rng, (8, 16, 32) if quick else (16, 32, 64, 128)), 1)
+                           _choice(rng, (8, 16, 32) if quick else (16, 32, 64, 128, 256)), 1)
         elif kind == "convcaps":
             n_out, stride = _choice(rng, (2, 3, 4) if quick else (3, 4, 5, 6, 7)), _choice(rng, (1, 2))
             op = Operation(kind, kind, n_out * stride, _choice(rng, (2, 4, 8)), _choice(rng, (1, 4, 8)),
@@ -100,9 +101,9 @@ def sweep(kind: str, count: int, max_width: int, quick: bool, rng) -> list[Opera
                            3, 1, n_out, _choice(rng, (2, 4)), _choice(rng, [c for c in caps if c <= 8] or caps))
         elif kind in ("classcaps", "routing"):
             classes = [j for j in (4, 6, 10) if j <= max_width] or [max_width]
-            op = Operation(kind, kind, _choice(rng, (2, 3) if quick else (2, 3, 4, 6)),
-                           _choice(rng, (4, 8) if quick else (4, 8, 16, 32)), _choice(rng, (4, 8, 16)),
-                           1, 1, 1, _choice(rng, classes), _choice(rng, caps))
+            side = _choice(rng, (2, 3) if quick else (2, 3, 4, 6))
+            op = Operation(kind, kind, side, _choice(rng, (4, 8) if quick else (4, 8, 16, 32)),
+                           _choice(rng, (4, 8, 16)), side, 1, 1, _choice(rng, classes), _choice(rng, caps))
         else:
             raise ValueError(f"unknown kind {kind!r}")
         ops.append(op)
@@ -156,7 +157,7 @@ def run_sweep(settings: Settings, progress=print) -> list[Point]:
     rng = np.random.default_rng(settings.seed)
     arrays = settings.arrays()
     max_width = min(min(a.cols for a in arrays), 16)
-    per_kind = 4 if settings.quick else 12
+    per_kind = 4 if settings.quick else 16
     shapes = {kind: sweep(kind, per_kind, max_width, settings.quick, rng) for kind in KINDS}
     for func in ACTIVATIONS:
         shapes[func] = [Operation(func, func, int(rng.integers(1, 40)), 1, int(rng.integers(1, max_width + 1)),
@@ -196,9 +197,10 @@ def fit(points: list[Point]) -> dict[str, tuple[float, ...]]:
     return coefficients
 
 
-def error_rows(points: list[Point]) -> list[dict]:
+def error_rows(points: list[Point], calibration: Calibration | None = None) -> list[dict]:
     """Per (array, kind), over the held-out points: summed RTL, published and calibrated cycles and
-    relative errors (of the sums, and the largest per operation)."""
+    relative errors (of the sums, and the largest per operation); with a `calibration`, also the
+    energy of the RTL's counted events and of the calibrated model's predicted events (mJ)."""
     rows = []
     keys = sorted({(p.config.rows, p.config.cols, p.kind) for p in points if p.kind in KINDS},
                   key=lambda k: (-k[0] * k[1], k[0], KINDS.index(k[2])))
@@ -218,6 +220,9 @@ def error_rows(points: list[Point]) -> list[dict]:
             "energy_events_max_abs_rel_error": max(
                 abs(p.predicted[e] - p.events[e]) / max(p.events[e], 1) for p in held for e in p.events),
         })
+        if calibration is not None:
+            rows[-1]["rtl_events_energy_mJ"] = sum(calibration.energy_mJ(p.events) for p in held)
+            rows[-1]["calibrated_energy_mJ"] = sum(calibration.energy_mJ(p.predicted) for p in held)
     return rows
 
 
@@ -234,7 +239,7 @@ def calibrate(settings: Settings, progress=print) -> tuple[Calibration, list[Poi
                               area_um2=round(area["area_um2"], 3))
     for point in points:
         point.predicted = replace(calibration, config=point.config).predict(point.kind, point.op)
-    errors = error_rows(points)
+    errors = error_rows(points, calibration)
     provenance = {
         "model": MODEL_VERSION, "rtl_version": rtl_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

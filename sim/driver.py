@@ -9,8 +9,10 @@ summed counters and the instruction counts. Kinds: `capsacc.mapping.KINDS` and t
 "relu", "squash", "softmax" (one ACT over random partial sums).
 """
 
+import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ArrayConfig, ceil
                              classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape,
                              routing_geometry)
 from capsacc.network import Operation
+import rtl
 from rtl.capsacc import CapsAcc
 from rtl.isa import Act, MatMul
 from sim import golden
@@ -51,7 +54,11 @@ class OperationRun:
     outputs: dict[str, np.ndarray] = field(repr=False)
     golden: dict[str, np.ndarray] = field(repr=False)
     sim_s: float = 0.0
+    """Seconds the simulator spent clocking the design."""
+    cpu_s: float = 0.0
+    """CPU seconds of the simulator (Verilator: the whole bench process, stimulus parsing included)."""
     wall_s: float = 0.0
+    """Seconds of the whole `run`: script generation, simulation, decoding, golden model."""
 
     @property
     def simulated_cycles(self) -> int:
@@ -89,6 +96,14 @@ def conv3d_patches(caps: np.ndarray, kernel: int, stride: int, n_out: int) -> np
     return np.hstack([rows, np.ones((len(rows), 1), dtype=np.int64)])
 
 
+def rtl_source_key(config: ArrayConfig) -> str:
+    """The CapsAcc sources (a hash of rtl/*.py) and parameters, naming a Verilator build."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(rtl.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"CapsAcc {config} {digest.hexdigest()}"
+
+
 class OperationDriver:
     """Runs operations on one CapsAcc instance (`config`) with one back end."""
 
@@ -110,12 +125,13 @@ class OperationDriver:
         if self.backend == "verilator":
             if self._model is None:
                 from sim.verilator import VerilatorModel
-                self._model = VerilatorModel.build(self.component(), cache_dir=self.cache_dir)
+                self._model = VerilatorModel.build(self.component(), cache_dir=self.cache_dir,
+                                                   source_key=rtl_source_key(self.config))
             trace = self._model.run(session.script)
         else:
             trace = run_script(self.component(), session.script, self.backend)
         results, runs = session.decode(trace)
-        return results, runs, trace.sim_s
+        return results, runs, trace
 
     # ---- the operations ------------------------------------------------------------------
 
@@ -128,7 +144,7 @@ class OperationDriver:
         """
         start = time.perf_counter()
         session, counts, check = self.prepare(kind, op, seed, inputs)
-        results, runs, sim_s = self._play(session)
+        results, runs, trace = self._play(session)
         outputs, expected = check(results)
         for name, want in expected.items():
             got = outputs[name]
@@ -138,7 +154,7 @@ class OperationDriver:
                                     f"({bad} of {want.size} values; shapes {got.shape} vs {want.shape})")
         counters = {name: sum(r[name] for r in runs) for name in COUNTER_NAMES}
         return OperationRun(kind, op, self.config, self.backend, counters["busy_cycles"], session.host_cycles,
-                            session.runs, counters, counts, outputs, expected, sim_s,
+                            session.runs, counters, counts, outputs, expected, trace.sim_s, trace.cpu_s,
                             time.perf_counter() - start)
 
     def prepare(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None):

@@ -234,9 +234,30 @@ class VerilatorModel:
     build_dir: Path
 
     @classmethod
-    def build(cls, component: wiring.Component, cache_dir: str | Path | None = None) -> "VerilatorModel":
-        """Export, generate the bench and compile, unless the cache holds the same build."""
-        return cls.from_verilog(export_verilog(component), component_ports(component), cache_dir)
+    def build(cls, component: wiring.Component, cache_dir: str | Path | None = None,
+              source_key: str | None = None) -> "VerilatorModel":
+        """Export, generate the bench and compile, unless the cache holds the same build.
+
+        `source_key` (optional) names the design's sources and parameters exactly (e.g. a hash of
+        the RTL files and the constructor arguments); a build recorded under it is reused without
+        exporting the Verilog again (the export of a 16x16 CapsAcc takes a minute).
+        """
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        ports = component_ports(component)
+        hint = None
+        if source_key is not None:
+            hint = root / "by-source" / hashlib.sha256(
+                "\0".join([source_key, *VERILATOR_FLAGS, CXX_FLAGS, verilator_version()]).encode()).hexdigest()[:24]
+            if hint.exists():
+                build_dir = root / hint.read_text().strip()
+                executable = build_dir / "obj" / f"V{TOP}_bench"
+                if executable.exists():
+                    return cls(executable, ports, build_dir)
+        model = cls.from_verilog(export_verilog(component), ports, cache_dir)
+        if hint is not None:
+            hint.parent.mkdir(parents=True, exist_ok=True)
+            hint.write_text(model.build_dir.name)
+        return model
 
     @classmethod
     def from_verilog(cls, text: str, ports: dict[str, Port], cache_dir: str | Path | None = None) -> "VerilatorModel":

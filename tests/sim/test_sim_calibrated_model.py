@@ -1,0 +1,95 @@
+"""The calibrated cost model in capsacc: the preset, estimate/estimate_many dispatch, file forms."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from capsacc import Accelerator, GenotypeBatch, Network, OperationBatch, estimate, estimate_many
+from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, features
+from capsacc.cli import main
+from capsacc.energy import EventEnergies
+from capsacc.errors import AcceleratorConfigError
+from capsacc.mapping import ArrayConfig
+from capsacc.network import PRESETS
+
+ISA = {"runs": 2, "matmuls": 3, "matmuls_x_rows": 2, "matmuls_x_cols": 1, "matmul_rows": 1, "acts": 4,
+       "act_rows_none": 2, "act_rows_relu": 2, "act_rows_squash": 42, "act_rows_softmax": 31,
+       "act_elements_none": 1, "act_elements_relu": 1, "act_elements_squash": 2, "act_elements_softmax": 3}
+"""Cycle coefficients as rtl/isa.py documents them."""
+
+
+def isa_calibration(config=ArrayConfig()) -> Calibration:
+    coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
+    coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
+    return Calibration(config, coefficients, EventEnergies.from_tables(config.rows, config.cols, 25,
+                                                                       config.buffer_depth), 1.0e6)
+
+
+def test_shipped_preset_carries_provenance_and_measured_error():
+    accelerator = Accelerator.calibrated()
+    provenance = accelerator.calibration.provenance
+    assert accelerator.name == "calibrated" and (accelerator.rows, accelerator.cols) == (16, 16)
+    for key in ("rtl_version", "arrays", "sweep", "date", "errors", "area"):
+        assert provenance[key], key
+    assert all(abs(row["calibrated_rel_error"]) < 0.01 for row in provenance["errors"])
+    assert accelerator.area_um2 == accelerator.calibration.area_um2 > 0
+
+
+def test_estimate_uses_the_calibration():
+    accelerator = dataclasses.replace(Accelerator.published(), name="isa", calibration=isa_calibration())
+    network = Network.preset("capsnet")
+    result = estimate(network, accelerator)
+    assert result.model == MODEL_VERSION
+    config = accelerator.calibration.config
+    expected = sum(sum(ISA[n] * features(op.kind, op, config)[n] for n in ISA) for op in network.operations)
+    assert result.cycles == expected
+    assert result.latency_ms == pytest.approx(expected * 3e-6)
+    assert result.energy_mJ > 0 and len(result.operations) == len(network.operations)
+    published = estimate(network, Accelerator.published())
+    assert published.model == "nascaps2020" and published.cycles != result.cycles
+
+
+def test_estimate_many_matches_estimate_for_networks_and_genotype_batches():
+    accelerator = dataclasses.replace(Accelerator.published(), calibration=isa_calibration())
+    networks = [Network.preset(name) for name in PRESETS]
+    singles = [estimate(n, accelerator) for n in networks]
+    many = estimate_many(networks, accelerator)
+    assert list(many.cycles) == [s.cycles for s in singles]
+    assert np.allclose(many.energy_mJ, [s.energy_mJ for s in singles], rtol=0, atol=0)
+    descriptors = [d for name in PRESETS for d in PRESETS[name][:-2]]
+    offsets = np.cumsum([0] + [len(PRESETS[name]) - 2 for name in PRESETS])
+    batch = estimate_many(GenotypeBatch(np.array(descriptors), offsets), accelerator)
+    assert list(batch.cycles) == list(many.cycles) and batch.model == MODEL_VERSION
+    with pytest.raises(AcceleratorConfigError, match="OperationBatch"):
+        estimate_many(OperationBatch.from_networks(networks), accelerator)
+
+
+def test_calibration_round_trips_through_json_and_toml(tmp_path):
+    accelerator = dataclasses.replace(Accelerator.published(), name="isa", calibration=isa_calibration())
+    again = Calibration.from_dict(json.loads(json.dumps(accelerator.calibration.to_dict())))
+    assert again == accelerator.calibration
+    accelerator.to_toml(tmp_path / "acc.toml")
+    loaded = Accelerator.from_toml(tmp_path / "acc.toml")
+    assert loaded == accelerator
+    assert estimate(Network.preset("deepcaps"), loaded).cycles == estimate(Network.preset("deepcaps"), accelerator).cycles
+
+
+def test_a_mismatched_or_malformed_calibration_is_refused(tmp_path):
+    with pytest.raises(AcceleratorConfigError, match="8x16"):
+        dataclasses.replace(Accelerator.published(), calibration=isa_calibration(ArrayConfig(rows=8)))
+    bad = isa_calibration().to_dict()
+    bad["features"]["cycles"] = ["runs"]
+    with pytest.raises(AcceleratorConfigError, match="features of 'cycles'"):
+        Calibration.from_dict(bad)
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(AcceleratorConfigError, match="not JSON"):
+        Accelerator.calibrated(tmp_path / "broken.json")
+
+
+def test_cli_estimate_with_the_calibrated_preset(capsys):
+    assert main(["estimate", "capsnet", "--accelerator", "calibrated", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == MODEL_VERSION and result["accelerator"]["name"] == "calibrated"
+    assert result["cycles"] == estimate(Network.preset("capsnet"), Accelerator.calibrated()).cycles
