@@ -6,7 +6,8 @@
 For each worker count it runs the default `nascaps search` configuration (real training on the
 embedded MNIST subset) in a fresh folder and prints: candidates trained, wall seconds, candidates
 per hour, the summed training seconds, and the share of worker time not spent training
-(1 - training_s / (wall_s x workers); goal under 5 %). A last row runs the same search with the
+(1 - training_s / (wall_s x workers); goal under 5 %) and the worker time per candidate not spent
+training (wall_s x workers - training_s, divided by the candidates). A last row runs the same search with the
 `SyntheticEvaluator` (no training) to show the machinery's own cost per candidate. The machine's
 load average is printed, since other processes slow training down.
 """
@@ -31,7 +32,7 @@ def measure(config: SearchConfig, evaluator=None) -> dict:
     workers = config.workers
     return {"trained": result.trained, "wall_s": wall_s, "per_hour": 3600 * result.trained / wall_s,
             "training_s": training_s, "outside_share": 1 - training_s / (wall_s * workers),
-            "statuses": sorted({e.status for e in result.evaluations}), "pareto": len(result.pareto)}
+            "workers": workers, "statuses": sorted({e.status for e in result.evaluations})}
 
 
 def main(argv=None) -> int:
@@ -55,11 +56,13 @@ def main(argv=None) -> int:
     print(f"{'run':<34}{'trained':>8}{'wall_s':>9}{'candidates_per_h':>18}{'training_s':>12}"
           f"{'outside_training_%':>20}{'overhead_ms_per_candidate':>27}")
     for name, row in rows:
-        overhead_ms = 1000 * (row["wall_s"] - row["training_s"]) / max(row["trained"], 1)
+        overhead_ms = 1000 * (row["wall_s"] * row["workers"] - row["training_s"]) / max(row["trained"], 1)
         print(f"{name:<34}{row['trained']:>8}{row['wall_s']:>9.1f}{row['per_hour']:>18.1f}{row['training_s']:>12.1f}"
               f"{100 * row['outside_share']:>20.2f}{overhead_ms:>27.1f}")
     if len(rows) > 2:
-        print(f"speed-up of 2 workers over 1 (candidates per hour): {rows[1][1]['per_hour'] / rows[0][1]['per_hour']:.2f}")
+        ratio = rows[1][1]["per_hour"] / rows[0][1]["per_hour"]
+        print(f"speed-up of {rows[1][1]['workers']} workers over {rows[0][1]['workers']} "
+              f"(candidates per hour): {ratio:.2f}")
     print(f"load average after {os.getloadavg()[0]:.2f}")
     return 0
 
