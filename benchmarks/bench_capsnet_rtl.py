@@ -53,7 +53,8 @@ def main() -> None:
     clock_s = sum(r.sim_s for r, _, _ in rows)
     print(f"{'total':<23}{result.cycles:>12}{total_pub:>12}{total_cal:>12}"
           f"{100 * (total_cal - result.cycles) / result.cycles:>10.4f}{result.host_cycles:>12}")
-    print(f"published model / RTL = {total_pub / result.cycles:.4f}; calibrated / RTL = {total_cal / result.cycles:.6f}")
+    print(f"published model / RTL = {total_pub / result.cycles:.4f}; "
+          f"calibrated / RTL = {total_cal / result.cycles:.6f}")
     print(f"simulated {simulated} cycles in {clock_s:.1f} s of clocking = {simulated / clock_s:,.0f} cycles/s; "
           f"whole benchmark {time.perf_counter() - start:.1f} s wall; output capsule lengths^2 "
           f"{[int((v.astype(int) ** 2).sum()) for v in result.output]}")

@@ -10,7 +10,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="fit the calibrated cost model to cycle-accurate runs of the RTL",
         description="Run a sweep of operations bit-exactly on the CapsAcc RTL (the given array and two "
-                    "non-square ones: R/2 x C-C/4 and R-R/4 x C/2), fit the calibrated model, and report its errors and the published "
+                    "non-square ones: R/2 x C-C/4 and R-R/4 x C/2), fit the calibrated model, and report its "
+                    "errors and the published "
                     "model's on held-out operations. Writes DIR/calibration.json, DIR/errors.csv, "
                     "DIR/errors.png.")
     parser.add_argument("--rows", type=int, default=16, help="PE array rows (default 16)")

@@ -4,7 +4,8 @@ The bench reads a stimulus file (the script with ports numbered, one command a l
 ``0 PORT VALUE`` set, ``1 N`` step, ``2 PORT VALUE MAX`` until, ``3 K PORT...`` dump; values as
 unsigned bit patterns; ``4 N K S P1..PK Q1..QS`` drive, followed by N lines of K values) and writes
 ``D CYCLE VALUE...`` per dump, ``U CYCLE WAITED REACHED`` per until, ``P N`` and N lines of S
-values per sampling drive, and ``E CYCLES SIM_NS CPU_NS`` at the end (wall time spent clocking, CPU time of the whole bench). The build (``verilator --cc --exe --build -O3``) lives
+values per sampling drive, and ``E CYCLES SIM_NS CPU_NS`` at the end (wall time spent clocking,
+CPU time of the whole bench). The build (``verilator --cc --exe --build -O3``) lives
 under the cache folder in a directory named by the SHA-256 of the Verilog, the bench source, the
 Verilator version and the flags, so a design is compiled once.
 """

@@ -73,7 +73,8 @@ def test_calibration_round_trips_through_json_and_toml(tmp_path):
     accelerator.to_toml(tmp_path / "acc.toml")
     loaded = Accelerator.from_toml(tmp_path / "acc.toml")
     assert loaded == accelerator
-    assert estimate(Network.preset("deepcaps"), loaded).cycles == estimate(Network.preset("deepcaps"), accelerator).cycles
+    deepcaps = Network.preset("deepcaps")
+    assert estimate(deepcaps, loaded).cycles == estimate(deepcaps, accelerator).cycles
 
 
 def test_a_mismatched_or_malformed_calibration_is_refused(tmp_path):
