@@ -12,7 +12,8 @@ space asks for at least two of either kind by default), all of one type; consecu
 when a convolution is involved, as a convolution's output is reshaped into capsules); n_out =
 ceil(n_in / stride) for all layers but the final class layer (whose kernel, stride and n_out the
 fully-connected ClassCaps does not use); no kernel larger than its input; skip is -1 or the position
-(from 1) of a CapsCell before the last one.
+(from 1) of a CapsCell before the last one whose capsules have as many atoms as the class layer's
+input (its capsules are concatenated with the last cell's).
 """
 
 import json
@@ -192,6 +193,9 @@ class Genotype:
             if not (0 <= position < last - 1 and layers[position][0] == CAPSCELL):
                 raise GenotypeError(f"skip must be -1 or the position (from 1) of a CapsCell before the last "
                                     f"one, got {self.skip}", field="skip")
+            if layers[position][8] != layers[last][3]:
+                raise GenotypeError(f"the skip cell (position {self.skip}) has {layers[position][8]} atoms, the "
+                                    f"class layer takes {layers[last][3]}", field="skip")
         if space is not None:
             self._validate_space(space)
 
@@ -262,7 +266,8 @@ class Genotype:
         repaired = Genotype(tuple(tuple(layer) for layer in layers), self.skip, self.resize)
         if self.skip != -1:
             position = self.skip - 1
-            if not (0 <= position < last - 1 and layers[position][0] == CAPSCELL):
+            if not (0 <= position < last - 1 and layers[position][0] == CAPSCELL
+                    and layers[position][8] == layers[last][3]):
                 repaired = replace(repaired, skip=-1)
         return repaired
 

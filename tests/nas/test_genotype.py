@@ -1,6 +1,7 @@
 """Genotypes and the search space: form, rules, repair, files, identity."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -99,6 +100,9 @@ def _broken(index, field, value, base=CAPSNET):
     (Genotype.from_list(CAPSNET[:-2] + [[2], [1]]), None, "skip", "skip must be -1"),
     (Genotype.from_list(PRESETS["deepcaps"][:-2] + [[5], [2]]), None, "skip", "before the last"),
     (Genotype.from_list(CAPSNET[:-1] + [[3]]), None, "resize", "resize must be 1 or 2"),
+    (Genotype.from_list([[0, 28, 1, 1, 3, 1, 28, 32, 1], [2, 28, 32, 1, 3, 2, 14, 8, 4], [2, 14, 8, 4, 3, 2, 7, 8, 8],
+                         [2, 7, 8, 8, 3, 2, 4, 8, 8], [2, 4, 8, 8, 4, 1, 1, 10, 16], [2], [1]]), None, "skip",
+     "has 4 atoms, the class layer takes 8"),
 ])
 def test_validate_names_index_field_reason(genotype, index, field, reason):
     with pytest.raises(GenotypeError, match=reason) as info:
@@ -131,6 +135,11 @@ def test_repair_propagates_sizes_and_channels():
     assert repaired.to_list() == [[0, 28, 1, 1, 9, 2, 14, 8, 1], [1, 14, 8, 1, 3, 2, 7, 8, 5],
                                   [1, 7, 8, 5, 5, 1, 7, 10, 4], [-1], [1]]
     repaired.validate(SearchSpace())
+    mismatched_skip = Genotype.from_list([[0, 28, 1, 1, 3, 1, 28, 32, 1], [2, 28, 32, 1, 3, 2, 14, 8, 4],
+                                          [2, 14, 8, 4, 3, 2, 7, 8, 8], [2, 7, 8, 8, 3, 2, 4, 8, 8],
+                                          [2, 4, 8, 8, 4, 1, 1, 10, 16], [2], [1]])
+    assert mismatched_skip.repair().skip == -1
+    assert replace(mismatched_skip, skip=3).repair().skip == 3
 
 
 def test_for_input_adapts_deepcaps_to_mnist():
