@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The script harness: both back ends play the same script, cycle for cycle, on a small component."""
 
 import random
