@@ -17,8 +17,8 @@ from nas.genotype import Genotype  # noqa: E402
 from nas.train import TrainConfig, shift_images, split, train  # noqa: E402
 
 CAPSNET_LIKE = [[0, 28, 1, 1, 5, 2, 14, 16, 1], [1, 14, 16, 1, 3, 2, 7, 8, 4], [1, 7, 8, 4, 7, 1, 7, 10, 8], [-1], [1]]
-DEEPCAPS_LIKE = [[0, 28, 1, 1, 3, 2, 14, 16, 1], [2, 14, 16, 1, 3, 2, 7, 4, 4], [2, 7, 4, 4, 3, 2, 4, 4, 4],
-                 [2, 4, 4, 4, 4, 1, 1, 10, 8], [2], [1]]
+DEEPCAPS_LIKE = [[0, 28, 1, 1, 3, 2, 14, 8, 4], [2, 14, 8, 4, 3, 2, 7, 8, 4], [2, 7, 8, 4, 3, 2, 4, 8, 4],
+                 [2, 4, 8, 4, 4, 1, 1, 10, 8], [2], [1]]
 QUICK = TrainConfig(epochs=1, batch_size=10, learning_rate=0.01, train_samples=500, threads=1)
 
 
