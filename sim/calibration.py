@@ -71,6 +71,7 @@ class Point:
     host_cycles: int
     sim_s: float
     published_cycles: int = 0
+    published_energy_mJ: float = 0.0
     predicted: dict[str, int] = field(default_factory=dict)
 
 
@@ -173,11 +174,19 @@ def run_sweep(settings: Settings, progress=print) -> list[Point]:
                 point = Point(kind, op, config, held_out, result.cycles,
                               events_from_counters(result.counters, config.rows, config.cols),
                               features(kind, op, config), result.host_cycles, result.sim_s,
-                              estimate(Network((op,)), published).cycles if kind in KINDS else 0)
+                              *_published_costs(kind, op, published))
                 points.append(point)
                 progress(f"{config.rows}x{config.cols} {kind:<11} {_shape(op):<34} rtl {result.cycles:>9} cycles"
                          f"  published {point.published_cycles:>9}  bit-exact  ({result.wall_s:.1f} s)")
     return points
+
+
+def _published_costs(kind: str, op: Operation, published: Accelerator) -> tuple[int, float]:
+    """(cycles, energy_mJ) of the published model for an operation kind it covers, else (0, 0.0)."""
+    if kind not in KINDS:
+        return 0, 0.0
+    result = estimate(Network((op,)), published)
+    return result.cycles, result.energy_mJ
 
 
 def _shape(op: Operation) -> str:
@@ -220,6 +229,7 @@ def error_rows(points: list[Point], calibration: Calibration | None = None) -> l
             "energy_events_max_abs_rel_error": max(
                 abs(p.predicted[e] - p.events[e]) / max(p.events[e], 1) for p in held for e in p.events),
         })
+        rows[-1]["published_energy_mJ"] = sum(p.published_energy_mJ for p in held)
         if calibration is not None:
             rows[-1]["rtl_events_energy_mJ"] = sum(calibration.energy_mJ(p.events) for p in held)
             rows[-1]["calibrated_energy_mJ"] = sum(calibration.energy_mJ(p.predicted) for p in held)
