@@ -300,10 +300,10 @@ def write_outputs(out: Path, calibration: Calibration, errors: list[dict]) -> No
     ax.bar(x + 0.2, [max(r["calibrated_max_abs_rel_error"], floor) * 100 for r in errors], 0.4,
            label="calibrated model (max over ops)")
     ax.set_yscale("log")
-    ax.set_ylabel("|relative cycle error| vs RTL, % (held-out ops)")
+    ax.set_ylabel(f"|relative cycle error| vs RTL, %\n(held-out ops; 0 drawn at {floor * 100:g} %)", fontsize=8)
     ax.set_xticks(x, labels, fontsize=7)
     ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right", framealpha=0.9)
     ax.set_title(f"{MODEL_VERSION}: errors against the RTL ({calibration.provenance.get('rtl_version', '')[:10]})",
                  fontsize=9)
     fig.tight_layout()
