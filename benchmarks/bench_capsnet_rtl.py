@@ -35,7 +35,7 @@ def main() -> None:
                                          config.program_depth), "verilator")
     print(f"{args.network} on Verilator CapsAcc {config.rows}x{config.cols} (buffers {config.buffer_depth} rows, "
           f"program {config.program_depth} words), seed {args.seed}, image 0 of {args.mnist}")
-    header = (f"{'op':<12}{'kind':<11}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}{'cal_err_%':>10}"
+    header = (f"{'op':<13}{'kind':<11}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}{'cal_err_%':>10}"
               f"{'host_cycles':>12}{'runs':>6}{'Mcycles_per_s':>14}{'wall_s':>8}  bit-exact")
     print(header, flush=True)
     rows = []
@@ -45,7 +45,7 @@ def main() -> None:
         pub, cal = published.operations[i].cycles, modelled.operations[i].cycles
         rate = run.simulated_cycles / run.sim_s / 1e6 if run.sim_s else float("inf")
         rows.append((run, pub, cal))
-        print(f"{network.operations[i].name:<12}{run.kind:<11}{run.cycles:>12}{pub:>12}{cal:>12}"
+        print(f"{network.operations[i].name:<13}{run.kind:<11}{run.cycles:>12}{pub:>12}{cal:>12}"
               f"{100 * (cal - run.cycles) / run.cycles:>10.4f}{run.host_cycles:>12}{run.runs:>6}{rate:>14.3f}"
               f"{run.wall_s:>8.1f}  yes", flush=True)
 
@@ -60,7 +60,7 @@ def main() -> None:
     total_pub, total_cal = published.cycles, modelled.cycles
     simulated = sum(r.simulated_cycles for r, _, _ in rows)
     clock_s = sum(r.sim_s for r, _, _ in rows)
-    print(f"{'total':<23}{cycles:>12}{total_pub:>12}{total_cal:>12}"
+    print(f"{'total':<24}{cycles:>12}{total_pub:>12}{total_cal:>12}"
           f"{100 * (total_cal - cycles) / cycles:>10.4f}{sum(r.host_cycles for r, _, _ in rows):>12}")
     print(f"published model / RTL = {total_pub / cycles:.4f}; calibrated / RTL = {total_cal / cycles:.6f}")
     print(f"simulated {simulated} cycles in {clock_s:.1f} s of clocking = {simulated / clock_s:,.0f} cycles/s; "
