@@ -62,7 +62,8 @@ class OperationRun:
 
     @property
     def simulated_cycles(self) -> int:
-        return self.cycles + self.host_cycles + self.runs
+        """Every cycle the simulator ran: the runs' busy cycles and the host's (start pulses included)."""
+        return self.cycles + self.host_cycles
 
 
 def shift_for(terms: int) -> int:

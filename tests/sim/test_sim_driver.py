@@ -105,3 +105,10 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(amaranth_runs, tmp_path_
             (reference.cycles, reference.counters, reference.host_cycles), kind
         for name, want in reference.outputs.items():
             assert np.array_equal(run.outputs[name], want), (kind, name)
+
+
+def test_simulated_cycles_are_the_trace_length():
+    driver = OperationDriver(CONFIG, "amaranth")
+    session, _, _ = driver.prepare("conv", OPS["conv"], seed=3)
+    _, runs, trace = driver._play(session)
+    assert trace.cycles == sum(r["busy_cycles"] for r in runs) + session.host_cycles
