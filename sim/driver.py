@@ -122,7 +122,8 @@ class OperationDriver:
     def _session(self) -> HostSession:
         return HostSession(self.config.rows, self.config.cols, self.config.acc_bits)
 
-    def _play(self, session: HostSession):
+    def play(self, session: HostSession):
+        """Simulate a prepared session: (results by name, counters of each run, trace)."""
         if self.backend == "verilator":
             if self._model is None:
                 from sim.verilator import VerilatorModel
@@ -145,7 +146,7 @@ class OperationDriver:
         """
         start = time.perf_counter()
         session, counts, check = self.prepare(kind, op, seed, inputs)
-        results, runs, trace = self._play(session)
+        results, runs, trace = self.play(session)
         outputs, expected = check(results)
         for name, want in expected.items():
             got = outputs[name]

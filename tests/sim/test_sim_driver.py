@@ -110,5 +110,5 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(amaranth_runs, tmp_path_
 def test_simulated_cycles_are_the_trace_length():
     driver = OperationDriver(CONFIG, "amaranth")
     session, _, _ = driver.prepare("conv", OPS["conv"], seed=3)
-    _, runs, trace = driver._play(session)
+    _, runs, trace = driver.play(session)
     assert trace.cycles == sum(r["busy_cycles"] for r in runs) + session.host_cycles
