@@ -39,7 +39,10 @@ def _calibrate_command(args) -> int:
             CapsAccConfig(array.rows, array.cols, array.acc_bits, array.buffer_depth, array.program_depth).validate()
         except ValueError as error:
             raise InputError(f"array {array.rows}x{array.cols}: {error}") from None
-    calibration, _, errors = calibrate(settings)
+    try:
+        calibration, _, errors = calibrate(settings)
+    except ValueError as error:
+        raise InputError(f"{error} (raise --buffer-depth or --program-depth)") from None
     out = Path(args.out)
     write_outputs(out, calibration, errors)
     print()

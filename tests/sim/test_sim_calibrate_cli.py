@@ -40,6 +40,9 @@ def test_calibrate_refuses_bad_arrays(capsys):
     assert "--rows 1" in capsys.readouterr().err
     assert main(["calibrate", "--rows", "4", "--cols", "4", "--buffer-depth", "100", "--out", "unused"]) == 2
     assert "power of two" in capsys.readouterr().err
+    assert main(["calibrate", "--rows", "16", "--cols", "16", "--buffer-depth", "64", "--program-depth", "16",
+                 "--out", "unused"]) == 2
+    assert "raise --buffer-depth" in capsys.readouterr().err
 
 
 @pytest.mark.slow
