@@ -211,6 +211,9 @@ def register_pcc(subparsers) -> None:
     parser.add_argument("--full-epochs", type=_positive_int, default=20, help="full training epochs (default 20)")
     parser.add_argument("--train-samples", type=_positive_int, metavar="N",
                         help="training images, validation split included (default all)")
+    parser.add_argument("--batch-size", type=_positive_int, default=100, help="batch size in images (default 100)")
+    parser.add_argument("--learning-rate", type=_positive_float, default=0.001,
+                        help="Adam learning rate of the first epoch (default 0.001)")
     parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="wall-clock limit per network")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the genotypes and trainings (default 0)")
     _add_space_option(parser)
@@ -235,7 +238,8 @@ def _pcc_command(args) -> int:
     if epochs[-1] > args.full_epochs:
         raise InputError(f"--epochs {args.epochs}: {epochs[-1]} exceeds --full-epochs {args.full_epochs}")
     config = PccConfig(dataset=args.dataset, data=args.data, networks=args.networks, epochs=tuple(epochs),
-                       full_epochs=args.full_epochs, train_samples=args.train_samples, timeout_s=args.timeout,
+                       full_epochs=args.full_epochs, train_samples=args.train_samples, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, timeout_s=args.timeout,
                        seed=args.seed, space=load_space(args.space), out=args.out)
     result = run_pcc(config)
     print(f"{result['networks_ok']} of {config.networks} networks trained; "

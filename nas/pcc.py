@@ -26,7 +26,8 @@ from nas.space import SearchSpace
 @dataclass(frozen=True)
 class PccConfig:
     """networks (random genotypes), epochs (few-epoch budgets), full_epochs, train_samples
-    (images, validation split included; None all), timeout_s (per network), seed, space, out."""
+    (images, validation split included; None all), batch_size (images), learning_rate (Adam, first
+    epoch), timeout_s (per network), seed, space, out."""
 
     dataset: str = "mnist"
     data: str | None = None
@@ -34,6 +35,8 @@ class PccConfig:
     epochs: tuple[int, ...] = (1, 3, 5, 10)
     full_epochs: int = 20
     train_samples: int | None = None
+    batch_size: int = 100
+    learning_rate: float = 0.001
     timeout_s: float | None = None
     seed: int = 0
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -79,7 +82,8 @@ def run_pcc(config: PccConfig, progress: bool = True) -> dict:
     rng = np.random.default_rng(config.seed)
     genotypes = [random_genotype(config.space, rng) for _ in range(config.networks)]
     train_config = TrainConfig(epochs=config.full_epochs, seed=config.seed, timeout_s=config.timeout_s,
-                               train_samples=config.train_samples)
+                               train_samples=config.train_samples, batch_size=config.batch_size,
+                               learning_rate=config.learning_rate)
     for index, genotype in enumerate(genotypes[len(records):], start=len(records)):
         if progress:
             print(f"network {index + 1}/{config.networks}: {genotype.key()}", flush=True)

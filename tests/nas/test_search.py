@@ -206,7 +206,7 @@ def test_pcc_and_finalize_on_tiny_budgets(tmp_path, capsys):
                      "sabour_layers = [2, 2]\ncapscells = [4, 4]\nallow_resize = false\n")
     out = tmp_path / "pcc"
     assert main(["pcc", "--networks", "3", "--epochs", "1", "--full-epochs", "2", "--train-samples", "100",
-                 "--space", str(space), "--out", str(out)]) == 0
+                 "--batch-size", "50", "--space", str(space), "--out", str(out)]) == 0
     assert "pearson_r" in capsys.readouterr().out
     document = json.loads((out / "pcc.json").read_text())
     assert len(document["networks"]) == 3 and document["table"][0]["epochs"] == 1
