@@ -136,7 +136,7 @@ def test_a_killed_dask_worker_costs_one_retry(tmp_path):
 @pytest.mark.slow
 def test_local_dask_cluster_runs_candidates_on_worker_processes(tmp_path):
     config = SearchConfig(population=4, offspring=4, generations=1, seed=5, out=str(tmp_path / "run"), workers=2)
-    result = run_search(config, evaluator=SyntheticEvaluator(sleep_s=0.3), progress=False)
+    result = run_search(config, evaluator=SyntheticEvaluator(sleep_s=0.6), progress=False)
     workers = {e.worker for e in result.evaluations}
     assert len(result.evaluations) >= 6 and all(e.status == "ok" for e in result.evaluations)
     assert all(w.split(":")[1] != str(os.getpid()) for w in workers) and len(workers) == 2
