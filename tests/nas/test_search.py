@@ -222,3 +222,17 @@ def test_pcc_and_finalize_on_tiny_budgets(tmp_path, capsys):
     lines = (run / "final.jsonl").read_text().splitlines()
     assert finalize(run, epochs=1, train_samples=100, progress=False) == rows
     assert (run / "final.jsonl").read_text().splitlines() == lines
+
+
+def test_the_calibrated_accelerator_gives_its_own_objectives(tmp_path):
+    from capsacc.cli import load_accelerator
+    calibrated = load_accelerator("calibrated")
+    config = _config(tmp_path, generations=1, accelerator="calibrated")
+    result = run_search(config, calibrated, evaluator=SyntheticEvaluator(), progress=False)
+    published = Accelerator.published()
+    for e in result.evaluations[:3]:
+        genotype = Genotype.from_list(e.genotype)
+        assert e.energy_mJ == hardware_costs(genotype, calibrated).energy_mJ
+        assert e.energy_mJ != hardware_costs(genotype, published).energy_mJ
+    provenance = json.loads((tmp_path / "run" / "pareto.json").read_text())["provenance"]
+    assert provenance["accelerator"] == "calibrated" and provenance["accelerator_config"] == calibrated.to_dict()
