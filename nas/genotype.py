@@ -8,8 +8,9 @@ channels and capsule atoms). The NASCaps `.chr` form is the JSON list of descrip
 Rules checked by `Genotype.validate` (structural rules always, search-space limits when a space is
 given): the first layer is a convolution; convolutions all come before the capsule layers; at least
 one capsule layer (the class layer; two for CapsCell networks: a cell and the class layer; the search
-space asks for at least two of either kind by default), all of one type; consecutive layers agree on side and channels (channels x atoms
-when a convolution is involved, as a convolution's output is reshaped into capsules); n_out =
+space asks for at least two of either kind by default), all of one type; consecutive layers agree on
+side and channels (channels x atoms when a convolution is involved, as a convolution's output is
+reshaped into capsules); n_out =
 ceil(n_in / stride) for all layers but the final class layer (whose kernel, stride and n_out the
 fully-connected ClassCaps does not use); no kernel larger than its input; skip is -1 or the position
 (from 1) of a CapsCell before the last one whose capsules have as many atoms as the class layer's

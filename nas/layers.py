@@ -278,7 +278,7 @@ class Mask(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 def margin_loss(y_true, y_pred, m_plus: float = 0.9, m_minus: float = 0.1, down_weight: float = 0.5):
-    """Margin loss of Sabour et al. on capsule lengths `(batch, classes)` and one-hot labels; mean over the batch."""
+    """Margin loss of Sabour et al. per image `(batch,)` from capsule lengths `(batch, classes)` and one-hot labels."""
     y_true = ops.cast(y_true, y_pred.dtype)
     present = y_true * ops.square(ops.relu(m_plus - y_pred))
     absent = down_weight * (1.0 - y_true) * ops.square(ops.relu(y_pred - m_minus))
@@ -287,7 +287,7 @@ def margin_loss(y_true, y_pred, m_plus: float = 0.9, m_minus: float = 0.1, down_
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 def reconstruction_loss(y_true, y_pred):
-    """Sum of squared pixel errors per image (Sabour et al. weight it by 0.0005)."""
+    """Sum of squared pixel errors per image `(batch,)` (Sabour et al. weight it by 0.0005)."""
     y_true = ops.cast(y_true, y_pred.dtype)
     axes = tuple(range(1, len(y_pred.shape)))
     return ops.sum(ops.square(y_true - y_pred), axis=axes)

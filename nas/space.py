@@ -1,9 +1,10 @@
 """The search space: which layer descriptors a search may generate.
 
 Defaults follow NASCaps: kernels 3, 5, 9; strides 1, 2; 1-64 channels and 1-64 capsule atoms;
-1-6 convolutions (the genotypes NASCaps published have 1 to 5, so its space allowed a single one) followed by 2-6 capsule layers in the style of Sabour et al. or 4-8 CapsCell
-descriptors (counting the final FlatCaps + ClassCaps descriptor); the resize flag (x2 input
-upsampling) allowed; MNIST-shaped input (28 x 28 pixels, 1 channel) and 10 classes.
+1-6 convolutions (the genotypes NASCaps published have 1 to 5, so its space allowed a single
+one) followed by 2-6 capsule layers in the style of Sabour et al. or 4-8 CapsCell descriptors
+(counting the final FlatCaps + ClassCaps descriptor); the resize flag (x2 input upsampling)
+allowed; MNIST-shaped input (28 x 28 pixels, 1 channel) and 10 classes.
 """
 
 import tomllib
