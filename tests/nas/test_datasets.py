@@ -53,7 +53,7 @@ def test_cifar10_python_batches(tmp_path):
 
 
 def test_svhn_mat_files(tmp_path):
-    from scipy.io import savemat
+    savemat = pytest.importorskip("scipy.io").savemat
     rng = np.random.default_rng(2)
     for split, n in (("train", 5), ("test", 2)):
         savemat(tmp_path / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
