@@ -15,7 +15,7 @@ from pathlib import Path
 from capsacc.accelerator import Accelerator
 from capsacc.errors import InputError
 from capsacc.model import estimate
-from capsacc.network import PRESETS, Network
+from capsacc.network import PRESETS, Network, read_genotype_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,12 +66,7 @@ def load_network(spec: str) -> Network:
     if spec in PRESETS:
         return Network.preset(spec)
     path = Path(spec)
-    try:
-        genotype = json.loads(path.read_text())
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror})") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    genotype = read_genotype_json(path)
     try:
         return Network.from_genotype(genotype, name=path.stem)
     except InputError as error:

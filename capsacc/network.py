@@ -6,11 +6,13 @@ A NASCaps genotype is a JSON list of nine-integer layer descriptors
 """
 
 import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from capsacc.errors import GenotypeFormatError
+from capsacc.errors import GenotypeFormatError, InputError
 
 DESCRIPTOR_FIELDS = ("type", "n_in", "ch_in", "caps_in", "kernel", "stride", "n_out", "ch_out", "caps_out")
 OP_KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
@@ -73,8 +75,9 @@ class Operation:
         return self.n_out ** 2 * self.ch_in * self.caps_in
 
 
-def _check_genotype(genotype) -> list[list[int]]:
-    """Check the form of a genotype list and return its layer descriptors."""
+def parse_genotype(genotype) -> tuple[list[list[int]], int, int]:
+    """Check the form of a genotype list (entries, lengths, integers) and return its layer
+    descriptors, skip and resize; raises `GenotypeFormatError` naming the descriptor and field."""
     if not isinstance(genotype, (list, tuple)):
         raise GenotypeFormatError(f"a genotype must be a JSON list, got {type(genotype).__name__}")
     if len(genotype) < 3:
@@ -86,28 +89,51 @@ def _check_genotype(genotype) -> list[list[int]]:
         if not (isinstance(entry, (list, tuple)) and len(entry) == 1 and _is_int(entry[0])):
             raise GenotypeFormatError(f"entry {position} must be [{label}] with one integer, got {entry!r}",
                                       field=label)
-    resize = genotype[-1][0]
-    if resize not in (1, 2):
-        raise GenotypeFormatError(f"resize must be 1 or 2, got {resize}", field="resize")
-    descriptors = genotype[:-2]
-    for index, descriptor in enumerate(descriptors):
+    descriptors = []
+    for index, descriptor in enumerate(genotype[:-2]):
         if not isinstance(descriptor, (list, tuple)) or len(descriptor) != len(DESCRIPTOR_FIELDS):
             raise GenotypeFormatError(f"must be a list of {len(DESCRIPTOR_FIELDS)} integers, got {descriptor!r}",
                                       index=index)
         for field, value in zip(DESCRIPTOR_FIELDS, descriptor):
             if not _is_int(value):
                 raise GenotypeFormatError(f"must be an integer, got {value!r}", index=index, field=field)
+        descriptors.append([int(value) for value in descriptor])
+    return descriptors, int(genotype[-2][0]), int(genotype[-1][0])
+
+
+def read_genotype_json(path: str | Path):
+    """The genotype list in a JSON file: the list itself or an object's `genotype` entry.
+
+    Raises `InputError` naming the file when it cannot be read or is not JSON.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    if isinstance(data, dict) and "genotype" in data:
+        return data["genotype"]
+    return data
+
+
+def _check_genotype(genotype) -> list[list[int]]:
+    """Check the form and the sizes of a genotype list and return its layer descriptors."""
+    descriptors, skip, resize = parse_genotype(genotype)
+    if resize not in (1, 2):
+        raise GenotypeFormatError(f"resize must be 1 or 2, got {resize}", field="resize")
+    for index, descriptor in enumerate(descriptors):
         if descriptor[0] not in LAYER_TYPES:
             raise GenotypeFormatError(f"unknown layer type {descriptor[0]} (0 conv, 1 capsule, 2 CapsCell)",
                                       index=index, field="type")
         for field, value in zip(DESCRIPTOR_FIELDS[1:], descriptor[1:]):
             if value < 1:
                 raise GenotypeFormatError(f"must be positive, got {value}", index=index, field=field)
-    skip = genotype[-2][0]
     if skip != -1 and not 1 <= skip <= len(descriptors):
         raise GenotypeFormatError(f"skip must be -1 or a descriptor position 1..{len(descriptors)}, got {skip}",
                                   field="skip")
-    return [list(d) for d in descriptors]
+    return descriptors
 
 
 def _is_int(value) -> bool:

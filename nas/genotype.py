@@ -19,12 +19,11 @@ input (its capsules are concatenated with the last cell's).
 
 import json
 import math
-import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from capsacc.errors import GenotypeFormatError, InputError
-from capsacc.network import DESCRIPTOR_FIELDS, LAYER_TYPES, Network
+from capsacc.network import DESCRIPTOR_FIELDS, LAYER_TYPES, Network, parse_genotype, read_genotype_json
 
 from nas.space import SearchSpace
 
@@ -49,26 +48,11 @@ class Genotype:
     @classmethod
     def from_list(cls, data) -> "Genotype":
         """From the NASCaps `.chr` JSON list form; a malformed list raises `GenotypeError`."""
-        if not isinstance(data, (list, tuple)):
-            raise GenotypeError(f"a genotype must be a JSON list, got {type(data).__name__}")
-        if len(data) < 3:
-            raise GenotypeError(f"a genotype needs layer descriptors then [skip] and [resize], "
-                                f"got {len(data)} entries")
-        for position, label in ((len(data) - 2, "skip"), (len(data) - 1, "resize")):
-            entry = data[position]
-            if not (isinstance(entry, (list, tuple)) and len(entry) == 1 and _is_int(entry[0])):
-                raise GenotypeError(f"entry {position} must be [{label}] with one integer, got {entry!r}",
-                                    field=label)
-        layers = []
-        for index, descriptor in enumerate(data[:-2]):
-            if not isinstance(descriptor, (list, tuple)) or len(descriptor) != len(DESCRIPTOR_FIELDS):
-                raise GenotypeError(f"must be a list of {len(DESCRIPTOR_FIELDS)} integers, got {descriptor!r}",
-                                    index=index)
-            for field, value in zip(DESCRIPTOR_FIELDS, descriptor):
-                if not _is_int(value):
-                    raise GenotypeError(f"must be an integer, got {value!r}", index=index, field=field)
-            layers.append(tuple(int(v) for v in descriptor))
-        return cls(tuple(layers), int(data[-2][0]), int(data[-1][0]))
+        try:
+            layers, skip, resize = parse_genotype(data)
+        except GenotypeFormatError as error:
+            raise GenotypeError(error.reason, error.index, error.field) from None
+        return cls(tuple(tuple(layer) for layer in layers), skip, resize)
 
     @classmethod
     def preset(cls, name: str) -> "Genotype":
@@ -86,14 +70,7 @@ class Genotype:
     def load(cls, path) -> "Genotype":
         """Read a `.chr`/`.json` file: a genotype list, or an object with a `genotype` list; errors name the file."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as error:
-            raise InputError(f"{path}: cannot read ({error.strerror})") from None
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
-        if isinstance(data, dict) and "genotype" in data:
-            data = data["genotype"]
+        data = read_genotype_json(path)
         try:
             return cls.from_list(data)
         except GenotypeError as error:
@@ -294,7 +271,3 @@ def _check_range(count: int, limits: tuple[int, int], what: str, index: int) -> 
 def _check_value(value: int, limits: tuple[int, int], index: int, field: str) -> None:
     if not limits[0] <= value <= limits[1]:
         raise GenotypeError(f"{value} outside the search space's {limits[0]}-{limits[1]}", index=index, field=field)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
