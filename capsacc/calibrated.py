@@ -18,6 +18,7 @@ import numpy as np
 
 from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError
+from capsacc.files import read_json
 from capsacc.mapping import ArrayConfig, plan_counts
 
 MODEL_VERSION = "calibrated-rtl"
@@ -127,13 +128,7 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()), str(path))
-        except OSError as error:
-            raise AcceleratorConfigError(f"{path}: cannot read ({error.strerror})") from None
-        except json.JSONDecodeError as error:
-            raise AcceleratorConfigError(f"{path}: not JSON ({error.msg})") from None
+        return cls.from_dict(read_json(path, AcceleratorConfigError), str(path))
 
     @classmethod
     def shipped(cls) -> "Calibration":

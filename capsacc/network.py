@@ -6,13 +6,13 @@ A NASCaps genotype is a JSON list of nine-integer layer descriptors
 """
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from capsacc.errors import GenotypeFormatError, InputError
+from capsacc.errors import GenotypeFormatError
+from capsacc.files import read_json
 
 DESCRIPTOR_FIELDS = ("type", "n_in", "ch_in", "caps_in", "kernel", "stride", "n_out", "ch_out", "caps_out")
 OP_KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
@@ -106,13 +106,7 @@ def read_genotype_json(path: str | Path):
 
     Raises `InputError` naming the file when it cannot be read or is not JSON.
     """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror})") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+    data = read_json(path)
     if isinstance(data, dict) and "genotype" in data:
         return data["genotype"]
     return data

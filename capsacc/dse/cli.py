@@ -90,7 +90,7 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
     from capsacc.cli import load_network
     from capsacc.dse.topology import BUILTIN_TOPOLOGIES, builtin_topology, read_topology
     from capsacc.dse.workload import capsule_workload, preset_network, rescaled_genotype, topology_workload
-    from capsacc.network import PRESETS, Network
+    from capsacc.network import PRESETS, Network, read_genotype_json
 
     if batch < 1:
         raise InputError(f"--batch: must be positive, got {batch}")
@@ -109,7 +109,7 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
     network = load_network(spec)
     if input_side is None and input_channels is None:
         return capsule_workload(network, mode, batch)
-    genotype = json.loads(path.read_text())
+    genotype = read_genotype_json(path)
     first = genotype[0]
     rescaled = rescaled_genotype(genotype, input_side or first[1], input_channels or first[2])
     return capsule_workload(Network.from_genotype(rescaled, network.name), mode, batch)
