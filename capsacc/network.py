@@ -68,6 +68,18 @@ class Operation:
         return (self.kernel_volume + 1) * self.ch_in * self.caps_in
 
     @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one inference in the layer's own arithmetic (not the
+        accelerator's mapping): every kernel weight once per output position (n_out² of them) for
+        convolutions, every transformation weight once for ClassCaps (k = n_in), and every routing
+        coefficient times a caps_out-atom vector."""
+        if self.kind == "routing":
+            return self.weights * self.caps_out
+        if self.kind == "classcaps":
+            return self.n_in ** 2 * self.ch_in * self.caps_in * self.ch_out * self.caps_out
+        return self.n_out ** 2 * self.kernel_volume * self.ch_in * self.caps_in * self.ch_out * self.caps_out
+
+    @property
     def data_per_weight(self) -> int:
         """Data values streamed past one loaded weight (Table 1)."""
         if self.kind in ("classcaps", "routing"):
@@ -194,6 +206,11 @@ class Network:
     def weights(self) -> int:
         """Weights of all operations (the published model counts routing coefficients too)."""
         return sum(op.weights for op in self.operations)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one inference, summed over the operations (`Operation.macs`)."""
+        return sum(op.macs for op in self.operations)
 
     @functools.cached_property
     def table(self) -> np.ndarray:

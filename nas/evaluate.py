@@ -45,17 +45,20 @@ class Budgets:
 
 @dataclass(frozen=True)
 class Costs:
-    """Hardware figures of one genotype on one accelerator."""
+    """Hardware figures of one genotype on one accelerator, and its multiply-accumulates per
+    inference (`capsacc.Network.macs`: how long its training is expected to take, relatively)."""
 
     energy_mJ: float
     latency_ms: float
     memory_KiB: float
+    macs: int
 
 
 def hardware_costs(genotype: Genotype, accelerator: Accelerator) -> Costs:
-    """Energy (mJ), latency (ms) and weight memory (KiB) of one inference, from capsacc."""
-    result = estimate(genotype.to_network(), accelerator)
-    return Costs(float(result.energy_mJ), float(result.latency_ms), float(result.memory_KiB))
+    """Energy (mJ), latency (ms), weight memory (KiB) and multiply-accumulates of one inference, from capsacc."""
+    network = genotype.to_network()
+    result = estimate(network, accelerator)
+    return Costs(float(result.energy_mJ), float(result.latency_ms), float(result.memory_KiB), network.macs)
 
 
 @dataclass

@@ -152,9 +152,13 @@ def _guarded(evaluator, genotype: list) -> Outcome:
 
 class DaskRunner:
     """Evaluates candidates on Dask workers: a local cluster of `workers` processes (one thread each,
-    one intra-op thread per training) or an existing cluster at `scheduler`. A task whose worker
-    dies is run once more (`distributed.scheduler.allowed-failures` = 1 for the local cluster);
-    dying again it comes back as `lost`."""
+    one intra-op thread per training) or an existing cluster at `scheduler`.
+
+    Candidates are handed out in the order given, one per worker thread at a time: a worker that
+    finishes gets the next one, so with the longest candidates first the workers finish a
+    generation close together. A task whose worker dies is run once more
+    (`distributed.scheduler.allowed-failures` = 1 for the local cluster); dying again it comes back
+    as `lost`."""
 
     def __init__(self, evaluator, workers: int = 2, scheduler: str | None = None):
         import dask
@@ -166,6 +170,7 @@ class DaskRunner:
                 self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                             dashboard_address=None)
             self.client = Client(self.cluster)
+            self.client.wait_for_workers(workers)
         else:
             try:
                 self.client = Client(scheduler, timeout=30)
@@ -174,10 +179,22 @@ class DaskRunner:
 
     def run(self, genotypes: list[list]):
         from distributed import as_completed
-        futures = {self.client.submit(_guarded, self.evaluator, genotype, retries=1, pure=False): index
-                   for index, genotype in enumerate(genotypes)}
-        for future in as_completed(list(futures)):
-            index = futures[future]
+        waiting = iter(enumerate(genotypes))
+        futures = {}
+        running = as_completed()
+
+        def submit_next() -> None:
+            item = next(waiting, None)
+            if item is not None:
+                future = self.client.submit(_guarded, self.evaluator, item[1], retries=1, pure=False)
+                futures[future] = item[0]
+                running.add(future)
+
+        for _ in range(max(1, sum(self.client.nthreads().values()))):
+            submit_next()
+        for future in running:
+            submit_next()
+            index = futures.pop(future)
             attempts = 1 + self._suspicious(future.key)
             try:
                 outcome = future.result()
@@ -212,7 +229,8 @@ def _progress(total: int, generation: int, enabled: bool):
 def _evaluate(genotypes: list[Genotype], generation: int, journal: Journal, runner, accelerator: Accelerator,
               budgets: Budgets, progress: bool) -> tuple[list[Evaluation], int]:
     """Evaluations of `genotypes` in order (journaled ones looked up, the rest trained and committed
-    one by one as they finish) and the number trained."""
+    one by one as they finish, handed to the runner by descending multiply-accumulates so that the
+    longest trainings start first) and the number trained."""
     results: dict[str, Evaluation] = {}
     pending: dict[str, Genotype] = {}
     costs: dict[str, object] = {}
@@ -233,7 +251,7 @@ def _evaluate(genotypes: list[Genotype], generation: int, journal: Journal, runn
             pending[key] = genotype
     bar = _progress(len(set(g.key() for g in genotypes)), generation, progress)
     bar.update(len(results))
-    order = list(pending)
+    order = sorted(pending, key=lambda key: -costs[key].macs)
     for index, outcome, attempts in runner.run([pending[key].to_list() for key in order]):
         key = order[index]
         record = evaluation_record(pending[key], generation, costs[key], 0.0, outcome, attempts)

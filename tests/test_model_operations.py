@@ -50,6 +50,15 @@ def test_expansion_of_capsule_layers():
     assert [op.caps_in for op in second_cell] == [4, 8, 8, 8]
 
 
+def test_multiply_accumulates_by_hand():
+    conv, primary, classcaps, routing = CAPSNET.operations[:4]
+    assert conv.macs == 28 * 28 * 81 * 1 * 256  # every 9x9x1 kernel at 28x28 positions, 256 filters
+    assert primary.macs == 14 * 14 * 81 * 256 * 32 * 8  # 'same' padding, stride 2: a 14x14 grid
+    assert classcaps.macs == 14 * 14 * 32 * 8 * 10 * 16  # one 8x16 matrix per input capsule and class
+    assert routing.macs == 25920 * 16  # each coefficient scales a 16-atom vector
+    assert CAPSNET.macs == sum(op.macs for op in CAPSNET.operations)
+
+
 def test_convcaps3d_uses_cubic_kernel():
     op = Network.preset("deepcaps").operations[16]
     assert op.kind == "convcaps3d"

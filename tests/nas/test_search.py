@@ -56,6 +56,16 @@ def test_search_objectives_come_from_capsacc_and_the_evaluator(tmp_path):
         assert not np.any(np.all(everything <= row, axis=1) & np.any(everything < row, axis=1))
 
 
+def test_each_generation_is_trained_longest_first(tmp_path):
+    evaluator = CountingEvaluator()
+    result = run_search(_config(tmp_path), evaluator=evaluator, progress=False)
+    generation_of = {e.key: e.generation for e in result.evaluations}
+    for generation in range(5):
+        called = [key for key in evaluator.calls if generation_of[key] == generation]
+        macs = [Genotype.from_list(json.loads(key)).to_network().macs for key in called]
+        assert len(called) > 1 and macs == sorted(macs, reverse=True)
+
+
 def test_same_seed_same_pareto_set_and_different_seed_differs(tmp_path):
     first = run_search(_config(tmp_path, "a"), evaluator=SyntheticEvaluator(), progress=False)
     second = run_search(_config(tmp_path, "b"), evaluator=SyntheticEvaluator(), progress=False)
