@@ -57,8 +57,8 @@ class SearchConfig:
 
     dataset: str = "mnist"
     data: str | None = None
-    population: int = 6
-    offspring: int = 6
+    population: int = 10
+    offspring: int = 10
     generations: int = 3
     epochs: int = 2
     train_samples: int | None = 2000
