@@ -32,14 +32,15 @@ def route(votes, routings: int, bias=None):
     capsule. Coupling logits start at zero; each iteration takes a softmax over the outputs,
     sums the weighted votes over the inputs (plus `bias`, shape `(outputs, atoms)`), squashes,
     and adds the agreement (dot product of vote and output) to the logits. Intermediate iterations
-    do not propagate gradients into the votes (as in the reference implementations). Returns the
-    output capsules `(..., outputs, atoms)`.
+    do not propagate gradients into the votes (as in the reference implementations). A single
+    output capsule gets coupling 1 directly (the softmax over one element). Returns the output
+    capsules `(..., outputs, atoms)`.
     """
     logits = ops.zeros_like(votes[..., 0])
     stopped = ops.stop_gradient(votes)
     for iteration in range(routings):
         last = iteration == routings - 1
-        coupling = ops.softmax(logits, axis=-1)
+        coupling = ops.ones_like(logits) if votes.shape[-2] == 1 else ops.softmax(logits, axis=-1)
         total = ops.sum(ops.expand_dims(coupling, -1) * (votes if last else stopped), axis=-3)
         if bias is not None:
             total = total + bias

@@ -67,6 +67,15 @@ def test_routing_matches_numpy():
         np.testing.assert_allclose(got, np_route(votes.astype(np.float64), routings, bias), rtol=1e-4, atol=1e-5)
 
 
+def test_routing_to_one_output_matches_numpy_without_softmax_warning():
+    import warnings
+    votes = np.random.default_rng(3).normal(scale=0.5, size=(2, 6, 1, 4)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = keras.ops.convert_to_numpy(layers.route(votes, 3))
+    np.testing.assert_allclose(got, np_route(votes.astype(np.float64), 3), rtol=1e-4, atol=1e-5)
+
+
 def test_classcaps_matches_numpy():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 5, 3)).astype(np.float32)
