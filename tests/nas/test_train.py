@@ -1,6 +1,7 @@
 """Training: one short epoch learns above chance; every failure becomes a status, never an exception."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,9 +28,13 @@ def mnist():
     return load_dataset()
 
 
-@pytest.mark.parametrize("genotype", [CAPSNET_LIKE, DEEPCAPS_LIKE], ids=["capsnet-like", "deepcaps-like"])
-def test_one_epoch_on_500_images_beats_chance(mnist, genotype):
-    result = train(Genotype.from_list(genotype), mnist, QUICK, test=True, progress=False)
+@pytest.mark.parametrize("genotype, learning_rate", [(CAPSNET_LIKE, 0.01), (DEEPCAPS_LIKE, 0.003)],
+                         ids=["capsnet-like", "deepcaps-like"])
+def test_one_epoch_on_500_images_beats_chance(mnist, genotype, learning_rate):
+    """The CapsCell network takes the search's learning rate: at 0.01 with batches of 10 its
+    gain-3 capsule kernels stayed at 13-20 % test accuracy over seeds 0-4 (58 % at 0.003, seed 0)."""
+    config = replace(QUICK, learning_rate=learning_rate)
+    result = train(Genotype.from_list(genotype), mnist, config, test=True, progress=False)
     assert result.status == "ok", result.message
     assert len(result.val_accuracy) == 1 and result.steps == 45
     assert result.test_accuracy > 0.2  # chance is 0.1
