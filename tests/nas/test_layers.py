@@ -1,5 +1,7 @@
 """Capsule layers: shapes, numerical checks against plain numpy, save/load round trip."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -68,7 +70,6 @@ def test_routing_matches_numpy():
 
 
 def test_routing_to_one_output_matches_numpy_without_softmax_warning():
-    import warnings
     votes = np.random.default_rng(3).normal(scale=0.5, size=(2, 6, 1, 4)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
