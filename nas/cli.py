@@ -112,8 +112,7 @@ def _add_space_option(parser) -> None:
 
 def load_space(spec: str):
     """`quick`, `paper` or a TOML file."""
-    from nas.search import QUICK_SPACE
-    from nas.space import SearchSpace
+    from nas.space import QUICK_SPACE, SearchSpace
     if spec == "quick":
         return QUICK_SPACE
     if spec == "paper":

@@ -199,6 +199,11 @@ class Genotype:
         _check_range(capsules, limits, "capsule layers" if self.capsule_type == SABOUR else "CapsCells", last)
         for index, layer in enumerate(layers):
             if index == last:
+                for field, value, want in (("kernel", layer[4], layer[1]), ("stride", layer[5], 1),
+                                           ("n_out", layer[6], 1)):
+                    if value != want:
+                        raise GenotypeError(f"{field} {value} != {want}: the search space's class layer is fully "
+                                            f"connected (kernel = n_in, stride 1, n_out 1)", index=index, field=field)
                 _check_value(layer[8], space.capsules, index, "caps_out")
                 continue
             if layer[4] not in space.kernels:
@@ -206,14 +211,16 @@ class Genotype:
             if layer[5] not in space.strides:
                 raise GenotypeError(f"stride {layer[5]} not in {list(space.strides)}", index=index, field="stride")
             _check_value(layer[7], space.channels, index, "ch_out")
-            _check_value(layer[8], space.capsules, index, "caps_out")
+            if layer[0] != CONV:
+                _check_value(layer[8], space.capsules, index, "caps_out")
 
     def repair(self, space: SearchSpace | None = None) -> "Genotype":
         """Propagate sizes and channels from each layer to the next (NASCaps' correction step).
 
         With `space`, the first layer's input is set to the space's input (side x resize, channels),
-        the class layer's ch_out to its number of classes, and a kernel larger than its input becomes
-        the largest kernel of the space that fits (the input side itself if none fits). Without it the
+        the class layer's ch_out to its number of classes, the class layer is made fully connected
+        as the search builds it (kernel = n_in, stride 1, n_out 1), and a kernel larger than its
+        input becomes the largest kernel of the space that fits (the input side itself if none fits). Without it the
         first layer's input is kept and an oversize kernel becomes the input side. n_out becomes
         ceil(n_in / stride) (except for the class layer), each n_in the previous n_out, and channels
         /atoms follow the previous layer (capsule to capsule exactly; through a convolution only when
@@ -239,6 +246,8 @@ class Genotype:
             if layer[4] > layer[1]:
                 fitting = [k for k in (space.kernels if space else ()) if k <= layer[1]]
                 layer[4] = max(fitting) if fitting else layer[1]
+            if index == last and space is not None:
+                layer[4], layer[5], layer[6] = layer[1], 1, 1
             if index < last:
                 layer[6] = math.ceil(layer[1] / max(layer[5], 1))
         repaired = Genotype(tuple(tuple(layer) for layer in layers), self.skip, self.resize)

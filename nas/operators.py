@@ -33,8 +33,9 @@ def _fitting_kernels(space: SearchSpace, side: int) -> list[int]:
 def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
     """A uniformly drawn genotype of `space`: resize flag, capsule kind (Sabour layers or
     CapsCells, equally likely), layer counts, then each descriptor's kernel (among those that fit
-    its input), stride, output channels and capsule atoms; a CapsCell network gets a skip
-    connection from a random earlier cell (given the last cell's atoms) half of the time."""
+    its input), stride, output channels and capsule atoms; the class layer is fully connected
+    (kernel = n_in, stride 1, n_out 1); a CapsCell network gets a skip connection from a random
+    earlier cell (given the last cell's atoms) half of the time."""
     resize = _pick(rng, space.resizes)
     kind = SABOUR if rng.random() < 0.5 else CAPSCELL
     n_conv = max(1, _between(rng, space.convolutions))
@@ -51,7 +52,7 @@ def random_genotype(space: SearchSpace, rng: np.random.Generator) -> Genotype:
         ch_out = _between(rng, space.channels)
         caps_out = 1 if layer_type == CONV else _between(rng, space.capsules)
         if index == n_conv + n_caps - 1:
-            ch_out = space.n_classes
+            kernel, stride, n_out, ch_out = side, 1, 1, space.n_classes
         layers.append((layer_type, side, ch, caps, kernel, stride, n_out, ch_out, caps_out))
         side, ch, caps = n_out, ch_out, caps_out
     skip = -1
@@ -68,7 +69,8 @@ def legalize(g: Genotype, space: SearchSpace) -> Genotype:
     smallest kernel, the stride of the latest strided layer before it becomes the smallest stride
     (at most one pass per layer); a kernel outside the space becomes the largest one that fits; a
     skip connection from a cell whose atoms differ from the last cell's is removed (the model
-    builder concatenates both cells' flattened capsules)."""
+    builder concatenates both cells' flattened capsules). The class layer is made fully connected
+    by `Genotype.repair` (kernel = n_in, stride 1, n_out 1)."""
     smallest_kernel, smallest_stride = min(space.kernels), min(space.strides)
     g = g.repair(space)
     for _ in range(len(g.layers)):

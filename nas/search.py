@@ -30,16 +30,9 @@ from nas.genotype import Genotype
 from nas.journal import Checkpoint, Evaluation, Journal
 from nas.nsga2 import NSGA2, Population
 from nas.operators import MUTATION_PROBABILITY, sampler, variation
-from nas.space import SearchSpace
+from nas.space import QUICK_SPACE, SearchSpace
 
 JOURNAL_NAME = "journal.sqlite"
-
-QUICK_SPACE = SearchSpace(kernels=(3, 5), strides=(1, 2), channels=(1, 8), capsules=(1, 8),
-                          convolutions=(1, 2), sabour_layers=(2, 3), capscells=(4, 5), allow_resize=False)
-"""The default search space of `nascaps search`: the paper's strides with kernels 3 and 5 and
-narrower layers (1-8 channels, 1-8 atoms), 1-2 convolutions, 2-3 capsule layers or 4-5 CapsCell
-descriptors and no input upsampling, so that a candidate trains in seconds on a 2-core machine.
-`--space paper` (or a TOML file) selects the NASCaps space."""
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,12 @@ class SearchSpace:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+QUICK_SPACE = SearchSpace(kernels=(3, 5), strides=(1, 2), channels=(1, 8), capsules=(1, 8),
+                          convolutions=(1, 2), sabour_layers=(2, 3), capscells=(4, 5), allow_resize=False)
+"""The default search space of `nascaps search`: the paper's strides with kernels 3 and 5 and
+narrower layers (1-8 channels, 1-8 atoms), 1-2 convolutions, 2-3 capsule layers or 4-5 CapsCell
+descriptors and no input upsampling, so that a candidate trains in seconds on a 2-core machine.
+`--space paper` (or a TOML file) selects the NASCaps space."""
+

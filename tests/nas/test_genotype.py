@@ -19,16 +19,42 @@ def test_presets_and_published_genotypes_validate(published_records):
 
 
 def test_published_search_results_fit_the_default_space_except_single_capsule_layers(published_records):
+    """Every published search result has a class kernel equal to its input side, as the search's
+    class layer; its stride and n_out (which neither the trained ClassCaps nor the cost model uses)
+    become 1, and the results then fit the default space but for the reference networks' channels
+    and two single-capsule-layer networks."""
     rejected = []
     for record in published_records:
-        first = record["genotype"][0]
-        space = SearchSpace(input_side=first[1] // record["genotype"][-1][0], input_channels=first[2])
+        layers = [list(layer) for layer in record["genotype"][:-2]]
+        if record["name"].startswith("NASCaps-"):
+            assert layers[-1][4] == layers[-1][1], record["name"]
+        layers[-1][5:7] = [1, 1]
+        space = SearchSpace(input_side=layers[0][1] // record["genotype"][-1][0], input_channels=layers[0][2])
         try:
-            Genotype.from_list(record["genotype"]).validate(space)
+            Genotype.from_list(layers + record["genotype"][-2:]).validate(space)
         except GenotypeError as error:
             rejected.append((record["name"], error.field))
     assert sorted(rejected) == [("CapsNet", "ch_out"), ("DeepCaps", "ch_out"),
                                 ("NASCaps-FMNIST-d96", "type"), ("NASCaps-SVHN-4f6", "type")]
+
+
+@pytest.mark.parametrize("class_layer, field", [
+    ([1, 14, 8, 8, 9, 1, 1, 10, 16], "kernel"),
+    ([1, 14, 8, 8, 14, 2, 1, 10, 16], "stride"),
+    ([1, 14, 8, 8, 14, 1, 14, 10, 16], "n_out"),
+    ([1, 14, 8, 8, 14, 1, 1, 10, 16], None),
+])
+def test_the_search_space_class_layer_is_fully_connected(class_layer, field):
+    genotype = Genotype.from_list([[0, 28, 1, 1, 9, 1, 28, 8, 1], [1, 28, 8, 1, 9, 2, 14, 8, 8], class_layer,
+                                   [-1], [1]])
+    genotype.validate()
+    if field is None:
+        genotype.validate(SearchSpace())
+        return
+    with pytest.raises(GenotypeError, match="fully connected") as info:
+        genotype.validate(SearchSpace())
+    assert (info.value.index, info.value.field) == (2, field)
+    assert genotype.repair(SearchSpace()).layers[2][4:7] == (14, 1, 1)
 
 
 def test_list_round_trip_and_network(published_records):
@@ -115,7 +141,7 @@ def test_validate_names_index_field_reason(genotype, index, field, reason):
 
 def test_validate_space_limits():
     g = Genotype.from_list([[0, 28, 1, 1, 9, 2, 14, 8, 1], [1, 14, 8, 1, 3, 2, 7, 8, 5],
-                            [1, 7, 8, 5, 7, 1, 7, 10, 4], [-1], [1]])
+                            [1, 7, 8, 5, 7, 1, 1, 10, 4], [-1], [1]])
     g.validate(SearchSpace())
     with pytest.raises(GenotypeError, match="kernel 9 not in") as info:
         g.validate(SearchSpace(kernels=(3, 5)))
@@ -133,7 +159,7 @@ def test_repair_propagates_sizes_and_channels():
                                  [1, 99, 1, 1, 9, 1, 7, 3, 4], [3], [1]])
     repaired = broken.repair(SearchSpace())
     assert repaired.to_list() == [[0, 28, 1, 1, 9, 2, 14, 8, 1], [1, 14, 8, 1, 3, 2, 7, 8, 5],
-                                  [1, 7, 8, 5, 5, 1, 7, 10, 4], [-1], [1]]
+                                  [1, 7, 8, 5, 7, 1, 1, 10, 4], [-1], [1]]
     repaired.validate(SearchSpace())
     mismatched_skip = Genotype.from_list([[0, 28, 1, 1, 3, 1, 28, 32, 1], [2, 28, 32, 1, 3, 2, 14, 8, 4],
                                           [2, 14, 8, 4, 3, 2, 7, 8, 8], [2, 7, 8, 8, 3, 2, 4, 8, 8],

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from capsacc import Accelerator, estimate, estimate_many
 from nas.genotype import CAPSCELL, CONV, SABOUR, Genotype
 from nas.operators import crossover, crossover_cuts, legalize, mutate, random_genotype
-from nas.space import SearchSpace
+from nas.space import QUICK_SPACE, SearchSpace
 
 SPACE = SearchSpace()
 SMALL = SearchSpace(kernels=(3, 5), strides=(1, 2), channels=(2, 8), capsules=(1, 4), convolutions=(1, 2),
@@ -55,6 +55,48 @@ def test_random_genotypes_fill_the_space(seed):
     limits = SPACE.sabour_layers if kind == SABOUR else SPACE.capscells
     assert limits[0] <= n_caps <= limits[1]
     assert estimate(g.to_network(), ACCELERATOR).energy_mJ > 0
+
+
+TOML_SPACE = """kernels = [3, 9]
+strides = [1, 2, 3]
+channels = [2, 16]
+capsules = [2, 12]
+convolutions = [1, 3]
+sabour_layers = [2, 4]
+capscells = [4, 6]
+input_side = 32
+input_channels = 3
+"""
+
+
+def _class_layer_fully_connected(g: Genotype) -> bool:
+    n_in, kernel, stride, n_out = (g.layers[-1][i] for i in (1, 4, 5, 6))
+    return (kernel, stride, n_out) == (n_in, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["quick", "paper", "toml"])
+def test_every_search_genotype_has_a_fully_connected_class_layer(name, tmp_path):
+    """2,000 random genotypes and 2,000 children of crossover + mutation chains per space: the class
+    layer is the fully connected ClassCaps that the model builder trains (kernel = n_in, stride 1,
+    n_out 1), so the cost model prices the trained class layer."""
+    if name == "toml":
+        (tmp_path / "space.toml").write_text(TOML_SPACE)
+        space = SearchSpace.from_toml(tmp_path / "space.toml")
+    else:
+        space = QUICK_SPACE if name == "quick" else SPACE
+    rng = np.random.default_rng(12)
+    pool = [random_genotype(space, rng) for _ in range(2000)]
+    assert sum(not _class_layer_fully_connected(g) for g in pool) == 0
+    children = []
+    for _ in range(1000):
+        a, b = (pool[i] for i in rng.choice(len(pool), size=2, replace=False))
+        for child in crossover(a, b, rng, space):
+            child = mutate(child, rng, 0.5, space)
+            children.append(child)
+            pool[int(rng.integers(len(pool)))] = child
+    assert sum(not _class_layer_fully_connected(g) for g in children) == 0
+    for g in children[::50]:
+        g.validate(space)
 
 
 def test_random_genotypes_cover_both_kinds_resize_and_skip():

@@ -13,8 +13,8 @@ from nas.evaluate import FAILED_VIOLATION, Budgets, SyntheticEvaluator, hardware
 from nas.genotype import Genotype
 from nas.journal import read_journal
 from nas.nsga2 import domination_matrix
-from nas.search import QUICK_SPACE, SearchConfig, objectives_of, pareto_set, run_search
-from nas.space import SearchSpace
+from nas.search import SearchConfig, objectives_of, pareto_set, run_search
+from nas.space import QUICK_SPACE, SearchSpace
 
 TINY = SearchSpace(kernels=(3, 5), strides=(1, 2), channels=(2, 6), capsules=(1, 4), convolutions=(1, 1),
                    sabour_layers=(2, 2), capscells=(4, 4), allow_resize=False)
