@@ -11,16 +11,22 @@ Run: python benchmarks/bench_capsnet_rtl.py [--network capsnet|deepcaps] [--mnis
 
 import argparse
 import time
+from pathlib import Path
 
 from capsacc import Accelerator, Network, estimate
 from capsacc.mapping import ArrayConfig
 from sim.driver import OperationDriver
 from sim.network_run import mnist_image, run_network
 
+PACKAGED_MNIST = Path(__file__).resolve().parent.parent / "nas" / "data" / "mnist_subset.npz"
+"""The MNIST subset shipped with the package (the repository's copy, found from this file)."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist", default="/work/shared/datasets/mnist.npz")
+    parser.add_argument("--mnist", default=str(PACKAGED_MNIST),
+                        help="a keras-layout mnist.npz; its test image 0 is the input (default: the MNIST subset "
+                             "shipped in nas/data)")
     parser.add_argument("--calibration", default=None, help="calibration.json (default: the shipped preset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--network", choices=("capsnet", "deepcaps"), default="capsnet")

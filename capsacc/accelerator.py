@@ -12,6 +12,7 @@ import tomli_w
 
 from capsacc.calibrated import Calibration
 from capsacc.errors import AcceleratorConfigError
+from capsacc.files import read_text, write_atomic
 from capsacc.kernels import PARAMS
 from capsacc.tables import pe_figures, register_figures
 
@@ -159,10 +160,7 @@ class Accelerator:
     def from_toml(cls, path: str | Path) -> "Accelerator":
         """Load a TOML file of field names (see `to_toml`)."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise AcceleratorConfigError(f"{path}: cannot read ({error.strerror})") from None
+        text = read_text(path, AcceleratorConfigError)
         try:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
@@ -177,8 +175,8 @@ class Accelerator:
         return values
 
     def to_toml(self, path: str | Path) -> None:
-        """Write every field to a TOML file that `from_toml` reads back unchanged."""
-        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+        """Write every field to a TOML file that `from_toml` reads back unchanged (atomically)."""
+        write_atomic(path, tomli_w.dumps(self.to_dict()))
 
     @functools.cached_property
     def kernel_params(self) -> np.ndarray:

@@ -8,8 +8,9 @@ packages built on it. Bad input (`InputError`) prints one line on stderr and exi
 
 import argparse
 import json
+import os
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 from capsacc.accelerator import Accelerator
@@ -18,9 +19,32 @@ from capsacc.model import estimate
 from capsacc.network import PRESETS, Network, read_genotype_json
 
 
+class _UsageError(Exception):
+    """A command line that argparse refuses; `main` prints it on one line."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(f"{prog}: error: {message} (see `{prog} --help`)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose usage errors are one line (with a `--help` hint) instead of the usage
+    text; subparsers are of this class too (argparse makes them of the parent's class)."""
+
+    def error(self, message: str):
+        raise _UsageError(self.prog, " ".join(message.split()))
+
+
+def _version() -> str:
+    try:
+        return version("nascaps")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nascaps", description="Hardware-aware NAS of capsule networks on the CapsAcc accelerator.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for entry in sorted(entry_points(group="nascaps.commands"), key=lambda e: e.name):
         entry.load()(subparsers)
@@ -28,13 +52,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `nascaps` command; returns the exit code.
+
+    Results go to stdout, progress and errors to stderr. Every failure the user can cause is one line
+    on stderr: bad input (`InputError`) and usage errors `nascaps CMD: error: ...` with exit code 2, an
+    operating-system error on a file (`OSError`) likewise, Ctrl-C `nascaps CMD: interrupted` with
+    exit code 130. A closed stdout (`nascaps estimate g.json | head -1`) ends the command quietly.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    command = "nascaps"
     try:
-        return args.handler(args)
-    except InputError as error:
-        print(f"nascaps {args.command}: error: {error}", file=sys.stderr)
+        args, extras = parser.parse_known_args(argv)
+        command = f"nascaps {args.command}"
+        if extras:
+            raise _UsageError(command, f"unrecognized arguments: {' '.join(extras)}")
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
+    except _UsageError as error:
+        print(error, file=sys.stderr)
         return 2
+    except InputError as error:
+        print(f"{command}: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"{command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe on stdout: point stdout at /dev/null so that the interpreter's final flush
+    does not fail again (the recipe of the Python documentation, signal module, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured)
+        pass
 
 
 def register(subparsers) -> None:

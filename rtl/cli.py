@@ -6,7 +6,9 @@ rtl imports nothing of the other nascaps packages, so bad parameters are reporte
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -45,8 +47,44 @@ def _design_arguments(parser: argparse.ArgumentParser, buffer_depth: int, progra
 
 
 def _fail(command: str, message: str) -> int:
-    print(f"nascaps rtl {command}: error: {message}", file=sys.stderr)
+    print(f"nascaps rtl {command}: error: {' '.join(message.splitlines())}", file=sys.stderr)
     return 2
+
+
+class _OutputError(Exception):
+    """An output file that cannot be written; the message names it."""
+
+
+def _check_output(path: Path) -> None:
+    """Refuse, before any long work, an output file that could not be written: a folder, or a file in a
+    folder that does not exist or is not writable (rtl imports nothing of capsacc, whose
+    `capsacc.files.prepare_output_file` the other commands use)."""
+    if path.is_dir():
+        raise _OutputError(f"{path}: output file is an existing folder")
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise _OutputError(f"{path}: {folder} is a file, not a folder")
+    if not folder.is_dir():
+        raise _OutputError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _OutputError(f"{path}: the folder {folder} is not writable")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it and `os.replace`, so that a kill
+    leaves the old file or the new one, never half of one."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def _config(args):
@@ -60,13 +98,15 @@ def _config(args):
 def _export_command(args) -> int:
     from rtl.export import export_verilog
 
-    try:
-        text = export_verilog(_config(args))
-    except ValueError as error:
-        return _fail("export", str(error))
     path = Path(args.output)
     try:
-        path.write_text(text)
+        _check_output(path)
+        text = export_verilog(_config(args))
+        _write_atomic(path, text)
+    except ValueError as error:
+        return _fail("export", str(error))
+    except _OutputError as error:
+        return _fail("export", str(error))
     except OSError as error:
         return _fail("export", f"{path}: cannot write ({error.strerror})")
     print(f"wrote {path}: CapsAcc {args.rows}x{args.cols}, acc_bits {args.acc_bits}, "
@@ -77,19 +117,19 @@ def _export_command(args) -> int:
 def _synth_command(args) -> int:
     from rtl.synth import SynthError, synthesize
 
+    path = Path(args.output) if args.output else None
     try:
+        if path is not None:
+            _check_output(path)
         _config(args)
         result = synthesize(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth,
                             args.yosys)
-    except ValueError as error:
+    except (ValueError, SynthError, _OutputError) as error:
         return _fail("synth", str(error))
-    except SynthError as error:
-        return _fail("synth", str(error))
-    if args.output:
-        path = Path(args.output)
+    if path is not None:
         body = json.dumps(result.to_dict(), indent=1) if path.suffix == ".json" else result.summary()
         try:
-            path.write_text(body + "\n")
+            _write_atomic(path, body + "\n")
         except OSError as error:
             return _fail("synth", f"{path}: cannot write ({error.strerror})")
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())

@@ -104,7 +104,9 @@ def _yosys_stat(verilog: str, top: str, yosys: str, workdir: Path) -> dict:
     script = f"read_verilog {source}; synth -flatten -top {top}; tee -q -o {stat_file} stat -json"
     result = subprocess.run([yosys, "-q", "-p", script], capture_output=True, text=True)
     if result.returncode != 0:
-        raise SynthError(f"yosys failed on {top}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        said = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+        raise SynthError(f"yosys failed on {top} (exit code {result.returncode})"
+                         + (f": {said[-1]}" if said else ""))
     return json.loads(stat_file.read_text())["design"]
 
 

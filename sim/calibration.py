@@ -12,7 +12,9 @@ import csv
 import datetime
 import hashlib
 import json
+import io
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +24,7 @@ import numpy as np
 from capsacc.accelerator import Accelerator
 from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, events_from_counters, features
 from capsacc.energy import EventEnergies
+from capsacc.files import atomic_path, prepare_output_dir, write_atomic
 from capsacc.mapping import KINDS, ArrayConfig
 from capsacc.model import estimate
 from capsacc.network import Operation, Network
@@ -152,7 +155,12 @@ def area_estimate(config: ArrayConfig) -> dict:
             "sram_bits": sram_bits, "sram_bit_um2": SRAM_BIT_UM2, "sram_overhead": SRAM_OVERHEAD}
 
 
-def run_sweep(settings: Settings, progress=print) -> list[Point]:
+def _to_stderr(line: str) -> None:
+    """The default progress report: one line on stderr (results go to stdout)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_sweep(settings: Settings, progress=_to_stderr) -> list[Point]:
     """Run every operation of the sweep on both arrays; every run is checked bit-exactly. Lone
     activations (one ACT of random rows and lengths) join the training points only."""
     rng = np.random.default_rng(settings.seed)
@@ -236,7 +244,7 @@ def error_rows(points: list[Point], calibration: Calibration | None = None) -> l
     return rows
 
 
-def calibrate(settings: Settings, progress=print) -> tuple[Calibration, list[Point], list[dict]]:
+def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, list[Point], list[dict]]:
     """Run the sweep, fit, evaluate on the held-out points; the calibration describes the main array."""
     start = time.perf_counter()
     points = run_sweep(settings, progress)
@@ -281,17 +289,19 @@ def summary_table(errors: list[dict]) -> str:
 
 
 def write_outputs(out: Path, calibration: Calibration, errors: list[dict]) -> None:
-    """DIR/calibration.json, DIR/errors.csv and DIR/errors.png."""
+    """DIR/calibration.json, DIR/errors.csv and DIR/errors.png, each written atomically (the folder is
+    created; check it with `capsacc.files.prepare_output_dir` before the sweep)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(calibration.to_dict(), indent=1) + "\n")
-    with open(out / "errors.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(errors[0]))
-        writer.writeheader()
-        writer.writerows(errors)
+    prepare_output_dir(out)
+    write_atomic(out / "calibration.json", json.dumps(calibration.to_dict(), indent=1) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(errors[0]))
+    writer.writeheader()
+    writer.writerows(errors)
+    write_atomic(out / "errors.csv", table.getvalue())
     labels = [f"{row['kind']}\n{row['array']}" for row in errors]
     x = np.arange(len(errors))
     floor = 1e-6
@@ -307,5 +317,6 @@ def write_outputs(out: Path, calibration: Calibration, errors: list[dict]) -> No
     ax.set_title(f"{MODEL_VERSION}: errors against the RTL ({calibration.provenance.get('rtl_version', '')[:10]})",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "errors.png", dpi=120)
+    with atomic_path(out / "errors.png") as temporary:
+        fig.savefig(temporary, format="png", dpi=120)
     plt.close(fig)

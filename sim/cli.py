@@ -1,7 +1,5 @@
 """The `nascaps` subcommands of sim: `calibrate`."""
 
-from pathlib import Path
-
 from capsacc.errors import InputError
 
 
@@ -27,8 +25,10 @@ def register(subparsers) -> None:
 
 
 def _calibrate_command(args) -> int:
+    from capsacc.files import prepare_output_dir
     from rtl.capsacc import CapsAccConfig
     from sim.calibration import Settings, calibrate, summary_table, write_outputs
+    from sim.verilator import VerilatorError, verilator_version
 
     if args.rows < 2 or args.cols < 4:
         raise InputError(f"--rows {args.rows} --cols {args.cols}: calibration needs at least 2 rows and 4 columns")
@@ -39,13 +39,17 @@ def _calibrate_command(args) -> int:
             CapsAccConfig(array.rows, array.cols, array.acc_bits, array.buffer_depth, array.program_depth).validate()
         except ValueError as error:
             raise InputError(f"array {array.rows}x{array.cols}: {error}") from None
+    out = prepare_output_dir(args.out)
     try:
+        if args.simulator == "verilator":
+            verilator_version()
         calibration, _, errors = calibrate(settings)
     except ValueError as error:
         raise InputError(f"{error} (raise --buffer-depth or --program-depth)") from None
-    out = Path(args.out)
+    except VerilatorError as error:
+        lines = str(error).splitlines()
+        raise InputError(lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}") from None
     write_outputs(out, calibration, errors)
-    print()
     print(f"calibrated model on held-out operations (RTL {calibration.provenance['rtl_version'][:12]}, "
           f"arrays {', '.join(calibration.provenance['arrays'])}, {args.simulator}):")
     print(summary_table(errors))

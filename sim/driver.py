@@ -112,7 +112,6 @@ class OperationDriver:
         self.config = config
         self.backend = backend
         self.cache_dir = cache_dir
-        self._component = None
         self._model = None
 
     def component(self) -> CapsAcc:

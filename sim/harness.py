@@ -6,7 +6,6 @@ value, and the total cycles. Both back ends implement the semantics of `sim.scri
 of the same script are equal, cycle for cycle.
 """
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,9 +142,3 @@ def run(component: wiring.Component, script: Script, backend: str = "amaranth",
         return VerilatorModel.build(component, cache_dir=cache_dir).run(script)
     raise ScriptError(f"unknown back end '{backend}' (known: {', '.join(BACKENDS)})")
 
-
-def timed(function):
-    """(result, seconds) of calling `function()`."""
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start

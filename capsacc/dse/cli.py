@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from capsacc.errors import InputError
+from capsacc.files import prepare_output_dir
 
 NETWORKS = ("alexnet", "lenet", "vgg16", "resnet18", "capsnet", "deepcaps")
 
@@ -121,6 +122,7 @@ def _dse_command(args) -> int:
     from capsacc.dse.explore import best_rows, write_outputs
     from capsacc.dse.grid import DesignGrid, evaluate
 
+    out = prepare_output_dir(args.out)
     workload = load_workload(args.network, args.mode, args.batch, args.input_side, args.input_channels)
     sram = {buffer: parse_values(getattr(args, f"{buffer}_sram_kB") or args.sram_kB,
                                  f"--{buffer}-sram-kB" if getattr(args, f"{buffer}_sram_kB") else "--sram-kB")
@@ -133,7 +135,6 @@ def _dse_command(args) -> int:
     start = time.perf_counter()
     results = evaluate(workload, grid)
     seconds = time.perf_counter() - start
-    out = Path(args.out)
     pareto = write_outputs(results, out, command=_command_line(args))
     print(f"{workload.name} {workload.mode} (batch {workload.batch}): {len(workload.gemms)} GEMMs, "
           f"{workload.macs} MACs, {workload.vector_elements} activation-unit elements")

@@ -14,6 +14,7 @@ import numpy as np
 from capsacc.dse.grid import COLUMNS, DesignResults
 from capsacc.dse.pareto import non_dominated
 from capsacc.dse.systolic import DATAFLOWS
+from capsacc.files import atomic_path, prepare_output_dir, write_atomic
 
 MODEL_VERSION = "dse-scalesim3-45nm-1"
 """Name of this exploration model (closed forms of SCALE-Sim 3.0.0, 45 nm figures), recorded in results."""
@@ -42,7 +43,7 @@ def provenance(results: DesignResults, command: str) -> dict:
 
 def _write_csv(path: Path, table: np.ndarray, header: dict) -> None:
     line = ",".join(_FORMATS) + "\n"
-    with path.open("w") as out:
+    with atomic_path(path) as temporary, temporary.open("w") as out:
         for key, value in header.items():
             out.write(f"# {key}: {json.dumps(value)}\n")
         out.write(",".join(COLUMNS) + "\n")
@@ -52,14 +53,15 @@ def _write_csv(path: Path, table: np.ndarray, header: dict) -> None:
 
 
 def write_outputs(results: DesignResults, out: Path, command: str) -> np.ndarray:
-    """Write designs.csv, pareto.csv, pareto.png and run.json to `out`; return the Pareto indices."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write designs.csv, pareto.csv, pareto.png and run.json to `out` (each atomically, run.json last);
+    return the Pareto indices."""
+    prepare_output_dir(out)
     front = pareto_front(results)
     header = provenance(results, command)
-    (out / "run.json").write_text(json.dumps({**header, "pareto_points": int(len(front))}, indent=2) + "\n")
     _write_csv(out / "designs.csv", results.table, header)
     _write_csv(out / "pareto.csv", results.table[front], {**header, "pareto_objectives": PARETO_OBJECTIVES})
     plot_pareto(results, front, out / "pareto.png", header)
+    write_atomic(out / "run.json", json.dumps({**header, "pareto_points": int(len(front))}, indent=2) + "\n")
     return front
 
 
@@ -85,7 +87,9 @@ def plot_pareto(results: DesignResults, front: np.ndarray, path: Path, header: d
                    fontsize=9)
     axes.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120, metadata={"Description": json.dumps(header), "Software": MODEL_VERSION})
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120,
+                       metadata={"Description": json.dumps(header), "Software": MODEL_VERSION})
     plt.close(figure)
 
 

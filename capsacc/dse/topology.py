@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from capsacc.errors import InputError
+from capsacc.files import read_text
 
 BUILTIN_TOPOLOGIES = ("alexnet", "lenet", "vgg16", "resnet18")
 """Topologies shipped as `capsacc/data/topology-<name>.csv` (padding folded into the IFMAP sides)."""
@@ -65,11 +66,7 @@ class ConvLayer:
 def read_topology(path: str | Path) -> list[ConvLayer]:
     """The layers of a SCALE-Sim topology CSV; `InputError` names the file, line and field."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror})") from None
-    return parse_topology(text, str(path))
+    return parse_topology(read_text(path), str(path))
 
 
 def parse_topology(text: str, source: str) -> list[ConvLayer]:

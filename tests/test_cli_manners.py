@@ -1,0 +1,134 @@
+"""The `nascaps` command's common manners (capsacc.cli.main): one line for every error, exit codes,
+a closed stdout, Ctrl-C, `--version`, output paths checked before the work, atomic result files."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capsacc.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_error_line(capsys, command: str) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"nascaps {command}: error: "), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["estimate"], "estimate"),
+    (["estimate", "capsnet", "--accelerator"], "estimate"),
+    (["dse", "--network", "lenet"], "dse"),
+    (["systolic", "--topology", "lenet", "--rows", "x", "--cols", "4"], "systolic"),
+    (["rtl", "export", "--rows", "2"], "rtl export"),
+    (["calibrate", "--simulator", "spice", "--out", "d"], "calibrate"),
+])
+def test_usage_errors_are_one_line_with_a_help_hint(argv, command, capsys):
+    assert main(argv) == 2
+    line = one_error_line(capsys, command)
+    assert line.endswith(f"(see `nascaps {command} --help`)")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("nascaps ")
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_ends_quietly(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["estimate", "capsnet"]) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_a_closed_pipe_in_a_shell_gives_no_traceback():
+    result = subprocess.run(f"{sys.executable} -m capsacc estimate deepcaps | head -c 10", shell=True, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout == "operation "
+    assert result.stderr == ""
+
+
+def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
+    import capsacc.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(capsacc.cli, "_estimate_command", interrupted)
+    assert main(["estimate", "capsnet"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["nascaps estimate: interrupted"]
+
+
+def test_an_os_error_is_one_line(monkeypatch, capsys):
+    import capsacc.cli
+
+    def failing(args):
+        raise PermissionError(13, "Permission denied", "/some/file")
+
+    monkeypatch.setattr(capsacc.cli, "_estimate_command", failing)
+    assert main(["estimate", "capsnet"]) == 2
+    assert one_error_line(capsys, "estimate") == "nascaps estimate: error: /some/file: Permission denied"
+
+
+def test_dse_refuses_an_output_under_a_file_before_the_work(tmp_path, capsys):
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    assert main(["dse", "--network", "lenet", "--rows", "4", "--cols", "4", "--out", str(blocker / "sub")]) == 2
+    assert "cannot create output folder" in one_error_line(capsys, "dse")
+    assert main(["dse", "--network", "lenet", "--rows", "4", "--cols", "4", "--out", str(blocker)]) == 2
+    assert "output folder is an existing file" in one_error_line(capsys, "dse")
+
+
+def test_calibrate_refuses_an_output_under_a_file_before_the_sweep(tmp_path, capsys):
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    assert main(["calibrate", "--quick", "--rows", "2", "--cols", "4", "--out", str(blocker / "sub")]) == 2
+    assert "cannot create output folder" in one_error_line(capsys, "calibrate")
+
+
+def test_calibrate_without_verilator_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["calibrate", "--quick", "--rows", "2", "--cols", "4", "--out", str(tmp_path / "c")]) == 2
+    assert "verilator is not on PATH" in one_error_line(capsys, "calibrate")
+
+
+def test_rtl_export_checks_its_output_first(tmp_path, capsys):
+    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", str(tmp_path)]) == 2
+    assert "output file is an existing folder" in one_error_line(capsys, "rtl export")
+    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", str(tmp_path / "no" / "x.v")]) == 2
+    assert "does not exist" in one_error_line(capsys, "rtl export")
+
+
+def test_dse_writes_its_results_and_leaves_no_temporary_file(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["dse", "--network", "lenet", "--rows", "4,8", "--cols", "4", "--dataflow", "ws",
+                 "--sram-kB", "64", "--period-ns", "3", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["designs.csv", "pareto.csv", "pareto.png", "run.json"]
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+@pytest.mark.parametrize("argv", [
+    ["estimate", "capsnet", "--accelerator", "{fifo}"],
+    ["systolic", "--topology", "{fifo}", "--rows", "4", "--cols", "4"],
+    ["dse", "--network", "{fifo}", "--rows", "4", "--cols", "4", "--out", "{out}"],
+])
+def test_a_fifo_as_an_input_file_does_not_block(tmp_path, argv, capsys):
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    argv = [a.format(fifo=fifo, out=tmp_path / "out") for a in argv]
+    assert main(argv) == 2
+    assert "not a regular file" in one_error_line(capsys, argv[0])
