@@ -10,19 +10,31 @@ class InputError(ValueError):
 
 
 class GenotypeFormatError(InputError):
-    """A genotype list that is not well formed (length, types, sizes, skip/resize entries)."""
+    """A genotype that is not well formed or breaks a rule of `capsacc.network.check_genotype`.
 
-    def __init__(self, reason: str, index: int | None = None, field: str | None = None):
+    `.source` (the file, if any), `.index` (descriptor, from 0), `.field` and `.reason` say where
+    and why; the message is `source: descriptor index, field 'field': reason` (parts left out when
+    unknown). Both `nascaps estimate` and `nascaps train` raise it, with the same message.
+    """
+
+    def __init__(self, reason: str, index: int | None = None, field: str | None = None,
+                 source: str | None = None):
         self.index = index
         self.field = field
         self.reason = reason
+        self.source = source
         where = []
         if index is not None:
             where.append(f"descriptor {index}")
         if field is not None:
             where.append(f"field '{field}'")
         prefix = ", ".join(where)
-        super().__init__(f"{prefix}: {reason}" if prefix else reason)
+        message = f"{prefix}: {reason}" if prefix else reason
+        super().__init__(f"{source}: {message}" if source is not None else message)
+
+    def in_file(self, source) -> "GenotypeFormatError":
+        """The same error located in the file `source`."""
+        return type(self)(self.reason, self.index, self.field, str(source))
 
 
 class AcceleratorConfigError(InputError):

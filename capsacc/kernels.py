@@ -1,9 +1,12 @@
-"""Numba kernels of the published NASCaps cost model (NASCAPS_MODEL.md, "Cost of one operation").
+"""Numba kernels of the published NASCaps cost model (docs/model.md, "Cost of one operation").
 
 Operation tables are int64 arrays of shape (n_ops, 4): kind code (index in `OP_KINDS`), weights,
 sums_per_out, data_per_weight. Accelerator parameters are a float64 array laid out as `PARAMS`.
 The single-network and batch paths call the same `_op_cost`, and sum in the same order, so their
-totals are bit-identical.
+totals are bit-identical. Every int64 here stays below 2^62 for the genotypes that
+`capsacc.network.check_genotype` (and `capsacc.model.GenotypeBatch`) accept: their totals of
+weights, multiply-accumulates and data values and each operation's terms per output are below
+`capsacc.network.MAX_COUNT` = 2^48, and the accelerator has at most 4096 rows and columns.
 """
 
 import math
@@ -105,7 +108,9 @@ def _op_row(out, row, kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_ou
 @njit(cache=True)
 def _descriptor_ops(d, position, last, out):
     """Write the operations of descriptor `d` (at `position`, `last` the index of the genotype's last
-    descriptor) into rows of `out` (at least 7 x 4) by the published expansion; return their count."""
+    descriptor) into rows of `out` (at least 7 x 4) by the expansion of `capsacc.network` (a
+    CapsCell's inner convolutions take its first convolution's ch_out x caps_out output); return
+    their count."""
     t, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out = d[0], d[1], d[2], d[3], d[4], d[6], d[7], d[8]
     if t == 0:
         _op_row(out, 0, CONV, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
@@ -121,11 +126,12 @@ def _descriptor_ops(d, position, last, out):
     if position < last - 1:
         _op_row(out, 0, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
         for row in range(1, 4):
-            _op_row(out, row, CONVCAPS, n_in, ch_in, caps_out, k, n_out, ch_out, caps_out)
+            _op_row(out, row, CONVCAPS, n_out, ch_out, caps_out, k, n_out, ch_out, caps_out)
         return 4
     if position == last - 1:
-        for row in range(3):
-            _op_row(out, row, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        _op_row(out, 0, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
+        for row in range(1, 3):
+            _op_row(out, row, CONVCAPS, n_out, ch_out, caps_out, k, n_out, ch_out, caps_out)
         _op_row(out, 3, CONVCAPS3D, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
         return 4
     for row in range(6):

@@ -8,7 +8,8 @@ import numpy as np
 from capsacc import calibrated, kernels
 from capsacc.accelerator import Accelerator
 from capsacc.errors import AcceleratorConfigError, GenotypeFormatError
-from capsacc.network import DESCRIPTOR_FIELDS, OP_KINDS, Network, expand
+from capsacc.network import (DESCRIPTOR_FIELDS, FIELD_LIMITS, MAX_COUNT, MAX_DESCRIPTORS, OP_KINDS, Network, check_counts,
+                             check_descriptors, expand)
 
 MODEL_VERSION = "nascaps2020"
 """Name of the cost model, recorded in every result."""
@@ -115,7 +116,9 @@ class OperationBatch:
 
 @dataclass(frozen=True)
 class GenotypeBatch:
-    """Many genotypes flattened into one descriptor array, checked like `Network.from_genotype`.
+    """Many genotypes flattened into one descriptor array, checked like `Network.from_genotype`
+    (`capsacc.network.check_descriptors` and `check_counts`, so that no int64 of the kernels wraps
+    around); an error names the genotype and the row of `descriptors`.
 
     `descriptors`: int64 (n_desc, 9) layer descriptors; genotype j owns rows `offsets[j]:offsets[j+1]`.
     Skip and resize entries are left out: they do not change the hardware cost.
@@ -133,15 +136,15 @@ class GenotypeBatch:
             raise GenotypeFormatError(f"descriptors must have shape (n, 9), got {descriptors.shape}")
         if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != len(descriptors) or np.any(np.diff(offsets) < 1):
             raise GenotypeFormatError("offsets must start at 0, end at len(descriptors) and increase")
-        bad_type = np.flatnonzero((descriptors[:, 0] < 0) | (descriptors[:, 0] > 2))
-        if bad_type.size:
-            row = int(bad_type[0])
-            raise GenotypeFormatError(f"unknown layer type {descriptors[row, 0]}", index=row, field="type")
-        bad_size = np.argwhere(descriptors[:, 1:] < 1)
-        if bad_size.size:
-            row, column = (int(x) for x in bad_size[0])
-            raise GenotypeFormatError(f"must be positive, got {descriptors[row, column + 1]}",
-                                      index=row, field=DESCRIPTOR_FIELDS[column + 1])
+        for j in np.flatnonzero(_suspects(descriptors, offsets)).tolist():
+            start, end = int(offsets[j]), int(offsets[j + 1])
+            rows = descriptors[start:end].tolist()
+            try:
+                check_descriptors(rows)
+                check_counts(rows)
+            except GenotypeFormatError as error:
+                raise GenotypeFormatError(f"genotype {j}: {error.reason}",
+                                          None if error.index is None else start + error.index, error.field) from None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -149,6 +152,49 @@ class GenotypeBatch:
     def expand(self) -> OperationBatch:
         """The operation table of every genotype, by the published expansion."""
         return OperationBatch(*kernels.expand_batch(self.descriptors, self.offsets))
+
+
+def _suspects(descriptors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per genotype, whether it may break a rule of `check_descriptors` or `check_counts` (a
+    vectorized screen: every genotype that breaks one is flagged; flagged ones are checked exactly).
+
+    The counts are bounded from above in float64 per descriptor (at most seven operations, each
+    with the larger of its input and output channels and atoms, and a cubic kernel in CapsCells)
+    and flagged from half of `MAX_COUNT`, far beyond float64's rounding."""
+    types, n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out = descriptors.T
+    fields = descriptors[:, 1:]
+    limits = np.array([FIELD_LIMITS[name] for name in DESCRIPTOR_FIELDS[1:]])
+    row_bad = (types < 0) | (types > 2) | np.any(fields < 1, axis=1) | np.any(fields > limits, axis=1)
+    row_bad |= kernel > n_in
+    first = offsets[:-1]
+    last = offsets[1:] - 1
+    is_last = np.zeros(len(descriptors), bool)
+    is_last[last] = True
+    same_padding = n_out == -(-n_in // np.maximum(stride, 1))
+    row_bad |= ~is_last & ~same_padding
+    previous = np.roll(descriptors, 1, axis=0)
+    follows = np.ones(len(descriptors), bool)
+    follows[first] = False
+    p_type, p_n_out, p_ch_out, p_caps_out = previous[:, 0], previous[:, 6], previous[:, 7], previous[:, 8]
+    both_caps = (p_type != 0) & (types != 0)
+    link_bad = (n_in != p_n_out) | ((p_type != 0) & (types == 0)) | (both_caps & (p_type != types))
+    link_bad |= np.where(both_caps, (ch_in != p_ch_out) | (caps_in != p_caps_out),
+                         ch_in * caps_in != p_ch_out * p_caps_out)
+    row_bad |= follows & link_bad
+    row_bad[first] |= types[first] != 0
+    row_bad[last] |= (types[last] == 0) | ((types[last] == 2) & (previous[last, 0] != 2))
+    m = np.maximum(ch_in, ch_out).astype(float)
+    a = np.maximum(caps_in, caps_out).astype(float)
+    n = np.maximum(n_in, n_out).astype(float)
+    k = kernel.astype(float)
+    cube = np.where((types == 2) & ~is_last, k ** 3, k ** 2) + 1
+    weights = 7 * (m * cube + 1) * m * a * a
+    counts = np.stack([weights, 7 * (n * n * cube * m * m * a * a + weights * a), 7 * n * n * m * a], axis=1)
+    totals = np.add.reduceat(counts, first, axis=0)
+    sums = np.maximum.reduceat(cube * m * a, first)
+    count_bad = np.any(totals >= MAX_COUNT / 2, axis=1) | (sums >= MAX_COUNT / 2)
+    too_long = np.diff(offsets) > MAX_DESCRIPTORS
+    return (np.add.reduceat(row_bad.astype(int), first) > 0) | count_bad | too_long
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,27 @@
-"""Networks as the accelerator sees them: ordered hardware operations expanded from a genotype.
+"""Networks as the accelerator sees them: ordered hardware operations expanded from a genotype,
+and the one definition of the rules a genotype must follow.
 
 A NASCaps genotype is a JSON list of nine-integer layer descriptors
-`[type, n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out]` followed by `[skip]` and
-`[resize]` (see NASCAPS_MODEL.md). `Network.from_genotype` applies the published expansion rules.
+`[type, n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out]` (type 0 convolution,
+1 capsule layer of Sabour et al., 2 DeepCaps CapsCell; sizes in pixels, channels and capsule
+atoms) followed by `[skip]` and `[resize]` (see docs/model.md). `Network.from_genotype` checks it
+with `check_genotype` and applies the expansion rules.
+
+The rules (`check_genotype`; `nas.genotype.Genotype.validate` adds a search space's limits):
+every field is an integer between 1 and its bound (`FIELD_LIMITS`); the first layer is a
+convolution; convolutions all come before the capsule layers; at least one capsule layer (the
+class layer; two for CapsCell networks: a cell and the class layer), all of one type; consecutive
+layers agree on side and channels (channels x atoms when a convolution is involved, as a
+convolution's output is read as capsules); n_out = ceil(n_in / stride) ('same' padding) for every
+layer but the class layer (the fully connected ClassCaps uses neither its stride nor its n_out); no
+kernel larger than its input; skip is -1 or the position (from 1) of a CapsCell before the last one
+whose capsules have as many atoms as the class layer's input; resize is 1 or 2; and every count the
+cost model derives (weights, multiply-accumulates, data values, terms per output) stays below
+`MAX_COUNT`, so that no 64-bit figure of `capsacc.model` or `capsacc.kernels` can wrap around.
 """
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +34,25 @@ DESCRIPTOR_FIELDS = ("type", "n_in", "ch_in", "caps_in", "kernel", "stride", "n_
 OP_KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
 """Hardware operation kinds; an operation's kind code is its index here."""
 LAYER_TYPES = {0: "conv", 1: "capsule (Sabour et al.)", 2: "CapsCell (DeepCaps)"}
+CONV, SABOUR, CAPSCELL = 0, 1, 2
+"""Layer type codes of a descriptor's first field."""
+
+MAX_DESCRIPTORS = 256
+"""Most layer descriptors in one genotype."""
+MAX_SIDE = 4096
+"""Largest feature-map side, kernel and stride, in pixels."""
+MAX_CHANNELS = 65536
+"""Most channels (capsule types) of a layer's input or output."""
+MAX_ATOMS = 4096
+"""Most atoms of a capsule."""
+FIELD_LIMITS = {"n_in": MAX_SIDE, "ch_in": MAX_CHANNELS, "caps_in": MAX_ATOMS, "kernel": MAX_SIDE,
+                "stride": MAX_SIDE, "n_out": MAX_SIDE, "ch_out": MAX_CHANNELS, "caps_out": MAX_ATOMS}
+"""Largest value of each size field of a descriptor (the smallest is 1)."""
+MAX_COUNT = 2 ** 48
+"""Bound on the network's total weights, multiply-accumulates and data values and on any
+operation's terms per output. With the accelerator's limits (at most 4096 rows and columns, two
+pipeline stages: `capsacc.accelerator`) every int64 of the cost model stays below 2^62: cycles
+<= (rows + stages - 1) * weights + data values, accumulators <= columns * terms per output."""
 
 PRESETS = {
     "capsnet": [[0, 28, 1, 1, 9, 1, 28, 256, 1], [1, 28, 256, 1, 9, 2, 14, 32, 8],
@@ -96,6 +131,8 @@ def parse_genotype(genotype) -> tuple[list[list[int]], int, int]:
         raise GenotypeFormatError(
             f"a genotype needs at least one layer descriptor and the [skip] and [resize] entries, "
             f"got {len(genotype)} entries")
+    if len(genotype) - 2 > MAX_DESCRIPTORS:
+        raise GenotypeFormatError(f"{len(genotype) - 2} layer descriptors, more than the limit of {MAX_DESCRIPTORS}")
     for position, label in ((len(genotype) - 2, "skip"), (len(genotype) - 1, "resize")):
         entry = genotype[position]
         if not (isinstance(entry, (list, tuple)) and len(entry) == 1 and _is_int(entry[0])):
@@ -124,9 +161,23 @@ def read_genotype_json(path: str | Path):
     return data
 
 
-def _check_genotype(genotype) -> list[list[int]]:
-    """Check the form and the sizes of a genotype list and return its layer descriptors."""
+def check_genotype(genotype) -> tuple[list[list[int]], int, int]:
+    """Check a genotype list against every rule of this module (see its docstring) and return its
+    layer descriptors, skip and resize; raises `GenotypeFormatError` at the first broken rule,
+    naming the descriptor and field. The one check that `nascaps estimate`, `nascaps train` and the
+    search apply."""
     descriptors, skip, resize = parse_genotype(genotype)
+    check_descriptors(descriptors, skip, resize)
+    check_counts(descriptors)
+    return descriptors, skip, resize
+
+
+def check_descriptors(descriptors: list[list[int]], skip: int = -1, resize: int = 1) -> None:
+    """The structural rules of the module docstring on parsed descriptors (lists of nine ints)."""
+    if not descriptors:
+        raise GenotypeFormatError("a genotype needs at least one layer descriptor")
+    if len(descriptors) > MAX_DESCRIPTORS:
+        raise GenotypeFormatError(f"{len(descriptors)} layer descriptors, more than the limit of {MAX_DESCRIPTORS}")
     if resize not in (1, 2):
         raise GenotypeFormatError(f"resize must be 1 or 2, got {resize}", field="resize")
     for index, descriptor in enumerate(descriptors):
@@ -136,47 +187,116 @@ def _check_genotype(genotype) -> list[list[int]]:
         for field, value in zip(DESCRIPTOR_FIELDS[1:], descriptor[1:]):
             if value < 1:
                 raise GenotypeFormatError(f"must be positive, got {value}", index=index, field=field)
-    if skip != -1 and not 1 <= skip <= len(descriptors):
-        raise GenotypeFormatError(f"skip must be -1 or a descriptor position 1..{len(descriptors)}, got {skip}",
-                                  field="skip")
-    return descriptors
+            if value > FIELD_LIMITS[field]:
+                raise GenotypeFormatError(f"{value} is larger than the limit of {FIELD_LIMITS[field]}",
+                                          index=index, field=field)
+    if descriptors[0][0] != CONV:
+        raise GenotypeFormatError("the first layer must be a convolution (type 0)", index=0, field="type")
+    capsule_indices = [i for i, descriptor in enumerate(descriptors) if descriptor[0] != CONV]
+    last = len(descriptors) - 1
+    if not capsule_indices:
+        raise GenotypeFormatError("needs at least one capsule layer (the class layer), got none",
+                                  index=last, field="type")
+    if descriptors[-1][0] == CAPSCELL and len(capsule_indices) < 2:
+        raise GenotypeFormatError("a CapsCell network needs at least one CapsCell before its class layer",
+                                  index=last, field="type")
+    kind = descriptors[capsule_indices[0]][0]
+    for index in range(capsule_indices[0], len(descriptors)):
+        if descriptors[index][0] == CONV:
+            raise GenotypeFormatError("a convolution cannot follow a capsule layer", index=index, field="type")
+        if descriptors[index][0] != kind:
+            raise GenotypeFormatError(f"capsule layers of mixed types ({kind} and {descriptors[index][0]})",
+                                      index=index, field="type")
+    for index in range(len(descriptors)):
+        _check_sizes(descriptors, index, last)
+    if skip != -1:
+        position = skip - 1
+        if not (0 <= position < last - 1 and descriptors[position][0] == CAPSCELL):
+            raise GenotypeFormatError(f"skip must be -1 or the position (from 1) of a CapsCell before the last "
+                                      f"one, got {skip}", field="skip")
+        if descriptors[position][8] != descriptors[last][3]:
+            raise GenotypeFormatError(f"the skip cell (position {skip}) has {descriptors[position][8]} atoms, "
+                                      f"the class layer takes {descriptors[last][3]}", field="skip")
+
+
+def _check_sizes(descriptors: list[list[int]], index: int, last: int) -> None:
+    """Kernel, 'same' padding, and agreement with the previous descriptor of descriptor `index`."""
+    layer = descriptors[index]
+    _, n_in, ch_in, caps_in, kernel, stride, n_out, _, _ = layer
+    if kernel > n_in:
+        raise GenotypeFormatError(f"kernel {kernel} larger than its input side {n_in}", index=index, field="kernel")
+    if index < last and n_out != math.ceil(n_in / stride):
+        raise GenotypeFormatError(f"n_out {n_out} != ceil(n_in {n_in} / stride {stride}) = "
+                                  f"{math.ceil(n_in / stride)} ('same' padding)", index=index, field="n_out")
+    if index == 0:
+        return
+    previous = descriptors[index - 1]
+    if n_in != previous[6]:
+        raise GenotypeFormatError(f"n_in {n_in} != n_out {previous[6]} of descriptor {index - 1}",
+                                  index=index, field="n_in")
+    if previous[0] != CONV and layer[0] != CONV:
+        for field, got, want in (("ch", ch_in, previous[7]), ("caps", caps_in, previous[8])):
+            if got != want:
+                raise GenotypeFormatError(f"{field}_in {got} != {field}_out {want} of descriptor {index - 1}",
+                                          index=index, field=f"{field}_in")
+    elif ch_in * caps_in != previous[7] * previous[8]:
+        raise GenotypeFormatError(f"ch_in x caps_in = {ch_in * caps_in} != ch_out x caps_out = "
+                                  f"{previous[7] * previous[8]} of descriptor {index - 1}", index=index,
+                                  field="ch_in")
+
+
+def check_counts(descriptors: list[list[int]]) -> None:
+    """Refuse descriptors whose derived counts reach `MAX_COUNT`, computed exactly (Python ints):
+    the running totals of weights, multiply-accumulates and data values per weight over the
+    operations, and each operation's terms per output. The error names the descriptor where the
+    bound is first passed."""
+    totals = {"weights": 0, "multiply-accumulates": 0, "data values": 0}
+    last = len(descriptors) - 1
+    for index, descriptor in enumerate(descriptors):
+        for kind, fields in _descriptor_operations(index, descriptor, last):
+            op = Operation("", kind, *fields)
+            totals["weights"] += op.weights
+            totals["multiply-accumulates"] += op.macs
+            totals["data values"] += op.data_per_weight
+            counts = dict(totals, **{"terms per output": op.sums_per_out})
+            for what, count in counts.items():
+                if count >= MAX_COUNT:
+                    raise GenotypeFormatError(f"the network's {what} reach {count:.3g} here, past the limit of "
+                                              f"2^48 = {MAX_COUNT:.3g} (64-bit cost figures)", index=index)
 
 
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _descriptor_operations(i: int, descriptor: list[int], last: int) -> list[tuple[str, list[int]]]:
+    """The operations (kind, eight shape fields) of descriptor `i` of a genotype whose last
+    descriptor is `last`, by the expansion of docs/model.md. The inner convolutions of a CapsCell
+    (after the first, strided one) take the first one's output: n_out-sided maps of ch_out capsules
+    of caps_out atoms, stride 1."""
+    kind, *fields = descriptor
+    n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out = fields
+    inner = [n_out, ch_out, caps_out, kernel, 1, n_out, ch_out, caps_out]
+    if kind == CONV:
+        return [("conv", fields)]
+    if kind == SABOUR and i < last:
+        return [("convcaps", fields)]
+    if kind == SABOUR:
+        return [("classcaps", fields)] + [("routing", fields)] * 5
+    if i < last - 1:
+        return [("convcaps", fields)] + [("convcaps", inner)] * 3
+    if i == last - 1:
+        return [("convcaps", fields)] + [("convcaps", inner)] * 2 + [("convcaps3d", fields)]
+    return [("routing", fields)] * 6 + [("classcaps", fields)]
+
+
 def expand(descriptors: list[list[int]]) -> list[Operation]:
-    """The published expansion of layer descriptors into hardware operations, in order."""
+    """The expansion of layer descriptors into hardware operations, in order (docs/model.md)."""
     operations = []
     last = len(descriptors) - 1
-
-    def add(kind, fields):
-        operations.append(Operation(f"{kind}{len(operations)}", kind, *fields))
-
-    for i, (kind, *fields) in enumerate(descriptors):
-        n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out = fields
-        if kind == 0:
-            add("conv", fields)
-        elif kind == 1 and i < last:
-            add("convcaps", fields)
-        elif kind == 1:
-            add("classcaps", fields)
-            for _ in range(5):
-                add("routing", fields)
-        elif i < last - 1:
-            add("convcaps", fields)
-            inner = [n_in, ch_in, caps_out, kernel, stride, n_out, ch_out, caps_out]
-            for _ in range(3):
-                add("convcaps", inner)
-        elif i == last - 1:
-            for _ in range(3):
-                add("convcaps", fields)
-            add("convcaps3d", fields)
-        else:
-            for _ in range(6):
-                add("routing", fields)
-            add("classcaps", fields)
+    for i, descriptor in enumerate(descriptors):
+        for kind, fields in _descriptor_operations(i, descriptor, last):
+            operations.append(Operation(f"{kind}{len(operations)}", kind, *fields))
     return operations
 
 
@@ -191,9 +311,10 @@ class Network:
     def from_genotype(cls, genotype, name: str = "") -> "Network":
         """Expand a NASCaps genotype (a JSON list as in `.chr` files).
 
-        Raises `GenotypeFormatError` (a `ValueError`) naming the descriptor index and field.
+        Raises `GenotypeFormatError` (a `ValueError`) naming the descriptor index and field at the
+        first rule of `check_genotype` it breaks.
         """
-        return cls(tuple(expand(_check_genotype(genotype))), name)
+        return cls(tuple(expand(check_genotype(genotype)[0])), name)
 
     @classmethod
     def preset(cls, name: str) -> "Network":

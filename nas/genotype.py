@@ -3,18 +3,13 @@
 A descriptor is nine integers `(type, n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out)`
 (type 0 convolution, 1 capsule layer of Sabour et al., 2 DeepCaps CapsCell; sizes in pixels,
 channels and capsule atoms). The NASCaps `.chr` form is the JSON list of descriptors followed by
-`[skip]` and `[resize]` (see NASCAPS_MODEL.md). Layers use 'same' padding: n_out = ceil(n_in / stride).
+`[skip]` and `[resize]` (see docs/model.md). Layers use 'same' padding: n_out = ceil(n_in / stride).
 
-Rules checked by `Genotype.validate` (structural rules always, search-space limits when a space is
-given): the first layer is a convolution; convolutions all come before the capsule layers; at least
-one capsule layer (the class layer; two for CapsCell networks: a cell and the class layer; the search
-space asks for at least two of either kind by default), all of one type; consecutive layers agree on
-side and channels (channels x atoms when a convolution is involved, as a convolution's output is
-reshaped into capsules); n_out =
-ceil(n_in / stride) for all layers but the final class layer (whose kernel, stride and n_out the
-fully-connected ClassCaps does not use); no kernel larger than its input; skip is -1 or the position
-(from 1) of a CapsCell before the last one whose capsules have as many atoms as the class layer's
-input (its capsules are concatenated with the last cell's).
+The structural rules, field bounds and cost-count bounds are those of
+`capsacc.network.check_genotype`, the one definition that `nascaps estimate` applies too;
+`Genotype.validate(space)` adds the search space's limits (kernel and stride sets, channel and
+atom ranges, layer counts, resize, input shape, number of classes, and a fully connected class
+layer: kernel = n_in, stride 1, n_out 1).
 """
 
 import json
@@ -23,18 +18,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from capsacc.errors import GenotypeFormatError, InputError
-from capsacc.network import DESCRIPTOR_FIELDS, LAYER_TYPES, Network, parse_genotype, read_genotype_json
+from capsacc.network import (CAPSCELL, CONV, PRESETS, SABOUR, Network, check_genotype, parse_genotype,
+                             read_genotype_json)
 
 from nas.space import SearchSpace
 
-CONV, SABOUR, CAPSCELL = 0, 1, 2
-"""Layer type codes of a descriptor's first field."""
-
-_FIELD = {name: position for position, name in enumerate(DESCRIPTOR_FIELDS)}
-
-
-class GenotypeError(GenotypeFormatError):
-    """A genotype that breaks a rule; `.index` (descriptor, from 0), `.field` and `.reason` say where and why."""
+GenotypeError = GenotypeFormatError
+"""The error of a genotype that breaks a rule (capsacc's, under the name nas has always used);
+`.index` (descriptor, from 0), `.field` and `.reason` say where and why."""
 
 
 @dataclass(frozen=True)
@@ -47,17 +38,14 @@ class Genotype:
 
     @classmethod
     def from_list(cls, data) -> "Genotype":
-        """From the NASCaps `.chr` JSON list form; a malformed list raises `GenotypeError`."""
-        try:
-            layers, skip, resize = parse_genotype(data)
-        except GenotypeFormatError as error:
-            raise GenotypeError(error.reason, error.index, error.field) from None
+        """From the NASCaps `.chr` JSON list form; a malformed list raises `GenotypeError` (the rules
+        are checked by `validate`)."""
+        layers, skip, resize = parse_genotype(data)
         return cls(tuple(tuple(layer) for layer in layers), skip, resize)
 
     @classmethod
     def preset(cls, name: str) -> "Genotype":
         """A reference genotype of `capsacc.network.PRESETS` (`capsnet`, `deepcaps`)."""
-        from capsacc.network import PRESETS
         if name not in PRESETS:
             raise InputError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
         return cls.from_list(PRESETS[name])
@@ -68,13 +56,15 @@ class Genotype:
 
     @classmethod
     def load(cls, path) -> "Genotype":
-        """Read a `.chr`/`.json` file: a genotype list, or an object with a `genotype` list; errors name the file."""
+        """Read a `.chr`/`.json` file: a genotype list, or an object with a `genotype` list, checked by
+        `capsacc.network.check_genotype`; errors name the file, as `nascaps estimate`'s do."""
         path = Path(path)
         data = read_genotype_json(path)
         try:
-            return cls.from_list(data)
-        except GenotypeError as error:
-            raise GenotypeError(f"{path}: {error.reason}", error.index, error.field) from None
+            layers, skip, resize = check_genotype(data)
+        except GenotypeFormatError as error:
+            raise error.in_file(path) from None
+        return cls(tuple(tuple(layer) for layer in layers), skip, resize)
 
     def save(self, path) -> None:
         """Write the `.chr` JSON list form."""
@@ -105,75 +95,11 @@ class Genotype:
         return self.layers[0][2] * self.layers[0][3]
 
     def validate(self, space: SearchSpace | None = None) -> None:
-        """Raise `GenotypeError` at the first broken rule (see the module docstring).
-
-        Without `space` only the structural rules apply; with it also its limits (kernel and stride
-        sets, channel and atom ranges, layer counts, resize, input shape and number of classes).
-        """
-        layers = self.layers
-        if not layers:
-            raise GenotypeError("a genotype needs at least one layer descriptor")
-        if self.resize not in (1, 2):
-            raise GenotypeError(f"resize must be 1 or 2, got {self.resize}", field="resize")
-        for index, layer in enumerate(layers):
-            if len(layer) != len(DESCRIPTOR_FIELDS):
-                raise GenotypeError(f"must have {len(DESCRIPTOR_FIELDS)} integers, got {len(layer)}", index=index)
-            if layer[0] not in LAYER_TYPES:
-                raise GenotypeError(f"unknown layer type {layer[0]} (0 conv, 1 capsule, 2 CapsCell)",
-                                    index=index, field="type")
-            for field, value in zip(DESCRIPTOR_FIELDS[1:], layer[1:]):
-                if value < 1:
-                    raise GenotypeError(f"must be positive, got {value}", index=index, field=field)
-        if layers[0][0] != CONV:
-            raise GenotypeError("the first layer must be a convolution (type 0)", index=0, field="type")
-        capsule_indices = [i for i, layer in enumerate(layers) if layer[0] != CONV]
-        if not capsule_indices:
-            raise GenotypeError("needs at least one capsule layer (the class layer), got none",
-                                index=len(layers) - 1, field="type")
-        if layers[-1][0] == CAPSCELL and len(capsule_indices) < 2:
-            raise GenotypeError("a CapsCell network needs at least one CapsCell before its class layer",
-                                index=len(layers) - 1, field="type")
-        first_caps = capsule_indices[0]
-        kind = layers[first_caps][0]
-        for index in range(first_caps, len(layers)):
-            if layers[index][0] == CONV:
-                raise GenotypeError("a convolution cannot follow a capsule layer", index=index, field="type")
-            if layers[index][0] != kind:
-                raise GenotypeError(f"capsule layers of mixed types ({kind} and {layers[index][0]})",
-                                    index=index, field="type")
-        last = len(layers) - 1
-        for index, layer in enumerate(layers):
-            n_in, kernel, stride, n_out = layer[1], layer[4], layer[5], layer[6]
-            if kernel > n_in:
-                raise GenotypeError(f"kernel {kernel} larger than its input side {n_in}", index=index,
-                                    field="kernel")
-            if index < last and n_out != math.ceil(n_in / stride):
-                raise GenotypeError(f"n_out {n_out} != ceil(n_in {n_in} / stride {stride}) = "
-                                    f"{math.ceil(n_in / stride)} ('same' padding)", index=index, field="n_out")
-            if index == 0:
-                continue
-            previous = layers[index - 1]
-            if n_in != previous[6]:
-                raise GenotypeError(f"n_in {n_in} != n_out {previous[6]} of descriptor {index - 1}",
-                                    index=index, field="n_in")
-            if previous[0] != CONV and layer[0] != CONV:
-                for field in ("ch", "caps"):
-                    got, want = layer[_FIELD[f"{field}_in"]], previous[_FIELD[f"{field}_out"]]
-                    if got != want:
-                        raise GenotypeError(f"{field}_in {got} != {field}_out {want} of descriptor {index - 1}",
-                                            index=index, field=f"{field}_in")
-            elif layer[2] * layer[3] != previous[7] * previous[8]:
-                raise GenotypeError(f"ch_in x caps_in = {layer[2] * layer[3]} != ch_out x caps_out = "
-                                    f"{previous[7] * previous[8]} of descriptor {index - 1}", index=index,
-                                    field="ch_in")
-        if self.skip != -1:
-            position = self.skip - 1
-            if not (0 <= position < last - 1 and layers[position][0] == CAPSCELL):
-                raise GenotypeError(f"skip must be -1 or the position (from 1) of a CapsCell before the last "
-                                    f"one, got {self.skip}", field="skip")
-            if layers[position][8] != layers[last][3]:
-                raise GenotypeError(f"the skip cell (position {self.skip}) has {layers[position][8]} atoms, the "
-                                    f"class layer takes {layers[last][3]}", field="skip")
+        """Raise `GenotypeError` at the first broken rule: those of `capsacc.network.check_genotype`
+        (structure, field bounds, cost-count bounds), then, with `space`, its limits (kernel and
+        stride sets, channel and atom ranges, layer counts, resize, input shape, number of classes,
+        a fully connected class layer)."""
+        check_genotype(self.to_list())
         if space is not None:
             self._validate_space(space)
 
