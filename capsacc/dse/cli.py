@@ -58,8 +58,17 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=_systolic_command)
 
 
+MAX_VALUES = 65536
+"""The most values one range flag may give (`parse_values`)."""
+BATCH_RANGE = (1, 2 ** 20)
+"""--batch (inclusive)."""
+INPUT_RANGE = (1, 65536)
+"""--input-side and --input-channels (inclusive)."""
+
+
 def parse_values(text: str, option: str, kind=float) -> tuple:
-    """`LO:HI` (powers of two from LO to HI), `LO:HI:STEP` or `A,B,C`; `InputError` names `option`."""
+    """`LO:HI` (powers of two from LO to HI), `LO:HI:STEP` or `A,B,C`; at most `MAX_VALUES` values;
+    `InputError` names `option`. Ranges of values are checked by `DesignGrid`."""
     try:
         if ":" in text:
             parts = [int(p) for p in text.split(":")]
@@ -74,16 +83,30 @@ def parse_values(text: str, option: str, kind=float) -> tuple:
                     v *= 2
                 if not values:
                     raise ValueError
-                return tuple(kind(v) for v in values)
-            if len(parts) == 3:
+            elif len(parts) == 3:
                 low, high, step = parts
                 if step < 1 or high < low:
                     raise ValueError
-                return tuple(kind(v) for v in range(low, high + 1, step))
-            raise ValueError
-        return tuple(kind(p) for p in text.split(","))
-    except ValueError:
+                count = (high - low) // step + 1
+                if count > MAX_VALUES:
+                    raise InputError(f"{option}: {text!r} gives {count:,} values, more than the limit of {MAX_VALUES:,}")
+                values = range(low, high + 1, step)
+            else:
+                raise ValueError
+        else:
+            values = text.split(",")
+        if len(values) > MAX_VALUES:
+            raise InputError(f"{option}: {len(values):,} values, more than the limit of {MAX_VALUES:,}")
+        return tuple(kind(v) for v in values)
+    except (ValueError, OverflowError) as error:
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"{option}: cannot read {text!r} (LO:HI for powers of two, LO:HI:STEP, or A,B,C)") from None
+
+
+def _check_range(option: str, value: int | None, bounds: tuple[int, int]) -> None:
+    if value is not None and not bounds[0] <= value <= bounds[1]:
+        raise InputError(f"{option}: must be in {bounds[0]}..{bounds[1]}, got {value}")
 
 
 def load_workload(spec: str, mode: str, batch: int, input_side: int | None, input_channels: int | None):
@@ -93,11 +116,9 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
     from capsacc.dse.workload import capsule_workload, preset_network, rescaled_genotype, topology_workload
     from capsacc.network import PRESETS, Network, read_genotype_json
 
-    if batch < 1:
-        raise InputError(f"--batch: must be positive, got {batch}")
-    for option, value in (("--input-side", input_side), ("--input-channels", input_channels)):
-        if value is not None and value < 1:
-            raise InputError(f"{option}: must be positive, got {value}")
+    _check_range("--batch", batch, BATCH_RANGE)
+    _check_range("--input-side", input_side, INPUT_RANGE)
+    _check_range("--input-channels", input_channels, INPUT_RANGE)
     if spec in BUILTIN_TOPOLOGIES:
         return topology_workload(spec, builtin_topology(spec), mode, batch)
     if spec in PRESETS:
@@ -162,23 +183,26 @@ def _command_line(args) -> str:
 
 
 def _systolic_command(args) -> int:
+    from capsacc.dse.grid import DesignGrid
     from capsacc.dse.systolic import DATAFLOWS, REPORT_COLUMNS, layer_reports, sram_words
     from capsacc.dse.topology import BUILTIN_TOPOLOGIES, builtin_topology, read_topology
     from capsacc.dse.workload import topology_workload
 
-    if args.rows < 1 or args.cols < 1:
-        raise InputError(f"--rows and --cols must be positive, got {args.rows}, {args.cols}")
     sram = parse_values(args.sram_kB, "--sram-kB")
-    if len(sram) != 3 or min(sram) <= 0:
+    if len(sram) != 3:
         raise InputError(f"--sram-kB: give three positive sizes ifmap,filter,ofmap, got {args.sram_kB!r}")
+    DesignGrid(rows=(args.rows,), cols=(args.cols,), dataflows=(args.dataflow,), ifmap_sram_kB=sram[:1],
+               filter_sram_kB=sram[1:2], ofmap_sram_kB=sram[2:])  # checks the ranges
     layers = builtin_topology(args.topology) if args.topology in BUILTIN_TOPOLOGIES else read_topology(args.topology)
     workload = topology_workload(Path(args.topology).stem, layers, "inference")
+    workload.check_int64((args.rows, args.rows), (args.cols, args.cols))
     words = [sram_words(s) for s in sram]
     flow = DATAFLOWS.index(args.dataflow)
     reports = layer_reports(workload.gemm_table(), args.rows, args.cols, flow, *words)
     if args.replay:
-        from capsacc.dse.replay import replay_layer
+        from capsacc.dse.replay import check_replay, replay_layer
 
+        check_replay(layers, args.rows, args.cols, flow, words[2])
         for row, layer in zip(reports, layers):
             replayed = replay_layer(layer, args.rows, args.cols, flow, *words)
             row[4:] = (replayed.dram_ifmap_reads, replayed.dram_filter_reads, replayed.dram_ofmap_writes,

@@ -33,6 +33,27 @@ COLUMNS = ("rows", "cols", "dataflow", "ifmap_sram_kB", "filter_sram_kB", "ofmap
 """Columns of `DesignResults.table` and of designs.csv (dataflow as its name in the CSV)."""
 
 
+ARRAY_SIDE_RANGE = (1, 65536)
+"""Rows and columns an array may have (inclusive)."""
+SRAM_KB_RANGE = (1.0, float(2 ** 20))
+"""SRAM sizes, kB, of each buffer (1 kB to 1 GiB, inclusive)."""
+PERIOD_NS_MAX = 1000.0
+"""The longest clock period, ns (the 45 nm tables cover 2, 3 and 4 ns)."""
+SRAM_OVERHEAD_RANGE = (1.0, 1000.0)
+"""SRAM macro area over its bit cells (inclusive)."""
+BYTES_PER_POINT = 256
+"""Memory per design point: the float64 result row (17 columns, 136 bytes), the Pareto filter's
+objectives, order and front (48 bytes), and slack for the plot's subsample and sorting."""
+MAX_GRID_BYTES = 2 * 2 ** 30
+"""The most memory a grid may need (`DesignGrid.check_memory`), 2 GiB: about 8.4 million design points."""
+
+
+def _number_in(value, low: float, high: float) -> bool:
+    """A real number (not a bool, not NaN) in [low, high]."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+            and low <= value <= high)
+
+
 @dataclass(frozen=True)
 class DesignGrid:
     """The values explored per parameter; the grid is their Cartesian product."""
@@ -53,18 +74,43 @@ class DesignGrid:
             if not getattr(self, name):
                 raise InputError(f"--{name.replace('_', '-')}: no values given")
         for name in ("rows", "cols"):
-            bad = [v for v in getattr(self, name) if v < 1]
+            low, high = ARRAY_SIDE_RANGE
+            bad = [v for v in getattr(self, name)
+                   if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= high]
             if bad:
-                raise InputError(f"--{name}: must be positive, got {bad[0]}")
+                raise InputError(f"--{name}: must be integers in {low}..{high}, got {bad[0]!r}")
         for d in self.dataflows:
             if d not in DATAFLOWS:
                 raise InputError(f"--dataflow: unknown dataflow '{d}' (known: {', '.join(DATAFLOWS)})")
         for name in ("ifmap_sram_kB", "filter_sram_kB", "ofmap_sram_kB"):
-            bad = [v for v in getattr(self, name) if not v > 0]
+            low, high = SRAM_KB_RANGE
+            bad = [v for v in getattr(self, name) if not _number_in(v, low, high)]
             if bad:
-                raise InputError(f"--sram-kB: sizes must be positive, got {bad[0]}")
-        if not self.sram_overhead >= 1:
-            raise InputError(f"--sram-overhead: must be at least 1, got {self.sram_overhead}")
+                buffer = name.split("_")[0]
+                raise InputError(f"{buffer} SRAM (--sram-kB or --{buffer}-sram-kB): sizes must be numbers in "
+                                 f"{low:g}..{high:,.0f} kB, got {bad[0]!r}")
+        bad = [v for v in self.period_ns if not _number_in(v, 0, PERIOD_NS_MAX) or v == 0]
+        if bad:
+            raise InputError(f"--period-ns: periods must be numbers in (0, {PERIOD_NS_MAX:g}] ns, got {bad[0]!r}")
+        if not _number_in(self.sram_overhead, *SRAM_OVERHEAD_RANGE):
+            raise InputError(f"--sram-overhead: must be a number in {SRAM_OVERHEAD_RANGE[0]:g}.."
+                             f"{SRAM_OVERHEAD_RANGE[1]:g}, got {self.sram_overhead!r}")
+
+    @property
+    def memory_bytes(self) -> int:
+        """The memory `evaluate` and the result files need for this grid, bytes (an estimate:
+        `BYTES_PER_POINT` per design point and the per-array sums)."""
+        arrays = len(self.rows) * len(self.cols) * len(self.dataflows)
+        per_array = 8 * (4 + len(self.ifmap_sram_kB) + len(self.filter_sram_kB) + len(self.ofmap_sram_kB))
+        return self.size * BYTES_PER_POINT + arrays * per_array
+
+    def check_memory(self, limit_bytes: int | None = None) -> None:
+        """Raise `InputError` when `memory_bytes` exceeds `limit_bytes` (default `MAX_GRID_BYTES`)."""
+        limit = MAX_GRID_BYTES if limit_bytes is None else limit_bytes
+        if self.memory_bytes > limit:
+            raise InputError(f"the grid has {self.size:,} design points and needs about "
+                             f"{self.memory_bytes / 2 ** 20:,.0f} MiB, more than the {limit / 2 ** 20:,.0f} MiB limit; "
+                             "give fewer values of --rows, --cols, --dataflow, the SRAM sizes or --period-ns")
 
     @property
     def size(self) -> int:
@@ -176,7 +222,10 @@ def _fill(base, dram_ifmap, dram_filter, dram_ofmap, rows, cols, dataflows, ifma
 
 
 def evaluate(workload: Workload, grid: DesignGrid) -> DesignResults:
-    """Every design point of `grid` for `workload` (module docstring)."""
+    """Every design point of `grid` for `workload` (module docstring). Refuses (`InputError`) a grid
+    that needs more than `MAX_GRID_BYTES` and a workload whose counts could pass int64."""
+    grid.check_memory()
+    workload.check_int64((min(grid.rows), max(grid.rows)), (min(grid.cols), max(grid.cols)))
     table = workload.gemm_table()
     rows = np.array(grid.rows, np.int64)
     cols = np.array(grid.cols, np.int64)

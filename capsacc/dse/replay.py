@@ -30,6 +30,7 @@ from numba import njit
 
 from capsacc.dse.systolic import OS, PREFETCH_WORDS_PER_CYCLE, WS, sram_accesses
 from capsacc.dse.topology import ConvLayer
+from capsacc.errors import InputError
 
 SETS_PER_EPOCH = 50
 """Sets in the active half of SCALE-Sim's read buffer (100 sets in all, active fraction 0.5)."""
@@ -231,6 +232,51 @@ def _dram_start(state: np.ndarray, per_set: int) -> int:
     return -(sets * per_set) // PREFETCH_WORDS_PER_CYCLE
 
 
+MAX_REPLAY_STEPS = 10 ** 10
+"""The most inner-loop steps `check_replay` lets one replay take (about 30-60 million a second on one
+core: minutes)."""
+MAX_REPLAY_BYTES = 2 * 2 ** 30
+"""The most memory one layer's replay may allocate, 2 GiB."""
+
+
+def replay_cost(layer: ConvLayer, rows: int, cols: int, dataflow: int, ofmap_sram_words: int) -> tuple[int, int]:
+    """(inner-loop steps, bytes) of `replay_layer` on this layer, in exact integers: the read and
+    write loops visit every (cycle, lane) of every fold; the buffers hold one int64 per ifmap and
+    filter address and per ofmap line."""
+    m, k, n = layer.gemm_mkn
+    if dataflow == WS:
+        fold_rows, outer, inner = 2 * rows + cols + m - 2, -(-n // cols), -(-k // rows)
+        steps = outer * inner * (fold_rows * rows + rows * cols + fold_rows * cols)
+    elif dataflow == OS:
+        fold_rows, outer, inner = rows + cols + k - 2, -(-n // cols), -(-m // rows)
+        steps = outer * inner * fold_rows * (rows + 2 * cols)
+    else:
+        fold_rows, outer, inner = 2 * rows + cols + n - 2, -(-m // cols), -(-k // rows)
+        steps = outer * inner * (rows * cols + fold_rows * rows + fold_rows * cols)
+    writes = m * n if dataflow == OS else -(-k // rows) * m * n  # the total_writes of `replay_layer`
+    drain = max(ofmap_sram_words - (ofmap_sram_words + 1) // 2, 1)
+    lines = writes // cols + writes // drain + 4
+    return steps, 8 * (layer.ifmap_h * layer.ifmap_w * layer.channels + k * n + lines)
+
+
+def check_replay(layers: list[ConvLayer], rows: int, cols: int, dataflow: int, ofmap_sram_words: int) -> None:
+    """Raise `InputError` before a replay that would take more than `MAX_REPLAY_STEPS` steps in all,
+    or more than `MAX_REPLAY_BYTES` for one layer, or whose ofmap SRAM (fewer than 2 words) could never
+    drain."""
+    if ofmap_sram_words < 2:
+        raise InputError(f"--replay: an ofmap SRAM of {ofmap_sram_words} words cannot drain (at least 2)")
+    total = 0
+    for layer in layers:
+        steps, size = replay_cost(layer, rows, cols, dataflow, ofmap_sram_words)
+        if size > MAX_REPLAY_BYTES:
+            raise InputError(f"--replay: layer {layer.name} needs about {size / 2 ** 30:,.1f} GiB, more than the "
+                             f"{MAX_REPLAY_BYTES / 2 ** 30:g} GiB limit; use the closed forms (no --replay)")
+        total += steps
+    if total > MAX_REPLAY_STEPS:
+        raise InputError(f"--replay: about {total:.2e} steps, more than the limit of {MAX_REPLAY_STEPS:.0e} "
+                         "(minutes at 30-60 million a second); use the closed forms (no --replay) or a larger array")
+
+
 @dataclass(frozen=True)
 class ReplayReport:
     """SCALE-Sim's DRAM figures of one layer, replayed (words and cycles)."""
@@ -245,7 +291,9 @@ class ReplayReport:
 def replay_layer(layer: ConvLayer, rows: int, cols: int, dataflow: int, ifmap_sram_words: int,
                  filter_sram_words: int, ofmap_sram_words: int) -> ReplayReport:
     """SCALE-Sim's DRAM reads and writes and `Total Cycles (incl. prefetch)` of one layer; `dataflow`
-    a code of `systolic.DATAFLOWS`, SRAM sizes in words (bytes)."""
+    a code of `systolic.DATAFLOWS`, SRAM sizes in words (bytes). Refuses (`check_replay`) a replay too
+    long or too large, and an ofmap SRAM that could never drain."""
+    check_replay([layer], rows, cols, dataflow, ofmap_sram_words)
     dims = np.array([layer.ifmap_h, layer.ifmap_w, layer.filter_h, layer.filter_w, layer.channels,
                      layer.num_filter, layer.stride, layer.ofmap_h, layer.ofmap_w], np.int64)
     # SCALE-Sim fills sets of floor(words / 100); with fewer than 100 words a set never completes

@@ -145,6 +145,28 @@ def layer_reports(table, rows, cols, dataflow, ifmap_sram_words, filter_sram_wor
     return out
 
 
+INT64_MAX = 2 ** 63 - 1
+
+
+def count_bound(m: int, k: int, n: int, count: int, ifmap_words: int, filter_words: int, rows: tuple[int, int],
+                cols: tuple[int, int]) -> int:
+    """An upper bound, in exact integers, of every count the kernels derive from one GEMM (`count`
+    instances) on any array of `rows` = (fewest, most) rows and `cols` = (fewest, most) columns and any
+    dataflow: compute cycles incl. prefetch, SRAM and DRAM accesses, summed over the dataflows. The
+    kernels compute in int64; a workload whose bounds sum to less than 2^63 cannot wrap around."""
+    r_min, r_max = rows
+    c_min, c_max = cols
+    folds_k, folds_n = -(-k // r_min), -(-n // c_min)
+    folds_m = -(-m // min(r_min, c_min))
+    cycles = (folds_k * folds_n * (2 * r_max + c_max + m) + folds_m * folds_n * (r_max + c_max + k)
+              + folds_k * folds_m * (2 * r_max + c_max + n))
+    sram = 2 * m * k * folds_n + m * k + 3 * k * n * folds_m + 3 * folds_k * m * n + m * n \
+        + (r_max + c_max) * folds_m * folds_n
+    dram = 3 * (ifmap_words * folds_n + filter_words * folds_m + folds_k * m * n + c_max)
+    prefetch = 2 * (ifmap_words + filter_words) + m * n + c_max
+    return count * (2 * cycles + sram + dram + prefetch)
+
+
 def sram_words(sram_kB: float, word_bytes: int = 1) -> int:
     """Words in an SRAM of `sram_kB` kB (1 kB = 1024 bytes)."""
     return int(sram_kB * 1024) // word_bytes

@@ -23,6 +23,12 @@ from capsacc.files import read_text
 BUILTIN_TOPOLOGIES = ("alexnet", "lenet", "vgg16", "resnet18")
 """Topologies shipped as `capsacc/data/topology-<name>.csv` (padding folded into the IFMAP sides)."""
 
+MAX_DIMENSION = 2 ** 31 - 1
+"""The largest value of a topology field (sides, channels, filters, stride, M, N, K); the counts derived
+from them are checked against int64 by `Workload.check_int64`."""
+MAX_LAYERS = 65536
+"""The most layers a topology may give, a depthwise layer counting once per channel."""
+
 COLUMNS = ("IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width", "Channels", "Num Filter", "Strides")
 GEMM_COLUMNS = ("M", "N", "K")
 
@@ -96,19 +102,23 @@ def parse_topology(text: str, source: str) -> list[ConvLayer]:
                 value = int(field)
             except ValueError:
                 raise InputError(f"{where}: {column} must be an integer, got {field!r}") from None
-            if value < 1:
-                raise InputError(f"{where}: {column} must be positive, got {value}")
+            if not 1 <= value <= MAX_DIMENSION:
+                raise InputError(f"{where}: {column} must be in 1..{MAX_DIMENSION}, got {value}")
             values.append(value)
         if len(fields) == len(columns) + 2 and fields[-1].replace(" ", "") != "1:1":
             raise InputError(f"{where}: sparsity ratio {fields[-1]!r} is not modelled (only 1:1, dense)")
         if gemm:
             m, n, k = values
+            if len(layers) >= MAX_LAYERS:
+                raise InputError(f"{where}: more than {MAX_LAYERS} layers")
             layers.append(ConvLayer(name, m, k, 1, k, 1, n, 1))
             continue
         ifmap_h, ifmap_w, filter_h, filter_w, channels, num_filter, stride = values
         if filter_h > ifmap_h or filter_w > ifmap_w:
             raise InputError(f"{where}: the filter ({filter_h}x{filter_w}) is larger than the IFMAP "
                              f"({ifmap_h}x{ifmap_w})")
+        if len(layers) + (channels if "DP" in name else 1) > MAX_LAYERS:
+            raise InputError(f"{where}: more than {MAX_LAYERS} layers (a depthwise layer counts once per channel)")
         if "DP" in name:
             layers.extend(ConvLayer(f"{name}Channel_{c}", ifmap_h, ifmap_w, filter_h, filter_w, 1, num_filter,
                                     stride) for c in range(channels))

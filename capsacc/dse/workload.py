@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from capsacc.dse.systolic import INT64_MAX, count_bound
 from capsacc.dse.topology import ConvLayer
+from capsacc.errors import InputError
 from capsacc.network import PRESETS, Network, Operation
 
 MODES = ("inference", "training")
@@ -79,8 +81,21 @@ class Workload:
     gemms: tuple[Gemm, ...]
     vector_ops: tuple[VectorOp, ...]
 
+    def check_int64(self, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        """Raise `InputError` unless every count the systolic kernels derive from this workload on
+        arrays of `rows` = (fewest, most) rows and `cols` = (fewest, most) columns fits int64
+        (`systolic.count_bound`, summed over the GEMMs in exact integers). Names the largest GEMM."""
+        bounds = [count_bound(g.m, g.k, g.n, g.count, g.ifmap_words, g.filter_words, rows, cols) for g in self.gemms]
+        total = sum(bounds) + self.vector_elements * (1 + max(SOFTMAX_MULTS + SOFTMAX_ADDS, SQUASH_MULTS + SQUASH_ADDS))
+        if total > INT64_MAX:
+            worst = self.gemms[max(range(len(bounds)), key=bounds.__getitem__)]
+            raise InputError(
+                f"{self.name} {self.mode} (batch {self.batch}): the cycle and access counts reach about {total:.2e}, "
+                f"more than 64-bit integers hold (largest GEMM: layer {worst.layer}, {worst.phase}, "
+                f"M={worst.m} K={worst.k} N={worst.n} x{worst.count}); use a smaller input, batch or network")
+
     def gemm_table(self) -> np.ndarray:
-        """int64 (n_gemms, 6): m, k, n, count, ifmap_words, filter_words."""
+        """int64 (n_gemms, 6): m, k, n, count, ifmap_words, filter_words (check `check_int64` first)."""
         return np.array([(g.m, g.k, g.n, g.count, g.ifmap_words, g.filter_words) for g in self.gemms],
                         dtype=np.int64).reshape(-1, 6)
 

@@ -85,7 +85,7 @@ def test_grid_order_and_size():
 def test_bad_grids():
     with pytest.raises(InputError, match="unknown dataflow 'rs'"):
         DesignGrid(rows=(4,), cols=(4,), dataflows=("rs",))
-    with pytest.raises(InputError, match="--rows: must be positive"):
+    with pytest.raises(InputError, match="--rows: must be integers in 1..65536, got 0"):
         DesignGrid(rows=(0,), cols=(4,))
 
 
@@ -176,7 +176,7 @@ def test_bad_cli_input_exits_2(tmp_path, capsys):
     assert main(["dse", "--network", "lenet", "--period-ns", "1", "--out", out]) == 2
     assert "no synthesized PE for period_ns=1.0" in capsys.readouterr().err
     assert main(["dse", "--network", "lenet", "--batch", "0", "--out", out]) == 2
-    assert "--batch: must be positive, got 0" in capsys.readouterr().err
+    assert "--batch: must be in 1..1048576, got 0" in capsys.readouterr().err
     assert main(["systolic", "--topology", "lenet", "--rows", "4", "--cols", "4", "--sram-kB", "64,64"]) == 2
     assert "--sram-kB: give three positive sizes" in capsys.readouterr().err
 

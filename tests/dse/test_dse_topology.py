@@ -38,7 +38,7 @@ def test_rows_without_trailing_comma_sparsity_and_depthwise():
 @pytest.mark.parametrize("row, line, message", [
     ("a, 8, 8, 3, 3, 2, 4,\n", 3, "expected 8 fields"),
     ("a, 8, 8, three, 3, 2, 4, 1,\n", 3, "Filter Height must be an integer, got 'three'"),
-    ("a, 8, 8, 3, 3, 0, 4, 1,\n", 3, "Channels must be positive"),
+    ("a, 8, 8, 3, 3, 0, 4, 1,\n", 3, "Channels must be in 1..2147483647, got 0"),
     ("a, 2, 8, 3, 3, 1, 4, 1,\n", 3, "larger than the IFMAP"),
     ("a, 8, 8, 3, 3, 1, 4, 1, 2:4,\n", 3, "sparsity ratio '2:4' is not modelled"),
     (", 8, 8, 3, 3, 1, 4, 1,\n", 3, "layer name is empty"),
