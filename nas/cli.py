@@ -3,6 +3,7 @@
 import json
 
 from capsacc.errors import InputError
+from capsacc.files import prepare_output_file
 from capsacc.network import PRESETS
 
 
@@ -49,8 +50,10 @@ def _train_command(args) -> int:
 
     genotype = Genotype.preset(args.genotype) if args.genotype in PRESETS else Genotype.load(args.genotype)
     genotype.validate()
-    if args.save is not None and not args.save.endswith(".keras"):
-        raise InputError(f"--save {args.save}: the file name must end in .keras")
+    if args.save is not None:
+        if not args.save.endswith(".keras"):
+            raise InputError(f"--save {args.save}: the file name must end in .keras")
+        prepare_output_file(args.save)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                          learning_rate=args.learning_rate, timeout_s=args.timeout,
                          train_samples=args.train_samples, threads=args.threads)
@@ -182,9 +185,6 @@ def _search_command(args) -> int:
         space=load_space(args.space), budgets=Budgets(args.max_latency_ms, args.max_energy_mJ, args.max_memory_KiB),
         mutation_probability=args.mutation_probability, workers=args.workers, scheduler=args.scheduler,
         out=args.out)
-    if args.data is not None or args.dataset != "mnist":
-        from nas.datasets import load_dataset
-        load_dataset(args.dataset, args.data)
     result = run_search(config, accelerator, resume=args.resume, progress=not args.quiet)
     print(f"{len(result.evaluations)} candidates evaluated ({result.trained} trained by this invocation) "
           f"in {result.wall_s:.0f} s; Pareto set of {len(result.pareto)}:")

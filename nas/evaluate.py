@@ -80,7 +80,8 @@ def worker_name() -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, path: str | None):
+def cached_dataset(name: str, path: str | None):
+    """`nas.datasets.load_dataset(name, path)`, loaded once per process."""
     from nas.datasets import load_dataset
     return load_dataset(name, path)
 
@@ -96,7 +97,7 @@ class TrainingEvaluator:
 
     def __call__(self, genotype_list: list) -> Outcome:
         from nas.train import train
-        result = train(Genotype.from_list(genotype_list), _dataset(self.dataset, self.data_path), self.config,
+        result = train(Genotype.from_list(genotype_list), cached_dataset(self.dataset, self.data_path), self.config,
                        progress=False)
         return Outcome(result.status, list(result.val_accuracy), result.seconds, result.params, result.message,
                        worker_name())

@@ -2,84 +2,127 @@
 
 Each genotype of `RUN_DIR/pareto.json` is trained for `epochs` epochs on the dataset the search
 used, and its test accuracy is reported next to its energy, latency and memory. Every finished
-training is appended to `RUN_DIR/final.jsonl` at once; a second call with the same settings
-trains only what is missing. Results: `final.json` (with provenance) and `final.md`.
+training is appended to `RUN_DIR/final.jsonl` at once (`nas.jsonlog`: a line torn by a kill is
+reported and skipped); a second call with the same settings trains only what is missing. Results:
+`final.json` (with provenance) and `final.md`, written atomically. The run folder is locked
+(`nas.search.LOCK_NAME`) while finalize works in it.
 """
 
 import json
+import sys
 from pathlib import Path
 
 from capsacc.errors import InputError
+from capsacc.files import read_json, write_atomic
 
 from nas.genotype import Genotype
+from nas.journal import RunLock
+from nas.jsonlog import append_record, finite_number, read_records
+
+LOG_NAME = "final.jsonl"
+_OBJECTIVES = ("accuracy_drop", "energy_mJ", "latency_ms", "memory_KiB")
 
 
-def _read_pareto(run: Path) -> dict:
+def read_pareto(run: Path) -> tuple[dict, list[tuple[Genotype, dict]]]:
+    """The provenance and the (genotype, entry) pairs of `run/pareto.json`, every field checked;
+    `InputError` naming the file, the entry and the field otherwise."""
     path = run / "pareto.json"
-    try:
-        document = json.loads(path.read_text())
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror}); is {run} a search run folder?") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON ({error})") from None
-    if not isinstance(document, dict) or "pareto" not in document or "provenance" not in document:
-        raise InputError(f"{path}: not a nascaps pareto.json (needs 'provenance' and 'pareto')")
-    return document
+    if not path.exists():
+        raise InputError(f"{path}: no such file; is {run} a search run folder?")
+    document = read_json(path)
+    if not isinstance(document, dict) or not isinstance(document.get("pareto"), list) \
+            or not isinstance(document.get("provenance"), dict):
+        raise InputError(f"{path}: not a nascaps pareto.json (needs a 'provenance' object and a 'pareto' list)")
+    provenance = document["provenance"]
+    expected = {"dataset": lambda v: isinstance(v, str), "data": lambda v: v is None or isinstance(v, str),
+                "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    for key, good in expected.items():
+        if key in provenance and not good(provenance[key]):
+            raise InputError(f"{path}: provenance, key '{key}': bad value {provenance[key]!r}")
+    entries = []
+    for index, entry in enumerate(document["pareto"]):
+        where = f"{path}: Pareto entry {index}"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: not an object")
+        try:
+            genotype = Genotype.from_list(entry.get("genotype"))
+        except InputError as error:
+            raise InputError(f"{where}, key 'genotype': {error}") from None
+        for key in _OBJECTIVES:
+            low, high = 0.0, (1.0 if key == "accuracy_drop" else float("inf"))
+            if not finite_number(entry.get(key), low, high):
+                raise InputError(f"{where}, key '{key}': bad value {entry.get(key)!r}")
+        entries.append((genotype, entry))
+    return provenance, entries
+
+
+def _check_row(row: dict, log: Path, number: int) -> None:
+    """A row of final.jsonl is what `finalize` wrote; `InputError` naming the row otherwise."""
+    checks = {"settings": isinstance(row.get("settings"), dict),
+              "genotype": isinstance(row.get("genotype"), list),
+              "status": isinstance(row.get("status"), str),
+              "test_accuracy": row.get("test_accuracy") is None or finite_number(row.get("test_accuracy"), 0, 1),
+              "val_accuracy": isinstance(row.get("val_accuracy"), list)
+              and all(finite_number(v, 0, 1) for v in row["val_accuracy"]),
+              "seconds": finite_number(row.get("seconds"), 0),
+              "params": isinstance(row.get("params"), int) and not isinstance(row.get("params"), bool)
+              and row["params"] >= 0}
+    for key, good in checks.items():
+        if not good:
+            raise InputError(f"{log}: record {number}, key '{key}': bad value {row.get(key)!r}")
 
 
 def _done(log: Path, settings: dict) -> dict[str, dict]:
-    if not log.exists():
-        return {}
+    """Finished trainings in the log with these settings, by genotype key."""
     done = {}
-    for line in log.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("settings") == settings:
+    for number, row in enumerate(read_records(log), start=1):
+        _check_row(row, log, number)
+        if row["settings"] == settings:
             done[json.dumps(row["genotype"])] = row
     return done
 
 
 def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, train_samples: int | None = None,
              timeout_s: float | None = None, progress: bool = True) -> list[dict]:
-    """Train the Pareto set of `run_dir`; write final.json and final.md there; return the rows."""
+    """Train the Pareto set of `run_dir`; write final.json and final.md there; return the rows.
+    Progress goes to stderr."""
     from nas.datasets import load_dataset
     from nas.report import versions
+    from nas.search import LOCK_NAME
     from nas.train import TrainConfig, train
     run = Path(run_dir)
-    document = _read_pareto(run)
-    provenance = document["provenance"]
-    dataset = load_dataset(provenance.get("dataset", "mnist"), data if data is not None else provenance.get("data"))
-    config = TrainConfig(epochs=epochs, batch_size=provenance.get("batch_size", 100), seed=provenance.get("seed", 0),
-                         timeout_s=timeout_s, train_samples=train_samples)
-    settings = {"epochs": epochs, "train_samples": train_samples, "dataset": dataset.name, "source": dataset.source}
-    log = run / "final.jsonl"
-    done = _done(log, settings)
-    rows = []
-    for index, entry in enumerate(document["pareto"]):
-        try:
-            genotype = Genotype.from_list(entry["genotype"])
-        except (InputError, KeyError, TypeError) as error:
-            raise InputError(f"{run / 'pareto.json'}: Pareto entry {index}: {error}") from None
-        key = json.dumps(genotype.to_list())
-        if key not in done:
-            if progress:
-                print(f"network {index + 1}/{len(document['pareto'])}: {genotype.key()}", flush=True)
-            result = train(genotype, dataset, config, test=True, progress=progress)
-            done[key] = {"settings": settings, "genotype": genotype.to_list(), "status": result.status,
-                         "test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
-                         "seconds": result.seconds, "params": result.params, "message": result.message}
-            with open(log, "a") as handle:
-                handle.write(json.dumps(done[key]) + "\n")
-        row = done[key]
-        rows.append({"genotype": row["genotype"], "status": row["status"], "test_accuracy": row["test_accuracy"],
-                     "search_val_accuracy": 1 - entry.get("accuracy_drop", 1.0), "energy_mJ": entry["energy_mJ"],
-                     "latency_ms": entry["latency_ms"], "memory_KiB": entry["memory_KiB"], "params": row["params"],
-                     "seconds": row["seconds"], "epochs": len(row["val_accuracy"])})
-    final = {"provenance": {"search": provenance, **settings, "versions": versions()}, "networks": rows}
-    (run / "final.json").write_text(json.dumps(final, indent=1) + "\n")
-    (run / "final.md").write_text(_markdown(rows, settings, provenance))
+    if not run.is_dir():
+        raise InputError(f"{run}: not a search run folder (no such folder)")
+    with RunLock(run / LOCK_NAME, "nascaps finalize"):
+        provenance, entries = read_pareto(run)
+        dataset = load_dataset(provenance.get("dataset", "mnist"),
+                               data if data is not None else provenance.get("data"))
+        config = TrainConfig(epochs=epochs, batch_size=provenance.get("batch_size", 100),
+                             seed=provenance.get("seed", 0), timeout_s=timeout_s, train_samples=train_samples)
+        settings = {"epochs": epochs, "train_samples": train_samples, "dataset": dataset.name,
+                    "source": dataset.source}
+        log = run / LOG_NAME
+        done = _done(log, settings)
+        rows = []
+        for index, (genotype, entry) in enumerate(entries):
+            key = json.dumps(genotype.to_list())
+            if key not in done:
+                if progress:
+                    print(f"network {index + 1}/{len(entries)}: {genotype.key()}", file=sys.stderr, flush=True)
+                result = train(genotype, dataset, config, test=True, progress=progress)
+                done[key] = {"settings": settings, "genotype": genotype.to_list(), "status": result.status,
+                             "test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
+                             "seconds": result.seconds, "params": result.params, "message": result.message}
+                append_record(log, done[key])
+            row = done[key]
+            rows.append({"genotype": row["genotype"], "status": row["status"], "test_accuracy": row["test_accuracy"],
+                         "search_val_accuracy": 1 - entry["accuracy_drop"], "energy_mJ": entry["energy_mJ"],
+                         "latency_ms": entry["latency_ms"], "memory_KiB": entry["memory_KiB"],
+                         "params": row["params"], "seconds": row["seconds"], "epochs": len(row["val_accuracy"])})
+        final = {"provenance": {"search": provenance, **settings, "versions": versions()}, "networks": rows}
+        write_atomic(run / "final.json", json.dumps(final, indent=1) + "\n")
+        write_atomic(run / "final.md", _markdown(rows, settings, provenance))
     return rows
 
 

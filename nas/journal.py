@@ -8,14 +8,29 @@ finished generation left it, so a resumed run makes the same choices as an unint
 
 Tables: `meta(name, value)` (schema version, the run's configuration as JSON),
 `evaluations` (one row per distinct genotype) and `generations` (one row per finished generation).
+The schema and the configuration are written in one transaction, so a journal either has both or
+does not exist. Opening checks the file's integrity (`PRAGMA integrity_check`); reading checks
+every value, so that a damaged row, genotype or generator state is an `InputError` naming the
+file, the table, the row and the column, never a wrong resume.
+
+`RunLock` keeps a second process off a run folder while one works in it.
 """
 
+import datetime
+import fcntl
 import json
+import math
+import os
+import socket
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from capsacc.errors import InputError
+
+from nas.genotype import Genotype
 
 SCHEMA_VERSION = 1
 RESUME_FREE_KEYS = ("generations", "workers", "scheduler")
@@ -113,8 +128,8 @@ class Journal:
         """Open the journal at `path` for a run with `config` (JSON-ready).
 
         A new run refuses an existing journal; `resume` requires one written with the same
-        configuration (except `RESUME_FREE_KEYS`). A file that is not a readable journal raises
-        `InputError` naming it, and is left untouched.
+        configuration (except `RESUME_FREE_KEYS`). A file that is not a readable, intact journal
+        raises `InputError` naming it, and is left untouched.
         """
         path = Path(path)
         exists = path.exists()
@@ -127,20 +142,31 @@ class Journal:
             if exists:
                 _check_header(path)
             connection = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.DatabaseError as error:
+            raise InputError(f"{path}: not a readable nascaps journal ({error})") from None
+        journal = cls(path, connection)
+        try:
             connection.execute("PRAGMA busy_timeout = 10000")
             if exists:
-                journal = cls(path, connection)
+                journal._check_integrity()
                 journal._check_config(config)
                 return journal
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
-            with connection:
-                connection.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-                connection.execute("INSERT INTO meta VALUES ('schema_version', ?), ('config', ?)",
-                                   (str(SCHEMA_VERSION), json.dumps(config, sort_keys=True)))
-            return cls(path, connection)
+            connection.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute("INSERT INTO meta VALUES ('schema_version', ?), ('config', ?)",
+                               (str(SCHEMA_VERSION), json.dumps(config, sort_keys=True)))
+            connection.execute("COMMIT")
+            return journal
         except sqlite3.DatabaseError as error:
+            connection.close()
             raise InputError(f"{path}: not a readable nascaps journal ({error})") from None
+        except BaseException:
+            connection.close()
+            raise
 
     def __enter__(self) -> "Journal":
         return self
@@ -151,14 +177,23 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
-    def _check_config(self, config: dict) -> None:
-        rows = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
-        if rows.get("schema_version") != str(SCHEMA_VERSION) or "config" not in rows:
-            raise InputError(f"{self.path}: not a nascaps journal of schema version {SCHEMA_VERSION}")
+    def _query(self, sql: str, parameters=()) -> list:
         try:
-            stored = json.loads(rows["config"])
-        except json.JSONDecodeError:
-            raise InputError(f"{self.path}: the stored run configuration is not JSON") from None
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise InputError(f"{self.path}: not a readable nascaps journal ({error})") from None
+
+    def _check_integrity(self) -> None:
+        problems = [row[0] for row in self._query("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise InputError(f"{self.path}: damaged database (integrity check: {'; '.join(problems[:3])})")
+        tables = {row[0] for row in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in ("meta", "evaluations", "generations") if t not in tables]
+        if missing:
+            raise InputError(f"{self.path}: not a nascaps journal (no table {', '.join(missing)})")
+
+    def _check_config(self, config: dict) -> None:
+        stored = self.stored_config
         differing = sorted(k for k in set(stored) | set(config)
                            if k not in RESUME_FREE_KEYS and stored.get(k) != config.get(k))
         if differing:
@@ -168,7 +203,14 @@ class Journal:
     @property
     def stored_config(self) -> dict:
         """The configuration the journal was created with."""
-        return json.loads(self._db.execute("SELECT value FROM meta WHERE name = 'config'").fetchone()[0])
+        rows = dict(self._query("SELECT name, value FROM meta"))
+        if rows.get("schema_version") != str(SCHEMA_VERSION) or "config" not in rows:
+            raise InputError(f"{self.path}: not a nascaps journal of schema version {SCHEMA_VERSION} "
+                             "(table meta lacks 'schema_version' or 'config')")
+        stored = _json(rows["config"], self.path, "meta", "name 'config'", "value")
+        if not isinstance(stored, dict):
+            raise InputError(f"{self.path}: table meta, name 'config', column value: not a JSON object")
+        return stored
 
     def record(self, evaluation: Evaluation) -> None:
         """Commit one finished evaluation (a key already journaled is kept as it was)."""
@@ -182,14 +224,13 @@ class Journal:
 
     def lookup(self, key: str) -> Evaluation | None:
         """The journaled evaluation of a genotype key, if any."""
-        cursor = self._db.execute(f"SELECT {_COLUMNS} FROM evaluations WHERE key = ?", (key,))
-        row = cursor.fetchone()
-        return None if row is None else _evaluation(row)
+        rows = self._query(f"SELECT id, {_COLUMNS} FROM evaluations WHERE key = ?", (key,))
+        return _evaluation(rows[0], self.path) if rows else None
 
     def evaluations(self) -> list[Evaluation]:
         """All journaled evaluations, in the order they finished."""
-        return [_evaluation(row) for row in
-                self._db.execute(f"SELECT {_COLUMNS} FROM evaluations ORDER BY id").fetchall()]
+        return [_evaluation(row, self.path)
+                for row in self._query(f"SELECT id, {_COLUMNS} FROM evaluations ORDER BY id")]
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Commit a finished generation's population and generator state."""
@@ -199,34 +240,114 @@ class Journal:
                               json.dumps(checkpoint.rng_state)))
 
     def last_checkpoint(self) -> Checkpoint | None:
-        """The latest finished generation, None before the initial population is evaluated."""
-        row = self._db.execute("SELECT generation, population, rng_state FROM generations "
-                               "ORDER BY generation DESC LIMIT 1").fetchone()
-        if row is None:
+        """The latest finished generation, None before the initial population is evaluated; each key
+        of its population must be journaled."""
+        rows = self._query("SELECT generation, population, rng_state FROM generations "
+                           "ORDER BY generation DESC LIMIT 1")
+        if not rows:
             return None
-        return Checkpoint(row[0], json.loads(row[1]), json.loads(row[2]))
+        checkpoint = _checkpoint(rows[0], self.path)
+        for index, key in enumerate(checkpoint.population):
+            if not self._query("SELECT 1 FROM evaluations WHERE key = ?", (key,)):
+                raise InputError(f"{self.path}: table generations, generation {checkpoint.generation}, column "
+                                 f"population: member {index} has no row in table evaluations")
+        return checkpoint
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every finished generation, in order."""
-        rows = self._db.execute("SELECT generation, population, rng_state FROM generations "
-                                "ORDER BY generation").fetchall()
-        return [Checkpoint(g, json.loads(p), json.loads(s)) for g, p, s in rows]
+        return [_checkpoint(row, self.path) for row in
+                self._query("SELECT generation, population, rng_state FROM generations ORDER BY generation")]
 
 
 _FIELDS = ("key", "genotype", "generation", "status", "accuracy_drop", "energy_mJ", "latency_ms", "memory_KiB",
            "violation", "val_accuracy", "seconds", "worker", "attempts", "message", "params")
 _COLUMNS = ", ".join(_FIELDS)
+STATUSES = ("ok", "nan", "timeout", "oom", "invalid", "over_budget", "lost")
+"""Statuses of a journaled evaluation (see `Evaluation`)."""
 
 
-def _evaluation(row) -> Evaluation:
-    values = dict(zip(_FIELDS, row))
-    values["genotype"] = json.loads(values["genotype"])
-    values["val_accuracy"] = tuple(json.loads(values["val_accuracy"]))
+def _json(text, path: Path, table: str, row: str, column: str):
+    """The JSON value in one cell, or an `InputError` naming the cell."""
+    if not isinstance(text, str):
+        raise InputError(f"{path}: table {table}, {row}, column {column}: not JSON text ({type(text).__name__})")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as error:
+        raise InputError(f"{path}: table {table}, {row}, column {column}: not JSON ({error})") from None
+    except RecursionError:
+        raise InputError(f"{path}: table {table}, {row}, column {column}: JSON nested too deep") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _is_int(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value, low: float = 0.0, high: float = math.inf) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and low <= value <= high)
+
+
+def _evaluation(row, path: Path) -> Evaluation:
+    """An `Evaluation` from a row (id first), every value checked."""
+    row_id, values = row[0], dict(zip(_FIELDS, row[1:]))
+    where = f"row id {row_id}"
+
+    def bad(column: str, what: str):
+        return InputError(f"{path}: table evaluations, {where}, column {column}: {what}")
+
+    genotype = _json(values["genotype"], path, "evaluations", where, "genotype")
+    try:
+        parsed = Genotype.from_list(genotype)
+    except InputError as error:
+        raise bad("genotype", f"not a genotype ({error})") from None
+    except (TypeError, ValueError, RecursionError) as error:
+        raise bad("genotype", f"not a genotype ({type(error).__name__}: {error})") from None
+    if values["key"] != parsed.key():
+        raise bad("key", "does not match the row's genotype")
+    accuracies = _json(values["val_accuracy"], path, "evaluations", where, "val_accuracy")
+    if not isinstance(accuracies, list) or not all(_is_number(a, 0.0, 1.0) for a in accuracies):
+        raise bad("val_accuracy", "not a list of accuracies between 0 and 1")
+    checks = {"generation": _is_int(values["generation"]), "status": values["status"] in STATUSES,
+              "accuracy_drop": _is_number(values["accuracy_drop"], 0.0, 1.0),
+              "energy_mJ": _is_number(values["energy_mJ"]), "latency_ms": _is_number(values["latency_ms"]),
+              "memory_KiB": _is_number(values["memory_KiB"]), "violation": _is_number(values["violation"]),
+              "seconds": _is_number(values["seconds"]), "worker": isinstance(values["worker"], str),
+              "attempts": _is_int(values["attempts"], 1), "message": isinstance(values["message"], str),
+              "params": _is_int(values["params"])}
+    for column, good in checks.items():
+        if not good:
+            raise bad(column, f"bad value {values[column]!r}")
+    values["genotype"] = genotype
+    values["val_accuracy"] = tuple(accuracies)
     return Evaluation(**values)
+
+
+def _checkpoint(row, path: Path) -> Checkpoint:
+    """A `Checkpoint` from a row of `generations`, its population and generator state checked."""
+    generation, population, rng_state = row
+    where = f"generation {generation!r}"
+    if not _is_int(generation):
+        raise InputError(f"{path}: table generations, {where}: not a generation number")
+    population = _json(population, path, "generations", where, "population")
+    if not isinstance(population, list) or not population or not all(isinstance(k, str) for k in population):
+        raise InputError(f"{path}: table generations, {where}, column population: not a list of genotype keys")
+    state = _json(rng_state, path, "generations", where, "rng_state")
+    try:
+        np.random.default_rng().bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
+        raise InputError(f"{path}: table generations, {where}, column rng_state: not a generator state "
+                         f"({type(error).__name__}: {error})") from None
+    return Checkpoint(generation, population, state)
 
 
 def _check_header(path: Path) -> None:
     """Refuse a file that is not SQLite before sqlite3 touches it."""
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as handle:
             header = handle.read(16)
@@ -244,10 +365,57 @@ def read_journal(path: str | Path) -> tuple[dict, list[Evaluation], list[Checkpo
     _check_header(path)
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        journal = Journal(path, connection)
-        try:
-            return journal.stored_config, journal.evaluations(), journal.checkpoints()
-        finally:
-            journal.close()
-    except (sqlite3.DatabaseError, TypeError) as error:
+    except sqlite3.DatabaseError as error:
         raise InputError(f"{path}: not a readable nascaps journal ({error})") from None
+    with Journal(path, connection) as journal:
+        journal._check_integrity()
+        return journal.stored_config, journal.evaluations(), journal.checkpoints()
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while a command works in it (`with RunLock(...)`).
+
+    The lock is an advisory `flock` on the file `path`, which records who holds it (pid, host, start
+    time, command). The operating system releases it when its process ends, however it ends, so a
+    lock left by a killed run is simply taken over; a second process on the same folder while the
+    first runs is refused with an `InputError` naming the first.
+    """
+
+    def __init__(self, path: str | Path, command: str):
+        self.path = Path(path)
+        self.command = command
+        self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise InputError(f"{self.path}: cannot create the run lock ({error.strerror})") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read(1000).strip()
+            handle.close()
+            raise InputError(f"{self.path.parent}: another process is working in this folder ({_holder(holder)}); "
+                             "wait for it to end or choose another folder") from None
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started,
+                                 "command": self.command}) + "\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+        self._handle = None
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return (f"{info['command']}, pid {info['pid']} on host {info['host']}, started {info['started']}")
+    except (ValueError, KeyError, TypeError):
+        return "its pid is not recorded yet"

@@ -7,18 +7,24 @@ the validation accuracy after e epochs and the test accuracy after full training
 the median over networks of the cumulative training time up to epoch e (the measured wall time of
 the whole training, building included, times e / full_epochs).
 
-Finished networks are appended to `pcc.jsonl` in the output folder as they finish; running again
-with the same settings continues from there.
+Finished networks are appended to `pcc.jsonl` in the output folder as they finish (`nas.jsonlog`:
+the file is only ever appended to; a line torn by a kill is reported and skipped); running again
+with the same settings continues from there. `pcc.json` is written atomically; progress goes to
+stderr. The output folder is locked (`nas.search.LOCK_NAME`) while pcc works in it.
 """
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from capsacc.errors import InputError
+from capsacc.files import prepare_output_dir, write_atomic
 
+from nas.journal import RunLock
+from nas.jsonlog import append_record, finite_number, read_records
 from nas.operators import random_genotype
 from nas.space import SearchSpace
 
@@ -69,56 +75,57 @@ def run_pcc(config: PccConfig, progress: bool = True) -> dict:
     """Train the networks (continuing `out/pcc.jsonl`), write `out/pcc.json` and return its content."""
     from nas.datasets import load_dataset
     from nas.report import versions
+    from nas.search import LOCK_NAME
     from nas.train import TrainConfig, train
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(config.out)
     settings = {**asdict(config), "space": asdict(config.space)}
     settings = json.loads(json.dumps(settings))
     log = out / "pcc.jsonl"
-    records = _read_log(log, settings)
-    if not records:
-        log.write_text(json.dumps({"settings": settings}) + "\n")
-    dataset = load_dataset(config.dataset, config.data)
-    rng = np.random.default_rng(config.seed)
-    genotypes = [random_genotype(config.space, rng) for _ in range(config.networks)]
-    train_config = TrainConfig(epochs=config.full_epochs, seed=config.seed, timeout_s=config.timeout_s,
-                               train_samples=config.train_samples, batch_size=config.batch_size,
-                               learning_rate=config.learning_rate)
-    for index, genotype in enumerate(genotypes[len(records):], start=len(records)):
-        if progress:
-            print(f"network {index + 1}/{config.networks}: {genotype.key()}", flush=True)
-        result = train(genotype, dataset, train_config, test=True, progress=progress)
-        record = {"index": index, "genotype": genotype.to_list(), "status": result.status,
-                  "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
-                  "seconds": result.seconds, "params": result.params, "message": result.message}
-        with open(log, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        records.append(record)
-    document = {"provenance": {**settings, "dataset_source": dataset.source, "versions": versions()},
-                "table": correlation_table(records, config.epochs, config.full_epochs),
-                "networks_ok": sum(1 for r in records if r["status"] == "ok"), "networks": records}
-    (out / "pcc.json").write_text(json.dumps(document, indent=1) + "\n")
+    with RunLock(out / LOCK_NAME, "nascaps pcc"):
+        records = _read_log(log, settings)
+        dataset = load_dataset(config.dataset, config.data)
+        if not log.exists() or log.stat().st_size == 0:
+            append_record(log, {"settings": settings})
+        rng = np.random.default_rng(config.seed)
+        genotypes = [random_genotype(config.space, rng) for _ in range(config.networks)]
+        train_config = TrainConfig(epochs=config.full_epochs, seed=config.seed, timeout_s=config.timeout_s,
+                                   train_samples=config.train_samples, batch_size=config.batch_size,
+                                   learning_rate=config.learning_rate)
+        for index, genotype in enumerate(genotypes[len(records):], start=len(records)):
+            if progress:
+                print(f"network {index + 1}/{config.networks}: {genotype.key()}", file=sys.stderr, flush=True)
+            result = train(genotype, dataset, train_config, test=True, progress=progress)
+            record = {"index": index, "genotype": genotype.to_list(), "status": result.status,
+                      "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+                      "seconds": result.seconds, "params": result.params, "message": result.message}
+            append_record(log, record)
+            records.append(record)
+        document = {"provenance": {**settings, "dataset_source": dataset.source, "versions": versions()},
+                    "table": correlation_table(records, config.epochs, config.full_epochs),
+                    "networks_ok": sum(1 for r in records if r["status"] == "ok"), "networks": records}
+        write_atomic(out / "pcc.json", json.dumps(document, indent=1) + "\n")
     return document
 
 
 def _read_log(log: Path, settings: dict) -> list[dict]:
-    """Networks already trained with the same settings (the log's first line holds them); a line
-    cut short by a kill is dropped from the file."""
-    if not log.exists():
+    """Networks already trained with the same settings (the log's first record holds them), each
+    checked; `InputError` naming the log and the record otherwise."""
+    lines = read_records(log)
+    if not lines:
         return []
-    lines = log.read_text().splitlines()
-    try:
-        header = json.loads(lines[0]) if lines else {}
-    except json.JSONDecodeError as error:
-        raise InputError(f"{log}: not a pcc log ({error})") from None
-    if header.get("settings") != settings:
+    if lines[0].get("settings") != settings:
         raise InputError(f"{log}: written with other settings; choose another --out")
-    records = []
-    for number, line in enumerate(lines[1:], start=2):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number != len(lines):
-                raise InputError(f"{log}: line {number} is not JSON ({error})") from None
-            log.write_text("\n".join(lines[:-1]) + "\n")
+    records = lines[1:]
+    for number, record in enumerate(records, start=2):
+        checks = {"index": record.get("index") == number - 2,
+                  "genotype": isinstance(record.get("genotype"), list),
+                  "status": isinstance(record.get("status"), str),
+                  "val_accuracy": isinstance(record.get("val_accuracy"), list)
+                  and all(finite_number(v, 0, 1) for v in record["val_accuracy"]),
+                  "test_accuracy": record.get("test_accuracy") is None
+                  or finite_number(record.get("test_accuracy"), 0, 1),
+                  "seconds": finite_number(record.get("seconds"), 0)}
+        for key, good in checks.items():
+            if not good:
+                raise InputError(f"{log}: record {number}, key '{key}': bad value {record.get(key)!r}")
     return records

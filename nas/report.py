@@ -5,6 +5,7 @@ epochs, and the package versions).
 """
 
 import csv
+import io
 import json
 import platform
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from capsacc import Accelerator
+from capsacc.files import atomic_path, write_atomic
 from capsacc.network import PRESETS
 
 from nas.evaluate import hardware_costs
@@ -42,15 +44,17 @@ def provenance(identity: dict) -> dict:
 
 
 def write_csv(path: Path, evaluations: list[Evaluation], pareto_keys: set[str]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for index, e in enumerate(evaluations):
-            writer.writerow([index, e.generation, e.status, f"{e.accuracy_drop:.6f}",
-                             f"{e.val_accuracy[-1]:.6f}" if e.val_accuracy else "", f"{e.energy_mJ:.9g}",
-                             f"{e.latency_ms:.9g}", f"{e.memory_KiB:.9g}", f"{e.violation:.6g}",
-                             int(e.key in pareto_keys), f"{e.seconds:.3f}", e.attempts, e.worker, e.params,
-                             len(e.val_accuracy), e.message, json.dumps(e.genotype)])
+    """evaluations.csv (`CSV_COLUMNS`), one row per evaluation, written atomically."""
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(CSV_COLUMNS)
+    for index, e in enumerate(evaluations):
+        writer.writerow([index, e.generation, e.status, f"{e.accuracy_drop:.6f}",
+                         f"{e.val_accuracy[-1]:.6f}" if e.val_accuracy else "", f"{e.energy_mJ:.9g}",
+                         f"{e.latency_ms:.9g}", f"{e.memory_KiB:.9g}", f"{e.violation:.6g}",
+                         int(e.key in pareto_keys), f"{e.seconds:.3f}", e.attempts, e.worker, e.params,
+                         len(e.val_accuracy), e.message, json.dumps(e.genotype)])
+    write_atomic(path, handle.getvalue())
 
 
 def _entry(e: Evaluation) -> dict:
@@ -114,7 +118,8 @@ def plot_pareto(path: Path, evaluations: list[Evaluation], pareto_keys: set[str]
         from matplotlib.ticker import MaxNLocator
         figure.colorbar(points, ax=axes, label="generation", shrink=0.6, ticks=MaxNLocator(integer=True))
     figure.suptitle("NASCaps search: objectives pairwise (trained candidates)")
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)
 
 
@@ -158,10 +163,10 @@ def report_markdown(identity: dict, result, references: dict) -> str:
 
 
 def write_reports(out: Path, identity: dict, result, accelerator: Accelerator) -> None:
-    """Write evaluations.csv, pareto.json, pareto.png and report.md into `out`."""
+    """Write evaluations.csv, pareto.json, pareto.png and report.md into `out`, each atomically."""
     pareto_keys = {e.key for e in result.pareto}
     references = reference_costs(accelerator)
     write_csv(out / "evaluations.csv", result.evaluations, pareto_keys)
-    (out / "pareto.json").write_text(json.dumps(pareto_document(identity, result.pareto), indent=1) + "\n")
+    write_atomic(out / "pareto.json", json.dumps(pareto_document(identity, result.pareto), indent=1) + "\n")
     plot_pareto(out / "pareto.png", result.evaluations, pareto_keys, references)
-    (out / "report.md").write_text(report_markdown(identity, result, references))
+    write_atomic(out / "report.md", report_markdown(identity, result, references))

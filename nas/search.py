@@ -12,8 +12,6 @@ finished evaluations up instead of training them again, so the final Pareto set 
 uninterrupted run gives.
 """
 
-import atexit
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,16 +21,20 @@ import numpy as np
 
 from capsacc import MODEL_VERSION, Accelerator
 from capsacc.errors import InputError
+from capsacc.files import prepare_output_dir
 
-from nas.evaluate import (Budgets, Outcome, TrainingEvaluator, evaluation_record,
-                          hardware_costs, worker_name)
+from nas.evaluate import Budgets, TrainingEvaluator, cached_dataset, evaluation_record, hardware_costs
 from nas.genotype import Genotype
-from nas.journal import Checkpoint, Evaluation, Journal
+from nas.journal import Checkpoint, Evaluation, Journal, RunLock
 from nas.nsga2 import NSGA2, Population
 from nas.operators import MUTATION_PROBABILITY, sampler, variation
+from nas.report import write_reports
+from nas.runners import make_runner
 from nas.space import QUICK_SPACE, SearchSpace
 
 JOURNAL_NAME = "journal.sqlite"
+LOCK_NAME = "run.lock"
+"""The run lock in the run folder (`nas.journal.RunLock`): one process works in a folder at a time."""
 
 
 @dataclass(frozen=True)
@@ -117,112 +119,6 @@ def pareto_set(evaluations: list[Evaluation]) -> list[Evaluation]:
     return sorted((candidates[i] for i in front), key=lambda e: (e.accuracy_drop, e.key))
 
 
-class InProcessRunner:
-    """Evaluates candidates one after the other in this process."""
-
-    def __init__(self, evaluator):
-        self.evaluator = evaluator
-
-    def run(self, genotypes: list[list]):
-        """Yield (index, outcome, attempts) as each evaluation finishes."""
-        for index, genotype in enumerate(genotypes):
-            yield index, _guarded(self.evaluator, genotype), 1
-
-    def close(self) -> None:
-        pass
-
-
-def _guarded(evaluator, genotype: list) -> Outcome:
-    """Run the evaluator and time it (the outcome's seconds become the evaluation's whole wall time in
-    its worker, model building and clean-up included); an exception becomes an `invalid` outcome
-    (training itself never raises)."""
-    start = time.monotonic()
-    try:
-        outcome = evaluator(genotype)
-    except Exception as error:  # noqa: BLE001 - a candidate's failure must not stop the search
-        outcome = Outcome("invalid", [], 0.0, 0, f"{type(error).__name__}: {error}", worker_name())
-    outcome.seconds = time.monotonic() - start
-    return outcome
-
-
-def _exit_without_teardown() -> None:
-    """Make this (local worker) process end with `os._exit` once it has closed: the interpreter's
-    teardown with TensorFlow loaded takes seconds (4 s per worker measured on 2 cores), and closing
-    the cluster waits for it. A worker that replaces a dead one keeps the normal teardown."""
-    atexit.register(os._exit, 0)
-
-
-class DaskRunner:
-    """Evaluates candidates on Dask workers: a local cluster of `workers` processes (one thread each,
-    one intra-op thread per training) or an existing cluster at `scheduler`.
-
-    Candidates are handed out in the order given, one per worker thread at a time: a worker that
-    finishes gets the next one, so with the longest candidates first the workers finish a
-    generation close together. A task whose worker dies is run once more
-    (`distributed.scheduler.allowed-failures` = 1 for the local cluster); dying again it comes back
-    as `lost`."""
-
-    def __init__(self, evaluator, workers: int = 2, scheduler: str | None = None):
-        import dask
-        from distributed import Client, LocalCluster
-        self.evaluator = evaluator
-        self.cluster = None
-        if scheduler is None:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None)
-            self.client = Client(self.cluster)
-            self.client.wait_for_workers(workers)
-            self.client.run(_exit_without_teardown)
-        else:
-            try:
-                self.client = Client(scheduler, timeout=30)
-            except (OSError, TimeoutError, ValueError) as error:
-                raise InputError(f"--scheduler {scheduler}: cannot connect ({error})") from None
-
-    def run(self, genotypes: list[list]):
-        from distributed import as_completed
-        waiting = iter(enumerate(genotypes))
-        futures = {}
-        running = as_completed()
-
-        def submit_next() -> None:
-            item = next(waiting, None)
-            if item is not None:
-                future = self.client.submit(_guarded, self.evaluator, item[1], retries=1, pure=False)
-                futures[future] = item[0]
-                running.add(future)
-
-        for _ in range(max(1, sum(self.client.nthreads().values()))):
-            submit_next()
-        for future in running:
-            submit_next()
-            index = futures.pop(future)
-            attempts = 1 + self._suspicious(future.key)
-            try:
-                outcome = future.result()
-            except Exception as error:  # noqa: BLE001 - KilledWorker and the like: the candidate is lost
-                outcome = Outcome("lost", [], 0.0, 0, f"{type(error).__name__}: {error}", "")
-                attempts = max(attempts, 2)
-            future.release()
-            yield index, outcome, attempts
-
-    def _suspicious(self, key) -> int:
-        """How many workers died while running task `key` (the scheduler's count)."""
-        def count(dask_scheduler, key=key):
-            task = dask_scheduler.tasks.get(key)
-            return 0 if task is None else task.suspicious
-        try:
-            return int(self.client.run_on_scheduler(count))
-        except Exception:  # noqa: BLE001 - an external scheduler may refuse `run_on_scheduler`
-            return 0
-
-    def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
 def _progress(total: int, generation: int, enabled: bool):
     from tqdm import tqdm
     return tqdm(total=total, desc=f"generation {generation}", unit="candidate", disable=not enabled,
@@ -270,54 +166,67 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     """Run (or with `resume` continue) a search; write the journal and the reports into `config.out`.
 
     `evaluator`: an `nas.evaluate` evaluator (default: `TrainingEvaluator` with the config's
-    training settings; one intra-op thread per Dask worker).
+    training settings, after checking that the dataset loads and fits the search space; one
+    intra-op thread per Dask worker). The run folder is checked and locked (`LOCK_NAME`) before
+    anything else; every finished evaluation is in the journal when the run stops, whatever stops
+    it (Ctrl-C, a kill, an `InputError`).
     """
-    from nas.report import write_reports
     start = time.monotonic()
     accelerator = accelerator or Accelerator.published()
     distributed = config.workers > 1 or config.scheduler is not None
     if evaluator is None:
         from nas.train import TrainConfig
+        check_dataset_for_space(config.dataset, config.data, config.space)
         train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                                    learning_rate=config.learning_rate,
                                    timeout_s=config.timeout_s, train_samples=config.train_samples,
                                    threads=1 if distributed else None)
         evaluator = TrainingEvaluator(config.dataset, config.data, train_config)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(config.out)
     identity = config.identity(accelerator, type(evaluator).__name__)
-    runner = DaskRunner(evaluator, config.workers, config.scheduler) if distributed else InProcessRunner(evaluator)
-    try:
-        journal = Journal.open(out / JOURNAL_NAME, identity, resume)
-    except BaseException:
-        runner.close()
-        raise
-    trained = 0
-    try:
-        rng = np.random.default_rng(config.seed)
-        algorithm = NSGA2(sampler(config.space), variation(config.space, config.mutation_probability),
-                          config.population, config.offspring, rng, key=Genotype.key)
-        first = 0
-        checkpoint = journal.last_checkpoint()
-        if checkpoint is not None:
-            rng.bit_generator.state = checkpoint.rng_state
-            members = [journal.lookup(key) for key in checkpoint.population]
-            F, V = objectives_of(members)
-            algorithm.restore(Population([Genotype.from_list(e.genotype) for e in members], F, V),
-                              checkpoint.generation)
-            first = checkpoint.generation + 1
-        for generation in range(first, config.generations + 1):
-            asked = algorithm.ask()
-            evaluations, count = _evaluate(asked, generation, journal, runner, accelerator, config.budgets, progress)
-            trained += count
-            F, V = objectives_of(evaluations)
-            algorithm.tell(asked, F, V)
-            journal.checkpoint(Checkpoint(generation, [g.key() for g in algorithm.population.genotypes],
-                                          rng.bit_generator.state))
-        evaluations = journal.evaluations()
-    finally:
-        runner.close()
-        journal.close()
-    result = SearchResult(out, evaluations, pareto_set(evaluations), time.monotonic() - start, trained)
-    write_reports(out, identity, result, accelerator)
+    with RunLock(out / LOCK_NAME, "nascaps search"):
+        with Journal.open(out / JOURNAL_NAME, identity, resume) as journal:
+            runner = make_runner(evaluator, config.workers, config.scheduler)
+            try:
+                trained = _generations(config, journal, runner, accelerator, progress)
+                evaluations = journal.evaluations()
+            finally:
+                runner.close()
+        result = SearchResult(out, evaluations, pareto_set(evaluations), time.monotonic() - start, trained)
+        write_reports(out, identity, result, accelerator)
     return result
+
+
+def check_dataset_for_space(name: str, path: str | None, space: SearchSpace) -> None:
+    """Load the dataset (`nas.datasets.load_dataset`) and check that it has the classes the search
+    space's class layer expects; raises `InputError` otherwise."""
+    dataset = cached_dataset(name, path)
+    if dataset.n_classes != space.n_classes:
+        raise InputError(f"dataset {dataset.source}: {dataset.n_classes} classes, the search space expects "
+                         f"{space.n_classes} (n_classes)")
+
+
+def _generations(config: SearchConfig, journal: Journal, runner, accelerator: Accelerator, progress: bool) -> int:
+    """Evaluate the generations the journal does not hold yet; the number of candidates trained."""
+    rng = np.random.default_rng(config.seed)
+    algorithm = NSGA2(sampler(config.space), variation(config.space, config.mutation_probability),
+                      config.population, config.offspring, rng, key=Genotype.key)
+    first = 0
+    checkpoint = journal.last_checkpoint()
+    if checkpoint is not None:
+        rng.bit_generator.state = checkpoint.rng_state
+        members = [journal.lookup(key) for key in checkpoint.population]
+        F, V = objectives_of(members)
+        algorithm.restore(Population([Genotype.from_list(e.genotype) for e in members], F, V),
+                          checkpoint.generation)
+        first = checkpoint.generation + 1
+    trained = 0
+    for generation in range(first, config.generations + 1):
+        asked = algorithm.ask()
+        evaluations, count = _evaluate(asked, generation, journal, runner, accelerator, config.budgets, progress)
+        trained += count
+        F, V = objectives_of(evaluations)
+        algorithm.tell(asked, F, V)
+        journal.checkpoint(Checkpoint(generation, [g.key() for g in algorithm.population.genotypes],
+                                      rng.bit_generator.state))
+    return trained

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from capsacc.errors import GenotypeFormatError, InputError
+from capsacc.files import atomic_path, prepare_output_file
+
 from nas.backend import select_backend, set_threads
 from nas.datasets import Dataset
 from nas.genotype import Genotype
@@ -48,7 +51,6 @@ class TrainConfig:
     routings: int = 3
 
     def __post_init__(self):
-        from capsacc.errors import InputError
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
                   "learning_rate": self.learning_rate > 0, "lr_decay": 0 < self.lr_decay <= 1,
                   "recon_weight": self.recon_weight >= 0, "shift_pixels": self.shift_pixels >= 0,
@@ -126,11 +128,14 @@ def train(genotype: Genotype, dataset: Dataset, config: TrainConfig = TrainConfi
     """Train `genotype` on `dataset` (adapting its input layer to the data's shape when they differ)
     and return a `TrainResult`; never raises for the candidate's failure (see the module docstring).
 
-    `save_path`: write the evaluation model (image -> lengths, reconstruction) there as `.keras`.
+    `save_path`: write the evaluation model (image -> lengths, reconstruction) there as `.keras`
+    (its folder is checked, and created, before training: `InputError` when it cannot be).
     `test_every_epoch`: also measure the test accuracy after every epoch (for reporting long runs;
     the test images never steer training).
     """
     start = time.monotonic()
+    if save_path is not None:
+        prepare_output_file(save_path)
     backend = select_backend()
     set_threads(config.threads)
     import keras
@@ -155,6 +160,10 @@ def _train(genotype, dataset, config, test, progress, save_path, start, result, 
         result.genotype = genotype.to_list()
         keras.utils.set_random_seed(config.seed)
         models = build_models(genotype, dataset.input_shape, dataset.n_classes, config.routings)
+    except GenotypeFormatError as error:  # a genotype that does not fit the data is the candidate's failure
+        return _finish(result, "invalid", f"{type(error).__name__}: {error}", start)
+    except InputError:  # bad input (the data, the settings) is not the candidate's: every one would meet it
+        raise
     except Exception as error:  # a genotype that does not build is the candidate's failure
         if _is_oom(error):
             return _finish(result, "oom", f"out of memory while building: {error}", start)
@@ -191,8 +200,17 @@ def _train(genotype, dataset, config, test, progress, save_path, start, result, 
         result.test_accuracy = accuracy(models.classifier, to_float(dataset.x_test), dataset.y_test,
                                         config.batch_size)
     if save_path is not None and watch.status == "ok":
-        models.evaluate.save(save_path)
+        save_model(models.evaluate, save_path)
     return _finish(result, watch.status, watch.message, start, watch.val_accuracy)
+
+
+def save_model(model, path) -> None:
+    """Save a Keras model to `path` (`.keras`) atomically; a failure is an `InputError` naming the file."""
+    try:
+        with atomic_path(path) as temporary:
+            model.save(temporary)
+    except OSError as error:
+        raise InputError(f"{path}: cannot save the model ({error.strerror or error})") from None
 
 
 def accuracy(classifier, images: np.ndarray, labels: np.ndarray, batch_size: int = 100) -> float:

@@ -4,15 +4,26 @@ import numpy as np
 import pytest
 
 from capsacc.errors import InputError
+from nas.genotype import Genotype
 from nas.journal import Checkpoint, Evaluation, Journal, read_journal
 
 CONFIG = {"seed": 1, "population": 4, "generations": 3, "dataset": "mnist"}
 
 
-def _evaluation(key: str, status: str = "ok", drop: float = 0.25) -> Evaluation:
-    return Evaluation(key=key, genotype=[[0, 28, 1, 1, 3, 1, 28, 8, 1], [-1], [1]], generation=0, status=status,
+def _evaluation(name: str, status: str = "ok", drop: float = 0.25) -> Evaluation:
+    """An evaluation of a genotype whose channel count is the position of `name` in KEYS (its key is
+    the genotype's; `key(name)` gives it)."""
+    genotype = [[0, 28, 1, 1, 3, 1, 28, 1 + KEYS.index(name), 1], [-1], [1]]
+    return Evaluation(key=Genotype.from_list(genotype).key(), genotype=genotype, generation=0, status=status,
                       accuracy_drop=drop, energy_mJ=0.5, latency_ms=1.5, memory_KiB=12.0, violation=0.0,
                       val_accuracy=(0.5, 0.75), seconds=3.0, worker="w1", attempts=1, message="", params=99)
+
+
+KEYS = ["a", "b", "c"] + [f"k{i}" for i in range(50)]
+
+
+def key(name: str) -> str:
+    return _evaluation(name).key
 
 
 def test_evaluations_and_checkpoints_round_trip(tmp_path):
@@ -23,19 +34,19 @@ def test_evaluations_and_checkpoints_round_trip(tmp_path):
         journal.record(_evaluation("a"))
         journal.record(_evaluation("b", "nan", 1.0))
         journal.record(_evaluation("a", "ok", 0.9))
-        journal.checkpoint(Checkpoint(0, ["a", "b"], rng.bit_generator.state))
+        journal.checkpoint(Checkpoint(0, [key("a"), key("b")], rng.bit_generator.state))
     config, evaluations, checkpoints = read_journal(path)
     assert config == CONFIG
-    assert [e.key for e in evaluations] == ["a", "b"]
+    assert [e.key for e in evaluations] == [key("a"), key("b")]
     assert evaluations[0] == _evaluation("a")
     assert evaluations[1].status == "nan"
     restored = np.random.default_rng()
     restored.bit_generator.state = checkpoints[0].rng_state
     assert restored.random() == rng.random()
     with Journal.open(path, {**CONFIG, "generations": 10}, resume=True) as journal:
-        assert journal.lookup("b").accuracy_drop == 1.0
-        assert journal.lookup("c") is None
-        assert journal.last_checkpoint().population == ["a", "b"]
+        assert journal.lookup(key("b")).accuracy_drop == 1.0
+        assert journal.lookup(key("c")) is None
+        assert journal.last_checkpoint().population == [key("a"), key("b")]
 
 
 def test_new_run_refuses_existing_journal_and_resume_needs_same_config(tmp_path):
