@@ -45,6 +45,7 @@ def register_train(subparsers) -> None:
 
 def _train_command(args) -> int:
     from nas.datasets import load_dataset
+    from nas.evaluate import check_training_data
     from nas.genotype import Genotype
     from nas.train import TrainConfig, train
 
@@ -58,6 +59,7 @@ def _train_command(args) -> int:
                          learning_rate=args.learning_rate, timeout_s=args.timeout,
                          train_samples=args.train_samples, threads=args.threads)
     dataset = load_dataset(args.dataset, args.data)
+    check_training_data(dataset, config)
     result = train(genotype, dataset, config, test=True, progress=not args.quiet,
                    save_path=args.save, test_every_epoch=args.test_every_epoch)
     if args.json:

@@ -2,19 +2,23 @@
 on Dask workers.
 
 An evaluator is a picklable callable `evaluator(genotype_list) -> Outcome` (the genotype in the
-NASCaps list form). `TrainingEvaluator` trains with `nas.train.train`; `SyntheticEvaluator`
+NASCaps list form). An exception it raises is the candidate's failure (`invalid`), except
+`InputError`, which says that the input (dataset, search space, settings) is bad for every
+candidate: the runners raise it on and the search stops. `TrainingEvaluator` trains with `nas.train.train`; `SyntheticEvaluator`
 stands in for it in tests and benchmarks of the search machinery (a deterministic accuracy from
 the genotype's hardware costs, after an optional sleep), so they need no Keras.
 """
 
 import functools
 import hashlib
+import math
 import os
 import socket
 import time
 from dataclasses import dataclass, field
 
 from capsacc import Accelerator, estimate
+from capsacc.errors import InputError
 
 from nas.genotype import Genotype
 from nas.journal import Evaluation
@@ -86,6 +90,22 @@ def cached_dataset(name: str, path: str | None):
     return load_dataset(name, path)
 
 
+def check_training_data(dataset, config, n_classes: int | None = None) -> None:
+    """Check, before any training, that `config` (a `TrainConfig`) leaves images in both the training
+    and the validation part of `dataset`, and that the dataset has `n_classes` classes (the search
+    space's class layer); raises `InputError` otherwise, since every candidate would fail the same way."""
+    from nas.train import split
+    train_part, validation_part = split(dataset, config)
+    if len(train_part) == 0 or len(validation_part) == 0:
+        used = len(train_part) + len(validation_part)
+        raise InputError(f"dataset {dataset.source}: {used} training images (--train-samples {config.train_samples}) "
+                         f"leave {len(train_part)} for training and {len(validation_part)} for the validation "
+                         f"split of {config.validation_split:g}; use more images")
+    if n_classes is not None and dataset.n_classes != n_classes:
+        raise InputError(f"dataset {dataset.source}: {dataset.n_classes} classes, the search space expects "
+                         f"{n_classes} (n_classes)")
+
+
 @dataclass(frozen=True)
 class TrainingEvaluator:
     """Few-epoch training of a candidate (`nas.train.train` with `config`, a `TrainConfig`) on a
@@ -135,11 +155,14 @@ def evaluation_record(genotype: Genotype, generation: int, costs: Costs, violati
     if outcome is None:
         return Evaluation(genotype.key(), genotype.to_list(), generation, "over_budget", 1.0, costs.energy_mJ,
                           costs.latency_ms, costs.memory_KiB, violation, message="over a hard budget, not trained")
-    status = outcome.status
+    status, message = outcome.status, outcome.message
+    if status == "ok" and not all(math.isfinite(a) and 0 <= a <= 1 for a in outcome.val_accuracy):
+        status, message = "invalid", f"validation accuracies {outcome.val_accuracy} are not fractions"
     if status == "ok" and not outcome.val_accuracy:
         status = "invalid"
     ok = status == "ok"
+    accuracies = tuple(outcome.val_accuracy) if ok else tuple(a for a in outcome.val_accuracy if 0 <= a <= 1)
     return Evaluation(genotype.key(), genotype.to_list(), generation, status,
                       1.0 - outcome.val_accuracy[-1] if ok else 1.0, costs.energy_mJ, costs.latency_ms,
-                      costs.memory_KiB, violation if ok else FAILED_VIOLATION, tuple(outcome.val_accuracy),
-                      outcome.seconds, outcome.worker, attempts, outcome.message, outcome.params)
+                      costs.memory_KiB, violation if ok else FAILED_VIOLATION, accuracies,
+                      outcome.seconds, outcome.worker, attempts, message, outcome.params)

@@ -15,6 +15,7 @@ from pathlib import Path
 from capsacc.errors import InputError
 from capsacc.files import read_json, write_atomic
 
+from nas.evaluate import check_training_data
 from nas.genotype import Genotype
 from nas.journal import RunLock
 from nas.jsonlog import append_record, finite_number, read_records
@@ -100,6 +101,7 @@ def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, tr
                                data if data is not None else provenance.get("data"))
         config = TrainConfig(epochs=epochs, batch_size=provenance.get("batch_size", 100),
                              seed=provenance.get("seed", 0), timeout_s=timeout_s, train_samples=train_samples)
+        check_training_data(dataset, config)
         settings = {"epochs": epochs, "train_samples": train_samples, "dataset": dataset.name,
                     "source": dataset.source}
         log = run / LOG_NAME

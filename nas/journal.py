@@ -23,6 +23,7 @@ import math
 import os
 import socket
 import sqlite3
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -128,8 +129,9 @@ class Journal:
         """Open the journal at `path` for a run with `config` (JSON-ready).
 
         A new run refuses an existing journal; `resume` requires one written with the same
-        configuration (except `RESUME_FREE_KEYS`). A file that is not a readable, intact journal
-        raises `InputError` naming it, and is left untouched.
+        configuration (except `RESUME_FREE_KEYS`). Every row is checked on opening: a file that is
+        not a readable, intact journal raises `InputError` naming it (and the table, row and column
+        at fault), and is left untouched.
         """
         path = Path(path)
         exists = path.exists()
@@ -138,28 +140,22 @@ class Journal:
                              "or choose another --out folder")
         if resume and not exists:
             raise InputError(f"{path}: no journal to resume")
+        if not exists:
+            _create(path, config)
+        else:
+            _check_header(path)
         try:
-            if exists:
-                _check_header(path)
             connection = sqlite3.connect(path, isolation_level=None)
         except sqlite3.DatabaseError as error:
             raise InputError(f"{path}: not a readable nascaps journal ({error})") from None
         journal = cls(path, connection)
         try:
             connection.execute("PRAGMA busy_timeout = 10000")
-            if exists:
-                journal._check_integrity()
-                journal._check_config(config)
-                return journal
-            connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute("INSERT INTO meta VALUES ('schema_version', ?), ('config', ?)",
-                               (str(SCHEMA_VERSION), json.dumps(config, sort_keys=True)))
-            connection.execute("COMMIT")
+            journal._check_integrity()
+            journal._check_config(config)
+            journal.evaluations()
+            journal.checkpoints()
             return journal
         except sqlite3.DatabaseError as error:
             connection.close()
@@ -342,6 +338,36 @@ def _checkpoint(row, path: Path) -> Checkpoint:
         raise InputError(f"{path}: table generations, {where}, column rng_state: not a generator state "
                          f"({type(error).__name__}: {error})") from None
     return Checkpoint(generation, population, state)
+
+
+def _create(path: Path, config: dict) -> None:
+    """Create the journal at `path` whole: schema and configuration are written in one transaction
+    into a temporary file beside it, which is then linked to `path` (refused if `path` appeared
+    meanwhile), so that no reader and no kill ever sees a journal without its configuration."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        connection = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute("INSERT INTO meta VALUES ('schema_version', ?), ('config', ?)",
+                               (str(SCHEMA_VERSION), json.dumps(config, sort_keys=True)))
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+        os.link(temporary, path)
+    except FileExistsError:
+        raise InputError(f"{path}: a journal already exists; pass --resume to continue that run "
+                         "or choose another --out folder") from None
+    except (OSError, sqlite3.Error) as error:
+        raise InputError(f"{path}: cannot create the journal ({error})") from None
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(temporary + suffix).unlink(missing_ok=True)
 
 
 def _check_header(path: Path) -> None:

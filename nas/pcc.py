@@ -23,6 +23,7 @@ import numpy as np
 from capsacc.errors import InputError
 from capsacc.files import prepare_output_dir, write_atomic
 
+from nas.evaluate import check_training_data
 from nas.journal import RunLock
 from nas.jsonlog import append_record, finite_number, read_records
 from nas.operators import random_genotype
@@ -83,14 +84,17 @@ def run_pcc(config: PccConfig, progress: bool = True) -> dict:
     log = out / "pcc.jsonl"
     with RunLock(out / LOCK_NAME, "nascaps pcc"):
         records = _read_log(log, settings)
+        fresh = records is None
+        records = records or []
         dataset = load_dataset(config.dataset, config.data)
-        if not log.exists() or log.stat().st_size == 0:
-            append_record(log, {"settings": settings})
-        rng = np.random.default_rng(config.seed)
-        genotypes = [random_genotype(config.space, rng) for _ in range(config.networks)]
         train_config = TrainConfig(epochs=config.full_epochs, seed=config.seed, timeout_s=config.timeout_s,
                                    train_samples=config.train_samples, batch_size=config.batch_size,
                                    learning_rate=config.learning_rate)
+        check_training_data(dataset, train_config, config.space.n_classes)
+        rng = np.random.default_rng(config.seed)
+        genotypes = [random_genotype(config.space, rng) for _ in range(config.networks)]
+        if fresh:
+            append_record(log, {"settings": settings})
         for index, genotype in enumerate(genotypes[len(records):], start=len(records)):
             if progress:
                 print(f"network {index + 1}/{config.networks}: {genotype.key()}", file=sys.stderr, flush=True)
@@ -107,12 +111,12 @@ def run_pcc(config: PccConfig, progress: bool = True) -> dict:
     return document
 
 
-def _read_log(log: Path, settings: dict) -> list[dict]:
+def _read_log(log: Path, settings: dict) -> list[dict] | None:
     """Networks already trained with the same settings (the log's first record holds them), each
-    checked; `InputError` naming the log and the record otherwise."""
+    checked; `InputError` naming the log and the record otherwise. None when the log has no header."""
     lines = read_records(log)
     if not lines:
-        return []
+        return None
     if lines[0].get("settings") != settings:
         raise InputError(f"{log}: written with other settings; choose another --out")
     records = lines[1:]

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from capsacc import MODEL_VERSION, Accelerator
-from capsacc.errors import InputError
 from capsacc.files import prepare_output_dir
 
-from nas.evaluate import Budgets, TrainingEvaluator, cached_dataset, evaluation_record, hardware_costs
+from nas.evaluate import (Budgets, TrainingEvaluator, cached_dataset, check_training_data, evaluation_record,
+                          hardware_costs)
 from nas.genotype import Genotype
 from nas.journal import Checkpoint, Evaluation, Journal, RunLock
 from nas.nsga2 import NSGA2, Population
@@ -176,11 +176,11 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     distributed = config.workers > 1 or config.scheduler is not None
     if evaluator is None:
         from nas.train import TrainConfig
-        check_dataset_for_space(config.dataset, config.data, config.space)
         train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                                    learning_rate=config.learning_rate,
                                    timeout_s=config.timeout_s, train_samples=config.train_samples,
                                    threads=1 if distributed else None)
+        check_training_data(cached_dataset(config.dataset, config.data), train_config, config.space.n_classes)
         evaluator = TrainingEvaluator(config.dataset, config.data, train_config)
     out = prepare_output_dir(config.out)
     identity = config.identity(accelerator, type(evaluator).__name__)
@@ -195,15 +195,6 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
         result = SearchResult(out, evaluations, pareto_set(evaluations), time.monotonic() - start, trained)
         write_reports(out, identity, result, accelerator)
     return result
-
-
-def check_dataset_for_space(name: str, path: str | None, space: SearchSpace) -> None:
-    """Load the dataset (`nas.datasets.load_dataset`) and check that it has the classes the search
-    space's class layer expects; raises `InputError` otherwise."""
-    dataset = cached_dataset(name, path)
-    if dataset.n_classes != space.n_classes:
-        raise InputError(f"dataset {dataset.source}: {dataset.n_classes} classes, the search space expects "
-                         f"{space.n_classes} (n_classes)")
 
 
 def _generations(config: SearchConfig, journal: Journal, runner, accelerator: Accelerator, progress: bool) -> int:

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,6 +17,11 @@ from capsacc.cli import main
 from nas.evaluate import SyntheticEvaluator
 from nas.journal import read_journal
 from nas.search import SearchConfig, run_search
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+"""The environment of the scripts these tests start: this checkout's packages first (a script's own
+folder, not the current one, leads its sys.path)."""
 
 SCRIPT = """
 import sys
@@ -41,7 +47,7 @@ run_search(config, evaluator=Logged(sys.argv[2]), resume=sys.argv[3] == "resume"
 
 def _start(script: Path, out: Path, log: Path, resume: bool) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(script), str(out), str(log), "resume" if resume else "new"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
 
 
 def _calls(log: Path) -> list[str]:
@@ -187,3 +193,199 @@ def test_resume_with_another_seed_is_refused_and_the_journal_kept(tmp_path, caps
     assert main(["search", "--out", str(out), "--resume", "--seed", "99", "--quiet"]) == 2
     assert "seed" in capsys.readouterr().err
     assert read_journal(journal)[1] == before
+
+
+def _cli_run(out: Path, *extra: str) -> list[str]:
+    """A `nascaps search` whose candidates are all over the latency budget: a real run folder (journal,
+    reports) made by the command line in seconds, with no training. Returns the arguments."""
+    args = ["search", "--out", str(out), "--population", "4", "--offspring", "2", "--generations", "1",
+            "--max-latency-ms", "1e-9", "--quiet", *extra]
+    assert main(args) == 0
+    return args
+
+
+def _one_line_error(capsys, command: str = "search") -> str:
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"nascaps {command}: error: ") and len(error.splitlines()) == 1, error
+    return error
+
+
+@pytest.mark.parametrize("column,value,needle", [
+    ("genotype", "[[0, 28, 1", "column genotype: not JSON"),
+    ("genotype", "[[0, 28, 1], [-1], [1]]", "column genotype: not a genotype"),
+    ("key", "[]", "column key: does not match the row's genotype"),
+    ("val_accuracy", "[0.5, 7]", "column val_accuracy: not a list of accuracies"),
+    ("status", "fine", "column status: bad value 'fine'"),
+    ("latency_ms", "fast", "column latency_ms: bad value 'fast'"),
+    ("attempts", 0, "column attempts: bad value 0"),
+])
+def test_a_corrupt_journal_cell_is_a_located_error_on_resume(tmp_path, capsys, column, value, needle):
+    out = tmp_path / "run"
+    args = _cli_run(out)
+    capsys.readouterr()
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        db.execute(f"UPDATE evaluations SET {column} = ? WHERE id = 2", (value,))
+    db.close()
+    assert main([*args, "--resume"]) == 2
+    error = _one_line_error(capsys)
+    assert f"{out / 'journal.sqlite'}: table evaluations, row id 2, {needle}" in error
+
+
+@pytest.mark.parametrize("column,value,needle", [
+    ("rng_state", '{"bit_generator": "PCG64"}', "column rng_state: not a generator state"),
+    ("rng_state", "{", "column rng_state: not JSON"),
+    ("population", '["nobody"]', "column population: member 0 has no row in table evaluations"),
+    ("population", "3", "column population: not a list of genotype keys"),
+])
+def test_a_corrupt_checkpoint_is_a_located_error_on_resume(tmp_path, capsys, column, value, needle):
+    out = tmp_path / "run"
+    args = _cli_run(out)
+    capsys.readouterr()
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        db.execute(f"UPDATE generations SET {column} = ? WHERE generation = 1", (value,))
+    db.close()
+    assert main([*args, "--resume"]) == 2
+    assert f"table generations, generation 1, {needle}" in _one_line_error(capsys)
+
+
+def test_a_journal_without_its_configuration_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _cli_run(out)
+    capsys.readouterr()
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        db.execute("UPDATE meta SET value = '[1, 2]' WHERE name = 'config'")
+    db.close()
+    assert main([*args, "--resume"]) == 2
+    assert "table meta, name 'config', column value: not a JSON object" in _one_line_error(capsys)
+
+
+def test_out_that_is_a_file_is_a_one_line_error_and_the_file_is_kept(tmp_path, capsys):
+    file = tmp_path / "f"
+    file.write_text("mine")
+    assert main(["search", "--out", str(file), "--quiet"]) == 2
+    assert f"{file}: output folder is an existing file" in _one_line_error(capsys)
+    assert main(["search", "--out", str(file / "sub"), "--quiet"]) == 2
+    _one_line_error(capsys)
+    assert file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("content,needle", [(b"", "'x_train' is empty"), (b"nan", "'y_train' label 0 is nan"),
+                                            (b"cut", "not a readable .npz file")])
+def test_a_bad_dataset_stops_the_search_before_anything_is_journaled(tmp_path, capsys, content, needle):
+    data = tmp_path / "mnist.npz"
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), "y_train": np.arange(20) % 10,
+              "x_test": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), "y_test": np.arange(5)}
+    if content == b"":
+        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:0], arrays["y_train"][:0]
+    if content == b"nan":
+        arrays["y_train"] = np.where(np.arange(20) == 0, np.nan, np.arange(20) % 10)
+    np.savez(data, **arrays)
+    if content == b"cut":
+        data.write_bytes(data.read_bytes()[:3000])
+    out = tmp_path / "run"
+    assert main(["search", "--data", str(data), "--out", str(out), "--quiet"]) == 2
+    assert needle in _one_line_error(capsys)
+    assert not (out / "journal.sqlite").exists()
+
+
+def test_an_input_error_in_the_evaluator_stops_the_run_and_keeps_finished_rows(tmp_path):
+    from capsacc.errors import InputError
+    calls, failing = [], [True]
+
+    def evaluator(genotype_list):
+        calls.append(genotype_list)
+        if len(calls) == 3 and failing[0]:
+            raise InputError("data.npz: 'x_train' is gone")
+        return SyntheticEvaluator()(genotype_list)
+
+    config = SearchConfig(population=6, offspring=2, generations=1, seed=4, out=str(tmp_path / "run"))
+    with pytest.raises(InputError, match="'x_train' is gone"):
+        run_search(config, evaluator=evaluator, progress=False)
+    _, evaluations, _ = read_journal(tmp_path / "run" / "journal.sqlite")
+    assert len(evaluations) == 2 and all(e.status == "ok" for e in evaluations)
+    calls.clear()
+    failing[0] = False
+    resumed = run_search(config, evaluator=evaluator, resume=True, progress=False)
+    assert {e.key for e in evaluations} <= {e.key for e in resumed.evaluations}
+    assert not {json.dumps(g, separators=(",", ":")) for g in calls} & {e.key for e in evaluations}
+
+
+LOCK_SCRIPT = """
+import sys
+from nas.evaluate import SyntheticEvaluator
+from nas.search import SearchConfig, run_search
+config = SearchConfig(population=6, offspring=6, generations=50, seed=3, out=sys.argv[1])
+run_search(config, evaluator=SyntheticEvaluator(sleep_s=0.2), resume=sys.argv[2] == "resume", progress=False)
+"""
+
+
+def test_a_second_process_on_the_same_folder_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path):
+    script = tmp_path / "lock_script.py"
+    script.write_text(LOCK_SCRIPT)
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(script), str(out), "new"], stderr=subprocess.PIPE, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _journal_keys(out):
+            time.sleep(0.1)
+        assert _journal_keys(out), "the first search journaled nothing"
+        second = subprocess.run([sys.executable, "-m", "capsacc", "search", "--out", str(out), "--resume",
+                                 "--quiet"], capture_output=True, text=True, timeout=120, env=ENV)
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"another process is working in this folder (nascaps search, pid " \
+            f"{first.pid} on host " in lines[0] and "started 20" in lines[0]
+        assert first.poll() is None
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    before = _journal_keys(out)
+    resumed = subprocess.Popen([sys.executable, str(script), str(out), "resume"], stderr=subprocess.PIPE, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_journal_keys(out)) <= len(before):
+            time.sleep(0.1)
+        assert len(_journal_keys(out)) > len(before), resumed.stderr.read1().decode() if resumed.poll() else ""
+    finally:
+        os.kill(resumed.pid, signal.SIGKILL)
+        resumed.wait(timeout=60)
+
+
+CTRL_C_SCRIPT = """
+import sys
+from capsacc.cli import main
+import nas.evaluate
+
+
+def slow_training(self, genotype_list):
+    import time
+    time.sleep(0.3)
+    return nas.evaluate.SyntheticEvaluator()(genotype_list)
+
+nas.evaluate.TrainingEvaluator.__call__ = slow_training
+sys.exit(main(["search", "--out", sys.argv[1], "--population", "6", "--offspring", "6", "--generations", "20",
+               "--quiet"]))
+"""
+
+
+def test_ctrl_c_keeps_every_finished_row_and_resume_continues(tmp_path):
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE, text=True,
+                               env=ENV)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(_journal_keys(out)) < 4:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=60)[1]
+    kept = _journal_keys(out)
+    assert process.returncode == 130 and len(kept) >= 4
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nascaps search: interrupted"), stderr
+    process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE, text=True,
+                               env=ENV)
+    assert process.wait(timeout=60) == 2, "a new run must not overwrite the interrupted one"
+    assert "pass --resume" in process.stderr.read()
+    assert _journal_keys(out) == kept
