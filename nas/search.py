@@ -174,6 +174,7 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     start = time.monotonic()
     accelerator = accelerator or Accelerator.published()
     distributed = config.workers > 1 or config.scheduler is not None
+    out = prepare_output_dir(config.out)
     if evaluator is None:
         from nas.train import TrainConfig
         train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
@@ -182,7 +183,6 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
                                    threads=1 if distributed else None)
         check_training_data(cached_dataset(config.dataset, config.data), train_config, config.space.n_classes)
         evaluator = TrainingEvaluator(config.dataset, config.data, train_config)
-    out = prepare_output_dir(config.out)
     identity = config.identity(accelerator, type(evaluator).__name__)
     with RunLock(out / LOCK_NAME, "nascaps search"):
         with Journal.open(out / JOURNAL_NAME, identity, resume) as journal:
