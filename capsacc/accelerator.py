@@ -113,6 +113,8 @@ class Accelerator:
 
         Raises `AcceleratorConfigError` when the tables lack the combination.
         """
+        if isinstance(period_ns, bool) or not isinstance(period_ns, (int, float)):
+            raise AcceleratorConfigError(f"'period_ns' must be a number, got {period_ns!r}")
         if data_bits != 8:
             raise AcceleratorConfigError(f"'data_bits' must be 8 (the 45 nm tables cover 8-bit PEs), got {data_bits!r}")
         pe_power, pe_area = pe_figures(period_ns, acc_bits, inputs_per_pe, pe_stages)

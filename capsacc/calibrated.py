@@ -10,6 +10,7 @@ carries the shipped one (capsacc/data/calibrated.json).
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,9 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.energy import EVENTS, EventEnergies
-from capsacc.errors import AcceleratorConfigError
+from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
-from capsacc.mapping import ArrayConfig, plan_counts
+from capsacc.mapping import ArrayConfig, MappingError, plan_counts
+
+INT64_MAX = 2 ** 63 - 1
+"""The largest count an int64 result array holds."""
 
 MODEL_VERSION = "calibrated-rtl"
 """Name of the calibrated cost model, recorded in results."""
@@ -68,6 +72,11 @@ def events_from_counters(counters: dict[str, int], rows: int, cols: int) -> dict
     }
 
 
+def _finite(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A cost model fitted to the RTL.
@@ -95,10 +104,17 @@ class Calibration:
                      self.period_ns))
 
     def predict(self, kind: str, op) -> dict[str, int]:
-        """Cycles and events of one operation."""
+        """Cycles and events of one operation; `InputError` when a prediction leaves the int64 range."""
         f = features(kind, op, self.config)
-        return {target: int(round(float(np.dot(self.coefficients[target], [f[n] for n in names]))))
-                for target, names in TARGET_FEATURES.items()}
+        predicted = {}
+        for target, names in TARGET_FEATURES.items():
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, not warned about
+                value = float(np.dot(self.coefficients[target], [float(f[n]) for n in names]))
+            if not -INT64_MAX <= value <= INT64_MAX:  # also refuses NaN and inf
+                raise InputError(f"the calibration predicts {value:.3g} for '{target}' of this {kind} operation, "
+                                 "outside the range of 64-bit integers")
+            predicted[target] = int(round(value))
+        return predicted
 
     def energy_mJ(self, events: dict[str, int]) -> float:
         """Energy of counted events, mJ (pJ x 1e-9)."""
@@ -113,18 +129,52 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "calibration") -> "Calibration":
+        """From the form of `to_dict`; `AcceleratorConfigError` names `source` and the key when a key is
+        missing, of the wrong type, or a number is not finite (or not positive where it must be)."""
+        if not isinstance(values, dict):
+            raise AcceleratorConfigError(f"{source}: not a calibration (a table/object expected)")
+        for key in ("features", "config", "coefficients", "energies_pJ", "area_um2", "period_ns"):
+            if key not in values:
+                raise AcceleratorConfigError(f"{source}: not a calibration (no '{key}')")
+        for key in ("features", "config", "coefficients", "energies_pJ"):
+            if not isinstance(values[key], dict):
+                raise AcceleratorConfigError(f"{source}: '{key}' must be a table/object, got {values[key]!r:.60}")
+        names = values["features"]
+        for target, expected in TARGET_FEATURES.items():
+            if not isinstance(names.get(target), list) or tuple(names[target]) != expected:
+                raise AcceleratorConfigError(f"{source}: features of '{target}' are {names.get(target)!r:.200}, "
+                                             f"this version expects {list(expected)}")
+        coefficients = {}
+        for target, numbers in values["coefficients"].items():
+            if not isinstance(numbers, list) or not all(_finite(x) for x in numbers):
+                raise AcceleratorConfigError(f"{source}: coefficients of '{target}' must be a list of finite "
+                                             f"numbers, got {numbers!r:.200}")
+            coefficients[target] = tuple(float(x) for x in numbers)
+        energies = values["energies_pJ"]
+        for event in EVENTS:
+            if not _finite(energies.get(event)) or energies[event] < 0:
+                raise AcceleratorConfigError(f"{source}: energies_pJ '{event}' must be a finite number >= 0, "
+                                             f"got {energies.get(event)!r:.60}")
+        for key in ("area_um2", "period_ns"):
+            if not _finite(values[key]) or not values[key] > 0:
+                raise AcceleratorConfigError(f"{source}: '{key}' must be a finite positive number, "
+                                             f"got {values[key]!r:.60}")
+        provenance = values.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise AcceleratorConfigError(f"{source}: 'provenance' must be a table/object")
         try:
-            names = values["features"]
-            for target, expected in TARGET_FEATURES.items():
-                if tuple(names.get(target, ())) != expected:
-                    raise AcceleratorConfigError(f"{source}: features of '{target}' are {names.get(target)}, "
-                                                 f"this version expects {list(expected)}")
-            return cls(config=ArrayConfig(**values["config"]),
-                       coefficients={t: tuple(float(x) for x in v) for t, v in values["coefficients"].items()},
-                       energies=EventEnergies(**values["energies_pJ"]), area_um2=float(values["area_um2"]),
-                       period_ns=float(values["period_ns"]), provenance=dict(values.get("provenance", {})))
-        except (KeyError, TypeError) as error:
-            raise AcceleratorConfigError(f"{source}: not a calibration ({error!r})") from None
+            config = ArrayConfig(**values["config"])
+            energy_values = {event: float(energies[event]) for event in EVENTS}
+            unknown = set(energies) - set(EVENTS)
+            if unknown:
+                raise AcceleratorConfigError(f"unknown event '{sorted(unknown)[0]}' in energies_pJ")
+            return cls(config=config, coefficients=coefficients, energies=EventEnergies(**energy_values),
+                       area_um2=float(values["area_um2"]), period_ns=float(values["period_ns"]),
+                       provenance=dict(provenance))
+        except AcceleratorConfigError as error:
+            raise AcceleratorConfigError(f"{source}: {error}") from None
+        except TypeError as error:
+            raise AcceleratorConfigError(f"{source}: not a calibration ({error})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
@@ -153,9 +203,18 @@ def network_costs(network, calibration: Calibration):
     power = np.zeros(n, np.float64)
     energy = np.zeros(n, np.float64)
     for i, op in enumerate(network.operations):
-        predicted = calibration.predict(op.kind, op)
+        try:
+            predicted = calibration.predict(op.kind, op)
+            matmuls = plan_counts(op.kind, op, calibration.config)["matmuls"]
+        except MappingError as error:
+            config = calibration.config
+            raise MappingError(f"operation {op.name} ({op.kind}) on the calibrated {config.rows}x{config.cols} "
+                               f"array: {error}") from None
+        if not 0 <= predicted["cycles"] <= INT64_MAX or matmuls > INT64_MAX:
+            raise InputError(f"operation {op.name} ({op.kind}): the calibrated model predicts {predicted['cycles']:.3g} "
+                             "cycles, outside 0..2^63-1")
         cycles[i] = predicted["cycles"]
-        w_loads[i] = plan_counts(op.kind, op, calibration.config)["matmuls"]
+        w_loads[i] = matmuls
         energy[i] = calibration.energy_mJ(predicted)
         seconds = cycles[i] * calibration.period_ns * 1e-9
         power[i] = energy[i] / seconds if seconds else 0.0

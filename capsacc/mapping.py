@@ -31,7 +31,9 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   MATMULs (n = chunk size).
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+
+from capsacc.errors import AcceleratorConfigError, InputError
 
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
 """Operation kinds the calibrated model covers (those of `capsacc.network.OP_KINDS`)."""
@@ -49,6 +51,16 @@ ACT_MAX_ROWS = 1023
 """Most partial-sum rows one ACT instruction processes (its 10-bit n field)."""
 
 
+class MappingError(InputError):
+    """An operation the tiling rules cannot place on the array (too wide for its columns, too large
+    for its buffers or program memory); a `ValueError` too."""
+
+
+ARRAY_LIMITS = {"rows": (1, 4096), "cols": (1, 4096), "acc_bits": (1, 64), "buffer_depth": (1, 2 ** 30),
+                "program_depth": (3, 2 ** 30)}
+"""Bounds of each `ArrayConfig` field (inclusive)."""
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -62,6 +74,12 @@ class ArrayConfig:
     acc_bits: int = 25
     buffer_depth: int = 16384
     program_depth: int = 1024
+
+    def __post_init__(self):
+        for field in fields(self):
+            value, (low, high) = getattr(self, field.name), ARRAY_LIMITS[field.name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise AcceleratorConfigError(f"array '{field.name}' must be an integer in {low}..{high}, got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,12 +108,12 @@ def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
     if kind == "convcaps3d":
         return _check_width(MatmulShape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1,
                                         op.ch_out * op.caps_out, "squash", op.caps_out), config)
-    raise ValueError(f"{kind!r} is not a convolution kind")
+    raise MappingError(f"{kind!r} is not a convolution kind")
 
 
 def _check_width(shape: MatmulShape, config: ArrayConfig) -> MatmulShape:
     if shape.width > min(config.cols, 63):
-        raise ValueError(f"capsules of {shape.width} atoms do not fit the {config.cols} columns")
+        raise MappingError(f"capsules of {shape.width} atoms do not fit the {config.cols} columns")
     return shape
 
 
@@ -110,7 +128,7 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
     depth, rows = config.buffer_depth, config.rows
     kr = min(depth // nc, (depth - mb * nc) // (mb * rows), (config.program_depth - 1 - mb) // mb)
     if kr < 1:
-        raise ValueError(f"{mb} column blocks of {nc} rows do not fit buffers of {depth} rows "
+        raise MappingError(f"{mb} column blocks of {nc} rows do not fit buffers of {depth} rows "
                          f"and a program of {config.program_depth} words")
     return kr
 
@@ -120,7 +138,7 @@ def matmul_chunk_rows(shape: MatmulShape, config: ArrayConfig) -> int:
     mb = ceil_div(shape.m, shape.width)
     nc = min(shape.n, config.buffer_depth // (2 * mb), ACT_MAX_ROWS)
     if nc < 1:
-        raise ValueError(f"{mb} column blocks do not fit buffers of {config.buffer_depth} rows")
+        raise MappingError(f"{mb} column blocks do not fit buffers of {config.buffer_depth} rows")
     return nc
 
 
@@ -136,7 +154,7 @@ def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
     ci = min(depth // kc, depth // (mb * (kc * config.rows + 1)), (config.program_depth - 2) // (kc * mb),
              ACT_MAX_ROWS // mb)
     if ci < 1:
-        raise ValueError(f"one capsule of {d_in} x {flat} weights does not fit the buffers or the program")
+        raise MappingError(f"one capsule of {d_in} x {flat} weights does not fit the buffers or the program")
     return ci
 
 
@@ -144,7 +162,7 @@ def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig) -> di
     """Rows and chunk sizes of a routing iteration (names as in the module docstring)."""
     rows, depth = config.rows, config.buffer_depth
     if n_out > config.cols or dim > config.cols or n_out > 63 or dim > 63:
-        raise ValueError(f"routing needs J = {n_out} and D = {dim} within the {config.cols} columns")
+        raise MappingError(f"routing needs J = {n_out} and D = {dim} within the {config.cols} columns")
     q = ceil_div(n_in, rows)
     kf = ceil_div(n_out * dim, rows)
     v_base = depth - kf * rows
@@ -152,13 +170,15 @@ def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig) -> di
                 "pairs_per_run": min(v_base // rows, config.program_depth - 1),
                 "acts_per_run": config.program_depth - 1, "na": min(n_in, depth // kf)}
     if n_in + n_out > depth or q * n_out > depth or geometry["pairs_per_run"] < 1 or geometry["na"] < 1:
-        raise ValueError(f"routing over {n_in} capsules does not fit buffers of {depth} rows")
+        raise MappingError(f"routing over {n_in} capsules does not fit buffers of {depth} rows")
     return geometry
 
 
 def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
     """Instruction counts (`COUNT_FIELDS`) plus per-function ACT rows and elements
-    (`act_rows_<func>`, `act_elements_<func>`) of `op` under the tiling rules, in closed form."""
+    (`act_rows_<func>`, `act_elements_<func>`) of `op` under the tiling rules, in closed form: exact
+    integers, and no memory or time that grows with the operation's size. `MappingError` when the
+    operation does not fit the array."""
     counts = {name: 0 for name in COUNT_FIELDS}
     for func in ("none", "relu", "squash", "softmax"):
         counts[f"act_rows_{func}"] = 0
@@ -173,8 +193,8 @@ def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
 
     if kind in ("conv", "convcaps", "convcaps3d"):
         shape = matmul_shape(kind, op, config)
-        blocks = matmul_blocks(shape)
-        mb, kc = len(blocks), ceil_div(shape.k, config.rows)
+        full_blocks, last_width = divmod(shape.m, shape.width)  # `matmul_blocks` in closed form
+        mb, kc = full_blocks + (last_width > 0), ceil_div(shape.k, config.rows)
         nc = matmul_chunk_rows(shape, config)
         for chunk_rows, times in ((nc, shape.n // nc), (shape.n % nc, 1)):
             if chunk_rows == 0 or times == 0:
@@ -184,8 +204,9 @@ def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
             counts["matmuls"] += times * kc * mb
             counts["matmul_rows"] += times * kc * mb * chunk_rows
             counts["matmul_rows_accumulate"] += times * (kc - 1) * mb * chunk_rows
-            for _, width in blocks:
-                act(shape.func, chunk_rows, width, times)
+            act(shape.func, chunk_rows, shape.width, times * full_blocks)
+            if last_width:
+                act(shape.func, chunk_rows, last_width, times)
     elif kind == "classcaps":
         n_in, d_in, n_out, dim = classcaps_dims(op)
         kc, mb = ceil_div(d_in, config.rows), ceil_div(n_out * dim, config.cols)
@@ -222,5 +243,5 @@ def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
         counts["runs"] += 1
         act(kind, op.n_in, op.caps_in)
     else:
-        raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(KINDS + ACTIVATIONS)})")
+        raise MappingError(f"unknown operation kind {kind!r} (known: {', '.join(KINDS + ACTIVATIONS)})")
     return counts

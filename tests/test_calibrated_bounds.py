@@ -1,0 +1,93 @@
+"""The calibrated model's inputs: tiling counts in closed form (nothing grows with the operation),
+operations that do not fit the array, and malformed calibrations, each a located one-line error."""
+
+import copy
+import json
+import time
+from importlib import resources
+
+import pytest
+
+from capsacc.calibrated import Calibration
+from capsacc.cli import main
+from capsacc.errors import AcceleratorConfigError
+from capsacc.mapping import (ArrayConfig, MappingError, matmul_blocks, matmul_chunk_rows, matmul_shape,
+                             plan_counts)
+from capsacc.network import Operation
+
+SHIPPED = json.loads(resources.files("capsacc").joinpath("data/calibrated.json").read_text())
+
+
+def conv(ch_out: int, caps_out: int, kind: str = "conv") -> Operation:
+    return Operation("op", kind, 8, 4, 2, 3, 1, 8, ch_out, caps_out)
+
+
+@pytest.mark.parametrize("ch_out, caps_out, kind", [(5, 1, "conv"), (40, 1, "conv"), (3, 4, "convcaps"),
+                                                    (7, 3, "convcaps"), (2, 16, "convcaps")])
+def test_act_counts_in_closed_form_equal_the_block_list(ch_out, caps_out, kind):
+    config = ArrayConfig(rows=4, cols=16, buffer_depth=4096, program_depth=256)
+    counts = plan_counts(kind, conv(ch_out, caps_out, kind), config)
+    shape = matmul_shape(kind, conv(ch_out, caps_out, kind), config)
+    blocks = matmul_blocks(shape)
+    nc = matmul_chunk_rows(shape, config)
+    chunks = shape.n // nc + (shape.n % nc > 0)
+    assert counts["acts"] == chunks * len(blocks)
+    assert counts["act_rows"] == shape.n * len(blocks)
+    assert counts["act_elements"] == shape.n * sum(width for _, width in blocks)
+    assert counts[f"act_elements_{shape.func}"] == counts["act_elements"]
+
+def test_a_very_wide_layer_is_counted_without_memory_or_time():
+    config = ArrayConfig(rows=16, cols=16, buffer_depth=2 ** 30, program_depth=2 ** 30)
+    start = time.perf_counter()
+    counts = plan_counts("conv", conv(2 ** 28, 1), config)
+    assert time.perf_counter() - start < 0.1
+    assert counts["act_elements"] == 64 * 2 ** 28
+
+
+def test_an_operation_that_does_not_fit_is_a_located_error(tmp_path, capsys):
+    genotype = [[0, 28, 1, 1, 9, 1, 28, 65536, 1], [1, 28, 65536, 1, 9, 2, 14, 32, 8],
+                [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps(genotype))
+    assert main(["estimate", str(path), "--accelerator", "calibrated"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["nascaps estimate: error: operation conv0 (conv) on the calibrated 16x16 array: 4096 column "
+                     "blocks of 2 rows do not fit buffers of 16384 rows and a program of 1024 words"]
+    with pytest.raises(MappingError, match="capsules of 32 atoms do not fit the 16 columns"):
+        plan_counts("convcaps", conv(2, 32, "convcaps"), ArrayConfig())
+
+
+@pytest.mark.parametrize("field, value", [("rows", 0), ("cols", 10 ** 30), ("buffer_depth", "16"),
+                                          ("program_depth", 2), ("acc_bits", True), ("rows", 1.5)])
+def test_array_config_fields_are_bounded(field, value):
+    with pytest.raises(AcceleratorConfigError, match=f"array '{field}' must be an integer"):
+        ArrayConfig(**{field: value})
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("area_um2"), "no 'area_um2'"),
+    (lambda d: d.update(area_um2="x"), "'area_um2' must be a finite positive number"),
+    (lambda d: d.update(period_ns=float("inf")), "'period_ns' must be a finite positive number"),
+    (lambda d: d.update(provenance="x"), "'provenance' must be a table"),
+    (lambda d: d.update(features=[]), "'features' must be a table"),
+    (lambda d: d["coefficients"].update(cycles=["a"] * 14), "coefficients of 'cycles' must be a list of finite"),
+    (lambda d: d["energies_pJ"].update(mac=None), "energies_pJ 'mac' must be a finite number"),
+    (lambda d: d["config"].update(buffer_depth=0), "array 'buffer_depth' must be an integer"),
+])
+def test_a_malformed_calibration_names_the_key(change, message):
+    values = copy.deepcopy(SHIPPED)
+    change(values)
+    with pytest.raises(AcceleratorConfigError, match=message):
+        Calibration.from_dict(values, "c.json")
+
+
+def test_a_calibration_predicting_past_int64_is_refused(tmp_path, capsys):
+    values = copy.deepcopy(SHIPPED)
+    values["coefficients"]["cycles"] = [1e308] * len(values["coefficients"]["cycles"])
+    (tmp_path / "c.json").write_text(json.dumps(values))
+    config = values["config"]
+    (tmp_path / "a.toml").write_text(f'rows = {config["rows"]}\ncols = {config["cols"]}\ncalibration = "c.json"\n')
+    assert main(["estimate", "capsnet", "--accelerator", str(tmp_path / "a.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["nascaps estimate: error: the calibration predicts inf for 'cycles' of this conv "
+                                "operation, outside the range of 64-bit integers"]
