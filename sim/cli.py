@@ -30,6 +30,8 @@ def _calibrate_command(args) -> int:
     from sim.calibration import Settings, calibrate, summary_table, write_outputs
     from sim.verilator import VerilatorError, verilator_version
 
+    if not 0 <= args.seed < 2 ** 64:
+        raise InputError(f"--seed {args.seed}: must be in 0..2^64-1")
     if args.rows < 2 or args.cols < 4:
         raise InputError(f"--rows {args.rows} --cols {args.cols}: calibration needs at least 2 rows and 4 columns")
     settings = Settings(rows=args.rows, cols=args.cols, simulator=args.simulator, quick=args.quick, seed=args.seed,
