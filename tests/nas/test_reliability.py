@@ -389,3 +389,72 @@ def test_ctrl_c_keeps_every_finished_row_and_resume_continues(tmp_path):
     assert process.wait(timeout=60) == 2, "a new run must not overwrite the interrupted one"
     assert "pass --resume" in process.stderr.read()
     assert _journal_keys(out) == kept
+
+
+def _fake_train(genotype, dataset, config, test=False, progress=True, **options):
+    """A stand-in for `nas.train.train`: a fixed result, at once."""
+    import nas.train
+    return nas.train.TrainResult("ok", [0.5] * config.epochs, 0.625, seconds=0.25, params=321,
+                                 genotype=genotype.to_list())
+
+
+def test_jsonl_log_a_torn_last_line_is_reported_skipped_and_cut_before_the_next_record(tmp_path, capsys):
+    from nas.jsonlog import append_record, read_records
+    log = tmp_path / "log.jsonl"
+    append_record(log, {"n": 1})
+    append_record(log, {"n": 2})
+    whole = log.read_bytes()
+    log.write_bytes(whole + b'{"n": 3, "val')
+    assert read_records(log) == [{"n": 1}, {"n": 2}]
+    assert f"{log}: line 3 is cut short" in capsys.readouterr().err
+    append_record(log, {"n": 4})
+    assert log.read_bytes() == whole + b'{"n": 4}\n'
+    log.write_bytes(whole + b'{"n": 5}')
+    append_record(log, {"n": 6})
+    assert read_records(log) == [{"n": 1}, {"n": 2}, {"n": 5}, {"n": 6}]
+    log.write_bytes(b'{"n": 1}\n{oops\n{"n": 2}\n')
+    from capsacc.errors import InputError
+    with pytest.raises(InputError, match=f"{log}: line 2 is not JSON"):
+        read_records(log)
+
+
+def test_finalize_after_a_kill_mid_append_keeps_every_finished_network(tmp_path, capsys, monkeypatch):
+    import nas.train
+    monkeypatch.setattr(nas.train, "train", _fake_train)
+    run = _journal_run(tmp_path)
+    args = ["finalize", str(run), "--epochs", "1", "--train-samples", "100"]
+    assert main(args) == 0
+    log = run / "final.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 2
+    torn = "\n".join(lines[:-1]) + "\n" + lines[-1][:len(lines[-1]) // 2]
+    log.write_text(torn)
+    capsys.readouterr()
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert f"{log}: line {len(lines)} is cut short" in captured.err
+    assert f"network {len(lines)}/" in captured.err and "network 1/" not in captured.err
+    assert f"network {len(lines)}/" not in captured.out
+    assert log.read_text().splitlines() == lines
+    assert json.loads((run / "final.json").read_text())["networks"][-1]["test_accuracy"] == 0.625
+
+
+def test_pcc_appends_and_never_rewrites_its_log(tmp_path, capsys, monkeypatch):
+    import nas.train
+    monkeypatch.setattr(nas.train, "train", _fake_train)
+    out = tmp_path / "pcc"
+    args = ["pcc", "--networks", "3", "--epochs", "1", "--full-epochs", "2", "--out", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "network 1/3" in captured.err and "network 1/3" not in captured.out
+    log = out / "pcc.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4
+    inode = log.stat().st_ino
+    log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
+    assert main([*args[:2], "4", *args[3:]]) == 2
+    assert "written with other settings" in capsys.readouterr().err
+    assert main(args) == 0
+    assert f"{log}: line 4 is cut short" in capsys.readouterr().err
+    assert log.read_text().splitlines() == lines and log.stat().st_ino == inode
+    assert json.loads((out / "pcc.json").read_text())["networks_ok"] == 3
