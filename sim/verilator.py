@@ -23,6 +23,7 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
+from capsacc.files import write_atomic
 from sim.harness import DumpRecord, Port, Trace, WaitRecord, component_ports
 import numpy as np
 
@@ -257,7 +258,7 @@ class VerilatorModel:
         model = cls.from_verilog(export_verilog(component), ports, cache_dir)
         if hint is not None:
             hint.parent.mkdir(parents=True, exist_ok=True)
-            hint.write_text(model.build_dir.name)
+            write_atomic(hint, model.build_dir.name)
         return model
 
     @classmethod

@@ -62,8 +62,6 @@ MAX_VALUES = 65536
 """The most values one range flag may give (`parse_values`)."""
 BATCH_RANGE = (1, 2 ** 20)
 """--batch (inclusive)."""
-INPUT_RANGE = (1, 65536)
-"""--input-side and --input-channels (inclusive)."""
 
 
 def parse_values(text: str, option: str, kind=float) -> tuple:
@@ -114,11 +112,11 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
     from capsacc.cli import load_network
     from capsacc.dse.topology import BUILTIN_TOPOLOGIES, builtin_topology, read_topology
     from capsacc.dse.workload import capsule_workload, preset_network, rescaled_genotype, topology_workload
-    from capsacc.network import PRESETS, Network, read_genotype_json
+    from capsacc.network import MAX_CHANNELS, MAX_SIDE, PRESETS, Network, read_genotype_json
 
     _check_range("--batch", batch, BATCH_RANGE)
-    _check_range("--input-side", input_side, INPUT_RANGE)
-    _check_range("--input-channels", input_channels, INPUT_RANGE)
+    _check_range("--input-side", input_side, (1, MAX_SIDE))  # the genotype field bounds
+    _check_range("--input-channels", input_channels, (1, MAX_CHANNELS))
     if spec in BUILTIN_TOPOLOGIES:
         return topology_workload(spec, builtin_topology(spec), mode, batch)
     if spec in PRESETS:

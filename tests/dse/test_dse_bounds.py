@@ -37,7 +37,7 @@ def test_a_huge_input_side_is_refused_not_wrapped(tmp_path, capsys):
     argv = ["dse", "--network", "capsnet", "--rows", "16", "--cols", "16", "--dataflow", "ws", "--sram-kB", "64",
             "--period-ns", "3", "--out", str(tmp_path / "d")]
     assert main(argv + ["--input-side", "100000000"]) == 2
-    assert "--input-side: must be in 1..65536, got 100000000" in error_line(capsys, "dse")
+    assert "--input-side: must be in 1..4096, got 100000000" in error_line(capsys, "dse")
     assert main(argv + ["--input-side", "4096"]) == 0
     latency = float(capsys.readouterr().out.split("latency_ms ")[1].split(",")[0])
     assert latency > 0
