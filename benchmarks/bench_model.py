@@ -19,7 +19,8 @@ from capsacc import Accelerator, GenotypeBatch, Network, estimate, estimate_many
 
 def random_genotypes(count: int, rng: np.random.Generator) -> list[list]:
     """Genotypes of 3-25 descriptors: 1..n-2 convolutions, then capsule layers or CapsCells, with
-    consistent sizes ('same' padding), channels and capsules 1..64, kernels {3,5,9}, strides {1,2}."""
+    consistent sizes ('same' padding), channels and capsules 1..64, kernels {3,5,9} (those that fit
+    the input side; the side itself when none does), strides {1,2}."""
     genotypes = []
     for _ in range(count):
         n_layers = int(rng.integers(3, 26))
@@ -29,7 +30,8 @@ def random_genotypes(count: int, rng: np.random.Generator) -> list[list]:
         layers = []
         for index in range(n_layers):
             layer_type = 0 if index < n_conv else caps_type
-            kernel, stride = int(rng.choice((3, 5, 9))), int(rng.integers(1, 3))
+            kernel = int(rng.choice([k for k in (3, 5, 9) if k <= side] or [side]))
+            stride = int(rng.integers(1, 3))
             n_out = -(-side // stride)
             ch_out = int(rng.integers(1, 65))
             caps_out = 1 if layer_type == 0 else int(rng.integers(1, 65))
@@ -40,7 +42,7 @@ def random_genotypes(count: int, rng: np.random.Generator) -> list[list]:
 
 
 def plain_python_estimate(genotype: list, acc: Accelerator) -> tuple[float, float, int]:
-    """(energy_mJ, latency_ms, weights) by the NASCAPS_MODEL.md formulas in plain Python."""
+    """(energy_mJ, latency_ms, weights) by the formulas of docs/model.md in plain Python."""
     descriptors = genotype[:-2]
     last = len(descriptors) - 1
     ops = []
@@ -53,9 +55,10 @@ def plain_python_estimate(genotype: list, acc: Accelerator) -> tuple[float, floa
         elif kind == 1:
             ops += [("classcaps",) + fields] + [("routing",) + fields] * 5
         elif i < last - 1:
-            ops += [("convcaps",) + fields] + [("convcaps", n_in, ch_in, caps_out, k, n_out, ch_out, caps_out)] * 3
+            ops += [("convcaps",) + fields] + [("convcaps", n_out, ch_out, caps_out, k, n_out, ch_out, caps_out)] * 3
         elif i == last - 1:
-            ops += [("convcaps",) + fields] * 3 + [("convcaps3d",) + fields]
+            inner = ("convcaps", n_out, ch_out, caps_out, k, n_out, ch_out, caps_out)
+            ops += [("convcaps",) + fields] + [inner] * 2 + [("convcaps3d",) + fields]
         else:
             ops += [("routing",) + fields] * 6 + [("classcaps",) + fields]
     energy, cycles_total, weights_total = 0.0, 0, 0

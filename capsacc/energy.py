@@ -2,7 +2,7 @@
 
 The calibrated model counts events on the RTL (multiply-accumulates, register writes of the weight
 chain and the PE pipeline, buffer reads and writes) and prices each with the figures below. Sources
-(see /work/shared/reference/ENERGY_TABLES.md):
+(see docs/energy_tables.md):
 
 - [H14] M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014,
   45 nm, 0.9 V: 8-bit integer multiply 0.2 pJ; integer add 0.03 pJ (8-bit), 0.05 pJ (16-bit),

@@ -245,24 +245,26 @@ def _check_sizes(descriptors: list[list[int]], index: int, last: int) -> None:
                                   field="ch_in")
 
 
-def check_counts(descriptors: list[list[int]]) -> None:
+def check_counts(descriptors: list[list[int]], operations: list["Operation"] | None = None) -> None:
     """Refuse descriptors whose derived counts reach `MAX_COUNT`, computed exactly (Python ints):
     the running totals of weights, multiply-accumulates and data values per weight over the
     operations, and each operation's terms per output. The error names the descriptor where the
-    bound is first passed."""
+    bound is first passed. `operations`: `expand(descriptors)`, when already built."""
+    operations = expand(descriptors) if operations is None else operations
     totals = {"weights": 0, "multiply-accumulates": 0, "data values": 0}
     last = len(descriptors) - 1
+    position = 0
     for index, descriptor in enumerate(descriptors):
-        for kind, fields in _descriptor_operations(index, descriptor, last):
-            op = Operation("", kind, *fields)
+        count = len(_descriptor_operations(index, descriptor, last))
+        for op in operations[position:position + count]:
             totals["weights"] += op.weights
             totals["multiply-accumulates"] += op.macs
             totals["data values"] += op.data_per_weight
-            counts = dict(totals, **{"terms per output": op.sums_per_out})
-            for what, count in counts.items():
-                if count >= MAX_COUNT:
-                    raise GenotypeFormatError(f"the network's {what} reach {count:.3g} here, past the limit of "
+            for what, value in (*totals.items(), ("terms per output", op.sums_per_out)):
+                if value >= MAX_COUNT:
+                    raise GenotypeFormatError(f"the network's {what} reach {value:.3g} here, past the limit of "
                                               f"2^48 = {MAX_COUNT:.3g} (64-bit cost figures)", index=index)
+        position += count
 
 
 def _is_int(value) -> bool:
@@ -314,7 +316,11 @@ class Network:
         Raises `GenotypeFormatError` (a `ValueError`) naming the descriptor index and field at the
         first rule of `check_genotype` it breaks.
         """
-        return cls(tuple(expand(check_genotype(genotype)[0])), name)
+        descriptors, skip, resize = parse_genotype(genotype)
+        check_descriptors(descriptors, skip, resize)
+        operations = expand(descriptors)
+        check_counts(descriptors, operations)
+        return cls(tuple(operations), name)
 
     @classmethod
     def preset(cls, name: str) -> "Network":

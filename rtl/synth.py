@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PUBLISHED_PE_UM2 = 1333.750616
-"""Area of one CapsAcc PE (8-bit inputs, 25-bit output, 3 ns), NASCaps pe.json.gz / NASCAPS_MODEL.md."""
+"""Area of one CapsAcc PE (8-bit inputs, 25-bit output, 3 ns), NASCaps pe.json.gz (docs/energy_tables.md)."""
 
 PUBLISHED_REG25_UM2 = 494.1729
-"""Area of one 25-bit register at 3 ns, NASCaps mem.json.gz / NASCAPS_MODEL.md."""
+"""Area of one 25-bit register at 3 ns, NASCaps mem.json.gz (docs/energy_tables.md)."""
 
 _DFF, _AND, _MUX = 4.522, 1.064, 1.862
 CELL_AREA_UM2 = {

@@ -32,7 +32,7 @@ from capsacc.tables import pe_figures
 from sim.driver import ACTIVATIONS, OperationDriver
 
 SRAM_BIT_UM2 = 0.346
-"""Intel 45 nm 6T SRAM bit cell, um² (ENERGY_TABLES.md)."""
+"""Intel 45 nm 6T SRAM bit cell, um² (docs/energy_tables.md)."""
 SRAM_OVERHEAD = 2.0
 """Assumed SRAM macro area over the bit cells (decoders, sense amplifiers, wiring)."""
 HOLD_OUT_EVERY = 4

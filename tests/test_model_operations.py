@@ -1,4 +1,4 @@
-"""Single operations worked out by hand from NASCAPS_MODEL.md, and the expansion rules."""
+"""Single operations worked out by hand from docs/model.md, and the expansion rules."""
 
 import pytest
 

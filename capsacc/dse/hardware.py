@@ -1,6 +1,6 @@
 """Power, energy and area figures of a systolic accelerator at 45 nm, each with its source.
 
-Sources (../shared/reference/ENERGY_TABLES.md):
+Sources (docs/energy_tables.md):
 - PE and accumulator register: the NASCaps/CapsAcc 45 nm syntheses (`capsacc.tables`), by clock
   period, accumulator width, inputs per PE and pipeline stages.
 - SRAM access energy: Horowitz, "Computing's energy problem", ISSCC 2014: 10 pJ per 64-bit access

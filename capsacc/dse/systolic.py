@@ -3,7 +3,7 @@
 An R x C array runs an M x K times K x N GEMM (SCALE-Sim's naming: M output pixels, K products per
 output, N filters). Dataflow codes: 0 `ws` (weight stationary), 1 `os` (output stationary), 2 `is`
 (input stationary). Compute cycles are the `Total Cycles` column of SCALE-Sim 3.0.0's
-COMPUTE_REPORT.csv in its CALC interface-bandwidth mode (ENERGY_TABLES.md, last section):
+COMPUTE_REPORT.csv in its CALC interface-bandwidth mode (docs/energy_tables.md, last section):
 
     ws: ceil(K/R)·ceil(N/C)·(2R + C + M - 2) - 1
     os: ceil(M/R)·ceil(N/C)·(R + C + K - 2) - 1

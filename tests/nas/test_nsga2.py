@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nas.nsga2 import (NSGA2, crowding_distance, domination_matrix, non_dominated_fronts, rank_and_crowding,
-                       real_vector_operators, select_survivors)
+                       select_survivors)
+from real_vector_operators import real_vector_operators
 
 pymoo = pytest.importorskip("pymoo")
 from pymoo.algorithms.moo.nsga2 import NSGA2 as PymooNSGA2  # noqa: E402
