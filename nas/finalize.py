@@ -94,7 +94,7 @@ def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, tr
     from nas.train import TrainConfig, train
     run = Path(run_dir)
     if not run.is_dir():
-        raise InputError(f"{run}: not a search run folder (no such folder)")
+        raise InputError(f"{run}: not a search run folder ({'not a folder' if run.exists() else 'no such folder'})")
     with RunLock(run / LOCK_NAME, "nascaps finalize"):
         provenance, entries = read_pareto(run)
         dataset = load_dataset(provenance.get("dataset", "mnist"),
