@@ -101,9 +101,10 @@ def _check_finite(value, path: Path, error: type[InputError]) -> None:
             _check_finite(item, path, error)
 
 
-def prepare_output_dir(path: str | Path, error: type[InputError] = InputError) -> Path:
-    """Create the output folder `path` (and its parents) and check that it is writable, before any
-    long computation; raises `error` naming the folder when it cannot be."""
+def prepare_output_dir(path: str | Path, error: type[InputError] = InputError, files: tuple[str, ...] = ()) -> Path:
+    """Create the output folder `path` (and its parents) and check that it is writable, and that none
+    of the `files` to be written in it is an existing folder, before any long computation; raises
+    `error` naming the folder or file when it cannot be."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise error(f"{path}: output folder is an existing file")
@@ -113,6 +114,9 @@ def prepare_output_dir(path: str | Path, error: type[InputError] = InputError) -
         raise error(f"{path}: cannot create output folder ({failure.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise error(f"{path}: output folder is not writable")
+    for name in files:
+        if (path / name).is_dir():
+            raise error(f"{path / name}: output file is an existing folder")
     return path
 
 

@@ -61,6 +61,8 @@ def _check_output(path: Path) -> None:
     `capsacc.files.prepare_output_file` the other commands use)."""
     if path.is_dir():
         raise _OutputError(f"{path}: output file is an existing folder")
+    if path.exists() and not path.is_file():
+        raise _OutputError(f"{path}: exists and is not a regular file (it would be replaced)")
     folder = path.parent
     if folder.exists() and not folder.is_dir():
         raise _OutputError(f"{path}: {folder} is a file, not a folder")

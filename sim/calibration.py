@@ -288,14 +288,18 @@ def summary_table(errors: list[dict]) -> str:
     return "\n".join(lines)
 
 
+OUTPUT_FILES = ("calibration.json", "errors.csv", "errors.png")
+"""The files `write_outputs` writes in its folder."""
+
+
 def write_outputs(out: Path, calibration: Calibration, errors: list[dict]) -> None:
-    """DIR/calibration.json, DIR/errors.csv and DIR/errors.png, each written atomically (the folder is
-    created; check it with `capsacc.files.prepare_output_dir` before the sweep)."""
+    """DIR/calibration.json, DIR/errors.csv and DIR/errors.png, each written atomically (check the
+    folder with `prepare_output_dir(out, files=OUTPUT_FILES)` before the sweep)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    prepare_output_dir(out)
+    prepare_output_dir(out, files=OUTPUT_FILES)
     write_atomic(out / "calibration.json", json.dumps(calibration.to_dict(), indent=1) + "\n")
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=list(errors[0]))

@@ -25,9 +25,9 @@ def register(subparsers) -> None:
 
 
 def _calibrate_command(args) -> int:
-    from capsacc.files import prepare_output_dir
     from rtl.capsacc import CapsAccConfig
-    from sim.calibration import Settings, calibrate, summary_table, write_outputs
+    from capsacc.files import prepare_output_dir
+    from sim.calibration import OUTPUT_FILES, Settings, calibrate, summary_table, write_outputs
     from sim.verilator import VerilatorError, verilator_version
 
     if not 0 <= args.seed < 2 ** 64:
@@ -41,7 +41,7 @@ def _calibrate_command(args) -> int:
             CapsAccConfig(array.rows, array.cols, array.acc_bits, array.buffer_depth, array.program_depth).validate()
         except ValueError as error:
             raise InputError(f"array {array.rows}x{array.cols}: {error}") from None
-    out = prepare_output_dir(args.out)
+    out = prepare_output_dir(args.out, files=OUTPUT_FILES)
     try:
         if args.simulator == "verilator":
             verilator_version()

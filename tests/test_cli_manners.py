@@ -92,6 +92,15 @@ def test_dse_refuses_an_output_under_a_file_before_the_work(tmp_path, capsys):
     assert "output folder is an existing file" in one_error_line(capsys, "dse")
 
 
+def test_an_output_file_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys):
+    (tmp_path / "d" / "pareto.png").mkdir(parents=True)
+    assert main(["dse", "--network", "lenet", "--rows", "4", "--cols", "4", "--out", str(tmp_path / "d")]) == 2
+    assert "pareto.png: output file is an existing folder" in one_error_line(capsys, "dse")
+    (tmp_path / "c" / "errors.csv").mkdir(parents=True)
+    assert main(["calibrate", "--quick", "--rows", "2", "--cols", "4", "--out", str(tmp_path / "c")]) == 2
+    assert "errors.csv: output file is an existing folder" in one_error_line(capsys, "calibrate")
+
+
 def test_calibrate_refuses_an_output_under_a_file_before_the_sweep(tmp_path, capsys):
     blocker = tmp_path / "f"
     blocker.write_text("")
@@ -110,6 +119,8 @@ def test_rtl_export_checks_its_output_first(tmp_path, capsys):
     assert "output file is an existing folder" in one_error_line(capsys, "rtl export")
     assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", str(tmp_path / "no" / "x.v")]) == 2
     assert "does not exist" in one_error_line(capsys, "rtl export")
+    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", os.devnull]) == 2
+    assert "is not a regular file" in one_error_line(capsys, "rtl export")
 
 
 def test_dse_writes_its_results_and_leaves_no_temporary_file(tmp_path, capsys):

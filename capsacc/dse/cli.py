@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 from capsacc.errors import InputError
-from capsacc.files import prepare_output_dir
 
 NETWORKS = ("alexnet", "lenet", "vgg16", "resnet18", "capsnet", "deepcaps")
 
@@ -138,10 +137,11 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
 def _dse_command(args) -> int:
     import time
 
-    from capsacc.dse.explore import best_rows, write_outputs
+    from capsacc.dse.explore import OUTPUT_FILES, best_rows, write_outputs
+    from capsacc.files import prepare_output_dir
     from capsacc.dse.grid import DesignGrid, evaluate
 
-    out = prepare_output_dir(args.out)
+    out = prepare_output_dir(args.out, files=OUTPUT_FILES)
     workload = load_workload(args.network, args.mode, args.batch, args.input_side, args.input_channels)
     sram = {buffer: parse_values(getattr(args, f"{buffer}_sram_kB") or args.sram_kB,
                                  f"--{buffer}-sram-kB" if getattr(args, f"{buffer}_sram_kB") else "--sram-kB")

@@ -19,6 +19,8 @@ from capsacc.files import atomic_path, prepare_output_dir, write_atomic
 MODEL_VERSION = "dse-scalesim3-45nm-1"
 """Name of this exploration model (closed forms of SCALE-Sim 3.0.0, 45 nm figures), recorded in results."""
 PARETO_OBJECTIVES = ("power_mW", "area_mm2", "latency_ms")
+OUTPUT_FILES = ("designs.csv", "pareto.csv", "pareto.png", "run.json")
+"""The files `write_outputs` writes in its folder."""
 FIGURE_SOURCES = ("PE and register: NASCaps 45 nm syntheses (pe.json.gz, mem.json.gz); SRAM energy: Horowitz "
                   "ISSCC 2014, 10 pJ per 64 bits at 8 KB scaled by sqrt(capacity); DRAM: Horowitz 2014, 1.95 nJ "
                   "per 64 bits; SRAM area: 0.346 um2 6T bit cell times sram_overhead; activation unit: Horowitz "
@@ -55,7 +57,7 @@ def _write_csv(path: Path, table: np.ndarray, header: dict) -> None:
 def write_outputs(results: DesignResults, out: Path, command: str) -> np.ndarray:
     """Write designs.csv, pareto.csv, pareto.png and run.json to `out` (each atomically, run.json last);
     return the Pareto indices."""
-    prepare_output_dir(out)
+    prepare_output_dir(out, files=OUTPUT_FILES)
     front = pareto_front(results)
     header = provenance(results, command)
     _write_csv(out / "designs.csv", results.table, header)
