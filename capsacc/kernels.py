@@ -5,7 +5,7 @@ sums_per_out, data_per_weight. Accelerator parameters are a float64 array laid o
 The single-network and batch paths call the same `_op_cost`, and sum in the same order, so their
 totals are bit-identical. Every int64 here stays below 2^62 for the genotypes that
 `capsacc.network.check_genotype` (and `capsacc.model.GenotypeBatch`) accept: their totals of
-weights, multiply-accumulates and data values and each operation's terms per output are below
+weights and data values and each operation's terms per output are below
 `capsacc.network.MAX_COUNT` = 2^48, and the accelerator has at most 4096 rows and columns.
 """
 

@@ -8,8 +8,8 @@ import numpy as np
 from capsacc import calibrated, kernels
 from capsacc.accelerator import Accelerator
 from capsacc.errors import AcceleratorConfigError, GenotypeFormatError
-from capsacc.network import (DESCRIPTOR_FIELDS, FIELD_LIMITS, MAX_COUNT, MAX_DESCRIPTORS, OP_KINDS, Network, check_counts,
-                             check_descriptors, expand)
+from capsacc.network import (DESCRIPTOR_FIELDS, FIELD_LIMITS, MAX_COUNT, MAX_DESCRIPTORS, MAX_MACS, OP_KINDS,
+                             Network, check_counts, check_descriptors, expand)
 
 MODEL_VERSION = "nascaps2020"
 """Name of the cost model, recorded in every result."""
@@ -160,7 +160,7 @@ def _suspects(descriptors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
     The counts are bounded from above in float64 per descriptor (at most seven operations, each
     with the larger of its input and output channels and atoms, and a cubic kernel in CapsCells)
-    and flagged from half of `MAX_COUNT`, far beyond float64's rounding."""
+    and flagged from half of their bounds (`MAX_COUNT`, `MAX_MACS`), far beyond float64's rounding."""
     types, n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out = descriptors.T
     fields = descriptors[:, 1:]
     limits = np.array([FIELD_LIMITS[name] for name in DESCRIPTOR_FIELDS[1:]])
@@ -189,10 +189,11 @@ def _suspects(descriptors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     k = kernel.astype(float)
     cube = np.where((types == 2) & ~is_last, k ** 3, k ** 2) + 1
     weights = 7 * (m * cube + 1) * m * a * a
-    counts = np.stack([weights, 7 * (n * n * cube * m * m * a * a + weights * a), 7 * n * n * m * a], axis=1)
+    counts = np.stack([weights, 7 * n * n * m * a, 7 * (n * n * cube * m * m * a * a + weights * a)], axis=1)
     totals = np.add.reduceat(counts, first, axis=0)
     sums = np.maximum.reduceat(cube * m * a, first)
-    count_bad = np.any(totals >= MAX_COUNT / 2, axis=1) | (sums >= MAX_COUNT / 2)
+    count_bad = (np.any(totals[:, :2] >= MAX_COUNT / 2, axis=1) | (totals[:, 2] >= MAX_MACS / 2)
+                 | (sums >= MAX_COUNT / 2))
     too_long = np.diff(offsets) > MAX_DESCRIPTORS
     return (np.add.reduceat(row_bad.astype(int), first) > 0) | count_bad | too_long
 

@@ -16,8 +16,9 @@ convolution's output is read as capsules); n_out = ceil(n_in / stride) ('same' p
 layer but the class layer (the fully connected ClassCaps uses neither its stride nor its n_out); no
 kernel larger than its input; skip is -1 or the position (from 1) of a CapsCell before the last one
 whose capsules have as many atoms as the class layer's input; resize is 1 or 2; and every count the
-cost model derives (weights, multiply-accumulates, data values, terms per output) stays below
-`MAX_COUNT`, so that no 64-bit figure of `capsacc.model` or `capsacc.kernels` can wrap around.
+cost model derives stays below its bound (weights, data values, terms per output `MAX_COUNT`;
+multiply-accumulates `MAX_MACS`), so that no 64-bit figure of `capsacc.model` or `capsacc.kernels`
+can wrap around.
 """
 
 import functools
@@ -49,10 +50,12 @@ FIELD_LIMITS = {"n_in": MAX_SIDE, "ch_in": MAX_CHANNELS, "caps_in": MAX_ATOMS, "
                 "stride": MAX_SIDE, "n_out": MAX_SIDE, "ch_out": MAX_CHANNELS, "caps_out": MAX_ATOMS}
 """Largest value of each size field of a descriptor (the smallest is 1)."""
 MAX_COUNT = 2 ** 48
-"""Bound on the network's total weights, multiply-accumulates and data values and on any
-operation's terms per output. With the accelerator's limits (at most 4096 rows and columns, two
-pipeline stages: `capsacc.accelerator`) every int64 of the cost model stays below 2^62: cycles
-<= (rows + stages - 1) * weights + data values, accumulators <= columns * terms per output."""
+"""Bound on the network's total weights and data values per weight and on any operation's terms per
+output, the counts the int64 cost kernels use. With the accelerator's limits (at most 4096 rows and
+columns, two pipeline stages: `capsacc.accelerator`) every int64 of the cost model stays below 2^62:
+cycles <= (rows + stages - 1) * weights + data values, accumulators <= columns * terms per output."""
+MAX_MACS = 2 ** 62
+"""Bound on the network's multiply-accumulates (`Network.macs`, kept as a 64-bit integer in results)."""
 
 PRESETS = {
     "capsnet": [[0, 28, 1, 1, 9, 1, 28, 256, 1], [1, 28, 256, 1, 9, 2, 14, 32, 8],
@@ -246,24 +249,28 @@ def _check_sizes(descriptors: list[list[int]], index: int, last: int) -> None:
 
 
 def check_counts(descriptors: list[list[int]], operations: list["Operation"] | None = None) -> None:
-    """Refuse descriptors whose derived counts reach `MAX_COUNT`, computed exactly (Python ints):
-    the running totals of weights, multiply-accumulates and data values per weight over the
-    operations, and each operation's terms per output. The error names the descriptor where the
-    bound is first passed. `operations`: `expand(descriptors)`, when already built."""
+    """Refuse descriptors whose derived counts reach their bounds, computed exactly (Python ints):
+    the running totals of weights and of data values per weight (`MAX_COUNT`) and of
+    multiply-accumulates (`MAX_MACS`) over the operations, and each operation's terms per output
+    (`MAX_COUNT`). The error names the descriptor where a bound is first reached. `operations`:
+    `expand(descriptors)`, when already built."""
     operations = expand(descriptors) if operations is None else operations
-    totals = {"weights": 0, "multiply-accumulates": 0, "data values": 0}
+    totals = {"weights": 0, "data values": 0, "multiply-accumulates": 0}
+    limits = {"weights": (MAX_COUNT, "2^48"), "data values": (MAX_COUNT, "2^48"),
+              "multiply-accumulates": (MAX_MACS, "2^62"), "terms per output": (MAX_COUNT, "2^48")}
     last = len(descriptors) - 1
     position = 0
     for index, descriptor in enumerate(descriptors):
         count = len(_descriptor_operations(index, descriptor, last))
         for op in operations[position:position + count]:
             totals["weights"] += op.weights
-            totals["multiply-accumulates"] += op.macs
             totals["data values"] += op.data_per_weight
+            totals["multiply-accumulates"] += op.macs
             for what, value in (*totals.items(), ("terms per output", op.sums_per_out)):
-                if value >= MAX_COUNT:
+                limit, name = limits[what]
+                if value >= limit:
                     raise GenotypeFormatError(f"the network's {what} reach {value:.3g} here, past the limit of "
-                                              f"2^48 = {MAX_COUNT:.3g} (64-bit cost figures)", index=index)
+                                              f"{name} = {limit:.3g} (64-bit cost figures)", index=index)
         position += count
 
 

@@ -11,7 +11,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from capsacc.errors import InputError
+from capsacc.errors import GenotypeFormatError, InputError
+from capsacc.network import CAPSCELL, CONV, MAX_SIDE, SABOUR, check_counts, check_descriptors
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,33 @@ class SearchSpace:
                 raise InputError(f"search space: '{name}' must be a positive integer, got {value!r}")
         if not isinstance(self.allow_resize, bool):
             raise InputError(f"search space: 'allow_resize' must be true or false, got {self.allow_resize!r}")
+        for name in ("kernels", "strides"):
+            if max(getattr(self, name)) > MAX_SIDE:
+                raise InputError(f"search space: '{name}' must be at most {MAX_SIDE}, got {max(getattr(self, name))}")
+        for kind in (SABOUR, CAPSCELL):
+            try:
+                layers = self.largest_genotype(kind)
+                check_descriptors(layers)
+                check_counts(layers)
+            except GenotypeFormatError as error:
+                raise InputError(f"search space: its largest {'capsule-layer' if kind == SABOUR else 'CapsCell'} "
+                                 f"networks break a genotype bound ({error}); narrow its ranges") from None
+
+    def largest_genotype(self, kind: int) -> list[list[int]]:
+        """The descriptors of a network of capsule layers of `kind` (1 Sabour, 2 CapsCell) that bounds
+        every one the space allows from above in each cost count (weights, multiply-accumulates,
+        data values, terms per output, all increasing in every size): the most layers, the largest
+        input (resize included), stride 1, the largest kernel that fits, channels and atoms."""
+        side = self.input_side * max(self.resizes)
+        kernel = min(max(self.kernels), side)
+        channels, atoms = self.channels[1], self.capsules[1]
+        n_caps = (self.sabour_layers if kind == SABOUR else self.capscells)[1]
+        layers = [[CONV, side, self.input_channels, 1, kernel, 1, side, channels, 1]]
+        layers += [[CONV, side, channels, 1, kernel, 1, side, channels, 1]] * (max(self.convolutions[1], 1) - 1)
+        layers.append([kind, side, channels, 1, kernel, 1, side, channels, atoms])
+        layers += [[kind, side, channels, atoms, kernel, 1, side, channels, atoms]] * (n_caps - 2)
+        layers.append([kind, side, channels, atoms, side, 1, 1, self.n_classes, atoms])
+        return layers
 
     @property
     def resizes(self) -> tuple[int, ...]:

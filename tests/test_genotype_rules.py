@@ -186,13 +186,17 @@ def test_fuzzed_genotypes_cost_to_finite_figures_or_raise_a_located_input_error(
 
 
 def test_the_largest_fields_still_fit_64_bits():
-    """At every field's limit the counts pass MAX_COUNT and the genotype is refused at the descriptor
-    where they do; just under, every int64 of the cost stays positive."""
+    """At every field's limit the counts pass their bounds and the genotype is refused at the
+    descriptor where they do; with large but accepted fields, every int64 of the cost stays positive."""
     side, channels = FIELD_LIMITS["n_in"], FIELD_LIMITS["ch_out"]
-    huge = [[0, side, 1, 1, 3, 1, side, channels, 1], [1, side, channels, 1, 3, 1, side, channels, 1],
-            [1, side, channels, 1, side, 1, 1, 10, 16], [-1], [1]]
-    with pytest.raises(GenotypeFormatError, match=r"past the limit of 2\^48") as info:
+    huge = [[0, side, 1, 1, 3, 1, side, channels, 1], [1, side, channels, 1, 9, 1, side, channels, 16],
+            [1, side, channels, 16, side, 1, 1, 10, 16], [-1], [1]]
+    with pytest.raises(GenotypeFormatError, match=r"multiply-accumulates reach .* past the limit of 2\^62") as info:
         Network.from_genotype(huge)
+    assert info.value.index == 1
+    wide_class = [[0, side, 1, 1, 3, 1, side, channels, 1], [1, side, channels, 1, side, 1, 1, 10, 64], [-1], [1]]
+    with pytest.raises(GenotypeFormatError, match=r"weights reach .* past the limit of 2\^48") as info:
+        Network.from_genotype(wide_class)
     assert info.value.index == 1
     large = [[0, side, 1, 1, 3, 1, side, channels, 1], [1, side, channels, 1, 3, 2, side // 2, 4, 8],
              [1, side // 2, 4, 8, side // 2, 1, 1, 10, 16], [-1], [1]]

@@ -191,3 +191,29 @@ def test_space_from_toml(tmp_path):
     path.write_text("channels = [")
     with pytest.raises(InputError, match="space.toml: not TOML"):
         SearchSpace.from_toml(path)
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({"channels": (1, 65536)}, "reach .* past the limit of 2\\^"),
+    ({"channels": (1, 4096), "capsules": (1, 4096)}, "weights reach .* past the limit of 2\\^48"),
+    ({"input_side": 5000}, "field 'n_in': 10000 is larger than the limit of 4096"),
+    ({"n_classes": 70000}, "field 'ch_out': 70000 is larger than the limit of 65536"),
+    ({"strides": (1, 5000)}, "'strides' must be at most 4096"),
+])
+def test_a_space_whose_genotypes_break_the_bounds_is_refused_before_any_search(limits, message):
+    with pytest.raises(InputError, match=message):
+        SearchSpace(**limits)
+
+
+def test_the_largest_genotype_of_a_space_bounds_every_cost_count_of_its_genotypes():
+    import numpy as np
+
+    from nas.operators import random_genotype
+    from nas.space import QUICK_SPACE
+    for space in (SearchSpace(), QUICK_SPACE, SearchSpace(kernels=(3, 9), channels=(4, 16), capsules=(2, 6))):
+        rng = np.random.default_rng(3)
+        bounds = {kind: Network.from_genotype(space.largest_genotype(kind) + [[-1], [1]]) for kind in (1, 2)}
+        for _ in range(300):
+            genotype = random_genotype(space, rng)
+            network, bound = genotype.to_network(), bounds[genotype.capsule_type]
+            assert network.weights <= bound.weights and network.macs <= bound.macs
