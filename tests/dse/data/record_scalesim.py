@@ -1,8 +1,8 @@
 """Record SCALE-Sim 3.0.0 reports (run with SCALE-Sim's own Python).
 
-    /work/.cache/scalesim-venv/bin/python tests/dse/data/record_scalesim.py
+    SCALESIM_VENV/bin/python tests/dse/data/record_scalesim.py
 
-(the venv: `python -m venv /work/.cache/scalesim-venv && /work/.cache/scalesim-venv/bin/pip install
+(SCALESIM_VENV any folder: `python -m venv SCALESIM_VENV && SCALESIM_VENV/bin/pip install
 scalesim==3.0.0 "numpy<2.4"`). Writes beside this script, one row per layer and configuration, with
 the configuration (dataflow, array rows and cols, SRAM sizes in kB, CALC interface bandwidth mode)
 and SCALE-Sim's COMPUTE_REPORT and DETAILED_ACCESS_REPORT columns for that layer:
