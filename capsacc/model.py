@@ -128,8 +128,13 @@ class GenotypeBatch:
     offsets: np.ndarray
 
     def __post_init__(self):
-        descriptors = np.ascontiguousarray(self.descriptors, dtype=np.int64)
-        offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        try:
+            raw = [np.asarray(self.descriptors), np.asarray(self.offsets)]
+            if any(array.size and array.dtype.kind not in "iu" for array in raw):
+                raise TypeError(f"got {raw[0].dtype} and {raw[1].dtype}")
+            descriptors, offsets = (np.ascontiguousarray(array, dtype=np.int64) for array in raw)
+        except (OverflowError, TypeError, ValueError) as error:
+            raise GenotypeFormatError(f"descriptors and offsets must be 64-bit integers ({error})") from None
         object.__setattr__(self, "descriptors", descriptors)
         object.__setattr__(self, "offsets", offsets)
         if descriptors.ndim != 2 or descriptors.shape[1] != len(DESCRIPTOR_FIELDS):

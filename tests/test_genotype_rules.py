@@ -185,6 +185,14 @@ def test_fuzzed_genotypes_cost_to_finite_figures_or_raise_a_located_input_error(
     assert batch_error.value.reason == f"genotype {first_refused}: {single_error.value.reason}"
 
 
+def test_a_batch_of_integers_past_int64_is_a_located_error():
+    with pytest.raises(GenotypeFormatError, match="64-bit integers"):
+        GenotypeBatch([[0, 28, 1, 1, 9, 1, 28, 10 ** 30, 1]], [0, 1])
+    with pytest.raises(GenotypeFormatError, match="64-bit integers"):
+        GenotypeBatch(np.array(CAPSNET[:-2], dtype=float) + 0.5, [0, 3])
+    assert len(GenotypeBatch(np.array(CAPSNET[:-2], dtype=np.int32), [0, 3])) == 1
+
+
 def test_the_largest_fields_still_fit_64_bits():
     """At every field's limit the counts pass their bounds and the genotype is refused at the
     descriptor where they do; with large but accepted fields, every int64 of the cost stays positive."""
