@@ -15,6 +15,7 @@ from pathlib import Path
 from capsacc.errors import InputError
 from capsacc.files import read_json, write_atomic
 
+from nas.datasets import DATASETS, load_dataset
 from nas.evaluate import check_training_data
 from nas.genotype import Genotype
 from nas.journal import RunLock
@@ -35,7 +36,7 @@ def read_pareto(run: Path) -> tuple[dict, list[tuple[Genotype, dict]]]:
             or not isinstance(document.get("provenance"), dict):
         raise InputError(f"{path}: not a nascaps pareto.json (needs a 'provenance' object and a 'pareto' list)")
     provenance = document["provenance"]
-    expected = {"dataset": lambda v: isinstance(v, str), "data": lambda v: v is None or isinstance(v, str),
+    expected = {"dataset": lambda v: v in DATASETS, "data": lambda v: v is None or isinstance(v, str),
                 "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                 "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}
     for key, good in expected.items():
@@ -88,7 +89,6 @@ def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, tr
              timeout_s: float | None = None, progress: bool = True) -> list[dict]:
     """Train the Pareto set of `run_dir`; write final.json and final.md there; return the rows.
     Progress goes to stderr."""
-    from nas.datasets import load_dataset
     from nas.report import versions
     from nas.search import LOCK_NAME
     from nas.train import TrainConfig, train

@@ -215,8 +215,16 @@ class Journal:
         row["val_accuracy"] = json.dumps(list(evaluation.val_accuracy))
         names = ", ".join(row)
         marks = ", ".join(f":{name}" for name in row)
-        with self._db:
-            self._db.execute(f"INSERT OR IGNORE INTO evaluations ({names}) VALUES ({marks})", row)
+        self._write(f"INSERT OR IGNORE INTO evaluations ({names}) VALUES ({marks})", row)
+
+    def _write(self, sql: str, parameters) -> None:
+        """Commit one statement; a database that cannot be written (disk full, read-only, locked past
+        the busy timeout) is an `InputError` naming the file."""
+        try:
+            with self._db:
+                self._db.execute(sql, parameters)
+        except sqlite3.Error as error:
+            raise InputError(f"{self.path}: cannot write the journal ({error})") from None
 
     def lookup(self, key: str) -> Evaluation | None:
         """The journaled evaluation of a genotype key, if any."""
@@ -230,10 +238,8 @@ class Journal:
 
     def checkpoint(self, checkpoint: Checkpoint) -> None:
         """Commit a finished generation's population and generator state."""
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
-                             (checkpoint.generation, json.dumps(checkpoint.population),
-                              json.dumps(checkpoint.rng_state)))
+        self._write("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
+                    (checkpoint.generation, json.dumps(checkpoint.population), json.dumps(checkpoint.rng_state)))
 
     def last_checkpoint(self) -> Checkpoint | None:
         """The latest finished generation, None before the initial population is evaluated; each key

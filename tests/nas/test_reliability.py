@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -458,3 +459,22 @@ def test_pcc_appends_and_never_rewrites_its_log(tmp_path, capsys, monkeypatch):
     assert f"{log}: line 4 is cut short" in capsys.readouterr().err
     assert log.read_text().splitlines() == lines and log.stat().st_ino == inode
     assert json.loads((out / "pcc.json").read_text())["networks_ok"] == 3
+
+
+@dataclass(frozen=True)
+class _BadInputEvaluator:
+    """A picklable evaluator whose every call meets bad input (as a broken dataset would)."""
+
+    def __call__(self, genotype_list):
+        from capsacc.errors import InputError
+        raise InputError("data.npz: 'y_train' label 3 is nan, not a whole number")
+
+
+@pytest.mark.slow
+def test_an_input_error_on_a_dask_worker_stops_the_run(tmp_path):
+    from capsacc.errors import InputError
+    config = SearchConfig(population=4, offspring=2, generations=1, seed=5, out=str(tmp_path / "run"), workers=2)
+    with pytest.raises(InputError, match="'y_train' label 3 is nan"):
+        run_search(config, evaluator=_BadInputEvaluator(), progress=False)
+    _, evaluations, _ = read_journal(tmp_path / "run" / "journal.sqlite")
+    assert evaluations == []
