@@ -17,15 +17,10 @@ Sabour-style networks, transposed convolutions for CapsCell networks.
 import math
 from dataclasses import dataclass
 
-from nas.backend import select_backend
+import keras
+
 from nas.genotype import CAPSCELL, CONV, Genotype, GenotypeError
-
-select_backend()
-
-import keras  # noqa: E402
-
-from nas.layers import (CapsCell, ClassCaps, ConvCaps2D, FlatCaps, Length, Mask,  # noqa: E402
-                        PrimaryCaps, ToCapsules)
+from nas.layers import CapsCell, ClassCaps, ConvCaps2D, FlatCaps, Length, Mask, PrimaryCaps, ToCapsules
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,14 @@ import json
 from capsacc.errors import InputError
 from capsacc.files import prepare_output_file
 from capsacc.network import PRESETS
+from nas.backend import configure_environment
 
 
 def register(subparsers) -> None:
-    """Add nas's subcommands."""
+    """Add nas's subcommands, and prepare the environment for Keras before any command imports it
+    (`nas.backend.configure_environment`: TensorFlow's C++ log quietened, the default backend when
+    neither `KERAS_BACKEND` nor `keras.json` names one)."""
+    configure_environment()
     register_train(subparsers)
     register_search(subparsers)
     register_pcc(subparsers)

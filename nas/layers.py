@@ -7,12 +7,10 @@ NASCaps does. Every layer is registered under the package name `nascaps` and imp
 `get_config`, so saved `.keras` models load with `keras.models.load_model`.
 """
 
-from nas.backend import select_backend
+import numbers
 
-select_backend()
-
-import keras  # noqa: E402  (the backend is chosen above)
-from keras import ops  # noqa: E402
+import keras
+from keras import ops
 
 PACKAGE = "nascaps"
 EPSILON = 1e-7
@@ -25,14 +23,51 @@ shrinks towards 0 (quadratically once small, vanishing to exact zeros within a f
 Glorot-initialised narrow capsules); at g = 3 lengths above 0.13 settle at 0.87."""
 
 
-def capsule_initializer(capsules_in: int, atoms: int, kernel: int, coupling: float = 1.0):
-    """Normal initializer for a capsule layer's kernel of `kernel x kernel x capsules_in` input
+def capsule_initializer(capsules_in: int, atoms: int, kernel: int, fan_in: int, coupling: float = 1.0):
+    """Normal initializer for a capsule layer's kernel from `kernel x kernel x capsules_in` input
     capsules (any atoms each) to capsules of `atoms` atoms, weighted by `coupling` when summed,
     with standard deviation SQUASH_GAIN / (coupling · sqrt(kernel² · capsules_in · atoms)): the
     output length is then SQUASH_GAIN times the input length, in expectation over independent
-    inputs."""
-    stddev = SQUASH_GAIN / (coupling * (kernel * kernel * capsules_in * atoms) ** 0.5)
-    return keras.initializers.RandomNormal(stddev=stddev)
+    inputs. `fan_in` is the kernel tensor's fan-in (kernel² times its input channels). Returned as
+    Keras' `VarianceScaling` (fan-in mode), so that it serialises like any Keras initializer."""
+    scale = (SQUASH_GAIN / coupling) ** 2 * fan_in / (kernel * kernel * capsules_in * atoms)
+    return keras.initializers.VarianceScaling(scale, mode="fan_in", distribution="untruncated_normal")
+
+
+def classcaps_initializer():
+    """Default initializer of `ClassCaps`' transformation matrices: N(0, 0.01)."""
+    return keras.initializers.RandomNormal(stddev=0.01)
+
+
+def _check_arguments(layer: keras.layers.Layer, **arguments) -> None:
+    """Raise a Keras-style ValueError naming `layer` and the argument unless every value is a
+    positive integer."""
+    for name, value in arguments.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"Layer {type(layer).__name__} '{layer.name}': argument `{name}` must be a positive "
+                             f"integer. Received: {name}={value!r}")
+
+
+def _initializer(layer: keras.layers.Layer, value):
+    """`kernel_initializer` argument -> a Keras initializer, or None for the layer's default."""
+    if value is None:
+        return None
+    try:
+        return keras.initializers.get(value)
+    except ValueError as error:
+        raise ValueError(f"Layer {type(layer).__name__} '{layer.name}': argument `kernel_initializer` is not a "
+                         f"Keras initializer ({error}). Received: kernel_initializer={value!r}") from None
+
+
+def _check_known(layer: keras.layers.Layer, input_shape, axes) -> None:
+    """Raise a Keras-style ValueError unless the input dimensions at `axes` are known (not None)."""
+    if any(input_shape[axis] is None for axis in axes):
+        raise ValueError(f"Layer {type(layer).__name__} '{layer.name}' needs known sizes on input axes "
+                         f"{list(axes)}. Received: input_shape={tuple(input_shape)}")
+
+
+def _serialize(initializer):
+    return None if initializer is None else keras.initializers.serialize(initializer)
 
 
 def squash(vectors, axis: int = -1, epsilon: float = EPSILON):
@@ -76,20 +111,29 @@ class ConvCaps2D(keras.layers.Layer):
     plus one bias per output.
     """
 
-    def __init__(self, capsules: int, atoms: int, kernel: int, stride: int = 1, **kwargs):
+    input_rank = 5
+
+    def __init__(self, capsules: int, atoms: int, kernel: int, stride: int = 1, kernel_initializer=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        _check_arguments(self, capsules=capsules, atoms=atoms, kernel=kernel, stride=stride)
         self.capsules, self.atoms, self.kernel, self.stride = capsules, atoms, kernel, stride
+        self.kernel_initializer = _initializer(self, kernel_initializer)
+        self.input_spec = keras.InputSpec(ndim=self.input_rank)
 
     def _channels_in(self, input_shape) -> int:
         return input_shape[-2] * input_shape[-1]
 
-    def _initializer(self, input_shape):
-        return capsule_initializer(input_shape[-2], self.atoms, self.kernel)
+    def _default_initializer(self, input_shape):
+        return capsule_initializer(input_shape[-2], self.atoms, self.kernel,
+                                   self.kernel * self.kernel * self._channels_in(input_shape))
 
     def build(self, input_shape):
+        _check_known(self, input_shape, range(-self.input_rank + 3, 0))
         self.kernel_weights = self.add_weight(
             name="kernel", shape=(self.kernel, self.kernel, self._channels_in(input_shape),
-                                  self.capsules * self.atoms), initializer=self._initializer(input_shape))
+                                  self.capsules * self.atoms),
+            initializer=self.kernel_initializer or self._default_initializer(input_shape))
         self.bias = self.add_weight(name="bias", shape=(self.capsules * self.atoms,), initializer="zeros")
 
     def _flatten(self, inputs):
@@ -108,20 +152,23 @@ class ConvCaps2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "capsules": self.capsules, "atoms": self.atoms,
-                "kernel": self.kernel, "stride": self.stride}
+                "kernel": self.kernel, "stride": self.stride,
+                "kernel_initializer": _serialize(self.kernel_initializer)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PrimaryCaps(ConvCaps2D):
     """Sabour et al.'s PrimaryCaps: a convolution of a feature map `(batch, h, w, channels)`,
     reshaped into `capsules` capsules of `atoms` atoms per position and squashed (Glorot-uniform
-    kernel, as for any convolution of a feature map)."""
+    kernel by default, as for any convolution of a feature map)."""
+
+    input_rank = 4
 
     def _channels_in(self, input_shape) -> int:
         return input_shape[-1]
 
-    def _initializer(self, input_shape):
-        return "glorot_uniform"
+    def _default_initializer(self, input_shape):
+        return keras.initializers.GlorotUniform()
 
     def _flatten(self, inputs):
         return inputs
@@ -134,7 +181,15 @@ class ToCapsules(keras.layers.Layer):
 
     def __init__(self, capsules: int, atoms: int, **kwargs):
         super().__init__(**kwargs)
+        _check_arguments(self, capsules=capsules, atoms=atoms)
         self.capsules, self.atoms = capsules, atoms
+        self.input_spec = keras.InputSpec(ndim=4)
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.capsules * self.atoms:
+            raise ValueError(f"Layer ToCapsules '{self.name}' reads {self.capsules} capsules of {self.atoms} atoms, "
+                             f"so it needs {self.capsules * self.atoms} input channels. "
+                             f"Received: input_shape={tuple(input_shape)}")
 
     def call(self, inputs):
         shape = ops.shape(inputs)
@@ -159,14 +214,21 @@ class ConvCaps3D(keras.layers.Layer):
     1 / capsules), plus a bias per output capsule atom.
     """
 
-    def __init__(self, capsules: int, atoms: int, kernel: int, stride: int = 1, routings: int = 3, **kwargs):
+    def __init__(self, capsules: int, atoms: int, kernel: int, stride: int = 1, routings: int = 3,
+                 kernel_initializer=None, **kwargs):
         super().__init__(**kwargs)
+        _check_arguments(self, capsules=capsules, atoms=atoms, kernel=kernel, stride=stride, routings=routings)
         self.capsules, self.atoms, self.kernel, self.stride, self.routings = capsules, atoms, kernel, stride, routings
+        self.kernel_initializer = _initializer(self, kernel_initializer)
+        self.input_spec = keras.InputSpec(ndim=5)
 
     def build(self, input_shape):
+        _check_known(self, input_shape, (1, 2, 3, 4))
+        fan_in = self.kernel * self.kernel * input_shape[-1]
         self.kernel_weights = self.add_weight(
             name="kernel", shape=(self.kernel, self.kernel, input_shape[-1], self.capsules * self.atoms),
-            initializer=capsule_initializer(input_shape[-2], self.atoms, self.kernel, 1 / self.capsules))
+            initializer=self.kernel_initializer or capsule_initializer(input_shape[-2], self.atoms, self.kernel,
+                                                                       fan_in, 1 / self.capsules))
         self.bias = self.add_weight(name="bias", shape=(self.capsules, self.atoms), initializer="zeros")
 
     def call(self, inputs):
@@ -184,7 +246,8 @@ class ConvCaps3D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "capsules": self.capsules, "atoms": self.atoms, "kernel": self.kernel,
-                "stride": self.stride, "routings": self.routings}
+                "stride": self.stride, "routings": self.routings,
+                "kernel_initializer": _serialize(self.kernel_initializer)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -197,15 +260,22 @@ class CapsCell(keras.layers.Layer):
     """
 
     def __init__(self, capsules: int, atoms: int, kernel: int, stride: int = 1, last: bool = False,
-                 routings: int = 3, **kwargs):
+                 routings: int = 3, kernel_initializer=None, **kwargs):
         super().__init__(**kwargs)
+        _check_arguments(self, capsules=capsules, atoms=atoms, kernel=kernel, stride=stride, routings=routings)
+        if not isinstance(last, bool):
+            raise ValueError(f"Layer CapsCell '{self.name}': argument `last` must be True or False. "
+                             f"Received: last={last!r}")
         self.capsules, self.atoms, self.kernel, self.stride = capsules, atoms, kernel, stride
         self.last, self.routings = last, routings
-        self.first = ConvCaps2D(capsules, atoms, kernel, stride, name="first")
-        self.second = ConvCaps2D(capsules, atoms, kernel, 1, name="second")
-        self.third = ConvCaps2D(capsules, atoms, kernel, 1, name="third")
-        self.skip = (ConvCaps3D(capsules, atoms, kernel, 1, routings, name="skip3d") if last
-                     else ConvCaps2D(capsules, atoms, kernel, 1, name="skip"))
+        self.kernel_initializer = _initializer(self, kernel_initializer)
+        self.input_spec = keras.InputSpec(ndim=5)
+        init = _serialize(self.kernel_initializer)  # a new instance for each inner layer
+        self.first = ConvCaps2D(capsules, atoms, kernel, stride, kernel_initializer=init, name="first")
+        self.second = ConvCaps2D(capsules, atoms, kernel, 1, kernel_initializer=init, name="second")
+        self.third = ConvCaps2D(capsules, atoms, kernel, 1, kernel_initializer=init, name="third")
+        self.skip = (ConvCaps3D(capsules, atoms, kernel, 1, routings, kernel_initializer=init, name="skip3d") if last
+                     else ConvCaps2D(capsules, atoms, kernel, 1, kernel_initializer=init, name="skip"))
 
     def build(self, input_shape):
         self.first.build(input_shape)
@@ -223,12 +293,20 @@ class CapsCell(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "capsules": self.capsules, "atoms": self.atoms, "kernel": self.kernel,
-                "stride": self.stride, "last": self.last, "routings": self.routings}
+                "stride": self.stride, "last": self.last, "routings": self.routings,
+                "kernel_initializer": _serialize(self.kernel_initializer)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FlatCaps(keras.layers.Layer):
     """Flatten a capsule map `(batch, h, w, capsules, atoms)` into a list `(batch, h·w·capsules, atoms)`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.input_spec = keras.InputSpec(ndim=5)
+
+    def build(self, input_shape):
+        _check_known(self, input_shape, (1, 2, 3, 4))
 
     def call(self, inputs):
         return ops.reshape(inputs, (-1, inputs.shape[1] * inputs.shape[2] * inputs.shape[3], inputs.shape[4]))
@@ -246,14 +324,18 @@ class ClassCaps(keras.layers.Layer):
     softmax over the output capsules; output `(batch, capsules, atoms)`.
     """
 
-    def __init__(self, capsules: int, atoms: int, routings: int = 3, **kwargs):
+    def __init__(self, capsules: int, atoms: int, routings: int = 3, kernel_initializer=None, **kwargs):
         super().__init__(**kwargs)
+        _check_arguments(self, capsules=capsules, atoms=atoms, routings=routings)
         self.capsules, self.atoms, self.routings = capsules, atoms, routings
+        self.kernel_initializer = _initializer(self, kernel_initializer)
+        self.input_spec = keras.InputSpec(ndim=3)
 
     def build(self, input_shape):
+        _check_known(self, input_shape, (1, 2))
         self.transform = self.add_weight(
             name="transform", shape=(input_shape[1], input_shape[2], self.capsules * self.atoms),
-            initializer=keras.initializers.RandomNormal(stddev=0.01))
+            initializer=self.kernel_initializer or classcaps_initializer())
 
     def call(self, inputs):
         votes = ops.einsum("bni,nio->bno", inputs, self.transform)
@@ -264,12 +346,18 @@ class ClassCaps(keras.layers.Layer):
         return (input_shape[0], self.capsules, self.atoms)
 
     def get_config(self):
-        return {**super().get_config(), "capsules": self.capsules, "atoms": self.atoms, "routings": self.routings}
+        return {**super().get_config(), "capsules": self.capsules, "atoms": self.atoms, "routings": self.routings,
+                "kernel_initializer": _serialize(self.kernel_initializer)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Length(keras.layers.Layer):
-    """Capsule lengths: `(batch, capsules, atoms)` -> `(batch, capsules)` (class probabilities)."""
+    """Capsule lengths: `(batch, capsules, atoms)` -> `(batch, capsules)` (class probabilities); any
+    capsule array of rank 2 or more, lengths along its last axis."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.input_spec = keras.InputSpec(min_ndim=2)
 
     def call(self, inputs):
         return ops.sqrt(ops.sum(ops.square(inputs), axis=-1) + EPSILON)
@@ -285,6 +373,13 @@ class Mask(keras.layers.Layer):
     Called on `[capsules, one_hot_labels]` it keeps the true class (training); called on the
     capsules alone it keeps the longest one (evaluation).
     """
+
+    def build(self, input_shape):
+        shapes = input_shape if isinstance(input_shape, (list, tuple)) and isinstance(
+            input_shape[0], (list, tuple)) else [input_shape]
+        if len(shapes) > 2 or len(shapes[0]) != 3 or (len(shapes) == 2 and tuple(shapes[1][1:]) != (shapes[0][1],)):
+            raise ValueError(f"Layer Mask '{self.name}' takes capsules (batch, capsules, atoms), optionally with "
+                             f"one-hot labels (batch, capsules). Received: input_shape={input_shape}")
 
     def call(self, inputs):
         if isinstance(inputs, (list, tuple)):

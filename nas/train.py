@@ -17,7 +17,7 @@ import numpy as np
 from capsacc.errors import GenotypeFormatError, InputError
 from capsacc.files import atomic_path, prepare_output_file
 
-from nas.backend import select_backend, set_threads
+from nas.backend import set_threads
 from nas.datasets import Dataset
 from nas.genotype import Genotype
 
@@ -136,10 +136,9 @@ def train(genotype: Genotype, dataset: Dataset, config: TrainConfig = TrainConfi
     start = time.monotonic()
     if save_path is not None:
         prepare_output_file(save_path)
-    backend = select_backend()
-    set_threads(config.threads)
     import keras
-    result = TrainResult("ok", config=asdict(config), dataset=dataset.describe(), backend=backend,
+    set_threads(config.threads)
+    result = TrainResult("ok", config=asdict(config), dataset=dataset.describe(), backend=keras.backend.backend(),
                          keras_version=keras.__version__, genotype=genotype.to_list())
     keras.backend.clear_session()
     try:
@@ -151,7 +150,6 @@ def train(genotype: Genotype, dataset: Dataset, config: TrainConfig = TrainConfi
 def _train(genotype, dataset, config, test, progress, save_path, start, result, test_every_epoch) -> TrainResult:
     import keras
     from nas.builder import build_models
-    from nas.layers import margin_loss, reconstruction_loss
 
     side, _, channels = dataset.input_shape
     try:
@@ -171,10 +169,7 @@ def _train(genotype, dataset, config, test, progress, save_path, start, result, 
     result.params, result.decoder_params = models.params, models.decoder_params
     train_idx, val_idx = split(dataset, config)
     steps = math.ceil(len(train_idx) / config.batch_size)
-    schedule = keras.optimizers.schedules.ExponentialDecay(config.learning_rate, decay_steps=steps,
-                                                           decay_rate=config.lr_decay, staircase=True)
-    models.train.compile(optimizer=keras.optimizers.Adam(schedule),
-                         loss=[margin_loss, reconstruction_loss], loss_weights=[1.0, config.recon_weight])
+    compile_models(models, config, steps)
     batches = _batches(keras)(dataset.x_train[train_idx], dataset.y_train[train_idx], dataset.n_classes,
                               config.batch_size, config.shift_pixels, config.seed)
     x_val, y_val = to_float(dataset.x_train[val_idx]), dataset.y_train[val_idx]
@@ -211,6 +206,18 @@ def save_model(model, path) -> None:
             model.save(temporary)
     except OSError as error:
         raise InputError(f"{path}: cannot save the model ({error.strerror or error})") from None
+
+
+def compile_models(models, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Compile `models.train` (a `nas.builder.CapsModels`) as `train` does: Adam at
+    `config.learning_rate`, multiplied by `config.lr_decay` every `steps_per_epoch` steps, on margin
+    loss plus `config.recon_weight` x reconstruction loss."""
+    import keras
+    from nas.layers import margin_loss, reconstruction_loss
+    schedule = keras.optimizers.schedules.ExponentialDecay(config.learning_rate, decay_steps=steps_per_epoch,
+                                                           decay_rate=config.lr_decay, staircase=True)
+    models.train.compile(optimizer=keras.optimizers.Adam(schedule),
+                         loss=[margin_loss, reconstruction_loss], loss_weights=[1.0, config.recon_weight])
 
 
 def accuracy(classifier, images: np.ndarray, labels: np.ndarray, batch_size: int = 100) -> float:

@@ -1,5 +1,8 @@
 """Capsule layers: shapes, numerical checks against plain numpy, save/load round trip."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -201,3 +204,122 @@ def test_narrow_capsule_cells_keep_their_lengths_through_depth():
     for capsules, atoms in ((4, 8), (2, 7), (4, 8)):
         x = layers.CapsCell(capsules, atoms, 3, 2)(x)
         assert 0.1 < _mean_length(x) < 1.5
+
+
+@pytest.mark.parametrize("make, argument", [
+    (lambda: layers.ConvCaps2D(0, 8, 3), "capsules"),
+    (lambda: layers.ConvCaps2D(4, 8, 3, stride=-1), "stride"),
+    (lambda: layers.PrimaryCaps(4, 8.0, 3), "atoms"),
+    (lambda: layers.ConvCaps3D(4, 8, 3, routings=0), "routings"),
+    (lambda: layers.CapsCell(4, 8, True), "kernel"),
+    (lambda: layers.CapsCell(4, 8, 3, last="yes"), "last"),
+    (lambda: layers.ClassCaps(10, "16"), "atoms"),
+    (lambda: layers.ToCapsules(None, 2), "capsules"),
+    (lambda: layers.ClassCaps(10, 16, kernel_initializer="no_such_initializer"), "kernel_initializer"),
+])
+def test_bad_arguments_are_keras_style_errors(make, argument):
+    with pytest.raises(ValueError, match=rf"(?s)^Layer \w+ '\w+': argument `{argument}` .*Received: {argument}="):
+        make()
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (layers.ConvCaps2D(3, 5, 3, name="cc"), (2, 7, 7, 8)),
+    (layers.PrimaryCaps(3, 5, 3, name="cc"), (2, 7, 7, 4, 2)),
+    (layers.ConvCaps3D(3, 5, 3, name="cc"), (2, 7, 4, 2)),
+    (layers.CapsCell(3, 5, 3, name="cc"), (2, 7, 7, 8)),
+    (layers.FlatCaps(name="cc"), (2, 7, 8)),
+    (layers.ClassCaps(10, 16, name="cc"), (2, 7, 7, 8)),
+    (layers.Length(name="cc"), (2,)),
+])
+def test_wrong_input_rank_names_the_layer(layer, shape):
+    with pytest.raises(ValueError, match=r"layer 'cc' is incompatible with the layer: expected (min_)?ndim="):
+        layer(np.zeros(shape, np.float32))
+
+
+def test_inputs_that_do_not_fit_name_the_layer():
+    with pytest.raises(ValueError, match=r"^Layer ToCapsules 'tc' reads 4 capsules of 2 atoms, so it needs 8 input"):
+        layers.ToCapsules(4, 2, name="tc")(np.zeros((1, 3, 3, 6), np.float32))
+    with pytest.raises(ValueError, match=r"^Layer ClassCaps 'cls' needs known sizes on input axes \[1, 2\]"):
+        layers.ClassCaps(10, 16, name="cls")(keras.Input((None, 8)))
+    with pytest.raises(ValueError, match=r"^Layer Mask 'm' takes capsules"):
+        layers.Mask(name="m")([np.zeros((1, 3, 2), np.float32), np.zeros((1, 4), np.float32)])
+
+
+@pytest.mark.parametrize("make, shape, weights", [
+    (lambda init: layers.PrimaryCaps(2, 3, 3, kernel_initializer=init), (1, 5, 5, 4), "kernel_weights"),
+    (lambda init: layers.ConvCaps2D(2, 3, 3, kernel_initializer=init), (1, 5, 5, 2, 4), "kernel_weights"),
+    (lambda init: layers.ConvCaps3D(2, 3, 3, kernel_initializer=init), (1, 5, 5, 2, 4), "kernel_weights"),
+    (lambda init: layers.ClassCaps(2, 3, kernel_initializer=init), (1, 6, 4), "transform"),
+])
+def test_kernel_initializer_is_used_and_serialised(make, shape, weights):
+    layer = make(keras.initializers.Constant(0.25))
+    layer.build(shape)
+    assert np.all(keras.ops.convert_to_numpy(getattr(layer, weights)) == 0.25)
+    config = layer.get_config()
+    assert config["kernel_initializer"]["class_name"] == "Constant"
+    clone = type(layer).from_config(config)
+    clone.build(shape)
+    assert np.all(keras.ops.convert_to_numpy(getattr(clone, weights)) == 0.25)
+    default = type(layer).from_config({**config, "kernel_initializer": None})
+    assert default.get_config()["kernel_initializer"] is None
+
+
+def test_capscell_passes_its_kernel_initializer_to_every_inner_layer(tmp_path):
+    image = keras.Input((8, 8, 2, 3))
+    cell = layers.CapsCell(2, 3, 3, 2, last=True, kernel_initializer="ones", name="cell")
+    model = keras.Model(image, cell(image))
+    for inner in (cell.first, cell.second, cell.third, cell.skip):
+        assert np.all(keras.ops.convert_to_numpy(inner.kernel_weights) == 1.0)
+    model.save(tmp_path / "cell.keras")
+    loaded = keras.models.load_model(tmp_path / "cell.keras")
+    config = loaded.get_layer("cell").get_config()
+    assert config["kernel_initializer"]["class_name"] == "Ones" and config["last"] is True
+    data = np.random.default_rng(6).random((2, 8, 8, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(data, verbose=0), loaded.predict(data, verbose=0))
+
+
+def test_default_capsule_kernel_has_the_stated_deviation():
+    """`capsule_initializer` is Keras' VarianceScaling with SQUASH_GAIN / (coupling · sqrt(k² · capsules_in · atoms))
+    as its standard deviation, for ConvCaps2D (fan-in k² · capsules_in · atoms_in) and ConvCaps3D (k² · atoms_in)."""
+    keras.utils.set_random_seed(7)
+    layer = layers.ConvCaps2D(6, 8, 3)
+    layer.build((None, 9, 9, 5, 4))
+    std = float(np.std(keras.ops.convert_to_numpy(layer.kernel_weights)))
+    assert std == pytest.approx(layers.SQUASH_GAIN / np.sqrt(9 * 5 * 8), rel=0.05)
+    layer3d = layers.ConvCaps3D(6, 8, 3)
+    layer3d.build((None, 9, 9, 5, 4))
+    std = float(np.std(keras.ops.convert_to_numpy(layer3d.kernel_weights)))
+    assert std == pytest.approx(6 * layers.SQUASH_GAIN / np.sqrt(9 * 5 * 8), rel=0.05)
+
+
+def _python(code: str, env: dict) -> str:
+    """Run `code` in a new interpreter at the repository root with exactly `env` (plus PATH); its stdout."""
+    done = subprocess.run([sys.executable, "-c", code], env={"PATH": os.environ.get("PATH", ""), **env},
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_importing_layers_and_builder_leaves_the_backend_to_keras(tmp_path):
+    """Importing nas.layers and nas.builder sets no KERAS_BACKEND: Keras resolves it (here from keras.json)."""
+    (tmp_path / "keras.json").write_text('{"backend": "tensorflow"}')
+    out = _python("import os, nas.layers, nas.builder, keras; print(os.environ.get('KERAS_BACKEND'), "
+                  "keras.backend.backend())", {"KERAS_HOME": str(tmp_path), "HOME": str(tmp_path)})
+    assert out.splitlines()[-1] == "None tensorflow"
+
+
+@pytest.mark.parametrize("env, keras_json, expected", [
+    ({}, None, "tensorflow 2"),
+    ({}, '{"backend": "jax"}', "None 2"),
+    ({}, '{"floatx": "float32"}', "tensorflow 2"),
+    ({}, "not json", "tensorflow 2"),
+    ({"KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "0"}, None, "torch 0"),
+])
+def test_command_line_default_backend_only_when_none_is_named(tmp_path, env, keras_json, expected):
+    if keras_json is not None:
+        (tmp_path / "keras.json").write_text(keras_json)
+    out = _python("import os; from nas.backend import configure_environment; configure_environment(); "
+                  "print(os.environ.get('KERAS_BACKEND'), os.environ.get('TF_CPP_MIN_LOG_LEVEL'))",
+                  {"KERAS_HOME": str(tmp_path), "HOME": str(tmp_path), **env})
+    assert out == expected

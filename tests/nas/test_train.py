@@ -1,6 +1,10 @@
 """Training: one short epoch learns above chance; every failure becomes a status, never an exception."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -125,3 +129,25 @@ def test_train_command_bad_input(tmp_path, capsys):
     assert "none.json: cannot read" in capsys.readouterr().err
     assert main(["train", "capsnet", "--data", str(tmp_path / "none.npz")]) == 2
     assert "none.npz: no such file" in capsys.readouterr().err
+
+
+TENSORFLOW_LOG = re.compile(r"absl::InitializeLog|oneDNN|cpu_feature_guard|rebuild TensorFlow|^[IWEF]\d{4} \d\d:\d\d:\d\d",
+                            re.MULTILINE)
+"""TensorFlow's C++ log lines: absl's pre-initialisation warning, the oneDNN and CPU-feature
+notices, and any glog-style line (`I0000 00:00:...`)."""
+
+
+def test_no_tensorflow_log_lines_on_the_command_line(tmp_path):
+    """`nascaps train` in a new process, with none of the TensorFlow or Keras variables set: its
+    stderr holds no C++ log line of TensorFlow."""
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(CAPSNET_LIKE))
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("TF_", "KERAS_")) and name not in ("ABSL_MIN_LOG_LEVEL", "GLOG_minloglevel")}
+    done = subprocess.run([sys.executable, "-m", "capsacc", "train", str(path), "--epochs", "1",
+                           "--train-samples", "40", "--batch-size", "20", "--threads", "1", "--json", "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["backend"] == "tensorflow"
+    assert TENSORFLOW_LOG.search(done.stderr) is None, done.stderr
