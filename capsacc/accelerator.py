@@ -69,20 +69,20 @@ class Accelerator:
         for key, (low, high) in _INT_RANGES.items():
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise AcceleratorConfigError(f"'{key}' must be an integer in {low}..{high}, got {value!r}")
+                raise AcceleratorConfigError(f"'{key}' must be an integer in {low}..{high}, got {value!r:.80}")
         if isinstance(self.period_ns, bool) or not isinstance(self.period_ns, (int, float)) \
                 or not 0 < self.period_ns <= 1000 or math.isnan(self.period_ns):
-            raise AcceleratorConfigError(f"'period_ns' must be a number in (0, 1000], got {self.period_ns!r}")
+            raise AcceleratorConfigError(f"'period_ns' must be a number in (0, 1000], got {self.period_ns!r:.80}")
         for key in _FIGURES:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
                     or math.isinf(value):
-                raise AcceleratorConfigError(f"'{key}' must be a positive number, got {value!r}")
+                raise AcceleratorConfigError(f"'{key}' must be a positive number, got {value!r:.80}")
         if not isinstance(self.name, str):
-            raise AcceleratorConfigError(f"'name' must be a string, got {self.name!r}")
+            raise AcceleratorConfigError(f"'name' must be a string, got {self.name!r:.80}")
         if self.calibration is not None:
             if not isinstance(self.calibration, Calibration):
-                raise AcceleratorConfigError(f"'calibration' must be a Calibration, got {self.calibration!r}")
+                raise AcceleratorConfigError(f"'calibration' must be a Calibration, got {self.calibration!r:.80}")
             array = self.calibration.config
             if (self.rows, self.cols, self.acc_bits) != (array.rows, array.cols, array.acc_bits):
                 raise AcceleratorConfigError(
@@ -114,9 +114,9 @@ class Accelerator:
         Raises `AcceleratorConfigError` when the tables lack the combination.
         """
         if isinstance(period_ns, bool) or not isinstance(period_ns, (int, float)):
-            raise AcceleratorConfigError(f"'period_ns' must be a number, got {period_ns!r}")
+            raise AcceleratorConfigError(f"'period_ns' must be a number, got {period_ns!r:.80}")
         if data_bits != 8:
-            raise AcceleratorConfigError(f"'data_bits' must be 8 (the 45 nm tables cover 8-bit PEs), got {data_bits!r}")
+            raise AcceleratorConfigError(f"'data_bits' must be 8 (the 45 nm tables cover 8-bit PEs), got {data_bits!r:.80}")
         pe_power, pe_area = pe_figures(period_ns, acc_bits, inputs_per_pe, pe_stages)
         reg_power, reg_area = register_figures(period_ns, acc_bits)
         return cls(rows=rows, cols=cols, inputs_per_pe=inputs_per_pe, pe_stages=pe_stages,
@@ -167,6 +167,8 @@ class Accelerator:
             values = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise AcceleratorConfigError(f"{path}: not valid TOML ({error})") from None
+        except RecursionError:  # tomllib parses nested arrays and tables recursively
+            raise AcceleratorConfigError(f"{path}: TOML nested too deep") from None
         return cls.from_dict(values, source=str(path))
 
     def to_dict(self) -> dict:

@@ -79,7 +79,7 @@ class ArrayConfig:
         for field in fields(self):
             value, (low, high) = getattr(self, field.name), ARRAY_LIMITS[field.name]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise AcceleratorConfigError(f"array '{field.name}' must be an integer in {low}..{high}, got {value!r}")
+                raise AcceleratorConfigError(f"array '{field.name}' must be an integer in {low}..{high}, got {value!r:.80}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -115,7 +115,9 @@ TOML_VALUES = st.one_of(st.sampled_from(["16", "8", "32", "3", "3.0", "2", "4", 
 def accelerator_files(draw):
     """TOML text: key = value lines (some invalid TOML, some duplicated keys), or raw bytes."""
     if draw(st.integers(0, 9)) == 0:
-        return draw(st.sampled_from([b"\xff\xfe", b"rows = ", b"[[[", b"rows = 16\nrows = 8\n", b"= 3"]))
+        return draw(st.sampled_from([b"\xff\xfe", b"rows = ", b"[[[", b"rows = 16\nrows = 8\n", b"= 3",
+                                     b"rows = " + b"[" * 100000 + b"]" * 100000 + b"\n",
+                                     b"x = " + b"{a=" * 50000 + b"1" + b"}" * 50000 + b"\n"]))
     lines = [f"{key} = {draw(TOML_VALUES)}"
              for key in draw(st.lists(st.sampled_from(TOML_KEYS), max_size=5, unique=True))]
     return ("\n".join(lines) + "\n").encode()

@@ -133,6 +133,13 @@ def test_dse_writes_its_results_and_leaves_no_temporary_file(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_toml_nested_too_deep_is_one_line(tmp_path, capsys):
+    path = tmp_path / "deep.toml"
+    path.write_text("rows = " + "[" * 100000 + "]" * 100000 + "\n")
+    assert main(["estimate", "capsnet", "--accelerator", str(path)]) == 2
+    assert one_error_line(capsys, "estimate").endswith("deep.toml: TOML nested too deep")
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
 @pytest.mark.parametrize("argv", [
     ["estimate", "capsnet", "--accelerator", "{fifo}"],

@@ -101,12 +101,12 @@ def parse_topology(text: str, source: str) -> list[ConvLayer]:
             try:
                 value = int(field)
             except ValueError:
-                raise InputError(f"{where}: {column} must be an integer, got {field!r}") from None
+                raise InputError(f"{where}: {column} must be an integer, got {field!r:.80}") from None
             if not 1 <= value <= MAX_DIMENSION:
                 raise InputError(f"{where}: {column} must be in 1..{MAX_DIMENSION}, got {value}")
             values.append(value)
         if len(fields) == len(columns) + 2 and fields[-1].replace(" ", "") != "1:1":
-            raise InputError(f"{where}: sparsity ratio {fields[-1]!r} is not modelled (only 1:1, dense)")
+            raise InputError(f"{where}: sparsity ratio {fields[-1]!r:.80} is not modelled (only 1:1, dense)")
         if gemm:
             m, n, k = values
             if len(layers) >= MAX_LAYERS:
