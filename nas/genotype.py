@@ -7,9 +7,9 @@ channels and capsule atoms). The NASCaps `.chr` form is the JSON list of descrip
 
 The structural rules, field bounds and cost-count bounds are those of
 `capsacc.network.check_genotype`, the one definition that `nascaps estimate` applies too;
-`Genotype.validate(space)` adds the search space's limits (kernel and stride sets, channel and
-atom ranges, layer counts, resize, input shape, number of classes, and a fully connected class
-layer: kernel = n_in, stride 1, n_out 1).
+`Genotype.validate(space)` adds the search space's limits (`nas.space.SearchSpace.check`: kernel
+and stride sets, channel and atom ranges, layer counts, resize, input shape, number of classes,
+and a fully connected class layer: kernel = n_in, stride 1, n_out 1).
 """
 
 import json
@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from capsacc.errors import GenotypeFormatError, InputError
-from capsacc.network import (CAPSCELL, CONV, PRESETS, SABOUR, Network, check_genotype, parse_genotype,
+from capsacc.network import (CAPSCELL, CONV, PRESETS, Network, check_genotype, parse_genotype,
                              read_genotype_json)
 
 from nas.space import SearchSpace
@@ -101,44 +101,7 @@ class Genotype:
         a fully connected class layer)."""
         check_genotype(self.to_list())
         if space is not None:
-            self._validate_space(space)
-
-    def _validate_space(self, space: SearchSpace) -> None:
-        layers = self.layers
-        last = len(layers) - 1
-        if self.resize not in space.resizes:
-            raise GenotypeError(f"resize {self.resize} not allowed by the search space", field="resize")
-        side = space.input_side * self.resize
-        if layers[0][1] != side:
-            raise GenotypeError(f"n_in {layers[0][1]} != input side {space.input_side} x resize {self.resize}",
-                                index=0, field="n_in")
-        if self.input_channels != space.input_channels:
-            raise GenotypeError(f"ch_in x caps_in = {self.input_channels} != input channels "
-                                f"{space.input_channels}", index=0, field="ch_in")
-        if layers[last][7] != space.n_classes:
-            raise GenotypeError(f"the class layer needs ch_out = {space.n_classes} classes, got {layers[last][7]}",
-                                index=last, field="ch_out")
-        convolutions = sum(1 for layer in layers if layer[0] == CONV)
-        capsules = len(layers) - convolutions
-        _check_range(convolutions, space.convolutions, "convolutions", 0)
-        limits = space.sabour_layers if self.capsule_type == SABOUR else space.capscells
-        _check_range(capsules, limits, "capsule layers" if self.capsule_type == SABOUR else "CapsCells", last)
-        for index, layer in enumerate(layers):
-            if index == last:
-                for field, value, want in (("kernel", layer[4], layer[1]), ("stride", layer[5], 1),
-                                           ("n_out", layer[6], 1)):
-                    if value != want:
-                        raise GenotypeError(f"{field} {value} != {want}: the search space's class layer is fully "
-                                            f"connected (kernel = n_in, stride 1, n_out 1)", index=index, field=field)
-                _check_value(layer[8], space.capsules, index, "caps_out")
-                continue
-            if layer[4] not in space.kernels:
-                raise GenotypeError(f"kernel {layer[4]} not in {list(space.kernels)}", index=index, field="kernel")
-            if layer[5] not in space.strides:
-                raise GenotypeError(f"stride {layer[5]} not in {list(space.strides)}", index=index, field="stride")
-            _check_value(layer[7], space.channels, index, "ch_out")
-            if layer[0] != CONV:
-                _check_value(layer[8], space.capsules, index, "caps_out")
+            space.check(self.layers, self.resize)
 
     def repair(self, space: SearchSpace | None = None) -> "Genotype":
         """Propagate sizes and channels from each layer to the next (NASCaps' correction step).
@@ -146,8 +109,9 @@ class Genotype:
         With `space`, the first layer's input is set to the space's input (side x resize, channels),
         the class layer's ch_out to its number of classes, the class layer is made fully connected
         as the search builds it (kernel = n_in, stride 1, n_out 1), and a kernel larger than its
-        input becomes the largest kernel of the space that fits (the input side itself if none fits). Without it the
-        first layer's input is kept and an oversize kernel becomes the input side. n_out becomes
+        input becomes the largest kernel of the space that fits (the input side itself if none
+        fits). Without it the first layer's input is kept and an oversize kernel becomes the input
+        side. n_out becomes
         ceil(n_in / stride) (except for the class layer), each n_in the previous n_out, and channels
         /atoms follow the previous layer (capsule to capsule exactly; through a convolution only when
         the channel x atom products differ). A skip that breaks the rules becomes -1. Structural
@@ -196,13 +160,3 @@ class Genotype:
             first[2], first[3] = channels, 1
         return replace(self, layers=(tuple(first),) + self.layers[1:]).repair()
 
-
-def _check_range(count: int, limits: tuple[int, int], what: str, index: int) -> None:
-    if not limits[0] <= count <= limits[1]:
-        raise GenotypeError(f"{count} {what}, the search space allows {limits[0]}-{limits[1]}", index=index,
-                            field="type")
-
-
-def _check_value(value: int, limits: tuple[int, int], index: int, field: str) -> None:
-    if not limits[0] <= value <= limits[1]:
-        raise GenotypeError(f"{value} outside the search space's {limits[0]}-{limits[1]}", index=index, field=field)

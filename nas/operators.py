@@ -10,7 +10,9 @@ import math
 
 import numpy as np
 
-from nas.genotype import CAPSCELL, CONV, SABOUR, Genotype
+from capsacc.network import CAPSCELL, CONV, SABOUR
+
+from nas.genotype import Genotype
 from nas.space import SearchSpace
 
 MUTATION_PROBABILITY = 0.1

@@ -61,6 +61,51 @@ class SearchSpace:
                 raise InputError(f"search space: its largest {'capsule-layer' if kind == SABOUR else 'CapsCell'} "
                                  f"networks break a genotype bound ({error}); narrow its ranges") from None
 
+    def check(self, layers, resize: int) -> None:
+        """Raise `GenotypeFormatError` at the first limit of this space that the layer descriptors
+        (nine ints each, already checked by `capsacc.network.check_genotype`) and resize flag break:
+        resize allowed, input side x resize and channels, number of classes, numbers of
+        convolutions and of capsule layers or CapsCells, kernels and strides of the space (but the
+        class layer's), channel and atom ranges, and a fully connected class layer (kernel = n_in,
+        stride 1, n_out 1: the ClassCaps the search trains)."""
+        last = len(layers) - 1
+        if resize not in self.resizes:
+            raise GenotypeFormatError(f"resize {resize} not allowed by the search space", field="resize")
+        if layers[0][1] != self.input_side * resize:
+            raise GenotypeFormatError(f"n_in {layers[0][1]} != input side {self.input_side} x resize {resize}",
+                                      index=0, field="n_in")
+        if layers[0][2] * layers[0][3] != self.input_channels:
+            raise GenotypeFormatError(f"ch_in x caps_in = {layers[0][2] * layers[0][3]} != input channels "
+                                      f"{self.input_channels}", index=0, field="ch_in")
+        if layers[last][7] != self.n_classes:
+            raise GenotypeFormatError(f"the class layer needs ch_out = {self.n_classes} classes, got "
+                                      f"{layers[last][7]}", index=last, field="ch_out")
+        convolutions = sum(1 for layer in layers if layer[0] == CONV)
+        _check_range(convolutions, self.convolutions, "convolutions", 0)
+        if layers[last][0] == SABOUR:
+            _check_range(len(layers) - convolutions, self.sabour_layers, "capsule layers", last)
+        else:
+            _check_range(len(layers) - convolutions, self.capscells, "CapsCells", last)
+        for index, layer in enumerate(layers):
+            if index == last:
+                for field, value, want in (("kernel", layer[4], layer[1]), ("stride", layer[5], 1),
+                                           ("n_out", layer[6], 1)):
+                    if value != want:
+                        raise GenotypeFormatError(f"{field} {value} != {want}: the search space's class layer is "
+                                                  f"fully connected (kernel = n_in, stride 1, n_out 1)",
+                                                  index=index, field=field)
+                _check_value(layer[8], self.capsules, index, "caps_out")
+                continue
+            if layer[4] not in self.kernels:
+                raise GenotypeFormatError(f"kernel {layer[4]} not in {list(self.kernels)}", index=index,
+                                          field="kernel")
+            if layer[5] not in self.strides:
+                raise GenotypeFormatError(f"stride {layer[5]} not in {list(self.strides)}", index=index,
+                                          field="stride")
+            _check_value(layer[7], self.channels, index, "ch_out")
+            if layer[0] != CONV:
+                _check_value(layer[8], self.capsules, index, "caps_out")
+
     def largest_genotype(self, kind: int) -> list[list[int]]:
         """The descriptors of a network of capsule layers of `kind` (1 Sabour, 2 CapsCell) that bounds
         every one the space allows from above in each cost count (weights, multiply-accumulates,
@@ -111,6 +156,18 @@ class SearchSpace:
         if set(data) == {"space"} and isinstance(data["space"], dict):
             data = data["space"]
         return cls.from_dict(data, source=str(path))
+
+
+def _check_range(count: int, limits: tuple[int, int], what: str, index: int) -> None:
+    if not limits[0] <= count <= limits[1]:
+        raise GenotypeFormatError(f"{count} {what}, the search space allows {limits[0]}-{limits[1]}", index=index,
+                                  field="type")
+
+
+def _check_value(value: int, limits: tuple[int, int], index: int, field: str) -> None:
+    if not limits[0] <= value <= limits[1]:
+        raise GenotypeFormatError(f"{value} outside the search space's {limits[0]}-{limits[1]}", index=index,
+                                  field=field)
 
 
 def _is_int(value) -> bool:

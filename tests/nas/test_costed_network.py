@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nas.genotype import CAPSCELL, CONV, SABOUR, Genotype
+from capsacc.network import CAPSCELL, CONV, SABOUR
+from nas.genotype import Genotype
 from nas.operators import crossover, mutate, random_genotype
 from nas.space import QUICK_SPACE, SearchSpace
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsacc import Accelerator, estimate, estimate_many
-from nas.genotype import CAPSCELL, CONV, SABOUR, Genotype
+from capsacc.network import CAPSCELL, CONV, SABOUR
+from nas.genotype import Genotype
 from nas.operators import crossover, crossover_cuts, legalize, mutate, random_genotype
 from nas.space import QUICK_SPACE, SearchSpace
 
