@@ -115,8 +115,7 @@ def prepare_output_dir(path: str | Path, error: type[InputError] = InputError, f
     if not os.access(path, os.W_OK | os.X_OK):
         raise error(f"{path}: output folder is not writable")
     for name in files:
-        if (path / name).is_dir():
-            raise error(f"{path / name}: output file is an existing folder")
+        _check_replaceable(path / name, error)
     return path
 
 
@@ -124,18 +123,28 @@ def prepare_output_file(path: str | Path, error: type[InputError] = InputError) 
     """Check that the file `path` can be written later (its folder is created), before any long
     computation; raises `error` naming the file when it cannot."""
     path = Path(path)
-    if path.is_dir():
-        raise error(f"{path}: output file is an existing folder")
+    _check_replaceable(path, error)
     prepare_output_dir(path.parent, error)
     return path
+
+
+def _check_replaceable(path: Path, error: type[InputError] = InputError) -> None:
+    """Refuse an output path that exists and is not a regular file: a folder, or a device such as
+    /dev/null that an atomic replace would overwrite (as root, it can)."""
+    if path.is_dir():
+        raise error(f"{path}: output file is an existing folder")
+    if path.exists() and not path.is_file():
+        raise error(f"{path}: output file exists and is not a regular file")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """A temporary path beside `path` to write to; on leaving the block without an exception it
-    replaces `path` (`os.replace`), otherwise it is removed. For writers that take a file name
+    replaces `path` (`os.replace`), otherwise it is removed; an existing `path` that is not a regular
+    file is refused (`InputError`). For writers that take a file name
     (matplotlib, Keras, SQLite). The temporary name keeps the suffix of `path`."""
     path = Path(path)
+    _check_replaceable(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(handle)
     temporary = Path(temporary)

@@ -83,3 +83,11 @@ def test_prepare_output_file_refuses_a_folder(tmp_path):
     with pytest.raises(InputError, match="output file is an existing folder"):
         prepare_output_file(tmp_path)
     assert prepare_output_file(tmp_path / "x" / "m.keras").parent.is_dir()
+
+
+def test_atomic_writes_refuse_to_replace_a_device(tmp_path):
+    with pytest.raises(InputError, match="/dev/null: output file exists and is not a regular file"):
+        write_atomic("/dev/null", "x")
+    with pytest.raises(InputError, match="not a regular file"):
+        prepare_output_file("/dev/null")
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
