@@ -1,5 +1,11 @@
 """The SQLite search journal: commit per evaluation, checkpoints, resume checks, corrupt files."""
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -82,3 +88,35 @@ def test_damaged_pages_are_reported_without_losing_the_file(tmp_path):
     with pytest.raises(InputError, match=str(path)):
         Journal.open(path, CONFIG, resume=True)
     assert path.read_bytes() == bytes(data)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from nas.journal import Journal
+for i in range(60):
+    Journal.open(Path(sys.argv[1]) / f"j{i}.sqlite", {"seed": i}, resume=False).close()
+"""
+
+
+def test_a_reader_never_sees_a_journal_without_its_configuration(tmp_path):
+    """Journals created by another process are read the moment they appear: each is complete (the
+    schema and configuration land in one piece; created in place, a reader met thousands of errors)."""
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    writer = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env)
+    errors, read = [], 0
+    deadline = time.monotonic() + 120
+    while read < 60 and time.monotonic() < deadline:
+        path = tmp_path / f"j{read}.sqlite"
+        if path.exists():
+            try:
+                config, _, _ = read_journal(path)
+                assert config == {"seed": read}
+                read += 1
+            except InputError as error:
+                errors.append(str(error))
+    assert writer.wait(timeout=60) == 0
+    assert read == 60 and errors == []

@@ -478,3 +478,17 @@ def test_an_input_error_on_a_dask_worker_stops_the_run(tmp_path):
         run_search(config, evaluator=_BadInputEvaluator(), progress=False)
     _, evaluations, _ = read_journal(tmp_path / "run" / "journal.sqlite")
     assert evaluations == []
+
+
+def test_train_checks_its_save_path_before_training(tmp_path, capsys):
+    file = tmp_path / "f"
+    file.write_text("mine")
+    start = time.monotonic()
+    assert main(["train", "capsnet", "--epochs", "1", "--train-samples", "100", "--save", str(file / "m.keras"),
+                 "--quiet"]) == 2
+    assert f"{file}: output folder is an existing file" in _one_line_error(capsys, "train")
+    (tmp_path / "m.keras").mkdir()
+    assert main(["train", "capsnet", "--save", str(tmp_path / "m.keras"), "--quiet"]) == 2
+    assert "output file is an existing folder" in _one_line_error(capsys, "train")
+    assert time.monotonic() - start < 30, "the errors must come before any training"
+    assert file.read_text() == "mine"
