@@ -8,7 +8,9 @@ Ctrl-C and a dying interpreter.
 """
 
 import atexit
+import logging
 import os
+import signal
 import time
 
 from capsacc.errors import InputError
@@ -46,11 +48,22 @@ class InProcessRunner:
         """Nothing to release."""
 
 
-def _exit_without_teardown() -> None:
-    """Make this (local worker) process end with `os._exit` once it has closed: the interpreter's
-    teardown with TensorFlow loaded takes seconds (4 s per worker measured on 2 cores), and closing
-    the cluster waits for it. A worker that replaces a dead one keeps the normal teardown."""
+def _prepare_local_worker() -> None:
+    """Set up a local worker process (run once on each, at start).
+
+    It ignores SIGINT: Ctrl-C in a terminal reaches the whole process group, and the search's own
+    process handles it (it closes the cluster and exits 130 with one line); the workers would
+    otherwise each print a KeyboardInterrupt traceback. And it ends with `os._exit` once it has
+    closed: the interpreter's teardown with TensorFlow loaded takes seconds (4 s per worker
+    measured on 2 cores), and closing the cluster waits for it. A worker that replaces a dead one
+    keeps the defaults."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     atexit.register(os._exit, 0)
+
+
+def _quiet_shutdown() -> None:
+    """On a local worker about to be closed: log only errors of `distributed` (cancelled tasks)."""
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 class DaskRunner:
@@ -74,7 +87,7 @@ class DaskRunner:
                                             dashboard_address=None)
             self.client = Client(self.cluster)
             self.client.wait_for_workers(workers)
-            self.client.run(_exit_without_teardown)
+            self.client.run(_prepare_local_worker)
         else:
             try:
                 self.client = Client(scheduler, timeout=30)
@@ -122,7 +135,13 @@ class DaskRunner:
             return 0
 
     def close(self) -> None:
-        """Close the client and the local cluster, if any."""
+        """Close the client and the local cluster, if any (the local workers' notices about the
+        tasks this cancels are silenced first: they would follow an interrupted run's one line)."""
+        if self.cluster is not None:
+            try:
+                self.client.run(_quiet_shutdown)
+            except Exception:  # noqa: BLE001 - a worker already gone needs no silencing
+                pass
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()

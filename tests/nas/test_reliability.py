@@ -492,3 +492,37 @@ def test_train_checks_its_save_path_before_training(tmp_path, capsys):
     assert "output file is an existing folder" in _one_line_error(capsys, "train")
     assert time.monotonic() - start < 30, "the errors must come before any training"
     assert file.read_text() == "mine"
+
+
+DASK_CTRL_C_SCRIPT = """
+import sys
+from nas.evaluate import SyntheticEvaluator
+from nas.search import SearchConfig, run_search
+
+if __name__ == "__main__":
+    try:
+        run_search(SearchConfig(population=6, offspring=6, generations=30, seed=1, out=sys.argv[1], workers=2),
+                   evaluator=SyntheticEvaluator(sleep_s=0.5), progress=False)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_a_dask_search_with_one_line(tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: the local workers ignore it, the
+    search closes them and ends; no worker prints a traceback, every finished row is kept."""
+    script = tmp_path / "dask_ctrl_c.py"
+    script.write_text(DASK_CTRL_C_SCRIPT)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE, text=True, env=ENV,
+                               start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None and len(_journal_keys(out)) < 4:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130
+    assert stderr.strip() == "interrupted", stderr
+    assert len(_journal_keys(out)) >= 4
