@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from capsacc.errors import GenotypeFormatError, InputError
+from capsacc.files import read_text
 from capsacc.network import CAPSCELL, CONV, MAX_SIDE, SABOUR, check_counts, check_descriptors
 
 
@@ -148,9 +149,7 @@ class SearchSpace:
         """Read a TOML file whose top-level keys are field names (or one `[space]` table of them)."""
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise InputError(f"{path}: cannot read ({error.strerror})") from None
+            data = tomllib.loads(read_text(path))
         except tomllib.TOMLDecodeError as error:
             raise InputError(f"{path}: not TOML ({error})") from None
         if set(data) == {"space"} and isinstance(data["space"], dict):

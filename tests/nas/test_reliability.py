@@ -526,3 +526,14 @@ def test_ctrl_c_in_a_terminal_stops_a_dask_search_with_one_line(tmp_path):
     assert process.returncode == 130
     assert stderr.strip() == "interrupted", stderr
     assert len(_journal_keys(out)) >= 4
+
+
+def test_a_space_file_that_is_not_text_or_not_a_file_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "space.toml"
+    binary.write_bytes(b"\xff\xfe")
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for path, needle in ((binary, "not UTF-8 text (byte 0: 0xff)"), (fifo, "not a regular file")):
+        assert main(["search", "--space", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+        assert f"{path}: {needle}" in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
