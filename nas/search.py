@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from capsacc import MODEL_VERSION, Accelerator
+from capsacc.errors import InputError
 from capsacc.files import prepare_output_dir
 
 from nas.evaluate import (Budgets, TrainingEvaluator, cached_dataset, check_training_data, evaluation_record,
@@ -174,6 +175,8 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     start = time.monotonic()
     accelerator = accelerator or Accelerator.published()
     distributed = config.workers > 1 or config.scheduler is not None
+    if resume and not (Path(config.out) / JOURNAL_NAME).exists():
+        raise InputError(f"{Path(config.out) / JOURNAL_NAME}: no journal to resume")
     out = prepare_output_dir(config.out)
     if evaluator is None:
         from nas.train import TrainConfig

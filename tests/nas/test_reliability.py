@@ -537,3 +537,10 @@ def test_a_space_file_that_is_not_text_or_not_a_file_is_one_line(tmp_path, capsy
         assert main(["search", "--space", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
         assert f"{path}: {needle}" in _one_line_error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_missing_run_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "nowhere"
+    assert main(["search", "--resume", "--out", str(out), "--quiet"]) == 2
+    assert f"{out / 'journal.sqlite'}: no journal to resume" in _one_line_error(capsys)
+    assert not out.exists()
