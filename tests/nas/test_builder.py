@@ -33,6 +33,20 @@ def test_capsnet_parameter_count_by_hand():
     assert models.decoder_params == (16 * 10 * 512 + 512) + (512 * 1024 + 1024) + (1024 * 784 + 784)
 
 
+def test_capsnet_class_capsules_start_above_the_length_floor():
+    """At initialisation the class capsules of `capsnet` must be longer than the floor sqrt(EPSILON)
+    of `Length` (3.2e-4), where the margin loss barely reaches the weights. With Glorot-uniform
+    convolutions they were 2e-6 long (every length at the floor); with He-normal ones 0.016."""
+    from nas.datasets import load_dataset
+    from nas.layers import EPSILON
+    keras.utils.set_random_seed(1)
+    models = build_models(Genotype.preset("capsnet"))
+    images = load_dataset().x_train[:8].astype(np.float32) / 255
+    lengths = keras.ops.convert_to_numpy(models.classifier(images))
+    assert np.mean(lengths) > 10 * np.sqrt(EPSILON)
+    assert models.classifier.get_layer("conv0").get_config()["kernel_initializer"]["class_name"] == "HeNormal"
+
+
 def test_deepcaps_parameter_count_by_hand():
     genotype = Genotype.preset("deepcaps")
     models = build_models(genotype, (32, 32, 3))
