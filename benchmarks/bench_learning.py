@@ -9,7 +9,8 @@ Sabour et al.'s layers (conv 9x9 256 ReLU, PrimaryCaps 9x9 stride 2 32 x 8 with 
 (input, class) pair initialised N(0, 0.01) and three routing iterations, the fully connected
 512-1024-784 decoder masked by the label), margin loss + 0.0005 x summed squared reconstruction
 error, Adam at the learning rate of `nascaps train`, its two convolutions He-normal
-(`--plain-init glorot_uniform` for Keras' default). `--models plain` trains only the plain one.
+(`--plain-init glorot_uniform` for Keras' default), 'valid' padding (`--plain-padding same` for
+NASCaps' 14 x 14 grid). `--models plain` trains only the plain one.
 
 nascaps' `capsnet` is built by `nas.builder.build_models` and compiled by `nas.train.compile_models`,
 exactly as `nascaps train capsnet` trains it. Both see the same images: the embedded 6,000-image
@@ -73,13 +74,14 @@ class PlainDigitCaps(keras.layers.Layer):
             b = b + ops.einsum("bija,bja->bij", fixed, v)
 
 
-def plain_capsnet(conv_init: str, input_shape=(28, 28, 1), classes: int = 10):
-    """Sabour et al.'s CapsNet with `conv_init` convolution kernels: (train model [image, label] ->
+def plain_capsnet(conv_init: str, padding: str = "valid", input_shape=(28, 28, 1), classes: int = 10):
+    """Sabour et al.'s CapsNet with `conv_init` convolution kernels and `padding` ('valid': 6 x 6 x 32
+    primary capsules; 'same': 14 x 14 x 32 as NASCaps' genotype): (train model [image, label] ->
     [lengths, reconstruction], classifier)."""
     image = keras.Input(input_shape)
     label = keras.Input((classes,))
-    x = keras.layers.Conv2D(256, 9, activation="relu", kernel_initializer=conv_init)(image)
-    x = keras.layers.Conv2D(32 * 8, 9, strides=2, kernel_initializer=conv_init)(x)
+    x = keras.layers.Conv2D(256, 9, activation="relu", padding=padding, kernel_initializer=conv_init)(image)
+    x = keras.layers.Conv2D(32 * 8, 9, strides=2, padding=padding, kernel_initializer=conv_init)(x)
     x = keras.layers.Lambda(lambda t: plain_squash(ops.reshape(t, (-1, t.shape[1] * t.shape[2] * 32, 8))))(x)
     digits = PlainDigitCaps(classes)(x)
     lengths = keras.layers.Lambda(lambda v: ops.sqrt(ops.sum(ops.square(v), axis=-1) + 1e-7))(digits)
@@ -143,6 +145,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--plain-init", default="he_normal", choices=("he_normal", "glorot_uniform"),
                         help="kernel initializer of the plain CapsNet's two convolutions (default he_normal)")
+    parser.add_argument("--plain-padding", default="valid", choices=("valid", "same"),
+                        help="padding of the plain CapsNet's convolutions (default valid, Sabour et al.'s)")
     parser.add_argument("--models", default="nascaps,plain", help="which to train (default nascaps,plain)")
     args = parser.parse_args()
     set_threads(args.threads)
@@ -165,12 +169,12 @@ def main() -> None:
         keras.backend.clear_session()
     if "plain" in chosen:
         keras.utils.set_random_seed(args.seed)
-        train_model, classifier = plain_capsnet(args.plain_init)
+        train_model, classifier = plain_capsnet(args.plain_init, args.plain_padding)
         schedule = keras.optimizers.schedules.ExponentialDecay(config.learning_rate, steps_per_epoch,
                                                                config.lr_decay, staircase=True)
         train_model.compile(optimizer=keras.optimizers.Adam(schedule), loss=plain_losses(),
                             loss_weights=[1.0, config.recon_weight])
-        rows.append((f"plain CapsNet ({args.plain_init})", classifier.count_params(),
+        rows.append((f"plain CapsNet ({args.plain_init}, {args.plain_padding})", classifier.count_params(),
                      *run("plain", train_model, classifier, data, checkpoints, x_val, y_val, args.batch_size)))
 
     marks = sorted(checkpoints)
