@@ -2,7 +2,7 @@
 
 import json
 
-from capsacc.errors import InputError
+from capsacc.errors import GenotypeFormatError, InputError
 from capsacc.files import prepare_output_file
 from capsacc.network import PRESETS
 from nas.backend import configure_environment
@@ -51,7 +51,7 @@ def _train_command(args) -> int:
     from nas.datasets import load_dataset
     from nas.evaluate import check_training_data
     from nas.genotype import Genotype
-    from nas.train import TrainConfig, train
+    from nas.train import TrainConfig, fit_to_data, train
 
     genotype = Genotype.preset(args.genotype) if args.genotype in PRESETS else Genotype.load(args.genotype)
     genotype.validate()
@@ -64,6 +64,10 @@ def _train_command(args) -> int:
                          train_samples=args.train_samples, threads=args.threads)
     dataset = load_dataset(args.dataset, args.data)
     check_training_data(dataset, config)
+    try:
+        fit_to_data(genotype, dataset)
+    except GenotypeFormatError as error:
+        raise InputError(f"{args.genotype}: {error}") from None
     result = train(genotype, dataset, config, test=True, progress=not args.quiet,
                    save_path=args.save, test_every_epoch=args.test_every_epoch)
     if args.json:

@@ -147,14 +147,25 @@ def train(genotype: Genotype, dataset: Dataset, config: TrainConfig = TrainConfi
         keras.backend.clear_session()
 
 
+def fit_to_data(genotype: Genotype, dataset: Dataset) -> Genotype:
+    """`genotype` adapted to the dataset's input (side, channels; `Genotype.for_input`), checked to end
+    in as many class capsules as the dataset has classes; `GenotypeFormatError` when it cannot be."""
+    side, _, channels = dataset.input_shape
+    if genotype.input_side != side * genotype.resize or genotype.input_channels != channels:
+        genotype = genotype.for_input(side, channels)
+    last = len(genotype.layers) - 1
+    if genotype.layers[last][7] != dataset.n_classes:
+        raise GenotypeFormatError(f"the class layer has {genotype.layers[last][7]} capsules, the dataset "
+                                  f"{dataset.name} {dataset.n_classes} classes", index=last, field="ch_out")
+    return genotype
+
+
 def _train(genotype, dataset, config, test, progress, save_path, start, result, test_every_epoch) -> TrainResult:
     import keras
     from nas.builder import build_models
 
-    side, _, channels = dataset.input_shape
     try:
-        if genotype.input_side != side * genotype.resize or genotype.input_channels != channels:
-            genotype = genotype.for_input(side, channels)
+        genotype = fit_to_data(genotype, dataset)
         result.genotype = genotype.to_list()
         keras.utils.set_random_seed(config.seed)
         models = build_models(genotype, dataset.input_shape, dataset.n_classes, config.routings)

@@ -494,6 +494,17 @@ def test_train_checks_its_save_path_before_training(tmp_path, capsys):
     assert file.read_text() == "mine"
 
 
+
+def test_train_refuses_a_genotype_that_does_not_fit_the_data_before_training(tmp_path, capsys):
+    path = tmp_path / "five.json"
+    path.write_text(json.dumps([[0, 28, 1, 1, 9, 1, 28, 16, 1], [1, 28, 16, 1, 9, 2, 14, 8, 4],
+                                [1, 14, 8, 4, 14, 1, 1, 5, 8], [-1], [1]]))
+    start = time.monotonic()
+    assert main(["train", str(path), "--epochs", "1", "--train-samples", "100", "--quiet"]) == 2
+    assert (f"{path}: descriptor 2, field 'ch_out': the class layer has 5 capsules, the dataset mnist 10 classes"
+            in _one_line_error(capsys, "train"))
+    assert time.monotonic() - start < 30, "the error must come before any training"
+
 DASK_CTRL_C_SCRIPT = """
 import sys
 from nas.evaluate import SyntheticEvaluator
