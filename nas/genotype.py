@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from capsacc.errors import GenotypeFormatError, InputError
+from capsacc.files import write_atomic
 from capsacc.network import (CAPSCELL, CONV, PRESETS, Network, check_genotype, parse_genotype,
                              read_genotype_json)
 
@@ -67,8 +68,8 @@ class Genotype:
         return cls(tuple(tuple(layer) for layer in layers), skip, resize)
 
     def save(self, path) -> None:
-        """Write the `.chr` JSON list form."""
-        Path(path).write_text(json.dumps(self.to_list()) + "\n")
+        """Write the `.chr` JSON list form (atomically)."""
+        write_atomic(path, json.dumps(self.to_list()) + "\n")
 
     def key(self) -> str:
         """Stable identity: the compact JSON list form (equal genotypes give equal keys)."""
