@@ -29,13 +29,13 @@ one row (MATMUL hold) are exact. Sums wrap in acc_bits two's complement.
 
 from dataclasses import dataclass
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl.activation import ActivationUnit
-from rtl.isa import ADDR_BITS, DST_DATA, DST_ROUTING, DST_WEIGHT, OP_ACT, OP_MATMUL, SRC_ROUTING
+from rtl.isa import ADDR_BITS, INSTRUCTION, Dst, Opcode, Src
 from rtl.pe_array import PEArray
 
 SEL_PROGRAM, SEL_DATA, SEL_WEIGHT, SEL_ROUTING, SEL_PSUM = 0, 1, 2, 3, 4
@@ -117,7 +117,7 @@ class CapsAcc(wiring.Component):
         m.submodules.act = act = ActivationUnit(cols, acc_bits, ADDR_BITS)
 
         int8_row = lambda lanes: data.ArrayLayout(signed(8), lanes)  # noqa: E731
-        m.submodules.program = program = Memory(shape=unsigned(64), depth=cfg.program_depth, init=[])
+        m.submodules.program = program = Memory(shape=INSTRUCTION, depth=cfg.program_depth, init=[])
         m.submodules.data_buf = data_buf = Memory(shape=int8_row(rows), depth=cfg.buffer_depth, init=[])
         m.submodules.weight_buf = weight_buf = Memory(shape=int8_row(cols), depth=cfg.buffer_depth, init=[])
         m.submodules.routing_buf = routing_buf = Memory(shape=int8_row(rows), depth=cfg.buffer_depth, init=[])
@@ -134,17 +134,17 @@ class CapsAcc(wiring.Component):
         m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
 
         # Decoded instruction register.
-        instr = Signal(64)
-        d_addr, w_addr = instr[6:20], instr[20:34]
-        n_rows, hold = instr[48:62], instr[62]
-        act_dst = instr[6:8]
+        instr = Signal(INSTRUCTION)
+        d_addr, w_addr = instr.matmul.d_addr, instr.matmul.w_addr
+        n_rows, hold = instr.matmul.n, instr.matmul.hold
+        act_dst = instr.act.dst
         pc = Signal(ADDR_BITS)
         k = Signal(ADDR_BITS)
 
         m.d.comb += [
-            act.func.eq(instr[4:6]), act.column.eq(instr[8]), act.shift.eq(instr[9:14]),
-            act.length.eq(instr[14:20]), act.p_addr.eq(instr[20:34]), act.dst_addr.eq(instr[34:48]),
-            act.n_rows.eq(instr[48:58]), act.stride.eq(instr[58:64]),
+            act.func.eq(instr.act.func), act.column.eq(instr.act.column), act.shift.eq(instr.act.shift),
+            act.length.eq(instr.act.length), act.p_addr.eq(instr.act.p_addr), act.dst_addr.eq(instr.act.dst_addr),
+            act.n_rows.eq(instr.act.n), act.stride.eq(instr.act.stride),
             act.psum_data.eq(psum_r.data),
         ]
 
@@ -233,8 +233,8 @@ class CapsAcc(wiring.Component):
             ]
             for c in range(cols):
                 m.d.comb += [psum_w.data[c].eq(sums[c]), psum_w.en[c].eq(acc_write)]
-            for port, lanes, dst in ((data_w, rows, DST_DATA), (weight_w, cols, DST_WEIGHT),
-                                     (routing_w, rows, DST_ROUTING)):
+            for port, lanes, dst in ((data_w, rows, Dst.DATA), (weight_w, cols, Dst.WEIGHT),
+                                     (routing_w, rows, Dst.ROUTING)):
                 m.d.comb += port.addr.eq(act.wr_addr)
                 for lane in range(lanes):
                     m.d.comb += [
@@ -271,9 +271,9 @@ class CapsAcc(wiring.Component):
             "psum_reads": (acc_read & acc_on) | act.psum_en,
             "psum_writes": acc_write,
             "act_ops": act.wr_en,
-            "data_writes": act_write(DST_DATA),
-            "weight_writes": act_write(DST_WEIGHT),
-            "routing_writes": act_write(DST_ROUTING),
+            "data_writes": act_write(Dst.DATA),
+            "weight_writes": act_write(Dst.WEIGHT),
+            "routing_writes": act_write(Dst.ROUTING),
         }
         with m.If(self.start & ~busy):
             m.d.sync += [counter.eq(0) for counter in counters]
@@ -297,13 +297,14 @@ class CapsAcc(wiring.Component):
                 word = prog_r.data
                 m.d.sync += [instr.eq(word), pc.eq(pc + 1), k.eq(0),
                              count["instructions"].eq(count["instructions"] + 1)]
-                with m.Switch(word[0:4]):
-                    with m.Case(OP_MATMUL):
+                with m.Switch(word.op):
+                    with m.Case(Opcode.MATMUL):
                         m.d.sync += [count["weight_loads"].eq(count["weight_loads"] + 1),
-                                     from_routing.eq(word[4] == SRC_ROUTING), acc_on.eq(word[5]),
-                                     rd_ptr.eq(word[34:48]), wr_ptr.eq(word[34:48])]
+                                     from_routing.eq(word.matmul.src == Src.ROUTING),
+                                     acc_on.eq(word.matmul.accumulate),
+                                     rd_ptr.eq(word.matmul.p_addr), wr_ptr.eq(word.matmul.p_addr)]
                         m.next = "WLOAD"
-                    with m.Case(OP_ACT):
+                    with m.Case(Opcode.ACT):
                         m.next = "ACT_START"
                     with m.Default():
                         m.d.sync += [busy.eq(0), done.eq(1)]

@@ -1,55 +1,129 @@
 """The CapsAcc instruction set: 64-bit instruction words, an assembler and a disassembler.
 
-Every instruction is one 64-bit word; bits 3:0 are the opcode.
+The encoding is declared once, here, as `amaranth.lib.data` layouts with `amaranth.lib.enum`
+field types: `MATMUL_LAYOUT`, `ACT_LAYOUT` and `HALT_LAYOUT` (one `StructLayout` per instruction,
+fields from bit 0 up, every one starting with the 4-bit `Opcode`), joined by `INSTRUCTION`, a
+64-bit `UnionLayout` view of a program word. The control unit (`rtl.capsacc`) decodes a word
+through that view; `assemble` builds words with `INSTRUCTION.const(...)` and `disassemble` reads
+them with `INSTRUCTION.from_bits(...)`, so no bit position is written anywhere else.
+`encoding_table()` renders the layouts as the table of docs/rtl.md.
 
-HALT (opcode 0): stop; `busy` falls and `done` rises.
+HALT: stop; `busy` falls and `done` rises. Opcodes not in `Opcode` are reserved and halt too.
 
-MATMUL (opcode 1): load a weight tile, stream data rows through the array, accumulate results.
-    bit 4       src         0: data buffer, 1: routing buffer (the source of the data rows)
-    bit 5       accumulate  0: write the tile result, 1: add it to the stored partial sum
-    bits 19:6   d_addr      first data row (a row holds R int8 lanes, lane r meets PE row r)
-    bits 33:20  w_addr      first weight-tile row: tile row r (C int8 lanes) is weight row
-                            w_addr + r and goes to PE row r
-    bits 47:34  p_addr      first partial-sum row
-    bits 61:48  n           number of data rows (>= 1); data row d_addr + k gives result row k
-    bit 62      hold        0: result row k goes to partial-sum row p_addr + k; 1: all n results
-                            go to row p_addr (a reduction over data rows; exercises the
-                            accumulator's read-after-write forwarding)
-    Cycles: 2 (fetch, decode) + R (weight load) + n (stream) + R + C + 1 (drain:
-    array latency R + C - 1, one cycle to write, one to see the count reach zero).
+MATMUL: load a weight tile, stream data rows through the array, accumulate results.
+    src         `Src`: the buffer the data rows come from
+    accumulate  0: write the tile result, 1: add it to the stored partial sum
+    d_addr      first data row (a row holds R int8 lanes, lane r meets PE row r)
+    w_addr      first weight-tile row: tile row r (C int8 lanes) is weight row w_addr + r and goes
+                to PE row r
+    p_addr      first partial-sum row
+    n           number of data rows (>= 1); data row d_addr + k gives result row k
+    hold        0: result row k goes to partial-sum row p_addr + k; 1: all n results go to row
+                p_addr (a reduction over data rows; exercises the accumulator's forwarding)
 
-ACT (opcode 2): the activation unit on partial-sum rows (see `rtl.activation`).
-    bits 5:4    func        0: none (requantize only), 1: ReLU, 2: squash, 3: softmax
-    bits 7:6    dst         0: data buffer, 1: weight buffer, 2: routing buffer
-    bit 8       column      0: row mode, element (j, l) -> row dst_addr + j, lane l;
-                            1: column mode, element (j, l) -> row dst_addr + j * stride + l, lane j
-    bits 13:9   shift       requantization shift (0..31)
-    bits 19:14  length      lanes per row (1..63; lanes >= length are ignored)
-    bits 33:20  p_addr      first partial-sum row
-    bits 47:34  dst_addr    first destination row
-    bits 57:48  n           number of rows (1..1023)
-    bits 63:58  stride      column-mode row stride (0..63)
-    Cycles: 2 (fetch, decode) + 1 (start) + per row (none/ReLU: 2 + length; squash:
-    2 * length + 42; softmax: 3 * length + 31) + 1 (finish).
-
-Opcodes 3..15 are reserved and halt the machine like HALT.
+ACT: the activation unit on partial-sum rows (see `rtl.activation`).
+    func        `Func`: none (requantize only), ReLU, squash, softmax
+    dst         `Dst`: the buffer the int8 results go to
+    column      0: row mode, element (j, l) -> row dst_addr + j, lane l;
+                1: column mode, element (j, l) -> row dst_addr + j * stride + l, lane j
+    shift       requantization shift (0..31)
+    length      lanes per row (1..63; lanes >= length are ignored)
+    p_addr      first partial-sum row
+    dst_addr    first destination row
+    n           number of rows (1..1023)
+    stride      column-mode row stride (0..63)
 """
 
 from dataclasses import dataclass
 
-OP_HALT, OP_MATMUL, OP_ACT = 0, 1, 2
-SRC_DATA, SRC_ROUTING = 0, 1
-DST_DATA, DST_WEIGHT, DST_ROUTING = 0, 1, 2
-FUNCS = {"none": 0, "relu": 1, "squash": 2, "softmax": 3}
-DSTS = {"data": DST_DATA, "weight": DST_WEIGHT, "routing": DST_ROUTING}
-SRCS = {"data": SRC_DATA, "routing": SRC_ROUTING}
+from amaranth.lib import data, enum
+
 ADDR_BITS = 14
+"""Width of every buffer address field (rows)."""
 
 
-def _field(name: str, value: int, bits: int, low: int = 0) -> int:
-    if not isinstance(value, int) or not low <= value < (1 << bits):
-        raise ValueError(f"{name}: {value!r} outside [{low}, {(1 << bits) - 1}]")
-    return value
+class Opcode(enum.Enum, shape=4):
+    """Bits 3:0 of every instruction word."""
+    HALT = 0
+    MATMUL = 1
+    ACT = 2
+
+
+class Src(enum.Enum, shape=1):
+    """MATMUL: the buffer the data rows come from."""
+    DATA = 0
+    ROUTING = 1
+
+
+class Func(enum.Enum, shape=2):
+    """ACT: the function applied after requantization."""
+    NONE = 0
+    RELU = 1
+    SQUASH = 2
+    SOFTMAX = 3
+
+
+class Dst(enum.Enum, shape=2):
+    """ACT: the buffer the int8 results are written to (3 is reserved: writes nothing)."""
+    DATA = 0
+    WEIGHT = 1
+    ROUTING = 2
+
+
+HALT_LAYOUT = data.StructLayout({"op": Opcode})
+
+MATMUL_LAYOUT = data.StructLayout({
+    "op": Opcode, "src": Src, "accumulate": 1, "d_addr": ADDR_BITS, "w_addr": ADDR_BITS,
+    "p_addr": ADDR_BITS, "n": ADDR_BITS, "hold": 1,
+})
+
+ACT_LAYOUT = data.StructLayout({
+    "op": Opcode, "func": Func, "dst": Dst, "column": 1, "shift": 5, "length": 6,
+    "p_addr": ADDR_BITS, "dst_addr": ADDR_BITS, "n": 10, "stride": 6,
+})
+
+WORD_BITS = 64
+INSTRUCTION = data.UnionLayout({
+    "op": Opcode, "halt": HALT_LAYOUT, "matmul": MATMUL_LAYOUT, "act": ACT_LAYOUT,
+    "bits": WORD_BITS,
+})
+"""One program word: `op` (shared by every instruction), the per-instruction views, `bits`."""
+
+FIELD_MINIMUM = {"matmul": {"n": 1}, "act": {"length": 1, "n": 1}}
+"""Fields whose value 0 is not allowed (all others range over their whole width)."""
+
+LAYOUTS = {"halt": HALT_LAYOUT, "matmul": MATMUL_LAYOUT, "act": ACT_LAYOUT}
+for _layout in LAYOUTS.values():
+    assert _layout.size <= WORD_BITS, "an instruction exceeds the program word"
+
+
+def _name(member: enum.Enum) -> str:
+    return member.name.lower()
+
+
+def _member(enum_type, name: str, field: str):
+    """The enum member called `name` (lower case) of a field's type; ValueError naming the field."""
+    for member in enum_type:
+        if _name(member) == name:
+            return member
+    raise ValueError(f"{field}: {name!r} is not one of {sorted(_name(m) for m in enum_type)}")
+
+
+def _checked(kind: str, values: dict) -> dict:
+    """`values` of a `kind` instruction after range checks derived from its layout's field widths."""
+    layout = LAYOUTS[kind]
+    for name, value in values.items():
+        shape = layout[name].shape
+        if isinstance(shape, type) and issubclass(shape, enum.Enum):
+            continue
+        low, width = FIELD_MINIMUM.get(kind, {}).get(name, 0), layout[name].width
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < (1 << width):
+            raise ValueError(f"{name}: {value!r} outside [{low}, {(1 << width) - 1}]")
+    return values
+
+
+def _word(kind: str, values: dict) -> int:
+    return INSTRUCTION.const({kind: _checked(kind, values)}).as_bits()
 
 
 @dataclass(frozen=True)
@@ -57,7 +131,7 @@ class Halt:
     """Stop the program."""
 
     def encode(self) -> int:
-        return OP_HALT
+        return _word("halt", {"op": Opcode.HALT})
 
 
 @dataclass(frozen=True)
@@ -73,14 +147,10 @@ class MatMul:
     hold: bool = False
 
     def encode(self) -> int:
-        if self.src not in SRCS:
-            raise ValueError(f"src: {self.src!r} is not one of {sorted(SRCS)}")
-        word = OP_MATMUL | SRCS[self.src] << 4 | int(bool(self.accumulate)) << 5
-        word |= _field("d_addr", self.d_addr, ADDR_BITS) << 6
-        word |= _field("w_addr", self.w_addr, ADDR_BITS) << 20
-        word |= _field("p_addr", self.p_addr, ADDR_BITS) << 34
-        word |= _field("n", self.n, ADDR_BITS, 1) << 48
-        return word | int(bool(self.hold)) << 62
+        return _word("matmul", {
+            "op": Opcode.MATMUL, "src": _member(Src, self.src, "src"), "accumulate": int(bool(self.accumulate)),
+            "d_addr": self.d_addr, "w_addr": self.w_addr, "p_addr": self.p_addr, "n": self.n,
+            "hold": int(bool(self.hold))})
 
 
 @dataclass(frozen=True)
@@ -98,17 +168,10 @@ class Act:
     stride: int = 0
 
     def encode(self) -> int:
-        if self.func not in FUNCS:
-            raise ValueError(f"func: {self.func!r} is not one of {sorted(FUNCS)}")
-        if self.dst not in DSTS:
-            raise ValueError(f"dst: {self.dst!r} is not one of {sorted(DSTS)}")
-        word = OP_ACT | FUNCS[self.func] << 4 | DSTS[self.dst] << 6 | int(bool(self.column)) << 8
-        word |= _field("shift", self.shift, 5) << 9
-        word |= _field("length", self.length, 6, 1) << 14
-        word |= _field("p_addr", self.p_addr, ADDR_BITS) << 20
-        word |= _field("dst_addr", self.dst_addr, ADDR_BITS) << 34
-        word |= _field("n", self.n, 10, 1) << 48
-        return word | _field("stride", self.stride, 6) << 58
+        return _word("act", {
+            "op": Opcode.ACT, "func": _member(Func, self.func, "func"), "dst": _member(Dst, self.dst, "dst"),
+            "column": int(bool(self.column)), "shift": self.shift, "length": self.length, "p_addr": self.p_addr,
+            "dst_addr": self.dst_addr, "n": self.n, "stride": self.stride})
 
 
 Instruction = Halt | MatMul | Act
@@ -123,19 +186,45 @@ def assemble(program: list[Instruction]) -> list[int]:
 
 
 def disassemble(word: int) -> Instruction:
-    """The instruction a 64-bit word encodes (reserved opcodes read as Halt)."""
-    op = word & 0xF
-    bits = lambda low, width: (word >> low) & ((1 << width) - 1)  # noqa: E731
-    if op == OP_MATMUL:
-        src = {v: k for k, v in SRCS.items()}[bits(4, 1)]
-        return MatMul(bits(6, 14), bits(20, 14), bits(34, 14), bits(48, 14), bool(bits(5, 1)), src,
-                      bool(bits(62, 1)))
-    if op == OP_ACT:
-        func = {v: k for k, v in FUNCS.items()}[bits(4, 2)]
-        dst = {v: k for k, v in DSTS.items()}.get(bits(6, 2), "data")
-        return Act(func, bits(20, 14), bits(48, 10), bits(14, 6), bits(9, 5), dst, bits(34, 14),
-                   bool(bits(8, 1)), bits(58, 6))
+    """The instruction a 64-bit word encodes (reserved opcodes read as Halt; a reserved ACT
+    destination is a ValueError, as no `Act` expresses it)."""
+    if not 0 <= word < 1 << WORD_BITS:
+        raise ValueError(f"word: {word!r} is not a {WORD_BITS}-bit instruction word")
+    view = INSTRUCTION.from_bits(word)
+    try:
+        op = view.op
+    except ValueError:
+        return Halt()
+    if op == Opcode.MATMUL:
+        f = view.matmul
+        return MatMul(f.d_addr, f.w_addr, f.p_addr, f.n, bool(f.accumulate), _name(f.src), bool(f.hold))
+    if op == Opcode.ACT:
+        f = view.act
+        try:
+            dst = _name(f.dst)
+        except ValueError:
+            raise ValueError(f"dst: reserved destination in ACT word {word:#018x}") from None
+        return Act(_name(f.func), f.p_addr, f.n, f.length, f.shift, dst, f.dst_addr, bool(f.column), f.stride)
     return Halt()
+
+
+def encoding_table() -> str:
+    """The instruction encodings as a markdown table (bits, field, values), from the layouts."""
+    lines = ["| instruction | bits | field | values |", "| --- | --- | --- | --- |"]
+    for kind, layout in LAYOUTS.items():
+        for name, field in layout:
+            high = field.offset + field.width - 1
+            bits = str(field.offset) if field.width == 1 else f"{high}:{field.offset}"
+            shape = field.shape
+            if name == "op":
+                values = f"{Opcode[kind.upper()].value} (opcode)"
+            elif isinstance(shape, type) and issubclass(shape, enum.Enum):
+                values = ", ".join(f"{m.value} {_name(m)}" for m in shape)
+            else:
+                low = FIELD_MINIMUM.get(kind, {}).get(name, 0)
+                values = f"{low}..{(1 << field.width) - 1}"
+            lines.append(f"| {kind.upper()} | {bits} | {name} | {values} |")
+    return "\n".join(lines)
 
 
 def matmul_cycles(rows: int, cols: int, n: int) -> int:

@@ -1,6 +1,7 @@
 """Instruction encodings, and the golden model's fixed-point functions against real arithmetic."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtl.activation import exp_table as rtl_exp_table
-from rtl.isa import Act, Halt, MatMul, assemble, disassemble
+from rtl.isa import (ACT_LAYOUT, INSTRUCTION, MATMUL_LAYOUT, Act, Dst, Func, Halt, MatMul, Opcode, Src, assemble,
+                     disassemble, encoding_table)
 from sim import golden
 
 addr = st.integers(0, (1 << 14) - 1)
@@ -45,6 +47,38 @@ def test_act_round_trip(func, p, n, length, shift, dst, dst_addr, column, stride
 def test_fields_out_of_range_are_refused(instruction, message):
     with pytest.raises(ValueError, match=message):
         instruction.encode()
+
+
+def test_words_follow_the_layouts():
+    """Each field sits where the layout puts it: setting one field moves exactly its bits."""
+    base = MatMul(0, 0, 0, 1).encode()
+    for name, value in (("d_addr", 5), ("w_addr", 9), ("p_addr", 3), ("n", 7)):
+        word = MatMul(**{"d_addr": 0, "w_addr": 0, "p_addr": 0, "n": 1, name: value}).encode()
+        field = MATMUL_LAYOUT[name]
+        assert (word >> field.offset) & ((1 << field.width) - 1) == value
+        mask = ((1 << field.width) - 1) << field.offset
+        assert word & ~mask == base & ~mask
+    act = Act("softmax", 1, 2, 3, 4, "routing", 5, True, 6)
+    view = INSTRUCTION.from_bits(act.encode())
+    assert view.op == Opcode.ACT and view.act.func == Func.SOFTMAX and view.act.dst == Dst.ROUTING
+    assert (view.act.p_addr, view.act.n, view.act.length, view.act.shift, view.act.stride) == (1, 2, 3, 4, 6)
+    assert INSTRUCTION.from_bits(MatMul(0, 0, 0, 1, src="routing").encode()).matmul.src == Src.ROUTING
+    assert INSTRUCTION.size == 64 and MATMUL_LAYOUT.size <= 64 and ACT_LAYOUT.size == 64
+
+
+def test_reserved_encodings():
+    for op in range(3, 16):
+        assert disassemble(op | 0xFFFF0) == Halt()
+    reserved_dst = Act("none", 0, 1, 1, 0, "data", 0).encode() | 3 << ACT_LAYOUT["dst"].offset
+    with pytest.raises(ValueError, match="dst: reserved"):
+        disassemble(reserved_dst)
+    with pytest.raises(ValueError, match="64-bit"):
+        disassemble(1 << 64)
+
+
+def test_docs_table_is_the_layouts():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "rtl.md").read_text()
+    assert encoding_table() in doc
 
 
 def test_assemble_appends_halt():
