@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from capsacc import Accelerator, Network, estimate
-from capsacc.mapping import ArrayConfig
 from sim.driver import OperationDriver
 from sim.network_run import mnist_image, run_network
 
@@ -37,8 +36,7 @@ def main() -> None:
     network = Network.preset(args.network)
     published = estimate(network, Accelerator.published())
     modelled = estimate(network, calibrated)
-    driver = OperationDriver(ArrayConfig(config.rows, config.cols, config.acc_bits, config.buffer_depth,
-                                         config.program_depth), "verilator")
+    driver = OperationDriver(config, "verilator")
     print(f"{args.network} on Verilator CapsAcc {config.rows}x{config.cols} (buffers {config.buffer_depth} rows, "
           f"program {config.program_depth} words), seed {args.seed}, image 0 of {args.mnist}")
     header = (f"{'op':<13}{'kind':<11}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}{'cal_err_%':>10}"

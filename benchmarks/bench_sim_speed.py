@@ -10,7 +10,7 @@ Run: python benchmarks/bench_sim_speed.py [--rows 16 --cols 16] [--skip-amaranth
 import argparse
 import time
 
-from capsacc.mapping import ArrayConfig
+from capsacc.array import ArrayConfig
 from capsacc.network import Operation
 from sim.driver import OperationDriver
 

@@ -20,7 +20,8 @@ import numpy as np
 from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
-from capsacc.mapping import ArrayConfig, MappingError, plan_counts
+from capsacc.array import ArrayConfig
+from capsacc.mapping import MappingError, plan_counts
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""

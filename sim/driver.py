@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ArrayConfig, ceil_div, classcaps_dims,
+from capsacc.array import ArrayConfig
+from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ceil_div, classcaps_dims,
                              classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape,
                              routing_geometry)
 from capsacc.network import Operation
@@ -115,8 +116,7 @@ class OperationDriver:
         self._model = None
 
     def component(self) -> CapsAcc:
-        c = self.config
-        return CapsAcc(c.rows, c.cols, c.acc_bits, c.buffer_depth, c.program_depth)
+        return CapsAcc(**self.config.to_dict())
 
     def _session(self) -> HostSession:
         return HostSession(self.config.rows, self.config.cols, self.config.acc_bits)

@@ -14,7 +14,7 @@ import numpy as np
 from rtl.capsacc import COUNTERS
 from rtl.host import SELECT
 from rtl.isa import Instruction, assemble
-from sim.harness import Trace
+from sim.trace import Trace
 from sim.script import Script
 
 WRITE_PORTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we")

@@ -23,11 +23,11 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-from capsacc.files import write_atomic
-from sim.harness import DumpRecord, Port, Trace, WaitRecord, component_ports
 import numpy as np
 
+from capsacc.files import write_atomic
 from sim.script import Drive, Dump, Script, Set, Step, Until
+from sim.trace import DumpRecord, Port, Trace, WaitRecord, check_script, component_ports
 
 TOP = "dut"
 VERILATOR_FLAGS = ("--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
@@ -320,7 +320,6 @@ class VerilatorModel:
 
     def run(self, script: Script) -> Trace:
         """Play `script`; the trace's `sim_s` is the bench's own time spent stepping the clock."""
-        from sim.harness import check_script
         check_script(script, self.ports)
         with tempfile.TemporaryDirectory(prefix="nascaps-vl-") as work:
             stimulus, output = Path(work) / "stimulus.txt", Path(work) / "output.txt"

@@ -8,10 +8,11 @@ from importlib import resources
 
 import pytest
 
+from capsacc.array import ArrayConfig
 from capsacc.calibrated import Calibration
 from capsacc.cli import main
 from capsacc.errors import AcceleratorConfigError
-from capsacc.mapping import (ArrayConfig, MappingError, matmul_blocks, matmul_chunk_rows, matmul_shape,
+from capsacc.mapping import (MappingError, matmul_blocks, matmul_chunk_rows, matmul_shape,
                              plan_counts)
 from capsacc.network import Operation
 

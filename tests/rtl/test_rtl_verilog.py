@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from amaranth.hdl import UnusedElaboratable
 
+from capsacc.array import ArrayConfig
 from capsacc.cli import main
 from rtl import host, workloads
-from rtl.capsacc import CapsAcc, CapsAccConfig
+from rtl.capsacc import CapsAcc
 from rtl.export import LINT_WAIVERS, TOP, export_verilog
 from sim import golden
 from sim.harness import run
@@ -39,7 +40,7 @@ def test_export_cli_writes_verilog_and_rejects_bad_parameters(tmp_path, capsys):
     assert main(["rtl", "export", "--rows", "2", "--cols", "3", "--buffer-depth", "12", "-o", str(out)]) == 2
     assert "buffer_depth: 12 is not a power of two" in capsys.readouterr().err
     assert main(["rtl", "export", "--rows", "2", "--cols", "0", "-o", str(out)]) == 2
-    assert "cols: 0 outside" in capsys.readouterr().err
+    assert "array 'cols' must be an integer in 1..4096, got 0" in capsys.readouterr().err
     assert main(["rtl", "export", "--rows", "2", "--cols", "2", "--acc-bits", "8", "-o", str(out)]) == 2
     assert "acc_bits: 8" in capsys.readouterr().err
 
@@ -62,7 +63,7 @@ def test_every_port_is_at_most_64_bits():
 @pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
 def test_verilator_lint_passes(tmp_path, rows, cols):
     source = tmp_path / f"{TOP}.v"
-    source.write_text(export_verilog(CapsAccConfig(rows, cols, buffer_depth=32, program_depth=16)))
+    source.write_text(export_verilog(ArrayConfig(rows, cols, buffer_depth=32, program_depth=16)))
     waivers = [f"-Wno-{name}" for name in LINT_WAIVERS]
     result = subprocess.run(["verilator", "--lint-only", "-Wall", *waivers, "--top-module", TOP, str(source)],
                             capture_output=True, text=True)

@@ -9,7 +9,7 @@ import pytest
 
 from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
-from capsacc.mapping import ArrayConfig
+from capsacc.array import ArrayConfig
 from capsacc.network import Operation
 from sim.calibration import Point, error_rows, fit
 

@@ -11,7 +11,7 @@ from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, feat
 from capsacc.cli import main
 from capsacc.energy import EventEnergies
 from capsacc.errors import AcceleratorConfigError
-from capsacc.mapping import ArrayConfig
+from capsacc.array import ArrayConfig
 from capsacc.network import PRESETS
 
 ISA = {"runs": 2, "matmuls": 3, "matmuls_x_rows": 2, "matmuls_x_cols": 1, "matmul_rows": 1, "acts": 4,

@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from capsacc.mapping import ArrayConfig, plan_counts
+from capsacc.array import ArrayConfig
+from capsacc.mapping import plan_counts
 from capsacc.network import Operation
 from rtl.isa import act_cycles, matmul_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver

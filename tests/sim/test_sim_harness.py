@@ -7,8 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from sim.harness import Port, Trace, component_ports, run
+from sim.harness import run
 from sim.script import Script, ScriptError
+from sim.trace import Port, Trace, component_ports
 from sim.verilator import cpp_name
 from sim_components import Accumulator
 
