@@ -2,7 +2,8 @@
 CapsAcc RTL, every operation bit-exact against the golden model, cycles beside both cost models.
 With --network deepcaps, DeepCaps's operations run one by one on random data (not chained).
 
-Operations run one after the other (conv, PrimaryCaps, ClassCaps, five routing iterations), each
+Operations run one after the other (conv, PrimaryCaps, ClassCaps, the five phases of three routing
+iterations: `capsacc.mapping.operation_kinds`), each
 fed with the previous one's RTL outputs; weights are random int8 (seeded). Per operation: RTL busy
 cycles, the published model's and the calibrated model's estimates (the shipped preset, or
 --calibration FILE), host I/O cycles, simulated cycles per second. Goal: under 10 minutes.
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from capsacc import Accelerator, Network, estimate
+from capsacc.mapping import operation_kinds
 from sim.driver import OperationDriver
 from sim.network_run import mnist_image, run_network
 
@@ -39,7 +41,7 @@ def main() -> None:
     driver = OperationDriver(config, "verilator")
     print(f"{args.network} on Verilator CapsAcc {config.rows}x{config.cols} (buffers {config.buffer_depth} rows, "
           f"program {config.program_depth} words), seed {args.seed}, image 0 of {args.mnist}")
-    header = (f"{'op':<13}{'kind':<11}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}{'cal_err_%':>10}"
+    header = (f"{'op':<13}{'kind':<16}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}{'cal_err_%':>10}"
               f"{'host_cycles':>12}{'runs':>6}{'Mcycles_per_s':>14}{'wall_s':>8}  bit-exact")
     print(header, flush=True)
     rows = []
@@ -49,7 +51,7 @@ def main() -> None:
         pub, cal = published.operations[i].cycles, modelled.operations[i].cycles
         rate = run.simulated_cycles / run.sim_s / 1e6 if run.sim_s else float("inf")
         rows.append((run, pub, cal))
-        print(f"{network.operations[i].name:<13}{run.kind:<11}{run.cycles:>12}{pub:>12}{cal:>12}"
+        print(f"{network.operations[i].name:<13}{run.kind:<16}{run.cycles:>12}{pub:>12}{cal:>12}"
               f"{100 * (cal - run.cycles) / run.cycles:>10.4f}{run.host_cycles:>12}{run.runs:>6}{rate:>14.3f}"
               f"{run.wall_s:>8.1f}  yes", flush=True)
 
@@ -57,14 +59,14 @@ def main() -> None:
         result = run_network(network, driver, mnist_image(args.mnist), seed=args.seed, progress=report)
         lengths = f"; output capsule lengths^2 {[int((v.astype(int) ** 2).sum()) for v in result.output]}"
     else:
-        for index, op in enumerate(network.operations):
-            report(driver.run(op.kind, op, seed=args.seed * 1000 + index))
+        for index, (op, kind) in enumerate(zip(network.operations, operation_kinds(network.operations))):
+            report(driver.run(kind, op, seed=args.seed * 1000 + index))
         lengths = ""
     cycles = sum(r.cycles for r, _, _ in rows)
     total_pub, total_cal = published.cycles, modelled.cycles
     simulated = sum(r.simulated_cycles for r, _, _ in rows)
     clock_s = sum(r.sim_s for r, _, _ in rows)
-    print(f"{'total':<24}{cycles:>12}{total_pub:>12}{total_cal:>12}"
+    print(f"{'total':<29}{cycles:>12}{total_pub:>12}{total_cal:>12}"
           f"{100 * (total_cal - cycles) / cycles:>10.4f}{sum(r.host_cycles for r, _, _ in rows):>12}")
     print(f"published model / RTL = {total_pub / cycles:.4f}; calibrated / RTL = {total_cal / cycles:.6f}")
     print(f"simulated {simulated} cycles in {clock_s:.1f} s of clocking = {simulated / clock_s:,.0f} cycles/s; "

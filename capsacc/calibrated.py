@@ -21,7 +21,7 @@ from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import MappingError, plan_counts
+from capsacc.mapping import MappingError, operation_kinds, plan_counts
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""
@@ -196,17 +196,18 @@ def network_costs(network, calibration: Calibration):
     """Per-operation arrays (w_loads, cycles, accumulators, power_mW, energy_mJ) and totals
     (cycles, energy_mJ, weights) of `network` under `calibration`, in the layout of
     `capsacc.kernels.network_costs`. w_loads: MATMUL instructions (weight tiles loaded);
-    accumulators: the C partial-sum lanes; power: energy over the operation's time."""
+    accumulators: the C partial-sum lanes; power: energy over the operation's time. Routing operations
+    are costed as the phases of `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`)."""
     n = len(network.operations)
     w_loads = np.zeros(n, np.int64)
     cycles = np.zeros(n, np.int64)
     accumulators = np.full(n, calibration.config.cols, np.int64)
     power = np.zeros(n, np.float64)
     energy = np.zeros(n, np.float64)
-    for i, op in enumerate(network.operations):
+    for i, (op, kind) in enumerate(zip(network.operations, operation_kinds(network.operations))):
         try:
-            predicted = calibration.predict(op.kind, op)
-            matmuls = plan_counts(op.kind, op, calibration.config)["matmuls"]
+            predicted = calibration.predict(kind, op)
+            matmuls = plan_counts(kind, op, calibration.config)["matmuls"]
         except MappingError as error:
             config = calibration.config
             raise MappingError(f"operation {op.name} ({op.kind}) on the calibrated {config.rows}x{config.cols} "

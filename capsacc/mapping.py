@@ -11,8 +11,13 @@ calibrated model (`capsacc.calibrated`) counts the instructions they produce in 
 - classcaps: I = n_in²·ch_in input capsules of caps_in atoms, each its own weight matrix
   (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = 1; no activation
   (requantization only).
-- routing: one dynamic-routing iteration over I input capsules and J output capsules of D atoms:
-  softmax of the logits, weighted sums, squash, agreement update.
+- routing over I input capsules and J output capsules of D atoms, `routings` iterations (default
+  `ROUTINGS` = 3, the trained ClassCaps's), in phases (`ROUTING_PHASES`): "routing_uniform" (the
+  first iteration's weighted sums with the uniform coupling c = 1/J, written by the host: no softmax
+  over zero logits; squash), "routing_update" (the agreement update of the logits) and
+  "routing_softmax" (softmax of the logits, weighted sums, squash). A routing is the phases of
+  `routing_phases(routings)`: 2·routings - 1 of them, the published expansion's five `routing`
+  operations for routings = 3 (`operation_kinds`).
 
 Tiling on an R x C array with buffers of `buffer_depth` rows and a program memory of
 `program_depth` words (rules of `rtl.isa`; one "run" is one program from start to HALT):
@@ -25,10 +30,11 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   per run, ci = min(D // kc, D // (mb (kc R + 1)), (P - 2) // (kc mb)); one MATMUL (n = 1) per
   (capsule, K chunk, tile) and one ACT "none" over the run's ci·mb rows (length C).
 - lone activations (relu, squash, softmax): one run with one ACT of n_in rows, caps_in lanes.
-- routing: Q = ceil(I / R) softmax ACTs (n = R but the last, length J), in runs of P - 1; Q·J sum
-  MATMULs (n = 1) in runs of min(V // R, P - 1) with V = D - kf R, kf = ceil(J D / R); one squash
-  ACT run (n = J, length D); agreement: capsule chunks of na = min(I, D // kf), one run each with kf
-  MATMULs (n = chunk size).
+- routing phases (programs of `rtl.workloads.RoutingLayout`): softmax (routing_softmax only):
+  Q = ceil(I / R) ACTs (n = R but the last, length J), in runs of P - 1; weighted sums (uniform and
+  softmax): Q·J MATMULs (n = 1) in runs of min(V // R, P - 1) with V = D - kf R, kf = ceil(J D / R),
+  then one squash ACT run (n = J, length D); update: capsule chunks of na = min(I, D // kf), one run
+  each with kf MATMULs (n = chunk size).
 """
 
 from dataclasses import dataclass
@@ -36,8 +42,13 @@ from dataclasses import dataclass
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
 
-KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
-"""Operation kinds the calibrated model covers (those of `capsacc.network.OP_KINDS`)."""
+ROUTINGS = 3
+"""Routing iterations of a class layer on CapsAcc: the default `routings` of the trained ClassCaps
+(`nas.layers`). The published expansion's five `routing` operations are its 2·3 - 1 phases."""
+ROUTING_PHASES = ("routing_uniform", "routing_softmax", "routing_update")
+"""The phases of a routing (see the module docstring); each is one operation of the calibrated model."""
+KINDS = ("conv", "convcaps", "convcaps3d", "classcaps") + ROUTING_PHASES
+"""Operation kinds the calibrated model covers: those of `capsacc.network.OP_KINDS`, routing by phase."""
 ACTIVATIONS = ("relu", "squash", "softmax")
 """Lone activations: one ACT over op.n_in partial-sum rows of op.caps_in lanes (calibration points)."""
 
@@ -150,11 +161,41 @@ def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig) -> di
     return geometry
 
 
-def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
+def routing_phases(routings: int = ROUTINGS) -> tuple[str, ...]:
+    """The phases of a routing with `routings` iterations (>= 1), in order: the uniform first
+    iteration, then an update and a softmax iteration per further iteration."""
+    if isinstance(routings, bool) or not isinstance(routings, int) or routings < 1:
+        raise MappingError(f"routings: {routings!r} must be an integer >= 1")
+    return ("routing_uniform",) + ("routing_update", "routing_softmax") * (routings - 1)
+
+
+def operation_kinds(operations) -> list[str]:
+    """The calibrated model's kind of each operation of a network (`capsacc.network.Operation`s in
+    order): its own kind, and for a `routing` operation the phase at its position in its run of
+    consecutive routing operations (uniform, update, softmax, update, softmax, ...). The five routing
+    operations of a Sabour class layer are so the phases of `ROUTINGS` = 3 iterations; a DeepCaps
+    class layer's six end with a sixth, an update whose logits no iteration reads (the published
+    expansion's count, kept)."""
+    kinds, position = [], 0
+    for op in operations:
+        if op.kind != "routing":
+            kinds.append(op.kind)
+            position = 0
+            continue
+        kinds.append("routing_uniform" if position == 0 else ROUTING_PHASES[1 + position % 2])
+        position += 1
+    return kinds
+
+
+def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:
     """Instruction counts (`COUNT_FIELDS`) plus per-function ACT rows and elements
     (`act_rows_<func>`, `act_elements_<func>`) of `op` under the tiling rules, in closed form: exact
-    integers, and no memory or time that grows with the operation's size. `MappingError` when the
-    operation does not fit the array."""
+    integers, and no memory or time that grows with the operation's size. `kind` is one of `KINDS`,
+    a lone activation, or "routing": a whole routing of `routings` iterations (the sum of its
+    phases' counts). `MappingError` when the operation does not fit the array."""
+    if kind == "routing":
+        phases = [plan_counts(phase, op, config) for phase in routing_phases(routings)]
+        return {name: sum(counts[name] for counts in phases) for name in phases[0]}
     counts = {name: 0 for name in COUNT_FIELDS}
     for func in ("none", "relu", "squash", "softmax"):
         counts[f"act_rows_{func}"] = 0
@@ -194,30 +235,34 @@ def plan_counts(kind: str, op, config: ArrayConfig) -> dict[str, int]:
         for run_caps, times in ((ci, n_in // ci), (n_in % ci, 1)):
             if run_caps and times:
                 act("none", run_caps * mb, config.cols, times)
-    elif kind == "routing":
+    elif kind in ROUTING_PHASES:
         n_in, _, n_out, dim = classcaps_dims(op)
         g = routing_geometry(n_in, n_out, dim, config)
         rows = config.rows
-        act("softmax", rows, n_out, n_in // rows)
-        if n_in % rows:
-            act("softmax", n_in % rows, n_out)
-        counts["runs"] += ceil_div(g["Q"], g["acts_per_run"])
-        pairs = g["Q"] * n_out
-        counts["runs"] += ceil_div(pairs, g["pairs_per_run"])
-        counts["matmuls"] += pairs
-        counts["matmul_rows"] += pairs
-        counts["matmul_rows_routing"] += pairs
-        counts["matmul_rows_accumulate"] += (g["Q"] - 1) * n_out
-        act("squash", n_out, dim)
-        counts["runs"] += 1
-        chunks = ceil_div(n_in, g["na"])
-        counts["runs"] += chunks
-        counts["matmuls"] += chunks * g["kf"]
-        counts["matmul_rows"] += n_in * g["kf"]
-        counts["matmul_rows_accumulate"] += n_in * g["kf"]
+        if kind == "routing_softmax":
+            act("softmax", rows, n_out, n_in // rows)
+            if n_in % rows:
+                act("softmax", n_in % rows, n_out)
+            counts["runs"] += ceil_div(g["Q"], g["acts_per_run"])
+        if kind in ("routing_uniform", "routing_softmax"):
+            pairs = g["Q"] * n_out
+            counts["runs"] += ceil_div(pairs, g["pairs_per_run"])
+            counts["matmuls"] += pairs
+            counts["matmul_rows"] += pairs
+            counts["matmul_rows_routing"] += pairs
+            counts["matmul_rows_accumulate"] += (g["Q"] - 1) * n_out
+            act("squash", n_out, dim)
+            counts["runs"] += 1
+        else:
+            chunks = ceil_div(n_in, g["na"])
+            counts["runs"] += chunks
+            counts["matmuls"] += chunks * g["kf"]
+            counts["matmul_rows"] += n_in * g["kf"]
+            counts["matmul_rows_accumulate"] += n_in * g["kf"]
     elif kind in ACTIVATIONS:
         counts["runs"] += 1
         act(kind, op.n_in, op.caps_in)
     else:
-        raise MappingError(f"unknown operation kind {kind!r} (known: {', '.join(KINDS + ACTIVATIONS)})")
+        known = ", ".join(KINDS + ACTIVATIONS + ("routing",))
+        raise MappingError(f"unknown operation kind {kind!r} (known: {known})")
     return counts

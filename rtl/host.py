@@ -40,9 +40,9 @@ def write_command(memory: str, addr: int, lane: int, word: int) -> list[tuple]:
             ("set", "host_we", 0)]
 
 
-def load_commands(workload: Workload) -> list[tuple]:
-    """Write the program and the memory images (int8 buffers: nonzero lane groups only, as the
-    memories start zeroed; partial sums: every lane)."""
+def load_commands(workload: Workload, zeroed: bool = True) -> list[tuple]:
+    """Write the program and the memory images (int8 buffers: nonzero lane groups only when the
+    memories are `zeroed`, as they start; partial sums: every lane)."""
     commands = []
     for addr, word in enumerate(workload.words()):
         commands += write_command("program", addr, 0, word)
@@ -51,7 +51,7 @@ def load_commands(workload: Workload) -> list[tuple]:
             for r, row in enumerate(np.asarray(rows)):
                 for group in range((len(row) + 7) // 8):
                     word = pack_lane_group(row, group)
-                    if word:
+                    if word or not zeroed:
                         commands += write_command(memory, base + r, group, word)
     for base, rows in workload.psum.items():
         for r, row in enumerate(np.asarray(rows)):
@@ -85,10 +85,13 @@ def read_commands(region: Region) -> list[tuple]:
     return commands
 
 
-def workload_commands(workload: Workload, regions: dict[str, Region],
+def workload_commands(workload: Workload | list[Workload], regions: dict[str, Region],
                       max_cycles: int = 1_000_000) -> list[tuple]:
-    """Load, run, dump the counters, read every region (in `regions` order)."""
-    commands = load_commands(workload) + run_commands(max_cycles) + counter_commands()
+    """Load, run and dump the counters of each workload in turn (one run each; a list shares the
+    memories, as the runs of one operation do), then read every region (in `regions` order)."""
+    commands = []
+    for index, work in enumerate([workload] if isinstance(workload, Workload) else workload):
+        commands += load_commands(work, zeroed=index == 0) + run_commands(max_cycles) + counter_commands()
     for region in regions.values():
         commands += read_commands(region)
     return commands
@@ -111,13 +114,17 @@ def _decode_region(values: list[int], region: Region) -> np.ndarray:
     return out
 
 
-def decode(dumps: list[int], regions: dict[str, Region]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """(results by region name, counters by name) from the dumped values of `workload_commands`
-    (one value per dump, in order; the first is `done`)."""
-    if not dumps or dumps[0] != 1:
-        raise ValueError("the run did not end with done = 1")
-    counters = dict(zip((name for name, _ in COUNTERS), dumps[1:1 + len(COUNTERS)]))
-    position = 1 + len(COUNTERS)
+def decode(dumps: list[int], regions: dict[str, Region], runs: int = 1) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """(results by region name, counters by name summed over the `runs` runs) from the dumped values
+    of `workload_commands` (one value per dump, in order; each run's first is `done`)."""
+    counters = dict.fromkeys((name for name, _ in COUNTERS), 0)
+    position = 0
+    for _ in range(runs):
+        if len(dumps) <= position or dumps[position] != 1:
+            raise ValueError("a run did not end with done = 1")
+        for name, value in zip(counters, dumps[position + 1:position + 1 + len(COUNTERS)]):
+            counters[name] += value
+        position += 1 + len(COUNTERS)
     results = {}
     for name, region in regions.items():
         per_row = region.lanes if region.memory == "psum" else (region.lanes + 7) // 8

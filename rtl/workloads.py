@@ -1,7 +1,8 @@
 """Workloads for CapsAcc: programs (see `rtl.isa`) with the buffer images they expect.
 
 Each builder returns a `Workload` (program plus the initial rows of every memory, keyed by first
-row) and the `Layout` of its results, so a host (the Amaranth test bench, `sim/`'s harnesses)
+row) and the `Region`s of its results (`RoutingLayout`: a list of runs and the regions of its
+state), so a host (the Amaranth test bench, `sim/`'s harnesses)
 can load, run and read it without re-deriving encodings. Buffer layouts:
 
 - data / routing buffer rows hold R int8 lanes (lane r meets PE row r);
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from capsacc.array import ArrayConfig
+from capsacc.mapping import routing_geometry, routing_phases
 from rtl.isa import Act, Instruction, MatMul, assemble
 
 
@@ -107,45 +110,106 @@ def classcaps(u, w, rows: int, cols: int, shift: int) -> tuple[Workload, dict[st
     return work, {"u_hat": Region("weight", out, n_in * tiles, cols)}
 
 
-def routing_iteration(logits, u_hat, rows: int, cols: int, shift_logits: int,
-                      shift_sum: int) -> tuple[Workload, dict[str, Region]]:
-    """One dynamic-routing iteration: logits b (I, J) partial sums, predictions u_hat (I, J, D) int8;
-    I <= R, J <= C, D <= C.
+class RoutingLayout:
+    """The one routing program: where a routing over I input capsules and J output capsules of D
+    atoms lies on a CapsAcc `config`, and the runs (`Workload`s) of each of its phases
+    (`capsacc.mapping.ROUTING_PHASES`; geometry Q, kf, V, S, runs by `capsacc.mapping.routing_geometry`).
 
-    1. ACT softmax over each logit row i (psum rows 0..I-1, J lanes), column mode into the routing
-       buffer: c_ij at routing row j, lane i.
-    2. For each j a MATMUL (n = 1, src routing row j) against tile U_j (weight rows j*R.., row i =
-       u_hat[i, j, :]) gives s_j at psum row I + j.
-    3. ACT squash on psum rows I.. (D lanes), column mode with stride D into the weight buffer from
-       row J*R: v_jd at row J*R + j*D + d, lane j -- block-diagonal tiles over flat f = j*D + d.
-    4. For each chunk k of f (R values) a MATMUL streams data rows k*I + i (u_hat[i] flattened,
-       lanes f - k*R) against block-diagonal tile k and accumulates b_ij += u_hat[i, j] . v_j.
-    Results: "c" (routing, J x I: c transposed), "s" (psum, J x D), "v_blocks" (weight rows,
-    J*D x C: v_jd at row j*D + d lane j), "b" (psum, I x J).
+    On-chip state, kept between phases and runs:
+
+    - logits b_ij: partial-sum row i, lane j (rows 0..I-1);
+    - coupling c_ij: routing-buffer row q*J + j, lane i - q*R for the R-chunk q = i // R of the inputs;
+    - sums s_j: partial-sum row S + j (S = I), lanes 0..D-1;
+    - output capsules v_jd: weight row V + j*D + d, lane j: kf block-diagonal tiles of R rows over
+      the flattened f = j*D + d (every other lane and row of the region zero).
+
+    Each run's own images: the tiles U_qj (row i - q*R = u_hat[i, j, :]) from weight row 0 (weighted
+    sums), the flattened predictions of a chunk of capsules from data row 0 (update).
     """
-    b, u = np.asarray(logits), np.asarray(u_hat)
-    n_in, n_out, dim = u.shape
-    _check("input capsules", n_in, rows)
-    _check("output capsules", n_out, cols)
-    _check("capsule dimension", dim, cols)
-    flat = u.reshape(n_in, n_out * dim)
-    chunks = -(-(n_out * dim) // rows)
-    v_base = n_out * rows
-    work = Workload(program=[], psum={0: _pad(b, n_in, cols)})
-    work.weight[v_base] = np.zeros((chunks * rows, cols), dtype=np.int64)
-    for j in range(n_out):
-        work.weight[j * rows] = _pad(u[:, j, :], rows, cols)
-    for k in range(chunks):
-        work.data[k * n_in] = _pad(flat[:, k * rows:(k + 1) * rows], n_in, rows)
-    work.program.append(Act("softmax", p_addr=0, n=n_in, length=n_out, shift=shift_logits,
-                            dst="routing", dst_addr=0, column=True, stride=0))
-    for j in range(n_out):
-        work.program.append(MatMul(d_addr=j, w_addr=j * rows, p_addr=n_in + j, n=1, src="routing"))
-    work.program.append(Act("squash", p_addr=n_in, n=n_out, length=dim, shift=shift_sum,
-                            dst="weight", dst_addr=v_base, column=True, stride=dim))
-    for k in range(chunks):
-        work.program.append(MatMul(d_addr=k * n_in, w_addr=v_base + k * rows, p_addr=0, n=n_in,
-                                   accumulate=True))
-    return work, {"c": Region("routing", 0, n_out, n_in), "s": Region("psum", n_in, n_out, dim),
-                  "v_blocks": Region("weight", v_base, n_out * dim, cols),
-                  "b": Region("psum", 0, n_in, n_out)}
+
+    def __init__(self, n_in: int, n_out: int, dim: int, config: ArrayConfig):
+        self.n_in, self.n_out, self.dim, self.config = n_in, n_out, dim, config
+        self.geometry = routing_geometry(n_in, n_out, dim, config)
+
+    @property
+    def regions(self) -> dict[str, Region]:
+        """The state's regions: "c" (coupling rows), "s", "v" (the block-diagonal rows), "b"."""
+        g, cfg = self.geometry, self.config
+        return {"c": Region("routing", 0, g["Q"] * self.n_out, cfg.rows),
+                "s": Region("psum", g["S"], self.n_out, self.dim),
+                "v": Region("weight", g["V"], self.n_out * self.dim, cfg.cols),
+                "b": Region("psum", 0, self.n_in, self.n_out)}
+
+    def coupling_rows(self, coupling) -> np.ndarray:
+        """The routing-buffer rows (Q*J, R) holding coupling c (I, J)."""
+        rows, q = self.config.rows, self.geometry["Q"]
+        padded = _pad(coupling, q * rows, self.n_out)
+        return padded.reshape(q, rows, self.n_out).transpose(0, 2, 1).reshape(q * self.n_out, rows)
+
+    def coupling(self, rows) -> np.ndarray:
+        """c (I, J) from the routing-buffer rows of `coupling_rows`."""
+        q, r = self.geometry["Q"], self.config.rows
+        return np.asarray(rows).reshape(q, self.n_out, r).transpose(0, 2, 1).reshape(q * r, self.n_out)[:self.n_in]
+
+    def v_rows(self, v) -> np.ndarray:
+        """The weight rows (kf*R, C) of the output capsules v (J, D) as block-diagonal tiles."""
+        out = np.zeros((self.geometry["kf"] * self.config.rows, self.config.cols), dtype=np.int64)
+        for j in range(self.n_out):
+            out[j * self.dim:(j + 1) * self.dim, j] = np.asarray(v)[j]
+        return out
+
+    def v(self, rows) -> np.ndarray:
+        """v (J, D) from the block-diagonal weight rows (at least J*D of them)."""
+        rows = np.asarray(rows)
+        return np.stack([rows[j * self.dim:(j + 1) * self.dim, j] for j in range(self.n_out)])
+
+    def phase(self, kind: str, u_hat, shift_logits: int = 0, shift_sum: int = 0,
+              coupling=None) -> list[Workload]:
+        """The runs of one phase over predictions u_hat (I, J, D) int8. "routing_uniform" writes
+        `coupling` (I, J), the uniform first coupling, into the routing buffer with its first run;
+        "routing_softmax" computes c from the logits (requantized by `shift_logits`); both then form
+        s and v (squash after requantizing by `shift_sum`); "routing_update" adds the agreement to the
+        logits. Phases read the state the previous ones left (class docstring)."""
+        u = np.asarray(u_hat)
+        g, rows, cols = self.geometry, self.config.rows, self.config.cols
+        n_in, n_out, dim = self.n_in, self.n_out, self.dim
+        runs = []
+        if kind == "routing_update":
+            flat = u.reshape(n_in, n_out * dim)
+            for i0 in range(0, n_in, g["na"]):
+                na = min(g["na"], n_in - i0)
+                data = np.zeros((g["kf"] * na, rows), dtype=np.int64)
+                for k in range(g["kf"]):
+                    part = flat[i0:i0 + na, k * rows:(k + 1) * rows]
+                    data[k * na:(k + 1) * na, :part.shape[1]] = part
+                runs.append(Workload([MatMul(d_addr=k * na, w_addr=g["V"] + k * rows, p_addr=i0, n=na,
+                                             accumulate=True) for k in range(g["kf"])], data={0: data}))
+            return runs
+        if kind == "routing_softmax":
+            acts = [Act("softmax", p_addr=q * rows, n=min(rows, n_in - q * rows), length=n_out, shift=shift_logits,
+                        dst="routing", dst_addr=q * n_out, column=True, stride=0) for q in range(g["Q"])]
+            runs += [Workload(acts[a:a + g["acts_per_run"]]) for a in range(0, len(acts), g["acts_per_run"])]
+        elif kind != "routing_uniform":
+            raise ValueError(f"unknown routing phase {kind!r}")
+        pairs = [(q, j) for q in range(g["Q"]) for j in range(n_out)]
+        for p0 in range(0, len(pairs), g["pairs_per_run"]):
+            batch = pairs[p0:p0 + g["pairs_per_run"]]
+            tiles = np.zeros((len(batch) * rows, cols), dtype=np.int64)
+            program = []
+            for index, (q, j) in enumerate(batch):
+                tile = u[q * rows:(q + 1) * rows, j, :]
+                tiles[index * rows:index * rows + len(tile), :dim] = tile
+                program.append(MatMul(d_addr=q * n_out + j, w_addr=index * rows, p_addr=g["S"] + j, n=1,
+                                      accumulate=q > 0, src="routing"))
+            runs.append(Workload(program, weight={0: tiles}))
+        if kind == "routing_uniform":
+            runs[0].routing[0] = self.coupling_rows(coupling)
+        runs.append(Workload([Act("squash", p_addr=g["S"], n=n_out, length=dim, shift=shift_sum, dst="weight",
+                                  dst_addr=g["V"], column=True, stride=dim)]))
+        return runs
+
+    def routing(self, u_hat, routings: int, shift_logits: int, shift_sum: int, coupling) -> list[Workload]:
+        """The runs of a whole routing of `routings` iterations (`capsacc.mapping.routing_phases`);
+        the logits must start at zero in the partial-sum memory."""
+        return [run for kind in routing_phases(routings)
+                for run in self.phase(kind, u_hat, shift_logits, shift_sum, coupling)]

@@ -26,7 +26,7 @@ from capsacc.array import ArrayConfig
 from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, events_from_counters, features
 from capsacc.energy import EventEnergies
 from capsacc.files import atomic_path, prepare_output_dir, write_atomic
-from capsacc.mapping import KINDS
+from capsacc.mapping import KINDS, ROUTING_PHASES
 from capsacc.model import estimate
 from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures
@@ -86,7 +86,8 @@ def _choice(rng, values):
 def sweep(kind: str, count: int, max_width: int, quick: bool, rng) -> list[Operation]:
     """`count` random shapes of `kind` (sizes drawn from the NASCaps search space, scaled down so
     a run takes seconds); capsule sizes, classes and routing atoms kept within `max_width` lanes.
-    ClassCaps and routing take the kernel equal to the input side, as NASCaps defines them."""
+    ClassCaps and routing take the kernel equal to the input side, as NASCaps defines them; a routing
+    phase's operation is a NASCaps `routing` operation (named by the phase)."""
     caps = [c for c in (4, 8, 16) if c <= max_width] or [max_width]
     ops = []
     while len(ops) < count:
@@ -104,11 +105,12 @@ def sweep(kind: str, count: int, max_width: int, quick: bool, rng) -> list[Opera
             n_out = _choice(rng, (2, 3) if quick else (2, 3, 4))
             op = Operation(kind, kind, n_out, _choice(rng, (2, 4) if quick else (2, 4, 8)), _choice(rng, (4, 8)),
                            3, 1, n_out, _choice(rng, (2, 4)), _choice(rng, [c for c in caps if c <= 8] or caps))
-        elif kind in ("classcaps", "routing"):
+        elif kind in ("classcaps", *ROUTING_PHASES):
             classes = [j for j in (4, 6, 10) if j <= max_width] or [max_width]
             side = _choice(rng, (2, 3) if quick else (2, 3, 4, 6))
-            op = Operation(kind, kind, side, _choice(rng, (4, 8) if quick else (4, 8, 16, 32)),
-                           _choice(rng, (4, 8, 16)), side, 1, 1, _choice(rng, classes), _choice(rng, caps))
+            op = Operation(kind, "classcaps" if kind == "classcaps" else "routing", side,
+                           _choice(rng, (4, 8) if quick else (4, 8, 16, 32)), _choice(rng, (4, 8, 16)), side, 1, 1,
+                           _choice(rng, classes), _choice(rng, caps))
         else:
             raise ValueError(f"unknown kind {kind!r}")
         ops.append(op)

@@ -5,8 +5,9 @@ partial sums for routing and the activations), tiles the operation onto the arra
 `capsacc.mapping` (programs of `rtl.isa`), plays the whole host session (loads, runs, counter and
 result reads) as one script on the chosen back end, compares every result with the golden model
 and returns an `OperationRun`: RTL cycles (sum of `busy_cycles` over the runs), host I/O cycles,
-summed counters and the instruction counts. Kinds: `capsacc.mapping.KINDS` and the activations
-"relu", "squash", "softmax" (one ACT over random partial sums).
+summed counters and the instruction counts. Kinds (`DRIVER_KINDS`): `capsacc.mapping.KINDS` (routing
+by phase), "routing" (a whole routing of `routings` iterations) and the activations "relu",
+"squash", "softmax" (one ACT over random partial sums).
 """
 
 import hashlib
@@ -17,18 +18,19 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ceil_div, classcaps_dims,
-                             classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape,
-                             routing_geometry)
+from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ROUTING_PHASES, ROUTINGS, ceil_div,
+                             classcaps_dims, classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape)
 from capsacc.network import Operation
 import rtl
 from rtl.capsacc import CapsAcc
 from rtl.isa import Act, MatMul
+from rtl.workloads import RoutingLayout, Workload
 from sim import golden
 from sim.harness import run as run_script
 from sim.host import COUNTER_NAMES, HostSession
 
-DRIVER_KINDS = KINDS + ACTIVATIONS
+DRIVER_KINDS = KINDS + ("routing",) + ACTIVATIONS
+"""What `OperationDriver.run` runs: the calibrated model's kinds, a whole routing, lone activations."""
 
 
 class MismatchError(AssertionError):
@@ -140,8 +142,11 @@ class OperationDriver:
         """Run `op` as `kind` from random data (or `inputs`), check it, return its costs.
 
         `inputs` (for chaining layers) may give "image" (conv kinds: (n_in, n_in, channels) int8,
-        convcaps3d (n_in, n_in, ch_in, caps_in)), "u" (classcaps: (I, caps_in)), "logits" and
-        "u_hat" (routing). Raises `MismatchError` when a result differs from the golden model.
+        convcaps3d (n_in, n_in, ch_in, caps_in)), "u" (classcaps: (I, caps_in)), "u_hat" (I, J, D),
+        "logits" (I, J) and "v" (J, D) (routing phases: the state a phase starts from; the uniform
+        phase and a whole routing start from zero logits), "routings" (a whole routing) and the
+        shifts "shift_logits", "shift_sum". Raises `MismatchError` when a result differs from the
+        golden model.
         """
         start = time.perf_counter()
         session, counts, check = self.prepare(kind, op, seed, inputs)
@@ -166,8 +171,8 @@ class OperationDriver:
             return self._matmul_op(kind, op, rng, inputs)
         if kind == "classcaps":
             return self._classcaps_op(op, rng, inputs)
-        if kind == "routing":
-            return self._routing_op(op, rng, inputs)
+        if kind in ROUTING_PHASES or kind == "routing":
+            return self._routing_op(kind, op, rng, inputs)
         if kind in ACTIVATIONS:
             return self._activation_op(kind, op, rng)
         raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(DRIVER_KINDS)})")
@@ -309,68 +314,74 @@ class OperationDriver:
 
         return session, counts, check
 
-    def _routing_op(self, op, rng, inputs):
+    def _routing_op(self, kind, op, rng, inputs):
+        """A routing phase (`capsacc.mapping.ROUTING_PHASES`) or a whole routing ("routing", of
+        inputs["routings"] iterations, default `ROUTINGS`), with the programs of
+        `rtl.workloads.RoutingLayout`. The host writes the state a lone phase starts from: the logits
+        (softmax, update) and the output capsules v (update)."""
         cfg = self.config
-        R, C = cfg.rows, cfg.cols
         n_in, _, n_out, dim = classcaps_dims(op)
-        g = routing_geometry(n_in, n_out, dim, cfg)
-        logits = inputs.get("logits")
-        if logits is None:
-            logits = rng.integers(-(1 << 10), 1 << 10, size=(n_in, n_out))
+        layout = RoutingLayout(n_in, n_out, dim, cfg)
         u_hat = inputs.get("u_hat")
         if u_hat is None:
             u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
+        logits = inputs.get("logits")
+        if logits is None:
+            random_logits = kind in ("routing_softmax", "routing_update")
+            logits = (rng.integers(-(1 << 10), 1 << 10, size=(n_in, n_out)) if random_logits
+                      else np.zeros((n_in, n_out), dtype=np.int64))
+        v = inputs.get("v")
+        if v is None:
+            v = rng.integers(-128, 128, size=(n_out, dim))
         shift_logits = inputs.get("shift_logits", 4)
         shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
+        coupling = golden.uniform_coupling(n_in, n_out)
         session, counts = self._session(), self._new_counts()
         session.write_psum(0, logits)
-        # 1. softmax of every logit row, c_ij to routing row q*J + j, lane i - q*R.
-        softmax = [Act("softmax", p_addr=q * R, n=min(R, n_in - q * R), length=n_out, shift=shift_logits,
-                       dst="routing", dst_addr=q * n_out, column=True, stride=0) for q in range(g["Q"])]
-        for a in range(0, len(softmax), g["acts_per_run"]):
-            self._execute(session, softmax[a:a + g["acts_per_run"]], counts)
-        # 2. s_j = sum over chunks q of c[q-chunk, j] . U_qj, accumulated in psum row S + j.
-        pairs = [(q, j) for q in range(g["Q"]) for j in range(n_out)]
-        for p0 in range(0, len(pairs), g["pairs_per_run"]):
-            batch = pairs[p0:p0 + g["pairs_per_run"]]
-            tiles = np.zeros((len(batch) * R, C), dtype=np.int64)
-            program = []
-            for idx, (q, j) in enumerate(batch):
-                tile = u_hat[q * R:(q + 1) * R, j, :]
-                tiles[idx * R:idx * R + len(tile), :dim] = tile
-                program.append(MatMul(d_addr=q * n_out + j, w_addr=idx * R, p_addr=g["S"] + j, n=1,
-                                      accumulate=q > 0, src="routing"))
-            session.write_int8("weight", 0, tiles)
-            self._execute(session, program, counts)
-        # 3. v = squash(s) into block-diagonal tiles: v_jd at weight row V + j*D + d, lane j.
-        self._execute(session, [Act("squash", p_addr=g["S"], n=n_out, length=dim, shift=shift_sum, dst="weight",
-                                    dst_addr=g["V"], column=True, stride=dim)], counts)
-        # 4. b_ij += u_hat[i, j] . v_j, by chunks of R flattened (j, d) values.
-        flat = u_hat.reshape(n_in, n_out * dim)
-        for i0 in range(0, n_in, g["na"]):
-            na = min(g["na"], n_in - i0)
-            data = np.zeros((g["kf"] * na, R), dtype=np.int64)
-            for kk in range(g["kf"]):
-                part = flat[i0:i0 + na, kk * R:(kk + 1) * R]
-                data[kk * na:(kk + 1) * na, :part.shape[1]] = part
-            session.write_int8("data", 0, data)
-            self._execute(session, [MatMul(d_addr=kk * na, w_addr=g["V"] + kk * R, p_addr=i0, n=na,
-                                           accumulate=True) for kk in range(g["kf"])], counts)
-        session.read_int8("c", "routing", 0, g["Q"] * n_out, R)
-        session.read_psum("s", g["S"], n_out, dim)
-        session.read_int8("v", "weight", g["V"], n_out * dim, C)
-        session.read_psum("b", 0, n_in, n_out)
+        if kind == "routing_update":
+            session.write_int8("weight", layout.geometry["V"], layout.v_rows(v))
+        if kind == "routing":
+            routings = inputs.get("routings", ROUTINGS)
+            runs = layout.routing(u_hat, routings, shift_logits, shift_sum, coupling)
+        else:
+            runs = layout.phase(kind, u_hat, shift_logits, shift_sum, coupling)
+        for work in runs:
+            self._play_workload(session, work, counts)
+        regions = layout.regions
+        names = ("b",) if kind == "routing_update" else ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
+        for name in names:
+            region = regions[name]
+            if region.memory == "psum":
+                session.read_psum(name, region.base, region.n_rows, region.lanes)
+            else:
+                session.read_int8(name, region.memory, region.base, region.n_rows, region.lanes)
 
         def check(results):
-            c_rows = results["c"].reshape(g["Q"], n_out, R)
-            c = np.transpose(c_rows, (0, 2, 1)).reshape(g["Q"] * R, n_out)[:n_in]
-            v_rows = results["v"].reshape(n_out, dim, C)
-            v = np.stack([v_rows[j, :, j] for j in range(n_out)])
-            want = golden.routing_iteration(logits, u_hat, shift_logits, shift_sum, cfg.acc_bits)
-            got = {"c": c, "s": results["s"], "v": v, "b": results["b"]}
-            return got, dict(zip(("c", "s", "v", "b"), want))
+            got = {name: results[name] for name in names}
+            if "c" in got:
+                got["c"] = layout.coupling(got["c"])
+            if "v" in got:
+                got["v"] = layout.v(got["v"])
+            if kind == "routing_update":
+                want = {"b": golden.routing_update(logits, u_hat, v, cfg.acc_bits)}
+            elif kind == "routing":
+                want = dict(zip(("c", "s", "v", "b"), golden.routing(u_hat, routings, shift_logits, shift_sum,
+                                                                      cfg.acc_bits)))
+            else:
+                c = coupling if kind == "routing_uniform" else golden.activate(logits, shift_logits, "softmax")
+                want = dict(zip(("c", "s", "v"), (c, *golden.routing_sum(c, u_hat, shift_sum, cfg.acc_bits))))
+            return got, want
 
         return session, counts, check
+
+    def _play_workload(self, session: HostSession, work: Workload, counts: dict) -> None:
+        """Write a run's memory images, then run its program."""
+        for memory in ("data", "weight", "routing"):
+            for base, rows in getattr(work, memory).items():
+                session.write_int8(memory, base, rows)
+        for base, rows in work.psum.items():
+            session.write_psum(base, rows)
+        self._execute(session, work.program, counts)
 
     def _activation_op(self, func, op, rng):
         """One ACT over n = op.n_in partial-sum rows of length = op.caps_in lanes."""

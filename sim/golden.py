@@ -188,24 +188,55 @@ def classcaps(u, w, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
                      for i in range(u64.shape[0])])
 
 
-def routing_iteration(logits, u_hat, shift_logits: int, shift_sum: int, acc_bits: int = ACC_BITS):
-    """One dynamic-routing iteration on the array.
+def uniform_coupling(n_in: int, n_out: int) -> np.ndarray:
+    """The first routing iteration's coupling c_ij = 1/J for every (i, j), as a constant in the
+    activation unit's output format Q0.7: round-half-up(128 / J), saturated to 127 (J = 1 reads 127,
+    as the softmax's 1.0 does). No softmax runs over the zero logits. (I, J) int8 values."""
+    one = 1 << OUT_FRAC_BITS
+    value = min(one - 1, (2 * one + n_out) // (2 * n_out))
+    return np.full((n_in, n_out), value, dtype=np.int64)
 
-    logits: (I, J) partial sums b (acc_bits wide); u_hat: (I, J, D) int8 predictions.
-    c = softmax over j of requantize(b, shift_logits)   (I, J) int8 Q0.7
+
+def routing_sum(coupling, u_hat, shift_sum: int, acc_bits: int = ACC_BITS):
+    """The weighted sum and squash of a routing iteration.
+
+    coupling: (I, J) int8 Q0.7 c; u_hat: (I, J, D) int8 predictions.
     s_j = sum_i c_ij u_hat[i, j]                          (J, D) wrapped sums
     v = squash(requantize(s, shift_sum)) per j            (J, D) int8 Q0.7
-    b_ij += sum_d u_hat[i, j, d] v_jd                    (I, J) wrapped
-    Returns (c, s, v, b_new).
+    Returns (s, v).
     """
     u = _int8(u_hat, "u_hat")
-    n_in, n_out, _ = u.shape
-    c = activate(logits, shift_logits, "softmax")
-    s = np.stack([matmul_tile(c[:, j][None, :], u[:, j, :], acc_bits)[0] for j in range(n_out)])
-    v = activate(s, shift_sum, "squash")
-    agreement = np.stack([[int(np.dot(u[i, j], v[j])) for j in range(n_out)] for i in range(n_in)])
-    b_new = accumulate(logits, wrap(agreement, acc_bits), acc_bits)
-    return c, s, v, b_new
+    c = _int8(coupling, "coupling")
+    s = np.stack([matmul_tile(c[:, j][None, :], u[:, j, :], acc_bits)[0] for j in range(u.shape[1])])
+    return s, activate(s, shift_sum, "squash")
+
+
+def routing_update(logits, u_hat, v, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """The agreement update of a routing iteration: b_ij += sum_d u_hat[i, j, d] v_jd, (I, J) wrapped
+    to acc_bits (logits: (I, J) partial sums; u_hat: (I, J, D) int8; v: (J, D) int8)."""
+    u = _int8(u_hat, "u_hat")
+    v = _int8(v, "v")
+    agreement = np.einsum("ijd,jd->ij", u, v)
+    return accumulate(logits, wrap(agreement, acc_bits), acc_bits)
+
+
+def routing(u_hat, routings: int, shift_logits: int, shift_sum: int, acc_bits: int = ACC_BITS):
+    """Dynamic routing with `routings` iterations (>= 1), as the trained ClassCaps runs it: the first
+    coupling is `uniform_coupling`, each later one the softmax over j of requantize(b, shift_logits);
+    every iteration sums and squashes (`routing_sum`), every one but the last updates the logits
+    (`routing_update`, from zero). Returns (c, s, v, b) of the last iteration: its coupling, sums,
+    output capsules, and the logits it started from (zeros when routings = 1)."""
+    if routings < 1:
+        raise ValueError(f"routings: {routings} must be at least 1")
+    u = _int8(u_hat, "u_hat")
+    logits = np.zeros(u.shape[:2], dtype=np.int64)
+    c = uniform_coupling(*u.shape[:2])
+    for iteration in range(routings):
+        if iteration:
+            logits = routing_update(logits, u, v, acc_bits)
+            c = activate(logits, shift_logits, "softmax")
+        s, v = routing_sum(c, u, shift_sum, acc_bits)
+    return c, s, v, logits
 
 
 @dataclass

@@ -3,8 +3,11 @@
 Each operation of `capsacc.network.Network` runs through `sim.driver.OperationDriver` (checked
 against the golden model), and its RTL outputs feed the next operation: a convolution's int8
 feature map is the next layer's image, the last capsule layer's squashed capsules are the
-ClassCaps inputs, its predictions the routing's, and each routing iteration's logits the next
-one's (the first starts from zero logits). Weights are random int8 (seeded): the run measures cycles
+ClassCaps inputs, and its predictions the routing's. The routing operations are the phases of
+`capsacc.mapping.ROUTINGS` = 3 iterations (`capsacc.mapping.operation_kinds`): the uniform first
+coupling's sums and squash, then per further iteration an agreement update of the logits (from
+zero) and a softmax iteration over them; each phase reads the logits and capsules the previous ones
+produced. Weights are random int8 (seeded): the run measures cycles
 and bit-exactness, not accuracy. Genotypes of CapsCells (DeepCaps, type 2) are not chained.
 """
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from capsacc.errors import InputError
+from capsacc.mapping import operation_kinds
 from capsacc.network import Network
 from sim.driver import OperationDriver, OperationRun
 
@@ -51,7 +55,7 @@ def run_network(network: Network, driver: OperationDriver, image: np.ndarray, se
         raise InputError("run_network chains conv, convcaps, classcaps and routing (Sabour-style) networks only")
     runs = []
     features, logits, u_hat, output = image, None, None, None
-    for index, op in enumerate(network.operations):
+    for index, (op, kind) in enumerate(zip(network.operations, operation_kinds(network.operations))):
         rng_seed = seed * 1000 + index
         if op.kind in ("conv", "convcaps"):
             expected = (op.n_in, op.n_in, op.ch_in * op.caps_in)
@@ -69,9 +73,12 @@ def run_network(network: Network, driver: OperationDriver, image: np.ndarray, se
             u_hat = result.outputs["u_hat"]
             logits = np.zeros(u_hat.shape[:2], dtype=np.int64)
         else:
-            result = driver.run("routing", op, seed=rng_seed,
-                                inputs={"logits": logits, "u_hat": u_hat, "shift_logits": SHIFT_LOGITS})
-            logits, output = result.outputs["b"], result.outputs["v"]
+            result = driver.run(kind, op, seed=rng_seed, inputs={"logits": logits, "u_hat": u_hat, "v": output,
+                                                                 "shift_logits": SHIFT_LOGITS})
+            if kind == "routing_update":
+                logits = result.outputs["b"]
+            else:
+                output = result.outputs["v"]
         runs.append(result)
         if progress:
             progress(result)

@@ -2,14 +2,17 @@
 
 from amaranth.sim import Simulator
 
-from rtl import host
+from rtl import host, workloads
 from rtl.capsacc import CapsAcc
 
 
 def run_workload(work, regions, rows: int, cols: int, acc_bits: int = 25, buffer_depth: int = 128):
-    """Load, run and read back with `rtl.host`'s commands; ({region: array}, busy cycles, counters)."""
+    """Load, run and read back with `rtl.host`'s commands (a workload, or a list of them run in turn
+    on the same memories); ({region: array}, busy cycles, counters summed over the runs)."""
+    works = [work] if isinstance(work, workloads.Workload) else work
     for memory in ("data", "weight", "routing", "psum"):
-        assert work.rows_used(memory) <= buffer_depth, f"{memory} image does not fit {buffer_depth} rows"
+        for one in works:
+            assert one.rows_used(memory) <= buffer_depth, f"{memory} image does not fit {buffer_depth} rows"
     dut = CapsAcc(rows, cols, acc_bits=acc_bits, buffer_depth=buffer_depth, program_depth=64)
     played = {}
 
@@ -20,5 +23,6 @@ def run_workload(work, regions, rows: int, cols: int, acc_bits: int = 25, buffer
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    results, counters = host.decode(played["dumps"], regions)
-    return results, played["waits"][0], counters
+    results, counters = host.decode(played["dumps"], regions, len(works))
+    assert counters["busy_cycles"] == sum(played["waits"])
+    return results, counters["busy_cycles"], counters

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from capsacc.array import ArrayConfig
 from rtl import workloads
 from rtl.isa import MatMul, act_cycles, matmul_cycles, program_cycles
 from sim import golden
@@ -59,38 +60,33 @@ def test_classcaps_layer(rows, cols, record_property):
 
 
 @pytest.mark.parametrize("rows,cols", [(4, 4), (3, 4)])
-def test_routing_iteration(rows, cols, record_property):
-    """Softmax of the logits, weighted sum, squash, agreement update: I = rows inputs, J = 3, D = 4."""
+def test_routing_phases(rows, cols, record_property):
+    """Each phase of a routing from the state the previous left: the uniform first coupling's sums
+    and squash, the agreement update, a softmax iteration; I = 5 inputs (two R-chunks on 3 rows),
+    J = 3, D = 4."""
     rng = np.random.default_rng(11 + rows)
-    n_in, n_out, dim = rows, 3, 4
+    n_in, n_out, dim = 5, 3, 4
     u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
-    logits = rng.integers(-(1 << 14), 1 << 14, size=(n_in, n_out))
-    work, regions = workloads.routing_iteration(logits, u_hat, rows, cols, shift_logits=8, shift_sum=9)
-    got, cycles, _ = run_workload(work, regions, rows, cols)
-    c, s, v, b_new = golden.routing_iteration(logits, u_hat, 8, 9)
-    assert np.array_equal(got["c"].T, c)
-    assert np.array_equal(got["s"], s)
-    blocks = got["v_blocks"]
-    assert np.array_equal(np.array([[blocks[j * dim + d, j] for d in range(dim)] for j in range(n_out)]), v)
-    assert np.array_equal(got["b"], b_new)
-    assert np.any(v != 0) and np.any(b_new != logits)
-    assert cycles == program_cycles(work.program, rows, cols)
+    layout = workloads.RoutingLayout(n_in, n_out, dim, ArrayConfig(rows, cols, 25, 128, 64))
+    coupling = golden.uniform_coupling(n_in, n_out)
+    runs = layout.phase("routing_uniform", u_hat, 8, 9, coupling)
+    got, cycles, _ = run_workload(runs, layout.regions, rows, cols)
+    s, v = golden.routing_sum(coupling, u_hat, 9)
+    assert np.array_equal(layout.coupling(got["c"]), coupling)
+    assert np.array_equal(got["s"], s) and np.array_equal(layout.v(got["v"]), v)
+    assert np.any(v != 0) and not np.any(got["b"])
+    assert cycles == sum(program_cycles(run.program, rows, cols) for run in runs)
+    runs += layout.phase("routing_update", u_hat) + layout.phase("routing_softmax", u_hat, 8, 9)
+    got, cycles, _ = run_workload(runs, layout.regions, rows, cols)
+    b = golden.routing_update(np.zeros((n_in, n_out), dtype=np.int64), u_hat, v)
+    c = golden.activate(b, 8, "softmax")
+    s, v = golden.routing_sum(c, u_hat, 9)
+    assert np.array_equal(got["b"], b) and np.array_equal(layout.coupling(got["c"]), c)
+    assert np.array_equal(got["s"], s) and np.array_equal(layout.v(got["v"]), v)
+    assert len(np.unique(c)) > 2
+    assert cycles == sum(program_cycles(run.program, rows, cols) for run in runs)
     record_property("cycles", cycles)
-    print(f"routing iteration {rows}x{cols}: {cycles} cycles")
-
-
-def test_routing_iteration_twice_keeps_logits_in_psum():
-    """A second iteration starts from the logits the first left in the partial-sum memory."""
-    rng = np.random.default_rng(5)
-    u_hat = rng.integers(-128, 128, size=(4, 2, 3))
-    logits = np.zeros((4, 2), dtype=np.int64)
-    work, regions = workloads.routing_iteration(logits, u_hat, 4, 4, 8, 9)
-    once = work.program
-    work.program = once + once
-    got, _, _ = run_workload(work, regions, 4, 4)
-    _, _, _, b1 = golden.routing_iteration(logits, u_hat, 8, 9)
-    _, _, v2, b2 = golden.routing_iteration(b1, u_hat, 8, 9)
-    assert np.array_equal(got["b"], b2)
+    print(f"routing of 2 iterations {rows}x{cols}: {cycles} cycles")
 
 
 def test_accumulator_forwarding_hold_and_wrap(record_property):

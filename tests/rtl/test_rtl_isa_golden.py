@@ -117,13 +117,37 @@ def test_softmax_close_to_real_softmax(q):
     assert got.min() >= 0
 
 
-def test_routing_iteration_matches_float_reference_roughly():
-    """The integer routing iteration follows the float algorithm (sanity of the formats)."""
-    rng = np.random.default_rng(0)
+def test_uniform_coupling_is_one_over_j_in_q07():
+    for n_out in range(1, 64):
+        c = golden.uniform_coupling(3, n_out)
+        assert c.shape == (3, n_out) and len(np.unique(c)) == 1
+        assert abs(int(c[0, 0]) - min(128 / n_out, 127)) <= 0.5
+    assert golden.uniform_coupling(2, 1)[0, 0] == 127 and golden.uniform_coupling(2, 10)[0, 0] == 13
+
+
+@pytest.mark.parametrize("routings", [1, 2, 3])
+def test_routing_follows_the_algorithm(routings):
+    """Dynamic routing in integers: the uniform first coupling, the agreement updates from zero
+    logits, the softmax couplings close to the real softmax of the requantized logits."""
+    rng = np.random.default_rng(routings)
     u_hat = rng.integers(-60, 60, size=(8, 3, 4))
-    logits = np.zeros((8, 3), dtype=np.int64)
-    c, s, v, _ = golden.routing_iteration(logits, u_hat, 8, 9)
-    assert np.all(np.abs(c - 128 / 3) <= 1)  # uniform coupling from zero logits
-    s_real = (c / 128.0)[:, :, None] * u_hat
-    assert np.allclose(s, (c[:, :, None] * u_hat).sum(axis=0))
-    assert np.allclose(s / 128.0, s_real.sum(axis=0))
+    c, s, v, b = golden.routing(u_hat, routings, 8, 9)
+    v_prev = None
+    for iteration in range(routings):
+        _, _, v_iter, b_iter = golden.routing(u_hat, iteration + 1, 8, 9)
+        want_b = np.zeros((8, 3), dtype=np.int64) if v_prev is None else \
+            b_prev + np.einsum("ijd,jd->ij", u_hat, v_prev)
+        assert np.array_equal(b_iter, want_b)
+        v_prev, b_prev = v_iter, b_iter
+    assert np.array_equal(b, b_prev)
+    if routings == 1:
+        assert np.all(c == 43) and not np.any(b)
+    else:
+        logits = golden.requantize(b, 8) / 16
+        real = np.exp(logits - logits.max(axis=1, keepdims=True))
+        real = real / real.sum(axis=1, keepdims=True) * 128
+        assert np.all(np.abs(c - np.minimum(real, 127)) <= 1.5 + 0.02 * real)
+    assert np.array_equal(s, np.einsum("ij,ijd->jd", c, u_hat))
+    assert np.array_equal(v, golden.activate(s, 9, "squash"))
+    with pytest.raises(ValueError, match="routings"):
+        golden.routing(u_hat, 0, 8, 9)

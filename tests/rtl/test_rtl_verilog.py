@@ -74,28 +74,30 @@ def test_verilator_lint_passes(tmp_path, rows, cols):
 @pytest.mark.verilator
 @needs_verilator
 def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_property):
-    """A routing iteration (softmax, weighted sums, squash, agreement) played by the same host
-    script on Amaranth's simulator and on Verilator: equal traces, results equal to the golden model."""
+    """A routing of two iterations (uniform coupling, weighted sums, squash, agreement, softmax) played
+    by the same host script on Amaranth's simulator and on Verilator: equal traces, results equal to
+    the golden model."""
     rows, cols = 4, 4
     rng = np.random.default_rng(21)
     u_hat = rng.integers(-128, 128, size=(4, 3, 4))
-    logits = rng.integers(-(1 << 14), 1 << 14, size=(4, 3))
-    work, regions = workloads.routing_iteration(logits, u_hat, rows, cols, 8, 9)
-    script = to_script(host.workload_commands(work, regions, max_cycles=10_000))
+    layout = workloads.RoutingLayout(4, 3, 4, ArrayConfig(rows, cols, 25, 32, 16))
+    runs = layout.routing(u_hat, 2, 8, 9, golden.uniform_coupling(4, 3))
+    regions = layout.regions
+    script = to_script(host.workload_commands(runs, regions, max_cycles=10_000))
     dut = lambda: CapsAcc(rows, cols, buffer_depth=32, program_depth=16)  # noqa: E731
     amaranth_trace = run(dut(), script, "amaranth")
     verilator_trace = run(dut(), script, "verilator", cache_dir=tmp_path)
     assert verilator_trace.same_as(amaranth_trace)
     values = [list(d.values.values())[0] for d in verilator_trace.dumps]
-    results, counters = host.decode(values, regions)
-    c, s, _, b_new = golden.routing_iteration(logits, u_hat, 8, 9)
-    assert np.array_equal(results["c"].T, c)
-    assert np.array_equal(results["s"], s)
-    assert np.array_equal(results["b"], b_new)
-    assert counters["busy_cycles"] == verilator_trace.waits[0].waited
+    results, counters = host.decode(values, regions, len(runs))
+    c, s, v, b = golden.routing(u_hat, 2, 8, 9)
+    assert np.array_equal(layout.coupling(results["c"]), c)
+    assert np.array_equal(results["s"], s) and np.array_equal(layout.v(results["v"]), v)
+    assert np.array_equal(results["b"], b)
+    assert counters["busy_cycles"] == sum(wait.waited for wait in verilator_trace.waits)
     record_property("cycles", counters["busy_cycles"])
     record_property("verilator_cycles_per_s", round(verilator_trace.cycles_per_s))
-    print(f"routing iteration 4x4: {counters['busy_cycles']} busy cycles; script {verilator_trace.cycles} "
+    print(f"routing of 2 iterations 4x4: {counters['busy_cycles']} busy cycles; script {verilator_trace.cycles} "
           f"cycles; Verilator {verilator_trace.cycles_per_s:.0f} cycles/s, Amaranth "
           f"{amaranth_trace.cycles_per_s:.0f} cycles/s")
 

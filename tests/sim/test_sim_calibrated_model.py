@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from capsacc import Accelerator, GenotypeBatch, Network, OperationBatch, estimate, estimate_many
+from capsacc.array import ArrayConfig
 from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, features
 from capsacc.cli import main
 from capsacc.energy import EventEnergies
 from capsacc.errors import AcceleratorConfigError
-from capsacc.array import ArrayConfig
+from capsacc.mapping import operation_kinds
 from capsacc.network import PRESETS
 
 ISA = {"runs": 2, "matmuls": 3, "matmuls_x_rows": 2, "matmuls_x_cols": 1, "matmul_rows": 1, "acts": 4,
@@ -43,7 +44,10 @@ def test_estimate_uses_the_calibration():
     result = estimate(network, accelerator)
     assert result.model == MODEL_VERSION
     config = accelerator.calibration.config
-    expected = sum(sum(ISA[n] * features(op.kind, op, config)[n] for n in ISA) for op in network.operations)
+    kinds = operation_kinds(network.operations)
+    assert kinds[-5:] == ["routing_uniform", "routing_update", "routing_softmax", "routing_update", "routing_softmax"]
+    expected = sum(sum(ISA[n] * features(kind, op, config)[n] for n in ISA)
+                   for op, kind in zip(network.operations, kinds))
     assert result.cycles == expected
     assert result.latency_ms == pytest.approx(expected * 3e-6)
     assert result.energy_mJ > 0 and len(result.operations) == len(network.operations)

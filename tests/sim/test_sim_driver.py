@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import plan_counts
+from capsacc.mapping import ROUTING_PHASES, plan_counts, routing_phases
 from capsacc.network import Operation
 from rtl.isa import act_cycles, matmul_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
@@ -20,6 +20,9 @@ OPS = {
     "convcaps": Operation("convcaps", "convcaps", 6, 2, 2, 3, 2, 3, 2, 4),
     "convcaps3d": Operation("convcaps3d", "convcaps3d", 3, 3, 2, 3, 1, 3, 2, 2),
     "classcaps": Operation("classcaps", "classcaps", 2, 3, 5, 2, 1, 1, 3, 4),
+    "routing_uniform": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
+    "routing_softmax": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
+    "routing_update": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "relu": Operation("relu", "relu", 5, 1, 4, 1, 1, 1, 1, 1),
     "squash": Operation("squash", "squash", 5, 1, 4, 1, 1, 1, 1, 1),
@@ -70,7 +73,26 @@ def test_a_wrong_golden_result_is_caught(monkeypatch):
         OperationDriver(CONFIG, "amaranth").run("relu", OPS["relu"], seed=1)
 
 
-@pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", "routing"])
+@pytest.mark.parametrize("routings", [1, 2, 3])
+def test_a_routing_of_each_iteration_count_is_bit_exact_and_counted_exactly(routings):
+    """Golden model and RTL agree on a whole routing of 1, 2 and 3 iterations (uniform first
+    coupling, then update and softmax per iteration) on a 3x4 array with 7 inputs (three R-chunks),
+    and the calibrated model's counts give its cycles exactly: the sum of its phases'."""
+    op = Operation("routing", "routing", 1, 7, 4, 1, 1, 1, 3, 4)
+    run = OperationDriver(CONFIG, "amaranth").run("routing", op, seed=routings, inputs={"routings": routings})
+    for name, want in run.golden.items():
+        assert np.array_equal(run.outputs[name], want), name
+    assert np.any(run.outputs["b"]) == (routings > 1)
+    counts = plan_counts("routing", op, CONFIG, routings)
+    assert run.counts == counts
+    assert run.cycles == isa_cycles(counts, CONFIG)
+    phases = [plan_counts(kind, op, CONFIG) for kind in routing_phases(routings)]
+    assert run.cycles == sum(isa_cycles(p, CONFIG) for p in phases)
+    assert counts["act_rows_softmax"] == (routings - 1) * 7
+    print(f"routing, {routings} iterations: {run.cycles} RTL cycles")
+
+
+@pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", *ROUTING_PHASES, "routing"])
 def test_closed_form_counts_match_the_driver_programs(kind):
     """The calibrated model's closed-form counts equal the driver's programs over random shapes,
     including operations large enough to be split into many runs."""
@@ -80,7 +102,7 @@ def test_closed_form_counts_match_the_driver_programs(kind):
     for _ in range(8):
         ch_out, caps_out = int(rng.integers(1, 5)), int(rng.integers(1, 6))
         n_out = int(rng.integers(1, 6))
-        n_in = int(rng.integers(1, 4)) if kind == "routing" else int(rng.integers(n_out, 9))
+        n_in = int(rng.integers(1, 4)) if kind.startswith("routing") else int(rng.integers(n_out, 9))
         op = Operation(kind, kind, n_in, int(rng.integers(1, 5)), int(rng.integers(1, 5)),
                        int(rng.integers(1, 4)), 1, n_out, ch_out, caps_out)
         try:

@@ -1,0 +1,40 @@
+"""A whole Sabour-style network on the RTL, chained layer after layer: the routing runs the trained
+layer's three iterations (uniform first coupling), bit-exact, and the calibrated model counts it."""
+
+import dataclasses
+
+import numpy as np
+
+from capsacc import Accelerator, estimate
+from capsacc.array import ArrayConfig
+from capsacc.calibrated import TARGET_FEATURES, Calibration
+from capsacc.energy import EventEnergies
+from capsacc.mapping import ROUTINGS
+from capsacc.network import Network
+from sim import golden
+from sim.driver import OperationDriver, shift_for
+from sim.network_run import SHIFT_LOGITS, run_network
+from test_sim_calibrated_model import ISA
+
+GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 2, 1], [1, 4, 2, 1, 3, 2, 2, 2, 2], [1, 2, 2, 2, 2, 1, 1, 3, 2], [-1], [1]]
+"""A 4x4 image, a convolution, a capsule layer of 2x2x2 capsules of 2 atoms, 3 classes of 2 atoms."""
+CONFIG = ArrayConfig(3, 4, 25, 64, 32)
+
+
+def test_a_network_runs_three_routing_iterations_bit_exact_and_costed_exactly():
+    network = Network.from_genotype(GENOTYPE)
+    image = np.random.default_rng(0).integers(0, 128, size=(4, 4, 1))
+    result = run_network(network, OperationDriver(CONFIG, "amaranth"), image)
+    assert [run.kind for run in result.runs] == ["conv", "convcaps", "classcaps", "routing_uniform", "routing_update",
+                                                 "routing_softmax", "routing_update", "routing_softmax"]
+    u_hat = result.runs[2].outputs["u_hat"]
+    n_in = u_hat.shape[0]
+    c, s, v, b = golden.routing(u_hat, ROUTINGS, SHIFT_LOGITS, max(1, shift_for(n_in) - 2), CONFIG.acc_bits)
+    assert np.array_equal(result.output, v) and np.any(v)
+    assert np.array_equal(result.runs[-2].outputs["b"], b)
+    coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
+    coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
+    calibration = Calibration(CONFIG, coefficients, EventEnergies.from_tables(3, 4, 25, 64), 1.0e6)
+    accelerator = dataclasses.replace(Accelerator.from_tables(rows=3, cols=4), calibration=calibration)
+    costed = estimate(network, accelerator)
+    assert [op.cycles for op in costed.operations] == [run.cycles for run in result.runs]
