@@ -191,6 +191,8 @@ class RoutingLayout:
             runs += [Workload(acts[a:a + g["acts_per_run"]]) for a in range(0, len(acts), g["acts_per_run"])]
         elif kind != "routing_uniform":
             raise ValueError(f"unknown routing phase {kind!r}")
+        elif coupling is None:
+            raise ValueError("routing_uniform: the uniform coupling (I, J) is needed")
         pairs = [(q, j) for q in range(g["Q"]) for j in range(n_out)]
         for p0 in range(0, len(pairs), g["pairs_per_run"]):
             batch = pairs[p0:p0 + g["pairs_per_run"]]

@@ -69,6 +69,10 @@ def test_routing_phases(rows, cols, record_property):
     u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
     layout = workloads.RoutingLayout(n_in, n_out, dim, ArrayConfig(rows, cols, 25, 128, 64))
     coupling = golden.uniform_coupling(n_in, n_out)
+    with pytest.raises(ValueError, match="uniform coupling"):
+        layout.phase("routing_uniform", u_hat, 8, 9)
+    with pytest.raises(ValueError, match="unknown routing phase"):
+        layout.phase("routing", u_hat, 8, 9, coupling)
     runs = layout.phase("routing_uniform", u_hat, 8, 9, coupling)
     got, cycles, _ = run_workload(runs, layout.regions, rows, cols)
     s, v = golden.routing_sum(coupling, u_hat, 9)
