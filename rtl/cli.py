@@ -1,20 +1,25 @@
-"""The `nascaps rtl` subcommands: `export` (Verilog) and `synth` (yosys cells, flip-flops, area).
+"""The `nascaps rtl` subcommands: `export` (Verilog), `synth` (yosys cells, flip-flops, area) and
+`fpga` (ECP5 resources and fmax with yosys synth_ecp5 and nextpnr-ecp5).
 
-rtl imports nothing of the other nascaps packages, so bad parameters are reported here the way
-`nascaps` reports every input error: one line on stderr, exit code 2.
+Bad parameters are reported the way `nascaps` reports every input error: one line on stderr naming
+the command, exit code 2. Output files are checked before the long work and written atomically
+(`capsacc.files`, the one module of capsacc that rtl uses).
 """
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
+from capsacc.files import prepare_output_dir, prepare_output_file, write_atomic
+
 
 def register(subparsers) -> None:
-    """Add `nascaps rtl export` and `nascaps rtl synth`."""
-    rtl = subparsers.add_parser("rtl", help="CapsAcc RTL: Verilog export and synthesis",
+    """Add `nascaps rtl export`, `nascaps rtl synth` and `nascaps rtl fpga`."""
+    from rtl.fpga import DEVICES, NEXTPNR, YOSYS
+
+    rtl = subparsers.add_parser("rtl", help="CapsAcc RTL: Verilog export, synthesis, FPGA implementation",
                                 description="The CapsAcc accelerator in Amaranth HDL.")
     commands = rtl.add_subparsers(dest="rtl_command", required=True, metavar="COMMAND")
 
@@ -34,6 +39,23 @@ def register(subparsers) -> None:
     synth.add_argument("-o", "--output", metavar="FILE", help="also write the summary (.json: JSON, else text)")
     synth.set_defaults(handler=_synth_command)
 
+    fpga = commands.add_parser("fpga", help="place and route CapsAcc on an ECP5 FPGA: resources and fmax",
+                               description="Synthesize CapsAcc with yosys synth_ecp5 and place and route it with "
+                                           "nextpnr-ecp5 (YoWASP builds, the 'fpga' extra); print LUTs, "
+                                           "flip-flops, 18x18 multipliers (DSPs), block RAMs and fmax_MHz. "
+                                           "A 4x4 array takes minutes.")
+    _design_arguments(fpga, buffer_depth=256, program_depth=64)
+    fpga.add_argument("--device", default="ecp5-85k", choices=list(DEVICES),
+                      help="FPGA (default ecp5-85k: LFE5U-85F)")
+    fpga.add_argument("--freq-MHz", type=float, default=100.0, dest="freq_MHz",
+                      help="target clock frequency in MHz (default 100)")
+    fpga.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    fpga.add_argument("--yosys", default=YOSYS, help=f"yosys executable (default: {YOSYS})")
+    fpga.add_argument("--nextpnr", default=NEXTPNR, help=f"nextpnr-ecp5 executable (default: {NEXTPNR})")
+    fpga.add_argument("--json", action="store_true", help="print one JSON object")
+    fpga.add_argument("--out", metavar="DIR", help="also write fpga.json, the Verilog and the tools' logs and report")
+    fpga.set_defaults(handler=_fpga_command)
+
 
 def _design_arguments(parser: argparse.ArgumentParser, buffer_depth: int, program_depth: int) -> None:
     parser.add_argument("--rows", type=int, required=True, help="PE array rows R (1..64)")
@@ -51,44 +73,6 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
-class _OutputError(Exception):
-    """An output file that cannot be written; the message names it."""
-
-
-def _check_output(path: Path) -> None:
-    """Refuse, before any long work, an output file that could not be written: a folder, or a file in a
-    folder that does not exist or is not writable (rtl imports nothing of capsacc, whose
-    `capsacc.files.prepare_output_file` the other commands use)."""
-    if path.is_dir():
-        raise _OutputError(f"{path}: output file is an existing folder")
-    if path.exists() and not path.is_file():
-        raise _OutputError(f"{path}: exists and is not a regular file (it would be replaced)")
-    folder = path.parent
-    if folder.exists() and not folder.is_dir():
-        raise _OutputError(f"{path}: {folder} is a file, not a folder")
-    if not folder.is_dir():
-        raise _OutputError(f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise _OutputError(f"{path}: the folder {folder} is not writable")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file beside it and `os.replace`, so that a kill
-    leaves the old file or the new one, never half of one."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-
-
 def _config(args):
     from capsacc.array import ArrayConfig
     from rtl.capsacc import check_buildable
@@ -103,12 +87,10 @@ def _export_command(args) -> int:
 
     path = Path(args.output)
     try:
-        _check_output(path)
+        prepare_output_file(path)
         text = export_verilog(_config(args))
-        _write_atomic(path, text)
-    except ValueError as error:
-        return _fail("export", str(error))
-    except _OutputError as error:
+        write_atomic(path, text)
+    except ValueError as error:  # InputError included
         return _fail("export", str(error))
     except OSError as error:
         return _fail("export", f"{path}: cannot write ({error.strerror})")
@@ -123,17 +105,39 @@ def _synth_command(args) -> int:
     path = Path(args.output) if args.output else None
     try:
         if path is not None:
-            _check_output(path)
+            prepare_output_file(path)
         _config(args)
         result = synthesize(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth,
                             args.yosys)
-    except (ValueError, SynthError, _OutputError) as error:
+    except (ValueError, SynthError) as error:  # InputError included
         return _fail("synth", str(error))
     if path is not None:
         body = json.dumps(result.to_dict(), indent=1) if path.suffix == ".json" else result.summary()
         try:
-            _write_atomic(path, body + "\n")
+            write_atomic(path, body + "\n")
         except OSError as error:
             return _fail("synth", f"{path}: cannot write ({error.strerror})")
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())
     return 0
+
+
+def _fpga_command(args) -> int:
+    from rtl.fpga import OUTPUT_FILES, REPORT_FILE, FpgaError, check_flow_arguments, find_tool, run_flow
+
+    try:
+        config = _config(args)
+        check_flow_arguments(args.device, args.freq_MHz, args.seed)
+        find_tool(args.yosys)
+        find_tool(args.nextpnr)
+        out = prepare_output_dir(args.out, files=OUTPUT_FILES + (REPORT_FILE,)) if args.out else None
+        with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp:
+            result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys, args.nextpnr)
+            if out is not None:
+                for name in OUTPUT_FILES + (REPORT_FILE,):
+                    if (Path(tmp) / name).exists():
+                        write_atomic(out / name, (Path(tmp) / name).read_bytes())
+    except (ValueError, FpgaError) as error:  # InputError included
+        return _fail("fpga", str(error))
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())
+    return 0
+

@@ -1,4 +1,11 @@
-"""Logic synthesis with Debian's yosys (`synth -flatten`, `stat -json`) and an area estimate.
+"""Logic synthesis with Debian's yosys (`synth`, `stat -json`) and an area estimate, per part.
+
+The design keeps its hierarchy (one module per Amaranth component), and every RAM (`$mem_v2` cell
+with a write port: the data, weight, routing, partial-sum and program memories) is moved into a
+module of its own with yosys `submod` before synthesis, so the area splits into three parts:
+`pe_array` (the modules of rtl/pe_array.py and every module below them), `buffers` (the RAMs, as
+flip-flops and multiplexers: yosys has no memory library here) and `rest` (control, accumulator,
+activation unit, host port, counters).
 
 The area estimate multiplies yosys's generic gate counts by per-cell areas of 45 nm standard cells
 (`CELL_AREA_UM2`, approximate X1 drive-strength areas of the Nangate 45 nm Open Cell Library;
@@ -8,9 +15,11 @@ technology-mapped-free estimate for comparison with the published 45 nm CapsAcc 
 """
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,9 +61,19 @@ def is_flip_flop(cell: str) -> bool:
     return "DFF" in cell
 
 
+PARTS = ("pe_array", "buffers", "rest")
+"""The parts the area is split into (see the module docstring)."""
+
+BUFFER_SUBMODULE = "buffers"
+"""The `submod` name the RAMs of a module are moved under (yosys names the module PARENT_buffers)."""
+
+
 @dataclass(frozen=True)
 class SynthResult:
-    """Cells, flip-flops and estimated area of a synthesized design, with the published figure."""
+    """Cells, flip-flops and estimated area of a synthesized design, in total and per part
+    (`parts`: PARTS -> {"cells", "flip_flops", "area_um2"}; `modules`: module -> its own figures,
+    instances and part; `rams`: the RAMs, whose `memory_bits` the buffers hold as flip-flops), with
+    the published figure and one PE synthesized alone."""
     top: str
     rows: int
     cols: int
@@ -64,8 +83,11 @@ class SynthResult:
     cells: int
     flip_flops: int
     memory_bits: int
+    rams: list
     area_um2: float
     published_um2: float
+    parts: dict
+    modules: dict
     cells_by_type: dict
     yosys: str
     pe_cells: int
@@ -77,37 +99,156 @@ class SynthResult:
     def summary(self) -> str:
         """A human-readable table of the figures."""
         n_pe = self.rows * self.cols
+        def row(name, cells, flip_flops, area):
+            return f"{name:<38}{cells:>10}{flip_flops:>12}{area:>14.1f}{area / self.area_um2:>9.1%}"
         lines = [
             f"CapsAcc {self.rows}x{self.cols}, acc_bits {self.acc_bits}, buffer_depth {self.buffer_depth}, "
-            f"program_depth {self.program_depth}; {self.yosys}: synth -flatten; stat",
-            f"{'':<34}{'cells':>10}{'flip_flops':>12}{'area_um2':>14}",
-            f"{'whole design (yosys generic gates)':<34}{self.cells:>10}{self.flip_flops:>12}{self.area_um2:>14.1f}",
-            f"{'one PE (synthesized alone)':<34}{self.pe_cells:>10}{'':>12}{self.pe_area_um2:>14.1f}",
-            f"{'PE array estimate (R*C PEs)':<34}{self.pe_cells * n_pe:>10}{'':>12}{self.pe_area_um2 * n_pe:>14.1f}",
+            f"program_depth {self.program_depth}; {self.yosys}: synth (hierarchy kept, RAMs as flip-flops); stat",
+            f"{'':<38}{'cells':>10}{'flip_flops':>12}{'area_um2':>14}{'share':>9}",
+            row("whole design (yosys generic gates)", self.cells, self.flip_flops, self.area_um2),
+        ]
+        labels = {"pe_array": f"  PE array ({n_pe} PEs)", "buffers": f"  buffers ({self.memory_bits} RAM bits)",
+                  "rest": "  rest"}
+        for name in PARTS:
+            part = self.parts[name]
+            lines.append(row(labels[name], part["cells"], part["flip_flops"], part["area_um2"]))
+            if name == "rest":
+                for module, figures in sorted(self.modules.items(), key=lambda item: -item[1]["area_um2"]):
+                    if figures["part"] == "rest":
+                        lines.append(row(f"    {module}", figures["cells"] * figures["instances"],
+                                         figures["flip_flops"] * figures["instances"],
+                                         figures["area_um2"] * figures["instances"]))
+        lines += [
+            f"one PE (synthesized alone){'':<12}{self.pe_cells:>10}{'':>12}{self.pe_area_um2:>14.1f}",
             f"published 45 nm: {n_pe} PEs x {PUBLISHED_PE_UM2:.2f} + {self.cols} x 25-bit registers x "
             f"{PUBLISHED_REG25_UM2:.2f} = {self.published_um2:.1f} um2",
             f"ratio estimate/published: whole design {self.area_um2 / self.published_um2:.3f}, "
-            f"PE {self.pe_area_um2 / PUBLISHED_PE_UM2:.3f}",
+            f"PE array {self.parts['pe_array']['area_um2'] / (n_pe * PUBLISHED_PE_UM2):.3f}, "
+            f"PE alone {self.pe_area_um2 / PUBLISHED_PE_UM2:.3f}",
             "area factor: Nangate45 X1 cell areas per generic gate (rtl/synth.py CELL_AREA_UM2)",
         ]
         return "\n".join(lines)
 
 
 class SynthError(RuntimeError):
-    """yosys is missing or failed."""
+    """yosys is missing or failed, or the design lacks a part."""
 
 
-def _yosys_stat(verilog: str, top: str, yosys: str, workdir: Path) -> dict:
-    source = workdir / f"{top}.v"
-    source.write_text(verilog)
-    stat_file = workdir / f"{top}_stat.json"
-    script = f"read_verilog {source}; synth -flatten -top {top}; tee -q -o {stat_file} stat -json"
-    result = subprocess.run([yosys, "-q", "-p", script], capture_output=True, text=True)
+def _run_yosys(yosys: str, script: str, workdir: Path, what: str) -> None:
+    result = subprocess.run([yosys, "-q", "-p", script], capture_output=True, text=True, cwd=workdir)
     if result.returncode != 0:
         said = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-        raise SynthError(f"yosys failed on {top} (exit code {result.returncode})"
+        raise SynthError(f"yosys failed on {what} (exit code {result.returncode})"
                          + (f": {said[-1]}" if said else ""))
-    return json.loads(stat_file.read_text())["design"]
+
+
+def _read_stat(path: Path) -> dict:
+    """yosys's `stat -json` output; yosys 0.23 leaves a comma before the closing brace."""
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return json.loads(re.sub(r",\s*}\s*$", "}", text))
+
+
+def _yosys_stat_flat(verilog: str, top: str, yosys: str, workdir: Path) -> dict:
+    """`synth -flatten` of a small design: its stat -json "design" object."""
+    (workdir / f"{top}.v").write_text(verilog)
+    _run_yosys(yosys, f"read_verilog {top}.v; synth -flatten -top {top}; tee -q -o {top}_stat.json stat -json",
+               workdir, top)
+    return _read_stat(workdir / f"{top}_stat.json")["design"]
+
+
+def _yosys_stat_modules(verilog: str, top: str, yosys: str, workdir: Path) -> tuple[dict, list]:
+    """Synthesize with the hierarchy kept and the RAMs of every module moved into a submodule.
+    Returns the stat of each module (name -> {"num_cells_by_type": {cell type or submodule: count},
+    ...}) and the RAMs ([{"memory", "depth", "width"}], before yosys maps them)."""
+    (workdir / f"{top}.v").write_text(verilog)
+    rams = f"t:$mem_v2 r:WR_PORTS>0 %i"
+    script = "; ".join([
+        f"read_verilog {top}.v", f"hierarchy -check -top {top}", "proc", "opt_clean", "memory -nomap",
+        f"tee -q -o {top}_rams.il dump {rams}",
+        f'setattr -set submod "{BUFFER_SUBMODULE}" {rams}', "submod",
+        f"synth -top {top}",
+        "setattr -mod -unset top",  # stat of the modules only (yosys 0.23 writes the hierarchy into the JSON)
+        f"tee -q -o {top}_modules.json stat -json"])
+    _run_yosys(yosys, script, workdir, top)
+    modules = {name.lstrip("\\"): stat for name, stat in _read_stat(workdir / f"{top}_modules.json")["modules"].items()}
+    return modules, _rams((workdir / f"{top}_rams.il").read_text())
+
+
+def _rams(rtlil: str) -> list:
+    """The $mem_v2 cells of an RTLIL dump: [{"memory", "depth", "width"}]."""
+    rams = []
+    for line in rtlil.splitlines():
+        words = line.split()
+        if words[:2] == ["cell", "$mem_v2"]:
+            rams.append({"memory": words[2].lstrip("\\"), "depth": 0, "width": 0})
+        elif rams and words[:2] in (["parameter", "\\SIZE"], ["parameter", "\\WIDTH"]):
+            rams[-1]["depth" if words[1] == "\\SIZE" else "width"] = int(words[2])
+    return rams
+
+
+_SOURCE = re.compile(r'^\(\* src = "([^"]*?):\d+[^"]*" \*\)$')
+_MODULE = re.compile(r"^module \\?(\S+?)\s*\(")
+
+
+def module_sources(verilog: str) -> dict:
+    """Module name -> the source file (as Amaranth wrote it) of each module of an exported design."""
+    sources, current = {}, None
+    for line in verilog.splitlines():
+        match = _SOURCE.match(line)
+        if match is not None:
+            current = match.group(1)
+            continue
+        match = _MODULE.match(line)
+        if match is not None:
+            sources[match.group(1)] = current
+            current = None
+    return sources
+
+
+def split_parts(modules: dict, sources: dict, top: str, pe_array_source: str) -> tuple[dict, dict]:
+    """Per-part and per-module figures of a hierarchical stat (`_yosys_stat_modules`).
+
+    `sources`: module -> source file (`module_sources`); the PE array is every module whose file
+    ends with `pe_array_source` and every module below one; the buffers are the modules that yosys
+    made (those without a source: `submod`); the rest is every other module. Each module's own cells
+    count once per instance reachable from `top`. SynthError if no module is of the PE array."""
+    instances = Counter({top: 1})
+    children = {}
+    for name, stat in modules.items():
+        children[name] = {cell: n for cell, n in stat["num_cells_by_type"].items() if cell.lstrip("\\") in modules}
+    order = [top]
+    for name in order:  # breadth first; Amaranth's hierarchy is a tree
+        for child, count in children[name].items():
+            child = child.lstrip("\\")
+            instances[child] += instances[name] * count
+            if child not in order:
+                order.append(child)
+    pe_roots = [name for name in order if (sources.get(name) or "").endswith(pe_array_source)]
+    if not pe_roots:
+        raise SynthError(f"no module of the PE array ({pe_array_source}) in the synthesized design")
+    part_of = {}
+    for name in order:
+        if any(name == root or name.startswith(root + ".") for root in pe_roots):
+            part_of[name] = "pe_array"
+        elif name not in sources:
+            part_of[name] = "buffers"
+        else:
+            part_of[name] = "rest"
+    per_module, totals = {}, {part: Counter() for part in PARTS}
+    for name in order:
+        own = {cell: n for cell, n in modules[name]["num_cells_by_type"].items() if cell not in children[name]}
+        figures = {"part": part_of[name], "instances": instances[name], "cells": sum(own.values()),
+                   "flip_flops": sum(n for cell, n in own.items() if is_flip_flop(cell)),
+                   "area_um2": round(_area(own), 3), "cells_by_type": dict(sorted(own.items()))}
+        per_module[name] = figures
+        for key in ("cells", "flip_flops", "area_um2"):
+            totals[part_of[name]][key] += figures[key] * instances[name]
+    parts = {part: {"cells": int(t["cells"]), "flip_flops": int(t["flip_flops"]),
+                    "area_um2": round(float(t["area_um2"]), 3)} for part, t in totals.items()}
+    return parts, per_module
 
 
 def _area(cells_by_type: dict) -> float:
@@ -116,9 +257,11 @@ def _area(cells_by_type: dict) -> float:
 
 def synthesize(rows: int, cols: int, acc_bits: int = 25, buffer_depth: int = 16, program_depth: int = 16,
                yosys: str = "yosys") -> SynthResult:
-    """Synthesize CapsAcc and one PE with yosys; ValueError on bad parameters, SynthError on yosys."""
+    """Synthesize CapsAcc (hierarchy kept, split into PARTS) and one PE with yosys; ValueError on bad
+    parameters, SynthError on yosys."""
     from amaranth.back import verilog
 
+    import rtl.pe_array
     from capsacc.array import ArrayConfig
     from rtl.capsacc import check_buildable
     from rtl.export import TOP, export_verilog
@@ -130,16 +273,22 @@ def synthesize(rows: int, cols: int, acc_bits: int = 25, buffer_depth: int = 16,
     if path is None:
         raise SynthError(f"yosys: '{yosys}' is not on PATH (Debian: apt-get install yosys)")
     version = subprocess.run([path, "-V"], capture_output=True, text=True).stdout.strip()
+    design = export_verilog(config)
     with tempfile.TemporaryDirectory(prefix="nascaps-synth-") as tmp:
         work = Path(tmp)
-        design = _yosys_stat(export_verilog(config), TOP, path, work)
-        pe = _yosys_stat(verilog.convert(PE(acc_bits), name="pe"), "pe", path, work)
-    by_type = dict(sorted(design["num_cells_by_type"].items()))
+        modules, rams = _yosys_stat_modules(design, TOP, path, work)
+        pe = _yosys_stat_flat(verilog.convert(PE(acc_bits), name="pe"), "pe", path, work)
+    parts, per_module = split_parts(modules, module_sources(design), TOP, Path(rtl.pe_array.__file__).name)
+    by_type = Counter()
+    for figures in per_module.values():
+        for cell, n in figures["cells_by_type"].items():
+            by_type[cell] += n * figures["instances"]
+    by_type = dict(sorted(by_type.items()))
     return SynthResult(
         top=TOP, rows=rows, cols=cols, acc_bits=acc_bits, buffer_depth=buffer_depth,
-        program_depth=program_depth, cells=design["num_cells"],
+        program_depth=program_depth, cells=sum(by_type.values()),
         flip_flops=sum(n for cell, n in by_type.items() if is_flip_flop(cell)),
-        memory_bits=design.get("num_memory_bits", 0), area_um2=round(_area(by_type), 3),
+        memory_bits=sum(ram["depth"] * ram["width"] for ram in rams), rams=rams, area_um2=round(_area(by_type), 3),
         published_um2=round(rows * cols * PUBLISHED_PE_UM2 + cols * PUBLISHED_REG25_UM2, 3),
-        cells_by_type=by_type, yosys=version, pe_cells=pe["num_cells"],
+        parts=parts, modules=per_module, cells_by_type=by_type, yosys=version, pe_cells=pe["num_cells"],
         pe_area_um2=round(_area(pe["num_cells_by_type"]), 3))

@@ -119,8 +119,9 @@ def test_calibrate_without_verilator_is_one_line(tmp_path, monkeypatch, capsys):
 def test_rtl_export_checks_its_output_first(tmp_path, capsys):
     assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", str(tmp_path)]) == 2
     assert "output file is an existing folder" in one_error_line(capsys, "rtl export")
-    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", str(tmp_path / "no" / "x.v")]) == 2
-    assert "does not exist" in one_error_line(capsys, "rtl export")
+    (tmp_path / "f").write_text("")
+    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", str(tmp_path / "f" / "x.v")]) == 2
+    assert "f: output folder is an existing file" in one_error_line(capsys, "rtl export")
     assert main(["rtl", "export", "--rows", "2", "--cols", "3", "-o", os.devnull]) == 2
     assert "is not a regular file" in one_error_line(capsys, "rtl export")
 

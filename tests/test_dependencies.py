@@ -1,5 +1,6 @@
 """Dependencies point one way: capsacc imports no other nascaps package, rtl only capsacc (its array
-configuration, `capsacc.array`), sim only rtl and capsacc, nas only capsacc."""
+configuration `capsacc.array`, its file utilities `capsacc.files`), sim only rtl and capsacc, nas only
+capsacc."""
 
 import ast
 from pathlib import Path

@@ -15,6 +15,7 @@ from capsacc.cli import main
 from rtl import host, workloads
 from rtl.capsacc import CapsAcc
 from rtl.export import LINT_WAIVERS, TOP, export_verilog
+from rtl.synth import SynthError, module_sources, split_parts
 from sim import golden
 from sim.harness import run
 from sim.script import Script
@@ -120,6 +121,50 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_propert
         assert np.array_equal(results[name], getattr(state, name)), name
 
 
+VERILOG_HIERARCHY = """\
+(* top =  1  *)
+(* src = "/x/rtl/capsacc.py:112" *)
+(* generator = "Amaranth" *)
+module capsacc(clk, rst);
+endmodule
+
+(* src = "/x/rtl/activation.py:76" *)
+module \\capsacc.act (rst, clk);
+endmodule
+
+(* src = "/x/rtl/pe_array.py:74" *)
+module \\capsacc.array (rst, clk);
+endmodule
+
+(* src = "/x/rtl/pe.py:10" *)
+module \\capsacc.array.pe_0_0 (rst, clk);
+endmodule
+"""
+
+
+def test_synth_splits_the_hierarchy_into_parts():
+    sources = module_sources(VERILOG_HIERARCHY)
+    assert sources == {"capsacc": "/x/rtl/capsacc.py", "capsacc.act": "/x/rtl/activation.py",
+                       "capsacc.array": "/x/rtl/pe_array.py", "capsacc.array.pe_0_0": "/x/rtl/pe.py"}
+    modules = {  # a yosys stat of the hierarchy, the RAMs moved by submod into capsacc_buffers
+        "capsacc": {"num_cells_by_type": {"$_AND_": 10, "$_DFF_P_": 2, "capsacc.act": 1, "capsacc.array": 1,
+                                          "capsacc_buffers": 1}},
+        "capsacc_buffers": {"num_cells_by_type": {"$_DFFE_PP_": 64, "$_MUX_": 60}},
+        "capsacc.act": {"num_cells_by_type": {"$_XOR_": 5}},
+        "capsacc.array": {"num_cells_by_type": {"$_NOT_": 1, "\\capsacc.array.pe_0_0": 3}},
+        "capsacc.array.pe_0_0": {"num_cells_by_type": {"$_DFF_P_": 4, "$_XOR_": 2}},
+    }
+    parts, per_module = split_parts(modules, sources, "capsacc", "pe_array.py")
+    assert per_module["capsacc.array.pe_0_0"]["instances"] == 3
+    assert per_module["capsacc.array.pe_0_0"]["part"] == "pe_array"  # below the array, from another file
+    assert parts["pe_array"] == {"cells": 1 + 3 * 6, "flip_flops": 12,
+                                 "area_um2": pytest.approx(0.532 + 3 * (2 * 1.596 + 4 * 4.522))}
+    assert parts["buffers"] == {"cells": 124, "flip_flops": 64, "area_um2": pytest.approx(64 * 6.384 + 60 * 1.862)}
+    assert parts["rest"] == {"cells": 17, "flip_flops": 2, "area_um2": pytest.approx(10 * 1.064 + 2 * 4.522 + 5 * 1.596)}
+    with pytest.raises(SynthError, match="no module of the PE array"):
+        split_parts(modules, sources, "capsacc", "systolic.py")
+
+
 def test_synth_cli_reports_bad_parameters_and_missing_yosys(capsys):
     assert main(["rtl", "synth", "--rows", "2", "--cols", "64"]) == 2
     assert "cols: 64 outside [1, 63]" in capsys.readouterr().err
@@ -140,4 +185,18 @@ def test_synth_cli_4x4(tmp_path, capsys, record_property):
     assert summary["cells"] > summary["flip_flops"]
     assert 0.5 < summary["pe_area_um2"] / 1333.750616 < 2.0
     assert summary["published_um2"] == pytest.approx(16 * 1333.750616 + 4 * 494.1729, abs=1e-3)
+    # The parts add up to the whole, each is there, and the RAMs are flip-flops of the buffers.
+    parts = summary["parts"]
+    assert set(parts) == {"pe_array", "buffers", "rest"}
+    for key in ("cells", "flip_flops", "area_um2"):
+        assert sum(part[key] for part in parts.values()) == pytest.approx(summary[key], rel=1e-9)
+        assert all(part[key] > 0 for part in parts.values())
+    assert 0.5 < parts["pe_array"]["area_um2"] / (16 * 1333.750616) < 2.0
+    assert parts["pe_array"]["flip_flops"] >= 16 * (8 + 8 + 25)
+    assert summary["memory_bits"] == sum(ram["depth"] * ram["width"] for ram in summary["rams"]) > 0
+    assert all(ram["depth"] == 16 for ram in summary["rams"])  # --buffer-depth and --program-depth 16
+    assert parts["buffers"]["flip_flops"] >= summary["memory_bits"]
+    for name in ("PE array (16 PEs)", "buffers (", "rest"):
+        assert name in printed
     record_property("cells", summary["cells"])
+    record_property("parts", json.dumps(parts))

