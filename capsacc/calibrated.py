@@ -32,10 +32,10 @@ MODEL_VERSION = "calibrated-rtl"
 FUNCS = ("none", "relu", "squash", "softmax")
 
 TARGET_FEATURES = {
-    "cycles": ("runs", "matmuls", "matmuls_x_rows", "matmuls_x_cols", "matmul_rows", "acts",
+    "cycles": ("runs", "matmul_phase_cycles", "acts",
                *(f"act_rows_{f}" for f in FUNCS), *(f"act_elements_{f}" for f in FUNCS)),
     "mac": ("matmul_rows_x_pes",),
-    "weight_shift": ("matmuls_x_rows_x_pes",),
+    "weight_shift": ("matmuls_x_rows_x_cols",),
     "data_read": ("matmul_rows",),
     "weight_read": ("matmuls_x_rows",),
     "psum_read": ("matmul_rows_accumulate", "act_rows"),
@@ -43,9 +43,9 @@ TARGET_FEATURES = {
     "element_write": ("act_elements",),
     "activation": ("act_elements",),
 }
-"""The features each target is a linear function of. Cycles: per run (HALT), per MATMUL (fetch,
-decode, weight load ~R, drain ~R + C), per streamed row, per ACT, per activation row and element
-by function. Events: one feature each, except partial-sum reads (accumulating rows + ACT rows)."""
+"""The features each target is a linear function of. Cycles: per run (start, HALT), the runs'
+MATMUL phases (`capsacc.mapping.matmul_run_cycles`: weight loads overlapped with streaming, one
+drain per run), per ACT, per activation row and element by function. Events: one feature each, except partial-sum reads (accumulating rows + ACT rows)."""
 
 
 def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
@@ -53,9 +53,8 @@ def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
     counts = plan_counts(kind, op, config)
     rows, cols = config.rows, config.cols
     counts["matmuls_x_rows"] = counts["matmuls"] * rows
-    counts["matmuls_x_cols"] = counts["matmuls"] * cols
     counts["matmul_rows_x_pes"] = counts["matmul_rows"] * rows * cols
-    counts["matmuls_x_rows_x_pes"] = counts["matmuls"] * rows * rows * cols
+    counts["matmuls_x_rows_x_cols"] = counts["matmuls"] * rows * cols
     return counts
 
 
@@ -63,7 +62,7 @@ def events_from_counters(counters: dict[str, int], rows: int, cols: int) -> dict
     """The events of `capsacc.energy.EVENTS` from the RTL's counters (`rtl.capsacc.COUNTERS` names)."""
     return {
         "mac": counters["pe_active_cycles"],
-        "weight_shift": counters["weight_load_cycles"] * rows * cols,
+        "weight_shift": counters["weight_load_cycles"] * cols,
         "data_read": counters["data_reads"] + counters["routing_reads"],
         "weight_read": counters["weight_reads"],
         "psum_read": counters["psum_reads"],

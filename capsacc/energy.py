@@ -50,7 +50,7 @@ EVENTS = ("mac", "weight_shift", "data_read", "weight_read", "psum_read", "psum_
 """Events the calibrated model counts (from the RTL's performance counters):
 
 mac: one PE multiply-accumulate (`pe_active_cycles`); weight_shift: one PE's weight register
-written by the load chain (`weight_load_cycles` x R x C); data_read: one R-lane row read from the
+written by a weight load (`weight_load_cycles` x C: one row of C PEs per load cycle); data_read: one R-lane row read from the
 data or routing buffer; weight_read: one C-lane row read from the weight buffer; psum_read /
 psum_write: one C-lane partial-sum row; element_write: one int8 result written by the activation
 unit; activation: one element through the activation unit."""

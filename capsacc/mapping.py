@@ -52,11 +52,41 @@ KINDS = ("conv", "convcaps", "convcaps3d", "classcaps") + ROUTING_PHASES
 ACTIVATIONS = ("relu", "squash", "softmax")
 """Lone activations: one ACT over op.n_in partial-sum rows of op.caps_in lanes (calibration points)."""
 
-COUNT_FIELDS = ("runs", "matmuls", "matmul_rows", "matmul_rows_accumulate", "matmul_rows_routing", "acts",
-                "act_rows", "act_elements")
+COUNT_FIELDS = ("runs", "matmuls", "matmul_rows", "matmul_rows_accumulate", "matmul_rows_routing",
+                "matmul_phase_cycles", "acts", "act_rows", "act_elements")
 """What `plan_counts` returns: programs run, MATMUL instructions, data rows they stream (sum of
-n; those added to stored partial sums; those read from the routing buffer), ACT instructions,
-partial-sum rows they process (sum of n), elements they produce (sum of n·length)."""
+n; those added to stored partial sums; those read from the routing buffer), the cycles of the
+runs' MATMUL phases (`matmul_run_cycles`, summed over runs), ACT instructions, partial-sum rows
+they process (sum of n), elements they produce (sum of n·length)."""
+
+
+def matmul_run_cycles(m: int, n: int, rows: int, cols: int) -> int:
+    """Cycles a run that starts with m MATMULs of n data rows each spends before its first ACT or
+    HALT can issue, counted from its first DISPATCH cycle (0 when m = 0).
+
+    The closed form of `rtl.isa.timing` for such a run (tests compare the two): MATMUL i issues
+    at F_i = max(F_{i-1} + R, M_{i-1}, S_{i-2} + C - 2) (F_1 = 2, the first DISPATCH), streams
+    from M_i = max(F_i + 1, S_{i-1}) to S_i = M_i + n, and every result is written from
+    S_m + R + C + 1 on (the ACT or HALT issues at S_m + R + C + 1). From the sixth MATMUL on, S_i - S_{i-2} is constant, so the recurrence
+    runs at most six steps and extrapolates by pairs (exact; tested for R, C <= 64, n <= 16383).
+    """
+    if m <= 0:
+        return 0
+    offered, load_free, slot_free, stream_free = 2, 0, 0, 0
+    bank_ready = [0, 0]
+    last = []
+    for i in range(min(m, 6)):
+        fire = max(offered, load_free, slot_free, bank_ready[i % 2])
+        move = max(fire + 1, stream_free)
+        last.append(move + n)
+        load_free, slot_free, stream_free, offered = fire + rows, move, last[-1], fire + 1
+        bank_ready[i % 2] = last[-1] + cols - 2
+    extra = m - len(last)
+    final = last[-1]
+    if extra > 0:
+        pair = last[-1] - last[-3]
+        final = (last[-2] if extra % 2 else last[-1]) + pair * ((extra + 1) // 2)
+    return final + rows + cols + 1 - 2  # results written from S_m + L + 2; the run began at 2
 
 
 ACT_MAX_ROWS = 1023
@@ -217,7 +247,11 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
             if chunk_rows == 0 or times == 0:
                 continue
             kr = matmul_chunking(shape, config, chunk_rows)
-            counts["runs"] += times * ceil_div(kc, kr)
+            runs = ceil_div(kc, kr)
+            counts["runs"] += times * runs
+            counts["matmul_phase_cycles"] += times * (
+                (runs - 1) * matmul_run_cycles(kr * mb, chunk_rows, config.rows, config.cols)
+                + matmul_run_cycles((kc - (runs - 1) * kr) * mb, chunk_rows, config.rows, config.cols))
             counts["matmuls"] += times * kc * mb
             counts["matmul_rows"] += times * kc * mb * chunk_rows
             counts["matmul_rows_accumulate"] += times * (kc - 1) * mb * chunk_rows
@@ -235,6 +269,8 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         for run_caps, times in ((ci, n_in // ci), (n_in % ci, 1)):
             if run_caps and times:
                 act("none", run_caps * mb, config.cols, times)
+                counts["matmul_phase_cycles"] += times * matmul_run_cycles(run_caps * kc * mb, 1, config.rows,
+                                                                           config.cols)
     elif kind in ROUTING_PHASES:
         n_in, _, n_out, dim = classcaps_dims(op)
         g = routing_geometry(n_in, n_out, dim, config)
@@ -247,6 +283,9 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         if kind in ("routing_uniform", "routing_softmax"):
             pairs = g["Q"] * n_out
             counts["runs"] += ceil_div(pairs, g["pairs_per_run"])
+            full_runs, last_pairs = divmod(pairs, g["pairs_per_run"])
+            counts["matmul_phase_cycles"] += (full_runs * matmul_run_cycles(g["pairs_per_run"], 1, rows, config.cols)
+                                              + matmul_run_cycles(last_pairs, 1, rows, config.cols))
             counts["matmuls"] += pairs
             counts["matmul_rows"] += pairs
             counts["matmul_rows_routing"] += pairs
@@ -256,6 +295,10 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         else:
             chunks = ceil_div(n_in, g["na"])
             counts["runs"] += chunks
+            full_chunks, last_chunk = divmod(n_in, g["na"])
+            counts["matmul_phase_cycles"] += (full_chunks * matmul_run_cycles(g["kf"], g["na"], rows, config.cols)
+                                              + matmul_run_cycles(g["kf"] if last_chunk else 0, last_chunk, rows,
+                                                                  config.cols))
             counts["matmuls"] += chunks * g["kf"]
             counts["matmul_rows"] += n_in * g["kf"]
             counts["matmul_rows_accumulate"] += n_in * g["kf"]

@@ -37,6 +37,7 @@ from capsacc.errors import AcceleratorConfigError
 from rtl.activation import ActivationUnit
 from rtl.isa import ADDR_BITS, INSTRUCTION, Dst, Opcode, Src
 from rtl.pe_array import PEArray
+from rtl.widths import ACC_BITS, product_sum_bits
 
 SEL_PROGRAM, SEL_DATA, SEL_WEIGHT, SEL_ROUTING, SEL_PSUM = 0, 1, 2, 3, 4
 
@@ -91,7 +92,7 @@ class CapsAcc(wiring.Component):
     are those of `capsacc.array.ArrayConfig` (`CapsAcc(**config.to_dict())`), checked by
     `check_buildable`."""
 
-    def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = 25, buffer_depth: int = 256,
+    def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, buffer_depth: int = 256,
                  program_depth: int = 64):
         self.config = ArrayConfig(rows, cols, acc_bits, buffer_depth, program_depth)
         check_buildable(self.config)
@@ -108,7 +109,9 @@ class CapsAcc(wiring.Component):
         cfg = self.config
         rows, cols, acc_bits = cfg.rows, cfg.cols, cfg.acc_bits
 
-        m.submodules.array = array = PEArray(rows, cols, acc_bits)
+        # Inside the array a column sums at most R products: product_sum_bits(R) bits are exact
+        # (20 for R = 16), so the PEs carry no more than that; the accumulator carries acc_bits.
+        m.submodules.array = array = PEArray(rows, cols, min(acc_bits, product_sum_bits(rows)))
         m.submodules.act = act = ActivationUnit(cols, acc_bits, ADDR_BITS)
 
         int8_row = lambda lanes: data.ArrayLayout(signed(8), lanes)  # noqa: E731
@@ -128,14 +131,13 @@ class CapsAcc(wiring.Component):
         done = Signal()
         m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
 
-        # Decoded instruction register.
-        instr = Signal(INSTRUCTION)
-        d_addr, w_addr = instr.matmul.d_addr, instr.matmul.w_addr
-        n_rows, hold = instr.matmul.n, instr.matmul.hold
-        act_dst = instr.act.dst
+        # Instruction fetch: in every DISPATCH cycle the program read port presents word `pc`; when
+        # the word issues (`fire`) the port already reads pc + 1, so instructions issue back to back.
         pc = Signal(ADDR_BITS)
-        k = Signal(ADDR_BITS)
-
+        word = prog_r.data
+        fire = Signal()
+        instr = Signal(INSTRUCTION)  # the ACT the activation unit executes
+        act_dst = instr.act.dst
         m.d.comb += [
             act.func.eq(instr.act.func), act.column.eq(instr.act.column), act.shift.eq(instr.act.shift),
             act.length.eq(instr.act.length), act.p_addr.eq(instr.act.p_addr), act.dst_addr.eq(instr.act.dst_addr),
@@ -143,46 +145,92 @@ class CapsAcc(wiring.Component):
             act.psum_data.eq(psum_r.data),
         ]
 
-        # Array inputs: weight rows and data rows come straight from the buffers' read data.
-        weight_issue = Signal()
-        data_issue = Signal()
-        w_shift = Signal()
-        x_valid = Signal()
-        m.d.sync += [w_shift.eq(weight_issue), x_valid.eq(data_issue)]
-        from_routing = Signal()
+        # Weight-load engine: R cycles of weight-row reads, top tile row first, into the bank the
+        # MATMUL was given; each row reaches the array one cycle after its read.
+        l_busy, l_bank = Signal(), Signal()
+        l_k = Signal(range(max(rows, 2)))
+        l_addr = Signal(ADDR_BITS)
+        load_free = ~l_busy | (l_k == rows - 1)
+        weight_issue = l_busy
+        w_we, w_bank = Signal(), Signal()
+        w_row = Signal(range(max(rows, 2)))
+        m.d.sync += [w_we.eq(weight_issue), w_row.eq(l_k), w_bank.eq(l_bank)]
+        m.d.comb += [array.w_in.eq(weight_r.data), array.w_we.eq(w_we), array.w_row.eq(w_row),
+                     array.w_bank.eq(w_bank)]
+        with m.If(l_busy):
+            m.d.sync += l_k.eq(l_k + 1)
+            with m.If(l_k == rows - 1):
+                m.d.sync += [l_busy.eq(0), l_k.eq(0)]
+
+        # Stream engine: n cycles of data-row reads; a one-entry slot holds the next MATMUL's
+        # stream from its dispatch until the engine takes it (the cycle of the previous stream's
+        # last read at the earliest, and never before the tile's first weight row was read).
+        stream_fields = data.StructLayout({"d_addr": ADDR_BITS, "p_addr": ADDR_BITS, "n": ADDR_BITS,
+                                           "src": Src, "accumulate": 1, "hold": 1, "bank": 1})
+        slot = Signal(stream_fields)
+        slot_valid = Signal()
+        stream = Signal(stream_fields)
+        s_busy = Signal()
+        s_k = Signal(ADDR_BITS)
+        data_issue = s_busy
+        s_last = s_busy & (s_k == stream.n - 1)
+        slot_move = slot_valid & (~s_busy | s_last)
+        slot_free = ~slot_valid | slot_move
+        with m.If(s_busy):
+            m.d.sync += s_k.eq(s_k + 1)
+            with m.If(s_last):
+                m.d.sync += s_busy.eq(0)
+        with m.If(slot_move):
+            m.d.sync += [stream.eq(slot), s_busy.eq(1), s_k.eq(0), slot_valid.eq(0)]
+        from_routing = stream.src == Src.ROUTING
+        x_valid, x_bank, x_routing = Signal(), Signal(), Signal()
+        m.d.sync += [x_valid.eq(data_issue), x_bank.eq(stream.bank), x_routing.eq(from_routing)]
         m.d.comb += [
-            array.w_shift.eq(w_shift),
-            array.w_in.eq(weight_r.data),
-            array.x_valid.eq(x_valid),
-            array.x.eq(Mux(from_routing, routing_r.data.as_value(), data_r.data.as_value())),
+            array.x_valid.eq(x_valid), array.x_bank.eq(x_bank),
+            array.x.eq(Mux(x_routing, routing_r.data.as_value(), data_r.data.as_value())),
         ]
 
-        # Accumulator unit.
+        # Bank hazard: a tile may be loaded into a bank once the last datum of the tile before
+        # it in that bank has passed its row's last column: dispatch >= that datum's read + C - 2.
+        bank_ready = []
+        for b in range(2):
+            if cols < 3:  # the stream slot's order alone keeps the rule
+                bank_ready.append(Const(1))
+                continue
+            count_down = Signal(range(cols - 1), name=f"cooldown_{b}")
+            leaving = s_last & (stream.bank == b)
+            with m.If(leaving):
+                m.d.sync += count_down.eq(cols - 3)
+            with m.Elif(count_down != 0):
+                m.d.sync += count_down.eq(count_down - 1)
+            bank_ready.append((count_down == 0) & ~leaving)
+        next_bank = Signal()
+
+        # Accumulator unit: every streamed row carries its partial-sum row and accumulate flag
+        # down a delay line of L + 1 stages; read at issue + L, written at issue + L + 1.
         latency = array.latency
-        issue_delay = Signal(latency)
-        m.d.sync += issue_delay.eq(Cat(data_issue, issue_delay[:-1]))
-        acc_read = issue_delay[latency - 1]
-        rd_ptr = Signal(ADDR_BITS)
-        wr_ptr = Signal(ADDR_BITS)
-        pending = Signal(ADDR_BITS + 1)
-        acc_on = Signal()
+        meta = data.StructLayout({"valid": 1, "accumulate": 1, "row": ADDR_BITS})
+        stages = [Signal(meta, name=f"acc_stage_{i}") for i in range(latency + 1)]
+        m.d.sync += [stages[0].valid.eq(data_issue), stages[0].accumulate.eq(stream.accumulate),
+                     stages[0].row.eq(stream.p_addr + Mux(stream.hold, 0, s_k))]
+        m.d.sync += [after.eq(before) for before, after in zip(stages, stages[1:])]
+        reading, writing = stages[latency - 1], stages[latency]
+        acc_read = reading.valid
+        acc_write = array.y_valid
+        pending = Signal(ADDR_BITS + 2)
         fwd_hit = Signal()
         fwd_data = Signal(data.ArrayLayout(signed(acc_bits), cols))
         stored = Signal(data.ArrayLayout(signed(acc_bits), cols))
-        acc_write = array.y_valid
         m.d.comb += stored.eq(Mux(fwd_hit, fwd_data.as_value(), psum_r.data.as_value()))
         sums = Signal(data.ArrayLayout(signed(acc_bits), cols))
         for c in range(cols):
-            m.d.comb += sums[c].eq(Mux(acc_on, stored[c], 0) + array.y[c])
-        with m.If(acc_read):
-            m.d.sync += rd_ptr.eq(Mux(hold, rd_ptr, rd_ptr + 1))
-        with m.If(acc_write):
-            m.d.sync += wr_ptr.eq(Mux(hold, wr_ptr, wr_ptr + 1))
+            m.d.comb += sums[c].eq(Mux(writing.accumulate, stored[c], 0) + array.y[c])
         m.d.sync += [
-            fwd_hit.eq(acc_write & acc_read & (wr_ptr == rd_ptr)),
+            fwd_hit.eq(acc_write & acc_read & (writing.row == reading.row)),
             fwd_data.eq(sums),
             pending.eq(pending + data_issue - acc_write),
         ]
+        drained = ~l_busy & ~slot_valid & ~s_busy & (pending == 0)
 
         # Host read path: remember what was asked, select it when the data arrives.
         host_sel_q = Signal(3)
@@ -219,12 +267,12 @@ class CapsAcc(wiring.Component):
         host_is = lambda sel: ~busy & self.host_we & (self.host_sel == sel)  # noqa: E731
         with m.If(busy):
             m.d.comb += [
-                prog_r.addr.eq(pc),
-                weight_r.addr.eq(w_addr + (rows - 1) - k),
-                data_r.addr.eq(d_addr + k),
-                routing_r.addr.eq(d_addr + k),
-                psum_r.addr.eq(Mux(act.busy, act.psum_addr, rd_ptr)),
-                psum_w.addr.eq(wr_ptr),
+                prog_r.addr.eq(Mux(fire, pc + 1, pc)),
+                weight_r.addr.eq(l_addr + l_k),
+                data_r.addr.eq(stream.d_addr + s_k),
+                routing_r.addr.eq(stream.d_addr + s_k),
+                psum_r.addr.eq(Mux(act.busy, act.psum_addr, reading.row)),
+                psum_w.addr.eq(writing.row),
             ]
             for c in range(cols):
                 m.d.comb += [psum_w.data[c].eq(sums[c]), psum_w.en[c].eq(acc_write)]
@@ -263,7 +311,7 @@ class CapsAcc(wiring.Component):
             "data_reads": data_issue & ~from_routing,
             "routing_reads": data_issue & from_routing,
             "pe_active_cycles": Mux(data_issue, rows * cols, 0),
-            "psum_reads": (acc_read & acc_on) | act.psum_en,
+            "psum_reads": (acc_read & reading.accumulate) | act.psum_en,
             "psum_writes": acc_write,
             "act_ops": act.wr_en,
             "data_writes": act_write(Dst.DATA),
@@ -280,48 +328,46 @@ class CapsAcc(wiring.Component):
                 with m.Case(index):
                     m.d.comb += self.counter.eq(counter)
 
-        # Control unit.
+        # Control unit: IDLE, FETCH (one cycle after start), DISPATCH (issue the word at pc), and
+        # the activation unit's ACT_START / ACT_WAIT. A MATMUL issues when the load engine is free
+        # (or reading its last row), the stream slot is free (or being emptied) and its bank is
+        # ready; ACT and HALT issue when every MATMUL has written its results (drained).
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [busy.eq(1), done.eq(0), pc.eq(0)]
+                    m.d.sync += [busy.eq(1), done.eq(0), pc.eq(0), next_bank.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.next = "DECODE"
-            with m.State("DECODE"):
-                word = prog_r.data
-                m.d.sync += [instr.eq(word), pc.eq(pc + 1), k.eq(0),
-                             count["instructions"].eq(count["instructions"] + 1)]
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
                 with m.Switch(word.op):
                     with m.Case(Opcode.MATMUL):
-                        m.d.sync += [count["weight_loads"].eq(count["weight_loads"] + 1),
-                                     from_routing.eq(word.matmul.src == Src.ROUTING),
-                                     acc_on.eq(word.matmul.accumulate),
-                                     rd_ptr.eq(word.matmul.p_addr), wr_ptr.eq(word.matmul.p_addr)]
-                        m.next = "WLOAD"
+                        m.d.comb += fire.eq(load_free & slot_free & Mux(next_bank, bank_ready[1], bank_ready[0]))
+                        with m.If(fire):
+                            f = word.matmul
+                            m.d.sync += [
+                                count["weight_loads"].eq(count["weight_loads"] + 1),
+                                l_busy.eq(1), l_k.eq(0), l_addr.eq(f.w_addr), l_bank.eq(next_bank),
+                                slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
+                                slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
+                                slot.hold.eq(f.hold), slot.bank.eq(next_bank), next_bank.eq(~next_bank),
+                            ]
                     with m.Case(Opcode.ACT):
-                        m.next = "ACT_START"
+                        m.d.comb += fire.eq(drained)
+                        with m.If(fire):
+                            m.d.sync += instr.eq(word)
+                            m.next = "ACT_START"
                     with m.Default():
-                        m.d.sync += [busy.eq(0), done.eq(1)]
-                        m.next = "IDLE"
-            with m.State("WLOAD"):
-                m.d.comb += weight_issue.eq(1)
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == rows - 1):
-                    m.d.sync += k.eq(0)
-                    m.next = "STREAM"
-            with m.State("STREAM"):
-                m.d.comb += data_issue.eq(1)
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == n_rows - 1):
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(pending == 0):
-                    m.next = "FETCH"
+                        m.d.comb += fire.eq(drained)
+                        with m.If(fire):
+                            m.d.sync += [busy.eq(0), done.eq(1)]
+                            m.next = "IDLE"
+                with m.If(fire):
+                    m.d.sync += [pc.eq(pc + 1), count["instructions"].eq(count["instructions"] + 1)]
             with m.State("ACT_START"):
                 m.d.comb += act.start.eq(1)
                 m.next = "ACT_WAIT"
             with m.State("ACT_WAIT"):
                 with m.If(act.done):
-                    m.next = "FETCH"
+                    m.next = "DISPATCH"
         return m

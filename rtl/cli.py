@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from capsacc.files import prepare_output_dir, prepare_output_file, write_atomic
+from rtl.widths import ACC_BITS
 
 
 def register(subparsers) -> None:
@@ -60,7 +61,8 @@ def register(subparsers) -> None:
 def _design_arguments(parser: argparse.ArgumentParser, buffer_depth: int, program_depth: int) -> None:
     parser.add_argument("--rows", type=int, required=True, help="PE array rows R (1..64)")
     parser.add_argument("--cols", type=int, required=True, help="PE array columns C (1..63)")
-    parser.add_argument("--acc-bits", type=int, default=25, help="accumulator bits (default 25)")
+    parser.add_argument("--acc-bits", type=int, default=ACC_BITS,
+                        help=f"accumulator bits (default {ACC_BITS}: no sum of the search space wraps)")
     parser.add_argument("--buffer-depth", type=int, default=buffer_depth,
                         help=f"rows of each buffer and of the partial-sum memory, a power of two "
                              f"(default {buffer_depth})")

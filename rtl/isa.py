@@ -227,26 +227,69 @@ def encoding_table() -> str:
     return "\n".join(lines)
 
 
-def matmul_cycles(rows: int, cols: int, n: int) -> int:
-    """Cycles of one MATMUL instruction, fetch and decode included."""
-    return 2 + rows + n + rows + cols + 1
+ACT_ROW_CYCLES = {"none": (2, 1), "relu": (2, 1), "squash": (42, 2), "softmax": (31, 3)}
+"""The activation unit's cycles per row: (fixed, per element) by function (see `rtl.activation`)."""
 
 
-def act_cycles(func: str, n: int, length: int) -> int:
-    """Cycles of one ACT instruction, fetch and decode included."""
-    per_row = {"none": 2 + length, "relu": 2 + length, "squash": 2 * length + 42,
-               "softmax": 3 * length + 31}[func]
-    return 2 + 1 + n * per_row + 1
+def act_unit_cycles(func: str, n: int, length: int) -> int:
+    """Cycles from the activation unit's start pulse to its done pulse for one ACT."""
+    fixed, per_element = ACT_ROW_CYCLES[func]
+    return n * (fixed + per_element * length) + 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the instructions of a program issue on an R x C CapsAcc (cycle 0: the start pulse).
+
+    `issue[i]`: the DISPATCH cycle in which instruction i issues; `busy_cycles`: cycles with busy
+    high, start to HALT (the HALT's issue cycle)."""
+    issue: tuple[int, ...]
+    busy_cycles: int
+
+
+def timing(program: list[Instruction], rows: int, cols: int) -> Timing:
+    """The exact schedule of `rtl.capsacc`'s control unit (a HALT is appended if missing).
+
+    Busy rises in cycle 1 (FETCH); the word at pc is offered from cycle 2 (DISPATCH), the next one
+    the cycle after an issue. A MATMUL issues (F) at the earliest in the cycle in which
+    - the load engine is free or reads its last row: F >= F' + R (F' the previous MATMUL's issue);
+    - the stream slot is free or being emptied: F >= M' (the previous MATMUL's move cycle);
+    - its weight bank (banks alternate) is no longer in use: F >= S'' + C - 2, S'' the last
+      data-row read of the MATMUL before the previous one (its last datum passes the last column
+      of every row before the new rows are written, row r at F + 2 + r).
+    Its weights are read in F + 1 .. F + R; its stream moves into the engine at
+    M = max(F + 1, S'), S' the previous MATMUL's last read, and reads rows M + 1 .. M + n = S.
+    Results are written at read + L + 1 (L = R + C - 1), so every MATMUL has written its results
+    from cycle S + L + 2 on: an ACT or HALT issues at max(offered, that cycle). An ACT then starts
+    the activation unit in the next cycle (`act_unit_cycles` to its done pulse) and the next word is
+    offered the cycle after done. A HALT issues in its busy cycle's last cycle.
+    """
+    latency = rows + cols - 1
+    offered = 2
+    load_free = slot_free = stream_free = drained = 0
+    bank_ready = [0, 0]
+    bank = 0
+    issue = []
+    for instruction in [*program, Halt()]:
+        if isinstance(instruction, MatMul):
+            fire = max(offered, load_free, slot_free, bank_ready[bank])
+            move = max(fire + 1, stream_free)
+            last_read = move + instruction.n
+            load_free, slot_free, stream_free = fire + rows, move, last_read
+            bank_ready[bank] = last_read + cols - 2
+            drained = last_read + latency + 2
+            bank ^= 1
+            offered = fire + 1
+        else:
+            fire = max(offered, drained)
+            if isinstance(instruction, Act):
+                offered = fire + 2 + act_unit_cycles(instruction.func, instruction.n, instruction.length)
+        issue.append(fire)
+        if isinstance(instruction, Halt):
+            break
+    return Timing(tuple(issue), issue[-1])
 
 
 def program_cycles(program: list[Instruction], rows: int, cols: int) -> int:
     """Busy cycles of a program on an R x C CapsAcc (start to HALT; a HALT is appended if missing)."""
-    total = 0
-    for instruction in program:
-        if isinstance(instruction, MatMul):
-            total += matmul_cycles(rows, cols, instruction.n)
-        elif isinstance(instruction, Act):
-            total += act_cycles(instruction.func, instruction.n, instruction.length)
-        else:
-            return total + 2
-    return total + 2
+    return timing(program, rows, cols).busy_cycles

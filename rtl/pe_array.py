@@ -1,62 +1,72 @@
-"""The weight-stationary systolic PE array of CapsAcc.
+"""The weight-stationary systolic PE array of CapsAcc, with double-buffered weights.
 
-PE (r, c) holds a stationary signed 8-bit weight. Every cycle it multiplies the datum arriving from
-its left neighbour by that weight, adds the product to the partial sum arriving from the PE above
-(the top row adds to 0) and registers both: data move one PE right per cycle, partial sums one PE
-down. Partial sums are `acc_bits`-bit two's complement and wrap (the low `acc_bits` bits of the
-exact sum are kept; no saturation).
+PE (r, c) holds two signed 8-bit weights, banks 0 and 1. Every cycle it multiplies the datum
+arriving from its left neighbour by the weight of the bank named by the bank bit that travels with
+the datum, adds the product to the partial sum arriving from the PE above (the top row adds to 0)
+and registers datum, bank bit and sum: data move one PE right per cycle, partial sums one PE down.
+Partial sums are `acc_bits`-bit two's complement and wrap (the low `acc_bits` bits of the exact
+sum are kept; no saturation).
 
-Weights load through a vertical shift chain: while `w_shift` is high, every PE takes the weight of
-the PE above and the top row takes `w_in`, so a full R x C tile loads in R cycles, bottom row first.
+Weights load by rows: while `w_we` is high, the C weights of `w_in` are written into bank
+`w_bank` of PE row `w_row` (a column bus per column, a row enable per row), so a tile loads in R
+cycles, one row per cycle, into the bank the array is not computing with: the next tile loads
+while the current one streams. Loading top row first, the data of the new tile may enter the
+array the cycle after its first row was written (row r's weights are written before the skewed
+data reach row r); the bank may be rewritten once the last datum of the tile that used it has
+passed the row's last column (`rtl.capsacc` enforces both).
 
 The array skews its inputs (row r delayed r cycles) and de-skews its outputs (column c delayed
 C-1-c cycles) internally, so a data vector `x` presented with `x_valid` at cycle t comes out as the
-result vector `y = x @ W` with `y_valid` at cycle t + `latency` (`latency` = R + C - 1).
+result vector `y = x @ W[x_bank]` with `y_valid` at cycle t + `latency` (`latency` = R + C - 1).
 """
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
 class PE(wiring.Component):
-    """One processing element: registers x_out = x_in, psum_out = wrap(psum_in + x_in * weight).
+    """One processing element: registers x_out = x_in, bank_out = bank_in, valid_out = valid_in,
+    psum_out = wrap(psum_in + x_in * weight[bank_in]); writes weight[w_bank] = w_in when w_we.
 
-    Ports: x_in / x_out signed 8-bit data, psum_in / psum_out signed acc_bits, w_in / w_out signed
-    8-bit weight chain with w_shift (load the weight of the PE above), valid_in / valid_out.
+    Ports: x_in / x_out signed 8-bit data with valid and bank bits, psum_in / psum_out signed
+    acc_bits, w_in (signed 8), w_we, w_bank.
     """
 
     def __init__(self, acc_bits: int = 25):
         self.acc_bits = acc_bits
         super().__init__({
-            "x_in": In(signed(8)), "valid_in": In(1),
+            "x_in": In(signed(8)), "valid_in": In(1), "bank_in": In(1),
             "psum_in": In(signed(acc_bits)),
-            "w_in": In(signed(8)), "w_shift": In(1),
-            "x_out": Out(signed(8)), "valid_out": Out(1),
+            "w_in": In(signed(8)), "w_we": In(1), "w_bank": In(1),
+            "x_out": Out(signed(8)), "valid_out": Out(1), "bank_out": Out(1),
             "psum_out": Out(signed(acc_bits)),
-            "w_out": Out(signed(8)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        with m.If(self.w_shift):
-            m.d.sync += self.w_out.eq(self.w_in)
+        banks = [Signal(signed(8), name=f"w{b}") for b in range(2)]
+        for b, bank in enumerate(banks):
+            with m.If(self.w_we & (self.w_bank == b)):
+                m.d.sync += bank.eq(self.w_in)
+        weight = Signal(signed(8))
+        m.d.comb += weight.eq(Mux(self.bank_in, banks[1], banks[0]))
         m.d.sync += [
             self.x_out.eq(self.x_in),
             self.valid_out.eq(self.valid_in),
+            self.bank_out.eq(self.bank_in),
             # The assignment truncates to acc_bits: two's-complement wrap.
-            self.psum_out.eq(self.psum_in + self.x_in * self.w_out),
+            self.psum_out.eq(self.psum_in + self.x_in * weight),
         ]
         return m
 
 
 class PEArray(wiring.Component):
-    """R x C weight-stationary array with internal input skew and output de-skew.
+    """R x C weight-stationary array, two weight banks, internal input skew and output de-skew.
 
-    Ports: x (R lanes, int8) with x_valid; w_in (C lanes, int8) with w_shift; y (C lanes,
-    signed acc_bits) with y_valid, `latency` = R + C - 1 cycles after x. `active` is high in the
-    cycles a valid vector enters the array (each such cycle issues R*C multiply-accumulates as
-    it travels through).
+    Ports: x (R lanes, int8) with x_valid and x_bank (the weight bank the vector meets); w_in
+    (C lanes, int8) written into bank w_bank of PE row w_row while w_we; y (C lanes, signed
+    acc_bits) with y_valid, `latency` = R + C - 1 cycles after x.
     """
 
     def __init__(self, rows: int, cols: int, acc_bits: int = 25):
@@ -65,8 +75,9 @@ class PEArray(wiring.Component):
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
         self.latency = rows + cols - 1
         super().__init__({
-            "x": In(data.ArrayLayout(signed(8), rows)), "x_valid": In(1),
-            "w_in": In(data.ArrayLayout(signed(8), cols)), "w_shift": In(1),
+            "x": In(data.ArrayLayout(signed(8), rows)), "x_valid": In(1), "x_bank": In(1),
+            "w_in": In(data.ArrayLayout(signed(8), cols)), "w_row": In(range(max(rows, 2))), "w_we": In(1),
+            "w_bank": In(1),
             "y": Out(data.ArrayLayout(signed(acc_bits), cols)), "y_valid": Out(1),
         })
 
@@ -75,25 +86,29 @@ class PEArray(wiring.Component):
         rows, cols = self.rows, self.cols
         pes = [[PE(self.acc_bits) for _ in range(cols)] for _ in range(rows)]
         for r in range(rows):
+            row_we = Signal(name=f"w_we_{r}")
+            m.d.comb += row_we.eq(self.w_we & (self.w_row == r))
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
                 pe = pes[r][c]
-                m.d.comb += pe.w_shift.eq(self.w_shift)
-                m.d.comb += pe.w_in.eq(self.w_in[c] if r == 0 else pes[r - 1][c].w_out)
+                m.d.comb += [pe.w_in.eq(self.w_in[c]), pe.w_we.eq(row_we), pe.w_bank.eq(self.w_bank)]
                 m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
-            # Input skew: row r's datum enters r cycles late.
-            x_row, valid_row = self.x[r], self.x_valid
+            # Input skew: row r's datum (with its valid and bank bits) enters r cycles late.
+            x_row, valid_row, bank_row = self.x[r], self.x_valid, self.x_bank
             for i in range(r):
                 x_reg = Signal(signed(8), name=f"skew_x_{r}_{i}")
                 v_reg = Signal(name=f"skew_v_{r}_{i}")
-                m.d.sync += [x_reg.eq(x_row), v_reg.eq(valid_row)]
-                x_row, valid_row = x_reg, v_reg
+                b_reg = Signal(name=f"skew_b_{r}_{i}")
+                m.d.sync += [x_reg.eq(x_row), v_reg.eq(valid_row), b_reg.eq(bank_row)]
+                x_row, valid_row, bank_row = x_reg, v_reg, b_reg
             for c in range(cols):
                 pe = pes[r][c]
                 if c == 0:
-                    m.d.comb += [pe.x_in.eq(x_row), pe.valid_in.eq(valid_row)]
+                    m.d.comb += [pe.x_in.eq(x_row), pe.valid_in.eq(valid_row), pe.bank_in.eq(bank_row)]
                 else:
-                    m.d.comb += [pe.x_in.eq(pes[r][c - 1].x_out), pe.valid_in.eq(pes[r][c - 1].valid_out)]
+                    left = pes[r][c - 1]
+                    m.d.comb += [pe.x_in.eq(left.x_out), pe.valid_in.eq(left.valid_out),
+                                 pe.bank_in.eq(left.bank_out)]
         # Output de-skew: column c leaves the bottom row at t + R + c; delay it C-1-c cycles.
         for c in range(cols):
             y_col = pes[rows - 1][c].psum_out

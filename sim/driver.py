@@ -23,7 +23,7 @@ from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ROUTING_PHASES, R
 from capsacc.network import Operation
 import rtl
 from rtl.capsacc import CapsAcc
-from rtl.isa import Act, MatMul
+from rtl.isa import Act, MatMul, timing
 from rtl.workloads import RoutingLayout, Workload
 from sim import golden
 from sim.harness import run as run_script
@@ -184,6 +184,10 @@ class OperationDriver:
         return counts
 
     def _execute(self, session: HostSession, program: list, counts: dict) -> None:
+        leading = next((i for i, instruction in enumerate(program) if not isinstance(instruction, MatMul)),
+                       len(program))
+        if leading:
+            counts["matmul_phase_cycles"] += timing(program, self.config.rows, self.config.cols).issue[leading] - 2
         for instruction in program:
             if isinstance(instruction, MatMul):
                 counts["matmuls"] += 1

@@ -4,7 +4,7 @@ Every function here mirrors one datapath of the hardware bit for bit; the RTL te
 Amaranth simulation against them. Fixed-point formats (also in docs/rtl.md):
 
 - data and weights: signed 8-bit integers (int8).
-- partial sums: `acc_bits`-bit two's complement (25 by default). Every product is added to the
+- partial sums: `acc_bits`-bit two's complement (`ACC_BITS` = 34 by default). Every product is added to the
   partial sum coming from the PE above and the result keeps its low `acc_bits` bits (wraps, no
   saturation); the accumulator's additions of tile results wrap the same way.
 - requantization (`requantize`): arithmetic shift right by `shift` bits with round-half-up
@@ -21,8 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ACC_BITS = 25
-"""Published accumulator width (bits) of CapsAcc."""
+from rtl.widths import ACC_BITS as RTL_ACC_BITS
+
+ACC_BITS = RTL_ACC_BITS
+"""Accumulator width (bits) of the RTL, `rtl.widths.ACC_BITS` (34: no sum of the search space
+wraps; the published CapsAcc has 25)."""
 
 RECIPROCAL_BITS = 28
 """K: the divider of the activation unit computes floor(2**K / divisor)."""

@@ -4,9 +4,10 @@ from amaranth.sim import Simulator
 
 from rtl import host, workloads
 from rtl.capsacc import CapsAcc
+from rtl.widths import ACC_BITS
 
 
-def run_workload(work, regions, rows: int, cols: int, acc_bits: int = 25, buffer_depth: int = 128):
+def run_workload(work, regions, rows: int, cols: int, acc_bits: int = ACC_BITS, buffer_depth: int = 128):
     """Load, run and read back with `rtl.host`'s commands (a workload, or a list of them run in turn
     on the same memories); ({region: array}, busy cycles, counters summed over the runs)."""
     works = [work] if isinstance(work, workloads.Workload) else work

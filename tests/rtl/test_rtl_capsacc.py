@@ -5,7 +5,8 @@ import pytest
 
 from capsacc.array import ArrayConfig
 from rtl import workloads
-from rtl.isa import MatMul, act_cycles, matmul_cycles, program_cycles
+from rtl.isa import Act, MatMul, act_unit_cycles, program_cycles, timing
+from rtl.widths import MAX_SUM_TERMS, product_sum_bits
 from sim import golden
 from rtl_bench import run_workload
 
@@ -25,7 +26,11 @@ def test_conv_tile(rows, cols, record_property):
     assert np.array_equal(got["sums"], golden.tiled_matmul(patches, weights, rows))
     assert np.array_equal(got["out"], golden.conv_tile(patches, weights, rows, 9))
     chunks, n = -(-18 // rows), len(patches)
-    assert cycles == chunks * matmul_cycles(rows, cols, n) + act_cycles("relu", n, cols) + 2
+    # MATMULs back to back (n = 9 >= R: the stream is the bound, each tile loads during the
+    # previous one's stream), one drain, the ACT, the HALT
+    last_read = 3 + chunks * n
+    act = last_read + rows + cols + 1
+    assert cycles == act + 2 + act_unit_cycles("relu", n, cols)
     assert cycles == program_cycles(work.program, rows, cols)
     assert counters["busy_cycles"] == cycles
     assert counters["weight_loads"] == chunks
@@ -106,10 +111,63 @@ def test_accumulator_forwarding_hold_and_wrap(record_property):
     work = workloads.Workload(program=[MatMul(d_addr=0, w_addr=0, p_addr=3, n=9, accumulate=True, hold=True)],
                               data={0: x}, weight={0: w}, psum={3: stored})
     regions = {"sum": workloads.Region("psum", 3, 1, cols), "next": workloads.Region("psum", 4, 1, cols)}
-    got, cycles, counters = run_workload(work, regions, rows, cols)
-    want = golden.accumulate(stored[0], golden.matmul_tile(x, w).sum(axis=0))
+    got, cycles, counters = run_workload(work, regions, rows, cols, acc_bits=25)
+    want = golden.accumulate(stored[0], golden.matmul_tile(x, w, 25).sum(axis=0), 25)
     assert np.array_equal(got["sum"][0], want)
     assert np.array_equal(got["next"][0], [0, 0, 0])
     assert counters["psum_writes"] == 9
-    assert cycles == matmul_cycles(rows, cols, 9) + 2
+    assert cycles == 3 + 9 + rows + cols + 1
+    assert cycles == program_cycles(work.program, rows, cols)
+    record_property("cycles", cycles)
+
+
+@pytest.mark.parametrize("rows,cols,n,gaps", [
+    (4, 4, 1, {4}),      # load bound: R cycles per tile
+    (3, 5, 2, {3}),      # load bound (R = 3; the bank rule allows (n + C - 1) / 2 = 3)
+    (2, 3, 7, {7}),      # stream bound: n cycles per tile
+    (2, 6, 1, {2, 4}),   # bank bound: two tiles per n + C - 1 = 6 cycles
+])
+def test_matmuls_issue_back_to_back(rows, cols, n, gaps, record_property):
+    """Eight MATMULs into separate partial-sum rows, weights double-buffered: after the first, one
+    issues every max(R, n) cycles, unless the bank rule (the tile before the previous one must
+    have left the columns) is slower; one drain at the end. Every result is its own tile's."""
+    rng = np.random.default_rng(rows + 10 * n)
+    tiles = 8
+    x = rng.integers(-128, 128, size=(tiles * n, rows))
+    w = rng.integers(-128, 128, size=(tiles * rows, cols))
+    program = [MatMul(d_addr=t * n, w_addr=t * rows, p_addr=t * n, n=n) for t in range(tiles)]
+    work = workloads.Workload(program=program, data={0: x}, weight={0: w})
+    regions = {"sums": workloads.Region("psum", 0, tiles * n, cols)}
+    got, cycles, _ = run_workload(work, regions, rows, cols)
+    want = np.concatenate([golden.matmul_tile(x[t * n:(t + 1) * n], w[t * rows:(t + 1) * rows])
+                           for t in range(tiles)])
+    assert np.array_equal(got["sums"], want)
+    issue = timing(program, rows, cols).issue
+    assert {issue[t + 1] - issue[t] for t in range(2, tiles - 1)} == gaps
+    assert cycles == program_cycles(program, rows, cols)
+    # against the v1 control unit (fetch, decode, load, stream, drain per MATMUL): n + 2R + C + 3
+    assert cycles < tiles * (n + 2 * rows + cols + 3) + 2
+    record_property("cycles", cycles)
+
+
+def test_accumulator_cannot_overflow_on_worst_case_operands(record_property):
+    """The longest sum of the search space, MAX_SUM_TERMS products of -128 * -128 (and of
+    -128 * 127), on the golden model and on the RTL: the accumulator holds the state after all
+    but the last R-term chunk (host-written), the array adds the last chunk; exact, no wrap."""
+    rows, cols = 4, 2
+    top, bottom = MAX_SUM_TERMS << 14, -MAX_SUM_TERMS * 128 * 127
+    assert top < 1 << (product_sum_bits(MAX_SUM_TERMS) - 1) and bottom >= -(1 << (product_sum_bits(MAX_SUM_TERMS) - 1))
+    # golden: the whole sum, tiled by 16 rows, accumulated chunk by chunk
+    x = np.full((2, MAX_SUM_TERMS), -128)
+    x[1] = 127
+    w = np.full((MAX_SUM_TERMS, 1), -128)
+    assert golden.tiled_matmul(x, w, 16)[:, 0].tolist() == [top, bottom]
+    # RTL: the last chunk of R terms onto the stored sums of the other MAX_SUM_TERMS - R terms
+    before = MAX_SUM_TERMS - rows
+    stored = np.array([[before << 14, before << 14], [-before * 128 * 127, -before * 128 * 127]])
+    work = workloads.Workload(program=[MatMul(d_addr=0, w_addr=0, p_addr=0, n=2, accumulate=True)],
+                              data={0: np.array([[-128] * rows, [127] * rows])},
+                              weight={0: np.full((rows, cols), -128)}, psum={0: stored})
+    got, cycles, _ = run_workload(work, {"sums": workloads.Region("psum", 0, 2, cols)}, rows, cols)
+    assert got["sums"].tolist() == [[top, top], [bottom, bottom]]
     record_property("cycles", cycles)

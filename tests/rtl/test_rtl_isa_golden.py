@@ -93,7 +93,7 @@ def test_exp_tables_agree():
 
 
 def test_wrap_and_requantize_semantics():
-    assert golden.wrap([(1 << 24), -(1 << 24) - 1, 5]).tolist() == [-(1 << 24), (1 << 24) - 1, 5]
+    assert golden.wrap([(1 << 24), -(1 << 24) - 1, 5], 25).tolist() == [-(1 << 24), (1 << 24) - 1, 5]
     assert golden.requantize([3, 2, -2, -3, 1000, -1000], 1).tolist() == [2, 1, -1, -1, 127, -128]
     assert golden.requantize([5], 0).tolist() == [5]
 

@@ -15,7 +15,7 @@ from capsacc.errors import AcceleratorConfigError
 from capsacc.mapping import operation_kinds
 from capsacc.network import PRESETS
 
-ISA = {"runs": 2, "matmuls": 3, "matmuls_x_rows": 2, "matmuls_x_cols": 1, "matmul_rows": 1, "acts": 4,
+ISA = {"runs": 2, "matmul_phase_cycles": 1, "acts": 3,
        "act_rows_none": 2, "act_rows_relu": 2, "act_rows_squash": 42, "act_rows_softmax": 31,
        "act_elements_none": 1, "act_elements_relu": 1, "act_elements_squash": 2, "act_elements_softmax": 3}
 """Cycle coefficients as rtl/isa.py documents them."""

@@ -9,7 +9,7 @@ import pytest
 from capsacc.array import ArrayConfig
 from capsacc.mapping import ROUTING_PHASES, plan_counts, routing_phases
 from capsacc.network import Operation
-from rtl.isa import act_cycles, matmul_cycles
+from rtl.isa import ACT_ROW_CYCLES
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
 
 CONFIG = ArrayConfig(rows=3, cols=4, acc_bits=25, buffer_depth=64, program_depth=32)
@@ -31,13 +31,12 @@ OPS = {
 
 
 def isa_cycles(counts: dict, config: ArrayConfig) -> int:
-    """Busy cycles the ISA documents for these instruction counts (HALT: fetch and decode)."""
-    matmuls = counts["matmuls"] * (matmul_cycles(config.rows, config.cols, 0))
+    """Busy cycles of `rtl.isa.timing` for these counts: per run 2 (start, first dispatch) plus its
+    MATMUL phase; per ACT 2 (issue, start) plus the activation unit (1 + per row and element)."""
     acts = 0
-    for func, per_row, per_element in (("none", 2, 1), ("relu", 2, 1), ("squash", 42, 2), ("softmax", 31, 3)):
+    for func, (per_row, per_element) in ACT_ROW_CYCLES.items():
         acts += per_row * counts[f"act_rows_{func}"] + per_element * counts[f"act_elements_{func}"]
-    acts += counts["acts"] * (act_cycles("none", 0, 1))
-    return matmuls + counts["matmul_rows"] + acts + 2 * counts["runs"]
+    return 2 * counts["runs"] + counts["matmul_phase_cycles"] + 3 * counts["acts"] + acts
 
 
 @pytest.fixture(scope="module")
