@@ -15,16 +15,22 @@ Host protocol (every port is at most 64 bits wide; see docs/rtl.md):
   `done` then stays high until the next start. `start` clears all counters.
 - Counters: `counter_sel` = i puts counter i on `counter` (combinational), see COUNTERS.
 
-Control unit: FETCH (program read), DECODE, then per opcode (see `rtl.isa`); MATMUL: WLOAD (R
-cycles issuing weight-row reads, bottom tile row first; each arrives one cycle later and shifts
-into the array), STREAM (n cycles issuing data-row reads; each row enters the array one cycle
-later), DRAIN (until every result has been written by the accumulator).
+Control unit (see `rtl.isa.timing` for its exact schedule): FETCH once after start, then DISPATCH
+offers the word at pc every cycle (the program port reads pc + 1 in the cycle a word issues, so
+fetch overlaps execution). A MATMUL hands its weight tile to the load engine (R weight-row reads,
+top tile row first, into the next of the PEs' two weight banks) and its data stream to a one-entry
+slot, from which the stream engine takes it (n data-row reads, each row tagged with its bank). It
+issues when the load engine is free or reading its last row, the slot is free or being taken,
+and its bank is no longer in use by the tile before the previous one. MATMULs therefore issue back
+to back; ACT and HALT wait until every result is written (drained). ACT: ACT_START, ACT_WAIT.
 
-Accumulator unit: the result of the data row issued at cycle s leaves the array at s + 1 + L
-(L = R + C - 1); its partial-sum row is read at s + L and written at s + 1 + L with the stored
-value plus the result (accumulate) or the result alone. A read of the row being written in the
-same cycle is forwarded from the write (read-after-write forwarding), so back-to-back updates of
-one row (MATMUL hold) are exact. Sums wrap in acc_bits two's complement.
+Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
+down a delay line; its result leaves the array at s + 1 + L (L = R + C - 1), its partial-sum row
+is read at s + L and written at s + 1 + L with the stored value plus the result (accumulate) or
+the result alone. A read of the row being written in the same cycle is forwarded from the write
+(read-after-write forwarding), so back-to-back updates of one row (MATMUL hold, consecutive
+MATMULs into the same rows) are exact. Sums wrap in acc_bits two's complement; the default
+`rtl.widths.ACC_BITS` (34) holds every sum of the search space.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed

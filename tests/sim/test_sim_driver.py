@@ -134,3 +134,21 @@ def test_simulated_cycles_are_the_trace_length():
     session, _, _ = driver.prepare("conv", OPS["conv"], seed=3)
     _, runs, trace = driver.play(session)
     assert trace.cycles == sum(r["busy_cycles"] for r in runs) + session.host_cycles
+
+
+def test_matmul_run_cycles_is_the_timing_model():
+    """`capsacc.mapping.matmul_run_cycles` (closed form) equals `rtl.isa.timing` (the walk) on runs
+    of m equal MATMULs: load-, stream- and bank-bound, square and lopsided arrays, long runs."""
+    from capsacc.mapping import matmul_run_cycles
+    from rtl.isa import Act, MatMul, timing
+
+    checked = 0
+    for rows in (1, 2, 3, 16, 64):
+        for cols in (1, 2, 3, 5, 16, 63):
+            for n in (1, 2, 4, 15, 16, 17, 62, 1023):
+                for m in (1, 2, 3, 5, 6, 7, 8, 25, 130):
+                    program = [MatMul(0, 0, 0, n)] * m + [Act("none", 0, 1, 1, 0, "data", 0)]
+                    assert matmul_run_cycles(m, n, rows, cols) == timing(program, rows, cols).issue[m] - 2, \
+                        (m, n, rows, cols)
+                    checked += 1
+    assert matmul_run_cycles(0, 5, 16, 16) == 0 and checked == 5 * 6 * 8 * 9
