@@ -69,5 +69,7 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
         assert int(row["rtl_cycles"]) > 0 and int(row["published_cycles"]) > 0
     assert (out / "errors.png").stat().st_size > 1000
     fitted = dict(zip(TARGET_FEATURES["cycles"], calibration.coefficients["cycles"]))
-    assert fitted["matmul_rows"] == pytest.approx(1.0, abs=1e-3)
+    # the fit recovers the RTL's timing: one cycle per cycle of MATMUL phase, 2 per run, 3 per ACT
+    assert fitted["matmul_phase_cycles"] == pytest.approx(1.0, abs=1e-3)
+    assert fitted["runs"] == pytest.approx(2.0, abs=1e-3) and fitted["acts"] == pytest.approx(3.0, abs=1e-3)
     assert json.loads((out / "calibration.json").read_text())["provenance"]["rtl_version"]
