@@ -23,6 +23,7 @@ def register(subparsers) -> None:
     rtl = subparsers.add_parser("rtl", help="CapsAcc RTL: Verilog export, synthesis, FPGA implementation",
                                 description="The CapsAcc accelerator in Amaranth HDL.")
     commands = rtl.add_subparsers(dest="rtl_command", required=True, metavar="COMMAND")
+    rtl.set_defaults(rtl_commands=commands)  # for the `nascaps rtl` subcommands of packages rtl may not import
 
     export = commands.add_parser("export", help="write the Verilog of CapsAcc",
                                  description="Export the CapsAcc top level to Verilog (amaranth.back.verilog).")

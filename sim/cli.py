@@ -1,10 +1,15 @@
-"""The `nascaps` subcommands of sim: `calibrate`."""
+"""The `nascaps` subcommands of sim: `calibrate`, and `rtl run` (added to rtl's `nascaps rtl`)."""
+
+import json
+import sys
 
 from capsacc.errors import InputError
 
 
 def register(subparsers) -> None:
-    """Add sim's subcommands."""
+    """Add sim's subcommands: `calibrate`, and `run` under `nascaps rtl` (registered before: entry
+    points register in name order, and rtl's parser offers its subcommand group as `rtl_commands`)."""
+    _register_rtl_run(subparsers.choices["rtl"].get_default("rtl_commands"))
     parser = subparsers.add_parser(
         "calibrate", help="fit the calibrated cost model to cycle-accurate runs of the RTL",
         description="Run a sweep of operations bit-exactly on the CapsAcc RTL (the given array and two "
@@ -61,4 +66,112 @@ def _calibrate_command(args) -> int:
         print(f"  {name:<22}{value:>12.4f}")
     print(f"\narea {calibration.area_um2:.0f} um2; wrote {out / 'calibration.json'}, {out / 'errors.csv'}, "
           f"{out / 'errors.png'} ({calibration.provenance['wall_s']} s)")
+    return 0
+
+
+def _register_rtl_run(commands) -> None:
+    from rtl.widths import ACC_BITS
+
+    parser = commands.add_parser(
+        "run", help="run a whole network on the CapsAcc RTL, bit-exact, with its cycles and utilisation",
+        description="Run every operation of a network on the simulated CapsAcc RTL, chained (each operation "
+                    "fed with the previous one's RTL outputs; the input is an image of the MNIST subset "
+                    "shipped in nas/data, weights random int8) and checked bit-exactly against the golden "
+                    "model. Prints per operation and in total: macs, compute_bound_cycles (MACs / (R*C)), "
+                    "cycles (busy cycles), utilisation (compute_bound / cycles), bit_exact.")
+    parser.add_argument("network", metavar="GENOTYPE.json|capsnet|deepcaps",
+                        help="a genotype file (NASCaps .chr JSON list) or a preset name")
+    parser.add_argument("--rows", type=int, required=True, help="PE array rows R (1..64)")
+    parser.add_argument("--cols", type=int, required=True, help="PE array columns C (1..63)")
+    parser.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
+                        help="back end (default verilator)")
+    parser.add_argument("--acc-bits", type=int, default=ACC_BITS,
+                        help=f"accumulator bits (default {ACC_BITS}: no sum of the search space wraps)")
+    parser.add_argument("--buffer-depth", type=int, default=16384,
+                        help="rows of each buffer (power of two, default 16384)")
+    parser.add_argument("--program-depth", type=int, default=1024, help="program words (power of two, default 1024)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_rtl_run_command)
+
+
+def _utilisation_fields(macs: int, cycles: int, rows: int, cols: int) -> dict:
+    return {"macs": macs, "compute_bound_cycles": -(-macs // (rows * cols)), "cycles": cycles,
+            "utilisation": macs / (rows * cols * cycles) if cycles else 0.0}
+
+
+def _rtl_run_command(args) -> int:
+    """`nascaps rtl run`; errors named like rtl's other subcommands' (`nascaps rtl run: error: ...`)."""
+    try:
+        return _rtl_run(args)
+    except InputError as error:
+        print(f"nascaps rtl run: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        return 2
+
+
+def _rtl_run(args) -> int:
+    from capsacc.array import ArrayConfig
+    from capsacc.cli import load_network
+    from capsacc.network import PRESETS, parse_genotype, read_genotype_json
+    from rtl.capsacc import check_buildable
+    from sim.calibration import rtl_version
+    from sim.driver import MismatchError, OperationDriver
+    from sim.network_run import check_chainable, network_image, run_network
+    from sim.verilator import VerilatorError, verilator_version
+
+    if not 0 <= args.seed < 2 ** 32:
+        raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
+    try:
+        config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth)
+        check_buildable(config)
+    except ValueError as error:
+        raise InputError(f"array {args.rows}x{args.cols}: {error}") from None
+    network = load_network(args.network)
+    genotype = PRESETS[args.network] if args.network in PRESETS else read_genotype_json(args.network)
+    check_chainable(network, config, parse_genotype(genotype)[0])
+    image, image_source = network_image(network)
+    report = {"network": network.name or args.network, "genotype": genotype, "array": config.to_dict(),
+              "simulator": args.simulator, "rtl_version": rtl_version(), "seed": args.seed, "image": image_source}
+    rows, cols = config.rows, config.cols
+    operations = []
+    header = (f"{'operation':<14}{'kind':<17}{'macs':>12}{'compute_bound_cycles':>22}{'cycles':>12}"
+              f"{'utilisation':>13}  bit_exact")
+
+    def line(name, kind, fields, exact):
+        return (f"{name:<14}{kind:<17}{fields['macs']:>12}{fields['compute_bound_cycles']:>22}{fields['cycles']:>12}"
+                f"{fields['utilisation']:>13.4f}  {'yes' if exact else 'no'}")
+
+    def progress(run):
+        op = network.operations[len(operations)]
+        fields = _utilisation_fields(op.macs, run.cycles, rows, cols)
+        operations.append({"name": op.name, "kind": run.kind, **fields, "bit_exact": True, "runs": run.runs,
+                           "host_cycles": run.host_cycles})
+        text = line(op.name, run.kind, fields, True)
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    if not args.json:
+        print(f"{report['network']} on {args.simulator} CapsAcc {rows}x{cols} (acc_bits {config.acc_bits}, buffers "
+              f"{config.buffer_depth} rows, program {config.program_depth} words), RTL {report['rtl_version'][:12]}, "
+              f"seed {args.seed}, image {image_source}")
+        print(header, flush=True)
+    failure = None
+    try:
+        if args.simulator == "verilator":
+            verilator_version()
+        run_network(network, OperationDriver(config, args.simulator), image, seed=args.seed, progress=progress)
+    except VerilatorError as error:
+        lines = str(error).splitlines()
+        raise InputError(lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}") from None
+    except MismatchError as error:
+        op = network.operations[len(operations)]
+        failure = f"operation {op.name}: {' '.join(str(error).splitlines())}"
+    total = _utilisation_fields(sum(o["macs"] for o in operations), sum(o["cycles"] for o in operations), rows, cols)
+    report.update(total, bit_exact=failure is None, operations=operations)
+    if args.json:
+        print(json.dumps(report | ({"error": failure} if failure else {})))
+    else:
+        print(line("total", "", total, failure is None))
+    if failure:
+        print(f"nascaps rtl run: error: {failure}", file=sys.stderr)
+        return 1
     return 0

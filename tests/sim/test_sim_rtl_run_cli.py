@@ -1,0 +1,92 @@
+"""`nascaps rtl run`: a whole network on the RTL from the command line, chained and bit-exact, with
+its cycles beside the compute bound; operations the mapping cannot place are located errors."""
+
+import dataclasses
+import json
+
+import pytest
+
+from capsacc import Accelerator, estimate
+from capsacc.array import ArrayConfig
+from capsacc.calibrated import TARGET_FEATURES, Calibration
+from capsacc.cli import main
+from capsacc.energy import EventEnergies
+from capsacc.network import Network
+from test_sim_calibrated_model import ISA
+from test_sim_network_run import GENOTYPE
+
+ARRAY = ["--rows", "4", "--cols", "4", "--buffer-depth", "64", "--program-depth", "32"]
+KEYS = {"macs", "compute_bound_cycles", "cycles", "utilisation", "bit_exact"}
+
+
+def isa_costs(network: Network) -> list[int]:
+    """The calibrated model's cycles of each operation with the RTL's exact timing coefficients (cycles do not
+    depend on the accumulator width)."""
+    coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
+    coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
+    calibration = Calibration(ArrayConfig(4, 4, 25, 64, 32), coefficients, EventEnergies.from_tables(4, 4, 25, 64),
+                              1.0e6)
+    accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4), calibration=calibration)
+    return [op.cycles for op in estimate(network, accelerator).operations]
+
+
+def run_json(tmp_path, capsys, simulator: str) -> dict:
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(GENOTYPE))
+    assert main(["rtl", "run", str(path), *ARRAY, "--simulator", simulator, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(err.splitlines()) == 8  # one progress line per operation
+    return json.loads(out)
+
+
+def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
+    report = run_json(tmp_path, capsys, "amaranth")
+    network = Network.from_genotype(GENOTYPE)
+    assert KEYS | {"operations", "genotype", "array", "rtl_version", "seed", "image"} <= set(report)
+    assert report["genotype"] == GENOTYPE and report["array"]["rows"] == 4 and report["seed"] == 0
+    assert "mnist_subset.npz" in report["image"]
+    ops = report["operations"]
+    assert [o["name"] for o in ops] == [op.name for op in network.operations]
+    assert [o["kind"] for o in ops] == ["conv", "convcaps", "classcaps", "routing_uniform", "routing_update",
+                                        "routing_softmax", "routing_update", "routing_softmax"]
+    assert [o["cycles"] for o in ops] == isa_costs(network)
+    for o, op in zip(ops, network.operations):
+        assert KEYS <= set(o) and o["bit_exact"] is True
+        assert o["macs"] == op.macs and o["compute_bound_cycles"] == -(-op.macs // 16)
+        assert o["utilisation"] == pytest.approx(op.macs / (16 * o["cycles"]))
+    assert report["bit_exact"] is True
+    assert report["macs"] == sum(o["macs"] for o in ops) and report["cycles"] == sum(o["cycles"] for o in ops)
+    assert 0 < report["utilisation"] < 1
+
+
+def test_rtl_run_table(capsys, tmp_path):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(GENOTYPE))
+    assert main(["rtl", "run", str(path), *ARRAY, "--simulator", "amaranth"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["operation", "kind", "macs", "compute_bound_cycles", "cycles", "utilisation",
+                                "bit_exact"]
+    assert len(lines) == 2 + 8 + 1 and lines[-1].split()[0] == "total" and lines[-1].split()[-1] == "yes"
+    assert int(lines[-1].split()[3]) == sum(int(line.split()[4]) for line in lines[2:-1])
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["capsnet", "--rows", "4", "--cols", "4"], "operation convcaps1 (convcaps): does not map onto the 4x4 array: "
+                                                "capsules of 8 atoms do not fit the 4 columns"),
+    (["deepcaps", "--rows", "16", "--cols", "16"], "operation convcaps1 (convcaps, descriptor 1): a CapsCell"),
+    (["capsnet", "--rows", "4", "--cols", "64"], "cols: 64 outside [1, 63]"),
+])
+def test_rtl_run_refuses_what_it_cannot_run_before_simulating(argv, where, capsys):
+    assert main(["rtl", "run", *argv, "--simulator", "amaranth"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith("nascaps rtl run: error: ") and where in err
+
+
+@pytest.mark.verilator
+def test_rtl_run_on_verilator_equals_amaranth(tmp_path, capsys):
+    verilator = run_json(tmp_path, capsys, "verilator")
+    amaranth = run_json(tmp_path, capsys, "amaranth")
+    assert verilator["bit_exact"] is True
+    for a, b in zip(verilator["operations"], amaranth["operations"]):
+        assert a["cycles"] == b["cycles"] and a["host_cycles"] == b["host_cycles"]
