@@ -32,9 +32,11 @@ def register(subparsers) -> None:
     export.set_defaults(handler=_export_command)
 
     synth = commands.add_parser("synth", help="synthesize CapsAcc with yosys and estimate its area",
-                                description="Run yosys (synth -flatten; stat) on CapsAcc and one PE; print "
-                                            "cells, flip-flops and an area estimate next to the published "
-                                            "45 nm figures.")
+                                description="Run yosys (synth with the hierarchy kept, the RAMs in a module "
+                                            "of their own; stat) on CapsAcc and one PE; print cells, "
+                                            "flip-flops and an area estimate of the whole design, the PE "
+                                            "array, the buffers and the rest, next to the published 45 nm "
+                                            "figures.")
     _design_arguments(synth, buffer_depth=16, program_depth=16)
     synth.add_argument("--yosys", default="yosys", help="yosys executable (default: yosys)")
     synth.add_argument("--json", action="store_true", help="print one JSON object")
@@ -52,6 +54,9 @@ def register(subparsers) -> None:
     fpga.add_argument("--freq-MHz", type=float, default=100.0, dest="freq_MHz",
                       help="target clock frequency in MHz (default 100)")
     fpga.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    fpga.add_argument("--no-dsp", action="store_true",
+                      help="multipliers in LUTs, not in MULT18X18D blocks (synth_ecp5 -nodsp): for arrays with more "
+                           "PEs than the device has multipliers")
     fpga.add_argument("--yosys", default=YOSYS, help=f"yosys executable (default: {YOSYS})")
     fpga.add_argument("--nextpnr", default=NEXTPNR, help=f"nextpnr-ecp5 executable (default: {NEXTPNR})")
     fpga.add_argument("--json", action="store_true", help="print one JSON object")
@@ -134,7 +139,8 @@ def _fpga_command(args) -> int:
         find_tool(args.nextpnr)
         out = prepare_output_dir(args.out, files=OUTPUT_FILES + (REPORT_FILE,)) if args.out else None
         with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp:
-            result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys, args.nextpnr)
+            result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys, args.nextpnr,
+                              dsp=not args.no_dsp)
             if out is not None:
                 for name in OUTPUT_FILES + (REPORT_FILE,):
                     if (Path(tmp) / name).exists():

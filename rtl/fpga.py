@@ -133,7 +133,8 @@ def _design_sources(path: list) -> tuple[str, ...]:
 
 
 _UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
-_FMAX = re.compile(r"^(?:Info|Warning): Max frequency for clock\s+'(.+)':\s+([0-9.]+) MHz \((?:PASS|FAIL) at ([0-9.]+) MHz\)")
+_FMAX = re.compile(r"^(?:Info|Warning): Max frequency for clock\s+'(.+)':\s+([0-9.]+) MHz "
+                   r"\((?:PASS|FAIL) at ([0-9.]+) MHz\)")
 
 
 def parse_log(text: str, source: str = "nextpnr log") -> Implementation:
@@ -188,6 +189,7 @@ class FpgaResult:
     part: str
     package: str
     seed: int
+    dsp_inference: bool
     luts: int
     flip_flops: int
     dsps: int
@@ -219,7 +221,8 @@ class FpgaResult:
             f"{'used':<10}{self.luts:>8}{self.flip_flops:>12}{self.dsps:>6}{self.block_rams:>12}{self.fmax_MHz:>10.2f}",
             f"{'of device':<10}" + "".join(f"{share:>{width}}" for share, width in zip(shares, widths)),
             timing,
-            f"flow: {self.yosys} synth_ecp5, {self.nextpnr} (seed {self.seed}), figures from the {self.report_source}",
+            f"flow: {self.yosys} synth_ecp5{'' if self.dsp_inference else ' -nodsp'}, {self.nextpnr} "
+            f"(seed {self.seed}), figures from the {self.report_source}",
         ]
         return "\n".join(lines)
 
@@ -265,10 +268,11 @@ def _version(tool: str, flag: str, pattern: str) -> str:
 
 
 def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: int = 1, workdir: Path = Path("."),
-             yosys: str = YOSYS, nextpnr: str = NEXTPNR) -> FpgaResult:
-    """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5`, place and
-    route it on `device` at `freq_MHz`; the tools' files go to `workdir` (OUTPUT_FILES). ValueError
-    on bad parameters, FpgaError on a missing or failing tool."""
+             yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True) -> FpgaResult:
+    """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5` (multipliers
+    in MULT18X18D blocks, or in LUTs with `dsp` False: `-nodsp`), place and route it on `device` at
+    `freq_MHz`; the tools' files go to `workdir` (OUTPUT_FILES). ValueError on bad parameters,
+    FpgaError on a missing or failing tool (a design larger than the device included)."""
     from rtl.capsacc import check_buildable
     from rtl.export import TOP, export_verilog
 
@@ -280,13 +284,14 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     source, netlist = workdir / "capsacc.v", workdir / "capsacc_ecp5.json"
     source.write_text(export_verilog(config))
     yosys_log, nextpnr_log, report = workdir / "yosys.log", workdir / "nextpnr.log", workdir / REPORT_FILE
-    _run(yosys_path, "yosys synth_ecp5",
-         ["-q", "-l", yosys_log.name, "-p", f"read_verilog {source.name}; synth_ecp5 -top {TOP} -json {netlist.name}"],
+    synth = f"synth_ecp5 -top {TOP}{'' if dsp else ' -nodsp'} -json {netlist.name}"
+    _run(yosys_path, "yosys synth_ecp5", ["-q", "-l", yosys_log.name, "-p", f"read_verilog {source.name}; {synth}"],
          yosys_log)
     usage = subprocess.run([nextpnr_path, "--help"], capture_output=True, text=True)
     with_report = "--report" in usage.stdout + usage.stderr
     arguments = [part.flag, "--package", part.package, "--json", netlist.name, "--freq", f"{freq_MHz:g}",
-                 "--seed", str(seed), "--lpf-allow-unconstrained", "--timing-allow-fail", "-q", "-l", nextpnr_log.name]
+                 "--seed", str(seed), "--lpf-allow-unconstrained", "--timing-allow-fail",
+                 "-q", "-l", nextpnr_log.name]
     _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name] if with_report else []), nextpnr_log)
     netlist.unlink()
     if with_report:
@@ -300,6 +305,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     result = FpgaResult(
         rows=config.rows, cols=config.cols, acc_bits=config.acc_bits, buffer_depth=config.buffer_depth,
         program_depth=config.program_depth, device=device, part=part.part, package=part.package, seed=seed,
+        dsp_inference=dsp,
         luts=figures.luts, flip_flops=figures.flip_flops, dsps=figures.dsps, block_rams=figures.block_rams,
         fmax_MHz=round(figures.fmax_MHz, 2), target_MHz=figures.target_MHz, timing_met=figures.timing_met,
         critical_path_ns=figures.critical_path_ns, critical_path_sources=figures.critical_path_sources,

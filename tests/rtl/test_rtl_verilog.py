@@ -160,7 +160,8 @@ def test_synth_splits_the_hierarchy_into_parts():
     assert parts["pe_array"] == {"cells": 1 + 3 * 6, "flip_flops": 12,
                                  "area_um2": pytest.approx(0.532 + 3 * (2 * 1.596 + 4 * 4.522))}
     assert parts["buffers"] == {"cells": 124, "flip_flops": 64, "area_um2": pytest.approx(64 * 6.384 + 60 * 1.862)}
-    assert parts["rest"] == {"cells": 17, "flip_flops": 2, "area_um2": pytest.approx(10 * 1.064 + 2 * 4.522 + 5 * 1.596)}
+    assert parts["rest"] == {"cells": 17, "flip_flops": 2,
+                             "area_um2": pytest.approx(10 * 1.064 + 2 * 4.522 + 5 * 1.596)}
     with pytest.raises(SynthError, match="no module of the PE array"):
         split_parts(modules, sources, "capsacc", "systolic.py")
 
