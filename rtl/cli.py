@@ -60,7 +60,8 @@ def register(subparsers) -> None:
     fpga.add_argument("--yosys", default=YOSYS, help=f"yosys executable (default: {YOSYS})")
     fpga.add_argument("--nextpnr", default=NEXTPNR, help=f"nextpnr-ecp5 executable (default: {NEXTPNR})")
     fpga.add_argument("--json", action="store_true", help="print one JSON object")
-    fpga.add_argument("--out", metavar="DIR", help="also write fpga.json, the Verilog and the tools' logs and report")
+    fpga.add_argument("--out", metavar="DIR", help="also write fpga.json, the Verilog and the tools' logs and report "
+                                                   "(the logs also when a tool fails)")
     fpga.set_defaults(handler=_fpga_command)
 
 
@@ -139,10 +140,11 @@ def _fpga_command(args) -> int:
         find_tool(args.nextpnr)
         out = prepare_output_dir(args.out, files=OUTPUT_FILES + (REPORT_FILE,)) if args.out else None
         with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp:
-            result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys, args.nextpnr,
-                              dsp=not args.no_dsp)
-            if out is not None:
-                for name in OUTPUT_FILES + (REPORT_FILE,):
+            try:
+                result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys,
+                                  args.nextpnr, dsp=not args.no_dsp)
+            finally:  # the logs of a failed run too
+                for name in (OUTPUT_FILES + (REPORT_FILE,)) if out is not None else ():
                     if (Path(tmp) / name).exists():
                         write_atomic(out / name, (Path(tmp) / name).read_bytes())
     except (ValueError, FpgaError) as error:  # InputError included

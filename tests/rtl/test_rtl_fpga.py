@@ -143,10 +143,13 @@ def test_output_folder_is_checked_before_the_tools_run(tmp_path, capsys):
     assert "fpga.json: output file is an existing folder" in one_error_line(capsys)
 
 
-def test_a_failing_tool_is_one_line(capsys):
+def test_a_failing_tool_is_one_line_and_its_files_are_kept(tmp_path, capsys):
+    out = tmp_path / "out"
     assert main(["rtl", "fpga", "--rows", "2", "--cols", "2", "--buffer-depth", "16", "--program-depth", "16",
-                 "--yosys", "false", "--nextpnr", "false"]) == 2
+                 "--yosys", "false", "--nextpnr", "false", "--out", str(out)]) == 2
     assert "yosys synth_ecp5 failed (exit code 1)" in one_error_line(capsys)
+    assert [p.name for p in out.iterdir()] == ["capsacc.v"]  # what the flow made before the failure
+    assert "module capsacc(" in (out / "capsacc.v").read_text()
 
 
 @pytest.mark.slow
