@@ -26,9 +26,15 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   data rows in chunks of nc = min(N, D // (2 mb)); per chunk, K chunks of R rows grouped kr at a
   time per run, kr = min(D // nc, (D - mb nc) // (mb R), (P - 1 - mb) // mb); each run one MATMUL
   per (K chunk, block) with n = nc, the last run of a chunk one ACT per block (n = nc).
-- classcaps: kc = ceil(caps_in / R) data rows and mb = ceil(J D / C) tiles per capsule; ci capsules
-  per run, ci = min(D // kc, D // (mb (kc R + 1)), (P - 2) // (kc mb)); one MATMUL (n = 1) per
-  (capsule, K chunk, tile) and one ACT "none" over the run's ci·mb rows (length C).
+- classcaps: kc = ceil(caps_in / R) K chunks and mb = ceil(J D / C) column tiles per capsule;
+  capsules packed k = max(1, R // caps_in) to a weight tile (`classcaps_packing`): a group of k
+  capsules shares each tile, capsule s's caps_in x C weights in tile rows s·caps_in.., and streams k
+  data rows, row s holding capsule s's atoms in lanes s·caps_in.. and zeros elsewhere, so result
+  row s is capsule s's prediction alone (block-diagonal data; the last group of an operation is
+  padded with zero rows to k). ci = g·k capsules per run, g = min(D // (k kc), D // (mb (kc R + k)),
+  (P - 2) // (kc mb), 1023 // (mb k)) groups; one MATMUL (n = k) per (group, K chunk, tile) and one
+  ACT "none" over the run's ceil(ci / k)·k·mb rows (length C). k > 1 only when caps_in <= R / 2, so
+  kc = 1 there; k = 1 is one capsule per tile (n = 1).
 - lone activations (relu, squash, softmax): one run with one ACT of n_in rows, caps_in lanes.
 - routing phases (programs of `rtl.workloads.RoutingLayout`): softmax (routing_softmax only):
   Q = ceil(I / R) ACTs (n = R but the last, length J), in runs of P - 1; weighted sums (uniform and
@@ -164,15 +170,26 @@ def classcaps_dims(op) -> tuple[int, int, int, int]:
     return op.n_in ** 2 * op.ch_in, op.caps_in, op.ch_out, op.caps_out
 
 
+def classcaps_packing(d_in: int, config: ArrayConfig) -> int:
+    """k: ClassCaps input capsules of `d_in` atoms packed into one R-row weight tile (module docstring).
+
+    A MATMUL of n < R rows is load bound (R cycles per tile, docs/rtl.md): one capsule per tile
+    (n = 1) loads R - d_in rows of zeros and streams one row in the R cycles. k capsules per tile
+    load k·d_in useful rows and stream k rows in the same R cycles, so the layer's MATMUL phase
+    shrinks k-fold, to the bound of a one-row-per-cycle weight port when d_in divides R."""
+    return max(1, config.rows // d_in)
+
+
 def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
-    """ci: input capsules per run."""
+    """ci: input capsules per run (a multiple of `classcaps_packing`)."""
+    k = classcaps_packing(d_in, config)
     kc, mb = ceil_div(d_in, config.rows), ceil_div(flat, config.cols)
     depth = config.buffer_depth
-    ci = min(depth // kc, depth // (mb * (kc * config.rows + 1)), (config.program_depth - 2) // (kc * mb),
-             ACT_MAX_ROWS // mb)
-    if ci < 1:
-        raise MappingError(f"one capsule of {d_in} x {flat} weights does not fit the buffers or the program")
-    return ci
+    groups = min(depth // (k * kc), depth // (mb * (kc * config.rows + k)), (config.program_depth - 2) // (kc * mb),
+                 ACT_MAX_ROWS // (mb * k))
+    if groups < 1:
+        raise MappingError(f"{k} capsule(s) of {d_in} x {flat} weights do not fit the buffers or the program")
+    return groups * k
 
 
 def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig) -> dict:
@@ -261,15 +278,16 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
     elif kind == "classcaps":
         n_in, d_in, n_out, dim = classcaps_dims(op)
         kc, mb = ceil_div(d_in, config.rows), ceil_div(n_out * dim, config.cols)
-        ci = classcaps_per_run(d_in, n_out * dim, config)
-        counts["runs"] += ceil_div(n_in, ci)
-        counts["matmuls"] += n_in * kc * mb
-        counts["matmul_rows"] += n_in * kc * mb
-        counts["matmul_rows_accumulate"] += n_in * (kc - 1) * mb
+        k, ci = classcaps_packing(d_in, config), classcaps_per_run(d_in, n_out * dim, config)
         for run_caps, times in ((ci, n_in // ci), (n_in % ci, 1)):
             if run_caps and times:
-                act("none", run_caps * mb, config.cols, times)
-                counts["matmul_phase_cycles"] += times * matmul_run_cycles(run_caps * kc * mb, 1, config.rows,
+                groups = ceil_div(run_caps, k)
+                counts["runs"] += times
+                counts["matmuls"] += times * groups * kc * mb
+                counts["matmul_rows"] += times * groups * k * kc * mb
+                counts["matmul_rows_accumulate"] += times * groups * k * (kc - 1) * mb
+                act("none", groups * k * mb, config.cols, times)
+                counts["matmul_phase_cycles"] += times * matmul_run_cycles(groups * kc * mb, k, config.rows,
                                                                            config.cols)
     elif kind in ROUTING_PHASES:
         n_in, _, n_out, dim = classcaps_dims(op)

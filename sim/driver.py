@@ -19,7 +19,7 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ROUTING_PHASES, ROUTINGS, ceil_div,
-                             classcaps_dims, classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape)
+                             classcaps_dims, classcaps_packing, classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape)
 from capsacc.network import Operation
 import rtl
 from rtl.capsacc import CapsAcc
@@ -284,34 +284,40 @@ class OperationDriver:
             w = rng.integers(-128, 128, size=(n_in, d_in, flat))
         shift = inputs.get("shift", shift_for(d_in))
         kc, mb = ceil_div(d_in, R), ceil_div(flat, C)
-        ci = classcaps_per_run(d_in, flat, cfg)
+        k, ci = classcaps_packing(d_in, cfg), classcaps_per_run(d_in, flat, cfg)
         session, counts = self._session(), self._new_counts()
         reads = []
         for i0 in range(0, n_in, ci):
             cn = min(ci, n_in - i0)
-            data = np.zeros((cn * kc, R), dtype=np.int64)
-            tiles = np.zeros((cn * kc * mb * R, C), dtype=np.int64)
+            groups = ceil_div(cn, k)
+            data = np.zeros((groups * kc * k, R), dtype=np.int64)
+            tiles = np.zeros((groups * kc * mb * R, C), dtype=np.int64)
             program = []
-            for c in range(cn):
+            for g in range(groups):
                 for kk in range(kc):
-                    part = u[i0 + c, kk * R:(kk + 1) * R]
-                    data[c * kc + kk, :len(part)] = part
+                    for s in range(min(k, cn - g * k)):  # capsule s of the group: atoms and weights at s·d_in
+                        c = i0 + g * k + s
+                        part = u[c, kk * R:(kk + 1) * R]
+                        data[(g * kc + kk) * k + s, s * d_in:s * d_in + len(part)] = part
+                        for t in range(mb):
+                            tile = w[c, kk * R:(kk + 1) * R, t * C:(t + 1) * C]
+                            base = ((g * kc + kk) * mb + t) * R + s * d_in
+                            tiles[base:base + tile.shape[0], :tile.shape[1]] = tile
                     for t in range(mb):
-                        tile = w[i0 + c, kk * R:(kk + 1) * R, t * C:(t + 1) * C]
-                        base = ((c * kc + kk) * mb + t) * R
-                        tiles[base:base + tile.shape[0], :tile.shape[1]] = tile
-                        program.append(MatMul(d_addr=c * kc + kk, w_addr=base, p_addr=c * mb + t, n=1,
-                                              accumulate=kk > 0))
-            out_base = cn * kc * mb * R
-            program.append(Act("none", p_addr=0, n=cn * mb, length=C, shift=shift, dst="weight", dst_addr=out_base))
+                        program.append(MatMul(d_addr=(g * kc + kk) * k, w_addr=((g * kc + kk) * mb + t) * R,
+                                              p_addr=(g * mb + t) * k, n=k, accumulate=kk > 0))
+            out_base = groups * kc * mb * R
+            program.append(Act("none", p_addr=0, n=groups * mb * k, length=C, shift=shift, dst="weight",
+                               dst_addr=out_base))
             session.write_int8("data", 0, data)
             session.write_int8("weight", 0, tiles)
             self._execute(session, program, counts)
-            session.read_int8(f"u_hat{i0}", "weight", out_base, cn * mb, C)
-            reads.append((i0, cn))
+            session.read_int8(f"u_hat{i0}", "weight", out_base, groups * mb * k, C)
+            reads.append((i0, cn, groups))
 
         def check(results):
-            u_hat = np.concatenate([results[f"u_hat{i0}"].reshape(cn, mb * C)[:, :flat] for i0, cn in reads])
+            u_hat = np.concatenate([results[f"u_hat{i0}"].reshape(groups, mb, k, C).transpose(0, 2, 1, 3)
+                                    .reshape(groups * k, mb * C)[:cn, :flat] for i0, cn, groups in reads])
             want = np.stack([golden.requantize(golden.tiled_matmul(u[i:i + 1], w[i], R, cfg.acc_bits)[0], shift)
                              for i in range(n_in)]) if n_in else np.zeros((0, flat), np.int64)
             return {"u_hat": u_hat.reshape(n_in, n_out, dim)}, {"u_hat": want.reshape(n_in, n_out, dim)}

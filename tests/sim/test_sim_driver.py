@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import ROUTING_PHASES, plan_counts, routing_phases
+from capsacc.mapping import ROUTING_PHASES, ceil_div, classcaps_packing, plan_counts, routing_phases
 from capsacc.network import Operation
 from rtl.isa import ACT_ROW_CYCLES
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
@@ -89,6 +89,26 @@ def test_a_routing_of_each_iteration_count_is_bit_exact_and_counted_exactly(rout
     assert run.cycles == sum(isa_cycles(p, CONFIG) for p in phases)
     assert counts["act_rows_softmax"] == (routings - 1) * 7
     print(f"routing, {routings} iterations: {run.cycles} RTL cycles")
+
+
+@pytest.mark.parametrize("config, op", [
+    (ArrayConfig(3, 4, 25, 64, 8), Operation("classcaps", "classcaps", 2, 5, 1, 2, 1, 1, 3, 3)),  # 3 per tile, 20
+    (ArrayConfig(4, 4, 25, 64, 8), Operation("classcaps", "classcaps", 3, 1, 2, 3, 1, 1, 3, 2)),  # 2 per tile, 9
+])
+def test_packed_classcaps_is_bit_exact_and_counted_exactly(config, op):
+    """ClassCaps capsules of caps_in <= R / 2 atoms share weight tiles (`classcaps_packing`): each
+    capsule's prediction comes out alone (block-diagonal data rows), bit-exact, with a last group
+    padded with zero rows, over several runs; k-fold fewer weight tiles than capsules x tiles."""
+    k = classcaps_packing(op.caps_in, config)
+    capsules, tiles = op.n_in ** 2 * op.ch_in, ceil_div(op.ch_out * op.caps_out, config.cols)
+    assert k > 1 and capsules % k
+    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=4)
+    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
+    assert run.counts == plan_counts("classcaps", op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    assert run.counters["weight_loads"] == ceil_div(capsules, k) * tiles
+    assert run.counters["pe_active_cycles"] == run.counts["matmul_rows"] * config.rows * config.cols
+    assert run.runs > 1
 
 
 @pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", *ROUTING_PHASES, "routing"])
