@@ -12,15 +12,11 @@ Run: python benchmarks/bench_capsnet_rtl.py [--network capsnet|deepcaps] [--mnis
 
 import argparse
 import time
-from pathlib import Path
 
 from capsacc import Accelerator, Network, estimate
 from capsacc.mapping import operation_kinds
 from sim.driver import OperationDriver
-from sim.network_run import mnist_image, run_network
-
-PACKAGED_MNIST = Path(__file__).resolve().parent.parent / "nas" / "data" / "mnist_subset.npz"
-"""The MNIST subset shipped with the package (the repository's copy, found from this file)."""
+from sim.network_run import PACKAGED_MNIST, mnist_image, run_network
 
 
 def main() -> None:
