@@ -4,14 +4,18 @@ its cycles beside the compute bound; operations the mapping cannot place are loc
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
+import sim.golden as golden
 from capsacc import Accelerator, estimate
 from capsacc.array import ArrayConfig
 from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
 from capsacc.energy import EventEnergies
+from capsacc.errors import InputError
 from capsacc.network import Network
+from sim.network_run import check_chainable
 from test_sim_calibrated_model import ISA
 from test_sim_network_run import GENOTYPE
 
@@ -90,3 +94,23 @@ def test_rtl_run_on_verilator_equals_amaranth(tmp_path, capsys):
     assert verilator["bit_exact"] is True
     for a, b in zip(verilator["operations"], amaranth["operations"]):
         assert a["cycles"] == b["cycles"] and a["host_cycles"] == b["host_cycles"]
+
+
+def test_check_chainable_without_descriptors_names_the_first_unchained_operation():
+    with pytest.raises(InputError, match=r"operation convcaps3d16 \(convcaps3d\): not chained"):
+        check_chainable(Network.preset("deepcaps"), ArrayConfig(16, 16, 34, 16384, 1024))
+    check_chainable(Network.preset("capsnet"), ArrayConfig(16, 16, 34, 16384, 1024))
+
+
+def test_rtl_run_reports_a_golden_mismatch_after_the_finished_operations(tmp_path, capsys, monkeypatch):
+    real = golden.routing_update
+    monkeypatch.setattr(golden, "routing_update", lambda *args: real(*args) + 1)
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(GENOTYPE))
+    assert main(["rtl", "run", str(path), *ARRAY, "--simulator", "amaranth", "--json"]) == 1
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["bit_exact"] is False and "routing4" in report["error"]
+    assert [o["name"] for o in report["operations"]] == ["conv0", "convcaps1", "classcaps2", "routing3"]
+    assert err.splitlines()[-1].startswith("nascaps rtl run: error: operation routing4: ")
+    assert np.all([o["bit_exact"] for o in report["operations"]])
