@@ -1,48 +1,88 @@
-"""The activation unit: requantization, ReLU, squash and softmax on partial-sum rows.
+"""The vector activation unit: C lanes, pipelined, one partial-sum row per cycle.
 
-It executes one ACT instruction (see `rtl.isa`): for each of `n` rows of the partial-sum memory
-(C lanes of signed `acc_bits`) it takes the first `length` lanes, one lane per cycle, requantizes
-each to int8 and applies the function, and writes each int8 result to a destination buffer.
+`ActivationUnit(cols, acc_bits)` takes a stream of partial-sum rows (C lanes of signed
+`acc_bits`), one row per cycle, and gives a stream of int8 rows, one per cycle, a fixed number
+of cycles later (`latency(length)`). It requantizes every lane, then applies the function
+(`rtl.isa.Func`): none, ReLU, squash or softmax. Squash and softmax work on capsules of L =
+`length` atoms (1..64), laid out as `sim.golden.activate_rows` defines:
 
-Fixed-point formats and integer algorithms (mirrored by `sim.golden`):
+- L <= C (segmented): a row holds floor(C / L) capsules, capsule k in lanes kL .. kL + L - 1;
+  lanes from floor(C / L) L on read 0.
+- L > C (spanning): a capsule fills ceil(L / C) consecutive rows; the sum (or maximum) is carried
+  across its rows, the rows wait in a buffer until the capsule's scale factor is known.
 
-- requantize(v, shift) = saturate_int8((v + ((1 << shift) >> 1)) >> shift): arithmetic shift
-  with round-half-up, then saturation to [-128, 127].
-- ReLU: max(q, 0). "none": q.
-- squash of one row (a capsule vector q, int8 in Q3.4): S2 = sum q_i**2 (22-bit), norm =
-  floor(sqrt(S2)) by an 11-step digit-by-digit square root, recip = floor(2**28 / (256 + S2)) by
-  a 29-step restoring divider, y_i = saturate_int8((q_i * norm * recip + 2**20) >> 21): Q0.7.
-- softmax of one row (logits q, int8 in Q3.4): m = max q_i, e_i = EXP[m - q_i] from a 256-entry
-  table EXP[d] = round(2**15 * exp(-d / 16)) (16-bit), E = sum e_i, recip = floor(2**28 / E),
-  y_i = saturate_int8((e_i * recip + 2**20) >> 21): Q0.7 (1.0 saturates to 127).
+Integer semantics (the same as `sim.golden`): requantize(v) = sat8((v + ((1 << shift) >> 1)) >>
+shift); squash: S2 = sum q^2, (factor, k) = golden.squash_scale(S2), y = sat8((q factor +
+2^(k-1)) >> k) with table-based square root and reciprocal; softmax: m = max q, e = EXP[m - q],
+E = sum e, (factor, k) = golden.softmax_scale(E), y = sat8((e factor + 2^(k-1)) >> k).
 
-Cycles per row (deterministic): none/relu 2 + length; squash 2 * length + 42 (2 + length + 11 +
-29 + length); softmax 3 * length + 31 (2 + 2 * length + 29 + length).
+Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage registered):
 
-Destination addressing: row mode writes element (row j, lane l) to buffer row dst_addr + j,
-lane l; column mode writes it to buffer row dst_addr + j * stride + l, lane j (a transposing or
-block-diagonal scatter). Lanes beyond the destination buffer's width are not written.
+    requantize        2 stages   add the rounding half; shift and saturate
+    reduce 1 (max)    2W + 1 + span: segmented max scan (W), cross-row stage (1), backward
+                      broadcast of each segment's total to its lanes (W), hold register; the
+                      rows wait in a delay buffer (a memory) for the same number of cycles
+    operand           1 stage    squash: q^2; softmax: e = EXP[m - q] (table, synchronous read)
+    reduce 2 (sum)    2W + 1 + span: as reduce 1, with sums
+    scale             7 stages   divisor and exponents, tables, factor (9 x 9 multiply), operand
+                      times factor (17 x 18 multiply), rounding, shift and saturation
+
+so `latency(C, L) = 12 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
+output, and n rows (whole capsules) take latency + n cycles from the cycle of the first row in to
+the cycle after the last row out. Every multiplier has a registered output and no stage holds more than one adder or one
+multiplier. Contract: the configuration (func, shift, length) is stable from the cycle of the
+first row until the last result; every capsule's rows arrive in consecutive cycles, and the rows
+of one configuration are whole capsules (a multiple of span rows).
 """
 
 import math
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-RECIPROCAL_BITS = 28
-SQRT_STEPS = 11
-SQUARES_BITS = 2 * SQRT_STEPS
-OUT_SHIFT = RECIPROCAL_BITS - 7
-EXP_BITS = 15
+from rtl.isa import Func
 
-FUNC_NONE, FUNC_RELU, FUNC_SQUASH, FUNC_SOFTMAX = 0, 1, 2, 3
+MAX_LENGTH = 64
+"""Longest capsule / logit vector (atoms); `sim.golden.MAX_CAPSULE`."""
+EXP_BITS = 15
+SQRT_FRAC_BITS = 4
+RECIP_BITS = 17
+SUM_BITS = 22
+"""Segment sums: a sum of squares is at most 64 * 128**2 = 2**20, a sum of EXP entries 64 * 2**15."""
+OPERAND_BITS = 17
+"""Signed operand of the output multiply: q (int8) or e (0..2**15)."""
+FACTOR_BITS = 18
+"""Unsigned factor: SQRT (9 bits) times RECIP (9 bits)."""
+SCALE_STAGES = 7
+REQUANT_STAGES = 2
 
 
 def exp_table() -> list[int]:
-    """EXP[d] = round(2**15 * exp(-d / 16)) for d in 0..255 (the softmax lookup table)."""
+    """EXP[d] = round(2**15 * exp(-d / 16)) for d in 0..255 (the softmax table, `golden.exp_table`)."""
     return [round(2.0 ** EXP_BITS * math.exp(-d / 16.0)) for d in range(256)]
+
+
+def sqrt_table() -> list[int]:
+    """SQRT[m] = round(16 sqrt(m)) for m < 256, SQRT[256 + m] = round(16 sqrt(m + 1/2)) (`golden.sqrt_table`)."""
+    return [round(2.0 ** SQRT_FRAC_BITS * math.sqrt(i if i < 256 else i - 256 + 0.5)) for i in range(512)]
+
+
+def recip_table() -> list[int]:
+    """RECIP[i] = round(2**17 / (256 + i + 1/2)) for i in 0..255 (`golden.recip_table`)."""
+    return [round(2.0 ** RECIP_BITS / (256 + i + 0.5)) for i in range(256)]
+
+
+def scan_levels(cols: int) -> int:
+    """W: levels of the segmented scans over C lanes, ceil(log2 C)."""
+    return (cols - 1).bit_length()
+
+
+def latency(cols: int, length: int) -> int:
+    """Cycles from a partial-sum row at the input of a C = `cols` lane unit to its result at the
+    output, for capsules of L = `length` atoms: 12 + 4 ceil(log2 C) + 2 ceil(L / C)."""
+    return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + 1 + SCALE_STAGES
 
 
 def saturate8(value):
@@ -50,171 +90,442 @@ def saturate8(value):
     return Mux(value > 127, 127, Mux(value < -128, -128, value))
 
 
-class ActivationUnit(wiring.Component):
-    """Executes one ACT instruction; `start` pulses with the fields valid, `done` pulses at the end.
+def bit_length(value, width: int):
+    """An Amaranth expression: the number of significant bits of the low `width` bits of unsigned
+    `value` (0 for 0), as a tree of depth ceil(log2 width) (a priority encoder)."""
+    if width == 1:
+        return value[0]
+    low = width // 2
+    high_bits = value[low:width]
+    return Mux(high_bits.any(), low + bit_length(high_bits, width - low), bit_length(value, low))
 
-    Ports: start; func (2 bits), shift (5), length (6, lanes per row, >= 1), n_rows (10, >= 1),
-    p_addr (partial-sum row of the first input), dst_addr, stride (6), column (1);
-    psum_addr/psum_en/psum_data: read port of the partial-sum memory (1-cycle latency);
-    wr_addr/wr_lane/wr_data/wr_en: one int8 element written per cycle; busy; done.
+
+class _LengthConfig:
+    """Constants of one capsule length L on C lanes (computed in Python, selected by L in hardware)."""
+
+    def __init__(self, length: int, cols: int):
+        levels = scan_levels(cols)
+        self.span = -(-length // cols)
+        if length <= cols:
+            start = [j % length == 0 for j in range(cols)]
+            used = [j < (cols // length) * length for j in range(cols)]
+            used_last = used
+        else:
+            start = [j == 0 for j in range(cols)]
+            used = [True] * cols
+            used_last = [j < length - (self.span - 1) * cols for j in range(cols)]
+        end = [j == cols - 1 or start[j + 1] for j in range(cols)]
+        self.start, self.used, self.used_last = start, used, used_last
+        # Forward scan: at level l lane j adds lane j - 2**l unless its window reaches a start.
+        self.fwd, closed = [], list(start)
+        for level in range(levels):
+            d = 1 << level
+            self.fwd.append([not closed[j] and j >= d for j in range(cols)])
+            closed = [closed[j] or (j >= d and closed[j - d]) for j in range(cols)]
+        # Backward broadcast: at level l lane j copies lane j + 2**l unless its window holds an end.
+        self.bwd, closed = [], list(end)
+        for level in range(levels):
+            d = 1 << level
+            self.bwd.append([not closed[j] and j + d < cols for j in range(cols)])
+            closed = [closed[j] or (j + d < cols and closed[j + d]) for j in range(cols)]
+
+
+def lane_widths(cols: int, func: str, length: int) -> tuple[int, int, int]:
+    """(span, width, last_width) of an ACT instruction on C = `cols` lanes: rows per capsule, and
+    the lanes written of a capsule's rows (lanes 0 .. width - 1) and of its last row. none / relu:
+    (1, min(L, C), min(L, C)); squash / softmax: L <= C (1, floor(C / L) L, same), L > C
+    (ceil(L / C), C, L - (ceil(L / C) - 1) C)."""
+    if func in ("none", "relu"):
+        return 1, min(length, cols), min(length, cols)
+    span = -(-length // cols)
+    if span == 1:
+        return 1, (cols // length) * length, (cols // length) * length
+    return span, cols, length - (span - 1) * cols
+
+
+def _bits(flags) -> int:
+    return sum(1 << j for j, flag in enumerate(flags) if flag)
+
+
+class VectorActivation(wiring.Component):
+    """The vector activation datapath; see the module docstring.
+
+    Ports: `func` (`rtl.isa.Func`), `shift` (0..31), `length` (L, 1..64): the configuration;
+    `i`: stream of partial-sum rows (always ready; `i.payload` C lanes of signed acc_bits);
+    `o`: stream of int8 result rows (no back-pressure: `o.ready` is not looked at).
+    """
+
+    def __init__(self, cols: int, acc_bits: int = 25):
+        if cols < 1:
+            raise ValueError(f"cols must be >= 1, not {cols}")
+        self.cols, self.acc_bits = cols, acc_bits
+        self.levels = scan_levels(cols)
+        self.max_span = -(-MAX_LENGTH // cols)
+        super().__init__({
+            "func": In(Func), "shift": In(5), "length": In(range(MAX_LENGTH + 1)),
+            "i": In(stream.Signature(data.ArrayLayout(signed(acc_bits), cols), always_ready=True)),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(8), cols))),
+        })
+
+    def span(self, length: int) -> int:
+        """Rows per capsule of `length` atoms: ceil(L / C)."""
+        return -(-length // self.cols)
+
+    def latency(self, length: int) -> int:
+        """Cycles from a row at the input to its result at the output, for capsules of `length` atoms."""
+        return latency(self.cols, length)
+
+    def elaborate(self, platform):
+        m = Module()
+        cols, levels = self.cols, self.levels
+
+        # Configuration constants selected by L, registered (stable while an instruction runs).
+        cfg_span = Signal(range(self.max_span + 1))
+        cfg_start, cfg_used, cfg_used_last = Signal(cols), Signal(cols), Signal(cols)
+        cfg_fwd = [Signal(cols, name=f"cfg_fwd{level}") for level in range(levels)]
+        cfg_bwd = [Signal(cols, name=f"cfg_bwd{level}") for level in range(levels)]
+        with m.Switch(self.length):
+            for length in range(1, MAX_LENGTH + 1):
+                with m.Case(*([length] if length > 1 else [0, 1])):
+                    c = _LengthConfig(length, cols)
+                    m.d.sync += [cfg_span.eq(c.span), cfg_start.eq(_bits(c.start)),
+                                 cfg_used.eq(_bits(c.used)), cfg_used_last.eq(_bits(c.used_last))]
+                    m.d.sync += [s.eq(_bits(f)) for s, f in zip(cfg_fwd, c.fwd)]
+                    m.d.sync += [s.eq(_bits(f)) for s, f in zip(cfg_bwd, c.bwd)]
+        squash = Signal()
+        softmax = Signal()
+        m.d.comb += [squash.eq(self.func == Func.SQUASH), softmax.eq(self.func == Func.SOFTMAX)]
+
+        # Requantization: r1 adds the rounding half, r2 shifts and saturates.
+        r1_valid = Signal()
+        r1 = Signal(data.ArrayLayout(signed(max(self.acc_bits, 32) + 1), cols))  # the half reaches 2**30
+        half = Signal(32)
+        m.d.comb += half.eq((Const(1, 33) << self.shift) >> 1)
+        m.d.sync += r1_valid.eq(self.i.valid)
+        for j in range(cols):
+            m.d.sync += r1[j].eq(self.i.payload[j] + half)
+        q = Signal(data.ArrayLayout(signed(8), cols))
+        q_valid, q_first, q_last = Signal(), Signal(), Signal()
+        row_count = Signal(range(self.max_span + 1))
+        m.d.sync += [q_valid.eq(r1_valid), q_first.eq(row_count == 0), q_last.eq(row_count == cfg_span - 1)]
+        for j in range(cols):
+            m.d.sync += q[j].eq(saturate8(r1[j] >> self.shift))
+        with m.If(r1_valid):
+            m.d.sync += row_count.eq(Mux(row_count == cfg_span - 1, 0, row_count + 1))
+        q_used = Mux(q_last, cfg_used_last, cfg_used)
+
+        # Reduce 1: the maximum of every capsule (softmax), broadcast to its lanes.
+        max_in = Signal(data.ArrayLayout(signed(8), cols))
+        for j in range(cols):
+            m.d.comb += max_in[j].eq(Mux(q_used[j], q[j], -128))
+        red1 = self._reduce(m, "max", q_valid, q_first, q_last, max_in, q, signed(8),
+                            lambda a, b: Mux(a > b, a, b), cfg_span, cfg_fwd, cfg_bwd)
+        p_valid, p_first, p_last, p_data, p_total = red1
+        p_used = Mux(p_last, cfg_used_last, cfg_used)
+
+        # Operand stage: squash q and q^2, softmax e = EXP[m - q] and e; registered (the table
+        # has a synchronous read port).
+        m.submodules.exp_rom = exp_rom = Memory(shape=unsigned(EXP_BITS + 1), depth=256, init=exp_table())
+        op = Signal(data.ArrayLayout(signed(OPERAND_BITS), cols))
+        x = Signal(data.ArrayLayout(unsigned(SUM_BITS), cols))
+        o_valid, o_first, o_last = Signal(), Signal(), Signal()
+        o_used = Signal(cols)
+        o_q = Signal(data.ArrayLayout(signed(8), cols))
+        square = Signal(data.ArrayLayout(unsigned(16), cols))
+        m.d.sync += [o_valid.eq(p_valid), o_first.eq(p_first), o_last.eq(p_last), o_used.eq(p_used),
+                     o_q.eq(p_data)]
+        for j in range(cols):
+            port = exp_rom.read_port()
+            m.d.comb += port.addr.eq((p_total[j] - p_data[j])[:8])
+            m.d.sync += square[j].eq(p_data[j] * p_data[j])
+            m.d.comb += [
+                op[j].eq(Mux(softmax, port.data, o_q[j])),
+                x[j].eq(Mux(o_used[j], Mux(softmax, port.data, square[j]), 0)),
+            ]
+        red2 = self._reduce(m, "sum", o_valid, o_first, o_last, x, op, signed(OPERAND_BITS),
+                            lambda a, b: a + b, cfg_span, cfg_fwd, cfg_bwd)
+        d_valid, _, d_last, d_op, d_total = red2
+        d_used = Mux(d_last, cfg_used_last, cfg_used)
+
+        # Scale: per lane, from the capsule total T (S2 or E) to the factor, then the output.
+        m.submodules.sqrt_rom = sqrt_rom = Memory(shape=unsigned(9), depth=512, init=sqrt_table())
+        m.submodules.recip_rom = recip_rom = Memory(shape=unsigned(9), depth=256, init=recip_table())
+        valid = [Signal(name=f"s{k}_valid") for k in range(SCALE_STAGES)]
+        used = [Signal(cols, name=f"s{k}_used") for k in range(SCALE_STAGES)]
+        m.d.sync += [valid[0].eq(d_valid), used[0].eq(d_used)]
+        m.d.sync += [v.eq(u) for v, u in zip(valid[1:], valid)]
+        m.d.sync += [v.eq(u) for v, u in zip(used[1:], used)]
+        m.d.comb += [self.o.valid.eq(valid[-1])]
+        for j in range(cols):
+            ops = [Signal(signed(OPERAND_BITS), name=f"s{k}_op{j}") for k in range(SCALE_STAGES - 1)]
+            m.d.sync += ops[0].eq(d_op[j])
+            m.d.sync += [v.eq(u) for v, u in zip(ops[1:], ops)]
+            # s0: divisor D = T + 256 (squash) or T (softmax).
+            total, divisor = Signal(SUM_BITS, name=f"s0_total{j}"), Signal(SUM_BITS + 1, name=f"s0_div{j}")
+            m.d.sync += [total.eq(d_total[j]), divisor.eq(d_total[j] + Mux(squash, 256, 0))]
+            # s1: exponents e (square root) and f (reciprocal), and the output shift k.
+            e_exp = Signal(range(16), name=f"s1_e{j}")
+            f_exp = Signal(range(16), name=f"s1_f{j}")
+            total1, divisor1 = Signal(SUM_BITS, name=f"s1_total{j}"), Signal(SUM_BITS + 1, name=f"s1_div{j}")
+            bl_total = bit_length(total, SUM_BITS)
+            bl_div = bit_length(divisor, SUM_BITS + 1)
+            m.d.sync += [total1.eq(total), divisor1.eq(divisor),
+                         e_exp.eq(Mux(bl_total > 8, (bl_total - 7) >> 1, 0)),
+                         f_exp.eq(Mux(bl_div > 9, bl_div - 9, 0))]
+            # s2: mantissas into the tables (synchronous reads), k.
+            sq_port, rc_port = sqrt_rom.read_port(), recip_rom.read_port()
+            mant = (total1 >> (e_exp << 1))[:8]
+            m.d.comb += [sq_port.addr.eq(Cat(mant, e_exp != 0)),
+                         rc_port.addr.eq((divisor1 >> f_exp)[:8])]
+            k2 = Signal(range(32), name=f"s2_k{j}")
+            m.d.sync += k2.eq(Mux(squash, f_exp - e_exp + 14, f_exp + 10))
+            # s3: the factor.
+            factor = Signal(FACTOR_BITS, name=f"s3_factor{j}")
+            k3 = Signal(range(32), name=f"s3_k{j}")
+            m.d.sync += [factor.eq(Mux(squash, sq_port.data * rc_port.data, rc_port.data)), k3.eq(k2)]
+            # s4: operand times factor.
+            product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s4_product{j}")
+            k4 = Signal(range(32), name=f"s4_k{j}")
+            m.d.sync += [product.eq(ops[3] * factor), k4.eq(k3)]
+            # s5: rounding half.
+            rounded = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s5_rounded{j}")
+            k5 = Signal(range(32), name=f"s5_k{j}")
+            m.d.sync += [rounded.eq(product + ((Const(1, 32) << k4) >> 1)), k5.eq(k4)]
+            # s6: shift, saturate, select by function.
+            scaled = saturate8(rounded >> k5)
+            q6 = ops[5][:8].as_signed()
+            with m.Switch(self.func):
+                with m.Case(Func.NONE):
+                    m.d.sync += self.o.payload[j].eq(q6)
+                with m.Case(Func.RELU):
+                    m.d.sync += self.o.payload[j].eq(Mux(q6 < 0, 0, q6))
+                with m.Default():
+                    m.d.sync += self.o.payload[j].eq(Mux(used[5][j], scaled, 0))
+        return m
+
+    def _reduce(self, m, name, valid, first, last, values, row, row_shape, op, cfg_span, cfg_fwd, cfg_bwd):
+        """A segmented reduction of `values` (C lanes) with `op`: each lane gets its capsule's total,
+        held while the capsule's rows (`row`, delayed in a memory) come out. Returns the output
+        (valid, first, last, row, total) 2W + 1 + span cycles after the input."""
+        cols, levels = self.cols, self.levels
+        shape = values.shape().elem_shape
+        layout = data.ArrayLayout(shape, cols)
+        # Forward segmented scan.
+        stage = values
+        for level in range(levels):
+            d = 1 << level
+            nxt = Signal(layout, name=f"{name}_fwd{level}")
+            for j in range(cols):
+                if j >= d:
+                    m.d.sync += nxt[j].eq(Mux(cfg_fwd[level][j], op(stage[j - d], stage[j]), stage[j]))
+                else:
+                    m.d.sync += nxt[j].eq(stage[j])
+            stage = nxt
+        tags = Signal(3, name=f"{name}_tags0")
+        m.d.comb += tags.eq(Cat(valid, first, last))
+        tag_pipe = [tags]
+        for level in range(levels):
+            t = Signal(3, name=f"{name}_tags{level + 1}")
+            m.d.sync += t.eq(tag_pipe[-1])
+            tag_pipe.append(t)
+        t_valid, t_first = tag_pipe[-1][0], tag_pipe[-1][1]
+        # Cross-row stage: a capsule spanning rows carries its total in `acc` (lane C-1 holds the row's).
+        acc = Signal(shape, name=f"{name}_acc")
+        crossed = Signal(layout, name=f"{name}_cross")
+        carried = Mux(t_first | (cfg_span == 1), stage[cols - 1], op(acc, stage[cols - 1]))
+        for j in range(cols - 1):
+            m.d.sync += crossed[j].eq(stage[j])
+        m.d.sync += crossed[cols - 1].eq(carried)
+        with m.If(t_valid):
+            m.d.sync += acc.eq(carried)
+        t = Signal(3, name=f"{name}_tags_cross")
+        m.d.sync += t.eq(tag_pipe[-1])
+        tag_pipe.append(t)
+        # Backward broadcast of each segment's total (at its last lane) to all its lanes.
+        stage = crossed
+        for level in range(levels):
+            d = 1 << level
+            nxt = Signal(layout, name=f"{name}_bwd{level}")
+            for j in range(cols):
+                if j + d < cols:
+                    m.d.sync += nxt[j].eq(Mux(cfg_bwd[level][j], stage[j + d], stage[j]))
+                else:
+                    m.d.sync += nxt[j].eq(stage[j])
+            stage = nxt
+            t = Signal(3, name=f"{name}_tags_bwd{level}")
+            m.d.sync += t.eq(tag_pipe[-1])
+            tag_pipe.append(t)
+        # Hold the total of a capsule from its last row on; count its rows out of the delay buffer.
+        total = Signal(layout, name=f"{name}_total")
+        rows_left = Signal(range(self.max_span + 1), name=f"{name}_rows_left")
+        latch = tag_pipe[-1][0] & tag_pipe[-1][2]
+        with m.If(latch):
+            m.d.sync += [total.eq(stage), rows_left.eq(cfg_span)]
+        with m.Elif(rows_left != 0):
+            m.d.sync += rows_left.eq(rows_left - 1)
+        out_valid = Signal(name=f"{name}_valid")
+        out_first = Signal(name=f"{name}_first")
+        out_last = Signal(name=f"{name}_last")
+        m.d.comb += [out_valid.eq(rows_left != 0), out_first.eq(rows_left == cfg_span),
+                     out_last.eq(rows_left == 1)]
+        # Delay buffer: the rows come out 2W + 1 + span cycles after they went in.
+        row_layout = data.ArrayLayout(row_shape, cols)
+        depth = 1 << (2 * levels + 2 + self.max_span).bit_length()
+        buffer = Memory(shape=row_layout, depth=depth, init=[])
+        m.submodules[f"{name}_buffer"] = buffer
+        write, read = buffer.write_port(), buffer.read_port(transparent_for=())
+        pointer = Signal(range(depth), name=f"{name}_pointer")
+        m.d.sync += pointer.eq(pointer + 1)
+        m.d.comb += [write.addr.eq(pointer), write.data.eq(row), write.en.eq(1),
+                     read.addr.eq(pointer - (2 * levels + 1) - cfg_span + 1)]
+        return out_valid, out_first, out_last, read.data, total
+
+
+class ActivationUnit(wiring.Component):
+    """Executes one ACT instruction (`rtl.isa`) on the vector datapath: `start` pulses with the
+    fields valid (latched), `done` is high in the cycle of the last write.
+
+    Partial-sum rows p_addr, p_addr + 1, ... are read one per cycle (`psum_addr`/`psum_en`, the
+    data one cycle later on `psum_data`): n rows rounded up to whole capsules (a multiple of
+    span = ceil(L / C) for squash and softmax). Row mode writes one result row per cycle
+    (`wr_row`: row dst_addr + j, lanes 0 .. width - 1 of `wr_data`, see `lane_widths`); column
+    mode writes one element per cycle (`wr_row` low: row dst_addr + j * stride + l, lane
+    `wr_lane` = j, value `wr_elem`), so reads go out in capsule groups of span rows, one group
+    every `width` (segmented) or L (spanning) cycles, and the rows of a group wait in a bank of
+    span registers. `wr_count` is the number of elements written in the cycle.
+
+    `length` is the ACT field: L in 1..63, 0 for 64.
     """
 
     def __init__(self, cols: int, acc_bits: int = 25, addr_bits: int = 14):
-        if cols > 63:
-            raise ValueError(f"cols must be <= 63 for the activation unit, not {cols}")
         self.cols, self.acc_bits, self.addr_bits = cols, acc_bits, addr_bits
+        self.max_span = -(-MAX_LENGTH // cols)
         super().__init__({
-            "start": In(1), "func": In(2), "shift": In(5), "length": In(6), "n_rows": In(10),
+            "start": In(1), "func": In(Func), "shift": In(5), "length": In(6), "n_rows": In(10),
             "p_addr": In(addr_bits), "dst_addr": In(addr_bits), "stride": In(6), "column": In(1),
             "psum_addr": Out(addr_bits), "psum_en": Out(1),
             "psum_data": In(data.ArrayLayout(signed(acc_bits), cols)),
-            "wr_addr": Out(addr_bits), "wr_lane": Out(10), "wr_data": Out(signed(8)), "wr_en": Out(1),
+            "wr_en": Out(1), "wr_row": Out(1), "wr_addr": Out(addr_bits),
+            "wr_data": Out(data.ArrayLayout(signed(8), cols)), "wr_mask": Out(cols),
+            "wr_lane": Out(11), "wr_elem": Out(signed(8)), "wr_count": Out(range(cols + 1)),
             "busy": Out(1), "done": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        acc_bits = self.acc_bits
-        func, shift, length = Signal(2), Signal(5), Signal(6)
+        cols, max_span = self.cols, self.max_span
+        m.submodules.vector = vector = VectorActivation(cols, self.acc_bits)
+
+        func, shift, length = Signal(Func), Signal(5), Signal(6)
         n_rows, column, stride = Signal(10), Signal(), Signal(6)
-        row = Signal(data.ArrayLayout(signed(acc_bits), self.cols))
-        lane = Signal(6)
-        row_idx = Signal(10)
         p_ptr = Signal(self.addr_bits)
-        base = Signal(self.addr_bits)
-        last_lane = lane == length - 1
+        # Constants of the latched (func, length): span and lane widths (`lane_widths`).
+        span = Signal(range(max_span + 1))
+        width, last_width = Signal(range(cols + 1)), Signal(range(cols + 1))
+        group_elements = Signal(range(MAX_LENGTH + cols + 1))
+        capsules = Signal()
+        m.d.comb += capsules.eq((func == Func.SQUASH) | (func == Func.SOFTMAX))
+        for is_capsule, name in ((0, "none"), (1, "squash")):
+            with m.If(capsules == is_capsule):
+                with m.Switch(length):
+                    for field in range(64):
+                        with m.Case(field):
+                            g_span, g_width, g_last = lane_widths(cols, name, field or MAX_LENGTH)
+                            m.d.comb += [span.eq(g_span), width.eq(g_width), last_width.eq(g_last),
+                                         group_elements.eq((g_span - 1) * g_width + g_last)]
+        m.d.comb += [vector.func.eq(func), vector.shift.eq(shift),
+                     vector.length.eq(Mux(capsules, Mux(length == 0, MAX_LENGTH, length), 1))]
 
-        # Requantization of the current lane.
-        value = Signal(signed(acc_bits))
-        m.d.comb += value.eq(row[lane])
-        half = Signal(unsigned(32))
-        m.d.comb += half.eq((Const(1, 33) << shift) >> 1)
-        shifted = Signal(signed(acc_bits + 1))
-        m.d.comb += shifted.eq((value + half) >> shift)
-        q = Signal(signed(8))
-        m.d.comb += q.eq(saturate8(shifted))
+        # Issue: one partial-sum row per cycle, in groups of span rows; column mode spaces the
+        # groups `group_elements` cycles apart.
+        issued = Signal(11)
+        in_group = Signal(range(max_span + 1))
+        wait = Signal(range(MAX_LENGTH + cols + 1))
+        read_q = Signal()
+        m.d.sync += read_q.eq(self.psum_en)
+        m.d.comb += [self.psum_addr.eq(p_ptr), vector.i.valid.eq(read_q), vector.i.payload.eq(self.psum_data)]
 
-        # Reductions, square root, divider.
-        squares = Signal(unsigned(SQUARES_BITS))
-        maximum = Signal(signed(8))
-        exp_sum = Signal(unsigned(22))
-        sqrt_num = Signal(unsigned(SQUARES_BITS))
-        sqrt_res = Signal(unsigned(SQUARES_BITS))
-        sqrt_bit = Signal(unsigned(SQUARES_BITS))
-        norm = Signal(unsigned(SQRT_STEPS))
-        divisor = Signal(unsigned(SQUARES_BITS + 1))
-        remainder = Signal(unsigned(SQUARES_BITS + 2))
-        recip = Signal(unsigned(RECIPROCAL_BITS + 1))
-        step = Signal(range(RECIPROCAL_BITS + 1))
+        # Results: row mode writes them as they come; column mode keeps a group in `bank`.
+        out_rows = Signal(11)
+        out_in_group = Signal(range(max_span + 1))
+        out_base = Signal(self.addr_bits)
+        out_last_row = out_in_group == span - 1
+        bank = [Signal(data.ArrayLayout(signed(8), cols), name=f"bank{r}") for r in range(max_span)]
+        group_ready = Signal()
+        with m.If(vector.o.valid):
+            m.d.sync += [out_rows.eq(out_rows + 1),
+                         out_in_group.eq(Mux(out_last_row, 0, out_in_group + 1))]
+            with m.Switch(out_in_group):
+                for r in range(max_span):
+                    with m.Case(r):
+                        m.d.sync += bank[r].eq(vector.o.payload)
+        m.d.sync += group_ready.eq(vector.o.valid & column & (out_in_group == 0))
 
-        m.submodules.exp_rom = exp_rom = Memory(shape=unsigned(EXP_BITS + 1), depth=256, init=exp_table())
-        exp_port = exp_rom.read_port(domain="comb")
-        m.d.comb += exp_port.addr.eq((maximum - q)[:8])
-        e_value = exp_port.data
+        row_width = Mux(out_last_row, last_width, width)
+        m.d.comb += [self.wr_data.eq(vector.o.payload), self.wr_addr.eq(out_base)]
+        for lane in range(cols):
+            m.d.comb += self.wr_mask[lane].eq(lane < row_width)
+        with m.If(vector.o.valid & ~column):
+            m.d.comb += [self.wr_en.eq(1), self.wr_row.eq(1), self.wr_count.eq(row_width)]
+            m.d.sync += out_base.eq(out_base + 1)
 
-        # Output datapath.
-        operand = Signal(signed(SQRT_STEPS + 9))
-        m.d.comb += operand.eq(Mux(func == FUNC_SQUASH, q * norm, e_value))
-        product = Signal(signed(SQRT_STEPS + 9 + RECIPROCAL_BITS + 2))
-        m.d.comb += product.eq(operand * recip)
-        scaled = Signal(signed(product.shape().width))
-        m.d.comb += scaled.eq((product + (1 << (OUT_SHIFT - 1))) >> OUT_SHIFT)
-        result = Signal(signed(8))
-        with m.Switch(func):
-            with m.Case(FUNC_NONE):
-                m.d.comb += result.eq(q)
-            with m.Case(FUNC_RELU):
-                m.d.comb += result.eq(Mux(q < 0, 0, q))
-            with m.Default():
-                m.d.comb += result.eq(saturate8(scaled))
+        # Column-mode writer: element (slot, lane) of the group in the bank, one per cycle.
+        w_active = Signal()
+        w_slot = Signal(range(max_span + 1))
+        w_lane = Signal(range(cols + 1))
+        w_row = Signal(11)
+        w_base = Signal(self.addr_bits)
+        w_last_slot = w_slot == span - 1
+        w_width = Mux(w_last_slot, last_width, width)
+        w_row_end = w_lane == w_width - 1
+        element = Signal(signed(8))
+        with m.Switch(w_slot):
+            for r in range(max_span):
+                with m.Case(r):
+                    with m.Switch(w_lane):
+                        for lane in range(cols):
+                            with m.Case(lane):
+                                m.d.comb += element.eq(bank[r][lane])
+        writing = Signal()
+        m.d.comb += writing.eq(w_active | group_ready)
+        with m.If(writing):
+            m.d.comb += [self.wr_en.eq(1), self.wr_addr.eq(w_base + w_lane), self.wr_lane.eq(w_row),
+                         self.wr_elem.eq(element), self.wr_count.eq(1)]
+            m.d.sync += [w_active.eq(1), w_lane.eq(w_lane + 1)]
+            with m.If(w_row_end):
+                m.d.sync += [w_lane.eq(0), w_slot.eq(w_slot + 1), w_row.eq(w_row + 1),
+                             w_base.eq(w_base + stride)]
+                with m.If(w_last_slot):
+                    m.d.sync += [w_active.eq(0), w_slot.eq(0)]
 
-        m.d.comb += [
-            self.psum_addr.eq(p_ptr),
-            self.wr_data.eq(result),
-            self.wr_addr.eq(Mux(column, base + lane, base)),
-            self.wr_lane.eq(Mux(column, row_idx, lane)),
-        ]
-
+        last_write = Mux(column, writing & w_row_end & (w_row == issued - 1),
+                         vector.o.valid & (out_rows == issued - 1))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
                         func.eq(self.func), shift.eq(self.shift), length.eq(self.length),
                         n_rows.eq(self.n_rows), column.eq(self.column), stride.eq(self.stride),
-                        p_ptr.eq(self.p_addr), base.eq(self.dst_addr), row_idx.eq(0),
+                        p_ptr.eq(self.p_addr), out_base.eq(self.dst_addr), w_base.eq(self.dst_addr),
+                        issued.eq(0), in_group.eq(0), wait.eq(0), out_rows.eq(0), out_in_group.eq(0),
+                        w_active.eq(0), w_slot.eq(0), w_lane.eq(0), w_row.eq(0),
                     ]
-                    m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += [self.busy.eq(1), self.psum_en.eq(1)]
-                m.next = "LATCH"
-            with m.State("LATCH"):
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [row.eq(self.psum_data), lane.eq(0), squares.eq(0), maximum.eq(-128),
-                             exp_sum.eq(0)]
-                with m.If((func == FUNC_NONE) | (func == FUNC_RELU)):
-                    m.next = "OUT"
+                with m.If(wait != 0):
+                    m.d.sync += wait.eq(wait - 1)
                 with m.Else():
-                    m.next = "PASS_A"
-            with m.State("PASS_A"):
+                    m.d.comb += self.psum_en.eq(1)
+                    m.d.sync += [p_ptr.eq(p_ptr + 1), issued.eq(issued + 1),
+                                 in_group.eq(Mux(in_group == span - 1, 0, in_group + 1))]
+                    with m.If(in_group == span - 1):
+                        m.d.sync += wait.eq(Mux(column, group_elements - span, 0))
+                        with m.If(issued + 1 >= n_rows):
+                            m.next = "DRAIN"
+            with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += lane.eq(lane + 1)
-                with m.If(func == FUNC_SQUASH):
-                    m.d.sync += squares.eq(squares + q * q)
-                with m.Elif(q > maximum):
-                    m.d.sync += maximum.eq(q)
-                with m.If(last_lane):
-                    m.d.sync += lane.eq(0)
-                    with m.If(func == FUNC_SQUASH):
-                        m.d.sync += [sqrt_num.eq(squares + q * q), sqrt_res.eq(0),
-                                     sqrt_bit.eq(1 << (SQUARES_BITS - 2)), step.eq(0)]
-                        m.next = "SQRT"
-                    with m.Else():
-                        m.next = "PASS_B"
-            with m.State("PASS_B"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [lane.eq(lane + 1), exp_sum.eq(exp_sum + e_value)]
-                with m.If(last_lane):
-                    m.d.sync += [lane.eq(0), divisor.eq(exp_sum + e_value), remainder.eq(0),
-                                 recip.eq(0), step.eq(0)]
-                    m.next = "DIV"
-            with m.State("SQRT"):
-                m.d.comb += self.busy.eq(1)
-                trial = sqrt_res + sqrt_bit
-                with m.If(sqrt_num >= trial):
-                    m.d.sync += [sqrt_num.eq(sqrt_num - trial), sqrt_res.eq((sqrt_res >> 1) + sqrt_bit)]
-                with m.Else():
-                    m.d.sync += sqrt_res.eq(sqrt_res >> 1)
-                m.d.sync += [sqrt_bit.eq(sqrt_bit >> 2), step.eq(step + 1)]
-                with m.If(step == SQRT_STEPS - 1):
-                    final = Mux(sqrt_num >= trial, (sqrt_res >> 1) + sqrt_bit, sqrt_res >> 1)
-                    m.d.sync += [norm.eq(final), divisor.eq(squares + 256), remainder.eq(0),
-                                 recip.eq(0), step.eq(0)]
-                    m.next = "DIV"
-            with m.State("DIV"):
-                m.d.comb += self.busy.eq(1)
-                # Restoring division of 2**28 by `divisor`, quotient bit 28 first.
-                shifted_rem = Signal(unsigned(SQUARES_BITS + 2))
-                m.d.comb += shifted_rem.eq((remainder << 1) | (step == 0))
-                with m.If(shifted_rem >= divisor):
-                    m.d.sync += [remainder.eq(shifted_rem - divisor), recip.eq((recip << 1) | 1)]
-                with m.Else():
-                    m.d.sync += [remainder.eq(shifted_rem), recip.eq(recip << 1)]
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == RECIPROCAL_BITS):
-                    m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [self.busy.eq(1), self.wr_en.eq(1)]
-                m.d.sync += lane.eq(lane + 1)
-                with m.If(last_lane):
-                    m.d.sync += [
-                        lane.eq(0), row_idx.eq(row_idx + 1), p_ptr.eq(p_ptr + 1),
-                        base.eq(base + Mux(column, stride, 1)),
-                    ]
-                    with m.If(row_idx == n_rows - 1):
-                        m.next = "FINISH"
-                    with m.Else():
-                        m.next = "READ"
-            with m.State("FINISH"):
-                m.d.comb += [self.busy.eq(1), self.done.eq(1)]
-                m.next = "IDLE"
+                with m.If(last_write):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
         return m

@@ -286,9 +286,12 @@ class CapsAcc(wiring.Component):
                                      (routing_w, rows, Dst.ROUTING)):
                 m.d.comb += port.addr.eq(act.wr_addr)
                 for lane in range(lanes):
+                    in_row = act.wr_mask[lane] if lane < cols else 0
+                    value = act.wr_data[lane] if lane < cols else 0
                     m.d.comb += [
-                        port.data[lane].eq(act.wr_data),
-                        port.en[lane].eq(act.wr_en & (act_dst == dst) & (act.wr_lane == lane)),
+                        port.data[lane].eq(Mux(act.wr_row, value, act.wr_elem)),
+                        port.en[lane].eq(act.wr_en & (act_dst == dst)
+                                         & Mux(act.wr_row, in_row, act.wr_lane == lane)),
                     ]
         with m.Else():
             for port in (prog_r, weight_r, data_r, routing_r, psum_r, prog_w, data_w, weight_w,
@@ -309,7 +312,7 @@ class CapsAcc(wiring.Component):
         # Performance counters.
         counters = [Signal(COUNTER_BITS, name=f"count_{name}") for name, _ in COUNTERS]
         count = dict(zip((name for name, _ in COUNTERS), counters))
-        act_write = lambda dst: act.wr_en & (act_dst == dst)  # noqa: E731
+        act_write = lambda dst: Mux(act.wr_en & (act_dst == dst), act.wr_count, 0)  # noqa: E731
         increments = {
             "busy_cycles": busy,
             "weight_load_cycles": weight_issue,
@@ -319,7 +322,7 @@ class CapsAcc(wiring.Component):
             "pe_active_cycles": Mux(data_issue, rows * cols, 0),
             "psum_reads": (acc_read & reading.accumulate) | act.psum_en,
             "psum_writes": acc_write,
-            "act_ops": act.wr_en,
+            "act_ops": Mux(act.wr_en, act.wr_count, 0),
             "data_writes": act_write(Dst.DATA),
             "weight_writes": act_write(Dst.WEIGHT),
             "routing_writes": act_write(Dst.ROUTING),

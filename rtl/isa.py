@@ -27,10 +27,12 @@ ACT: the activation unit on partial-sum rows (see `rtl.activation`).
     column      0: row mode, element (j, l) -> row dst_addr + j, lane l;
                 1: column mode, element (j, l) -> row dst_addr + j * stride + l, lane j
     shift       requantization shift (0..31)
-    length      lanes per row (1..63; lanes >= length are ignored)
+    length      L (1..64, 64 encoded as 0): squash and softmax, atoms per capsule (a row holds
+                floor(C / L) capsules when L <= C; a capsule spans ceil(L / C) rows when L > C);
+                none and ReLU, lanes per row (lanes >= L are not written)
     p_addr      first partial-sum row
     dst_addr    first destination row
-    n           number of rows (1..1023)
+    n           number of rows (1..1023), rounded up to whole capsules (a multiple of ceil(L / C))
     stride      column-mode row stride (0..63)
 """
 
@@ -89,8 +91,11 @@ INSTRUCTION = data.UnionLayout({
 })
 """One program word: `op` (shared by every instruction), the per-instruction views, `bits`."""
 
-FIELD_MINIMUM = {"matmul": {"n": 1}, "act": {"length": 1, "n": 1}}
+FIELD_MINIMUM = {"matmul": {"n": 1}, "act": {"n": 1}}
 """Fields whose value 0 is not allowed (all others range over their whole width)."""
+
+FIELD_VALUES = {"act": {"length": "1..64 (64 encoded as 0)"}}
+"""Fields whose values are not their plain binary range (the docs table says so)."""
 
 LAYOUTS = {"halt": HALT_LAYOUT, "matmul": MATMUL_LAYOUT, "act": ACT_LAYOUT}
 for _layout in LAYOUTS.values():
@@ -168,10 +173,12 @@ class Act:
     stride: int = 0
 
     def encode(self) -> int:
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or not 1 <= self.length <= 64:
+            raise ValueError(f"length: {self.length!r} outside [1, 64]")
         return _word("act", {
             "op": Opcode.ACT, "func": _member(Func, self.func, "func"), "dst": _member(Dst, self.dst, "dst"),
-            "column": int(bool(self.column)), "shift": self.shift, "length": self.length, "p_addr": self.p_addr,
-            "dst_addr": self.dst_addr, "n": self.n, "stride": self.stride})
+            "column": int(bool(self.column)), "shift": self.shift, "length": self.length % 64,
+            "p_addr": self.p_addr, "dst_addr": self.dst_addr, "n": self.n, "stride": self.stride})
 
 
 Instruction = Halt | MatMul | Act
@@ -204,7 +211,7 @@ def disassemble(word: int) -> Instruction:
             dst = _name(f.dst)
         except ValueError:
             raise ValueError(f"dst: reserved destination in ACT word {word:#018x}") from None
-        return Act(_name(f.func), f.p_addr, f.n, f.length, f.shift, dst, f.dst_addr, bool(f.column), f.stride)
+        return Act(_name(f.func), f.p_addr, f.n, f.length or 64, f.shift, dst, f.dst_addr, bool(f.column), f.stride)
     return Halt()
 
 
@@ -220,6 +227,8 @@ def encoding_table() -> str:
                 values = f"{Opcode[kind.upper()].value} (opcode)"
             elif isinstance(shape, type) and issubclass(shape, enum.Enum):
                 values = ", ".join(f"{m.value} {_name(m)}" for m in shape)
+            elif name in FIELD_VALUES.get(kind, {}):
+                values = FIELD_VALUES[kind][name]
             else:
                 low = FIELD_MINIMUM.get(kind, {}).get(name, 0)
                 values = f"{low}..{(1 << field.width) - 1}"
@@ -227,14 +236,20 @@ def encoding_table() -> str:
     return "\n".join(lines)
 
 
-ACT_ROW_CYCLES = {"none": (2, 1), "relu": (2, 1), "squash": (42, 2), "softmax": (31, 3)}
-"""The activation unit's cycles per row: (fixed, per element) by function (see `rtl.activation`)."""
+def act_unit_cycles(cols: int, func: str, n: int, length: int, column: bool = False) -> int:
+    """Cycles from the activation unit's start pulse to its done pulse for one ACT on C = `cols`
+    lanes: row mode rows + latency + 1 (a partial-sum row per cycle), column mode elements +
+    latency + 2 (an element per cycle). latency = `rtl.activation.latency(C, L')` (L' = L for
+    squash and softmax, 1 for none and ReLU); rows = n rounded up to whole capsules; elements =
+    the lanes written over those rows (`rtl.activation.lane_widths`)."""
+    from rtl.activation import lane_widths, latency
 
-
-def act_unit_cycles(func: str, n: int, length: int) -> int:
-    """Cycles from the activation unit's start pulse to its done pulse for one ACT."""
-    fixed, per_element = ACT_ROW_CYCLES[func]
-    return n * (fixed + per_element * length) + 1
+    span, width, last_width = lane_widths(cols, func, length)
+    groups = -(-n // span)
+    pipeline = latency(cols, length if func in ("squash", "softmax") else 1)
+    if column:
+        return groups * ((span - 1) * width + last_width) + pipeline + 2
+    return groups * span + pipeline + 1
 
 
 @dataclass(frozen=True)
@@ -283,7 +298,8 @@ def timing(program: list[Instruction], rows: int, cols: int) -> Timing:
         else:
             fire = max(offered, drained)
             if isinstance(instruction, Act):
-                offered = fire + 2 + act_unit_cycles(instruction.func, instruction.n, instruction.length)
+                offered = fire + 2 + act_unit_cycles(cols, instruction.func, instruction.n, instruction.length,
+                                                         instruction.column)
         issue.append(fire)
         if isinstance(instruction, Halt):
             break

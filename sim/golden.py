@@ -27,14 +27,20 @@ ACC_BITS = RTL_ACC_BITS
 """Accumulator width (bits) of the RTL, `rtl.widths.ACC_BITS` (34: no sum of the search space
 wraps; the published CapsAcc has 25)."""
 
-RECIPROCAL_BITS = 28
-"""K: the divider of the activation unit computes floor(2**K / divisor)."""
-
 SQUASH_FRAC_BITS = 4
 """Fractional bits of the squash input (Q3.4)."""
 
 SOFTMAX_FRAC_BITS = 4
 """Fractional bits of the softmax input logits (Q3.4)."""
+
+SQRT_TABLE_FRAC_BITS = 4
+"""The square-root table holds sqrt(m) with 4 fractional bits (values 0..256, 9 bits)."""
+
+RECIP_TABLE_BITS = 17
+"""The reciprocal table holds 2**17 / d for a 9-bit mantissa d in [256, 512) (values 256..511)."""
+
+MAX_CAPSULE = 64
+"""Longest capsule (squash) or logit vector (softmax) the activation unit takes (atoms)."""
 
 EXP_TABLE_BITS = 15
 """exp(-d / 16) is tabulated as round(2**15 * exp(-d / 16)) for d in 0..255 (16-bit unsigned)."""
@@ -108,43 +114,85 @@ def _round_shift_sat(product: int, shift: int) -> int:
     return max(-128, min(127, (product + (1 << (shift - 1))) >> shift))
 
 
-def isqrt(n: int) -> int:
-    """floor(sqrt(n)), as the activation unit's digit-by-digit square root computes it."""
-    return math.isqrt(n)
+def sqrt_table() -> np.ndarray:
+    """The square-root table, shape (512,), int64: entry m (m < 256) is round(16 sqrt(m)), entry
+    256 + m is round(16 sqrt(m + 1/2)) (the mid-point of a truncated mantissa; only m >= 64 used)."""
+    m = np.arange(512, dtype=np.float64)
+    mid = np.where(m < 256, m, m - 256 + 0.5)
+    return np.round(2.0 ** SQRT_TABLE_FRAC_BITS * np.sqrt(mid)).astype(np.int64)
 
 
-def reciprocal(divisor: int) -> int:
-    """floor(2**RECIPROCAL_BITS / divisor), as the activation unit's restoring divider computes it."""
-    return (1 << RECIPROCAL_BITS) // divisor
+def recip_table() -> np.ndarray:
+    """The reciprocal table, shape (256,), int64: entry i is round(2**17 / (256 + i + 1/2)), the
+    reciprocal of the mid-point of the 9-bit mantissa 256 + i."""
+    i = np.arange(256, dtype=np.float64)
+    return np.round(2.0 ** RECIP_TABLE_BITS / (256 + i + 0.5)).astype(np.int64)
+
+
+_SQRT_TABLE = [int(v) for v in sqrt_table()]
+_RECIP_TABLE = [int(v) for v in recip_table()]
+_EXP_TABLE = [int(v) for v in exp_table()]
+
+
+def sqrt_index(s2: int) -> tuple[int, int]:
+    """(table index, exponent e) of the square root of s2 >= 0: e = max(0, (bitlen(s2) - 7) // 2),
+    m = s2 >> 2e < 256; the index is m when e = 0 (exact), else 256 + m (m in [64, 256)).
+    sqrt(s2) ~ SQRT[index] * 2**(e - 4)."""
+    e = max(0, (s2.bit_length() - 7) // 2)
+    m = s2 >> (2 * e)
+    return (m + 256 if e else m), e
+
+
+def recip_index(divisor: int) -> tuple[int, int]:
+    """(table index, exponent f) of the reciprocal of divisor >= 256: f = bitlen(divisor) - 9,
+    index = (divisor >> f) - 256. 1 / divisor ~ RECIP[index] * 2**-(17 + f)."""
+    f = divisor.bit_length() - 9
+    return (divisor >> f) - 256, f
+
+
+def squash_scale(s2: int) -> tuple[int, int]:
+    """(factor, shift) of squash for a capsule with sum of squares s2 (0 .. 64 * 128**2):
+    factor = SQRT[.] * RECIP[.] (18 bits), shift = f - e + 14 (14..20), so that
+    factor / 2**shift ~ 128 sqrt(s2) / (256 + s2)."""
+    si, e = sqrt_index(s2)
+    ri, f = recip_index(256 + s2)
+    return _SQRT_TABLE[si] * _RECIP_TABLE[ri], f - e + 14
+
+
+def softmax_scale(total: int) -> tuple[int, int]:
+    """(factor, shift) of softmax for a sum of exponentials `total` (2**15 .. 64 * 2**15):
+    factor = RECIP[.] (9 bits), shift = f + 10, so that factor / 2**shift ~ 128 / total."""
+    ri, f = recip_index(total)
+    return _RECIP_TABLE[ri], f + 10
+
+
+def scale(operand: int, factor: int, shift: int) -> int:
+    """sat8((operand * factor + 2**(shift - 1)) >> shift), shift >= 1: the unit's output stage."""
+    return _round_shift_sat(operand * factor, shift)
 
 
 def squash(q) -> np.ndarray:
-    """Squash of one capsule vector q (int8, Q3.4), output int8 Q0.7.
+    """Squash of one capsule vector q (int8, Q3.4, 1..64 atoms), output int8 Q0.7.
 
-    S2 = sum q_i**2, norm = isqrt(S2), recip = floor(2**28 / (2**8 + S2)),
-    y_i = sat8((q_i * norm * recip + 2**20) >> 21): y_i / 128 ~ s_i |s| / (1 + |s|**2) with s = q / 16.
+    S2 = sum q_i**2, (factor, shift) = squash_scale(S2), y_i = scale(q_i, factor, shift):
+    y_i / 128 ~ s_i |s| / (1 + |s|**2) with s = q / 16 (table-based square root and reciprocal).
     """
     qs = [int(v) for v in _int8(q, "q")]
-    s2 = sum(v * v for v in qs)
-    norm = isqrt(s2)
-    recip = reciprocal((1 << (2 * SQUASH_FRAC_BITS)) + s2)
-    shift = RECIPROCAL_BITS - OUT_FRAC_BITS
-    return np.array([_round_shift_sat(v * norm * recip, shift) for v in qs], dtype=np.int64)
+    factor, shift = squash_scale(sum(v * v for v in qs))
+    return np.array([scale(v, factor, shift) for v in qs], dtype=np.int64)
 
 
 def softmax(q) -> np.ndarray:
-    """Softmax of int8 logits q (Q3.4), output int8 Q0.7 saturated to 127.
+    """Softmax of int8 logits q (Q3.4, 1..64 of them), output int8 Q0.7 saturated to 127.
 
-    m = max q, e_i = EXP[m - q_i], E = sum e_i, recip = floor(2**28 / E),
-    y_i = sat8((e_i * recip + 2**20) >> 21).
+    m = max q, e_i = EXP[m - q_i], E = sum e_i, (factor, shift) = softmax_scale(E),
+    y_i = scale(e_i, factor, shift).
     """
-    table = exp_table()
     qs = [int(v) for v in _int8(q, "q")]
     m = max(qs)
-    e = [int(table[m - v]) for v in qs]
-    recip = reciprocal(sum(e))
-    shift = RECIPROCAL_BITS - OUT_FRAC_BITS
-    return np.array([_round_shift_sat(v * recip, shift) for v in e], dtype=np.int64)
+    e = [_EXP_TABLE[m - v] for v in qs]
+    factor, shift = softmax_scale(sum(e))
+    return np.array([scale(v, factor, shift) for v in e], dtype=np.int64)
 
 
 def activate(sums, shift: int, function: str) -> np.ndarray:
@@ -163,6 +211,62 @@ def activate(sums, shift: int, function: str) -> np.ndarray:
     if function == "softmax":
         return np.stack([softmax(row) for row in q])
     raise ValueError(f"function: unknown activation {function!r} (none, relu, squash, softmax)")
+
+
+def rows_per_capsule(length: int, cols: int) -> int:
+    """Partial-sum rows one capsule of `length` atoms occupies on C = `cols` lanes: ceil(L / C)."""
+    return -(-length // cols)
+
+
+def capsules_per_row(length: int, cols: int) -> int:
+    """Capsules of `length` atoms in one row of `cols` lanes: floor(C / L) (0 when L > C)."""
+    return cols // length
+
+
+def written_lanes(function: str, length: int, cols: int, last_row: bool) -> int:
+    """Lanes 0 .. k - 1 of a result row that an ACT writes: none / relu min(L, C); squash / softmax
+    floor(C / L) L when L <= C, else C, and L - (ceil(L / C) - 1) C in a capsule's last row."""
+    if function in ("none", "relu"):
+        return min(length, cols)
+    if length <= cols:
+        return capsules_per_row(length, cols) * length
+    return length - (rows_per_capsule(length, cols) - 1) * cols if last_row else cols
+
+
+def activate_rows(sums, shift: int, function: str, length: int) -> np.ndarray:
+    """The vector activation unit on partial-sum rows (N, C) of C lanes: requantize every lane,
+    then `function` over capsules of `length` (L, 1..64) atoms. Returns (N, C) int8 values (int64).
+
+    - none / relu: every lane, `length` does not matter.
+    - squash / softmax, L <= C (segmented): row r holds floor(C / L) capsules, capsule k in lanes
+      k L .. k L + L - 1; lanes from floor(C / L) L on are 0.
+    - squash / softmax, L > C (spanning): a capsule fills ceil(L / C) consecutive rows, atom a in
+      row a // C, lane a % C; N must be a multiple of ceil(L / C); lanes of a capsule's last row
+      from L - (ceil(L / C) - 1) C on are 0.
+    """
+    q = requantize(np.atleast_2d(np.asarray(sums, dtype=np.int64)), shift)
+    n, cols = q.shape
+    if function in ("none", "relu"):
+        return q if function == "none" else relu(q)
+    if function not in ("squash", "softmax"):
+        raise ValueError(f"function: unknown activation {function!r} (none, relu, squash, softmax)")
+    if not 1 <= length <= MAX_CAPSULE:
+        raise ValueError(f"length: {length} outside [1, {MAX_CAPSULE}]")
+    vector = squash if function == "squash" else softmax
+    out = np.zeros_like(q)
+    if length <= cols:
+        used = capsules_per_row(length, cols) * length
+        for r in range(n):
+            out[r, :used] = np.concatenate([vector(seg) for seg in q[r, :used].reshape(-1, length)])
+        return out
+    span = rows_per_capsule(length, cols)
+    if n % span:
+        raise ValueError(f"{n} rows are not whole capsules of {span} rows ({length} atoms on {cols} lanes)")
+    for r in range(0, n, span):
+        flat = np.zeros(span * cols, dtype=np.int64)
+        flat[:length] = vector(q[r:r + span].reshape(-1)[:length])
+        out[r:r + span] = flat.reshape(span, cols)
+    return out
 
 
 def conv_tile(patches, weights, rows: int, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
@@ -266,7 +370,10 @@ class MachineState:
 def execute(program, state: MachineState) -> dict[str, int]:
     """Run a CapsAcc program (instructions of `rtl.isa`, or their 64-bit words) on `state` in place,
     instruction by instruction, with the RTL's integer semantics (addresses wrap modulo the depth,
-    lanes past a destination row are dropped, sums wrap to acc_bits). Returns the performance
+    lanes past a destination row are dropped, sums wrap to acc_bits). An ACT processes n
+    partial-sum rows rounded up to whole capsules (`activate_rows`) and writes `written_lanes`
+    of each result row, in row mode (element (j, l) to row dst_addr + j, lane l) or column mode
+    (to row dst_addr + j * stride + l, lane j). Returns the performance
     counters the RTL reports (`rtl.capsacc.COUNTERS`), busy_cycles excepted."""
     from rtl.isa import Act, MatMul, disassemble
 
@@ -294,14 +401,16 @@ def execute(program, state: MachineState) -> dict[str, int]:
                 stored = state.psum[row] if instruction.accumulate else 0
                 state.psum[row] = accumulate(stored, result, state.acc_bits)
         elif isinstance(instruction, Act):
-            if instruction.length > c:
-                raise ValueError(f"ACT length {instruction.length} exceeds the {c} partial-sum lanes")
             target = getattr(state, instruction.dst)
-            counts["psum_reads"] += instruction.n
-            for j in range(instruction.n):
-                sums = state.psum[(instruction.p_addr + j) % depth][:instruction.length]
-                values = activate(sums[None, :], instruction.shift, instruction.func)[0]
-                for lane, value in enumerate(values):
+            length, func = instruction.length, instruction.func
+            capsule = func in ("squash", "softmax")
+            span = rows_per_capsule(length, c) if capsule else 1
+            n_rows = -(-instruction.n // span) * span
+            counts["psum_reads"] += n_rows
+            sums = np.stack([state.psum[(instruction.p_addr + j) % depth] for j in range(n_rows)])
+            values = activate_rows(sums, instruction.shift, func, length)
+            for j in range(n_rows):
+                for lane in range(written_lanes(func, length, c, j % span == span - 1)):
                     if instruction.column:
                         row, col = instruction.dst_addr + j * instruction.stride + lane, j
                     else:
@@ -309,7 +418,7 @@ def execute(program, state: MachineState) -> dict[str, int]:
                     counts["act_ops"] += 1
                     counts[f"{instruction.dst}_writes"] += 1
                     if col < target.shape[1]:
-                        target[row % depth, col] = value
+                        target[row % depth, col] = values[j, lane]
         else:
             break
     return counts

@@ -1,128 +1,144 @@
-"""Activation unit: requantization, ReLU, squash and softmax bit-exact against sim.golden."""
+"""The vector activation unit: bit-exact against `sim.golden.activate_rows`, one row per cycle,
+latency(C, L) + n cycles from the first row in to the cycle after the last row out."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from rtl.activation import ActivationUnit
+from rtl.activation import ActivationUnit, exp_table, latency, recip_table, scan_levels, sqrt_table
+from rtl.isa import Func
 from sim import golden
 
-FUNC = {"none": 0, "relu": 1, "squash": 2, "softmax": 3}
 
-
-def run_unit(rows: np.ndarray, func: str, shift: int, length: int, cols: int, acc_bits: int = 25):
-    """Run one ACT over `rows` (N, cols) in row mode, serving the partial-sum reads from `rows`.
-    Returns ((N, length) int8 results, cycles from start to done)."""
+def run_unit(rows: np.ndarray, func: str, shift: int, length: int, gap_every: int = 0, acc_bits: int = 25):
+    """Stream `rows` (N, C) through a unit of C lanes, one row per cycle (with `gap_every` = g > 0,
+    two idle cycles after every g rows). Returns ((N, C) int8 results, cycle of the first row in,
+    cycle of the first result, cycle of the last result, the unit)."""
+    cols = rows.shape[1]
     dut = ActivationUnit(cols, acc_bits)
-    n = len(rows)
-    out = np.full((n, length), 999, dtype=np.int64)
-    state = {}
+    outs, marks = [], {}
 
     async def bench(ctx):
-        for name, value in (("func", FUNC[func]), ("shift", shift), ("length", length), ("n_rows", n),
-                            ("p_addr", 0), ("dst_addr", 0), ("column", 0), ("stride", 0)):
-            ctx.set(getattr(dut, name), value)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        cycles, read = 1, None
-        while not ctx.get(dut.done):
-            if read is not None:
-                ctx.set(dut.psum_data, [int(v) for v in rows[read]])
-            read = ctx.get(dut.psum_addr) if ctx.get(dut.psum_en) else None
-            if ctx.get(dut.wr_en):
-                out[ctx.get(dut.wr_addr), ctx.get(dut.wr_lane)] = ctx.get(dut.wr_data)
+        ctx.set(dut.func, Func[func.upper()])
+        ctx.set(dut.shift, shift)
+        ctx.set(dut.length, length)
+        cycle, sent, idle = 0, 0, 0
+        while len(outs) < len(rows):
+            assert cycle < 3 * len(rows) + 200, "the unit stopped producing rows"
+            send = sent < len(rows) and idle == 0
+            ctx.set(dut.i.valid, int(send))
+            if send:
+                ctx.set(dut.i.payload, [int(v) for v in rows[sent]])
+                marks.setdefault("first_in", cycle)
+                sent += 1
+                if gap_every and sent % gap_every == 0:
+                    idle = 2
+            elif idle:
+                idle -= 1
+            if ctx.get(dut.o.valid):
+                marks.setdefault("first_out", cycle)
+                marks["last_out"] = cycle
+                outs.append([ctx.get(dut.o.payload[j]) for j in range(cols)])
             await ctx.tick()
-            cycles += 1
-        state["cycles"] = cycles
+            cycle += 1
+        for _ in range(dut.latency(length) + 2):  # nothing more comes out
+            assert not ctx.get(dut.o.valid)
+            await ctx.tick()
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return out, state["cycles"]
+    return np.array(outs, dtype=np.int64), marks["first_in"], marks["first_out"], marks["last_out"], dut
 
 
-def test_relu_and_none_exhaustive_int8(record_property):
-    """Every int8 value (shift 0), plus sums past the int8 range (saturation)."""
+def check(rows, func, shift, length, gap_every=0):
+    got, first_in, first_out, last_out, dut = run_unit(rows, func, shift, length, gap_every)
+    want = golden.activate_rows(rows, shift, func, length)
+    assert np.array_equal(got, want), f"{func} L={length} C={rows.shape[1]}: {np.argwhere(got != want)[:5]}"
+    assert first_out - first_in == dut.latency(length)
+    return last_out + 1 - first_in, dut
+
+
+def test_tables_agree_with_golden():
+    assert exp_table() == golden.exp_table().tolist()
+    assert sqrt_table() == golden.sqrt_table().tolist()
+    assert recip_table() == golden.recip_table().tolist()
+
+
+@pytest.mark.parametrize("cols, levels", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (8, 3), (16, 4), (63, 6)])
+def test_latency_formula(cols, levels):
+    assert scan_levels(cols) == levels
+    for length in (1, cols, cols + 1, 64):
+        span = -(-length // cols)
+        assert latency(cols, length) == 12 + 4 * levels + 2 * span
+
+
+def test_relu_and_none_every_int8_and_saturation(record_property):
+    """Every int8 value (shift 0), sums past the int8 range, one row per cycle."""
     values = np.concatenate([np.arange(-128, 128), [-129, 128, -5000, 5000, -(1 << 24), (1 << 24) - 1]])
     values = np.concatenate([values, np.zeros((-len(values)) % 4, dtype=np.int64)])
     rows = values.reshape(-1, 4)
     for func in ("none", "relu"):
-        got, cycles = run_unit(rows, func, 0, 4, 4)
-        assert np.array_equal(got, golden.activate(rows, 0, func))
-        assert cycles == 1 + len(rows) * (2 + 4)
+        cycles, dut = check(rows, func, 0, 4)
+        assert cycles == dut.latency(4) + len(rows)
     record_property("cycles", cycles)
 
 
-def test_requantize_all_shifts_random_and_rounding_edges(record_property):
+def test_requantize_every_shift_with_rounding_edges():
     rng = np.random.default_rng(3)
-    total = 0
     for shift in range(32):
         edges = [-(1 << 24), (1 << 24) - 1, 0, -1, 1]
         if shift > 0:
             half = 1 << (shift - 1)
             edges += [half, -half, half - 1, -half - 1, 3 * half, -3 * half]
         edges = [min(max(e, -(1 << 24)), (1 << 24) - 1) for e in edges]
-        values = np.concatenate([edges, rng.integers(-(1 << 24), 1 << 24, size=8 * 4 - len(edges))])
-        rows = values.reshape(-1, 4)
-        got, cycles = run_unit(rows, "none", shift, 4, 4)
-        assert np.array_equal(got, golden.requantize(rows, shift)), f"shift {shift}"
-        total += cycles
-    record_property("cycles", total)
+        values = np.concatenate([edges, rng.integers(-(1 << 24), 1 << 24, size=4 * 4 - len(edges))])
+        check(values.reshape(-1, 4), "none", shift, 4)
 
 
-@pytest.mark.parametrize("length", [1, 3, 8, 16, 32])
-def test_squash_wide_random(length, record_property):
-    rng = np.random.default_rng(length)
-    rows = rng.integers(-(1 << 12), 1 << 12, size=(64, 32))
-    rows[0, :] = -128 * 16  # all -128 after shift 4
-    rows[1, :] = 127 * 16
-    rows[2, :] = 0
-    rows[3, :] = (1 << 24) - 1  # saturates
-    rows[4, :] = rng.integers(-40, 40, size=32)  # small vector
-    rows[5, :] = 0
-    rows[5, 0] = 1 << 24 - 1
-    got, cycles = run_unit(rows, "squash", 4, length, 32)
-    want = golden.activate(rows[:, :length], 4, "squash")
-    assert np.array_equal(got, want)
-    assert cycles == 1 + len(rows) * (2 * length + 42)
+CASES = [  # (C lanes, L atoms): L = C, L = 1, L not dividing C, L > C with and without a partial last row
+    (4, 4), (4, 1), (4, 3), (8, 3), (8, 5), (5, 2), (3, 1), (1, 1), (4, 9), (4, 8), (3, 10), (1, 5),
+    (8, 64), (5, 64), (16, 7), (16, 33),
+]
+
+
+@pytest.mark.parametrize("func", ["squash", "softmax"])
+@pytest.mark.parametrize("cols, length", CASES)
+def test_segmented_and_spanning_random_rows(cols, length, func, record_property):
+    """Random rows with edge rows (all -128, all 127, zeros, saturating), whole capsules, back to back."""
+    rng = np.random.default_rng(cols * 100 + length)
+    span = -(-length // cols)
+    n = span * max(8, -(-12 // span))
+    rows = rng.integers(-(1 << 13), 1 << 13, size=(n, cols))
+    rows[0:span, :] = -128 << 4
+    rows[span:2 * span, :] = 127 << 4
+    rows[2 * span:3 * span, :] = 0
+    rows[3 * span, :] = rng.integers(-(1 << 24), 1 << 24, size=cols)
+    rows[4 * span, :] = rng.integers(-40, 40, size=cols)
+    cycles, dut = check(rows, func, 4, length)
+    assert cycles == dut.latency(length) + n  # one row per cycle
     record_property("cycles", cycles)
 
 
-@pytest.mark.parametrize("length", [1, 2, 10, 32])
-def test_softmax_wide_random(length, record_property):
-    rng = np.random.default_rng(100 + length)
-    rows = rng.integers(-(1 << 11), 1 << 11, size=(64, 32))
-    rows[0, :] = -128 << 4
-    rows[1, :] = 127 << 4
-    rows[2, :] = 0
-    rows[3, :length] = -128 << 4
-    rows[3, 0] = 127 << 4  # spread 255: the last table entry
-    rows[4, :] = rng.integers(-(1 << 24), 1 << 24, size=32)  # saturating logits
-    got, cycles = run_unit(rows, "softmax", 4, length, 32)
-    want = golden.activate(rows[:, :length], 4, "softmax")
-    assert np.array_equal(got, want)
-    assert cycles == 1 + len(rows) * (3 * length + 31)
-    record_property("cycles", cycles)
+@pytest.mark.parametrize("cols, length", [(4, 3), (4, 9), (3, 1)])
+def test_idle_cycles_between_capsules(cols, length):
+    """Rows may pause between capsules (not inside one): results stay exact."""
+    rng = np.random.default_rng(7)
+    span = -(-length // cols)
+    rows = rng.integers(-(1 << 12), 1 << 12, size=(6 * span, cols))
+    for func in ("squash", "softmax"):
+        check(rows, func, 4, length, gap_every=span)
 
 
-def test_squash_one_element_exhaustive(record_property):
-    """Every int8 input of the scalar squash (a 1-element capsule vector)."""
-    rows = np.zeros((256, 4), dtype=np.int64)
-    rows[:, 0] = np.arange(-128, 128)
-    got, cycles = run_unit(rows, "squash", 0, 1, 4)
-    assert np.array_equal(got, golden.activate(rows[:, :1], 0, "squash"))
-    record_property("cycles", cycles)
+def test_squash_one_element_every_int8():
+    rows = np.arange(-128, 128).reshape(-1, 4)  # L = 1: four capsules per row
+    check(rows, "squash", 0, 1)
 
 
-def test_softmax_two_logits_every_difference(record_property):
+def test_softmax_two_logits_every_difference():
     """Softmax of two logits depends on their difference only: every difference -255..255."""
     diff = np.arange(-255, 256)
-    rows = np.zeros((len(diff), 4), dtype=np.int64)
-    rows[:, 0] = np.where(diff >= 0, 127, 127 + diff)
-    rows[:, 1] = np.where(diff >= 0, 127 - diff, 127)
-    assert np.array_equal(rows[:, 0] - rows[:, 1], diff)
-    got, cycles = run_unit(rows, "softmax", 0, 2, 4)
-    assert np.array_equal(got, golden.activate(rows[:, :2], 0, "softmax"))
-    record_property("cycles", cycles)
+    pairs = np.stack([np.where(diff >= 0, 127, 127 + diff), np.where(diff >= 0, 127 - diff, 127)], axis=1)
+    rows = np.concatenate([pairs, np.zeros((1, 2), dtype=np.int64)]).reshape(-1, 4)  # two pairs per row
+    check(rows, "softmax", 0, 2)

@@ -30,7 +30,7 @@ def test_conv_tile(rows, cols, record_property):
     # previous one's stream), one drain, the ACT, the HALT
     last_read = 3 + chunks * n
     act = last_read + rows + cols + 1
-    assert cycles == act + 2 + act_unit_cycles("relu", n, cols)
+    assert cycles == act + 2 + act_unit_cycles(cols, "relu", n, cols)
     assert cycles == program_cycles(work.program, rows, cols)
     assert counters["busy_cycles"] == cycles
     assert counters["weight_loads"] == chunks

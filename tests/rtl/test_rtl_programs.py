@@ -22,7 +22,8 @@ def random_program(rng, rows: int, cols: int, length: int) -> list:
         else:
             program.append(Act(func=str(rng.choice(["none", "relu", "squash", "softmax"])),
                                p_addr=int(rng.integers(DEPTH)), n=int(rng.integers(1, 4)),
-                               length=int(rng.integers(1, cols + 1)), shift=int(rng.integers(0, 16)),
+                               length=int(rng.integers(1, cols + 1) if rng.random() < 0.6 else rng.integers(1, 65)),
+                               shift=int(rng.integers(0, 16)),
                                dst=str(rng.choice(["data", "weight", "routing"])),
                                dst_addr=int(rng.integers(DEPTH)), column=bool(rng.integers(2)),
                                stride=int(rng.integers(0, 6))))
