@@ -29,11 +29,9 @@ INT64_MAX = 2 ** 63 - 1
 MODEL_VERSION = "calibrated-rtl"
 """Name of the calibrated cost model, recorded in results."""
 
-FUNCS = ("none", "relu", "squash", "softmax")
-
 TARGET_FEATURES = {
-    "cycles": ("runs", "matmul_phase_cycles", "acts",
-               *(f"act_rows_{f}" for f in FUNCS), *(f"act_elements_{f}" for f in FUNCS)),
+    "cycles": ("runs", "matmul_phase_cycles", "acts", "acts_x_levels", "acts_column", "act_spans", "act_rows_row",
+               "act_elements_column"),
     "mac": ("matmul_rows_x_pes",),
     "weight_shift": ("matmuls_x_rows_x_cols",),
     "data_read": ("matmul_rows",),
@@ -45,7 +43,10 @@ TARGET_FEATURES = {
 }
 """The features each target is a linear function of. Cycles: per run (start, HALT), the runs'
 MATMUL phases (`capsacc.mapping.matmul_run_cycles`: weight loads overlapped with streaming, one
-drain per run), per ACT, per activation row and element by function. Events: one feature each, except partial-sum reads (accumulating rows + ACT rows)."""
+drain per run), per ACT (issue, start, the activation unit's pipeline: a part per scan level
+ceil(log2 C), a part per row of a capsule's span), per column-mode ACT, per row of a row-mode ACT,
+per element of a column-mode ACT. Events: one feature each, except partial-sum reads (accumulating
+rows + ACT rows)."""
 
 
 def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
@@ -55,6 +56,7 @@ def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
     counts["matmuls_x_rows"] = counts["matmuls"] * rows
     counts["matmul_rows_x_pes"] = counts["matmul_rows"] * rows * cols
     counts["matmuls_x_rows_x_cols"] = counts["matmuls"] * rows * cols
+    counts["acts_x_levels"] = counts["acts"] * (cols - 1).bit_length()
     return counts
 
 

@@ -35,11 +35,12 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   (P - 2) // (kc mb), 1023 // (mb k)) groups; one MATMUL (n = k) per (group, K chunk, tile) and one
   ACT "none" over the run's ceil(ci / k)·k·mb rows (length C). k > 1 only when caps_in <= R / 2, so
   kc = 1 there; k = 1 is one capsule per tile (n = 1).
-- lone activations (relu, squash, softmax): one run with one ACT of n_in rows, caps_in lanes.
+- lone activations (relu, squash, softmax): one run with one row-mode ACT of n_in rows (rounded up
+  to whole capsules), L = caps_in (1..64).
 - routing phases (programs of `rtl.workloads.RoutingLayout`): softmax (routing_softmax only):
-  Q = ceil(I / R) ACTs (n = R but the last, length J), in runs of P - 1; weighted sums (uniform and
+  Q = ceil(I / R) column-mode ACTs (n = R but the last, length J), in runs of P - 1; weighted sums (uniform and
   softmax): Q·J MATMULs (n = 1) in runs of min(V // R, P - 1) with V = D - kf R, kf = ceil(J D / R),
-  then one squash ACT run (n = J, length D); update: capsule chunks of na = min(I, D // kf), one run
+  then one column-mode squash ACT run (n = J, length D); update: capsule chunks of na = min(I, D // kf), one run
   each with kf MATMULs (n = chunk size).
 """
 
@@ -59,11 +60,15 @@ ACTIVATIONS = ("relu", "squash", "softmax")
 """Lone activations: one ACT over op.n_in partial-sum rows of op.caps_in lanes (calibration points)."""
 
 COUNT_FIELDS = ("runs", "matmuls", "matmul_rows", "matmul_rows_accumulate", "matmul_rows_routing",
-                "matmul_phase_cycles", "acts", "act_rows", "act_elements")
+                "matmul_phase_cycles", "acts", "act_rows", "act_elements", "acts_column", "act_spans",
+                "act_rows_row", "act_elements_column")
 """What `plan_counts` returns: programs run, MATMUL instructions, data rows they stream (sum of
 n; those added to stored partial sums; those read from the routing buffer), the cycles of the
 runs' MATMUL phases (`matmul_run_cycles`, summed over runs), ACT instructions, partial-sum rows
-they process (sum of n), elements they produce (sum of n·length)."""
+they process (n rounded up to whole capsules), elements they write (`act_lanes` per row),
+column-mode ACTs, the sum of their capsule spans (rows per capsule; 1 for none and ReLU), the rows
+of row-mode ACTs and the elements of column-mode ACTs (the activation unit takes a row per cycle
+in row mode and an element per cycle in column mode)."""
 
 
 def matmul_run_cycles(m: int, n: int, rows: int, cols: int) -> int:
@@ -93,6 +98,23 @@ def matmul_run_cycles(m: int, n: int, rows: int, cols: int) -> int:
         pair = last[-1] - last[-3]
         final = (last[-2] if extra % 2 else last[-1]) + pair * ((extra + 1) // 2)
     return final + rows + cols + 1 - 2  # results written from S_m + L + 2; the run began at 2
+
+MAX_CAPSULE = 64
+"""Longest capsule (squash) or logit vector (softmax) one ACT takes, atoms."""
+
+
+def act_lanes(cols: int, func: str, length: int) -> tuple[int, int, int]:
+    """(span, width, last_width) of an ACT with `length` L on C = `cols` lanes: the partial-sum rows
+    of one capsule, and how many lanes (0 .. k - 1) of each result row it writes, of a capsule's
+    last row. none / relu: (1, min(L, C), min(L, C)); squash / softmax with L <= C: a row holds
+    floor(C / L) capsules, (1, floor(C / L) L, same); L > C: a capsule spans ceil(L / C) rows,
+    (ceil(L / C), C, L - (ceil(L / C) - 1) C)."""
+    if func in ("none", "relu"):
+        return 1, min(length, cols), min(length, cols)
+    span = ceil_div(length, cols)
+    if span == 1:
+        return 1, (cols // length) * length, (cols // length) * length
+    return span, cols, length - (span - 1) * cols
 
 
 ACT_MAX_ROWS = 1023
@@ -235,8 +257,7 @@ def operation_kinds(operations) -> list[str]:
 
 
 def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:
-    """Instruction counts (`COUNT_FIELDS`) plus per-function ACT rows and elements
-    (`act_rows_<func>`, `act_elements_<func>`) of `op` under the tiling rules, in closed form: exact
+    """Instruction counts (`COUNT_FIELDS`) of `op` under the tiling rules, in closed form: exact
     integers, and no memory or time that grows with the operation's size. `kind` is one of `KINDS`,
     a lone activation, or "routing": a whole routing of `routings` iterations (the sum of its
     phases' counts). `MappingError` when the operation does not fit the array."""
@@ -244,16 +265,20 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         phases = [plan_counts(phase, op, config) for phase in routing_phases(routings)]
         return {name: sum(counts[name] for counts in phases) for name in phases[0]}
     counts = {name: 0 for name in COUNT_FIELDS}
-    for func in ("none", "relu", "squash", "softmax"):
-        counts[f"act_rows_{func}"] = 0
-        counts[f"act_elements_{func}"] = 0
 
-    def act(func, n, length, times=1):
+    def act(func, n, length, times=1, column=False):
+        span, width, last_width = act_lanes(config.cols, func, length)
+        groups = ceil_div(n, span)
+        rows, elements = groups * span, groups * ((span - 1) * width + last_width)
         counts["acts"] += times
-        counts["act_rows"] += times * n
-        counts["act_elements"] += times * n * length
-        counts[f"act_rows_{func}"] += times * n
-        counts[f"act_elements_{func}"] += times * n * length
+        counts["act_rows"] += times * rows
+        counts["act_elements"] += times * elements
+        counts["act_spans"] += times * span
+        if column:
+            counts["acts_column"] += times
+            counts["act_elements_column"] += times * elements
+        else:
+            counts["act_rows_row"] += times * rows
 
     if kind in ("conv", "convcaps", "convcaps3d"):
         shape = matmul_shape(kind, op, config)
@@ -294,9 +319,9 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         g = routing_geometry(n_in, n_out, dim, config)
         rows = config.rows
         if kind == "routing_softmax":
-            act("softmax", rows, n_out, n_in // rows)
+            act("softmax", rows, n_out, n_in // rows, column=True)
             if n_in % rows:
-                act("softmax", n_in % rows, n_out)
+                act("softmax", n_in % rows, n_out, column=True)
             counts["runs"] += ceil_div(g["Q"], g["acts_per_run"])
         if kind in ("routing_uniform", "routing_softmax"):
             pairs = g["Q"] * n_out
@@ -308,7 +333,7 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
             counts["matmul_rows"] += pairs
             counts["matmul_rows_routing"] += pairs
             counts["matmul_rows_accumulate"] += (g["Q"] - 1) * n_out
-            act("squash", n_out, dim)
+            act("squash", n_out, dim, column=True)
             counts["runs"] += 1
         else:
             chunks = ceil_div(n_in, g["na"])

@@ -42,10 +42,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from capsacc.mapping import MAX_CAPSULE, act_lanes
 from rtl.isa import Func
 
-MAX_LENGTH = 64
-"""Longest capsule / logit vector (atoms); `sim.golden.MAX_CAPSULE`."""
+MAX_LENGTH = MAX_CAPSULE
+"""Longest capsule / logit vector (atoms)."""
 EXP_BITS = 15
 SQRT_FRAC_BITS = 4
 RECIP_BITS = 17
@@ -128,19 +129,6 @@ class _LengthConfig:
             d = 1 << level
             self.bwd.append([not closed[j] and j + d < cols for j in range(cols)])
             closed = [closed[j] or (j + d < cols and closed[j + d]) for j in range(cols)]
-
-
-def lane_widths(cols: int, func: str, length: int) -> tuple[int, int, int]:
-    """(span, width, last_width) of an ACT instruction on C = `cols` lanes: rows per capsule, and
-    the lanes written of a capsule's rows (lanes 0 .. width - 1) and of its last row. none / relu:
-    (1, min(L, C), min(L, C)); squash / softmax: L <= C (1, floor(C / L) L, same), L > C
-    (ceil(L / C), C, L - (ceil(L / C) - 1) C)."""
-    if func in ("none", "relu"):
-        return 1, min(length, cols), min(length, cols)
-    span = -(-length // cols)
-    if span == 1:
-        return 1, (cols // length) * length, (cols // length) * length
-    return span, cols, length - (span - 1) * cols
 
 
 def _bits(flags) -> int:
@@ -388,7 +376,8 @@ class ActivationUnit(wiring.Component):
     Partial-sum rows p_addr, p_addr + 1, ... are read one per cycle (`psum_addr`/`psum_en`, the
     data one cycle later on `psum_data`): n rows rounded up to whole capsules (a multiple of
     span = ceil(L / C) for squash and softmax). Row mode writes one result row per cycle
-    (`wr_row`: row dst_addr + j, lanes 0 .. width - 1 of `wr_data`, see `lane_widths`); column
+    (`wr_row`: row dst_addr + j, lanes 0 .. width - 1 of `wr_data`, see
+    `capsacc.mapping.act_lanes`); column
     mode writes one element per cycle (`wr_row` low: row dst_addr + j * stride + l, lane
     `wr_lane` = j, value `wr_elem`), so reads go out in capsule groups of span rows, one group
     every `width` (segmented) or L (spanning) cycles, and the rows of a group wait in a bank of
@@ -419,7 +408,7 @@ class ActivationUnit(wiring.Component):
         func, shift, length = Signal(Func), Signal(5), Signal(6)
         n_rows, column, stride = Signal(10), Signal(), Signal(6)
         p_ptr = Signal(self.addr_bits)
-        # Constants of the latched (func, length): span and lane widths (`lane_widths`).
+        # Constants of the latched (func, length): span and lane widths (`act_lanes`).
         span = Signal(range(max_span + 1))
         width, last_width = Signal(range(cols + 1)), Signal(range(cols + 1))
         group_elements = Signal(range(MAX_LENGTH + cols + 1))
@@ -430,7 +419,7 @@ class ActivationUnit(wiring.Component):
                 with m.Switch(length):
                     for field in range(64):
                         with m.Case(field):
-                            g_span, g_width, g_last = lane_widths(cols, name, field or MAX_LENGTH)
+                            g_span, g_width, g_last = act_lanes(cols, name, field or MAX_LENGTH)
                             m.d.comb += [span.eq(g_span), width.eq(g_width), last_width.eq(g_last),
                                          group_elements.eq((g_span - 1) * g_width + g_last)]
         m.d.comb += [vector.func.eq(func), vector.shift.eq(shift),

@@ -75,7 +75,7 @@ def check_buildable(config: ArrayConfig) -> None:
     if not 1 <= config.rows <= 64:
         raise AcceleratorConfigError(f"rows: {config.rows} outside [1, 64]")
     if not 1 <= config.cols <= 63:
-        raise AcceleratorConfigError(f"cols: {config.cols} outside [1, 63] (the activation unit's length field)")
+        raise AcceleratorConfigError(f"cols: {config.cols} outside [1, 63] (the host port's lane field)")
     if not 17 <= config.acc_bits <= 48:
         raise AcceleratorConfigError(f"acc_bits: {config.acc_bits} outside [17, 48] (an int8 product needs 16 bits)")
     for name in ("buffer_depth", "program_depth"):

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 from amaranth.lib import data, enum
 
+from capsacc.mapping import act_lanes
+
 ADDR_BITS = 14
 """Width of every buffer address field (rows)."""
 
@@ -241,10 +243,10 @@ def act_unit_cycles(cols: int, func: str, n: int, length: int, column: bool = Fa
     lanes: row mode rows + latency + 1 (a partial-sum row per cycle), column mode elements +
     latency + 2 (an element per cycle). latency = `rtl.activation.latency(C, L')` (L' = L for
     squash and softmax, 1 for none and ReLU); rows = n rounded up to whole capsules; elements =
-    the lanes written over those rows (`rtl.activation.lane_widths`)."""
-    from rtl.activation import lane_widths, latency
+    the lanes written over those rows (`capsacc.mapping.act_lanes`)."""
+    from rtl.activation import latency  # rtl.activation imports this module (its `Func`)
 
-    span, width, last_width = lane_widths(cols, func, length)
+    span, width, last_width = act_lanes(cols, func, length)
     groups = -(-n // span)
     pipeline = latency(cols, length if func in ("squash", "softmax") else 1)
     if column:

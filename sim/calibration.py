@@ -26,7 +26,7 @@ from capsacc.array import ArrayConfig
 from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, events_from_counters, features
 from capsacc.energy import EventEnergies
 from capsacc.files import atomic_path, prepare_output_dir, write_atomic
-from capsacc.mapping import KINDS, ROUTING_PHASES
+from capsacc.mapping import KINDS, MAX_CAPSULE, ROUTING_PHASES
 from capsacc.model import estimate
 from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures
@@ -172,7 +172,7 @@ def run_sweep(settings: Settings, progress=_to_stderr) -> list[Point]:
     per_kind = 4 if settings.quick else 16
     shapes = {kind: sweep(kind, per_kind, max_width, settings.quick, rng) for kind in KINDS}
     for func in ACTIVATIONS:
-        shapes[func] = [Operation(func, func, int(rng.integers(1, 40)), 1, int(rng.integers(1, max_width + 1)),
+        shapes[func] = [Operation(func, func, int(rng.integers(1, 40)), 1, int(rng.integers(1, MAX_CAPSULE + 1)),
                                   1, 1, 1, 1, 1) for _ in range(2 if settings.quick else 4)]
     points = []
     for config in arrays:

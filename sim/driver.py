@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, ROUTING_PHASES, ROUTINGS, ceil_div,
-                             classcaps_dims, classcaps_packing, classcaps_per_run, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape)
+from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, MAX_CAPSULE, ROUTING_PHASES, ROUTINGS, act_lanes,
+                             ceil_div, classcaps_dims, classcaps_packing, classcaps_per_run, matmul_blocks,
+                             matmul_chunk_rows, matmul_chunking, matmul_shape)
 from capsacc.network import Operation
 import rtl
 from rtl.capsacc import CapsAcc
@@ -178,10 +179,7 @@ class OperationDriver:
         raise ValueError(f"unknown operation kind {kind!r} (known: {', '.join(DRIVER_KINDS)})")
 
     def _new_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(COUNT_FIELDS, 0)
-        for func in ("none", "relu", "squash", "softmax"):
-            counts[f"act_rows_{func}"] = counts[f"act_elements_{func}"] = 0
-        return counts
+        return dict.fromkeys(COUNT_FIELDS, 0)
 
     def _execute(self, session: HostSession, program: list, counts: dict) -> None:
         leading = next((i for i, instruction in enumerate(program) if not isinstance(instruction, MatMul)),
@@ -195,11 +193,18 @@ class OperationDriver:
                 counts["matmul_rows_accumulate"] += instruction.n if instruction.accumulate else 0
                 counts["matmul_rows_routing"] += instruction.n if instruction.src == "routing" else 0
             else:
+                span, width, last_width = act_lanes(self.config.cols, instruction.func, instruction.length)
+                groups = ceil_div(instruction.n, span)
+                elements = groups * ((span - 1) * width + last_width)
                 counts["acts"] += 1
-                counts["act_rows"] += instruction.n
-                counts["act_elements"] += instruction.n * instruction.length
-                counts[f"act_rows_{instruction.func}"] += instruction.n
-                counts[f"act_elements_{instruction.func}"] += instruction.n * instruction.length
+                counts["act_rows"] += groups * span
+                counts["act_elements"] += elements
+                counts["act_spans"] += span
+                if instruction.column:
+                    counts["acts_column"] += 1
+                    counts["act_elements_column"] += elements
+                else:
+                    counts["act_rows_row"] += groups * span
         counts["runs"] += 1
         session.execute(program)
 
@@ -394,20 +399,26 @@ class OperationDriver:
         self._execute(session, work.program, counts)
 
     def _activation_op(self, func, op, rng):
-        """One ACT over n = op.n_in partial-sum rows of length = op.caps_in lanes."""
+        """One row-mode ACT of n = op.n_in partial-sum rows (rounded up to whole capsules) with
+        L = op.caps_in (1..64)."""
         cfg = self.config
         n, length = op.n_in, op.caps_in
-        if not 1 <= length <= min(cfg.cols, 63) or not 1 <= n <= min(cfg.buffer_depth // 2, 1023):
-            raise ValueError(f"{func}: {n} rows of {length} lanes do not fit the activation unit")
-        sums = rng.integers(-(1 << (cfg.acc_bits - 1)), 1 << (cfg.acc_bits - 1), size=(n, length)) >> 8
+        span, width, last_width = act_lanes(cfg.cols, func, length)
+        rows = ceil_div(n, span) * span
+        if not 1 <= length <= MAX_CAPSULE or not 1 <= n <= 1023 or rows > cfg.buffer_depth // 2:
+            raise ValueError(f"{func}: {n} rows with L = {length} do not fit the activation unit")
+        sums = rng.integers(-(1 << (cfg.acc_bits - 1)), 1 << (cfg.acc_bits - 1), size=(rows, cfg.cols)) >> 8
         shift = 10
         session, counts = self._session(), self._new_counts()
         session.write_psum(0, sums)
         self._execute(session, [Act(func, p_addr=0, n=n, length=length, shift=shift, dst="weight", dst_addr=0)],
                       counts)
-        session.read_int8("out", "weight", 0, n, cfg.cols)
+        session.read_int8("out", "weight", 0, rows, cfg.cols)
+        written = np.array([[lane < (last_width if j % span == span - 1 else width) for lane in range(cfg.cols)]
+                            for j in range(rows)])
 
         def check(results):
-            return {"out": results["out"][:, :length]}, {"out": golden.activate(sums, shift, func)}
+            want = golden.activate_rows(sums, shift, func, length)
+            return {"out": results["out"][written]}, {"out": want[written]}
 
         return session, counts, check

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from capsacc.mapping import MAX_CAPSULE, act_lanes
 from rtl.widths import ACC_BITS as RTL_ACC_BITS
 
 ACC_BITS = RTL_ACC_BITS
@@ -38,9 +39,6 @@ SQRT_TABLE_FRAC_BITS = 4
 
 RECIP_TABLE_BITS = 17
 """The reciprocal table holds 2**17 / d for a 9-bit mantissa d in [256, 512) (values 256..511)."""
-
-MAX_CAPSULE = 64
-"""Longest capsule (squash) or logit vector (softmax) the activation unit takes (atoms)."""
 
 EXP_TABLE_BITS = 15
 """exp(-d / 16) is tabulated as round(2**15 * exp(-d / 16)) for d in 0..255 (16-bit unsigned)."""
@@ -223,16 +221,6 @@ def capsules_per_row(length: int, cols: int) -> int:
     return cols // length
 
 
-def written_lanes(function: str, length: int, cols: int, last_row: bool) -> int:
-    """Lanes 0 .. k - 1 of a result row that an ACT writes: none / relu min(L, C); squash / softmax
-    floor(C / L) L when L <= C, else C, and L - (ceil(L / C) - 1) C in a capsule's last row."""
-    if function in ("none", "relu"):
-        return min(length, cols)
-    if length <= cols:
-        return capsules_per_row(length, cols) * length
-    return length - (rows_per_capsule(length, cols) - 1) * cols if last_row else cols
-
-
 def activate_rows(sums, shift: int, function: str, length: int) -> np.ndarray:
     """The vector activation unit on partial-sum rows (N, C) of C lanes: requantize every lane,
     then `function` over capsules of `length` (L, 1..64) atoms. Returns (N, C) int8 values (int64).
@@ -371,8 +359,8 @@ def execute(program, state: MachineState) -> dict[str, int]:
     """Run a CapsAcc program (instructions of `rtl.isa`, or their 64-bit words) on `state` in place,
     instruction by instruction, with the RTL's integer semantics (addresses wrap modulo the depth,
     lanes past a destination row are dropped, sums wrap to acc_bits). An ACT processes n
-    partial-sum rows rounded up to whole capsules (`activate_rows`) and writes `written_lanes`
-    of each result row, in row mode (element (j, l) to row dst_addr + j, lane l) or column mode
+    partial-sum rows rounded up to whole capsules (`activate_rows`) and writes lanes 0 .. k - 1
+    of each result row (`capsacc.mapping.act_lanes`), in row mode (element (j, l) to row dst_addr + j, lane l) or column mode
     (to row dst_addr + j * stride + l, lane j). Returns the performance
     counters the RTL reports (`rtl.capsacc.COUNTERS`), busy_cycles excepted."""
     from rtl.isa import Act, MatMul, disassemble
@@ -409,8 +397,9 @@ def execute(program, state: MachineState) -> dict[str, int]:
             counts["psum_reads"] += n_rows
             sums = np.stack([state.psum[(instruction.p_addr + j) % depth] for j in range(n_rows)])
             values = activate_rows(sums, instruction.shift, func, length)
+            _, width, last_width = act_lanes(c, func, length)
             for j in range(n_rows):
-                for lane in range(written_lanes(func, length, c, j % span == span - 1)):
+                for lane in range(last_width if j % span == span - 1 else width):
                     if instruction.column:
                         row, col = instruction.dst_addr + j * instruction.stride + lane, j
                     else:

@@ -15,9 +15,8 @@ from capsacc.errors import AcceleratorConfigError
 from capsacc.mapping import operation_kinds
 from capsacc.network import PRESETS
 
-ISA = {"runs": 2, "matmul_phase_cycles": 1, "acts": 3,
-       "act_rows_none": 2, "act_rows_relu": 2, "act_rows_squash": 42, "act_rows_softmax": 31,
-       "act_elements_none": 1, "act_elements_relu": 1, "act_elements_squash": 2, "act_elements_softmax": 3}
+ISA = {"runs": 2, "matmul_phase_cycles": 1, "acts": 15, "acts_x_levels": 4, "acts_column": 1, "act_spans": 2,
+       "act_rows_row": 1, "act_elements_column": 1}
 """Cycle coefficients as rtl/isa.py documents them."""
 
 

@@ -9,7 +9,7 @@ import pytest
 from capsacc.array import ArrayConfig
 from capsacc.mapping import ROUTING_PHASES, ceil_div, classcaps_packing, plan_counts, routing_phases
 from capsacc.network import Operation
-from rtl.isa import ACT_ROW_CYCLES
+from rtl.isa import act_unit_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
 
 CONFIG = ArrayConfig(rows=3, cols=4, acc_bits=25, buffer_depth=64, program_depth=32)
@@ -27,37 +27,46 @@ OPS = {
     "relu": Operation("relu", "relu", 5, 1, 4, 1, 1, 1, 1, 1),
     "squash": Operation("squash", "squash", 5, 1, 4, 1, 1, 1, 1, 1),
     "softmax": Operation("softmax", "softmax", 5, 1, 3, 1, 1, 1, 1, 1),
+    "squash_spanning": Operation("squash", "squash", 5, 1, 9, 1, 1, 1, 1, 1),
+    "softmax_64": Operation("softmax", "softmax", 3, 1, 64, 1, 1, 1, 1, 1),
 }
 
 
 def isa_cycles(counts: dict, config: ArrayConfig) -> int:
     """Busy cycles of `rtl.isa.timing` for these counts: per run 2 (start, first dispatch) plus its
-    MATMUL phase; per ACT 2 (issue, start) plus the activation unit (1 + per row and element)."""
-    acts = 0
-    for func, (per_row, per_element) in ACT_ROW_CYCLES.items():
-        acts += per_row * counts[f"act_rows_{func}"] + per_element * counts[f"act_elements_{func}"]
-    return 2 * counts["runs"] + counts["matmul_phase_cycles"] + 3 * counts["acts"] + acts
+    MATMUL phase; per ACT 2 (issue, start) plus the activation unit: rows + latency + 1 (row mode)
+    or elements + latency + 2 (column mode), latency = 12 + 4 ceil(log2 C) + 2 span."""
+    per_act = 2 + act_unit_cycles(config.cols, "none", 1, 1) - 1 - 2  # one row, span 1
+    assert per_act == 15 + 4 * (config.cols - 1).bit_length()
+    assert act_unit_cycles(config.cols, "none", 1, 1, column=True) == act_unit_cycles(config.cols, "none", 1, 1) + 1
+    acts = (per_act * counts["acts"] + counts["acts_column"] + 2 * counts["act_spans"] + counts["act_rows_row"]
+            + counts["act_elements_column"])
+    return 2 * counts["runs"] + counts["matmul_phase_cycles"] + acts
 
 
 @pytest.fixture(scope="module")
 def amaranth_runs():
     driver = OperationDriver(CONFIG, "amaranth")
-    return {kind: driver.run(kind, op, seed=3) for kind, op in OPS.items()}
+    return {name: driver.run(op.kind, op, seed=3) for name, op in OPS.items()}
 
 
-@pytest.mark.parametrize("kind", DRIVER_KINDS)
-def test_amaranth_runs_are_bit_exact_with_the_modelled_counts(kind, amaranth_runs, record_property):
-    run = amaranth_runs[kind]
-    for name, want in run.golden.items():
-        assert np.array_equal(run.outputs[name], want), name
-    assert run.counts == plan_counts(kind, OPS[kind], CONFIG)
+def test_every_kind_is_run():
+    assert {op.kind for op in OPS.values()} == set(DRIVER_KINDS)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_amaranth_runs_are_bit_exact_with_the_modelled_counts(name, amaranth_runs, record_property):
+    run = amaranth_runs[name]
+    for output, want in run.golden.items():
+        assert np.array_equal(run.outputs[output], want), output
+    assert run.counts == plan_counts(OPS[name].kind, OPS[name], CONFIG)
     assert run.cycles == isa_cycles(run.counts, CONFIG)
     assert run.counters["pe_active_cycles"] == run.counts["matmul_rows"] * CONFIG.rows * CONFIG.cols
     assert run.counters["weight_loads"] == run.counts["matmuls"]
     assert run.counters["act_ops"] == run.counts["act_elements"]
     assert run.counters["instructions"] == run.counts["matmuls"] + run.counts["acts"] + run.runs
     record_property("cycles", run.cycles)
-    print(f"{kind}: {run.cycles} RTL cycles, {run.host_cycles} host cycles, {run.runs} runs")
+    print(f"{name}: {run.cycles} RTL cycles, {run.host_cycles} host cycles, {run.runs} runs")
 
 
 def test_several_runs_are_exercised(amaranth_runs):
@@ -67,7 +76,7 @@ def test_several_runs_are_exercised(amaranth_runs):
 
 def test_a_wrong_golden_result_is_caught(monkeypatch):
     import sim.golden as golden
-    monkeypatch.setattr(golden, "activate", lambda sums, shift, func: np.zeros_like(np.atleast_2d(sums)))
+    monkeypatch.setattr(golden, "activate_rows", lambda sums, shift, func, length: np.zeros_like(sums))
     with pytest.raises(MismatchError, match="differs from the golden model"):
         OperationDriver(CONFIG, "amaranth").run("relu", OPS["relu"], seed=1)
 
@@ -87,7 +96,9 @@ def test_a_routing_of_each_iteration_count_is_bit_exact_and_counted_exactly(rout
     assert run.cycles == isa_cycles(counts, CONFIG)
     phases = [plan_counts(kind, op, CONFIG) for kind in routing_phases(routings)]
     assert run.cycles == sum(isa_cycles(p, CONFIG) for p in phases)
-    assert counts["act_rows_softmax"] == (routings - 1) * 7
+    # every routing ACT is column mode: a squash per weighted-sum phase, 3 softmax ACTs (7 inputs on 3
+    # rows) per softmax phase
+    assert counts["acts_column"] == counts["acts"] == routings + 3 * (routings - 1)
     print(f"routing, {routings} iterations: {run.cycles} RTL cycles")
 
 
