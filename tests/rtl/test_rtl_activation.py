@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from rtl.activation import ActivationUnit, exp_table, latency, recip_table, scan_levels, sqrt_table
+from rtl.activation import VectorActivation, exp_table, latency, recip_table, scan_levels, sqrt_table
 from rtl.isa import Func
 from sim import golden
 
@@ -15,7 +15,7 @@ def run_unit(rows: np.ndarray, func: str, shift: int, length: int, gap_every: in
     two idle cycles after every g rows). Returns ((N, C) int8 results, cycle of the first row in,
     cycle of the first result, cycle of the last result, the unit)."""
     cols = rows.shape[1]
-    dut = ActivationUnit(cols, acc_bits)
+    dut = VectorActivation(cols, acc_bits)
     outs, marks = [], {}
 
     async def bench(ctx):
