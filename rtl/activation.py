@@ -131,6 +131,17 @@ class _LengthConfig:
             closed = [closed[j] or (j + d < cols and closed[j + d]) for j in range(cols)]
 
 
+def _rom_ports(m, name: str, shape, init: list[int], lanes: int) -> list:
+    """Synchronous read ports of a table for `lanes` lanes: one ROM per pair of lanes (two read
+    ports, a dual-port block RAM on an FPGA)."""
+    ports = []
+    for pair in range(0, lanes, 2):
+        rom = Memory(shape=shape, depth=len(init), init=init)
+        m.submodules[f"{name}{pair // 2}"] = rom
+        ports += [rom.read_port() for _ in range(min(2, lanes - pair))]
+    return ports
+
+
 def _bits(flags) -> int:
     return sum(1 << j for j, flag in enumerate(flags) if flag)
 
@@ -213,7 +224,7 @@ class VectorActivation(wiring.Component):
 
         # Operand stage: squash q and q^2, softmax e = EXP[m - q] and e; registered (the table
         # has a synchronous read port).
-        m.submodules.exp_rom = exp_rom = Memory(shape=unsigned(EXP_BITS + 1), depth=256, init=exp_table())
+        exp_port = _rom_ports(m, "exp_rom", unsigned(EXP_BITS + 1), exp_table(), cols)
         op = Signal(data.ArrayLayout(signed(OPERAND_BITS), cols))
         x = Signal(data.ArrayLayout(unsigned(SUM_BITS), cols))
         o_valid, o_first, o_last = Signal(), Signal(), Signal()
@@ -223,7 +234,7 @@ class VectorActivation(wiring.Component):
         m.d.sync += [o_valid.eq(p_valid), o_first.eq(p_first), o_last.eq(p_last), o_used.eq(p_used),
                      o_q.eq(p_data)]
         for j in range(cols):
-            port = exp_rom.read_port()
+            port = exp_port[j]
             m.d.comb += port.addr.eq((p_total[j] - p_data[j])[:8])
             m.d.sync += square[j].eq(p_data[j] * p_data[j])
             m.d.comb += [
@@ -236,8 +247,8 @@ class VectorActivation(wiring.Component):
         d_used = Mux(d_last, cfg_used_last, cfg_used)
 
         # Scale: per lane, from the capsule total T (S2 or E) to the factor, then the output.
-        m.submodules.sqrt_rom = sqrt_rom = Memory(shape=unsigned(9), depth=512, init=sqrt_table())
-        m.submodules.recip_rom = recip_rom = Memory(shape=unsigned(9), depth=256, init=recip_table())
+        sqrt_port = _rom_ports(m, "sqrt_rom", unsigned(9), sqrt_table(), cols)
+        recip_port = _rom_ports(m, "recip_rom", unsigned(9), recip_table(), cols)
         valid = [Signal(name=f"s{k}_valid") for k in range(SCALE_STAGES)]
         used = [Signal(cols, name=f"s{k}_used") for k in range(SCALE_STAGES)]
         m.d.sync += [valid[0].eq(d_valid), used[0].eq(d_used)]
@@ -261,7 +272,7 @@ class VectorActivation(wiring.Component):
                          e_exp.eq(Mux(bl_total > 8, (bl_total - 7) >> 1, 0)),
                          f_exp.eq(Mux(bl_div > 9, bl_div - 9, 0))]
             # s2: mantissas into the tables (synchronous reads), k.
-            sq_port, rc_port = sqrt_rom.read_port(), recip_rom.read_port()
+            sq_port, rc_port = sqrt_port[j], recip_port[j]
             mant = (total1 >> (e_exp << 1))[:8]
             m.d.comb += [sq_port.addr.eq(Cat(mant, e_exp != 0)),
                          rc_port.addr.eq((divisor1 >> f_exp)[:8])]
