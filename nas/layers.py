@@ -34,9 +34,26 @@ def capsule_initializer(capsules_in: int, atoms: int, kernel: int, fan_in: int, 
     return keras.initializers.VarianceScaling(scale, mode="fan_in", distribution="untruncated_normal")
 
 
-def classcaps_initializer():
-    """Default initializer of `ClassCaps`' transformation matrices: N(0, 0.01)."""
-    return keras.initializers.RandomNormal(stddev=0.01)
+CLASSCAPS_REFERENCE_INPUTS = 1152
+"""Input capsules of Sabour et al.'s DigitCaps (6 x 6 x 32), the layer whose N(0, 0.01) weights and
+Adam step size train well; `ClassCaps` scales its votes so that every input count behaves like it."""
+
+
+def classcaps_multiplier(inputs: int) -> float:
+    """Factor on `ClassCaps`' votes for `inputs` input capsules: CLASSCAPS_REFERENCE_INPUTS / inputs.
+
+    Each class capsule sums the votes of all inputs, and Adam moves every weight by about the
+    learning rate whatever its gradient, so one step moves the sum in proportion to the number of
+    inputs: NASCaps' CapsNet ('same' padding, 6,272 primary capsules) would learn 5.4 times too fast
+    and stall. The raw weights are scaled by the inverse (the output multiplier of maximal-update
+    parametrisation), so the effective weights train at the reference layer's rate."""
+    return CLASSCAPS_REFERENCE_INPUTS / inputs
+
+
+def classcaps_initializer(inputs: int):
+    """Default initializer of `ClassCaps`' raw transformation matrices for `inputs` input capsules:
+    N(0, 0.01 / classcaps_multiplier(inputs)), i.e. effective weights N(0, 0.01) (Sabour et al.)."""
+    return keras.initializers.RandomNormal(stddev=0.01 / classcaps_multiplier(inputs))
 
 
 def _check_arguments(layer: keras.layers.Layer, **arguments) -> None:
@@ -321,7 +338,9 @@ class ClassCaps(keras.layers.Layer):
 
     Input `(batch, inputs, atoms_in)`; a transformation matrix per (input, output) pair,
     weights inputs · atoms_in · capsules · atoms (no bias); routing iterations `routings` with a
-    softmax over the output capsules; output `(batch, capsules, atoms)`.
+    softmax over the output capsules; output `(batch, capsules, atoms)`. The votes are the raw
+    products times `classcaps_multiplier(inputs)`, so the effective weights are `transform` times
+    that constant (fold it into the weights to deploy them).
     """
 
     def __init__(self, capsules: int, atoms: int, routings: int = 3, kernel_initializer=None, **kwargs):
@@ -335,10 +354,10 @@ class ClassCaps(keras.layers.Layer):
         _check_known(self, input_shape, (1, 2))
         self.transform = self.add_weight(
             name="transform", shape=(input_shape[1], input_shape[2], self.capsules * self.atoms),
-            initializer=self.kernel_initializer or classcaps_initializer())
+            initializer=self.kernel_initializer or classcaps_initializer(input_shape[1]))
 
     def call(self, inputs):
-        votes = ops.einsum("bni,nio->bno", inputs, self.transform)
+        votes = ops.einsum("bni,nio->bno", inputs, self.transform) * classcaps_multiplier(inputs.shape[1])
         votes = ops.reshape(votes, (-1, inputs.shape[1], self.capsules, self.atoms))
         return route(votes, self.routings)
 

@@ -80,13 +80,22 @@ def test_routing_to_one_output_matches_numpy_without_softmax_warning():
     np.testing.assert_allclose(got, np_route(votes.astype(np.float64), 3), rtol=1e-4, atol=1e-5)
 
 
+def test_classcaps_effective_weights_do_not_depend_on_the_input_count():
+    """The default raw weights times the multiplier are N(0, 0.01) for any number of inputs."""
+    for inputs in (36, 1152, 6272):
+        layer = layers.ClassCaps(10, 16)
+        layer.build((None, inputs, 8))
+        effective = keras.ops.convert_to_numpy(layer.transform) * layers.classcaps_multiplier(inputs)
+        assert abs(float(np.std(effective)) - 0.01) < 0.0005
+
+
 def test_classcaps_matches_numpy():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 5, 3)).astype(np.float32)
     layer = layers.ClassCaps(4, 6, routings=3)
     out = keras.ops.convert_to_numpy(layer(x))
     w = keras.ops.convert_to_numpy(layer.transform)  # (inputs, atoms_in, capsules * atoms)
-    votes = np.einsum("bni,nio->bno", x, w).reshape(2, 5, 4, 6)
+    votes = np.einsum("bni,nio->bno", x, w).reshape(2, 5, 4, 6) * layers.CLASSCAPS_REFERENCE_INPUTS / 5
     np.testing.assert_allclose(out, np_route(votes.astype(np.float64), 3), rtol=1e-4, atol=1e-5)
     assert layer.count_params() == 5 * 3 * 4 * 6
 
