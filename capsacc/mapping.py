@@ -22,7 +22,9 @@ calibrated model (`capsacc.calibrated`) counts the instructions they produce in 
 Tiling on an R x C array with buffers of `buffer_depth` rows and a program memory of
 `program_depth` words (rules of `rtl.isa`; one "run" is one program from start to HALT):
 
-- matmul (conv kinds): column blocks of C lanes (ReLU) or one capsule each (squash), mb blocks;
+- matmul (conv kinds): column blocks of C lanes (ReLU) or of floor(C / L) whole capsules of
+  L = caps_out atoms (squash: floor(C / L)·L lanes, the last block the remaining capsules), mb
+  blocks; the block's ACT is a segmented squash with length L (`MatmulShape.act_length`);
   data rows in chunks of nc = min(N, D // (2 mb)); per chunk, K chunks of R rows grouped kr at a
   time per run, kr = min(D // nc, (D - mb nc) // (mb R), (P - 1 - mb) // mb); each run one MATMUL
   per (K chunk, block) with n = nc, the last run of a chunk one ACT per block (n = nc).
@@ -133,27 +135,40 @@ def ceil_div(a: int, b: int) -> int:
 @dataclass(frozen=True)
 class MatmulShape:
     """A conv-kind operation as a matrix product: data (n, k) x weights (k, m); activation `func`
-    over column blocks of `width` lanes."""
+    over column blocks of `width` lanes. `capsule`: atoms of an output capsule (squash; the ACT's
+    segment length L, `width` = floor(C / L)·L packs floor(C / L) capsules per block), 0 for ReLU."""
 
     n: int
     k: int
     m: int
     func: str
     width: int
+    capsule: int = 0
+
+    def act_length(self, width: int) -> int:
+        """The ACT `length` of a column block of `width` lanes: the capsule's atoms (squash, the
+        unit's segmented mode: a block's capsules side by side), the block's width (ReLU)."""
+        return self.capsule if self.func == "squash" else width
 
 
 def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
     """The matrix product of a conv, convcaps or convcaps3d operation (see the module docstring)."""
     if kind == "conv":
         return _check_width(MatmulShape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1,
-                           op.ch_out * op.caps_out, "relu", config.cols), config)
+                                        op.ch_out * op.caps_out, "relu", config.cols), config)
     if kind == "convcaps":
-        return _check_width(MatmulShape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1,
-                                        op.ch_out * op.caps_out, "squash", op.caps_out), config)
+        return _capsule_shape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1, op, config)
     if kind == "convcaps3d":
-        return _check_width(MatmulShape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1,
-                                        op.ch_out * op.caps_out, "squash", op.caps_out), config)
+        return _capsule_shape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op, config)
     raise MappingError(f"{kind!r} is not a convolution kind")
+
+
+def _capsule_shape(n: int, k: int, op, config: ArrayConfig) -> MatmulShape:
+    """A squash product: floor(C / L) capsules of L = caps_out atoms per column block."""
+    length = op.caps_out
+    if length > min(config.cols, 63):
+        raise MappingError(f"capsules of {length} atoms do not fit the {config.cols} columns")
+    return MatmulShape(n, k, op.ch_out * length, "squash", (config.cols // length) * length, length)
 
 
 def _check_width(shape: MatmulShape, config: ArrayConfig) -> MatmulShape:
@@ -297,9 +312,9 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
             counts["matmuls"] += times * kc * mb
             counts["matmul_rows"] += times * kc * mb * chunk_rows
             counts["matmul_rows_accumulate"] += times * (kc - 1) * mb * chunk_rows
-            act(shape.func, chunk_rows, shape.width, times * full_blocks)
+            act(shape.func, chunk_rows, shape.act_length(shape.width), times * full_blocks)
             if last_width:
-                act(shape.func, chunk_rows, last_width, times)
+                act(shape.func, chunk_rows, shape.act_length(last_width), times)
     elif kind == "classcaps":
         n_in, d_in, n_out, dim = classcaps_dims(op)
         kc, mb = ceil_div(d_in, config.rows), ceil_div(n_out * dim, config.cols)

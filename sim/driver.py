@@ -250,8 +250,8 @@ class OperationDriver:
                         program.append(MatMul(d_addr=j * nc, w_addr=base, p_addr=b * nc, n=nc, accumulate=kk > 0))
                 if chunks[-1] == kc - 1:
                     for b, (_, width) in enumerate(blocks):
-                        program.append(Act(shape.func, p_addr=b * nc, n=nc, length=width, shift=shift,
-                                           dst="weight", dst_addr=out_base + b * nc))
+                        program.append(Act(shape.func, p_addr=b * nc, n=nc, length=shape.act_length(width),
+                                           shift=shift, dst="weight", dst_addr=out_base + b * nc))
                 session.write_int8("data", 0, data)
                 session.write_int8("weight", 0, tiles)
                 self._execute(session, program, counts)
@@ -270,7 +270,7 @@ class OperationDriver:
             if shape.func == "relu":
                 want_out = golden.activate(want_sums, shift, "relu")
             else:
-                capsules = want_sums.reshape(-1, shape.width)
+                capsules = want_sums.reshape(-1, shape.capsule)
                 want_out = golden.activate(capsules, shift, "squash").reshape(shape.n, shape.m)
             return {"sums": sums, "out": out}, {"sums": want_sums, "out": want_out}
 

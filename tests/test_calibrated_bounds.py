@@ -34,7 +34,8 @@ def test_act_counts_in_closed_form_equal_the_block_list(ch_out, caps_out, kind):
     chunks = shape.n // nc + (shape.n % nc > 0)
     assert counts["acts"] == chunks * len(blocks)
     assert counts["act_rows"] == shape.n * len(blocks)
-    assert counts["act_elements"] == shape.n * sum(act_lanes(16, shape.func, width)[1] for _, width in blocks)
+    assert counts["act_elements"] == shape.n * sum(act_lanes(16, shape.func, shape.act_length(width))[1]
+                                                   for _, width in blocks)
     assert counts["act_rows_row"] == counts["act_rows"] and counts["act_spans"] == counts["acts"]
 
 def test_a_very_wide_layer_is_counted_without_memory_or_time():

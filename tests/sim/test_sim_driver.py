@@ -19,6 +19,7 @@ OPS = {
     "conv": Operation("conv", "conv", 6, 2, 1, 3, 1, 5, 5, 1),
     "convcaps": Operation("convcaps", "convcaps", 6, 2, 2, 3, 2, 3, 2, 4),
     "convcaps3d": Operation("convcaps3d", "convcaps3d", 3, 3, 2, 3, 1, 3, 2, 2),
+    "convcaps_packed": Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 2),
     "classcaps": Operation("classcaps", "classcaps", 2, 3, 5, 2, 1, 1, 3, 4),
     "routing_uniform": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing_softmax": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
@@ -125,6 +126,20 @@ def test_packed_classcaps_is_bit_exact_and_counted_exactly(config, op):
     assert run.counters["weight_loads"] == ceil_div(capsules, k) * tiles
     assert run.counters["pe_active_cycles"] == run.counts["matmul_rows"] * config.rows * config.cols
     assert run.runs > 1
+
+
+def test_packed_convcaps_is_bit_exact_and_counted_exactly():
+    """ConvCaps capsules of L <= C / 2 atoms share column blocks, floor(C / L) per block, squashed by
+    segmented ACTs of length L: 3 capsules of 2 atoms on 4 columns are 2 blocks (4 + 2 lanes), not 3."""
+    config = ArrayConfig(4, 4, 25, 256, 32)
+    op = Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 2)
+    run = OperationDriver(config, "amaranth").run("convcaps", op, seed=5)
+    assert np.array_equal(run.outputs["out"], run.golden["out"]) and np.any(run.golden["out"])
+    assert run.counts == plan_counts("convcaps", op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    k_chunks = ceil_div(3 * 3 * 2 * 2 + 1, config.rows)
+    assert run.counters["weight_loads"] == run.counts["matmuls"] == k_chunks * 2
+    assert run.counts["acts"] == 2 and run.counters["act_ops"] == 2 * 16 * 4
 
 
 @pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", *ROUTING_PHASES, "routing"])
