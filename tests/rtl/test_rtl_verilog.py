@@ -195,7 +195,11 @@ def test_synth_cli_4x4(tmp_path, capsys, record_property):
     assert 0.5 < parts["pe_array"]["area_um2"] / (16 * 1333.750616) < 2.0
     assert parts["pe_array"]["flip_flops"] >= 16 * (8 + 8 + 25)
     assert summary["memory_bits"] == sum(ram["depth"] * ram["width"] for ram in summary["rams"]) > 0
-    assert all(ram["depth"] == 16 for ram in summary["rams"])  # --buffer-depth and --program-depth 16
+    # --buffer-depth and --program-depth 16 set the five memories of the top level; the activation
+    # unit's own row buffers have depths of their own (ceil(64 / C) capsule rows and more).
+    depths = {ram["memory"]: ram["depth"] for ram in summary["rams"]}
+    assert {name: depths.get(name) for name in ("program", "data_buf", "weight_buf", "routing_buf", "psum")} == \
+        dict.fromkeys(("program", "data_buf", "weight_buf", "routing_buf", "psum"), 16), summary["rams"]
     assert parts["buffers"]["flip_flops"] >= summary["memory_bits"]
     for name in ("PE array (16 PEs)", "buffers (", "rest"):
         assert name in printed
