@@ -365,7 +365,7 @@ def slow_training(self, genotype_list):
     return nas.evaluate.SyntheticEvaluator()(genotype_list)
 
 nas.evaluate.TrainingEvaluator.__call__ = slow_training
-sys.exit(main(["search", "--out", sys.argv[1], "--population", "6", "--offspring", "6", "--generations", "20",
+sys.exit(main(["search", "--out", sys.argv[1], "--population", "6", "--offspring", "6", "--generations", "400",
                "--quiet"]))
 """
 
@@ -512,7 +512,7 @@ from nas.search import SearchConfig, run_search
 
 if __name__ == "__main__":
     try:
-        run_search(SearchConfig(population=6, offspring=6, generations=30, seed=1, out=sys.argv[1], workers=2),
+        run_search(SearchConfig(population=6, offspring=6, generations=400, seed=1, out=sys.argv[1], workers=2),
                    evaluator=SyntheticEvaluator(sleep_s=0.5), progress=False)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
