@@ -384,11 +384,12 @@ class ActivationUnit(wiring.Component):
     """Executes one ACT instruction (`rtl.isa`) on the vector datapath: `start` pulses with the
     fields valid (latched), `done` is high in the cycle of the last write.
 
-    Partial-sum rows p_addr, p_addr + 1, ... are read one per cycle (`psum_addr`/`psum_en`, the
-    data one cycle later on `psum_data`): n rows rounded up to whole capsules (a multiple of
-    span = ceil(L / C) for squash and softmax). Row mode writes one result row per cycle
-    (`wr_row`: row dst_addr + j, lanes 0 .. width - 1 of `wr_data`, see
-    `capsacc.mapping.act_lanes`); column
+    Partial-sum rows are read one per cycle (`psum_addr`/`psum_en`, the data one cycle later on
+    `psum_data`): n rows rounded up to whole capsules (a multiple of span = ceil(L / C) for squash
+    and softmax), capsule g's row t at p_addr + g span + t, or at p_addr + g + t stride in
+    strided row mode (column low, stride > 0; `sim.golden.act_row_offsets`). Row mode writes one
+    result row per cycle (`wr_row`: the row at the same offset from dst_addr, lanes 0 .. width - 1
+    of `wr_data`, see `capsacc.mapping.act_lanes`); column
     mode writes one element per cycle (`wr_row` low: row dst_addr + j * stride + l, lane
     `wr_lane` = j, value `wr_elem`), so reads go out in capsule groups of span rows, one group
     every `width` (segmented) or L (spanning) cycles, and the rows of a group wait in a bank of
@@ -418,7 +419,7 @@ class ActivationUnit(wiring.Component):
 
         func, shift, length = Signal(Func), Signal(5), Signal(6)
         n_rows, column, stride = Signal(10), Signal(), Signal(6)
-        p_ptr = Signal(self.addr_bits)
+        p_ptr, p_group = Signal(self.addr_bits), Signal(self.addr_bits)
         # Constants of the latched (func, length): span and lane widths (`act_lanes`).
         span = Signal(range(max_span + 1))
         width, last_width = Signal(range(cols + 1)), Signal(range(cols + 1))
@@ -435,6 +436,11 @@ class ActivationUnit(wiring.Component):
                                          group_elements.eq((g_span - 1) * g_width + g_last)]
         m.d.comb += [vector.func.eq(func), vector.shift.eq(shift),
                      vector.length.eq(Mux(capsules, Mux(length == 0, MAX_LENGTH, length), 1))]
+        # Row addresses: the next row of a capsule `row_step` on, the next capsule `group_step` on
+        # from its first row (consecutive: 1 and span; strided row mode: stride and 1).
+        strided = ~column & (stride != 0)
+        row_step = Mux(strided, stride, 1)
+        group_step = Mux(strided, 1, span)
 
         # Issue: one partial-sum row per cycle, in groups of span rows; column mode spaces the
         # groups `group_elements` cycles apart.
@@ -448,7 +454,7 @@ class ActivationUnit(wiring.Component):
         # Results: row mode writes them as they come; column mode keeps a group in `bank`.
         out_rows = Signal(11)
         out_in_group = Signal(range(max_span + 1))
-        out_base = Signal(self.addr_bits)
+        out_base, out_group = Signal(self.addr_bits), Signal(self.addr_bits)
         out_last_row = out_in_group == span - 1
         bank = [Signal(data.ArrayLayout(signed(8), cols), name=f"bank{r}") for r in range(max_span)]
         group_ready = Signal()
@@ -467,7 +473,9 @@ class ActivationUnit(wiring.Component):
             m.d.comb += self.wr_mask[lane].eq(lane < row_width)
         with m.If(vector.o.valid & ~column):
             m.d.comb += [self.wr_en.eq(1), self.wr_row.eq(1), self.wr_count.eq(row_width)]
-            m.d.sync += out_base.eq(out_base + 1)
+            m.d.sync += out_base.eq(Mux(out_last_row, out_group + group_step, out_base + row_step))
+            with m.If(out_last_row):
+                m.d.sync += out_group.eq(out_group + group_step)
 
         # Column-mode writer: element (slot, lane) of the group in the bank, one per cycle.
         w_active = Signal()
@@ -506,7 +514,8 @@ class ActivationUnit(wiring.Component):
                     m.d.sync += [
                         func.eq(self.func), shift.eq(self.shift), length.eq(self.length),
                         n_rows.eq(self.n_rows), column.eq(self.column), stride.eq(self.stride),
-                        p_ptr.eq(self.p_addr), out_base.eq(self.dst_addr), w_base.eq(self.dst_addr),
+                        p_ptr.eq(self.p_addr), p_group.eq(self.p_addr), out_base.eq(self.dst_addr),
+                        out_group.eq(self.dst_addr), w_base.eq(self.dst_addr),
                         issued.eq(0), in_group.eq(0), wait.eq(0), out_rows.eq(0), out_in_group.eq(0),
                         w_active.eq(0), w_slot.eq(0), w_lane.eq(0), w_row.eq(0),
                     ]
@@ -517,10 +526,11 @@ class ActivationUnit(wiring.Component):
                     m.d.sync += wait.eq(wait - 1)
                 with m.Else():
                     m.d.comb += self.psum_en.eq(1)
-                    m.d.sync += [p_ptr.eq(p_ptr + 1), issued.eq(issued + 1),
-                                 in_group.eq(Mux(in_group == span - 1, 0, in_group + 1))]
+                    m.d.sync += [p_ptr.eq(Mux(in_group == span - 1, p_group + group_step, p_ptr + row_step)),
+                                 issued.eq(issued + 1), in_group.eq(Mux(in_group == span - 1, 0, in_group + 1))]
                     with m.If(in_group == span - 1):
-                        m.d.sync += wait.eq(Mux(column, group_elements - span, 0))
+                        m.d.sync += [wait.eq(Mux(column, group_elements - span, 0)),
+                                     p_group.eq(p_group + group_step)]
                         with m.If(issued + 1 >= n_rows):
                             m.next = "DRAIN"
             with m.State("DRAIN"):

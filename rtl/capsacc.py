@@ -223,6 +223,7 @@ class CapsAcc(wiring.Component):
         reading, writing = stages[latency - 1], stages[latency]
         acc_read = reading.valid
         acc_write = array.y_valid
+        row_bits = (cfg.buffer_depth - 1).bit_length()
         pending = Signal(ADDR_BITS + 2)
         fwd_hit = Signal()
         fwd_data = Signal(data.ArrayLayout(signed(acc_bits), cols))
@@ -232,7 +233,8 @@ class CapsAcc(wiring.Component):
         for c in range(cols):
             m.d.comb += sums[c].eq(Mux(writing.accumulate, stored[c], 0) + array.y[c])
         m.d.sync += [
-            fwd_hit.eq(acc_write & acc_read & (writing.row == reading.row)),
+            # Rows compare as the memory addresses them (modulo the depth: p_addr + k may wrap).
+            fwd_hit.eq(acc_write & acc_read & (writing.row[:row_bits] == reading.row[:row_bits])),
             fwd_data.eq(sums),
             pending.eq(pending + data_issue - acc_write),
         ]

@@ -24,7 +24,7 @@ MATMUL: load a weight tile, stream data rows through the array, accumulate resul
 ACT: the activation unit on partial-sum rows (see `rtl.activation`).
     func        `Func`: none (requantize only), ReLU, squash, softmax
     dst         `Dst`: the buffer the int8 results go to
-    column      0: row mode, element (j, l) -> row dst_addr + j, lane l;
+    column      0: row mode, element (j, l) of the row at p_addr + o -> row dst_addr + o, lane l;
                 1: column mode, element (j, l) -> row dst_addr + j * stride + l, lane j
     shift       requantization shift (0..31)
     length      L (1..64, 64 encoded as 0): squash and softmax, atoms per capsule (a row holds
@@ -33,7 +33,11 @@ ACT: the activation unit on partial-sum rows (see `rtl.activation`).
     p_addr      first partial-sum row
     dst_addr    first destination row
     n           number of rows (1..1023), rounded up to whole capsules (a multiple of ceil(L / C))
-    stride      column-mode row stride (0..63)
+    stride      column mode: the destination row stride (0..63). Row mode: where capsule g's row
+                t (t < span = ceil(L / C)) is read: 0 at p_addr + g span + t (consecutive rows),
+                1..63 at p_addr + g + t stride (strided: a capsule over span column blocks whose
+                MATMULs wrote `stride` rows each; `sim.golden.act_row_offsets`). The unit
+                takes a row per cycle either way.
 """
 
 from dataclasses import dataclass

@@ -355,13 +355,24 @@ class MachineState:
                     else np.array(value, dtype=np.int64).reshape(self.depth, lanes))
 
 
+def act_row_offsets(n_rows: int, span: int, stride: int) -> list[int]:
+    """The partial-sum rows an ACT visits, in order, relative to its p_addr: capsule g's row t
+    (t < span, g < n_rows / span) at g span + t (consecutive; stride 0, and every column-mode ACT) or
+    at g + t stride (strided row mode, stride 1..63: a capsule over column blocks whose MATMULs
+    wrote stride rows each). A row-mode result goes to the same offset from dst_addr."""
+    if stride == 0:
+        return list(range(n_rows))
+    return [g + t * stride for g in range(n_rows // span) for t in range(span)]
+
+
 def execute(program, state: MachineState) -> dict[str, int]:
     """Run a CapsAcc program (instructions of `rtl.isa`, or their 64-bit words) on `state` in place,
     instruction by instruction, with the RTL's integer semantics (addresses wrap modulo the depth,
     lanes past a destination row are dropped, sums wrap to acc_bits). An ACT processes n
-    partial-sum rows rounded up to whole capsules (`activate_rows`) and writes lanes 0 .. k - 1
-    of each result row (`capsacc.mapping.act_lanes`), in row mode (element (j, l) to row dst_addr + j, lane l) or column mode
-    (to row dst_addr + j * stride + l, lane j). Returns the performance
+    partial-sum rows rounded up to whole capsules (`activate_rows`), visited in the order of
+    `act_row_offsets` (row j of the visit at p_addr + offset_j), and writes lanes 0 .. k - 1 of each
+    result row (`capsacc.mapping.act_lanes`), in row mode (element (j, l) to row dst_addr +
+    offset_j, lane l) or column mode (to row dst_addr + j * stride + l, lane j). Returns the performance
     counters the RTL reports (`rtl.capsacc.COUNTERS`), busy_cycles excepted."""
     from rtl.isa import Act, MatMul, disassemble
 
@@ -395,15 +406,16 @@ def execute(program, state: MachineState) -> dict[str, int]:
             span = rows_per_capsule(length, c) if capsule else 1
             n_rows = -(-instruction.n // span) * span
             counts["psum_reads"] += n_rows
-            sums = np.stack([state.psum[(instruction.p_addr + j) % depth] for j in range(n_rows)])
+            offsets = act_row_offsets(n_rows, span, 0 if instruction.column else instruction.stride)
+            sums = np.stack([state.psum[(instruction.p_addr + offset) % depth] for offset in offsets])
             values = activate_rows(sums, instruction.shift, func, length)
             _, width, last_width = act_lanes(c, func, length)
-            for j in range(n_rows):
+            for j, offset in enumerate(offsets):
                 for lane in range(last_width if j % span == span - 1 else width):
                     if instruction.column:
                         row, col = instruction.dst_addr + j * instruction.stride + lane, j
                     else:
-                        row, col = instruction.dst_addr + j, lane
+                        row, col = instruction.dst_addr + offset, lane
                     counts["act_ops"] += 1
                     counts[f"{instruction.dst}_writes"] += 1
                     if col < target.shape[1]:

@@ -157,6 +157,31 @@ def test_activate_rows_layouts(length, cols, seed):
             golden.activate_rows(np.zeros((1, 1)), 0, "squash", 2)
 
 
+@given(st.integers(1, 12), st.integers(1, 5), st.integers(1, 6), st.integers(0, 2 ** 32 - 1))
+def test_strided_act_squashes_capsules_split_over_column_blocks(cols, excess, n_caps, seed):
+    """A row-mode ACT with stride nc reads capsule g's block t at p_addr + g + t nc: the layout of nc
+    capsules of L > C atoms whose span = ceil(L / C) column blocks were written nc rows each, and
+    writes each result row at the same offset from dst_addr, leaving the rows in between alone."""
+    rng = np.random.default_rng(seed)
+    length = min(64, cols + excess)
+    span = -(-length // cols)
+    depth, p_addr, dst_addr = 512, 3, 200
+    capsules = rng.integers(-128, 128, size=(n_caps, length))
+    padded = np.zeros((n_caps, span * cols), dtype=np.int64)
+    padded[:, :length] = capsules
+    blocks = padded.reshape(n_caps, span, cols).transpose(1, 0, 2).reshape(span * n_caps, cols)  # block-major
+    state = golden.MachineState(1, cols, depth)
+    state.psum[p_addr:p_addr + span * n_caps] = blocks
+    state.weight[:] = 99
+    golden.execute([Act("squash", p_addr, span * n_caps, length, 0, "weight", dst_addr, stride=n_caps)], state)
+    out = state.weight[dst_addr:dst_addr + span * n_caps].reshape(span, n_caps, cols).transpose(1, 0, 2)
+    got = out.reshape(n_caps, span * cols)
+    assert np.array_equal(got[:, :length], np.stack([golden.squash(c) for c in capsules]))
+    assert np.all(got[:, length:] == 99) and np.all(state.weight[:dst_addr] == 99)
+    assert np.all(state.weight[dst_addr + span * n_caps:] == 99)
+    assert golden.act_row_offsets(span * n_caps, span, 0) == list(range(span * n_caps))
+
+
 def test_uniform_coupling_is_one_over_j_in_q07():
     for n_out in range(1, 64):
         c = golden.uniform_coupling(3, n_out)

@@ -20,10 +20,13 @@ def random_program(rng, rows: int, cols: int, length: int) -> list:
                                   accumulate=bool(rng.integers(2)), src=str(rng.choice(["data", "routing"])),
                                   hold=bool(rng.random() < 0.25)))
         else:
+            # L > C spans ceil(L / C) rows per capsule: n is then often several whole capsules, so
+            # that strided row mode (stride > 0) steps from capsule to capsule.
+            length = int(rng.integers(1, cols + 1) if rng.random() < 0.6 else rng.integers(1, 65))
+            capsules = -(-length // cols) if rng.random() < 0.5 else 1
             program.append(Act(func=str(rng.choice(["none", "relu", "squash", "softmax"])),
-                               p_addr=int(rng.integers(DEPTH)), n=int(rng.integers(1, 4)),
-                               length=int(rng.integers(1, cols + 1) if rng.random() < 0.6 else rng.integers(1, 65)),
-                               shift=int(rng.integers(0, 16)),
+                               p_addr=int(rng.integers(DEPTH)), n=int(rng.integers(1, 4)) * capsules,
+                               length=length, shift=int(rng.integers(0, 16)),
                                dst=str(rng.choice(["data", "weight", "routing"])),
                                dst_addr=int(rng.integers(DEPTH)), column=bool(rng.integers(2)),
                                stride=int(rng.integers(0, 6))))
