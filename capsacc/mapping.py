@@ -23,11 +23,15 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
 `program_depth` words (rules of `rtl.isa`; one "run" is one program from start to HALT):
 
 - matmul (conv kinds): column blocks of C lanes (ReLU) or of floor(C / L) whole capsules of
-  L = caps_out atoms (squash: floor(C / L)·L lanes, the last block the remaining capsules), mb
-  blocks; the block's ACT is a segmented squash with length L (`MatmulShape.act_length`);
-  data rows in chunks of nc = min(N, D // (2 mb)); per chunk, K chunks of R rows grouped kr at a
-  time per run, kr = min(D // nc, (D - mb nc) // (mb R), (P - 1 - mb) // mb); each run one MATMUL
-  per (K chunk, block) with n = nc, the last run of a chunk one ACT per block (n = nc).
+  L = caps_out atoms (squash, L <= C: floor(C / L)·L lanes, the last block the remaining
+  capsules; the block's ACT is a segmented squash with length L, `MatmulShape.act_length`), or,
+  for L > C, each capsule type over span = ceil(L / C) blocks (C lanes, the last L - (span - 1)·C);
+  mb blocks (`MatmulShape.blocks`). Data rows in chunks of nc = min(N, D // (2 mb), 1023 // span),
+  and nc <= 63 when span > 1; per chunk, K chunks of R rows grouped kr at a time per run,
+  kr = min(D // nc, (D - mb nc) // (mb R), (P - 1 - mb) // mb); each run one MATMUL per
+  (K chunk, block) with n = nc (block b's results in partial-sum rows b·nc ..), the last run of a
+  chunk one ACT per span blocks: n = span·nc rows from the first block's, in strided row mode
+  (stride nc, `rtl.isa`) when span > 1, so that capsule g's rows are read from its span blocks.
 - classcaps: kc = ceil(caps_in / R) K chunks and mb = ceil(J D / C) column tiles per capsule;
   capsules packed k = max(1, R // caps_in) to a weight tile (`classcaps_packing`): a group of k
   capsules shares each tile, capsule s's caps_in x C weights in tile rows s·caps_in.., and streams k
@@ -121,6 +125,9 @@ def act_lanes(cols: int, func: str, length: int) -> tuple[int, int, int]:
 
 ACT_MAX_ROWS = 1023
 """Most partial-sum rows one ACT instruction processes (its 10-bit n field)."""
+ACT_MAX_STRIDE = 63
+"""Largest row stride of an ACT (its 6-bit stride field): in strided row mode, the data rows of a
+chunk whose capsules span column blocks."""
 
 
 class MappingError(InputError):
@@ -136,7 +143,8 @@ def ceil_div(a: int, b: int) -> int:
 class MatmulShape:
     """A conv-kind operation as a matrix product: data (n, k) x weights (k, m); activation `func`
     over column blocks of `width` lanes. `capsule`: atoms of an output capsule (squash; the ACT's
-    segment length L, `width` = floor(C / L)·L packs floor(C / L) capsules per block), 0 for ReLU."""
+    segment length L, `width` = floor(C / L)·L packs floor(C / L) capsules per block when L <= C),
+    0 for ReLU. `span`: column blocks per capsule, ceil(L / C) when L > C (`width` = C), else 1."""
 
     n: int
     k: int
@@ -144,6 +152,14 @@ class MatmulShape:
     func: str
     width: int
     capsule: int = 0
+    span: int = 1
+
+    @property
+    def blocks(self) -> int:
+        """mb: column blocks, `matmul_blocks` in closed form."""
+        if self.span > 1:
+            return self.m // self.capsule * self.span
+        return ceil_div(self.m, self.width)
 
     def act_length(self, width: int) -> int:
         """The ACT `length` of a column block of `width` lanes: the capsule's atoms (squash, the
@@ -164,11 +180,14 @@ def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
 
 
 def _capsule_shape(n: int, k: int, op, config: ArrayConfig) -> MatmulShape:
-    """A squash product: floor(C / L) capsules of L = caps_out atoms per column block."""
-    length = op.caps_out
-    if length > min(config.cols, 63):
-        raise MappingError(f"capsules of {length} atoms do not fit the {config.cols} columns")
-    return MatmulShape(n, k, op.ch_out * length, "squash", (config.cols // length) * length, length)
+    """A squash product: floor(C / L) capsules of L = caps_out atoms per column block, or a capsule
+    over ceil(L / C) blocks of C lanes when L > C."""
+    length, cols = op.caps_out, config.cols
+    if not 1 <= length <= MAX_CAPSULE:
+        raise MappingError(f"capsules of {length} atoms: the activation unit takes 1..{MAX_CAPSULE}")
+    if length > cols:
+        return MatmulShape(n, k, op.ch_out * length, "squash", cols, length, ceil_div(length, cols))
+    return MatmulShape(n, k, op.ch_out * length, "squash", (cols // length) * length, length)
 
 
 def _check_width(shape: MatmulShape, config: ArrayConfig) -> MatmulShape:
@@ -178,13 +197,17 @@ def _check_width(shape: MatmulShape, config: ArrayConfig) -> MatmulShape:
 
 
 def matmul_blocks(shape: MatmulShape) -> list[tuple[int, int]]:
-    """Column blocks (first output column, width)."""
+    """Column blocks (first output column, width): every `width` columns, or (span > 1) capsule by
+    capsule, span blocks each."""
+    if shape.span > 1:
+        return [(c + t * shape.width, min(shape.width, shape.capsule - t * shape.width))
+                for c in range(0, shape.m, shape.capsule) for t in range(shape.span)]
     return [(c, min(shape.width, shape.m - c)) for c in range(0, shape.m, shape.width)]
 
 
 def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
     """kr: K chunks per run for data chunks of nc rows."""
-    mb = ceil_div(shape.m, shape.width)
+    mb = shape.blocks
     depth, rows = config.buffer_depth, config.rows
     kr = min(depth // nc, (depth - mb * nc) // (mb * rows), (config.program_depth - 1 - mb) // mb)
     if kr < 1:
@@ -194,9 +217,10 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
 
 
 def matmul_chunk_rows(shape: MatmulShape, config: ArrayConfig) -> int:
-    """nc: data rows per chunk."""
-    mb = ceil_div(shape.m, shape.width)
-    nc = min(shape.n, config.buffer_depth // (2 * mb), ACT_MAX_ROWS)
+    """nc: data rows per chunk (a chunk's ACT covers span·nc rows, with stride nc when span > 1)."""
+    mb = shape.blocks
+    nc = min(shape.n, config.buffer_depth // (2 * mb), ACT_MAX_ROWS // shape.span,
+             ACT_MAX_STRIDE if shape.span > 1 else ACT_MAX_ROWS)
     if nc < 1:
         raise MappingError(f"{mb} column blocks do not fit buffers of {config.buffer_depth} rows")
     return nc
@@ -297,8 +321,7 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
 
     if kind in ("conv", "convcaps", "convcaps3d"):
         shape = matmul_shape(kind, op, config)
-        full_blocks, last_width = divmod(shape.m, shape.width)  # `matmul_blocks` in closed form
-        mb, kc = full_blocks + (last_width > 0), ceil_div(shape.k, config.rows)
+        mb, kc = shape.blocks, ceil_div(shape.k, config.rows)
         nc = matmul_chunk_rows(shape, config)
         for chunk_rows, times in ((nc, shape.n // nc), (shape.n % nc, 1)):
             if chunk_rows == 0 or times == 0:
@@ -312,6 +335,10 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
             counts["matmuls"] += times * kc * mb
             counts["matmul_rows"] += times * kc * mb * chunk_rows
             counts["matmul_rows_accumulate"] += times * (kc - 1) * mb * chunk_rows
+            if shape.span > 1:  # one ACT per capsule type, over its span blocks
+                act(shape.func, shape.span * chunk_rows, shape.capsule, times * (shape.m // shape.capsule))
+                continue
+            full_blocks, last_width = divmod(shape.m, shape.width)  # `matmul_blocks` in closed form
             act(shape.func, chunk_rows, shape.act_length(shape.width), times * full_blocks)
             if last_width:
                 act(shape.func, chunk_rows, shape.act_length(last_width), times)

@@ -248,10 +248,11 @@ class OperationDriver:
                         base = (j * mb + b) * R
                         tiles[base:base + tile.shape[0], :width] = tile
                         program.append(MatMul(d_addr=j * nc, w_addr=base, p_addr=b * nc, n=nc, accumulate=kk > 0))
-                if chunks[-1] == kc - 1:
-                    for b, (_, width) in enumerate(blocks):
-                        program.append(Act(shape.func, p_addr=b * nc, n=nc, length=shape.act_length(width),
-                                           shift=shift, dst="weight", dst_addr=out_base + b * nc))
+                if chunks[-1] == kc - 1:  # an ACT per span blocks (a capsule type's, strided, when span > 1)
+                    for b in range(0, mb, shape.span):
+                        program.append(Act(shape.func, p_addr=b * nc, n=shape.span * nc,
+                                           length=shape.act_length(blocks[b][1]), shift=shift, dst="weight",
+                                           dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0))
                 session.write_int8("data", 0, data)
                 session.write_int8("weight", 0, tiles)
                 self._execute(session, program, counts)

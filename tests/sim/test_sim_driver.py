@@ -20,6 +20,7 @@ OPS = {
     "convcaps": Operation("convcaps", "convcaps", 6, 2, 2, 3, 2, 3, 2, 4),
     "convcaps3d": Operation("convcaps3d", "convcaps3d", 3, 3, 2, 3, 1, 3, 2, 2),
     "convcaps_packed": Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 2),
+    "convcaps_wide": Operation("convcaps", "convcaps", 4, 2, 1, 3, 1, 4, 2, 7),  # 7 atoms: blocks of 4 + 3
     "classcaps": Operation("classcaps", "classcaps", 2, 3, 5, 2, 1, 1, 3, 4),
     "routing_uniform": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing_softmax": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
@@ -142,15 +143,54 @@ def test_packed_convcaps_is_bit_exact_and_counted_exactly():
     assert run.counts["acts"] == 2 and run.counters["act_ops"] == 2 * 16 * 4
 
 
+@pytest.mark.parametrize("config, op", [
+    (ArrayConfig(4, 4, 25, 256, 32), Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 5)),
+    (ArrayConfig(4, 4, 25, 256, 32), Operation("convcaps3d", "convcaps3d", 3, 2, 2, 3, 1, 3, 2, 6)),
+    (ArrayConfig(4, 4, 25, 256, 32), Operation("convcaps", "convcaps", 3, 1, 2, 3, 2, 2, 2, 9)),
+    (ArrayConfig(3, 4, 25, 64, 32), Operation("convcaps", "convcaps", 5, 1, 2, 3, 1, 5, 2, 7)),
+])
+def test_wide_convcaps_is_bit_exact_and_counted_exactly(config, op):
+    """Capsules of L > C atoms span ceil(L / C) column blocks (C lanes, the last L - (span - 1) C):
+    one MATMUL per (K chunk, block) writes nc rows per block, and one strided ACT per capsule type
+    (stride nc) squashes each capsule over its blocks, bit-exact against the golden squash of the
+    whole capsule; every atom is written once. On 3x4 the 25 data rows need several chunks."""
+    config_span = ceil_div(op.caps_out, config.cols)
+    run = OperationDriver(config, "amaranth").run(op.kind, op, seed=6)
+    assert np.array_equal(run.outputs["out"], run.golden["out"]) and np.any(run.golden["out"])
+    assert np.array_equal(run.outputs["sums"], run.golden["sums"])
+    assert run.counts == plan_counts(op.kind, op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    rows = op.n_out ** 2 * (op.ch_in if op.kind == "convcaps3d" else 1)
+    k = (op.kernel ** 3 if op.kind == "convcaps3d" else op.kernel ** 2 * op.ch_in) * op.caps_in + 1
+    chunks = run.counts["acts"] // op.ch_out
+    assert run.counts["act_spans"] == run.counts["acts"] * config_span > run.counts["acts"]
+    assert run.counters["weight_loads"] == chunks * ceil_div(k, config.rows) * op.ch_out * config_span
+    assert run.counters["act_ops"] == rows * op.ch_out * op.caps_out
+    assert chunks == 1 or op.n_out == 5
+
+
+def test_classcaps_wider_than_the_array_is_bit_exact_and_counted_exactly():
+    """ClassCaps applies no squash: caps_in > R (K chunks), J·D > C and D > C (column tiles cut
+    through capsules) map as they are."""
+    config = ArrayConfig(3, 4, 25, 64, 16)
+    op = Operation("classcaps", "classcaps", 2, 2, 5, 2, 1, 1, 2, 6)
+    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=7)
+    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
+    assert run.counts == plan_counts("classcaps", op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    assert run.counters["weight_loads"] == 8 * ceil_div(5, 3) * ceil_div(12, 4)
+
+
 @pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", *ROUTING_PHASES, "routing"])
 def test_closed_form_counts_match_the_driver_programs(kind):
     """The calibrated model's closed-form counts equal the driver's programs over random shapes,
-    including operations large enough to be split into many runs."""
+    including operations large enough to be split into many runs and capsules wider than the 6
+    columns (caps_out up to 14: up to 3 blocks per capsule)."""
     rng = np.random.default_rng(11)
     driver = OperationDriver(ArrayConfig(4, 6, 25, 128, 16), "amaranth")
     checked = 0
     for _ in range(8):
-        ch_out, caps_out = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+        ch_out, caps_out = int(rng.integers(1, 5)), int(rng.integers(1, 15))
         n_out = int(rng.integers(1, 6))
         n_in = int(rng.integers(1, 4)) if kind.startswith("routing") else int(rng.integers(n_out, 9))
         op = Operation(kind, kind, n_in, int(rng.integers(1, 5)), int(rng.integers(1, 5)),
