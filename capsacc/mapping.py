@@ -26,8 +26,9 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   L = caps_out atoms (squash, L <= C: floor(C / L)·L lanes, the last block the remaining
   capsules; the block's ACT is a segmented squash with length L, `MatmulShape.act_length`), or,
   for L > C, each capsule type over span = ceil(L / C) blocks (C lanes, the last L - (span - 1)·C);
-  mb blocks (`MatmulShape.blocks`). Data rows in chunks of nc = min(N, D // (2 mb), 1023 // span),
-  and nc <= 63 when span > 1; per chunk, K chunks of R rows grouped kr at a time per run,
+  mb blocks (`MatmulShape.blocks`). Data rows in the fewest chunks of at most min(D // (2 mb),
+  1023 // span) rows, and 63 when span > 1, balanced: nc = ceil(N / chunks) (`matmul_chunk_rows`,
+  the last chunk the rest); per chunk, K chunks of R rows grouped kr at a time per run,
   kr = min(D // nc, (D - mb nc) // (mb R), (P - 1 - mb) // mb); each run one MATMUL per
   (K chunk, block) with n = nc (block b's results in partial-sum rows b·nc ..), the last run of a
   chunk one ACT per span blocks: n = span·nc rows from the first block's, in strided row mode
@@ -217,13 +218,16 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
 
 
 def matmul_chunk_rows(shape: MatmulShape, config: ArrayConfig) -> int:
-    """nc: data rows per chunk (a chunk's ACT covers span·nc rows, with stride nc when span > 1)."""
+    """nc: data rows per chunk, the N rows split into the fewest chunks within the bound
+    min(D // (2 mb), 1023 // span, and 63 when span > 1), of equal sizes (the last one smaller by
+    less than the number of chunks): a chunk's ACT covers span·nc rows, with stride nc when
+    span > 1, and no chunk of a few rows is left to stream in fewer cycles than its tiles load."""
     mb = shape.blocks
-    nc = min(shape.n, config.buffer_depth // (2 * mb), ACT_MAX_ROWS // shape.span,
-             ACT_MAX_STRIDE if shape.span > 1 else ACT_MAX_ROWS)
-    if nc < 1:
+    bound = min(config.buffer_depth // (2 * mb), ACT_MAX_ROWS // shape.span,
+                ACT_MAX_STRIDE if shape.span > 1 else ACT_MAX_ROWS)
+    if bound < 1:
         raise MappingError(f"{mb} column blocks do not fit buffers of {config.buffer_depth} rows")
-    return nc
+    return ceil_div(shape.n, ceil_div(shape.n, bound))
 
 
 def classcaps_dims(op) -> tuple[int, int, int, int]:

@@ -55,8 +55,8 @@ def test_an_operation_that_does_not_fit_is_a_located_error(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["nascaps estimate: error: operation conv0 (conv) on the calibrated 16x16 array: 4096 column "
                      "blocks of 2 rows do not fit buffers of 16384 rows and a program of 1024 words"]
-    with pytest.raises(MappingError, match="capsules of 32 atoms do not fit the 16 columns"):
-        plan_counts("convcaps", conv(2, 32, "convcaps"), ArrayConfig())
+    with pytest.raises(MappingError, match="capsules of 65 atoms: the activation unit takes 1..64"):
+        plan_counts("convcaps", conv(2, 65, "convcaps"), ArrayConfig())
 
 
 @pytest.mark.parametrize("field, value", [("rows", 0), ("cols", 10 ** 30), ("buffer_depth", "16"),

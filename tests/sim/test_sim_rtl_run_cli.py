@@ -75,8 +75,8 @@ def test_rtl_run_table(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, where", [
-    (["capsnet", "--rows", "4", "--cols", "4"], "operation convcaps1 (convcaps): does not map onto the 4x4 array: "
-                                                "capsules of 8 atoms do not fit the 4 columns"),
+    (["capsnet", "--rows", "4", "--cols", "4"], "operation routing3 (routing_uniform): does not map onto the 4x4 "
+                                                "array: routing needs J = 10 and D = 16 within the 4 columns"),
     (["deepcaps", "--rows", "16", "--cols", "16"], "operation convcaps1 (convcaps, descriptor 1): a CapsCell"),
     (["capsnet", "--rows", "4", "--cols", "64"], "cols: 64 outside [1, 63]"),
 ])
