@@ -4,6 +4,7 @@ layer's three iterations (uniform first coupling), bit-exact, and the calibrated
 import dataclasses
 
 import numpy as np
+import pytest
 
 from capsacc import Accelerator, estimate
 from capsacc.array import ArrayConfig
@@ -18,15 +19,21 @@ from test_sim_calibrated_model import ISA
 
 GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 2, 1], [1, 4, 2, 1, 3, 2, 2, 2, 2], [1, 2, 2, 2, 2, 1, 1, 3, 2], [-1], [1]]
 """A 4x4 image, a convolution, a capsule layer of 2x2x2 capsules of 2 atoms, 3 classes of 2 atoms."""
+WIDE_GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 2, 1], [1, 4, 2, 1, 3, 2, 2, 2, 6], [1, 2, 2, 6, 2, 1, 1, 3, 2], [-1], [1]]
+"""The same with capsules of 6 atoms, wider than the 4 columns (2 column blocks each), feeding a
+ClassCaps whose 6-atom input capsules exceed the 3 rows (2 K chunks)."""
 CONFIG = ArrayConfig(3, 4, 25, 64, 32)
 
 
-def test_a_network_runs_three_routing_iterations_bit_exact_and_costed_exactly():
-    network = Network.from_genotype(GENOTYPE)
+@pytest.mark.parametrize("genotype", [GENOTYPE, WIDE_GENOTYPE], ids=["narrow", "wide"])
+def test_a_network_runs_three_routing_iterations_bit_exact_and_costed_exactly(genotype):
+    network = Network.from_genotype(genotype)
     image = np.random.default_rng(0).integers(0, 128, size=(4, 4, 1))
     result = run_network(network, OperationDriver(CONFIG, "amaranth"), image)
     assert [run.kind for run in result.runs] == ["conv", "convcaps", "classcaps", "routing_uniform", "routing_update",
                                                  "routing_softmax", "routing_update", "routing_softmax"]
+    convcaps = result.runs[1].counts
+    assert convcaps["act_spans"] == convcaps["acts"] * (2 if genotype is WIDE_GENOTYPE else 1)
     u_hat = result.runs[2].outputs["u_hat"]
     n_in = u_hat.shape[0]
     c, s, v, b = golden.routing(u_hat, ROUTINGS, SHIFT_LOGITS, max(1, shift_for(n_in) - 2), CONFIG.acc_bits)
