@@ -21,7 +21,7 @@ from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import MappingError, operation_kinds, plan_counts
+from capsacc.mapping import MappingError, chain, plan_counts
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""
@@ -197,30 +197,35 @@ def network_costs(network, calibration: Calibration):
     """Per-operation arrays (w_loads, cycles, accumulators, power_mW, energy_mJ) and totals
     (cycles, energy_mJ, weights) of `network` under `calibration`, in the layout of
     `capsacc.kernels.network_costs`. w_loads: MATMUL instructions (weight tiles loaded);
-    accumulators: the C partial-sum lanes; power: energy over the operation's time. Routing operations
-    are costed as the phases of `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`)."""
+    accumulators: the C partial-sum lanes; power: energy over the operation's time. Each operation
+    costs the steps of the chained run charged to it (`capsacc.mapping.chain`): routing operations are
+    the phases of `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`), and a CapsCell network's
+    operations also carry its element-wise steps (`CHAIN_KINDS`: ToCapsules, the ConvCaps3D's routing,
+    the cells' skip sums)."""
     n = len(network.operations)
     w_loads = np.zeros(n, np.int64)
     cycles = np.zeros(n, np.int64)
     accumulators = np.full(n, calibration.config.cols, np.int64)
     power = np.zeros(n, np.float64)
     energy = np.zeros(n, np.float64)
-    for i, (op, kind) in enumerate(zip(network.operations, operation_kinds(network.operations))):
+    for step in chain(network.operations):
+        i, op = step.index, network.operations[step.index]
         try:
-            predicted = calibration.predict(kind, op)
-            matmuls = plan_counts(kind, op, calibration.config)["matmuls"]
+            predicted = calibration.predict(step.kind, step.op)
+            matmuls = plan_counts(step.kind, step.op, calibration.config)["matmuls"]
         except MappingError as error:
             config = calibration.config
-            raise MappingError(f"operation {op.name} ({op.kind}) on the calibrated {config.rows}x{config.cols} "
+            raise MappingError(f"operation {op.name} ({step.kind}) on the calibrated {config.rows}x{config.cols} "
                                f"array: {error}") from None
-        if not 0 <= predicted["cycles"] <= INT64_MAX or matmuls > INT64_MAX:
-            raise InputError(f"operation {op.name} ({op.kind}): the calibrated model predicts {predicted['cycles']:.3g} "
+        total = int(cycles[i]) + predicted["cycles"]
+        if not 0 <= predicted["cycles"] <= INT64_MAX or not total <= INT64_MAX or w_loads[i] + matmuls > INT64_MAX:
+            raise InputError(f"operation {op.name} ({op.kind}): the calibrated model predicts {total:.3g} "
                              "cycles, outside 0..2^63-1")
-        cycles[i] = predicted["cycles"]
-        w_loads[i] = matmuls
-        energy[i] = calibration.energy_mJ(predicted)
-        seconds = cycles[i] * calibration.period_ns * 1e-9
-        power[i] = energy[i] / seconds if seconds else 0.0
+        cycles[i] = total
+        w_loads[i] += matmuls
+        energy[i] += calibration.energy_mJ(predicted)
+    seconds = cycles * calibration.period_ns * 1e-9
+    np.divide(energy, seconds, out=power, where=seconds > 0)
     total_cycles = int(cycles.sum())
     total_energy = float(energy.sum())
     return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, network.weights

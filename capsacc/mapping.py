@@ -6,8 +6,14 @@ calibrated model (`capsacc.calibrated`) counts the instructions they produce in 
 
 - conv / convcaps: im2col with a bias column: N = n_out² data rows, K = k²·ch_in·caps_in + 1,
   M = ch_out·caps_out outputs; ReLU (conv) or squash over each output capsule (convcaps).
-- convcaps3d: a 3-D convolution over (y, x, capsule type) with a k x k x k kernel ('same' along the
-  type axis) and caps_in features: N = n_out²·ch_in, K = k³·caps_in + 1, M = ch_out·caps_out, squash.
+- convcaps3d: the votes of a 3-D capsule convolution over (y, x, capsule type) with a k x k x k kernel
+  ('same' along the type axis) and caps_in features: N = n_out²·ch_in, K = k³·caps_in + 1,
+  M = ch_out·caps_out, requantized (no activation: the routing over the ch_in types, "route3d",
+  squashes; column blocks of whole capsules as for squash).
+- chained CapsCell networks (`chain`, `CHAIN_KINDS`): element-wise sums of int8 capsule maps
+  (`elementwise_shape`): per column block of floor(C / L)·L lanes, each operand's block streams
+  through ceil(width / R) identity weight tiles accumulating into the same partial sums (n = rows of
+  the chunk, `elementwise_chunking`), and the chunk's last run has one ACT per block.
 - classcaps: I = n_in²·ch_in input capsules of caps_in atoms, each its own weight matrix
   (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = 1; no activation
   (requantization only).
@@ -51,6 +57,7 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   each with kf MATMULs (n = chunk size).
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 from capsacc.array import ArrayConfig
@@ -63,6 +70,9 @@ ROUTING_PHASES = ("routing_uniform", "routing_softmax", "routing_update")
 """The phases of a routing (see the module docstring); each is one operation of the calibrated model."""
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps") + ROUTING_PHASES
 """Operation kinds the calibrated model covers: those of `capsacc.network.OP_KINDS`, routing by phase."""
+CHAIN_KINDS = ("tocaps", "capsadd", "route3d")
+"""Operations a chained CapsCell network runs beyond the published expansion's (`chain`): element-wise
+sums of capsule maps through identity-weight MATMULs, then one ACT (`ElementwiseShape`)."""
 ACTIVATIONS = ("relu", "squash", "softmax")
 """Lone activations: one ACT over op.n_in partial-sum rows of op.caps_in lanes (calibration points)."""
 
@@ -176,7 +186,8 @@ def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
     if kind == "convcaps":
         return _capsule_shape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1, op, config)
     if kind == "convcaps3d":
-        return _capsule_shape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op, config)
+        shape = _capsule_shape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op, config)
+        return dataclasses.replace(shape, func="none")
     raise MappingError(f"{kind!r} is not a convolution kind")
 
 
@@ -257,6 +268,132 @@ def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
     return groups * k
 
 
+@dataclass(frozen=True)
+class ElementwiseShape:
+    """A `CHAIN_KINDS` operation: `operands` int8 maps of n rows (positions) x m values (capsules of
+    `length` atoms side by side) summed element-wise, then the ACT `func` ("none" or a squash of
+    each capsule). Column blocks of `width` = floor(C / L)·L lanes (whole capsules), mb of them; each
+    operand's block enters the array through `chunks` = ceil(width / R) identity weight tiles."""
+
+    n: int
+    m: int
+    length: int
+    operands: int
+    func: str
+    width: int
+    chunks: int
+
+    @property
+    def blocks(self) -> int:
+        return ceil_div(self.m, self.width)
+
+    def act_length(self, width: int) -> int:
+        """The ACT `length` of a block of `width` lanes: the capsule's atoms (squash), the width (none)."""
+        return self.length if self.func == "squash" else width
+
+
+def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
+    """The sum of a `CHAIN_KINDS` operation (`op` the operation `chain` runs it for):
+    "tocaps": a CapsCell's input feature map read as capsules (nas.layers.ToCapsules: n_in² positions
+    of ch_in capsules of caps_in atoms, one operand, squash); "capsadd": a CapsCell's output, its third
+    convolution's capsules plus its skip branch's (n_out² positions of ch_out x caps_out, two operands,
+    no activation: saturated); "route3d": a ConvCaps3D's routing over its ch_in input capsule types
+    with the uniform coupling (one iteration: the sum of the ch_in vote maps, squash)."""
+    if kind == "tocaps":
+        n, m, length, operands, func = op.n_in ** 2, op.ch_in * op.caps_in, op.caps_in, 1, "squash"
+    elif kind in ("capsadd", "route3d"):
+        n, m, length = op.n_out ** 2, op.ch_out * op.caps_out, op.caps_out
+        operands, func = (2, "none") if kind == "capsadd" else (op.ch_in, "squash")
+    else:
+        raise MappingError(f"{kind!r} is not one of {', '.join(CHAIN_KINDS)}")
+    if length > min(config.cols, 63):
+        raise MappingError(f"capsules of {length} atoms do not fit the {config.cols} columns")
+    width = (config.cols // length) * length
+    return ElementwiseShape(n, m, length, operands, func, width, ceil_div(width, config.rows))
+
+
+def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int]:
+    """(nc, pr): rows per chunk and operands per run of an `ElementwiseShape`. A run holds, per
+    operand, block and identity tile, nc data rows; the tiles and the chunk's mb·nc results share
+    the weight buffer; one MATMUL per (operand, tile, block), the chunk's last run one ACT per block."""
+    mb, kc, depth = shape.blocks, shape.chunks, config.buffer_depth
+    nc = min(shape.n, ACT_MAX_ROWS, depth // (mb * kc), (depth - kc * config.rows) // mb)
+    pr = min(shape.operands, (config.program_depth - 1 - mb) // (mb * kc), depth // (mb * kc * nc)) if nc > 0 else 0
+    if pr < 1:
+        raise MappingError(f"{mb} column blocks of capsule sums do not fit buffers of {depth} rows and a program "
+                           f"of {config.program_depth} words")
+    return nc, pr
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation of a chained run (`chain`): `kind` (`KINDS` or `CHAIN_KINDS`) on the shape `op`,
+    costed under the network's operation `index`, reading the outputs of the steps at positions
+    `inputs` (none: the network's input image)."""
+
+    index: int
+    kind: str
+    op: object
+    inputs: tuple[int, ...]
+
+
+def chain(operations) -> list[Step]:
+    """The steps of a chained run of a network's operations (`capsacc.network.Operation`s in the
+    order of the published expansion), in data-flow order.
+
+    Sabour networks: each operation once, reading the previous one (a routing phase the ClassCaps
+    before it: its predictions; the phases pass their logits and capsules on in order). CapsCell networks (those with a
+    ConvCaps3D; nas.layers.CapsCell): a "tocaps" after the convolutions (the cell reads the feature
+    map as squashed capsules); per cell, its first convolution (the cell's input), second (the
+    first's output), third (the second's), the skip branch (the first's output: a convcaps, or in the
+    last cell the convcaps3d run on the first's n_out-sided output with stride 1, the same matrix
+    shape as the expansion's, and its "route3d"), and "capsadd" (third plus skip: the cell's output,
+    summed after the squashes as in Keras); then the class layer's classcaps before its routing
+    phases (the expansion lists the routing first)."""
+    kinds = operation_kinds(operations)
+    steps: list[Step] = []
+    if not any(op.kind == "convcaps3d" for op in operations):
+        feeds = -1  # the step a routing reads: the last classcaps (none: the previous step)
+        for i, (op, kind) in enumerate(zip(operations, kinds)):
+            reads = (feeds,) if op.kind == "routing" and feeds >= 0 else (i - 1,) if i else ()
+            steps.append(Step(i, kind, op, reads))
+            feeds = i if op.kind == "classcaps" else feeds if op.kind == "routing" else -1
+        return steps
+
+    def add(index, kind, op, *inputs):
+        steps.append(Step(index, kind, op, tuple(inputs)))
+        return len(steps) - 1
+
+    last = -1
+    i = 0
+    while i < len(operations):
+        op = operations[i]
+        if op.kind == "conv":
+            last = add(i, "conv", op, *([last] if steps else []))
+            i += 1
+        elif op.kind == "convcaps":
+            if steps and steps[last].kind == "conv":
+                last = add(i, "tocaps", op, last)
+            first = add(i, "convcaps", op, last)
+            second = add(i + 1, "convcaps", operations[i + 1], first)
+            third = add(i + 2, "convcaps", operations[i + 2], second)
+            skip_op = operations[i + 3]
+            if skip_op.kind == "convcaps3d":
+                run_op = dataclasses.replace(skip_op, n_in=skip_op.n_out, stride=1)
+                skip = add(i + 3, "route3d", skip_op, add(i + 3, "convcaps3d", run_op, first))
+            else:
+                skip = add(i + 3, "convcaps", skip_op, first)
+            last = add(i + 3, "capsadd", skip_op, third, skip)
+            i += 4
+        else:
+            end = next(j for j in range(i, len(operations)) if operations[j].kind == "classcaps")
+            u_hat = add(end, "classcaps", operations[end], last)
+            for j in range(i, end):
+                add(j, kinds[j], operations[j], u_hat)
+            i = end + 1
+    return steps
+
+
 def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig) -> dict:
     """Rows and chunk sizes of a routing iteration (names as in the module docstring)."""
     rows, depth = config.rows, config.buffer_depth
@@ -303,7 +440,7 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
     """Instruction counts (`COUNT_FIELDS`) of `op` under the tiling rules, in closed form: exact
     integers, and no memory or time that grows with the operation's size. `kind` is one of `KINDS`,
     a lone activation, or "routing": a whole routing of `routings` iterations (the sum of its
-    phases' counts). `MappingError` when the operation does not fit the array."""
+    phases' counts), or one of `CHAIN_KINDS`. `MappingError` when the operation does not fit the array."""
     if kind == "routing":
         phases = [plan_counts(phase, op, config) for phase in routing_phases(routings)]
         return {name: sum(counts[name] for counts in phases) for name in phases[0]}
@@ -391,10 +528,30 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
             counts["matmuls"] += chunks * g["kf"]
             counts["matmul_rows"] += n_in * g["kf"]
             counts["matmul_rows_accumulate"] += n_in * g["kf"]
+    elif kind in CHAIN_KINDS:
+        shape = elementwise_shape(kind, op, config)
+        full_blocks, last_width = divmod(shape.m, shape.width)
+        mb, tiles = shape.blocks, shape.operands * shape.chunks
+        nc, pr = elementwise_chunking(shape, config)
+        runs = ceil_div(shape.operands, pr)
+        for chunk_rows, times in ((nc, shape.n // nc), (shape.n % nc, 1)):
+            if chunk_rows == 0 or times == 0:
+                continue
+            counts["runs"] += times * runs
+            counts["matmul_phase_cycles"] += times * (
+                (runs - 1) * matmul_run_cycles(pr * shape.chunks * mb, chunk_rows, config.rows, config.cols)
+                + matmul_run_cycles((shape.operands - (runs - 1) * pr) * shape.chunks * mb, chunk_rows,
+                                    config.rows, config.cols))
+            counts["matmuls"] += times * tiles * mb
+            counts["matmul_rows"] += times * tiles * mb * chunk_rows
+            counts["matmul_rows_accumulate"] += times * (tiles - 1) * mb * chunk_rows
+            act(shape.func, chunk_rows, shape.act_length(shape.width), times * full_blocks)
+            if last_width:
+                act(shape.func, chunk_rows, shape.act_length(last_width), times)
     elif kind in ACTIVATIONS:
         counts["runs"] += 1
         act(kind, op.n_in, op.caps_in)
     else:
-        known = ", ".join(KINDS + ACTIVATIONS + ("routing",))
+        known = ", ".join(KINDS + CHAIN_KINDS + ACTIVATIONS + ("routing",))
         raise MappingError(f"unknown operation kind {kind!r} (known: {known})")
     return counts

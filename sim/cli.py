@@ -112,11 +112,12 @@ def _rtl_run_command(args) -> int:
 def _rtl_run(args) -> int:
     from capsacc.array import ArrayConfig
     from capsacc.cli import load_network
-    from capsacc.network import PRESETS, parse_genotype, read_genotype_json
+    from capsacc.network import PRESETS, read_genotype_json
     from rtl.capsacc import check_buildable
     from sim.calibration import rtl_version
     from sim.driver import MismatchError, OperationDriver
-    from sim.network_run import check_chainable, network_image, run_network
+    from capsacc.mapping import chain
+    from sim.network_run import check_chainable, network_image, run_network, step_macs, step_name
     from sim.verilator import VerilatorError, verilator_version
 
     if not 0 <= args.seed < 2 ** 32:
@@ -128,7 +129,7 @@ def _rtl_run(args) -> int:
         raise InputError(f"array {args.rows}x{args.cols}: {error}") from None
     network = load_network(args.network)
     genotype = PRESETS[args.network] if args.network in PRESETS else read_genotype_json(args.network)
-    check_chainable(network, config, parse_genotype(genotype)[0])
+    check_chainable(network, config)
     image, image_source = network_image(network)
     report = {"network": network.name or args.network, "genotype": genotype, "array": config.to_dict(),
               "simulator": args.simulator, "rtl_version": rtl_version(), "seed": args.seed, "image": image_source}
@@ -141,12 +142,12 @@ def _rtl_run(args) -> int:
         return (f"{name:<14}{kind:<17}{fields['macs']:>12}{fields['compute_bound_cycles']:>22}{fields['cycles']:>12}"
                 f"{fields['utilisation']:>13.4f}  {'yes' if exact else 'no'}")
 
-    def progress(run):
-        op = network.operations[len(operations)]
-        fields = _utilisation_fields(op.macs, run.cycles, rows, cols)
-        operations.append({"name": op.name, "kind": run.kind, **fields, "bit_exact": True, "runs": run.runs,
+    def progress(step, run):
+        name = step_name(network, step)
+        fields = _utilisation_fields(step_macs(step, config), run.cycles, rows, cols)
+        operations.append({"name": name, "kind": run.kind, **fields, "bit_exact": True, "runs": run.runs,
                            "host_cycles": run.host_cycles})
-        text = line(op.name, run.kind, fields, True)
+        text = line(name, run.kind, fields, True)
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     if not args.json:
@@ -163,8 +164,8 @@ def _rtl_run(args) -> int:
         lines = str(error).splitlines()
         raise InputError(lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}") from None
     except MismatchError as error:
-        op = network.operations[len(operations)]
-        failure = f"operation {op.name}: {' '.join(str(error).splitlines())}"
+        failure = (f"operation {step_name(network, chain(network.operations)[len(operations)])}: "
+                   f"{' '.join(str(error).splitlines())}")
     total = _utilisation_fields(sum(o["macs"] for o in operations), sum(o["cycles"] for o in operations), rows, cols)
     report.update(total, bit_exact=failure is None, operations=operations)
     if args.json:

@@ -6,8 +6,9 @@ partial sums for routing and the activations), tiles the operation onto the arra
 result reads) as one script on the chosen back end, compares every result with the golden model
 and returns an `OperationRun`: RTL cycles (sum of `busy_cycles` over the runs), host I/O cycles,
 summed counters and the instruction counts. Kinds (`DRIVER_KINDS`): `capsacc.mapping.KINDS` (routing
-by phase), "routing" (a whole routing of `routings` iterations) and the activations "relu",
-"squash", "softmax" (one ACT over random partial sums).
+by phase), `capsacc.mapping.CHAIN_KINDS` (element-wise sums of capsule maps), "routing" (a whole
+routing of `routings` iterations) and the activations "relu", "squash", "softmax" (one ACT over
+random partial sums).
 """
 
 import hashlib
@@ -18,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTIVATIONS, COUNT_FIELDS, KINDS, MAX_CAPSULE, ROUTING_PHASES, ROUTINGS, act_lanes,
-                             ceil_div, classcaps_dims, classcaps_packing, classcaps_per_run, matmul_blocks,
-                             matmul_chunk_rows, matmul_chunking, matmul_shape)
+from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, MAX_CAPSULE, ROUTING_PHASES, ROUTINGS,
+                             act_lanes, ceil_div, classcaps_dims, classcaps_packing, classcaps_per_run,
+                             elementwise_chunking, elementwise_shape, matmul_blocks, matmul_chunk_rows,
+                             matmul_chunking, matmul_shape)
 from capsacc.network import Operation
 import rtl
 from rtl.capsacc import CapsAcc
@@ -30,8 +32,9 @@ from sim import golden
 from sim.harness import run as run_script
 from sim.host import COUNTER_NAMES, HostSession
 
-DRIVER_KINDS = KINDS + ("routing",) + ACTIVATIONS
-"""What `OperationDriver.run` runs: the calibrated model's kinds, a whole routing, lone activations."""
+DRIVER_KINDS = KINDS + CHAIN_KINDS + ("routing",) + ACTIVATIONS
+"""What `OperationDriver.run` runs: the calibrated model's kinds, the element-wise steps of chained
+CapsCell networks, a whole routing, lone activations."""
 
 
 class MismatchError(AssertionError):
@@ -101,6 +104,12 @@ def conv3d_patches(caps: np.ndarray, kernel: int, stride: int, n_out: int) -> np
     return np.hstack([rows, np.ones((len(rows), 1), dtype=np.int64)])
 
 
+def elementwise_shift(kind: str, op: Operation) -> int:
+    """The requantization shift of a `CHAIN_KINDS` step: "route3d" ceil(log2 J) with J = op.ch_out
+    output capsule types (the uniform coupling 1/J, exact for J a power of two), else 0."""
+    return (op.ch_out - 1).bit_length() if kind == "route3d" else 0
+
+
 def rtl_source_key(config: ArrayConfig) -> str:
     """The CapsAcc sources (a hash of rtl/*.py) and parameters, naming a Verilator build."""
     digest = hashlib.sha256()
@@ -145,8 +154,9 @@ class OperationDriver:
         `inputs` (for chaining layers) may give "image" (conv kinds: (n_in, n_in, channels) int8,
         convcaps3d (n_in, n_in, ch_in, caps_in)), "u" (classcaps: (I, caps_in)), "u_hat" (I, J, D),
         "logits" (I, J) and "v" (J, D) (routing phases: the state a phase starts from; the uniform
-        phase and a whole routing start from zero logits), "routings" (a whole routing) and the
-        shifts "shift_logits", "shift_sum". Raises `MismatchError` when a result differs from the
+        phase and a whole routing start from zero logits), "routings" (a whole routing), the
+        shifts "shift_logits", "shift_sum", and "maps" (`CHAIN_KINDS`: the operands, each (n, m) as
+        `capsacc.mapping.elementwise_shape` gives). Raises `MismatchError` when a result differs from the
         golden model.
         """
         start = time.perf_counter()
@@ -172,6 +182,8 @@ class OperationDriver:
             return self._matmul_op(kind, op, rng, inputs)
         if kind == "classcaps":
             return self._classcaps_op(op, rng, inputs)
+        if kind in CHAIN_KINDS:
+            return self._elementwise_op(kind, op, rng, inputs)
         if kind in ROUTING_PHASES or kind == "routing":
             return self._routing_op(kind, op, rng, inputs)
         if kind in ACTIVATIONS:
@@ -268,8 +280,8 @@ class OperationDriver:
                     sums[n0:n0 + nc, col:col + width] = results[f"sums{n0}"][b * nc:(b + 1) * nc, :width]
                     out[n0:n0 + nc, col:col + width] = results[f"out{n0}"][b * nc:(b + 1) * nc, :width]
             want_sums = golden.tiled_matmul(x, w, R, cfg.acc_bits)
-            if shape.func == "relu":
-                want_out = golden.activate(want_sums, shift, "relu")
+            if shape.func in ("relu", "none"):
+                want_out = golden.activate(want_sums, shift, shape.func)
             else:
                 capsules = want_sums.reshape(-1, shape.capsule)
                 want_out = golden.activate(capsules, shift, "squash").reshape(shape.n, shape.m)
@@ -327,6 +339,60 @@ class OperationDriver:
             want = np.stack([golden.requantize(golden.tiled_matmul(u[i:i + 1], w[i], R, cfg.acc_bits)[0], shift)
                              for i in range(n_in)]) if n_in else np.zeros((0, flat), np.int64)
             return {"u_hat": u_hat.reshape(n_in, n_out, dim)}, {"u_hat": want.reshape(n_in, n_out, dim)}
+
+        return session, counts, check
+
+    def _elementwise_op(self, kind, op, rng, inputs):
+        """The element-wise sum of `elementwise_shape`'s operands: per chunk of nc rows, each operand's
+        column block streams through the identity tiles into the block's partial sums (operands in
+        groups of pr per run), the chunk's last run squashes or requantizes every block."""
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        shape = elementwise_shape(kind, op, cfg)
+        maps = inputs.get("maps")
+        if maps is None:
+            maps = [rng.integers(-128, 128, size=(shape.n, shape.m)) for _ in range(shape.operands)]
+        shift = inputs.get("shift", elementwise_shift(kind, op))
+        blocks = [(c, min(shape.width, shape.m - c)) for c in range(0, shape.m, shape.width)]
+        mb, kc = len(blocks), shape.chunks
+        nc_max, pr = elementwise_chunking(shape, cfg)
+        identity = np.zeros((kc * R, C), dtype=np.int64)
+        lanes = np.arange(min(kc * R, C))
+        identity[lanes, lanes] = 1
+        out_base = kc * R
+        session, counts = self._session(), self._new_counts()
+        reads = []
+        for n0 in range(0, shape.n, nc_max):
+            nc = min(nc_max, shape.n - n0)
+            for p0 in range(0, shape.operands, pr):
+                group = range(p0, min(shape.operands, p0 + pr))
+                data = np.zeros((len(group) * kc * mb * nc, R), dtype=np.int64)
+                program = []
+                for j, p in enumerate(group):
+                    for kk in range(kc):
+                        for b, (col, width) in enumerate(blocks):
+                            row = ((j * kc + kk) * mb + b) * nc
+                            part = maps[p][n0:n0 + nc, col + kk * R:col + min(width, (kk + 1) * R)]
+                            data[row:row + nc, :part.shape[1]] = part
+                            program.append(MatMul(d_addr=row, w_addr=kk * R, p_addr=b * nc, n=nc,
+                                                  accumulate=p > 0 or kk > 0))
+                if group[-1] == shape.operands - 1:
+                    for b, (_, width) in enumerate(blocks):
+                        program.append(Act(shape.func, p_addr=b * nc, n=nc, length=shape.act_length(width),
+                                           shift=shift, dst="weight", dst_addr=out_base + b * nc))
+                session.write_int8("data", 0, data)
+                session.write_int8("weight", 0, identity)
+                self._execute(session, program, counts)
+            session.read_int8(f"out{n0}", "weight", out_base, mb * nc, C)
+            reads.append((n0, nc))
+
+        def check(results):
+            out = np.zeros((shape.n, shape.m), dtype=np.int64)
+            for n0, nc in reads:
+                for b, (col, width) in enumerate(blocks):
+                    out[n0:n0 + nc, col:col + width] = results[f"out{n0}"][b * nc:(b + 1) * nc, :width]
+            want = golden.capsule_sum(maps, shift, shape.func, shape.length, cfg.acc_bits)
+            return {"out": out}, {"out": want}
 
         return session, counts, check
 

@@ -283,6 +283,23 @@ def classcaps(u, w, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
                      for i in range(u64.shape[0])])
 
 
+def capsule_sum(maps, shift: int, function: str, length: int, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """The element-wise sum of int8 maps (P of them, each (N, M): N positions of M values, capsules of
+    `length` atoms side by side), wrapped to acc_bits, then `activate` over each capsule: requantize by
+    `shift`, `function` "none" (saturation only) or "squash". (N, M) int8 values (int64).
+
+    The chained CapsCell network's element-wise steps (`capsacc.mapping.CHAIN_KINDS`): a cell's output
+    is its two branches' squashed capsules added ("none", shift 0: saturated to int8; Keras adds them
+    after the squashes and does not squash the sum), ToCapsules squashes one map, and a ConvCaps3D's
+    routing with the uniform coupling sums its votes over the input capsule types (shift
+    ceil(log2 J) for the coupling 1/J), then squashes. The RTL streams each operand through identity
+    weight tiles into the same partial sums."""
+    stacked = np.stack([_int8(m, "maps") for m in maps])
+    sums = wrap(stacked.sum(axis=0), acc_bits)
+    n, m = sums.shape
+    return activate(sums.reshape(-1, length), shift, function).reshape(n, m)
+
+
 def uniform_coupling(n_in: int, n_out: int) -> np.ndarray:
     """The first routing iteration's coupling c_ij = 1/J for every (i, j), as a constant in the
     activation unit's output format Q0.7: round-half-up(128 / J), saturated to 127 (J = 1 reads 127,

@@ -1,16 +1,21 @@
-"""Run a whole network of conv / capsule layers on the RTL, layer after layer, bit-exact.
+"""Run a whole network of conv / capsule layers on the RTL, step after step, bit-exact.
 
-Each operation of `capsacc.network.Network` runs through `sim.driver.OperationDriver` (checked
-against the golden model), and its RTL outputs feed the next operation: a convolution's int8
+The steps are `capsacc.mapping.chain`'s: each runs through `sim.driver.OperationDriver` (checked
+against the golden model), and its RTL outputs feed the steps that read it: a convolution's int8
 feature map is the next layer's image, the last capsule layer's squashed capsules are the
 ClassCaps inputs, and its predictions the routing's. The routing operations are the phases of
 `capsacc.mapping.ROUTINGS` = 3 iterations (`capsacc.mapping.operation_kinds`): the uniform first
 coupling's sums and squash, then per further iteration an agreement update of the logits (from
 zero) and a softmax iteration over them; each phase reads the logits and capsules the previous ones
-produced. Weights are random int8 (seeded): the run measures cycles
-and bit-exactness, not accuracy. Genotypes of CapsCells (DeepCaps, type 2) are not chained:
-`check_chainable` refuses them, and any operation the tiling rules cannot place, before anything runs.
-`nascaps rtl run` (`sim.cli`) is the command line of `run_network`.
+produced. CapsCell networks (DeepCaps) run as nas.layers builds them, with the deviations
+docs/rtl.md lists: ToCapsules squashes the convolutions' feature map, each cell's second convolution
+reads its first, the skip branch reads the first too, and the cell's output is the third's capsules
+plus the skip's ("capsadd"); the last cell's skip is the ConvCaps3D's votes and their routing over
+the input capsule types ("route3d", one iteration with the uniform coupling); ClassCaps then runs
+before its routing phases. Weights are random int8 (seeded): the run measures cycles and
+bit-exactness, not accuracy. `check_chainable` refuses, before anything runs, a routing no ClassCaps
+feeds and any step the tiling rules cannot place. `nascaps rtl run` (`sim.cli`) is the command line
+of `run_network`.
 """
 
 from dataclasses import dataclass
@@ -20,8 +25,8 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
-from capsacc.mapping import MappingError, operation_kinds, plan_counts
-from capsacc.network import CAPSCELL, Network
+from capsacc.mapping import CHAIN_KINDS, MappingError, Step, chain, elementwise_shape, plan_counts
+from capsacc.network import Network
 from sim.driver import OperationDriver, OperationRun
 
 PACKAGED_MNIST = Path(__file__).resolve().parent.parent / "nas" / "data" / "mnist_subset.npz"
@@ -34,8 +39,10 @@ SHIFT_LOGITS = 10
 
 @dataclass
 class NetworkRun:
-    """The operations' runs in order and the final output capsules v (J, D) int8."""
+    """The steps (`capsacc.mapping.chain`) and their runs in order, and the final output capsules
+    v (J, D) int8."""
 
+    steps: list[Step]
     runs: list[OperationRun]
     output: np.ndarray
 
@@ -46,6 +53,21 @@ class NetworkRun:
     @property
     def host_cycles(self) -> int:
         return sum(r.host_cycles for r in self.runs)
+
+
+def step_name(network: Network, step: Step) -> str:
+    """The name of a step: its operation's, with ".kind" for an element-wise step (`CHAIN_KINDS`)."""
+    name = network.operations[step.index].name
+    return f"{name}.{step.kind}" if step.kind in CHAIN_KINDS else name
+
+
+def step_macs(step: Step, config: ArrayConfig) -> int:
+    """The multiply-accumulates of a step: its operation's (`Operation.macs`), or for an element-wise
+    step the values it streams (rows x values x operands, each through an identity weight)."""
+    if step.kind in CHAIN_KINDS:
+        shape = elementwise_shape(step.kind, step.op, config)
+        return shape.n * shape.m * shape.operands
+    return step.op.macs
 
 
 def mnist_image(path: str, index: int = 0) -> np.ndarray:
@@ -70,61 +92,71 @@ def network_image(network: Network, path: Path = PACKAGED_MNIST, index: int = 0)
     return np.repeat(image, first.ch_in, axis=2), where
 
 
-def check_chainable(network: Network, config: ArrayConfig, descriptors: list[list[int]] | None = None) -> None:
-    """Raise `InputError` naming the first operation `run_network` cannot run on `config`, and why:
-    a CapsCell's (descriptor type 2 among `descriptors`, the genotype's layer descriptors when known:
-    skip connections, ConvCaps3D and 3-D routing are not chained), a ConvCaps3D or a routing that no
-    ClassCaps feeds, or one the tiling rules of `capsacc.mapping` refuse (`MappingError`'s reason)."""
-    operations = network.operations
-    for index, descriptor in enumerate(descriptors or ()):
-        if descriptor[0] == CAPSCELL:  # the descriptors before it expand to one operation each
-            op = operations[index]
-            raise InputError(f"operation {op.name} ({op.kind}, descriptor {index}): a CapsCell; CapsCells "
-                             f"(skip connections, ConvCaps3D, 3-D routing) are not chained on the RTL")
-    for index, (op, kind) in enumerate(zip(operations, operation_kinds(operations))):
-        if op.kind == "convcaps3d" or (op.kind == "routing" and (
-                index == 0 or operations[index - 1].kind not in ("classcaps", "routing"))):
-            raise InputError(f"operation {op.name} ({op.kind}): not chained on the RTL (only conv, convcaps, "
-                             f"and classcaps followed by its routing)")
+def check_chainable(network: Network, config: ArrayConfig) -> None:
+    """Raise `InputError` naming the first step of `capsacc.mapping.chain` that `run_network` cannot
+    run on `config`, and why: a routing that no ClassCaps feeds, or a step the tiling rules of
+    `capsacc.mapping` refuse (`MappingError`'s reason)."""
+    steps = chain(network.operations)
+    for step in steps:
+        op = network.operations[step.index]
+        if op.kind == "routing" and (not step.inputs or steps[step.inputs[0]].kind != "classcaps"):
+            raise InputError(f"operation {op.name} ({op.kind}): not chained on the RTL (a routing that no "
+                             f"classcaps feeds)")
         try:
-            plan_counts(kind, op, config)
+            plan_counts(step.kind, step.op, config)
         except MappingError as error:
-            raise InputError(f"operation {op.name} ({kind}): does not map onto the {config.rows}x{config.cols} "
-                             f"array: {error}") from None
+            raise InputError(f"operation {step_name(network, step)} ({step.kind}): does not map onto the "
+                             f"{config.rows}x{config.cols} array: {error}") from None
 
 
 def run_network(network: Network, driver: OperationDriver, image: np.ndarray, seed: int = 0,
                 progress=None) -> NetworkRun:
-    """Run every operation of `network` on the RTL with the driver; `image` (n, n, ch) int8 is the input.
-    `check_chainable` runs first: nothing is simulated for a network it refuses."""
+    """Run every step of `network` (`capsacc.mapping.chain`) on the RTL with the driver; `image`
+    (n, n, ch) int8 is the input. `check_chainable` runs first: nothing is simulated for a network it
+    refuses. `progress(step, run)` is called after each step."""
     check_chainable(network, driver.config)
-    runs = []
-    features, logits, u_hat, output = image, None, None, None
-    for index, (op, kind) in enumerate(zip(network.operations, operation_kinds(network.operations))):
-        rng_seed = seed * 1000 + index
-        if op.kind in ("conv", "convcaps"):
+    steps = chain(network.operations)
+    runs, outputs = [], []
+    logits, output = None, None
+    for position, step in enumerate(steps):
+        op, kind = step.op, step.kind
+        rng_seed = seed * 1000 + position
+        inputs = [outputs[i] for i in step.inputs] or [image]
+        if kind in ("conv", "convcaps", "convcaps3d"):
             expected = (op.n_in, op.n_in, op.ch_in * op.caps_in)
-            if features.shape != expected:
-                raise InputError(f"operation {index} ({op.kind}) expects input {expected}, got {features.shape}")
-            result = driver.run(op.kind, op, seed=rng_seed, inputs={"image": features})
+            features = inputs[0]
+            if features.size != np.prod(expected):
+                raise InputError(f"step {step_name(network, step)} ({kind}) expects input {expected}, "
+                                 f"got {features.shape}")
+            given = features.reshape(op.n_in, op.n_in, op.ch_in, op.caps_in) if kind == "convcaps3d" else \
+                features.reshape(expected)
+            result = driver.run(kind, op, seed=rng_seed, inputs={"image": given})
             out = result.outputs["out"]
-            features = out.reshape(op.n_out, op.n_out, op.ch_out * op.caps_out)
-        elif op.kind == "classcaps":
-            u = features.reshape(-1, op.caps_in)
+            if kind == "convcaps3d":  # votes (y, x, input type, output capsules) -> one map per input type
+                out = out.reshape(op.n_out ** 2, op.ch_in, -1).transpose(1, 0, 2)
+            outputs.append(out)
+        elif kind in CHAIN_KINDS:
+            shape = elementwise_shape(kind, op, driver.config)
+            maps = list(inputs[0]) if kind == "route3d" else [x.reshape(shape.n, shape.m) for x in inputs]
+            result = driver.run(kind, op, seed=rng_seed, inputs={"maps": maps})
+            outputs.append(result.outputs["out"])
+        elif kind == "classcaps":
+            u = inputs[0].reshape(-1, op.caps_in)
             if len(u) != op.n_in ** 2 * op.ch_in:
-                raise InputError(f"operation {index} (classcaps) expects {op.n_in ** 2 * op.ch_in} capsules, "
-                                 f"got {len(u)}")
+                raise InputError(f"step {step_name(network, step)} (classcaps) expects {op.n_in ** 2 * op.ch_in} "
+                                 f"capsules, got {len(u)}")
             result = driver.run("classcaps", op, seed=rng_seed, inputs={"u": u})
-            u_hat = result.outputs["u_hat"]
-            logits = np.zeros(u_hat.shape[:2], dtype=np.int64)
+            outputs.append(result.outputs["u_hat"])
+            logits = np.zeros(outputs[-1].shape[:2], dtype=np.int64)
         else:
-            result = driver.run(kind, op, seed=rng_seed, inputs={"logits": logits, "u_hat": u_hat, "v": output,
+            result = driver.run(kind, op, seed=rng_seed, inputs={"logits": logits, "u_hat": inputs[0], "v": output,
                                                                  "shift_logits": SHIFT_LOGITS})
             if kind == "routing_update":
                 logits = result.outputs["b"]
             else:
                 output = result.outputs["v"]
+            outputs.append(None)
         runs.append(result)
         if progress:
-            progress(result)
-    return NetworkRun(runs, output)
+            progress(step, result)
+    return NetworkRun(steps, runs, output)

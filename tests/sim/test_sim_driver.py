@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import ROUTING_PHASES, ceil_div, classcaps_packing, plan_counts, routing_phases
+from capsacc.mapping import CHAIN_KINDS, ROUTING_PHASES, ceil_div, classcaps_packing, plan_counts, routing_phases
 from capsacc.network import Operation
 from rtl.isa import act_unit_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
@@ -26,6 +26,9 @@ OPS = {
     "routing_softmax": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing_update": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
+    "tocaps": Operation("convcaps", "convcaps", 3, 3, 2, 3, 1, 3, 2, 2),  # 2 blocks of 2 identity tiles
+    "capsadd": Operation("convcaps", "convcaps", 3, 2, 2, 3, 1, 3, 3, 2),
+    "route3d": Operation("convcaps3d", "convcaps3d", 3, 9, 2, 3, 1, 3, 2, 2),  # 9 vote maps, 3 per run
     "relu": Operation("relu", "relu", 5, 1, 4, 1, 1, 1, 1, 1),
     "squash": Operation("squash", "squash", 5, 1, 4, 1, 1, 1, 1, 1),
     "softmax": Operation("softmax", "softmax", 5, 1, 3, 1, 1, 1, 1, 1),
@@ -77,7 +80,7 @@ def test_amaranth_runs_are_bit_exact_with_the_modelled_counts(name, amaranth_run
 
 
 def test_several_runs_are_exercised(amaranth_runs):
-    assert amaranth_runs["conv"].runs > 1 and amaranth_runs["classcaps"].runs > 1
+    assert amaranth_runs["conv"].runs > 1 and amaranth_runs["classcaps"].runs > 1 and amaranth_runs["route3d"].runs > 1
     assert amaranth_runs["routing"].runs >= 4
 
 
@@ -181,7 +184,8 @@ def test_classcaps_wider_than_the_array_is_bit_exact_and_counted_exactly():
     assert run.counters["weight_loads"] == 8 * ceil_div(5, 3) * ceil_div(12, 4)
 
 
-@pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", *ROUTING_PHASES, "routing"])
+@pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", *ROUTING_PHASES, "routing",
+                                  *CHAIN_KINDS])
 def test_closed_form_counts_match_the_driver_programs(kind):
     """The calibrated model's closed-form counts equal the driver's programs over random shapes,
     including operations large enough to be split into many runs and capsules wider than the 6

@@ -13,7 +13,6 @@ from capsacc.array import ArrayConfig
 from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
 from capsacc.energy import EventEnergies
-from capsacc.errors import InputError
 from capsacc.network import Network
 from sim.network_run import check_chainable
 from test_sim_calibrated_model import ISA
@@ -77,7 +76,8 @@ def test_rtl_run_table(capsys, tmp_path):
 @pytest.mark.parametrize("argv, where", [
     (["capsnet", "--rows", "4", "--cols", "4"], "operation routing3 (routing_uniform): does not map onto the 4x4 "
                                                 "array: routing needs J = 10 and D = 16 within the 4 columns"),
-    (["deepcaps", "--rows", "16", "--cols", "16"], "operation convcaps1 (convcaps, descriptor 1): a CapsCell"),
+    (["deepcaps", "--rows", "16", "--cols", "16", "--program-depth", "16"],
+     "operation conv0 (conv): does not map onto the 16x16 array: "),
     (["capsnet", "--rows", "4", "--cols", "64"], "cols: 64 outside [1, 63]"),
 ])
 def test_rtl_run_refuses_what_it_cannot_run_before_simulating(argv, where, capsys):
@@ -96,9 +96,9 @@ def test_rtl_run_on_verilator_equals_amaranth(tmp_path, capsys):
         assert a["cycles"] == b["cycles"] and a["host_cycles"] == b["host_cycles"]
 
 
-def test_check_chainable_without_descriptors_names_the_first_unchained_operation():
-    with pytest.raises(InputError, match=r"operation convcaps3d16 \(convcaps3d\): not chained"):
-        check_chainable(Network.preset("deepcaps"), ArrayConfig(16, 16, 34, 16384, 1024))
+def test_check_chainable_passes_both_presets_on_16x16():
+    """DeepCaps chains (its CapsCells, ConvCaps3D and routing steps all map), as CapsNet does."""
+    check_chainable(Network.preset("deepcaps"), ArrayConfig(16, 16, 34, 16384, 1024))
     check_chainable(Network.preset("capsnet"), ArrayConfig(16, 16, 34, 16384, 1024))
 
 

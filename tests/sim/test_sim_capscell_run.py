@@ -1,0 +1,79 @@
+"""A CapsCell network (DeepCaps) chained end to end on the RTL: ToCapsules, the cells with their skip
+branches and sums, the last cell's ConvCaps3D votes and their routing, ClassCaps before its routing,
+bit-exact on a 4x4 array with the Amaranth back end, and the calibrated model's cycles equal to the
+RTL's for every step and every operation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from capsacc import Accelerator, estimate
+from capsacc.array import ArrayConfig
+from capsacc.errors import InputError
+from capsacc.network import Network, Operation
+from sim import golden
+from sim.driver import OperationDriver
+from sim.network_run import check_chainable, run_network, step_macs, step_name
+from test_sim_calibrated_model import isa_calibration
+
+GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 4, 1], [2, 4, 2, 2, 3, 1, 4, 2, 2], [2, 4, 2, 2, 3, 2, 2, 2, 2],
+            [2, 2, 2, 2, 2, 1, 1, 3, 2], [-1], [1]]
+"""A 4x4 image, a convolution to 4 channels (2 capsules of 2 atoms), a CapsCell of 2x2-atom capsules,
+the last cell (stride 2, to 2x2), 3 classes of 2 atoms."""
+CONFIG = ArrayConfig(4, 4, 25, 64, 32)
+
+
+@pytest.fixture(scope="module")
+def chained():
+    network = Network.from_genotype(GENOTYPE)
+    image = np.random.default_rng(0).integers(0, 128, size=(4, 4, 1))
+    return network, run_network(network, OperationDriver(CONFIG, "amaranth"), image)
+
+
+def test_every_step_runs_in_data_flow_order(chained):
+    network, result = chained
+    assert [(step.index, step.kind) for step in result.steps] == [
+        (0, "conv"), (1, "tocaps"), (1, "convcaps"), (2, "convcaps"), (3, "convcaps"), (4, "convcaps"),
+        (4, "capsadd"), (5, "convcaps"), (6, "convcaps"), (7, "convcaps"), (8, "convcaps3d"), (8, "route3d"),
+        (8, "capsadd"), (15, "classcaps"), (9, "routing_uniform"), (10, "routing_update"),
+        (11, "routing_softmax"), (12, "routing_update"), (13, "routing_softmax"), (14, "routing_update")]
+    assert [step_name(network, s) for s in result.steps[:2]] == ["conv0", "convcaps1.tocaps"]
+
+
+def test_the_cells_compute_the_keras_data_flow_bit_exact(chained):
+    """Each step's RTL result equals the golden model (the driver checks it), and the chain feeds them
+    as nas.layers.CapsCell does: the skip reads the first convolution, the cell's output is the third's
+    capsules plus the skip's, saturated; the ConvCaps3D's votes are summed over its input types."""
+    _, result = chained
+    out = [run.outputs.get("out") for run in result.runs]
+    assert np.array_equal(out[1], golden.capsule_sum([out[0]], 0, "squash", 2))  # ToCapsules
+    first, third, skip = out[2], out[4], out[5]
+    assert np.array_equal(result.runs[5].golden["out"], out[5]) and result.steps[5].inputs == (2,)
+    assert np.array_equal(out[6], np.clip(third + skip, -128, 127)) and np.any(np.abs(third + skip) > 127)
+    votes = out[10].reshape(4, 2, 4)  # 2x2 positions, 2 input types, 2 capsules of 2 atoms
+    assert np.array_equal(out[11], golden.capsule_sum(list(votes.transpose(1, 0, 2)), 1, "squash", 2))
+    assert np.array_equal(out[12], np.clip(out[9] + out[11], -128, 127))
+    u = out[12].reshape(-1, 2)
+    assert result.runs[13].outputs["u_hat"].shape == (len(u), 3, 2)
+    assert np.array_equal(result.output, result.runs[-2].outputs["v"]) and np.any(result.output)
+    assert first.shape == (16, 4)
+
+
+def test_the_calibrated_model_prices_each_step_and_operation_as_the_rtl_runs_it(chained):
+    network, result = chained
+    calibration = isa_calibration(CONFIG)
+    assert [run.cycles for run in result.runs] == [calibration.predict(s.kind, s.op)["cycles"] for s in result.steps]
+    accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4), calibration=calibration)
+    per_operation = [0] * len(network.operations)
+    for step, run in zip(result.steps, result.runs):
+        per_operation[step.index] += run.cycles
+    assert [op.cycles for op in estimate(network, accelerator).operations] == per_operation
+    assert step_macs(result.steps[6], CONFIG) == 16 * 4 * 2  # 16 positions x 4 values x 2 operands
+
+
+def test_a_routing_no_classcaps_feeds_is_refused():
+    conv = Operation("conv0", "conv", 4, 1, 1, 3, 1, 4, 2, 1)
+    routing = Operation("routing1", "routing", 4, 2, 1, 1, 1, 1, 3, 2)
+    with pytest.raises(InputError, match=r"operation routing1 \(routing\): not chained on the RTL"):
+        check_chainable(Network((conv, routing)), CONFIG)
