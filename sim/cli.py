@@ -74,10 +74,10 @@ def _register_rtl_run(commands) -> None:
 
     parser = commands.add_parser(
         "run", help="run a whole network on the CapsAcc RTL, bit-exact, with its cycles and utilisation",
-        description="Run every operation of a network on the simulated CapsAcc RTL, chained (each operation "
-                    "fed with the previous one's RTL outputs; the input is an image of the MNIST subset "
-                    "shipped in nas/data, weights random int8) and checked bit-exactly against the golden "
-                    "model. Prints per operation and in total: macs, compute_bound_cycles (MACs / (R*C)), "
+        description="Run every operation of a network on the simulated CapsAcc RTL, chained (each step fed "
+                    "with the RTL outputs it reads, CapsCells with their skip sums; the input is an image of "
+                    "the MNIST subset shipped in nas/data, weights random int8) and checked bit-exactly against "
+                    "the golden model. Prints per step and in total: macs, compute_bound_cycles (MACs / (R*C)), "
                     "cycles (busy cycles), utilisation (compute_bound / cycles), bit_exact.")
     parser.add_argument("network", metavar="GENOTYPE.json|capsnet|deepcaps",
                         help="a genotype file (NASCaps .chr JSON list) or a preset name")

@@ -13,7 +13,8 @@ from capsacc.array import ArrayConfig
 from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
 from capsacc.energy import EventEnergies
-from capsacc.network import Network
+from capsacc.errors import InputError
+from capsacc.network import Network, Operation
 from sim.network_run import check_chainable
 from test_sim_calibrated_model import ISA
 from test_sim_network_run import GENOTYPE
@@ -100,6 +101,13 @@ def test_check_chainable_passes_both_presets_on_16x16():
     """DeepCaps chains (its CapsCells, ConvCaps3D and routing steps all map), as CapsNet does."""
     check_chainable(Network.preset("deepcaps"), ArrayConfig(16, 16, 34, 16384, 1024))
     check_chainable(Network.preset("capsnet"), ArrayConfig(16, 16, 34, 16384, 1024))
+
+
+def test_a_routing_no_classcaps_feeds_is_refused():
+    conv = Operation("conv0", "conv", 4, 1, 1, 3, 1, 4, 2, 1)
+    routing = Operation("routing1", "routing", 4, 2, 1, 1, 1, 1, 3, 2)
+    with pytest.raises(InputError, match=r"operation routing1 \(routing\): not chained on the RTL"):
+        check_chainable(Network((conv, routing)), ArrayConfig(4, 4, 25, 64, 32))
 
 
 def test_rtl_run_reports_a_golden_mismatch_after_the_finished_operations(tmp_path, capsys, monkeypatch):
