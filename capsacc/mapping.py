@@ -9,11 +9,12 @@ calibrated model (`capsacc.calibrated`) counts the instructions they produce in 
 - convcaps3d: the votes of a 3-D capsule convolution over (y, x, capsule type) with a k x k x k kernel
   ('same' along the type axis) and caps_in features: N = n_out²·ch_in, K = k³·caps_in + 1,
   M = ch_out·caps_out, requantized (no activation: the routing over the ch_in types, "route3d",
-  squashes; column blocks of whole capsules as for squash).
+  squashes), in column blocks of C lanes as for ReLU.
 - chained CapsCell networks (`chain`, `CHAIN_KINDS`): element-wise sums of int8 capsule maps
-  (`elementwise_shape`): per column block of floor(C / L)·L lanes, each operand's block streams
-  through ceil(width / R) identity weight tiles accumulating into the same partial sums (n = rows of
-  the chunk, `elementwise_chunking`), and the chunk's last run has one ACT per block.
+  (`elementwise_shape`): column blocks as a conv kind's (C lanes without activation; whole
+  capsules, or a capsule over ceil(L / C) blocks, for squash); each operand's block streams through
+  ceil(width / R) identity weight tiles accumulating into the same partial sums (n = rows of the
+  chunk, `elementwise_chunking`), and the chunk's last run has the ACTs.
 - classcaps: I = n_in²·ch_in input capsules of caps_in atoms, each its own weight matrix
   (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = 1; no activation
   (requantization only).
@@ -186,8 +187,8 @@ def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
     if kind == "convcaps":
         return _capsule_shape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1, op, config)
     if kind == "convcaps3d":
-        shape = _capsule_shape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op, config)
-        return dataclasses.replace(shape, func="none")
+        return MatmulShape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op.ch_out * op.caps_out,
+                           "none", config.cols)
     raise MappingError(f"{kind!r} is not a convolution kind")
 
 
@@ -272,24 +273,27 @@ def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
 class ElementwiseShape:
     """A `CHAIN_KINDS` operation: `operands` int8 maps of n rows (positions) x m values (capsules of
     `length` atoms side by side) summed element-wise, then the ACT `func` ("none" or a squash of
-    each capsule). Column blocks of `width` = floor(C / L)·L lanes (whole capsules), mb of them; each
-    operand's block enters the array through `chunks` = ceil(width / R) identity weight tiles."""
+    each capsule). `columns`: its column blocks and ACTs, as a conv kind's (`MatmulShape` with k = 0:
+    C lanes for "none"; for squash floor(C / L) whole capsules per block, or a capsule over
+    span = ceil(L / C) blocks, one strided ACT each); each operand's block enters the array through
+    `chunks` = ceil(width / R) identity weight tiles."""
 
-    n: int
-    m: int
+    columns: MatmulShape
     length: int
     operands: int
-    func: str
-    width: int
     chunks: int
 
     @property
-    def blocks(self) -> int:
-        return ceil_div(self.m, self.width)
+    def n(self) -> int:
+        return self.columns.n
 
-    def act_length(self, width: int) -> int:
-        """The ACT `length` of a block of `width` lanes: the capsule's atoms (squash), the width (none)."""
-        return self.length if self.func == "squash" else width
+    @property
+    def m(self) -> int:
+        return self.columns.m
+
+    @property
+    def func(self) -> str:
+        return self.columns.func
 
 
 def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
@@ -306,19 +310,30 @@ def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
         operands, func = (2, "none") if kind == "capsadd" else (op.ch_in, "squash")
     else:
         raise MappingError(f"{kind!r} is not one of {', '.join(CHAIN_KINDS)}")
-    if length > min(config.cols, 63):
-        raise MappingError(f"capsules of {length} atoms do not fit the {config.cols} columns")
-    width = (config.cols // length) * length
-    return ElementwiseShape(n, m, length, operands, func, width, ceil_div(width, config.rows))
+    cols = config.cols
+    if func == "none":
+        columns = MatmulShape(n, 0, m, "none", cols)
+    elif not 1 <= length <= MAX_CAPSULE:
+        raise MappingError(f"capsules of {length} atoms: the activation unit takes 1..{MAX_CAPSULE}")
+    elif length > cols:
+        columns = MatmulShape(n, 0, m, "squash", cols, length, ceil_div(length, cols))
+    else:
+        columns = MatmulShape(n, 0, m, "squash", (cols // length) * length, length)
+    return ElementwiseShape(columns, length, operands, ceil_div(columns.width, config.rows))
 
 
 def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int]:
     """(nc, pr): rows per chunk and operands per run of an `ElementwiseShape`. A run holds, per
     operand, block and identity tile, nc data rows; the tiles and the chunk's mb·nc results share
-    the weight buffer; one MATMUL per (operand, tile, block), the chunk's last run one ACT per block."""
-    mb, kc, depth = shape.blocks, shape.chunks, config.buffer_depth
-    nc = min(shape.n, ACT_MAX_ROWS, depth // (mb * kc), (depth - kc * config.rows) // mb)
-    pr = min(shape.operands, (config.program_depth - 1 - mb) // (mb * kc), depth // (mb * kc * nc)) if nc > 0 else 0
+    the weight buffer; one MATMUL per (operand, tile, block), the chunk's last run one ACT per block
+    (per capsule type over its span blocks, stride nc <= 63, when span > 1)."""
+    span = shape.columns.span
+    mb, kc, depth = shape.columns.blocks, shape.chunks, config.buffer_depth
+    nc = min(shape.n, ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS, depth // (mb * kc),
+             (depth - kc * config.rows) // mb)
+    acts = ceil_div(mb, span)
+    pr = (min(shape.operands, (config.program_depth - 1 - acts) // (mb * kc), depth // (mb * kc * nc))
+          if nc > 0 else 0)
     if pr < 1:
         raise MappingError(f"{mb} column blocks of capsule sums do not fit buffers of {depth} rows and a program "
                            f"of {config.program_depth} words")
@@ -530,8 +545,9 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
             counts["matmul_rows_accumulate"] += n_in * g["kf"]
     elif kind in CHAIN_KINDS:
         shape = elementwise_shape(kind, op, config)
-        full_blocks, last_width = divmod(shape.m, shape.width)
-        mb, tiles = shape.blocks, shape.operands * shape.chunks
+        columns = shape.columns
+        full_blocks, last_width = divmod(shape.m, columns.width)
+        mb, tiles = columns.blocks, shape.operands * shape.chunks
         nc, pr = elementwise_chunking(shape, config)
         runs = ceil_div(shape.operands, pr)
         for chunk_rows, times in ((nc, shape.n // nc), (shape.n % nc, 1)):
@@ -545,9 +561,12 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
             counts["matmuls"] += times * tiles * mb
             counts["matmul_rows"] += times * tiles * mb * chunk_rows
             counts["matmul_rows_accumulate"] += times * (tiles - 1) * mb * chunk_rows
-            act(shape.func, chunk_rows, shape.act_length(shape.width), times * full_blocks)
+            if columns.span > 1:
+                act("squash", columns.span * chunk_rows, shape.length, times * (shape.m // shape.length))
+                continue
+            act(shape.func, chunk_rows, columns.act_length(columns.width), times * full_blocks)
             if last_width:
-                act(shape.func, chunk_rows, shape.act_length(last_width), times)
+                act(shape.func, chunk_rows, columns.act_length(last_width), times)
     elif kind in ACTIVATIONS:
         counts["runs"] += 1
         act(kind, op.n_in, op.caps_in)

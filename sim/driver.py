@@ -349,12 +349,13 @@ class OperationDriver:
         cfg = self.config
         R, C = cfg.rows, cfg.cols
         shape = elementwise_shape(kind, op, cfg)
+        columns = shape.columns
         maps = inputs.get("maps")
         if maps is None:
             maps = [rng.integers(-128, 128, size=(shape.n, shape.m)) for _ in range(shape.operands)]
         shift = inputs.get("shift", elementwise_shift(kind, op))
-        blocks = [(c, min(shape.width, shape.m - c)) for c in range(0, shape.m, shape.width)]
-        mb, kc = len(blocks), shape.chunks
+        blocks = matmul_blocks(columns)
+        mb, kc, span = len(blocks), shape.chunks, columns.span
         nc_max, pr = elementwise_chunking(shape, cfg)
         identity = np.zeros((kc * R, C), dtype=np.int64)
         lanes = np.arange(min(kc * R, C))
@@ -376,10 +377,11 @@ class OperationDriver:
                             data[row:row + nc, :part.shape[1]] = part
                             program.append(MatMul(d_addr=row, w_addr=kk * R, p_addr=b * nc, n=nc,
                                                   accumulate=p > 0 or kk > 0))
-                if group[-1] == shape.operands - 1:
-                    for b, (_, width) in enumerate(blocks):
-                        program.append(Act(shape.func, p_addr=b * nc, n=nc, length=shape.act_length(width),
-                                           shift=shift, dst="weight", dst_addr=out_base + b * nc))
+                if group[-1] == shape.operands - 1:  # an ACT per span blocks, as `_matmul_op`'s
+                    for b in range(0, mb, span):
+                        program.append(Act(shape.func, p_addr=b * nc, n=span * nc,
+                                           length=columns.act_length(blocks[b][1]), shift=shift, dst="weight",
+                                           dst_addr=out_base + b * nc, stride=nc if span > 1 else 0))
                 session.write_int8("data", 0, data)
                 session.write_int8("weight", 0, identity)
                 self._execute(session, program, counts)
