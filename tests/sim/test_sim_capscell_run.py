@@ -4,6 +4,7 @@ bit-exact on a 4x4 array with the Amaranth back end, and the calibrated model's 
 RTL's for every step and every operation."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -25,11 +26,14 @@ CONFIG = ArrayConfig(4, 4, 25, 64, 32)
 pytestmark = pytest.mark.slow  # 20 steps on Amaranth: 35 s quiet, 90 s on the loaded 2-core machine
 
 
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 128, size=(4, 4, 1))
+
+
 @pytest.fixture(scope="module")
 def chained():
     network = Network.from_genotype(GENOTYPE)
-    image = np.random.default_rng(0).integers(0, 128, size=(4, 4, 1))
-    return network, run_network(network, OperationDriver(CONFIG, "amaranth"), image)
+    return network, run_network(network, OperationDriver(CONFIG, "amaranth"), image())
 
 
 def test_every_step_runs_in_data_flow_order(chained):
@@ -71,3 +75,13 @@ def test_the_calibrated_model_prices_each_step_and_operation_as_the_rtl_runs_it(
         per_operation[step.index] += run.cycles
     assert [op.cycles for op in estimate(network, accelerator).operations] == per_operation
     assert step_macs(result.steps[6], CONFIG) == 16 * 4 * 2  # 16 positions x 4 values x 2 operands
+
+
+@pytest.mark.verilator
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
+def test_verilator_runs_the_chain_as_amaranth_does(chained, tmp_path):
+    network, reference = chained
+    result = run_network(network, OperationDriver(CONFIG, "verilator", cache_dir=tmp_path), image())
+    assert [(r.cycles, r.host_cycles, r.counters) for r in result.runs] == \
+        [(r.cycles, r.host_cycles, r.counters) for r in reference.runs]
+    assert np.array_equal(result.output, reference.output)
