@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
-from capsacc.calibrated import Calibration
+from capsacc.calibrated import DEFAULT_BATCH, Calibration
 from capsacc.errors import AcceleratorConfigError
 from capsacc.files import read_text, write_atomic
 from capsacc.kernels import PARAMS
@@ -95,11 +95,14 @@ class Accelerator:
         return cls.from_tables(rows=16, cols=16, name="published")
 
     @classmethod
-    def calibrated(cls, path: str | Path | None = None) -> "Accelerator":
+    def calibrated(cls, path: str | Path | None = None, batch: int = DEFAULT_BATCH) -> "Accelerator":
         """CapsAcc as calibrated against nascaps' own RTL: the shipped calibration
-        (capsacc/data/calibrated.json, written by `nascaps calibrate`) or the one at `path`.
-        Its array, clock, and the 45 nm PE and register figures of the published tables."""
+        (capsacc/data/calibrated.json, written by `nascaps calibrate`) or the one at `path`, running
+        batches of `batch` images (default `DEFAULT_BATCH`; costs are per image, see
+        `capsacc.calibrated`). Its array, clock, and the 45 nm PE and register figures of the
+        published tables."""
         calibration = Calibration.shipped() if path is None else Calibration.load(path)
+        calibration = calibration.with_batch(batch)
         array = calibration.config
         accelerator = cls.from_tables(rows=array.rows, cols=array.cols, period_ns=calibration.period_ns,
                                       acc_bits=array.acc_bits, name="calibrated")

@@ -7,8 +7,16 @@ A `Calibration` holds the array it describes (`ArrayConfig`), the fitted coeffic
 target (cycles and each event of `capsacc.energy.EVENTS`) over its features, the event energies,
 the area, and provenance (RTL version, sweep, date, measured errors). `Accelerator.calibrated()`
 carries the shipped one (capsacc/data/calibrated.json).
+
+A calibration's array runs a batch of `config.batch` images at once (`capsacc.mapping`):
+`Calibration.predict` gives the batch's cycles and events (those of the RTL's batch run), and
+`network_costs` reports per image, the rule of `per_image`: an operation's cycles per image are
+ceil(batch cycles / B), its energy per image the batch's energy / B. These are throughput
+figures: the batch's latency is B times an image's share. The coefficients do not depend on the
+batch (the features count the batch's instructions), so one calibration serves every batch.
 """
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,6 +33,11 @@ from capsacc.mapping import MappingError, chain, plan_counts
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""
+
+DEFAULT_BATCH = 8
+"""Images per batch of the shipped calibrated accelerator (`Accelerator.calibrated`) and of `nascaps
+rtl run`: the smallest power of two that makes CapsNet's ClassCaps stream bound on 16x16 (B·k >= R
+with k = 2 packed capsules of 8 atoms; docs/rtl.md "Batch of images")."""
 
 MODEL_VERSION = "calibrated-rtl"
 """Name of the calibrated cost model, recorded in results."""
@@ -118,6 +131,10 @@ class Calibration:
             predicted[target] = int(round(value))
         return predicted
 
+    def with_batch(self, batch: int) -> "Calibration":
+        """This calibration for batches of `batch` images (`AcceleratorConfigError` outside 1..4096)."""
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, batch=batch))
+
     def energy_mJ(self, events: dict[str, int]) -> float:
         """Energy of counted events, mJ (pJ x 1e-9)."""
         return sum(events[e] * getattr(self.energies, e) for e in EVENTS) * 1e-9
@@ -193,17 +210,26 @@ class Calibration:
         return cls.from_dict(json.loads(text), "capsacc/data/calibrated.json")
 
 
+def per_image(batch_value, batch: int):
+    """An image's share of a count (an int or an int64 array) of a whole batch of `batch` images:
+    ceil(batch_value / batch)."""
+    return -(-batch_value // batch)
+
+
 def network_costs(network, calibration: Calibration):
     """Per-operation arrays (w_loads, cycles, accumulators, power_mW, energy_mJ) and totals
-    (cycles, energy_mJ, weights) of `network` under `calibration`, in the layout of
+    (cycles, energy_mJ, weights) of `network` under `calibration`, per image of a batch of
+    B = `calibration.config.batch` (`per_image`: cycles and weight loads ceil(batch's / B), energy the
+    batch's / B; the total cycles are the sum of the operations'), in the layout of
     `capsacc.kernels.network_costs`. w_loads: MATMUL instructions (weight tiles loaded);
-    accumulators: the C partial-sum lanes; power: energy over the operation's time. Each operation
-    costs the steps of the chained run charged to it (`capsacc.mapping.chain`): routing operations are
-    the phases of `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`), and a CapsCell network's
-    operations also carry its element-wise steps (`CHAIN_KINDS`: ToCapsules, the ConvCaps3D's routing,
-    the cells' skip sums)."""
+    accumulators: the C partial-sum lanes; power: the batch's energy over the batch's time. Each
+    operation costs the steps of the chained run charged to it (`capsacc.mapping.chain`; their batch
+    cycles summed before the per-image share is taken): routing operations are the phases of
+    `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`), and a CapsCell network's operations
+    also carry its element-wise steps (`CHAIN_KINDS`: ToCapsules, the ConvCaps3D's routing, the
+    cells' skip sums)."""
     n = len(network.operations)
-    w_loads = np.zeros(n, np.int64)
+    w_loads = np.zeros(n, np.int64)  # the batch's, until the per-image share at the end
     cycles = np.zeros(n, np.int64)
     accumulators = np.full(n, calibration.config.cols, np.int64)
     power = np.zeros(n, np.float64)
@@ -224,8 +250,10 @@ def network_costs(network, calibration: Calibration):
         cycles[i] = total
         w_loads[i] += matmuls
         energy[i] += calibration.energy_mJ(predicted)
-    seconds = cycles * calibration.period_ns * 1e-9
+    seconds = cycles * calibration.period_ns * 1e-9  # the batch's
     np.divide(energy, seconds, out=power, where=seconds > 0)
+    batch = calibration.config.batch
+    cycles, w_loads, energy = per_image(cycles, batch), per_image(w_loads, batch), energy / batch
     total_cycles = int(cycles.sum())
     total_energy = float(energy.sum())
     return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, network.weights

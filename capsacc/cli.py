@@ -7,6 +7,7 @@ packages built on it. Bad input (`InputError`) prints one line on stderr and exi
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 from capsacc.accelerator import Accelerator
+from capsacc.array import ARRAY_LIMITS
 from capsacc.errors import InputError
 from capsacc.model import estimate
 from capsacc.network import PRESETS, Network, read_genotype_json
@@ -106,6 +108,9 @@ def register(subparsers) -> None:
                         help="a genotype file (NASCaps .chr JSON list) or a preset name")
     parser.add_argument("--accelerator", default="published", metavar="published|calibrated|FILE.toml",
                         help="accelerator preset or TOML file (default: published)")
+    parser.add_argument("--batch", type=int, default=None, metavar="B",
+                        help="images per batch of a calibrated accelerator (1..4096; default: the accelerator's, "
+                             "8 for the calibrated preset); its figures are per image")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_estimate_command)
 
@@ -114,11 +119,19 @@ ACCELERATOR_PRESETS = ("published", "calibrated")
 """Accelerator presets the CLI accepts by name (each an `Accelerator.<name>()` constructor)."""
 
 
-def load_accelerator(spec: str) -> Accelerator:
-    """An accelerator preset name (`ACCELERATOR_PRESETS`) or a TOML file."""
-    if spec in ACCELERATOR_PRESETS:
-        return getattr(Accelerator, spec)()
-    return Accelerator.from_toml(spec)
+def load_accelerator(spec: str, batch: int | None = None) -> Accelerator:
+    """An accelerator preset name (`ACCELERATOR_PRESETS`) or a TOML file; `batch` (when given) sets
+    the images per batch of a calibrated one (`InputError` for another accelerator or outside 1..4096)."""
+    accelerator = getattr(Accelerator, spec)() if spec in ACCELERATOR_PRESETS else Accelerator.from_toml(spec)
+    if batch is None:
+        return accelerator
+    if accelerator.calibration is None:
+        raise InputError(f"--batch {batch}: only a calibrated accelerator runs batches (the published model "
+                         "costs one image)")
+    low, high = ARRAY_LIMITS["batch"]
+    if not low <= batch <= high:
+        raise InputError(f"--batch {batch}: must be in {low}..{high}")
+    return dataclasses.replace(accelerator, calibration=accelerator.calibration.with_batch(batch))
 
 
 def load_network(spec: str) -> Network:
@@ -135,7 +148,7 @@ def load_network(spec: str) -> Network:
 
 def _estimate_command(args) -> int:
     network = load_network(args.network)
-    result = estimate(network, load_accelerator(args.accelerator))
+    result = estimate(network, load_accelerator(args.accelerator, args.batch))
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
@@ -146,7 +159,9 @@ def _estimate_command(args) -> int:
         print(f"{op.name:<14}{op.kind:<11}{op.weights:>10}{op.sums_per_out:>13}{op.data_per_weight:>16}"
               f"{op.w_loads:>9}{op.cycles:>10}{op.accumulators:>13}{op.power_mW:>10.2f}{op.energy_mJ:>12.6f}")
     acc = result.accelerator
-    print(f"\naccelerator {acc.name}: {acc.rows}x{acc.cols} PEs, {acc.period_ns} ns, model {result.model}")
+    batch = (f", batch of {acc.calibration.config.batch} image(s): cycles and energy per image (throughput; a "
+             "batch takes B times longer)" if acc.calibration is not None else "")
+    print(f"\naccelerator {acc.name}: {acc.rows}x{acc.cols} PEs, {acc.period_ns} ns, model {result.model}{batch}")
     print(f"{'cycles':>12}{'latency_ms':>12}{'energy_mJ':>12}{'weights':>10}{'memory_KiB':>12}")
     print(f"{result.cycles:>12}{result.latency_ms:>12.6f}{result.energy_mJ:>12.6f}{result.weights:>10}"
           f"{result.memory_KiB:>12.2f}")

@@ -2,29 +2,34 @@
 
 One rule set serves both sides: `sim.driver` builds the RTL programs by these rules, and the
 calibrated model (`capsacc.calibrated`) counts the instructions they produce in closed form
-(`plan_counts`), without simulating. Shapes of the operations (a NASCaps `Operation`):
+(`plan_counts`), without simulating. The rules place one batch of B = `ArrayConfig.batch` images
+(the same network, so the same weights): the counts are the batch's. Shapes of the operations (a
+NASCaps `Operation`):
 
-- conv / convcaps: im2col with a bias column: N = n_out² data rows, K = k²·ch_in·caps_in + 1,
-  M = ch_out·caps_out outputs; ReLU (conv) or squash over each output capsule (convcaps).
+- conv / convcaps: im2col with a bias column, the B images' rows stacked (image b's first):
+  N = B·n_out² data rows, K = k²·ch_in·caps_in + 1, M = ch_out·caps_out outputs; ReLU (conv) or
+  squash over each output capsule (convcaps).
 - convcaps3d: the votes of a 3-D capsule convolution over (y, x, capsule type) with a k x k x k kernel
-  ('same' along the type axis) and caps_in features: N = n_out²·ch_in, K = k³·caps_in + 1,
-  M = ch_out·caps_out, requantized (no activation: the routing over the ch_in types, "route3d",
-  squashes), in column blocks of C lanes as for ReLU.
+  ('same' along the type axis) and caps_in features: N = B·n_out²·ch_in (the B images' rows
+  stacked), K = k³·caps_in + 1, M = ch_out·caps_out, requantized (no activation: the routing over
+  the ch_in types, "route3d", squashes), in column blocks of C lanes as for ReLU.
 - chained CapsCell networks (`chain`, `CHAIN_KINDS`): element-wise sums of int8 capsule maps
-  (`elementwise_shape`): column blocks as a conv kind's (C lanes without activation; whole
-  capsules, or a capsule over ceil(L / C) blocks, for squash); each operand's block streams through
-  ceil(width / R) identity weight tiles accumulating into the same partial sums (n = rows of the
-  chunk, `elementwise_chunking`), and the chunk's last run has the ACTs.
+  (`elementwise_shape`; the B images' positions stacked: n = B·positions rows): column blocks as a
+  conv kind's (C lanes without activation; whole capsules, or a capsule over ceil(L / C) blocks, for
+  squash); each operand's block streams through ceil(width / R) identity weight tiles accumulating
+  into the same partial sums (n = rows of the chunk, `elementwise_chunking`), and the chunk's last
+  run has the ACTs.
 - classcaps: I = n_in²·ch_in input capsules of caps_in atoms, each its own weight matrix
-  (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = 1; no activation
-  (requantization only).
+  (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = B (each capsule's
+  weights serve the B images); no activation (requantization only).
 - routing over I input capsules and J output capsules of D atoms, `routings` iterations (default
   `ROUTINGS` = 3, the trained ClassCaps's), in phases (`ROUTING_PHASES`): "routing_uniform" (the
   first iteration's weighted sums with the uniform coupling c = 1/J, written by the host: no softmax
   over zero logits; squash), "routing_update" (the agreement update of the logits) and
   "routing_softmax" (softmax of the logits, weighted sums, squash). A routing is the phases of
   `routing_phases(routings)`: 2·routings - 1 of them, the published expansion's five `routing`
-  operations for routings = 3 (`operation_kinds`).
+  operations for routings = 3 (`operation_kinds`). A routing's u_hat is per image: the B images'
+  routings run one after the other, each with the programs of one image (B times the counts).
 
 Tiling on an R x C array with buffers of `buffer_depth` rows and a program memory of
 `program_depth` words (rules of `rtl.isa`; one "run" is one program from start to HALT):
@@ -42,20 +47,23 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   (stride nc, `rtl.isa`) when span > 1, so that capsule g's rows are read from its span blocks.
 - classcaps: kc = ceil(caps_in / R) K chunks and mb = ceil(J D / C) column tiles per capsule;
   capsules packed k = max(1, R // caps_in) to a weight tile (`classcaps_packing`): a group of k
-  capsules shares each tile, capsule s's caps_in x C weights in tile rows s·caps_in.., and streams k
-  data rows, row s holding capsule s's atoms in lanes s·caps_in.. and zeros elsewhere, so result
-  row s is capsule s's prediction alone (block-diagonal data; the last group of an operation is
-  padded with zero rows to k). ci = g·k capsules per run, g = min(D // (k kc), D // (mb (kc R + k)),
-  (P - 2) // (kc mb), 1023 // (mb k)) groups; one MATMUL (n = k) per (group, K chunk, tile) and one
-  ACT "none" over the run's ceil(ci / k)·k·mb rows (length C). k > 1 only when caps_in <= R / 2, so
-  kc = 1 there; k = 1 is one capsule per tile (n = 1).
+  capsules shares each tile, capsule s's caps_in x C weights in tile rows s·caps_in.., and streams
+  B·k data rows, row b·k + s holding image b's capsule s's atoms in lanes s·caps_in.. and zeros
+  elsewhere, so result row b·k + s is that capsule's prediction alone (block-diagonal data; the last
+  group of an operation is padded with zero rows to k). Each tile is so loaded once per batch: the
+  MATMUL phase is stream bound (B·k rows per R-cycle load) once B·k >= R. ci = g·k capsules per run,
+  with h = mb·B·k partial-sum rows per group, g = min(D // (B k kc), D // (mb (kc R + B k)),
+  (P - 2) // (kc mb), max(1, 1023 // h)) groups; one MATMUL (n = B·k) per (group, K chunk, tile),
+  then ACTs "none" (length C) over the run's g·h rows in pieces of 1023 (`ACT_MAX_ROWS`; one ACT
+  when h <= 1023). A group of h > 1023 rows runs alone and needs kc·mb + ceil(h / 1023) <= P - 1
+  program words. k > 1 only when caps_in <= R / 2, so kc = 1 there; k = 1 is one capsule per tile.
 - lone activations (relu, squash, softmax): one run with one row-mode ACT of n_in rows (rounded up
   to whole capsules), L = caps_in (1..64).
 - routing phases (programs of `rtl.workloads.RoutingLayout`): softmax (routing_softmax only):
   Q = ceil(I / R) column-mode ACTs (n = R but the last, length J), in runs of P - 1; weighted sums (uniform and
   softmax): Q·J MATMULs (n = 1) in runs of min(V // R, P - 1) with V = D - kf R, kf = ceil(J D / R),
   then one column-mode squash ACT run (n = J, length D); update: capsule chunks of na = min(I, D // kf), one run
-  each with kf MATMULs (n = chunk size).
+  each with kf MATMULs (n = chunk size). Each image of the batch runs these programs in turn.
 """
 
 import dataclasses
@@ -180,14 +188,16 @@ class MatmulShape:
 
 
 def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
-    """The matrix product of a conv, convcaps or convcaps3d operation (see the module docstring)."""
+    """The matrix product of a conv, convcaps or convcaps3d operation over a batch of `config.batch`
+    images (see the module docstring)."""
+    batch = config.batch
     if kind == "conv":
-        return _check_width(MatmulShape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1,
+        return _check_width(MatmulShape(batch * op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1,
                                         op.ch_out * op.caps_out, "relu", config.cols), config)
     if kind == "convcaps":
-        return _capsule_shape(op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1, op, config)
+        return _capsule_shape(batch * op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1, op, config)
     if kind == "convcaps3d":
-        return MatmulShape(op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op.ch_out * op.caps_out,
+        return MatmulShape(batch * op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op.ch_out * op.caps_out,
                            "none", config.cols)
     raise MappingError(f"{kind!r} is not a convolution kind")
 
@@ -258,15 +268,23 @@ def classcaps_packing(d_in: int, config: ArrayConfig) -> int:
 
 
 def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
-    """ci: input capsules per run (a multiple of `classcaps_packing`)."""
-    k = classcaps_packing(d_in, config)
+    """ci: input capsules per run (a multiple of `classcaps_packing`), each streamed for the batch's
+    `config.batch` images (module docstring)."""
+    k, batch = classcaps_packing(d_in, config), config.batch
     kc, mb = ceil_div(d_in, config.rows), ceil_div(flat, config.cols)
-    depth = config.buffer_depth
-    groups = min(depth // (k * kc), depth // (mb * (kc * config.rows + k)), (config.program_depth - 2) // (kc * mb),
-                 ACT_MAX_ROWS // (mb * k))
-    if groups < 1:
-        raise MappingError(f"{k} capsule(s) of {d_in} x {flat} weights do not fit the buffers or the program")
+    depth, group_rows = config.buffer_depth, mb * batch * k
+    groups = min(depth // (batch * k * kc), depth // (mb * (kc * config.rows + batch * k)),
+                 (config.program_depth - 2) // (kc * mb), max(1, ACT_MAX_ROWS // group_rows))
+    if groups < 1 or groups * kc * mb + ceil_div(groups * group_rows, ACT_MAX_ROWS) > config.program_depth - 1:
+        raise MappingError(f"{k} capsule(s) of {d_in} x {flat} weights for a batch of {batch} image(s) do not fit "
+                           "the buffers or the program")
     return groups * k
+
+
+def classcaps_act_pieces(rows: int) -> list[tuple[int, int]]:
+    """The ACTs "none" of a ClassCaps run over `rows` partial-sum rows: (first row, rows), at most
+    `ACT_MAX_ROWS` each, in order."""
+    return [(first, min(ACT_MAX_ROWS, rows - first)) for first in range(0, rows, ACT_MAX_ROWS)]
 
 
 @dataclass(frozen=True)
@@ -302,11 +320,12 @@ def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
     of ch_in capsules of caps_in atoms, one operand, squash); "capsadd": a CapsCell's output, its third
     convolution's capsules plus its skip branch's (n_out² positions of ch_out x caps_out, two operands,
     no activation: saturated); "route3d": a ConvCaps3D's routing over its ch_in input capsule types
-    with the uniform coupling (one iteration: the sum of the ch_in vote maps, squash)."""
+    with the uniform coupling (one iteration: the sum of the ch_in vote maps, squash). The n rows are
+    the `config.batch` images' positions, stacked."""
     if kind == "tocaps":
-        n, m, length, operands, func = op.n_in ** 2, op.ch_in * op.caps_in, op.caps_in, 1, "squash"
+        n, m, length, operands, func = config.batch * op.n_in ** 2, op.ch_in * op.caps_in, op.caps_in, 1, "squash"
     elif kind in ("capsadd", "route3d"):
-        n, m, length = op.n_out ** 2, op.ch_out * op.caps_out, op.caps_out
+        n, m, length = config.batch * op.n_out ** 2, op.ch_out * op.caps_out, op.caps_out
         operands, func = (2, "none") if kind == "capsadd" else (op.ch_in, "squash")
     else:
         raise MappingError(f"{kind!r} is not one of {', '.join(CHAIN_KINDS)}")
@@ -452,13 +471,17 @@ def operation_kinds(operations) -> list[str]:
 
 
 def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:
-    """Instruction counts (`COUNT_FIELDS`) of `op` under the tiling rules, in closed form: exact
-    integers, and no memory or time that grows with the operation's size. `kind` is one of `KINDS`,
+    """Instruction counts (`COUNT_FIELDS`) of `op` for one batch of `config.batch` images under the
+    tiling rules (lone activations: one ACT, whatever the batch), in closed form: exact integers, and
+    no memory or time that grows with the operation's size or the batch. `kind` is one of `KINDS`,
     a lone activation, or "routing": a whole routing of `routings` iterations (the sum of its
     phases' counts), or one of `CHAIN_KINDS`. `MappingError` when the operation does not fit the array."""
     if kind == "routing":
         phases = [plan_counts(phase, op, config) for phase in routing_phases(routings)]
         return {name: sum(counts[name] for counts in phases) for name in phases[0]}
+    if kind in ROUTING_PHASES and config.batch > 1:  # per image: the batch's routings run in turn
+        single = plan_counts(kind, op, dataclasses.replace(config, batch=1))
+        return {name: config.batch * value for name, value in single.items()}
     counts = {name: 0 for name in COUNT_FIELDS}
 
     def act(func, n, length, times=1, column=False):
@@ -502,15 +525,19 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         n_in, d_in, n_out, dim = classcaps_dims(op)
         kc, mb = ceil_div(d_in, config.rows), ceil_div(n_out * dim, config.cols)
         k, ci = classcaps_packing(d_in, config), classcaps_per_run(d_in, n_out * dim, config)
+        rows = config.batch * k  # data rows per MATMUL
         for run_caps, times in ((ci, n_in // ci), (n_in % ci, 1)):
             if run_caps and times:
                 groups = ceil_div(run_caps, k)
                 counts["runs"] += times
                 counts["matmuls"] += times * groups * kc * mb
-                counts["matmul_rows"] += times * groups * k * kc * mb
-                counts["matmul_rows_accumulate"] += times * groups * k * (kc - 1) * mb
-                act("none", groups * k * mb, config.cols, times)
-                counts["matmul_phase_cycles"] += times * matmul_run_cycles(groups * kc * mb, k, config.rows,
+                counts["matmul_rows"] += times * groups * rows * kc * mb
+                counts["matmul_rows_accumulate"] += times * groups * rows * (kc - 1) * mb
+                full_acts, last_rows = divmod(groups * rows * mb, ACT_MAX_ROWS)  # `classcaps_act_pieces`
+                act("none", ACT_MAX_ROWS, config.cols, times * full_acts)
+                if last_rows:
+                    act("none", last_rows, config.cols, times)
+                counts["matmul_phase_cycles"] += times * matmul_run_cycles(groups * kc * mb, rows, config.rows,
                                                                            config.cols)
     elif kind in ROUTING_PHASES:
         n_in, _, n_out, dim = classcaps_dims(op)

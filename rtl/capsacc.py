@@ -95,7 +95,7 @@ def _lane_group_write(port, lanes: int, group, wdata, we) -> list:
 
 class CapsAcc(wiring.Component):
     """CapsAcc with an R x C array; see the module docstring for the host protocol. The parameters
-    are those of `capsacc.array.ArrayConfig` (`CapsAcc(**config.to_dict())`), checked by
+    are those of `capsacc.array.ArrayConfig` (`CapsAcc(**config.hardware())`), checked by
     `check_buildable`."""
 
     def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, buffer_depth: int = 256,

@@ -17,5 +17,5 @@ def export_verilog(config: ArrayConfig) -> str:
     """The Verilog text of a `CapsAcc` with `config` (ValueError when it cannot be built)."""
     from amaranth.back import verilog
 
-    design = CapsAcc(**config.to_dict())
+    design = CapsAcc(**config.hardware())
     return verilog.convert(design, name=TOP)

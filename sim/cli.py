@@ -70,15 +70,19 @@ def _calibrate_command(args) -> int:
 
 
 def _register_rtl_run(commands) -> None:
+    from capsacc.calibrated import DEFAULT_BATCH
     from rtl.widths import ACC_BITS
+    from sim.network_run import MNIST_TEST_IMAGES
 
     parser = commands.add_parser(
         "run", help="run a whole network on the CapsAcc RTL, bit-exact, with its cycles and utilisation",
         description="Run every operation of a network on the simulated CapsAcc RTL, chained (each step fed "
                     "with the RTL outputs it reads, CapsCells with their skip sums; the input is an image of "
                     "the MNIST subset shipped in nas/data, weights random int8) and checked bit-exactly against "
-                    "the golden model. Prints per step and in total: macs, compute_bound_cycles (MACs / (R*C)), "
-                    "cycles (busy cycles), utilisation (compute_bound / cycles), bit_exact.")
+                    "the golden model, on a batch of B images at once (MNIST test images 0..B-1). Prints per "
+                    "step and in total, per image: macs, compute_bound_cycles (MACs / (R*C)), cycles (the "
+                    "batch's busy cycles / B, rounded up per step), utilisation (compute_bound / cycles); the "
+                    "batch's busy cycles (batch_cycles); bit_exact.")
     parser.add_argument("network", metavar="GENOTYPE.json|capsnet|deepcaps",
                         help="a genotype file (NASCaps .chr JSON list) or a preset name")
     parser.add_argument("--rows", type=int, required=True, help="PE array rows R (1..64)")
@@ -91,13 +95,18 @@ def _register_rtl_run(commands) -> None:
                         help="rows of each buffer (power of two, default 16384)")
     parser.add_argument("--program-depth", type=int, default=1024, help="program words (power of two, default 1024)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                        help=f"images processed together (1..{MNIST_TEST_IMAGES}; default {DEFAULT_BATCH}, the "
+                             "calibrated accelerator's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_rtl_run_command)
 
 
-def _utilisation_fields(macs: int, cycles: int, rows: int, cols: int) -> dict:
+def _utilisation_fields(macs: int, batch_cycles: int, cycles: int, rows: int, cols: int) -> dict:
+    """Per image: `macs`, the compute bound, `cycles` (the per-image share of `batch_cycles`, the
+    batch's busy cycles) and the utilisation they give."""
     return {"macs": macs, "compute_bound_cycles": -(-macs // (rows * cols)), "cycles": cycles,
-            "utilisation": macs / (rows * cols * cycles) if cycles else 0.0}
+            "utilisation": macs / (rows * cols * cycles) if cycles else 0.0, "batch_cycles": batch_cycles}
 
 
 def _rtl_run_command(args) -> int:
@@ -117,34 +126,41 @@ def _rtl_run(args) -> int:
     from sim.calibration import rtl_version
     from sim.driver import MismatchError, OperationDriver
     from capsacc.mapping import chain
-    from sim.network_run import check_chainable, network_image, run_network, step_macs, step_name
+    from sim.network_run import (MNIST_TEST_IMAGES, check_chainable, network_images, run_network, step_macs,
+                                 step_name)
     from sim.verilator import VerilatorError, verilator_version
+    from capsacc.calibrated import per_image
 
     if not 0 <= args.seed < 2 ** 32:
         raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
+    if not 1 <= args.batch <= MNIST_TEST_IMAGES:
+        raise InputError(f"--batch {args.batch}: must be in 1..{MNIST_TEST_IMAGES} (the test images of the packaged "
+                         "MNIST subset)")
     try:
-        config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth)
+        config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth, args.batch)
         check_buildable(config)
     except ValueError as error:
         raise InputError(f"array {args.rows}x{args.cols}: {error}") from None
     network = load_network(args.network)
     genotype = PRESETS[args.network] if args.network in PRESETS else read_genotype_json(args.network)
     check_chainable(network, config)
-    image, image_source = network_image(network)
-    report = {"network": network.name or args.network, "genotype": genotype, "array": config.to_dict(),
-              "simulator": args.simulator, "rtl_version": rtl_version(), "seed": args.seed, "image": image_source}
+    images, image_source = network_images(network, config.batch)
+    report = {"network": network.name or args.network, "genotype": genotype, "array": config.hardware(),
+              "batch": config.batch, "simulator": args.simulator, "rtl_version": rtl_version(), "seed": args.seed,
+              "image": image_source}
     rows, cols = config.rows, config.cols
     operations = []
     header = (f"{'operation':<14}{'kind':<17}{'macs':>12}{'compute_bound_cycles':>22}{'cycles':>12}"
-              f"{'utilisation':>13}  bit_exact")
+              f"{'utilisation':>13}{'batch_cycles':>14}  bit_exact")
 
     def line(name, kind, fields, exact):
         return (f"{name:<14}{kind:<17}{fields['macs']:>12}{fields['compute_bound_cycles']:>22}{fields['cycles']:>12}"
-                f"{fields['utilisation']:>13.4f}  {'yes' if exact else 'no'}")
+                f"{fields['utilisation']:>13.4f}{fields['batch_cycles']:>14}  {'yes' if exact else 'no'}")
 
     def progress(step, run):
         name = step_name(network, step)
-        fields = _utilisation_fields(step_macs(step, config), run.cycles, rows, cols)
+        fields = _utilisation_fields(step_macs(step, config), run.cycles, per_image(run.cycles, config.batch),
+                                     rows, cols)
         operations.append({"name": name, "kind": run.kind, **fields, "bit_exact": True, "runs": run.runs,
                            "host_cycles": run.host_cycles})
         text = line(name, run.kind, fields, True)
@@ -153,20 +169,22 @@ def _rtl_run(args) -> int:
     if not args.json:
         print(f"{report['network']} on {args.simulator} CapsAcc {rows}x{cols} (acc_bits {config.acc_bits}, buffers "
               f"{config.buffer_depth} rows, program {config.program_depth} words), RTL {report['rtl_version'][:12]}, "
-              f"seed {args.seed}, image {image_source}")
+              f"seed {args.seed}, batch of {config.batch} image(s) {image_source}; figures per image but "
+              "batch_cycles")
         print(header, flush=True)
     failure = None
     try:
         if args.simulator == "verilator":
             verilator_version()
-        run_network(network, OperationDriver(config, args.simulator), image, seed=args.seed, progress=progress)
+        run_network(network, OperationDriver(config, args.simulator), images, seed=args.seed, progress=progress)
     except VerilatorError as error:
         lines = str(error).splitlines()
         raise InputError(lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}") from None
     except MismatchError as error:
         failure = (f"operation {step_name(network, chain(network.operations)[len(operations)])}: "
                    f"{' '.join(str(error).splitlines())}")
-    total = _utilisation_fields(sum(o["macs"] for o in operations), sum(o["cycles"] for o in operations), rows, cols)
+    total = _utilisation_fields(sum(o["macs"] for o in operations), sum(o["batch_cycles"] for o in operations),
+                                sum(o["cycles"] for o in operations), rows, cols)
     report.update(total, bit_exact=failure is None, operations=operations)
     if args.json:
         print(json.dumps(report | ({"error": failure} if failure else {})))

@@ -9,6 +9,11 @@ summed counters and the instruction counts. Kinds (`DRIVER_KINDS`): `capsacc.map
 by phase), `capsacc.mapping.CHAIN_KINDS` (element-wise sums of capsule maps), "routing" (a whole
 routing of `routings` iterations) and the activations "relu", "squash", "softmax" (one ACT over
 random partial sums).
+
+An operation runs on a batch of B = `config.batch` images (`capsacc.mapping`'s rules): every
+per-image input and output carries a leading batch axis of length B, also when B = 1 (weights are
+shared by the batch; the lone activations have no images and no batch axis). Each image's results
+are checked against the golden model of that image alone.
 """
 
 import hashlib
@@ -20,9 +25,9 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, MAX_CAPSULE, ROUTING_PHASES, ROUTINGS,
-                             act_lanes, ceil_div, classcaps_dims, classcaps_packing, classcaps_per_run,
-                             elementwise_chunking, elementwise_shape, matmul_blocks, matmul_chunk_rows,
-                             matmul_chunking, matmul_shape)
+                             act_lanes, ceil_div, classcaps_act_pieces, classcaps_dims, classcaps_packing,
+                             classcaps_per_run, elementwise_chunking, elementwise_shape, matmul_blocks,
+                             matmul_chunk_rows, matmul_chunking, matmul_shape)
 from capsacc.network import Operation
 import rtl
 from rtl.capsacc import CapsAcc
@@ -115,7 +120,7 @@ def rtl_source_key(config: ArrayConfig) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(rtl.__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return f"CapsAcc {config} {digest.hexdigest()}"
+    return f"CapsAcc {config.hardware()} {digest.hexdigest()}"
 
 
 class OperationDriver:
@@ -128,7 +133,7 @@ class OperationDriver:
         self._model = None
 
     def component(self) -> CapsAcc:
-        return CapsAcc(**self.config.to_dict())
+        return CapsAcc(**self.config.hardware())
 
     def _session(self) -> HostSession:
         return HostSession(self.config.rows, self.config.cols, self.config.acc_bits)
@@ -151,13 +156,15 @@ class OperationDriver:
     def run(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None) -> OperationRun:
         """Run `op` as `kind` from random data (or `inputs`), check it, return its costs.
 
-        `inputs` (for chaining layers) may give "image" (conv kinds: (n_in, n_in, channels) int8,
-        convcaps3d (n_in, n_in, ch_in, caps_in)), "u" (classcaps: (I, caps_in)), "u_hat" (I, J, D),
-        "logits" (I, J) and "v" (J, D) (routing phases: the state a phase starts from; the uniform
-        phase and a whole routing start from zero logits), "routings" (a whole routing), the
-        shifts "shift_logits", "shift_sum", and "maps" (`CHAIN_KINDS`: the operands, each (n, m) as
-        `capsacc.mapping.elementwise_shape` gives). Raises `MismatchError` when a result differs from the
-        golden model.
+        `inputs` (for chaining layers; B = `config.batch` images) may give "image" (conv kinds:
+        (B, n_in, n_in, channels) int8, convcaps3d (B, n_in, n_in, ch_in, caps_in)), "weights"
+        (shared by the batch), "u" (classcaps: (B, I, caps_in)), "u_hat" (B, I, J, D), "logits"
+        (B, I, J) and "v" (B, J, D) (routing phases: the state a phase starts from; the uniform phase
+        and a whole routing start from zero logits), "routings" (a whole routing), the shifts
+        "shift_logits", "shift_sum", and "maps" (`CHAIN_KINDS`: the operands, each (B, n / B, m) with
+        n and m as `capsacc.mapping.elementwise_shape` gives). The outputs have the same leading batch
+        axis. Raises `MismatchError` when a result differs from the golden model, `ValueError` when
+        an input's shape is not the batch's.
         """
         start = time.perf_counter()
         session, counts, check = self.prepare(kind, op, seed, inputs)
@@ -225,15 +232,11 @@ class OperationDriver:
         R, C, depth = cfg.rows, cfg.cols, cfg.buffer_depth
         shape = matmul_shape(kind, op, cfg)
         if kind == "convcaps3d":
-            caps = inputs.get("image")
-            if caps is None:
-                caps = rng.integers(-128, 128, size=(op.n_in, op.n_in, op.ch_in, op.caps_in))
-            x = conv3d_patches(caps, op.kernel, op.stride, op.n_out)
+            caps = self._batch_input(inputs, "image", (op.n_in, op.n_in, op.ch_in, op.caps_in), rng)
+            x = np.vstack([conv3d_patches(one, op.kernel, op.stride, op.n_out) for one in caps])
         else:
-            image = inputs.get("image")
-            if image is None:
-                image = rng.integers(-128, 128, size=(op.n_in, op.n_in, op.ch_in * op.caps_in))
-            x = conv_patches(image, op.kernel, op.stride, op.n_out)
+            image = self._batch_input(inputs, "image", (op.n_in, op.n_in, op.ch_in * op.caps_in), rng)
+            x = np.vstack([conv_patches(one, op.kernel, op.stride, op.n_out) for one in image])
         w = inputs.get("weights")
         if w is None:
             w = rng.integers(-128, 128, size=(shape.k, shape.m))
@@ -285,60 +288,77 @@ class OperationDriver:
             else:
                 capsules = want_sums.reshape(-1, shape.capsule)
                 want_out = golden.activate(capsules, shift, "squash").reshape(shape.n, shape.m)
-            return {"sums": sums, "out": out}, {"sums": want_sums, "out": want_out}
+            per_image = (cfg.batch, shape.n // cfg.batch, shape.m)
+            return ({"sums": sums.reshape(per_image), "out": out.reshape(per_image)},
+                    {"sums": want_sums.reshape(per_image), "out": want_out.reshape(per_image)})
 
         return session, counts, check
 
+    def _batch_input(self, inputs: dict, name: str, shape: tuple, rng, low: int = -128, high: int = 128) -> np.ndarray:
+        """inputs[name] of shape (B,) + `shape` (B = `config.batch`), or random integers in low..high - 1."""
+        value = inputs.get(name)
+        want = (self.config.batch,) + tuple(shape)
+        if value is None:
+            return rng.integers(low, high, size=want)
+        if np.shape(value) != want:
+            raise ValueError(f"input '{name}' has shape {np.shape(value)}, the batch of {self.config.batch} "
+                             f"image(s) needs {want}")
+        return np.asarray(value)
+
     def _classcaps_op(self, op, rng, inputs):
         cfg = self.config
-        R, C = cfg.rows, cfg.cols
+        R, C, B = cfg.rows, cfg.cols, cfg.batch
         n_in, d_in, n_out, dim = classcaps_dims(op)
         flat = n_out * dim
-        u = inputs.get("u")
-        if u is None:
-            u = rng.integers(-128, 128, size=(n_in, d_in))
+        u = self._batch_input(inputs, "u", (n_in, d_in), rng)
         w = inputs.get("weights")
         if w is None:
             w = rng.integers(-128, 128, size=(n_in, d_in, flat))
         shift = inputs.get("shift", shift_for(d_in))
         kc, mb = ceil_div(d_in, R), ceil_div(flat, C)
         k, ci = classcaps_packing(d_in, cfg), classcaps_per_run(d_in, flat, cfg)
+        rows = B * k  # data rows per MATMUL: row b·k + s is image b's capsule s of the group
         session, counts = self._session(), self._new_counts()
         reads = []
         for i0 in range(0, n_in, ci):
             cn = min(ci, n_in - i0)
             groups = ceil_div(cn, k)
-            data = np.zeros((groups * kc * k, R), dtype=np.int64)
+            data = np.zeros((groups * kc * rows, R), dtype=np.int64)
             tiles = np.zeros((groups * kc * mb * R, C), dtype=np.int64)
             program = []
             for g in range(groups):
                 for kk in range(kc):
                     for s in range(min(k, cn - g * k)):  # capsule s of the group: atoms and weights at s·d_in
                         c = i0 + g * k + s
-                        part = u[c, kk * R:(kk + 1) * R]
-                        data[(g * kc + kk) * k + s, s * d_in:s * d_in + len(part)] = part
+                        part = u[:, c, kk * R:(kk + 1) * R]
+                        first = (g * kc + kk) * rows + s
+                        data[first:first + rows:k, s * d_in:s * d_in + part.shape[1]] = part
                         for t in range(mb):
                             tile = w[c, kk * R:(kk + 1) * R, t * C:(t + 1) * C]
                             base = ((g * kc + kk) * mb + t) * R + s * d_in
                             tiles[base:base + tile.shape[0], :tile.shape[1]] = tile
                     for t in range(mb):
-                        program.append(MatMul(d_addr=(g * kc + kk) * k, w_addr=((g * kc + kk) * mb + t) * R,
-                                              p_addr=(g * mb + t) * k, n=k, accumulate=kk > 0))
+                        program.append(MatMul(d_addr=(g * kc + kk) * rows, w_addr=((g * kc + kk) * mb + t) * R,
+                                              p_addr=(g * mb + t) * rows, n=rows, accumulate=kk > 0))
             out_base = groups * kc * mb * R
-            program.append(Act("none", p_addr=0, n=groups * mb * k, length=C, shift=shift, dst="weight",
-                               dst_addr=out_base))
+            for first, n in classcaps_act_pieces(groups * mb * rows):
+                program.append(Act("none", p_addr=first, n=n, length=C, shift=shift, dst="weight",
+                                   dst_addr=out_base + first))
             session.write_int8("data", 0, data)
             session.write_int8("weight", 0, tiles)
             self._execute(session, program, counts)
-            session.read_int8(f"u_hat{i0}", "weight", out_base, groups * mb * k, C)
+            session.read_int8(f"u_hat{i0}", "weight", out_base, groups * mb * rows, C)
             reads.append((i0, cn, groups))
 
         def check(results):
-            u_hat = np.concatenate([results[f"u_hat{i0}"].reshape(groups, mb, k, C).transpose(0, 2, 1, 3)
-                                    .reshape(groups * k, mb * C)[:cn, :flat] for i0, cn, groups in reads])
-            want = np.stack([golden.requantize(golden.tiled_matmul(u[i:i + 1], w[i], R, cfg.acc_bits)[0], shift)
-                             for i in range(n_in)]) if n_in else np.zeros((0, flat), np.int64)
-            return {"u_hat": u_hat.reshape(n_in, n_out, dim)}, {"u_hat": want.reshape(n_in, n_out, dim)}
+            u_hat = np.concatenate([results[f"u_hat{i0}"].reshape(groups, mb, B, k, C).transpose(2, 0, 3, 1, 4)
+                                    .reshape(B, groups * k, mb * C)[:, :cn, :flat] for i0, cn, groups in reads],
+                                   axis=1) if reads else np.zeros((B, 0, flat), np.int64)
+            want = np.zeros((B, n_in, flat), dtype=np.int64)
+            for i in range(n_in):  # capsule i's weights times the B images' capsule i
+                want[:, i] = golden.requantize(golden.tiled_matmul(u[:, i], w[i], R, cfg.acc_bits), shift)
+            return ({"u_hat": u_hat.reshape(B, n_in, n_out, dim)},
+                    {"u_hat": want.reshape(B, n_in, n_out, dim)})
 
         return session, counts, check
 
@@ -350,9 +370,12 @@ class OperationDriver:
         R, C = cfg.rows, cfg.cols
         shape = elementwise_shape(kind, op, cfg)
         columns = shape.columns
-        maps = inputs.get("maps")
-        if maps is None:
-            maps = [rng.integers(-128, 128, size=(shape.n, shape.m)) for _ in range(shape.operands)]
+        per_image = (shape.n // cfg.batch, shape.m)
+        given = inputs.get("maps")
+        if given is None:
+            given = [None] * shape.operands
+        maps = [self._batch_input({"maps": value}, "maps", per_image, rng).reshape(shape.n, shape.m)
+                for value in given]
         shift = inputs.get("shift", elementwise_shift(kind, op))
         blocks = matmul_blocks(columns)
         mb, kc, span = len(blocks), shape.chunks, columns.span
@@ -394,67 +417,71 @@ class OperationDriver:
                 for b, (col, width) in enumerate(blocks):
                     out[n0:n0 + nc, col:col + width] = results[f"out{n0}"][b * nc:(b + 1) * nc, :width]
             want = golden.capsule_sum(maps, shift, shape.func, shape.length, cfg.acc_bits)
-            return {"out": out}, {"out": want}
+            batched = (cfg.batch,) + per_image
+            return {"out": out.reshape(batched)}, {"out": want.reshape(batched)}
 
         return session, counts, check
 
     def _routing_op(self, kind, op, rng, inputs):
         """A routing phase (`capsacc.mapping.ROUTING_PHASES`) or a whole routing ("routing", of
         inputs["routings"] iterations, default `ROUTINGS`), with the programs of
-        `rtl.workloads.RoutingLayout`. The host writes the state a lone phase starts from: the logits
-        (softmax, update) and the output capsules v (update)."""
+        `rtl.workloads.RoutingLayout`, for each image of the batch in turn. The host writes the state
+        a lone phase starts from: the logits (softmax, update) and the output capsules v (update)."""
         cfg = self.config
         n_in, _, n_out, dim = classcaps_dims(op)
         layout = RoutingLayout(n_in, n_out, dim, cfg)
-        u_hat = inputs.get("u_hat")
-        if u_hat is None:
-            u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
-        logits = inputs.get("logits")
-        if logits is None:
-            random_logits = kind in ("routing_softmax", "routing_update")
-            logits = (rng.integers(-(1 << 10), 1 << 10, size=(n_in, n_out)) if random_logits
-                      else np.zeros((n_in, n_out), dtype=np.int64))
-        v = inputs.get("v")
-        if v is None:
-            v = rng.integers(-128, 128, size=(n_out, dim))
+        u_hat = self._batch_input(inputs, "u_hat", (n_in, n_out, dim), rng)
+        if kind in ("routing_softmax", "routing_update"):
+            logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, -(1 << 10), 1 << 10)
+        else:
+            logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, 0, 1)
+        v = self._batch_input(inputs, "v", (n_out, dim), rng)
         shift_logits = inputs.get("shift_logits", 4)
         shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
+        routings = inputs.get("routings", ROUTINGS)
         coupling = golden.uniform_coupling(n_in, n_out)
         session, counts = self._session(), self._new_counts()
-        session.write_psum(0, logits)
-        if kind == "routing_update":
-            session.write_int8("weight", layout.geometry["V"], layout.v_rows(v))
-        if kind == "routing":
-            routings = inputs.get("routings", ROUTINGS)
-            runs = layout.routing(u_hat, routings, shift_logits, shift_sum, coupling)
-        else:
-            runs = layout.phase(kind, u_hat, shift_logits, shift_sum, coupling)
-        for work in runs:
-            self._play_workload(session, work, counts)
         regions = layout.regions
         names = ("b",) if kind == "routing_update" else ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
-        for name in names:
-            region = regions[name]
-            if region.memory == "psum":
-                session.read_psum(name, region.base, region.n_rows, region.lanes)
+        for image in range(cfg.batch):
+            session.write_psum(0, logits[image])
+            if kind == "routing_update":
+                session.write_int8("weight", layout.geometry["V"], layout.v_rows(v[image]))
+            if kind == "routing":
+                runs = layout.routing(u_hat[image], routings, shift_logits, shift_sum, coupling)
             else:
-                session.read_int8(name, region.memory, region.base, region.n_rows, region.lanes)
+                runs = layout.phase(kind, u_hat[image], shift_logits, shift_sum, coupling)
+            for work in runs:
+                self._play_workload(session, work, counts)
+            for name in names:
+                region = regions[name]
+                if region.memory == "psum":
+                    session.read_psum(f"{name}{image}", region.base, region.n_rows, region.lanes)
+                else:
+                    session.read_int8(f"{name}{image}", region.memory, region.base, region.n_rows, region.lanes)
 
         def check(results):
-            got = {name: results[name] for name in names}
-            if "c" in got:
-                got["c"] = layout.coupling(got["c"])
-            if "v" in got:
-                got["v"] = layout.v(got["v"])
-            if kind == "routing_update":
-                want = {"b": golden.routing_update(logits, u_hat, v, cfg.acc_bits)}
-            elif kind == "routing":
-                want = dict(zip(("c", "s", "v", "b"), golden.routing(u_hat, routings, shift_logits, shift_sum,
-                                                                      cfg.acc_bits)))
-            else:
-                c = coupling if kind == "routing_uniform" else golden.activate(logits, shift_logits, "softmax")
-                want = dict(zip(("c", "s", "v"), (c, *golden.routing_sum(c, u_hat, shift_sum, cfg.acc_bits))))
-            return got, want
+            got = {name: [] for name in names}
+            want = {name: [] for name in names}
+            for image in range(cfg.batch):
+                for name in names:
+                    value = results[f"{name}{image}"]
+                    got[name].append(layout.coupling(value) if name == "c" else layout.v(value) if name == "v"
+                                     else value)
+                if kind == "routing_update":
+                    expected = {"b": golden.routing_update(logits[image], u_hat[image], v[image], cfg.acc_bits)}
+                elif kind == "routing":
+                    expected = dict(zip(("c", "s", "v", "b"), golden.routing(u_hat[image], routings, shift_logits,
+                                                                              shift_sum, cfg.acc_bits)))
+                else:
+                    c = coupling if kind == "routing_uniform" else golden.activate(logits[image], shift_logits,
+                                                                                   "softmax")
+                    expected = dict(zip(("c", "s", "v"),
+                                        (c, *golden.routing_sum(c, u_hat[image], shift_sum, cfg.acc_bits))))
+                for name in names:
+                    want[name].append(expected[name])
+            return ({name: np.stack(values) for name, values in got.items()},
+                    {name: np.stack(values) for name, values in want.items()})
 
         return session, counts, check
 

@@ -13,11 +13,14 @@ reads its first, the skip branch reads the first too, and the cell's output is t
 plus the skip's ("capsadd"); the last cell's skip is the ConvCaps3D's votes and their routing over
 the input capsule types ("route3d", one iteration with the uniform coupling); ClassCaps then runs
 before its routing phases. Weights are random int8 (seeded): the run measures cycles and
-bit-exactness, not accuracy. `check_chainable` refuses, before anything runs, a routing no ClassCaps
+bit-exactness, not accuracy. The network runs on a batch of B = `config.batch` images at once
+(`capsacc.mapping`'s rules; every activation carries a leading batch axis): each step's cycles are
+the batch's. `check_chainable` refuses, before anything runs, a routing no ClassCaps
 feeds and any step the tiling rules cannot place. `nascaps rtl run` (`sim.cli`) is the command line
 of `run_network`.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +36,17 @@ PACKAGED_MNIST = Path(__file__).resolve().parent.parent / "nas" / "data" / "mnis
 """The MNIST subset the distribution ships (package data of nas, a file beside sim; read, not imported).
 Its test image 0 is MNIST's test image 0."""
 
+MNIST_TEST_IMAGES = 1000
+"""Test images in `PACKAGED_MNIST`: the largest batch `network_images` draws from it."""
+
 SHIFT_LOGITS = 10
 """Requantization shift of the routing logits before the softmax."""
 
 
 @dataclass
 class NetworkRun:
-    """The steps (`capsacc.mapping.chain`) and their runs in order, and the final output capsules
-    v (J, D) int8."""
+    """The steps (`capsacc.mapping.chain`) and their runs in order (each over the whole batch), and
+    the final output capsules v (B, J, D) int8."""
 
     steps: list[Step]
     runs: list[OperationRun]
@@ -62,10 +68,10 @@ def step_name(network: Network, step: Step) -> str:
 
 
 def step_macs(step: Step, config: ArrayConfig) -> int:
-    """The multiply-accumulates of a step: its operation's (`Operation.macs`), or for an element-wise
-    step the values it streams (rows x values x operands, each through an identity weight)."""
+    """The multiply-accumulates of a step for one image: its operation's (`Operation.macs`), or for an
+    element-wise step the values it streams (rows x values x operands, each through an identity weight)."""
     if step.kind in CHAIN_KINDS:
-        shape = elementwise_shape(step.kind, step.op, config)
+        shape = elementwise_shape(step.kind, step.op, dataclasses.replace(config, batch=1))
         return shape.n * shape.m * shape.operands
     return step.op.macs
 
@@ -76,20 +82,23 @@ def mnist_image(path: str, index: int = 0) -> np.ndarray:
         return (data["x_test"][index].astype(np.int64) // 2).reshape(28, 28, 1)
 
 
-def network_image(network: Network, path: Path = PACKAGED_MNIST, index: int = 0) -> tuple[np.ndarray, str]:
-    """The input of `network`'s first operation, (n_in, n_in, ch_in) int8, from MNIST test image
-    `index` (`mnist_image`): resized to n_in by nearest neighbour where n_in != 28, the same image in
-    every channel; and a description of where it came from."""
+def network_images(network: Network, batch: int = 1, path: Path = PACKAGED_MNIST) -> tuple[np.ndarray, str]:
+    """The input of `network`'s first operation for a batch of `batch` images, (batch, n_in, n_in,
+    ch_in) int8: MNIST test images 0 .. batch - 1 (`mnist_image`), resized to n_in by nearest
+    neighbour where n_in != 28, the same image in every channel; and a description of where they
+    came from."""
+    if not 1 <= batch <= MNIST_TEST_IMAGES:
+        raise InputError(f"a batch of {batch} images: the packaged MNIST subset has {MNIST_TEST_IMAGES} test images")
     first = network.operations[0]
-    image = mnist_image(path, index)
-    where = f"{path.name} x_test[{index}] // 2"
-    if first.n_in != image.shape[0]:
-        pick = np.arange(first.n_in) * image.shape[0] // first.n_in
-        image = image[pick][:, pick]
+    images = np.stack([mnist_image(path, index) for index in range(batch)])
+    where = f"{path.name} x_test[{'0' if batch == 1 else f'0:{batch}'}] // 2"
+    if first.n_in != images.shape[1]:
+        pick = np.arange(first.n_in) * images.shape[1] // first.n_in
+        images = images[:, pick][:, :, pick]
         where += f", nearest-neighbour resized to {first.n_in}x{first.n_in}"
     if first.ch_in != 1:
         where += f", repeated over {first.ch_in} channels"
-    return np.repeat(image, first.ch_in, axis=2), where
+    return np.repeat(images, first.ch_in, axis=3), where
 
 
 def check_chainable(network: Network, config: ArrayConfig) -> None:
@@ -109,45 +118,47 @@ def check_chainable(network: Network, config: ArrayConfig) -> None:
                              f"{config.rows}x{config.cols} array: {error}") from None
 
 
-def run_network(network: Network, driver: OperationDriver, image: np.ndarray, seed: int = 0,
+def run_network(network: Network, driver: OperationDriver, images: np.ndarray, seed: int = 0,
                 progress=None) -> NetworkRun:
-    """Run every step of `network` (`capsacc.mapping.chain`) on the RTL with the driver; `image`
-    (n, n, ch) int8 is the input. `check_chainable` runs first: nothing is simulated for a network it
+    """Run every step of `network` (`capsacc.mapping.chain`) on the RTL with the driver on a batch of
+    B = `driver.config.batch` images, `images` (B, n, n, ch) int8. `check_chainable` runs first: nothing is simulated for a network it
     refuses. `progress(step, run)` is called after each step."""
     check_chainable(network, driver.config)
     steps = chain(network.operations)
+    batch = driver.config.batch
     runs, outputs = [], []
     logits, output = None, None
     for position, step in enumerate(steps):
         op, kind = step.op, step.kind
         rng_seed = seed * 1000 + position
-        inputs = [outputs[i] for i in step.inputs] or [image]
+        inputs = [outputs[i] for i in step.inputs] or [images]
         if kind in ("conv", "convcaps", "convcaps3d"):
-            expected = (op.n_in, op.n_in, op.ch_in * op.caps_in)
+            expected = (batch, op.n_in, op.n_in, op.ch_in * op.caps_in)
             features = inputs[0]
             if features.size != np.prod(expected):
                 raise InputError(f"step {step_name(network, step)} ({kind}) expects input {expected}, "
                                  f"got {features.shape}")
-            given = features.reshape(op.n_in, op.n_in, op.ch_in, op.caps_in) if kind == "convcaps3d" else \
+            given = features.reshape(batch, op.n_in, op.n_in, op.ch_in, op.caps_in) if kind == "convcaps3d" else \
                 features.reshape(expected)
             result = driver.run(kind, op, seed=rng_seed, inputs={"image": given})
             out = result.outputs["out"]
-            if kind == "convcaps3d":  # votes (y, x, input type, output capsules) -> one map per input type
-                out = out.reshape(op.n_out ** 2, op.ch_in, -1).transpose(1, 0, 2)
+            if kind == "convcaps3d":  # votes (b, y, x, input type, output capsules) -> one map per input type
+                out = out.reshape(batch, op.n_out ** 2, op.ch_in, -1).transpose(2, 0, 1, 3)
             outputs.append(out)
         elif kind in CHAIN_KINDS:
             shape = elementwise_shape(kind, op, driver.config)
-            maps = list(inputs[0]) if kind == "route3d" else [x.reshape(shape.n, shape.m) for x in inputs]
+            per_image = (batch, shape.n // batch, shape.m)
+            maps = list(inputs[0]) if kind == "route3d" else [x.reshape(per_image) for x in inputs]
             result = driver.run(kind, op, seed=rng_seed, inputs={"maps": maps})
             outputs.append(result.outputs["out"])
         elif kind == "classcaps":
-            u = inputs[0].reshape(-1, op.caps_in)
-            if len(u) != op.n_in ** 2 * op.ch_in:
+            u = inputs[0].reshape(batch, -1, op.caps_in)
+            if u.shape[1] != op.n_in ** 2 * op.ch_in:
                 raise InputError(f"step {step_name(network, step)} (classcaps) expects {op.n_in ** 2 * op.ch_in} "
-                                 f"capsules, got {len(u)}")
+                                 f"capsules, got {u.shape[1]}")
             result = driver.run("classcaps", op, seed=rng_seed, inputs={"u": u})
             outputs.append(result.outputs["u_hat"])
-            logits = np.zeros(outputs[-1].shape[:2], dtype=np.int64)
+            logits = np.zeros(outputs[-1].shape[:3], dtype=np.int64)
         else:
             result = driver.run(kind, op, seed=rng_seed, inputs={"logits": logits, "u_hat": inputs[0], "v": output,
                                                                  "shift_logits": SHIFT_LOGITS})

@@ -97,3 +97,46 @@ def test_cli_estimate_with_the_calibrated_preset(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == MODEL_VERSION and result["accelerator"]["name"] == "calibrated"
     assert result["cycles"] == estimate(Network.preset("capsnet"), Accelerator.calibrated()).cycles
+
+
+def test_the_calibrated_preset_runs_batches_and_reports_per_image():
+    """The shipped calibration (no batch in its file: 1) runs batches of `DEFAULT_BATCH` = 8 images as
+    the preset; per image an operation costs ceil(batch cycles / B) cycles and the batch's energy / B.
+    ClassCaps per image shrinks with the batch, routing does not."""
+    from capsacc.calibrated import DEFAULT_BATCH, network_costs
+    assert Calibration.shipped().config.batch == 1 and DEFAULT_BATCH == 8
+    assert Accelerator.calibrated().calibration.config.batch == DEFAULT_BATCH
+    network = Network.preset("capsnet")
+    kinds = operation_kinds(network.operations)
+    by_batch = {}
+    for batch in (1, 3, 8):
+        calibration = isa_calibration(ArrayConfig(batch=batch))
+        cycles, energy = network_costs(network, calibration)[1], network_costs(network, calibration)[4]
+        for i, (op, kind) in enumerate(zip(network.operations, kinds)):
+            predicted = calibration.predict(kind, op)
+            assert cycles[i] == -(-predicted["cycles"] // batch)
+            assert energy[i] == pytest.approx(calibration.energy_mJ(predicted) / batch, rel=1e-12)
+        by_batch[batch] = cycles
+    classcaps = kinds.index("classcaps")
+    assert by_batch[8][classcaps] < by_batch[3][classcaps] < by_batch[1][classcaps]
+    for i, kind in enumerate(kinds):
+        if kind.startswith("routing"):
+            assert by_batch[8][i] == by_batch[3][i] == by_batch[1][i]
+    accelerator = dataclasses.replace(Accelerator.published(), calibration=isa_calibration(ArrayConfig(batch=8)))
+    assert estimate(network, accelerator).cycles == int(by_batch[8].sum())
+
+
+def test_estimate_batch_option(capsys):
+    assert main(["estimate", "capsnet", "--accelerator", "calibrated", "--json"]) == 0
+    preset = json.loads(capsys.readouterr().out)
+    assert main(["estimate", "capsnet", "--accelerator", "calibrated", "--batch", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cycles"] == preset["cycles"]
+    assert preset["accelerator"]["calibration"]["config"]["batch"] == 8
+    assert main(["estimate", "capsnet", "--accelerator", "calibrated", "--batch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "batch of 1 image(s)" in out and int(out.splitlines()[-1].split()[0]) > preset["cycles"]
+    for argv, message in [(["--accelerator", "calibrated", "--batch", "0"], "--batch 0: must be in 1..4096"),
+                          (["--batch", "2"], "--batch 2: only a calibrated accelerator runs batches")]:
+        assert main(["estimate", "capsnet", *argv]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith(f"nascaps estimate: error: {message}") and len(err.splitlines()) == 1

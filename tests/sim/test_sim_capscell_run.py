@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow  # 20 steps on Amaranth: 35 s quiet, 90 s on the l
 
 
 def image() -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 128, size=(4, 4, 1))
+    """A batch of one random 4x4 image, (1, 4, 4, 1)."""
+    return np.random.default_rng(0).integers(0, 128, size=(1, 4, 4, 1))
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +52,16 @@ def test_the_cells_compute_the_keras_data_flow_bit_exact(chained):
     as nas.layers.CapsCell does: the skip reads the first convolution, the cell's output is the third's
     capsules plus the skip's, saturated; the ConvCaps3D's votes are summed over its input types."""
     _, result = chained
-    out = [run.outputs.get("out") for run in result.runs]
+    out = [run.outputs["out"][0] if "out" in run.outputs else None for run in result.runs]  # the one image's
     assert np.array_equal(out[1], golden.capsule_sum([out[0]], 0, "squash", 2))  # ToCapsules
     first, third, skip = out[2], out[4], out[5]
-    assert np.array_equal(result.runs[5].golden["out"], out[5]) and result.steps[5].inputs == (2,)
+    assert np.array_equal(result.runs[5].golden["out"][0], out[5]) and result.steps[5].inputs == (2,)
     assert np.array_equal(out[6], np.clip(third + skip, -128, 127)) and np.any(np.abs(third + skip) > 127)
     votes = out[10].reshape(4, 2, 4)  # 2x2 positions, 2 input types, 2 capsules of 2 atoms
     assert np.array_equal(out[11], golden.capsule_sum(list(votes.transpose(1, 0, 2)), 1, "squash", 2))
     assert np.array_equal(out[12], np.clip(out[9] + out[11], -128, 127))
     u = out[12].reshape(-1, 2)
-    assert result.runs[13].outputs["u_hat"].shape == (len(u), 3, 2)
+    assert result.runs[13].outputs["u_hat"].shape == (1, len(u), 3, 2)
     assert np.array_equal(result.output, result.runs[-2].outputs["v"]) and np.any(result.output)
     assert first.shape == (16, 4)
 

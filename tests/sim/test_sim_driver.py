@@ -1,13 +1,15 @@
 """The operation driver: every kind bit-exact on the RTL, on both back ends, with the instruction
 counts the calibrated model assumes and the cycles the ISA documents."""
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pytest
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import CHAIN_KINDS, ROUTING_PHASES, ceil_div, classcaps_packing, plan_counts, routing_phases
+from capsacc.mapping import (ACT_MAX_ROWS, CHAIN_KINDS, ROUTING_PHASES, ceil_div, classcaps_packing, classcaps_per_run,
+                             matmul_shape, plan_counts, routing_phases)
 from capsacc.network import Operation
 from rtl.isa import act_unit_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
@@ -201,14 +203,15 @@ def test_classcaps_wider_than_the_array_is_bit_exact_and_counted_exactly():
     assert run.counters["weight_loads"] == 8 * ceil_div(5, 3) * ceil_div(12, 4)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("kind", ["conv", "convcaps", "convcaps3d", "classcaps", *ROUTING_PHASES, "routing",
                                   *CHAIN_KINDS])
-def test_closed_form_counts_match_the_driver_programs(kind):
-    """The calibrated model's closed-form counts equal the driver's programs over random shapes,
-    including operations large enough to be split into many runs and capsules wider than the 6
-    columns (caps_out up to 14: up to 3 blocks per capsule)."""
+def test_closed_form_counts_match_the_driver_programs(kind, batch):
+    """The calibrated model's closed-form counts equal the driver's programs over random shapes and
+    batches, including operations large enough to be split into many runs and capsules wider than
+    the 6 columns (caps_out up to 14: up to 3 blocks per capsule)."""
     rng = np.random.default_rng(11)
-    driver = OperationDriver(ArrayConfig(4, 6, 25, 128, 16), "amaranth")
+    driver = OperationDriver(ArrayConfig(4, 6, 25, 128, 16, batch), "amaranth")
     checked = 0
     for _ in range(8):
         ch_out, caps_out = int(rng.integers(1, 5)), int(rng.integers(1, 15))
@@ -226,6 +229,86 @@ def test_closed_form_counts_match_the_driver_programs(kind):
         assert counts == expected, op
         checked += 1
     assert checked >= 3
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3])
+@pytest.mark.parametrize("config, op", [
+    (ArrayConfig(3, 4, 25, 64, 8), Operation("classcaps", "classcaps", 2, 5, 1, 2, 1, 1, 3, 3)),  # 3 per tile, 20
+    (ArrayConfig(4, 4, 25, 64, 8), Operation("classcaps", "classcaps", 3, 1, 2, 3, 1, 1, 3, 2)),  # 2 per tile, 9
+    (ArrayConfig(2, 3, 25, 64, 8), Operation("classcaps", "classcaps", 2, 2, 3, 2, 1, 1, 2, 2)),  # k = 1, 2 K chunks
+])
+def test_a_batch_of_classcaps_loads_each_weight_tile_once(config, op, batch):
+    """A batch of B images streams B·k data rows through each weight tile: every image's predictions
+    bit-exact (packed capsules, a padded last group, several runs), the weight loads those of one
+    image whatever B, and the closed form counts the batch exactly."""
+    config = dataclasses.replace(config, batch=batch)
+    k = classcaps_packing(op.caps_in, config)
+    capsules, tiles = op.n_in ** 2 * op.ch_in, ceil_div(op.ch_out * op.caps_out, config.cols)
+    k_chunks = ceil_div(op.caps_in, config.rows)
+    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=4 + batch)
+    assert run.outputs["u_hat"].shape == (batch, capsules, op.ch_out, op.caps_out)
+    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
+    assert all(np.any(run.golden["u_hat"][b] != run.golden["u_hat"][0]) for b in range(1, batch))
+    assert run.counts == plan_counts("classcaps", op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    assert run.counters["weight_loads"] == ceil_div(capsules, k) * k_chunks * tiles
+    assert run.counts["matmul_rows"] == ceil_div(capsules, k) * k_chunks * tiles * batch * k
+    assert run.counters["pe_active_cycles"] == run.counts["matmul_rows"] * config.rows * config.cols
+    assert run.runs > 1
+
+
+def test_a_classcaps_group_of_more_than_1023_rows_is_activated_in_pieces():
+    """mb·B·k > ACT_MAX_ROWS partial-sum rows per capsule group: the group runs alone and its
+    requantization is split into ACTs of at most 1023 rows, bit-exact and counted exactly."""
+    config = ArrayConfig(2, 2, 25, 2048, 64, batch=17)
+    op = Operation("classcaps", "classcaps", 1, 3, 1, 1, 1, 1, 8, 8)  # 3 capsules of 1 atom, k = 2, mb = 32
+    assert classcaps_packing(1, config) == 2 and classcaps_per_run(1, 64, config) == 2
+    assert 32 * 17 * 2 > ACT_MAX_ROWS
+    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=9)
+    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
+    assert run.counts == plan_counts("classcaps", op, config)
+    assert run.runs == 2 and run.counts["acts"] == 2 * 2 and run.counts["act_rows"] == 2 * 32 * 17 * 2
+    assert run.cycles == isa_cycles(run.counts, config)
+
+
+@pytest.mark.parametrize("kind", ["conv", "convcaps3d", "routing"])
+def test_a_batch_is_each_image_alone_and_counted_exactly(kind):
+    """Convolutions stack the batch's im2col rows and routings run image after image: every image's
+    results equal its run alone, and the closed form counts the batch; a routing costs B times one
+    image's cycles."""
+    op = OPS[kind]
+    config = dataclasses.replace(CONFIG, batch=2)
+    rng = np.random.default_rng(6)
+    if kind == "routing":
+        inputs = {"u_hat": rng.integers(-128, 128, size=(2, op.n_in ** 2 * op.ch_in, op.ch_out, op.caps_out))}
+        per_image = ["u_hat"]
+    else:
+        shape = matmul_shape(kind, op, CONFIG)
+        features = (op.ch_in, op.caps_in) if kind == "convcaps3d" else (op.ch_in * op.caps_in,)
+        inputs = {"image": rng.integers(-128, 128, size=(2, op.n_in, op.n_in) + features),
+                  "weights": rng.integers(-128, 128, size=(shape.k, shape.m))}
+        per_image = ["image"]
+    run = OperationDriver(config, "amaranth").run(kind, op, inputs=inputs)
+    for name, want in run.golden.items():
+        assert want.shape[0] == 2 and np.array_equal(run.outputs[name], want), name
+    assert run.counts == plan_counts(kind, op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    single = plan_counts(kind, op, CONFIG)
+    if kind == "routing":
+        assert run.counts == {name: 2 * value for name, value in single.items()}
+    else:
+        assert run.counts["matmul_rows"] == 2 * single["matmul_rows"]
+    driver = OperationDriver(CONFIG, "amaranth")
+    for b in range(2):
+        alone = driver.run(kind, op, inputs=inputs | {name: inputs[name][b:b + 1] for name in per_image})
+        for name, value in alone.outputs.items():
+            assert np.array_equal(run.outputs[name][b], value[0]), (b, name)
+
+
+def test_a_batch_input_of_the_wrong_shape_is_refused():
+    driver = OperationDriver(dataclasses.replace(CONFIG, batch=2), "amaranth")
+    with pytest.raises(ValueError, match=r"input 'u' has shape \(3, 4, 2\), the batch of 2 image\(s\) needs"):
+        driver.prepare("classcaps", OPS["classcaps"], inputs={"u": np.zeros((3, 4, 2), np.int64)})
 
 
 @pytest.mark.verilator

@@ -28,20 +28,48 @@ CONFIG = ArrayConfig(3, 4, 25, 64, 32)
 @pytest.mark.parametrize("genotype", [GENOTYPE, WIDE_GENOTYPE], ids=["narrow", "wide"])
 def test_a_network_runs_three_routing_iterations_bit_exact_and_costed_exactly(genotype):
     network = Network.from_genotype(genotype)
-    image = np.random.default_rng(0).integers(0, 128, size=(4, 4, 1))
+    image = np.random.default_rng(0).integers(0, 128, size=(1, 4, 4, 1))
     result = run_network(network, OperationDriver(CONFIG, "amaranth"), image)
     assert [run.kind for run in result.runs] == ["conv", "convcaps", "classcaps", "routing_uniform", "routing_update",
                                                  "routing_softmax", "routing_update", "routing_softmax"]
     convcaps = result.runs[1].counts
     assert convcaps["act_spans"] == convcaps["acts"] * (2 if genotype is WIDE_GENOTYPE else 1)
-    u_hat = result.runs[2].outputs["u_hat"]
+    u_hat = result.runs[2].outputs["u_hat"][0]
     n_in = u_hat.shape[0]
     c, s, v, b = golden.routing(u_hat, ROUTINGS, SHIFT_LOGITS, max(1, shift_for(n_in) - 2), CONFIG.acc_bits)
-    assert np.array_equal(result.output, v) and np.any(v)
-    assert np.array_equal(result.runs[-2].outputs["b"], b)
+    assert np.array_equal(result.output[0], v) and np.any(v)
+    assert np.array_equal(result.runs[-2].outputs["b"][0], b)
     coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
     coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
     calibration = Calibration(CONFIG, coefficients, EventEnergies.from_tables(3, 4, 25, 64), 1.0e6)
     accelerator = dataclasses.replace(Accelerator.from_tables(rows=3, cols=4), calibration=calibration)
     costed = estimate(network, accelerator)
     assert [op.cycles for op in costed.operations] == [run.cycles for run in result.runs]
+
+
+def test_a_batch_of_two_images_runs_each_image_as_alone_in_fewer_classcaps_cycles():
+    """A batch of 2 images: each image's outputs equal its run alone (bit-exact, chained), the
+    routing costs twice one image's, ClassCaps less than twice (a weight tile serves both images),
+    and the calibrated model counts the batch exactly."""
+    network = Network.from_genotype(GENOTYPE)
+    images = np.random.default_rng(1).integers(0, 128, size=(2, 4, 4, 1))
+    batched = run_network(network, OperationDriver(dataclasses.replace(CONFIG, batch=2), "amaranth"), images)
+    alone = [run_network(network, OperationDriver(CONFIG, "amaranth"), images[b:b + 1]) for b in range(2)]
+    for b in range(2):
+        assert np.array_equal(batched.output[b], alone[b].output[0]) and np.any(alone[b].output)
+        for run, single in zip(batched.runs, alone[b].runs):
+            for name, value in single.outputs.items():
+                assert np.array_equal(run.outputs[name][b], value[0]), (run.kind, name)
+    kinds = [run.kind for run in batched.runs]
+    for index, kind in enumerate(kinds):
+        pair = alone[0].runs[index].cycles + alone[1].runs[index].cycles
+        if kind.startswith("routing"):
+            assert batched.runs[index].cycles == pair, kind
+    classcaps = kinds.index("classcaps")
+    assert batched.runs[classcaps].cycles < alone[0].runs[classcaps].cycles + alone[1].runs[classcaps].cycles
+    coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
+    coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
+    calibration = Calibration(dataclasses.replace(CONFIG, batch=2), coefficients,
+                              EventEnergies.from_tables(3, 4, 25, 64), 1.0e6)
+    assert [calibration.predict(kind, op)["cycles"] for kind, op in zip(kinds, network.operations)] == \
+        [run.cycles for run in batched.runs]

@@ -20,24 +20,24 @@ from test_sim_calibrated_model import ISA
 from test_sim_network_run import GENOTYPE
 
 ARRAY = ["--rows", "4", "--cols", "4", "--buffer-depth", "64", "--program-depth", "32"]
-KEYS = {"macs", "compute_bound_cycles", "cycles", "utilisation", "bit_exact"}
+KEYS = {"macs", "compute_bound_cycles", "cycles", "utilisation", "bit_exact", "batch_cycles"}
 
 
-def isa_costs(network: Network) -> list[int]:
-    """The calibrated model's cycles of each operation with the RTL's exact timing coefficients (cycles do not
-    depend on the accumulator width)."""
+def isa_costs(network: Network, batch: int = 1) -> list[int]:
+    """The calibrated model's cycles per image of each operation with the RTL's exact timing coefficients
+    (cycles do not depend on the accumulator width)."""
     coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
     coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
-    calibration = Calibration(ArrayConfig(4, 4, 25, 64, 32), coefficients, EventEnergies.from_tables(4, 4, 25, 64),
-                              1.0e6)
+    calibration = Calibration(ArrayConfig(4, 4, 25, 64, 32, batch), coefficients,
+                              EventEnergies.from_tables(4, 4, 25, 64), 1.0e6)
     accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4), calibration=calibration)
     return [op.cycles for op in estimate(network, accelerator).operations]
 
 
-def run_json(tmp_path, capsys, simulator: str) -> dict:
+def run_json(tmp_path, capsys, simulator: str, batch: int = 1) -> dict:
     path = tmp_path / "small.json"
     path.write_text(json.dumps(GENOTYPE))
-    assert main(["rtl", "run", str(path), *ARRAY, "--simulator", simulator, "--json"]) == 0
+    assert main(["rtl", "run", str(path), *ARRAY, "--batch", str(batch), "--simulator", simulator, "--json"]) == 0
     out, err = capsys.readouterr()
     assert len(err.splitlines()) == 8  # one progress line per operation
     return json.loads(out)
@@ -46,8 +46,9 @@ def run_json(tmp_path, capsys, simulator: str) -> dict:
 def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
     report = run_json(tmp_path, capsys, "amaranth")
     network = Network.from_genotype(GENOTYPE)
-    assert KEYS | {"operations", "genotype", "array", "rtl_version", "seed", "image"} <= set(report)
+    assert KEYS | {"operations", "genotype", "array", "rtl_version", "seed", "image", "batch"} <= set(report)
     assert report["genotype"] == GENOTYPE and report["array"]["rows"] == 4 and report["seed"] == 0
+    assert report["batch"] == 1 and "batch" not in report["array"]
     assert "mnist_subset.npz" in report["image"]
     ops = report["operations"]
     assert [o["name"] for o in ops] == [op.name for op in network.operations]
@@ -66,12 +67,41 @@ def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
 def test_rtl_run_table(capsys, tmp_path):
     path = tmp_path / "small.json"
     path.write_text(json.dumps(GENOTYPE))
-    assert main(["rtl", "run", str(path), *ARRAY, "--simulator", "amaranth"]) == 0
+    assert main(["rtl", "run", str(path), *ARRAY, "--batch", "1", "--simulator", "amaranth"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["operation", "kind", "macs", "compute_bound_cycles", "cycles", "utilisation",
-                                "bit_exact"]
+                                "batch_cycles", "bit_exact"]
     assert len(lines) == 2 + 8 + 1 and lines[-1].split()[0] == "total" and lines[-1].split()[-1] == "yes"
     assert int(lines[-1].split()[3]) == sum(int(line.split()[4]) for line in lines[2:-1])
+
+
+def test_rtl_run_of_a_batch_reports_per_image_figures(tmp_path, capsys):
+    """A batch of 2 MNIST images: each operation's batch cycles are the calibrated model's for the batch,
+    its cycles per image their half rounded up, the totals their sums; ClassCaps per image is cheaper
+    than at batch 1 and routing is not."""
+    report = run_json(tmp_path, capsys, "amaranth", batch=2)
+    single = run_json(tmp_path, capsys, "amaranth", batch=1)
+    network = Network.from_genotype(GENOTYPE)
+    assert report["batch"] == 2 and report["bit_exact"] is True and "x_test[0:2]" in report["image"]
+    ops = report["operations"]
+    assert [o["cycles"] for o in ops] == isa_costs(network, batch=2)
+    for o, one in zip(ops, single["operations"]):
+        assert o["cycles"] == -(-o["batch_cycles"] // 2) and o["macs"] == one["macs"]
+        assert o["utilisation"] == pytest.approx(o["macs"] / (16 * o["cycles"]))
+        if o["kind"].startswith("routing"):
+            assert o["batch_cycles"] == 2 * one["cycles"]
+        if o["kind"] == "classcaps":
+            assert o["cycles"] < one["cycles"]
+    assert report["cycles"] == sum(o["cycles"] for o in ops)
+    assert report["batch_cycles"] == sum(o["batch_cycles"] for o in ops)
+
+
+@pytest.mark.parametrize("batch", ["0", "1001", "-3"])
+def test_rtl_run_refuses_a_bad_batch(batch, capsys):
+    assert main(["rtl", "run", "capsnet", "--rows", "4", "--cols", "4", "--batch", batch]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"nascaps rtl run: error: --batch {batch}: must be in 1..1000 (the test images "
+                                 "of the packaged MNIST subset)\n")
 
 
 @pytest.mark.parametrize("argv, where", [
@@ -82,16 +112,17 @@ def test_rtl_run_table(capsys, tmp_path):
     (["capsnet", "--rows", "4", "--cols", "64"], "cols: 64 outside [1, 63]"),
 ])
 def test_rtl_run_refuses_what_it_cannot_run_before_simulating(argv, where, capsys):
-    assert main(["rtl", "run", *argv, "--simulator", "amaranth"]) == 2
+    assert main(["rtl", "run", *argv, "--simulator", "amaranth", "--batch", "1"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1
     assert err.startswith("nascaps rtl run: error: ") and where in err
 
 
 @pytest.mark.verilator
-def test_rtl_run_on_verilator_equals_amaranth(tmp_path, capsys):
-    verilator = run_json(tmp_path, capsys, "verilator")
-    amaranth = run_json(tmp_path, capsys, "amaranth")
+@pytest.mark.parametrize("batch", [1, 2])
+def test_rtl_run_on_verilator_equals_amaranth(tmp_path, capsys, batch):
+    verilator = run_json(tmp_path, capsys, "verilator", batch)
+    amaranth = run_json(tmp_path, capsys, "amaranth", batch)
     assert verilator["bit_exact"] is True
     for a, b in zip(verilator["operations"], amaranth["operations"]):
         assert a["cycles"] == b["cycles"] and a["host_cycles"] == b["host_cycles"]
@@ -115,7 +146,7 @@ def test_rtl_run_reports_a_golden_mismatch_after_the_finished_operations(tmp_pat
     monkeypatch.setattr(golden, "routing_update", lambda *args: real(*args) + 1)
     path = tmp_path / "small.json"
     path.write_text(json.dumps(GENOTYPE))
-    assert main(["rtl", "run", str(path), *ARRAY, "--simulator", "amaranth", "--json"]) == 1
+    assert main(["rtl", "run", str(path), *ARRAY, "--batch", "1", "--simulator", "amaranth", "--json"]) == 1
     out, err = capsys.readouterr()
     report = json.loads(out)
     assert report["bit_exact"] is False and "routing4" in report["error"]
