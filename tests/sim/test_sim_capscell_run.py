@@ -86,3 +86,23 @@ def test_verilator_runs_the_chain_as_amaranth_does(chained, tmp_path):
     assert [(r.cycles, r.host_cycles, r.counters) for r in result.runs] == \
         [(r.cycles, r.host_cycles, r.counters) for r in reference.runs]
     assert np.array_equal(result.output, reference.output)
+
+
+def test_a_batch_of_two_images_runs_each_image_as_alone(chained):
+    """The same CapsCell network on a batch of 2 images (the fixture's first): every step's results for
+    image 0 equal its run alone, the ClassCaps step is cheaper than twice one image's, the routing
+    phases cost exactly twice, and the calibrated model counts the batch's cycles of every step."""
+    network, alone = chained
+    images = np.concatenate([image(), np.random.default_rng(1).integers(0, 128, size=(1, 4, 4, 1))])
+    config = dataclasses.replace(CONFIG, batch=2)
+    batched = run_network(network, OperationDriver(config, "amaranth"), images)
+    calibration = isa_calibration(config)
+    for step, run, one in zip(batched.steps, batched.runs, alone.runs):
+        for name, value in one.outputs.items():
+            assert run.outputs[name].shape[0] == 2 and np.array_equal(run.outputs[name][0], value[0]), (step, name)
+        assert run.cycles == calibration.predict(step.kind, step.op)["cycles"]
+        if step.kind.startswith("routing"):
+            assert run.cycles == 2 * one.cycles
+        if step.kind == "classcaps":
+            assert run.cycles < 2 * one.cycles
+    assert np.any(batched.output[1] != batched.output[0])
