@@ -150,11 +150,12 @@ def _rtl_run(args) -> int:
               "image": image_source}
     rows, cols = config.rows, config.cols
     operations = []
-    header = (f"{'operation':<14}{'kind':<17}{'macs':>12}{'compute_bound_cycles':>22}{'cycles':>12}"
+    width = max(14, *(len(step_name(network, step)) + 2 for step in chain(network.operations)))
+    header = (f"{'operation':<{width}}{'kind':<17}{'macs':>12}{'compute_bound_cycles':>22}{'cycles':>12}"
               f"{'utilisation':>13}{'batch_cycles':>14}  bit_exact")
 
     def line(name, kind, fields, exact):
-        return (f"{name:<14}{kind:<17}{fields['macs']:>12}{fields['compute_bound_cycles']:>22}{fields['cycles']:>12}"
+        return (f"{name:<{width}}{kind:<17}{fields['macs']:>12}{fields['compute_bound_cycles']:>22}{fields['cycles']:>12}"
                 f"{fields['utilisation']:>13.4f}{fields['batch_cycles']:>14}  {'yes' if exact else 'no'}")
 
     def progress(step, run):
