@@ -13,7 +13,6 @@ Run: python benchmarks/bench_capsnet_rtl.py [--network capsnet|deepcaps] [--batc
 
 import argparse
 import time
-
 from pathlib import Path
 
 from capsacc import Accelerator, Network, estimate
@@ -60,7 +59,7 @@ def main() -> None:
 
     if args.network == "capsnet":
         images = network_images(network, config.batch, Path(args.mnist))[0]
-        result = run_network(network, driver, images, seed=args.seed, progress=report)
+        result = run_network(network, driver, images, seed=args.seed, progress=lambda step, run: report(run))
         lengths = f"; image 0's output capsule lengths^2 {[int((v.astype(int) ** 2).sum()) for v in result.output[0]]}"
     else:
         for index, (op, kind) in enumerate(zip(network.operations, operation_kinds(network.operations))):

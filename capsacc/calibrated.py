@@ -119,7 +119,9 @@ class Calibration:
                      self.period_ns))
 
     def predict(self, kind: str, op) -> dict[str, int]:
-        """Cycles and events of one operation; `InputError` when a prediction leaves the int64 range."""
+        """Cycles and events of one operation for a whole batch of `config.batch` images (the RTL's
+        batch run; `per_image` takes an image's share); `InputError` when a prediction leaves the
+        int64 range."""
         f = features(kind, op, self.config)
         predicted = {}
         for target, names in TARGET_FEATURES.items():

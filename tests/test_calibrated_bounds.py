@@ -46,6 +46,27 @@ def test_a_very_wide_layer_is_counted_without_memory_or_time():
     assert counts["act_elements"] == 64 * 2 ** 28
 
 
+def test_a_large_batch_is_counted_without_memory_or_time_and_limited_by_the_buffers():
+    """The closed form scales with the batch without growing: a convolution's rows stack (B times the
+    elements), a routing runs B times; ClassCaps needs one capsule group of mb·(kc·R + B·k) weight-buffer
+    rows, so CapsNet's (k = 2, mb = 10) maps up to B = 811 at 16,384 rows and is refused above."""
+    import dataclasses
+    from capsacc.network import Network
+    config = ArrayConfig(rows=16, cols=16, buffer_depth=2 ** 30, program_depth=2 ** 30, batch=4096)
+    start = time.perf_counter()
+    counts = plan_counts("conv", conv(2 ** 20, 1), config)
+    assert time.perf_counter() - start < 0.1
+    assert counts["act_elements"] == 4096 * plan_counts("conv", conv(2 ** 20, 1), dataclasses.replace(
+        config, batch=1))["act_elements"]
+    classcaps = next(op for op in Network.preset("capsnet").operations if op.kind == "classcaps")
+    plan_counts("classcaps", classcaps, ArrayConfig(batch=811))
+    with pytest.raises(MappingError, match="for a batch of 812 image"):
+        plan_counts("classcaps", classcaps, ArrayConfig(batch=812))
+    routing = next(op for op in Network.preset("capsnet").operations if op.kind == "routing")
+    single = plan_counts("routing", routing, ArrayConfig())
+    assert plan_counts("routing", routing, ArrayConfig(batch=8)) == {k: 8 * v for k, v in single.items()}
+
+
 def test_an_operation_that_does_not_fit_is_a_located_error(tmp_path, capsys):
     genotype = [[0, 28, 1, 1, 9, 1, 28, 65536, 1], [1, 28, 65536, 1, 9, 2, 14, 32, 8],
                 [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
