@@ -59,11 +59,22 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   program words. k > 1 only when caps_in <= R / 2, so kc = 1 there; k = 1 is one capsule per tile.
 - lone activations (relu, squash, softmax): one run with one row-mode ACT of n_in rows (rounded up
   to whole capsules), L = caps_in (1..64).
-- routing phases (programs of `rtl.workloads.RoutingLayout`): softmax (routing_softmax only):
-  Q = ceil(I / R) column-mode ACTs (n = R but the last, length J), in runs of P - 1; weighted sums (uniform and
-  softmax): Q·J MATMULs (n = 1) in runs of min(V // R, P - 1) with V = D - kf R, kf = ceil(J D / R),
-  then one column-mode squash ACT run (n = J, length D); update: capsule chunks of na = min(I, D // kf), one run
-  each with kf MATMULs (n = chunk size). Each image of the batch runs these programs in turn.
+- routing phases (programs of `rtl.workloads.RoutingLayout`, any I, J and D = 1..64, `routing_geometry`):
+  tJ = ceil(J / C) class tiles, tD = ceil(D / C) rows per capsule (s_j spans tD partial-sum rows,
+  the logits of an input tJ rows); output capsules as KF = sum over class tiles of ceil(J_t P / R)
+  weight tiles (P = tD ceil(D / tD) rows per class, one lane per class). Inputs in chunks of
+  q_in = min(R, 1023 // tJ) (one coupling row per class and chunk), chunks in blocks of nq (the
+  block's couplings in the routing buffer). The logits stay in the partial-sum memory ("resident")
+  when J tD + I tJ rows fit; otherwise each softmax phase recomputes a block's logits from the
+  output capsules of the earlier iterations (max(1, routings - 1) sets, those not yet computed zero)
+  and the update phase has no runs. Softmax (routing_softmax only): per block, the recomputation
+  (`sets` x ceil(KF / mpr) runs of KF MATMULs with n = inputs tJ, mpr = min(KF, P - 1)), then one
+  column-mode ACT per chunk (n = q_in tJ but the last, length J) in runs of P - 1; weighted sums
+  (uniform and softmax): per block chunks x J x tD MATMULs (n = 1) in runs of min(V // R, P - 1),
+  V the first weight row of the output capsules; then one run of tJ column-mode squash ACTs
+  (n = classes x tD, length D, stride ceil(D / tD)); update (resident): input chunks of
+  na = min(I, depth // (mpr tJ), 16383 // tJ), each ceil(KF / mpr) runs of KF MATMULs (n = na tJ). Each image of the batch runs these
+  programs in turn.
 """
 
 import dataclasses
@@ -428,19 +439,51 @@ def chain(operations) -> list[Step]:
     return steps
 
 
-def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig) -> dict:
-    """Rows and chunk sizes of a routing iteration (names as in the module docstring)."""
-    rows, depth = config.rows, config.buffer_depth
-    if n_out > config.cols or dim > config.cols or n_out > 63 or dim > 63:
-        raise MappingError(f"routing needs J = {n_out} and D = {dim} within the {config.cols} columns")
-    q = ceil_div(n_in, rows)
-    kf = ceil_div(n_out * dim, rows)
-    v_base = depth - kf * rows
-    geometry = {"Q": q, "kf": kf, "V": v_base, "S": n_in,
-                "pairs_per_run": min(v_base // rows, config.program_depth - 1),
-                "acts_per_run": config.program_depth - 1, "na": min(n_in, depth // kf)}
-    if n_in + n_out > depth or q * n_out > depth or geometry["pairs_per_run"] < 1 or geometry["na"] < 1:
-        raise MappingError(f"routing over {n_in} capsules does not fit buffers of {depth} rows")
+MATMUL_MAX_ROWS = (1 << 14) - 1
+"""Most data rows one MATMUL streams (its 14-bit n field)."""
+ACT_MAX_STRIDE = 63
+"""Largest column-mode row stride of an ACT (its 6-bit stride field)."""
+
+
+def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS) -> dict:
+    """Layout and chunk sizes of a routing over I = `n_in` inputs, J = `n_out` classes of D = `dim`
+    atoms with `routings` iterations (names as in the module docstring); `MappingError` when it does
+    not fit."""
+    rows, cols, depth, words = config.rows, config.cols, config.buffer_depth, config.program_depth
+    if not (1 <= n_out <= MAX_CAPSULE and 1 <= dim <= MAX_CAPSULE and n_in >= 1):
+        raise MappingError(f"routing needs 1..{MAX_CAPSULE} classes and atoms and an input, "
+                           f"got I = {n_in}, J = {n_out}, D = {dim}")
+    t_j, t_d = ceil_div(n_out, cols), ceil_div(dim, cols)
+    stride = ceil_div(dim, t_d)
+    if stride > ACT_MAX_STRIDE:
+        raise MappingError(f"routing: capsules of D = {dim} atoms on {cols} columns need a column-mode stride "
+                           f"of {stride} (at most {ACT_MAX_STRIDE})")
+    period = t_d * stride
+    last = n_out - (t_j - 1) * cols
+    kf_full, kf_last = ceil_div(cols * period, rows), ceil_div(last * period, rows)
+    kf = (t_j - 1) * kf_full + kf_last
+    sums = n_out * t_d
+    resident = sums + n_in * t_j <= depth
+    recompute = max(1, routings - 1)  # the output-capsule sets a recomputation of the logits reads
+    sets = 1 if resident else recompute + 1
+    v_base = depth - sets * kf * rows
+    q_in = min(rows, ACT_MAX_ROWS // t_j)
+    chunks = ceil_div(n_in, q_in)
+    mpr = min(kf, words - 1)
+    if resident:
+        nq = min(chunks, depth // n_out)
+        na = min(n_in, depth // (mpr * t_j), MATMUL_MAX_ROWS // t_j)
+    else:
+        block = min(depth - sums, depth // mpr, MATMUL_MAX_ROWS) // t_j
+        nq = min(chunks, depth // n_out, block // q_in)
+        na = nq * q_in
+    geometry = {"tJ": t_j, "tD": t_d, "stride": stride, "period": period, "kf_full": kf_full, "kf_last": kf_last,
+                "KF": kf, "sets": sets, "recompute": recompute, "resident": resident, "S": 0, "B": sums, "V": v_base, "q_in": q_in,
+                "Q": chunks, "nq": nq, "na": na, "mpr": mpr, "acts_per_run": words - 1,
+                "pairs_per_run": min(v_base // rows if v_base > 0 else 0, words - 1)}
+    if geometry["pairs_per_run"] < 1 or nq < 1 or na < 1 or q_in < 1:
+        raise MappingError(f"routing over {n_in} capsules, {n_out} classes of {dim} atoms does not fit buffers of "
+                           f"{depth} rows and a program of {words} words")
     return geometry
 
 
@@ -477,7 +520,7 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
     a lone activation, or "routing": a whole routing of `routings` iterations (the sum of its
     phases' counts), or one of `CHAIN_KINDS`. `MappingError` when the operation does not fit the array."""
     if kind == "routing":
-        phases = [plan_counts(phase, op, config) for phase in routing_phases(routings)]
+        phases = [plan_counts(phase, op, config, routings) for phase in routing_phases(routings)]
         return {name: sum(counts[name] for counts in phases) for name in phases[0]}
     if kind in ROUTING_PHASES and config.batch > 1:  # per image: the batch's routings run in turn
         single = plan_counts(kind, op, dataclasses.replace(config, batch=1))
@@ -541,35 +584,55 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
                                                                            config.cols)
     elif kind in ROUTING_PHASES:
         n_in, _, n_out, dim = classcaps_dims(op)
-        g = routing_geometry(n_in, n_out, dim, config)
-        rows = config.rows
-        if kind == "routing_softmax":
-            act("softmax", rows, n_out, n_in // rows, column=True)
-            if n_in % rows:
-                act("softmax", n_in % rows, n_out, column=True)
-            counts["runs"] += ceil_div(g["Q"], g["acts_per_run"])
-        if kind in ("routing_uniform", "routing_softmax"):
-            pairs = g["Q"] * n_out
-            counts["runs"] += ceil_div(pairs, g["pairs_per_run"])
-            full_runs, last_pairs = divmod(pairs, g["pairs_per_run"])
-            counts["matmul_phase_cycles"] += (full_runs * matmul_run_cycles(g["pairs_per_run"], 1, rows, config.cols)
-                                              + matmul_run_cycles(last_pairs, 1, rows, config.cols))
-            counts["matmuls"] += pairs
-            counts["matmul_rows"] += pairs
-            counts["matmul_rows_routing"] += pairs
-            counts["matmul_rows_accumulate"] += (g["Q"] - 1) * n_out
-            act("squash", n_out, dim, column=True)
-            counts["runs"] += 1
-        else:
-            chunks = ceil_div(n_in, g["na"])
-            counts["runs"] += chunks
-            full_chunks, last_chunk = divmod(n_in, g["na"])
-            counts["matmul_phase_cycles"] += (full_chunks * matmul_run_cycles(g["kf"], g["na"], rows, config.cols)
-                                              + matmul_run_cycles(g["kf"] if last_chunk else 0, last_chunk, rows,
-                                                                  config.cols))
-            counts["matmuls"] += chunks * g["kf"]
-            counts["matmul_rows"] += n_in * g["kf"]
-            counts["matmul_rows_accumulate"] += n_in * g["kf"]
+        g = routing_geometry(n_in, n_out, dim, config, routings)
+        t_j, q_in, rows, cols = g["tJ"], g["q_in"], config.rows, config.cols
+
+        def update(inputs, times, sets=1):
+            """`sets` x KF MATMULs of inputs x tJ rows in runs of mpr (`RoutingLayout._update_runs`),
+            `times` over; all accumulate but the first of a recomputation (sets > 1: it writes)."""
+            n = inputs * t_j
+            full, rest = divmod(g["KF"], g["mpr"])
+            counts["runs"] += times * sets * (full + (rest > 0))
+            counts["matmul_phase_cycles"] += times * sets * (full * matmul_run_cycles(g["mpr"], n, rows, cols)
+                                                             + matmul_run_cycles(rest, n, rows, cols))
+            counts["matmuls"] += times * sets * g["KF"]
+            counts["matmul_rows"] += times * sets * g["KF"] * n
+            counts["matmul_rows_accumulate"] += times * (sets * g["KF"] - (not g["resident"])) * n
+
+        if kind == "routing_update":
+            if g["resident"]:
+                update(g["na"], n_in // g["na"])
+                if n_in % g["na"]:
+                    update(n_in % g["na"], 1)
+            return counts
+        last_inputs = n_in - (g["Q"] - 1) * q_in  # the last chunk's
+        per_pair = n_out * g["tD"]
+        full_blocks, rest_chunks = divmod(g["Q"], g["nq"])
+        blocks = ([(g["nq"], full_blocks, False), (rest_chunks, 1, True)] if rest_chunks
+                  else [(g["nq"], full_blocks - 1, False), (g["nq"], 1, True)])
+        for chunks, times, has_last in blocks:
+            if not times:
+                continue
+            if kind == "routing_softmax":
+                inputs = chunks * q_in - (q_in - last_inputs if has_last else 0)
+                if not g["resident"]:
+                    update(inputs, times, g["recompute"])
+                act("softmax", q_in * t_j, n_out, times * (chunks - has_last), column=True)
+                if has_last:
+                    act("softmax", last_inputs * t_j, n_out, times, column=True)
+                counts["runs"] += times * ceil_div(chunks, g["acts_per_run"])
+            pairs = chunks * per_pair
+            full_runs, rest = divmod(pairs, g["pairs_per_run"])
+            counts["runs"] += times * (full_runs + (rest > 0))
+            counts["matmul_phase_cycles"] += times * (full_runs * matmul_run_cycles(g["pairs_per_run"], 1, rows, cols)
+                                                      + matmul_run_cycles(rest, 1, rows, cols))
+            counts["matmuls"] += times * pairs
+            counts["matmul_rows"] += times * pairs
+            counts["matmul_rows_routing"] += times * pairs
+        counts["matmul_rows_accumulate"] += (g["Q"] - 1) * per_pair
+        act("squash", cols * g["tD"], dim, t_j - 1, column=True)
+        act("squash", (n_out - (t_j - 1) * cols) * g["tD"], dim, 1, column=True)
+        counts["runs"] += 1
     elif kind in CHAIN_KINDS:
         shape = elementwise_shape(kind, op, config)
         columns = shape.columns

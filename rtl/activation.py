@@ -390,8 +390,9 @@ class ActivationUnit(wiring.Component):
     strided row mode (column low, stride > 0; `sim.golden.act_row_offsets`). Row mode writes one
     result row per cycle (`wr_row`: the row at the same offset from dst_addr, lanes 0 .. width - 1
     of `wr_data`, see `capsacc.mapping.act_lanes`); column
-    mode writes one element per cycle (`wr_row` low: row dst_addr + j * stride + l, lane
-    `wr_lane` = j, value `wr_elem`), so reads go out in capsule groups of span rows, one group
+    mode writes one element per cycle (`wr_row` low: element a of group g, the span rows of a
+    capsule, to row dst_addr + g * span * stride + a, lane `wr_lane` = g, value `wr_elem`; span 1:
+    row j's lane l to row dst_addr + j * stride + l, lane j), so reads go out in groups, one group
     every `width` (segmented) or L (spanning) cycles, and the rows of a group wait in a bank of
     span registers. `wr_count` is the number of elements written in the cycle.
 
@@ -477,12 +478,15 @@ class ActivationUnit(wiring.Component):
             with m.If(out_last_row):
                 m.d.sync += out_group.eq(out_group + group_step)
 
-        # Column-mode writer: element (slot, lane) of the group in the bank, one per cycle.
+        # Column-mode writer: element (slot, lane) of the group in the bank, one per cycle, to row
+        # w_base + atom (slot C + lane, the atom's index in its capsule), lane w_group; w_strided
+        # steps `stride` a row, so the next group's w_base is span * stride on.
         w_active = Signal()
         w_slot = Signal(range(max_span + 1))
         w_lane = Signal(range(cols + 1))
-        w_row = Signal(11)
-        w_base = Signal(self.addr_bits)
+        w_row, w_group = Signal(11), Signal(11)
+        w_base, w_strided = Signal(self.addr_bits), Signal(self.addr_bits)
+        w_atom = Signal(range(max_span * cols + 1))
         w_last_slot = w_slot == span - 1
         w_width = Mux(w_last_slot, last_width, width)
         w_row_end = w_lane == w_width - 1
@@ -497,14 +501,15 @@ class ActivationUnit(wiring.Component):
         writing = Signal()
         m.d.comb += writing.eq(w_active | group_ready)
         with m.If(writing):
-            m.d.comb += [self.wr_en.eq(1), self.wr_addr.eq(w_base + w_lane), self.wr_lane.eq(w_row),
+            m.d.comb += [self.wr_en.eq(1), self.wr_addr.eq(w_base + w_atom), self.wr_lane.eq(w_group),
                          self.wr_elem.eq(element), self.wr_count.eq(1)]
-            m.d.sync += [w_active.eq(1), w_lane.eq(w_lane + 1)]
+            m.d.sync += [w_active.eq(1), w_lane.eq(w_lane + 1), w_atom.eq(w_atom + 1)]
             with m.If(w_row_end):
                 m.d.sync += [w_lane.eq(0), w_slot.eq(w_slot + 1), w_row.eq(w_row + 1),
-                             w_base.eq(w_base + stride)]
+                             w_strided.eq(w_strided + stride)]
                 with m.If(w_last_slot):
-                    m.d.sync += [w_active.eq(0), w_slot.eq(0)]
+                    m.d.sync += [w_active.eq(0), w_slot.eq(0), w_atom.eq(0), w_group.eq(w_group + 1),
+                                 w_base.eq(w_strided + stride)]
 
         last_write = Mux(column, writing & w_row_end & (w_row == issued - 1),
                          vector.o.valid & (out_rows == issued - 1))
@@ -515,9 +520,9 @@ class ActivationUnit(wiring.Component):
                         func.eq(self.func), shift.eq(self.shift), length.eq(self.length),
                         n_rows.eq(self.n_rows), column.eq(self.column), stride.eq(self.stride),
                         p_ptr.eq(self.p_addr), p_group.eq(self.p_addr), out_base.eq(self.dst_addr),
-                        out_group.eq(self.dst_addr), w_base.eq(self.dst_addr),
+                        out_group.eq(self.dst_addr), w_base.eq(self.dst_addr), w_strided.eq(self.dst_addr),
                         issued.eq(0), in_group.eq(0), wait.eq(0), out_rows.eq(0), out_in_group.eq(0),
-                        w_active.eq(0), w_slot.eq(0), w_lane.eq(0), w_row.eq(0),
+                        w_active.eq(0), w_slot.eq(0), w_lane.eq(0), w_row.eq(0), w_group.eq(0), w_atom.eq(0),
                     ]
                     m.next = "ISSUE"
             with m.State("ISSUE"):

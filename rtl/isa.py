@@ -25,7 +25,9 @@ ACT: the activation unit on partial-sum rows (see `rtl.activation`).
     func        `Func`: none (requantize only), ReLU, squash, softmax
     dst         `Dst`: the buffer the int8 results go to
     column      0: row mode, element (j, l) of the row at p_addr + o -> row dst_addr + o, lane l;
-                1: column mode, element (j, l) -> row dst_addr + j * stride + l, lane j
+                1: column mode, element (j, l) -> row dst_addr + j * stride + l, lane j; a
+                capsule spanning rows (L > C) is one group g of span = ceil(L / C) rows: its atom
+                a -> row dst_addr + g * span * stride + a, lane g (a transposing scatter)
     shift       requantization shift (0..31)
     length      L (1..64, 64 encoded as 0): squash and softmax, atoms per capsule (a row holds
                 floor(C / L) capsules when L <= C; a capsule spans ceil(L / C) rows when L > C);

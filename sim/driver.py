@@ -423,34 +423,58 @@ class OperationDriver:
         return session, counts, check
 
     def _routing_op(self, kind, op, rng, inputs):
-        """A routing phase (`capsacc.mapping.ROUTING_PHASES`) or a whole routing ("routing", of
-        inputs["routings"] iterations, default `ROUTINGS`), with the programs of
+        """A routing phase (`capsacc.mapping.ROUTING_PHASES`) or a whole routing ("routing"), of
+        inputs["routings"] iterations (default `ROUTINGS`), with the programs of
         `rtl.workloads.RoutingLayout`, for each image of the batch in turn. The host writes the state
-        a lone phase starts from: the logits (softmax, update) and the output capsules v (update)."""
+        a lone phase starts from: resident logits (softmax, update) and the output capsules v
+        (update); when the logits are recomputed, the output capsules of the earlier iterations
+        ("v_sets", a list of (B, J, D), zeros for the rest; a softmax phase then runs as the last
+        iteration). Couplings (and recomputed logits) are checked for the last block of inputs
+        (`RoutingLayout.last_block`)."""
         cfg = self.config
         n_in, _, n_out, dim = classcaps_dims(op)
-        layout = RoutingLayout(n_in, n_out, dim, cfg)
+        routings = inputs.get("routings", ROUTINGS)
+        layout = RoutingLayout(n_in, n_out, dim, cfg, routings)
+        resident, sets = layout.geometry["resident"], layout.geometry["recompute"]
         u_hat = self._batch_input(inputs, "u_hat", (n_in, n_out, dim), rng)
-        if kind in ("routing_softmax", "routing_update"):
+        if not resident:
+            logits = np.zeros((cfg.batch, n_in, n_out), dtype=np.int64)
+        elif kind in ("routing_softmax", "routing_update"):
             logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, -(1 << 10), 1 << 10)
         else:
             logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, 0, 1)
         v = self._batch_input(inputs, "v", (n_out, dim), rng)
+        v_sets = inputs.get("v_sets")
+        if v_sets is None:
+            v_sets = [self._batch_input({}, "v", (n_out, dim), rng) for _ in range(sets)]
+        v_sets = [np.asarray(v_r) for v_r in v_sets]
+        v_sets += [np.zeros((cfg.batch, n_out, dim), dtype=np.int64)] * (sets - len(v_sets))
         shift_logits = inputs.get("shift_logits", 4)
         shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
-        routings = inputs.get("routings", ROUTINGS)
         coupling = golden.uniform_coupling(n_in, n_out)
         session, counts = self._session(), self._new_counts()
-        regions = layout.regions
-        names = ("b",) if kind == "routing_update" else ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
+        iteration = {"routing_uniform": 0, "routing_softmax": sets}.get(kind, routings - 1)
+        regions = layout.regions(iteration)
+        if kind == "routing_update":
+            names = ("b",) if resident else ()
+        else:
+            names = ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
+        start_logits = []  # the logits each image's phase starts from
         for image in range(cfg.batch):
-            session.write_psum(0, logits[image])
-            if kind == "routing_update":
-                session.write_int8("weight", layout.geometry["V"], layout.v_rows(v[image]))
+            b = logits[image]
+            if resident:
+                session.write_psum(regions["b"].base, layout.logit_rows(b))
+                if kind == "routing_update":
+                    session.write_int8("weight", regions["v"].base, layout.v_rows(v[image]))
+            elif kind == "routing_softmax":
+                for r, v_r in enumerate(v_sets):
+                    session.write_int8("weight", layout.regions(r)["v"].base, layout.v_rows(v_r[image]))
+                    b = golden.routing_update(b, u_hat[image], v_r[image], cfg.acc_bits)
+            start_logits.append(b)
             if kind == "routing":
-                runs = layout.routing(u_hat[image], routings, shift_logits, shift_sum, coupling)
+                runs = layout.routing(u_hat[image], shift_logits, shift_sum, coupling)
             else:
-                runs = layout.phase(kind, u_hat[image], shift_logits, shift_sum, coupling)
+                runs = layout.phase(kind, u_hat[image], shift_logits, shift_sum, coupling, iteration)
             for work in runs:
                 self._play_workload(session, work, counts)
             for name in names:
@@ -459,26 +483,28 @@ class OperationDriver:
                     session.read_psum(f"{name}{image}", region.base, region.n_rows, region.lanes)
                 else:
                     session.read_int8(f"{name}{image}", region.memory, region.base, region.n_rows, region.lanes)
+        block = layout.last_block()
+        convert = {"c": layout.coupling, "s": layout.sums, "v": layout.v, "b": layout.logits}
 
         def check(results):
             got = {name: [] for name in names}
             want = {name: [] for name in names}
             for image in range(cfg.batch):
-                for name in names:
-                    value = results[f"{name}{image}"]
-                    got[name].append(layout.coupling(value) if name == "c" else layout.v(value) if name == "v"
-                                     else value)
                 if kind == "routing_update":
                     expected = {"b": golden.routing_update(logits[image], u_hat[image], v[image], cfg.acc_bits)}
                 elif kind == "routing":
                     expected = dict(zip(("c", "s", "v", "b"), golden.routing(u_hat[image], routings, shift_logits,
                                                                               shift_sum, cfg.acc_bits)))
+                    expected["c"] = expected["c"][block]
+                    if not resident:
+                        expected["b"] = expected["b"][block]
                 else:
-                    c = coupling if kind == "routing_uniform" else golden.activate(logits[image], shift_logits,
+                    c = coupling if kind == "routing_uniform" else golden.activate(start_logits[image], shift_logits,
                                                                                    "softmax")
                     expected = dict(zip(("c", "s", "v"),
-                                        (c, *golden.routing_sum(c, u_hat[image], shift_sum, cfg.acc_bits))))
+                                        (c[block], *golden.routing_sum(c, u_hat[image], shift_sum, cfg.acc_bits))))
                 for name in names:
+                    got[name].append(convert[name](results[f"{name}{image}"]))
                     want[name].append(expected[name])
             return ({name: np.stack(values) for name, values in got.items()},
                     {name: np.stack(values) for name, values in want.items()})

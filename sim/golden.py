@@ -389,7 +389,9 @@ def execute(program, state: MachineState) -> dict[str, int]:
     partial-sum rows rounded up to whole capsules (`activate_rows`), visited in the order of
     `act_row_offsets` (row j of the visit at p_addr + offset_j), and writes lanes 0 .. k - 1 of each
     result row (`capsacc.mapping.act_lanes`), in row mode (element (j, l) to row dst_addr +
-    offset_j, lane l) or column mode (to row dst_addr + j * stride + l, lane j). Returns the performance
+    offset_j, lane l) or column mode (to row dst_addr + j * stride + l, lane j; with span =
+    ceil(L / C) > 1, row j = g span + t is row t of capsule g and its lane l atom a = t C + l, to
+    row dst_addr + g span stride + a, lane g). Returns the performance
     counters the RTL reports (`rtl.capsacc.COUNTERS`), busy_cycles excepted."""
     from rtl.isa import Act, MatMul, disassemble
 
@@ -430,7 +432,8 @@ def execute(program, state: MachineState) -> dict[str, int]:
             for j, offset in enumerate(offsets):
                 for lane in range(last_width if j % span == span - 1 else width):
                     if instruction.column:
-                        row, col = instruction.dst_addr + j * instruction.stride + lane, j
+                        group, slot = divmod(j, span)
+                        row, col = instruction.dst_addr + group * span * instruction.stride + slot * c + lane, group
                     else:
                         row, col = instruction.dst_addr + offset, lane
                     counts["act_ops"] += 1

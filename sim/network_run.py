@@ -127,7 +127,7 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
     steps = chain(network.operations)
     batch = driver.config.batch
     runs, outputs = [], []
-    logits, output = None, None
+    logits, output, v_sets = None, None, []
     for position, step in enumerate(steps):
         op, kind = step.op, step.kind
         rng_seed = seed * 1000 + position
@@ -158,14 +158,15 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
                                  f"capsules, got {u.shape[1]}")
             result = driver.run("classcaps", op, seed=rng_seed, inputs={"u": u})
             outputs.append(result.outputs["u_hat"])
-            logits = np.zeros(outputs[-1].shape[:3], dtype=np.int64)
+            logits, v_sets = np.zeros(outputs[-1].shape[:3], dtype=np.int64), []
         else:
             result = driver.run(kind, op, seed=rng_seed, inputs={"logits": logits, "u_hat": inputs[0], "v": output,
-                                                                 "shift_logits": SHIFT_LOGITS})
+                                                                 "v_sets": v_sets, "shift_logits": SHIFT_LOGITS})
             if kind == "routing_update":
-                logits = result.outputs["b"]
+                logits = result.outputs.get("b", logits)  # none when the routing recomputes its logits
             else:
                 output = result.outputs["v"]
+                v_sets.append(output)
             outputs.append(None)
         runs.append(result)
         if progress:

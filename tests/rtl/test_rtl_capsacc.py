@@ -64,38 +64,43 @@ def test_classcaps_layer(rows, cols, record_property):
     print(f"classcaps {rows}x{cols}: {cycles} cycles")
 
 
-@pytest.mark.parametrize("rows,cols", [(4, 4), (3, 4)])
-def test_routing_phases(rows, cols, record_property):
+@pytest.mark.parametrize("rows,cols,n_in,n_out,dim", [
+    (4, 4, 5, 3, 4), (3, 4, 5, 3, 4),  # J, D <= C
+    (3, 4, 5, 6, 3),  # J > C: logits span 2 rows, softmax over a spanning capsule
+    (4, 4, 5, 3, 9),  # D > C: sums span 3 rows, squash scatters each capsule into one lane
+    (3, 4, 4, 9, 6),  # both
+])
+def test_routing_phases(rows, cols, n_in, n_out, dim, record_property):
     """Each phase of a routing from the state the previous left: the uniform first coupling's sums
-    and squash, the agreement update, a softmax iteration; I = 5 inputs (two R-chunks on 3 rows),
-    J = 3, D = 4."""
-    rng = np.random.default_rng(11 + rows)
-    n_in, n_out, dim = 5, 3, 4
+    and squash, the agreement update, a softmax iteration; I inputs in R-chunks (two on 3 rows), J
+    classes and D atoms within or beyond the C columns (`RoutingLayout`'s class and atom tiles)."""
+    rng = np.random.default_rng(11 + rows + n_out + dim)
     u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
-    layout = workloads.RoutingLayout(n_in, n_out, dim, ArrayConfig(rows, cols, 25, 128, 64))
+    layout = workloads.RoutingLayout(n_in, n_out, dim, ArrayConfig(rows, cols, 25, 128, 64), routings=2)
+    assert layout.geometry["resident"] and len(layout.blocks()) == 1
     coupling = golden.uniform_coupling(n_in, n_out)
     with pytest.raises(ValueError, match="uniform coupling"):
         layout.phase("routing_uniform", u_hat, 8, 9)
     with pytest.raises(ValueError, match="unknown routing phase"):
         layout.phase("routing", u_hat, 8, 9, coupling)
     runs = layout.phase("routing_uniform", u_hat, 8, 9, coupling)
-    got, cycles, _ = run_workload(runs, layout.regions, rows, cols)
+    got, cycles, _ = run_workload(runs, layout.regions(), rows, cols)
     s, v = golden.routing_sum(coupling, u_hat, 9)
     assert np.array_equal(layout.coupling(got["c"]), coupling)
-    assert np.array_equal(got["s"], s) and np.array_equal(layout.v(got["v"]), v)
+    assert np.array_equal(layout.sums(got["s"]), s) and np.array_equal(layout.v(got["v"]), v)
     assert np.any(v != 0) and not np.any(got["b"])
     assert cycles == sum(program_cycles(run.program, rows, cols) for run in runs)
     runs += layout.phase("routing_update", u_hat) + layout.phase("routing_softmax", u_hat, 8, 9)
-    got, cycles, _ = run_workload(runs, layout.regions, rows, cols)
+    got, cycles, _ = run_workload(runs, layout.regions(), rows, cols)
     b = golden.routing_update(np.zeros((n_in, n_out), dtype=np.int64), u_hat, v)
     c = golden.activate(b, 8, "softmax")
     s, v = golden.routing_sum(c, u_hat, 9)
-    assert np.array_equal(got["b"], b) and np.array_equal(layout.coupling(got["c"]), c)
-    assert np.array_equal(got["s"], s) and np.array_equal(layout.v(got["v"]), v)
+    assert np.array_equal(layout.logits(got["b"]), b) and np.array_equal(layout.coupling(got["c"]), c)
+    assert np.array_equal(layout.sums(got["s"]), s) and np.array_equal(layout.v(got["v"]), v)
     assert len(np.unique(c)) > 2
     assert cycles == sum(program_cycles(run.program, rows, cols) for run in runs)
     record_property("cycles", cycles)
-    print(f"routing of 2 iterations {rows}x{cols}: {cycles} cycles")
+    print(f"routing of 2 iterations {rows}x{cols}, I = {n_in}, J = {n_out}, D = {dim}: {cycles} cycles")
 
 
 def test_accumulator_forwarding_hold_and_wrap(record_property):

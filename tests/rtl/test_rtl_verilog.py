@@ -75,17 +75,18 @@ def test_verilator_lint_passes(tmp_path, rows, cols):
 @pytest.mark.verilator
 @needs_verilator
 def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_property):
-    """A routing of two iterations (uniform coupling, weighted sums, squash, agreement, softmax) played
-    by the same host script on Amaranth's simulator and on Verilator: equal traces, results equal to
-    the golden model."""
-    rows, cols = 4, 4
+    """A routing of two iterations (uniform coupling, weighted sums, squash, agreement, softmax) with
+    J = 6 classes and D = 5 atoms on 4 columns (spanning capsules, column-mode scatters of whole
+    capsules) played by the same host script on Amaranth's simulator and on Verilator: equal
+    traces, results equal to the golden model."""
+    rows, cols, depth = 4, 4, 64
     rng = np.random.default_rng(21)
-    u_hat = rng.integers(-128, 128, size=(4, 3, 4))
-    layout = workloads.RoutingLayout(4, 3, 4, ArrayConfig(rows, cols, 25, 32, 16))
-    runs = layout.routing(u_hat, 2, 8, 9, golden.uniform_coupling(4, 3))
-    regions = layout.regions
+    u_hat = rng.integers(-128, 128, size=(4, 6, 5))
+    layout = workloads.RoutingLayout(4, 6, 5, ArrayConfig(rows, cols, 25, depth, 16), routings=2)
+    runs = layout.routing(u_hat, 8, 9, golden.uniform_coupling(4, 6))
+    regions = layout.regions()
     script = to_script(host.workload_commands(runs, regions, max_cycles=10_000))
-    dut = lambda: CapsAcc(rows, cols, buffer_depth=32, program_depth=16)  # noqa: E731
+    dut = lambda: CapsAcc(rows, cols, buffer_depth=depth, program_depth=16)  # noqa: E731
     amaranth_trace = run(dut(), script, "amaranth")
     verilator_trace = run(dut(), script, "verilator", cache_dir=tmp_path)
     assert verilator_trace.same_as(amaranth_trace)
@@ -93,24 +94,24 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_propert
     results, counters = host.decode(values, regions, len(runs))
     c, s, v, b = golden.routing(u_hat, 2, 8, 9)
     assert np.array_equal(layout.coupling(results["c"]), c)
-    assert np.array_equal(results["s"], s) and np.array_equal(layout.v(results["v"]), v)
-    assert np.array_equal(results["b"], b)
+    assert np.array_equal(layout.sums(results["s"]), s) and np.array_equal(layout.v(results["v"]), v)
+    assert np.array_equal(layout.logits(results["b"]), b)
     assert counters["busy_cycles"] == sum(wait.waited for wait in verilator_trace.waits)
     record_property("cycles", counters["busy_cycles"])
     record_property("verilator_cycles_per_s", round(verilator_trace.cycles_per_s))
-    print(f"routing of 2 iterations 4x4: {counters['busy_cycles']} busy cycles; script {verilator_trace.cycles} "
+    print(f"routing of 2 iterations 4x4, J = 6, D = 5: {counters['busy_cycles']} busy cycles; script {verilator_trace.cycles} "
           f"cycles; Verilator {verilator_trace.cycles_per_s:.0f} cycles/s, Amaranth "
           f"{amaranth_trace.cycles_per_s:.0f} cycles/s")
 
     # A random program on the same (cached) build: every memory row and counter, cycle for cycle.
-    state = golden.MachineState(rows, cols, 32, data=rng.integers(-128, 128, size=(32, rows)),
-                                weight=rng.integers(-128, 128, size=(32, cols)),
-                                routing=rng.integers(-128, 128, size=(32, rows)),
-                                psum=rng.integers(-(1 << 24), 1 << 24, size=(32, cols)))
+    state = golden.MachineState(rows, cols, depth, data=rng.integers(-128, 128, size=(depth, rows)),
+                                weight=rng.integers(-128, 128, size=(depth, cols)),
+                                routing=rng.integers(-128, 128, size=(depth, rows)),
+                                psum=rng.integers(-(1 << 24), 1 << 24, size=(depth, cols)))
     program = random_program(rng, rows, cols, 10)
     work = workloads.Workload(program, data={0: state.data.copy()}, weight={0: state.weight.copy()},
                               routing={0: state.routing.copy()}, psum={0: state.psum.copy()})
-    regions = {name: workloads.Region(name, 0, 32, getattr(state, name).shape[1])
+    regions = {name: workloads.Region(name, 0, depth, getattr(state, name).shape[1])
                for name in ("data", "weight", "routing", "psum")}
     script = to_script(host.workload_commands(work, regions, max_cycles=10_000))
     verilator_trace = run(dut(), script, "verilator", cache_dir=tmp_path)

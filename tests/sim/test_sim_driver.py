@@ -9,7 +9,7 @@ import pytest
 
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACT_MAX_ROWS, CHAIN_KINDS, ROUTING_PHASES, ceil_div, classcaps_packing, classcaps_per_run,
-                             matmul_shape, plan_counts, routing_phases)
+                             matmul_shape, plan_counts, routing_geometry, routing_phases)
 from capsacc.network import Operation
 from rtl.isa import act_unit_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
@@ -112,6 +112,59 @@ def test_a_routing_of_each_iteration_count_is_bit_exact_and_counted_exactly(rout
     # rows) per softmax phase
     assert counts["acts_column"] == counts["acts"] == routings + 3 * (routings - 1)
     print(f"routing, {routings} iterations: {run.cycles} RTL cycles")
+
+
+@pytest.mark.parametrize("config, shape", [
+    (CONFIG, (7, 9, 3)),  # J > C: 3 class tiles, the logits of an input span 3 rows
+    (CONFIG, (5, 3, 9)),  # D > C: 3 rows per capsule, each squashed capsule scattered into one lane
+    (ArrayConfig(4, 4, 25, 128, 32), (6, 6, 7)),  # both
+    (ArrayConfig(3, 4, 25, 64, 16), (70, 2, 2)),  # I beyond the partial sums: logits recomputed, 3 blocks
+    (ArrayConfig(3, 4, 25, 128, 16), (70, 5, 5)),  # recomputed, J > C and D > C
+])
+def test_a_routing_of_any_shape_is_bit_exact_and_counted_exactly(config, shape):
+    """Whole routings of 3 iterations with J classes and D atoms beyond the C columns, and with more
+    inputs than the partial-sum memory holds logits for (recomputed per block from the earlier
+    iterations' capsules): RTL and golden model agree, the closed-form counts are the driver's, and
+    the ISA cycle formulas give the RTL cycles."""
+    n_in, n_out, dim = shape
+    op = Operation("routing", "routing", 1, n_in, 4, 1, 1, 1, n_out, dim)
+    geometry = routing_geometry(n_in, n_out, dim, config)
+    assert geometry["resident"] == (n_in < 50)
+    run = OperationDriver(config, "amaranth").run("routing", op, seed=n_in + dim)
+    for name, want in run.golden.items():
+        assert np.array_equal(run.outputs[name], want), name
+    assert np.any(run.outputs["v"]) and len(np.unique(run.outputs["c"])) > 2
+    assert run.counts == plan_counts("routing", op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    assert run.counters["weight_loads"] == run.counts["matmuls"]
+    print(f"routing {config.rows}x{config.cols}, I = {n_in}, J = {n_out}, D = {dim}: {run.cycles} RTL cycles, "
+          f"{run.runs} runs")
+
+
+def test_routing_closed_form_matches_the_driver_for_any_shape():
+    """`plan_counts` of every routing phase equals the counts of the driver's programs over random
+    I, J, D (J and D up to 64, beyond the 6 columns) on small buffers, resident or recomputed logits,
+    for 1 to 4 iterations."""
+    rng = np.random.default_rng(5)
+    resident = set()
+    for _ in range(16):
+        config = ArrayConfig(int(rng.integers(2, 6)), int(rng.integers(2, 8)), 25, int(rng.choice([256, 1024])),
+                             int(rng.choice([8, 32])))
+        n_in, n_out, dim = int(rng.integers(1, 160)), int(rng.integers(1, 65)), int(rng.integers(1, 65))
+        routings = int(rng.integers(1, 5))
+        op = Operation("routing", "routing", 1, n_in, 4, 1, 1, 1, n_out, dim)
+        driver = OperationDriver(config, "amaranth")
+        for kind in (*ROUTING_PHASES, "routing"):
+            try:
+                expected = plan_counts(kind, op, config, routings)
+            except ValueError:
+                with pytest.raises(ValueError):
+                    driver.prepare(kind, op, seed=0, inputs={"routings": routings})
+                continue
+            _, counts, _ = driver.prepare(kind, op, seed=0, inputs={"routings": routings})
+            assert counts == expected, (kind, config, shape := (n_in, n_out, dim), routings)
+            resident.add(routing_geometry(n_in, n_out, dim, config, routings)["resident"])
+    assert resident == {True, False}
 
 
 @pytest.mark.parametrize("config, op", [
