@@ -105,8 +105,8 @@ def test_rtl_run_refuses_a_bad_batch(batch, capsys):
 
 
 @pytest.mark.parametrize("argv, where", [
-    (["capsnet", "--rows", "4", "--cols", "4"], "operation routing3 (routing_uniform): does not map onto the 4x4 "
-                                                "array: routing needs J = 10 and D = 16 within the 4 columns"),
+    (["capsnet", "--rows", "4", "--cols", "4", "--buffer-depth", "64"],
+     "operation conv0 (conv): does not map onto the 4x4 array: 64 column blocks do not fit buffers of 64 rows"),
     (["deepcaps", "--rows", "16", "--cols", "16", "--program-depth", "16"],
      "operation conv0 (conv): does not map onto the 16x16 array: "),
     (["capsnet", "--rows", "4", "--cols", "64"], "cols: 64 outside [1, 63]"),
