@@ -27,3 +27,26 @@ def cost_genotypes(draw, min_layers: int = 3, max_layers: int = 25):
         layers.append([layer_type, side, channels, atoms, kernel, stride, n_out, ch_out, caps_out])
         side, channels, atoms = n_out, ch_out, caps_out
     return layers + [[-1], [draw(st.sampled_from((1, 2)))]]
+
+
+@st.composite
+def small_genotypes(draw, max_side: int = 8):
+    """A small Sabour-style genotype for end-to-end RTL runs: a 4..`max_side` pixel input of one
+    channel, 1 or 2 convolutions of 1..3 channels, 1 or 2 capsule layers of 1..3 capsule types of
+    1..6 atoms ('same' padding, kernels 3 and 5 where they fit), and a fully connected class layer of
+    1..6 classes of 1..6 atoms (so that classes and atoms exceed the 4 columns of a 4x4 array)."""
+    side = draw(st.integers(4, max_side))
+    n_conv, n_caps = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    channels, atoms, layers = 1, 1, []
+    for index in range(n_conv + n_caps + 1):
+        layer_type = 0 if index < n_conv else 1
+        if index == n_conv + n_caps:
+            kernel, stride, n_out, ch_out = side, 1, 1, draw(st.integers(1, 6))
+        else:
+            kernel = draw(st.sampled_from([k for k in (3, 5) if k <= side] or [side]))
+            stride = draw(st.sampled_from((1, 2)))
+            n_out, ch_out = -(-side // stride), draw(st.integers(1, 3))
+        caps_out = 1 if layer_type == 0 else draw(st.integers(1, 6))
+        layers.append([layer_type, side, channels, atoms, kernel, stride, n_out, ch_out, caps_out])
+        side, channels, atoms = n_out, ch_out, caps_out
+    return layers + [[-1], [1]]
