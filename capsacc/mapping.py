@@ -73,8 +73,8 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   (uniform and softmax): per block chunks x J x tD MATMULs (n = 1) in runs of min(V // R, P - 1),
   V the first weight row of the output capsules; then one run of tJ column-mode squash ACTs
   (n = classes x tD, length D, stride ceil(D / tD)); update (resident): input chunks of
-  na = min(I, depth // (mpr tJ), 16383 // tJ), each ceil(KF / mpr) runs of KF MATMULs (n = na tJ). Each image of the batch runs these
-  programs in turn.
+  na = min(I, depth // (mpr tJ), 16383 // tJ), each ceil(KF / mpr) runs of KF MATMULs (n = na tJ).
+  Each image of the batch runs these programs in turn.
 """
 
 import dataclasses
@@ -478,8 +478,8 @@ def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routi
         nq = min(chunks, depth // n_out, block // q_in)
         na = nq * q_in
     geometry = {"tJ": t_j, "tD": t_d, "stride": stride, "period": period, "kf_full": kf_full, "kf_last": kf_last,
-                "KF": kf, "sets": sets, "recompute": recompute, "resident": resident, "S": 0, "B": sums, "V": v_base, "q_in": q_in,
-                "Q": chunks, "nq": nq, "na": na, "mpr": mpr, "acts_per_run": words - 1,
+                "KF": kf, "sets": sets, "recompute": recompute, "resident": resident, "S": 0, "B": sums, "V": v_base,
+                "q_in": q_in, "Q": chunks, "nq": nq, "na": na, "mpr": mpr, "acts_per_run": words - 1,
                 "pairs_per_run": min(v_base // rows if v_base > 0 else 0, words - 1)}
     if geometry["pairs_per_run"] < 1 or nq < 1 or na < 1 or q_in < 1:
         raise MappingError(f"routing over {n_in} capsules, {n_out} classes of {dim} atoms does not fit buffers of "
@@ -523,7 +523,7 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         phases = [plan_counts(phase, op, config, routings) for phase in routing_phases(routings)]
         return {name: sum(counts[name] for counts in phases) for name in phases[0]}
     if kind in ROUTING_PHASES and config.batch > 1:  # per image: the batch's routings run in turn
-        single = plan_counts(kind, op, dataclasses.replace(config, batch=1))
+        single = plan_counts(kind, op, dataclasses.replace(config, batch=1), routings)
         return {name: config.batch * value for name, value in single.items()}
     counts = {name: 0 for name in COUNT_FIELDS}
 

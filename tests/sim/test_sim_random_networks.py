@@ -20,16 +20,18 @@ recompute them, classes and atoms beyond 4 use class and atom tiles."""
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(genotype=small_genotypes())
 def test_random_small_genotypes_run_bit_exact_on_4x4(genotype):
-    """(About 20 s per network, loaded.) Every operation of a random small Sabour-style network (CapsCell networks are left out: a
-    cell is several times the operations, too long for this test) maps, runs chained on the RTL,
+    """(About 20 s per network, loaded.) Every operation of a random small Sabour-style network
+    (CapsCell networks are left out: a cell is several times the operations, too long for this
+    test) maps, runs chained on the RTL,
     equals the golden model (the driver raises otherwise; checked again here) and costs what the
     closed-form counts say."""
     network = Network.from_genotype(genotype)
-    image = np.random.default_rng(len(network.operations)).integers(0, 128, size=(genotype[0][1],) * 2 + (1,))
-    result = run_network(network, OperationDriver(CONFIG, "amaranth"), image)
+    side = genotype[0][1]
+    images = np.random.default_rng(len(network.operations)).integers(0, 128, size=(1, side, side, 1))
+    result = run_network(network, OperationDriver(CONFIG, "amaranth"), images)
     assert [run.op for run in result.runs] == list(network.operations)
     for run in result.runs:
         for name, want in run.golden.items():
             assert np.array_equal(run.outputs[name], want), (run.kind, name)
         assert run.counts == plan_counts(run.kind, run.op, CONFIG)
-    assert result.output.shape == (genotype[-3][7], genotype[-3][8])
+    assert result.output.shape == (1, genotype[-3][7], genotype[-3][8])
