@@ -108,6 +108,13 @@ of row-mode ACTs and the elements of column-mode ACTs (the activation unit takes
 in row mode and an element per cycle in column mode)."""
 
 
+def result_delay_cycles(rows: int, cols: int) -> int:
+    """Cycles from the read of a MATMUL's data row to the write of its partial-sum row on an R x C
+    CapsAcc: R + C + 2 (the buffer read 1, the array's input register 1, the array R + C: input
+    skew, R multiply-then-add stages, output de-skew; `rtl.capsacc`)."""
+    return rows + cols + 2
+
+
 def matmul_run_cycles(m: int, n: int, rows: int, cols: int) -> int:
     """Cycles a run that starts with m MATMULs of n data rows each spends before its first ACT or
     HALT can issue, counted from its first DISPATCH cycle (0 when m = 0).
@@ -115,7 +122,7 @@ def matmul_run_cycles(m: int, n: int, rows: int, cols: int) -> int:
     The closed form of `rtl.isa.timing` for such a run (tests compare the two): MATMUL i issues
     at F_i = max(F_{i-1} + R, M_{i-1}, S_{i-2} + C - 2) (F_1 = 2, the first DISPATCH), streams
     from M_i = max(F_i + 1, S_{i-1}) to S_i = M_i + n, and every result is written from
-    S_m + R + C + 1 on (the ACT or HALT issues at S_m + R + C + 1). From the sixth MATMUL on, S_i - S_{i-2} is constant, so the recurrence
+    S_m + D + 1 on (D = `result_delay_cycles`; the ACT or HALT issues at S_m + D + 1). From the sixth MATMUL on, S_i - S_{i-2} is constant, so the recurrence
     runs at most six steps and extrapolates by pairs (exact; tested for R, C <= 64, n <= 16383).
     """
     if m <= 0:
@@ -134,7 +141,7 @@ def matmul_run_cycles(m: int, n: int, rows: int, cols: int) -> int:
     if extra > 0:
         pair = last[-1] - last[-3]
         final = (last[-2] if extra % 2 else last[-1]) + pair * ((extra + 1) // 2)
-    return final + rows + cols + 1 - 2  # results written from S_m + L + 2; the run began at 2
+    return final + result_delay_cycles(rows, cols) + 1 - 2  # results written from S_m + D + 1; the run began at 2
 
 MAX_CAPSULE = 64
 """Longest capsule (squash) or logit vector (softmax) one ACT takes, atoms."""

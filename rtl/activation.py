@@ -18,19 +18,23 @@ E = sum e, (factor, k) = golden.softmax_scale(E), y = sat8((e factor + 2^(k-1)) 
 
 Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage registered):
 
-    requantize        2 stages   add the rounding half; shift and saturate
+    requantize        3 stages   register the row; add the rounding half; shift and saturate
     reduce 1 (max)    2W + 1 + span: segmented max scan (W), cross-row stage (1), backward
                       broadcast of each segment's total to its lanes (W), hold register; the
                       rows wait in a delay buffer (a memory) for the same number of cycles
-    operand           1 stage    squash: q^2; softmax: e = EXP[m - q] (table, synchronous read)
+    operand           2 stages   squash: q^2; softmax: e = EXP[m - q] (table, synchronous read);
+                                 the operand and the reduction input registered
     reduce 2 (sum)    2W + 1 + span: as reduce 1, with sums
-    scale             7 stages   divisor and exponents, tables, factor (9 x 9 multiply), operand
-                      times factor (17 x 18 multiply), rounding, shift and saturation
+    scale             8 stages   divisor and exponents, tables, table outputs registered, factor
+                      (9 x 9 multiply), operand times factor (17 x 17 multiply), rounding,
+                      shift and saturation
 
-so `latency(C, L) = 12 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
+so `latency(C, L) = 15 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
 output, and n rows (whole capsules) take latency + n cycles from the cycle of the first row in to
-the cycle after the last row out. Every multiplier has a registered output and no stage holds more than one adder or one
-multiplier. Contract: the configuration (func, shift, length) is stable from the cycle of the
+the cycle after the last row out. Every multiplier has a registered output and no stage holds more
+than one adder or one multiplier; every memory's read data (the input row, the tables, the delay
+buffers) goes straight into a register (a block RAM's clock-to-output delay leaves no time for
+logic behind it). Contract: the configuration (func, shift, length) is stable from the cycle of the
 first row until the last result; every capsule's rows arrive in consecutive cycles, and the rows
 of one configuration are whole capsules (a multiple of span rows).
 """
@@ -54,10 +58,12 @@ SUM_BITS = 22
 """Segment sums: a sum of squares is at most 64 * 128**2 = 2**20, a sum of EXP entries 64 * 2**15."""
 OPERAND_BITS = 17
 """Signed operand of the output multiply: q (int8) or e (0..2**15)."""
-FACTOR_BITS = 18
-"""Unsigned factor: SQRT (9 bits) times RECIP (9 bits)."""
-SCALE_STAGES = 7
-REQUANT_STAGES = 2
+FACTOR_BITS = 17
+"""Unsigned factor: SQRT times RECIP <= 256 * 511 < 2**17 (the tables' largest entries), so the
+operand x factor product is one 18 x 18 signed multiplier (one MULT18X18D on an ECP5)."""
+REQUANT_STAGES = 3
+OPERAND_STAGES = 2
+SCALE_STAGES = 8
 
 
 def exp_table() -> list[int]:
@@ -82,8 +88,8 @@ def scan_levels(cols: int) -> int:
 
 def latency(cols: int, length: int) -> int:
     """Cycles from a partial-sum row at the input of a C = `cols` lane unit to its result at the
-    output, for capsules of L = `length` atoms: 12 + 4 ceil(log2 C) + 2 ceil(L / C)."""
-    return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + 1 + SCALE_STAGES
+    output, for capsules of L = `length` atoms: 15 + 4 ceil(log2 C) + 2 ceil(L / C)."""
+    return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + OPERAND_STAGES + SCALE_STAGES
 
 
 def saturate8(value):
@@ -195,14 +201,16 @@ class VectorActivation(wiring.Component):
         softmax = Signal()
         m.d.comb += [squash.eq(self.func == Func.SQUASH), softmax.eq(self.func == Func.SOFTMAX)]
 
-        # Requantization: r1 adds the rounding half, r2 shifts and saturates.
-        r1_valid = Signal()
+        # Requantization: r0 registers the row (memory read data), r1 adds the rounding half, r2
+        # shifts and saturates.
+        r0_valid, r1_valid = Signal(), Signal()
+        r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols))
         r1 = Signal(data.ArrayLayout(signed(max(self.acc_bits, 32) + 1), cols))  # the half reaches 2**30
         half = Signal(32)
         m.d.comb += half.eq((Const(1, 33) << self.shift) >> 1)
-        m.d.sync += r1_valid.eq(self.i.valid)
+        m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid)]
         for j in range(cols):
-            m.d.sync += r1[j].eq(self.i.payload[j] + half)
+            m.d.sync += r1[j].eq(r0[j] + half)
         q = Signal(data.ArrayLayout(signed(8), cols))
         q_valid, q_first, q_last = Signal(), Signal(), Signal()
         row_count = Signal(range(self.max_span + 1))
@@ -222,8 +230,8 @@ class VectorActivation(wiring.Component):
         p_valid, p_first, p_last, p_data, p_total = red1
         p_used = Mux(p_last, cfg_used_last, cfg_used)
 
-        # Operand stage: squash q and q^2, softmax e = EXP[m - q] and e; registered (the table
-        # has a synchronous read port).
+        # Operand stages: squash q and q^2, softmax e = EXP[m - q] (the table has a synchronous
+        # read port); then the operand and the reduction input (0 outside capsules) registered.
         exp_port = _rom_ports(m, "exp_rom", unsigned(EXP_BITS + 1), exp_table(), cols)
         op = Signal(data.ArrayLayout(signed(OPERAND_BITS), cols))
         x = Signal(data.ArrayLayout(unsigned(SUM_BITS), cols))
@@ -233,15 +241,17 @@ class VectorActivation(wiring.Component):
         square = Signal(data.ArrayLayout(unsigned(16), cols))
         m.d.sync += [o_valid.eq(p_valid), o_first.eq(p_first), o_last.eq(p_last), o_used.eq(p_used),
                      o_q.eq(p_data)]
+        x_valid, x_first, x_last = Signal(), Signal(), Signal()
+        m.d.sync += [x_valid.eq(o_valid), x_first.eq(o_first), x_last.eq(o_last)]
         for j in range(cols):
             port = exp_port[j]
             m.d.comb += port.addr.eq((p_total[j] - p_data[j])[:8])
-            m.d.sync += square[j].eq(p_data[j] * p_data[j])
-            m.d.comb += [
+            m.d.sync += [
+                square[j].eq(p_data[j] * p_data[j]),
                 op[j].eq(Mux(softmax, port.data, o_q[j])),
                 x[j].eq(Mux(o_used[j], Mux(softmax, port.data, square[j]), 0)),
             ]
-        red2 = self._reduce(m, "sum", o_valid, o_first, o_last, x, op, signed(OPERAND_BITS),
+        red2 = self._reduce(m, "sum", x_valid, x_first, x_last, x, op, signed(OPERAND_BITS),
                             lambda a, b: a + b, cfg_span, cfg_fwd, cfg_bwd)
         d_valid, _, d_last, d_op, d_total = red2
         d_used = Mux(d_last, cfg_used_last, cfg_used)
@@ -278,28 +288,32 @@ class VectorActivation(wiring.Component):
                          rc_port.addr.eq((divisor1 >> f_exp)[:8])]
             k2 = Signal(range(32), name=f"s2_k{j}")
             m.d.sync += k2.eq(Mux(squash, f_exp - e_exp + 14, f_exp + 10))
-            # s3: the factor.
-            factor = Signal(FACTOR_BITS, name=f"s3_factor{j}")
+            # s3: the table outputs registered.
+            sq3, rc3 = Signal(9, name=f"s3_sqrt{j}"), Signal(9, name=f"s3_recip{j}")
             k3 = Signal(range(32), name=f"s3_k{j}")
-            m.d.sync += [factor.eq(Mux(squash, sq_port.data * rc_port.data, rc_port.data)), k3.eq(k2)]
-            # s4: operand times factor.
-            product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s4_product{j}")
+            m.d.sync += [sq3.eq(sq_port.data), rc3.eq(rc_port.data), k3.eq(k2)]
+            # s4: the factor.
+            factor = Signal(FACTOR_BITS, name=f"s4_factor{j}")
             k4 = Signal(range(32), name=f"s4_k{j}")
-            m.d.sync += [product.eq(ops[3] * factor), k4.eq(k3)]
-            # s5: rounding half.
-            rounded = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s5_rounded{j}")
+            m.d.sync += [factor.eq(Mux(squash, sq3 * rc3, rc3)), k4.eq(k3)]
+            # s5: operand times factor.
+            product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s5_product{j}")
             k5 = Signal(range(32), name=f"s5_k{j}")
-            m.d.sync += [rounded.eq(product + ((Const(1, 32) << k4) >> 1)), k5.eq(k4)]
-            # s6: shift, saturate, select by function.
-            scaled = saturate8(rounded >> k5)
-            q6 = ops[5][:8].as_signed()
+            m.d.sync += [product.eq(ops[4] * factor), k5.eq(k4)]
+            # s6: rounding half.
+            rounded = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s6_rounded{j}")
+            k6 = Signal(range(32), name=f"s6_k{j}")
+            m.d.sync += [rounded.eq(product + ((Const(1, 32) << k5) >> 1)), k6.eq(k5)]
+            # s7: shift, saturate, select by function.
+            scaled = saturate8(rounded >> k6)
+            q7 = ops[6][:8].as_signed()
             with m.Switch(self.func):
                 with m.Case(Func.NONE):
-                    m.d.sync += self.o.payload[j].eq(q6)
+                    m.d.sync += self.o.payload[j].eq(q7)
                 with m.Case(Func.RELU):
-                    m.d.sync += self.o.payload[j].eq(Mux(q6 < 0, 0, q6))
+                    m.d.sync += self.o.payload[j].eq(Mux(q7 < 0, 0, q7))
                 with m.Default():
-                    m.d.sync += self.o.payload[j].eq(Mux(used[5][j], scaled, 0))
+                    m.d.sync += self.o.payload[j].eq(Mux(used[6][j], scaled, 0))
         return m
 
     def _reduce(self, m, name, valid, first, last, values, row, row_shape, op, cfg_span, cfg_fwd, cfg_bwd):
@@ -367,17 +381,21 @@ class VectorActivation(wiring.Component):
         out_last = Signal(name=f"{name}_last")
         m.d.comb += [out_valid.eq(rows_left != 0), out_first.eq(rows_left == cfg_span),
                      out_last.eq(rows_left == 1)]
-        # Delay buffer: the rows come out 2W + 1 + span cycles after they went in.
+        # Delay buffer: the rows come out 2W + 1 + span cycles after they went in, from a register
+        # behind the memory's read port (read 2W + span cycles after the write; with W = 0 and
+        # span 1 that is the cycle of the write, which the port then passes through).
         row_layout = data.ArrayLayout(row_shape, cols)
         depth = 1 << (2 * levels + 2 + self.max_span).bit_length()
         buffer = Memory(shape=row_layout, depth=depth, init=[])
         m.submodules[f"{name}_buffer"] = buffer
-        write, read = buffer.write_port(), buffer.read_port(transparent_for=())
+        write = buffer.write_port()
+        read = buffer.read_port(transparent_for=(write,) if levels == 0 else ())
         pointer = Signal(range(depth), name=f"{name}_pointer")
-        m.d.sync += pointer.eq(pointer + 1)
+        delayed = Signal(row_layout, name=f"{name}_delayed")
+        m.d.sync += [pointer.eq(pointer + 1), delayed.eq(read.data)]
         m.d.comb += [write.addr.eq(pointer), write.data.eq(row), write.en.eq(1),
-                     read.addr.eq(pointer - (2 * levels + 1) - cfg_span + 1)]
-        return out_valid, out_first, out_last, read.data, total
+                     read.addr.eq(pointer - 2 * levels - cfg_span + 1)]
+        return out_valid, out_first, out_last, delayed, total
 
 
 class ActivationUnit(wiring.Component):

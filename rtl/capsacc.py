@@ -12,22 +12,30 @@ Host protocol (every port is at most 64 bits wide; see docs/rtl.md):
 - Reads: present host_sel/host_addr/host_lane; one cycle later `host_rdata` holds the 8 bytes of
   lane group g (int8 buffers), the sign-extended partial sum of lane l, or the program word.
 - Run: pulse `start` for one cycle; `busy` rises in the next cycle and falls when HALT executes,
-  `done` then stays high until the next start. `start` clears all counters.
+  `done` then stays high until the next start. `start` clears all counters. In the cycle of
+  `start` the program port reads word 0 (the first fetch), whatever `host_addr` says.
 - Counters: `counter_sel` = i puts counter i on `counter` (combinational), see COUNTERS.
 
 Control unit (see `rtl.isa.timing` for its exact schedule): FETCH once after start, then DISPATCH
-offers the word at pc every cycle (the program port reads pc + 1 in the cycle a word issues, so
-fetch overlaps execution). A MATMUL hands its weight tile to the load engine (R weight-row reads,
+offers the word at pc every cycle from a register (`current`); the program port always reads the
+word after it (pc + 1, or pc + 2 in the cycle a word issues), so fetch overlaps execution and no
+logic sits behind the program memory's read data. A MATMUL hands its weight tile to the load engine (R weight-row reads,
 top tile row first, into the next of the PEs' two weight banks) and its data stream to a one-entry
 slot, from which the stream engine takes it (n data-row reads, each row tagged with its bank). It
 issues when the load engine is free or reading its last row, the slot is free or being taken,
 and its bank is no longer in use by the tile before the previous one. MATMULs therefore issue back
 to back; ACT and HALT wait until every result is written (drained). ACT: ACT_START, ACT_WAIT.
 
+Datapath registers: every memory's read data goes straight into a register (a block RAM's
+clock-to-output delay leaves no time for logic behind it on an FPGA): a data row read at cycle s
+enters the array from the input register at s + 2, a weight row read at cycle w is written into
+its PE row at w + 2.
+
 Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
-down a delay line; its result leaves the array at s + 1 + L (L = R + C - 1), its partial-sum row
-is read at s + L and written at s + 1 + L with the stored value plus the result (accumulate) or
-the result alone. A read of the row being written in the same cycle is forwarded from the write
+down a delay line; its result leaves the array at s + D (D = R + C + 2,
+`capsacc.mapping.result_delay_cycles`), its partial-sum row is read at s + D - 2, registered, and
+written at s + D with the stored value plus the result (accumulate) or the result alone. The two
+writes a read cannot see yet (those of the two rows ahead of it) are forwarded from registers
 (read-after-write forwarding), so back-to-back updates of one row (MATMUL hold, consecutive
 MATMULs into the same rows) are exact. Sums wrap in acc_bits two's complement; the default
 `rtl.widths.ACC_BITS` (34) holds every sum of the search space.
@@ -137,10 +145,11 @@ class CapsAcc(wiring.Component):
         done = Signal()
         m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
 
-        # Instruction fetch: in every DISPATCH cycle the program read port presents word `pc`; when
-        # the word issues (`fire`) the port already reads pc + 1, so instructions issue back to back.
+        # Instruction fetch: `word` (word pc) is a register; the program read port presents word
+        # pc + 1 in every DISPATCH cycle and reads pc + 2 in the cycle a word issues (`fire`), so
+        # instructions issue back to back. FETCH loads word 0, read in the start cycle.
         pc = Signal(ADDR_BITS)
-        word = prog_r.data
+        word = Signal(INSTRUCTION, name="current")
         fire = Signal()
         instr = Signal(INSTRUCTION)  # the ACT the activation unit executes
         act_dst = instr.act.dst
@@ -152,17 +161,19 @@ class CapsAcc(wiring.Component):
         ]
 
         # Weight-load engine: R cycles of weight-row reads, top tile row first, into the bank the
-        # MATMUL was given; each row reaches the array one cycle after its read.
+        # MATMUL was given; each row is registered and written into the array two cycles after its read.
         l_busy, l_bank = Signal(), Signal()
         l_k = Signal(range(max(rows, 2)))
         l_addr = Signal(ADDR_BITS)
         load_free = ~l_busy | (l_k == rows - 1)
         weight_issue = l_busy
-        w_we, w_bank = Signal(), Signal()
-        w_row = Signal(range(max(rows, 2)))
-        m.d.sync += [w_we.eq(weight_issue), w_row.eq(l_k), w_bank.eq(l_bank)]
-        m.d.comb += [array.w_in.eq(weight_r.data), array.w_we.eq(w_we), array.w_row.eq(w_row),
-                     array.w_bank.eq(w_bank)]
+        w_we, w_bank, w_we2, w_bank2 = Signal(), Signal(), Signal(), Signal()
+        w_row, w_row2 = Signal(range(max(rows, 2))), Signal(range(max(rows, 2)))
+        w_in = Signal(data.ArrayLayout(signed(8), cols))
+        m.d.sync += [w_we.eq(weight_issue), w_row.eq(l_k), w_bank.eq(l_bank),
+                     w_we2.eq(w_we), w_row2.eq(w_row), w_bank2.eq(w_bank), w_in.eq(weight_r.data)]
+        m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_we2), array.w_row.eq(w_row2),
+                     array.w_bank.eq(w_bank2)]
         with m.If(l_busy):
             m.d.sync += l_k.eq(l_k + 1)
             with m.If(l_k == rows - 1):
@@ -189,12 +200,12 @@ class CapsAcc(wiring.Component):
         with m.If(slot_move):
             m.d.sync += [stream.eq(slot), s_busy.eq(1), s_k.eq(0), slot_valid.eq(0)]
         from_routing = stream.src == Src.ROUTING
-        x_valid, x_bank, x_routing = Signal(), Signal(), Signal()
-        m.d.sync += [x_valid.eq(data_issue), x_bank.eq(stream.bank), x_routing.eq(from_routing)]
-        m.d.comb += [
-            array.x_valid.eq(x_valid), array.x_bank.eq(x_bank),
-            array.x.eq(Mux(x_routing, routing_r.data.as_value(), data_r.data.as_value())),
-        ]
+        x_valid, x_bank, x_routing, x_valid2, x_bank2 = Signal(), Signal(), Signal(), Signal(), Signal()
+        x_in = Signal(data.ArrayLayout(signed(8), rows))
+        m.d.sync += [x_valid.eq(data_issue), x_bank.eq(stream.bank), x_routing.eq(from_routing),
+                     x_valid2.eq(x_valid), x_bank2.eq(x_bank),
+                     x_in.eq(Mux(x_routing, routing_r.data.as_value(), data_r.data.as_value()))]
+        m.d.comb += [array.x_valid.eq(x_valid2), array.x_bank.eq(x_bank2), array.x.eq(x_in)]
 
         # Bank hazard: a tile may be loaded into a bank once the last datum of the tile before
         # it in that bank has passed its row's last column: dispatch >= that datum's read + C - 2.
@@ -213,29 +224,35 @@ class CapsAcc(wiring.Component):
         next_bank = Signal()
 
         # Accumulator unit: every streamed row carries its partial-sum row and accumulate flag
-        # down a delay line of L + 1 stages; read at issue + L, written at issue + L + 1.
-        latency = array.latency
+        # down a delay line of D = 2 + array latency stages (`result_delay_cycles`): read at
+        # issue + D - 2, the read data registered at issue + D - 1, written at issue + D.
+        delay = 2 + array.latency
         meta = data.StructLayout({"valid": 1, "accumulate": 1, "row": ADDR_BITS})
-        stages = [Signal(meta, name=f"acc_stage_{i}") for i in range(latency + 1)]
+        stages = [Signal(meta, name=f"acc_stage_{i}") for i in range(delay)]
         m.d.sync += [stages[0].valid.eq(data_issue), stages[0].accumulate.eq(stream.accumulate),
                      stages[0].row.eq(stream.p_addr + Mux(stream.hold, 0, s_k))]
         m.d.sync += [after.eq(before) for before, after in zip(stages, stages[1:])]
-        reading, writing = stages[latency - 1], stages[latency]
+        reading, fetched, writing = stages[delay - 3], stages[delay - 2], stages[delay - 1]
         acc_read = reading.valid
         acc_write = array.y_valid
         row_bits = (cfg.buffer_depth - 1).bit_length()
         pending = Signal(ADDR_BITS + 2)
-        fwd_hit = Signal()
-        fwd_data = Signal(data.ArrayLayout(signed(acc_bits), cols))
+        psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols))
+        # fwd1: the sums written in the previous cycle, fwd2: two cycles ago; hit1 / hit2: the row
+        # now writing was written then (decided a cycle ahead, from `fetched`).
+        fwd1, fwd2 = (Signal(data.ArrayLayout(signed(acc_bits), cols), name=f"fwd{i}_data") for i in (1, 2))
+        fwd1_row, fwd1_valid, hit1, hit2 = Signal(ADDR_BITS), Signal(), Signal(), Signal()
         stored = Signal(data.ArrayLayout(signed(acc_bits), cols))
-        m.d.comb += stored.eq(Mux(fwd_hit, fwd_data.as_value(), psum_r.data.as_value()))
+        m.d.comb += stored.eq(Mux(hit1, fwd1.as_value(), Mux(hit2, fwd2.as_value(), psum_q.as_value())))
         sums = Signal(data.ArrayLayout(signed(acc_bits), cols))
         for c in range(cols):
             m.d.comb += sums[c].eq(Mux(writing.accumulate, stored[c], 0) + array.y[c])
         m.d.sync += [
             # Rows compare as the memory addresses them (modulo the depth: p_addr + k may wrap).
-            fwd_hit.eq(acc_write & acc_read & (writing.row[:row_bits] == reading.row[:row_bits])),
-            fwd_data.eq(sums),
+            psum_q.eq(psum_r.data),
+            hit1.eq(acc_write & (writing.row[:row_bits] == fetched.row[:row_bits])),
+            hit2.eq(fwd1_valid & (fwd1_row[:row_bits] == fetched.row[:row_bits])),
+            fwd1.eq(sums), fwd1_row.eq(writing.row), fwd1_valid.eq(acc_write), fwd2.eq(fwd1),
             pending.eq(pending + data_issue - acc_write),
         ]
         drained = ~l_busy & ~slot_valid & ~s_busy & (pending == 0)
@@ -275,7 +292,7 @@ class CapsAcc(wiring.Component):
         host_is = lambda sel: ~busy & self.host_we & (self.host_sel == sel)  # noqa: E731
         with m.If(busy):
             m.d.comb += [
-                prog_r.addr.eq(Mux(fire, pc + 1, pc)),
+                prog_r.addr.eq(Mux(fire, pc + 2, pc + 1)),
                 weight_r.addr.eq(l_addr + l_k),
                 data_r.addr.eq(stream.d_addr + s_k),
                 routing_r.addr.eq(stream.d_addr + s_k),
@@ -299,6 +316,8 @@ class CapsAcc(wiring.Component):
             for port in (prog_r, weight_r, data_r, routing_r, psum_r, prog_w, data_w, weight_w,
                          routing_w, psum_w):
                 m.d.comb += port.addr.eq(self.host_addr)
+            with m.If(self.start):
+                m.d.comb += prog_r.addr.eq(0)
             m.d.comb += [prog_w.data.eq(self.host_wdata), prog_w.en.eq(host_is(SEL_PROGRAM))]
             m.d.comb += _lane_group_write(data_w, rows, self.host_lane, self.host_wdata, host_is(SEL_DATA))
             m.d.comb += _lane_group_write(weight_w, cols, self.host_lane, self.host_wdata,
@@ -349,6 +368,7 @@ class CapsAcc(wiring.Component):
                     m.d.sync += [busy.eq(1), done.eq(0), pc.eq(0), next_bank.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
+                m.d.sync += word.eq(prog_r.data)
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.Switch(word.op):
@@ -374,7 +394,8 @@ class CapsAcc(wiring.Component):
                             m.d.sync += [busy.eq(0), done.eq(1)]
                             m.next = "IDLE"
                 with m.If(fire):
-                    m.d.sync += [pc.eq(pc + 1), count["instructions"].eq(count["instructions"] + 1)]
+                    m.d.sync += [pc.eq(pc + 1), word.eq(prog_r.data),
+                                 count["instructions"].eq(count["instructions"] + 1)]
             with m.State("ACT_START"):
                 m.d.comb += act.start.eq(1)
                 m.next = "ACT_WAIT"

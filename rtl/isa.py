@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from amaranth.lib import data, enum
 
-from capsacc.mapping import act_lanes
+from capsacc.mapping import act_lanes, result_delay_cycles
 
 ADDR_BITS = 14
 """Width of every buffer address field (rows)."""
@@ -279,15 +279,16 @@ def timing(program: list[Instruction], rows: int, cols: int) -> Timing:
     - the stream slot is free or being emptied: F >= M' (the previous MATMUL's move cycle);
     - its weight bank (banks alternate) is no longer in use: F >= S'' + C - 2, S'' the last
       data-row read of the MATMUL before the previous one (its last datum passes the last column
-      of every row before the new rows are written, row r at F + 2 + r).
+      of every row before the new rows are written, row r at F + 3 + r).
     Its weights are read in F + 1 .. F + R; its stream moves into the engine at
     M = max(F + 1, S'), S' the previous MATMUL's last read, and reads rows M + 1 .. M + n = S.
-    Results are written at read + L + 1 (L = R + C - 1), so every MATMUL has written its results
-    from cycle S + L + 2 on: an ACT or HALT issues at max(offered, that cycle). An ACT then starts
+    Results are written at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 2), so every
+    MATMUL has written its results from cycle S + D + 1 on: an ACT or HALT issues at max(offered,
+    that cycle). An ACT then starts
     the activation unit in the next cycle (`act_unit_cycles` to its done pulse) and the next word is
     offered the cycle after done. A HALT issues in its busy cycle's last cycle.
     """
-    latency = rows + cols - 1
+    delay = result_delay_cycles(rows, cols)
     offered = 2
     load_free = slot_free = stream_free = drained = 0
     bank_ready = [0, 0]
@@ -300,7 +301,7 @@ def timing(program: list[Instruction], rows: int, cols: int) -> Timing:
             last_read = move + instruction.n
             load_free, slot_free, stream_free = fire + rows, move, last_read
             bank_ready[bank] = last_read + cols - 2
-            drained = last_read + latency + 2
+            drained = last_read + delay + 1
             bank ^= 1
             offered = fire + 1
         else:

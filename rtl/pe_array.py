@@ -2,8 +2,10 @@
 
 PE (r, c) holds two signed 8-bit weights, banks 0 and 1. Every cycle it multiplies the datum
 arriving from its left neighbour by the weight of the bank named by the bank bit that travels with
-the datum, adds the product to the partial sum arriving from the PE above (the top row adds to 0)
-and registers datum, bank bit and sum: data move one PE right per cycle, partial sums one PE down.
+the datum and registers the product; in the next cycle it adds the product to the partial sum
+arriving from the PE above (the top row adds to 0) and registers the sum. Data move one PE right
+per cycle, partial sums one PE down per cycle, one cycle behind the products (a multiplier and an
+adder never share a cycle).
 Partial sums are `acc_bits`-bit two's complement and wrap (the low `acc_bits` bits of the exact
 sum are kept; no saturation).
 
@@ -17,7 +19,7 @@ passed the row's last column (`rtl.capsacc` enforces both).
 
 The array skews its inputs (row r delayed r cycles) and de-skews its outputs (column c delayed
 C-1-c cycles) internally, so a data vector `x` presented with `x_valid` at cycle t comes out as the
-result vector `y = x @ W[x_bank]` with `y_valid` at cycle t + `latency` (`latency` = R + C - 1).
+result vector `y = x @ W[x_bank]` with `y_valid` at cycle t + `latency` (`latency` = R + C).
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -27,7 +29,8 @@ from amaranth.lib.wiring import In, Out
 
 class PE(wiring.Component):
     """One processing element: registers x_out = x_in, bank_out = bank_in, valid_out = valid_in,
-    psum_out = wrap(psum_in + x_in * weight[bank_in]); writes weight[w_bank] = w_in when w_we.
+    product = x_in * weight[bank_in], and psum_out = wrap(psum_in + product) (the product of the
+    previous cycle); writes weight[w_bank] = w_in when w_we.
 
     Ports: x_in / x_out signed 8-bit data with valid and bank bits, psum_in / psum_out signed
     acc_bits, w_in (signed 8), w_we, w_bank.
@@ -50,13 +53,15 @@ class PE(wiring.Component):
             with m.If(self.w_we & (self.w_bank == b)):
                 m.d.sync += bank.eq(self.w_in)
         weight = Signal(signed(8))
+        product = Signal(signed(16))
         m.d.comb += weight.eq(Mux(self.bank_in, banks[1], banks[0]))
         m.d.sync += [
             self.x_out.eq(self.x_in),
             self.valid_out.eq(self.valid_in),
             self.bank_out.eq(self.bank_in),
+            product.eq(self.x_in * weight),
             # The assignment truncates to acc_bits: two's-complement wrap.
-            self.psum_out.eq(self.psum_in + self.x_in * weight),
+            self.psum_out.eq(self.psum_in + product),
         ]
         return m
 
@@ -66,14 +71,14 @@ class PEArray(wiring.Component):
 
     Ports: x (R lanes, int8) with x_valid and x_bank (the weight bank the vector meets); w_in
     (C lanes, int8) written into bank w_bank of PE row w_row while w_we; y (C lanes, signed
-    acc_bits) with y_valid, `latency` = R + C - 1 cycles after x.
+    acc_bits) with y_valid, `latency` = R + C cycles after x.
     """
 
     def __init__(self, rows: int, cols: int, acc_bits: int = 25):
         if rows < 1 or cols < 1:
             raise ValueError(f"rows and cols must be >= 1, not {rows}x{cols}")
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
-        self.latency = rows + cols - 1
+        self.latency = rows + cols
         super().__init__({
             "x": In(data.ArrayLayout(signed(8), rows)), "x_valid": In(1), "x_bank": In(1),
             "w_in": In(data.ArrayLayout(signed(8), cols)), "w_row": In(range(max(rows, 2))), "w_we": In(1),
@@ -109,7 +114,7 @@ class PEArray(wiring.Component):
                     left = pes[r][c - 1]
                     m.d.comb += [pe.x_in.eq(left.x_out), pe.valid_in.eq(left.valid_out),
                                  pe.bank_in.eq(left.bank_out)]
-        # Output de-skew: column c leaves the bottom row at t + R + c; delay it C-1-c cycles.
+        # Output de-skew: column c leaves the bottom row at t + R + 1 + c; delay it C-1-c cycles.
         for c in range(cols):
             y_col = pes[rows - 1][c].psum_out
             for i in range(cols - 1 - c):
@@ -117,6 +122,6 @@ class PEArray(wiring.Component):
                 m.d.sync += y_reg.eq(y_col)
                 y_col = y_reg
             m.d.comb += self.y[c].eq(y_col)
-        valid = pes[rows - 1][cols - 1].valid_out
-        m.d.comb += self.y_valid.eq(valid)
+        # The bottom-right PE passes its datum on at t + R + C - 1, its sum one cycle later.
+        m.d.sync += self.y_valid.eq(pes[rows - 1][cols - 1].valid_out)
         return m

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from capsacc.array import ArrayConfig
+from capsacc.mapping import result_delay_cycles
 from rtl import workloads
 from rtl.isa import Act, MatMul, act_unit_cycles, program_cycles, timing
 from rtl.widths import MAX_SUM_TERMS, product_sum_bits
@@ -29,7 +30,7 @@ def test_conv_tile(rows, cols, record_property):
     # MATMULs back to back (n = 9 >= R: the stream is the bound, each tile loads during the
     # previous one's stream), one drain, the ACT, the HALT
     last_read = 3 + chunks * n
-    act = last_read + rows + cols + 1
+    act = last_read + result_delay_cycles(rows, cols) + 1
     assert cycles == act + 2 + act_unit_cycles(cols, "relu", n, cols)
     assert cycles == program_cycles(work.program, rows, cols)
     assert counters["busy_cycles"] == cycles
@@ -121,9 +122,29 @@ def test_accumulator_forwarding_hold_and_wrap(record_property):
     assert np.array_equal(got["sum"][0], want)
     assert np.array_equal(got["next"][0], [0, 0, 0])
     assert counters["psum_writes"] == 9
-    assert cycles == 3 + 9 + rows + cols + 1
+    assert cycles == 3 + 9 + result_delay_cycles(rows, cols) + 1
     assert cycles == program_cycles(work.program, rows, cols)
     record_property("cycles", cycles)
+
+
+def test_accumulator_forwarding_two_rows_ahead():
+    """Two MATMULs streamed back to back into the same two partial-sum rows (rows p, p + 1, p,
+    p + 1): each read of the second MATMUL meets the write of two rows ahead, not the one ahead
+    (the second forwarding register), over stored values."""
+    rows, cols = 2, 3
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, size=(4, rows))
+    w = rng.integers(-128, 128, size=(2 * rows, cols))
+    stored = rng.integers(-1000, 1000, size=(2, cols))
+    program = [MatMul(d_addr=0, w_addr=0, p_addr=5, n=2, accumulate=True),
+               MatMul(d_addr=2, w_addr=rows, p_addr=5, n=2, accumulate=True)]
+    work = workloads.Workload(program=program, data={0: x}, weight={0: w}, psum={5: stored})
+    got, cycles, _ = run_workload(work, {"sums": workloads.Region("psum", 5, 2, cols)}, rows, cols)
+    want = stored + golden.matmul_tile(x[:2], w[:rows]) + golden.matmul_tile(x[2:], w[rows:])
+    assert np.array_equal(got["sums"], want)
+    issue = timing(program, rows, cols).issue
+    assert issue[1] - issue[0] == 2  # streams back to back: rows p, p + 1, p, p + 1 in consecutive reads
+    assert cycles == program_cycles(program, rows, cols)
 
 
 @pytest.mark.parametrize("rows,cols,n,gaps", [
