@@ -8,6 +8,7 @@ the command, exit code 2. Output files are checked before the long work and writ
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -131,7 +132,8 @@ def _synth_command(args) -> int:
 
 
 def _fpga_command(args) -> int:
-    from rtl.fpga import OUTPUT_FILES, REPORT_FILE, FpgaError, check_flow_arguments, find_tool, run_flow
+    from rtl.fpga import (OUTPUT_FILES, REPORT_FILE, FpgaError, Terminated, check_flow_arguments, find_tool,
+                          run_flow, terminate_raises)
 
     try:
         config = _config(args)
@@ -139,7 +141,7 @@ def _fpga_command(args) -> int:
         find_tool(args.yosys)
         find_tool(args.nextpnr)
         out = prepare_output_dir(args.out, files=OUTPUT_FILES + (REPORT_FILE,)) if args.out else None
-        with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp, terminate_raises():
             try:
                 result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys,
                                   args.nextpnr, dsp=not args.no_dsp)
@@ -149,6 +151,10 @@ def _fpga_command(args) -> int:
                         write_atomic(out / name, (Path(tmp) / name).read_bytes())
     except (ValueError, FpgaError) as error:  # InputError included
         return _fail("fpga", str(error))
+    except (Terminated, KeyboardInterrupt) as stop:  # the tools' process groups have been ended
+        print(f"nascaps rtl fpga: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.summary())
     return 0
 

@@ -13,9 +13,13 @@ CABGA381 package, so each device uses its largest package; the ports are left un
 """
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -47,6 +51,16 @@ MAX_FREQ_MHZ = 1000.0
 
 class FpgaError(RuntimeError):
     """A tool is missing or failed, or its report cannot be read; the message names the tool or file."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived while the flow ran (its tools' process groups have been ended)."""
+
+
+GRACE_S = 5.0
+"""Seconds a tool's process group has, after SIGTERM, before SIGKILL."""
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+"""The signals that end the flow (KeyboardInterrupt, `Terminated`) and, through `_call`, its tools."""
 
 
 @dataclass(frozen=True)
@@ -245,10 +259,69 @@ def find_tool(name: str) -> str:
     return path
 
 
+@contextmanager
+def terminate_raises():
+    """While the block runs (in the main thread), SIGTERM raises `Terminated`, as SIGINT raises
+    KeyboardInterrupt, so that `_call` ends the running tool's process group; the previous handler
+    is restored after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _call(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `command` to its end in a process group of its own, its output captured. If anything
+    interrupts the wait (KeyboardInterrupt, `Terminated`), the whole group (the tool and every
+    process it started) gets SIGTERM, then SIGKILL after GRACE_S, before the exception goes on.
+    SIGINT and SIGTERM are held back while the tool starts (the tool itself starts with them
+    unblocked), so that none can arrive between its start and the wait."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                                   start_new_session=True,
+                                   preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, held))
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal that came meanwhile is raised here
+        stdout, stderr = process.communicate()
+    except BaseException:
+        _end_group(process)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _end_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group led by `process`, SIGKILL to whatever of it is left after
+    GRACE_S (or after the leader ended); the leader is reaped and its pipes closed."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing of the group is left
+        pass
+    process.wait()
+    for stream in (process.stdout, process.stderr):
+        stream.close()
+
+
 def _run(tool: str, name: str, arguments: list[str], log: Path) -> None:
     """Run `tool` in the folder of `log` (the YoWASP tools see only the folder they run in, so every
     file name passed is relative to it); FpgaError with the tool's last error line if it fails."""
-    result = subprocess.run([tool, *arguments], capture_output=True, text=True, cwd=log.parent)
+    result = _call([tool, *arguments], cwd=log.parent)
     if result.returncode != 0:
         text = (log.read_text(errors="replace") if log.exists() else "") + result.stdout + result.stderr
         lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -258,7 +331,7 @@ def _run(tool: str, name: str, arguments: list[str], log: Path) -> None:
 
 def _version(tool: str, flag: str, pattern: str) -> str:
     """The version of `tool` (`pattern` matched in its `flag` output, else its first line)."""
-    result = subprocess.run([tool, flag], capture_output=True, text=True)
+    result = _call([tool, flag])
     text = result.stdout + result.stderr
     match = re.search(pattern, text)
     if match is not None:
@@ -287,7 +360,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     synth = f"synth_ecp5 -top {TOP}{'' if dsp else ' -nodsp'} -json {netlist.name}"
     _run(yosys_path, "yosys synth_ecp5", ["-q", "-l", yosys_log.name, "-p", f"read_verilog {source.name}; {synth}"],
          yosys_log)
-    usage = subprocess.run([nextpnr_path, "--help"], capture_output=True, text=True)
+    usage = _call([nextpnr_path, "--help"])
     with_report = "--report" in usage.stdout + usage.stderr
     arguments = [part.flag, "--package", part.package, "--json", netlist.name, "--freq", f"{freq_MHz:g}",
                  "--seed", str(seed), "--lpf-allow-unconstrained", "--timing-allow-fail",

@@ -2,6 +2,11 @@
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -150,6 +155,45 @@ def test_a_failing_tool_is_one_line_and_its_files_are_kept(tmp_path, capsys):
     assert "yosys synth_ecp5 failed (exit code 1)" in one_error_line(capsys)
     assert [p.name for p in out.iterdir()] == ["capsacc.v"]  # what the flow made before the failure
     assert "module capsacc(" in (out / "capsacc.v").read_text()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (an ended process its parent has not reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("sig,code,said,ignores_term", [
+    (signal.SIGTERM, 143, "terminated", True),  # the tool ignores SIGTERM: SIGKILL after the grace time
+    (signal.SIGINT, 130, "interrupted", False),
+])
+def test_a_signal_ends_the_tools_and_their_children(tmp_path, sig, code, said, ignores_term):
+    """SIGTERM or SIGINT to `nascaps rtl fpga` (the process alone, as `kill` sends it) ends the running
+    tool and every process it started; one line on stderr, exit code 128 + the signal."""
+    pids = tmp_path / "pids"
+    tool = tmp_path / "slow-yosys"
+    tool.write_text("#!/bin/sh\n" + ("trap '' TERM\n" if ignores_term else "")
+                    + f"sleep 300 &\necho $$ $! > {pids}.part && mv {pids}.part {pids}\nwait\n")
+    tool.chmod(0o755)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "capsacc", "rtl", "fpga", "--rows", "2", "--cols", "2", "--buffer-depth", "16",
+         "--program-depth", "16", "--yosys", str(tool), "--nextpnr", "false", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 300
+    while not pids.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    children = [int(pid) for pid in pids.read_text().split()]
+    assert all(_alive(pid) for pid in children)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert stderr.splitlines() == [f"nascaps rtl fpga: {said}"]
+    assert not any(_alive(pid) for pid in children)
+    assert (tmp_path / "out" / "capsacc.v").exists()  # what the flow made before the signal is kept
 
 
 @pytest.mark.slow
