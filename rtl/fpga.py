@@ -69,8 +69,9 @@ class Implementation:
 
     `utilization`: bel type -> {"used": n, "available": n}; `fmax_MHz`: the achieved frequency of the
     slowest clock; `target_MHz`: its constraint; `critical_path_ns`: the delay of the slowest
-    register-to-register path and `critical_path_sources` the design's source lines along it
-    (file:line, in path order; both empty where nextpnr gives no path, e.g. from a log)."""
+    register-to-register path, `critical_path_sources` the design's source lines along it
+    (file:line, in path order) and `critical_path_ends` the cells (netlist names) it starts and ends
+    at (all empty where nextpnr gives no path, e.g. from a log)."""
     luts: int
     flip_flops: int
     dsps: int
@@ -80,6 +81,7 @@ class Implementation:
     utilization: dict
     critical_path_ns: float | None = None
     critical_path_sources: tuple[str, ...] = ()
+    critical_path_ends: tuple[str, ...] = ()
 
     @property
     def timing_met(self) -> bool:
@@ -114,7 +116,16 @@ def parse_report(report: dict, source: str = "nextpnr report") -> Implementation
     if path is None:
         return figures
     return replace(figures, critical_path_ns=round(sum(step["delay"] for step in path), 3),
-                   critical_path_sources=_design_sources(path))
+                   critical_path_sources=_design_sources(path), critical_path_ends=_path_ends(path))
+
+
+def _path_ends(path: list) -> tuple[str, ...]:
+    """The cells a path starts and ends at (its first step's "from" and its last step's "to"), where
+    the report names them."""
+    ends = (path[0].get("from"), path[-1].get("to"))
+    if all(isinstance(end, dict) and isinstance(end.get("cell"), str) for end in ends):
+        return tuple(end["cell"] for end in ends)
+    return ()
 
 
 def _critical_path(paths) -> list | None:
@@ -213,6 +224,7 @@ class FpgaResult:
     timing_met: bool
     critical_path_ns: float | None
     critical_path_sources: tuple[str, ...]
+    critical_path_ends: tuple[str, ...]
     utilization: dict
     report_source: str
     yosys: str
@@ -227,7 +239,11 @@ class FpgaResult:
         shares = [_share(self.utilization[bel]) for bel in RESOURCES.values()]
         timing = f"timing {'met' if self.timing_met else 'NOT met'} at {self.target_MHz:g} MHz"
         if self.critical_path_ns is not None:
-            timing += f"; critical path {self.critical_path_ns:.2f} ns through {', '.join(self.critical_path_sources)}"
+            timing += f"; critical path {self.critical_path_ns:.2f} ns"
+            if self.critical_path_ends:
+                timing += f" from {self.critical_path_ends[0]} to {self.critical_path_ends[1]}"
+            if self.critical_path_sources:
+                timing += f" through {', '.join(self.critical_path_sources)}"
         lines = [
             f"CapsAcc {self.rows}x{self.cols}, acc_bits {self.acc_bits}, buffer_depth {self.buffer_depth}, "
             f"program_depth {self.program_depth}; {self.part} ({self.package}), target {self.target_MHz:g} MHz",
@@ -382,6 +398,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
         luts=figures.luts, flip_flops=figures.flip_flops, dsps=figures.dsps, block_rams=figures.block_rams,
         fmax_MHz=round(figures.fmax_MHz, 2), target_MHz=figures.target_MHz, timing_met=figures.timing_met,
         critical_path_ns=figures.critical_path_ns, critical_path_sources=figures.critical_path_sources,
+        critical_path_ends=figures.critical_path_ends,
         utilization=figures.utilization, report_source=report_source,
         yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
         nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"))

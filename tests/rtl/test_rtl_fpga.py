@@ -61,6 +61,7 @@ def test_report_figures_and_critical_path():
     assert not figures.timing_met
     assert figures.critical_path_ns == pytest.approx(43.629)  # the clocked path, not the longer <async> one
     assert figures.critical_path_sources == ("/elsewhere/rtl/activation.py:93", "/elsewhere/rtl/activation.py:50")
+    assert figures.critical_path_ends == ("act.$signal_TRELLIS_FF_Q", "data_buf.0.0_DIB14_TRELLIS_FF_Q")
     assert figures.utilization["TRELLIS_IO"] == {"used": 211, "available": 365}
 
 
@@ -70,7 +71,7 @@ def test_report_slowest_clock_and_timing_met():
     del report["critical_paths"]
     figures = parse_report(report)
     assert figures.fmax_MHz == 120.5 and figures.timing_met
-    assert figures.critical_path_ns is None and figures.critical_path_sources == ()
+    assert figures.critical_path_ns is None and figures.critical_path_sources == () == figures.critical_path_ends
 
 
 @pytest.mark.parametrize("damage,message", [
