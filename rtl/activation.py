@@ -97,14 +97,21 @@ def saturate8(value):
     return Mux(value > 127, 127, Mux(value < -128, -128, value))
 
 
-def bit_length(value, width: int):
-    """An Amaranth expression: the number of significant bits of the low `width` bits of unsigned
-    `value` (0 for 0), as a tree of depth ceil(log2 width) (a priority encoder)."""
-    if width == 1:
-        return value[0]
-    low = width // 2
-    high_bits = value[low:width]
-    return Mux(high_bits.any(), low + bit_length(high_bits, width - low), bit_length(value, low))
+def shift_exponent(value, width: int, low: int, step: int):
+    """An Amaranth expression: how many k >= 1 have the low `width` bits of unsigned `value` at or
+    above 2**(low + step k), i.e. max(0, ceil((bit_length - low) / step)) (the shift that brings
+    the value below 2**low in steps of `step` bits), without an adder: the thresholds are OR
+    reductions, monotone in k (a thermometer code), and bit b of their count is set where the code
+    ends in the upper half of a 2**(b + 1) block."""
+    count = max(0, -(-(width - low) // step))
+    over = [value[low + step * k:width].any() for k in range(1, count + 1)]
+    flag = lambda k: over[k - 1] if k <= count else Const(0)  # noqa: E731
+    bits = []
+    for b in range(count.bit_length()):
+        half, block = 1 << b, 1 << (b + 1)
+        terms = [flag(start) & ~flag(start - half + block) for start in range(half, count + 1, block)]
+        bits.append(terms[0] if len(terms) == 1 else Cat(*terms).any())
+    return Cat(*bits) if bits else Const(0, 1)
 
 
 class _LengthConfig:
@@ -276,11 +283,10 @@ class VectorActivation(wiring.Component):
             e_exp = Signal(range(16), name=f"s1_e{j}")
             f_exp = Signal(range(16), name=f"s1_f{j}")
             total1, divisor1 = Signal(SUM_BITS, name=f"s1_total{j}"), Signal(SUM_BITS + 1, name=f"s1_div{j}")
-            bl_total = bit_length(total, SUM_BITS)
-            bl_div = bit_length(divisor, SUM_BITS + 1)
+            # e = max(0, ceil((bit_length(T) - 8) / 2)), f = max(0, bit_length(D) - 9)
             m.d.sync += [total1.eq(total), divisor1.eq(divisor),
-                         e_exp.eq(Mux(bl_total > 8, (bl_total - 7) >> 1, 0)),
-                         f_exp.eq(Mux(bl_div > 9, bl_div - 9, 0))]
+                         e_exp.eq(shift_exponent(total, SUM_BITS, 6, 2)),
+                         f_exp.eq(shift_exponent(divisor, SUM_BITS + 1, 8, 1))]
             # s2: mantissas into the tables (synchronous reads), k.
             sq_port, rc_port = sqrt_port[j], recip_port[j]
             mant = (total1 >> (e_exp << 1))[:8]
