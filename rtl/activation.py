@@ -99,8 +99,8 @@ def saturate8(value):
 
 def shift_exponent(value, width: int, low: int, step: int):
     """An Amaranth expression: how many k >= 1 have the low `width` bits of unsigned `value` at or
-    above 2**(low + step k), i.e. max(0, ceil((bit_length - low) / step)) (the shift that brings
-    the value below 2**low in steps of `step` bits), without an adder: the thresholds are OR
+    above 2**(low + step k), i.e. max(0, floor((bit_length - low - 1) / step)) (the smallest
+    shift, in steps of `step` bits, that brings the value below 2**(low + step)), without an adder: the thresholds are OR
     reductions, monotone in k (a thermometer code), and bit b of their count is set where the code
     ends in the upper half of a 2**(b + 1) block."""
     count = max(0, -(-(width - low) // step))

@@ -3,9 +3,11 @@ latency(C, L) + n cycles from the first row in to the cycle after the last row o
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
-from rtl.activation import VectorActivation, exp_table, latency, recip_table, scan_levels, sqrt_table
+from rtl.activation import (VectorActivation, exp_table, latency, recip_table, scan_levels, shift_exponent,
+                            sqrt_table)
 from rtl.isa import Func
 from sim import golden
 
@@ -142,3 +144,29 @@ def test_softmax_two_logits_every_difference():
     pairs = np.stack([np.where(diff >= 0, 127, 127 + diff), np.where(diff >= 0, 127 - diff, 127)], axis=1)
     rows = np.concatenate([pairs, np.zeros((1, 2), dtype=np.int64)]).reshape(-1, 4)  # two pairs per row
     check(rows, "softmax", 0, 2)
+
+
+@pytest.mark.parametrize("width,low,step", [(22, 6, 2), (23, 8, 1), (5, 2, 2)])
+def test_shift_exponent_is_the_bit_length_formula(width, low, step):
+    """shift_exponent = max(0, floor((bit_length - low - 1) / step)) (squash: e from S2, low 6 step 2:
+    (bl - 7) >> 1 above 8 bits, else 0; reciprocal: low 8 step 1: bl - 9 above 9 bits), on every
+    power of two and its predecessor, every value below 2^12 and random values."""
+    value, out = Signal(width), Signal(8)
+    m = Module()
+    m.d.comb += out.eq(shift_exponent(value, width, low, step))
+    rng = np.random.default_rng(width)
+    values = sorted({*range(min(1 << 12, 1 << width)), *(1 << i for i in range(width)),
+                     *((1 << i) - 1 for i in range(1, width + 1)), *(int(v) for v in rng.integers(0, 1 << width, 500))})
+    wrong = []
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(value, v)
+            want = max(0, (v.bit_length() - low - 1) // step)
+            if ctx.get(out) != want:
+                wrong.append((v, ctx.get(out), want))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert wrong == []
