@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from subprocesses import default_sigint
 
 from capsacc.cli import main
 from nas.evaluate import SyntheticEvaluator
@@ -370,12 +371,13 @@ sys.exit(main(["search", "--out", sys.argv[1], "--population", "6", "--offspring
 """
 
 
+
 def test_ctrl_c_keeps_every_finished_row_and_resume_continues(tmp_path):
     script = tmp_path / "ctrl_c.py"
     script.write_text(CTRL_C_SCRIPT)
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE, text=True,
-                               env=ENV)
+                               env=ENV, preexec_fn=default_sigint)
     deadline = time.monotonic() + 600  # a loaded 2-core machine takes minutes to import and start
     while time.monotonic() < deadline and process.poll() is None and len(_journal_keys(out)) < 4:
         time.sleep(0.05)
@@ -529,7 +531,7 @@ def test_ctrl_c_in_a_terminal_stops_a_dask_search_with_one_line(tmp_path):
     script.write_text(DASK_CTRL_C_SCRIPT)
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, str(script), str(out)], stderr=subprocess.PIPE, text=True, env=ENV,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 600  # a loaded 2-core machine takes minutes to start the workers
     while time.monotonic() < deadline and process.poll() is None and len(_journal_keys(out)) < 4:
         time.sleep(0.2)
