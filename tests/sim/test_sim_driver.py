@@ -51,6 +51,16 @@ def isa_cycles(counts: dict, config: ArrayConfig) -> int:
     return 2 * counts["runs"] + counts["matmul_phase_cycles"] + acts
 
 
+def run_exact(config: ArrayConfig, kind: str, op: Operation, seed: int, output: str):
+    """`op` run as `kind` on Amaranth: its result `output` equals the golden model's (not all zeros),
+    its instruction counts are `plan_counts`' and its busy cycles the ISA formulas' (`isa_cycles`)."""
+    run = OperationDriver(config, "amaranth").run(kind, op, seed=seed)
+    assert np.array_equal(run.outputs[output], run.golden[output]) and np.any(run.golden[output])
+    assert run.counts == plan_counts(kind, op, config)
+    assert run.cycles == isa_cycles(run.counts, config)
+    return run
+
+
 @pytest.fixture(scope="module")
 def amaranth_runs():
     driver = OperationDriver(CONFIG, "amaranth")
@@ -178,10 +188,7 @@ def test_packed_classcaps_is_bit_exact_and_counted_exactly(config, op):
     k = classcaps_packing(op.caps_in, config)
     capsules, tiles = op.n_in ** 2 * op.ch_in, ceil_div(op.ch_out * op.caps_out, config.cols)
     assert k > 1 and capsules % k
-    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=4)
-    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
-    assert run.counts == plan_counts("classcaps", op, config)
-    assert run.cycles == isa_cycles(run.counts, config)
+    run = run_exact(config, "classcaps", op, 4, "u_hat")
     assert run.counters["weight_loads"] == ceil_div(capsules, k) * tiles
     assert run.counters["pe_active_cycles"] == run.counts["matmul_rows"] * config.rows * config.cols
     assert run.runs > 1
@@ -192,10 +199,7 @@ def test_packed_convcaps_is_bit_exact_and_counted_exactly():
     segmented ACTs of length L: 3 capsules of 2 atoms on 4 columns are 2 blocks (4 + 2 lanes), not 3."""
     config = ArrayConfig(4, 4, 25, 256, 32)
     op = Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 2)
-    run = OperationDriver(config, "amaranth").run("convcaps", op, seed=5)
-    assert np.array_equal(run.outputs["out"], run.golden["out"]) and np.any(run.golden["out"])
-    assert run.counts == plan_counts("convcaps", op, config)
-    assert run.cycles == isa_cycles(run.counts, config)
+    run = run_exact(config, "convcaps", op, 5, "out")
     k_chunks = ceil_div(3 * 3 * 2 * 2 + 1, config.rows)
     assert run.counters["weight_loads"] == run.counts["matmuls"] == k_chunks * 2
     assert run.counts["acts"] == 2 and run.counters["act_ops"] == 2 * 16 * 4
@@ -212,11 +216,8 @@ def test_wide_convcaps_is_bit_exact_and_counted_exactly(config, op):
     (stride nc) squashes each capsule over its blocks, bit-exact against the golden squash of the
     whole capsule; every atom is written once. On 3x4 the 25 data rows need several chunks."""
     config_span = ceil_div(op.caps_out, config.cols)
-    run = OperationDriver(config, "amaranth").run(op.kind, op, seed=6)
-    assert np.array_equal(run.outputs["out"], run.golden["out"]) and np.any(run.golden["out"])
+    run = run_exact(config, op.kind, op, 6, "out")
     assert np.array_equal(run.outputs["sums"], run.golden["sums"])
-    assert run.counts == plan_counts(op.kind, op, config)
-    assert run.cycles == isa_cycles(run.counts, config)
     rows = op.n_out ** 2 * (op.ch_in if op.kind == "convcaps3d" else 1)
     k = (op.kernel ** 3 if op.kind == "convcaps3d" else op.kernel ** 2 * op.ch_in) * op.caps_in + 1
     chunks = run.counts["acts"] // op.ch_out
@@ -236,10 +237,7 @@ def test_wide_capsule_votes_and_sums_are_bit_exact_and_counted_exactly(kind, op)
     element-wise sums of capsules wider than the 4 columns (6 atoms over 2 blocks, one strided ACT
     per capsule type), bit-exact, counts and ISA cycles exact."""
     config = ArrayConfig(4, 4, 25, 256, 32)
-    run = OperationDriver(config, "amaranth").run(kind, op, seed=8)
-    assert np.array_equal(run.outputs["out"], run.golden["out"]) and np.any(run.golden["out"])
-    assert run.counts == plan_counts(kind, op, config)
-    assert run.cycles == isa_cycles(run.counts, config)
+    run = run_exact(config, kind, op, 8, "out")
     if kind != "convcaps3d":
         assert run.counts["act_spans"] == 2 * run.counts["acts"]
 
@@ -249,10 +247,7 @@ def test_classcaps_wider_than_the_array_is_bit_exact_and_counted_exactly():
     through capsules) map as they are."""
     config = ArrayConfig(3, 4, 25, 64, 16)
     op = Operation("classcaps", "classcaps", 2, 2, 5, 2, 1, 1, 2, 6)
-    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=7)
-    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
-    assert run.counts == plan_counts("classcaps", op, config)
-    assert run.cycles == isa_cycles(run.counts, config)
+    run = run_exact(config, "classcaps", op, 7, "u_hat")
     assert run.counters["weight_loads"] == 8 * ceil_div(5, 3) * ceil_div(12, 4)
 
 
@@ -298,12 +293,9 @@ def test_a_batch_of_classcaps_loads_each_weight_tile_once(config, op, batch):
     k = classcaps_packing(op.caps_in, config)
     capsules, tiles = op.n_in ** 2 * op.ch_in, ceil_div(op.ch_out * op.caps_out, config.cols)
     k_chunks = ceil_div(op.caps_in, config.rows)
-    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=4 + batch)
+    run = run_exact(config, "classcaps", op, 4 + batch, "u_hat")
     assert run.outputs["u_hat"].shape == (batch, capsules, op.ch_out, op.caps_out)
-    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
     assert all(np.any(run.golden["u_hat"][b] != run.golden["u_hat"][0]) for b in range(1, batch))
-    assert run.counts == plan_counts("classcaps", op, config)
-    assert run.cycles == isa_cycles(run.counts, config)
     assert run.counters["weight_loads"] == ceil_div(capsules, k) * k_chunks * tiles
     assert run.counts["matmul_rows"] == ceil_div(capsules, k) * k_chunks * tiles * batch * k
     assert run.counters["pe_active_cycles"] == run.counts["matmul_rows"] * config.rows * config.cols
@@ -317,11 +309,8 @@ def test_a_classcaps_group_of_more_than_1023_rows_is_activated_in_pieces():
     op = Operation("classcaps", "classcaps", 1, 3, 1, 1, 1, 1, 8, 8)  # 3 capsules of 1 atom, k = 2, mb = 32
     assert classcaps_packing(1, config) == 2 and classcaps_per_run(1, 64, config) == 2
     assert 32 * 17 * 2 > ACT_MAX_ROWS
-    run = OperationDriver(config, "amaranth").run("classcaps", op, seed=9)
-    assert np.array_equal(run.outputs["u_hat"], run.golden["u_hat"]) and np.any(run.golden["u_hat"])
-    assert run.counts == plan_counts("classcaps", op, config)
+    run = run_exact(config, "classcaps", op, 9, "u_hat")
     assert run.runs == 2 and run.counts["acts"] == 2 * 2 and run.counts["act_rows"] == 2 * 32 * 17 * 2
-    assert run.cycles == isa_cycles(run.counts, config)
 
 
 @pytest.mark.parametrize("kind", ["conv", "convcaps3d", "routing"])
