@@ -29,7 +29,7 @@ from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import MappingError, chain, plan_counts
+from capsacc.mapping import MappingError, ceil_div, chain, plan_counts
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""
@@ -215,7 +215,7 @@ class Calibration:
 def per_image(batch_value, batch: int):
     """An image's share of a count (an int or an int64 array) of a whole batch of `batch` images:
     ceil(batch_value / batch)."""
-    return -(-batch_value // batch)
+    return ceil_div(batch_value, batch)
 
 
 def network_costs(network, calibration: Calibration):
