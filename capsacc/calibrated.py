@@ -19,6 +19,7 @@ batch (the features count the batch's instructions), so one calibration serves e
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -60,6 +61,11 @@ drain per run), per ACT (issue, start, the activation unit's pipeline: a part pe
 ceil(log2 C), a part per row of a capsule's span), per column-mode ACT, per row of a row-mode ACT,
 per element of a column-mode ACT. Events: one feature each, except partial-sum reads (accumulating
 rows + ACT rows)."""
+
+
+HELD_OUT_ERROR_KEYS = ("calibrated_max_abs_rel_error", "energy_events_max_abs_rel_error")
+"""The measured errors of each provenance 'errors' row (array and kind, held-out operations) that
+`Calibration.held_out_error_pct` takes the largest of: cycles and event energy."""
 
 
 def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
@@ -133,6 +139,33 @@ class Calibration:
             predicted[target] = int(round(value))
         return predicted
 
+    def fitted_arrays(self) -> list[tuple[int, int]]:
+        """The (rows, cols) of the arrays the coefficients were fitted on (provenance 'arrays', "RxC"
+        each), or this calibration's own array when the provenance lists none."""
+        return [tuple(int(n) for n in name.split("x")) for name in self.provenance.get("arrays", [])] or \
+            [(self.config.rows, self.config.cols)]
+
+    def check_covers(self, rows: int, cols: int) -> None:
+        """Raise `AcceleratorConfigError` unless this calibration predicts a `rows` x `cols` array. Its
+        coefficients are per instruction, and the features carry R and C (`features`): fitted on arrays
+        of at least two row counts and two column counts (`nascaps calibrate` fits three), the per-row
+        and per-column terms are told apart and it covers every array; fitted on fewer, its own arrays only."""
+        arrays = self.fitted_arrays()
+        spread = len({r for r, _ in arrays}) > 1 and len({c for _, c in arrays}) > 1
+        if not spread and (rows, cols) not in arrays:
+            fitted = ", ".join(f"{r}x{c}" for r, c in arrays)
+            raise AcceleratorConfigError(f"array {rows}x{cols}: the calibration was fitted on {fitted} only, "
+                                         "too few row and column counts to predict another array")
+
+    @property
+    def held_out_error_pct(self) -> float | None:
+        """The calibration's held-out error, percent: the largest |relative error| of the calibrated
+        model's cycles or event energy against the RTL over the held-out operations of every array and
+        kind (provenance 'errors': `calibrated_max_abs_rel_error`, `energy_events_max_abs_rel_error`),
+        x 100; None when the provenance records no errors."""
+        errors = [row[key] for row in self.provenance.get("errors", []) for key in HELD_OUT_ERROR_KEYS]
+        return 100 * max(errors) if errors else None
+
     def with_batch(self, batch: int) -> "Calibration":
         """This calibration for batches of `batch` images (`AcceleratorConfigError` outside 1..4096)."""
         return dataclasses.replace(self, config=dataclasses.replace(self.config, batch=batch))
@@ -183,6 +216,7 @@ class Calibration:
         provenance = values.get("provenance", {})
         if not isinstance(provenance, dict):
             raise AcceleratorConfigError(f"{source}: 'provenance' must be a table/object")
+        _check_provenance(provenance, source)
         try:
             config = ArrayConfig(**values["config"])
             energy_values = {event: float(energies[event]) for event in EVENTS}
@@ -210,6 +244,25 @@ class Calibration:
             raise AcceleratorConfigError(f"capsacc/data/calibrated.json: cannot read ({error.strerror}); "
                                          "run `nascaps calibrate` and install its calibration.json there") from None
         return cls.from_dict(json.loads(text), "capsacc/data/calibrated.json")
+
+
+def _check_provenance(provenance: dict, source: str) -> None:
+    """`AcceleratorConfigError` naming `source` and the key when the provenance's 'arrays' are not
+    "RxC" names or its 'errors' rows lack a finite error >= 0 of `HELD_OUT_ERROR_KEYS`."""
+    arrays = provenance.get("arrays", [])
+    name = re.compile(r"[1-9][0-9]{0,3}x[1-9][0-9]{0,3}")
+    if not isinstance(arrays, list) or not all(isinstance(a, str) and name.fullmatch(a) for a in arrays):
+        raise AcceleratorConfigError(f"{source}: provenance 'arrays' must be a list of \"RxC\" names, "
+                                     f"got {arrays!r:.100}")
+    errors = provenance.get("errors", [])
+    if not isinstance(errors, list):
+        raise AcceleratorConfigError(f"{source}: provenance 'errors' must be a list, got {errors!r:.60}")
+    for index, row in enumerate(errors):
+        for key in HELD_OUT_ERROR_KEYS:
+            value = row.get(key) if isinstance(row, dict) else None
+            if not _finite(value) or value < 0:
+                raise AcceleratorConfigError(f"{source}: provenance 'errors' row {index}: '{key}' must be a finite "
+                                             f"number >= 0, got {value!r:.60}")
 
 
 def per_image(batch_value, batch: int):

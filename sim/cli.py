@@ -1,4 +1,5 @@
-"""The `nascaps` subcommands of sim: `calibrate`, and `rtl run` (added to rtl's `nascaps rtl`)."""
+"""The `nascaps` subcommands of sim: `calibrate`, `validate` (`sim.validate`), and `rtl run` (added to rtl's
+`nascaps rtl`)."""
 
 import json
 import sys
@@ -7,9 +8,13 @@ from capsacc.errors import InputError
 
 
 def register(subparsers) -> None:
-    """Add sim's subcommands: `calibrate`, and `run` under `nascaps rtl` (registered before: entry
-    points register in name order, and rtl's parser offers its subcommand group as `rtl_commands`)."""
+    """Add sim's subcommands: `calibrate`, `validate` (`sim.validate`), and `run` under `nascaps rtl`
+    (registered before: entry points register in name order, and rtl's parser offers its subcommand
+    group as `rtl_commands`)."""
+    from sim.validate import register as register_validate
+
     _register_rtl_run(subparsers.choices["rtl"].get_default("rtl_commands"))
+    register_validate(subparsers)
     parser = subparsers.add_parser(
         "calibrate", help="fit the calibrated cost model to cycle-accurate runs of the RTL",
         description="Run a sweep of operations bit-exactly on the CapsAcc RTL (the given array and two "
