@@ -103,11 +103,13 @@ def register(subparsers) -> None:
     """Add capsacc's subcommands (`estimate`)."""
     parser = subparsers.add_parser(
         "estimate", help="energy, latency and memory of a network on CapsAcc",
-        description="Cost of a NASCaps genotype on the CapsAcc accelerator (published NASCaps model).")
+        description="Cost of a NASCaps genotype on the CapsAcc accelerator: by default the model calibrated against "
+                    "this project's RTL (--accelerator calibrated), or the published NASCaps model (--accelerator "
+                    "published).")
     parser.add_argument("network", metavar="GENOTYPE.json|" + "|".join(PRESETS),
                         help="a genotype file (NASCaps .chr JSON list) or a preset name")
-    parser.add_argument("--accelerator", default="published", metavar="published|calibrated|FILE.toml",
-                        help="accelerator preset or TOML file (default: published)")
+    parser.add_argument("--accelerator", default=DEFAULT_ACCELERATOR, metavar="calibrated|published|FILE.toml",
+                        help=f"accelerator preset or TOML file (default: {DEFAULT_ACCELERATOR})")
     parser.add_argument("--batch", type=int, default=None, metavar="B",
                         help="images per batch of a calibrated accelerator (1..4096; default: the accelerator's, "
                              "8 for the calibrated preset); its figures are per image")
@@ -117,6 +119,10 @@ def register(subparsers) -> None:
 
 ACCELERATOR_PRESETS = ("published", "calibrated")
 """Accelerator presets the CLI accepts by name (each an `Accelerator.<name>()` constructor)."""
+
+DEFAULT_ACCELERATOR = "calibrated"
+"""The preset of `nascaps estimate` and `nascaps search` when `--accelerator` is not given: the model
+calibrated against the RTL (the published model prices CapsNet below its compute bound; README)."""
 
 
 def load_accelerator(spec: str, batch: int | None = None) -> Accelerator:
@@ -165,4 +171,20 @@ def _estimate_command(args) -> int:
     print(f"{'cycles':>12}{'latency_ms':>12}{'energy_mJ':>12}{'weights':>10}{'memory_KiB':>12}")
     print(f"{result.cycles:>12}{result.latency_ms:>12.6f}{result.energy_mJ:>12.6f}{result.weights:>10}"
           f"{result.memory_KiB:>12.2f}")
+    print(calibration_error_line(result))
     return 0
+
+
+def calibration_error_line(result) -> str:
+    """The line under the table that says how far the estimate's model is from the RTL it describes."""
+    calibration = result.accelerator.calibration
+    if calibration is None:
+        return ("calibration error: none (the published NASCaps model is not fitted to an RTL; `nascaps validate "
+                "--simulate` compares it with this project's)")
+    if result.calibration_error_pct is None:
+        return "calibration error: not recorded (the calibration's provenance holds no held-out errors)"
+    rows = calibration.provenance["errors"]
+    arrays = ", ".join(dict.fromkeys(row.get("array", "?") for row in rows))
+    held_out = sum(row["held_out_ops"] for row in rows if isinstance(row.get("held_out_ops"), int))
+    return (f"calibration error: {result.calibration_error_pct:.4f} % (the largest |relative error| of cycles and "
+            f"event energy on the calibration's {held_out} held-out RTL operations, arrays {arrays})")

@@ -70,7 +70,15 @@ class Estimate:
                         "energy_mJ": op.energy_mJ, "weights": op.weights} for op in self.operations],
             "accelerator": self.accelerator.to_dict(),
             "model": self.model,
+            "calibration_error_pct": self.calibration_error_pct,
         }
+
+    @property
+    def calibration_error_pct(self) -> float | None:
+        """The calibration's held-out error in percent (`Calibration.held_out_error_pct`); None for the
+        published model, which no calibration fits, and for a calibration that records no errors."""
+        calibration = self.accelerator.calibration
+        return None if calibration is None else calibration.held_out_error_pct
 
 
 def estimate(network: Network, accelerator: Accelerator) -> Estimate:

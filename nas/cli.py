@@ -162,8 +162,8 @@ def register_search(subparsers) -> None:
     parser.add_argument("--timeout", type=_positive_float, default=defaults.timeout_s, metavar="SECONDS",
                         help=f"wall-clock limit of one candidate's training (default {defaults.timeout_s:g})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default {defaults.seed})")
-    parser.add_argument("--accelerator", default="published", metavar="published|calibrated|FILE.toml",
-                        help="accelerator preset or TOML file (default: published)")
+    parser.add_argument("--accelerator", default=defaults.accelerator, metavar="calibrated|published|FILE.toml",
+                        help=f"accelerator preset or TOML file (default: {defaults.accelerator})")
     _add_space_option(parser)
     parser.add_argument("--mutation-probability", type=float, default=defaults.mutation_probability,
                         metavar="P_M", help=f"mutation probability p_m (default {defaults.mutation_probability})")

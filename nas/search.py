@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from capsacc import MODEL_VERSION, Accelerator
+from capsacc.calibrated import MODEL_VERSION as CALIBRATED_MODEL
+from capsacc.cli import DEFAULT_ACCELERATOR, load_accelerator
 from capsacc.errors import InputError
 from capsacc.files import prepare_output_dir
 
@@ -62,7 +64,7 @@ class SearchConfig:
     learning_rate: float = 0.003
     timeout_s: float | None = 45.0
     seed: int = 0
-    accelerator: str = "published"
+    accelerator: str = DEFAULT_ACCELERATOR
     space: SearchSpace = field(default_factory=lambda: QUICK_SPACE)
     budgets: Budgets = field(default_factory=Budgets)
     mutation_probability: float = MUTATION_PROBABILITY
@@ -79,7 +81,7 @@ class SearchConfig:
                 "seed": self.seed, "accelerator": self.accelerator, "accelerator_config": accelerator.to_dict(),
                 "space": _jsonable(asdict(self.space)), "budgets": asdict(self.budgets),
                 "mutation_probability": self.mutation_probability, "evaluator": evaluator_name,
-                "model_version": MODEL_VERSION}
+                "model_version": CALIBRATED_MODEL if accelerator.calibration is not None else MODEL_VERSION}
 
 
 def _jsonable(value):
@@ -173,7 +175,7 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     it (Ctrl-C, a kill, an `InputError`).
     """
     start = time.monotonic()
-    accelerator = accelerator or Accelerator.published()
+    accelerator = accelerator or load_accelerator(config.accelerator)
     distributed = config.workers > 1 or config.scheduler is not None
     if resume and not (Path(config.out) / JOURNAL_NAME).exists():
         raise InputError(f"{Path(config.out) / JOURNAL_NAME}: no journal to resume")

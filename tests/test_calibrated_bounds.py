@@ -96,6 +96,10 @@ def test_array_config_fields_are_bounded(field, value):
     (lambda d: d["coefficients"].update(cycles=["a"] * 14), "coefficients of 'cycles' must be a list of finite"),
     (lambda d: d["energies_pJ"].update(mac=None), "energies_pJ 'mac' must be a finite number"),
     (lambda d: d["config"].update(buffer_depth=0), "array 'buffer_depth' must be an integer"),
+    (lambda d: d["provenance"].update(arrays=["16 by 16"]), "provenance 'arrays' must be a list of \"RxC\" names"),
+    (lambda d: d["provenance"]["errors"][3].pop("energy_events_max_abs_rel_error"),
+     "provenance 'errors' row 3: 'energy_events_max_abs_rel_error' must be a finite number >= 0, got None"),
+    (lambda d: d["provenance"].update(errors={}), "provenance 'errors' must be a list"),
 ])
 def test_a_malformed_calibration_names_the_key(change, message):
     values = copy.deepcopy(SHIPPED)
@@ -114,3 +118,24 @@ def test_a_calibration_predicting_past_int64_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.splitlines() == ["nascaps estimate: error: the calibration predicts inf for 'cycles' of this conv "
                                 "operation, outside the range of 64-bit integers"]
+
+
+def test_the_held_out_error_is_the_worst_recorded_and_every_estimate_carries_it(tmp_path, capsys):
+    """`calibration_error_pct`: the largest held-out error of cycles or event energy, in percent; a
+    calibration recording none says so under the table and gives null."""
+    values = copy.deepcopy(SHIPPED)
+    values["provenance"]["errors"][2]["calibrated_max_abs_rel_error"] = 0.0125
+    values["provenance"]["errors"][5]["energy_events_max_abs_rel_error"] = 0.003
+    assert Calibration.from_dict(values).held_out_error_pct == pytest.approx(1.25)
+    (tmp_path / "c.json").write_text(json.dumps(values))
+    config = values["config"]
+    (tmp_path / "a.toml").write_text(f'rows = {config["rows"]}\ncols = {config["cols"]}\ncalibration = "c.json"\n')
+    assert main(["estimate", "capsnet", "--accelerator", str(tmp_path / "a.toml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("calibration error: 1.2500 % (")
+    del values["provenance"]["errors"]
+    (tmp_path / "c.json").write_text(json.dumps(values))
+    assert main(["estimate", "capsnet", "--accelerator", str(tmp_path / "a.toml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibration_error_pct"] is None
+    assert main(["estimate", "capsnet", "--accelerator", str(tmp_path / "a.toml")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == ("calibration error: not recorded (the calibration's "
+                                                        "provenance holds no held-out errors)")

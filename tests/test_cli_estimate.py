@@ -6,21 +6,37 @@ import sys
 
 import pytest
 
+from capsacc.calibrated import Calibration
 from capsacc.cli import main
 
 
-def test_table_output_has_units_and_totals(capsys):
+def test_table_output_has_units_and_totals_and_the_calibration_error(capsys):
+    """The calibrated model by default, its held-out error under the table; the published model on request."""
     assert main(["estimate", "capsnet"]) == 0
-    out = capsys.readouterr().out
-    assert "energy_mJ" in out and "latency_ms" in out and "memory_KiB" in out
-    assert "routing7" in out and "1.823250" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert "energy_mJ" in lines[0] and "latency_ms" in lines[-3] and "memory_KiB" in lines[-3]
+    assert "routing7" in lines[8] and "model calibrated-rtl" in lines[-4] and lines[-2].split()[:2] == ["4759775",
+                                                                                                        "14.279325"]
+    assert lines[-1].startswith("calibration error: 0.0000 % (") and "84 held-out RTL operations" in lines[-1]
+    assert main(["estimate", "capsnet", "--accelerator", "published"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "model nascaps2020" in lines[-4] and lines[-2].split()[:2] == ["607750", "1.823250"]
+    assert lines[-1].startswith("calibration error: none (the published NASCaps model is not fitted")
+
+
+def test_json_carries_the_calibration_error(capsys):
+    assert main(["estimate", "capsnet", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "calibrated-rtl" and result["cycles"] == 4759775
+    assert result["calibration_error_pct"] == Calibration.shipped().held_out_error_pct == 0.0
 
 
 def test_json_output_is_one_object(capsys, published_records):
-    assert main(["estimate", "deepcaps", "--json"]) == 0
+    assert main(["estimate", "deepcaps", "--accelerator", "published", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"energy_mJ", "latency_ms", "memory_KiB", "weights", "cycles", "hw_ops",
-                           "accelerator", "model"}
+                           "accelerator", "model", "calibration_error_pct"}
+    assert result["calibration_error_pct"] is None
     deepcaps = next(r for r in published_records if r["name"] == "DeepCaps")["exact"]
     assert result["energy_mJ"] == pytest.approx(deepcaps["energy_mJ"], rel=1e-9)
     assert len(result["hw_ops"]) == 24 and result["model"] == "nascaps2020"

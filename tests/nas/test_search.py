@@ -40,9 +40,12 @@ def _config(tmp_path, name="run", **changes) -> SearchConfig:
 
 
 def test_search_objectives_come_from_capsacc_and_the_evaluator(tmp_path):
+    """The hardware objectives of the default accelerator, the calibrated one."""
     result = run_search(_config(tmp_path), evaluator=SyntheticEvaluator(), progress=False)
     assert len(result.evaluations) <= 8 + 4 * 6 and result.trained == len(result.evaluations)
-    accelerator = Accelerator.published()
+    accelerator = Accelerator.calibrated()
+    assert result.pareto and json.loads((tmp_path / "run" / "pareto.json").read_text())["provenance"][
+        "model_version"] == "calibrated-rtl"
     for e in result.evaluations[:5]:
         costs = hardware_costs(Genotype.from_list(e.genotype), accelerator)
         assert (e.energy_mJ, e.latency_ms, e.memory_KiB) == (costs.energy_mJ, costs.latency_ms, costs.memory_KiB)
