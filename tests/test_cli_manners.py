@@ -29,6 +29,8 @@ def one_error_line(capsys, command: str) -> str:
     (["systolic", "--topology", "lenet", "--rows", "x", "--cols", "4"], "systolic"),
     (["rtl", "export", "--rows", "2"], "rtl export"),
     (["calibrate", "--simulator", "spice", "--out", "d"], "calibrate"),
+    (["validate", "capsnet", "--simulator", "spice"], "validate"),
+    (["validate", "capsnet", "--rows", "four"], "validate"),
 ])
 def test_usage_errors_are_one_line_with_a_help_hint(argv, command, capsys):
     assert main(argv) == 2
