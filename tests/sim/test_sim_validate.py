@@ -166,3 +166,25 @@ def test_30_random_small_genotypes_cost_on_the_calibrated_model_what_they_cost_o
     for op in report["operations"]:
         assert op["calibrated_cycles"] == op["rtl_cycles"] and op["bit_exact"] is True, op
     assert report["total"]["calibrated_error_pct"] == 0
+
+
+CELL_GENOTYPE = [[0, 8, 1, 1, 3, 1, 8, 2, 1], [2, 8, 2, 1, 3, 2, 4, 2, 2], [2, 4, 2, 2, 3, 1, 4, 2, 2],
+                 [2, 4, 2, 2, 4, 1, 1, 3, 2], [-1], [1]]
+"""A small CapsCell network: a convolution, two cells (the second with the ConvCaps3D skip), the class layer."""
+
+
+@pytest.mark.verilator
+def test_a_capscell_network_charges_its_elementwise_steps_and_equals_the_rtl(tmp_path, capsys):
+    """ToCapsules counts with the first cell's first convolution, each cell's skip sum with its skip
+    operation (convcaps4; the ConvCaps3D of the last cell, with its routing): their MACs are more than
+    the operations' own there and only there, and every operation's calibrated cycles equal the RTL's."""
+    path = tmp_path / "cell.json"
+    path.write_text(json.dumps(CELL_GENOTYPE))
+    code, report = validate_json(capsys, str(path), "--rows", "4", "--cols", "4", "--buffer-depth", "512",
+                                 "--program-depth", "64", "--batch", "1", "--simulate")
+    assert code == 0
+    network = Network.from_genotype(CELL_GENOTYPE)
+    extra = [op["name"] for op, own in zip(report["operations"], network.operations) if op["macs"] > own.macs]
+    assert extra == ["convcaps1", "convcaps4", "convcaps3d8"]
+    for op in report["operations"]:
+        assert op["calibrated_cycles"] == op["rtl_cycles"] and op["bit_exact"] is True, op
