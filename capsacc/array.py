@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass, fields
 from capsacc.errors import AcceleratorConfigError
 
 ARRAY_LIMITS = {"rows": (1, 4096), "cols": (1, 4096), "acc_bits": (1, 64), "buffer_depth": (1, 2 ** 30),
-                "program_depth": (3, 2 ** 30), "batch": (1, 4096)}
+                "program_depth": (3, 2 ** 30), "batch": (1, 4096), "offchip_bytes_per_cycle": (1, 4096),
+                "offchip_latency_cycles": (1, 2 ** 20)}
 """Bounds of each `ArrayConfig` field (inclusive)."""
-HARDWARE_FIELDS = ("rows", "cols", "acc_bits", "buffer_depth", "program_depth")
+HARDWARE_FIELDS = ("rows", "cols", "acc_bits", "buffer_depth", "program_depth", "offchip_bytes_per_cycle",
+                   "offchip_latency_cycles")
 """The `ArrayConfig` fields that describe the hardware (all but the schedule's `batch`)."""
 
 
@@ -26,7 +28,11 @@ HARDWARE_FIELDS = ("rows", "cols", "acc_bits", "buffer_depth", "program_depth")
 class ArrayConfig:
     """A CapsAcc instance: `rows` x `cols` PEs, accumulator width `acc_bits` (bits), rows of each
     buffer and of the partial-sum memory `buffer_depth`, program memory `program_depth` (words); and
-    the schedule it runs: `batch` images per pass (1..4096, not hardware; see the module docstring)."""
+    the schedule it runs: `batch` images per pass (1..4096, not hardware; see the module docstring);
+    its off-chip memory port: `offchip_bytes_per_cycle` (W, the bytes of a beat, one beat per cycle)
+    and `offchip_latency_cycles` (L, from a read request to its data), the DMA's (docs/rtl.md,
+    "Memory system": 16 B per cycle is a 128-bit port; L = 64 cycles, a DRAM access of about 64 ns
+    at 1 GHz)."""
 
     rows: int = 16
     cols: int = 16
@@ -34,6 +40,8 @@ class ArrayConfig:
     buffer_depth: int = 16384
     program_depth: int = 1024
     batch: int = 1
+    offchip_bytes_per_cycle: int = 16
+    offchip_latency_cycles: int = 64
 
     def __post_init__(self):
         for field in fields(self):

@@ -31,6 +31,10 @@ clock-to-output delay leaves no time for logic behind it on an FPGA): a data row
 enters the array from the input register at s + 2, a weight row read at cycle w is written into
 its PE row at w + 2.
 
+DMA engine (`rtl.dma`): runs the DMA instructions' transfers between the `offchip` port and the
+int8 buffers through its own port pair on each buffer, concurrently with the compute; WAIT
+synchronises them (`rtl.isa`).
+
 Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
 down a delay line; its result leaves the array at s + D (D = R + C + 2,
 `capsacc.mapping.result_delay_cycles`), its partial-sum row is read at s + D - 2, registered, and
@@ -49,7 +53,8 @@ from amaranth.lib.wiring import In, Out
 from capsacc.array import ArrayConfig
 from capsacc.errors import AcceleratorConfigError
 from rtl.activation import ActivationUnit
-from rtl.isa import ADDR_BITS, INSTRUCTION, Dst, Opcode, Src
+from rtl.dma import DMAEngine, OffchipSignature
+from rtl.isa import ADDR_BITS, INSTRUCTION, Buffer, Dst, Opcode, Src
 from rtl.pe_array import PEArray
 from rtl.widths import ACC_BITS, product_sum_bits
 
@@ -70,6 +75,8 @@ COUNTERS = (
     ("psum_reads", "partial-sum row reads (accumulate and activation)"),
     ("psum_writes", "partial-sum row writes by the accumulator"),
     ("act_ops", "int8 results produced by the activation unit"),
+    ("offchip_read_beats", "off-chip beats read by the DMA engine (W bytes each)"),
+    ("offchip_write_beats", "off-chip beats written by the DMA engine (W bytes each)"),
 )
 """Performance counters, by index: (name, what it counts). Each is COUNTER_BITS wide."""
 
@@ -86,6 +93,9 @@ def check_buildable(config: ArrayConfig) -> None:
         raise AcceleratorConfigError(f"cols: {config.cols} outside [1, 63] (the host port's lane field)")
     if not 17 <= config.acc_bits <= 48:
         raise AcceleratorConfigError(f"acc_bits: {config.acc_bits} outside [17, 48] (an int8 product needs 16 bits)")
+    width = config.offchip_bytes_per_cycle
+    if not 1 <= width <= 64 or width & (width - 1):
+        raise AcceleratorConfigError(f"offchip_bytes_per_cycle: {width} is not a power of two in [1, 64]")
     for name in ("buffer_depth", "program_depth"):
         depth = getattr(config, name)
         if not 2 <= depth <= 1 << ADDR_BITS or depth & (depth - 1):
@@ -107,11 +117,15 @@ class CapsAcc(wiring.Component):
     `check_buildable`."""
 
     def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, buffer_depth: int = 256,
-                 program_depth: int = 64):
-        self.config = ArrayConfig(rows, cols, acc_bits, buffer_depth, program_depth)
+                 program_depth: int = 64, offchip_bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
+                 offchip_latency_cycles: int = ArrayConfig.offchip_latency_cycles):
+        self.config = ArrayConfig(rows, cols, acc_bits, buffer_depth, program_depth,
+                                  offchip_bytes_per_cycle=offchip_bytes_per_cycle,
+                                  offchip_latency_cycles=offchip_latency_cycles)
         check_buildable(self.config)
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
         super().__init__({
+            "offchip": Out(OffchipSignature(offchip_bytes_per_cycle)),
             "host_sel": In(3), "host_addr": In(16), "host_lane": In(6),
             "host_wdata": In(64), "host_we": In(1), "host_rdata": Out(64),
             "start": In(1), "busy": Out(1), "done": Out(1),
@@ -127,6 +141,8 @@ class CapsAcc(wiring.Component):
         # (20 for R = 16), so the PEs carry no more than that; the accumulator carries acc_bits.
         m.submodules.array = array = PEArray(rows, cols, min(acc_bits, product_sum_bits(rows)))
         m.submodules.act = act = ActivationUnit(cols, acc_bits, ADDR_BITS)
+        m.submodules.dma = dma = DMAEngine(rows, cols, cfg.offchip_bytes_per_cycle)
+        wiring.connect(m, wiring.flipped(self.offchip), dma.port)
 
         int8_row = lambda lanes: data.ArrayLayout(signed(8), lanes)  # noqa: E731
         m.submodules.program = program = Memory(shape=INSTRUCTION, depth=cfg.program_depth, init=[])
@@ -140,6 +156,21 @@ class CapsAcc(wiring.Component):
         weight_r, weight_w = weight_buf.read_port(), weight_buf.write_port(granularity=1)
         routing_r, routing_w = routing_buf.read_port(), routing_buf.write_port(granularity=1)
         psum_r, psum_w = psum.read_port(), psum.write_port(granularity=1)
+
+        # The DMA engine's own port pair on each int8 buffer (the buffers are dual-ported: the
+        # engine moves rows while the compute reads and writes; the program keeps them on
+        # different rows, `rtl.isa` WAIT). Reads come back a cycle later, selected by the buffer
+        # the engine read then.
+        dma_rd_buffer = Signal(Buffer)
+        m.d.sync += dma_rd_buffer.eq(dma.rd_buffer)
+        for buffer, memory, lanes in ((Buffer.DATA, data_buf, rows), (Buffer.WEIGHT, weight_buf, cols),
+                                      (Buffer.ROUTING, routing_buf, rows)):
+            reader, writer = memory.read_port(), memory.write_port()
+            m.d.comb += [reader.addr.eq(dma.rd_addr), writer.addr.eq(dma.wr_addr),
+                         writer.en.eq(dma.wr_en & (dma.wr_buffer == buffer))]
+            m.d.comb += [writer.data[lane].eq(dma.wr_row[lane]) for lane in range(lanes)]
+            with m.If(dma_rd_buffer == buffer):
+                m.d.comb += [dma.rd_row[lane].eq(reader.data[lane]) for lane in range(lanes)]
 
         busy = Signal()
         done = Signal()
@@ -345,6 +376,8 @@ class CapsAcc(wiring.Component):
             "psum_reads": (acc_read & reading.accumulate) | act.psum_en,
             "psum_writes": acc_write,
             "act_ops": Mux(act.wr_en, act.wr_count, 0),
+            "offchip_read_beats": dma.reads,
+            "offchip_write_beats": dma.writes,
             "data_writes": act_write(Dst.DATA),
             "weight_writes": act_write(Dst.WEIGHT),
             "routing_writes": act_write(Dst.ROUTING),
@@ -362,7 +395,10 @@ class CapsAcc(wiring.Component):
         # Control unit: IDLE, FETCH (one cycle after start), DISPATCH (issue the word at pc), and
         # the activation unit's ACT_START / ACT_WAIT. A MATMUL issues when the load engine is free
         # (or reading its last row), the stream slot is free (or being emptied) and its bank is
-        # ready; ACT and HALT issue when every MATMUL has written its results (drained).
+        # ready; ACT and HALT issue when every MATMUL has written its results (drained), HALT also
+        # when the DMA engine is idle. A DMA issues when the engine is idle (it takes the
+        # descriptor in that cycle); a WAIT when the engine is idle and the load and stream
+        # engines have read every operand.
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -389,8 +425,15 @@ class CapsAcc(wiring.Component):
                         with m.If(fire):
                             m.d.sync += instr.eq(word)
                             m.next = "ACT_START"
+                    with m.Case(Opcode.DMA):
+                        f = word.dma
+                        m.d.comb += [fire.eq(dma.idle), dma.cmd_valid.eq(dma.idle), dma.cmd.store.eq(f.store),
+                                     dma.cmd.buffer.eq(f.buffer), dma.cmd.addr.eq(f.addr), dma.cmd.n.eq(f.n),
+                                     dma.cmd.ext.eq(f.ext)]
+                    with m.Case(Opcode.WAIT):
+                        m.d.comb += fire.eq(dma.idle & ~l_busy & ~slot_valid & ~s_busy)
                     with m.Default():
-                        m.d.comb += fire.eq(drained)
+                        m.d.comb += fire.eq(drained & dma.idle)
                         with m.If(fire):
                             m.d.sync += [busy.eq(0), done.eq(1)]
                             m.next = "IDLE"

@@ -18,11 +18,12 @@ on Amaranth or Verilator.
 import numpy as np
 
 from rtl.capsacc import COUNTERS, SEL_DATA, SEL_PROGRAM, SEL_PSUM, SEL_ROUTING, SEL_WEIGHT
+from rtl.offchip import SEL_OFFCHIP
 from rtl.workloads import Region, Workload
 
 SELECT = {"program": SEL_PROGRAM, "data": SEL_DATA, "weight": SEL_WEIGHT, "routing": SEL_ROUTING,
-          "psum": SEL_PSUM}
-"""host_sel value of each memory."""
+          "psum": SEL_PSUM, "offchip": SEL_OFFCHIP}
+"""host_sel value of each memory ("offchip": the simulated off-chip memory of `rtl.offchip.CapsAccSystem`)."""
 
 
 def pack_lane_group(row, group: int) -> int:

@@ -1,7 +1,7 @@
 """The CapsAcc instruction set: 64-bit instruction words, an assembler and a disassembler.
 
 The encoding is declared once, here, as `amaranth.lib.data` layouts with `amaranth.lib.enum`
-field types: `MATMUL_LAYOUT`, `ACT_LAYOUT` and `HALT_LAYOUT` (one `StructLayout` per instruction,
+field types: `MATMUL_LAYOUT`, `ACT_LAYOUT`, `DMA_LAYOUT`, `WAIT_LAYOUT` and `HALT_LAYOUT` (one `StructLayout` per instruction,
 fields from bit 0 up, every one starting with the 4-bit `Opcode`), joined by `INSTRUCTION`, a
 64-bit `UnionLayout` view of a program word. The control unit (`rtl.capsacc`) decodes a word
 through that view; `assemble` builds words with `INSTRUCTION.const(...)` and `disassemble` reads
@@ -40,12 +40,28 @@ ACT: the activation unit on partial-sum rows (see `rtl.activation`).
                 1..63 at p_addr + g + t stride (strided: a capsule over span column blocks whose
                 MATMULs wrote `stride` rows each; `sim.golden.act_row_offsets`). The unit
                 takes a row per cycle either way.
+
+DMA: one transfer between the off-chip memory and an int8 buffer, run by the DMA engine
+(`rtl.dma`) while later instructions go on (it issues when the engine is idle).
+    store       0: load (off-chip -> buffer), 1: store (buffer -> off-chip)
+    buffer      `Buffer`: data, weight or routing
+    addr        first buffer row
+    n           rows (>= 1)
+    ext         first off-chip beat (a beat is the port's W bytes): buffer row addr + i is beats
+                ext + i * b .. ext + i * b + b - 1, b = ceil(lanes / W) (`beats_per_row`), its lane
+                j in byte j of that run of beats (a store writes zeros past the row's lanes)
+
+WAIT: wait until the DMA engine is idle and every issued MATMUL has read its operands (the load
+and stream engines are idle; results may still be in flight). The one synchronisation between
+transfers and compute: a program loads the next tile into the other half of a buffer, issues the
+MATMULs of the current one, then WAITs before it reuses that half.
 """
 
 from dataclasses import dataclass
 
 from amaranth.lib import data, enum
 
+from capsacc.array import ArrayConfig
 from capsacc.mapping import act_lanes, result_delay_cycles
 
 ADDR_BITS = 14
@@ -57,6 +73,8 @@ class Opcode(enum.Enum, shape=4):
     HALT = 0
     MATMUL = 1
     ACT = 2
+    DMA = 3
+    WAIT = 4
 
 
 class Src(enum.Enum, shape=1):
@@ -80,7 +98,18 @@ class Dst(enum.Enum, shape=2):
     ROUTING = 2
 
 
+class Buffer(enum.Enum, shape=2):
+    """DMA: the on-chip int8 buffer of a transfer (3 is reserved: the transfer moves nothing)."""
+    DATA = 0
+    WEIGHT = 1
+    ROUTING = 2
+
+
+EXT_BITS = 29
+"""Width of the DMA's off-chip beat address."""
+
 HALT_LAYOUT = data.StructLayout({"op": Opcode})
+WAIT_LAYOUT = data.StructLayout({"op": Opcode})
 
 MATMUL_LAYOUT = data.StructLayout({
     "op": Opcode, "src": Src, "accumulate": 1, "d_addr": ADDR_BITS, "w_addr": ADDR_BITS,
@@ -92,20 +121,27 @@ ACT_LAYOUT = data.StructLayout({
     "p_addr": ADDR_BITS, "dst_addr": ADDR_BITS, "n": 10, "stride": 6,
 })
 
+DESCRIPTOR = data.StructLayout({"store": 1, "buffer": Buffer, "addr": ADDR_BITS, "n": ADDR_BITS, "ext": EXT_BITS})
+"""A DMA transfer, as the DMA engine takes it (the DMA instruction without its opcode)."""
+
+DMA_LAYOUT = data.StructLayout({"op": Opcode, "store": 1, "buffer": Buffer, "addr": ADDR_BITS, "n": ADDR_BITS,
+                                "ext": EXT_BITS})
+
 WORD_BITS = 64
 INSTRUCTION = data.UnionLayout({
-    "op": Opcode, "halt": HALT_LAYOUT, "matmul": MATMUL_LAYOUT, "act": ACT_LAYOUT,
-    "bits": WORD_BITS,
+    "op": Opcode, "halt": HALT_LAYOUT, "matmul": MATMUL_LAYOUT, "act": ACT_LAYOUT, "dma": DMA_LAYOUT,
+    "wait": WAIT_LAYOUT, "bits": WORD_BITS,
 })
 """One program word: `op` (shared by every instruction), the per-instruction views, `bits`."""
 
-FIELD_MINIMUM = {"matmul": {"n": 1}, "act": {"n": 1}}
+FIELD_MINIMUM = {"matmul": {"n": 1}, "act": {"n": 1}, "dma": {"n": 1}}
 """Fields whose value 0 is not allowed (all others range over their whole width)."""
 
 FIELD_VALUES = {"act": {"length": "1..64 (64 encoded as 0)"}}
 """Fields whose values are not their plain binary range (the docs table says so)."""
 
-LAYOUTS = {"halt": HALT_LAYOUT, "matmul": MATMUL_LAYOUT, "act": ACT_LAYOUT}
+LAYOUTS = {"halt": HALT_LAYOUT, "matmul": MATMUL_LAYOUT, "act": ACT_LAYOUT, "dma": DMA_LAYOUT,
+           "wait": WAIT_LAYOUT}
 for _layout in LAYOUTS.values():
     assert _layout.size <= WORD_BITS, "an instruction exceeds the program word"
 
@@ -189,7 +225,41 @@ class Act:
             "p_addr": self.p_addr, "dst_addr": self.dst_addr, "n": self.n, "stride": self.stride})
 
 
-Instruction = Halt | MatMul | Act
+@dataclass(frozen=True)
+class Dma:
+    """Move n rows between buffer `buffer` ("data"/"weight"/"routing") from row addr and the
+    off-chip memory from beat ext: a load (off-chip -> buffer), or a store when `store`."""
+    buffer: str
+    addr: int
+    n: int
+    ext: int
+    store: bool = False
+
+    def encode(self) -> int:
+        return _word("dma", {
+            "op": Opcode.DMA, "store": int(bool(self.store)), "buffer": _member(Buffer, self.buffer, "buffer"),
+            "addr": self.addr, "n": self.n, "ext": self.ext})
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Wait for the DMA engine to be idle and every issued MATMUL to have read its operands."""
+
+    def encode(self) -> int:
+        return _word("wait", {"op": Opcode.WAIT})
+
+
+Instruction = Halt | MatMul | Act | Dma | Wait
+
+
+def buffer_lanes(buffer: str, rows: int, cols: int) -> int:
+    """int8 lanes of a row of `buffer` on an R x C array: data and routing R, weight C."""
+    return cols if buffer == "weight" else rows
+
+
+def beats_per_row(lanes: int, bytes_per_cycle: int) -> int:
+    """Off-chip beats of a buffer row of `lanes` int8 lanes on a port of W = `bytes_per_cycle` bytes."""
+    return -(-lanes // bytes_per_cycle)
 
 
 def assemble(program: list[Instruction]) -> list[int]:
@@ -220,6 +290,15 @@ def disassemble(word: int) -> Instruction:
         except ValueError:
             raise ValueError(f"dst: reserved destination in ACT word {word:#018x}") from None
         return Act(_name(f.func), f.p_addr, f.n, f.length or 64, f.shift, dst, f.dst_addr, bool(f.column), f.stride)
+    if op == Opcode.DMA:
+        f = view.dma
+        try:
+            buffer = _name(f.buffer)
+        except ValueError:
+            raise ValueError(f"buffer: reserved buffer in DMA word {word:#018x}") from None
+        return Dma(buffer, f.addr, f.n, f.ext, bool(f.store))
+    if op == Opcode.WAIT:
+        return Wait()
     return Halt()
 
 
@@ -270,8 +349,19 @@ class Timing:
     busy_cycles: int
 
 
-def timing(program: list[Instruction], rows: int, cols: int) -> Timing:
-    """The exact schedule of `rtl.capsacc`'s control unit (a HALT is appended if missing).
+def dma_cycles(instruction: "Dma", rows: int, cols: int, bytes_per_cycle: int, latency_cycles: int) -> int:
+    """Cycles from a DMA instruction's issue to the first cycle its engine is idle again, with
+    T = n * `beats_per_row` beats: a load T + L + 1 (a read request per cycle from issue + 1, each
+    answered L cycles later, the row written as its last beat arrives), a store T + 2 (a buffer row
+    read per beat from issue + 1, the beat written to the port a cycle later)."""
+    beats = instruction.n * beats_per_row(buffer_lanes(instruction.buffer, rows, cols), bytes_per_cycle)
+    return beats + 2 if instruction.store else beats + latency_cycles + 1
+
+
+def timing(program: list[Instruction], rows: int, cols: int, bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
+           latency_cycles: int = ArrayConfig.offchip_latency_cycles) -> Timing:
+    """The exact schedule of `rtl.capsacc`'s control unit (a HALT is appended if missing), with an
+    off-chip port of W = `bytes_per_cycle` bytes and L = `latency_cycles`.
 
     Busy rises in cycle 1 (FETCH); the word at pc is offered from cycle 2 (DISPATCH), the next one
     the cycle after an issue. A MATMUL issues (F) at the earliest in the cycle in which
@@ -283,14 +373,16 @@ def timing(program: list[Instruction], rows: int, cols: int) -> Timing:
     Its weights are read in F + 1 .. F + R; its stream moves into the engine at
     M = max(F + 1, S'), S' the previous MATMUL's last read, and reads rows M + 1 .. M + n = S.
     Results are written at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 2), so every
-    MATMUL has written its results from cycle S + D + 1 on: an ACT or HALT issues at max(offered,
-    that cycle). An ACT then starts
-    the activation unit in the next cycle (`act_unit_cycles` to its done pulse) and the next word is
-    offered the cycle after done. A HALT issues in its busy cycle's last cycle.
+    MATMUL has written its results from cycle S + D + 1 on: an ACT issues at max(offered, that
+    cycle). An ACT then starts the activation unit in the next cycle (`act_unit_cycles` to its
+    done pulse) and the next word is offered the cycle after done. A DMA issues when the DMA engine
+    is idle (`dma_cycles` after the previous DMA's issue). A WAIT issues when the engine is idle and
+    every MATMUL has read its operands (F + R + 1 and S + 1). A HALT issues when every result is
+    written and the engine is idle; its issue cycle is the busy cycles' last.
     """
     delay = result_delay_cycles(rows, cols)
     offered = 2
-    load_free = slot_free = stream_free = drained = 0
+    load_free = slot_free = stream_free = drained = reads_done = dma_free = 0
     bank_ready = [0, 0]
     bank = 0
     issue = []
@@ -302,19 +394,31 @@ def timing(program: list[Instruction], rows: int, cols: int) -> Timing:
             load_free, slot_free, stream_free = fire + rows, move, last_read
             bank_ready[bank] = last_read + cols - 2
             drained = last_read + delay + 1
+            reads_done = max(fire + rows + 1, last_read + 1)
             bank ^= 1
             offered = fire + 1
-        else:
+        elif isinstance(instruction, Dma):
+            fire = max(offered, dma_free)
+            dma_free = fire + dma_cycles(instruction, rows, cols, bytes_per_cycle, latency_cycles)
+            offered = fire + 1
+        elif isinstance(instruction, Wait):
+            fire = max(offered, dma_free, reads_done)
+            offered = fire + 1
+        elif isinstance(instruction, Act):
             fire = max(offered, drained)
-            if isinstance(instruction, Act):
-                offered = fire + 2 + act_unit_cycles(cols, instruction.func, instruction.n, instruction.length,
-                                                         instruction.column)
+            offered = fire + 2 + act_unit_cycles(cols, instruction.func, instruction.n, instruction.length,
+                                                 instruction.column)
+        else:
+            fire = max(offered, drained, dma_free)
         issue.append(fire)
         if isinstance(instruction, Halt):
             break
     return Timing(tuple(issue), issue[-1])
 
 
-def program_cycles(program: list[Instruction], rows: int, cols: int) -> int:
-    """Busy cycles of a program on an R x C CapsAcc (start to HALT; a HALT is appended if missing)."""
-    return timing(program, rows, cols).busy_cycles
+def program_cycles(program: list[Instruction], rows: int, cols: int,
+                   bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
+                   latency_cycles: int = ArrayConfig.offchip_latency_cycles) -> int:
+    """Busy cycles of a program on an R x C CapsAcc (start to HALT; a HALT is appended if missing)
+    with an off-chip port of W = `bytes_per_cycle` bytes and L = `latency_cycles`."""
+    return timing(program, rows, cols, bytes_per_cycle, latency_cycles).busy_cycles

@@ -75,6 +75,7 @@ def _calibrate_command(args) -> int:
 
 
 def _register_rtl_run(commands) -> None:
+    from capsacc.array import ArrayConfig
     from capsacc.calibrated import DEFAULT_BATCH
     from rtl.widths import ACC_BITS
     from sim.network_run import MNIST_TEST_IMAGES
@@ -87,7 +88,12 @@ def _register_rtl_run(commands) -> None:
                     "the golden model, on a batch of B images at once (MNIST test images 0..B-1). Prints per "
                     "step and in total, per image: macs, compute_bound_cycles (MACs / (R*C)), cycles (the "
                     "batch's busy cycles / B, rounded up per step), utilisation (compute_bound / cycles); the "
-                    "batch's busy cycles (batch_cycles); bit_exact.")
+                    "batch's busy cycles (batch_cycles); bit_exact. The host writes only the programs and the "
+                    "off-chip image: the DMA engine moves every buffer row over an off-chip port of "
+                    "--offchip-bytes-per-cycle bytes and --offchip-latency-cycles; cycles are the compute's "
+                    "(the programs with preloaded buffers), --json adds total_cycles (busy cycles of the DMA "
+                    "programs, first byte in to last result out), offchip_bytes and per operation bound "
+                    "(bandwidth when offchip_bytes / B exceeds the compute's cycles).")
     parser.add_argument("network", metavar="GENOTYPE.json|capsnet|deepcaps",
                         help="a genotype file (NASCaps .chr JSON list) or a preset name")
     parser.add_argument("--rows", type=int, required=True, help="PE array rows R (1..64)")
@@ -103,6 +109,12 @@ def _register_rtl_run(commands) -> None:
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"images processed together (1..{MNIST_TEST_IMAGES}; default {DEFAULT_BATCH}, the "
                              "calibrated accelerator's)")
+    parser.add_argument("--offchip-bytes-per-cycle", type=int, default=ArrayConfig.offchip_bytes_per_cycle,
+                        metavar="B", help="off-chip port width in bytes per cycle (power of two 1..64, default "
+                                          f"{ArrayConfig.offchip_bytes_per_cycle})")
+    parser.add_argument("--offchip-latency-cycles", type=int, default=ArrayConfig.offchip_latency_cycles,
+                        metavar="L", help="cycles from an off-chip read request to its data (default "
+                                          f"{ArrayConfig.offchip_latency_cycles})")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_rtl_run_command)
 
@@ -142,7 +154,8 @@ def _rtl_run(args) -> int:
         raise InputError(f"--batch {args.batch}: must be in 1..{MNIST_TEST_IMAGES} (the test images of the packaged "
                          "MNIST subset)")
     try:
-        config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth, args.batch)
+        config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth, args.batch,
+                             args.offchip_bytes_per_cycle, args.offchip_latency_cycles)
         check_buildable(config)
     except ValueError as error:
         raise InputError(f"array {args.rows}x{args.cols}: {error}") from None
@@ -168,13 +181,17 @@ def _rtl_run(args) -> int:
         fields = _utilisation_fields(step_macs(step, config), run.cycles, per_image(run.cycles, config.batch),
                                      rows, cols)
         operations.append({"name": name, "kind": run.kind, **fields, "bit_exact": True, "runs": run.runs,
-                           "host_cycles": run.host_cycles})
+                           "host_cycles": run.host_cycles, "total_cycles": per_image(run.total_cycles, config.batch),
+                           "batch_total_cycles": run.total_cycles, "offchip_bytes": run.offchip_bytes,
+                           "bound": run.bound})
         text = line(name, run.kind, fields, True)
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     if not args.json:
         print(f"{report['network']} on {args.simulator} CapsAcc {rows}x{cols} (acc_bits {config.acc_bits}, buffers "
-              f"{config.buffer_depth} rows, program {config.program_depth} words), RTL {report['rtl_version'][:12]}, "
+              f"{config.buffer_depth} rows, program {config.program_depth} words, off-chip port "
+              f"{config.offchip_bytes_per_cycle} B/cycle, latency {config.offchip_latency_cycles} cycles), "
+              f"RTL {report['rtl_version'][:12]}, "
               f"seed {args.seed}, batch of {config.batch} image(s) {image_source}; figures per image but "
               "batch_cycles")
         print(header, flush=True)
@@ -182,7 +199,8 @@ def _rtl_run(args) -> int:
     try:
         if args.simulator == "verilator":
             verilator_version()
-        run_network(network, OperationDriver(config, args.simulator), images, seed=args.seed, progress=progress)
+        run_network(network, OperationDriver(config, args.simulator, offchip=True), images, seed=args.seed,
+                    progress=progress)
     except VerilatorError as error:
         lines = str(error).splitlines()
         raise InputError(lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}") from None
@@ -191,7 +209,10 @@ def _rtl_run(args) -> int:
                    f"{' '.join(str(error).splitlines())}")
     total = _utilisation_fields(sum(o["macs"] for o in operations), sum(o["batch_cycles"] for o in operations),
                                 sum(o["cycles"] for o in operations), rows, cols)
-    report.update(total, bit_exact=failure is None, operations=operations)
+    report.update(total, bit_exact=failure is None, operations=operations,
+                  total_cycles=sum(o["total_cycles"] for o in operations),
+                  batch_total_cycles=sum(o["batch_total_cycles"] for o in operations),
+                  offchip_bytes=sum(o["offchip_bytes"] for o in operations))
     if args.json:
         print(json.dumps(report | ({"error": failure} if failure else {})))
     else:

@@ -30,12 +30,12 @@ from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, MAX_
                              matmul_chunk_rows, matmul_chunking, matmul_shape)
 from capsacc.network import Operation
 import rtl
-from rtl.capsacc import CapsAcc
+from rtl.offchip import CapsAccSystem
 from rtl.isa import Act, MatMul, timing
 from rtl.workloads import RoutingLayout, Workload
 from sim import golden
 from sim.harness import run as run_script
-from sim.host import COUNTER_NAMES, HostSession
+from sim.host import COUNTER_NAMES, DmaSession, HostSession
 
 DRIVER_KINDS = KINDS + CHAIN_KINDS + ("routing",) + ACTIVATIONS
 """What `OperationDriver.run` runs: the calibrated model's kinds, the element-wise steps of chained
@@ -71,11 +71,23 @@ class OperationRun:
     """CPU seconds of the simulator (Verilator: the whole bench process, stimulus parsing included)."""
     wall_s: float = 0.0
     """Seconds of the whole `run`: script generation, simulation, decoding, golden model."""
+    total_cycles: int = 0
+    """Busy cycles of every run, data movement included: with the off-chip memory (`offchip`), the
+    DMA programs' from the first byte loaded to the last result stored, stalls included; else `cycles`."""
+    offchip_bytes: int = 0
+    """Bytes the DMA moved over the off-chip port (beats read and written times W)."""
+
+    @property
+    def bound(self) -> str:
+        """"bandwidth" when moving `offchip_bytes` over the port (W bytes a cycle) takes longer than
+        the compute's `cycles`, else "compute"."""
+        transfer = -(-self.offchip_bytes // self.config.offchip_bytes_per_cycle)
+        return "bandwidth" if transfer > self.cycles else "compute"
 
     @property
     def simulated_cycles(self) -> int:
         """Every cycle the simulator ran: the runs' busy cycles and the host's (start pulses included)."""
-        return self.cycles + self.host_cycles
+        return self.total_cycles + self.host_cycles
 
 
 def shift_for(terms: int) -> int:
@@ -115,39 +127,64 @@ def elementwise_shift(kind: str, op: Operation) -> int:
     return (op.ch_out - 1).bit_length() if kind == "route3d" else 0
 
 
-def rtl_source_key(config: ArrayConfig) -> str:
-    """The CapsAcc sources (a hash of rtl/*.py) and parameters, naming a Verilator build."""
+def rtl_source_key(config: ArrayConfig, offchip: bool = False) -> str:
+    """The CapsAcc sources (a hash of rtl/*.py) and parameters, naming a Verilator build (with
+    `offchip`: of `rtl.offchip.CapsAccSystem` with `OFFCHIP_VERILATOR_BYTES`)."""
     digest = hashlib.sha256()
     for path in sorted(Path(rtl.__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return f"CapsAcc {config.hardware()} {digest.hexdigest()}"
+    system = f"system {OFFCHIP_VERILATOR_BYTES} " if offchip else ""
+    return f"CapsAcc {system}{config.hardware()} {digest.hexdigest()}"
+
+
+OFFCHIP_VERILATOR_BYTES = 1 << 25
+"""Size of the simulated off-chip memory in Verilator builds (one build serves every operation)."""
 
 
 class OperationDriver:
-    """Runs operations on one CapsAcc instance (`config`) with one back end."""
+    """Runs operations on one CapsAcc instance (`config`) with one back end. With `offchip`, the
+    host writes only programs and the off-chip image and the DMA moves every buffer row
+    (`sim.host.DmaSession`, `rtl.offchip.CapsAccSystem`); else the host writes the buffers
+    between runs (`sim.host.HostSession`) and only compute is counted."""
 
-    def __init__(self, config: ArrayConfig, backend: str = "verilator", cache_dir=None):
+    def __init__(self, config: ArrayConfig, backend: str = "verilator", cache_dir=None, offchip: bool = False):
         self.config = config
         self.backend = backend
         self.cache_dir = cache_dir
+        self.offchip = offchip
         self._model = None
 
-    def component(self) -> CapsAcc:
-        return CapsAcc(**self.config.hardware())
+    def component(self, offchip_beats: int = 0) -> CapsAccSystem:
+        """The simulated system: CapsAcc with an off-chip memory of at least `offchip_beats` beats
+        (with `offchip` on Verilator always `OFFCHIP_VERILATOR_BYTES`; 2 beats without `offchip`)."""
+        width = self.config.offchip_bytes_per_cycle
+        depth = OFFCHIP_VERILATOR_BYTES // width if self.backend == "verilator" and self.offchip else \
+            1 << max(1, (offchip_beats - 1).bit_length())
+        if offchip_beats > depth:
+            raise ValueError(f"the off-chip image of {offchip_beats * width} bytes exceeds the simulated memory's "
+                             f"{depth * width} bytes")
+        return CapsAccSystem(self.config, depth)
 
-    def _session(self) -> HostSession:
-        return HostSession(self.config.rows, self.config.cols, self.config.acc_bits)
+    def _session(self) -> HostSession | DmaSession:
+        cfg = self.config
+        if self.offchip:
+            return DmaSession(cfg.rows, cfg.cols, cfg.acc_bits, cfg.buffer_depth, cfg.program_depth,
+                              cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles)
+        return HostSession(cfg.rows, cfg.cols, cfg.acc_bits)
 
-    def play(self, session: HostSession):
+    def play(self, session: HostSession | DmaSession):
         """Simulate a prepared session: (results by name, counters of each run, trace)."""
+        if self.offchip:
+            session.flush()
+        beats = session.offchip_beats if self.offchip else 0
         if self.backend == "verilator":
             if self._model is None:
                 from sim.verilator import VerilatorModel
-                self._model = VerilatorModel.build(self.component(), cache_dir=self.cache_dir,
-                                                   source_key=rtl_source_key(self.config))
+                self._model = VerilatorModel.build(self.component(beats), cache_dir=self.cache_dir,
+                                                   source_key=rtl_source_key(self.config, self.offchip))
             trace = self._model.run(session.script)
         else:
-            trace = run_script(self.component(), session.script, self.backend)
+            trace = run_script(self.component(beats), session.script, self.backend)
         results, runs = session.decode(trace)
         return results, runs, trace
 
@@ -177,9 +214,11 @@ class OperationDriver:
                 raise MismatchError(f"{kind} {op}: result '{name}' differs from the golden model "
                                     f"({bad} of {want.size} values; shapes {got.shape} vs {want.shape})")
         counters = {name: sum(r[name] for r in runs) for name in COUNTER_NAMES}
-        return OperationRun(kind, op, self.config, self.backend, counters["busy_cycles"], session.host_cycles,
+        cycles = session.compute_cycles if self.offchip else counters["busy_cycles"]
+        moved = (counters["offchip_read_beats"] + counters["offchip_write_beats"]) * self.config.offchip_bytes_per_cycle
+        return OperationRun(kind, op, self.config, self.backend, cycles, session.host_cycles,
                             session.runs, counters, counts, outputs, expected, trace.sim_s, trace.cpu_s,
-                            time.perf_counter() - start)
+                            time.perf_counter() - start, counters["busy_cycles"], moved)
 
     def prepare(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None):
         """(host session, instruction counts, result checker) of `run`, without simulating."""

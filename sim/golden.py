@@ -354,7 +354,8 @@ def routing(u_hat, routings: int, shift_logits: int, shift_sum: int, acc_bits: i
 @dataclass
 class MachineState:
     """Memories of a CapsAcc (rows x cols array, `depth` rows per buffer): int64 arrays
-    data (depth, rows), weight (depth, cols), routing (depth, rows), psum (depth, cols)."""
+    data (depth, rows), weight (depth, cols), routing (depth, rows), psum (depth, cols); and the
+    off-chip memory the DMA moves rows from and to, `offchip` (beats, bytes_per_cycle) uint8."""
     rows: int
     cols: int
     depth: int
@@ -363,8 +364,12 @@ class MachineState:
     weight: np.ndarray = None
     routing: np.ndarray = None
     psum: np.ndarray = None
+    bytes_per_cycle: int = 16
+    offchip: np.ndarray = None
 
     def __post_init__(self):
+        if self.offchip is None:
+            self.offchip = np.zeros((0, self.bytes_per_cycle), dtype=np.uint8)
         shapes = {"data": self.rows, "weight": self.cols, "routing": self.rows, "psum": self.cols}
         for name, lanes in shapes.items():
             value = getattr(self, name)
@@ -393,11 +398,12 @@ def execute(program, state: MachineState) -> dict[str, int]:
     ceil(L / C) > 1, row j = g span + t is row t of capsule g and its lane l atom a = t C + l, to
     row dst_addr + g span stride + a, lane g). Returns the performance
     counters the RTL reports (`rtl.capsacc.COUNTERS`), busy_cycles excepted."""
-    from rtl.isa import Act, MatMul, disassemble
+    from rtl.isa import Act, Dma, MatMul, Wait, beats_per_row, buffer_lanes, disassemble
 
     counts = dict.fromkeys(("instructions", "weight_loads", "weight_load_cycles", "data_reads", "data_writes",
                             "weight_reads", "weight_writes", "routing_reads", "routing_writes",
-                            "pe_active_cycles", "psum_reads", "psum_writes", "act_ops"), 0)
+                            "pe_active_cycles", "psum_reads", "psum_writes", "act_ops", "offchip_read_beats",
+                            "offchip_write_beats"), 0)
     r, c, depth = state.rows, state.cols, state.depth
     for item in program:
         instruction = disassemble(item) if isinstance(item, int) else item
@@ -440,6 +446,23 @@ def execute(program, state: MachineState) -> dict[str, int]:
                     counts[f"{instruction.dst}_writes"] += 1
                     if col < target.shape[1]:
                         target[row % depth, col] = values[j, lane]
+        elif isinstance(instruction, Dma):
+            target = getattr(state, instruction.buffer)
+            lanes = buffer_lanes(instruction.buffer, r, c)
+            per_row = beats_per_row(lanes, state.bytes_per_cycle)
+            for k in range(instruction.n):
+                first = instruction.ext + k * per_row
+                row = (instruction.addr + k) % depth
+                if instruction.store:
+                    values = np.zeros(per_row * state.bytes_per_cycle, dtype=np.uint8)
+                    values[:lanes] = target[row] & 0xFF
+                    state.offchip[first:first + per_row] = values.reshape(per_row, -1)
+                else:
+                    values = state.offchip[first:first + per_row].reshape(-1)[:lanes].astype(np.int8)
+                    target[row] = values
+            counts["offchip_write_beats" if instruction.store else "offchip_read_beats"] += instruction.n * per_row
+        elif isinstance(instruction, Wait):
+            continue
         else:
             break
     return counts

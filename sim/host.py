@@ -13,7 +13,7 @@ import numpy as np
 
 from rtl.capsacc import COUNTERS
 from rtl.host import SELECT
-from rtl.isa import Instruction, assemble
+from rtl.isa import EXT_BITS, Act, Dma, Instruction, MatMul, Wait, assemble, beats_per_row, buffer_lanes, timing
 from sim.trace import Trace
 from sim.script import Script
 
@@ -130,6 +130,240 @@ class HostSession:
                 runs.append(dict(zip(COUNTER_NAMES, (int(v) for v in sample[:, 0]))))
             elif kind == "int8":
                 results[name] = unpack_int8_words(sample.reshape(-1, -(-lanes // 8)), lanes)
+            elif kind == "offchip":
+                n, per_row, width, beat_bytes = lanes
+                beats = np.ascontiguousarray(sample[:, 0], dtype="<u8").view(np.uint8).reshape(n * per_row, -1)
+                rows = beats[:, :beat_bytes].reshape(n, per_row * beat_bytes)[:, :width]
+                results[name] = rows.view(np.int8).astype(np.int64)
             else:
                 results[name] = sample[:, 0].view(np.int64).reshape(-1, lanes)
         return results, runs
+
+
+def act_rows(act: Act, cols: int) -> tuple[int, int]:
+    """(first, count): rows of the destination buffer an ACT may write (a bound, from `dst_addr`;
+    addresses wrap modulo the depth), for `DmaSession`'s ordering of transfers around it."""
+    span = -(-act.length // cols) if act.func in ("squash", "softmax") else 1
+    groups = -(-act.n // span)
+    if act.column:
+        return act.dst_addr, (groups - 1) * span * act.stride + span * cols
+    if act.stride:
+        return act.dst_addr, groups + (span - 1) * act.stride
+    return act.dst_addr, groups * span
+
+
+@dataclass
+class _Item:
+    """One place of `DmaSession`'s schedule: a step (consecutive MATMULs on the same data rows),
+    an ACT, a store, or the end; `loads` are the transfers it needs first, `rows` the buffer rows
+    it reads or writes (memory -> row numbers), against which a prefetch is checked."""
+
+    kind: str
+    instructions: list
+    loads: list
+    rows: dict
+
+
+@dataclass
+class DmaSession:
+    """A host session in which the host only writes programs and the off-chip image: every
+    `write_int8` becomes a region of the off-chip image and DMA loads, every `read_int8` a DMA
+    store (the host reads the off-chip image after the runs). The driver's programs are merged and
+    rescheduled: each step's loads are issued before the previous step's MATMULs (ping-pong
+    between the rows of consecutive steps) when no row is shared (`_Item.rows`), else after them;
+    each step ends with a WAIT; programs are cut at `program_depth` - 1 instructions. Partial sums
+    (`write_psum`, `read_psum`) stay host accesses between programs (state set up for lone
+    routing phases, results kept for checking): each ends the merged stream (`flush`).
+    `compute_cycles`: `rtl.isa.timing` of the driver's programs with preloaded buffers."""
+
+    rows: int
+    cols: int
+    acc_bits: int
+    depth: int
+    program_depth: int
+    bytes_per_cycle: int
+    latency_cycles: int
+    script: Script = field(default_factory=Script)
+    runs: int = 0
+    host_cycles: int = 0
+    compute_cycles: int = 0
+    programs: list = field(default_factory=list)
+    offchip_beats: int = 0
+    _reads: list = field(default_factory=list)
+    _pending: dict = field(default_factory=dict)
+    _items: list = field(default_factory=list)
+    _image: list = field(default_factory=list)
+    _results: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._pending = {memory: np.full(self.depth, -1, dtype=np.int64) for memory in ("data", "weight", "routing")}
+
+    def _lanes(self, memory: str) -> int:
+        return buffer_lanes(memory, self.rows, self.cols)
+
+    def _beats(self, memory: str) -> int:
+        return beats_per_row(self._lanes(memory), self.bytes_per_cycle)
+
+    def _allocate(self, beats: int) -> int:
+        first = self.offchip_beats
+        self.offchip_beats += beats
+        if self.offchip_beats >= 1 << EXT_BITS:
+            raise ValueError(f"off-chip image of {self.offchip_beats} beats exceeds the DMA's {EXT_BITS}-bit address")
+        return first
+
+    def write_int8(self, memory: str, base: int, rows: np.ndarray) -> None:
+        """Put int8 `rows` (n, lanes) into the off-chip image, to be loaded into `memory` from `base`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        per_row = self._beats(memory)
+        beats = np.zeros((len(rows), per_row * self.bytes_per_cycle), dtype=np.uint8)
+        beats[:, :rows.shape[1]] = rows & 0xFF
+        first = self._allocate(len(rows) * per_row)
+        self._image.append((first, beats.reshape(-1, self.bytes_per_cycle)))
+        targets = (base + np.arange(len(rows))) % self.depth
+        self._pending[memory][targets] = first + per_row * np.arange(len(rows))
+
+    def _take(self, memory: str, rows: np.ndarray) -> list:
+        """The loads of the pending rows among `rows` (coalesced), no longer pending."""
+        pending = self._pending[memory]
+        rows = np.unique(rows % self.depth)
+        rows = rows[pending[rows] >= 0]
+        loads = []
+        per_row = self._beats(memory)
+        for row in rows.tolist():
+            ext = int(pending[row])
+            last = loads[-1] if loads else None
+            if last and last.addr + last.n == row and last.ext + last.n * per_row == ext:
+                loads[-1] = Dma(memory, last.addr, last.n + 1, last.ext)
+            else:
+                loads.append(Dma(memory, row, 1, ext))
+        pending[rows] = -1
+        return loads
+
+    def execute(self, program: list[Instruction]) -> None:
+        """Schedule `program` (no HALT) after what came before."""
+        self.compute_cycles += timing(program, self.rows, self.cols).busy_cycles
+        for instruction in program:
+            if isinstance(instruction, MatMul):
+                previous = self._items[-1] if self._items else None
+                key = (instruction.src, instruction.d_addr, instruction.n)
+                source = np.arange(instruction.d_addr, instruction.d_addr + instruction.n) % self.depth
+                tile = np.arange(instruction.w_addr, instruction.w_addr + self.rows) % self.depth
+                loads = self._take(instruction.src, source) + self._take("weight", tile)
+                if previous and previous.kind == "step" and previous.rows["key"] == key:
+                    previous.instructions.append(instruction)
+                    previous.loads += loads
+                    previous.rows["weight"] = np.union1d(previous.rows["weight"], tile)
+                else:
+                    self._items.append(_Item("step", [instruction], loads,
+                                             {"key": key, instruction.src: source, "weight": tile}))
+            elif isinstance(instruction, Act):
+                first, count = act_rows(instruction, self.cols)
+                written = np.arange(first, first + count) % self.depth
+                self._items.append(_Item("act", [instruction], self._take(instruction.dst, written),
+                                         {instruction.dst: written}))
+
+    def read_int8(self, name: str, memory: str, base: int, n: int, lanes: int) -> None:
+        """Store rows base..base+n-1 of an int8 buffer to the off-chip image; result `name`."""
+        per_row = self._beats(memory)
+        ext = self._allocate(n * per_row)
+        rows = (base + np.arange(n)) % self.depth
+        self._items.append(_Item("store", [Dma(memory, base, n, ext, store=True)], self._take(memory, rows),
+                                 {memory: rows}))
+        self._results.append((name, ext, n, per_row, lanes))
+
+    def _host(self) -> HostSession:
+        """A `HostSession` on this session's script and reads (host accesses between programs)."""
+        return HostSession(self.rows, self.cols, self.acc_bits, self.script, _reads=self._reads)
+
+    def write_psum(self, base: int, sums: np.ndarray) -> None:
+        """End the merged stream (`flush`), then write partial sums as `HostSession.write_psum`."""
+        self.flush()
+        host = self._host()
+        host.write_psum(base, sums)
+        self.host_cycles += host.host_cycles
+
+    def read_psum(self, name: str, base: int, n: int, lanes: int) -> None:
+        """End the merged stream (`flush`), then read partial sums as `HostSession.read_psum`."""
+        self.flush()
+        host = self._host()
+        host.read_psum(name, base, n, lanes)
+        self.host_cycles += host.host_cycles
+
+    def _schedule(self) -> list:
+        """The merged instruction stream of the items (see the class docstring)."""
+        stream, prefetched = [], set()
+        steps = [i for i, item in enumerate(self._items) if item.kind == "step"]
+        for index, item in enumerate(self._items):
+            if index not in prefetched and item.loads:
+                stream += item.loads + [Wait()]
+            if item.kind != "step":
+                stream += item.instructions
+                continue
+            following = [i for i in steps if i > index][:1]
+            if following and self._prefetchable(index, following[0]):
+                stream += self._items[following[0]].loads
+                prefetched.add(following[0])
+            stream += item.instructions + [Wait()]
+        loads = [load for memory in self._pending for load in self._take(memory, np.arange(self.depth))]
+        return stream + loads
+
+    def _prefetchable(self, current: int, following: int) -> bool:
+        """Whether the loads of step `following` may run under step `current`: their rows meet no row
+        that the current step reads, or that an item between them reads, writes or loads."""
+        target = {}
+        for load in self._items[following].loads:
+            target.setdefault(load.buffer, []).append(np.arange(load.addr, load.addr + load.n) % self.depth)
+        if not target:
+            return False
+        for index in range(current, following):
+            item = self._items[index]
+            touched = dict(item.rows)
+            for load in item.loads if index > current else []:
+                touched.setdefault(load.buffer, np.zeros(0, np.int64))
+                touched[load.buffer] = np.union1d(touched[load.buffer],
+                                                  np.arange(load.addr, load.addr + load.n) % self.depth)
+            for memory, ranges in target.items():
+                if memory in touched and np.intersect1d(np.concatenate(ranges), touched[memory]).size:
+                    return False
+        return True
+
+    def flush(self) -> None:
+        """Write the off-chip image, run the merged stream as programs, read the results."""
+        stream = self._schedule()
+        self._items = []
+        for first, beats in self._image:
+            words = beats.view("<u8") if self.bytes_per_cycle >= 8 else \
+                np.pad(beats, ((0, 0), (0, 8 - self.bytes_per_cycle))).view("<u8")
+            groups = words.shape[1]
+            table = np.zeros((len(words) * groups, 5), dtype=np.uint64)
+            table[:, 0] = SELECT["offchip"]
+            table[:, 1] = np.repeat(np.arange(first, first + len(words), dtype=np.uint64), groups)
+            table[:, 2] = np.tile(np.arange(groups, dtype=np.uint64), len(words))
+            table[:, 3] = words.reshape(-1)
+            table[:, 4] = 1
+            self.script.drive(WRITE_PORTS, table)
+            self.script.set("host_we", 0)
+            self.host_cycles += len(table)
+        self._image = []
+        host = self._host()
+        size = self.program_depth - 1
+        for start in range(0, len(stream), size):
+            program = stream[start:start + size]
+            self.programs.append(program)
+            host.execute(program)
+        for name, ext, n, per_row, lanes in self._results:
+            groups = -(-self.bytes_per_cycle // 8)
+            table = np.zeros((n * per_row * groups, 4), dtype=np.uint64)
+            table[:, 0] = SELECT["offchip"]
+            table[:, 1] = np.repeat(np.arange(ext, ext + n * per_row, dtype=np.uint64), groups)
+            table[:, 2] = np.tile(np.arange(groups, dtype=np.uint64), n * per_row)
+            self.script.drive(READ_PORTS, table, sample=("host_rdata",))
+            self.host_cycles += len(table)
+            self._reads.append((name, "offchip", (n, per_row, lanes, self.bytes_per_cycle)))
+        self._results = []
+        self.runs += host.runs
+        self.host_cycles += host.host_cycles
+
+    def decode(self, trace: Trace) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
+        """(results by name, counters of each program) from the trace of `script`."""
+        return self._host().decode(trace)

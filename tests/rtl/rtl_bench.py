@@ -27,3 +27,58 @@ def run_workload(work, regions, rows: int, cols: int, acc_bits: int = ACC_BITS, 
     results, counters = host.decode(played["dumps"], regions, len(works))
     assert counters["busy_cycles"] == sum(played["waits"])
     return results, counters["busy_cycles"], counters
+
+
+def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bits: int = ACC_BITS):
+    """Run `program` on `rtl.offchip.CapsAccSystem` (Amaranth) from the memories of a
+    `sim.golden.MachineState` (its off-chip beats included); (memories by name as the state holds
+    them, counters of the run). The host writes every buffer row, lane group by lane group."""
+    from amaranth.sim import Simulator
+    import numpy as np
+    from capsacc.array import ArrayConfig
+    from rtl.isa import assemble
+    from rtl.offchip import CapsAccSystem
+
+    rows, cols, depth = state.rows, state.cols, state.depth
+    beats = len(state.offchip)
+    config = ArrayConfig(rows, cols, acc_bits, depth, 64, offchip_bytes_per_cycle=bytes_per_cycle,
+                         offchip_latency_cycles=latency_cycles)
+    dut = CapsAccSystem(config, max(beats, 2))
+    commands = []
+    for memory, lanes in (("data", rows), ("weight", cols), ("routing", rows)):
+        for r, row in enumerate(getattr(state, memory)):
+            for group in range((lanes + 7) // 8):
+                commands += host.write_command(memory, r, group, host.pack_lane_group(row, group))
+    for r, row in enumerate(state.psum):
+        for lane, value in enumerate(row):
+            commands += host.write_command("psum", r, lane, int(value))
+    for beat, values in enumerate(state.offchip):
+        for group in range((bytes_per_cycle + 7) // 8):
+            commands += host.write_command("offchip", beat, group, host.pack_lane_group(values, group))
+    for addr, word in enumerate(assemble(program)):
+        commands += host.write_command("program", addr, 0, word)
+    commands += host.run_commands() + host.counter_commands()
+    regions = {memory: workloads.Region(memory, 0, depth, lanes) for memory, lanes in
+               (("data", rows), ("weight", cols), ("routing", rows), ("psum", cols))}
+    for region in regions.values():
+        commands += host.read_commands(region)
+    for beat in range(beats):
+        for group in range((bytes_per_cycle + 7) // 8):
+            commands += [("set", "host_sel", host.SELECT["offchip"]), ("set", "host_addr", beat),
+                         ("set", "host_lane", group), ("step", 1), ("dump", "host_rdata")]
+    played = {}
+
+    async def bench(ctx):
+        played["dumps"], played["waits"] = await host.play(ctx, dut, commands)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    groups = (bytes_per_cycle + 7) // 8
+    tail = played["dumps"][len(played["dumps"]) - beats * groups:] if beats else []
+    results, counters = host.decode(played["dumps"][:len(played["dumps"]) - len(tail)], regions)
+    words = np.array(tail, dtype=np.uint64).reshape(beats, groups)
+    results["offchip"] = words.view(np.uint8).reshape(beats, -1)[:, :bytes_per_cycle]
+    assert counters["busy_cycles"] == played["waits"][0]
+    return results, counters

@@ -68,8 +68,10 @@ def test_words_follow_the_layouts():
 
 
 def test_reserved_encodings():
-    for op in range(3, 16):
+    for op in range(5, 16):
         assert disassemble(op | 0xFFFF0) == Halt()
+    with pytest.raises(ValueError, match="buffer: reserved"):
+        disassemble(3 | 0xFFFF0)
     reserved_dst = Act("none", 0, 1, 1, 0, "data", 0).encode() | 3 << ACT_LAYOUT["dst"].offset
     with pytest.raises(ValueError, match="dst: reserved"):
         disassemble(reserved_dst)

@@ -15,7 +15,9 @@ from capsacc.cli import main
 from rtl import host, workloads
 from rtl.capsacc import CapsAcc
 from rtl.export import LINT_WAIVERS, TOP, export_verilog
+from rtl.offchip import CapsAccSystem
 from rtl.synth import SynthError, module_sources, split_parts
+from rtl.widths import ACC_BITS
 from sim import golden
 from sim.harness import run
 from sim.script import Script
@@ -47,16 +49,22 @@ def test_export_cli_writes_verilog_and_rejects_bad_parameters(tmp_path, capsys):
 
 
 def test_every_port_is_at_most_64_bits():
+    """The host ports of CapsAcc, and every port of the simulated system, are at most 64 bits; the
+    off-chip port is W bytes wide."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)  # only the signature is inspected
-        dut = CapsAcc(16, 16)
-        widths = {"__".join(map(str, path)): value.shape().width
-                  for path, _, value in dut.signature.flatten(dut)}
+        widths = {}
+        for dut in (CapsAcc(16, 16), CapsAccSystem(ArrayConfig(16, 16), 2)):
+            widths[type(dut).__name__] = {"__".join(map(str, path)): value.shape().width
+                                          for path, _, value in dut.signature.flatten(dut)}
         del dut
         gc.collect()
-    assert max(widths.values()) <= 64
-    assert {"host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "host_rdata", "start", "busy",
-            "done", "counter_sel", "counter"} == set(widths)
+    host_ports = {"host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "host_rdata", "start", "busy",
+                  "done", "counter_sel", "counter"}
+    assert max(widths["CapsAccSystem"].values()) <= 64 and set(widths["CapsAccSystem"]) == host_ports
+    assert {name: widths["CapsAcc"][name] for name in host_ports} == {
+        name: width for name, width in widths["CapsAccSystem"].items() if name != "host_addr"} | {"host_addr": 16}
+    assert widths["CapsAcc"]["offchip__wdata"] == widths["CapsAcc"]["offchip__rdata"] == 8 * 16
 
 
 @pytest.mark.verilator
@@ -86,7 +94,7 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_propert
     runs = layout.routing(u_hat, 8, 9, golden.uniform_coupling(4, 6))
     regions = layout.regions()
     script = to_script(host.workload_commands(runs, regions, max_cycles=10_000))
-    dut = lambda: CapsAcc(rows, cols, buffer_depth=depth, program_depth=16)  # noqa: E731
+    dut = lambda: CapsAccSystem(ArrayConfig(rows, cols, ACC_BITS, depth, 16), 2)  # noqa: E731
     amaranth_trace = run(dut(), script, "amaranth")
     verilator_trace = run(dut(), script, "verilator", cache_dir=tmp_path)
     assert verilator_trace.same_as(amaranth_trace)

@@ -1,0 +1,129 @@
+"""The DMA engine: transfers between an off-chip memory port and the int8 buffers.
+
+The off-chip port (`OffchipSignature`, W = bytes_per_cycle bytes a beat) takes one request a
+cycle: `read` with `addr` (a beat address), answered by `rvalid` with `rdata` a fixed L cycles
+later (in order, never refused), or `write` with `addr` and `wdata` (posted: the memory holds it
+from the next cycle). The engine takes one `rtl.isa.DESCRIPTOR` (`cmd` while `cmd_valid`, accepted
+when `idle`) and runs it alone:
+
+- load: T = n * b beats (b = `rtl.isa.beats_per_row`) requested in the T cycles after it was
+  accepted, at ext, ext + 1, ...; each row is written into the buffer (`wr_*`) in the cycle its
+  last beat arrives (lane j from byte j of the row's beats). Idle again the cycle after the last.
+- store: in each of the T cycles after it was accepted, the engine reads buffer row
+  addr + k // b (`rd_*`, data in `rd_row` a cycle later) and writes its beat k % b to beat ext + k
+  the cycle after (bytes past the row's lanes are zero). Idle again the cycle after the last write.
+
+`rtl.isa.dma_cycles` states the schedule; `reads` and `writes` pulse per beat (the counters).
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl.isa import ADDR_BITS, DESCRIPTOR, EXT_BITS, Buffer, beats_per_row, buffer_lanes
+
+
+class OffchipSignature(wiring.Signature):
+    """The off-chip memory port, seen from the DMA engine: a beat of `bytes_per_cycle` bytes."""
+
+    def __init__(self, bytes_per_cycle: int):
+        self.bytes_per_cycle = bytes_per_cycle
+        super().__init__({"addr": Out(EXT_BITS), "read": Out(1), "write": Out(1), "wdata": Out(8 * bytes_per_cycle),
+                          "rdata": In(8 * bytes_per_cycle), "rvalid": In(1)})
+
+
+class DMAEngine(wiring.Component):
+    """The DMA engine of an R x C CapsAcc (rows of R int8 lanes in the data and routing buffers, C
+    in the weight buffer) on a port of `bytes_per_cycle` bytes; see the module docstring."""
+
+    def __init__(self, rows: int, cols: int, bytes_per_cycle: int):
+        self.rows, self.cols, self.bytes_per_cycle = rows, cols, bytes_per_cycle
+        self.lanes = max(rows, cols)
+        row = data.ArrayLayout(8, self.lanes)
+        super().__init__({
+            "cmd": In(DESCRIPTOR), "cmd_valid": In(1), "idle": Out(1),
+            "port": Out(OffchipSignature(bytes_per_cycle)),
+            "wr_buffer": Out(Buffer), "wr_addr": Out(ADDR_BITS), "wr_row": Out(row), "wr_en": Out(1),
+            "rd_buffer": Out(Buffer), "rd_addr": Out(ADDR_BITS), "rd_row": In(row),
+            "reads": Out(1), "writes": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        width = 8 * self.bytes_per_cycle
+        per_row = {name: beats_per_row(buffer_lanes(name, self.rows, self.cols), self.bytes_per_cycle)
+                   for name in ("data", "weight")}
+        most = max(per_row.values())
+
+        cur = Signal(DESCRIPTOR)
+        active = Signal()
+        total = Signal(ADDR_BITS + most.bit_length())
+        row_beats = Signal(range(most + 1))
+        m.d.comb += self.idle.eq(~active)
+
+        with m.If(self.cmd_valid & ~active):
+            n_beats = Mux(self.cmd.buffer == Buffer.WEIGHT, self.cmd.n * per_row["weight"], self.cmd.n * per_row["data"])
+            m.d.sync += [cur.eq(self.cmd), active.eq(1), total.eq(n_beats),
+                         row_beats.eq(Mux(self.cmd.buffer == Buffer.WEIGHT, per_row["weight"], per_row["data"]))]
+
+        # Requests (load: reads; store: buffer-row reads), one a cycle, counted in beats.
+        issued = Signal.like(total)
+        issue_beat = Signal(range(max(most, 2)))
+        issue_row = Signal(ADDR_BITS)
+        issuing = active & (issued != total)
+        with m.If(self.cmd_valid & ~active):
+            m.d.sync += [issued.eq(0), issue_beat.eq(0), issue_row.eq(0)]
+        with m.Elif(issuing):
+            m.d.sync += issued.eq(issued + 1)
+            with m.If(issue_beat == row_beats - 1):
+                m.d.sync += [issue_beat.eq(0), issue_row.eq(issue_row + 1)]
+            with m.Else():
+                m.d.sync += issue_beat.eq(issue_beat + 1)
+
+        # Load: beats come back in order; a row is written as its last beat arrives.
+        got_beat = Signal(range(max(most, 2)))
+        got_row = Signal(ADDR_BITS)
+        got = Signal.like(total)
+        held = [Signal(width, name=f"beat_{b}") for b in range(most - 1)]
+        arriving = active & ~cur.store & self.port.rvalid
+        last_beat = got_beat == row_beats - 1
+        assembled = Signal(width * most)
+        m.d.comb += assembled.eq(Cat(*held, self.port.rdata) if most > 1 else self.port.rdata)
+        for b in range(1, most):  # a row of fewer beats than `most` puts its last beat at its place
+            with m.If(row_beats == b):
+                m.d.comb += assembled.eq(Cat(*held[:b - 1], self.port.rdata))
+        with m.If(arriving):
+            m.d.sync += got.eq(got + 1)
+            for b in range(most - 1):
+                with m.If(got_beat == b):
+                    m.d.sync += held[b].eq(self.port.rdata)
+            with m.If(last_beat):
+                m.d.sync += [got_beat.eq(0), got_row.eq(got_row + 1)]
+            with m.Else():
+                m.d.sync += got_beat.eq(got_beat + 1)
+        with m.If(self.cmd_valid & ~active):
+            m.d.sync += [got.eq(0), got_beat.eq(0), got_row.eq(0)]
+        padded = Cat(assembled, Const(0, max(0, 8 * self.lanes - width * most)))
+        m.d.comb += [self.wr_buffer.eq(cur.buffer), self.wr_addr.eq(cur.addr + got_row),
+                     self.wr_row.eq(padded[:8 * self.lanes]), self.wr_en.eq(arriving & last_beat)]
+        with m.If(arriving & (got + 1 == total)):
+            m.d.sync += active.eq(0)
+
+        # Store: the row read in the issue cycle, its beat written to the port in the next.
+        st_valid = Signal()
+        st_beat = Signal.like(issue_beat)
+        st_ext = Signal(EXT_BITS)
+        m.d.sync += [st_valid.eq(issuing & cur.store), st_beat.eq(issue_beat), st_ext.eq(cur.ext + issued)]
+        row_bits = Cat(self.rd_row.as_value(), Const(0, max(0, width * most - 8 * self.lanes)))
+        m.d.comb += [self.rd_buffer.eq(cur.buffer), self.rd_addr.eq(cur.addr + issue_row)]
+        with m.If(st_valid & (issued == total)):
+            m.d.sync += active.eq(0)
+
+        m.d.comb += [
+            self.port.read.eq(issuing & ~cur.store),
+            self.port.write.eq(st_valid),
+            self.port.addr.eq(Mux(st_valid, st_ext, cur.ext + issued)),
+            self.port.wdata.eq(row_bits.word_select(st_beat, width)),
+            self.reads.eq(self.port.read), self.writes.eq(self.port.write),
+        ]
+        return m

@@ -1,0 +1,103 @@
+"""A simulated off-chip memory and the system the simulators run: CapsAcc with that memory on its
+off-chip port.
+
+`OffchipMemory` models the DRAM side of the port (`rtl.dma.OffchipSignature`): `depth` beats of W
+bytes; a read request in cycle t is answered in cycle t + L (a synchronous read, then L - 1
+register stages), a write is stored at the clock edge. It is a simulation model (the same Verilog
+in Amaranth's simulator and in Verilator), not part of the accelerator.
+
+`CapsAccSystem` is the top level of the simulations: the host port of `rtl.capsacc.CapsAcc`, with
+a wider `host_addr` and one more `host_sel`, `SEL_OFFCHIP`: the host writes and reads the off-chip
+image by beat (host_addr) and 8-byte group (host_lane; byte 8g + i of the beat in bits 8i + 7..8i
+of host_wdata, bytes past the beat ignored), while busy is low, with the protocol of the other
+memories (a read's data in host_rdata a cycle later). Every other port is CapsAcc's.
+"""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from rtl.capsacc import COUNTER_BITS, CapsAcc
+from rtl.dma import OffchipSignature
+
+SEL_OFFCHIP = 5
+HOST_ADDR_BITS = 32
+
+
+class OffchipMemory(wiring.Component):
+    """`depth` beats of `bytes_per_cycle` bytes, read latency `latency_cycles` (>= 1); a host port
+    (used while the DMA is quiet) to load the image and read results."""
+
+    def __init__(self, bytes_per_cycle: int, latency_cycles: int, depth: int):
+        if latency_cycles < 1:
+            raise ValueError(f"latency_cycles: {latency_cycles} < 1")
+        self.bytes_per_cycle, self.latency_cycles, self.depth = bytes_per_cycle, latency_cycles, depth
+        super().__init__({
+            "port": In(OffchipSignature(bytes_per_cycle)),
+            "host_addr": In(HOST_ADDR_BITS), "host_lane": In(6), "host_wdata": In(64), "host_we": In(1),
+            "host_rdata": Out(64),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        width = 8 * self.bytes_per_cycle
+        m.submodules.beats = beats = Memory(shape=width, depth=self.depth, init=[])
+        reader, writer = beats.read_port(), beats.write_port(granularity=8)
+        dma = self.port.read | self.port.write
+        m.d.comb += [reader.addr.eq(Mux(dma, self.port.addr, self.host_addr)),
+                     writer.addr.eq(Mux(dma, self.port.addr, self.host_addr))]
+        with m.If(self.port.write):
+            m.d.comb += [writer.data.eq(self.port.wdata), writer.en.eq(-1)]
+        with m.Else():
+            m.d.comb += writer.data.eq(self.host_wdata.replicate(-(-width // 64))[:width])
+            for byte in range(self.bytes_per_cycle):
+                m.d.comb += writer.en[byte].eq(self.host_we & (self.host_lane == byte // 8))
+        valid = Signal()
+        m.d.sync += valid.eq(self.port.read)
+        value = reader.data
+        for stage in range(self.latency_cycles - 1):
+            valid_q, value_q = Signal(name=f"rvalid_{stage}"), Signal(width, name=f"rdata_{stage}")
+            m.d.sync += [valid_q.eq(valid), value_q.eq(value)]
+            valid, value = valid_q, value_q
+        m.d.comb += [self.port.rvalid.eq(valid), self.port.rdata.eq(value)]
+        lane_q = Signal(6)
+        m.d.sync += lane_q.eq(self.host_lane)
+        m.d.comb += self.host_rdata.eq(reader.data.word_select(lane_q, 64) if width > 64 else reader.data)
+        return m
+
+
+class CapsAccSystem(wiring.Component):
+    """`rtl.capsacc.CapsAcc` (built from `config`'s hardware fields) with an `OffchipMemory` of
+    `offchip_depth` beats on its off-chip port; see the module docstring for the host port."""
+
+    def __init__(self, config, offchip_depth: int):
+        self.config, self.offchip_depth = config, offchip_depth
+        self.accelerator = CapsAcc(**config.hardware())
+        super().__init__({
+            "host_sel": In(3), "host_addr": In(HOST_ADDR_BITS), "host_lane": In(6),
+            "host_wdata": In(64), "host_we": In(1), "host_rdata": Out(64),
+            "start": In(1), "busy": Out(1), "done": Out(1),
+            "counter_sel": In(4), "counter": Out(COUNTER_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        m.submodules.accelerator = acc = self.accelerator
+        m.submodules.offchip = memory = OffchipMemory(cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles,
+                                                      self.offchip_depth)
+        wiring.connect(m, acc.offchip, memory.port)
+        to_memory = self.host_sel == SEL_OFFCHIP
+        m.d.comb += [
+            acc.host_sel.eq(self.host_sel), acc.host_addr.eq(self.host_addr), acc.host_lane.eq(self.host_lane),
+            acc.host_wdata.eq(self.host_wdata), acc.host_we.eq(self.host_we & ~to_memory),
+            acc.start.eq(self.start), self.busy.eq(acc.busy), self.done.eq(acc.done),
+            acc.counter_sel.eq(self.counter_sel), self.counter.eq(acc.counter),
+            memory.host_addr.eq(self.host_addr), memory.host_lane.eq(self.host_lane),
+            memory.host_wdata.eq(self.host_wdata), memory.host_we.eq(self.host_we & to_memory & ~acc.busy),
+        ]
+        sel_q = Signal(3)
+        m.d.sync += sel_q.eq(self.host_sel)
+        m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, memory.host_rdata, acc.host_rdata))
+        return m

@@ -1,0 +1,90 @@
+"""The DMA engine: random programs that move rows between the off-chip memory and the buffers while
+MATMULs and ACTs run; memories, off-chip image, counters and cycles against sim.golden.execute and
+rtl.isa.timing."""
+
+import numpy as np
+import pytest
+
+from rtl.isa import Act, Dma, MatMul, Wait, beats_per_row, buffer_lanes, disassemble, dma_cycles, program_cycles
+from rtl_bench import run_system
+from sim import golden
+
+DEPTH = 32
+HALF = DEPTH // 2
+BEATS = 24
+
+
+def segment(rng, rows: int, cols: int, half: int, bytes_per_cycle: int) -> list:
+    """DMA transfers on the rows of the other half, MATMULs and row-mode ACTs on the rows of `half`
+    of every buffer, then a WAIT: the one rule a program keeps (transfers and compute never share a
+    row between two WAITs)."""
+    base, other = half * HALF, (1 - half) * HALF
+    program = []
+    for _ in range(int(rng.integers(1, 4))):
+        buffer = str(rng.choice(["data", "weight", "routing"]))
+        per_row = beats_per_row(buffer_lanes(buffer, rows, cols), bytes_per_cycle)
+        n = int(rng.integers(1, min(6, BEATS // per_row) + 1))
+        program.append(Dma(buffer, other + int(rng.integers(0, HALF - n + 1)), n,
+                           int(rng.integers(0, BEATS - n * per_row + 1)), store=bool(rng.integers(2))))
+    for _ in range(int(rng.integers(2, 5))):
+        if rng.random() < 0.6:
+            n = int(rng.integers(1, 6))
+            program.append(MatMul(d_addr=base + int(rng.integers(0, HALF - n + 1)),
+                                  w_addr=base + int(rng.integers(0, HALF - rows + 1)),
+                                  p_addr=int(rng.integers(DEPTH)), n=n, accumulate=bool(rng.integers(2)),
+                                  src=str(rng.choice(["data", "routing"]))))
+        else:
+            n = int(rng.integers(1, 4))
+            program.append(Act(func=str(rng.choice(["none", "relu"])), p_addr=int(rng.integers(DEPTH)), n=n,
+                               length=cols, shift=int(rng.integers(0, 16)),
+                               dst=str(rng.choice(["data", "weight", "routing"])),
+                               dst_addr=base + int(rng.integers(0, HALF - n + 1))))
+    return program + [Wait()]
+
+
+@pytest.mark.parametrize("seed,rows,cols,bytes_per_cycle,latency", [
+    (0, 2, 3, 2, 3), (1, 4, 4, 16, 1), (2, 3, 2, 1, 5), (3, 4, 4, 4, 2), (4, 2, 2, 8, 7)])
+def test_dma_programs_match_golden_machine(seed, rows, cols, bytes_per_cycle, latency, record_property):
+    rng = np.random.default_rng(seed)
+    state = golden.MachineState(
+        rows, cols, DEPTH,
+        data=rng.integers(-128, 128, size=(DEPTH, rows)), weight=rng.integers(-128, 128, size=(DEPTH, cols)),
+        routing=rng.integers(-128, 128, size=(DEPTH, rows)),
+        psum=rng.integers(-(1 << 24), 1 << 24, size=(DEPTH, cols)), bytes_per_cycle=bytes_per_cycle,
+        offchip=rng.integers(0, 256, size=(BEATS, bytes_per_cycle)).astype(np.uint8))
+    program = [instruction for k in range(4) for instruction in segment(rng, rows, cols, k % 2, bytes_per_cycle)]
+    got, counters = run_system(state, program, bytes_per_cycle, latency)
+    want_counters = golden.execute(program, state)
+    for name in ("data", "weight", "routing", "psum"):
+        assert np.array_equal(got[name], getattr(state, name)), name
+    assert np.array_equal(got["offchip"], state.offchip)
+    assert {name: counters[name] for name in want_counters} == {**want_counters,
+                                                               "instructions": len(program) + 1}
+    assert counters["busy_cycles"] == program_cycles(program, rows, cols, bytes_per_cycle, latency)
+    record_property("cycles", counters["busy_cycles"])
+
+
+def test_transfers_overlap_compute():
+    """A load issued before a MATMUL runs under it: the program takes less than the two apart."""
+    rows, cols, width, latency = 4, 4, 4, 3
+    load = Dma("data", HALF, 12, 0)
+    matmul = MatMul(d_addr=0, w_addr=0, p_addr=0, n=12)
+    both = program_cycles([load, matmul, Wait()], rows, cols, width, latency)
+    alone = program_cycles([load, Wait()], rows, cols, width, latency) + program_cycles([matmul], rows, cols)
+    assert both < alone
+    assert dma_cycles(load, rows, cols, width, latency) == 12 + latency + 1
+
+
+@pytest.mark.parametrize("instruction", [Dma("weight", 3, 7, 123456, store=True), Dma("routing", 16383, 16383, 2 ** 29 - 1),
+                                         Wait()])
+def test_dma_round_trip(instruction):
+    assert disassemble(instruction.encode()) == instruction
+
+
+def test_dma_fields_are_checked():
+    with pytest.raises(ValueError, match="n: 0"):
+        Dma("data", 0, 0, 0).encode()
+    with pytest.raises(ValueError, match="ext"):
+        Dma("data", 0, 1, 2 ** 29).encode()
+    with pytest.raises(ValueError, match="buffer"):
+        Dma("psum", 0, 1, 0).encode()
