@@ -227,17 +227,21 @@ class DmaSession:
         pending = self._pending[memory]
         rows = np.unique(rows % self.depth)
         rows = rows[pending[rows] >= 0]
-        loads = []
-        per_row = self._beats(memory)
-        for row in rows.tolist():
-            ext = int(pending[row])
-            last = loads[-1] if loads else None
-            if last and last.addr + last.n == row and last.ext + last.n * per_row == ext:
-                loads[-1] = Dma(memory, last.addr, last.n + 1, last.ext)
-            else:
-                loads.append(Dma(memory, row, 1, ext))
+        loads = [Dma(memory, row, 1, ext) for row, ext in zip(rows.tolist(), pending[rows].tolist())]
         pending[rows] = -1
-        return loads
+        return self._coalesce(loads)
+
+    def _coalesce(self, loads: list) -> list:
+        """`loads` with each one that continues the previous (same buffer, next rows, next beats) merged into it."""
+        merged = []
+        for load in loads:
+            last = merged[-1] if merged else None
+            if (last and last.buffer == load.buffer and last.addr + last.n == load.addr and last.n + load.n < 1 << 14
+                    and last.ext + last.n * self._beats(load.buffer) == load.ext):
+                merged[-1] = Dma(load.buffer, last.addr, last.n + load.n, last.ext)
+            else:
+                merged.append(load)
+        return merged
 
     def execute(self, program: list[Instruction]) -> None:
         """Schedule `program` (no HALT) after what came before."""
@@ -251,7 +255,7 @@ class DmaSession:
                 loads = self._take(instruction.src, source) + self._take("weight", tile)
                 if previous and previous.kind == "step" and previous.rows["key"] == key:
                     previous.instructions.append(instruction)
-                    previous.loads += loads
+                    previous.loads = self._coalesce(previous.loads + loads)
                     previous.rows["weight"] = np.union1d(previous.rows["weight"], tile)
                 else:
                     self._items.append(_Item("step", [instruction], loads,
@@ -301,9 +305,16 @@ class DmaSession:
                 continue
             following = [i for i in steps if i > index][:1]
             if following and self._prefetchable(index, following[0]):
-                stream += self._items[following[0]].loads
+                # One prefetch before each MATMUL (a DMA issues when the engine is idle: the
+                # MATMULs between keep the array busy while it moves the previous one).
+                loads = self._items[following[0]].loads
                 prefetched.add(following[0])
-            stream += item.instructions + [Wait()]
+                for position, matmul in enumerate(item.instructions):
+                    stream += loads[position:position + 1] + [matmul]
+                stream += loads[len(item.instructions):]
+            else:
+                stream += item.instructions
+            stream += [Wait()]
         loads = [load for memory in self._pending for load in self._take(memory, np.arange(self.depth))]
         return stream + loads
 
