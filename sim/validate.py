@@ -50,8 +50,9 @@ def model_config(rows: int, cols: int, batch: int, buffer_depth: int | None = No
     """The shipped calibration's array with `rows` x `cols` PEs, `batch` images per pass and the given
     depths (rows of each buffer, program words; default the calibration's)."""
     shipped = Calibration.shipped().config
-    depths = {"buffer_depth": buffer_depth or shipped.buffer_depth, "program_depth": program_depth or shipped.program_depth}
-    return dataclasses.replace(shipped, rows=rows, cols=cols, batch=batch, **depths)
+    return dataclasses.replace(shipped, rows=rows, cols=cols, batch=batch,
+                               buffer_depth=shipped.buffer_depth if buffer_depth is None else buffer_depth,
+                               program_depth=shipped.program_depth if program_depth is None else program_depth)
 
 
 def calibrated_accelerator(config: ArrayConfig) -> Accelerator:
