@@ -246,6 +246,52 @@ class DmaSession:
     def execute(self, program: list[Instruction]) -> None:
         """Schedule `program` (no HALT) after what came before."""
         self.compute_cycles += timing(program, self.rows, self.cols).busy_cycles
+        first = len(self._items)
+        self._add(program)
+        self._merge_steps(first)
+
+    def _merge_steps(self, first: int) -> None:
+        """Join the short steps of the run whose items start at `first` (a step of few data rows
+        per MATMUL, as routing's, would pay a transfer's latency and a WAIT for little compute):
+        consecutive steps merge while the merged step computes for fewer than 8 (L + 2 R) cycles
+        (each MATMUL max(n, R); its transfers then pay the latency rarely), holds at most half of the run's steps (so that the next run's first half
+        can load under its second), and loads no row it reads or loads already."""
+        items = self._items[first:]
+        steps = sum(item.kind == "step" for item in items)
+        target = 8 * (self.latency_cycles + 2 * self.rows)
+        merged = []
+        for item in items:
+            last = merged[-1] if merged else None
+            if (last and last.kind == item.kind == "step" and len(last.rows["merged"]) < max(1, steps // 2)
+                    and self._step_cycles(last) < target and not self._conflicts(item.loads, last)):
+                last.instructions += item.instructions
+                last.loads = self._coalesce(sorted(last.loads + item.loads, key=lambda load: (load.buffer, load.addr)))
+                last.rows["merged"].append(item)
+                for memory in ("data", "weight", "routing"):
+                    if memory in item.rows:
+                        last.rows[memory] = np.union1d(last.rows.get(memory, np.zeros(0, np.int64)), item.rows[memory])
+            else:
+                if item.kind == "step":
+                    item.rows["merged"] = [item]
+                merged.append(item)
+        self._items[first:] = merged
+
+    def _step_cycles(self, item: _Item) -> int:
+        return sum(max(matmul.n, self.rows) for matmul in item.instructions)
+
+    def _conflicts(self, loads: list, item: _Item) -> bool:
+        """Whether `loads` write a row that `item` reads, writes or loads."""
+        for load in loads:
+            rows = np.arange(load.addr, load.addr + load.n) % self.depth
+            touched = [item.rows.get(load.buffer, np.zeros(0, np.int64))]
+            touched += [np.arange(other.addr, other.addr + other.n) % self.depth for other in item.loads
+                        if other.buffer == load.buffer]
+            if np.intersect1d(rows, np.concatenate(touched)).size:
+                return True
+        return False
+
+    def _add(self, program: list[Instruction]) -> None:
+        """The items of `program`: steps (consecutive MATMULs on the same data rows) and ACTs."""
         for instruction in program:
             if isinstance(instruction, MatMul):
                 previous = self._items[-1] if self._items else None
