@@ -62,6 +62,13 @@ def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
     assert report["bit_exact"] is True
     assert report["macs"] == sum(o["macs"] for o in ops) and report["cycles"] == sum(o["cycles"] for o in ops)
     assert 0 < report["utilisation"] < 1
+    # Data movement (the DMA from the off-chip memory, 16 B per cycle by default): counted on top of the compute.
+    assert report["array"]["offchip_bytes_per_cycle"] == 16 and report["array"]["offchip_latency_cycles"] == 64
+    for o in ops:
+        assert o["total_cycles"] > o["cycles"] and o["offchip_bytes"] > 0
+        assert o["bound"] == ("bandwidth" if -(-o["offchip_bytes"] // 16) > o["batch_cycles"] else "compute")
+    assert report["total_cycles"] == sum(o["total_cycles"] for o in ops)
+    assert report["offchip_bytes"] == sum(o["offchip_bytes"] for o in ops)
 
 
 def test_rtl_run_table(capsys, tmp_path):
@@ -110,6 +117,10 @@ def test_rtl_run_refuses_a_bad_batch(batch, capsys):
     (["deepcaps", "--rows", "16", "--cols", "16", "--program-depth", "16"],
      "operation conv0 (conv): does not map onto the 16x16 array: "),
     (["capsnet", "--rows", "4", "--cols", "64"], "cols: 64 outside [1, 63]"),
+    (["capsnet", "--rows", "4", "--cols", "4", "--offchip-bytes-per-cycle", "3"],
+     "offchip_bytes_per_cycle: 3 is not a power of two in [1, 64]"),
+    (["capsnet", "--rows", "4", "--cols", "4", "--offchip-latency-cycles", "0"],
+     "array 'offchip_latency_cycles' must be an integer in 1..1048576, got 0"),
 ])
 def test_rtl_run_refuses_what_it_cannot_run_before_simulating(argv, where, capsys):
     assert main(["rtl", "run", *argv, "--simulator", "amaranth", "--batch", "1"]) == 2

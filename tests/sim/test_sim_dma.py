@@ -1,0 +1,56 @@
+"""Operations with the off-chip memory (`OperationDriver(offchip=True)`): the host writes only the
+programs and the off-chip image, the DMA moves every row; every kind bit-exact, the compute's cycles
+those of the host-loaded runs, the DMA programs' busy cycles those of `rtl.isa.timing`, the bytes
+the off-chip port moved those of the DMA instructions."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rtl.isa import Dma, Wait, beats_per_row, buffer_lanes, dma_cycles, program_cycles
+from sim.driver import OperationDriver
+from test_sim_driver import CONFIG, OPS, kind_of
+
+PORTS = [(4, 5), (1, 1), (16, 64)]
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_every_kind_through_the_dma_is_bit_exact_and_timed_exactly(name, record_property):
+    width, latency = PORTS[sorted(OPS).index(name) % len(PORTS)]
+    config = dataclasses.replace(CONFIG, offchip_bytes_per_cycle=width, offchip_latency_cycles=latency)
+    driver = OperationDriver(config, "amaranth", offchip=True)
+    run = driver.run(kind_of(name), OPS[name], seed=3)
+    host_loaded = OperationDriver(config, "amaranth").run(kind_of(name), OPS[name], seed=3)
+    for output, want in run.golden.items():
+        assert np.array_equal(run.outputs[output], want) and np.array_equal(host_loaded.outputs[output], want)
+    assert run.cycles == host_loaded.cycles and run.counts == host_loaded.counts
+    session = driver.prepare(kind_of(name), OPS[name], seed=3)[0]
+    session.flush()
+    assert all(len(program) < config.program_depth for program in session.programs)
+    assert run.total_cycles == sum(program_cycles(p, config.rows, config.cols, width, latency)
+                                   for p in session.programs)
+    transfers = [i for p in session.programs for i in p if isinstance(i, Dma)]
+    beats = sum(i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), width) for i in transfers)
+    assert run.offchip_bytes == beats * width > 0
+    assert run.counters["offchip_write_beats"] * width == sum(
+        i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), width) * width
+        for i in transfers if i.store)
+    record_property("total_cycles", run.total_cycles)
+
+
+def test_loads_run_under_the_compute():
+    """A convolution of many k-chunks: the next chunk's rows load while the current chunk's
+    MATMULs run (a load before a MATMUL, both before the WAIT), so the programs cost less than the
+    compute plus every transfer one after the other."""
+    config = dataclasses.replace(CONFIG, offchip_bytes_per_cycle=4, offchip_latency_cycles=5)
+    driver = OperationDriver(config, "amaranth", offchip=True)
+    session = driver.prepare("conv", OPS["conv"], seed=1)[0]
+    session.flush()
+    stream = [i for p in session.programs for i in p]
+    overlapped = [k for k in range(1, len(stream) - 1) if isinstance(stream[k], Dma)
+                  and type(stream[k + 1]).__name__ == "MatMul" and not isinstance(stream[k - 1], Wait)]
+    assert overlapped
+    serial = session.compute_cycles + sum(dma_cycles(i, config.rows, config.cols, 4, 5)
+                                          for i in stream if isinstance(i, Dma))
+    assert sum(program_cycles(p, config.rows, config.cols, 4, 5) for p in session.programs) < serial
