@@ -80,6 +80,21 @@ def matmul_tile(x, w, acc_bits: int = ACC_BITS) -> np.ndarray:
     return out
 
 
+EXACT_FLOAT_BITS = 53
+"""Integers below 2**53 are exact in float64, so a float64 matrix product of int8 operands is exact
+while K * 2**14 stays below it."""
+
+
+def matmul(x, w, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """x (..., K) int8 times w (K, M) int8 -> (..., M) wrapped to `acc_bits`, as fast as numpy allows:
+    equal to `tiled_matmul` for any tiling, as wrapping after each addition and once at the end give the
+    same residue modulo 2**acc_bits. Exact through float64 BLAS when K * 2**14 < 2**53, else int64."""
+    x64, w64 = _int8(x, "x"), _int8(w, "w")
+    if x64.shape[-1] << 14 < 1 << EXACT_FLOAT_BITS:
+        return wrap(np.rint(x64.astype(np.float64) @ w64.astype(np.float64)), acc_bits)
+    return wrap(x64 @ w64, acc_bits)
+
+
 def accumulate(stored, tile, acc_bits: int = ACC_BITS) -> np.ndarray:
     """The accumulator unit: stored partial sums plus a new tile result, wrapped."""
     return wrap(np.asarray(stored, dtype=np.int64) + np.asarray(tile, dtype=np.int64), acc_bits)
@@ -108,10 +123,6 @@ def relu(q) -> np.ndarray:
     return np.maximum(np.asarray(q, dtype=np.int64), 0)
 
 
-def _round_shift_sat(product: int, shift: int) -> int:
-    return max(-128, min(127, (product + (1 << (shift - 1))) >> shift))
-
-
 def sqrt_table() -> np.ndarray:
     """The square-root table, shape (512,), int64: entry m (m < 256) is round(16 sqrt(m)), entry
     256 + m is round(16 sqrt(m + 1/2)) (the mid-point of a truncated mantissa; only m >= 64 used)."""
@@ -127,74 +138,86 @@ def recip_table() -> np.ndarray:
     return np.round(2.0 ** RECIP_TABLE_BITS / (256 + i + 0.5)).astype(np.int64)
 
 
-_SQRT_TABLE = [int(v) for v in sqrt_table()]
-_RECIP_TABLE = [int(v) for v in recip_table()]
-_EXP_TABLE = [int(v) for v in exp_table()]
+_SQRT_TABLE = sqrt_table()
+_RECIP_TABLE = recip_table()
+_EXP_TABLE = exp_table()
 
 
-def sqrt_index(s2: int) -> tuple[int, int]:
-    """(table index, exponent e) of the square root of s2 >= 0: e = max(0, (bitlen(s2) - 7) // 2),
-    m = s2 >> 2e < 256; the index is m when e = 0 (exact), else 256 + m (m in [64, 256)).
-    sqrt(s2) ~ SQRT[index] * 2**(e - 4)."""
-    e = max(0, (s2.bit_length() - 7) // 2)
+def bit_length(values) -> np.ndarray:
+    """int.bit_length of every element of `values` (integers in 0 .. 2**53), int64 array of the same shape."""
+    v = np.asarray(values, dtype=np.int64)
+    return np.frexp(v.astype(np.float64))[1].astype(np.int64)
+
+
+def sqrt_index(s2):
+    """(table index, exponent e) of the square root of s2 >= 0 (an integer or an array of them):
+    e = max(0, (bitlen(s2) - 7) // 2), m = s2 >> 2e < 256; the index is m when e = 0 (exact), else
+    256 + m (m in [64, 256)). sqrt(s2) ~ SQRT[index] * 2**(e - 4)."""
+    s2 = np.asarray(s2, dtype=np.int64)
+    e = np.maximum(0, (bit_length(s2) - 7) // 2)
     m = s2 >> (2 * e)
-    return (m + 256 if e else m), e
+    return np.where(e > 0, m + 256, m), e
 
 
-def recip_index(divisor: int) -> tuple[int, int]:
-    """(table index, exponent f) of the reciprocal of divisor >= 256: f = bitlen(divisor) - 9,
-    index = (divisor >> f) - 256. 1 / divisor ~ RECIP[index] * 2**-(17 + f)."""
-    f = divisor.bit_length() - 9
+def recip_index(divisor):
+    """(table index, exponent f) of the reciprocal of divisor >= 256 (an integer or an array of them):
+    f = bitlen(divisor) - 9, index = (divisor >> f) - 256. 1 / divisor ~ RECIP[index] * 2**-(17 + f)."""
+    divisor = np.asarray(divisor, dtype=np.int64)
+    f = bit_length(divisor) - 9
     return (divisor >> f) - 256, f
 
 
-def squash_scale(s2: int) -> tuple[int, int]:
-    """(factor, shift) of squash for a capsule with sum of squares s2 (0 .. 64 * 128**2):
-    factor = SQRT[.] * RECIP[.] (18 bits), shift = f - e + 14 (14..20), so that
+def squash_scale(s2):
+    """(factor, shift) of squash for a capsule with sum of squares s2 (0 .. 64 * 128**2; an integer or an
+    array of them): factor = SQRT[.] * RECIP[.] (18 bits), shift = f - e + 14 (14..20), so that
     factor / 2**shift ~ 128 sqrt(s2) / (256 + s2)."""
     si, e = sqrt_index(s2)
-    ri, f = recip_index(256 + s2)
+    ri, f = recip_index(256 + np.asarray(s2, dtype=np.int64))
     return _SQRT_TABLE[si] * _RECIP_TABLE[ri], f - e + 14
 
 
-def softmax_scale(total: int) -> tuple[int, int]:
-    """(factor, shift) of softmax for a sum of exponentials `total` (2**15 .. 64 * 2**15):
-    factor = RECIP[.] (9 bits), shift = f + 10, so that factor / 2**shift ~ 128 / total."""
+def softmax_scale(total):
+    """(factor, shift) of softmax for a sum of exponentials `total` (2**15 .. 64 * 2**15; an integer or
+    an array of them): factor = RECIP[.] (9 bits), shift = f + 10, so that factor / 2**shift ~ 128 / total."""
     ri, f = recip_index(total)
     return _RECIP_TABLE[ri], f + 10
 
 
-def scale(operand: int, factor: int, shift: int) -> int:
-    """sat8((operand * factor + 2**(shift - 1)) >> shift), shift >= 1: the unit's output stage."""
-    return _round_shift_sat(operand * factor, shift)
+def scale(operand, factor, shift) -> np.ndarray:
+    """sat8((operand * factor + 2**(shift - 1)) >> shift), shift >= 1, elementwise (broadcast): the
+    unit's output stage."""
+    operand, factor, shift = (np.asarray(a, dtype=np.int64) for a in (operand, factor, shift))
+    return np.clip((operand * factor + (np.int64(1) << (shift - 1))) >> shift, -128, 127)
 
 
 def squash(q) -> np.ndarray:
-    """Squash of one capsule vector q (int8, Q3.4, 1..64 atoms), output int8 Q0.7.
+    """Squash of capsule vectors q (int8, Q3.4, 1..64 atoms along the last axis; any leading axes),
+    output int8 Q0.7 of the same shape.
 
     S2 = sum q_i**2, (factor, shift) = squash_scale(S2), y_i = scale(q_i, factor, shift):
     y_i / 128 ~ s_i |s| / (1 + |s|**2) with s = q / 16 (table-based square root and reciprocal).
     """
-    qs = [int(v) for v in _int8(q, "q")]
-    factor, shift = squash_scale(sum(v * v for v in qs))
-    return np.array([scale(v, factor, shift) for v in qs], dtype=np.int64)
+    qs = _int8(q, "q")
+    factor, shift = squash_scale(np.sum(qs * qs, axis=-1, keepdims=True))
+    return scale(qs, factor, shift)
 
 
 def softmax(q) -> np.ndarray:
-    """Softmax of int8 logits q (Q3.4, 1..64 of them), output int8 Q0.7 saturated to 127.
+    """Softmax of int8 logits q (Q3.4, 1..64 of them along the last axis; any leading axes), output
+    int8 Q0.7 saturated to 127, of the same shape.
 
     m = max q, e_i = EXP[m - q_i], E = sum e_i, (factor, shift) = softmax_scale(E),
     y_i = scale(e_i, factor, shift).
     """
-    qs = [int(v) for v in _int8(q, "q")]
-    m = max(qs)
-    e = [_EXP_TABLE[m - v] for v in qs]
-    factor, shift = softmax_scale(sum(e))
-    return np.array([scale(v, factor, shift) for v in e], dtype=np.int64)
+    qs = _int8(q, "q")
+    e = _EXP_TABLE[qs.max(axis=-1, keepdims=True) - qs]
+    factor, shift = softmax_scale(e.sum(axis=-1, keepdims=True))
+    return scale(e, factor, shift)
 
 
 def activate(sums, shift: int, function: str) -> np.ndarray:
-    """The activation unit on partial-sum rows (N, L): requantize, then `function` per row.
+    """The activation unit on partial-sum rows (N, L) (or any (..., L)): requantize, then `function`
+    per row (along the last axis).
 
     function: "none", "relu", "squash" (each row one capsule vector) or "softmax" (each row one
     set of logits). Returns int8 values (int64 array) of the same shape.
@@ -205,9 +228,9 @@ def activate(sums, shift: int, function: str) -> np.ndarray:
     if function == "relu":
         return relu(q)
     if function == "squash":
-        return np.stack([squash(row) for row in q])
+        return squash(q)
     if function == "softmax":
-        return np.stack([softmax(row) for row in q])
+        return softmax(q)
     raise ValueError(f"function: unknown activation {function!r} (none, relu, squash, softmax)")
 
 
@@ -276,11 +299,12 @@ def im2col(image, kernel: int, stride: int) -> np.ndarray:
 
 
 def classcaps(u, w, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
-    """ClassCaps predictions: u (I, Din) int8 input capsules, w (I, Din, J*Dout) int8 transformation
-    matrices -> u_hat (I, J*Dout) int8: u_hat[i] = requantize(u[i] @ w[i], shift)."""
-    u64 = _int8(u, "u")
-    return np.stack([requantize(matmul_tile(u64[i:i + 1], w[i], acc_bits)[0], shift)
-                     for i in range(u64.shape[0])])
+    """ClassCaps predictions: u (..., I, Din) int8 input capsules (any leading batch axes), w (I, Din,
+    J*Dout) int8 transformation matrices -> u_hat (..., I, J*Dout) int8: u_hat[i] = requantize(u[i] @
+    w[i], shift), each product wrapped to acc_bits (`matmul`)."""
+    u64, w64 = _int8(u, "u"), _int8(w, "w")
+    sums = np.stack([matmul(u64[..., i, :], w64[i], acc_bits) for i in range(w64.shape[0])], axis=-2)
+    return requantize(sums, shift)
 
 
 def capsule_sum(maps, shift: int, function: str, length: int, acc_bits: int = ACC_BITS) -> np.ndarray:
@@ -310,39 +334,41 @@ def uniform_coupling(n_in: int, n_out: int) -> np.ndarray:
 
 
 def routing_sum(coupling, u_hat, shift_sum: int, acc_bits: int = ACC_BITS):
-    """The weighted sum and squash of a routing iteration.
+    """The weighted sum and squash of a routing iteration (any leading batch axes `...`).
 
-    coupling: (I, J) int8 Q0.7 c; u_hat: (I, J, D) int8 predictions.
-    s_j = sum_i c_ij u_hat[i, j]                          (J, D) wrapped sums
-    v = squash(requantize(s, shift_sum)) per j            (J, D) int8 Q0.7
+    coupling: (..., I, J) int8 Q0.7 c; u_hat: (..., I, J, D) int8 predictions.
+    s_j = sum_i c_ij u_hat[i, j]                          (..., J, D) wrapped sums
+    v = squash(requantize(s, shift_sum)) per j            (..., J, D) int8 Q0.7
     Returns (s, v).
     """
     u = _int8(u_hat, "u_hat")
     c = _int8(coupling, "coupling")
-    s = np.stack([matmul_tile(c[:, j][None, :], u[:, j, :], acc_bits)[0] for j in range(u.shape[1])])
+    s = wrap(np.einsum("...ij,...ijd->...jd", c, u), acc_bits)
     return s, activate(s, shift_sum, "squash")
 
 
 def routing_update(logits, u_hat, v, acc_bits: int = ACC_BITS) -> np.ndarray:
-    """The agreement update of a routing iteration: b_ij += sum_d u_hat[i, j, d] v_jd, (I, J) wrapped
-    to acc_bits (logits: (I, J) partial sums; u_hat: (I, J, D) int8; v: (J, D) int8)."""
+    """The agreement update of a routing iteration: b_ij += sum_d u_hat[i, j, d] v_jd, (..., I, J)
+    wrapped to acc_bits (logits: (..., I, J) partial sums; u_hat: (..., I, J, D) int8; v: (..., J, D)
+    int8; any leading batch axes)."""
     u = _int8(u_hat, "u_hat")
     v = _int8(v, "v")
-    agreement = np.einsum("ijd,jd->ij", u, v)
+    agreement = np.einsum("...ijd,...jd->...ij", u, v)
     return accumulate(logits, wrap(agreement, acc_bits), acc_bits)
 
 
 def routing(u_hat, routings: int, shift_logits: int, shift_sum: int, acc_bits: int = ACC_BITS):
-    """Dynamic routing with `routings` iterations (>= 1), as the trained ClassCaps runs it: the first
-    coupling is `uniform_coupling`, each later one the softmax over j of requantize(b, shift_logits);
-    every iteration sums and squashes (`routing_sum`), every one but the last updates the logits
-    (`routing_update`, from zero). Returns (c, s, v, b) of the last iteration: its coupling, sums,
-    output capsules, and the logits it started from (zeros when routings = 1)."""
+    """Dynamic routing with `routings` iterations (>= 1), as the trained ClassCaps runs it, on u_hat
+    (..., I, J, D) (any leading batch axes): the first coupling is `uniform_coupling`, each later one
+    the softmax over j of requantize(b, shift_logits); every iteration sums and squashes
+    (`routing_sum`), every one but the last updates the logits (`routing_update`, from zero). Returns
+    (c, s, v, b) of the last iteration: its coupling, sums, output capsules, and the logits it started
+    from (zeros when routings = 1)."""
     if routings < 1:
         raise ValueError(f"routings: {routings} must be at least 1")
     u = _int8(u_hat, "u_hat")
-    logits = np.zeros(u.shape[:2], dtype=np.int64)
-    c = uniform_coupling(*u.shape[:2])
+    logits = np.zeros(u.shape[:-1], dtype=np.int64)
+    c = np.broadcast_to(uniform_coupling(*u.shape[-3:-1]), logits.shape)
     for iteration in range(routings):
         if iteration:
             logits = routing_update(logits, u, v, acc_bits)
