@@ -1,5 +1,5 @@
-"""The `nascaps` subcommands of sim: `calibrate`, `validate` (`sim.validate`), and `rtl run` (added to rtl's
-`nascaps rtl`)."""
+"""The `nascaps` subcommands of sim: `calibrate`, `validate` (`sim.validate`), `deploy` (`sim.deploy`), and
+`rtl run` (added to rtl's `nascaps rtl`)."""
 
 import json
 import sys
@@ -15,6 +15,7 @@ def register(subparsers) -> None:
 
     _register_rtl_run(subparsers.choices["rtl"].get_default("rtl_commands"))
     register_validate(subparsers)
+    _register_deploy(subparsers)
     parser = subparsers.add_parser(
         "calibrate", help="fit the calibrated cost model to cycle-accurate runs of the RTL",
         description="Run a sweep of operations bit-exactly on the CapsAcc RTL (the given array and two "
@@ -220,4 +221,72 @@ def _rtl_run(args) -> int:
     if failure:
         print(f"nascaps rtl run: error: {failure}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _register_deploy(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "deploy", help="quantise a trained network to int8 and measure its accuracy on the golden model",
+        description="Export MODEL.keras (written by nascaps train --save) as a float bundle (python -m nas.export), "
+                    "quantise it to int8 with power-of-two scales, choose each layer's requantization shift on N "
+                    "training images, run the whole test set through the bit-exact golden model, and write "
+                    "DIR/deploy.json (docs/deploy.md).")
+    parser.add_argument("model", metavar="MODEL.keras")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--data", metavar="PATH", help="mnist.npz (default: the packaged MNIST subset)")
+    parser.add_argument("--rows", type=int, default=16, help="PE array rows (default 16)")
+    parser.add_argument("--cols", type=int, default=16, help="PE array columns (default 16)")
+    parser.add_argument("--calibration-images", type=int, default=256, metavar="N",
+                        help="training images the shifts are chosen on (default 256)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration images' draw (default 0)")
+    parser.set_defaults(handler=_deploy_command)
+
+
+def _deploy_command(args) -> int:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from capsacc.accelerator import Accelerator
+    from capsacc.files import prepare_output_dir, write_atomic
+    from capsacc.model import estimate
+    from sim.deploy import deploy_bundle
+
+    if args.calibration_images < 1:
+        raise InputError(f"--calibration-images {args.calibration_images}: must be at least 1")
+    if not 0 <= args.seed < 2 ** 32:
+        raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
+    if not Path(args.model).is_file():
+        raise InputError(f"{args.model}: no such model file")
+    accelerator = Accelerator.calibrated()
+    if (accelerator.rows, accelerator.cols) != (args.rows, args.cols):
+        try:
+            accelerator = Accelerator.from_tables(rows=args.rows, cols=args.cols)
+        except ValueError as error:
+            raise InputError(f"--rows {args.rows} --cols {args.cols}: {error}") from None
+    out = prepare_output_dir(args.out, files=("deploy.json",))
+    command = [sys.executable, "-m", "nas.export", args.model, "--out", str(out / "bundle"),
+               "--calibration-images", str(args.calibration_images), "--seed", str(args.seed)]
+    if args.data is not None:
+        command += ["--data", args.data]
+    root = str(Path(__file__).resolve().parents[1])  # the folder holding sim and nas
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    export = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if export.returncode != 0:
+        lines = [line for line in export.stderr.splitlines() if line.strip()]
+        raise InputError(lines[-1].split("error: ", 1)[-1] if lines else f"nas.export exited {export.returncode}")
+    deployment, figures = deploy_bundle(out / "bundle")
+    bundle = json.loads((out / "bundle" / "bundle.json").read_text())
+    cost = estimate(deployment.network, accelerator)
+    record = {**{name: figures[name] for name in ("float_accuracy", "int8_accuracy", "agreement", "test_images")},
+              "rtl_images": 0, "rtl_bit_exact": None,
+              "cycles_per_image": cost.cycles, "latency_ms_per_image": cost.latency_ms,
+              "energy_mJ_per_image": cost.energy_mJ, "cost_model": cost.model,
+              "calibration_images": figures["calibration_images"], "shifts": figures["shifts"],
+              "layers": figures["layers"], "model": bundle["model"], "genotype": bundle["genotype"],
+              "accelerator": accelerator.to_dict(), "dataset": bundle["dataset"], "seed": args.seed}
+    write_atomic(out / "deploy.json", json.dumps(record, indent=1) + "\n")
+    print(f"float {record['float_accuracy']:.4f}  int8 {record['int8_accuracy']:.4f}  agreement "
+          f"{record['agreement']:.4f} on {record['test_images']} test images; {cost.cycles} cycles, "
+          f"{cost.latency_ms:.4g} ms, {cost.energy_mJ:.4g} mJ per image ({cost.model}); {out / 'deploy.json'}")
     return 0

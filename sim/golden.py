@@ -298,13 +298,16 @@ def im2col(image, kernel: int, stride: int) -> np.ndarray:
     return np.stack(rows)
 
 
-def classcaps(u, w, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
-    """ClassCaps predictions: u (..., I, Din) int8 input capsules (any leading batch axes), w (I, Din,
-    J*Dout) int8 transformation matrices -> u_hat (..., I, J*Dout) int8: u_hat[i] = requantize(u[i] @
-    w[i], shift), each product wrapped to acc_bits (`matmul`)."""
+def classcaps_sums(u, w, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """ClassCaps partial sums: u (..., I, Din) int8 input capsules (any leading batch axes), w (I, Din,
+    J*Dout) int8 transformation matrices -> (..., I, J*Dout) u[i] @ w[i], wrapped to acc_bits (`matmul`)."""
     u64, w64 = _int8(u, "u"), _int8(w, "w")
-    sums = np.stack([matmul(u64[..., i, :], w64[i], acc_bits) for i in range(w64.shape[0])], axis=-2)
-    return requantize(sums, shift)
+    return np.stack([matmul(u64[..., i, :], w64[i], acc_bits) for i in range(w64.shape[0])], axis=-2)
+
+
+def classcaps(u, w, shift: int, acc_bits: int = ACC_BITS) -> np.ndarray:
+    """ClassCaps predictions u_hat (..., I, J*Dout) int8: `classcaps_sums` requantized by `shift`."""
+    return requantize(classcaps_sums(u, w, acc_bits), shift)
 
 
 def capsule_sum(maps, shift: int, function: str, length: int, acc_bits: int = ACC_BITS) -> np.ndarray:
