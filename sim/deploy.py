@@ -61,8 +61,20 @@ class Layer:
     in_frac_bits: int = 0
     out_frac_bits: int = 0
 
+    @property
+    def accumulator_bits(self) -> int:
+        """Bits (sign included) of the largest partial sum any int8 input can give: 128 times the largest
+        sum of |weights| over one output (bias row included, with its data value 2**p)."""
+        w = np.abs(self.weights)
+        if self.op.kind == "classcaps":
+            peak = int(w.sum(axis=1).max()) * 128
+        else:
+            peak = int((w[:-1].sum(axis=0) * 128 + w[-1] * (1 << self.bias_input_bits)).max())
+        return peak.bit_length() + 1
+
     def record(self) -> dict:
         return {"operation": self.op.name, "kind": self.op.kind, "weight_frac_bits": self.weight_frac_bits,
+                "accumulator_bits": self.accumulator_bits,
                 "bias_input": 1 << self.bias_input_bits, "bias_saturated": self.bias_saturated, "shift": self.shift,
                 "in_frac_bits": self.in_frac_bits, "out_frac_bits": self.out_frac_bits}
 
@@ -152,6 +164,13 @@ def _set_bias(layer: Layer, in_frac_bits: int) -> None:
     layer.weights[-1] = row
 
 
+def check_accumulator(layer: Layer) -> None:
+    """`InputError` unless no int8 input can make the layer's sums wrap the `golden.ACC_BITS` accumulator."""
+    if layer.accumulator_bits > golden.ACC_BITS:
+        raise InputError(f"operation {layer.op.name}: sums need {layer.accumulator_bits} bits, the accumulator "
+                         f"has {golden.ACC_BITS}")
+
+
 def sums(layer: Layer, x: np.ndarray) -> np.ndarray:
     """The wrapped partial sums of `layer` on int8 inputs x (B, n, n, channels) (ClassCaps: capsules
     (B, I, Din)): (B, positions, M) for convolutions, (B, I, J*Dout) for ClassCaps."""
@@ -187,10 +206,9 @@ def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False)
             layer.in_frac_bits = f_x
         elif calibrate:
             _set_bias(layer, f_x)
+        check_accumulator(layer)
         f_acc = f_x + layer.weight_frac_bits
         acc = sums(layer, x)
-        if (np.abs(acc) >= 1 << (golden.ACC_BITS - 1)).any():
-            raise InputError(f"operation {op.name}: partial sums reach the {golden.ACC_BITS}-bit accumulator's range")
         if op.kind == "convcaps":
             layer.shift = f_acc - golden.SQUASH_FRAC_BITS
             if layer.shift < 0:
@@ -213,6 +231,9 @@ def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False)
         raise InputError(f"ClassCaps predictions with {f_x} fractional bits: the routing needs at least "
                          f"{golden.SQUASH_FRAC_BITS - golden.OUT_FRAC_BITS}")
     deployment.shift_sum = deployment.shift_logits = routing_shift
+    routing_bits = (max(x.shape[1], x.shape[3]) * 127 * 128 * deployment.routings).bit_length() + 1
+    if routing_bits > golden.ACC_BITS:
+        raise InputError(f"the routing's logits need {routing_bits} bits, the accumulator has {golden.ACC_BITS}")
     _, _, v, _ = golden.routing(x, deployment.routings, deployment.shift_logits, deployment.shift_sum)
     return v
 

@@ -1,0 +1,104 @@
+"""Deployment on the integer arithmetic: the vectorised golden functions `sim.deploy` runs equal the
+per-row ones the RTL is checked against, and a trained network keeps its accuracy in int8."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sim import golden
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPSNET_LIKE = [[0, 28, 1, 1, 5, 2, 14, 16, 1], [1, 14, 16, 1, 3, 2, 7, 8, 4], [1, 7, 8, 4, 7, 1, 7, 10, 8], [-1], [1]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 9), st.integers(1, 12), st.integers(2, 34), st.integers(0, 2 ** 32 - 1))
+def test_matmul_equals_the_arrays_tiled_product(k, m, rows, acc_bits, seed):
+    """Also when the sums wrap (small acc_bits): wrapping is modular, so the order does not matter."""
+    rng = np.random.default_rng(seed)
+    x, w = rng.integers(-128, 128, (5, k)), rng.integers(-128, 128, (k, m))
+    assert np.array_equal(golden.matmul(x, w, acc_bits), golden.tiled_matmul(x, w, rows, acc_bits))
+    assert np.array_equal(golden.matmul(x[None], w, acc_bits)[0], golden.matmul(x, w, acc_bits))
+
+
+def test_batched_classcaps_and_routing_equal_each_image_alone():
+    rng = np.random.default_rng(7)
+    u, w = rng.integers(-128, 128, (3, 6, 4)), rng.integers(-128, 128, (6, 4, 10))
+    batched = golden.classcaps(u, w, 9)
+    for image in range(3):
+        want = np.stack([golden.requantize(golden.matmul_tile(u[image, i:i + 1], w[i])[0], 9) for i in range(6)])
+        assert np.array_equal(batched[image], want)
+    u_hat = batched.reshape(3, 6, 5, 2)
+    c, s, v, b = golden.routing(u_hat, 3, 6, 5)
+    for image in range(3):
+        for got, want in zip((c, s, v, b), golden.routing(u_hat[image], 3, 6, 5)):
+            assert np.array_equal(got[image], want)
+    assert np.abs(v).max() > 0  # the check compares something
+
+
+def test_vectorised_squash_and_softmax_equal_each_capsule_alone():
+    q = np.random.default_rng(3).integers(-128, 128, (4, 5, 8))
+    for function in (golden.squash, golden.softmax):
+        whole = function(q)
+        assert all(np.array_equal(whole[i, j], function(q[i, j])) for i in range(4) for j in range(5))
+    factor, shift = golden.squash_scale(np.array([0, 1, 300, 64 * 128 ** 2]))
+    assert [golden.squash_scale(s2) for s2 in (0, 1, 300, 64 * 128 ** 2)] == list(zip(factor, shift))
+
+
+def _deploy(*args):
+    return subprocess.run([sys.executable, "-m", "capsacc", "deploy", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.keras", "--out", "{tmp}/o"], "missing.keras: no such model file"),
+    (["{tmp}/g.json", "--out", "{tmp}/o"], "must end in .keras"),
+    (["{tmp}/bad.keras", "--out", "{tmp}/o"], "not a Keras model"),
+    (["{tmp}/bad.keras", "--out", "{tmp}/o", "--calibration-images", "0"], "--calibration-images 0"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "g.json").write_text(json.dumps(CAPSNET_LIKE))
+    (tmp_path / "bad.keras").write_text("not a zip")
+    result = _deploy(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("nascaps deploy: error:") and message in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    pytest.importorskip("keras")
+    from nas.datasets import load_dataset
+    from nas.genotype import Genotype
+    from nas.train import TrainConfig, train
+
+    path = tmp_path_factory.mktemp("model") / "m.keras"
+    config = TrainConfig(epochs=1, batch_size=10, learning_rate=0.01, train_samples=400, threads=1)
+    result = train(Genotype.from_list(CAPSNET_LIKE), load_dataset(), config, progress=False, save_path=path)
+    assert result.status == "ok", result.message
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+def test_deploy_keeps_the_float_accuracy_in_int8(trained, tmp_path):
+    result = _deploy(trained, "--out", tmp_path, "--calibration-images", 64)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "deploy.json").read_text())
+    assert record["test_images"] == 1000 and record["calibration_images"] == 64
+    assert record["float_accuracy"] > 0.3  # trained: chance is 0.1
+    assert abs(record["int8_accuracy"] - record["float_accuracy"]) <= 0.03
+    assert record["agreement"] >= 0.9
+    assert record["genotype"][:2] == CAPSNET_LIKE[:2] and record["genotype"][2][7:] == [10, 8]
+    assert set(record["shifts"]) == {"conv0", "convcaps1", "classcaps2", "routing.sum", "routing.logits"}
+    assert all(isinstance(shift, int) and 0 <= shift < 32 for shift in record["shifts"].values())
+    assert record["shifts"]["convcaps1"] == record["layers"][1]["in_frac_bits"] + \
+        record["layers"][1]["weight_frac_bits"] - golden.SQUASH_FRAC_BITS  # squash reads Q3.4
+    assert len(record["model"]["sha256"]) == 64 and record["dataset"]["test_images"] == 1000
+    assert record["cycles_per_image"] > 0 and record["energy_mJ_per_image"] > 0
+    assert record["latency_ms_per_image"] > 0 and record["accelerator"]["rows"] == 16
