@@ -3,8 +3,10 @@ off-chip port.
 
 `OffchipMemory` models the DRAM side of the port (`rtl.dma.OffchipSignature`): `depth` beats of W
 bytes; a read request in cycle t is answered in cycle t + L (a synchronous read, then L - 1
-register stages), a write is stored at the clock edge. It is a simulation model (the same Verilog
-in Amaranth's simulator and in Verilator), not part of the accelerator.
+register stages), a write is stored at the clock edge. It is a simulation model, not part of the
+accelerator. Amaranth elaborates a memory's initial contents (megabytes of zeros for a deep one),
+so Verilator builds take the same model written in Verilog, `OFFCHIP_VERILOG` (an `Instance`;
+`CapsAccSystem(..., verilog_memory=True)`); tests play one script on both and compare the traces.
 
 `CapsAccSystem` is the top level of the simulations: the host port of `rtl.capsacc.CapsAcc`, with
 a wider `host_addr` and one more `host_sel`, `SEL_OFFCHIP`: the host writes and reads the off-chip
@@ -13,7 +15,7 @@ of host_wdata, bytes past the beat ignored), while busy is low, with the protoco
 memories (a read's data in host_rdata a cycle later). Every other port is CapsAcc's.
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -67,12 +69,56 @@ class OffchipMemory(wiring.Component):
         return m
 
 
-class CapsAccSystem(wiring.Component):
-    """`rtl.capsacc.CapsAcc` (built from `config`'s hardware fields) with an `OffchipMemory` of
-    `offchip_depth` beats on its off-chip port; see the module docstring for the host port."""
+OFFCHIP_VERILOG = """
+module nascaps_offchip_memory #(parameter BYTES = 16, parameter LATENCY = 1, parameter ABITS = 1) (
+  input clk,
+  input [28:0] port_addr, input port_read, input port_write, input [8*BYTES-1:0] port_wdata,
+  output [8*BYTES-1:0] port_rdata, output port_rvalid,
+  input [31:0] host_addr, input [5:0] host_lane, input [63:0] host_wdata, input host_we,
+  output [63:0] host_rdata
+);
+  reg [8*BYTES-1:0] beats [0:(1 << ABITS) - 1];
+  reg [8*BYTES-1:0] data_q [0:LATENCY-1];
+  reg valid_q [0:LATENCY-1];
+  reg [5:0] lane_q;
+  wire dma = port_read | port_write;
+  wire [ABITS-1:0] addr = dma ? port_addr[ABITS-1:0] : host_addr[ABITS-1:0];
+  wire [8*BYTES+63:0] padded = {64'd0, data_q[0]};
+  integer k;
+  always @(posedge clk) begin
+    data_q[0] <= beats[addr];
+    valid_q[0] <= port_read;
+    for (k = 1; k < LATENCY; k = k + 1) begin
+      data_q[k] <= data_q[k - 1];
+      valid_q[k] <= valid_q[k - 1];
+    end
+    lane_q <= host_lane;
+    if (port_write)
+      beats[addr] <= port_wdata;
+    else
+      for (k = 0; k < BYTES; k = k + 1)
+        if (host_we && host_lane == k / 8)
+          beats[addr][8*k +: 8] <= host_wdata[8*(k % 8) +: 8];
+  end
+  assign port_rdata = data_q[LATENCY - 1];
+  assign port_rvalid = valid_q[LATENCY - 1];
+  assign host_rdata = padded[64*lane_q +: 64];
+endmodule
+"""
+"""`OffchipMemory` in Verilog (parameters BYTES = W, LATENCY = L, 2^ABITS beats), for Verilator."""
 
-    def __init__(self, config, offchip_depth: int):
-        self.config, self.offchip_depth = config, offchip_depth
+
+class CapsAccSystem(wiring.Component):
+    """`rtl.capsacc.CapsAcc` (built from `config`'s hardware fields) with an off-chip memory of
+    `offchip_depth` beats (a power of two) on its off-chip port: `OffchipMemory`, or with
+    `verilog_memory` an `Instance` of `OFFCHIP_VERILOG` (`verilog_modules` holds its text); see the
+    module docstring for the host port."""
+
+    def __init__(self, config, offchip_depth: int, verilog_memory: bool = False):
+        if offchip_depth < 2 or offchip_depth & (offchip_depth - 1):
+            raise ValueError(f"offchip_depth: {offchip_depth} is not a power of two >= 2")
+        self.config, self.offchip_depth, self.verilog_memory = config, offchip_depth, verilog_memory
+        self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
         self.accelerator = CapsAcc(**config.hardware())
         super().__init__({
             "host_sel": In(3), "host_addr": In(HOST_ADDR_BITS), "host_lane": In(6),
@@ -85,19 +131,32 @@ class CapsAccSystem(wiring.Component):
         m = Module()
         cfg = self.config
         m.submodules.accelerator = acc = self.accelerator
-        m.submodules.offchip = memory = OffchipMemory(cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles,
-                                                      self.offchip_depth)
-        wiring.connect(m, acc.offchip, memory.port)
+        host_addr, host_lane, host_wdata = Signal(HOST_ADDR_BITS), Signal(6), Signal(64)
+        host_we, host_rdata = Signal(), Signal(64)
+        if self.verilog_memory:
+            port = acc.offchip
+            m.submodules.offchip = Instance(
+                "nascaps_offchip_memory", p_BYTES=cfg.offchip_bytes_per_cycle, p_LATENCY=cfg.offchip_latency_cycles,
+                p_ABITS=(self.offchip_depth - 1).bit_length(), i_clk=ClockSignal(),
+                i_port_addr=port.addr, i_port_read=port.read, i_port_write=port.write, i_port_wdata=port.wdata,
+                o_port_rdata=port.rdata, o_port_rvalid=port.rvalid, i_host_addr=host_addr, i_host_lane=host_lane,
+                i_host_wdata=host_wdata, i_host_we=host_we, o_host_rdata=host_rdata)
+        else:
+            m.submodules.offchip = memory = OffchipMemory(cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles,
+                                                          self.offchip_depth)
+            wiring.connect(m, acc.offchip, memory.port)
+            m.d.comb += [memory.host_addr.eq(host_addr), memory.host_lane.eq(host_lane),
+                         memory.host_wdata.eq(host_wdata), memory.host_we.eq(host_we), host_rdata.eq(memory.host_rdata)]
         to_memory = self.host_sel == SEL_OFFCHIP
         m.d.comb += [
             acc.host_sel.eq(self.host_sel), acc.host_addr.eq(self.host_addr), acc.host_lane.eq(self.host_lane),
             acc.host_wdata.eq(self.host_wdata), acc.host_we.eq(self.host_we & ~to_memory),
             acc.start.eq(self.start), self.busy.eq(acc.busy), self.done.eq(acc.done),
             acc.counter_sel.eq(self.counter_sel), self.counter.eq(acc.counter),
-            memory.host_addr.eq(self.host_addr), memory.host_lane.eq(self.host_lane),
-            memory.host_wdata.eq(self.host_wdata), memory.host_we.eq(self.host_we & to_memory & ~acc.busy),
+            host_addr.eq(self.host_addr), host_lane.eq(self.host_lane), host_wdata.eq(self.host_wdata),
+            host_we.eq(self.host_we & to_memory & ~acc.busy),
         ]
         sel_q = Signal(3)
         m.d.sync += sel_q.eq(self.host_sel)
-        m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, memory.host_rdata, acc.host_rdata))
+        m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, host_rdata, acc.host_rdata))
         return m

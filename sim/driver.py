@@ -156,14 +156,15 @@ class OperationDriver:
 
     def component(self, offchip_beats: int = 0) -> CapsAccSystem:
         """The simulated system: CapsAcc with an off-chip memory of at least `offchip_beats` beats
-        (with `offchip` on Verilator always `OFFCHIP_VERILATOR_BYTES`; 2 beats without `offchip`)."""
+        (with `offchip` on Verilator always `OFFCHIP_VERILATOR_BYTES`; 2 beats without `offchip`),
+        on Verilator the memory's Verilog model."""
         width = self.config.offchip_bytes_per_cycle
         depth = OFFCHIP_VERILATOR_BYTES // width if self.backend == "verilator" and self.offchip else \
             1 << max(1, (offchip_beats - 1).bit_length())
         if offchip_beats > depth:
             raise ValueError(f"the off-chip image of {offchip_beats * width} bytes exceeds the simulated memory's "
                              f"{depth * width} bytes")
-        return CapsAccSystem(self.config, depth)
+        return CapsAccSystem(self.config, depth, verilog_memory=self.backend == "verilator")
 
     def _session(self) -> HostSession | DmaSession:
         cfg = self.config

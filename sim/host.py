@@ -189,6 +189,8 @@ class DmaSession:
     compute_cycles: int = 0
     programs: list = field(default_factory=list)
     offchip_beats: int = 0
+    """The most beats of off-chip image one stream used (the image is rewritten from beat 0 at each `flush`)."""
+    _next_beat: int = 0
     _reads: list = field(default_factory=list)
     _pending: dict = field(default_factory=dict)
     _items: list = field(default_factory=list)
@@ -205,10 +207,11 @@ class DmaSession:
         return beats_per_row(self._lanes(memory), self.bytes_per_cycle)
 
     def _allocate(self, beats: int) -> int:
-        first = self.offchip_beats
-        self.offchip_beats += beats
-        if self.offchip_beats >= 1 << EXT_BITS:
-            raise ValueError(f"off-chip image of {self.offchip_beats} beats exceeds the DMA's {EXT_BITS}-bit address")
+        first = self._next_beat
+        self._next_beat += beats
+        if self._next_beat >= 1 << EXT_BITS:
+            raise ValueError(f"off-chip image of {self._next_beat} beats exceeds the DMA's {EXT_BITS}-bit address")
+        self.offchip_beats = max(self.offchip_beats, self._next_beat)
         return first
 
     def write_int8(self, memory: str, base: int, rows: np.ndarray) -> None:
@@ -418,6 +421,7 @@ class DmaSession:
             self.host_cycles += len(table)
             self._reads.append((name, "offchip", (n, per_row, lanes, self.bytes_per_cycle)))
         self._results = []
+        self._next_beat = 0
         self.runs += host.runs
         self.host_cycles += host.host_cycles
 

@@ -211,8 +211,10 @@ def compact_memory_init(text: str) -> str:
 
 def export_verilog(component: wiring.Component) -> str:
     """Verilog of `component` as module ``dut`` (no source attributes, so the text is reproducible;
-    zero-initialised memories as loops, `compact_memory_init`)."""
-    return compact_memory_init(verilog.convert(component, name=TOP, emit_src=False))
+    zero-initialised memories as loops, `compact_memory_init`), followed by the modules its
+    `Instance`s name, the texts of its `verilog_modules` attribute (if any)."""
+    text = compact_memory_init(verilog.convert(component, name=TOP, emit_src=False))
+    return text + "".join(getattr(component, "verilog_modules", ()))
 
 
 def _module_ports(text: str) -> set[str]:

@@ -29,21 +29,13 @@ def run_workload(work, regions, rows: int, cols: int, acc_bits: int = ACC_BITS, 
     return results, counters["busy_cycles"], counters
 
 
-def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bits: int = ACC_BITS):
-    """Run `program` on `rtl.offchip.CapsAccSystem` (Amaranth) from the memories of a
-    `sim.golden.MachineState` (its off-chip beats included); (memories by name as the state holds
-    them, counters of the run). The host writes every buffer row, lane group by lane group."""
-    from amaranth.sim import Simulator
-    import numpy as np
-    from capsacc.array import ArrayConfig
+def system_commands(state, program, bytes_per_cycle: int) -> tuple[list[tuple], dict]:
+    """The host commands that load a `sim.golden.MachineState` (every buffer row lane group by lane
+    group, the off-chip beats) and `program` into `rtl.offchip.CapsAccSystem`, run it, dump the
+    counters and read every memory back; and the regions `decode_system` reads."""
     from rtl.isa import assemble
-    from rtl.offchip import CapsAccSystem
 
     rows, cols, depth = state.rows, state.cols, state.depth
-    beats = len(state.offchip)
-    config = ArrayConfig(rows, cols, acc_bits, depth, 64, offchip_bytes_per_cycle=bytes_per_cycle,
-                         offchip_latency_cycles=latency_cycles)
-    dut = CapsAccSystem(config, max(beats, 2))
     commands = []
     for memory, lanes in (("data", rows), ("weight", cols), ("routing", rows)):
         for r, row in enumerate(getattr(state, memory)):
@@ -52,8 +44,9 @@ def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bi
     for r, row in enumerate(state.psum):
         for lane, value in enumerate(row):
             commands += host.write_command("psum", r, lane, int(value))
+    groups = (bytes_per_cycle + 7) // 8
     for beat, values in enumerate(state.offchip):
-        for group in range((bytes_per_cycle + 7) // 8):
+        for group in range(groups):
             commands += host.write_command("offchip", beat, group, host.pack_lane_group(values, group))
     for addr, word in enumerate(assemble(program)):
         commands += host.write_command("program", addr, 0, word)
@@ -62,10 +55,37 @@ def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bi
                (("data", rows), ("weight", cols), ("routing", rows), ("psum", cols))}
     for region in regions.values():
         commands += host.read_commands(region)
-    for beat in range(beats):
-        for group in range((bytes_per_cycle + 7) // 8):
+    for beat in range(len(state.offchip)):
+        for group in range(groups):
             commands += [("set", "host_sel", host.SELECT["offchip"]), ("set", "host_addr", beat),
                          ("set", "host_lane", group), ("step", 1), ("dump", "host_rdata")]
+    return commands, regions
+
+
+def decode_system(dumps: list[int], regions: dict, beats: int, bytes_per_cycle: int):
+    """(memories by name, the off-chip beats as "offchip"; counters) from `system_commands`' dumps."""
+    import numpy as np
+
+    groups = (bytes_per_cycle + 7) // 8
+    tail = dumps[len(dumps) - beats * groups:] if beats else []
+    results, counters = host.decode(dumps[:len(dumps) - len(tail)], regions)
+    words = np.array(tail, dtype=np.uint64).reshape(beats, groups)
+    results["offchip"] = words.view(np.uint8).reshape(beats, -1)[:, :bytes_per_cycle]
+    return results, counters
+
+
+def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bits: int = ACC_BITS):
+    """Run `program` on `rtl.offchip.CapsAccSystem` (Amaranth) from the memories of a
+    `sim.golden.MachineState` (its off-chip beats included); (memories by name as the state holds
+    them, counters of the run)."""
+    from capsacc.array import ArrayConfig
+    from rtl.offchip import CapsAccSystem
+
+    beats = len(state.offchip)
+    config = ArrayConfig(state.rows, state.cols, acc_bits, state.depth, 64, offchip_bytes_per_cycle=bytes_per_cycle,
+                         offchip_latency_cycles=latency_cycles)
+    dut = CapsAccSystem(config, 1 << max(1, (beats - 1).bit_length()))
+    commands, regions = system_commands(state, program, bytes_per_cycle)
     played = {}
 
     async def bench(ctx):
@@ -75,10 +95,6 @@ def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bi
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    groups = (bytes_per_cycle + 7) // 8
-    tail = played["dumps"][len(played["dumps"]) - beats * groups:] if beats else []
-    results, counters = host.decode(played["dumps"][:len(played["dumps"]) - len(tail)], regions)
-    words = np.array(tail, dtype=np.uint64).reshape(beats, groups)
-    results["offchip"] = words.view(np.uint8).reshape(beats, -1)[:, :bytes_per_cycle]
+    results, counters = decode_system(played["dumps"], regions, beats, bytes_per_cycle)
     assert counters["busy_cycles"] == played["waits"][0]
     return results, counters

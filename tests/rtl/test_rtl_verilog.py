@@ -15,12 +15,15 @@ from capsacc.cli import main
 from rtl import host, workloads
 from rtl.capsacc import CapsAcc
 from rtl.export import LINT_WAIVERS, TOP, export_verilog
+from rtl.isa import program_cycles
 from rtl.offchip import CapsAccSystem
 from rtl.synth import SynthError, module_sources, split_parts
 from rtl.widths import ACC_BITS
 from sim import golden
 from sim.harness import run
 from sim.script import Script
+from rtl_bench import decode_system, system_commands
+from test_rtl_dma import segment as dma_segment
 from test_rtl_programs import random_program
 
 needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
@@ -128,6 +131,33 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_propert
     golden.execute(program, state)
     for name in regions:
         assert np.array_equal(results[name], getattr(state, name)), name
+
+
+@pytest.mark.verilator
+@needs_verilator
+def test_verilator_memory_model_agrees_with_amaranth(tmp_path):
+    """A program of DMA transfers, MATMULs and ACTs on CapsAccSystem: the off-chip memory's Verilog
+    model (Verilator) and its Amaranth model give the same trace, cycle for cycle, and the golden
+    machine's memories."""
+    rows, cols, depth, width, latency = 4, 4, 32, 8, 6
+    rng = np.random.default_rng(5)
+    state = golden.MachineState(rows, cols, depth, data=rng.integers(-128, 128, size=(depth, rows)),
+                                weight=rng.integers(-128, 128, size=(depth, cols)),
+                                routing=rng.integers(-128, 128, size=(depth, rows)),
+                                psum=rng.integers(-(1 << 24), 1 << 24, size=(depth, cols)), bytes_per_cycle=width,
+                                offchip=rng.integers(0, 256, size=(24, width)).astype(np.uint8))
+    program = [instruction for k in range(4) for instruction in dma_segment(rng, rows, cols, k % 2, width)]
+    commands, regions = system_commands(state, program, width)
+    script = to_script(commands)
+    config = ArrayConfig(rows, cols, ACC_BITS, depth, 64, offchip_bytes_per_cycle=width, offchip_latency_cycles=latency)
+    verilator_trace = run(CapsAccSystem(config, 32, verilog_memory=True), script, "verilator", cache_dir=tmp_path)
+    assert verilator_trace.same_as(run(CapsAccSystem(config, 32), script, "amaranth"))
+    dumps = [list(d.values.values())[0] for d in verilator_trace.dumps]
+    results, counters = decode_system(dumps, regions, 24, width)
+    golden.execute(program, state)
+    for name in ("data", "weight", "routing", "psum", "offchip"):
+        assert np.array_equal(results[name], getattr(state, name)), name
+    assert counters["busy_cycles"] == program_cycles(program, rows, cols, width, latency)
 
 
 VERILOG_HIERARCHY = """\
