@@ -13,7 +13,7 @@ features), on the small arrays Amaranth simulations bit-exact against `sim.golde
 
 import argparse
 
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.calibrated import Calibration
 from capsacc.mapping import ROUTINGS, plan_counts, routing_geometry, routing_phases
 from capsacc.network import Operation
@@ -21,8 +21,8 @@ from capsacc.network import Operation
 SHAPES_16 = [(6272, 10, 16), (1152, 32, 16), (1152, 10, 40), (1152, 40, 40), (47824, 10, 20)]
 """(I, J, D) on 16x16: the class layer of the capsnet preset (I = 14²·32), J > C, D > C, both, and a
 paper-space class layer whose logits do not fit the partial sums (recomputed)."""
-SHAPES_SMALL = [(ArrayConfig(3, 4, 25, 64, 32), (7, 9, 3)), (ArrayConfig(3, 4, 25, 64, 32), (5, 3, 9)),
-                (ArrayConfig(4, 4, 25, 128, 32), (6, 6, 7)), (ArrayConfig(3, 4, 25, 128, 16), (70, 5, 5))]
+SHAPES_SMALL = [(ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=32), (7, 9, 3)), (ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=32), (5, 3, 9)),
+                (ArrayConfig(4, 4, 25, **buffer_depths(128), program_depth=32), (6, 6, 7)), (ArrayConfig(3, 4, 25, **buffer_depths(128), program_depth=16), (70, 5, 5))]
 
 
 def operation(n_in: int, n_out: int, dim: int) -> Operation:

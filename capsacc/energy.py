@@ -10,6 +10,9 @@ chain and the PE pipeline, buffer reads and writes) and prices each with the fig
   10 pJ * sqrt(capacity / 8 KB).
 - [A14] Aladdin (Shao et al., ISCA 2014), 40 nm, as tabulated in Accelergy's component library:
   1-bit register 0.009 pJ per access.
+- [I45] Intel's 45 nm 6T SRAM bit cell, 0.346 um²; an SRAM macro's area is its bit cells times
+  `SRAM_OVERHEAD` (decoders, sense amplifiers, wiring), a factor this project chose (2.0), not a
+  published figure. (The NASCaps release's 45 nm `mem.json.gz` holds registers only, no SRAM.)
 
 Only dynamic energy of counted events is modelled; clock tree and leakage are not (state this
 beside any figure derived from it).
@@ -26,6 +29,10 @@ REGISTER_BIT_PJ = 0.009
 """[A14] one register bit written, pJ (40 nm, used unscaled for 45 nm)."""
 SRAM_64BIT_8KB_PJ = 10.0
 """[H14] one 64-bit access of an 8 KB SRAM, pJ."""
+SRAM_BIT_UM2 = 0.346
+"""[I45] one 6T SRAM bit cell, um²."""
+SRAM_OVERHEAD = 2.0
+"""SRAM macro area over its bit cells: this project's assumption (docs/energy_tables.md)."""
 
 
 def add_pJ(bits: int) -> float:
@@ -43,6 +50,11 @@ def sram_access_pJ(width_bits: int, capacity_bytes: int) -> float:
     """Energy of one access of `width_bits` to an SRAM of `capacity_bytes`, pJ:
     [H14] 10 pJ per 64 bits at 8 KB, scaled by sqrt(capacity / 8 KB) and linearly in width."""
     return SRAM_64BIT_8KB_PJ * (width_bits / 64) * math.sqrt(capacity_bytes / 8192)
+
+
+def sram_area_um2(width_bits: int, depth: int) -> float:
+    """Area of an SRAM macro of `depth` words of `width_bits`, um²: [I45] bit cells x `SRAM_OVERHEAD`."""
+    return width_bits * depth * SRAM_BIT_UM2 * SRAM_OVERHEAD
 
 
 EVENTS = ("mac", "weight_shift", "data_read", "weight_read", "psum_read", "psum_write", "element_write",
@@ -70,22 +82,25 @@ class EventEnergies:
     activation: float
 
     @classmethod
-    def from_tables(cls, rows: int, cols: int, acc_bits: int, buffer_depth: int) -> "EventEnergies":
-        """Energies of an R x C CapsAcc with `buffer_depth`-row buffers:
+    def from_tables(cls, config) -> "EventEnergies":
+        """Energies of the CapsAcc of `config` (a `capsacc.array.ArrayConfig`: R x C, `acc_bits`, the
+        depth of each buffer):
 
         mac = [H14] 8-bit multiply + `acc_bits` add + [A14] (8 + acc_bits) register bits (the
         datum and partial-sum pipeline registers); weight_shift = [A14] 8 register bits; buffer
-        rows = [H14] SRAM access of the row width at the buffer's capacity (writes priced as
-        reads); element_write = an 8-bit access of the weight buffer; activation = an `acc_bits` add.
+        rows = [H14] SRAM access of the row width at that buffer's capacity (writes priced as reads;
+        a routing-buffer row read is priced as a data-buffer one);
+        element_write = an 8-bit access of the weight buffer; activation = an `acc_bits` add.
         """
+        rows, cols, acc_bits = config.rows, config.cols, config.acc_bits
         data_bits, weight_bits, psum_bits = 8 * rows, 8 * cols, acc_bits * cols
+        psum = sram_access_pJ(psum_bits, psum_bits * config.psum_depth // 8)
         return cls(mac=MULT8_PJ + add_pJ(acc_bits) + REGISTER_BIT_PJ * (8 + acc_bits),
                    weight_shift=REGISTER_BIT_PJ * 8,
-                   data_read=sram_access_pJ(data_bits, data_bits * buffer_depth // 8),
-                   weight_read=sram_access_pJ(weight_bits, weight_bits * buffer_depth // 8),
-                   psum_read=sram_access_pJ(psum_bits, psum_bits * buffer_depth // 8),
-                   psum_write=sram_access_pJ(psum_bits, psum_bits * buffer_depth // 8),
-                   element_write=sram_access_pJ(8, weight_bits * buffer_depth // 8),
+                   data_read=sram_access_pJ(data_bits, data_bits * config.data_depth // 8),
+                   weight_read=sram_access_pJ(weight_bits, weight_bits * config.weight_depth // 8),
+                   psum_read=psum, psum_write=psum,
+                   element_write=sram_access_pJ(8, weight_bits * config.weight_depth // 8),
                    activation=add_pJ(acc_bits))
 
     def to_dict(self) -> dict:

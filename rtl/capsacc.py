@@ -50,7 +50,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from capsacc.array import ArrayConfig
+from capsacc.array import MEMORY_DEPTHS, ArrayConfig
 from capsacc.errors import AcceleratorConfigError
 from rtl.activation import ActivationUnit
 from rtl.dma import DMAEngine, OffchipSignature
@@ -96,7 +96,7 @@ def check_buildable(config: ArrayConfig) -> None:
     width = config.offchip_bytes_per_cycle
     if not 1 <= width <= 64 or width & (width - 1):
         raise AcceleratorConfigError(f"offchip_bytes_per_cycle: {width} is not a power of two in [1, 64]")
-    for name in ("buffer_depth", "program_depth"):
+    for name in MEMORY_DEPTHS:
         depth = getattr(config, name)
         if not 2 <= depth <= 1 << ADDR_BITS or depth & (depth - 1):
             raise AcceleratorConfigError(f"{name}: {depth} is not a power of two in [2, {1 << ADDR_BITS}]")
@@ -116,10 +116,12 @@ class CapsAcc(wiring.Component):
     are those of `capsacc.array.ArrayConfig` (`CapsAcc(**config.hardware())`), checked by
     `check_buildable`."""
 
-    def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, buffer_depth: int = 256,
-                 program_depth: int = 64, offchip_bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
+    def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, *, data_depth: int = 256,
+                 weight_depth: int = 256, routing_depth: int = 256, psum_depth: int = 256, program_depth: int = 64,
+                 offchip_bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
                  offchip_latency_cycles: int = ArrayConfig.offchip_latency_cycles):
-        self.config = ArrayConfig(rows, cols, acc_bits, buffer_depth, program_depth,
+        self.config = ArrayConfig(rows, cols, acc_bits, data_depth=data_depth, weight_depth=weight_depth,
+                                  routing_depth=routing_depth, psum_depth=psum_depth, program_depth=program_depth,
                                   offchip_bytes_per_cycle=offchip_bytes_per_cycle,
                                   offchip_latency_cycles=offchip_latency_cycles)
         check_buildable(self.config)
@@ -146,11 +148,11 @@ class CapsAcc(wiring.Component):
 
         int8_row = lambda lanes: data.ArrayLayout(signed(8), lanes)  # noqa: E731
         m.submodules.program = program = Memory(shape=INSTRUCTION, depth=cfg.program_depth, init=[])
-        m.submodules.data_buf = data_buf = Memory(shape=int8_row(rows), depth=cfg.buffer_depth, init=[])
-        m.submodules.weight_buf = weight_buf = Memory(shape=int8_row(cols), depth=cfg.buffer_depth, init=[])
-        m.submodules.routing_buf = routing_buf = Memory(shape=int8_row(rows), depth=cfg.buffer_depth, init=[])
+        m.submodules.data_buf = data_buf = Memory(shape=int8_row(rows), depth=cfg.data_depth, init=[])
+        m.submodules.weight_buf = weight_buf = Memory(shape=int8_row(cols), depth=cfg.weight_depth, init=[])
+        m.submodules.routing_buf = routing_buf = Memory(shape=int8_row(rows), depth=cfg.routing_depth, init=[])
         m.submodules.psum = psum = Memory(shape=data.ArrayLayout(signed(acc_bits), cols),
-                                          depth=cfg.buffer_depth, init=[])
+                                          depth=cfg.psum_depth, init=[])
         prog_r, prog_w = program.read_port(), program.write_port()
         data_r, data_w = data_buf.read_port(), data_buf.write_port(granularity=1)
         weight_r, weight_w = weight_buf.read_port(), weight_buf.write_port(granularity=1)
@@ -267,7 +269,7 @@ class CapsAcc(wiring.Component):
         reading, fetched, writing = stages[delay - 3], stages[delay - 2], stages[delay - 1]
         acc_read = reading.valid
         acc_write = array.y_valid
-        row_bits = (cfg.buffer_depth - 1).bit_length()
+        row_bits = (cfg.psum_depth - 1).bit_length()
         pending = Signal(ADDR_BITS + 2)
         psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols))
         # fwd1: the sums written in the previous cycle, fwd2: two cycles ago; hit1 / hit2: the row

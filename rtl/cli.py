@@ -17,8 +17,15 @@ from capsacc.files import prepare_output_dir, prepare_output_file, write_atomic
 from rtl.widths import ACC_BITS
 
 
+def memory_depths(config) -> str:
+    """The memory depths of a `capsacc.array.ArrayConfig` in one phrase, for summaries."""
+    return (f"depths data {config.data_depth}, weight {config.weight_depth}, routing {config.routing_depth}, "
+            f"psum {config.psum_depth}, program {config.program_depth}")
+
+
 def register(subparsers) -> None:
     """Add `nascaps rtl export`, `nascaps rtl synth` and `nascaps rtl fpga`."""
+    from capsacc.array import DEFAULT_BUFFER_DEPTH, DEFAULT_PROGRAM_DEPTH
     from rtl.fpga import DEVICES, LUT_MAPPERS, NEXTPNR, YOSYS
 
     rtl = subparsers.add_parser("rtl", help="CapsAcc RTL: Verilog export, synthesis, FPGA implementation",
@@ -33,12 +40,13 @@ def register(subparsers) -> None:
     export.set_defaults(handler=_export_command)
 
     synth = commands.add_parser("synth", help="synthesize CapsAcc with yosys and estimate its area",
-                                description="Run yosys (synth with the hierarchy kept, the RAMs in a module "
-                                            "of their own; stat) on CapsAcc and one PE; print cells, "
-                                            "flip-flops and an area estimate of the whole design, the PE "
-                                            "array, the buffers and the rest, next to the published 45 nm "
-                                            "figures.")
-    _design_arguments(synth, buffer_depth=16, program_depth=16)
+                                description="Run yosys (synth with the hierarchy kept, the data, weight, routing, "
+                                            "partial-sum and program memories as blackbox SRAM macros; stat) on "
+                                            "CapsAcc and one PE; print cells, flip-flops and an area estimate of "
+                                            "the logic (PE array, small RAMs, rest) and of each SRAM macro (45 nm "
+                                            "bit cells x a stated overhead) with its energy per access, next to "
+                                            "the published 45 nm figures.")
+    _design_arguments(synth, buffer_depth=DEFAULT_BUFFER_DEPTH, program_depth=DEFAULT_PROGRAM_DEPTH)
     synth.add_argument("--yosys", default="yosys", help="yosys executable (default: yosys)")
     synth.add_argument("--json", action="store_true", help="print one JSON object")
     synth.add_argument("-o", "--output", metavar="FILE", help="also write the summary (.json: JSON, else text)")
@@ -74,11 +82,32 @@ def _design_arguments(parser: argparse.ArgumentParser, buffer_depth: int, progra
     parser.add_argument("--cols", type=int, required=True, help="PE array columns C (1..63)")
     parser.add_argument("--acc-bits", type=int, default=ACC_BITS,
                         help=f"accumulator bits (default {ACC_BITS}: no sum of the search space wraps)")
+    add_depth_arguments(parser, buffer_depth, program_depth)
+
+
+MEMORY_OPTIONS = {"data_depth": "data buffer", "weight_depth": "weight buffer", "routing_depth": "routing buffer",
+                  "psum_depth": "partial-sum memory"}
+"""The per-buffer depth options (`--data-depth` ...) by `capsacc.array.BUFFER_DEPTHS` field: what each sizes."""
+
+
+def add_depth_arguments(parser: argparse.ArgumentParser, buffer_depth: int, program_depth: int) -> None:
+    """`--buffer-depth` (rows of all four buffers), `--data-depth`, `--weight-depth`, `--routing-depth`,
+    `--psum-depth` (one buffer's rows, default --buffer-depth) and `--program-depth` (words); read
+    them back with `depth_fields`."""
     parser.add_argument("--buffer-depth", type=int, default=buffer_depth,
-                        help=f"rows of each buffer and of the partial-sum memory, a power of two "
-                             f"(default {buffer_depth})")
+                        help=f"rows of each buffer and of the partial-sum memory, a power of two (default {buffer_depth})")
+    for field, memory in MEMORY_OPTIONS.items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=None, dest=field,
+                            help=f"rows of the {memory} alone, a power of two (default: --buffer-depth)")
     parser.add_argument("--program-depth", type=int, default=program_depth,
                         help=f"instruction words of the program memory, a power of two (default {program_depth})")
+
+
+def depth_fields(args) -> dict:
+    """The `capsacc.array.MEMORY_DEPTHS` fields of parsed `add_depth_arguments` options."""
+    fields = {field: args.buffer_depth if getattr(args, field) is None else getattr(args, field)
+              for field in MEMORY_OPTIONS}
+    return {**fields, "program_depth": args.program_depth}
 
 
 def _fail(command: str, message: str) -> int:
@@ -90,7 +119,7 @@ def _config(args):
     from capsacc.array import ArrayConfig
     from rtl.capsacc import check_buildable
 
-    config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth)
+    config = ArrayConfig(args.rows, args.cols, args.acc_bits, **depth_fields(args))
     check_buildable(config)
     return config
 
@@ -101,14 +130,15 @@ def _export_command(args) -> int:
     path = Path(args.output)
     try:
         prepare_output_file(path)
-        text = export_verilog(_config(args))
+        config = _config(args)
+        text = export_verilog(config)
         write_atomic(path, text)
     except ValueError as error:  # InputError included
         return _fail("export", str(error))
     except OSError as error:
         return _fail("export", f"{path}: cannot write ({error.strerror})")
-    print(f"wrote {path}: CapsAcc {args.rows}x{args.cols}, acc_bits {args.acc_bits}, "
-          f"buffer_depth {args.buffer_depth}, program_depth {args.program_depth}, {len(text.splitlines())} lines")
+    print(f"wrote {path}: CapsAcc {args.rows}x{args.cols}, acc_bits {args.acc_bits}, {memory_depths(config)}, "
+          f"{len(text.splitlines())} lines")
     return 0
 
 
@@ -119,9 +149,7 @@ def _synth_command(args) -> int:
     try:
         if path is not None:
             prepare_output_file(path)
-        _config(args)
-        result = synthesize(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth,
-                            args.yosys)
+        result = synthesize(_config(args), args.yosys)
     except (ValueError, SynthError) as error:  # InputError included
         return _fail("synth", str(error))
     if path is not None:

@@ -210,52 +210,46 @@ def _is_positive(value) -> bool:
 
 @dataclass(frozen=True)
 class FpgaResult:
-    """`nascaps rtl fpga`'s result: the design, the device and flow, and the figures."""
-    rows: int
-    cols: int
-    acc_bits: int
-    buffer_depth: int
-    program_depth: int
+    """`nascaps rtl fpga`'s result: the design (`config`, the hardware fields of its
+    `capsacc.array.ArrayConfig`), the device and flow, and the figures (`implementation`).
+    `to_dict` gives one flat object: the design's fields, the flow's, and those of the implementation
+    (with `timing_met`)."""
+    config: dict
     device: str
     part: str
     package: str
     seed: int
     dsp_inference: bool
     lut_mapper: str
-    luts: int
-    flip_flops: int
-    dsps: int
-    block_rams: int
-    fmax_MHz: float
-    target_MHz: float
-    timing_met: bool
-    critical_path_ns: float | None
-    critical_path_sources: tuple[str, ...]
-    critical_path_ends: tuple[str, ...]
-    utilization: dict
+    implementation: Implementation
     report_source: str
     yosys: str
     nextpnr: str
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "implementation"}
+        config = values.pop("config")
+        return {**config, **values, **asdict(self.implementation), "timing_met": self.implementation.timing_met}
 
     def summary(self) -> str:
         """The figures as a small table, with the design, the critical path and the flow."""
+        figures = self.implementation
         widths = (8, 12, 6, 12)
-        shares = [_share(self.utilization[bel]) for bel in RESOURCES.values()]
-        timing = f"timing {'met' if self.timing_met else 'NOT met'} at {self.target_MHz:g} MHz"
-        if self.critical_path_ns is not None:
-            timing += f"; critical path {self.critical_path_ns:.2f} ns"
-            if self.critical_path_ends:
-                timing += f" from {self.critical_path_ends[0]} to {self.critical_path_ends[1]}"
-            if self.critical_path_sources:
-                timing += f" through {', '.join(self.critical_path_sources)}"
+        shares = [_share(figures.utilization[bel]) for bel in RESOURCES.values()]
+        timing = f"timing {'met' if figures.timing_met else 'NOT met'} at {figures.target_MHz:g} MHz"
+        if figures.critical_path_ns is not None:
+            timing += f"; critical path {figures.critical_path_ns:.2f} ns"
+            if figures.critical_path_ends:
+                timing += f" from {figures.critical_path_ends[0]} to {figures.critical_path_ends[1]}"
+            if figures.critical_path_sources:
+                timing += f" through {', '.join(figures.critical_path_sources)}"
+        depths = ", ".join(f"{name} {value}" for name, value in self.config.items() if name.endswith("_depth"))
         lines = [
-            f"CapsAcc {self.rows}x{self.cols}, acc_bits {self.acc_bits}, buffer_depth {self.buffer_depth}, "
-            f"program_depth {self.program_depth}; {self.part} ({self.package}), target {self.target_MHz:g} MHz",
+            f"CapsAcc {self.config['rows']}x{self.config['cols']}, acc_bits {self.config['acc_bits']}, {depths}; "
+            f"{self.part} ({self.package}), target {figures.target_MHz:g} MHz",
             f"{'':<10}{'luts':>8}{'flip_flops':>12}{'dsps':>6}{'block_rams':>12}{'fmax_MHz':>10}",
-            f"{'used':<10}{self.luts:>8}{self.flip_flops:>12}{self.dsps:>6}{self.block_rams:>12}{self.fmax_MHz:>10.2f}",
+            f"{'used':<10}{figures.luts:>8}{figures.flip_flops:>12}{figures.dsps:>6}{figures.block_rams:>12}"
+            f"{figures.fmax_MHz:>10.2f}",
             f"{'of device':<10}" + "".join(f"{share:>{width}}" for share, width in zip(shares, widths)),
             timing,
             f"flow: {self.yosys} synth_ecp5{'' if self.dsp_inference else ' -nodsp'} (LUTs by {self.lut_mapper}), "
@@ -407,15 +401,9 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     else:
         figures, report_source = parse_log(nextpnr_log.read_text(errors="replace"), nextpnr_log.name), "nextpnr log"
     result = FpgaResult(
-        rows=config.rows, cols=config.cols, acc_bits=config.acc_bits, buffer_depth=config.buffer_depth,
-        program_depth=config.program_depth, device=device, part=part.part, package=part.package, seed=seed,
-        dsp_inference=dsp, lut_mapper=lut_mapper,
-        luts=figures.luts, flip_flops=figures.flip_flops, dsps=figures.dsps, block_rams=figures.block_rams,
-        fmax_MHz=round(figures.fmax_MHz, 2), target_MHz=figures.target_MHz, timing_met=figures.timing_met,
-        critical_path_ns=figures.critical_path_ns, critical_path_sources=figures.critical_path_sources,
-        critical_path_ends=figures.critical_path_ends,
-        utilization=figures.utilization, report_source=report_source,
-        yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
+        config=config.hardware(), device=device, part=part.part, package=part.package, seed=seed,
+        dsp_inference=dsp, lut_mapper=lut_mapper, implementation=replace(figures, fmax_MHz=round(figures.fmax_MHz, 2)),
+        report_source=report_source, yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
         nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"))
     (workdir / "fpga.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     return result

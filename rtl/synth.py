@@ -1,11 +1,16 @@
-"""Logic synthesis with Debian's yosys (`synth`, `stat -json`) and an area estimate, per part.
+"""Logic synthesis with Debian's yosys (`synth`, `stat -json`) and an area estimate, per part,
+with the on-chip memories as SRAM macros.
 
-The design keeps its hierarchy (one module per Amaranth component), and every RAM (`$mem_v2` cell
-with a write port: the data, weight, routing, partial-sum and program memories) is moved into a
-module of its own with yosys `submod` before synthesis, so the area splits into three parts:
-`pe_array` (the modules of rtl/pe_array.py and every module below them), `buffers` (the RAMs, as
-flip-flops and multiplexers: yosys has no memory library here) and `rest` (control, accumulator,
-activation unit, host port, counters).
+The design keeps its hierarchy (one module per Amaranth component). The five memories of the
+configuration (`SRAM_MEMORIES`: data, weight and routing buffers, partial sums, program) become
+SRAM macros: each is moved into a module of its own with yosys `submod` and made a blackbox, so
+yosys synthesizes the logic around them only, and each macro is priced by the SRAM table of
+`capsacc.energy` (area: 45 nm bit cells times a stated overhead; energy of one row access:
+Horowitz's square-root fit). Every other RAM (`$mem_v2` cell with a write port: the activation
+unit's small row buffers) is moved into a module of its own too and synthesized, so the logic area
+splits into three parts: `pe_array` (the modules of rtl/pe_array.py and every module below them),
+`buffers` (those small RAMs, as flip-flops and multiplexers: yosys has no memory library here) and
+`rest` (control, accumulator, activation unit, host port, counters).
 
 The area estimate multiplies yosys's generic gate counts by per-cell areas of 45 nm standard cells
 (`CELL_AREA_UM2`, approximate X1 drive-strength areas of the Nangate 45 nm Open Cell Library;
@@ -22,6 +27,8 @@ import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from capsacc.energy import SRAM_BIT_UM2, SRAM_OVERHEAD, sram_access_pJ, sram_area_um2
 
 PUBLISHED_PE_UM2 = 1333.750616
 """Area of one CapsAcc PE (8-bit inputs, 25-bit output, 3 ns), NASCaps pe.json.gz (docs/energy_tables.md)."""
@@ -62,28 +69,35 @@ def is_flip_flop(cell: str) -> bool:
 
 
 PARTS = ("pe_array", "buffers", "rest")
-"""The parts the area is split into (see the module docstring)."""
+"""The parts the logic area is split into (see the module docstring)."""
 
 BUFFER_SUBMODULE = "buffers"
 """The `submod` name the RAMs of a module are moved under (yosys names the module PARENT_buffers)."""
 
+SRAM_MEMORIES = {"data_buf": "data_depth", "weight_buf": "weight_depth", "routing_buf": "routing_depth",
+                 "psum": "psum_depth", "program": "program_depth"}
+"""The memories of the top level synthesized as SRAM macros, by name, with the `ArrayConfig` field of
+their depth. The macro of memory M is the blackbox module TOP_sram_M."""
+
 
 @dataclass(frozen=True)
 class SynthResult:
-    """Cells, flip-flops and estimated area of a synthesized design, in total and per part
-    (`parts`: PARTS -> {"cells", "flip_flops", "area_um2"}; `modules`: module -> its own figures,
-    instances and part; `rams`: the RAMs, whose `memory_bits` the buffers hold as flip-flops), with
-    the published figure and one PE synthesized alone."""
+    """A synthesized design: `config` (the hardware fields of its `ArrayConfig`); its logic (every
+    cell yosys made: `cells`, `flip_flops`, `logic_area_um2`, per part in `parts`: PARTS ->
+    {"cells", "flip_flops", "area_um2"}; `modules`: module -> its own figures, instances and part;
+    `rams`: the RAMs left as flip-flops of the buffers part, `memory_bits` their bits); its SRAM
+    macros (`srams`: [{"memory", "depth", "width", "bits", "area_um2", "access_pJ"}], one full-row
+    access each; `sram_area_um2` their sum); `area_um2` = logic + SRAM; with the published figure
+    and one PE synthesized alone."""
     top: str
-    rows: int
-    cols: int
-    acc_bits: int
-    buffer_depth: int
-    program_depth: int
+    config: dict
     cells: int
     flip_flops: int
     memory_bits: int
     rams: list
+    srams: list
+    logic_area_um2: float
+    sram_area_um2: float
     area_um2: float
     published_um2: float
     parts: dict
@@ -98,16 +112,19 @@ class SynthResult:
 
     def summary(self) -> str:
         """A human-readable table of the figures."""
-        n_pe = self.rows * self.cols
+        rows, cols = self.config["rows"], self.config["cols"]
+        n_pe = rows * cols
         def row(name, cells, flip_flops, area):
             return f"{name:<38}{cells:>10}{flip_flops:>12}{area:>14.1f}{area / self.area_um2:>9.1%}"
+        depths = ", ".join(f"{name} {value}" for name, value in self.config.items() if name.endswith("_depth"))
         lines = [
-            f"CapsAcc {self.rows}x{self.cols}, acc_bits {self.acc_bits}, buffer_depth {self.buffer_depth}, "
-            f"program_depth {self.program_depth}; {self.yosys}: synth (hierarchy kept, RAMs as flip-flops); stat",
+            f"CapsAcc {rows}x{cols}, acc_bits {self.config['acc_bits']}, {depths}; {self.yosys}: synth (hierarchy "
+            f"kept, the {len(self.srams)} memories as SRAM macros); stat",
             f"{'':<38}{'cells':>10}{'flip_flops':>12}{'area_um2':>14}{'share':>9}",
-            row("whole design (yosys generic gates)", self.cells, self.flip_flops, self.area_um2),
+            row("whole design (logic + SRAM)", self.cells, self.flip_flops, self.area_um2),
+            row("logic (yosys generic gates)", self.cells, self.flip_flops, self.logic_area_um2),
         ]
-        labels = {"pe_array": f"  PE array ({n_pe} PEs)", "buffers": f"  buffers ({self.memory_bits} RAM bits)",
+        labels = {"pe_array": f"  PE array ({n_pe} PEs)", "buffers": f"  small RAMs ({self.memory_bits} bits as FFs)",
                   "rest": "  rest"}
         for name in PARTS:
             part = self.parts[name]
@@ -118,16 +135,56 @@ class SynthResult:
                         lines.append(row(f"    {module}", figures["cells"] * figures["instances"],
                                          figures["flip_flops"] * figures["instances"],
                                          figures["area_um2"] * figures["instances"]))
+        lines.append(f"{'SRAM macros':<28}{'depth':>10}{'width':>10}{'KiB':>10}{'area_um2':>14}{'share':>9}"
+                     f"{'pJ/access':>11}")
+        for sram in self.srams:
+            lines.append(f"{'  ' + sram['memory']:<28}{sram['depth']:>10}{sram['width']:>10}"
+                         f"{sram['bits'] / 8192:>10.1f}{sram['area_um2']:>14.1f}{sram['area_um2'] / self.area_um2:>9.1%}"
+                         f"{sram['access_pJ']:>11.2f}")
         lines += [
+            f"{'  all SRAM':<28}{'':>20}{sum(s['bits'] for s in self.srams) / 8192:>10.1f}{self.sram_area_um2:>14.1f}"
+            f"{self.sram_area_um2 / self.area_um2:>9.1%}",
             f"one PE (synthesized alone){'':<12}{self.pe_cells:>10}{'':>12}{self.pe_area_um2:>14.1f}",
-            f"published 45 nm: {n_pe} PEs x {PUBLISHED_PE_UM2:.2f} + {self.cols} x 25-bit registers x "
+            f"published 45 nm: {n_pe} PEs x {PUBLISHED_PE_UM2:.2f} + {cols} x 25-bit registers x "
             f"{PUBLISHED_REG25_UM2:.2f} = {self.published_um2:.1f} um2",
-            f"ratio estimate/published: whole design {self.area_um2 / self.published_um2:.3f}, "
+            f"ratio estimate/published: logic {self.logic_area_um2 / self.published_um2:.3f}, "
             f"PE array {self.parts['pe_array']['area_um2'] / (n_pe * PUBLISHED_PE_UM2):.3f}, "
             f"PE alone {self.pe_area_um2 / PUBLISHED_PE_UM2:.3f}",
-            "area factor: Nangate45 X1 cell areas per generic gate (rtl/synth.py CELL_AREA_UM2)",
+            "logic: Nangate45 X1 cell areas per generic gate (rtl/synth.py CELL_AREA_UM2); SRAM: "
+            f"{SRAM_BIT_UM2} um2 bit cells x {SRAM_OVERHEAD:g} (assumed overhead), Horowitz 10 pJ per 64 bits x "
+            "sqrt(KiB / 8) (capsacc/energy.py)",
         ]
         return "\n".join(lines)
+
+
+def memory_shapes(config) -> dict:
+    """(depth, width in bits) of each memory of SRAM_MEMORIES in the CapsAcc of `config`: R int8
+    lanes a row (data, routing), C int8 lanes (weight), C lanes of acc_bits (partial sums), 64-bit
+    instruction words (program)."""
+    rows, cols = config.rows, config.cols
+    widths = {"data_buf": 8 * rows, "weight_buf": 8 * cols, "routing_buf": 8 * rows,
+              "psum": config.acc_bits * cols, "program": 64}
+    return {memory: (getattr(config, field), widths[memory]) for memory, field in SRAM_MEMORIES.items()}
+
+
+def sram_macros(rams: list, config) -> list:
+    """The SRAM macros of `rams` (`_rams`: {"memory", "depth", "width"}) whose memory is one of
+    SRAM_MEMORIES, priced by `capsacc.energy`; SynthError unless each of SRAM_MEMORIES is there
+    once, of the shape `memory_shapes` gives it."""
+    found = [ram for ram in rams if ram["memory"] in SRAM_MEMORIES]
+    names = sorted(ram["memory"] for ram in found)
+    if names != sorted(SRAM_MEMORIES):
+        raise SynthError(f"the design's memories {names} are not the SRAM macros {sorted(SRAM_MEMORIES)}")
+    macros, shapes = [], memory_shapes(config)
+    for ram in sorted(found, key=lambda ram: list(SRAM_MEMORIES).index(ram["memory"])):
+        depth, width = ram["depth"], ram["width"]
+        if (depth, width) != shapes[ram["memory"]]:
+            raise SynthError(f"memory {ram['memory']}: {depth} rows of {width} bits, the configuration gives "
+                             f"{shapes[ram['memory']][0]} of {shapes[ram['memory']][1]}")
+        macros.append({"memory": ram["memory"], "depth": depth, "width": width, "bits": depth * width,
+                       "area_um2": round(sram_area_um2(width, depth), 3),
+                       "access_pJ": round(sram_access_pJ(width, width * depth // 8), 4)})
+    return macros
 
 
 class SynthError(RuntimeError):
@@ -159,22 +216,32 @@ def _yosys_stat_flat(verilog: str, top: str, yosys: str, workdir: Path) -> dict:
     return _read_stat(workdir / f"{top}_stat.json")["design"]
 
 
-def _yosys_stat_modules(verilog: str, top: str, yosys: str, workdir: Path) -> tuple[dict, list]:
-    """Synthesize with the hierarchy kept and the RAMs of every module moved into a submodule.
-    Returns the stat of each module (name -> {"num_cells_by_type": {cell type or submodule: count},
-    ...}) and the RAMs ([{"memory", "depth", "width"}], before yosys maps them)."""
+def _yosys_stat_modules(verilog: str, top: str, yosys: str, workdir: Path) -> tuple[dict, list, Counter]:
+    """Synthesize with the hierarchy kept, the memories of SRAM_MEMORIES as blackbox modules and the
+    other RAMs of every module moved into a submodule. Returns the stat of each synthesized module
+    (name -> {"num_cells_by_type": {cell type or submodule: count}, ...}, the SRAM instances taken
+    out), every RAM ([{"memory", "depth", "width"}], before yosys maps them) and the instances of
+    each SRAM macro module."""
     (workdir / f"{top}.v").write_text(verilog)
     rams = f"t:$mem_v2 r:WR_PORTS>0 %i"
+    macros = {f"{top}_sram_{memory}": memory for memory in SRAM_MEMORIES}
     script = "; ".join([
         f"read_verilog {top}.v", f"hierarchy -check -top {top}", "proc", "opt_clean", "memory -nomap",
         f"tee -q -o {top}_rams.il dump {rams}",
-        f'setattr -set submod "{BUFFER_SUBMODULE}" {rams}', "submod",
+        f'setattr -set submod "{BUFFER_SUBMODULE}" {rams}',
+        *(f'setattr -set submod "sram_{memory}" {top}/c:{memory} {rams} %i' for memory in SRAM_MEMORIES),
+        "submod", f"blackbox {' '.join(macros)}",
         f"synth -top {top}",
         "setattr -mod -unset top",  # stat of the modules only (yosys 0.23 writes the hierarchy into the JSON)
         f"tee -q -o {top}_modules.json stat -json"])
     _run_yosys(yosys, script, workdir, top)
-    modules = {name.lstrip("\\"): stat for name, stat in _read_stat(workdir / f"{top}_modules.json")["modules"].items()}
-    return modules, _rams((workdir / f"{top}_rams.il").read_text())
+    modules, instances = {}, Counter()
+    for name, stat in _read_stat(workdir / f"{top}_modules.json")["modules"].items():
+        cells = stat["num_cells_by_type"]
+        for cell in [cell for cell in cells if cell.lstrip("\\") in macros]:
+            instances[cell.lstrip("\\")] += cells.pop(cell)
+        modules[name.lstrip("\\")] = stat
+    return modules, _rams((workdir / f"{top}_rams.il").read_text()), instances
 
 
 def _rams(rtlil: str) -> list:
@@ -255,19 +322,17 @@ def _area(cells_by_type: dict) -> float:
     return sum(cell_area_um2(cell) * count for cell, count in cells_by_type.items())
 
 
-def synthesize(rows: int, cols: int, acc_bits: int = 25, buffer_depth: int = 16, program_depth: int = 16,
-               yosys: str = "yosys") -> SynthResult:
-    """Synthesize CapsAcc (hierarchy kept, split into PARTS) and one PE with yosys; ValueError on bad
-    parameters, SynthError on yosys."""
+def synthesize(config, yosys: str = "yosys") -> SynthResult:
+    """Synthesize CapsAcc of `config` (a `capsacc.array.ArrayConfig`; hierarchy kept, split into PARTS,
+    the memories of SRAM_MEMORIES as priced SRAM macros) and one PE with yosys; ValueError on a
+    configuration the RTL cannot build, SynthError on yosys."""
     from amaranth.back import verilog
 
     import rtl.pe_array
-    from capsacc.array import ArrayConfig
     from rtl.capsacc import check_buildable
     from rtl.export import TOP, export_verilog
     from rtl.pe_array import PE
 
-    config = ArrayConfig(rows, cols, acc_bits, buffer_depth, program_depth)
     check_buildable(config)
     path = shutil.which(yosys)
     if path is None:
@@ -276,19 +341,26 @@ def synthesize(rows: int, cols: int, acc_bits: int = 25, buffer_depth: int = 16,
     design = export_verilog(config)
     with tempfile.TemporaryDirectory(prefix="nascaps-synth-") as tmp:
         work = Path(tmp)
-        modules, rams = _yosys_stat_modules(design, TOP, path, work)
-        pe = _yosys_stat_flat(verilog.convert(PE(acc_bits), name="pe"), "pe", path, work)
+        modules, rams, instances = _yosys_stat_modules(design, TOP, path, work)
+        pe = _yosys_stat_flat(verilog.convert(PE(config.acc_bits), name="pe"), "pe", path, work)
+    srams = sram_macros(rams, config)
+    if any(instances[f"{TOP}_sram_{sram['memory']}"] != 1 for sram in srams):
+        raise SynthError(f"the synthesized design holds the SRAM macros {dict(instances)}, not one of each")
+    flip_flop_rams = [ram for ram in rams if ram["memory"] not in SRAM_MEMORIES]
     parts, per_module = split_parts(modules, module_sources(design), TOP, Path(rtl.pe_array.__file__).name)
     by_type = Counter()
     for figures in per_module.values():
         for cell, n in figures["cells_by_type"].items():
             by_type[cell] += n * figures["instances"]
     by_type = dict(sorted(by_type.items()))
+    logic = round(_area(by_type), 3)
+    sram = round(sum(macro["area_um2"] for macro in srams), 3)
+    rows, cols = config.rows, config.cols
     return SynthResult(
-        top=TOP, rows=rows, cols=cols, acc_bits=acc_bits, buffer_depth=buffer_depth,
-        program_depth=program_depth, cells=sum(by_type.values()),
+        top=TOP, config=config.hardware(), cells=sum(by_type.values()),
         flip_flops=sum(n for cell, n in by_type.items() if is_flip_flop(cell)),
-        memory_bits=sum(ram["depth"] * ram["width"] for ram in rams), rams=rams, area_um2=round(_area(by_type), 3),
+        memory_bits=sum(ram["depth"] * ram["width"] for ram in flip_flop_rams), rams=flip_flop_rams, srams=srams,
+        logic_area_um2=logic, sram_area_um2=sram, area_um2=round(logic + sram, 3),
         published_um2=round(rows * cols * PUBLISHED_PE_UM2 + cols * PUBLISHED_REG25_UM2, 3),
         parts=parts, modules=per_module, cells_by_type=by_type, yosys=version, pe_cells=pe["num_cells"],
         pe_area_um2=round(_area(pe["num_cells_by_type"]), 3))

@@ -24,7 +24,7 @@ import numpy as np
 from capsacc.accelerator import Accelerator
 from capsacc.array import ArrayConfig
 from capsacc.calibrated import MODEL_VERSION, TARGET_FEATURES, Calibration, events_from_counters, features
-from capsacc.energy import EventEnergies
+from capsacc.energy import SRAM_BIT_UM2, SRAM_OVERHEAD, EventEnergies, sram_area_um2
 from capsacc.files import atomic_path, prepare_output_dir, write_atomic
 from capsacc.mapping import KINDS, MAX_CAPSULE, ROUTING_PHASES
 from capsacc.model import estimate
@@ -32,10 +32,6 @@ from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures
 from sim.driver import ACTIVATIONS, OperationDriver
 
-SRAM_BIT_UM2 = 0.346
-"""Intel 45 nm 6T SRAM bit cell, um² (docs/energy_tables.md)."""
-SRAM_OVERHEAD = 2.0
-"""Assumed SRAM macro area over the bit cells (decoders, sense amplifiers, wiring)."""
 HOLD_OUT_EVERY = 4
 """Every fourth point of each (kind, array) is held out of the fit."""
 
@@ -49,14 +45,14 @@ class Settings:
     simulator: str = "verilator"
     quick: bool = False
     seed: int = 2020
-    buffer_depth: int = 16384
-    program_depth: int = 1024
+    depths: dict = field(default_factory=dict)
+    """Memory depths of the arrays (`capsacc.array.MEMORY_DEPTHS` fields; those left out: ArrayConfig's defaults)."""
     cache_dir: str | None = None
 
     def arrays(self) -> list[ArrayConfig]:
         """The main array and two non-square ones (R/2 x C - C/4 and R - R/4 x C/2): three
         geometries, so the per-instruction, per-row and per-column coefficients can be told apart."""
-        main = ArrayConfig(self.rows, self.cols, 25, self.buffer_depth, self.program_depth)
+        main = ArrayConfig(self.rows, self.cols, 25, **self.depths)
         return [main, replace(main, rows=max(2, self.rows // 2), cols=max(2, self.cols - self.cols // 4)),
                 replace(main, rows=max(2, self.rows - self.rows // 4), cols=max(2, self.cols // 2))]
 
@@ -137,25 +133,24 @@ def rtl_version() -> str:
 
 def area_estimate(config: ArrayConfig) -> dict:
     """Area of the calibrated array, um²: logic from the RTL's yosys synthesis summary
-    (rtl/synth/capsacc_RxC.json, buffers of 16 rows as flip-flops) plus SRAM for the remaining
-    buffer rows (bit cell x `SRAM_OVERHEAD`). Falls back on the published PE and register figures
-    when no synthesis summary exists for the array."""
+    (rtl/synth/capsacc_RxC.json, `logic_area_um2`: the memories were SRAM macros there) plus the SRAM
+    macros of `config`'s memories, priced as `rtl.synth` prices them (`capsacc.energy.sram_area_um2`).
+    Falls back on the published PE figure for the logic when no synthesis summary exists for the array."""
+    from rtl.synth import memory_shapes
+
     root = Path(__file__).resolve().parent.parent
     summary = root / "rtl" / "synth" / f"capsacc_{config.rows}x{config.cols}.json"
-    row_bits = 8 * config.rows * 2 + 8 * config.cols + config.acc_bits * config.cols
     if summary.exists():
-        synth = json.loads(summary.read_text())
-        logic, source = float(synth["area_um2"]), f"yosys synthesis {summary.relative_to(root)}"
-        synth_rows = int(synth["buffer_depth"])
-        synth_program = int(synth["program_depth"])
+        logic = float(json.loads(summary.read_text())["logic_area_um2"])
+        source = f"yosys synthesis {summary.relative_to(root)}"
     else:
-        pe_area = pe_figures(3.0, config.acc_bits, 1, 1)[1]
-        logic = config.rows * config.cols * pe_area
-        source, synth_rows, synth_program = "published 45 nm PE figure (no synthesis summary for this array)", 0, 0
-    sram_bits = (config.buffer_depth - synth_rows) * row_bits + (config.program_depth - synth_program) * 64
-    sram = sram_bits * SRAM_BIT_UM2 * SRAM_OVERHEAD
+        logic = config.rows * config.cols * pe_figures(3.0, config.acc_bits, 1, 1)[1]
+        source = "published 45 nm PE figure (no synthesis summary for this array)"
+    shapes = memory_shapes(config)
+    sram = sum(sram_area_um2(width, depth) for depth, width in shapes.values())
     return {"area_um2": logic + sram, "logic_um2": logic, "logic_source": source, "sram_um2": sram,
-            "sram_bits": sram_bits, "sram_bit_um2": SRAM_BIT_UM2, "sram_overhead": SRAM_OVERHEAD}
+            "sram_bits": sum(depth * width for depth, width in shapes.values()), "sram_bit_um2": SRAM_BIT_UM2,
+            "sram_overhead": SRAM_OVERHEAD}
 
 
 def _to_stderr(line: str) -> None:
@@ -255,8 +250,7 @@ def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, lis
     main = settings.arrays()[0]
     area = area_estimate(main)
     calibration = Calibration(config=main, coefficients=coefficients,
-                              energies=EventEnergies.from_tables(main.rows, main.cols, main.acc_bits,
-                                                                 main.buffer_depth),
+                              energies=EventEnergies.from_tables(main),
                               area_um2=round(area["area_um2"], 3))
     for point in points:
         point.predicted = replace(calibration, config=point.config).predict(point.kind, point.op)

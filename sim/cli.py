@@ -4,7 +4,9 @@
 import json
 import sys
 
+from capsacc.array import DEFAULT_BUFFER_DEPTH, DEFAULT_PROGRAM_DEPTH
 from capsacc.errors import InputError
+from rtl.cli import add_depth_arguments, depth_fields
 
 
 def register(subparsers) -> None:
@@ -29,8 +31,7 @@ def register(subparsers) -> None:
                         help="back end (default verilator)")
     parser.add_argument("--quick", action="store_true", help="a smaller sweep (minutes)")
     parser.add_argument("--seed", type=int, default=2020, help="seed of the sweep and the random data")
-    parser.add_argument("--buffer-depth", type=int, default=16384, help="rows of each buffer (power of two)")
-    parser.add_argument("--program-depth", type=int, default=1024, help="program words (power of two)")
+    add_depth_arguments(parser, DEFAULT_BUFFER_DEPTH, DEFAULT_PROGRAM_DEPTH)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(handler=_calibrate_command)
 
@@ -46,7 +47,7 @@ def _calibrate_command(args) -> int:
     if args.rows < 2 or args.cols < 4:
         raise InputError(f"--rows {args.rows} --cols {args.cols}: calibration needs at least 2 rows and 4 columns")
     settings = Settings(rows=args.rows, cols=args.cols, simulator=args.simulator, quick=args.quick, seed=args.seed,
-                        buffer_depth=args.buffer_depth, program_depth=args.program_depth)
+                        depths=depth_fields(args))
     for array in settings.arrays():
         try:
             check_buildable(array)
@@ -103,9 +104,7 @@ def _register_rtl_run(commands) -> None:
                         help="back end (default verilator)")
     parser.add_argument("--acc-bits", type=int, default=ACC_BITS,
                         help=f"accumulator bits (default {ACC_BITS}: no sum of the search space wraps)")
-    parser.add_argument("--buffer-depth", type=int, default=16384,
-                        help="rows of each buffer (power of two, default 16384)")
-    parser.add_argument("--program-depth", type=int, default=1024, help="program words (power of two, default 1024)")
+    add_depth_arguments(parser, DEFAULT_BUFFER_DEPTH, DEFAULT_PROGRAM_DEPTH)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"images processed together (1..{MNIST_TEST_IMAGES}; default {DEFAULT_BATCH}, the "
@@ -155,8 +154,9 @@ def _rtl_run(args) -> int:
         raise InputError(f"--batch {args.batch}: must be in 1..{MNIST_TEST_IMAGES} (the test images of the packaged "
                          "MNIST subset)")
     try:
-        config = ArrayConfig(args.rows, args.cols, args.acc_bits, args.buffer_depth, args.program_depth, args.batch,
-                             args.offchip_bytes_per_cycle, args.offchip_latency_cycles)
+        config = ArrayConfig(args.rows, args.cols, args.acc_bits, **depth_fields(args), batch=args.batch,
+                             offchip_bytes_per_cycle=args.offchip_bytes_per_cycle,
+                             offchip_latency_cycles=args.offchip_latency_cycles)
         check_buildable(config)
     except ValueError as error:
         raise InputError(f"array {args.rows}x{args.cols}: {error}") from None

@@ -8,7 +8,7 @@ from importlib import resources
 
 import pytest
 
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.calibrated import Calibration
 from capsacc.cli import main
 from capsacc.errors import AcceleratorConfigError
@@ -26,7 +26,7 @@ def conv(ch_out: int, caps_out: int, kind: str = "conv") -> Operation:
 @pytest.mark.parametrize("ch_out, caps_out, kind", [(5, 1, "conv"), (40, 1, "conv"), (3, 4, "convcaps"),
                                                     (7, 3, "convcaps"), (2, 16, "convcaps")])
 def test_act_counts_in_closed_form_equal_the_block_list(ch_out, caps_out, kind):
-    config = ArrayConfig(rows=4, cols=16, buffer_depth=4096, program_depth=256)
+    config = ArrayConfig(rows=4, cols=16, **buffer_depths(4096), program_depth=256)
     counts = plan_counts(kind, conv(ch_out, caps_out, kind), config)
     shape = matmul_shape(kind, conv(ch_out, caps_out, kind), config)
     blocks = matmul_blocks(shape)
@@ -39,7 +39,7 @@ def test_act_counts_in_closed_form_equal_the_block_list(ch_out, caps_out, kind):
     assert counts["act_rows_row"] == counts["act_rows"] and counts["act_spans"] == counts["acts"]
 
 def test_a_very_wide_layer_is_counted_without_memory_or_time():
-    config = ArrayConfig(rows=16, cols=16, buffer_depth=2 ** 30, program_depth=2 ** 30)
+    config = ArrayConfig(rows=16, cols=16, **buffer_depths(2 ** 30), program_depth=2 ** 30)
     start = time.perf_counter()
     counts = plan_counts("conv", conv(2 ** 28, 1), config)
     assert time.perf_counter() - start < 0.1
@@ -52,7 +52,7 @@ def test_a_large_batch_is_counted_without_memory_or_time_and_limited_by_the_buff
     rows, so CapsNet's (k = 2, mb = 10) maps up to B = 811 at 16,384 rows and is refused above."""
     import dataclasses
     from capsacc.network import Network
-    config = ArrayConfig(rows=16, cols=16, buffer_depth=2 ** 30, program_depth=2 ** 30, batch=4096)
+    config = ArrayConfig(rows=16, cols=16, **buffer_depths(2 ** 30), program_depth=2 ** 30, batch=4096)
     start = time.perf_counter()
     counts = plan_counts("conv", conv(2 ** 20, 1), config)
     assert time.perf_counter() - start < 0.1
@@ -80,7 +80,7 @@ def test_an_operation_that_does_not_fit_is_a_located_error(tmp_path, capsys):
         plan_counts("convcaps", conv(2, 65, "convcaps"), ArrayConfig())
 
 
-@pytest.mark.parametrize("field, value", [("rows", 0), ("cols", 10 ** 30), ("buffer_depth", "16"),
+@pytest.mark.parametrize("field, value", [("rows", 0), ("cols", 10 ** 30), ("psum_depth", "16"),
                                           ("program_depth", 2), ("acc_bits", True), ("rows", 1.5)])
 def test_array_config_fields_are_bounded(field, value):
     with pytest.raises(AcceleratorConfigError, match=f"array '{field}' must be an integer"):
@@ -95,7 +95,7 @@ def test_array_config_fields_are_bounded(field, value):
     (lambda d: d.update(features=[]), "'features' must be a table"),
     (lambda d: d["coefficients"].update(cycles=["a"] * 14), "coefficients of 'cycles' must be a list of finite"),
     (lambda d: d["energies_pJ"].update(mac=None), "energies_pJ 'mac' must be a finite number"),
-    (lambda d: d["config"].update(buffer_depth=0), "array 'buffer_depth' must be an integer"),
+    (lambda d: d["config"].update(weight_depth=0), "array 'weight_depth' must be an integer"),
     (lambda d: d["provenance"].update(arrays=["16 by 16"]), "provenance 'arrays' must be a list of \"RxC\" names"),
     (lambda d: d["provenance"]["errors"][3].pop("energy_events_max_abs_rel_error"),
      "provenance 'errors' row 3: 'energy_events_max_abs_rel_error' must be a finite number >= 0, got None"),

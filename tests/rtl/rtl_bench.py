@@ -3,6 +3,7 @@
 from amaranth.sim import Simulator
 
 from rtl import host, workloads
+from capsacc.array import buffer_depths
 from rtl.capsacc import CapsAcc
 from rtl.widths import ACC_BITS
 
@@ -14,7 +15,7 @@ def run_workload(work, regions, rows: int, cols: int, acc_bits: int = ACC_BITS, 
     for memory in ("data", "weight", "routing", "psum"):
         for one in works:
             assert one.rows_used(memory) <= buffer_depth, f"{memory} image does not fit {buffer_depth} rows"
-    dut = CapsAcc(rows, cols, acc_bits=acc_bits, buffer_depth=buffer_depth, program_depth=64)
+    dut = CapsAcc(rows, cols, acc_bits=acc_bits, **buffer_depths(buffer_depth), program_depth=64)
     played = {}
 
     async def bench(ctx):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import result_delay_cycles
 from rtl import workloads
 from rtl.isa import Act, MatMul, act_unit_cycles, program_cycles, timing
@@ -77,7 +77,7 @@ def test_routing_phases(rows, cols, n_in, n_out, dim, record_property):
     classes and D atoms within or beyond the C columns (`RoutingLayout`'s class and atom tiles)."""
     rng = np.random.default_rng(11 + rows + n_out + dim)
     u_hat = rng.integers(-128, 128, size=(n_in, n_out, dim))
-    layout = workloads.RoutingLayout(n_in, n_out, dim, ArrayConfig(rows, cols, 25, 128, 64), routings=2)
+    layout = workloads.RoutingLayout(n_in, n_out, dim, ArrayConfig(rows, cols, 25, **buffer_depths(128), program_depth=64), routings=2)
     assert layout.geometry["resident"] and len(layout.blocks()) == 1
     coupling = golden.uniform_coupling(n_in, n_out)
     with pytest.raises(ValueError, match="uniform coupling"):

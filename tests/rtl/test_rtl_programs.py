@@ -62,12 +62,13 @@ def test_host_writes_and_start_while_busy_are_ignored(record_property):
     from amaranth.sim import Simulator
 
     from rtl import host
+    from capsacc.array import buffer_depths
     from rtl.capsacc import CapsAcc
 
     rows, cols = 2, 3
     work = Workload(program=[MatMul(d_addr=0, w_addr=0, p_addr=0, n=4)], data={0: np.ones((4, rows))},
                     weight={0: np.ones((rows, cols))})
-    dut = CapsAcc(rows, cols, buffer_depth=DEPTH, program_depth=16)
+    dut = CapsAcc(rows, cols, **buffer_depths(DEPTH), program_depth=16)
     commands = host.load_commands(work) + [("set", "start", 1), ("step", 1), ("set", "start", 0), ("step", 2)]
     commands += host.write_command("data", 1, 0, 0x7F7F) + host.write_command("psum", 9, 0, 77)
     commands += [("set", "start", 1), ("step", 1), ("set", "start", 0), ("dump", "busy"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import UnusedElaboratable
 
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.cli import main
 from rtl import host, workloads
 from rtl.capsacc import CapsAcc
@@ -44,7 +44,7 @@ def test_export_cli_writes_verilog_and_rejects_bad_parameters(tmp_path, capsys):
     text = out.read_text()
     assert f"module {TOP}(" in text and "host_rdata" in text
     assert main(["rtl", "export", "--rows", "2", "--cols", "3", "--buffer-depth", "12", "-o", str(out)]) == 2
-    assert "buffer_depth: 12 is not a power of two" in capsys.readouterr().err
+    assert "data_depth: 12 is not a power of two" in capsys.readouterr().err
     assert main(["rtl", "export", "--rows", "2", "--cols", "0", "-o", str(out)]) == 2
     assert "array 'cols' must be an integer in 1..4096, got 0" in capsys.readouterr().err
     assert main(["rtl", "export", "--rows", "2", "--cols", "2", "--acc-bits", "8", "-o", str(out)]) == 2
@@ -75,7 +75,7 @@ def test_every_port_is_at_most_64_bits():
 @pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
 def test_verilator_lint_passes(tmp_path, rows, cols):
     source = tmp_path / f"{TOP}.v"
-    source.write_text(export_verilog(ArrayConfig(rows, cols, buffer_depth=32, program_depth=16)))
+    source.write_text(export_verilog(ArrayConfig(rows, cols, **buffer_depths(32), program_depth=16)))
     waivers = [f"-Wno-{name}" for name in LINT_WAIVERS]
     result = subprocess.run(["verilator", "--lint-only", "-Wall", *waivers, "--top-module", TOP, str(source)],
                             capture_output=True, text=True)
@@ -93,11 +93,11 @@ def test_verilator_agrees_with_amaranth_cycle_for_cycle(tmp_path, record_propert
     rows, cols, depth = 4, 4, 64
     rng = np.random.default_rng(21)
     u_hat = rng.integers(-128, 128, size=(4, 6, 5))
-    layout = workloads.RoutingLayout(4, 6, 5, ArrayConfig(rows, cols, 25, depth, 16), routings=2)
+    layout = workloads.RoutingLayout(4, 6, 5, ArrayConfig(rows, cols, 25, **buffer_depths(depth), program_depth=16), routings=2)
     runs = layout.routing(u_hat, 8, 9, golden.uniform_coupling(4, 6))
     regions = layout.regions()
     script = to_script(host.workload_commands(runs, regions, max_cycles=10_000))
-    dut = lambda: CapsAccSystem(ArrayConfig(rows, cols, ACC_BITS, depth, 16), 2)  # noqa: E731
+    dut = lambda: CapsAccSystem(ArrayConfig(rows, cols, ACC_BITS, **buffer_depths(depth), program_depth=16), 2)  # noqa: E731
     amaranth_trace = run(dut(), script, "amaranth")
     verilator_trace = run(dut(), script, "verilator", cache_dir=tmp_path)
     assert verilator_trace.same_as(amaranth_trace)

@@ -9,7 +9,7 @@ import pytest
 
 from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.network import Operation
 from sim.calibration import Point, error_rows, fit
 
@@ -58,7 +58,7 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     assert "cal_err_%" in printed.out and "bit-exact" not in printed.out  # results on stdout
     assert "bit-exact" in printed.err and "cal_err_%" not in printed.err  # progress on stderr
     calibration = Calibration.load(out / "calibration.json")
-    assert calibration.config == ArrayConfig(4, 4, 25, 256, 64)
+    assert calibration.config == ArrayConfig(4, 4, 25, **buffer_depths(256), program_depth=64)
     assert calibration.provenance["arrays"] == ["4x4", "2x3", "3x2"]
     with open(out / "errors.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -23,8 +23,7 @@ ISA = {"runs": 2, "matmul_phase_cycles": 1, "acts": 18, "acts_x_levels": 4, "act
 def isa_calibration(config=ArrayConfig()) -> Calibration:
     coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
     coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
-    return Calibration(config, coefficients, EventEnergies.from_tables(config.rows, config.cols, 25,
-                                                                       config.buffer_depth), 1.0e6)
+    return Calibration(config, coefficients, EventEnergies.from_tables(config), 1.0e6)
 
 
 def test_shipped_preset_carries_provenance_and_measured_error():

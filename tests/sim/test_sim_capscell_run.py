@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from capsacc import Accelerator, estimate
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.network import Network
 from sim import golden
 from sim.driver import OperationDriver
@@ -21,7 +21,7 @@ GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 4, 1], [2, 4, 2, 2, 3, 1, 4, 2, 2], [2, 4, 2, 
             [2, 2, 2, 2, 2, 1, 1, 3, 2], [-1], [1]]
 """A 4x4 image, a convolution to 4 channels (2 capsules of 2 atoms), a CapsCell of 2x2-atom capsules,
 the last cell (stride 2, to 2x2), 3 classes of 2 atoms."""
-CONFIG = ArrayConfig(4, 4, 25, 64, 32)
+CONFIG = ArrayConfig(4, 4, 25, **buffer_depths(64), program_depth=32)
 
 pytestmark = pytest.mark.slow  # 20 steps on Amaranth: 35 s quiet, 90 s on the loaded 2-core machine
 

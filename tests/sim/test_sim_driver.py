@@ -7,14 +7,14 @@ import shutil
 import numpy as np
 import pytest
 
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import (ACT_MAX_ROWS, CHAIN_KINDS, ROUTING_PHASES, ceil_div, classcaps_packing, classcaps_per_run,
                              matmul_shape, plan_counts, routing_geometry, routing_phases)
 from capsacc.network import Operation
 from rtl.isa import act_unit_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
 
-CONFIG = ArrayConfig(rows=3, cols=4, acc_bits=25, buffer_depth=64, program_depth=32)
+CONFIG = ArrayConfig(rows=3, cols=4, acc_bits=25, **buffer_depths(64), program_depth=32)
 """Non-square and small, with buffers and program short enough that operations need several runs."""
 
 OPS = {
@@ -127,9 +127,9 @@ def test_a_routing_of_each_iteration_count_is_bit_exact_and_counted_exactly(rout
 @pytest.mark.parametrize("config, shape", [
     (CONFIG, (7, 9, 3)),  # J > C: 3 class tiles, the logits of an input span 3 rows
     (CONFIG, (5, 3, 9)),  # D > C: 3 rows per capsule, each squashed capsule scattered into one lane
-    (ArrayConfig(4, 4, 25, 128, 32), (6, 6, 7)),  # both
-    (ArrayConfig(3, 4, 25, 64, 16), (70, 2, 2)),  # I beyond the partial sums: logits recomputed, 3 blocks
-    (ArrayConfig(3, 4, 25, 128, 16), (70, 5, 5)),  # recomputed, J > C and D > C
+    (ArrayConfig(4, 4, 25, **buffer_depths(128), program_depth=32), (6, 6, 7)),  # both
+    (ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=16), (70, 2, 2)),  # I beyond the partial sums: logits recomputed, 3 blocks
+    (ArrayConfig(3, 4, 25, **buffer_depths(128), program_depth=16), (70, 5, 5)),  # recomputed, J > C and D > C
 ])
 def test_a_routing_of_any_shape_is_bit_exact_and_counted_exactly(config, shape):
     """Whole routings of 3 iterations with J classes and D atoms beyond the C columns, and with more
@@ -158,8 +158,8 @@ def test_routing_closed_form_matches_the_driver_for_any_shape():
     rng = np.random.default_rng(5)
     resident = set()
     for _ in range(16):
-        config = ArrayConfig(int(rng.integers(2, 6)), int(rng.integers(2, 8)), 25, int(rng.choice([256, 1024])),
-                             int(rng.choice([8, 32])))
+        config = ArrayConfig(int(rng.integers(2, 6)), int(rng.integers(2, 8)), 25,
+                             **buffer_depths(int(rng.choice([256, 1024]))), program_depth=int(rng.choice([8, 32])))
         n_in, n_out, dim = int(rng.integers(1, 160)), int(rng.integers(1, 65)), int(rng.integers(1, 65))
         routings = int(rng.integers(1, 5))
         op = Operation("routing", "routing", 1, n_in, 4, 1, 1, 1, n_out, dim)
@@ -178,8 +178,8 @@ def test_routing_closed_form_matches_the_driver_for_any_shape():
 
 
 @pytest.mark.parametrize("config, op", [
-    (ArrayConfig(3, 4, 25, 64, 8), Operation("classcaps", "classcaps", 2, 5, 1, 2, 1, 1, 3, 3)),  # 3 per tile, 20
-    (ArrayConfig(4, 4, 25, 64, 8), Operation("classcaps", "classcaps", 3, 1, 2, 3, 1, 1, 3, 2)),  # 2 per tile, 9
+    (ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=8), Operation("classcaps", "classcaps", 2, 5, 1, 2, 1, 1, 3, 3)),  # 3 per tile, 20
+    (ArrayConfig(4, 4, 25, **buffer_depths(64), program_depth=8), Operation("classcaps", "classcaps", 3, 1, 2, 3, 1, 1, 3, 2)),  # 2 per tile, 9
 ])
 def test_packed_classcaps_is_bit_exact_and_counted_exactly(config, op):
     """ClassCaps capsules of caps_in <= R / 2 atoms share weight tiles (`classcaps_packing`): each
@@ -197,7 +197,7 @@ def test_packed_classcaps_is_bit_exact_and_counted_exactly(config, op):
 def test_packed_convcaps_is_bit_exact_and_counted_exactly():
     """ConvCaps capsules of L <= C / 2 atoms share column blocks, floor(C / L) per block, squashed by
     segmented ACTs of length L: 3 capsules of 2 atoms on 4 columns are 2 blocks (4 + 2 lanes), not 3."""
-    config = ArrayConfig(4, 4, 25, 256, 32)
+    config = ArrayConfig(4, 4, 25, **buffer_depths(256), program_depth=32)
     op = Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 2)
     run = run_exact(config, "convcaps", op, 5, "out")
     k_chunks = ceil_div(3 * 3 * 2 * 2 + 1, config.rows)
@@ -206,9 +206,9 @@ def test_packed_convcaps_is_bit_exact_and_counted_exactly():
 
 
 @pytest.mark.parametrize("config, op", [
-    (ArrayConfig(4, 4, 25, 256, 32), Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 5)),
-    (ArrayConfig(4, 4, 25, 256, 32), Operation("convcaps", "convcaps", 3, 1, 2, 3, 2, 2, 2, 9)),
-    (ArrayConfig(3, 4, 25, 64, 32), Operation("convcaps", "convcaps", 5, 1, 2, 3, 1, 5, 2, 7)),
+    (ArrayConfig(4, 4, 25, **buffer_depths(256), program_depth=32), Operation("convcaps", "convcaps", 4, 2, 2, 3, 1, 4, 3, 5)),
+    (ArrayConfig(4, 4, 25, **buffer_depths(256), program_depth=32), Operation("convcaps", "convcaps", 3, 1, 2, 3, 2, 2, 2, 9)),
+    (ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=32), Operation("convcaps", "convcaps", 5, 1, 2, 3, 1, 5, 2, 7)),
 ])
 def test_wide_convcaps_is_bit_exact_and_counted_exactly(config, op):
     """Capsules of L > C atoms span ceil(L / C) column blocks (C lanes, the last L - (span - 1) C):
@@ -236,7 +236,7 @@ def test_wide_capsule_votes_and_sums_are_bit_exact_and_counted_exactly(kind, op)
     """ConvCaps3D votes (no activation: C-lane blocks, whatever the capsule width) and the squashed
     element-wise sums of capsules wider than the 4 columns (6 atoms over 2 blocks, one strided ACT
     per capsule type), bit-exact, counts and ISA cycles exact."""
-    config = ArrayConfig(4, 4, 25, 256, 32)
+    config = ArrayConfig(4, 4, 25, **buffer_depths(256), program_depth=32)
     run = run_exact(config, kind, op, 8, "out")
     if kind != "convcaps3d":
         assert run.counts["act_spans"] == 2 * run.counts["acts"]
@@ -245,7 +245,7 @@ def test_wide_capsule_votes_and_sums_are_bit_exact_and_counted_exactly(kind, op)
 def test_classcaps_wider_than_the_array_is_bit_exact_and_counted_exactly():
     """ClassCaps applies no squash: caps_in > R (K chunks), J·D > C and D > C (column tiles cut
     through capsules) map as they are."""
-    config = ArrayConfig(3, 4, 25, 64, 16)
+    config = ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=16)
     op = Operation("classcaps", "classcaps", 2, 2, 5, 2, 1, 1, 2, 6)
     run = run_exact(config, "classcaps", op, 7, "u_hat")
     assert run.counters["weight_loads"] == 8 * ceil_div(5, 3) * ceil_div(12, 4)
@@ -259,7 +259,7 @@ def test_closed_form_counts_match_the_driver_programs(kind, batch):
     batches, including operations large enough to be split into many runs and capsules wider than
     the 6 columns (caps_out up to 14: up to 3 blocks per capsule)."""
     rng = np.random.default_rng(11)
-    driver = OperationDriver(ArrayConfig(4, 6, 25, 128, 16, batch), "amaranth")
+    driver = OperationDriver(ArrayConfig(4, 6, 25, **buffer_depths(128), program_depth=16, batch=batch), "amaranth")
     checked = 0
     for _ in range(8):
         ch_out, caps_out = int(rng.integers(1, 5)), int(rng.integers(1, 15))
@@ -281,9 +281,9 @@ def test_closed_form_counts_match_the_driver_programs(kind, batch):
 
 @pytest.mark.parametrize("batch", [1, 2, 3])
 @pytest.mark.parametrize("config, op", [
-    (ArrayConfig(3, 4, 25, 64, 8), Operation("classcaps", "classcaps", 2, 5, 1, 2, 1, 1, 3, 3)),  # 3 per tile, 20
-    (ArrayConfig(4, 4, 25, 64, 8), Operation("classcaps", "classcaps", 3, 1, 2, 3, 1, 1, 3, 2)),  # 2 per tile, 9
-    (ArrayConfig(2, 3, 25, 64, 8), Operation("classcaps", "classcaps", 2, 2, 3, 2, 1, 1, 2, 2)),  # k = 1, 2 K chunks
+    (ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=8), Operation("classcaps", "classcaps", 2, 5, 1, 2, 1, 1, 3, 3)),  # 3 per tile, 20
+    (ArrayConfig(4, 4, 25, **buffer_depths(64), program_depth=8), Operation("classcaps", "classcaps", 3, 1, 2, 3, 1, 1, 3, 2)),  # 2 per tile, 9
+    (ArrayConfig(2, 3, 25, **buffer_depths(64), program_depth=8), Operation("classcaps", "classcaps", 2, 2, 3, 2, 1, 1, 2, 2)),  # k = 1, 2 K chunks
 ])
 def test_a_batch_of_classcaps_loads_each_weight_tile_once(config, op, batch):
     """A batch of B images streams B·k data rows through each weight tile: every image's predictions
@@ -305,7 +305,7 @@ def test_a_batch_of_classcaps_loads_each_weight_tile_once(config, op, batch):
 def test_a_classcaps_group_of_more_than_1023_rows_is_activated_in_pieces():
     """mb·B·k > ACT_MAX_ROWS partial-sum rows per capsule group: the group runs alone and its
     requantization is split into ACTs of at most 1023 rows, bit-exact and counted exactly."""
-    config = ArrayConfig(2, 2, 25, 2048, 64, batch=17)
+    config = ArrayConfig(2, 2, 25, **buffer_depths(2048), program_depth=64, batch=17)
     op = Operation("classcaps", "classcaps", 1, 3, 1, 1, 1, 1, 8, 8)  # 3 capsules of 1 atom, k = 2, mb = 32
     assert classcaps_packing(1, config) == 2 and classcaps_per_run(1, 64, config) == 2
     assert 32 * 17 * 2 > ACT_MAX_ROWS

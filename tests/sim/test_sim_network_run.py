@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from capsacc import Accelerator, estimate
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.energy import EventEnergies
 from capsacc.mapping import ROUTINGS
@@ -22,7 +22,7 @@ GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 2, 1], [1, 4, 2, 1, 3, 2, 2, 2, 2], [1, 2, 2, 
 WIDE_GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 2, 1], [1, 4, 2, 1, 3, 2, 2, 2, 6], [1, 2, 2, 6, 2, 1, 1, 3, 2], [-1], [1]]
 """The same with capsules of 6 atoms, wider than the 4 columns (2 column blocks each), feeding a
 ClassCaps whose 6-atom input capsules exceed the 3 rows (2 K chunks)."""
-CONFIG = ArrayConfig(3, 4, 25, 64, 32)
+CONFIG = ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=32)
 
 
 @pytest.mark.parametrize("genotype", [GENOTYPE, WIDE_GENOTYPE], ids=["narrow", "wide"])
@@ -41,7 +41,7 @@ def test_a_network_runs_three_routing_iterations_bit_exact_and_costed_exactly(ge
     assert np.array_equal(result.runs[-2].outputs["b"][0], b)
     coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
     coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
-    calibration = Calibration(CONFIG, coefficients, EventEnergies.from_tables(3, 4, 25, 64), 1.0e6)
+    calibration = Calibration(CONFIG, coefficients, EventEnergies.from_tables(CONFIG), 1.0e6)
     accelerator = dataclasses.replace(Accelerator.from_tables(rows=3, cols=4), calibration=calibration)
     costed = estimate(network, accelerator)
     assert [op.cycles for op in costed.operations] == [run.cycles for run in result.runs]
@@ -70,6 +70,6 @@ def test_a_batch_of_two_images_runs_each_image_as_alone_in_fewer_classcaps_cycle
     coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
     coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
     calibration = Calibration(dataclasses.replace(CONFIG, batch=2), coefficients,
-                              EventEnergies.from_tables(3, 4, 25, 64), 1.0e6)
+                              EventEnergies.from_tables(CONFIG), 1.0e6)
     assert [calibration.predict(kind, op)["cycles"] for kind, op in zip(kinds, network.operations)] == \
         [run.cycles for run in batched.runs]

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import plan_counts
 from capsacc.network import Network
 from genotype_strategies import small_genotypes
 from sim.driver import OperationDriver
 from sim.network_run import run_network
 
-CONFIG = ArrayConfig(4, 4, 34, 512, 64)
+CONFIG = ArrayConfig(4, 4, 34, **buffer_depths(512), program_depth=64)
 """4x4 with 512-row buffers: routings over more inputs than the partial sums hold logits for
 recompute them, classes and atoms beyond 4 use class and atom tiles."""
 

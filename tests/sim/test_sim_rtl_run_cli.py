@@ -9,7 +9,7 @@ import pytest
 
 import sim.golden as golden
 from capsacc import Accelerator, estimate
-from capsacc.array import ArrayConfig
+from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
 from capsacc.energy import EventEnergies
@@ -28,8 +28,8 @@ def isa_costs(network: Network, batch: int = 1) -> list[int]:
     (cycles do not depend on the accumulator width)."""
     coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
     coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
-    calibration = Calibration(ArrayConfig(4, 4, 25, 64, 32, batch), coefficients,
-                              EventEnergies.from_tables(4, 4, 25, 64), 1.0e6)
+    calibration = Calibration(ArrayConfig(4, 4, 25, **buffer_depths(64), program_depth=32, batch=batch), coefficients,
+                              EventEnergies.from_tables(ArrayConfig(4, 4, 25, **buffer_depths(64))), 1.0e6)
     accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4), calibration=calibration)
     return [op.cycles for op in estimate(network, accelerator).operations]
 
@@ -141,15 +141,15 @@ def test_rtl_run_on_verilator_equals_amaranth(tmp_path, capsys, batch):
 
 def test_check_chainable_passes_both_presets_on_16x16():
     """DeepCaps chains (its CapsCells, ConvCaps3D and routing steps all map), as CapsNet does."""
-    check_chainable(Network.preset("deepcaps"), ArrayConfig(16, 16, 34, 16384, 1024))
-    check_chainable(Network.preset("capsnet"), ArrayConfig(16, 16, 34, 16384, 1024))
+    check_chainable(Network.preset("deepcaps"), ArrayConfig(16, 16, 34, **buffer_depths(16384), program_depth=1024))
+    check_chainable(Network.preset("capsnet"), ArrayConfig(16, 16, 34, **buffer_depths(16384), program_depth=1024))
 
 
 def test_a_routing_no_classcaps_feeds_is_refused():
     conv = Operation("conv0", "conv", 4, 1, 1, 3, 1, 4, 2, 1)
     routing = Operation("routing1", "routing", 4, 2, 1, 1, 1, 1, 3, 2)
     with pytest.raises(InputError, match=r"operation routing1 \(routing\): not chained on the RTL"):
-        check_chainable(Network((conv, routing)), ArrayConfig(4, 4, 25, 64, 32))
+        check_chainable(Network((conv, routing)), ArrayConfig(4, 4, 25, **buffer_depths(64), program_depth=32))
 
 
 def test_rtl_run_reports_a_golden_mismatch_after_the_finished_operations(tmp_path, capsys, monkeypatch):
