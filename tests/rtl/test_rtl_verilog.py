@@ -2,6 +2,7 @@
 
 import gc
 import json
+import re
 import shutil
 import subprocess
 import warnings
@@ -12,12 +13,13 @@ from amaranth.hdl import UnusedElaboratable
 
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.cli import main
+from capsacc.energy import sram_access_pJ, sram_area_um2
 from rtl import host, workloads
 from rtl.capsacc import CapsAcc
 from rtl.export import LINT_WAIVERS, TOP, export_verilog
 from rtl.isa import program_cycles
 from rtl.offchip import CapsAccSystem
-from rtl.synth import SynthError, module_sources, split_parts
+from rtl.synth import SRAM_MEMORIES, SynthError, memory_shapes, module_sources, split_parts, sram_macros
 from rtl.widths import ACC_BITS
 from sim import golden
 from sim.harness import run
@@ -212,35 +214,80 @@ def test_synth_cli_reports_bad_parameters_and_missing_yosys(capsys):
     assert "'no-such-yosys' is not on PATH" in capsys.readouterr().err
 
 
+def test_export_builds_each_memory_at_its_own_depth(tmp_path, capsys):
+    out = tmp_path / "capsacc.v"
+    assert main(["rtl", "export", "--rows", "2", "--cols", "3", "--buffer-depth", "16", "--data-depth", "32",
+                 "--psum-depth", "64", "--program-depth", "8", "-o", str(out)]) == 0
+    assert "depths data 32, weight 16, routing 16, psum 64, program 8" in capsys.readouterr().out
+    config = ArrayConfig(2, 3, 34, data_depth=32, weight_depth=16, routing_depth=16, psum_depth=64, program_depth=8)
+    memories = {}
+    for match in re.finditer(r"^\s*reg \[(\d+):0\] \\?(\w+)\s+\[(\d+):0\];", out.read_text(), re.M):
+        memories[match.group(2)] = (int(match.group(3)) + 1, int(match.group(1)) + 1)
+    assert {name: memories.get(name) for name in SRAM_MEMORIES} == memory_shapes(config)
+    assert memory_shapes(config)["psum"] == (64, 3 * 34) and config.buffer_depth == 16
+
+
+def test_sram_macros_are_priced_by_the_table_and_checked_against_the_configuration():
+    config = ArrayConfig(4, 4, 34, data_depth=1024, weight_depth=512, routing_depth=256, psum_depth=2048,
+                         program_depth=64)
+    rams = [{"memory": name, "depth": depth, "width": width} for name, (depth, width) in memory_shapes(config).items()]
+    macros = sram_macros(rams + [{"memory": "sum_buffer", "depth": 8, "width": 16}], config)
+    assert [macro["memory"] for macro in macros] == list(SRAM_MEMORIES)
+    psum = macros[3]
+    assert (psum["depth"], psum["width"], psum["bits"]) == (2048, 4 * 34, 2048 * 136)
+    assert psum["area_um2"] == pytest.approx(2048 * 136 * 0.346 * 2.0, abs=1e-3)
+    # Horowitz: 10 pJ per 64 bits at 8 KB, x sqrt(capacity / 8 KB): 136 bits of a 34 KiB memory.
+    assert psum["access_pJ"] == pytest.approx(10 * 136 / 64 * (2048 * 136 / 8 / 8192) ** 0.5, abs=1e-4)
+    program = macros[4]
+    assert program["access_pJ"] == pytest.approx(10 * (64 * 64 / 8 / 8192) ** 0.5, abs=1e-4)
+    with pytest.raises(SynthError, match="not the SRAM macros"):
+        sram_macros(rams[1:], config)
+    wrong = [dict(ram, depth=ram["depth"] * 2) if ram["memory"] == "weight_buf" else ram for ram in rams]
+    with pytest.raises(SynthError, match="memory weight_buf: 1024 rows of 32 bits, the configuration gives 512 of 32"):
+        sram_macros(wrong, config)
+
+
 @pytest.mark.yosys
 @needs_yosys
-def test_synth_cli_4x4(tmp_path, capsys, record_property):
+def test_synth_cli_4x4_with_memories_as_sram_macros(tmp_path, capsys, record_property):
     out = tmp_path / "synth.json"
-    assert main(["rtl", "synth", "--rows", "4", "--cols", "4", "-o", str(out)]) == 0
+    assert main(["rtl", "synth", "--rows", "4", "--cols", "4", "--buffer-depth", "512", "--data-depth", "1024",
+                 "--psum-depth", "2048", "--program-depth", "64", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "published 45 nm: 16 PEs x 1333.75" in printed
     summary = json.loads(out.read_text())
-    assert summary["rows"] == 4 and summary["cols"] == 4
-    assert summary["flip_flops"] > 16 * (8 + 8 + 25)  # every PE registers x, w, psum
+    config = ArrayConfig(**summary["config"])
+    assert config == ArrayConfig(4, 4, ACC_BITS, data_depth=1024, weight_depth=512, routing_depth=512,
+                                 psum_depth=2048, program_depth=64)
+    assert summary["flip_flops"] > 16 * (8 + 8 + 20)  # every PE registers x, w, psum
     assert summary["cells"] > summary["flip_flops"]
     assert 0.5 < summary["pe_area_um2"] / 1333.750616 < 2.0
     assert summary["published_um2"] == pytest.approx(16 * 1333.750616 + 4 * 494.1729, abs=1e-3)
-    # The parts add up to the whole, each is there, and the RAMs are flip-flops of the buffers.
+    # The five memories are SRAM macros: one blackbox each, of the configured shape, priced by the
+    # table; none of their bits is a flip-flop, none of their cells is synthesized.
+    srams = summary["srams"]
+    assert {sram["memory"]: (sram["depth"], sram["width"]) for sram in srams} == memory_shapes(config)
+    for sram in srams:
+        assert sram["area_um2"] == pytest.approx(sram_area_um2(sram["width"], sram["depth"]), abs=1e-3)
+        assert sram["access_pJ"] == pytest.approx(sram_access_pJ(sram["width"], sram["bits"] // 8), abs=1e-4)
+    sram_bits = sum(sram["bits"] for sram in srams)
+    assert sram_bits == 1024 * 32 + 512 * 32 + 512 * 32 + 2048 * 4 * ACC_BITS + 64 * 64
+    assert summary["flip_flops"] < sram_bits
+    assert not any("sram" in cell for cell in summary["cells_by_type"])
+    assert summary["sram_area_um2"] == pytest.approx(sum(sram["area_um2"] for sram in srams), abs=1e-2)
+    assert summary["area_um2"] == pytest.approx(summary["logic_area_um2"] + summary["sram_area_um2"], abs=1e-2)
+    # The logic parts add up to the logic, each is there; the RAMs left as flip-flops are the
+    # activation unit's own row buffers.
     parts = summary["parts"]
     assert set(parts) == {"pe_array", "buffers", "rest"}
-    for key in ("cells", "flip_flops", "area_um2"):
-        assert sum(part[key] for part in parts.values()) == pytest.approx(summary[key], rel=1e-9)
+    for key, whole in (("cells", "cells"), ("flip_flops", "flip_flops"), ("area_um2", "logic_area_um2")):
+        assert sum(part[key] for part in parts.values()) == pytest.approx(summary[whole], rel=1e-9)
         assert all(part[key] > 0 for part in parts.values())
     assert 0.5 < parts["pe_array"]["area_um2"] / (16 * 1333.750616) < 2.0
-    assert parts["pe_array"]["flip_flops"] >= 16 * (8 + 8 + 25)
     assert summary["memory_bits"] == sum(ram["depth"] * ram["width"] for ram in summary["rams"]) > 0
-    # --buffer-depth and --program-depth 16 set the five memories of the top level; the activation
-    # unit's own row buffers have depths of their own (ceil(64 / C) capsule rows and more).
-    depths = {ram["memory"]: ram["depth"] for ram in summary["rams"]}
-    assert {name: depths.get(name) for name in ("program", "data_buf", "weight_buf", "routing_buf", "psum")} == \
-        dict.fromkeys(("program", "data_buf", "weight_buf", "routing_buf", "psum"), 16), summary["rams"]
+    assert not {ram["memory"] for ram in summary["rams"]} & set(SRAM_MEMORIES)
     assert parts["buffers"]["flip_flops"] >= summary["memory_bits"]
-    for name in ("PE array (16 PEs)", "buffers (", "rest"):
+    for name in ("PE array (16 PEs)", "small RAMs (", "rest", "SRAM macros", "  psum", "pJ/access"):
         assert name in printed
-    record_property("cells", summary["cells"])
-    record_property("parts", json.dumps(parts))
+    record_property("logic_area_um2", summary["logic_area_um2"])
+    record_property("sram_area_um2", summary["sram_area_um2"])

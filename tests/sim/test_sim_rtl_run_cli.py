@@ -34,10 +34,11 @@ def isa_costs(network: Network, batch: int = 1) -> list[int]:
     return [op.cycles for op in estimate(network, accelerator).operations]
 
 
-def run_json(tmp_path, capsys, simulator: str, batch: int = 1) -> dict:
+def run_json(tmp_path, capsys, simulator: str, batch: int = 1, array: tuple = ()) -> dict:
     path = tmp_path / "small.json"
     path.write_text(json.dumps(GENOTYPE))
-    assert main(["rtl", "run", str(path), *ARRAY, "--batch", str(batch), "--simulator", simulator, "--json"]) == 0
+    assert main(["rtl", "run", str(path), *ARRAY, *array, "--batch", str(batch), "--simulator", simulator,
+                 "--json"]) == 0
     out, err = capsys.readouterr()
     assert len(err.splitlines()) == 8  # one progress line per operation
     return json.loads(out)
@@ -69,6 +70,16 @@ def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
         assert o["bound"] == ("bandwidth" if -(-o["offchip_bytes"] // 16) > o["batch_cycles"] else "compute")
     assert report["total_cycles"] == sum(o["total_cycles"] for o in ops)
     assert report["offchip_bytes"] == sum(o["offchip_bytes"] for o in ops)
+
+
+def test_rtl_run_builds_each_memory_at_its_own_depth(tmp_path, capsys):
+    """Deeper data and partial-sum memories than the other buffers: the RTL is built with them, the
+    tiling uses the rows every buffer has (64), so every operation is bit-exact in the same cycles."""
+    report = run_json(tmp_path, capsys, "amaranth", array=("--data-depth", "128", "--psum-depth", "256"))
+    assert report["array"] == {"rows": 4, "cols": 4, "acc_bits": 34, "data_depth": 128, "weight_depth": 64,
+                               "routing_depth": 64, "psum_depth": 256, "program_depth": 32}
+    assert report["bit_exact"] is True
+    assert [o["cycles"] for o in report["operations"]] == isa_costs(Network.from_genotype(GENOTYPE))
 
 
 def test_rtl_run_table(capsys, tmp_path):
