@@ -90,24 +90,28 @@ MEMORY_OPTIONS = {"data_depth": "data buffer", "weight_depth": "weight buffer", 
 """The per-buffer depth options (`--data-depth` ...) by `capsacc.array.BUFFER_DEPTHS` field: what each sizes."""
 
 
-def add_depth_arguments(parser: argparse.ArgumentParser, buffer_depth: int, program_depth: int) -> None:
+def add_depth_arguments(parser: argparse.ArgumentParser, buffer_depth: int | None, program_depth: int | None) -> None:
     """`--buffer-depth` (rows of all four buffers), `--data-depth`, `--weight-depth`, `--routing-depth`,
     `--psum-depth` (one buffer's rows, default --buffer-depth) and `--program-depth` (words); read
-    them back with `depth_fields`."""
+    them back with `depth_fields`. A default of None leaves the depth to the caller's configuration."""
+    default = lambda value: "the configuration's" if value is None else value  # noqa: E731
     parser.add_argument("--buffer-depth", type=int, default=buffer_depth,
-                        help=f"rows of each buffer and of the partial-sum memory, a power of two (default {buffer_depth})")
+                        help="rows of each buffer and of the partial-sum memory, a power of two "
+                             f"(default {default(buffer_depth)})")
     for field, memory in MEMORY_OPTIONS.items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=None, dest=field,
                             help=f"rows of the {memory} alone, a power of two (default: --buffer-depth)")
     parser.add_argument("--program-depth", type=int, default=program_depth,
-                        help=f"instruction words of the program memory, a power of two (default {program_depth})")
+                        help=f"instruction words of the program memory, a power of two (default {default(program_depth)})")
 
 
 def depth_fields(args) -> dict:
-    """The `capsacc.array.MEMORY_DEPTHS` fields of parsed `add_depth_arguments` options."""
+    """The `capsacc.array.MEMORY_DEPTHS` fields of parsed `add_depth_arguments` options, those given
+    or with a default (every one where the defaults are numbers)."""
     fields = {field: args.buffer_depth if getattr(args, field) is None else getattr(args, field)
               for field in MEMORY_OPTIONS}
-    return {**fields, "program_depth": args.program_depth}
+    fields["program_depth"] = args.program_depth
+    return {field: value for field, value in fields.items() if value is not None}
 
 
 def _fail(command: str, message: str) -> int:

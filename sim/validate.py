@@ -31,6 +31,7 @@ import sys
 
 from capsacc.accelerator import Accelerator
 from capsacc.array import ArrayConfig
+from rtl.cli import add_depth_arguments, depth_fields
 from capsacc.calibrated import DEFAULT_BATCH, Calibration, per_image
 from capsacc.energy import EventEnergies
 from capsacc.errors import InputError
@@ -45,14 +46,11 @@ SUMMED = ("macs", "compute_bound_cycles", "published_cycles", "calibrated_cycles
 """The integer keys of an operation that the total sums."""
 
 
-def model_config(rows: int, cols: int, batch: int, buffer_depth: int | None = None,
-                 program_depth: int | None = None) -> ArrayConfig:
+def model_config(rows: int, cols: int, batch: int, depths: dict | None = None) -> ArrayConfig:
     """The shipped calibration's array with `rows` x `cols` PEs, `batch` images per pass and the given
-    depths (rows of each buffer, program words; default the calibration's)."""
+    memory depths (`capsacc.array.MEMORY_DEPTHS` fields; those left out: the calibration's)."""
     shipped = Calibration.shipped().config
-    return dataclasses.replace(shipped, rows=rows, cols=cols, batch=batch,
-                               buffer_depth=shipped.buffer_depth if buffer_depth is None else buffer_depth,
-                               program_depth=shipped.program_depth if program_depth is None else program_depth)
+    return dataclasses.replace(shipped, rows=rows, cols=cols, batch=batch, **(depths or {}))
 
 
 def calibrated_accelerator(config: ArrayConfig) -> Accelerator:
@@ -65,7 +63,7 @@ def calibrated_accelerator(config: ArrayConfig) -> Accelerator:
     calibration = Calibration.shipped()
     if config.hardware() != calibration.config.hardware():
         calibration.check_covers(config.rows, config.cols)
-        energies = EventEnergies.from_tables(config.rows, config.cols, config.acc_bits, config.buffer_depth)
+        energies = EventEnergies.from_tables(config)
         calibration = dataclasses.replace(calibration, config=config, energies=energies,
                                           area_um2=area_estimate(config)["area_um2"])
     calibration = calibration.with_batch(config.batch)
@@ -194,10 +192,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
                         help=f"images per batch of the calibrated model and the RTL (1..{MNIST_TEST_IMAGES}; "
                              f"default {DEFAULT_BATCH})")
-    parser.add_argument("--buffer-depth", type=int, default=None,
-                        help="rows of each buffer (power of two; default the shipped calibration's, 16384)")
-    parser.add_argument("--program-depth", type=int, default=None,
-                        help="program words (power of two; default the shipped calibration's, 1024)")
+    add_depth_arguments(parser, None, None)  # default: the shipped calibration's depths
     parser.add_argument("--simulate", action="store_true", help="also run the network on the RTL")
     parser.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
                         help="back end of --simulate (default verilator)")
@@ -218,7 +213,7 @@ def _validate_command(args) -> int:
     if not 0 <= args.seed < 2 ** 32:
         raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
     try:
-        config = model_config(args.rows, args.cols, args.batch, args.buffer_depth, args.program_depth)
+        config = model_config(args.rows, args.cols, args.batch, depth_fields(args))
         rtl_config = dataclasses.replace(config, acc_bits=ACC_BITS)  # cycles do not depend on the width
         check_buildable(rtl_config)
     except ValueError as error:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import sim.driver
 from capsacc import Accelerator, estimate
+from capsacc.array import buffer_depths
 from capsacc.calibrated import Calibration
 from capsacc.cli import main
 from capsacc.errors import AcceleratorConfigError
@@ -116,7 +117,7 @@ def test_a_mismatch_marks_its_operation_and_exits_1(tmp_path, capsys, monkeypatc
 @pytest.mark.parametrize("argv, message", [
     (["capsnet", "--rows", "0"], "array 0x16: "),
     (["capsnet", "--cols", "64"], "array 16x64: cols: 64 outside [1, 63]"),
-    (["capsnet", "--buffer-depth", "100"], "buffer_depth: 100 is not a power of two"),
+    (["capsnet", "--buffer-depth", "100"], "data_depth: 100 is not a power of two"),
     (["capsnet", "--program-depth", "0"], "array 16x16: array 'program_depth' must be an integer in 3.."),
     (["capsnet", "--batch", "0"], "--batch 0: must be in 1..1000"),
     (["missing.json"], "missing.json"),
@@ -142,7 +143,7 @@ def test_a_calibration_of_one_array_covers_that_array_only():
 
 
 def test_the_calibrated_accelerator_of_another_array_keeps_the_coefficients():
-    config = model_config(4, 4, 2, 64, 32)
+    config = model_config(4, 4, 2, {**buffer_depths(64), "program_depth": 32})
     accelerator = calibrated_accelerator(config)
     assert (accelerator.rows, accelerator.cols) == (4, 4) and accelerator.calibration.config == config
     assert accelerator.calibration.coefficients == Calibration.shipped().coefficients
