@@ -12,7 +12,8 @@ import pytest
 from subprocesses import default_sigint
 
 from capsacc.cli import main
-from rtl.fpga import NEXTPNR, YOSYS, FpgaError, parse_log, parse_report
+from capsacc.array import ArrayConfig
+from rtl.fpga import NEXTPNR, YOSYS, FpgaError, FpgaResult, parse_log, parse_report
 
 # Excerpts of nextpnr-ecp5 0.11.1 output for CapsAcc 4x4 (report trimmed to the bels and the
 # start and end of the critical path; the net names are shortened).
@@ -64,6 +65,27 @@ def test_report_figures_and_critical_path():
     assert figures.critical_path_sources == ("/elsewhere/rtl/activation.py:93", "/elsewhere/rtl/activation.py:50")
     assert figures.critical_path_ends == ("act.$signal_TRELLIS_FF_Q", "data_buf.0.0_DIB14_TRELLIS_FF_Q")
     assert figures.utilization["TRELLIS_IO"] == {"used": 211, "available": 365}
+
+
+def test_result_holds_the_implementation_once_and_flattens_it():
+    """FpgaResult keeps nextpnr's figures in one `Implementation`; its JSON is flat: the design's
+    fields, the flow's and the implementation's, with timing_met."""
+    figures = parse_report(json.loads(json.dumps(REPORT)))
+    config = ArrayConfig(8, 8, 34, data_depth=512, weight_depth=256, routing_depth=256, psum_depth=128,
+                         program_depth=64)
+    result = FpgaResult(config=config.hardware(), device="ecp5-85k", part="LFE5U-85F", package="CABGA756", seed=1,
+                        dsp_inference=True, lut_mapper="abc", implementation=figures, report_source="nextpnr JSON report",
+                        yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
+    values = result.to_dict()
+    assert "implementation" not in values
+    assert {key: values[key] for key in config.hardware()} == config.hardware()
+    assert values["fmax_MHz"] == figures.fmax_MHz and values["luts"] == figures.luts
+    assert values["timing_met"] is figures.timing_met is False
+    assert values["critical_path_ns"] == figures.critical_path_ns and values["seed"] == 1
+    assert json.loads(json.dumps(values))["critical_path_sources"] == list(figures.critical_path_sources)
+    summary = result.summary()
+    assert "CapsAcc 8x8, acc_bits 34, data_depth 512, weight_depth 256, routing_depth 256, psum_depth 128" in summary
+    assert f"{figures.fmax_MHz:.2f}" in summary and "timing NOT met at 100 MHz" in summary
 
 
 def test_report_slowest_clock_and_timing_met():
