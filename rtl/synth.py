@@ -256,6 +256,29 @@ def _rams(rtlil: str) -> list:
     return rams
 
 
+def without_memory_init(verilog: str, memories) -> str:
+    """`verilog` without the `initial` block that follows the declaration of each memory named in
+    `memories`: an SRAM macro has no initial contents, and yosys spends minutes on the one
+    assignment per row that Amaranth writes (16,384 rows each by default). Other memories (the
+    activation unit's ROMs) keep theirs. SynthError if a named memory is not declared."""
+    lines, kept, found, index = verilog.splitlines(keepends=True), [], set(), 0
+    while index < len(lines):
+        kept.append(lines[index])
+        match = _MEMORY.match(lines[index])
+        index += 1
+        if match is not None and match.group(1) in memories:
+            found.add(match.group(1))
+            if index < len(lines) and lines[index].strip() == "initial begin":
+                while lines[index].strip() != "end":
+                    index += 1
+                index += 1
+    missing = sorted(set(memories) - found)
+    if missing:
+        raise SynthError(f"memories {missing} are not declared in the exported Verilog")
+    return "".join(kept)
+
+
+_MEMORY = re.compile(r"^\s*reg \[\d+:0\] \\?(\w+)\s+\[\d+:0\];$")
 _SOURCE = re.compile(r'^\(\* src = "([^"]*?):\d+[^"]*" \*\)$')
 _MODULE = re.compile(r"^module \\?(\S+?)\s*\(")
 
@@ -341,7 +364,7 @@ def synthesize(config, yosys: str = "yosys") -> SynthResult:
     design = export_verilog(config)
     with tempfile.TemporaryDirectory(prefix="nascaps-synth-") as tmp:
         work = Path(tmp)
-        modules, rams, instances = _yosys_stat_modules(design, TOP, path, work)
+        modules, rams, instances = _yosys_stat_modules(without_memory_init(design, SRAM_MEMORIES), TOP, path, work)
         pe = _yosys_stat_flat(verilog.convert(PE(config.acc_bits), name="pe"), "pe", path, work)
     srams = sram_macros(rams, config)
     if any(instances[f"{TOP}_sram_{sram['memory']}"] != 1 for sram in srams):
