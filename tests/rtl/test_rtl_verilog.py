@@ -19,7 +19,8 @@ from rtl.capsacc import CapsAcc
 from rtl.export import LINT_WAIVERS, TOP, export_verilog
 from rtl.isa import program_cycles
 from rtl.offchip import CapsAccSystem
-from rtl.synth import SRAM_MEMORIES, SynthError, memory_shapes, module_sources, split_parts, sram_macros
+from rtl.synth import (SRAM_MEMORIES, SynthError, memory_shapes, module_sources, split_parts, sram_macros,
+                       without_memory_init)
 from rtl.widths import ACC_BITS
 from sim import golden
 from sim.harness import run
@@ -225,6 +226,19 @@ def test_export_builds_each_memory_at_its_own_depth(tmp_path, capsys):
         memories[match.group(2)] = (int(match.group(3)) + 1, int(match.group(1)) + 1)
     assert {name: memories.get(name) for name in SRAM_MEMORIES} == memory_shapes(config)
     assert memory_shapes(config)["psum"] == (64, 3 * 34) and config.buffer_depth == 16
+
+
+def test_synthesis_drops_the_initial_blocks_of_the_sram_memories_only():
+    verilog = export_verilog(ArrayConfig(2, 3, 34, **buffer_depths(32), program_depth=16))
+    stripped = without_memory_init(verilog, SRAM_MEMORIES)
+    assignments = lambda text, name: len(re.findall(rf"^\s*\\?{name}\s*\[\d+\] = ", text, re.M))  # noqa: E731
+    for name, rows in (("data_buf", 32), ("psum", 32), ("program", 16)):
+        assert assignments(verilog, name) == rows and assignments(stripped, name) == 0
+    assert len(verilog.splitlines()) - len(stripped.splitlines()) == 4 * 32 + 16 + 5 * 2  # rows, initial/end
+    assert stripped.count("initial begin") == verilog.count("initial begin") - 5 > 0  # the ROMs keep theirs
+    assert assignments(stripped, "exp_rom0") == assignments(verilog, "exp_rom0") > 0
+    with pytest.raises(SynthError, match=r"memories \['sum_buf'\] are not declared"):
+        without_memory_init(verilog, ("psum", "sum_buf"))
 
 
 def test_sram_macros_are_priced_by_the_table_and_checked_against_the_configuration():
