@@ -83,8 +83,8 @@ def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bi
     from rtl.offchip import CapsAccSystem
 
     beats = len(state.offchip)
-    config = ArrayConfig(state.rows, state.cols, acc_bits, state.depth, 64, offchip_bytes_per_cycle=bytes_per_cycle,
-                         offchip_latency_cycles=latency_cycles)
+    config = ArrayConfig(state.rows, state.cols, acc_bits, **buffer_depths(state.depth), program_depth=64,
+                         offchip_bytes_per_cycle=bytes_per_cycle, offchip_latency_cycles=latency_cycles)
     dut = CapsAccSystem(config, 1 << max(1, (beats - 1).bit_length()))
     commands, regions = system_commands(state, program, bytes_per_cycle)
     played = {}

@@ -152,7 +152,8 @@ def test_verilator_memory_model_agrees_with_amaranth(tmp_path):
     program = [instruction for k in range(4) for instruction in dma_segment(rng, rows, cols, k % 2, width)]
     commands, regions = system_commands(state, program, width)
     script = to_script(commands)
-    config = ArrayConfig(rows, cols, ACC_BITS, depth, 64, offchip_bytes_per_cycle=width, offchip_latency_cycles=latency)
+    config = ArrayConfig(rows, cols, ACC_BITS, **buffer_depths(depth), program_depth=64, offchip_bytes_per_cycle=width,
+                         offchip_latency_cycles=latency)
     verilator_trace = run(CapsAccSystem(config, 32, verilog_memory=True), script, "verilator", cache_dir=tmp_path)
     assert verilator_trace.same_as(run(CapsAccSystem(config, 32), script, "amaranth"))
     dumps = [list(d.values.values())[0] for d in verilator_trace.dumps]
