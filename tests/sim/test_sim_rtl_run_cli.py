@@ -77,7 +77,8 @@ def test_rtl_run_builds_each_memory_at_its_own_depth(tmp_path, capsys):
     tiling uses the rows every buffer has (64), so every operation is bit-exact in the same cycles."""
     report = run_json(tmp_path, capsys, "amaranth", array=("--data-depth", "128", "--psum-depth", "256"))
     assert report["array"] == {"rows": 4, "cols": 4, "acc_bits": 34, "data_depth": 128, "weight_depth": 64,
-                               "routing_depth": 64, "psum_depth": 256, "program_depth": 32}
+                               "routing_depth": 64, "psum_depth": 256, "program_depth": 32,
+                               "offchip_bytes_per_cycle": 16, "offchip_latency_cycles": 64}
     assert report["bit_exact"] is True
     assert [o["cycles"] for o in report["operations"]] == isa_costs(Network.from_genotype(GENOTYPE))
 
