@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,22 @@ from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.network import Operation
-from sim.calibration import Point, error_rows, fit
+from capsacc.energy import sram_area_um2
+from rtl.synth import memory_shapes
+from sim.calibration import Point, area_estimate, error_rows, fit
+
+
+def test_area_is_the_synthesized_logic_plus_the_sram_macros_of_each_depth():
+    """16x16: the logic of the committed synthesis (memories as SRAM macros there) plus the macros of
+    the array's own depths; a deeper partial-sum memory adds exactly its extra bits."""
+    summary = json.loads((Path(__file__).resolve().parents[2] / "rtl" / "synth" / "capsacc_16x16.json").read_text())
+    config = ArrayConfig(16, 16, 25)
+    area = area_estimate(config)
+    assert area["logic_um2"] == summary["logic_area_um2"]
+    assert area["sram_um2"] == pytest.approx(sum(sram_area_um2(w, d) for d, w in memory_shapes(config).values()))
+    assert area["sram_bits"] == 16384 * (3 * 128 + 16 * 25) + 1024 * 64  # 1,576 KiB
+    smaller = area_estimate(ArrayConfig(16, 16, 25, psum_depth=8192))
+    assert area["area_um2"] - smaller["area_um2"] == pytest.approx(8192 * 16 * 25 * 0.346 * 2.0)
 
 
 def test_fit_recovers_known_coefficients_and_reports_held_out_errors():
