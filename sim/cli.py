@@ -238,6 +238,11 @@ def _register_deploy(subparsers) -> None:
     parser.add_argument("--cols", type=int, default=16, help="PE array columns (default 16)")
     parser.add_argument("--calibration-images", type=int, default=256, metavar="N",
                         help="training images the shifts are chosen on (default 256)")
+    parser.add_argument("--simulate-images", type=int, default=0, metavar="K",
+                        help="also run the first K test images through the RTL and check them bit for bit against "
+                             "the golden model (default 0)")
+    parser.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
+                        help="RTL back end of --simulate-images (default verilator)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration images' draw (default 0)")
     parser.set_defaults(handler=_deploy_command)
 
@@ -258,6 +263,18 @@ def _deploy_command(args) -> int:
         raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
     if not Path(args.model).is_file():
         raise InputError(f"{args.model}: no such model file")
+    if args.simulate_images < 0:
+        raise InputError(f"--simulate-images {args.simulate_images}: must be 0 or more")
+    if args.simulate_images:
+        from capsacc.array import ArrayConfig
+        from rtl.capsacc import check_buildable
+        from sim import golden
+
+        try:
+            check_buildable(ArrayConfig(rows=args.rows, cols=args.cols, acc_bits=golden.ACC_BITS,
+                                        batch=args.simulate_images))
+        except ValueError as error:
+            raise InputError(f"array {args.rows}x{args.cols}, batch {args.simulate_images}: {error}") from None
     accelerator = Accelerator.calibrated()
     if (accelerator.rows, accelerator.cols) != (args.rows, args.cols):
         try:
@@ -278,15 +295,47 @@ def _deploy_command(args) -> int:
     deployment, figures = deploy_bundle(out / "bundle")
     bundle = json.loads((out / "bundle" / "bundle.json").read_text())
     cost = estimate(deployment.network, accelerator)
+    cycles, rtl = cost.cycles, {"rtl_images": 0, "rtl_bit_exact": None}
+    if args.simulate_images:
+        cycles, rtl = _deploy_simulate(args, deployment, out / "bundle")
     record = {**{name: figures[name] for name in ("float_accuracy", "int8_accuracy", "agreement", "test_images")},
-              "rtl_images": 0, "rtl_bit_exact": None,
-              "cycles_per_image": cost.cycles, "latency_ms_per_image": cost.latency_ms,
-              "energy_mJ_per_image": cost.energy_mJ, "cost_model": cost.model,
+              **rtl, "cycles_per_image": cycles, "latency_ms_per_image": cycles * accelerator.period_ns * 1e-6,
+              "energy_mJ_per_image": cost.energy_mJ, "cost_model": cost.model, "model_cycles_per_image": cost.cycles,
               "calibration_images": figures["calibration_images"], "shifts": figures["shifts"],
               "layers": figures["layers"], "model": bundle["model"], "genotype": bundle["genotype"],
               "accelerator": accelerator.to_dict(), "dataset": bundle["dataset"], "seed": args.seed}
     write_atomic(out / "deploy.json", json.dumps(record, indent=1) + "\n")
+    rtl_line = "" if not args.simulate_images else (
+        f"; RTL ({args.simulator}) on {record['rtl_images']} images: "
+        f"{'bit-exact' if record['rtl_bit_exact'] else 'NOT bit-exact'}")
     print(f"float {record['float_accuracy']:.4f}  int8 {record['int8_accuracy']:.4f}  agreement "
-          f"{record['agreement']:.4f} on {record['test_images']} test images; {cost.cycles} cycles, "
-          f"{cost.latency_ms:.4g} ms, {cost.energy_mJ:.4g} mJ per image ({cost.model}); {out / 'deploy.json'}")
-    return 0
+          f"{record['agreement']:.4f} on {record['test_images']} test images{rtl_line}; {cycles} cycles "
+          f"({'RTL' if args.simulate_images else cost.model}), {record['latency_ms_per_image']:.4g} ms, "
+          f"{cost.energy_mJ:.4g} mJ ({cost.model}) per image; {out / 'deploy.json'}")
+    return 0 if record["rtl_bit_exact"] is not False else 1
+
+
+def _deploy_simulate(args, deployment, bundle) -> tuple[int, dict]:
+    """(RTL cycles per image, deploy.json's RTL fields) of `nascaps deploy --simulate-images K`."""
+    import numpy as np
+
+    from capsacc.calibrated import per_image
+    from sim.deploy import simulate
+    from sim.driver import MismatchError
+    from sim.verilator import VerilatorError, verilator_version
+
+    with np.load(bundle / "bundle.npz") as data:
+        pixels = data["test_images"][:args.simulate_images]
+    try:
+        if args.simulator == "verilator":
+            verilator_version()
+        run, exact = simulate(deployment, pixels, args.rows, args.cols, args.simulator)
+    except VerilatorError as error:
+        raise InputError(str(error).splitlines()[0]) from None
+    except MismatchError as error:
+        print(f"nascaps deploy: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        return 0, {"rtl_images": len(pixels), "rtl_bit_exact": False}
+    return per_image(run.cycles, len(pixels)), {"rtl_images": len(pixels), "rtl_bit_exact": exact,
+                                                 "rtl_batch_cycles": run.cycles,
+                                                 "rtl_total_cycles_per_image": per_image(
+                                                     sum(r.total_cycles for r in run.runs), len(pixels))}

@@ -251,6 +251,36 @@ def evaluate(deployment: Deployment, pixels: np.ndarray, images_per_batch: int =
                            for first in range(0, len(pixels), images_per_batch)])
 
 
+def operation_inputs(deployment: Deployment) -> dict[str, dict]:
+    """The quantised weights and shifts by operation name, as `sim.network_run.run_network` takes them:
+    "weights", "shift" and "bias_input" of every weighted operation, "shift_sum" and "shift_logits"
+    of every routing operation."""
+    given = {layer.op.name: {"weights": layer.weights, "shift": layer.shift, "bias_input": 1 << layer.bias_input_bits}
+             for layer in deployment.layers}
+    for op in deployment.network.operations:
+        if op.kind == "routing":
+            given[op.name] = {"shift_sum": deployment.shift_sum, "shift_logits": deployment.shift_logits}
+    return given
+
+
+def simulate(deployment: Deployment, pixels: np.ndarray, rows: int, cols: int, simulator: str = "verilator"):
+    """Run the uint8 images `pixels` (K, h, w, c) as one batch through the RTL (`sim.network_run`, the
+    path of `nascaps rtl run`, off-chip memory included) with the deployment's weights and shifts; every
+    step is checked against the golden model by the driver (`sim.driver.MismatchError` otherwise).
+    Returns (the `NetworkRun`, whether its output capsules equal `forward`'s bit for bit)."""
+    from capsacc.array import ArrayConfig
+    from capsacc.mapping import ROUTINGS
+    from sim.driver import OperationDriver
+    from sim.network_run import run_network
+
+    if deployment.routings != ROUTINGS:
+        raise InputError(f"the model routes {deployment.routings} times; the RTL chain runs {ROUTINGS} iterations")
+    config = ArrayConfig(rows=rows, cols=cols, acc_bits=golden.ACC_BITS, batch=len(pixels))
+    run = run_network(deployment.network, OperationDriver(config, simulator, offchip=True), input_int8(pixels),
+                      operation_inputs=operation_inputs(deployment))
+    return run, bool(np.array_equal(run.output, forward(deployment, pixels)))
+
+
 def deploy_bundle(folder: str | Path) -> tuple[Deployment, dict]:
     """Quantise and calibrate the bundle in `folder`, run its test set on the golden model; returns the
     deployment and the figures: `float_accuracy`, `int8_accuracy`, `agreement`, `test_images`,

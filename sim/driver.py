@@ -200,7 +200,8 @@ class OperationDriver:
         (B, I, J) and "v" (B, J, D) (routing phases: the state a phase starts from; the uniform phase
         and a whole routing start from zero logits), "routings" (a whole routing), the shifts
         "shift_logits", "shift_sum", and "maps" (`CHAIN_KINDS`: the operands, each (B, n / B, m) with
-        n and m as `capsacc.mapping.elementwise_shape` gives). The outputs have the same leading batch
+        n and m as `capsacc.mapping.elementwise_shape` gives), "bias_input" (conv kinds: the data value of
+        the im2col bias column, default 1). The outputs have the same leading batch
         axis. Raises `MismatchError` when a result differs from the golden model, `ValueError` when
         an input's shape is not the batch's.
         """
@@ -277,6 +278,7 @@ class OperationDriver:
         else:
             image = self._batch_input(inputs, "image", (op.n_in, op.n_in, op.ch_in * op.caps_in), rng)
             x = np.vstack([conv_patches(one, op.kernel, op.stride, op.n_out) for one in image])
+        x[:, -1] = inputs.get("bias_input", 1)
         w = inputs.get("weights")
         if w is None:
             w = rng.integers(-128, 128, size=(shape.k, shape.m))

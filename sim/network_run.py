@@ -119,10 +119,12 @@ def check_chainable(network: Network, config: ArrayConfig) -> None:
 
 
 def run_network(network: Network, driver: OperationDriver, images: np.ndarray, seed: int = 0,
-                progress=None) -> NetworkRun:
+                progress=None, operation_inputs: dict[str, dict] | None = None) -> NetworkRun:
     """Run every step of `network` (`capsacc.mapping.chain`) on the RTL with the driver on a batch of
     B = `driver.config.batch` images, `images` (B, n, n, ch) int8. `check_chainable` runs first: nothing is simulated for a network it
-    refuses. `progress(step, run)` is called after each step."""
+    refuses. `progress(step, run)` is called after each step. `operation_inputs`: inputs of
+    `OperationDriver.run` by operation name (a deployed network's "weights", "shift", "bias_input",
+    "shift_sum", "shift_logits"), added to the chained ones; random weights for the others."""
     check_chainable(network, driver.config)
     steps = chain(network.operations)
     batch = driver.config.batch
@@ -131,6 +133,7 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
     for position, step in enumerate(steps):
         op, kind = step.op, step.kind
         rng_seed = seed * 1000 + position
+        given = (operation_inputs or {}).get(network.operations[step.index].name, {})
         inputs = [outputs[i] for i in step.inputs] or [images]
         if kind in ("conv", "convcaps", "convcaps3d"):
             expected = (batch, op.n_in, op.n_in, op.ch_in * op.caps_in)
@@ -138,9 +141,9 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
             if features.size != np.prod(expected):
                 raise InputError(f"step {step_name(network, step)} ({kind}) expects input {expected}, "
                                  f"got {features.shape}")
-            given = features.reshape(batch, op.n_in, op.n_in, op.ch_in, op.caps_in) if kind == "convcaps3d" else \
-                features.reshape(expected)
-            result = driver.run(kind, op, seed=rng_seed, inputs={"image": given})
+            features = features.reshape(batch, op.n_in, op.n_in, op.ch_in, op.caps_in) if kind == "convcaps3d" \
+                else features.reshape(expected)
+            result = driver.run(kind, op, seed=rng_seed, inputs={**given, "image": features})
             out = result.outputs["out"]
             if kind == "convcaps3d":  # votes (b, y, x, input type, output capsules) -> one map per input type
                 out = out.reshape(batch, op.n_out ** 2, op.ch_in, -1).transpose(2, 0, 1, 3)
@@ -156,12 +159,12 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
             if u.shape[1] != op.n_in ** 2 * op.ch_in:
                 raise InputError(f"step {step_name(network, step)} (classcaps) expects {op.n_in ** 2 * op.ch_in} "
                                  f"capsules, got {u.shape[1]}")
-            result = driver.run("classcaps", op, seed=rng_seed, inputs={"u": u})
+            result = driver.run("classcaps", op, seed=rng_seed, inputs={**given, "u": u})
             outputs.append(result.outputs["u_hat"])
             logits, v_sets = np.zeros(outputs[-1].shape[:3], dtype=np.int64), []
         else:
             result = driver.run(kind, op, seed=rng_seed, inputs={"logits": logits, "u_hat": inputs[0], "v": output,
-                                                                 "v_sets": v_sets, "shift_logits": SHIFT_LOGITS})
+                                                                 "v_sets": v_sets, "shift_logits": SHIFT_LOGITS, **given})
             if kind == "routing_update":
                 logits = result.outputs.get("b", logits)  # none when the routing recomputes its logits
             else:
