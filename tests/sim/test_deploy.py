@@ -60,6 +60,8 @@ def _deploy(*args):
     (["{tmp}/g.json", "--out", "{tmp}/o"], "must end in .keras"),
     (["{tmp}/bad.keras", "--out", "{tmp}/o"], "not a Keras model"),
     (["{tmp}/bad.keras", "--out", "{tmp}/o", "--calibration-images", "0"], "--calibration-images 0"),
+    (["{tmp}/bad.keras", "--out", "{tmp}/o", "--simulate-images", "-1"], "--simulate-images -1"),
+    (["{tmp}/bad.keras", "--out", "{tmp}/o", "--rows", "0"], "--rows 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "g.json").write_text(json.dumps(CAPSNET_LIKE))
