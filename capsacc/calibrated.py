@@ -17,6 +17,7 @@ batch (the features count the batch's instructions), so one calibration serves e
 """
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -25,12 +26,16 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import MappingError, ceil_div, chain, plan_counts
+from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, REFUSAL_ARGS, REFUSALS, ROUTINGS, STEP_FIELDS,
+                             STEP_KINDS, MappingError, ceil_div, chain_steps, count_step, plan_counts, _config_fields,
+                             _refusal, _step_kinds)
+from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""
@@ -68,15 +73,52 @@ HELD_OUT_ERROR_KEYS = ("calibrated_max_abs_rel_error", "energy_events_max_abs_re
 `Calibration.held_out_error_pct` takes the largest of: cycles and event energy."""
 
 
+FEATURES = COUNT_FIELDS + ("matmuls_x_rows", "matmul_rows_x_pes", "matmuls_x_rows_x_cols", "acts_x_levels")
+"""Every feature a target may use: the instruction counts and their products with the array sizes."""
+
+
+@njit(cache=True)
+def _features(counts, rows, cols, out):
+    """Write the `FEATURES` of the instruction counts `counts` (`COUNT_FIELDS`) on R x C into `out`."""
+    levels, rest = 0, cols - 1  # bits of C - 1
+    while rest > 0:
+        levels, rest = levels + 1, rest >> 1
+    for index in range(len(COUNT_FIELDS)):
+        out[index] = counts[index]
+    base = len(COUNT_FIELDS)
+    out[base] = counts[MATMULS] * rows
+    out[base + 1] = counts[MATMUL_ROWS] * rows * cols
+    out[base + 2] = counts[MATMULS] * rows * cols
+    out[base + 3] = counts[ACTS] * levels
+
+
 def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
-    """The instruction counts of `op` (`plan_counts`) and their products with the array sizes."""
-    counts = plan_counts(kind, op, config)
-    rows, cols = config.rows, config.cols
-    counts["matmuls_x_rows"] = counts["matmuls"] * rows
-    counts["matmul_rows_x_pes"] = counts["matmul_rows"] * rows * cols
-    counts["matmuls_x_rows_x_cols"] = counts["matmuls"] * rows * cols
-    counts["acts_x_levels"] = counts["acts"] * (cols - 1).bit_length()
-    return counts
+    """The instruction counts of `op` (`plan_counts`) and their products with the array sizes (`FEATURES`)."""
+    counts = np.array(list(plan_counts(kind, op, config).values()), np.int64)
+    values = np.empty(len(FEATURES), np.int64)
+    _features(counts, config.rows, config.cols, values)
+    return dict(zip(FEATURES, values.tolist()))
+
+
+TARGET_RANGE = float(2 ** 63)
+"""A prediction is a count when its magnitude is below this (the int64 range)."""
+
+
+@njit(cache=True)
+def _predict(values, feature_index, coefficients, out):
+    """Write each target's prediction (the dot product of its coefficients with its features, in
+    order, rounded half to even) into `out`; return (-1, 0.0), or the first target whose prediction
+    leaves the int64 range and that prediction."""
+    for target in range(feature_index.shape[0]):
+        value = 0.0
+        for j in range(feature_index.shape[1]):
+            if feature_index[target, j] < 0:
+                break
+            value += coefficients[target, j] * float(values[feature_index[target, j]])
+        if not -TARGET_RANGE < value < TARGET_RANGE:  # also refuses NaN and inf
+            return target, value
+        out[target] = np.int64(np.rint(value))
+    return -1, 0.0
 
 
 def events_from_counters(counters: dict[str, int], rows: int, cols: int) -> dict[str, int]:
@@ -124,20 +166,35 @@ class Calibration:
         return hash((self.config, tuple(sorted(self.coefficients.items())), self.energies, self.area_um2,
                      self.period_ns))
 
+    @functools.cached_property
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What the numba kernels read: the array and routing iterations (rows, cols, buffer_depth,
+        program_depth, batch, `ROUTINGS`; int64), each target's feature positions in `FEATURES` (int64,
+        targets x most features, -1 padded), their coefficients (float64, same shape) and the event
+        energies in the order of `EVENTS` (pJ, float64)."""
+        width = max(len(names) for names in TARGET_FEATURES.values())
+        feature_index = np.full((len(TARGET_FEATURES), width), -1, np.int64)
+        coefficients = np.zeros((len(TARGET_FEATURES), width), np.float64)
+        for target, (name, names) in enumerate(TARGET_FEATURES.items()):
+            feature_index[target, :len(names)] = [FEATURES.index(n) for n in names]
+            coefficients[target, :len(names)] = self.coefficients[name]
+        config = np.array(_config_fields(self.config) + (ROUTINGS,), np.int64)
+        energies = np.array([getattr(self.energies, event) for event in EVENTS], np.float64)
+        for array in (config, feature_index, coefficients, energies):
+            array.flags.writeable = False
+        return config, feature_index, coefficients, energies
+
     def predict(self, kind: str, op) -> dict[str, int]:
         """Cycles and events of one operation for a whole batch of `config.batch` images (the RTL's
         batch run; `per_image` takes an image's share); `InputError` when a prediction leaves the
         int64 range."""
-        f = features(kind, op, self.config)
-        predicted = {}
-        for target, names in TARGET_FEATURES.items():
-            with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, not warned about
-                value = float(np.dot(self.coefficients[target], [float(f[n]) for n in names]))
-            if not -INT64_MAX <= value <= INT64_MAX:  # also refuses NaN and inf
-                raise InputError(f"the calibration predicts {value:.3g} for '{target}' of this {kind} operation, "
-                                 "outside the range of 64-bit integers")
-            predicted[target] = int(round(value))
-        return predicted
+        values = np.array(list(features(kind, op, self.config).values()), np.int64)
+        _, feature_index, coefficients, _ = self.kernel_arrays
+        predicted = np.zeros(len(TARGET_FEATURES), np.int64)
+        target, value = _predict(values, feature_index, coefficients, predicted)
+        if target >= 0:
+            raise InputError(_range_message(value, list(TARGET_FEATURES)[target], kind))
+        return dict(zip(TARGET_FEATURES, predicted.tolist()))
 
     def fitted_arrays(self) -> list[tuple[int, int]]:
         """The (rows, cols) of the arrays the coefficients were fitted on (provenance 'arrays', "RxC"
@@ -265,10 +322,197 @@ def _check_provenance(provenance: dict, source: str) -> None:
                                              f"number >= 0, got {value!r:.60}")
 
 
-def per_image(batch_value, batch: int):
-    """An image's share of a count (an int or an int64 array) of a whole batch of `batch` images:
-    ceil(batch_value / batch)."""
+def _range_message(value: float, target: str, kind: str) -> str:
+    return (f"the calibration predicts {value:.3g} for '{target}' of this {kind} operation, outside the range of "
+            "64-bit integers")
+
+
+def per_image(batch_value: int, batch: int) -> int:
+    """An image's share of a count of a whole batch of `batch` images: ceil(batch_value / batch)."""
     return ceil_div(batch_value, batch)
+
+
+PREDICTION_RANGE, CYCLES_RANGE, NOT_EXPANDED = len(REFUSALS), len(REFUSALS) + 1, len(REFUSALS) + 2
+"""Error codes of the kernels beyond the tiling refusals (`capsacc.mapping.REFUSALS`): a prediction out
+of the int64 range, an operation's cycles out of 0..2^63-1, operations not in the order of the
+published expansion."""
+
+
+@njit(cache=True)
+def _memo(capacity):
+    """An empty memo of step costs for `_cost_network`: `capacity` (a power of two) slots of a step's
+    key (kind code and shape fields, `STEP_FIELDS` 1..9; kind -1: empty), its batch cycles and MATMULs,
+    and its energy (pJ); and the count of slots in use."""
+    keys = np.full((capacity, 9), -1, np.int64)
+    return keys, np.zeros((capacity, 2), np.int64), np.zeros(capacity, np.float64), np.zeros(1, np.int64)
+
+
+@njit(cache=True)
+def _memo_slot(keys, step):
+    """The slot of `keys` that holds the key of `step` (a `STEP_FIELDS` row), or the empty slot where
+    it goes (open addressing, linear probing; FNV-1a over the key, then the mixing of splitmix64)."""
+    mask = np.uint64(keys.shape[0] - 1)
+    code = np.uint64(14695981039346656037)
+    for field in range(9):
+        code = (code ^ np.uint64(step[1 + field])) * np.uint64(1099511628211)
+    code = (code ^ (code >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    code = (code ^ (code >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    slot = (code ^ (code >> np.uint64(31))) & mask
+    while True:
+        here = np.int64(slot)
+        if keys[here, 0] == -1:
+            return here
+        same = True
+        for field in range(9):
+            if keys[here, field] != step[1 + field]:
+                same = False
+                break
+        if same:
+            return here
+        slot = (slot + np.uint64(1)) & mask
+
+
+@njit(cache=True)
+def _step_cost(step, config, feature_index, coefficients, energies, scratch, error, value):
+    """(error code, batch cycles, MATMULs, energy pJ) of one step (a `STEP_FIELDS` row); error[3:] the
+    refusal's numbers, value[0] a prediction out of range."""
+    _, _, counts, values, predicted = scratch
+    rows, cols = config[0], config[1]
+    counts[:] = 0
+    refusal = count_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols,
+                         config[2], config[3], config[4], config[5], counts, error[3:])
+    if refusal:
+        return refusal, 0, 0, 0.0
+    _features(counts, rows, cols, values)
+    target, out_of_range = _predict(values, feature_index, coefficients, predicted)
+    if target >= 0:
+        error[2], value[0] = target, out_of_range
+        return PREDICTION_RANGE, 0, 0, 0.0
+    picojoules = 0.0
+    for event in range(energies.shape[0]):
+        picojoules += predicted[1 + event] * energies[event]
+    return FITS, predicted[0], counts[MATMULS], picojoules
+
+
+@njit(cache=True)
+def _cost_network(ops, config, feature_index, coefficients, energies, period_ns, scratch, memo, w_loads, cycles, power,
+                  energy, error, value):
+    """Cost the operation rows `ops` (`capsacc.network.OP_FIELDS`) by the calibrated model: write each
+    operation's per-image w_loads, cycles, power (mW) and energy (mJ) (`network_costs`) into the
+    arrays, and return (total cycles, total energy_mJ), both summed in operation order. On an error,
+    error[0] is its code (a `capsacc.mapping.REFUSALS` code, `PREDICTION_RANGE`, `CYCLES_RANGE` or
+    `NOT_EXPANDED`), error[1] the step, error[2] the target, error[3:] the refusal's numbers and
+    value[0] the value out of range. `scratch`: the arrays of `_scratch`; `memo`: a `_memo`, the
+    costs of steps already costed (the same function of the step's kind and shape, so the totals do
+    not depend on what it holds)."""
+    kinds, steps = scratch[0], scratch[1]
+    keys, memo_counts, memo_energy, used = memo
+    batch = config[4]
+    n = ops.shape[0]
+    _step_kinds(ops, kinds)
+    count = chain_steps(ops, kinds, steps)
+    if count < 0:
+        error[0] = NOT_EXPANDED
+        return 0, 0.0
+    for i in range(n):
+        w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
+    for s in range(count):
+        slot = _memo_slot(keys, steps[s])
+        if keys[slot, 0] == -1:
+            code, step_cycles, matmuls, picojoules = _step_cost(steps[s], config, feature_index, coefficients,
+                                                                energies, scratch, error, value)
+            if code:
+                error[0], error[1] = code, s
+                return 0, 0.0
+            if 2 * (used[0] + 1) > keys.shape[0]:  # at most half full: start again
+                keys[:, 0] = -1
+                used[0] = 0
+                slot = _memo_slot(keys, steps[s])
+            keys[slot, :] = steps[s, 1:10]
+            memo_counts[slot, 0], memo_counts[slot, 1], memo_energy[slot] = step_cycles, matmuls, picojoules
+            used[0] += 1
+        else:
+            step_cycles, matmuls, picojoules = memo_counts[slot, 0], memo_counts[slot, 1], memo_energy[slot]
+        i = steps[s, 0]
+        if step_cycles < 0 or step_cycles > INT64_MAX - cycles[i] or matmuls > INT64_MAX - w_loads[i]:
+            error[0], error[1], value[0] = CYCLES_RANGE, s, float(cycles[i]) + float(step_cycles)
+            return 0, 0.0
+        cycles[i] += step_cycles
+        w_loads[i] += matmuls
+        energy[i] += picojoules * 1e-9
+    total_cycles, total_energy = 0, 0.0
+    for i in range(n):  # the batch's power, then an image's share (`per_image`)
+        seconds = cycles[i] * period_ns * 1e-9
+        power[i] = energy[i] / seconds if seconds > 0 else 0.0
+        cycles[i], w_loads[i], energy[i] = ceil_div(cycles[i], batch), ceil_div(w_loads[i], batch), energy[i] / batch
+        total_cycles += cycles[i]
+        total_energy += energy[i]
+    return total_cycles, total_energy
+
+
+@njit(cache=True)
+def _scratch(n_ops, n_targets):
+    """The scratch arrays of `_cost_network` for networks of up to `n_ops` operations: kinds, steps,
+    counts, features and predictions (int64)."""
+    return (np.empty(n_ops, np.int64), np.empty((2 * n_ops + 1, len(STEP_FIELDS)), np.int64),
+            np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64), np.empty(n_targets, np.int64))
+
+
+NETWORK_MEMO = 64
+"""Slots of the step memo of one network's costing (`network_costs`)."""
+BATCH_MEMO = 1 << 16
+"""Slots of the step memo of a batch's costing (`genotype_costs`): networks of a search share most steps."""
+
+
+@njit(cache=True)
+def _network_kernel(ops, config, feature_index, coefficients, energies, period_ns):
+    """`_cost_network` of one network with fresh arrays: (w_loads, cycles, power, energy, total cycles,
+    total energy, error, value)."""
+    n = ops.shape[0]
+    w_loads, cycles = np.empty(n, np.int64), np.empty(n, np.int64)
+    power, energy = np.zeros(n, np.float64), np.empty(n, np.float64)
+    error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
+    total_cycles, total_energy = _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
+                                               _scratch(n, feature_index.shape[0]), _memo(NETWORK_MEMO), w_loads,
+                                               cycles, power, energy, error, value)
+    return w_loads, cycles, power, energy, total_cycles, total_energy, error, value
+
+
+@njit(cache=True)
+def genotype_costs(descriptors, offsets, config, feature_index, coefficients, energies, period_ns):
+    """Totals of flattened genotypes (`capsacc.model.GenotypeBatch`: genotype j owns rows
+    offsets[j]:offsets[j+1] of `descriptors`) under the calibrated model, each expanded
+    (`capsacc.network.descriptor_operations`) and costed by `_cost_network`, as `network_costs`
+    costs its network: cycles (int64), energy_mJ (float64), weights (int64), and the error code of
+    each genotype (0 when it costs)."""
+    n = offsets.shape[0] - 1
+    longest = 1
+    for j in range(n):
+        longest = max(longest, offsets[j + 1] - offsets[j])
+    most = longest * MAX_DESCRIPTOR_OPERATIONS
+    ops = np.empty((most, len(OP_FIELDS)), np.int64)
+    scratch, memo = _scratch(most, feature_index.shape[0]), _memo(BATCH_MEMO)
+    w_loads, cycles, power, energy = (np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.float64),
+                                      np.empty(most, np.float64))
+    error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
+    totals_cycles, totals_energy = np.zeros(n, np.int64), np.zeros(n, np.float64)
+    weights, errors = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for j in range(n):
+        count, total_weights = 0, 0
+        last = offsets[j + 1] - offsets[j] - 1
+        for i in range(offsets[j], offsets[j + 1]):
+            added = descriptor_operations(descriptors[i], i - offsets[j], last, ops[count:])
+            for row in range(count, count + added):
+                total_weights += table1(ops[row, 0], ops[row, 2], ops[row, 3], ops[row, 4], ops[row, 6], ops[row, 7],
+                                        ops[row, 8])[0]
+            count += added
+        error[0] = 0
+        totals_cycles[j], totals_energy[j] = _cost_network(ops[:count], config, feature_index, coefficients, energies,
+                                                           period_ns, scratch, memo, w_loads[:count], cycles[:count],
+                                                           power[:count], energy[:count], error, value)
+        errors[j] = error[0]
+        weights[j] = total_weights
+    return totals_cycles, totals_energy, weights, errors
 
 
 def network_costs(network, calibration: Calibration):
@@ -276,39 +520,39 @@ def network_costs(network, calibration: Calibration):
     (cycles, energy_mJ, weights) of `network` under `calibration`, per image of a batch of
     B = `calibration.config.batch` (`per_image`: cycles and weight loads ceil(batch's / B), energy the
     batch's / B; the total cycles are the sum of the operations'), in the layout of
-    `capsacc.kernels.network_costs`. w_loads: MATMUL instructions (weight tiles loaded);
+    `capsacc.kernels.network_costs`; by the numba kernel `_cost_network`, which
+    `genotype_costs` runs too. w_loads: MATMUL instructions (weight tiles loaded);
     accumulators: the C partial-sum lanes; power: the batch's energy over the batch's time. Each
     operation costs the steps of the chained run charged to it (`capsacc.mapping.chain`; their batch
     cycles summed before the per-image share is taken): routing operations are the phases of
     `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`), and a CapsCell network's operations
     also carry its element-wise steps (`CHAIN_KINDS`: ToCapsules, the ConvCaps3D's routing, the
-    cells' skip sums)."""
-    n = len(network.operations)
-    w_loads = np.zeros(n, np.int64)  # the batch's, until the per-image share at the end
-    cycles = np.zeros(n, np.int64)
-    accumulators = np.full(n, calibration.config.cols, np.int64)
-    power = np.zeros(n, np.float64)
-    energy = np.zeros(n, np.float64)
-    for step in chain(network.operations):
-        i, op = step.index, network.operations[step.index]
-        try:
-            predicted = calibration.predict(step.kind, step.op)
-            matmuls = plan_counts(step.kind, step.op, calibration.config)["matmuls"]
-        except MappingError as error:
-            config = calibration.config
-            raise MappingError(f"operation {op.name} ({step.kind}) on the calibrated {config.rows}x{config.cols} "
-                               f"array: {error}") from None
-        total = int(cycles[i]) + predicted["cycles"]
-        if not 0 <= predicted["cycles"] <= INT64_MAX or not total <= INT64_MAX or w_loads[i] + matmuls > INT64_MAX:
-            raise InputError(f"operation {op.name} ({op.kind}): the calibrated model predicts {total:.3g} "
-                             "cycles, outside 0..2^63-1")
-        cycles[i] = total
-        w_loads[i] += matmuls
-        energy[i] += calibration.energy_mJ(predicted)
-    seconds = cycles * calibration.period_ns * 1e-9  # the batch's
-    np.divide(energy, seconds, out=power, where=seconds > 0)
-    batch = calibration.config.batch
-    cycles, w_loads, energy = per_image(cycles, batch), per_image(w_loads, batch), energy / batch
-    total_cycles = int(cycles.sum())
-    total_energy = float(energy.sum())
+    cells' skip sums). A step that does not fit the array is a `MappingError` naming its operation."""
+    config, feature_index, coefficients, energies = calibration.kernel_arrays
+    w_loads, cycles, power, energy, total_cycles, total_energy, error, value = _network_kernel(
+        network.rows, config, feature_index, coefficients, energies, calibration.period_ns)
+    if error[0]:
+        raise _network_error(network, calibration, error, value)
+    accumulators = np.full(len(network.operations), calibration.config.cols, np.int64)
     return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, network.weights
+
+
+def _network_error(network, calibration: Calibration, error: np.ndarray, value: np.ndarray) -> InputError:
+    """The located error of a failed `_cost_network` run."""
+    code, step = int(error[0]), int(error[1])
+    if code == NOT_EXPANDED:
+        return MappingError("the operations are not in the order of the published expansion")
+    ops = network.rows
+    kinds = np.empty(len(ops), np.int64)
+    steps = np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
+    _step_kinds(ops, kinds)
+    chain_steps(ops, kinds, steps)
+    op, kind = network.operations[steps[step, 0]], STEP_KINDS[steps[step, 1]]
+    if code == PREDICTION_RANGE:
+        return InputError(_range_message(float(value[0]), list(TARGET_FEATURES)[int(error[2])], kind))
+    if code == CYCLES_RANGE:
+        return InputError(f"operation {op.name} ({op.kind}): the calibrated model predicts {float(value[0]):.3g} "
+                          "cycles, outside 0..2^63-1")
+    config = calibration.config
+    return MappingError(f"operation {op.name} ({kind}) on the calibrated {config.rows}x{config.cols} array: "
+                        f"{_refusal(code, error[3:])}")

@@ -14,10 +14,9 @@ import math
 import numpy as np
 from numba import njit
 
+from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
+
 PARAMS = ("rows", "cols", "inputs_per_pe", "pe_stages", "pe_power_mW", "reg_power_mW", "period_ns")
-
-CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING = range(5)
-
 
 @njit(cache=True, inline="always")
 def _op_cost(weights, sums_per_out, data_per_weight, params):
@@ -88,56 +87,17 @@ def batch_totals(table, offsets, params):
     return cycles, energy, weights
 
 
-@njit(cache=True, inline="always")
-def _op_row(out, row, kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
-    """Write one operation's kind, weights, sums_per_out and data_per_weight (Table 1)."""
-    volume = kernel * kernel * kernel if kind == CONVCAPS3D else kernel * kernel
-    if kind == ROUTING:
-        weights = ch_in * kernel * kernel * ch_out
-        sums = caps_in
-    else:
-        weights = (ch_in * volume + 1) * ch_out * caps_out * caps_in
-        sums = (volume + 1) * ch_in * caps_in
-    data = 1 if kind == CLASSCAPS or kind == ROUTING else n_out * n_out * ch_in * caps_in
-    out[row, 0] = kind
-    out[row, 1] = weights
-    out[row, 2] = sums
-    out[row, 3] = data
-
-
 @njit(cache=True)
-def _descriptor_ops(d, position, last, out):
-    """Write the operations of descriptor `d` (at `position`, `last` the index of the genotype's last
-    descriptor) into rows of `out` (at least 7 x 4) by the expansion of `capsacc.network` (a
-    CapsCell's inner convolutions take its first convolution's ch_out x caps_out output); return
-    their count."""
-    t, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out = d[0], d[1], d[2], d[3], d[4], d[6], d[7], d[8]
-    if t == 0:
-        _op_row(out, 0, CONV, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-        return 1
-    if t == 1 and position < last:
-        _op_row(out, 0, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-        return 1
-    if t == 1:
-        _op_row(out, 0, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-        for row in range(1, 6):
-            _op_row(out, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-        return 6
-    if position < last - 1:
-        _op_row(out, 0, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-        for row in range(1, 4):
-            _op_row(out, row, CONVCAPS, n_out, ch_out, caps_out, k, n_out, ch_out, caps_out)
-        return 4
-    if position == last - 1:
-        _op_row(out, 0, CONVCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-        for row in range(1, 3):
-            _op_row(out, row, CONVCAPS, n_out, ch_out, caps_out, k, n_out, ch_out, caps_out)
-        _op_row(out, 3, CONVCAPS3D, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-        return 4
-    for row in range(6):
-        _op_row(out, row, ROUTING, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-    _op_row(out, 6, CLASSCAPS, n_in, ch_in, caps_in, k, n_out, ch_out, caps_out)
-    return 7
+def _descriptor_rows(descriptor, position, last, operations, out):
+    """Expand `descriptor` (`capsacc.network.descriptor_operations` into `operations`, a scratch of
+    7 x 9) and write each operation's kind code, weights, sums_per_out and data_per_weight
+    (`capsacc.network.table1`) into the rows of `out` (at least 7 x 4); return their count."""
+    count = descriptor_operations(descriptor, position, last, operations)
+    for row in range(count):
+        op = operations[row]
+        out[row, 0] = op[0]
+        out[row, 1], out[row, 2], out[row, 3] = table1(op[0], op[2], op[3], op[4], op[6], op[7], op[8])
+    return count
 
 
 @njit(cache=True)
@@ -145,20 +105,21 @@ def expand_batch(descriptors, offsets):
     """Expand flattened genotypes (descriptors int64 (n_desc, 9); genotype j owns rows
     offsets[j]:offsets[j+1]) into an operation table and its offsets, by the published rules."""
     n = offsets.shape[0] - 1
-    scratch = np.empty((7, 4), np.int64)
+    operations = np.empty((MAX_DESCRIPTOR_OPERATIONS, len(OP_FIELDS)), np.int64)
+    scratch = np.empty((MAX_DESCRIPTOR_OPERATIONS, 4), np.int64)
     op_offsets = np.zeros(n + 1, np.int64)
     for j in range(n):
         last = offsets[j + 1] - offsets[j] - 1
         count = 0
         for i in range(offsets[j], offsets[j + 1]):
-            count += _descriptor_ops(descriptors[i], i - offsets[j], last, scratch)
+            count += _descriptor_rows(descriptors[i], i - offsets[j], last, operations, scratch)
         op_offsets[j + 1] = op_offsets[j] + count
     table = np.empty((op_offsets[n], 4), np.int64)
     for j in range(n):
         row = op_offsets[j]
         last = offsets[j + 1] - offsets[j] - 1
         for i in range(offsets[j], offsets[j + 1]):
-            count = _descriptor_ops(descriptors[i], i - offsets[j], last, scratch)
+            count = _descriptor_rows(descriptors[i], i - offsets[j], last, operations, scratch)
             table[row:row + count] = scratch[:count]
             row += count
     return table, op_offsets
@@ -168,7 +129,8 @@ def expand_batch(descriptors, offsets):
 def genotype_totals(descriptors, offsets, params):
     """`batch_totals` of flattened genotypes, expanding each descriptor on the fly (no table)."""
     n = offsets.shape[0] - 1
-    scratch = np.empty((7, 4), np.int64)
+    operations = np.empty((MAX_DESCRIPTOR_OPERATIONS, len(OP_FIELDS)), np.int64)
+    scratch = np.empty((MAX_DESCRIPTOR_OPERATIONS, 4), np.int64)
     cycles = np.zeros(n, np.int64)
     energy = np.zeros(n, np.float64)
     weights = np.zeros(n, np.int64)
@@ -178,7 +140,7 @@ def genotype_totals(descriptors, offsets, params):
         total_energy = 0.0
         total_weights = 0
         for i in range(offsets[j], offsets[j + 1]):
-            count = _descriptor_ops(descriptors[i], i - offsets[j], last, scratch)
+            count = _descriptor_rows(descriptors[i], i - offsets[j], last, operations, scratch)
             for r in range(count):
                 _, c, _, _, e = _op_cost(scratch[r, 1], scratch[r, 2], scratch[r, 3], params)
                 total_cycles += c

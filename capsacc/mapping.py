@@ -80,8 +80,13 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+from numba import njit
+
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
+from capsacc.network import (OP_CLASSCAPS, OP_CONV, OP_CONVCAPS, OP_CONVCAPS3D, OP_FIELDS, OP_ROUTING,
+                             operation_rows)
 
 ROUTINGS = 3
 """Routing iterations of a class layer on CapsAcc: the default `routings` of the trained ClassCaps
@@ -108,43 +113,111 @@ of row-mode ACTs and the elements of column-mode ACTs (the activation unit takes
 in row mode and an element per cycle in column mode)."""
 
 
-def result_delay_cycles(rows: int, cols: int) -> int:
+STEP_KINDS = KINDS + CHAIN_KINDS + ACTIVATIONS + ("routing",)
+"""Every kind `plan_counts` takes; a step's kind code (the numba rules') is its index here."""
+(CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE, TOCAPS, CAPSADD, ROUTE3D,
+ RELU, SQUASH, SOFTMAX, ROUTING) = range(len(STEP_KINDS))
+FUNCS = ("none", "relu", "squash", "softmax")
+"""Activation functions of an ACT; a function's code (the numba rules') is its index here."""
+FUNC_NONE, FUNC_RELU, FUNC_SQUASH, FUNC_SOFTMAX = range(len(FUNCS))
+
+REFUSALS = (
+    "",
+    "capsules of {0} atoms: the activation unit takes 1..{1}",
+    "capsules of {0} atoms do not fit the {1} columns",
+    "{0} column blocks do not fit buffers of {1} rows",
+    "{0} column blocks of {1} rows do not fit buffers of {2} rows and a program of {3} words",
+    "{0} capsule(s) of {1} x {2} weights for a batch of {3} image(s) do not fit the buffers or the program",
+    "routing needs 1..{0} classes and atoms and an input, got I = {1}, J = {2}, D = {3}",
+    "routing: capsules of D = {0} atoms on {1} columns need a column-mode stride of {2} (at most {3})",
+    "routing over {0} capsules, {1} classes of {2} atoms does not fit buffers of {3} rows and a program of {4} words",
+    "{0} column blocks of capsule sums do not fit buffers of {1} rows and a program of {2} words",
+)
+"""The reasons the tiling rules refuse an operation (`MappingError`), by refusal code (0: none): the
+numba rules return the code and write the numbers of the message into an `args` array."""
+(FITS, REFUSED_CAPSULE, REFUSED_WIDTH, REFUSED_CHUNK, REFUSED_RUN, REFUSED_CLASSCAPS, REFUSED_ROUTING_SIZE,
+ REFUSED_ROUTING_STRIDE, REFUSED_ROUTING_FIT, REFUSED_ELEMENTWISE) = range(len(REFUSALS))
+REFUSAL_ARGS = 6
+"""Length of the `args` array of the numba rules."""
+
+MAX_CAPSULE = 64
+"""Longest capsule (squash) or logit vector (softmax) one ACT takes, atoms."""
+ACT_MAX_ROWS = 1023
+"""Most partial-sum rows one ACT instruction processes (its 10-bit n field)."""
+ACT_MAX_STRIDE = 63
+"""Largest row stride of an ACT (its 6-bit stride field): in strided row mode, the data rows of a
+chunk whose capsules span column blocks; in column mode, a routing's capsule period."""
+MATMUL_MAX_ROWS = (1 << 14) - 1
+"""Most data rows one MATMUL streams (its 14-bit n field)."""
+
+
+class MappingError(InputError):
+    """An operation the tiling rules cannot place on the array (too wide for its columns, too large
+    for its buffers or program memory); a `ValueError` too."""
+
+
+def _refusal(code: int, args) -> MappingError:
+    """The `MappingError` of refusal `code` (`REFUSALS`) with the numbers `args`."""
+    return MappingError(REFUSALS[code].format(*[int(value) for value in args]))
+
+
+@njit(cache=True)
+def ceil_div(a, b):
+    """ceil(a / b) of integers (b > 0)."""
+    return -(-a // b)
+
+
+@njit(cache=True)
+def result_delay_cycles(rows, cols):
     """Cycles from the read of a MATMUL's data row to the write of its partial-sum row on an R x C
     CapsAcc: R + C + 2 (the buffer read 1, the array's input register 1, the array R + C: input
     skew, R multiply-then-add stages, output de-skew; `rtl.capsacc`)."""
     return rows + cols + 2
 
 
-def matmul_run_cycles(m: int, n: int, rows: int, cols: int) -> int:
+@njit(cache=True)
+def matmul_run_cycles(m, n, rows, cols):
     """Cycles a run that starts with m MATMULs of n data rows each spends before its first ACT or
     HALT can issue, counted from its first DISPATCH cycle (0 when m = 0).
 
     The closed form of `rtl.isa.timing` for such a run (tests compare the two): MATMUL i issues
     at F_i = max(F_{i-1} + R, M_{i-1}, S_{i-2} + C - 2) (F_1 = 2, the first DISPATCH), streams
     from M_i = max(F_i + 1, S_{i-1}) to S_i = M_i + n, and every result is written from
-    S_m + D + 1 on (D = `result_delay_cycles`; the ACT or HALT issues at S_m + D + 1). From the sixth MATMUL on, S_i - S_{i-2} is constant, so the recurrence
-    runs at most six steps and extrapolates by pairs (exact; tested for R, C <= 64, n <= 16383).
+    S_m + D + 1 on (D = `result_delay_cycles`; the ACT or HALT issues at S_m + D + 1). From the sixth
+    MATMUL on, S_i - S_{i-2} is constant, so the recurrence runs at most six steps and extrapolates
+    by pairs (exact; tested for R, C <= 64, n <= 16383).
     """
     if m <= 0:
         return 0
     offered, load_free, slot_free, stream_free = 2, 0, 0, 0
-    bank_ready = [0, 0]
-    last = []
-    for i in range(min(m, 6)):
-        fire = max(offered, load_free, slot_free, bank_ready[i % 2])
+    ready_even, ready_odd = 0, 0  # the two partial-sum banks
+    last, second, third = 0, 0, 0  # S_i, S_{i-1}, S_{i-2}
+    steps = min(m, 6)
+    for i in range(steps):
+        fire = max(offered, load_free, slot_free, ready_even if i % 2 == 0 else ready_odd)
         move = max(fire + 1, stream_free)
-        last.append(move + n)
-        load_free, slot_free, stream_free, offered = fire + rows, move, last[-1], fire + 1
-        bank_ready[i % 2] = last[-1] + cols - 2
-    extra = m - len(last)
-    final = last[-1]
+        third, second, last = second, last, move + n
+        load_free, slot_free, stream_free, offered = fire + rows, move, last, fire + 1
+        if i % 2 == 0:
+            ready_even = last + cols - 2
+        else:
+            ready_odd = last + cols - 2
+    extra = m - steps
+    final = last
     if extra > 0:
-        pair = last[-1] - last[-3]
-        final = (last[-2] if extra % 2 else last[-1]) + pair * ((extra + 1) // 2)
+        final = (second if extra % 2 else last) + (last - third) * ((extra + 1) // 2)
     return final + result_delay_cycles(rows, cols) + 1 - 2  # results written from S_m + D + 1; the run began at 2
 
-MAX_CAPSULE = 64
-"""Longest capsule (squash) or logit vector (softmax) one ACT takes, atoms."""
+
+@njit(cache=True)
+def _act_lanes(cols, func, length):
+    """`act_lanes` of function code `func` (`FUNCS`)."""
+    if func == FUNC_NONE or func == FUNC_RELU:
+        return 1, min(length, cols), min(length, cols)
+    span = ceil_div(length, cols)
+    if span == 1:
+        return 1, (cols // length) * length, (cols // length) * length
+    return span, cols, length - (span - 1) * cols
 
 
 def act_lanes(cols: int, func: str, length: int) -> tuple[int, int, int]:
@@ -153,28 +226,7 @@ def act_lanes(cols: int, func: str, length: int) -> tuple[int, int, int]:
     last row. none / relu: (1, min(L, C), min(L, C)); squash / softmax with L <= C: a row holds
     floor(C / L) capsules, (1, floor(C / L) L, same); L > C: a capsule spans ceil(L / C) rows,
     (ceil(L / C), C, L - (ceil(L / C) - 1) C)."""
-    if func in ("none", "relu"):
-        return 1, min(length, cols), min(length, cols)
-    span = ceil_div(length, cols)
-    if span == 1:
-        return 1, (cols // length) * length, (cols // length) * length
-    return span, cols, length - (span - 1) * cols
-
-
-ACT_MAX_ROWS = 1023
-"""Most partial-sum rows one ACT instruction processes (its 10-bit n field)."""
-ACT_MAX_STRIDE = 63
-"""Largest row stride of an ACT (its 6-bit stride field): in strided row mode, the data rows of a
-chunk whose capsules span column blocks."""
-
-
-class MappingError(InputError):
-    """An operation the tiling rules cannot place on the array (too wide for its columns, too large
-    for its buffers or program memory); a `ValueError` too."""
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+    return _act_lanes(cols, FUNCS.index(func), length)
 
 
 @dataclass(frozen=True)
@@ -195,46 +247,84 @@ class MatmulShape:
     @property
     def blocks(self) -> int:
         """mb: column blocks, `matmul_blocks` in closed form."""
-        if self.span > 1:
-            return self.m // self.capsule * self.span
-        return ceil_div(self.m, self.width)
+        return _blocks(self.m, self.width, self.capsule, self.span)
 
     def act_length(self, width: int) -> int:
         """The ACT `length` of a column block of `width` lanes: the capsule's atoms (squash, the
         unit's segmented mode: a block's capsules side by side), the block's width (ReLU)."""
-        return self.capsule if self.func == "squash" else width
+        return _act_length(FUNCS.index(self.func), self.capsule, width)
+
+
+@njit(cache=True)
+def _blocks(m, width, capsule, span):
+    """mb of a `MatmulShape`."""
+    if span > 1:
+        return m // capsule * span
+    return ceil_div(m, width)
+
+
+@njit(cache=True)
+def _act_length(func, capsule, width):
+    """`MatmulShape.act_length` of function code `func`."""
+    return capsule if func == FUNC_SQUASH else width
+
+
+@njit(cache=True)
+def _columns(n, k, m, func, length, cols):
+    """(refusal, n, k, m, func, width, capsule, span) of a product whose activation `func` takes
+    output capsules of `length` atoms (squash: floor(C / L) capsules per block of floor(C / L)·L
+    lanes, or a capsule over ceil(L / C) blocks of C lanes when L > C; refused outside 1..64) or
+    blocks of C lanes (none, relu)."""
+    if func != FUNC_SQUASH:
+        return FITS, n, k, m, func, cols, 0, 1
+    if not 1 <= length <= MAX_CAPSULE:
+        return REFUSED_CAPSULE, n, k, m, func, cols, 0, 1
+    if length > cols:
+        return FITS, n, k, m, func, cols, length, ceil_div(length, cols)
+    return FITS, n, k, m, func, (cols // length) * length, length, 1
+
+
+@njit(cache=True)
+def _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, cols, batch, args):
+    """(refusal, n, k, m, func, width, capsule, span) of a conv kind (the module docstring)."""
+    if kind == CONV:
+        if cols > min(cols, 63):
+            args[0], args[1] = cols, cols
+            return REFUSED_WIDTH, 0, 0, 0, FUNC_RELU, cols, 0, 1
+        return _columns(batch * n_out * n_out, kernel * kernel * ch_in * caps_in + 1, ch_out * caps_out, FUNC_RELU,
+                        0, cols)
+    if kind == CONVCAPS:
+        shape = _columns(batch * n_out * n_out, kernel * kernel * ch_in * caps_in + 1, ch_out * caps_out,
+                         FUNC_SQUASH, caps_out, cols)
+        if shape[0] != FITS:
+            args[0], args[1] = caps_out, MAX_CAPSULE
+        return shape
+    return _columns(batch * n_out * n_out * ch_in, kernel * kernel * kernel * caps_in + 1, ch_out * caps_out,
+                    FUNC_NONE, 0, cols)
+
+
+def _op_fields(op) -> tuple[int, ...]:
+    """The shape fields of an operation in the order the numba rules take them."""
+    return op.n_in, op.ch_in, op.caps_in, op.kernel, op.stride, op.n_out, op.ch_out, op.caps_out
+
+
+def _config_fields(config: ArrayConfig) -> tuple[int, ...]:
+    """The array fields in the order the numba rules take them."""
+    return config.rows, config.cols, config.buffer_depth, config.program_depth, config.batch
 
 
 def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
     """The matrix product of a conv, convcaps or convcaps3d operation over a batch of `config.batch`
     images (see the module docstring)."""
-    batch = config.batch
-    if kind == "conv":
-        return _check_width(MatmulShape(batch * op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1,
-                                        op.ch_out * op.caps_out, "relu", config.cols), config)
-    if kind == "convcaps":
-        return _capsule_shape(batch * op.n_out ** 2, op.kernel ** 2 * op.ch_in * op.caps_in + 1, op, config)
-    if kind == "convcaps3d":
-        return MatmulShape(batch * op.n_out ** 2 * op.ch_in, op.kernel ** 3 * op.caps_in + 1, op.ch_out * op.caps_out,
-                           "none", config.cols)
-    raise MappingError(f"{kind!r} is not a convolution kind")
-
-
-def _capsule_shape(n: int, k: int, op, config: ArrayConfig) -> MatmulShape:
-    """A squash product: floor(C / L) capsules of L = caps_out atoms per column block, or a capsule
-    over ceil(L / C) blocks of C lanes when L > C."""
-    length, cols = op.caps_out, config.cols
-    if not 1 <= length <= MAX_CAPSULE:
-        raise MappingError(f"capsules of {length} atoms: the activation unit takes 1..{MAX_CAPSULE}")
-    if length > cols:
-        return MatmulShape(n, k, op.ch_out * length, "squash", cols, length, ceil_div(length, cols))
-    return MatmulShape(n, k, op.ch_out * length, "squash", (cols // length) * length, length)
-
-
-def _check_width(shape: MatmulShape, config: ArrayConfig) -> MatmulShape:
-    if shape.width > min(config.cols, 63):
-        raise MappingError(f"capsules of {shape.width} atoms do not fit the {config.cols} columns")
-    return shape
+    if kind not in ("conv", "convcaps", "convcaps3d"):
+        raise MappingError(f"{kind!r} is not a convolution kind")
+    args = np.zeros(REFUSAL_ARGS, np.int64)
+    n_in, ch_in, caps_in, kernel, _, n_out, ch_out, caps_out = _op_fields(op)
+    refusal, n, k, m, func, width, capsule, span = _matmul_shape(
+        STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, config.cols, config.batch, args)
+    if refusal:
+        raise _refusal(refusal, args)
+    return MatmulShape(n, k, m, FUNCS[func], width, capsule, span)
 
 
 def matmul_blocks(shape: MatmulShape) -> list[tuple[int, int]]:
@@ -246,15 +336,28 @@ def matmul_blocks(shape: MatmulShape) -> list[tuple[int, int]]:
     return [(c, min(shape.width, shape.m - c)) for c in range(0, shape.m, shape.width)]
 
 
+@njit(cache=True)
+def _matmul_chunking(mb, nc, depth, rows, words):
+    """kr of `matmul_chunking` (< 1: refused)."""
+    return min(depth // nc, (depth - mb * nc) // (mb * rows), (words - 1 - mb) // mb)
+
+
 def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
     """kr: K chunks per run for data chunks of nc rows."""
     mb = shape.blocks
-    depth, rows = config.buffer_depth, config.rows
-    kr = min(depth // nc, (depth - mb * nc) // (mb * rows), (config.program_depth - 1 - mb) // mb)
+    kr = _matmul_chunking(mb, nc, config.buffer_depth, config.rows, config.program_depth)
     if kr < 1:
-        raise MappingError(f"{mb} column blocks of {nc} rows do not fit buffers of {depth} rows "
-                         f"and a program of {config.program_depth} words")
+        raise _refusal(REFUSED_RUN, (mb, nc, config.buffer_depth, config.program_depth))
     return kr
+
+
+@njit(cache=True)
+def _matmul_chunk_rows(n, mb, span, depth):
+    """nc of `matmul_chunk_rows` (< 1: refused)."""
+    bound = min(depth // (2 * mb), ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
+    if bound < 1:
+        return 0
+    return ceil_div(n, ceil_div(n, bound))
 
 
 def matmul_chunk_rows(shape: MatmulShape, config: ArrayConfig) -> int:
@@ -262,12 +365,10 @@ def matmul_chunk_rows(shape: MatmulShape, config: ArrayConfig) -> int:
     min(D // (2 mb), 1023 // span, and 63 when span > 1), of equal sizes (the last one smaller by
     less than the number of chunks): a chunk's ACT covers span·nc rows, with stride nc when
     span > 1, and no chunk of a few rows is left to stream in fewer cycles than its tiles load."""
-    mb = shape.blocks
-    bound = min(config.buffer_depth // (2 * mb), ACT_MAX_ROWS // shape.span,
-                ACT_MAX_STRIDE if shape.span > 1 else ACT_MAX_ROWS)
-    if bound < 1:
-        raise MappingError(f"{mb} column blocks do not fit buffers of {config.buffer_depth} rows")
-    return ceil_div(shape.n, ceil_div(shape.n, bound))
+    nc = _matmul_chunk_rows(shape.n, shape.blocks, shape.span, config.buffer_depth)
+    if nc < 1:
+        raise _refusal(REFUSED_CHUNK, (shape.blocks, config.buffer_depth))
+    return nc
 
 
 def classcaps_dims(op) -> tuple[int, int, int, int]:
@@ -275,28 +376,39 @@ def classcaps_dims(op) -> tuple[int, int, int, int]:
     return op.n_in ** 2 * op.ch_in, op.caps_in, op.ch_out, op.caps_out
 
 
-def classcaps_packing(d_in: int, config: ArrayConfig) -> int:
-    """k: ClassCaps input capsules of `d_in` atoms packed into one R-row weight tile (module docstring).
+@njit(cache=True)
+def classcaps_packing(d_in, rows):
+    """k: ClassCaps input capsules of `d_in` atoms packed into one R-row weight tile (R = `rows`;
+    module docstring).
 
     A MATMUL of n < R rows is load bound (R cycles per tile, docs/rtl.md): one capsule per tile
     (n = 1) loads R - d_in rows of zeros and streams one row in the R cycles. k capsules per tile
     load k·d_in useful rows and stream k rows in the same R cycles, so the layer's MATMUL phase
     shrinks k-fold, to the bound of a one-row-per-cycle weight port when d_in divides R."""
-    return max(1, config.rows // d_in)
+    return max(1, rows // d_in)
+
+
+@njit(cache=True)
+def _classcaps_per_run(d_in, flat, rows, cols, depth, words, batch):
+    """ci of `classcaps_per_run` (0: refused)."""
+    k = classcaps_packing(d_in, rows)
+    kc, mb = ceil_div(d_in, rows), ceil_div(flat, cols)
+    group_rows = mb * batch * k
+    groups = min(depth // (batch * k * kc), depth // (mb * (kc * rows + batch * k)), (words - 2) // (kc * mb),
+                 max(1, ACT_MAX_ROWS // group_rows))
+    if groups < 1 or groups * kc * mb + ceil_div(groups * group_rows, ACT_MAX_ROWS) > words - 1:
+        return 0
+    return groups * k
 
 
 def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
     """ci: input capsules per run (a multiple of `classcaps_packing`), each streamed for the batch's
     `config.batch` images (module docstring)."""
-    k, batch = classcaps_packing(d_in, config), config.batch
-    kc, mb = ceil_div(d_in, config.rows), ceil_div(flat, config.cols)
-    depth, group_rows = config.buffer_depth, mb * batch * k
-    groups = min(depth // (batch * k * kc), depth // (mb * (kc * config.rows + batch * k)),
-                 (config.program_depth - 2) // (kc * mb), max(1, ACT_MAX_ROWS // group_rows))
-    if groups < 1 or groups * kc * mb + ceil_div(groups * group_rows, ACT_MAX_ROWS) > config.program_depth - 1:
-        raise MappingError(f"{k} capsule(s) of {d_in} x {flat} weights for a batch of {batch} image(s) do not fit "
-                           "the buffers or the program")
-    return groups * k
+    ci = _classcaps_per_run(d_in, flat, config.rows, config.cols, config.buffer_depth, config.program_depth,
+                            config.batch)
+    if ci < 1:
+        raise _refusal(REFUSED_CLASSCAPS, (classcaps_packing(d_in, config.rows), d_in, flat, config.batch))
+    return ci
 
 
 def classcaps_act_pieces(rows: int) -> list[tuple[int, int]]:
@@ -332,6 +444,20 @@ class ElementwiseShape:
         return self.columns.func
 
 
+@njit(cache=True)
+def _elementwise_shape(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args):
+    """(refusal, n, m, func, width, capsule, span, length, operands, chunks) of `elementwise_shape`."""
+    if kind == TOCAPS:
+        n, m, length, operands, func = batch * n_in * n_in, ch_in * caps_in, caps_in, 1, FUNC_SQUASH
+    else:
+        n, m, length = batch * n_out * n_out, ch_out * caps_out, caps_out
+        operands, func = (2, FUNC_NONE) if kind == CAPSADD else (ch_in, FUNC_SQUASH)
+    refusal, n, _, m, func, width, capsule, span = _columns(n, 0, m, func, length, cols)
+    if refusal:
+        args[0], args[1] = length, MAX_CAPSULE
+    return refusal, n, m, func, width, capsule, span, length, operands, ceil_div(width, rows)
+
+
 def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
     """The sum of a `CHAIN_KINDS` operation (`op` the operation `chain` runs it for):
     "tocaps": a CapsCell's input feature map read as capsules (nas.layers.ToCapsules: n_in² positions
@@ -340,23 +466,26 @@ def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
     no activation: saturated); "route3d": a ConvCaps3D's routing over its ch_in input capsule types
     with the uniform coupling (one iteration: the sum of the ch_in vote maps, squash). The n rows are
     the `config.batch` images' positions, stacked."""
-    if kind == "tocaps":
-        n, m, length, operands, func = config.batch * op.n_in ** 2, op.ch_in * op.caps_in, op.caps_in, 1, "squash"
-    elif kind in ("capsadd", "route3d"):
-        n, m, length = config.batch * op.n_out ** 2, op.ch_out * op.caps_out, op.caps_out
-        operands, func = (2, "none") if kind == "capsadd" else (op.ch_in, "squash")
-    else:
+    if kind not in CHAIN_KINDS:
         raise MappingError(f"{kind!r} is not one of {', '.join(CHAIN_KINDS)}")
-    cols = config.cols
-    if func == "none":
-        columns = MatmulShape(n, 0, m, "none", cols)
-    elif not 1 <= length <= MAX_CAPSULE:
-        raise MappingError(f"capsules of {length} atoms: the activation unit takes 1..{MAX_CAPSULE}")
-    elif length > cols:
-        columns = MatmulShape(n, 0, m, "squash", cols, length, ceil_div(length, cols))
-    else:
-        columns = MatmulShape(n, 0, m, "squash", (cols // length) * length, length)
-    return ElementwiseShape(columns, length, operands, ceil_div(columns.width, config.rows))
+    args = np.zeros(REFUSAL_ARGS, np.int64)
+    refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
+        STEP_KINDS.index(kind), op.n_in, op.ch_in, op.caps_in, op.n_out, op.ch_out, op.caps_out, config.rows,
+        config.cols, config.batch, args)
+    if refusal:
+        raise _refusal(refusal, args)
+    return ElementwiseShape(MatmulShape(n, 0, m, FUNCS[func], width, capsule, span), length, operands, chunks)
+
+
+@njit(cache=True)
+def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words):
+    """(nc, pr) of `elementwise_chunking` (pr < 1: refused)."""
+    mb = _blocks(m, width, capsule, span)
+    nc = min(n, ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS, depth // (mb * chunks),
+             (depth - chunks * rows) // mb)
+    acts = ceil_div(mb, span)
+    pr = min(operands, (words - 1 - acts) // (mb * chunks), depth // (mb * chunks * nc)) if nc > 0 else 0
+    return nc, pr
 
 
 def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int]:
@@ -364,16 +493,11 @@ def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[
     operand, block and identity tile, nc data rows; the tiles and the chunk's mb·nc results share
     the weight buffer; one MATMUL per (operand, tile, block), the chunk's last run one ACT per block
     (per capsule type over its span blocks, stride nc <= 63, when span > 1)."""
-    span = shape.columns.span
-    mb, kc, depth = shape.columns.blocks, shape.chunks, config.buffer_depth
-    nc = min(shape.n, ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS, depth // (mb * kc),
-             (depth - kc * config.rows) // mb)
-    acts = ceil_div(mb, span)
-    pr = (min(shape.operands, (config.program_depth - 1 - acts) // (mb * kc), depth // (mb * kc * nc))
-          if nc > 0 else 0)
+    columns = shape.columns
+    nc, pr = _elementwise_chunking(shape.n, shape.m, columns.width, columns.capsule, columns.span, shape.operands,
+                                   shape.chunks, config.rows, config.buffer_depth, config.program_depth)
     if pr < 1:
-        raise MappingError(f"{mb} column blocks of capsule sums do not fit buffers of {depth} rows and a program "
-                           f"of {config.program_depth} words")
+        raise _refusal(REFUSED_ELEMENTWISE, (columns.blocks, config.buffer_depth, config.program_depth))
     return nc, pr
 
 
@@ -389,9 +513,121 @@ class Step:
     inputs: tuple[int, ...]
 
 
+STEP_FIELDS = ("index", "kind") + OP_FIELDS[1:] + ("inputs", "input0", "input1")
+"""Columns of a step row (`chain_steps`): the operation's index, the step's kind code (`STEP_KINDS`), the
+eight shape fields, and its inputs (how many, then up to two step positions)."""
+
+
+@njit(cache=True)
+def routing_phase(position):
+    """Kind code (`STEP_KINDS`) of the routing operation at `position` of its run of consecutive
+    routing operations: uniform, update, softmax, update, softmax, ..."""
+    if position == 0:
+        return ROUTING_UNIFORM
+    return ROUTING_UPDATE if position % 2 else ROUTING_SOFTMAX
+
+
+@njit(cache=True)
+def _step_kinds(ops, out):
+    """Write into `out` the step kind code of each operation row of `ops` (`operation_kinds`)."""
+    position = 0
+    for i in range(ops.shape[0]):
+        if ops[i, 0] == OP_ROUTING:
+            out[i] = routing_phase(position)
+            position += 1
+        else:
+            out[i] = ops[i, 0]  # the conv kinds and classcaps have the same codes in OP_KINDS and STEP_KINDS
+            position = 0
+
+
+def operation_kinds(operations) -> list[str]:
+    """The calibrated model's kind of each operation of a network (`capsacc.network.Operation`s in
+    order): its own kind, and for a `routing` operation the phase at its position in its run of
+    consecutive routing operations (uniform, update, softmax, update, softmax, ...). The five routing
+    operations of a Sabour class layer are so the phases of `ROUTINGS` = 3 iterations; a DeepCaps
+    class layer's six end with a sixth, an update whose logits no iteration reads (the published
+    expansion's count, kept)."""
+    ops = operation_rows(operations)
+    kinds = np.empty(len(ops), np.int64)
+    _step_kinds(ops, kinds)
+    return [STEP_KINDS[kind] for kind in kinds.tolist()]
+
+
+@njit(cache=True)
+def _add_step(steps, count, index, kind, op, inputs, first, second):
+    """Write step `count` (`STEP_FIELDS`) of operation `index` and return its position."""
+    steps[count, 0], steps[count, 1] = index, kind
+    for field in range(1, 9):
+        steps[count, 1 + field] = op[field]
+    steps[count, 10], steps[count, 11], steps[count, 12] = inputs, first, second
+    return count
+
+
+@njit(cache=True)
+def chain_steps(ops, kinds, steps):
+    """Write the steps of the chained run of operation rows `ops` (`OP_FIELDS`; `kinds` their
+    `_step_kinds`) into `steps` (at least 2·len(ops) rows of `STEP_FIELDS`), by the rules of `chain`;
+    return their count, -1 when the operations are not in the order of the published expansion."""
+    n = ops.shape[0]
+    capscell = False
+    for i in range(n):
+        capscell = capscell or ops[i, 0] == OP_CONVCAPS3D
+    count = 0
+    if not capscell:
+        feeds = -1  # the step a routing reads: the last classcaps (none: the previous step)
+        for i in range(n):
+            if ops[i, 0] == OP_ROUTING and feeds >= 0:
+                _add_step(steps, i, i, kinds[i], ops[i], 1, feeds, -1)
+            else:
+                _add_step(steps, i, i, kinds[i], ops[i], 1 if i else 0, i - 1, -1)
+            feeds = i if ops[i, 0] == OP_CLASSCAPS else feeds if ops[i, 0] == OP_ROUTING else -1
+        return n
+    last = -1
+    i = 0
+    while i < n:
+        if ops[i, 0] == OP_CONV:
+            last = _add_step(steps, count, i, CONV, ops[i], 1 if count else 0, last, -1)
+            count += 1
+            i += 1
+        elif ops[i, 0] == OP_CONVCAPS:
+            if i + 3 >= n:
+                return -1
+            if count and steps[last, 1] == CONV:
+                last = _add_step(steps, count, i, TOCAPS, ops[i], 1, last, -1)
+                count += 1
+            first = _add_step(steps, count, i, CONVCAPS, ops[i], 1, last, -1)
+            second = _add_step(steps, count + 1, i + 1, CONVCAPS, ops[i + 1], 1, first, -1)
+            third = _add_step(steps, count + 2, i + 2, CONVCAPS, ops[i + 2], 1, second, -1)
+            count += 3
+            if ops[i + 3, 0] == OP_CONVCAPS3D:  # run on the first's n_out-sided output, stride 1
+                votes = _add_step(steps, count, i + 3, CONVCAPS3D, ops[i + 3], 1, first, -1)
+                steps[votes, 2], steps[votes, 6] = ops[i + 3, 6], 1
+                skip = _add_step(steps, count + 1, i + 3, ROUTE3D, ops[i + 3], 1, votes, -1)
+                count += 2
+            else:
+                skip = _add_step(steps, count, i + 3, CONVCAPS, ops[i + 3], 1, first, -1)
+                count += 1
+            last = _add_step(steps, count, i + 3, CAPSADD, ops[i + 3], 2, third, skip)
+            count += 1
+            i += 4
+        else:
+            end = i
+            while end < n and ops[end, 0] != OP_CLASSCAPS:
+                end += 1
+            if end == n:
+                return -1
+            u_hat = _add_step(steps, count, end, CLASSCAPS, ops[end], 1, last, -1)
+            count += 1
+            for j in range(i, end):
+                _add_step(steps, count, j, kinds[j], ops[j], 1, u_hat, -1)
+                count += 1
+            i = end + 1
+    return count
+
+
 def chain(operations) -> list[Step]:
     """The steps of a chained run of a network's operations (`capsacc.network.Operation`s in the
-    order of the published expansion), in data-flow order.
+    order of the published expansion), in data-flow order (`chain_steps`).
 
     Sabour networks: each operation once, reading the previous one (a routing phase the ClassCaps
     before it: its predictions; the phases pass their logits and capsules on in order). CapsCell networks (those with a
@@ -402,69 +638,40 @@ def chain(operations) -> list[Step]:
     shape as the expansion's, and its "route3d"), and "capsadd" (third plus skip: the cell's output,
     summed after the squashes as in Keras); then the class layer's classcaps before its routing
     phases (the expansion lists the routing first)."""
-    kinds = operation_kinds(operations)
-    steps: list[Step] = []
-    if not any(op.kind == "convcaps3d" for op in operations):
-        feeds = -1  # the step a routing reads: the last classcaps (none: the previous step)
-        for i, (op, kind) in enumerate(zip(operations, kinds)):
-            reads = (feeds,) if op.kind == "routing" and feeds >= 0 else (i - 1,) if i else ()
-            steps.append(Step(i, kind, op, reads))
-            feeds = i if op.kind == "classcaps" else feeds if op.kind == "routing" else -1
-        return steps
-
-    def add(index, kind, op, *inputs):
-        steps.append(Step(index, kind, op, tuple(inputs)))
-        return len(steps) - 1
-
-    last = -1
-    i = 0
-    while i < len(operations):
-        op = operations[i]
-        if op.kind == "conv":
-            last = add(i, "conv", op, *([last] if steps else []))
-            i += 1
-        elif op.kind == "convcaps":
-            if steps and steps[last].kind == "conv":
-                last = add(i, "tocaps", op, last)
-            first = add(i, "convcaps", op, last)
-            second = add(i + 1, "convcaps", operations[i + 1], first)
-            third = add(i + 2, "convcaps", operations[i + 2], second)
-            skip_op = operations[i + 3]
-            if skip_op.kind == "convcaps3d":
-                run_op = dataclasses.replace(skip_op, n_in=skip_op.n_out, stride=1)
-                skip = add(i + 3, "route3d", skip_op, add(i + 3, "convcaps3d", run_op, first))
-            else:
-                skip = add(i + 3, "convcaps", skip_op, first)
-            last = add(i + 3, "capsadd", skip_op, third, skip)
-            i += 4
-        else:
-            end = next(j for j in range(i, len(operations)) if operations[j].kind == "classcaps")
-            u_hat = add(end, "classcaps", operations[end], last)
-            for j in range(i, end):
-                add(j, kinds[j], operations[j], u_hat)
-            i = end + 1
-    return steps
+    ops = operation_rows(operations)
+    kinds = np.empty(len(ops), np.int64)
+    _step_kinds(ops, kinds)
+    steps = np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
+    count = chain_steps(ops, kinds, steps)
+    if count < 0:
+        raise MappingError("the operations are not in the order of the published expansion")
+    result = []
+    for index, kind, *fields, inputs, first, second in steps[:count].tolist():
+        op = operations[index]
+        if tuple(fields) != _op_fields(op):
+            op = dataclasses.replace(op, **dict(zip(OP_FIELDS[1:], fields)))
+        result.append(Step(index, STEP_KINDS[kind], op, (first, second)[:inputs]))
+    return result
 
 
-MATMUL_MAX_ROWS = (1 << 14) - 1
-"""Most data rows one MATMUL streams (its 14-bit n field)."""
-ACT_MAX_STRIDE = 63
-"""Largest column-mode row stride of an ACT (its 6-bit stride field)."""
+@njit(cache=True)
+def _no_geometry(refusal):
+    """The result of `_routing_geometry` for a refused routing."""
+    return refusal, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 
 
-def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS) -> dict:
-    """Layout and chunk sizes of a routing over I = `n_in` inputs, J = `n_out` classes of D = `dim`
-    atoms with `routings` iterations (names as in the module docstring); `MappingError` when it does
-    not fit."""
-    rows, cols, depth, words = config.rows, config.cols, config.buffer_depth, config.program_depth
+@njit(cache=True)
+def _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args):
+    """(refusal, tJ, tD, stride, period, kf_full, kf_last, KF, sets, recompute, resident, B, V, q_in, Q,
+    nq, na, mpr, acts_per_run, pairs_per_run) of `routing_geometry`."""
     if not (1 <= n_out <= MAX_CAPSULE and 1 <= dim <= MAX_CAPSULE and n_in >= 1):
-        raise MappingError(f"routing needs 1..{MAX_CAPSULE} classes and atoms and an input, "
-                           f"got I = {n_in}, J = {n_out}, D = {dim}")
+        args[0], args[1], args[2], args[3] = MAX_CAPSULE, n_in, n_out, dim
+        return _no_geometry(REFUSED_ROUTING_SIZE)
     t_j, t_d = ceil_div(n_out, cols), ceil_div(dim, cols)
     stride = ceil_div(dim, t_d)
     if stride > ACT_MAX_STRIDE:
-        raise MappingError(f"routing: capsules of D = {dim} atoms on {cols} columns need a column-mode stride "
-                           f"of {stride} (at most {ACT_MAX_STRIDE})")
+        args[0], args[1], args[2], args[3] = dim, cols, stride, ACT_MAX_STRIDE
+        return _no_geometry(REFUSED_ROUTING_STRIDE)
     period = t_d * stride
     last = n_out - (t_j - 1) * cols
     kf_full, kf_last = ceil_div(cols * period, rows), ceil_div(last * period, rows)
@@ -484,14 +691,29 @@ def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routi
         block = min(depth - sums, depth // mpr, MATMUL_MAX_ROWS) // t_j
         nq = min(chunks, depth // n_out, block // q_in)
         na = nq * q_in
-    geometry = {"tJ": t_j, "tD": t_d, "stride": stride, "period": period, "kf_full": kf_full, "kf_last": kf_last,
-                "KF": kf, "sets": sets, "recompute": recompute, "resident": resident, "S": 0, "B": sums, "V": v_base,
-                "q_in": q_in, "Q": chunks, "nq": nq, "na": na, "mpr": mpr, "acts_per_run": words - 1,
-                "pairs_per_run": min(v_base // rows if v_base > 0 else 0, words - 1)}
-    if geometry["pairs_per_run"] < 1 or nq < 1 or na < 1 or q_in < 1:
-        raise MappingError(f"routing over {n_in} capsules, {n_out} classes of {dim} atoms does not fit buffers of "
-                           f"{depth} rows and a program of {words} words")
-    return geometry
+    pairs_per_run = min(v_base // rows if v_base > 0 else 0, words - 1)
+    refusal = FITS
+    if pairs_per_run < 1 or nq < 1 or na < 1 or q_in < 1:
+        args[0], args[1], args[2], args[3], args[4] = n_in, n_out, dim, depth, words
+        refusal = REFUSED_ROUTING_FIT
+    return (refusal, t_j, t_d, stride, period, kf_full, kf_last, kf, sets, recompute, int(resident), sums, v_base,
+            q_in, chunks, nq, na, mpr, words - 1, pairs_per_run)
+
+
+def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS) -> dict:
+    """Layout and chunk sizes of a routing over I = `n_in` inputs, J = `n_out` classes of D = `dim`
+    atoms with `routings` iterations (names as in the module docstring); `MappingError` when it does
+    not fit."""
+    args = np.zeros(REFUSAL_ARGS, np.int64)
+    (refusal, t_j, t_d, stride, period, kf_full, kf_last, kf, sets, recompute, resident, sums, v_base, q_in, chunks,
+     nq, na, mpr, acts_per_run, pairs_per_run) = _routing_geometry(
+        n_in, n_out, dim, config.rows, config.cols, config.buffer_depth, config.program_depth, routings, args)
+    if refusal:
+        raise _refusal(refusal, args)
+    return {"tJ": t_j, "tD": t_d, "stride": stride, "period": period, "kf_full": kf_full, "kf_last": kf_last,
+            "KF": kf, "sets": sets, "recompute": recompute, "resident": bool(resident), "S": 0, "B": sums,
+            "V": v_base, "q_in": q_in, "Q": chunks, "nq": nq, "na": na, "mpr": mpr, "acts_per_run": acts_per_run,
+            "pairs_per_run": pairs_per_run}
 
 
 def routing_phases(routings: int = ROUTINGS) -> tuple[str, ...]:
@@ -499,175 +721,215 @@ def routing_phases(routings: int = ROUTINGS) -> tuple[str, ...]:
     iteration, then an update and a softmax iteration per further iteration."""
     if isinstance(routings, bool) or not isinstance(routings, int) or routings < 1:
         raise MappingError(f"routings: {routings!r} must be an integer >= 1")
-    return ("routing_uniform",) + ("routing_update", "routing_softmax") * (routings - 1)
+    return tuple(STEP_KINDS[routing_phase(position)] for position in range(2 * routings - 1))
 
 
-def operation_kinds(operations) -> list[str]:
-    """The calibrated model's kind of each operation of a network (`capsacc.network.Operation`s in
-    order): its own kind, and for a `routing` operation the phase at its position in its run of
-    consecutive routing operations (uniform, update, softmax, update, softmax, ...). The five routing
-    operations of a Sabour class layer are so the phases of `ROUTINGS` = 3 iterations; a DeepCaps
-    class layer's six end with a sixth, an update whose logits no iteration reads (the published
-    expansion's count, kept)."""
-    kinds, position = [], 0
-    for op in operations:
-        if op.kind != "routing":
-            kinds.append(op.kind)
-            position = 0
+RUNS, MATMULS, MATMUL_ROWS, ACCUMULATE, ROUTING_ROWS, PHASE_CYCLES, ACTS, ACT_ROWS, ACT_ELEMENTS, ACTS_COLUMN, \
+    ACT_SPANS, ACT_ROWS_ROW, ACT_ELEMENTS_COLUMN = range(len(COUNT_FIELDS))
+
+
+@njit(cache=True)
+def _act(counts, cols, func, n, length, times, column):
+    """Count `times` ACTs of function code `func` over n partial-sum rows with `length` L."""
+    span, width, last_width = _act_lanes(cols, func, length)
+    groups = ceil_div(n, span)
+    rows, elements = groups * span, groups * ((span - 1) * width + last_width)
+    counts[ACTS] += times
+    counts[ACT_ROWS] += times * rows
+    counts[ACT_ELEMENTS] += times * elements
+    counts[ACT_SPANS] += times * span
+    if column:
+        counts[ACTS_COLUMN] += times
+        counts[ACT_ELEMENTS_COLUMN] += times * elements
+    else:
+        counts[ACT_ROWS_ROW] += times * rows
+
+
+@njit(cache=True)
+def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, cols):
+    """`sets` x KF MATMULs of inputs x tJ rows in runs of mpr (`RoutingLayout._update_runs`), `times`
+    over; all accumulate but the first of a recomputation (not resident: it writes)."""
+    n = inputs * t_j
+    full, rest = kf // mpr, kf % mpr
+    counts[RUNS] += times * sets * (full + (rest > 0))
+    counts[PHASE_CYCLES] += times * sets * (full * matmul_run_cycles(mpr, n, rows, cols)
+                                            + matmul_run_cycles(rest, n, rows, cols))
+    counts[MATMULS] += times * sets * kf
+    counts[MATMUL_ROWS] += times * sets * kf * n
+    counts[ACCUMULATE] += times * (sets * kf - (1 - resident)) * n
+
+
+@njit(cache=True)
+def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, depth, words, routings, counts, args):
+    """Add the counts of routing phase `kind` for one image to `counts`; return the refusal code."""
+    (refusal, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks_total, nq, na, mpr,
+     acts_per_run, pairs_per_run) = _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args)
+    if refusal:
+        return refusal
+    if kind == ROUTING_UPDATE:
+        if resident:
+            _routing_update(counts, na, n_in // na, 1, t_j, kf, mpr, resident, rows, cols)
+            if n_in % na:
+                _routing_update(counts, n_in % na, 1, 1, t_j, kf, mpr, resident, rows, cols)
+        return FITS
+    last_inputs = n_in - (chunks_total - 1) * q_in  # the last chunk's
+    per_pair = n_out * t_d
+    full_blocks, rest_chunks = chunks_total // nq, chunks_total % nq
+    for block in range(2):
+        if rest_chunks:
+            chunks, times, has_last = (nq, full_blocks, 0) if block == 0 else (rest_chunks, 1, 1)
+        else:
+            chunks, times, has_last = (nq, full_blocks - 1, 0) if block == 0 else (nq, 1, 1)
+        if not times:
             continue
-        kinds.append("routing_uniform" if position == 0 else ROUTING_PHASES[1 + position % 2])
-        position += 1
-    return kinds
+        if kind == ROUTING_SOFTMAX:
+            inputs = chunks * q_in - (q_in - last_inputs if has_last else 0)
+            if not resident:
+                _routing_update(counts, inputs, times, recompute, t_j, kf, mpr, resident, rows, cols)
+            _act(counts, cols, FUNC_SOFTMAX, q_in * t_j, n_out, times * (chunks - has_last), True)
+            if has_last:
+                _act(counts, cols, FUNC_SOFTMAX, last_inputs * t_j, n_out, times, True)
+            counts[RUNS] += times * ceil_div(chunks, acts_per_run)
+        pairs = chunks * per_pair
+        full_runs, rest = pairs // pairs_per_run, pairs % pairs_per_run
+        counts[RUNS] += times * (full_runs + (rest > 0))
+        counts[PHASE_CYCLES] += times * (full_runs * matmul_run_cycles(pairs_per_run, 1, rows, cols)
+                                         + matmul_run_cycles(rest, 1, rows, cols))
+        counts[MATMULS] += times * pairs
+        counts[MATMUL_ROWS] += times * pairs
+        counts[ROUTING_ROWS] += times * pairs
+    counts[ACCUMULATE] += (chunks_total - 1) * per_pair
+    _act(counts, cols, FUNC_SQUASH, cols * t_d, dim, t_j - 1, True)
+    _act(counts, cols, FUNC_SQUASH, (n_out - (t_j - 1) * cols) * t_d, dim, 1, True)
+    counts[RUNS] += 1
+    return FITS
+
+
+@njit(cache=True)
+def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, routings,
+               counts, args):
+    """Add the instruction counts (`COUNT_FIELDS`, int64) of a step of kind code `kind` (`STEP_KINDS`)
+    for one batch to `counts`, by the tiling rules of the module docstring (`plan_counts`); return the
+    refusal code (`REFUSALS`, 0 when it fits; the message's numbers in `args`). The one definition of
+    the counts, run by `plan_counts` and the calibrated model's kernels."""
+    if kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE:
+        single = np.zeros(len(COUNT_FIELDS), np.int64)  # per image: the batch's routings run in turn
+        for position in range(2 * routings - 1 if kind == ROUTING else 1):
+            refusal = _count_routing_phase(routing_phase(position) if kind == ROUTING else kind, n_in * n_in * ch_in,
+                                           ch_out, caps_out, rows, cols, depth, words, routings, single, args)
+            if refusal:
+                return refusal
+        for field in range(len(COUNT_FIELDS)):
+            counts[field] += batch * single[field]
+        return FITS
+    if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
+        refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
+                                                                     caps_out, cols, batch, args)
+        if refusal:
+            return refusal
+        mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
+        nc = _matmul_chunk_rows(n, mb, span, depth)
+        if nc < 1:
+            args[0], args[1] = mb, depth
+            return REFUSED_CHUNK
+        for part in range(2):
+            chunk_rows, times = (nc, n // nc) if part == 0 else (n % nc, 1)
+            if chunk_rows == 0 or times == 0:
+                continue
+            kr = _matmul_chunking(mb, chunk_rows, depth, rows, words)
+            if kr < 1:
+                args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
+                return REFUSED_RUN
+            runs = ceil_div(kc, kr)
+            counts[RUNS] += times * runs
+            counts[PHASE_CYCLES] += times * ((runs - 1) * matmul_run_cycles(kr * mb, chunk_rows, rows, cols)
+                                             + matmul_run_cycles((kc - (runs - 1) * kr) * mb, chunk_rows, rows, cols))
+            counts[MATMULS] += times * kc * mb
+            counts[MATMUL_ROWS] += times * kc * mb * chunk_rows
+            counts[ACCUMULATE] += times * (kc - 1) * mb * chunk_rows
+            if span > 1:  # one ACT per capsule type, over its span blocks
+                _act(counts, cols, func, span * chunk_rows, capsule, times * (m // capsule), False)
+                continue
+            full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
+            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
+            if last_width:
+                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
+        return FITS
+    if kind == CLASSCAPS:
+        n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
+        kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
+        k = classcaps_packing(caps_in, rows)
+        ci = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
+        if ci < 1:
+            args[0], args[1], args[2], args[3] = k, caps_in, flat, batch
+            return REFUSED_CLASSCAPS
+        data_rows = batch * k  # per MATMUL
+        for part in range(2):
+            run_caps, times = (ci, n_caps // ci) if part == 0 else (n_caps % ci, 1)
+            if run_caps == 0 or times == 0:
+                continue
+            groups = ceil_div(run_caps, k)
+            counts[RUNS] += times
+            counts[MATMULS] += times * groups * kc * mb
+            counts[MATMUL_ROWS] += times * groups * data_rows * kc * mb
+            counts[ACCUMULATE] += times * groups * data_rows * (kc - 1) * mb
+            psum_rows = groups * data_rows * mb  # `classcaps_act_pieces` in closed form
+            _act(counts, cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * (psum_rows // ACT_MAX_ROWS), False)
+            if psum_rows % ACT_MAX_ROWS:
+                _act(counts, cols, FUNC_NONE, psum_rows % ACT_MAX_ROWS, cols, times, False)
+            counts[PHASE_CYCLES] += times * matmul_run_cycles(groups * kc * mb, data_rows, rows, cols)
+        return FITS
+    if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
+        refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
+            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
+        if refusal:
+            return refusal
+        mb, tiles = _blocks(m, width, capsule, span), operands * chunks
+        nc, pr = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
+        if pr < 1:
+            args[0], args[1], args[2] = mb, depth, words
+            return REFUSED_ELEMENTWISE
+        runs = ceil_div(operands, pr)
+        full_blocks, last_width = m // width, m % width
+        for part in range(2):
+            chunk_rows, times = (nc, n // nc) if part == 0 else (n % nc, 1)
+            if chunk_rows == 0 or times == 0:
+                continue
+            counts[RUNS] += times * runs
+            counts[PHASE_CYCLES] += times * (
+                (runs - 1) * matmul_run_cycles(pr * chunks * mb, chunk_rows, rows, cols)
+                + matmul_run_cycles((operands - (runs - 1) * pr) * chunks * mb, chunk_rows, rows, cols))
+            counts[MATMULS] += times * tiles * mb
+            counts[MATMUL_ROWS] += times * tiles * mb * chunk_rows
+            counts[ACCUMULATE] += times * (tiles - 1) * mb * chunk_rows
+            if span > 1:
+                _act(counts, cols, FUNC_SQUASH, span * chunk_rows, length, times * (m // length), False)
+                continue
+            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
+            if last_width:
+                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
+        return FITS
+    counts[RUNS] += 1  # a lone activation: one ACT, whatever the batch
+    _act(counts, cols, kind - RELU + FUNC_RELU, n_in, caps_in, 1, False)
+    return FITS
 
 
 def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:
     """Instruction counts (`COUNT_FIELDS`) of `op` for one batch of `config.batch` images under the
-    tiling rules (lone activations: one ACT, whatever the batch), in closed form: exact integers, and
-    no memory or time that grows with the operation's size or the batch. `kind` is one of `KINDS`,
-    a lone activation, or "routing": a whole routing of `routings` iterations (the sum of its
-    phases' counts), or one of `CHAIN_KINDS`. `MappingError` when the operation does not fit the array."""
-    if kind == "routing":
-        phases = [plan_counts(phase, op, config, routings) for phase in routing_phases(routings)]
-        return {name: sum(counts[name] for counts in phases) for name in phases[0]}
-    if kind in ROUTING_PHASES and config.batch > 1:  # per image: the batch's routings run in turn
-        single = plan_counts(kind, op, dataclasses.replace(config, batch=1), routings)
-        return {name: config.batch * value for name, value in single.items()}
-    counts = {name: 0 for name in COUNT_FIELDS}
-
-    def act(func, n, length, times=1, column=False):
-        span, width, last_width = act_lanes(config.cols, func, length)
-        groups = ceil_div(n, span)
-        rows, elements = groups * span, groups * ((span - 1) * width + last_width)
-        counts["acts"] += times
-        counts["act_rows"] += times * rows
-        counts["act_elements"] += times * elements
-        counts["act_spans"] += times * span
-        if column:
-            counts["acts_column"] += times
-            counts["act_elements_column"] += times * elements
-        else:
-            counts["act_rows_row"] += times * rows
-
-    if kind in ("conv", "convcaps", "convcaps3d"):
-        shape = matmul_shape(kind, op, config)
-        mb, kc = shape.blocks, ceil_div(shape.k, config.rows)
-        nc = matmul_chunk_rows(shape, config)
-        for chunk_rows, times in ((nc, shape.n // nc), (shape.n % nc, 1)):
-            if chunk_rows == 0 or times == 0:
-                continue
-            kr = matmul_chunking(shape, config, chunk_rows)
-            runs = ceil_div(kc, kr)
-            counts["runs"] += times * runs
-            counts["matmul_phase_cycles"] += times * (
-                (runs - 1) * matmul_run_cycles(kr * mb, chunk_rows, config.rows, config.cols)
-                + matmul_run_cycles((kc - (runs - 1) * kr) * mb, chunk_rows, config.rows, config.cols))
-            counts["matmuls"] += times * kc * mb
-            counts["matmul_rows"] += times * kc * mb * chunk_rows
-            counts["matmul_rows_accumulate"] += times * (kc - 1) * mb * chunk_rows
-            if shape.span > 1:  # one ACT per capsule type, over its span blocks
-                act(shape.func, shape.span * chunk_rows, shape.capsule, times * (shape.m // shape.capsule))
-                continue
-            full_blocks, last_width = divmod(shape.m, shape.width)  # `matmul_blocks` in closed form
-            act(shape.func, chunk_rows, shape.act_length(shape.width), times * full_blocks)
-            if last_width:
-                act(shape.func, chunk_rows, shape.act_length(last_width), times)
-    elif kind == "classcaps":
-        n_in, d_in, n_out, dim = classcaps_dims(op)
-        kc, mb = ceil_div(d_in, config.rows), ceil_div(n_out * dim, config.cols)
-        k, ci = classcaps_packing(d_in, config), classcaps_per_run(d_in, n_out * dim, config)
-        rows = config.batch * k  # data rows per MATMUL
-        for run_caps, times in ((ci, n_in // ci), (n_in % ci, 1)):
-            if run_caps and times:
-                groups = ceil_div(run_caps, k)
-                counts["runs"] += times
-                counts["matmuls"] += times * groups * kc * mb
-                counts["matmul_rows"] += times * groups * rows * kc * mb
-                counts["matmul_rows_accumulate"] += times * groups * rows * (kc - 1) * mb
-                full_acts, last_rows = divmod(groups * rows * mb, ACT_MAX_ROWS)  # `classcaps_act_pieces`
-                act("none", ACT_MAX_ROWS, config.cols, times * full_acts)
-                if last_rows:
-                    act("none", last_rows, config.cols, times)
-                counts["matmul_phase_cycles"] += times * matmul_run_cycles(groups * kc * mb, rows, config.rows,
-                                                                           config.cols)
-    elif kind in ROUTING_PHASES:
-        n_in, _, n_out, dim = classcaps_dims(op)
-        g = routing_geometry(n_in, n_out, dim, config, routings)
-        t_j, q_in, rows, cols = g["tJ"], g["q_in"], config.rows, config.cols
-
-        def update(inputs, times, sets=1):
-            """`sets` x KF MATMULs of inputs x tJ rows in runs of mpr (`RoutingLayout._update_runs`),
-            `times` over; all accumulate but the first of a recomputation (sets > 1: it writes)."""
-            n = inputs * t_j
-            full, rest = divmod(g["KF"], g["mpr"])
-            counts["runs"] += times * sets * (full + (rest > 0))
-            counts["matmul_phase_cycles"] += times * sets * (full * matmul_run_cycles(g["mpr"], n, rows, cols)
-                                                             + matmul_run_cycles(rest, n, rows, cols))
-            counts["matmuls"] += times * sets * g["KF"]
-            counts["matmul_rows"] += times * sets * g["KF"] * n
-            counts["matmul_rows_accumulate"] += times * (sets * g["KF"] - (not g["resident"])) * n
-
-        if kind == "routing_update":
-            if g["resident"]:
-                update(g["na"], n_in // g["na"])
-                if n_in % g["na"]:
-                    update(n_in % g["na"], 1)
-            return counts
-        last_inputs = n_in - (g["Q"] - 1) * q_in  # the last chunk's
-        per_pair = n_out * g["tD"]
-        full_blocks, rest_chunks = divmod(g["Q"], g["nq"])
-        blocks = ([(g["nq"], full_blocks, False), (rest_chunks, 1, True)] if rest_chunks
-                  else [(g["nq"], full_blocks - 1, False), (g["nq"], 1, True)])
-        for chunks, times, has_last in blocks:
-            if not times:
-                continue
-            if kind == "routing_softmax":
-                inputs = chunks * q_in - (q_in - last_inputs if has_last else 0)
-                if not g["resident"]:
-                    update(inputs, times, g["recompute"])
-                act("softmax", q_in * t_j, n_out, times * (chunks - has_last), column=True)
-                if has_last:
-                    act("softmax", last_inputs * t_j, n_out, times, column=True)
-                counts["runs"] += times * ceil_div(chunks, g["acts_per_run"])
-            pairs = chunks * per_pair
-            full_runs, rest = divmod(pairs, g["pairs_per_run"])
-            counts["runs"] += times * (full_runs + (rest > 0))
-            counts["matmul_phase_cycles"] += times * (full_runs * matmul_run_cycles(g["pairs_per_run"], 1, rows, cols)
-                                                      + matmul_run_cycles(rest, 1, rows, cols))
-            counts["matmuls"] += times * pairs
-            counts["matmul_rows"] += times * pairs
-            counts["matmul_rows_routing"] += times * pairs
-        counts["matmul_rows_accumulate"] += (g["Q"] - 1) * per_pair
-        act("squash", cols * g["tD"], dim, t_j - 1, column=True)
-        act("squash", (n_out - (t_j - 1) * cols) * g["tD"], dim, 1, column=True)
-        counts["runs"] += 1
-    elif kind in CHAIN_KINDS:
-        shape = elementwise_shape(kind, op, config)
-        columns = shape.columns
-        full_blocks, last_width = divmod(shape.m, columns.width)
-        mb, tiles = columns.blocks, shape.operands * shape.chunks
-        nc, pr = elementwise_chunking(shape, config)
-        runs = ceil_div(shape.operands, pr)
-        for chunk_rows, times in ((nc, shape.n // nc), (shape.n % nc, 1)):
-            if chunk_rows == 0 or times == 0:
-                continue
-            counts["runs"] += times * runs
-            counts["matmul_phase_cycles"] += times * (
-                (runs - 1) * matmul_run_cycles(pr * shape.chunks * mb, chunk_rows, config.rows, config.cols)
-                + matmul_run_cycles((shape.operands - (runs - 1) * pr) * shape.chunks * mb, chunk_rows,
-                                    config.rows, config.cols))
-            counts["matmuls"] += times * tiles * mb
-            counts["matmul_rows"] += times * tiles * mb * chunk_rows
-            counts["matmul_rows_accumulate"] += times * (tiles - 1) * mb * chunk_rows
-            if columns.span > 1:
-                act("squash", columns.span * chunk_rows, shape.length, times * (shape.m // shape.length))
-                continue
-            act(shape.func, chunk_rows, columns.act_length(columns.width), times * full_blocks)
-            if last_width:
-                act(shape.func, chunk_rows, columns.act_length(last_width), times)
-    elif kind in ACTIVATIONS:
-        counts["runs"] += 1
-        act(kind, op.n_in, op.caps_in)
-    else:
+    tiling rules (lone activations: one ACT, whatever the batch), in closed form (`count_step`): exact
+    integers, and no memory or time that grows with the operation's size or the batch. `kind` is one
+    of `KINDS`, a lone activation, or "routing": a whole routing of `routings` iterations (the sum of
+    its phases' counts), or one of `CHAIN_KINDS`. `MappingError` when the operation does not fit the
+    array."""
+    if kind not in STEP_KINDS:
         known = ", ".join(KINDS + CHAIN_KINDS + ACTIVATIONS + ("routing",))
         raise MappingError(f"unknown operation kind {kind!r} (known: {known})")
-    return counts
+    routing_phases(routings)  # refuses a malformed `routings`
+    counts = np.zeros(len(COUNT_FIELDS), np.int64)
+    args = np.zeros(REFUSAL_ARGS, np.int64)
+    n_in, ch_in, caps_in, kernel, _, n_out, ch_out, caps_out = _op_fields(op)
+    refusal = count_step(STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out,
+                         *_config_fields(config), routings, counts, args)
+    if refusal:
+        raise _refusal(refusal, args)
+    return dict(zip(COUNT_FIELDS, counts.tolist()))

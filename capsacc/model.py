@@ -7,7 +7,7 @@ import numpy as np
 
 from capsacc import calibrated, kernels
 from capsacc.accelerator import Accelerator
-from capsacc.errors import AcceleratorConfigError, GenotypeFormatError
+from capsacc.errors import AcceleratorConfigError, GenotypeFormatError, InputError
 from capsacc.network import (DESCRIPTOR_FIELDS, FIELD_LIMITS, MAX_COUNT, MAX_DESCRIPTORS, MAX_MACS, OP_KINDS,
                              Network, check_counts, check_descriptors, expand)
 
@@ -227,9 +227,9 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
                   accelerator: Accelerator) -> BatchEstimate:
     """The totals of `estimate` for many networks at once, bit-identical to it.
 
-    A `GenotypeBatch` is expanded and costed in one pass, without building an operation table.
-    A calibrated accelerator needs the operations' shapes: give networks or a `GenotypeBatch`
-    (costed network by network with `estimate`), not an `OperationBatch`.
+    A `GenotypeBatch` is expanded and costed in one pass, without building an operation table, by
+    either model. A calibrated accelerator needs the operations' shapes: give networks or a
+    `GenotypeBatch`, not an `OperationBatch`.
     """
     if accelerator.calibration is not None:
         return _calibrated_many(networks, accelerator)
@@ -244,17 +244,29 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
 
 
 def _calibrated_many(networks, accelerator: Accelerator) -> BatchEstimate:
+    """`estimate_many` on a calibrated accelerator: a `GenotypeBatch` by the numba kernel
+    `capsacc.calibrated.genotype_costs` (one pass, no operation objects), networks one by one. A
+    genotype that does not cost (an operation that does not fit the array) raises the error of
+    `estimate`, naming the genotype."""
     if isinstance(networks, OperationBatch):
         raise AcceleratorConfigError("the calibrated model needs operation shapes: pass networks or a "
                                      "GenotypeBatch, not an OperationBatch")
     if isinstance(networks, GenotypeBatch):
-        networks = [Network(tuple(expand(networks.descriptors[a:b].tolist())))
-                    for a, b in zip(networks.offsets[:-1], networks.offsets[1:])]
-    results = [estimate(network, accelerator) for network in networks]
-    cycles = np.array([r.cycles for r in results], dtype=np.int64)
-    weights = np.array([r.weights for r in results], dtype=np.int64)
-    return BatchEstimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6),
-                         energy_mJ=np.array([r.energy_mJ for r in results], dtype=np.float64),
+        calibration = accelerator.calibration
+        cycles, energy, weights, errors = calibrated.genotype_costs(
+            networks.descriptors, networks.offsets, *calibration.kernel_arrays, calibration.period_ns)
+        for j in np.flatnonzero(errors).tolist():
+            start, end = networks.offsets[j], networks.offsets[j + 1]
+            try:
+                estimate(Network(tuple(expand(networks.descriptors[start:end].tolist()))), accelerator)
+            except InputError as error:
+                raise type(error)(f"genotype {j}: {error}") from None
+    else:
+        results = [estimate(network, accelerator) for network in networks]
+        cycles = np.array([r.cycles for r in results], dtype=np.int64)
+        energy = np.array([r.energy_mJ for r in results], dtype=np.float64)
+        weights = np.array([r.weights for r in results], dtype=np.int64)
+    return BatchEstimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                          weights=weights, memory_KiB=weights / 1024, model=calibrated.MODEL_VERSION)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from capsacc.errors import GenotypeFormatError
 from capsacc.files import read_json
@@ -34,6 +35,12 @@ from capsacc.files import read_json
 DESCRIPTOR_FIELDS = ("type", "n_in", "ch_in", "caps_in", "kernel", "stride", "n_out", "ch_out", "caps_out")
 OP_KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing")
 """Hardware operation kinds; an operation's kind code is its index here."""
+OP_CONV, OP_CONVCAPS, OP_CONVCAPS3D, OP_CLASSCAPS, OP_ROUTING = range(5)
+"""Kind codes of `OP_KINDS`."""
+OP_FIELDS = ("kind",) + DESCRIPTOR_FIELDS[1:]
+"""Columns of an operation row (`descriptor_operations`): kind code, then the eight shape fields."""
+MAX_DESCRIPTOR_OPERATIONS = 7
+"""Most operations one descriptor expands into (a CapsCell network's class layer)."""
 LAYER_TYPES = {0: "conv", 1: "capsule (Sabour et al.)", 2: "CapsCell (DeepCaps)"}
 CONV, SABOUR, CAPSCELL = 0, 1, 2
 """Layer type codes of a descriptor's first field."""
@@ -94,16 +101,19 @@ class Operation:
     @property
     def weights(self) -> int:
         """Weights held in memory (Table 1 of NASCaps), one byte each."""
-        if self.kind == "routing":
-            return self.ch_in * self.kernel ** 2 * self.ch_out
-        return (self.ch_in * self.kernel_volume + 1) * self.ch_out * self.caps_out * self.caps_in
+        return self._table1[0]
 
     @property
     def sums_per_out(self) -> int:
         """Products summed into one output value (Table 1)."""
-        if self.kind == "routing":
-            return self.caps_in
-        return (self.kernel_volume + 1) * self.ch_in * self.caps_in
+        return self._table1[1]
+
+    @property
+    def _table1(self) -> tuple[int, int, int]:
+        """`table1` in exact Python integers (its Python function: no 64-bit wrap-around, so that
+        `check_counts` sees the true counts)."""
+        return table1.py_func(OP_KINDS.index(self.kind), self.ch_in, self.caps_in, self.kernel, self.n_out,
+                              self.ch_out, self.caps_out)
 
     @property
     def macs(self) -> int:
@@ -120,9 +130,23 @@ class Operation:
     @property
     def data_per_weight(self) -> int:
         """Data values streamed past one loaded weight (Table 1)."""
-        if self.kind in ("classcaps", "routing"):
-            return 1
-        return self.n_out ** 2 * self.ch_in * self.caps_in
+        return self._table1[2]
+
+
+@njit(cache=True)
+def table1(kind, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
+    """(weights, sums_per_out, data_per_weight) of an operation of kind code `kind` (`OP_KINDS`), Table 1
+    of NASCaps: the one definition, run by the numba kernels and (exactly, in Python integers) by
+    `Operation`."""
+    volume = kernel * kernel * kernel if kind == OP_CONVCAPS3D else kernel * kernel
+    if kind == OP_ROUTING:
+        weights = ch_in * kernel * kernel * ch_out
+        sums = caps_in
+    else:
+        weights = (ch_in * volume + 1) * ch_out * caps_out * caps_in
+        sums = (volume + 1) * ch_in * caps_in
+    data = 1 if kind == OP_CLASSCAPS or kind == OP_ROUTING else n_out * n_out * ch_in * caps_in
+    return weights, sums, data
 
 
 def parse_genotype(genotype) -> tuple[list[list[int]], int, int]:
@@ -278,25 +302,53 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+@njit(cache=True)
+def descriptor_operations(descriptor, position, last, out):
+    """Write the operations of layer descriptor `descriptor` (nine integers), at `position` of a
+    genotype whose last descriptor is at `last`, into the first rows of `out` (at least
+    `MAX_DESCRIPTOR_OPERATIONS` rows of the `OP_FIELDS` columns), by the expansion of docs/model.md;
+    return their count. The one definition of the expansion, run by `expand` and the numba kernels.
+    The inner convolutions of a CapsCell (after the first, strided one) take the first one's output:
+    n_out-sided maps of ch_out capsules of caps_out atoms, stride 1."""
+    t, kernel, n_out, ch_out, caps_out = descriptor[0], descriptor[4], descriptor[6], descriptor[7], descriptor[8]
+    if t == CONV:
+        kinds = (OP_CONV, -1, -1, -1, -1, -1, -1)
+    elif t == SABOUR and position < last:
+        kinds = (OP_CONVCAPS, -1, -1, -1, -1, -1, -1)
+    elif t == SABOUR:
+        kinds = (OP_CLASSCAPS, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, -1)
+    elif position < last - 1:
+        kinds = (OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS, -1, -1, -1)
+    elif position == last - 1:
+        kinds = (OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS3D, -1, -1, -1)
+    else:
+        kinds = (OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_CLASSCAPS)
+    count = 0
+    for kind in kinds:
+        if kind < 0:
+            break
+        out[count, 0] = kind
+        inner = t == CAPSCELL and kind == OP_CONVCAPS and 0 < count
+        for field in range(1, 9):
+            out[count, field] = descriptor[field]
+        if inner:
+            out[count, 1], out[count, 2], out[count, 3], out[count, 5] = n_out, ch_out, caps_out, 1
+        count += 1
+    return count
+
+
 def _descriptor_operations(i: int, descriptor: list[int], last: int) -> list[tuple[str, list[int]]]:
-    """The operations (kind, eight shape fields) of descriptor `i` of a genotype whose last
-    descriptor is `last`, by the expansion of docs/model.md. The inner convolutions of a CapsCell
-    (after the first, strided one) take the first one's output: n_out-sided maps of ch_out capsules
-    of caps_out atoms, stride 1."""
-    kind, *fields = descriptor
-    n_in, ch_in, caps_in, kernel, stride, n_out, ch_out, caps_out = fields
-    inner = [n_out, ch_out, caps_out, kernel, 1, n_out, ch_out, caps_out]
-    if kind == CONV:
-        return [("conv", fields)]
-    if kind == SABOUR and i < last:
-        return [("convcaps", fields)]
-    if kind == SABOUR:
-        return [("classcaps", fields)] + [("routing", fields)] * 5
-    if i < last - 1:
-        return [("convcaps", fields)] + [("convcaps", inner)] * 3
-    if i == last - 1:
-        return [("convcaps", fields)] + [("convcaps", inner)] * 2 + [("convcaps3d", fields)]
-    return [("routing", fields)] * 6 + [("classcaps", fields)]
+    """The operations (kind, eight shape fields, Python integers) of descriptor `i` of a genotype whose
+    last descriptor is `last` (`descriptor_operations`)."""
+    rows = np.empty((MAX_DESCRIPTOR_OPERATIONS, len(OP_FIELDS)), np.int64)
+    count = descriptor_operations(np.asarray(descriptor, np.int64), i, last, rows)
+    return [(OP_KINDS[row[0]], row[1:]) for row in rows[:count].tolist()]
+
+
+def operation_rows(operations) -> np.ndarray:
+    """Operations as the int64 rows of `OP_FIELDS` (n_ops, 9) that the numba kernels take."""
+    return np.array([(OP_KINDS.index(op.kind), op.n_in, op.ch_in, op.caps_in, op.kernel, op.stride, op.n_out, op.ch_out,
+                      op.caps_out) for op in operations], np.int64).reshape(-1, len(OP_FIELDS))
 
 
 def expand(descriptors: list[list[int]]) -> list[Operation]:
@@ -336,7 +388,7 @@ class Network:
             raise KeyError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
         return cls.from_genotype(PRESETS[name], name)
 
-    @property
+    @functools.cached_property
     def weights(self) -> int:
         """Weights of all operations (the published model counts routing coefficients too)."""
         return sum(op.weights for op in self.operations)
@@ -345,6 +397,13 @@ class Network:
     def macs(self) -> int:
         """Multiply-accumulates of one inference, summed over the operations (`Operation.macs`)."""
         return sum(op.macs for op in self.operations)
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """The operations as a read-only int64 array of shape (n_ops, 9) (`operation_rows`)."""
+        rows = operation_rows(self.operations)
+        rows.flags.writeable = False
+        return rows
 
     @functools.cached_property
     def table(self) -> np.ndarray:
