@@ -376,10 +376,15 @@ def classcaps_dims(op) -> tuple[int, int, int, int]:
     return op.n_in ** 2 * op.ch_in, op.caps_in, op.ch_out, op.caps_out
 
 
+def classcaps_packing(d_in: int, config: ArrayConfig) -> int:
+    """k: ClassCaps input capsules of `d_in` atoms packed into one R-row weight tile (module docstring,
+    `_classcaps_packing`)."""
+    return _classcaps_packing(d_in, config.rows)
+
+
 @njit(cache=True)
-def classcaps_packing(d_in, rows):
-    """k: ClassCaps input capsules of `d_in` atoms packed into one R-row weight tile (R = `rows`;
-    module docstring).
+def _classcaps_packing(d_in, rows):
+    """k of `classcaps_packing` on R = `rows`.
 
     A MATMUL of n < R rows is load bound (R cycles per tile, docs/rtl.md): one capsule per tile
     (n = 1) loads R - d_in rows of zeros and streams one row in the R cycles. k capsules per tile
@@ -391,7 +396,7 @@ def classcaps_packing(d_in, rows):
 @njit(cache=True)
 def _classcaps_per_run(d_in, flat, rows, cols, depth, words, batch):
     """ci of `classcaps_per_run` (0: refused)."""
-    k = classcaps_packing(d_in, rows)
+    k = _classcaps_packing(d_in, rows)
     kc, mb = ceil_div(d_in, rows), ceil_div(flat, cols)
     group_rows = mb * batch * k
     groups = min(depth // (batch * k * kc), depth // (mb * (kc * rows + batch * k)), (words - 2) // (kc * mb),
@@ -407,7 +412,7 @@ def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
     ci = _classcaps_per_run(d_in, flat, config.rows, config.cols, config.buffer_depth, config.program_depth,
                             config.batch)
     if ci < 1:
-        raise _refusal(REFUSED_CLASSCAPS, (classcaps_packing(d_in, config.rows), d_in, flat, config.batch))
+        raise _refusal(REFUSED_CLASSCAPS, (classcaps_packing(d_in, config), d_in, flat, config.batch))
     return ci
 
 
@@ -858,7 +863,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
     if kind == CLASSCAPS:
         n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
         kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
-        k = classcaps_packing(caps_in, rows)
+        k = _classcaps_packing(caps_in, rows)
         ci = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
         if ci < 1:
             args[0], args[1], args[2], args[3] = k, caps_in, flat, batch

@@ -50,3 +50,17 @@ def small_genotypes(draw, max_side: int = 8):
         layers.append([layer_type, side, channels, atoms, kernel, stride, n_out, ch_out, caps_out])
         side, channels, atoms = n_out, ch_out, caps_out
     return layers + [[-1], [1]]
+
+
+@st.composite
+def search_genotypes(draw):
+    """A genotype of the search's own operators (`nas.operators`): two parents drawn by
+    `random_genotype` from the quick or the paper space (`nas.cli.load_space`), crossed and mutated
+    (`variation`), seeded by hypothesis; one of the two children."""
+    import numpy as np
+    from nas.cli import load_space
+    from nas.operators import random_genotype, variation
+    space = load_space(draw(st.sampled_from(("quick", "paper"))))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    children = variation(space)(random_genotype(space, rng), random_genotype(space, rng), rng)
+    return children[draw(st.integers(0, 1))].to_list()
