@@ -14,6 +14,12 @@ A calibration's array runs a batch of `config.batch` images at once (`capsacc.ma
 ceil(batch cycles / B), its energy per image the batch's energy / B. These are throughput
 figures: the batch's latency is B times an image's share. The coefficients do not depend on the
 batch (the features count the batch's instructions), so one calibration serves every batch.
+
+The model runs as numba kernels: `_cost_network` costs one network's steps (the counting rules of
+`capsacc.mapping`, the features, the prediction, the per-image share) for `network_costs` (`estimate`)
+and, genotype after genotype, for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give
+the same totals bit for bit. A step's cost is a function of its kind and shape alone: a memo of the
+costs already computed (`_memo`) skips the counting for steps that networks share.
 """
 
 import dataclasses

@@ -94,9 +94,10 @@ def _descriptor_rows(descriptor, position, last, operations, out):
     (`capsacc.network.table1`) into the rows of `out` (at least 7 x 4); return their count."""
     count = descriptor_operations(descriptor, position, last, operations)
     for row in range(count):
-        op = operations[row]
-        out[row, 0] = op[0]
-        out[row, 1], out[row, 2], out[row, 3] = table1(op[0], op[2], op[3], op[4], op[6], op[7], op[8])
+        out[row, 0] = operations[row, 0]
+        out[row, 1], out[row, 2], out[row, 3] = table1(operations[row, 0], operations[row, 2], operations[row, 3],
+                                                       operations[row, 4], operations[row, 6], operations[row, 7],
+                                                       operations[row, 8])
     return count
 
 

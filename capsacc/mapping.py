@@ -2,7 +2,10 @@
 
 One rule set serves both sides: `sim.driver` builds the RTL programs by these rules, and the
 calibrated model (`capsacc.calibrated`) counts the instructions they produce in closed form
-(`plan_counts`), without simulating. The rules place one batch of B = `ArrayConfig.batch` images
+(`plan_counts`), without simulating. The rules are numba-compiled integer functions (`count_step`,
+`chain_steps`, `_routing_geometry`, ...): `plan_counts`, `chain` and the shape functions the driver
+uses call them, and so do the calibrated model's kernels, which cost whole batches of genotypes. A
+refusal is a code of `REFUSALS` and its numbers, which the Python functions raise as `MappingError`. The rules place one batch of B = `ArrayConfig.batch` images
 (the same network, so the same weights): the counts are the batch's. Shapes of the operations (a
 NASCaps `Operation`):
 

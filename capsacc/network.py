@@ -133,7 +133,7 @@ class Operation:
         return self._table1[2]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def table1(kind, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
     """(weights, sums_per_out, data_per_weight) of an operation of kind code `kind` (`OP_KINDS`), Table 1
     of NASCaps: the one definition, run by the numba kernels and (exactly, in Python integers) by
@@ -310,31 +310,45 @@ def descriptor_operations(descriptor, position, last, out):
     return their count. The one definition of the expansion, run by `expand` and the numba kernels.
     The inner convolutions of a CapsCell (after the first, strided one) take the first one's output:
     n_out-sided maps of ch_out capsules of caps_out atoms, stride 1."""
-    t, kernel, n_out, ch_out, caps_out = descriptor[0], descriptor[4], descriptor[6], descriptor[7], descriptor[8]
+    t = descriptor[0]
     if t == CONV:
-        kinds = (OP_CONV, -1, -1, -1, -1, -1, -1)
-    elif t == SABOUR and position < last:
-        kinds = (OP_CONVCAPS, -1, -1, -1, -1, -1, -1)
-    elif t == SABOUR:
-        kinds = (OP_CLASSCAPS, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, -1)
-    elif position < last - 1:
-        kinds = (OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS, -1, -1, -1)
-    elif position == last - 1:
-        kinds = (OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS, OP_CONVCAPS3D, -1, -1, -1)
+        _operation_row(out, 0, OP_CONV, descriptor, False)
+        return 1
+    if t == SABOUR and position < last:
+        _operation_row(out, 0, OP_CONVCAPS, descriptor, False)
+        return 1
+    if t == SABOUR:
+        _operation_row(out, 0, OP_CLASSCAPS, descriptor, False)
+        for row in range(1, 6):
+            _operation_row(out, row, OP_ROUTING, descriptor, False)
+        return 6
+    if position < last - 1:
+        _operation_row(out, 0, OP_CONVCAPS, descriptor, False)
+        for row in range(1, 4):
+            _operation_row(out, row, OP_CONVCAPS, descriptor, True)
+        return 4
+    if position == last - 1:
+        _operation_row(out, 0, OP_CONVCAPS, descriptor, False)
+        for row in range(1, 3):
+            _operation_row(out, row, OP_CONVCAPS, descriptor, True)
+        _operation_row(out, 3, OP_CONVCAPS3D, descriptor, False)
+        return 4
+    for row in range(6):
+        _operation_row(out, row, OP_ROUTING, descriptor, False)
+    _operation_row(out, 6, OP_CLASSCAPS, descriptor, False)
+    return 7
+
+
+@njit(cache=True, inline="always")
+def _operation_row(out, row, kind, descriptor, inner):
+    """Write row `row` of `out`: an operation of kind code `kind` with the shape of `descriptor`, or
+    (`inner`) of a CapsCell's inner convolution: the descriptor's output as its input, stride 1."""
+    out[row, 0] = kind
+    if inner:
+        out[row, 1], out[row, 2], out[row, 3], out[row, 5] = descriptor[6], descriptor[7], descriptor[8], 1
     else:
-        kinds = (OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_ROUTING, OP_CLASSCAPS)
-    count = 0
-    for kind in kinds:
-        if kind < 0:
-            break
-        out[count, 0] = kind
-        inner = t == CAPSCELL and kind == OP_CONVCAPS and 0 < count
-        for field in range(1, 9):
-            out[count, field] = descriptor[field]
-        if inner:
-            out[count, 1], out[count, 2], out[count, 3], out[count, 5] = n_out, ch_out, caps_out, 1
-        count += 1
-    return count
+        out[row, 1], out[row, 2], out[row, 3], out[row, 5] = descriptor[1], descriptor[2], descriptor[3], descriptor[5]
+    out[row, 4], out[row, 6], out[row, 7], out[row, 8] = descriptor[4], descriptor[6], descriptor[7], descriptor[8]
 
 
 def _descriptor_operations(i: int, descriptor: list[int], last: int) -> list[tuple[str, list[int]]]:
