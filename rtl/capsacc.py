@@ -83,6 +83,18 @@ COUNTERS = (
 COUNTER_BITS = 48
 
 
+def host_members(addr_bits: int) -> dict:
+    """The host side of a simulation top (`CapsAcc`, `rtl.offchip.CapsAccSystem`): a buffer port
+    (select, `addr_bits`-bit row address, 64-bit lane group, write data and enable, read data), start,
+    busy and done, and a performance-counter read port (`COUNTERS` by index)."""
+    return {
+        "host_sel": In(3), "host_addr": In(addr_bits), "host_lane": In(6),
+        "host_wdata": In(64), "host_we": In(1), "host_rdata": Out(64),
+        "start": In(1), "busy": Out(1), "done": Out(1),
+        "counter_sel": In(4), "counter": Out(COUNTER_BITS),
+    }
+
+
 def check_buildable(config: ArrayConfig) -> None:
     """Raise `AcceleratorConfigError` (a ValueError) naming the parameter of `config` that this RTL
     cannot build: the instruction fields bound the columns (ACT length, 6 bits) and the depths
@@ -127,12 +139,7 @@ class CapsAcc(wiring.Component):
         check_buildable(self.config)
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
         super().__init__({
-            "offchip": Out(OffchipSignature(offchip_bytes_per_cycle)),
-            "host_sel": In(3), "host_addr": In(16), "host_lane": In(6),
-            "host_wdata": In(64), "host_we": In(1), "host_rdata": Out(64),
-            "start": In(1), "busy": Out(1), "done": Out(1),
-            "counter_sel": In(4), "counter": Out(COUNTER_BITS),
-        })
+            "offchip": Out(OffchipSignature(offchip_bytes_per_cycle)), **host_members(16)})
 
     def elaborate(self, platform):
         m = Module()

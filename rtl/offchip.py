@@ -20,7 +20,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.capsacc import COUNTER_BITS, CapsAcc
+from rtl.capsacc import CapsAcc, host_members
 from rtl.dma import OffchipSignature
 
 SEL_OFFCHIP = 5
@@ -120,12 +120,7 @@ class CapsAccSystem(wiring.Component):
         self.config, self.offchip_depth, self.verilog_memory = config, offchip_depth, verilog_memory
         self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
         self.accelerator = CapsAcc(**config.hardware())
-        super().__init__({
-            "host_sel": In(3), "host_addr": In(HOST_ADDR_BITS), "host_lane": In(6),
-            "host_wdata": In(64), "host_we": In(1), "host_rdata": Out(64),
-            "start": In(1), "busy": Out(1), "done": Out(1),
-            "counter_sel": In(4), "counter": Out(COUNTER_BITS),
-        })
+        super().__init__(host_members(HOST_ADDR_BITS))
 
     def elaborate(self, platform):
         m = Module()
