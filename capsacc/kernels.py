@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
+from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, descriptor_operation, operation_table1
 
 PARAMS = ("rows", "cols", "inputs_per_pe", "pe_stages", "pe_power_mW", "reg_power_mW", "period_ns")
 
@@ -87,51 +87,50 @@ def batch_totals(table, offsets, params):
     return cycles, energy, weights
 
 
-@njit(cache=True)
-def _descriptor_rows(descriptor, position, last, operations, out):
-    """Expand `descriptor` (`capsacc.network.descriptor_operations` into `operations`, a scratch of
-    7 x 9) and write each operation's kind code, weights, sums_per_out and data_per_weight
-    (`capsacc.network.table1`) into the rows of `out` (at least 7 x 4); return their count."""
-    count = descriptor_operations(descriptor, position, last, operations)
-    for row in range(count):
-        out[row, 0] = operations[row, 0]
-        out[row, 1], out[row, 2], out[row, 3] = table1(operations[row, 0], operations[row, 2], operations[row, 3],
-                                                       operations[row, 4], operations[row, 6], operations[row, 7],
-                                                       operations[row, 8])
+@njit(cache=True, inline="always")
+def _operation_count(descriptors, offsets, j):
+    """Operations of genotype j of flattened genotypes (`expand_batch`)."""
+    last = offsets[j + 1] - offsets[j] - 1
+    count = 0
+    for i in range(offsets[j], offsets[j + 1]):
+        for row in range(MAX_DESCRIPTOR_OPERATIONS):
+            kind, _ = descriptor_operation(descriptors[i, 0], i - offsets[j], last, row)
+            if kind < 0:
+                break
+            count += 1
     return count
 
 
 @njit(cache=True)
 def expand_batch(descriptors, offsets):
     """Expand flattened genotypes (descriptors int64 (n_desc, 9); genotype j owns rows
-    offsets[j]:offsets[j+1]) into an operation table and its offsets, by the published rules."""
+    offsets[j]:offsets[j+1]) into an operation table and its offsets, by the published rules
+    (`capsacc.network.descriptor_operation`, `capsacc.network.table1`)."""
     n = offsets.shape[0] - 1
-    operations = np.empty((MAX_DESCRIPTOR_OPERATIONS, len(OP_FIELDS)), np.int64)
-    scratch = np.empty((MAX_DESCRIPTOR_OPERATIONS, 4), np.int64)
     op_offsets = np.zeros(n + 1, np.int64)
     for j in range(n):
-        last = offsets[j + 1] - offsets[j] - 1
-        count = 0
-        for i in range(offsets[j], offsets[j + 1]):
-            count += _descriptor_rows(descriptors[i], i - offsets[j], last, operations, scratch)
-        op_offsets[j + 1] = op_offsets[j] + count
+        op_offsets[j + 1] = op_offsets[j] + _operation_count(descriptors, offsets, j)
     table = np.empty((op_offsets[n], 4), np.int64)
     for j in range(n):
-        row = op_offsets[j]
+        out = op_offsets[j]
         last = offsets[j + 1] - offsets[j] - 1
         for i in range(offsets[j], offsets[j + 1]):
-            count = _descriptor_rows(descriptors[i], i - offsets[j], last, operations, scratch)
-            table[row:row + count] = scratch[:count]
-            row += count
+            descriptor = descriptors[i]
+            for row in range(MAX_DESCRIPTOR_OPERATIONS):
+                kind, inner = descriptor_operation(descriptor[0], i - offsets[j], last, row)
+                if kind < 0:
+                    break
+                table[out, 0] = kind
+                table[out, 1], table[out, 2], table[out, 3] = operation_table1(descriptor, kind, inner)
+                out += 1
     return table, op_offsets
 
 
 @njit(cache=True)
 def genotype_totals(descriptors, offsets, params):
-    """`batch_totals` of flattened genotypes, expanding each descriptor on the fly (no table)."""
+    """`batch_totals` of flattened genotypes, each operation's Table 1 row computed from its
+    descriptor on the fly (no table)."""
     n = offsets.shape[0] - 1
-    operations = np.empty((MAX_DESCRIPTOR_OPERATIONS, len(OP_FIELDS)), np.int64)
-    scratch = np.empty((MAX_DESCRIPTOR_OPERATIONS, 4), np.int64)
     cycles = np.zeros(n, np.int64)
     energy = np.zeros(n, np.float64)
     weights = np.zeros(n, np.int64)
@@ -141,12 +140,16 @@ def genotype_totals(descriptors, offsets, params):
         total_energy = 0.0
         total_weights = 0
         for i in range(offsets[j], offsets[j + 1]):
-            count = _descriptor_rows(descriptors[i], i - offsets[j], last, operations, scratch)
-            for r in range(count):
-                _, c, _, _, e = _op_cost(scratch[r, 1], scratch[r, 2], scratch[r, 3], params)
+            descriptor = descriptors[i]
+            for row in range(MAX_DESCRIPTOR_OPERATIONS):
+                kind, inner = descriptor_operation(descriptor[0], i - offsets[j], last, row)
+                if kind < 0:
+                    break
+                w, sums, data = operation_table1(descriptor, kind, inner)
+                _, c, _, _, e = _op_cost(w, sums, data, params)
                 total_cycles += c
                 total_energy += e
-                total_weights += scratch[r, 1]
+                total_weights += w
         cycles[j] = total_cycles
         energy[j] = total_energy
         weights[j] = total_weights

@@ -302,41 +302,52 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+@njit(cache=True, inline="always")
+def descriptor_operation(layer_type, position, last, row):
+    """(kind code, inner) of operation `row` of a layer descriptor of type `layer_type`, at `position`
+    of a genotype whose last descriptor is at `last`; kind code -1 past its last operation. The one
+    definition of the expansion of docs/model.md, run by `descriptor_operations` (`expand`) and the
+    numba kernels. `inner` marks a CapsCell's inner convolution (after the first, strided one): it
+    takes the first one's output, n_out-sided maps of ch_out capsules of caps_out atoms, stride 1."""
+    if layer_type == CONV or (layer_type == SABOUR and position < last):
+        kind = OP_CONV if layer_type == CONV else OP_CONVCAPS
+        return (kind, False) if row == 0 else (-1, False)
+    if layer_type == SABOUR:
+        if row == 0:
+            return OP_CLASSCAPS, False
+        return (OP_ROUTING, False) if row < 6 else (-1, False)
+    if position < last:
+        if row == 0:
+            return OP_CONVCAPS, False
+        if row < 3 or (row == 3 and position < last - 1):
+            return OP_CONVCAPS, True
+        return (OP_CONVCAPS3D, False) if row == 3 else (-1, False)
+    if row < 6:
+        return OP_ROUTING, False
+    return (OP_CLASSCAPS, False) if row == 6 else (-1, False)
+
+
+@njit(cache=True, inline="always")
+def operation_table1(descriptor, kind, inner):
+    """`table1` of the operation of kind code `kind` (and `inner`, `descriptor_operation`) of layer
+    descriptor `descriptor` (nine integers)."""
+    if inner:
+        return table1(kind, descriptor[7], descriptor[8], descriptor[4], descriptor[6], descriptor[7], descriptor[8])
+    return table1(kind, descriptor[2], descriptor[3], descriptor[4], descriptor[6], descriptor[7], descriptor[8])
+
+
 @njit(cache=True)
 def descriptor_operations(descriptor, position, last, out):
     """Write the operations of layer descriptor `descriptor` (nine integers), at `position` of a
     genotype whose last descriptor is at `last`, into the first rows of `out` (at least
-    `MAX_DESCRIPTOR_OPERATIONS` rows of the `OP_FIELDS` columns), by the expansion of docs/model.md;
-    return their count. The one definition of the expansion, run by `expand` and the numba kernels.
-    The inner convolutions of a CapsCell (after the first, strided one) take the first one's output:
-    n_out-sided maps of ch_out capsules of caps_out atoms, stride 1."""
-    t = descriptor[0]
-    if t == CONV:
-        _operation_row(out, 0, OP_CONV, descriptor, False)
-        return 1
-    if t == SABOUR and position < last:
-        _operation_row(out, 0, OP_CONVCAPS, descriptor, False)
-        return 1
-    if t == SABOUR:
-        _operation_row(out, 0, OP_CLASSCAPS, descriptor, False)
-        for row in range(1, 6):
-            _operation_row(out, row, OP_ROUTING, descriptor, False)
-        return 6
-    if position < last - 1:
-        _operation_row(out, 0, OP_CONVCAPS, descriptor, False)
-        for row in range(1, 4):
-            _operation_row(out, row, OP_CONVCAPS, descriptor, True)
-        return 4
-    if position == last - 1:
-        _operation_row(out, 0, OP_CONVCAPS, descriptor, False)
-        for row in range(1, 3):
-            _operation_row(out, row, OP_CONVCAPS, descriptor, True)
-        _operation_row(out, 3, OP_CONVCAPS3D, descriptor, False)
-        return 4
-    for row in range(6):
-        _operation_row(out, row, OP_ROUTING, descriptor, False)
-    _operation_row(out, 6, OP_CLASSCAPS, descriptor, False)
-    return 7
+    `MAX_DESCRIPTOR_OPERATIONS` rows of the `OP_FIELDS` columns), by `descriptor_operation`; return
+    their count."""
+    for row in range(MAX_DESCRIPTOR_OPERATIONS):
+        kind, inner = descriptor_operation(descriptor[0], position, last, row)
+        if kind < 0:
+            return row
+        _operation_row(out, row, kind, descriptor, inner)
+    return MAX_DESCRIPTOR_OPERATIONS
 
 
 @njit(cache=True, inline="always")
