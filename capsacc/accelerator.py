@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import tomli_w
 
+from capsacc.array import ARRAY_LIMITS, ArrayConfig
 from capsacc.calibrated import DEFAULT_BATCH, Calibration
+from capsacc.energy import OFFCHIP_PJ_PER_BYTE
 from capsacc.errors import AcceleratorConfigError
 from capsacc.files import read_text, write_atomic
 from capsacc.kernels import PARAMS
@@ -24,6 +26,8 @@ _INT_RANGES = {
     "pe_stages": (1, 2),
     "data_bits": (8, 8),
     "acc_bits": (8, 32),
+    "offchip_bytes_per_cycle": ARRAY_LIMITS["offchip_bytes_per_cycle"],
+    "offchip_latency_cycles": ARRAY_LIMITS["offchip_latency_cycles"],
 }
 _FIGURES = ("pe_power_mW", "pe_area_um2", "reg_power_mW", "reg_area_um2")
 
@@ -34,7 +38,9 @@ class Accelerator:
 
     The figures are per unit: one PE (8-bit inputs, `acc_bits`-bit output, `inputs_per_pe`
     multipliers, `pe_stages` pipeline stages) and one `acc_bits`-bit accumulator register, both at
-    `period_ns`, from the released 45 nm syntheses unless given explicitly.
+    `period_ns`, from the released 45 nm syntheses unless given explicitly. Its off-chip memory port
+    (`offchip_bytes_per_cycle`, `offchip_latency_cycles`, `offchip_pJ_per_byte`) is the DMA's of the
+    RTL (`capsacc.array.ArrayConfig`, docs/rtl.md "Memory system"); the published model ignores it.
     """
 
     rows: int = 16
@@ -59,6 +65,13 @@ class Accelerator:
     """Power of one accumulator register in mW at `period_ns`."""
     reg_area_um2: float = 494.1729
     """Area of one accumulator register in um²."""
+    offchip_bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle
+    """Bytes the off-chip memory port moves per cycle (one beat), as `ArrayConfig`'s."""
+    offchip_latency_cycles: int = ArrayConfig.offchip_latency_cycles
+    """Cycles from an off-chip read request to its first data, as `ArrayConfig`'s."""
+    offchip_pJ_per_byte: float = OFFCHIP_PJ_PER_BYTE
+    """Energy of one byte moved to or from off-chip memory, pJ (`capsacc.energy.OFFCHIP_PJ_PER_BYTE`:
+    Horowitz, ISSCC 2014, DRAM at 45 nm)."""
     name: str = "published"
     """Label recorded in result files."""
     calibration: Calibration | None = None
@@ -78,6 +91,10 @@ class Accelerator:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
                     or math.isinf(value):
                 raise AcceleratorConfigError(f"'{key}' must be a positive number, got {value!r:.80}")
+        if isinstance(self.offchip_pJ_per_byte, bool) or not isinstance(self.offchip_pJ_per_byte, (int, float)) \
+                or not 0 <= self.offchip_pJ_per_byte < math.inf:
+            raise AcceleratorConfigError(f"'offchip_pJ_per_byte' must be a finite number >= 0, "
+                                         f"got {self.offchip_pJ_per_byte!r:.80}")
         if not isinstance(self.name, str):
             raise AcceleratorConfigError(f"'name' must be a string, got {self.name!r:.80}")
         if self.calibration is not None:
@@ -99,19 +116,22 @@ class Accelerator:
         """CapsAcc as calibrated against nascaps' own RTL: the shipped calibration
         (capsacc/data/calibrated.json, written by `nascaps calibrate`) or the one at `path`, running
         batches of `batch` images (default `DEFAULT_BATCH`; costs are per image, see
-        `capsacc.calibrated`). Its array, clock, and the 45 nm PE and register figures of the
-        published tables."""
+        `capsacc.calibrated`). Its array, clock and off-chip port, and the 45 nm PE and register figures
+        of the published tables."""
         calibration = Calibration.shipped() if path is None else Calibration.load(path)
         calibration = calibration.with_batch(batch)
         array = calibration.config
         accelerator = cls.from_tables(rows=array.rows, cols=array.cols, period_ns=calibration.period_ns,
-                                      acc_bits=array.acc_bits, name="calibrated")
+                                      acc_bits=array.acc_bits, offchip_bytes_per_cycle=array.offchip_bytes_per_cycle,
+                                      offchip_latency_cycles=array.offchip_latency_cycles, name="calibrated")
         return dataclasses.replace(accelerator, calibration=calibration)
 
     @classmethod
     def from_tables(cls, rows: int = 16, cols: int = 16, inputs_per_pe: int = 1, pe_stages: int = 1,
                     period_ns: float = 3.0, acc_bits: int = 25, data_bits: int = 8,
-                    name: str = "custom") -> "Accelerator":
+                    offchip_bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
+                    offchip_latency_cycles: int = ArrayConfig.offchip_latency_cycles,
+                    offchip_pJ_per_byte: float = OFFCHIP_PJ_PER_BYTE, name: str = "custom") -> "Accelerator":
         """An accelerator whose PE and register figures come from the 45 nm tables.
 
         Raises `AcceleratorConfigError` when the tables lack the combination.
@@ -125,7 +145,8 @@ class Accelerator:
         return cls(rows=rows, cols=cols, inputs_per_pe=inputs_per_pe, pe_stages=pe_stages,
                    period_ns=float(period_ns), data_bits=data_bits, acc_bits=acc_bits,
                    pe_power_mW=pe_power, pe_area_um2=pe_area, reg_power_mW=reg_power,
-                   reg_area_um2=reg_area, name=name)
+                   reg_area_um2=reg_area, offchip_bytes_per_cycle=offchip_bytes_per_cycle,
+                   offchip_latency_cycles=offchip_latency_cycles, offchip_pJ_per_byte=offchip_pJ_per_byte, name=name)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "accelerator") -> "Accelerator":

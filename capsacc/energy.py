@@ -8,6 +8,9 @@ chain and the PE pipeline, buffer reads and writes) and prices each with the fig
   45 nm, 0.9 V: 8-bit integer multiply 0.2 pJ; integer add 0.03 pJ (8-bit), 0.05 pJ (16-bit),
   0.1 pJ (32-bit); SRAM read of 64 bits 10 pJ (8 KB), 20 pJ (32 KB), 100 pJ (1 MB), which follows
   10 pJ * sqrt(capacity / 8 KB).
+  Off-chip DRAM: 1.3 to 2.6 nJ per 64-bit access (the same table; M. Horowitz's figure, restated
+  by S. Han et al., "Learning both weights and connections", NeurIPS 2015, Table 1, as 640 pJ per
+  32-bit DRAM access: 160 pJ per byte).
 - [A14] Aladdin (Shao et al., ISCA 2014), 40 nm, as tabulated in Accelergy's component library:
   1-bit register 0.009 pJ per access.
 - [I45] Intel's 45 nm 6T SRAM bit cell, 0.346 um²; an SRAM macro's area is its bit cells times
@@ -29,6 +32,9 @@ REGISTER_BIT_PJ = 0.009
 """[A14] one register bit written, pJ (40 nm, used unscaled for 45 nm)."""
 SRAM_64BIT_8KB_PJ = 10.0
 """[H14] one 64-bit access of an 8 KB SRAM, pJ."""
+OFFCHIP_PJ_PER_BYTE = 1300.0 / 8
+"""[H14] one byte moved to or from off-chip DRAM, pJ: the low end of 1.3-2.6 nJ per 64-bit DRAM access
+(1.3 nJ / 8 bytes = 162.5 pJ per byte; 640 pJ per 32-bit access in Han et al.'s restatement is 160)."""
 SRAM_BIT_UM2 = 0.346
 """[I45] one 6T SRAM bit cell, um²."""
 SRAM_OVERHEAD = 2.0

@@ -3,6 +3,8 @@
 import pytest
 
 from capsacc import Accelerator, AcceleratorConfigError
+from capsacc.array import ArrayConfig
+from capsacc.energy import OFFCHIP_PJ_PER_BYTE
 
 
 def test_published_is_the_nascaps_capsacc():
@@ -40,6 +42,27 @@ def test_toml_round_trip(tmp_path):
     assert Accelerator.from_toml(path) == original
 
 
+def test_offchip_port_defaults_to_the_rtl_and_dram_energy():
+    acc = Accelerator.published()
+    assert (acc.offchip_bytes_per_cycle, acc.offchip_latency_cycles) == (16, 64) == \
+        (ArrayConfig().offchip_bytes_per_cycle, ArrayConfig().offchip_latency_cycles)
+    assert acc.offchip_pJ_per_byte == OFFCHIP_PJ_PER_BYTE == 1300 / 8  # 1.3 nJ per 64-bit DRAM access
+    calibrated = Accelerator.calibrated()
+    port = calibrated.calibration.config
+    assert (calibrated.offchip_bytes_per_cycle, calibrated.offchip_latency_cycles) == \
+        (port.offchip_bytes_per_cycle, port.offchip_latency_cycles)
+
+
+def test_offchip_port_round_trips_and_from_toml(tmp_path):
+    path = tmp_path / "port.toml"
+    path.write_text("offchip_bytes_per_cycle = 4\noffchip_latency_cycles = 10\noffchip_pJ_per_byte = 20.0\n")
+    acc = Accelerator.from_toml(path)
+    assert (acc.offchip_bytes_per_cycle, acc.offchip_latency_cycles, acc.offchip_pJ_per_byte) == (4, 10, 20.0)
+    assert acc.pe_power_mW == Accelerator.published().pe_power_mW
+    acc.to_toml(path)
+    assert Accelerator.from_toml(path) == acc
+
+
 def test_toml_without_figures_takes_them_from_tables(tmp_path):
     path = tmp_path / "small.toml"
     path.write_text("rows = 8\ncols = 8\nperiod_ns = 2\n")
@@ -55,6 +78,10 @@ def test_toml_without_figures_takes_them_from_tables(tmp_path):
     ("period_ns = -3\n", ["period_ns"]),
     ("pe_power_mW = 1.0\n", ["missing", "reg_power_mW"]),
     ("rows = [\n", ["not valid TOML"]),
+    ("offchip_bytes_per_cycle = 0\n", ["offchip_bytes_per_cycle", "0"]),
+    ("offchip_latency_cycles = 1.5\n", ["offchip_latency_cycles"]),
+    ("offchip_pJ_per_byte = -1.0\n", ["offchip_pJ_per_byte", "-1.0"]),
+    ("offchip_pJ_per_byte = inf\n", ["offchip_pJ_per_byte", "inf"]),
 ])
 def test_bad_toml_names_file_and_key(tmp_path, text, words):
     path = tmp_path / "bad.toml"

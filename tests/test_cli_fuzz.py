@@ -103,7 +103,8 @@ def test_genotype_files(data, dse, capsys):
 
 
 TOML_KEYS = ("rows", "cols", "period_ns", "acc_bits", "inputs_per_pe", "pe_stages", "data_bits", "pe_power_mW",
-             "pe_area_um2", "reg_power_mW", "reg_area_um2", "name", "calibration", "unknown")
+             "pe_area_um2", "reg_power_mW", "reg_area_um2", "offchip_bytes_per_cycle", "offchip_latency_cycles",
+             "offchip_pJ_per_byte", "name", "calibration", "unknown")
 TOML_VALUES = st.one_of(st.sampled_from(["16", "8", "32", "3", "3.0", "2", "4", "25", "1", "0", "-1", "nan", "inf",
                                          "-inf", "1e400", "99999999999999999999", "9223372036854775808",
                                          "true", '"16"', '"x"', "[1, 2]", "{ a = 1 }", '"missing.json"',
