@@ -297,7 +297,7 @@ def _deploy_command(args) -> int:
     cost = estimate(deployment.network, accelerator)
     cycles, rtl = cost.cycles, {"rtl_images": 0, "rtl_bit_exact": None}
     if args.simulate_images:
-        cycles, rtl = _deploy_simulate(args, deployment, out / "bundle")
+        cycles, rtl = _deploy_simulate(args, deployment, out)
     record = {**{name: figures[name] for name in ("float_accuracy", "int8_accuracy", "agreement", "test_images")},
               **rtl, "cycles_per_image": cycles, "latency_ms_per_image": cycles * accelerator.period_ns * 1e-6,
               "energy_mJ_per_image": cost.energy_mJ, "cost_model": cost.model, "model_cycles_per_image": cost.cycles,
@@ -315,16 +315,18 @@ def _deploy_command(args) -> int:
     return 0 if record["rtl_bit_exact"] is not False else 1
 
 
-def _deploy_simulate(args, deployment, bundle) -> tuple[int, dict]:
-    """(RTL cycles per image, deploy.json's RTL fields) of `nascaps deploy --simulate-images K`."""
+def _deploy_simulate(args, deployment, out) -> tuple[int, dict]:
+    """(RTL cycles per image, deploy.json's RTL fields) of `nascaps deploy --simulate-images K`; writes
+    the memory image files into out/memory (`sim.memory_files`)."""
     import numpy as np
 
     from capsacc.calibrated import per_image
     from sim.deploy import simulate
     from sim.driver import MismatchError
+    from sim.memory_files import write_memory_files
     from sim.verilator import VerilatorError, verilator_version
 
-    with np.load(bundle / "bundle.npz") as data:
+    with np.load(out / "bundle" / "bundle.npz") as data:
         pixels = data["test_images"][:args.simulate_images]
     try:
         if args.simulator == "verilator":
@@ -337,5 +339,7 @@ def _deploy_simulate(args, deployment, bundle) -> tuple[int, dict]:
         return 0, {"rtl_images": len(pixels), "rtl_bit_exact": False}
     return per_image(run.cycles, len(pixels)), {"rtl_images": len(pixels), "rtl_bit_exact": exact,
                                                  "rtl_batch_cycles": run.cycles,
+                                                 "memory_files": write_memory_files(deployment.network, run,
+                                                                                    out / "memory"),
                                                  "rtl_total_cycles_per_image": per_image(
                                                      sum(r.total_cycles for r in run.runs), len(pixels))}

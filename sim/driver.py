@@ -76,6 +76,9 @@ class OperationRun:
     DMA programs' from the first byte loaded to the last result stored, stalls included; else `cycles`."""
     offchip_bytes: int = 0
     """Bytes the DMA moved over the off-chip port (beats read and written times W)."""
+    streams: list = field(default_factory=list, repr=False)
+    """With `offchip`: the `sim.host.Stream`s played (off-chip images, programs, partial-sum writes,
+    stores with their results), in order; else empty."""
 
     @property
     def bound(self) -> str:
@@ -208,6 +211,9 @@ class OperationDriver:
         start = time.perf_counter()
         session, counts, check = self.prepare(kind, op, seed, inputs)
         results, runs, trace = self.play(session)
+        streams = session.streams if self.offchip else []
+        for stream in streams:
+            stream.results = {store.name: results[store.name] for store in stream.stores}
         outputs, expected = check(results)
         for name, want in expected.items():
             got = outputs[name]
@@ -220,7 +226,7 @@ class OperationDriver:
         moved = (counters["offchip_read_beats"] + counters["offchip_write_beats"]) * self.config.offchip_bytes_per_cycle
         return OperationRun(kind, op, self.config, self.backend, cycles, session.host_cycles,
                             session.runs, counters, counts, outputs, expected, trace.sim_s, trace.cpu_s,
-                            time.perf_counter() - start, counters["busy_cycles"], moved)
+                            time.perf_counter() - start, counters["busy_cycles"], moved, streams)
 
     def prepare(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None):
         """(host session, instruction counts, result checker) of `run`, without simulating."""

@@ -119,6 +119,14 @@ class HostSession:
         self.host_cycles += len(table)
         self._reads.append((name, "psum", lanes))
 
+    def read_offchip(self, name: str, beat: int, n: int, per_row: int, lanes: int, width: int) -> None:
+        """Read `n` int8 rows of `lanes` lanes, `per_row` beats of `width` bytes each, from off-chip
+        beat `beat` as result `name` (while the accelerator is idle)."""
+        table = offchip_read_table(beat, n * per_row, width)
+        self.script.drive(READ_PORTS, table, sample=("host_rdata",))
+        self.host_cycles += len(table)
+        self._reads.append((name, "offchip", (n, per_row, lanes, width)))
+
     def decode(self, trace: Trace) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
         """(results by name, counters of each run) from the trace of `script`."""
         trace.check_waits()
@@ -164,6 +172,60 @@ class _Item:
     rows: dict
 
 
+def offchip_write_table(first: int, beats: np.ndarray) -> np.ndarray:
+    """The host writes (`WRITE_PORTS` rows) of off-chip beats `beats` (n, W) uint8 from beat `first`:
+    one per beat and 8-byte group, byte 8g + i of the beat in byte i of host_wdata."""
+    width = beats.shape[1]
+    words = beats.view("<u8") if width >= 8 else np.pad(beats, ((0, 0), (0, 8 - width))).view("<u8")
+    groups = words.shape[1]
+    table = np.zeros((len(words) * groups, 5), dtype=np.uint64)
+    table[:, 0] = SELECT["offchip"]
+    table[:, 1] = np.repeat(np.arange(first, first + len(words), dtype=np.uint64), groups)
+    table[:, 2] = np.tile(np.arange(groups, dtype=np.uint64), len(words))
+    table[:, 3] = words.reshape(-1)
+    table[:, 4] = 1
+    return table
+
+
+def offchip_read_table(first: int, beats: int, width: int) -> np.ndarray:
+    """The host reads (`READ_PORTS` rows) of `beats` off-chip beats of `width` bytes from beat `first`."""
+    groups = -(-width // 8)
+    table = np.zeros((beats * groups, 4), dtype=np.uint64)
+    table[:, 0] = SELECT["offchip"]
+    table[:, 1] = np.repeat(np.arange(first, first + beats, dtype=np.uint64), groups)
+    table[:, 2] = np.tile(np.arange(groups, dtype=np.uint64), beats)
+    return table
+
+
+@dataclass
+class Region:
+    """`rows` rows of int8 buffer `buffer` from row `row`, at off-chip beat `beat` (`beats` beats):
+    loaded from the off-chip image, or (a store) written to it; `name` the result a store holds."""
+
+    buffer: str
+    row: int
+    rows: int
+    beat: int
+    beats: int
+    name: str = ""
+
+
+@dataclass
+class Stream:
+    """What one `DmaSession.flush` played, as the RTL loads it: the host's partial-sum writes first
+    (`psum_writes`: (first row, sums (n, lanes) int64)), then the off-chip image from beat 0 (`image`,
+    uint8 (beats, W), zero where nothing is loaded), the programs in order (HALT appended when
+    assembled), and the stores the host reads back. `loads` and `stores` are `Region`s of the image;
+    `results` the stores' values (int8 rows as int64, by name) once the session's trace is decoded."""
+
+    psum_writes: list
+    image: np.ndarray
+    loads: list
+    programs: list
+    stores: list
+    results: dict = field(default_factory=dict)
+
+
 @dataclass
 class DmaSession:
     """A host session in which the host only writes programs and the off-chip image: every
@@ -174,7 +236,8 @@ class DmaSession:
     each step ends with a WAIT; programs are cut at `program_depth` - 1 instructions. Partial sums
     (`write_psum`, `read_psum`) stay host accesses between programs (state set up for lone
     routing phases, results kept for checking): each ends the merged stream (`flush`).
-    `compute_cycles`: `rtl.isa.timing` of the driver's programs with preloaded buffers."""
+    `compute_cycles`: `rtl.isa.timing` of the driver's programs with preloaded buffers; `streams`
+    each flush's `Stream` (the memory images and programs, `sim.memory_files`)."""
 
     rows: int
     cols: int
@@ -190,7 +253,11 @@ class DmaSession:
     programs: list = field(default_factory=list)
     offchip_beats: int = 0
     """The most beats of off-chip image one stream used (the image is rewritten from beat 0 at each `flush`)."""
+    streams: list = field(default_factory=list)
     _next_beat: int = 0
+    _psum_writes: list = field(default_factory=list)
+    _loads: list = field(default_factory=list)
+    _stores: list = field(default_factory=list)
     _reads: list = field(default_factory=list)
     _pending: dict = field(default_factory=dict)
     _items: list = field(default_factory=list)
@@ -222,6 +289,7 @@ class DmaSession:
         beats[:, :rows.shape[1]] = rows & 0xFF
         first = self._allocate(len(rows) * per_row)
         self._image.append((first, beats.reshape(-1, self.bytes_per_cycle)))
+        self._loads.append(Region(memory, base, len(rows), first, len(rows) * per_row))
         targets = (base + np.arange(len(rows))) % self.depth
         self._pending[memory][targets] = first + per_row * np.arange(len(rows))
 
@@ -323,6 +391,7 @@ class DmaSession:
         self._items.append(_Item("store", [Dma(memory, base, n, ext, store=True)], self._take(memory, rows),
                                  {memory: rows}))
         self._results.append((name, ext, n, per_row, lanes))
+        self._stores.append(Region(memory, base, n, ext, n * per_row, name))
 
     def _host(self) -> HostSession:
         """A `HostSession` on this session's script and reads (host accesses between programs)."""
@@ -331,6 +400,7 @@ class DmaSession:
     def write_psum(self, base: int, sums: np.ndarray) -> None:
         """End the merged stream (`flush`), then write partial sums as `HostSession.write_psum`."""
         self.flush()
+        self._psum_writes.append((base, np.asarray(sums, dtype=np.int64)))
         host = self._host()
         host.write_psum(base, sums)
         self.host_cycles += host.host_cycles
@@ -388,39 +458,28 @@ class DmaSession:
         return True
 
     def flush(self) -> None:
-        """Write the off-chip image, run the merged stream as programs, read the results."""
+        """Write the off-chip image, run the merged stream as programs, read the results; record the `Stream`."""
         stream = self._schedule()
         self._items = []
+        image = np.zeros((self._next_beat, self.bytes_per_cycle), dtype=np.uint8)
         for first, beats in self._image:
-            words = beats.view("<u8") if self.bytes_per_cycle >= 8 else \
-                np.pad(beats, ((0, 0), (0, 8 - self.bytes_per_cycle))).view("<u8")
-            groups = words.shape[1]
-            table = np.zeros((len(words) * groups, 5), dtype=np.uint64)
-            table[:, 0] = SELECT["offchip"]
-            table[:, 1] = np.repeat(np.arange(first, first + len(words), dtype=np.uint64), groups)
-            table[:, 2] = np.tile(np.arange(groups, dtype=np.uint64), len(words))
-            table[:, 3] = words.reshape(-1)
-            table[:, 4] = 1
+            image[first:first + len(beats)] = beats
+            table = offchip_write_table(first, beats)
             self.script.drive(WRITE_PORTS, table)
             self.script.set("host_we", 0)
             self.host_cycles += len(table)
         self._image = []
         host = self._host()
         size = self.program_depth - 1
-        for start in range(0, len(stream), size):
-            program = stream[start:start + size]
+        programs = [stream[start:start + size] for start in range(0, len(stream), size)]
+        for program in programs:
             self.programs.append(program)
             host.execute(program)
         for name, ext, n, per_row, lanes in self._results:
-            groups = -(-self.bytes_per_cycle // 8)
-            table = np.zeros((n * per_row * groups, 4), dtype=np.uint64)
-            table[:, 0] = SELECT["offchip"]
-            table[:, 1] = np.repeat(np.arange(ext, ext + n * per_row, dtype=np.uint64), groups)
-            table[:, 2] = np.tile(np.arange(groups, dtype=np.uint64), n * per_row)
-            self.script.drive(READ_PORTS, table, sample=("host_rdata",))
-            self.host_cycles += len(table)
-            self._reads.append((name, "offchip", (n, per_row, lanes, self.bytes_per_cycle)))
-        self._results = []
+            host.read_offchip(name, ext, n, per_row, lanes, self.bytes_per_cycle)
+        if self._psum_writes or programs or self._stores:
+            self.streams.append(Stream(self._psum_writes, image, self._loads, programs, self._stores))
+        self._psum_writes, self._loads, self._stores, self._results = [], [], [], []
         self._next_beat = 0
         self.runs += host.runs
         self.host_cycles += host.host_cycles

@@ -105,3 +105,79 @@ def test_deploy_keeps_the_float_accuracy_in_int8(trained, tmp_path):
     assert record["cycles_per_image"] > 0 and record["energy_mJ_per_image"] > 0
     assert record["latency_ms_per_image"] > 0 and record["accelerator"]["rows"] == 16
 
+
+
+TINY = [[0, 4, 1, 1, 3, 1, 4, 2, 1], [1, 4, 2, 1, 3, 2, 2, 2, 2], [1, 2, 2, 2, 2, 1, 1, 3, 2], [-1], [1]]
+"""A 4x4 image, a convolution, 2x2x2 capsules of 2 atoms, 3 classes of 2 atoms (test_sim_network_run's)."""
+
+
+def tiny_deployment(seed: int = 0):
+    """A `sim.deploy.Deployment` of `TINY` with random float weights, calibrated on 16 random images,
+    and 2 images for the RTL."""
+    from capsacc.network import Network
+    from sim.deploy import forward, quantise
+
+    rng = np.random.default_rng(seed)
+    network = Network.from_genotype(TINY)
+    operations, arrays = [], {}
+    for i, op in enumerate(network.operations):
+        entry = {"weights": None, "bias": None}
+        if op.kind == "classcaps":
+            entry["weights"] = f"op{i}_weights"
+            arrays[entry["weights"]] = rng.normal(0, 0.5, (op.n_in ** 2 * op.ch_in, op.caps_in, op.ch_out * op.caps_out))
+        elif op.kind != "routing":
+            entry["weights"], entry["bias"] = f"op{i}_weights", f"op{i}_bias"
+            outputs = op.ch_out * op.caps_out
+            arrays[entry["weights"]] = rng.normal(0, 0.5, (op.kernel ** 2 * op.ch_in * op.caps_in, outputs))
+            arrays[entry["bias"]] = rng.normal(0, 0.2, outputs)
+        operations.append(entry)
+    deployment = quantise({"genotype": TINY, "operations": operations, "routings": 3}, arrays)
+    pixels = rng.integers(0, 256, (18, 4, 4, 1)).astype(np.uint8)
+    forward(deployment, pixels[:16], calibrate=True)
+    return deployment, pixels[16:]
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    """The tiny deployment's 2 images through the Amaranth 4x4 RTL with the off-chip memory."""
+    from sim.deploy import simulate
+
+    deployment, pixels = tiny_deployment()
+    run, exact = simulate(deployment, pixels, 4, 4, "amaranth")
+    assert exact
+    return deployment, pixels, run
+
+
+def test_the_memory_files_run_the_network_again_bit_exact(tiny_run, tmp_path):
+    """The files alone (off-chip images, programs, partial-sum writes) replayed on the RTL store the
+    results the run stored and count the same events; offchip.bin holds the .hex images."""
+    from sim.memory_files import read_beats_hex, replay, write_memory_files
+
+    deployment, pixels, run = tiny_run
+    manifest = write_memory_files(deployment.network, run, tmp_path)
+    streams = [stream for operation_run in run.runs for stream in operation_run.streams]
+    assert len(manifest["streams"]) == len(streams) > len(run.runs)
+    first = manifest["streams"][0]
+    assert first["step"] == "conv0" and {load["tensor"] for load in first["loads"]} == {
+        "input image patches (im2col rows, bias column last)", "weights (bias row last)"}
+    weights = next(load for load in first["loads"] if load["buffer"] == "weight")
+    image = read_beats_hex(tmp_path / first["offchip"]["file"], manifest["beat_bytes"])
+    tiles = image[weights["beat"]:weights["beat"] + weights["beats"]].reshape(weights["rows"], -1).view(np.int8)
+    w = deployment.layers[0].weights  # (k + 1, m) = (10, 2): 3 chunks of 4 rows, one column block
+    assert np.array_equal(tiles[:len(w), :w.shape[1]], w) and not tiles[len(w):].any()
+    blob = (tmp_path / "offchip.bin").read_bytes()
+    assert len(blob) == manifest["offchip_bin"]["bytes"]
+    for entry, stream in zip(manifest["streams"], streams):
+        start = entry["offchip"]["bin_offset"]
+        assert blob[start:start + entry["offchip"]["bytes"]] == stream.image.tobytes()
+    replayed = replay(tmp_path, manifest, run.runs[0].config)
+    stored, counted = 0, [dict.fromkeys(run.runs[0].counters, 0) for _ in run.runs]
+    for again, stream, entry in zip(replayed, streams, manifest["streams"]):
+        for name, values in stream.results.items():
+            assert np.array_equal(again["results"][name][:, :values.shape[1]], values)
+            stored += values.size
+        for counters in again["counters"]:
+            for name, value in counters.items():
+                counted[entry["step_index"]][name] += value
+    assert stored > 0
+    assert counted == [r.counters for r in run.runs] and all(c["pe_active_cycles"] for c in counted[:3])
