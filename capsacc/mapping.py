@@ -922,6 +922,153 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
     return FITS
 
 
+TRANSFER_FIELDS = ("data_loads", "weight_loads", "routing_loads", "data_stores", "weight_stores", "routing_stores")
+"""What `transfer_step` counts: the int8 buffer rows the DMA moves through the off-chip port
+(`sim.host.DmaSession`), loaded into and stored from the data, weight and routing buffers."""
+DATA_LOADS, WEIGHT_LOADS, ROUTING_LOADS, DATA_STORES, WEIGHT_STORES, ROUTING_STORES = range(len(TRANSFER_FIELDS))
+
+
+@njit(cache=True)
+def _routing_transfers(kind, n_in, n_out, dim, rows, cols, depth, words, routings, moved, args):
+    """Add the buffer rows the DMA moves for routing phase `kind` (or a whole routing, `ROUTING`) of
+    one image to `moved` (`TRANSFER_FIELDS`); return the refusal code. Loaded once: every row the
+    runs of `rtl.workloads.RoutingLayout` write (the weighted sums' tiles, the uniform coupling, the
+    prediction rows of an update and of a recomputation, the zeroed output-capsule sets), and for a
+    lone phase the state the host writes (the output capsules a resident update reads, the sets a
+    recomputation reads). Stored: the results read, the last block's coupling rows and the
+    iteration's output capsules, but after a lone update (its logits lie in the partial-sum memory,
+    which the DMA does not move)."""
+    (refusal, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks, nq, _, _, _, _) = \
+        _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args)
+    if refusal:
+        return refusal
+    tiles = chunks * n_out * t_d * rows  # the weighted sums' tiles, one per (chunk, class, row of s_j)
+    update = kf * t_j * n_in  # the prediction rows of an update (resident) or of a recomputation per set
+    phases = 2 * routings - 1 if kind == ROUTING else 1
+    for position in range(phases):
+        phase = routing_phase(position) if kind == ROUTING else kind
+        if phase == ROUTING_UPDATE:
+            if resident:
+                moved[DATA_LOADS] += update
+                moved[WEIGHT_LOADS] += kf * rows if kind != ROUTING else 0
+            continue
+        moved[WEIGHT_LOADS] += tiles
+        if phase == ROUTING_UNIFORM:
+            moved[ROUTING_LOADS] += chunks * n_out
+            if not resident and recompute > 1:
+                moved[WEIGHT_LOADS] += (recompute - 1) * kf * rows
+        elif not resident:
+            moved[DATA_LOADS] += recompute * update
+            moved[WEIGHT_LOADS] += recompute * kf * rows if kind != ROUTING else 0
+    if kind != ROUTING_UPDATE:
+        block = nq * q_in
+        last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
+        moved[ROUTING_STORES] += ceil_div(last_inputs, q_in) * n_out
+        moved[WEIGHT_STORES] += kf * rows
+    return FITS
+
+
+@njit(cache=True)
+def transfer_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch,
+                  routings, moved, args):
+    """Add the int8 buffer rows (`TRANSFER_FIELDS`, int64) the DMA moves for a step of kind code `kind`
+    (`STEP_KINDS`) for one batch to `moved`, by the tiling rules of `count_step` run with the off-chip
+    memory (`sim.host.DmaSession`: every row a run writes into a buffer is loaded once, every result
+    read is stored; partial sums stay host accesses); return the refusal code (`REFUSALS`). Per
+    kind: conv kinds, per chunk of nc data rows, kc·nc data rows and kc·mb·R weight rows, mb·nc result
+    rows stored; classcaps, per run of g groups, g·kc·B·k data rows, g·kc·mb·R weight rows, g·mb·B·k
+    stored; `CHAIN_KINDS`, per chunk, the operands' chunks·mb·nc data rows and per run its chunks·R
+    identity rows, mb·nc stored; a lone activation stores its rows; routing `_routing_transfers` per
+    image."""
+    if kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE:
+        single = np.zeros(len(TRANSFER_FIELDS), np.int64)
+        refusal = _routing_transfers(kind, n_in * n_in * ch_in, ch_out, caps_out, rows, cols, depth, words, routings,
+                                     single, args)
+        if refusal:
+            return refusal
+        for field in range(len(TRANSFER_FIELDS)):
+            moved[field] += batch * single[field]
+        return FITS
+    if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
+        refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
+                                                                     caps_out, cols, batch, args)
+        if refusal:
+            return refusal
+        mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
+        nc = _matmul_chunk_rows(n, mb, span, depth)
+        if nc < 1:
+            args[0], args[1] = mb, depth
+            return REFUSED_CHUNK
+        for chunk_rows in (nc, n % nc):  # the runs must fit, as `count_step` checks
+            if chunk_rows and _matmul_chunking(mb, chunk_rows, depth, rows, words) < 1:
+                args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
+                return REFUSED_RUN
+        moved[DATA_LOADS] += kc * n
+        moved[WEIGHT_LOADS] += ceil_div(n, nc) * kc * mb * rows
+        moved[WEIGHT_STORES] += mb * n
+        return FITS
+    if kind == CLASSCAPS:
+        n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
+        kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
+        k = _classcaps_packing(caps_in, rows)
+        ci = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
+        if ci < 1:
+            args[0], args[1], args[2], args[3] = k, caps_in, flat, batch
+            return REFUSED_CLASSCAPS
+        groups = (n_caps // ci) * (ci // k) + ceil_div(n_caps % ci, k)
+        moved[DATA_LOADS] += groups * kc * batch * k
+        moved[WEIGHT_LOADS] += groups * kc * mb * rows
+        moved[WEIGHT_STORES] += groups * mb * batch * k
+        return FITS
+    if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
+        refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
+            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
+        if refusal:
+            return refusal
+        mb = _blocks(m, width, capsule, span)
+        nc, pr = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
+        if pr < 1:
+            args[0], args[1], args[2] = mb, depth, words
+            return REFUSED_ELEMENTWISE
+        moved[DATA_LOADS] += operands * chunks * mb * n
+        moved[WEIGHT_LOADS] += ceil_div(n, nc) * ceil_div(operands, pr) * chunks * rows
+        moved[WEIGHT_STORES] += mb * n
+        return FITS
+    span = _act_lanes(cols, kind - RELU + FUNC_RELU, caps_in)[0]  # a lone activation: its result rows
+    moved[WEIGHT_STORES] += ceil_div(n_in, span) * span
+    return FITS
+
+
+@njit(cache=True)
+def transfer_bytes(moved, rows, cols, bytes_per_cycle):
+    """Bytes through the off-chip port for the rows `moved` (`TRANSFER_FIELDS`): a data or routing row
+    (R int8 lanes) is ceil(R / W) beats of W = `bytes_per_cycle` bytes, a weight row (C lanes)
+    ceil(C / W) beats (`rtl.isa.beats_per_row`)."""
+    narrow = ceil_div(rows, bytes_per_cycle) * bytes_per_cycle
+    wide = ceil_div(cols, bytes_per_cycle) * bytes_per_cycle
+    return ((moved[DATA_LOADS] + moved[ROUTING_LOADS] + moved[DATA_STORES] + moved[ROUTING_STORES]) * narrow
+            + (moved[WEIGHT_LOADS] + moved[WEIGHT_STORES]) * wide)
+
+
+def plan_transfers(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:
+    """The buffer rows the DMA moves for `op` (`TRANSFER_FIELDS`, `transfer_step`) for one batch of
+    `config.batch` images, and "offchip_bytes", the bytes through the port of
+    `config.offchip_bytes_per_cycle` (`transfer_bytes`); `MappingError` when the operation does not fit."""
+    if kind not in STEP_KINDS:
+        raise MappingError(f"unknown operation kind {kind!r} (known: {', '.join(STEP_KINDS)})")
+    routing_phases(routings)
+    moved = np.zeros(len(TRANSFER_FIELDS), np.int64)
+    args = np.zeros(REFUSAL_ARGS, np.int64)
+    n_in, ch_in, caps_in, kernel, _, n_out, ch_out, caps_out = _op_fields(op)
+    refusal = transfer_step(STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out,
+                            *_config_fields(config), routings, moved, args)
+    if refusal:
+        raise _refusal(refusal, args)
+    result = dict(zip(TRANSFER_FIELDS, moved.tolist()))
+    result["offchip_bytes"] = int(transfer_bytes(moved, config.rows, config.cols, config.offchip_bytes_per_cycle))
+    return result
+
+
 def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:
     """Instruction counts (`COUNT_FIELDS`) of `op` for one batch of `config.batch` images under the
     tiling rules (lone activations: one ACT, whatever the batch), in closed form (`count_step`): exact

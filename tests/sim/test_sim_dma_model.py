@@ -1,0 +1,92 @@
+"""The calibrated model's data movement (`capsacc.mapping.plan_transfers`) against the DMA programs
+the driver builds (`sim.host.DmaSession`, timed and checked against the RTL in test_sim_dma.py):
+the rows each buffer loads and stores and the bytes through the port, equal for every kind on
+random small operations, arrays, buffer and program depths, batches, port widths and latencies.
+No simulation: the programs are built, not run."""
+
+import numpy as np
+import pytest
+
+from capsacc.array import ArrayConfig, buffer_depths
+from capsacc.errors import InputError
+from capsacc.mapping import TRANSFER_FIELDS, MappingError, classcaps_dims, plan_transfers, routing_geometry
+from capsacc.network import Operation
+from rtl.isa import Dma, beats_per_row, buffer_lanes
+from sim.driver import OperationDriver
+
+KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing_uniform", "routing_softmax", "routing_update",
+         "routing", "tocaps", "capsadd", "route3d", "relu", "squash", "softmax")
+ARRAYS = ((4, 4), (8, 8), (3, 5), (8, 4))
+
+
+def random_op(kind: str, rng) -> Operation:
+    """A small operation of `kind` (its fields as `OperationDriver.prepare` reads them)."""
+    def draw(low, high):
+        return int(rng.integers(low, high + 1))
+    if kind in ("relu", "squash", "softmax"):
+        return Operation(kind, kind, draw(1, 12), 1, draw(1, 20), 1, 1, 1, 1, 1)
+    if kind.startswith("routing"):
+        return Operation("r", "routing", draw(1, 6), draw(1, 4), 1, 1, 1, 1, draw(1, 12), draw(1, 12))
+    if kind == "classcaps":
+        return Operation("c", "classcaps", draw(1, 4), draw(1, 4), draw(1, 10), 1, 1, 1, draw(1, 6), draw(1, 10))
+    n_in, stride = draw(1, 6), draw(1, 2)
+    return Operation("x", kind if kind in ("conv", "convcaps3d") else "convcaps", n_in, draw(1, 4), draw(1, 4),
+                     draw(1, min(3, n_in)), stride, -(-n_in // stride), draw(1, 4), draw(1, 9))
+
+
+def dma_transfers(programs, config: ArrayConfig) -> dict[str, int]:
+    """The rows of each buffer the DMA instructions of `programs` load and store, and the bytes."""
+    moved = dict.fromkeys(TRANSFER_FIELDS, 0)
+    width = config.offchip_bytes_per_cycle
+    moved["offchip_bytes"] = 0
+    for instruction in (i for program in programs for i in program if isinstance(i, Dma)):
+        moved[f"{instruction.buffer}_{'stores' if instruction.store else 'loads'}"] += instruction.n
+        moved["offchip_bytes"] += instruction.n * width * beats_per_row(
+            buffer_lanes(instruction.buffer, config.rows, config.cols), width)
+    return moved
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_transfers_equal_the_dma_programs(kind):
+    rng = np.random.default_rng(KINDS.index(kind))
+    compared = 0
+    for trial in range(40):
+        rows, cols = ARRAYS[trial % len(ARRAYS)]
+        config = ArrayConfig(rows, cols, 25, **buffer_depths(int(rng.choice([16, 32, 64, 256]))),
+                             program_depth=int(rng.choice([8, 16, 64])), batch=int(rng.integers(1, 4)),
+                             offchip_bytes_per_cycle=int(rng.choice([1, 2, 4, 8, 16, 64])),
+                             offchip_latency_cycles=int(rng.integers(1, 80)))
+        op = random_op(kind, rng)
+        try:
+            session = OperationDriver(config, "amaranth", offchip=True).prepare(kind, op, 0)[0]
+        except (InputError, ValueError):  # refused by the tiling rules or the driver's activation limits
+            continue
+        session.flush()
+        assert plan_transfers(kind, op, config) == dma_transfers(session.programs, config), (op, config)
+        compared += 1
+    assert compared >= 10
+
+
+def test_transfers_of_routings_whose_logits_are_recomputed():
+    """Logits too many for the partial-sum memory: a softmax phase recomputes them from the output
+    capsule sets the host writes (a whole routing: from the sets its phases wrote)."""
+    rng = np.random.default_rng(7)
+    compared = 0
+    for trial in range(200):
+        rows, cols = ARRAYS[trial % 3]
+        config = ArrayConfig(rows, cols, 25, **buffer_depths(int(rng.choice([16, 32, 64]))),
+                             program_depth=int(rng.choice([8, 16, 64])), batch=int(rng.integers(1, 3)),
+                             offchip_bytes_per_cycle=int(rng.choice([1, 4, 16])))
+        op = Operation("r", "routing", int(rng.integers(2, 7)), int(rng.integers(1, 4)), 1, 1, 1, 1,
+                       int(rng.integers(1, 12)), int(rng.integers(1, 12)))
+        try:
+            if routing_geometry(classcaps_dims(op)[0], op.ch_out, op.caps_out, config)["resident"]:
+                continue
+        except MappingError:
+            continue
+        kind = KINDS[4 + trial % 4]
+        session = OperationDriver(config, "amaranth", offchip=True).prepare(kind, op, 0)[0]
+        session.flush()
+        assert plan_transfers(kind, op, config) == dma_transfers(session.programs, config), (kind, op, config)
+        compared += 1
+    assert compared >= 10
