@@ -295,12 +295,15 @@ def _deploy_command(args) -> int:
     deployment, figures = deploy_bundle(out / "bundle")
     bundle = json.loads((out / "bundle" / "bundle.json").read_text())
     cost = estimate(deployment.network, accelerator)
-    cycles, rtl = cost.cycles, {"rtl_images": 0, "rtl_bit_exact": None}
+    rtl = {"rtl_images": 0, "rtl_bit_exact": None}
     if args.simulate_images:
-        cycles, rtl = _deploy_simulate(args, deployment, out)
+        rtl = _deploy_simulate(args, deployment, out, accelerator.offchip_pJ_per_byte)
+    cycles = rtl.get("rtl_cycles_per_image", cost.cycles)
+    energy = rtl.get("rtl_energy_mJ_per_image", cost.energy_mJ)
     record = {**{name: figures[name] for name in ("float_accuracy", "int8_accuracy", "agreement", "test_images")},
               **rtl, "cycles_per_image": cycles, "latency_ms_per_image": cycles * accelerator.period_ns * 1e-6,
-              "energy_mJ_per_image": cost.energy_mJ, "cost_model": cost.model, "model_cycles_per_image": cost.cycles,
+              "energy_mJ_per_image": energy, "cost_model": cost.model, "model_cycles_per_image": cost.cycles,
+              "model_latency_ms_per_image": cost.latency_ms, "model_energy_mJ_per_image": cost.energy_mJ,
               "calibration_images": figures["calibration_images"], "shifts": figures["shifts"],
               "layers": figures["layers"], "model": bundle["model"], "genotype": bundle["genotype"],
               "accelerator": accelerator.to_dict(), "dataset": bundle["dataset"], "seed": args.seed}
@@ -309,19 +312,19 @@ def _deploy_command(args) -> int:
         f"; RTL ({args.simulator}) on {record['rtl_images']} images: "
         f"{'bit-exact' if record['rtl_bit_exact'] else 'NOT bit-exact'}")
     print(f"float {record['float_accuracy']:.4f}  int8 {record['int8_accuracy']:.4f}  agreement "
-          f"{record['agreement']:.4f} on {record['test_images']} test images{rtl_line}; {cycles} cycles "
-          f"({'RTL' if args.simulate_images else cost.model}), {record['latency_ms_per_image']:.4g} ms, "
-          f"{cost.energy_mJ:.4g} mJ ({cost.model}) per image; {out / 'deploy.json'}")
+          f"{record['agreement']:.4f} on {record['test_images']} test images{rtl_line}; per image "
+          f"{cycles} cycles, {record['latency_ms_per_image']:.4g} ms, {energy:.4g} mJ "
+          f"({'RTL counters' if 'rtl_cycles_per_image' in rtl else cost.model}); {cost.model}: {cost.cycles} cycles, "
+          f"{cost.energy_mJ:.4g} mJ; {out / 'deploy.json'}")
     return 0 if record["rtl_bit_exact"] is not False else 1
 
 
-def _deploy_simulate(args, deployment, out) -> tuple[int, dict]:
-    """(RTL cycles per image, deploy.json's RTL fields) of `nascaps deploy --simulate-images K`; writes
-    the memory image files into out/memory (`sim.memory_files`)."""
+def _deploy_simulate(args, deployment, out, offchip_pJ_per_byte: float) -> dict:
+    """deploy.json's RTL fields of `nascaps deploy --simulate-images K` (`sim.deploy.rtl_figures` when
+    it ran bit-exact); writes the memory image files into out/memory (`sim.memory_files`)."""
     import numpy as np
 
-    from capsacc.calibrated import per_image
-    from sim.deploy import simulate
+    from sim.deploy import rtl_figures, simulate
     from sim.driver import MismatchError
     from sim.memory_files import write_memory_files
     from sim.verilator import VerilatorError, verilator_version
@@ -336,10 +339,6 @@ def _deploy_simulate(args, deployment, out) -> tuple[int, dict]:
         raise InputError(str(error).splitlines()[0]) from None
     except MismatchError as error:
         print(f"nascaps deploy: {' '.join(str(error).splitlines())}", file=sys.stderr)
-        return 0, {"rtl_images": len(pixels), "rtl_bit_exact": False}
-    return per_image(run.cycles, len(pixels)), {"rtl_images": len(pixels), "rtl_bit_exact": exact,
-                                                 "rtl_batch_cycles": run.cycles,
-                                                 "memory_files": write_memory_files(deployment.network, run,
-                                                                                    out / "memory"),
-                                                 "rtl_total_cycles_per_image": per_image(
-                                                     sum(r.total_cycles for r in run.runs), len(pixels))}
+        return {"rtl_images": len(pixels), "rtl_bit_exact": False}
+    return {"rtl_images": len(pixels), "rtl_bit_exact": exact, **rtl_figures(run, len(pixels), offchip_pJ_per_byte),
+            "memory_files": write_memory_files(deployment.network, run, out / "memory")}

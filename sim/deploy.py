@@ -281,6 +281,32 @@ def simulate(deployment: Deployment, pixels: np.ndarray, rows: int, cols: int, s
     return run, bool(np.array_equal(run.output, forward(deployment, pixels)))
 
 
+def rtl_figures(run, images: int, offchip_pJ_per_byte: float) -> dict:
+    """Per image figures of `run` (a `sim.network_run.NetworkRun` of `images` images with the off-chip
+    memory) from the RTL's counters: `rtl_cycles_per_image` (compute cycles, as the cost models count),
+    `rtl_total_cycles_per_image` (the DMA programs' busy cycles, data movement and stalls included),
+    `rtl_batch_cycles`, `rtl_events_per_image` (`capsacc.calibrated.events_from_counters` of the summed
+    counters), `rtl_offchip_bytes_per_image`, and energy in mJ: `rtl_onchip_energy_mJ_per_image` (the
+    events priced by `capsacc.energy.EventEnergies.from_tables` of the simulated array),
+    `rtl_offchip_energy_mJ_per_image` (off-chip bytes x `offchip_pJ_per_byte`) and their sum
+    `rtl_energy_mJ_per_image`. Per image values are the batch's divided by `images` (cycles rounded up)."""
+    from capsacc.calibrated import events_from_counters, per_image
+    from capsacc.energy import EVENTS, EventEnergies
+
+    config = run.runs[0].config
+    counters = {name: sum(r.counters[name] for r in run.runs) for name in run.runs[0].counters}
+    events = events_from_counters(counters, config.rows, config.cols)
+    energies = EventEnergies.from_tables(config)
+    onchip_pJ = sum(events[event] * getattr(energies, event) for event in EVENTS)
+    offchip_bytes = sum(r.offchip_bytes for r in run.runs)
+    onchip_mJ, offchip_mJ = onchip_pJ * 1e-9 / images, offchip_bytes * offchip_pJ_per_byte * 1e-9 / images
+    return {"rtl_cycles_per_image": per_image(run.cycles, images),
+            "rtl_total_cycles_per_image": per_image(sum(r.total_cycles for r in run.runs), images),
+            "rtl_batch_cycles": run.cycles, "rtl_events_per_image": {e: events[e] / images for e in EVENTS},
+            "rtl_offchip_bytes_per_image": offchip_bytes / images, "rtl_onchip_energy_mJ_per_image": onchip_mJ,
+            "rtl_offchip_energy_mJ_per_image": offchip_mJ, "rtl_energy_mJ_per_image": onchip_mJ + offchip_mJ}
+
+
 def deploy_bundle(folder: str | Path) -> tuple[Deployment, dict]:
     """Quantise and calibrate the bundle in `folder`, run its test set on the golden model; returns the
     deployment and the figures: `float_accuracy`, `int8_accuracy`, `agreement`, `test_images`,

@@ -181,3 +181,24 @@ def test_the_memory_files_run_the_network_again_bit_exact(tiny_run, tmp_path):
                 counted[entry["step_index"]][name] += value
     assert stored > 0
     assert counted == [r.counters for r in run.runs] and all(c["pe_active_cycles"] for c in counted[:3])
+
+
+def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
+    """Per image: the off-chip bytes are those of the DMA instructions the programs issued, every MAC of
+    the network is among the counted PE cycles, and the energy is the events' plus the bytes'."""
+    from rtl.isa import Dma, beats_per_row, buffer_lanes
+    from sim.deploy import rtl_figures
+
+    deployment, pixels, run = tiny_run
+    figures = rtl_figures(run, len(pixels), 100.0)
+    config = run.runs[0].config
+    transfers = [i for r in run.runs for s in r.streams for p in s.programs for i in p if isinstance(i, Dma)]
+    moved = sum(i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), config.offchip_bytes_per_cycle)
+                for i in transfers) * config.offchip_bytes_per_cycle
+    assert figures["rtl_offchip_bytes_per_image"] == moved / len(pixels) > 0
+    assert figures["rtl_offchip_energy_mJ_per_image"] == pytest.approx(moved / len(pixels) * 100.0 * 1e-9)
+    assert figures["rtl_events_per_image"]["mac"] >= sum(op.macs for op in deployment.network.operations)
+    assert figures["rtl_onchip_energy_mJ_per_image"] > 0
+    assert figures["rtl_energy_mJ_per_image"] == pytest.approx(
+        figures["rtl_onchip_energy_mJ_per_image"] + figures["rtl_offchip_energy_mJ_per_image"])
+    assert figures["rtl_cycles_per_image"] == -(-run.cycles // 2) < figures["rtl_total_cycles_per_image"]
