@@ -38,9 +38,10 @@ from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, REFUSAL_ARGS, REFUSALS, ROUTINGS, STEP_FIELDS,
-                             STEP_KINDS, MappingError, ceil_div, chain_steps, count_step, plan_counts, _config_fields,
-                             _refusal, _step_kinds)
+from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS,
+                             ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError, ceil_div,
+                             chain_steps, count_step, plan_counts, port_bytes, transfer_step, _config_fields, _refusal,
+                             _step_kinds)
 from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
 
 INT64_MAX = 2 ** 63 - 1
@@ -347,10 +348,11 @@ published expansion."""
 @njit(cache=True)
 def _memo(capacity):
     """An empty memo of step costs for `_cost_network`: `capacity` (a power of two) slots of a step's
-    key (kind code and shape fields, `STEP_FIELDS` 1..9; kind -1: empty), its batch cycles and MATMULs,
-    and its energy (pJ); and the count of slots in use."""
+    key (kind code and shape fields, `STEP_FIELDS` 1..9; kind -1: empty), its batch cycles, MATMULs and
+    the narrow and wide buffer rows the DMA moves (`_step_cost`), and its energy (pJ); and the count of
+    slots in use."""
     keys = np.full((capacity, 9), -1, np.int64)
-    return keys, np.zeros((capacity, 2), np.int64), np.zeros(capacity, np.float64), np.zeros(1, np.int64)
+    return keys, np.zeros((capacity, 4), np.int64), np.zeros(capacity, np.float64), np.zeros(1, np.int64)
 
 
 @njit(cache=True)
@@ -380,32 +382,44 @@ def _memo_slot(keys, step):
 
 @njit(cache=True)
 def _step_cost(step, config, feature_index, coefficients, energies, scratch, error, value):
-    """(error code, batch cycles, MATMULs, energy pJ) of one step (a `STEP_FIELDS` row); error[3:] the
-    refusal's numbers, value[0] a prediction out of range."""
-    _, _, counts, values, predicted = scratch
+    """(error code, batch cycles, MATMULs, narrow rows, wide rows, energy pJ) of one step (a
+    `STEP_FIELDS` row): the rows are those the DMA moves (`capsacc.mapping.transfer_step`): data and
+    routing buffer rows (R lanes), weight buffer rows (C lanes). error[3:] the refusal's numbers,
+    value[0] a prediction out of range."""
+    _, _, counts, values, predicted, moved = scratch
     rows, cols = config[0], config[1]
     counts[:] = 0
     refusal = count_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols,
                          config[2], config[3], config[4], config[5], counts, error[3:])
     if refusal:
-        return refusal, 0, 0, 0.0
+        return refusal, 0, 0, 0, 0, 0.0
+    moved[:] = 0
+    transfer_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols, config[2],
+                  config[3], config[4], config[5], moved, error[3:])  # refuses what count_step refuses
+    narrow, wide = 0, 0
+    for field in NARROW_TRANSFERS:
+        narrow += moved[field]
+    for field in WIDE_TRANSFERS:
+        wide += moved[field]
     _features(counts, rows, cols, values)
     target, out_of_range = _predict(values, feature_index, coefficients, predicted)
     if target >= 0:
         error[2], value[0] = target, out_of_range
-        return PREDICTION_RANGE, 0, 0, 0.0
+        return PREDICTION_RANGE, 0, 0, 0, 0, 0.0
     picojoules = 0.0
     for event in range(energies.shape[0]):
         picojoules += predicted[1 + event] * energies[event]
-    return FITS, predicted[0], counts[MATMULS], picojoules
+    return FITS, predicted[0], counts[MATMULS], narrow, wide, picojoules
 
 
 @njit(cache=True)
 def _cost_network(ops, config, feature_index, coefficients, energies, period_ns, scratch, memo, w_loads, cycles, power,
-                  energy, error, value):
+                  energy, transfers, error, value):
     """Cost the operation rows `ops` (`capsacc.network.OP_FIELDS`) by the calibrated model: write each
     operation's per-image w_loads, cycles, power (mW) and energy (mJ) (`network_costs`) into the
-    arrays, and return (total cycles, total energy_mJ), both summed in operation order. On an error,
+    arrays, and its batch's data movement into `transfers` (n_ops x 3: the narrow and wide buffer rows
+    the DMA moves, `_step_cost`, and the batch's cycles), and return (total cycles, total energy_mJ),
+    both summed in operation order. On an error,
     error[0] is its code (a `capsacc.mapping.REFUSALS` code, `PREDICTION_RANGE`, `CYCLES_RANGE` or
     `NOT_EXPANDED`), error[1] the step, error[2] the target, error[3:] the refusal's numbers and
     value[0] the value out of range. `scratch`: the arrays of `_scratch`; `memo`: a `_memo`, the
@@ -422,11 +436,12 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         return 0, 0.0
     for i in range(n):
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
+        transfers[i, :] = 0
     for s in range(count):
         slot = _memo_slot(keys, steps[s])
         if keys[slot, 0] == -1:
-            code, step_cycles, matmuls, picojoules = _step_cost(steps[s], config, feature_index, coefficients,
-                                                                energies, scratch, error, value)
+            code, step_cycles, matmuls, narrow, wide, picojoules = _step_cost(
+                steps[s], config, feature_index, coefficients, energies, scratch, error, value)
             if code:
                 error[0], error[1] = code, s
                 return 0, 0.0
@@ -436,9 +451,11 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
                 slot = _memo_slot(keys, steps[s])
             keys[slot, :] = steps[s, 1:10]
             memo_counts[slot, 0], memo_counts[slot, 1], memo_energy[slot] = step_cycles, matmuls, picojoules
+            memo_counts[slot, 2], memo_counts[slot, 3] = narrow, wide
             used[0] += 1
         else:
             step_cycles, matmuls, picojoules = memo_counts[slot, 0], memo_counts[slot, 1], memo_energy[slot]
+            narrow, wide = memo_counts[slot, 2], memo_counts[slot, 3]
         i = steps[s, 0]
         if step_cycles < 0 or step_cycles > INT64_MAX - cycles[i] or matmuls > INT64_MAX - w_loads[i]:
             error[0], error[1], value[0] = CYCLES_RANGE, s, float(cycles[i]) + float(step_cycles)
@@ -446,8 +463,11 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         cycles[i] += step_cycles
         w_loads[i] += matmuls
         energy[i] += picojoules * 1e-9
+        transfers[i, 0] += narrow
+        transfers[i, 1] += wide
     total_cycles, total_energy = 0, 0.0
     for i in range(n):  # the batch's power, then an image's share (`per_image`)
+        transfers[i, 2] = cycles[i]
         seconds = cycles[i] * period_ns * 1e-9
         power[i] = energy[i] / seconds if seconds > 0 else 0.0
         cycles[i], w_loads[i], energy[i] = ceil_div(cycles[i], batch), ceil_div(w_loads[i], batch), energy[i] / batch
@@ -459,9 +479,10 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
 @njit(cache=True)
 def _scratch(n_ops, n_targets):
     """The scratch arrays of `_cost_network` for networks of up to `n_ops` operations: kinds, steps,
-    counts, features and predictions (int64)."""
+    counts, features, predictions and transfers (int64)."""
     return (np.empty(n_ops, np.int64), np.empty((2 * n_ops + 1, len(STEP_FIELDS)), np.int64),
-            np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64), np.empty(n_targets, np.int64))
+            np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64), np.empty(n_targets, np.int64),
+            np.empty(len(TRANSFER_FIELDS), np.int64))
 
 
 NETWORK_MEMO = 64
@@ -472,16 +493,17 @@ BATCH_MEMO = 1 << 16
 
 @njit(cache=True)
 def _network_kernel(ops, config, feature_index, coefficients, energies, period_ns):
-    """`_cost_network` of one network with fresh arrays: (w_loads, cycles, power, energy, total cycles,
-    total energy, error, value)."""
+    """`_cost_network` of one network with fresh arrays: (w_loads, cycles, power, energy, transfers,
+    total cycles, total energy, error, value)."""
     n = ops.shape[0]
     w_loads, cycles = np.empty(n, np.int64), np.empty(n, np.int64)
     power, energy = np.zeros(n, np.float64), np.empty(n, np.float64)
+    transfers = np.zeros((n, 3), np.int64)
     error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
     total_cycles, total_energy = _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
                                                _scratch(n, feature_index.shape[0]), _memo(NETWORK_MEMO), w_loads,
-                                               cycles, power, energy, error, value)
-    return w_loads, cycles, power, energy, total_cycles, total_energy, error, value
+                                               cycles, power, energy, transfers, error, value)
+    return w_loads, cycles, power, energy, transfers, total_cycles, total_energy, error, value
 
 
 @njit(cache=True)
@@ -500,6 +522,7 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
     scratch, memo = _scratch(most, feature_index.shape[0]), _memo(BATCH_MEMO)
     w_loads, cycles, power, energy = (np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.float64),
                                       np.empty(most, np.float64))
+    transfers = np.empty((most, 3), np.int64)
     error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
     totals_cycles, totals_energy = np.zeros(n, np.int64), np.zeros(n, np.float64)
     weights, errors = np.zeros(n, np.int64), np.zeros(n, np.int64)
@@ -515,7 +538,8 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
         error[0] = 0
         totals_cycles[j], totals_energy[j] = _cost_network(ops[:count], config, feature_index, coefficients, energies,
                                                            period_ns, scratch, memo, w_loads[:count], cycles[:count],
-                                                           power[:count], energy[:count], error, value)
+                                                           power[:count], energy[:count], transfers[:count], error,
+                                                           value)
         errors[j] = error[0]
         weights[j] = total_weights
     return totals_cycles, totals_energy, weights, errors
@@ -533,14 +557,49 @@ def network_costs(network, calibration: Calibration):
     cycles summed before the per-image share is taken): routing operations are the phases of
     `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`), and a CapsCell network's operations
     also carry its element-wise steps (`CHAIN_KINDS`: ToCapsules, the ConvCaps3D's routing, the
-    cells' skip sums). A step that does not fit the array is a `MappingError` naming its operation."""
+    cells' skip sums). A step that does not fit the array is a `MappingError` naming its operation.
+    Last, the batch's data movement of each operation (n_ops x 3, int64: the narrow and wide buffer
+    rows the DMA moves and the batch's cycles; `data_movement` prices them)."""
     config, feature_index, coefficients, energies = calibration.kernel_arrays
-    w_loads, cycles, power, energy, total_cycles, total_energy, error, value = _network_kernel(
+    w_loads, cycles, power, energy, transfers, total_cycles, total_energy, error, value = _network_kernel(
         network.rows, config, feature_index, coefficients, energies, calibration.period_ns)
     if error[0]:
         raise _network_error(network, calibration, error, value)
     accumulators = np.full(len(network.operations), calibration.config.cols, np.int64)
-    return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, network.weights
+    return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, network.weights, transfers
+
+
+@dataclass(frozen=True)
+class DataMovement:
+    """What the DMA moves for each operation of a network through an off-chip port (arrays of length
+    n_ops, per image of the batch of B images, as `network_costs`' figures; the RTL's DMA programs,
+    `sim.host.DmaSession`, with their rows counted by `capsacc.mapping.transfer_step`).
+
+    `offchip_bytes`: ceil(the batch's bytes / B) (int64); `bandwidth_bound`: whether moving the
+    batch's bytes at W bytes a cycle takes more cycles than the batch's compute (the `bound` of
+    `nascaps rtl run`: ceil(bytes / W) > cycles); `offchip_energy_mJ`: the bytes times the port's
+    energy per byte, mJ; `dma_buffer_energy_mJ`: the on-chip buffer row each moved row writes (a load)
+    or reads (a store), priced as the `data_read` and `weight_read` events of the calibration (a
+    routing buffer row as a data one), mJ. The energies are the batch's / B."""
+
+    offchip_bytes: np.ndarray
+    bandwidth_bound: np.ndarray
+    offchip_energy_mJ: np.ndarray
+    dma_buffer_energy_mJ: np.ndarray
+
+
+def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cycle: int,
+                  offchip_pJ_per_byte: float) -> DataMovement:
+    """The `DataMovement` of the `transfers` of `network_costs` through a port of W = `bytes_per_cycle`
+    bytes a cycle and `offchip_pJ_per_byte` pJ per byte."""
+    config, batch = calibration.config, calibration.config.batch
+    narrow, wide, cycles = transfers[:, 0], transfers[:, 1], transfers[:, 2]
+    moved = port_bytes(narrow, wide, config.rows, config.cols, bytes_per_cycle)
+    buffer_pJ = narrow * calibration.energies.data_read + wide * calibration.energies.weight_read
+    return DataMovement(offchip_bytes=per_image(moved, batch),
+                        bandwidth_bound=ceil_div(moved, bytes_per_cycle) > cycles,
+                        offchip_energy_mJ=moved * offchip_pJ_per_byte * 1e-9 / batch,
+                        dma_buffer_energy_mJ=buffer_pJ * 1e-9 / batch)
 
 
 def _network_error(network, calibration: Calibration, error: np.ndarray, value: np.ndarray) -> InputError:

@@ -171,6 +171,12 @@ def _estimate_command(args) -> int:
     print(f"{'cycles':>12}{'latency_ms':>12}{'energy_mJ':>12}{'weights':>10}{'memory_KiB':>12}")
     print(f"{result.cycles:>12}{result.latency_ms:>12.6f}{result.energy_mJ:>12.6f}{result.weights:>10}"
           f"{result.memory_KiB:>12.2f}")
+    if result.movement is not None:
+        bound = ", ".join(op.name for op in result.operations if op.bound == "bandwidth") or "none"
+        print(f"data movement ({acc.offchip_bytes_per_cycle} B/cycle port, {acc.offchip_pJ_per_byte} pJ/B): "
+              f"offchip_bytes {result.offchip_bytes}, offchip_energy_mJ {result.offchip_energy_mJ:.6f}, "
+              f"dma_buffer_energy_mJ {result.dma_buffer_energy_mJ:.6f}, total_energy_mJ {result.total_energy_mJ:.6f}; "
+              f"bandwidth-bound operations: {bound} (cycles and latency are the compute's)")
     print(calibration_error_line(result))
     return 0
 

@@ -926,6 +926,10 @@ TRANSFER_FIELDS = ("data_loads", "weight_loads", "routing_loads", "data_stores",
 """What `transfer_step` counts: the int8 buffer rows the DMA moves through the off-chip port
 (`sim.host.DmaSession`), loaded into and stored from the data, weight and routing buffers."""
 DATA_LOADS, WEIGHT_LOADS, ROUTING_LOADS, DATA_STORES, WEIGHT_STORES, ROUTING_STORES = range(len(TRANSFER_FIELDS))
+NARROW_TRANSFERS = (DATA_LOADS, ROUTING_LOADS, DATA_STORES, ROUTING_STORES)
+"""The `TRANSFER_FIELDS` of rows of R int8 lanes (data and routing buffers)."""
+WIDE_TRANSFERS = (WEIGHT_LOADS, WEIGHT_STORES)
+"""The `TRANSFER_FIELDS` of rows of C int8 lanes (weight buffer)."""
 
 
 @njit(cache=True)
@@ -1040,14 +1044,23 @@ def transfer_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, r
 
 
 @njit(cache=True)
+def port_bytes(narrow, wide, rows, cols, bytes_per_cycle):
+    """Bytes through the off-chip port for `narrow` rows of R int8 lanes (data, routing) and `wide` rows
+    of C lanes (weight): a row is ceil(lanes / W) beats of W = `bytes_per_cycle` bytes
+    (`rtl.isa.beats_per_row`). Arrays or integers."""
+    return (narrow * (ceil_div(rows, bytes_per_cycle) * bytes_per_cycle)
+            + wide * (ceil_div(cols, bytes_per_cycle) * bytes_per_cycle))
+
+
+@njit(cache=True)
 def transfer_bytes(moved, rows, cols, bytes_per_cycle):
-    """Bytes through the off-chip port for the rows `moved` (`TRANSFER_FIELDS`): a data or routing row
-    (R int8 lanes) is ceil(R / W) beats of W = `bytes_per_cycle` bytes, a weight row (C lanes)
-    ceil(C / W) beats (`rtl.isa.beats_per_row`)."""
-    narrow = ceil_div(rows, bytes_per_cycle) * bytes_per_cycle
-    wide = ceil_div(cols, bytes_per_cycle) * bytes_per_cycle
-    return ((moved[DATA_LOADS] + moved[ROUTING_LOADS] + moved[DATA_STORES] + moved[ROUTING_STORES]) * narrow
-            + (moved[WEIGHT_LOADS] + moved[WEIGHT_STORES]) * wide)
+    """Bytes through the off-chip port for the rows `moved` (`TRANSFER_FIELDS`, `port_bytes`)."""
+    narrow, wide = 0, 0
+    for field in NARROW_TRANSFERS:
+        narrow += moved[field]
+    for field in WIDE_TRANSFERS:
+        wide += moved[field]
+    return port_bytes(narrow, wide, rows, cols, bytes_per_cycle)
 
 
 def plan_transfers(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:

@@ -29,6 +29,11 @@ class OperationCost:
     accumulators: int
     power_mW: float
     energy_mJ: float
+    offchip_bytes: int | None = None
+    """Calibrated model: bytes the DMA moves through the off-chip port, per image (`DataMovement`)."""
+    bound: str | None = None
+    """Calibrated model: "bandwidth" when moving `offchip_bytes` takes the port longer than the
+    compute's cycles, else "compute" (the `bound` of `nascaps rtl run`)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,11 @@ class Estimate:
 
     `costs` holds the per-operation arrays (w_loads, cycles, accumulators, power_mW, energy_mJ, each
     of length n_ops) from which `operations` builds the breakdown when it is asked for.
+    `cycles`, `latency_ms` and `energy_mJ` are the compute's (the runs' busy cycles with preloaded
+    buffers, their counted events); on a calibrated accelerator `movement` adds the data movement
+    through its off-chip port (`capsacc.calibrated.DataMovement`: `offchip_bytes`,
+    `offchip_energy_mJ`, `dma_buffer_energy_mJ`, and `total_energy_mJ` of all three); the published
+    model has none (None).
     """
 
     cycles: int
@@ -48,14 +58,39 @@ class Estimate:
     accelerator: Accelerator
     costs: tuple[np.ndarray, ...]
     model: str = MODEL_VERSION
+    movement: calibrated.DataMovement | None = None
+
+    @property
+    def offchip_bytes(self) -> int | None:
+        """Bytes through the off-chip port per image, the operations' sum (None: published model)."""
+        return None if self.movement is None else int(self.movement.offchip_bytes.sum())
+
+    @property
+    def offchip_energy_mJ(self) -> float | None:
+        """Energy of the off-chip traffic per image, mJ (`Accelerator.offchip_pJ_per_byte` per byte)."""
+        return None if self.movement is None else float(self.movement.offchip_energy_mJ.sum())
+
+    @property
+    def dma_buffer_energy_mJ(self) -> float | None:
+        """Energy of the on-chip buffer rows the DMA writes and reads per image, mJ."""
+        return None if self.movement is None else float(self.movement.dma_buffer_energy_mJ.sum())
+
+    @property
+    def total_energy_mJ(self) -> float | None:
+        """`energy_mJ` (compute events) + `offchip_energy_mJ` + `dma_buffer_energy_mJ`, mJ."""
+        return None if self.movement is None else self.energy_mJ + self.offchip_energy_mJ + self.dma_buffer_energy_mJ
 
     @property
     def operations(self) -> tuple[OperationCost, ...]:
         """The per-operation breakdown, in network order."""
         w_loads, cycles, accumulators, power, energy = self.costs
+        movement = self.movement
         return tuple(
             OperationCost(op.name, op.kind, int(row[1]), int(row[2]), int(row[3]), int(w_loads[i]),
-                          int(cycles[i]), int(accumulators[i]), float(power[i]), float(energy[i]))
+                          int(cycles[i]), int(accumulators[i]), float(power[i]), float(energy[i]),
+                          None if movement is None else int(movement.offchip_bytes[i]),
+                          None if movement is None else
+                          ("bandwidth" if movement.bandwidth_bound[i] else "compute"))
             for i, (op, row) in enumerate(zip(self.network.operations, self.network.table)))
 
     def to_dict(self) -> dict:
@@ -67,7 +102,12 @@ class Estimate:
             "weights": self.weights,
             "cycles": self.cycles,
             "hw_ops": [{"name": op.name, "kind": op.kind, "cycles": op.cycles,
-                        "energy_mJ": op.energy_mJ, "weights": op.weights} for op in self.operations],
+                        "energy_mJ": op.energy_mJ, "weights": op.weights,
+                        **({} if self.movement is None else {"offchip_bytes": op.offchip_bytes, "bound": op.bound})}
+                       for op in self.operations],
+            **({} if self.movement is None else {
+                "offchip_bytes": self.offchip_bytes, "offchip_energy_mJ": self.offchip_energy_mJ,
+                "dma_buffer_energy_mJ": self.dma_buffer_energy_mJ, "total_energy_mJ": self.total_energy_mJ}),
             "accelerator": self.accelerator.to_dict(),
             "model": self.model,
             "calibration_error_pct": self.calibration_error_pct,
@@ -86,16 +126,21 @@ def estimate(network: Network, accelerator: Accelerator) -> Estimate:
 
     An accelerator that carries a calibration (`Accelerator.calibrated()`) is costed by the
     calibrated model (`capsacc.calibrated`, model "calibrated-rtl"), any other by the published one.
+    The cycles, latency and energy are the compute's; the calibrated model adds the data movement
+    through the accelerator's off-chip port (`Estimate.movement`).
     """
+    movement = None
     if accelerator.calibration is not None:
-        *costs, cycles, energy, weights = calibrated.network_costs(network, accelerator.calibration)
+        *costs, cycles, energy, weights, transfers = calibrated.network_costs(network, accelerator.calibration)
+        movement = calibrated.data_movement(transfers, accelerator.calibration, accelerator.offchip_bytes_per_cycle,
+                                            accelerator.offchip_pJ_per_byte)
         model = calibrated.MODEL_VERSION
     else:
         *costs, cycles, energy, weights = kernels.network_costs(network.table, accelerator.kernel_params)
         model = MODEL_VERSION
     return Estimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                     weights=weights, memory_KiB=weights / 1024, network=network, accelerator=accelerator,
-                    costs=tuple(costs), model=model)
+                    costs=tuple(costs), model=model, movement=movement)
 
 
 @dataclass(frozen=True)
@@ -225,7 +270,9 @@ class BatchEstimate:
 
 def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
                   accelerator: Accelerator) -> BatchEstimate:
-    """The totals of `estimate` for many networks at once, bit-identical to it.
+    """The totals of `estimate` for many networks at once, bit-identical to it: cycles, latency,
+    energy (the compute's) and weights; not the data movement (`Estimate.movement`), which only
+    `estimate` reports.
 
     A `GenotypeBatch` is expanded and costed in one pass, without building an operation table, by
     either model. A calibrated accelerator needs the operations' shapes: give networks or a

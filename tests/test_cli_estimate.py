@@ -14,9 +14,12 @@ def test_table_output_has_units_and_totals_and_the_calibration_error(capsys):
     """The calibrated model by default, its held-out error under the table; the published model on request."""
     assert main(["estimate", "capsnet"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "energy_mJ" in lines[0] and "latency_ms" in lines[-3] and "memory_KiB" in lines[-3]
-    assert "routing7" in lines[8] and "model calibrated-rtl" in lines[-4] and lines[-2].split()[:2] == ["4759775",
+    assert "energy_mJ" in lines[0] and "latency_ms" in lines[-4] and "memory_KiB" in lines[-4]
+    assert "routing7" in lines[8] and "model calibrated-rtl" in lines[-5] and lines[-3].split()[:2] == ["4759775",
                                                                                                         "14.279325"]
+    # the batch's 115,827,200 bytes of the Verilator run (docs/rtl.md, "Memory system") / 8 images
+    assert lines[-2].startswith("data movement (16 B/cycle port, 162.5 pJ/B): offchip_bytes 14478400, ")
+    assert "bandwidth-bound operations: classcaps2, routing3, routing4, routing6 " in lines[-2]
     assert lines[-1].startswith("calibration error: 0.0000 % (") and "84 held-out RTL operations" in lines[-1]
     assert main(["estimate", "capsnet", "--accelerator", "published"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -4,15 +4,22 @@ the rows each buffer loads and stores and the bytes through the port, equal for 
 random small operations, arrays, buffer and program depths, batches, port widths and latencies.
 No simulation: the programs are built, not run."""
 
+import dataclasses
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from capsacc import Accelerator, Network, estimate
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.errors import InputError
-from capsacc.mapping import TRANSFER_FIELDS, MappingError, classcaps_dims, plan_transfers, routing_geometry
+from capsacc.mapping import TRANSFER_FIELDS, MappingError, chain, classcaps_dims, plan_transfers, routing_geometry
 from capsacc.network import Operation
+from genotype_strategies import small_genotypes
 from rtl.isa import Dma, beats_per_row, buffer_lanes
 from sim.driver import OperationDriver
+from test_sim_calibrated_model import isa_calibration
 
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing_uniform", "routing_softmax", "routing_update",
          "routing", "tocaps", "capsadd", "route3d", "relu", "squash", "softmax")
@@ -90,3 +97,45 @@ def test_transfers_of_routings_whose_logits_are_recomputed():
         assert plan_transfers(kind, op, config) == dma_transfers(session.programs, config), (kind, op, config)
         compared += 1
     assert compared >= 10
+
+
+@settings(max_examples=12, deadline=None)
+@given(genotype=small_genotypes(), array=st.sampled_from(((4, 4), (8, 8))), batch=st.integers(1, 3),
+       port=st.sampled_from(((16, 64), (4, 5), (1, 1), (64, 30))))
+def test_estimate_reports_the_data_movement_of_the_dma_programs(genotype, array, batch, port):
+    """`estimate` on a calibrated accelerator: each operation's off-chip bytes (an image's share of
+    the batch's) and bound are those of the DMA programs of its chained steps, and the energies
+    price them (the port's pJ per byte; the buffer rows at the calibration's read energies)."""
+    rows, cols = array
+    width, latency = port
+    config = ArrayConfig(rows, cols, 25, **buffer_depths(256), program_depth=64, batch=batch,
+                         offchip_bytes_per_cycle=width, offchip_latency_cycles=latency)
+    calibration = isa_calibration(config)
+    accelerator = dataclasses.replace(Accelerator.published(), rows=rows, cols=cols, calibration=calibration,
+                                      offchip_bytes_per_cycle=width, offchip_latency_cycles=latency,
+                                      offchip_pJ_per_byte=2.5)
+    network = Network.from_genotype(genotype)
+    result = estimate(network, accelerator)
+    driver = OperationDriver(config, "amaranth", offchip=True)
+    moved = [dict.fromkeys(TRANSFER_FIELDS + ("offchip_bytes",), 0) for _ in network.operations]
+    compute = [0] * len(network.operations)
+    for step in chain(network.operations):
+        session = driver.prepare(step.kind, step.op, 0)[0]
+        session.flush()
+        for name, value in dma_transfers(session.programs, config).items():
+            moved[step.index][name] += value
+        compute[step.index] += session.compute_cycles
+    energies = calibration.energies
+    for op, want, cycles in zip(result.operations, moved, compute):
+        assert op.offchip_bytes == -(-want["offchip_bytes"] // batch)
+        assert op.bound == ("bandwidth" if -(-want["offchip_bytes"] // width) > cycles else "compute")
+    total = sum(want["offchip_bytes"] for want in moved)
+    assert result.offchip_bytes == sum(-(-want["offchip_bytes"] // batch) for want in moved) > 0
+    assert result.offchip_energy_mJ == pytest.approx(total * 2.5e-9 / batch, rel=1e-12)
+    narrow = sum(want[f] for want in moved for f in TRANSFER_FIELDS if not f.startswith("weight"))
+    wide = sum(want[f] for want in moved for f in TRANSFER_FIELDS if f.startswith("weight"))
+    assert result.dma_buffer_energy_mJ == pytest.approx(
+        (narrow * energies.data_read + wide * energies.weight_read) * 1e-9 / batch, rel=1e-12)
+    assert result.total_energy_mJ == pytest.approx(
+        result.energy_mJ + result.offchip_energy_mJ + result.dma_buffer_energy_mJ, rel=1e-12)
+    assert estimate(network, Accelerator.published()).movement is None
