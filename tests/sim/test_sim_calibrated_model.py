@@ -133,7 +133,7 @@ def test_estimate_batch_option(capsys):
     assert preset["accelerator"]["calibration"]["config"]["batch"] == 8
     assert main(["estimate", "capsnet", "--accelerator", "calibrated", "--batch", "1"]) == 0
     out = capsys.readouterr().out
-    assert "batch of 1 image(s)" in out and int(out.splitlines()[-2].split()[0]) > preset["cycles"]
+    assert "batch of 1 image(s)" in out and int(out.splitlines()[-3].split()[0]) > preset["cycles"]
     for argv, message in [(["--accelerator", "calibrated", "--batch", "0"], "--batch 0: must be in 1..4096"),
                           (["--accelerator", "published", "--batch", "2"],
                            "--batch 2: only a calibrated accelerator runs batches")]:
