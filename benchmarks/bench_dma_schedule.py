@@ -14,7 +14,7 @@ import argparse
 from capsacc.array import ArrayConfig
 from capsacc.calibrated import per_image
 from capsacc.cli import load_network
-from capsacc.mapping import chain
+from capsacc.mapping import bandwidth_bound, chain
 from rtl.isa import Dma, beats_per_row, buffer_lanes, program_cycles
 from sim.driver import OperationDriver
 from sim.network_run import step_macs, step_name
@@ -41,7 +41,7 @@ def main() -> None:
         cycles = sum(program_cycles(p, config.rows, config.cols, width, latency) for p in session.programs)
         moved = sum(i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), width) * width
                     for p in session.programs for i in p if isinstance(i, Dma))
-        kind = "bandwidth" if -(-moved // width) > session.compute_cycles else "compute"
+        kind = "bandwidth" if bandwidth_bound(moved, width, session.compute_cycles) else "compute"
         print(f"{step_name(network, step):<16}{step.kind:<17}{session.compute_cycles:>12}{cycles:>12}"
               f"{cycles / session.compute_cycles:>8.3f}{moved:>15}  {kind}", flush=True)
         bound += -(-step_macs(step, config) // (config.rows * config.cols))

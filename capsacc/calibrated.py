@@ -15,6 +15,11 @@ ceil(batch cycles / B), its energy per image the batch's energy / B. These are t
 figures: the batch's latency is B times an image's share. The coefficients do not depend on the
 batch (the features count the batch's instructions), so one calibration serves every batch.
 
+With the off-chip memory, the RTL's DMA moves every buffer row (docs/rtl.md, "Memory system"):
+`capsacc.mapping.transfer_step` counts the rows each step moves, `_cost_network` sums them per
+operation beside its cycles, and `data_movement` prices them on a port (bytes, bound, energies; the
+cycles stay the compute's).
+
 The model runs as numba kernels: `_cost_network` costs one network's steps (the counting rules of
 `capsacc.mapping`, the features, the prediction, the per-image share) for `network_costs` (`estimate`)
 and, genotype after genotype, for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give
@@ -39,9 +44,9 @@ from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS,
-                             ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError, ceil_div,
-                             chain_steps, count_step, plan_counts, port_bytes, transfer_step, _config_fields, _refusal,
-                             _step_kinds)
+                             ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
+                             bandwidth_bound, ceil_div, chain_steps, count_step, plan_counts, port_bytes, transfer_step,
+                             _config_fields, _refusal, _step_kinds)
 from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
 
 INT64_MAX = 2 ** 63 - 1
@@ -597,7 +602,7 @@ def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cyc
     moved = port_bytes(narrow, wide, config.rows, config.cols, bytes_per_cycle)
     buffer_pJ = narrow * calibration.energies.data_read + wide * calibration.energies.weight_read
     return DataMovement(offchip_bytes=per_image(moved, batch),
-                        bandwidth_bound=ceil_div(moved, bytes_per_cycle) > cycles,
+                        bandwidth_bound=bandwidth_bound(moved, bytes_per_cycle, cycles),
                         offchip_energy_mJ=moved * offchip_pJ_per_byte * 1e-9 / batch,
                         dma_buffer_energy_mJ=buffer_pJ * 1e-9 / batch)
 

@@ -1052,6 +1052,13 @@ def port_bytes(narrow, wide, rows, cols, bytes_per_cycle):
             + wide * (ceil_div(cols, bytes_per_cycle) * bytes_per_cycle))
 
 
+def bandwidth_bound(offchip_bytes, bytes_per_cycle, compute_cycles):
+    """Whether moving `offchip_bytes` through a port of W = `bytes_per_cycle` bytes a cycle takes more
+    cycles than the compute's `compute_cycles`: ceil(bytes / W) > cycles (the `bound` of `nascaps rtl
+    run` and of the calibrated model's estimates). Integers or arrays."""
+    return ceil_div(offchip_bytes, bytes_per_cycle) > compute_cycles
+
+
 @njit(cache=True)
 def transfer_bytes(moved, rows, cols, bytes_per_cycle):
     """Bytes through the off-chip port for the rows `moved` (`TRANSFER_FIELDS`, `port_bytes`)."""

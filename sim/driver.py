@@ -25,9 +25,9 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, MAX_CAPSULE, ROUTING_PHASES, ROUTINGS,
-                             act_lanes, ceil_div, classcaps_act_pieces, classcaps_dims, classcaps_packing,
-                             classcaps_per_run, elementwise_chunking, elementwise_shape, matmul_blocks,
-                             matmul_chunk_rows, matmul_chunking, matmul_shape)
+                             act_lanes, bandwidth_bound, ceil_div, classcaps_act_pieces, classcaps_dims,
+                             classcaps_packing, classcaps_per_run, elementwise_chunking, elementwise_shape,
+                             matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape)
 from capsacc.network import Operation
 import rtl
 from rtl.offchip import CapsAccSystem
@@ -84,8 +84,8 @@ class OperationRun:
     def bound(self) -> str:
         """"bandwidth" when moving `offchip_bytes` over the port (W bytes a cycle) takes longer than
         the compute's `cycles`, else "compute"."""
-        transfer = -(-self.offchip_bytes // self.config.offchip_bytes_per_cycle)
-        return "bandwidth" if transfer > self.cycles else "compute"
+        bound = bandwidth_bound(self.offchip_bytes, self.config.offchip_bytes_per_cycle, self.cycles)
+        return "bandwidth" if bound else "compute"
 
     @property
     def simulated_cycles(self) -> int:
