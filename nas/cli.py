@@ -267,24 +267,50 @@ def register_finalize(subparsers) -> None:
         "finalize", help="fully train the Pareto set of a search run (Tables 3-4 of NASCaps)",
         description="Train every genotype of RUN_DIR/pareto.json for --epochs epochs and report its test "
                     "accuracy next to energy, latency and memory (final.json, final.md in RUN_DIR). Finished "
-                    "trainings are kept in RUN_DIR/final.jsonl; running again continues.")
+                    "trainings are kept in RUN_DIR/final.jsonl, the models in RUN_DIR/models; running again "
+                    "continues. With --deploy, every fully trained network is then deployed by nascaps deploy "
+                    "(RUN_DIR/deploy/INDEX) and its int8 accuracy, agreement and cycles join the report.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder")
     parser.add_argument("--epochs", type=_positive_int, default=100, help="training epochs (default 100)")
     parser.add_argument("--data", metavar="PATH", help="dataset location (default: the one the search used)")
     parser.add_argument("--train-samples", type=_positive_int, metavar="N",
                         help="training images, validation split included (default all)")
     parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="wall-clock limit per network")
+    parser.add_argument("--deploy", action="store_true",
+                        help="deploy every fully trained network in int8 (nascaps deploy, docs/deploy.md)")
+    deploy = parser.add_argument_group("deploy options (with --deploy; see nascaps deploy)")
+    deploy.add_argument("--rows", type=_positive_int, default=16, help="PE array rows (default 16)")
+    deploy.add_argument("--cols", type=_positive_int, default=16, help="PE array columns (default 16)")
+    deploy.add_argument("--calibration-images", type=_positive_int, default=256, metavar="N",
+                        help="training images the shifts are chosen on (default 256)")
+    deploy.add_argument("--simulate-images", type=int, default=0, metavar="K",
+                        help="test images run on the RTL, bit-checked (default 0)")
+    deploy.add_argument("--simulator", choices=("verilator", "amaranth"), default="verilator",
+                        help="RTL back end (default verilator)")
     parser.set_defaults(handler=_finalize_command)
 
 
 def _finalize_command(args) -> int:
-    from nas.finalize import finalize
+    from nas.finalize import DeployOptions, finalize
+
+    options = DeployOptions(args.rows, args.cols, args.calibration_images, args.simulate_images, args.simulator)
+    if args.simulate_images < 0:
+        raise InputError(f"--simulate-images {args.simulate_images}: must be 0 or more")
+    if not args.deploy and options != DeployOptions():
+        raise InputError("--rows, --cols, --calibration-images, --simulate-images and --simulator need --deploy")
     rows = finalize(args.run_dir, epochs=args.epochs, data=args.data, train_samples=args.train_samples,
-                    timeout_s=args.timeout)
+                    timeout_s=args.timeout, deploy=options if args.deploy else None)
     print(f"{'test_accuracy_%':>16}{'energy_mJ':>12}{'latency_ms':>12}{'memory_KiB':>12}{'status':>9}  genotype")
     for row in rows:
         accuracy = "" if row["test_accuracy"] is None else f"{100 * row['test_accuracy']:.2f}"
         print(f"{accuracy:>16}{row['energy_mJ']:>12.4f}{row['latency_ms']:>12.4f}{row['memory_KiB']:>12.1f}"
               f"{row['status']:>9}  {json.dumps(row['genotype'])}")
+    for index, row in enumerate(rows):
+        if "deploy" in row:
+            print(f"network {index}: " + (f"deploy failed: {row['deploy_error']}" if "deploy_error" in row else
+                  f"int8 {row['int8_accuracy']:.4f} (float {row['float_accuracy']:.4f}), agreement "
+                  f"{row['agreement']:.4f}; cycles per image: {row['model_cycles_per_image']} ({row['cost_model']})"
+                  + ("" if row["rtl_cycles_per_image"] is None else
+                     f", {row['rtl_cycles_per_image']} (RTL, bit-exact: {row['rtl_bit_exact']})")))
     print(f"wrote {args.run_dir}/final.json, final.md")
     return 0

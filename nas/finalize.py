@@ -3,13 +3,24 @@
 Each genotype of `RUN_DIR/pareto.json` is trained for `epochs` epochs on the dataset the search
 used, and its test accuracy is reported next to its energy, latency and memory. Every finished
 training is appended to `RUN_DIR/final.jsonl` at once (`nas.jsonlog`: a line torn by a kill is
-reported and skipped); a second call with the same settings trains only what is missing. Results:
+reported and skipped); a second call with the same settings trains only what is missing. Each
+trained model is saved as `RUN_DIR/models/<hash of settings and genotype>.keras`. Results:
 `final.json` (with provenance) and `final.md`, written atomically. The run folder is locked
 (`nas.search.LOCK_NAME`) while finalize works in it.
+
+With `deploy` (`nascaps finalize --deploy`), every fully trained network (status "ok") is then
+deployed by `nascaps deploy` run as a subprocess (`python -m capsacc deploy`: nas never imports sim)
+into `RUN_DIR/deploy/<index>/`, and its int8 accuracy, agreement and cycles (RTL and cost model) join
+its row. A model saved by no earlier call (a final.jsonl from before models were saved) is trained
+again first.
 """
 
+import hashlib
 import json
+import os
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from capsacc.errors import InputError
@@ -22,7 +33,52 @@ from nas.journal import RunLock
 from nas.jsonlog import append_record, finite_number, read_records
 
 LOG_NAME = "final.jsonl"
+MODELS_FOLDER = "models"
+DEPLOY_FOLDER = "deploy"
 _OBJECTIVES = ("accuracy_drop", "energy_mJ", "latency_ms", "memory_KiB")
+DEPLOY_FIELDS = ("float_accuracy", "int8_accuracy", "agreement", "test_images", "rtl_images", "rtl_bit_exact",
+                 "rtl_cycles_per_image", "rtl_total_cycles_per_image", "rtl_energy_mJ_per_image",
+                 "model_cycles_per_image", "model_energy_mJ_per_image", "cost_model")
+"""The fields of each network's deploy.json that finalize reports (docs/deploy.md)."""
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """The `nascaps deploy` options finalize passes: the PE array, calibration images, RTL images and back end."""
+
+    rows: int = 16
+    cols: int = 16
+    calibration_images: int = 256
+    simulate_images: int = 0
+    simulator: str = "verilator"
+
+    def arguments(self) -> list[str]:
+        return ["--rows", str(self.rows), "--cols", str(self.cols), "--calibration-images",
+                str(self.calibration_images), "--simulate-images", str(self.simulate_images),
+                "--simulator", self.simulator]
+
+
+def model_path(run: Path, settings: dict, genotype: Genotype) -> Path:
+    """Where finalize saves the model of `genotype` trained with `settings`."""
+    digest = hashlib.sha256(json.dumps([settings, genotype.to_list()], sort_keys=True).encode()).hexdigest()
+    return run / MODELS_FOLDER / f"{digest[:16]}.keras"
+
+
+def deploy_model(model: Path, out: Path, options: DeployOptions, data: str | None = None) -> dict:
+    """Run `nascaps deploy MODEL --out OUT` as a subprocess; returns `DEPLOY_FIELDS` of its deploy.json
+    and `deploy` (the folder), or `deploy_error` (its last line on stderr) when it wrote none."""
+    command = [sys.executable, "-m", "capsacc", "deploy", str(model), "--out", str(out), *options.arguments()]
+    if data is not None:
+        command += ["--data", data]
+    root = str(Path(__file__).resolve().parents[1])  # the folder holding nas and sim
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    report = out / "deploy.json"
+    if result.returncode not in (0, 1) or not report.exists():  # 1: written, the RTL not bit-exact
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        return {"deploy": str(out), "deploy_error": lines[-1] if lines else f"exit code {result.returncode}"}
+    record = json.loads(report.read_text())
+    return {"deploy": str(out), **{name: record.get(name) for name in DEPLOY_FIELDS}}
 
 
 def read_pareto(run: Path) -> tuple[dict, list[tuple[Genotype, dict]]]:
@@ -86,9 +142,9 @@ def _done(log: Path, settings: dict) -> dict[str, dict]:
 
 
 def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, train_samples: int | None = None,
-             timeout_s: float | None = None, progress: bool = True) -> list[dict]:
-    """Train the Pareto set of `run_dir`; write final.json and final.md there; return the rows.
-    Progress goes to stderr."""
+             timeout_s: float | None = None, progress: bool = True, deploy: DeployOptions | None = None) -> list[dict]:
+    """Train the Pareto set of `run_dir` (with `deploy`: then deploy each fully trained network, module
+    docstring); write final.json and final.md there; return the rows. Progress goes to stderr."""
     from nas.report import versions
     from nas.search import LOCK_NAME
     from nas.train import TrainConfig, train
@@ -102,6 +158,8 @@ def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, tr
         config = TrainConfig(epochs=epochs, batch_size=provenance.get("batch_size", 100),
                              seed=provenance.get("seed", 0), timeout_s=timeout_s, train_samples=train_samples)
         check_training_data(dataset, config)
+        if deploy is not None and dataset.name != "mnist":
+            raise InputError(f"--deploy: nascaps deploy handles MNIST models; the run's dataset is {dataset.name}")
         settings = {"epochs": epochs, "train_samples": train_samples, "dataset": dataset.name,
                     "source": dataset.source}
         log = run / LOG_NAME
@@ -109,10 +167,11 @@ def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, tr
         rows = []
         for index, (genotype, entry) in enumerate(entries):
             key = json.dumps(genotype.to_list())
-            if key not in done:
+            model = model_path(run, settings, genotype)
+            if key not in done or (deploy is not None and done[key]["status"] == "ok" and not model.exists()):
                 if progress:
                     print(f"network {index + 1}/{len(entries)}: {genotype.key()}", file=sys.stderr, flush=True)
-                result = train(genotype, dataset, config, test=True, progress=progress)
+                result = train(genotype, dataset, config, test=True, progress=progress, save_path=model)
                 done[key] = {"settings": settings, "genotype": genotype.to_list(), "status": result.status,
                              "test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
                              "seconds": result.seconds, "params": result.params, "message": result.message}
@@ -122,13 +181,23 @@ def finalize(run_dir: str | Path, epochs: int = 100, data: str | None = None, tr
                          "search_val_accuracy": 1 - entry["accuracy_drop"], "energy_mJ": entry["energy_mJ"],
                          "latency_ms": entry["latency_ms"], "memory_KiB": entry["memory_KiB"],
                          "params": row["params"], "seconds": row["seconds"], "epochs": len(row["val_accuracy"])})
-        final = {"provenance": {"search": provenance, **settings, "versions": versions()}, "networks": rows}
+            if deploy is not None and row["status"] == "ok":
+                if progress:
+                    print(f"deploying network {index + 1}/{len(entries)}", file=sys.stderr, flush=True)
+                rows[-1].update(deploy_model(model, run / DEPLOY_FOLDER / str(index), deploy,
+                                             data if data is not None else provenance.get("data")))
+        deployed = {"deploy": vars(deploy)} if deploy is not None else {}
+        final = {"provenance": {"search": provenance, **settings, **deployed, "versions": versions()}, "networks": rows}
         write_atomic(run / "final.json", json.dumps(final, indent=1) + "\n")
-        write_atomic(run / "final.md", _markdown(rows, settings, provenance))
+        write_atomic(run / "final.md", _markdown(rows, settings, provenance, deploy))
     return rows
 
 
-def _markdown(rows: list[dict], settings: dict, provenance: dict) -> str:
+def _percent(value) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def _markdown(rows: list[dict], settings: dict, provenance: dict, deploy: DeployOptions | None = None) -> str:
     lines = ["# Fully trained Pareto set", "",
              f"{settings['epochs']} epochs on {settings['source']} "
              f"({settings['train_samples'] or 'all'} training images); hardware figures on accelerator "
@@ -136,8 +205,24 @@ def _markdown(rows: list[dict], settings: dict, provenance: dict) -> str:
              "| # | test_accuracy_% | search_val_accuracy_% | energy_mJ | latency_ms | memory_KiB | params | status |"
              " genotype |", "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows):
-        test = "" if row["test_accuracy"] is None else f"{100 * row['test_accuracy']:.2f}"
-        lines.append(f"| {i} | {test} | {100 * row['search_val_accuracy']:.2f} | {row['energy_mJ']:.4f} | "
-                     f"{row['latency_ms']:.4f} | {row['memory_KiB']:.1f} | {row['params']} | {row['status']} | "
-                     f"`{json.dumps(row['genotype'])}` |")
+        lines.append(f"| {i} | {_percent(row['test_accuracy'])} | {100 * row['search_val_accuracy']:.2f} | "
+                     f"{row['energy_mJ']:.4f} | {row['latency_ms']:.4f} | {row['memory_KiB']:.1f} | {row['params']} | "
+                     f"{row['status']} | `{json.dumps(row['genotype'])}` |")
+    if deploy is not None:
+        lines += ["", "## Deployed in int8 (`nascaps deploy`)", "",
+                  f"On the {deploy.rows}x{deploy.cols} array, shifts chosen on {deploy.calibration_images} training "
+                  f"images; the first {deploy.simulate_images} test images on the RTL ({deploy.simulator}). "
+                  "Accuracies on the deploy's test set (the dataset's test images); cycles per image.", "",
+                  "| # | float_accuracy_% | int8_accuracy_% | agreement_% | rtl_bit_exact | rtl_cycles | model_cycles |"
+                  " cost_model | deploy |", "|---|---|---|---|---|---|---|---|---|"]
+        for i, row in enumerate(rows):
+            if "deploy" not in row:
+                continue
+            if "deploy_error" in row:
+                lines.append(f"| {i} | | | | | | | | {row['deploy_error']} |")
+                continue
+            exact = "" if row["rtl_bit_exact"] is None else str(row["rtl_bit_exact"]).lower()
+            lines.append(f"| {i} | {_percent(row['float_accuracy'])} | {_percent(row['int8_accuracy'])} | "
+                         f"{_percent(row['agreement'])} | {exact} | {row['rtl_cycles_per_image'] or ''} | "
+                         f"{row['model_cycles_per_image']} | {row['cost_model']} | `{row['deploy']}` |")
     return "\n".join(lines) + "\n"
