@@ -20,6 +20,7 @@ from genotype_strategies import small_genotypes
 from rtl.isa import Dma, beats_per_row, buffer_lanes
 from sim.driver import OperationDriver
 from test_sim_calibrated_model import isa_calibration
+from test_sim_capscell_run import GENOTYPE as CAPSCELL_GENOTYPE
 
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps", "routing_uniform", "routing_softmax", "routing_update",
          "routing", "tocaps", "capsadd", "route3d", "relu", "squash", "softmax")
@@ -106,15 +107,25 @@ def test_estimate_reports_the_data_movement_of_the_dma_programs(genotype, array,
     """`estimate` on a calibrated accelerator: each operation's off-chip bytes (an image's share of
     the batch's) and bound are those of the DMA programs of its chained steps, and the energies
     price them (the port's pJ per byte; the buffer rows at the calibration's read energies)."""
-    rows, cols = array
-    width, latency = port
+    check_movement(Network.from_genotype(genotype), *array, batch, *port)
+
+
+@pytest.mark.parametrize("port", [(16, 64), (2, 7)])
+def test_estimate_of_a_capscell_network_reports_its_data_movement(port):
+    """The chained steps of a CapsCell network (tocaps, the cells' convolutions, convcaps3d, route3d,
+    capsadd) charged to its operations."""
+    check_movement(Network.from_genotype(CAPSCELL_GENOTYPE), 4, 4, 2, *port)
+
+
+def check_movement(network: Network, rows: int, cols: int, batch: int, width: int, latency: int) -> None:
+    """`estimate`'s data movement of `network` on a calibrated R x C accelerator with a port of W =
+    `width` bytes equals that of the DMA programs the driver builds for its chained steps."""
     config = ArrayConfig(rows, cols, 25, **buffer_depths(256), program_depth=64, batch=batch,
                          offchip_bytes_per_cycle=width, offchip_latency_cycles=latency)
     calibration = isa_calibration(config)
     accelerator = dataclasses.replace(Accelerator.published(), rows=rows, cols=cols, calibration=calibration,
                                       offchip_bytes_per_cycle=width, offchip_latency_cycles=latency,
                                       offchip_pJ_per_byte=2.5)
-    network = Network.from_genotype(genotype)
     result = estimate(network, accelerator)
     driver = OperationDriver(config, "amaranth", offchip=True)
     moved = [dict.fromkeys(TRANSFER_FIELDS + ("offchip_bytes",), 0) for _ in network.operations]
