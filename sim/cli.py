@@ -299,11 +299,14 @@ def _deploy_command(args) -> int:
     if args.simulate_images:
         rtl = _deploy_simulate(args, deployment, out, accelerator.offchip_pJ_per_byte)
     cycles = rtl.get("rtl_cycles_per_image", cost.cycles)
-    energy = rtl.get("rtl_energy_mJ_per_image", cost.energy_mJ)
+    model_energy = cost.energy_mJ if cost.total_energy_mJ is None else cost.total_energy_mJ
+    energy = rtl.get("rtl_energy_mJ_per_image", model_energy)
     record = {**{name: figures[name] for name in ("float_accuracy", "int8_accuracy", "agreement", "test_images")},
               **rtl, "cycles_per_image": cycles, "latency_ms_per_image": cycles * accelerator.period_ns * 1e-6,
               "energy_mJ_per_image": energy, "cost_model": cost.model, "model_cycles_per_image": cost.cycles,
-              "model_latency_ms_per_image": cost.latency_ms, "model_energy_mJ_per_image": cost.energy_mJ,
+              "model_latency_ms_per_image": cost.latency_ms, "model_energy_mJ_per_image": model_energy,
+              "model_offchip_bytes_per_image": cost.offchip_bytes,
+              "model_offchip_energy_mJ_per_image": cost.offchip_energy_mJ,
               "calibration_images": figures["calibration_images"], "shifts": figures["shifts"],
               "layers": figures["layers"], "model": bundle["model"], "genotype": bundle["genotype"],
               "accelerator": accelerator.to_dict(), "dataset": bundle["dataset"], "seed": args.seed}
@@ -315,7 +318,7 @@ def _deploy_command(args) -> int:
           f"{record['agreement']:.4f} on {record['test_images']} test images{rtl_line}; per image "
           f"{cycles} cycles, {record['latency_ms_per_image']:.4g} ms, {energy:.4g} mJ "
           f"({'RTL counters' if 'rtl_cycles_per_image' in rtl else cost.model}); {cost.model}: {cost.cycles} cycles, "
-          f"{cost.energy_mJ:.4g} mJ; {out / 'deploy.json'}")
+          f"{model_energy:.4g} mJ; {out / 'deploy.json'}")
     return 0 if record["rtl_bit_exact"] is not False else 1
 
 

@@ -288,10 +288,14 @@ def rtl_figures(run, images: int, offchip_pJ_per_byte: float) -> dict:
     `rtl_batch_cycles`, `rtl_events_per_image` (`capsacc.calibrated.events_from_counters` of the summed
     counters), `rtl_offchip_bytes_per_image`, and energy in mJ: `rtl_onchip_energy_mJ_per_image` (the
     events priced by `capsacc.energy.EventEnergies.from_tables` of the simulated array),
-    `rtl_offchip_energy_mJ_per_image` (off-chip bytes x `offchip_pJ_per_byte`) and their sum
-    `rtl_energy_mJ_per_image`. Per image values are the batch's divided by `images` (cycles rounded up)."""
+    `rtl_offchip_energy_mJ_per_image` (off-chip bytes x `offchip_pJ_per_byte`),
+    `rtl_dma_buffer_energy_mJ_per_image` (each row the DMA instructions move, priced as a `data_read`
+    or, in the weight buffer, a `weight_read`: the calibrated model's rule) and their sum
+    `rtl_energy_mJ_per_image`. Per image values are the batch's divided by `images` (cycles and bytes
+    rounded up)."""
     from capsacc.calibrated import events_from_counters, per_image
     from capsacc.energy import EVENTS, EventEnergies
+    from rtl.isa import Dma
 
     config = run.runs[0].config
     counters = {name: sum(r.counters[name] for r in run.runs) for name in run.runs[0].counters}
@@ -299,12 +303,18 @@ def rtl_figures(run, images: int, offchip_pJ_per_byte: float) -> dict:
     energies = EventEnergies.from_tables(config)
     onchip_pJ = sum(events[event] * getattr(energies, event) for event in EVENTS)
     offchip_bytes = sum(r.offchip_bytes for r in run.runs)
+    buffer_pJ = sum(i.n * (energies.weight_read if i.buffer == "weight" else energies.data_read)
+                    for r in run.runs for stream in r.streams for program in stream.programs for i in program
+                    if isinstance(i, Dma))
     onchip_mJ, offchip_mJ = onchip_pJ * 1e-9 / images, offchip_bytes * offchip_pJ_per_byte * 1e-9 / images
+    buffer_mJ = buffer_pJ * 1e-9 / images
     return {"rtl_cycles_per_image": per_image(run.cycles, images),
             "rtl_total_cycles_per_image": per_image(sum(r.total_cycles for r in run.runs), images),
             "rtl_batch_cycles": run.cycles, "rtl_events_per_image": {e: events[e] / images for e in EVENTS},
-            "rtl_offchip_bytes_per_image": offchip_bytes / images, "rtl_onchip_energy_mJ_per_image": onchip_mJ,
-            "rtl_offchip_energy_mJ_per_image": offchip_mJ, "rtl_energy_mJ_per_image": onchip_mJ + offchip_mJ}
+            "rtl_offchip_bytes_per_image": per_image(offchip_bytes, images),
+            "rtl_onchip_energy_mJ_per_image": onchip_mJ, "rtl_offchip_energy_mJ_per_image": offchip_mJ,
+            "rtl_dma_buffer_energy_mJ_per_image": buffer_mJ,
+            "rtl_energy_mJ_per_image": onchip_mJ + offchip_mJ + buffer_mJ}
 
 
 def deploy_bundle(folder: str | Path) -> tuple[Deployment, dict]:
