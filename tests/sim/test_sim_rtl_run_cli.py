@@ -26,12 +26,18 @@ KEYS = {"macs", "compute_bound_cycles", "cycles", "utilisation", "bit_exact", "b
 def isa_costs(network: Network, batch: int = 1) -> list[int]:
     """The calibrated model's cycles per image of each operation with the RTL's exact timing coefficients
     (cycles do not depend on the accumulator width)."""
+    return [op.cycles for op in isa_estimate(network, batch).operations]
+
+
+def isa_estimate(network: Network, batch: int = 1):
+    """`estimate` by the calibrated model with the RTL's exact timing coefficients on the 4x4 array of
+    `ARRAY`, its off-chip port the default (16 B/cycle)."""
     coefficients = {t: tuple(1.0 for _ in names) for t, names in TARGET_FEATURES.items()}
     coefficients["cycles"] = tuple(float(ISA[n]) for n in TARGET_FEATURES["cycles"])
     calibration = Calibration(ArrayConfig(4, 4, 25, **buffer_depths(64), program_depth=32, batch=batch), coefficients,
                               EventEnergies.from_tables(ArrayConfig(4, 4, 25, **buffer_depths(64))), 1.0e6)
     accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4), calibration=calibration)
-    return [op.cycles for op in estimate(network, accelerator).operations]
+    return estimate(network, accelerator)
 
 
 def run_json(tmp_path, capsys, simulator: str, batch: int = 1, array: tuple = ()) -> dict:
@@ -70,6 +76,9 @@ def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
         assert o["bound"] == ("bandwidth" if -(-o["offchip_bytes"] // 16) > o["batch_cycles"] else "compute")
     assert report["total_cycles"] == sum(o["total_cycles"] for o in ops)
     assert report["offchip_bytes"] == sum(o["offchip_bytes"] for o in ops)
+    model = isa_estimate(network).operations  # the RTL's counted beats, predicted (capsacc.mapping.transfer_step)
+    assert [o["offchip_bytes"] for o in ops] == [op.offchip_bytes for op in model]
+    assert [o["bound"] for o in ops] == [op.bound for op in model]
 
 
 def test_rtl_run_builds_each_memory_at_its_own_depth(tmp_path, capsys):
