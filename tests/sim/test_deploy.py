@@ -220,3 +220,18 @@ def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
     model = estimate(deployment.network, accelerator)
     assert model.offchip_bytes == figures["rtl_offchip_bytes_per_image"]
     assert model.dma_buffer_energy_mJ == pytest.approx(figures["rtl_dma_buffer_energy_mJ_per_image"])
+
+
+@pytest.mark.verilator
+def test_verilator_runs_the_deployment_as_amaranth_does(tiny_run):
+    """The same images on Verilator: bit-exact, the same counters and the same memory images and programs."""
+    from sim.deploy import simulate
+
+    deployment, pixels, run = tiny_run
+    again, exact = simulate(deployment, pixels, 4, 4, "verilator")
+    assert exact and np.array_equal(again.output, run.output)
+    assert [r.counters for r in again.runs] == [r.counters for r in run.runs]
+    for ours, theirs in zip(again.runs, run.runs):
+        assert len(ours.streams) == len(theirs.streams)
+        for a, b in zip(ours.streams, theirs.streams):
+            assert np.array_equal(a.image, b.image) and a.programs == b.programs
