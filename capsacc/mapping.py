@@ -814,6 +814,60 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, depth, words, routi
 
 
 @njit(cache=True)
+def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
+    """(refusal, n, m, func, width, capsule, span, mb, kc, nc) of a conv kind's step: its shape
+    (`_matmul_shape`), mb column blocks, kc K chunks of R rows and nc data rows per chunk; refused
+    (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits, or when a chunk of nc rows or the last one of
+    n mod nc rows leaves no K chunk per run. The checks `count_step` and `transfer_step` share."""
+    refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
+                                                                 caps_out, cols, batch, args)
+    if refusal:
+        return refusal, n, m, func, width, capsule, span, 0, 0, 0
+    mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
+    nc = _matmul_chunk_rows(n, mb, span, depth)
+    if nc < 1:
+        args[0], args[1] = mb, depth
+        return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc
+    for chunk_rows in (nc, n % nc):
+        if chunk_rows and _matmul_chunking(mb, chunk_rows, depth, rows, words) < 1:
+            args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
+            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc
+    return FITS, n, m, func, width, capsule, span, mb, kc, nc
+
+
+@njit(cache=True)
+def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch, args):
+    """(refusal, n_caps, kc, mb, k, ci) of a classcaps step: its I = n_caps input capsules, kc K chunks
+    and mb column blocks, k capsules packed per tile (`_classcaps_packing`) and ci capsules per run
+    (`_classcaps_per_run`; `REFUSED_CLASSCAPS` when none fits)."""
+    n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
+    kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
+    k = _classcaps_packing(caps_in, rows)
+    ci = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
+    if ci < 1:
+        args[0], args[1], args[2], args[3] = k, caps_in, flat, batch
+        return REFUSED_CLASSCAPS, n_caps, kc, mb, k, ci
+    return FITS, n_caps, kc, mb, k, ci
+
+
+@njit(cache=True)
+def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
+    """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr) of a
+    `CHAIN_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk and pr
+    operands per run (`_elementwise_chunking`; `REFUSED_ELEMENTWISE` when no operand fits a run)."""
+    refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
+        kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
+    if refusal:
+        return refusal, n, m, func, width, capsule, span, length, operands, chunks, 0, 0, 0
+    mb = _blocks(m, width, capsule, span)
+    nc, pr = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
+    if pr < 1:
+        args[0], args[1], args[2] = mb, depth, words
+        return REFUSED_ELEMENTWISE, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr
+    return FITS, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr
+
+
+@njit(cache=True)
 def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, routings,
                counts, args):
     """Add the instruction counts (`COUNT_FIELDS`, int64) of a step of kind code `kind` (`STEP_KINDS`)
@@ -831,23 +885,15 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             counts[field] += batch * single[field]
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
-                                                                     caps_out, cols, batch, args)
+        refusal, n, m, func, width, capsule, span, mb, kc, nc = _matmul_plan(
+            kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
-        mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
-        nc = _matmul_chunk_rows(n, mb, span, depth)
-        if nc < 1:
-            args[0], args[1] = mb, depth
-            return REFUSED_CHUNK
         for part in range(2):
             chunk_rows, times = (nc, n // nc) if part == 0 else (n % nc, 1)
             if chunk_rows == 0 or times == 0:
                 continue
             kr = _matmul_chunking(mb, chunk_rows, depth, rows, words)
-            if kr < 1:
-                args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
-                return REFUSED_RUN
             runs = ceil_div(kc, kr)
             counts[RUNS] += times * runs
             counts[PHASE_CYCLES] += times * ((runs - 1) * matmul_run_cycles(kr * mb, chunk_rows, rows, cols)
@@ -864,13 +910,10 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
                 _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
         return FITS
     if kind == CLASSCAPS:
-        n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
-        kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
-        k = _classcaps_packing(caps_in, rows)
-        ci = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
-        if ci < 1:
-            args[0], args[1], args[2], args[3] = k, caps_in, flat, batch
-            return REFUSED_CLASSCAPS
+        refusal, n_caps, kc, mb, k, ci = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth,
+                                                         words, batch, args)
+        if refusal:
+            return refusal
         data_rows = batch * k  # per MATMUL
         for part in range(2):
             run_caps, times = (ci, n_caps // ci) if part == 0 else (n_caps % ci, 1)
@@ -888,15 +931,11 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             counts[PHASE_CYCLES] += times * matmul_run_cycles(groups * kc * mb, data_rows, rows, cols)
         return FITS
     if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
-        refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
-            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
+        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr = _elementwise_plan(
+            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
-        mb, tiles = _blocks(m, width, capsule, span), operands * chunks
-        nc, pr = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
-        if pr < 1:
-            args[0], args[1], args[2] = mb, depth, words
-            return REFUSED_ELEMENTWISE
+        tiles = operands * chunks
         runs = ceil_div(operands, pr)
         full_blocks, last_width = m // width, m % width
         for part in range(2):
@@ -994,46 +1033,29 @@ def transfer_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, r
             moved[field] += batch * single[field]
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
-                                                                     caps_out, cols, batch, args)
+        refusal, n, _, _, _, _, _, mb, kc, nc = _matmul_plan(
+            kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
-        mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
-        nc = _matmul_chunk_rows(n, mb, span, depth)
-        if nc < 1:
-            args[0], args[1] = mb, depth
-            return REFUSED_CHUNK
-        for chunk_rows in (nc, n % nc):  # the runs must fit, as `count_step` checks
-            if chunk_rows and _matmul_chunking(mb, chunk_rows, depth, rows, words) < 1:
-                args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
-                return REFUSED_RUN
         moved[DATA_LOADS] += kc * n
         moved[WEIGHT_LOADS] += ceil_div(n, nc) * kc * mb * rows
         moved[WEIGHT_STORES] += mb * n
         return FITS
     if kind == CLASSCAPS:
-        n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
-        kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
-        k = _classcaps_packing(caps_in, rows)
-        ci = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
-        if ci < 1:
-            args[0], args[1], args[2], args[3] = k, caps_in, flat, batch
-            return REFUSED_CLASSCAPS
+        refusal, n_caps, kc, mb, k, ci = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth,
+                                                         words, batch, args)
+        if refusal:
+            return refusal
         groups = (n_caps // ci) * (ci // k) + ceil_div(n_caps % ci, k)
         moved[DATA_LOADS] += groups * kc * batch * k
         moved[WEIGHT_LOADS] += groups * kc * mb * rows
         moved[WEIGHT_STORES] += groups * mb * batch * k
         return FITS
     if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
-        refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
-            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
+        refusal, n, _, _, _, _, _, _, operands, chunks, mb, nc, pr = _elementwise_plan(
+            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
-        mb = _blocks(m, width, capsule, span)
-        nc, pr = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
-        if pr < 1:
-            args[0], args[1], args[2] = mb, depth, words
-            return REFUSED_ELEMENTWISE
         moved[DATA_LOADS] += operands * chunks * mb * n
         moved[WEIGHT_LOADS] += ceil_div(n, nc) * ceil_div(operands, pr) * chunks * rows
         moved[WEIGHT_STORES] += mb * n
