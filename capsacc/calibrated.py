@@ -45,7 +45,7 @@ from capsacc.files import read_json
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS,
                              ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
-                             bandwidth_bound, ceil_div, chain_steps, count_step, plan_counts, port_bytes, transfer_step,
+                             bandwidth_bound, ceil_div, chain_steps, count_step, plan_counts, port_bytes,
                              _config_fields, _refusal, _step_kinds)
 from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
 
@@ -388,19 +388,15 @@ def _memo_slot(keys, step):
 @njit(cache=True)
 def _step_cost(step, config, feature_index, coefficients, energies, scratch, error, value):
     """(error code, batch cycles, MATMULs, narrow rows, wide rows, energy pJ) of one step (a
-    `STEP_FIELDS` row): the rows are those the DMA moves (`capsacc.mapping.transfer_step`): data and
+    `STEP_FIELDS` row): the rows are those the DMA moves (`capsacc.mapping.count_step`): data and
     routing buffer rows (R lanes), weight buffer rows (C lanes). error[3:] the refusal's numbers,
     value[0] a prediction out of range."""
     _, _, counts, values, predicted, moved = scratch
     rows, cols = config[0], config[1]
-    counts[:] = 0
     refusal = count_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols,
-                         config[2], config[3], config[4], config[5], counts, error[3:])
+                         config[2], config[3], config[4], config[5], counts, moved, error[3:])
     if refusal:
         return refusal, 0, 0, 0, 0, 0.0
-    moved[:] = 0
-    transfer_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols, config[2],
-                  config[3], config[4], config[5], moved, error[3:])  # refuses what count_step refuses
     narrow, wide = 0, 0
     for field in NARROW_TRANSFERS:
         narrow += moved[field]

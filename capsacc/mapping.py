@@ -768,18 +768,17 @@ def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, c
 
 
 @njit(cache=True)
-def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, depth, words, routings, counts, args):
-    """Add the counts of routing phase `kind` for one image to `counts`; return the refusal code."""
-    (refusal, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks_total, nq, na, mpr,
-     acts_per_run, pairs_per_run) = _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args)
-    if refusal:
-        return refusal
+def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
+    """Add the counts of routing phase `kind` for one image to `counts`, by its `_routing_geometry`
+    `geometry` (a fitting one)."""
+    (_, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks_total, nq, na, mpr, acts_per_run,
+     pairs_per_run) = geometry
     if kind == ROUTING_UPDATE:
         if resident:
             _routing_update(counts, na, n_in // na, 1, t_j, kf, mpr, resident, rows, cols)
             if n_in % na:
                 _routing_update(counts, n_in % na, 1, 1, t_j, kf, mpr, resident, rows, cols)
-        return FITS
+        return
     last_inputs = n_in - (chunks_total - 1) * q_in  # the last chunk's
     per_pair = n_out * t_d
     full_blocks, rest_chunks = chunks_total // nq, chunks_total % nq
@@ -810,7 +809,6 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, depth, words, routi
     _act(counts, cols, FUNC_SQUASH, cols * t_d, dim, t_j - 1, True)
     _act(counts, cols, FUNC_SQUASH, (n_out - (t_j - 1) * cols) * t_d, dim, 1, True)
     counts[RUNS] += 1
-    return FITS
 
 
 @njit(cache=True)
@@ -818,7 +816,7 @@ def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, ro
     """(refusal, n, m, func, width, capsule, span, mb, kc, nc) of a conv kind's step: its shape
     (`_matmul_shape`), mb column blocks, kc K chunks of R rows and nc data rows per chunk; refused
     (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits, or when a chunk of nc rows or the last one of
-    n mod nc rows leaves no K chunk per run. The checks `count_step` and `transfer_step` share."""
+    n mod nc rows leaves no K chunk per run: the plan `count_step` counts instructions and rows by."""
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
                                                                  caps_out, cols, batch, args)
     if refusal:
@@ -867,103 +865,9 @@ def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows,
     return FITS, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr
 
 
-@njit(cache=True)
-def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, routings,
-               counts, args):
-    """Add the instruction counts (`COUNT_FIELDS`, int64) of a step of kind code `kind` (`STEP_KINDS`)
-    for one batch to `counts`, by the tiling rules of the module docstring (`plan_counts`); return the
-    refusal code (`REFUSALS`, 0 when it fits; the message's numbers in `args`). The one definition of
-    the counts, run by `plan_counts` and the calibrated model's kernels."""
-    if kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE:
-        single = np.zeros(len(COUNT_FIELDS), np.int64)  # per image: the batch's routings run in turn
-        for position in range(2 * routings - 1 if kind == ROUTING else 1):
-            refusal = _count_routing_phase(routing_phase(position) if kind == ROUTING else kind, n_in * n_in * ch_in,
-                                           ch_out, caps_out, rows, cols, depth, words, routings, single, args)
-            if refusal:
-                return refusal
-        for field in range(len(COUNT_FIELDS)):
-            counts[field] += batch * single[field]
-        return FITS
-    if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        refusal, n, m, func, width, capsule, span, mb, kc, nc = _matmul_plan(
-            kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
-        if refusal:
-            return refusal
-        for part in range(2):
-            chunk_rows, times = (nc, n // nc) if part == 0 else (n % nc, 1)
-            if chunk_rows == 0 or times == 0:
-                continue
-            kr = _matmul_chunking(mb, chunk_rows, depth, rows, words)
-            runs = ceil_div(kc, kr)
-            counts[RUNS] += times * runs
-            counts[PHASE_CYCLES] += times * ((runs - 1) * matmul_run_cycles(kr * mb, chunk_rows, rows, cols)
-                                             + matmul_run_cycles((kc - (runs - 1) * kr) * mb, chunk_rows, rows, cols))
-            counts[MATMULS] += times * kc * mb
-            counts[MATMUL_ROWS] += times * kc * mb * chunk_rows
-            counts[ACCUMULATE] += times * (kc - 1) * mb * chunk_rows
-            if span > 1:  # one ACT per capsule type, over its span blocks
-                _act(counts, cols, func, span * chunk_rows, capsule, times * (m // capsule), False)
-                continue
-            full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
-            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
-            if last_width:
-                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
-        return FITS
-    if kind == CLASSCAPS:
-        refusal, n_caps, kc, mb, k, ci = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth,
-                                                         words, batch, args)
-        if refusal:
-            return refusal
-        data_rows = batch * k  # per MATMUL
-        for part in range(2):
-            run_caps, times = (ci, n_caps // ci) if part == 0 else (n_caps % ci, 1)
-            if run_caps == 0 or times == 0:
-                continue
-            groups = ceil_div(run_caps, k)
-            counts[RUNS] += times
-            counts[MATMULS] += times * groups * kc * mb
-            counts[MATMUL_ROWS] += times * groups * data_rows * kc * mb
-            counts[ACCUMULATE] += times * groups * data_rows * (kc - 1) * mb
-            psum_rows = groups * data_rows * mb  # `classcaps_act_pieces` in closed form
-            _act(counts, cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * (psum_rows // ACT_MAX_ROWS), False)
-            if psum_rows % ACT_MAX_ROWS:
-                _act(counts, cols, FUNC_NONE, psum_rows % ACT_MAX_ROWS, cols, times, False)
-            counts[PHASE_CYCLES] += times * matmul_run_cycles(groups * kc * mb, data_rows, rows, cols)
-        return FITS
-    if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
-        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr = _elementwise_plan(
-            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
-        if refusal:
-            return refusal
-        tiles = operands * chunks
-        runs = ceil_div(operands, pr)
-        full_blocks, last_width = m // width, m % width
-        for part in range(2):
-            chunk_rows, times = (nc, n // nc) if part == 0 else (n % nc, 1)
-            if chunk_rows == 0 or times == 0:
-                continue
-            counts[RUNS] += times * runs
-            counts[PHASE_CYCLES] += times * (
-                (runs - 1) * matmul_run_cycles(pr * chunks * mb, chunk_rows, rows, cols)
-                + matmul_run_cycles((operands - (runs - 1) * pr) * chunks * mb, chunk_rows, rows, cols))
-            counts[MATMULS] += times * tiles * mb
-            counts[MATMUL_ROWS] += times * tiles * mb * chunk_rows
-            counts[ACCUMULATE] += times * (tiles - 1) * mb * chunk_rows
-            if span > 1:
-                _act(counts, cols, FUNC_SQUASH, span * chunk_rows, length, times * (m // length), False)
-                continue
-            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
-            if last_width:
-                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
-        return FITS
-    counts[RUNS] += 1  # a lone activation: one ACT, whatever the batch
-    _act(counts, cols, kind - RELU + FUNC_RELU, n_in, caps_in, 1, False)
-    return FITS
-
-
 TRANSFER_FIELDS = ("data_loads", "weight_loads", "routing_loads", "data_stores", "weight_stores", "routing_stores")
-"""What `transfer_step` counts: the int8 buffer rows the DMA moves through the off-chip port
-(`sim.host.DmaSession`), loaded into and stored from the data, weight and routing buffers."""
+"""What `count_step` counts beside the instructions: the int8 buffer rows the DMA moves through the
+off-chip port (`sim.host.DmaSession`), loaded into and stored from the data, weight and routing buffers."""
 DATA_LOADS, WEIGHT_LOADS, ROUTING_LOADS, DATA_STORES, WEIGHT_STORES, ROUTING_STORES = range(len(TRANSFER_FIELDS))
 NARROW_TRANSFERS = (DATA_LOADS, ROUTING_LOADS, DATA_STORES, ROUTING_STORES)
 """The `TRANSFER_FIELDS` of rows of R int8 lanes (data and routing buffers)."""
@@ -972,19 +876,16 @@ WIDE_TRANSFERS = (WEIGHT_LOADS, WEIGHT_STORES)
 
 
 @njit(cache=True)
-def _routing_transfers(kind, n_in, n_out, dim, rows, cols, depth, words, routings, moved, args):
+def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
     """Add the buffer rows the DMA moves for routing phase `kind` (or a whole routing, `ROUTING`) of
-    one image to `moved` (`TRANSFER_FIELDS`); return the refusal code. Loaded once: every row the
-    runs of `rtl.workloads.RoutingLayout` write (the weighted sums' tiles, the uniform coupling, the
-    prediction rows of an update and of a recomputation, the zeroed output-capsule sets), and for a
-    lone phase the state the host writes (the output capsules a resident update reads, the sets a
-    recomputation reads). Stored: the results read, the last block's coupling rows and the
-    iteration's output capsules, but after a lone update (its logits lie in the partial-sum memory,
-    which the DMA does not move)."""
-    (refusal, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks, nq, _, _, _, _) = \
-        _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args)
-    if refusal:
-        return refusal
+    one image to `moved` (`TRANSFER_FIELDS`), by its `_routing_geometry` `geometry` (a fitting one).
+    Loaded once: every row the runs of `rtl.workloads.RoutingLayout` write (the weighted sums' tiles,
+    the uniform coupling, the prediction rows of an update and of a recomputation, the zeroed
+    output-capsule sets), and for a lone phase the state the host writes (the output capsules a
+    resident update reads, the sets a recomputation reads). Stored: the results read, the last
+    block's coupling rows and the iteration's output capsules, but after a lone update (its logits
+    lie in the partial-sum memory, which the DMA does not move)."""
+    (_, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks, nq, _, _, _, _) = geometry
     tiles = chunks * n_out * t_d * rows  # the weighted sums' tiles, one per (chunk, class, row of s_j)
     update = kf * t_j * n_in  # the prediction rows of an update (resident) or of a recomputation per set
     phases = 2 * routings - 1 if kind == ROUTING else 1
@@ -1008,60 +909,129 @@ def _routing_transfers(kind, n_in, n_out, dim, rows, cols, depth, words, routing
         last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
         moved[ROUTING_STORES] += ceil_div(last_inputs, q_in) * n_out
         moved[WEIGHT_STORES] += kf * rows
-    return FITS
 
 
 @njit(cache=True)
-def transfer_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch,
-                  routings, moved, args):
-    """Add the int8 buffer rows (`TRANSFER_FIELDS`, int64) the DMA moves for a step of kind code `kind`
-    (`STEP_KINDS`) for one batch to `moved`, by the tiling rules of `count_step` run with the off-chip
-    memory (`sim.host.DmaSession`: every row a run writes into a buffer is loaded once, every result
-    read is stored; partial sums stay host accesses); return the refusal code (`REFUSALS`). Per
-    kind: conv kinds, per chunk of nc data rows, kc·nc data rows and kc·mb·R weight rows, mb·nc result
-    rows stored; classcaps, per run of g groups, g·kc·B·k data rows, g·kc·mb·R weight rows, g·mb·B·k
-    stored; `CHAIN_KINDS`, per chunk, the operands' chunks·mb·nc data rows and per run its chunks·R
-    identity rows, mb·nc stored; a lone activation stores its rows; routing `_routing_transfers` per
-    image."""
+def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, routings,
+               counts, moved, args):
+    """Write the instruction counts (`COUNT_FIELDS`, int64) of a step of kind code `kind` (`STEP_KINDS`)
+    for one batch into `counts` and the int8 buffer rows (`TRANSFER_FIELDS`, int64) the DMA moves for it
+    into `moved`, by the tiling rules of the module docstring, from one plan of the step (`_matmul_plan`,
+    `_classcaps_plan`, `_elementwise_plan`, `_routing_geometry`); return the refusal code (`REFUSALS`, 0
+    when it fits; the message's numbers in `args`). The one definition of the counts (`plan_counts`) and
+    of the rows moved (`plan_transfers`), run by the calibrated model's kernels too.
+
+    The rows moved are those of the programs run with the off-chip memory (`sim.host.DmaSession`: every
+    row a run writes into a buffer is loaded once, every result read is stored; partial sums stay host
+    accesses). Per kind: conv kinds, per chunk of nc data rows, kc·nc data rows and kc·mb·R weight rows,
+    mb·nc result rows stored; classcaps, per run of g groups, g·kc·B·k data rows, g·kc·mb·R weight rows,
+    g·mb·B·k stored; `CHAIN_KINDS`, per chunk, the operands' chunks·mb·nc data rows and per run its
+    chunks·R identity rows, mb·nc stored; a lone activation stores its rows; routing
+    `_routing_transfers` per image."""
+    counts[:] = 0
+    moved[:] = 0
     if kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE:
-        single = np.zeros(len(TRANSFER_FIELDS), np.int64)
-        refusal = _routing_transfers(kind, n_in * n_in * ch_in, ch_out, caps_out, rows, cols, depth, words, routings,
-                                     single, args)
-        if refusal:
-            return refusal
+        n_caps = n_in * n_in * ch_in
+        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings, args)
+        if geometry[0]:
+            return geometry[0]
+        for position in range(2 * routings - 1 if kind == ROUTING else 1):
+            _count_routing_phase(routing_phase(position) if kind == ROUTING else kind, n_caps, ch_out, caps_out, rows,
+                                 cols, geometry, counts)
+        _routing_transfers(kind, n_caps, ch_out, rows, routings, geometry, moved)
+        for field in range(len(COUNT_FIELDS)):  # per image: the batch's routings run in turn
+            counts[field] *= batch
         for field in range(len(TRANSFER_FIELDS)):
-            moved[field] += batch * single[field]
+            moved[field] *= batch
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        refusal, n, _, _, _, _, _, mb, kc, nc = _matmul_plan(
+        refusal, n, m, func, width, capsule, span, mb, kc, nc = _matmul_plan(
             kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
-        moved[DATA_LOADS] += kc * n
-        moved[WEIGHT_LOADS] += ceil_div(n, nc) * kc * mb * rows
-        moved[WEIGHT_STORES] += mb * n
+        full_chunks, rest_rows = n // nc, n % nc
+        moved[DATA_LOADS] = kc * n
+        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * kc * mb * rows
+        moved[WEIGHT_STORES] = mb * n
+        full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
+        for part in range(2):
+            chunk_rows, times = (nc, full_chunks) if part == 0 else (rest_rows, 1)
+            if chunk_rows == 0 or times == 0:
+                continue
+            kr = _matmul_chunking(mb, chunk_rows, depth, rows, words)
+            runs = ceil_div(kc, kr)
+            counts[RUNS] += times * runs
+            counts[PHASE_CYCLES] += times * ((runs - 1) * matmul_run_cycles(kr * mb, chunk_rows, rows, cols)
+                                             + matmul_run_cycles((kc - (runs - 1) * kr) * mb, chunk_rows, rows, cols))
+            counts[MATMULS] += times * kc * mb
+            counts[MATMUL_ROWS] += times * kc * mb * chunk_rows
+            counts[ACCUMULATE] += times * (kc - 1) * mb * chunk_rows
+            if span > 1:  # one ACT per capsule type, over its span blocks
+                _act(counts, cols, func, span * chunk_rows, capsule, times * (m // capsule), False)
+                continue
+            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
+            if last_width:
+                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
         return FITS
     if kind == CLASSCAPS:
         refusal, n_caps, kc, mb, k, ci = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth,
                                                          words, batch, args)
         if refusal:
             return refusal
-        groups = (n_caps // ci) * (ci // k) + ceil_div(n_caps % ci, k)
-        moved[DATA_LOADS] += groups * kc * batch * k
-        moved[WEIGHT_LOADS] += groups * kc * mb * rows
-        moved[WEIGHT_STORES] += groups * mb * batch * k
+        data_rows = batch * k  # per MATMUL
+        all_groups = 0
+        for part in range(2):
+            run_caps, times = (ci, n_caps // ci) if part == 0 else (n_caps % ci, 1)
+            if run_caps == 0 or times == 0:
+                continue
+            groups = ceil_div(run_caps, k)
+            all_groups += times * groups
+            counts[RUNS] += times
+            counts[MATMULS] += times * groups * kc * mb
+            counts[MATMUL_ROWS] += times * groups * data_rows * kc * mb
+            counts[ACCUMULATE] += times * groups * data_rows * (kc - 1) * mb
+            psum_rows = groups * data_rows * mb  # `classcaps_act_pieces` in closed form
+            _act(counts, cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * (psum_rows // ACT_MAX_ROWS), False)
+            if psum_rows % ACT_MAX_ROWS:
+                _act(counts, cols, FUNC_NONE, psum_rows % ACT_MAX_ROWS, cols, times, False)
+            counts[PHASE_CYCLES] += times * matmul_run_cycles(groups * kc * mb, data_rows, rows, cols)
+        moved[DATA_LOADS] = all_groups * kc * data_rows
+        moved[WEIGHT_LOADS] = all_groups * kc * mb * rows
+        moved[WEIGHT_STORES] = all_groups * mb * data_rows
         return FITS
     if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
-        refusal, n, _, _, _, _, _, _, operands, chunks, mb, nc, pr = _elementwise_plan(
+        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr = _elementwise_plan(
             kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
-        moved[DATA_LOADS] += operands * chunks * mb * n
-        moved[WEIGHT_LOADS] += ceil_div(n, nc) * ceil_div(operands, pr) * chunks * rows
-        moved[WEIGHT_STORES] += mb * n
+        tiles = operands * chunks
+        runs = ceil_div(operands, pr)
+        full_chunks, rest_rows = n // nc, n % nc
+        moved[DATA_LOADS] = tiles * mb * n
+        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * chunks * rows
+        moved[WEIGHT_STORES] = mb * n
+        full_blocks, last_width = m // width, m % width
+        for part in range(2):
+            chunk_rows, times = (nc, full_chunks) if part == 0 else (rest_rows, 1)
+            if chunk_rows == 0 or times == 0:
+                continue
+            counts[RUNS] += times * runs
+            counts[PHASE_CYCLES] += times * (
+                (runs - 1) * matmul_run_cycles(pr * chunks * mb, chunk_rows, rows, cols)
+                + matmul_run_cycles((operands - (runs - 1) * pr) * chunks * mb, chunk_rows, rows, cols))
+            counts[MATMULS] += times * tiles * mb
+            counts[MATMUL_ROWS] += times * tiles * mb * chunk_rows
+            counts[ACCUMULATE] += times * (tiles - 1) * mb * chunk_rows
+            if span > 1:
+                _act(counts, cols, FUNC_SQUASH, span * chunk_rows, length, times * (m // length), False)
+                continue
+            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
+            if last_width:
+                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
         return FITS
-    span = _act_lanes(cols, kind - RELU + FUNC_RELU, caps_in)[0]  # a lone activation: its result rows
-    moved[WEIGHT_STORES] += ceil_div(n_in, span) * span
+    counts[RUNS] += 1  # a lone activation: one ACT, whatever the batch, and its result rows stored
+    _act(counts, cols, kind - RELU + FUNC_RELU, n_in, caps_in, 1, False)
+    moved[WEIGHT_STORES] = counts[ACT_ROWS]
     return FITS
 
 
@@ -1093,17 +1063,17 @@ def transfer_bytes(moved, rows, cols, bytes_per_cycle):
 
 
 def plan_transfers(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) -> dict[str, int]:
-    """The buffer rows the DMA moves for `op` (`TRANSFER_FIELDS`, `transfer_step`) for one batch of
+    """The buffer rows the DMA moves for `op` (`TRANSFER_FIELDS`, `count_step`) for one batch of
     `config.batch` images, and "offchip_bytes", the bytes through the port of
     `config.offchip_bytes_per_cycle` (`transfer_bytes`); `MappingError` when the operation does not fit."""
     if kind not in STEP_KINDS:
         raise MappingError(f"unknown operation kind {kind!r} (known: {', '.join(STEP_KINDS)})")
     routing_phases(routings)
-    moved = np.zeros(len(TRANSFER_FIELDS), np.int64)
+    counts, moved = np.zeros(len(COUNT_FIELDS), np.int64), np.zeros(len(TRANSFER_FIELDS), np.int64)
     args = np.zeros(REFUSAL_ARGS, np.int64)
     n_in, ch_in, caps_in, kernel, _, n_out, ch_out, caps_out = _op_fields(op)
-    refusal = transfer_step(STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out,
-                            *_config_fields(config), routings, moved, args)
+    refusal = count_step(STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out,
+                         *_config_fields(config), routings, counts, moved, args)
     if refusal:
         raise _refusal(refusal, args)
     result = dict(zip(TRANSFER_FIELDS, moved.tolist()))
@@ -1122,11 +1092,11 @@ def plan_counts(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS) ->
         known = ", ".join(KINDS + CHAIN_KINDS + ACTIVATIONS + ("routing",))
         raise MappingError(f"unknown operation kind {kind!r} (known: {known})")
     routing_phases(routings)  # refuses a malformed `routings`
-    counts = np.zeros(len(COUNT_FIELDS), np.int64)
+    counts, moved = np.zeros(len(COUNT_FIELDS), np.int64), np.zeros(len(TRANSFER_FIELDS), np.int64)
     args = np.zeros(REFUSAL_ARGS, np.int64)
     n_in, ch_in, caps_in, kernel, _, n_out, ch_out, caps_out = _op_fields(op)
     refusal = count_step(STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out,
-                         *_config_fields(config), routings, counts, args)
+                         *_config_fields(config), routings, counts, moved, args)
     if refusal:
         raise _refusal(refusal, args)
     return dict(zip(COUNT_FIELDS, counts.tolist()))
