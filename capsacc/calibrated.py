@@ -16,15 +16,17 @@ figures: the batch's latency is B times an image's share. The coefficients do no
 batch (the features count the batch's instructions), so one calibration serves every batch.
 
 With the off-chip memory, the RTL's DMA moves every buffer row (docs/rtl.md, "Memory system"):
-`capsacc.mapping.transfer_step` counts the rows each step moves, `_cost_network` sums them per
+`capsacc.mapping.count_step` counts the rows each step moves, `_cost_network` sums them per
 operation beside its cycles, and `data_movement` prices them on a port (bytes, bound, energies; the
 cycles stay the compute's).
 
 The model runs as numba kernels: `_cost_network` costs one network's steps (the counting rules of
-`capsacc.mapping`, the features, the prediction, the per-image share) for `network_costs` (`estimate`)
-and, genotype after genotype, for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give
-the same totals bit for bit. A step's cost is a function of its kind and shape alone: a memo of the
-costs already computed (`_memo`) skips the counting for steps that networks share.
+`capsacc.mapping`: `count_step` gives a step's instructions and DMA rows from one plan; the features,
+the prediction, the per-image share) for `network_costs` (`estimate`) and, genotype after genotype,
+for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give the same totals bit for bit.
+A step's cost is a function of its kind and shape (all but the stride) alone: a memo of the costs
+already computed (`_memo`: the key packed into two words, a slot in one 64-byte row) skips the
+counting for steps that networks share.
 """
 
 import dataclasses
@@ -350,37 +352,47 @@ of the int64 range, an operation's cycles out of 0..2^63-1, operations not in th
 published expansion."""
 
 
+KEY_SIDE_BITS, KEY_CHANNEL_BITS = 13, 17
+"""Bits of a side, kernel or atom count (up to `capsacc.network.MAX_SIDE` = `MAX_ATOMS` = 4096) and of a
+channel count (up to `MAX_CHANNELS` = 65536) in a memo key (`_memo_key`)."""
+
+
 @njit(cache=True)
 def _memo(capacity):
-    """An empty memo of step costs for `_cost_network`: `capacity` (a power of two) slots of a step's
-    key (kind code and shape fields, `STEP_FIELDS` 1..9; kind -1: empty), its batch cycles, MATMULs and
-    the narrow and wide buffer rows the DMA moves (`_step_cost`), and its energy (pJ); and the count of
-    slots in use."""
-    keys = np.full((capacity, 9), -1, np.int64)
-    return keys, np.zeros((capacity, 4), np.int64), np.zeros(capacity, np.float64), np.zeros(1, np.int64)
+    """An empty memo of step costs for `_cost_network`: `capacity` (a power of two) slots of one
+    64-byte row (int64) each: the step's key (`_memo_key`, two words; -1: empty), its batch cycles,
+    MATMULs, the narrow and wide buffer rows the DMA moves (`_step_cost`), its energy (pJ, the bits of
+    a float64) and a word of padding, so that a look-up reads one cache line; and the count of slots
+    in use."""
+    return np.full((capacity, 8), -1, np.int64), np.zeros(1, np.int64)
 
 
 @njit(cache=True)
-def _memo_slot(keys, step):
-    """The slot of `keys` that holds the key of `step` (a `STEP_FIELDS` row), or the empty slot where
-    it goes (open addressing, linear probing; FNV-1a over the key, then the mixing of splitmix64)."""
-    mask = np.uint64(keys.shape[0] - 1)
-    code = np.uint64(14695981039346656037)
-    for field in range(9):
-        code = (code ^ np.uint64(step[1 + field])) * np.uint64(1099511628211)
+def _memo_key(step):
+    """The memo key of a step (a `STEP_FIELDS` row): its kind and the seven shape fields its cost
+    depends on (all but the stride) packed into two words >= 0, or (-1, -1) when a field lies outside
+    the bounds of `capsacc.network.FIELD_LIMITS` (such a step is costed without the memo)."""
+    kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = (step[1], step[2], step[3], step[4], step[5],
+                                                                   step[7], step[8], step[9])
+    if kind >> 4 or (n_in | caps_in | kernel | n_out | caps_out) >> KEY_SIDE_BITS or (ch_in | ch_out) >> KEY_CHANNEL_BITS:
+        return -1, -1
+    side, channel = KEY_SIDE_BITS, KEY_CHANNEL_BITS
+    return (kind | n_in << 4 | ch_in << (4 + side) | caps_in << (4 + side + channel)
+            | kernel << (4 + 2 * side + channel)), n_out | ch_out << side | caps_out << (side + channel)
+
+
+@njit(cache=True)
+def _memo_slot(table, first, second):
+    """The slot of the memo `table` (`_memo`) that holds the key (first, second), or the empty slot
+    where it goes (open addressing, linear probing; the mixing of splitmix64 over the key)."""
+    mask = np.uint64(table.shape[0] - 1)
+    code = (np.uint64(first) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(second)
     code = (code ^ (code >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     code = (code ^ (code >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     slot = (code ^ (code >> np.uint64(31))) & mask
     while True:
         here = np.int64(slot)
-        if keys[here, 0] == -1:
-            return here
-        same = True
-        for field in range(9):
-            if keys[here, field] != step[1 + field]:
-                same = False
-                break
-        if same:
+        if table[here, 0] == -1 or (table[here, 0] == first and table[here, 1] == second):
             return here
         slot = (slot + np.uint64(1)) & mask
 
@@ -427,7 +439,8 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
     costs of steps already costed (the same function of the step's kind and shape, so the totals do
     not depend on what it holds)."""
     kinds, steps = scratch[0], scratch[1]
-    keys, memo_counts, memo_energy, used = memo
+    table, used = memo
+    picojoule_bits = table.view(np.float64)  # the energies in the memo's rows
     batch = config[4]
     n = ops.shape[0]
     _step_kinds(ops, kinds)
@@ -439,24 +452,25 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
         transfers[i, :] = 0
     for s in range(count):
-        slot = _memo_slot(keys, steps[s])
-        if keys[slot, 0] == -1:
+        first, second = _memo_key(steps[s])
+        slot = _memo_slot(table, first, second) if first >= 0 else -1
+        if slot < 0 or table[slot, 0] == -1:
             code, step_cycles, matmuls, narrow, wide, picojoules = _step_cost(
                 steps[s], config, feature_index, coefficients, energies, scratch, error, value)
             if code:
                 error[0], error[1] = code, s
                 return 0, 0.0
-            if 2 * (used[0] + 1) > keys.shape[0]:  # at most half full: start again
-                keys[:, 0] = -1
-                used[0] = 0
-                slot = _memo_slot(keys, steps[s])
-            keys[slot, :] = steps[s, 1:10]
-            memo_counts[slot, 0], memo_counts[slot, 1], memo_energy[slot] = step_cycles, matmuls, picojoules
-            memo_counts[slot, 2], memo_counts[slot, 3] = narrow, wide
-            used[0] += 1
+            if slot >= 0:
+                if 2 * (used[0] + 1) > table.shape[0]:  # at most half full: start again
+                    table[:, 0] = -1
+                    used[0] = 0
+                    slot = _memo_slot(table, first, second)
+                table[slot, 0], table[slot, 1], table[slot, 2], table[slot, 3] = first, second, step_cycles, matmuls
+                table[slot, 4], table[slot, 5], picojoule_bits[slot, 6] = narrow, wide, picojoules
+                used[0] += 1
         else:
-            step_cycles, matmuls, picojoules = memo_counts[slot, 0], memo_counts[slot, 1], memo_energy[slot]
-            narrow, wide = memo_counts[slot, 2], memo_counts[slot, 3]
+            step_cycles, matmuls, narrow, wide = table[slot, 2], table[slot, 3], table[slot, 4], table[slot, 5]
+            picojoules = picojoule_bits[slot, 6]
         i = steps[s, 0]
         if step_cycles < 0 or step_cycles > INT64_MAX - cycles[i] or matmuls > INT64_MAX - w_loads[i]:
             error[0], error[1], value[0] = CYCLES_RANGE, s, float(cycles[i]) + float(step_cycles)
@@ -574,7 +588,7 @@ def network_costs(network, calibration: Calibration):
 class DataMovement:
     """What the DMA moves for each operation of a network through an off-chip port (arrays of length
     n_ops, per image of the batch of B images, as `network_costs`' figures; the RTL's DMA programs,
-    `sim.host.DmaSession`, with their rows counted by `capsacc.mapping.transfer_step`).
+    `sim.host.DmaSession`, with their rows counted by `capsacc.mapping.count_step`).
 
     `offchip_bytes`: ceil(the batch's bytes / B) (int64); `bandwidth_bound`: whether moving the
     batch's bytes at W bytes a cycle takes more cycles than the batch's compute (the `bound` of

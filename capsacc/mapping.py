@@ -187,28 +187,47 @@ def matmul_run_cycles(m, n, rows, cols):
     at F_i = max(F_{i-1} + R, M_{i-1}, S_{i-2} + C - 2) (F_1 = 2, the first DISPATCH), streams
     from M_i = max(F_i + 1, S_{i-1}) to S_i = M_i + n, and every result is written from
     S_m + D + 1 on (D = `result_delay_cycles`; the ACT or HALT issues at S_m + D + 1). From the sixth
-    MATMUL on, S_i - S_{i-2} is constant, so the recurrence runs at most six steps and extrapolates
-    by pairs (exact; tested for R, C <= 64, n <= 16383).
+    MATMUL on, S_i - S_{i-2} is constant, so the recurrence runs six steps (`_matmul_stream_ends`)
+    and extrapolates by pairs (exact; tested for R, C <= 64, n <= 16383): `_matmul_run_cycles`, which
+    the counting rules call with the ends of each n once.
     """
+    return _matmul_run_cycles(_matmul_stream_ends(n, rows, cols), m, rows, cols)
+
+
+@njit(cache=True)
+def _matmul_stream_ends(n, rows, cols):
+    """(S_1, ..., S_6): the cycles at which the streams of the first six MATMULs of n rows of a run end
+    (the recurrence of `matmul_run_cycles`; MATMUL i waits for its partial-sum bank, that of MATMUL
+    i - 2, until S_{i-2} + C - 2)."""
+    fire, move = 2, 3  # F_1, M_1
+    end1 = move + n
+    fire, move, end2 = _next_matmul(fire, move, end1, 0, n, rows)
+    fire, move, end3 = _next_matmul(fire, move, end2, end1 + cols - 2, n, rows)
+    fire, move, end4 = _next_matmul(fire, move, end3, end2 + cols - 2, n, rows)
+    fire, move, end5 = _next_matmul(fire, move, end4, end3 + cols - 2, n, rows)
+    fire, move, end6 = _next_matmul(fire, move, end5, end4 + cols - 2, n, rows)
+    return end1, end2, end3, end4, end5, end6
+
+
+@njit(cache=True)
+def _next_matmul(fire, move, end, ready, n, rows):
+    """(F_i, M_i, S_i) of the next MATMUL of n rows (`matmul_run_cycles`) from (F_{i-1}, M_{i-1},
+    S_{i-1}) and the cycle `ready` its partial-sum bank frees."""
+    fire = max(fire + 1, fire + rows, move, ready)
+    move = max(fire + 1, end)
+    return fire, move, move + n
+
+
+@njit(cache=True)
+def _matmul_run_cycles(ends, m, rows, cols):
+    """`matmul_run_cycles` of m MATMULs whose n gives the stream ends `ends` (`_matmul_stream_ends`)."""
     if m <= 0:
         return 0
-    offered, load_free, slot_free, stream_free = 2, 0, 0, 0
-    ready_even, ready_odd = 0, 0  # the two partial-sum banks
-    last, second, third = 0, 0, 0  # S_i, S_{i-1}, S_{i-2}
-    steps = min(m, 6)
-    for i in range(steps):
-        fire = max(offered, load_free, slot_free, ready_even if i % 2 == 0 else ready_odd)
-        move = max(fire + 1, stream_free)
-        third, second, last = second, last, move + n
-        load_free, slot_free, stream_free, offered = fire + rows, move, last, fire + 1
-        if i % 2 == 0:
-            ready_even = last + cols - 2
-        else:
-            ready_odd = last + cols - 2
-    extra = m - steps
-    final = last
-    if extra > 0:
-        final = (second if extra % 2 else last) + (last - third) * ((extra + 1) // 2)
+    if m <= 6:
+        final = ends[m - 1]
+    else:
+        extra = m - 6
+        final = (ends[4] if extra % 2 else ends[5]) + (ends[5] - ends[3]) * ((extra + 1) // 2)
     return final + result_delay_cycles(rows, cols) + 1 - 2  # results written from S_m + D + 1; the run began at 2
 
 
@@ -760,8 +779,9 @@ def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, c
     n = inputs * t_j
     full, rest = kf // mpr, kf % mpr
     counts[RUNS] += times * sets * (full + (rest > 0))
-    counts[PHASE_CYCLES] += times * sets * (full * matmul_run_cycles(mpr, n, rows, cols)
-                                            + matmul_run_cycles(rest, n, rows, cols))
+    ends = _matmul_stream_ends(n, rows, cols)
+    counts[PHASE_CYCLES] += times * sets * (full * _matmul_run_cycles(ends, mpr, rows, cols)
+                                            + _matmul_run_cycles(ends, rest, rows, cols))
     counts[MATMULS] += times * sets * kf
     counts[MATMUL_ROWS] += times * sets * kf * n
     counts[ACCUMULATE] += times * (sets * kf - (1 - resident)) * n
@@ -782,6 +802,7 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     last_inputs = n_in - (chunks_total - 1) * q_in  # the last chunk's
     per_pair = n_out * t_d
     full_blocks, rest_chunks = chunks_total // nq, chunks_total % nq
+    single_rows = _matmul_stream_ends(1, rows, cols)  # the weighted sums' MATMULs stream one row
     for block in range(2):
         if rest_chunks:
             chunks, times, has_last = (nq, full_blocks, 0) if block == 0 else (rest_chunks, 1, 1)
@@ -800,8 +821,8 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
         pairs = chunks * per_pair
         full_runs, rest = pairs // pairs_per_run, pairs % pairs_per_run
         counts[RUNS] += times * (full_runs + (rest > 0))
-        counts[PHASE_CYCLES] += times * (full_runs * matmul_run_cycles(pairs_per_run, 1, rows, cols)
-                                         + matmul_run_cycles(rest, 1, rows, cols))
+        counts[PHASE_CYCLES] += times * (full_runs * _matmul_run_cycles(single_rows, pairs_per_run, rows, cols)
+                                         + _matmul_run_cycles(single_rows, rest, rows, cols))
         counts[MATMULS] += times * pairs
         counts[MATMUL_ROWS] += times * pairs
         counts[ROUTING_ROWS] += times * pairs
@@ -813,24 +834,29 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
 
 @njit(cache=True)
 def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
-    """(refusal, n, m, func, width, capsule, span, mb, kc, nc) of a conv kind's step: its shape
-    (`_matmul_shape`), mb column blocks, kc K chunks of R rows and nc data rows per chunk; refused
-    (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits, or when a chunk of nc rows or the last one of
-    n mod nc rows leaves no K chunk per run: the plan `count_step` counts instructions and rows by."""
+    """(refusal, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest) of a conv kind's step: its
+    shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk and the K
+    chunks per run of a chunk of nc rows and of the last one of n mod nc rows (`_matmul_chunking`; 0
+    when n mod nc = 0); refused (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits, or when one of
+    those chunks leaves no K chunk per run: the plan `count_step` counts instructions and rows by."""
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
                                                                  caps_out, cols, batch, args)
     if refusal:
-        return refusal, n, m, func, width, capsule, span, 0, 0, 0
+        return refusal, n, m, func, width, capsule, span, 0, 0, 0, 0, 0
     mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
     nc = _matmul_chunk_rows(n, mb, span, depth)
     if nc < 1:
         args[0], args[1] = mb, depth
-        return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc
-    for chunk_rows in (nc, n % nc):
-        if chunk_rows and _matmul_chunking(mb, chunk_rows, depth, rows, words) < 1:
+        return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0
+    rest = n % nc
+    kr, kr_rest = _matmul_chunking(mb, nc, depth, rows, words), 0
+    if rest:
+        kr_rest = _matmul_chunking(mb, rest, depth, rows, words)
+    for chunk_rows, chunk_kr in ((nc, kr), (rest, kr_rest)):
+        if chunk_rows and chunk_kr < 1:
             args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
-            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc
-    return FITS, n, m, func, width, capsule, span, mb, kc, nc
+            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest
+    return FITS, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest
 
 
 @njit(cache=True)
@@ -945,7 +971,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             moved[field] *= batch
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        refusal, n, m, func, width, capsule, span, mb, kc, nc = _matmul_plan(
+        refusal, n, m, func, width, capsule, span, mb, kc, nc, kr_full, kr_rest = _matmul_plan(
             kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
@@ -955,14 +981,14 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[WEIGHT_STORES] = mb * n
         full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
         for part in range(2):
-            chunk_rows, times = (nc, full_chunks) if part == 0 else (rest_rows, 1)
+            chunk_rows, times, kr = (nc, full_chunks, kr_full) if part == 0 else (rest_rows, 1, kr_rest)
             if chunk_rows == 0 or times == 0:
                 continue
-            kr = _matmul_chunking(mb, chunk_rows, depth, rows, words)
             runs = ceil_div(kc, kr)
+            ends = _matmul_stream_ends(chunk_rows, rows, cols)
             counts[RUNS] += times * runs
-            counts[PHASE_CYCLES] += times * ((runs - 1) * matmul_run_cycles(kr * mb, chunk_rows, rows, cols)
-                                             + matmul_run_cycles((kc - (runs - 1) * kr) * mb, chunk_rows, rows, cols))
+            counts[PHASE_CYCLES] += times * ((runs - 1) * _matmul_run_cycles(ends, kr * mb, rows, cols)
+                                             + _matmul_run_cycles(ends, (kc - (runs - 1) * kr) * mb, rows, cols))
             counts[MATMULS] += times * kc * mb
             counts[MATMUL_ROWS] += times * kc * mb * chunk_rows
             counts[ACCUMULATE] += times * (kc - 1) * mb * chunk_rows
@@ -979,6 +1005,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         if refusal:
             return refusal
         data_rows = batch * k  # per MATMUL
+        ends = _matmul_stream_ends(data_rows, rows, cols)
         all_groups = 0
         for part in range(2):
             run_caps, times = (ci, n_caps // ci) if part == 0 else (n_caps % ci, 1)
@@ -994,7 +1021,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             _act(counts, cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * (psum_rows // ACT_MAX_ROWS), False)
             if psum_rows % ACT_MAX_ROWS:
                 _act(counts, cols, FUNC_NONE, psum_rows % ACT_MAX_ROWS, cols, times, False)
-            counts[PHASE_CYCLES] += times * matmul_run_cycles(groups * kc * mb, data_rows, rows, cols)
+            counts[PHASE_CYCLES] += times * _matmul_run_cycles(ends, groups * kc * mb, rows, cols)
         moved[DATA_LOADS] = all_groups * kc * data_rows
         moved[WEIGHT_LOADS] = all_groups * kc * mb * rows
         moved[WEIGHT_STORES] = all_groups * mb * data_rows
@@ -1015,10 +1042,11 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             chunk_rows, times = (nc, full_chunks) if part == 0 else (rest_rows, 1)
             if chunk_rows == 0 or times == 0:
                 continue
+            ends = _matmul_stream_ends(chunk_rows, rows, cols)
             counts[RUNS] += times * runs
-            counts[PHASE_CYCLES] += times * (
-                (runs - 1) * matmul_run_cycles(pr * chunks * mb, chunk_rows, rows, cols)
-                + matmul_run_cycles((operands - (runs - 1) * pr) * chunks * mb, chunk_rows, rows, cols))
+            counts[PHASE_CYCLES] += times * ((runs - 1) * _matmul_run_cycles(ends, pr * chunks * mb, rows, cols)
+                                             + _matmul_run_cycles(ends, (operands - (runs - 1) * pr) * chunks * mb,
+                                                                  rows, cols))
             counts[MATMULS] += times * tiles * mb
             counts[MATMUL_ROWS] += times * tiles * mb * chunk_rows
             counts[ACCUMULATE] += times * (tiles - 1) * mb * chunk_rows

@@ -76,7 +76,7 @@ def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
         assert o["bound"] == ("bandwidth" if -(-o["offchip_bytes"] // 16) > o["batch_cycles"] else "compute")
     assert report["total_cycles"] == sum(o["total_cycles"] for o in ops)
     assert report["offchip_bytes"] == sum(o["offchip_bytes"] for o in ops)
-    model = isa_estimate(network).operations  # the RTL's counted beats, predicted (capsacc.mapping.transfer_step)
+    model = isa_estimate(network).operations  # the RTL's counted beats, predicted (capsacc.mapping.count_step)
     assert [o["offchip_bytes"] for o in ops] == [op.offchip_bytes for op in model]
     assert [o["bound"] for o in ops] == [op.bound for op in model]
 
