@@ -370,13 +370,14 @@ def _memo(capacity):
 @njit(cache=True)
 def _memo_key(step):
     """The memo key of a step (a `STEP_FIELDS` row): its kind and the seven shape fields its cost
-    depends on (all but the stride) packed into two words >= 0, or (-1, -1) when a field lies outside
-    the bounds of `capsacc.network.FIELD_LIMITS` (such a step is costed without the memo)."""
+    depends on (all but the stride) packed into two words >= 0, or (-1, -1) when a field is negative or
+    does not fit its bits (`KEY_SIDE_BITS`, `KEY_CHANNEL_BITS`: beyond the bounds of
+    `capsacc.network.FIELD_LIMITS`); such a step is costed without the memo."""
     kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = (step[1], step[2], step[3], step[4], step[5],
                                                                    step[7], step[8], step[9])
-    if kind >> 4 or (n_in | caps_in | kernel | n_out | caps_out) >> KEY_SIDE_BITS or (ch_in | ch_out) >> KEY_CHANNEL_BITS:
-        return -1, -1
     side, channel = KEY_SIDE_BITS, KEY_CHANNEL_BITS
+    if kind >> 4 or (n_in | caps_in | kernel | n_out | caps_out) >> side or (ch_in | ch_out) >> channel:
+        return -1, -1
     return (kind | n_in << 4 | ch_in << (4 + side) | caps_in << (4 + side + channel)
             | kernel << (4 + 2 * side + channel)), n_out | ch_out << side | caps_out << (side + channel)
 

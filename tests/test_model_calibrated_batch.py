@@ -58,3 +58,25 @@ def test_a_refused_genotype_is_named_with_the_located_error_of_estimate():
         estimate_many(flatten([capsnet, wide]), acc)
     assert str(batch.value) == f"genotype 1: {scalar.value}"
     assert str(scalar.value).startswith("operation conv0 (conv) on the calibrated 16x16 array: 4096 column blocks")
+
+
+def test_memo_keys_are_distinct_and_a_step_beyond_the_bounds_skips_the_memo():
+    """`_memo_key` packs a step's kind and shape fields (all but the stride) without collisions up to the
+    bounds of the genotype rules (`capsacc.network.FIELD_LIMITS`), and gives a step with a field that
+    does not fit its bits no key: it is costed without the memo."""
+    from capsacc.calibrated import _memo_key
+    base = np.array([0, 3, 4096, 65536, 4096, 4096, 7, 4096, 65536, 4096, 1, 0, -1], np.int64)
+    keys = {_memo_key(base)}
+    for field in (1, 2, 3, 4, 5, 7, 8, 9):
+        for value in (1, 2):
+            step = base.copy()
+            step[field] = value
+            keys.add(_memo_key(step))
+    assert len(keys) == 1 + 8 * 2 and min(min(key) for key in keys) >= 0
+    stride = base.copy()
+    stride[6] = 1
+    assert _memo_key(stride) == _memo_key(base)
+    for field, value in ((2, 1 << 13), (3, 1 << 17), (9, -1)):
+        step = base.copy()
+        step[field] = value
+        assert _memo_key(step) == (-1, -1)
