@@ -18,7 +18,7 @@ E = sum e, (factor, k) = golden.softmax_scale(E), y = sat8((e factor + 2^(k-1)) 
 
 Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage registered):
 
-    requantize        3 stages   register the row; add the rounding half; shift and saturate
+    requantize        3 stages   register the row; shift (`half_shift`); round and saturate
     reduce 1 (max)    2W + 1 + span: segmented max scan (W), cross-row stage (1), backward
                       broadcast of each segment's total to its lanes (W), hold register; the
                       rows wait in a delay buffer (a memory) for the same number of cycles
@@ -26,13 +26,14 @@ Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage register
                                  the operand and the reduction input registered
     reduce 2 (sum)    2W + 1 + span: as reduce 1, with sums
     scale             8 stages   divisor and exponents, tables, table outputs registered, factor
-                      (9 x 9 multiply), operand times factor (17 x 17 multiply), rounding,
-                      shift and saturation
+                      (9 x 9 multiply), operand times factor (17 x 17 multiply), shift,
+                      rounding and saturation
 
 so `latency(C, L) = 15 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
 output, and n rows (whole capsules) take latency + n cycles from the cycle of the first row in to
 the cycle after the last row out. Every multiplier has a registered output and no stage holds more
-than one adder or one multiplier; every memory's read data (the input row, the tables, the delay
+than one adder or one multiplier (a rounding shift with saturation is two stages, a barrel shift,
+then an increment beside compares with constants); every memory's read data (the input row, the tables, the delay
 buffers) goes straight into a register (a block RAM's clock-to-output delay leaves no time for
 logic behind it). Contract: the configuration (func, shift, length) is stable from the cycle of the
 first row until the last result; every capsule's rows arrive in consecutive cycles, and the rows
@@ -92,9 +93,19 @@ def latency(cols: int, length: int) -> int:
     return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + OPERAND_STAGES + SCALE_STAGES
 
 
-def saturate8(value):
-    """An Amaranth expression: `value` clamped to [-128, 127] as signed(8)."""
-    return Mux(value > 127, 127, Mux(value < -128, -128, value))
+def half_shift(value, shift):
+    """The first of the two stages of a rounding shift: t = floor(2 v / 2**shift), an Amaranth
+    expression (a barrel shift, no adder). `round_saturate8(t)` is sat8((v + ((1 << shift) >> 1))
+    >> shift): floor((floor(2 v / 2**k) + 1) / 2) = floor(v / 2**k + 1/2) for every k >= 0."""
+    return (value << 1) >> shift
+
+
+def round_saturate8(half):
+    """The second stage of a rounding shift: sat8((t + 1) >> 1) for t = `half_shift(v, k)`, an
+    Amaranth expression. The saturation flags are compares of t with constants ((t + 1) >> 1 > 127
+    iff t >= 255, < -128 iff t < -257), beside a 9-bit increment for the low byte, so no compare
+    waits for the shift or the increment."""
+    return Mux(half >= 255, 127, Mux(half < -257, -128, (half[:9] + 1)[1:9].as_signed()))
 
 
 def shift_exponent(value, width: int, low: int, step: int):
@@ -208,22 +219,20 @@ class VectorActivation(wiring.Component):
         softmax = Signal()
         m.d.comb += [squash.eq(self.func == Func.SQUASH), softmax.eq(self.func == Func.SOFTMAX)]
 
-        # Requantization: r0 registers the row (memory read data), r1 adds the rounding half, r2
-        # shifts and saturates.
+        # Requantization: r0 registers the row (memory read data), r1 shifts (`half_shift`), r2
+        # rounds and saturates (`round_saturate8`).
         r0_valid, r1_valid = Signal(), Signal()
         r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols))
-        r1 = Signal(data.ArrayLayout(signed(max(self.acc_bits, 32) + 1), cols))  # the half reaches 2**30
-        half = Signal(32)
-        m.d.comb += half.eq((Const(1, 33) << self.shift) >> 1)
+        r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols))
         m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid)]
         for j in range(cols):
-            m.d.sync += r1[j].eq(r0[j] + half)
+            m.d.sync += r1[j].eq(half_shift(r0[j], self.shift))
         q = Signal(data.ArrayLayout(signed(8), cols))
         q_valid, q_first, q_last = Signal(), Signal(), Signal()
         row_count = Signal(range(self.max_span + 1))
         m.d.sync += [q_valid.eq(r1_valid), q_first.eq(row_count == 0), q_last.eq(row_count == cfg_span - 1)]
         for j in range(cols):
-            m.d.sync += q[j].eq(saturate8(r1[j] >> self.shift))
+            m.d.sync += q[j].eq(round_saturate8(r1[j]))
         with m.If(r1_valid):
             m.d.sync += row_count.eq(Mux(row_count == cfg_span - 1, 0, row_count + 1))
         q_used = Mux(q_last, cfg_used_last, cfg_used)
@@ -306,12 +315,11 @@ class VectorActivation(wiring.Component):
             product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s5_product{j}")
             k5 = Signal(range(32), name=f"s5_k{j}")
             m.d.sync += [product.eq(ops[4] * factor), k5.eq(k4)]
-            # s6: rounding half.
-            rounded = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s6_rounded{j}")
-            k6 = Signal(range(32), name=f"s6_k{j}")
-            m.d.sync += [rounded.eq(product + ((Const(1, 32) << k5) >> 1)), k6.eq(k5)]
-            # s7: shift, saturate, select by function.
-            scaled = saturate8(rounded >> k6)
+            # s6: shift (`half_shift`).
+            shifted = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s6_shifted{j}")
+            m.d.sync += shifted.eq(half_shift(product, k5))
+            # s7: round and saturate (`round_saturate8`), select by function.
+            scaled = round_saturate8(shifted)
             q7 = ops[6][:8].as_signed()
             with m.Switch(self.func):
                 with m.Case(Func.NONE):
@@ -442,33 +450,52 @@ class ActivationUnit(wiring.Component):
         cols, max_span = self.cols, self.max_span
         m.submodules.vector = vector = VectorActivation(cols, self.acc_bits)
 
-        func, shift, length = Signal(Func), Signal(5), Signal(6)
+        func, shift = Signal(Func), Signal(5)
         n_rows, column, stride = Signal(10), Signal(), Signal(6)
         p_ptr, p_group = Signal(self.addr_bits), Signal(self.addr_bits)
-        # Constants of the latched (func, length): span and lane widths (`act_lanes`).
-        span = Signal(range(max_span + 1))
+        # Constants of the ACT, registered when it is latched (`latch_constants`), so that every
+        # compare of the control starts from registers: the unit's L, span - 1 (and max(span - 2,
+        # 0)), the lane widths (`act_lanes`; as counts, less one, and as lane masks), the idle
+        # cycles between column-mode groups, and the address steps.
+        vector_length = Signal(range(MAX_LENGTH + 1))
+        span_m1, span_m2 = Signal(range(max_span)), Signal(range(max_span))
         width, last_width = Signal(range(cols + 1)), Signal(range(cols + 1))
-        group_elements = Signal(range(MAX_LENGTH + cols + 1))
-        capsules = Signal()
-        m.d.comb += capsules.eq((func == Func.SQUASH) | (func == Func.SOFTMAX))
-        for is_capsule, name in ((0, "none"), (1, "squash")):
-            with m.If(capsules == is_capsule):
-                with m.Switch(length):
-                    for field in range(64):
-                        with m.Case(field):
-                            g_span, g_width, g_last = act_lanes(cols, name, field or MAX_LENGTH)
-                            m.d.comb += [span.eq(g_span), width.eq(g_width), last_width.eq(g_last),
-                                         group_elements.eq((g_span - 1) * g_width + g_last)]
-        m.d.comb += [vector.func.eq(func), vector.shift.eq(shift),
-                     vector.length.eq(Mux(capsules, Mux(length == 0, MAX_LENGTH, length), 1))]
-        # Row addresses: the next row of a capsule `row_step` on, the next capsule `group_step` on
-        # from its first row (consecutive: 1 and span; strided row mode: stride and 1).
-        strided = ~column & (stride != 0)
-        row_step = Mux(strided, stride, 1)
-        group_step = Mux(strided, 1, span)
+        width_m1, last_width_m1, first_width_m1 = Signal(range(cols)), Signal(range(cols)), Signal(range(cols))
+        mask, last_mask = Signal(cols), Signal(cols)
+        group_wait = Signal(range(MAX_LENGTH + cols + 1))
+        w_width_m1 = Signal(range(cols))  # the column-mode writer's lanes of its row w_slot, less one
+        row_step, group_step = Signal(6), Signal(range(max_span + 1))
+        m.d.comb += [vector.func.eq(func), vector.shift.eq(shift), vector.length.eq(vector_length)]
 
-        # Issue: one partial-sum row per cycle, in groups of span rows; column mode spaces the
-        # groups `group_elements` cycles apart.
+        def latch_constants():
+            """Synchronous assignments of the constants from the instruction's fields (`self.func`,
+            `self.length`, `self.column`, `self.stride`). Row addresses: the next row of a capsule
+            `row_step` on, the next capsule `group_step` on from its first row (consecutive: 1 and
+            span; strided row mode: stride and 1); column mode starts a group of span reads every
+            (span - 1) width + last_width cycles (the group's elements), row mode every span."""
+            capsules = (self.func == Func.SQUASH) | (self.func == Func.SOFTMAX)
+            strided = ~self.column & (self.stride != 0)
+            m.d.sync += row_step.eq(Mux(strided, self.stride, 1))
+            for is_capsule, name in ((0, "none"), (1, "squash")):
+                with m.If(capsules == is_capsule):
+                    with m.Switch(self.length):
+                        for field in range(64):
+                            with m.Case(field):
+                                g_span, g_width, g_last = act_lanes(cols, name, field or MAX_LENGTH)
+                                m.d.sync += [
+                                    vector_length.eq((field or MAX_LENGTH) if is_capsule else 1),
+                                    span_m1.eq(g_span - 1), span_m2.eq(max(g_span - 2, 0)),
+                                    width.eq(g_width), last_width.eq(g_last),
+                                    width_m1.eq(g_width - 1), last_width_m1.eq(g_last - 1),
+                                    first_width_m1.eq((g_last if g_span == 1 else g_width) - 1),
+                                    w_width_m1.eq((g_last if g_span == 1 else g_width) - 1),
+                                    mask.eq((1 << g_width) - 1), last_mask.eq((1 << g_last) - 1),
+                                    group_wait.eq(Mux(self.column, (g_span - 1) * g_width + g_last - g_span, 0)),
+                                    group_step.eq(Mux(strided, 1, g_span)),
+                                ]
+
+        # Issue: one partial-sum row per cycle, in groups of span rows, `group_wait` idle cycles
+        # after each group.
         issued = Signal(11)
         in_group = Signal(range(max_span + 1))
         wait = Signal(range(MAX_LENGTH + cols + 1))
@@ -480,7 +507,7 @@ class ActivationUnit(wiring.Component):
         out_rows = Signal(11)
         out_in_group = Signal(range(max_span + 1))
         out_base, out_group = Signal(self.addr_bits), Signal(self.addr_bits)
-        out_last_row = out_in_group == span - 1
+        out_last_row = out_in_group == span_m1
         bank = [Signal(data.ArrayLayout(signed(8), cols), name=f"bank{r}") for r in range(max_span)]
         group_ready = Signal()
         with m.If(vector.o.valid):
@@ -493,9 +520,8 @@ class ActivationUnit(wiring.Component):
         m.d.sync += group_ready.eq(vector.o.valid & column & (out_in_group == 0))
 
         row_width = Mux(out_last_row, last_width, width)
-        m.d.comb += [self.wr_data.eq(vector.o.payload), self.wr_addr.eq(out_base)]
-        for lane in range(cols):
-            m.d.comb += self.wr_mask[lane].eq(lane < row_width)
+        m.d.comb += [self.wr_data.eq(vector.o.payload), self.wr_addr.eq(out_base),
+                     self.wr_mask.eq(Mux(out_last_row, last_mask, mask))]
         with m.If(vector.o.valid & ~column):
             m.d.comb += [self.wr_en.eq(1), self.wr_row.eq(1), self.wr_count.eq(row_width)]
             m.d.sync += out_base.eq(Mux(out_last_row, out_group + group_step, out_base + row_step))
@@ -511,9 +537,8 @@ class ActivationUnit(wiring.Component):
         w_row, w_group = Signal(11), Signal(11)
         w_base, w_strided = Signal(self.addr_bits), Signal(self.addr_bits)
         w_atom = Signal(range(max_span * cols + 1))
-        w_last_slot = w_slot == span - 1
-        w_width = Mux(w_last_slot, last_width, width)
-        w_row_end = w_lane == w_width - 1
+        w_last_slot = w_slot == span_m1
+        w_row_end = w_lane == w_width_m1
         element = Signal(signed(8))
         with m.Switch(w_slot):
             for r in range(max_span):
@@ -530,18 +555,20 @@ class ActivationUnit(wiring.Component):
             m.d.sync += [w_active.eq(1), w_lane.eq(w_lane + 1), w_atom.eq(w_atom + 1)]
             with m.If(w_row_end):
                 m.d.sync += [w_lane.eq(0), w_slot.eq(w_slot + 1), w_row.eq(w_row + 1),
-                             w_strided.eq(w_strided + stride)]
+                             w_strided.eq(w_strided + stride),
+                             w_width_m1.eq(Mux(w_slot == span_m2, last_width_m1, width_m1))]
                 with m.If(w_last_slot):
                     m.d.sync += [w_active.eq(0), w_slot.eq(0), w_atom.eq(0), w_group.eq(w_group + 1),
-                                 w_base.eq(w_strided + stride)]
+                                 w_base.eq(w_strided + stride), w_width_m1.eq(first_width_m1)]
 
         last_write = Mux(column, writing & w_row_end & (w_row == issued - 1),
                          vector.o.valid & (out_rows == issued - 1))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
+                    latch_constants()
                     m.d.sync += [
-                        func.eq(self.func), shift.eq(self.shift), length.eq(self.length),
+                        func.eq(self.func), shift.eq(self.shift),
                         n_rows.eq(self.n_rows), column.eq(self.column), stride.eq(self.stride),
                         p_ptr.eq(self.p_addr), p_group.eq(self.p_addr), out_base.eq(self.dst_addr),
                         out_group.eq(self.dst_addr), w_base.eq(self.dst_addr), w_strided.eq(self.dst_addr),
@@ -555,11 +582,10 @@ class ActivationUnit(wiring.Component):
                     m.d.sync += wait.eq(wait - 1)
                 with m.Else():
                     m.d.comb += self.psum_en.eq(1)
-                    m.d.sync += [p_ptr.eq(Mux(in_group == span - 1, p_group + group_step, p_ptr + row_step)),
-                                 issued.eq(issued + 1), in_group.eq(Mux(in_group == span - 1, 0, in_group + 1))]
-                    with m.If(in_group == span - 1):
-                        m.d.sync += [wait.eq(Mux(column, group_elements - span, 0)),
-                                     p_group.eq(p_group + group_step)]
+                    m.d.sync += [p_ptr.eq(Mux(in_group == span_m1, p_group + group_step, p_ptr + row_step)),
+                                 issued.eq(issued + 1), in_group.eq(Mux(in_group == span_m1, 0, in_group + 1))]
+                    with m.If(in_group == span_m1):
+                        m.d.sync += [wait.eq(group_wait), p_group.eq(p_group + group_step)]
                         with m.If(issued + 1 >= n_rows):
                             m.next = "DRAIN"
             with m.State("DRAIN"):
