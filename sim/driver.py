@@ -18,7 +18,7 @@ are checked against the golden model of that image alone.
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -411,7 +411,8 @@ class OperationDriver:
         return session, counts, check
 
     def _elementwise_op(self, kind, op, rng, inputs):
-        """The element-wise sum of `elementwise_shape`'s operands: per chunk of nc rows, each operand's
+        """The element-wise sum of `elementwise_shape`'s operands (or of the given "maps", any number,
+        chunked as that many operands): per chunk of nc rows, each operand's
         column block streams through the identity tiles into the block's partial sums (operands in
         groups of pr per run), the chunk's last run squashes or requantizes every block."""
         cfg = self.config
@@ -424,10 +425,11 @@ class OperationDriver:
             given = [None] * shape.operands
         maps = [self._batch_input({"maps": value}, "maps", per_image, rng).reshape(shape.n, shape.m)
                 for value in given]
+        operands = len(maps)
         shift = inputs.get("shift", elementwise_shift(kind, op))
         blocks = matmul_blocks(columns)
         mb, kc, span = len(blocks), shape.chunks, columns.span
-        nc_max, pr = elementwise_chunking(shape, cfg)
+        nc_max, pr = elementwise_chunking(replace(shape, operands=operands), cfg)
         identity = np.zeros((kc * R, C), dtype=np.int64)
         lanes = np.arange(min(kc * R, C))
         identity[lanes, lanes] = 1
@@ -436,8 +438,8 @@ class OperationDriver:
         reads = []
         for n0 in range(0, shape.n, nc_max):
             nc = min(nc_max, shape.n - n0)
-            for p0 in range(0, shape.operands, pr):
-                group = range(p0, min(shape.operands, p0 + pr))
+            for p0 in range(0, operands, pr):
+                group = range(p0, min(operands, p0 + pr))
                 data = np.zeros((len(group) * kc * mb * nc, R), dtype=np.int64)
                 program = []
                 for j, p in enumerate(group):
@@ -448,7 +450,7 @@ class OperationDriver:
                             data[row:row + nc, :part.shape[1]] = part
                             program.append(MatMul(d_addr=row, w_addr=kk * R, p_addr=b * nc, n=nc,
                                                   accumulate=p > 0 or kk > 0))
-                if group[-1] == shape.operands - 1:  # an ACT per span blocks, as `_matmul_op`'s
+                if group[-1] == operands - 1:  # an ACT per span blocks, as `_matmul_op`'s
                     for b in range(0, mb, span):
                         program.append(Act(shape.func, p_addr=b * nc, n=span * nc,
                                            length=columns.act_length(blocks[b][1]), shift=shift, dst="weight",

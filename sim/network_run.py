@@ -123,8 +123,9 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
     """Run every step of `network` (`capsacc.mapping.chain`) on the RTL with the driver on a batch of
     B = `driver.config.batch` images, `images` (B, n, n, ch) int8. `check_chainable` runs first: nothing is simulated for a network it
     refuses. `progress(step, run)` is called after each step. `operation_inputs`: inputs of
-    `OperationDriver.run` by operation name (a deployed network's "weights", "shift", "bias_input",
-    "shift_sum", "shift_logits"), added to the chained ones; random weights for the others."""
+    `OperationDriver.run` by step name (`step_name`; a deployed network's "weights", "shift", "bias_input",
+    "shift_sum", "shift_logits"; an element-wise step's "shift" and a ToCapsules' "offset" (M,), a
+    constant map added as a second operand), added to the chained ones; random weights for the others."""
     check_chainable(network, driver.config)
     steps = chain(network.operations)
     batch = driver.config.batch
@@ -133,7 +134,7 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
     for position, step in enumerate(steps):
         op, kind = step.op, step.kind
         rng_seed = seed * 1000 + position
-        given = (operation_inputs or {}).get(network.operations[step.index].name, {})
+        given = (operation_inputs or {}).get(step_name(network, step), {})
         inputs = [outputs[i] for i in step.inputs] or [images]
         if kind in ("conv", "convcaps", "convcaps3d"):
             expected = (batch, op.n_in, op.n_in, op.ch_in * op.caps_in)
@@ -152,7 +153,10 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
             shape = elementwise_shape(kind, op, driver.config)
             per_image = (batch, shape.n // batch, shape.m)
             maps = list(inputs[0]) if kind == "route3d" else [x.reshape(per_image) for x in inputs]
-            result = driver.run(kind, op, seed=rng_seed, inputs={"maps": maps})
+            if "offset" in given:  # a deployed ToCapsules' batch normalisation offset, one more operand
+                maps.append(np.broadcast_to(given["offset"], per_image).copy())
+            result = driver.run(kind, op, seed=rng_seed,
+                                inputs={"maps": maps, **({"shift": given["shift"]} if "shift" in given else {})})
             outputs.append(result.outputs["out"])
         elif kind == "classcaps":
             u = inputs[0].reshape(batch, -1, op.caps_in)
