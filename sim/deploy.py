@@ -21,15 +21,17 @@ bits; all scales are powers of two because the datapath has shifts and no multip
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from capsacc.errors import InputError
+from capsacc.mapping import CHAIN_KINDS, chain
 from capsacc.network import Network, Operation
 from sim import golden
-from sim.driver import conv_patches
+from sim.driver import conv3d_patches, conv_patches
+from sim.network_run import step_name
 
 BUNDLE_FORMAT = "nascaps-float-bundle/1"
 """The bundle format this module reads (`nas.export.BUNDLE_FORMAT`)."""
@@ -51,7 +53,10 @@ class Layer:
     layer has no bias) or ClassCaps' (I, Din, J*Dout); `weight_frac_bits` f_w; `bias_input_bits` p;
     `bias_saturated` biases clipped to int8; `shift` its requantization shift (None until calibrated);
     `in_frac_bits` / `out_frac_bits` of its input and output; `bias` the float bias (M,) (zeros when the
-    layer has none; None for ClassCaps)."""
+    layer has none; None for ClassCaps); `offset` a convolution's float batch normalisation offset (M,)
+    added after its ReLU (None without one) and `offset_q` that offset in the output format (int8, set
+    when calibrated). `op` is the operation as its step of `capsacc.mapping.chain` runs it (a ConvCaps3D's
+    votes on the cell's first output, stride 1)."""
 
     op: Operation
     weights: np.ndarray
@@ -62,6 +67,8 @@ class Layer:
     shift: int | None = None
     in_frac_bits: int = 0
     out_frac_bits: int = 0
+    offset: np.ndarray | None = None
+    offset_q: np.ndarray | None = None
 
     @property
     def accumulator_bits(self) -> int:
@@ -83,17 +90,23 @@ class Layer:
 
 @dataclass
 class Deployment:
-    """The quantised network: its `network`, `layers` in order, the routing iterations and shifts."""
+    """The quantised network: its `network`, `layers` in order, the routing iterations and shifts,
+    `resize` (1, or 2: the host upsamples the input, `upsample2`), and the shifts of the element-wise
+    steps of a CapsCell network (`capsacc.mapping.CHAIN_KINDS`) by step name (`sim.network_run.step_name`,
+    e.g. "convcaps4.capsadd")."""
 
     network: Network
     layers: list[Layer]
     routings: int
     shift_sum: int | None = None
     shift_logits: int | None = None
+    resize: int = 1
+    elementwise: dict[str, int] = field(default_factory=dict)
 
     def shifts(self) -> dict:
-        """Every requantization shift by operation name, the routing's as `routing.sum` / `routing.logits`."""
-        return {**{layer.op.name: layer.shift for layer in self.layers},
+        """Every requantization shift by operation name (an element-wise step's by step name), the
+        routing's as `routing.sum` / `routing.logits`."""
+        return {**{layer.op.name: layer.shift for layer in self.layers}, **self.elementwise,
                 "routing.sum": self.shift_sum, "routing.logits": self.shift_logits}
 
 
@@ -127,13 +140,17 @@ def quantise(record: dict, arrays: dict) -> Deployment:
     """The layers of a bundle with int8 weights and biases (shifts still unset); `InputError` when a
     weight array does not have its operation's shape."""
     network = Network.from_genotype(record["genotype"])
+    step_ops = {step.index: step.op for step in chain(network.operations) if step.kind not in CHAIN_KINDS}
     layers = []
-    for op, entry in zip(network.operations, record["operations"]):
+    for index, entry in enumerate(record["operations"]):
         if entry["weights"] is None:
             continue
+        op = step_ops[index]
         w = arrays[entry["weights"]]
         if op.kind == "classcaps":
             want = (op.n_in ** 2 * op.ch_in, op.caps_in, op.ch_out * op.caps_out)
+        elif op.kind == "convcaps3d":
+            want = (op.kernel ** 3 * op.caps_in, op.ch_out * op.caps_out)
         else:
             want = (op.kernel ** 2 * op.ch_in * op.caps_in, op.ch_out * op.caps_out)
         if w.shape != want:
@@ -145,13 +162,37 @@ def quantise(record: dict, arrays: dict) -> Deployment:
             bias = arrays[entry["bias"]] if entry["bias"] else np.zeros(want[1], np.float32)
             layer.weights = np.vstack([w_q, np.zeros((1, want[1]), np.int64)])
             layer.bias = bias
+            if entry.get("offset"):
+                layer.offset = arrays[entry["offset"]]
         layers.append(layer)
-    return Deployment(network, layers, int(record["routings"]))
+    return Deployment(network, layers, int(record["routings"]), resize=int(record["genotype"][-1][0]))
 
 
 def input_int8(pixels: np.ndarray) -> np.ndarray:
     """uint8 images (B, h, w, c) -> int8 (as int64) q = min(127, (pixel + 1) >> 1), Q0.7."""
     return np.minimum(127, (np.asarray(pixels, dtype=np.int64) + 1) >> 1)
+
+
+def upsample2(q: np.ndarray) -> np.ndarray:
+    """int8 images (B, h, w, c) -> (B, 2h, 2w, c): Keras' UpSampling2D(2, "bilinear") (half-pixel
+    centres) in integers, done by the host. Along each axis output 2i weighs input i by 3/4 and i - 1
+    by 1/4, output 2i + 1 input i by 3/4 and i + 1 by 1/4 (clamped at the edges); both axes together
+    are (9a + 3b + 3c + d + 8) >> 4, round half up, at most 127 (no saturation)."""
+    def along(x, axis):
+        n = x.shape[axis]
+        before = np.take(x, np.maximum(np.arange(n) - 1, 0), axis=axis)
+        after = np.take(x, np.minimum(np.arange(n) + 1, n - 1), axis=axis)
+        pairs = np.stack([3 * x + before, 3 * x + after], axis=axis + 1)
+        return pairs.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 1:])
+
+    return (along(along(np.asarray(q, dtype=np.int64), 1), 2) + 8) >> 4
+
+
+def network_input(deployment: "Deployment", pixels: np.ndarray) -> np.ndarray:
+    """The int8 input of the network's first operation for uint8 images (B, h, w, c): `input_int8`,
+    upsampled by `upsample2` for resize 2 (Q0.7 either way)."""
+    q = input_int8(pixels)
+    return upsample2(q) if deployment.resize == 2 else q
 
 
 def _set_bias(layer: Layer, in_frac_bits: int) -> None:
@@ -175,15 +216,19 @@ def check_accumulator(layer: Layer) -> None:
 
 def sums(layer: Layer, x: np.ndarray) -> np.ndarray:
     """The wrapped partial sums of `layer` on int8 inputs x (B, n, n, channels) (ClassCaps: capsules
-    (B, I, Din)): (B, positions, M) for convolutions, (B, I, J*Dout) for ClassCaps."""
+    (B, I, Din)): (B, positions, M) for convolutions (ConvCaps3D: (B, positions * ch_in, M), rows
+    (y, x, input type) as `sim.driver.conv3d_patches`), (B, I, J*Dout) for ClassCaps."""
     op = layer.op
     if op.kind == "classcaps":
         return golden.classcaps_sums(x, layer.weights)
-    per_image = op.n_out ** 2 * layer.weights.shape[0]
+    volume = op.kind == "convcaps3d"
+    per_image = op.n_out ** 2 * layer.weights.shape[0] * (op.ch_in if volume else 1)
     step = max(1, PATCH_ELEMENTS // per_image)
     out = []
     for first in range(0, len(x), step):
-        patches = np.stack([conv_patches(image, op.kernel, op.stride, op.n_out) for image in x[first:first + step]])
+        patches = np.stack([conv3d_patches(image.reshape(op.n_in, op.n_in, op.ch_in, op.caps_in), op.kernel,
+                                           op.stride, op.n_out) if volume else
+                            conv_patches(image, op.kernel, op.stride, op.n_out) for image in x[first:first + step]])
         patches[..., -1] = 1 << layer.bias_input_bits
         out.append(golden.matmul(patches, layer.weights))
     return np.concatenate(out)
@@ -196,47 +241,120 @@ def saturating_shift(values: np.ndarray) -> int:
     return max(0, int(np.ceil(np.log2(peak / 127.0)))) if peak > 127 else 0
 
 
+def squash_shift(frac_bits: int, what: str) -> int:
+    """The shift that brings sums of `frac_bits` fractional bits to the squash's Q3.4 input; `InputError`
+    naming `what` when they have fewer."""
+    if frac_bits < golden.SQUASH_FRAC_BITS:
+        raise InputError(f"{what}: sums have {frac_bits} fractional bits, fewer than the squash input's "
+                         f"{golden.SQUASH_FRAC_BITS}")
+    return frac_bits - golden.SQUASH_FRAC_BITS
+
+
+def _weighted_step(layer: Layer, x: np.ndarray, f_x: int, calibrate: bool) -> tuple[np.ndarray, int]:
+    """(int8 output, its fractional bits) of a conv, convcaps or convcaps3d step on inputs x of f_x
+    fractional bits; `calibrate` sets the bias and chooses the shift first (module docstring).
+    Outputs (B, n, n, M); ConvCaps3D's votes (B, positions * ch_in, M)."""
+    op, batch = layer.op, len(x)
+    if calibrate:
+        _set_bias(layer, f_x)
+    check_accumulator(layer)
+    f_acc = f_x + layer.weight_frac_bits
+    acc = sums(layer, x.reshape(batch, op.n_in, op.n_in, -1))
+    if op.kind == "convcaps":
+        layer.shift = squash_shift(f_acc, f"operation {op.name}")
+        out = golden.activate(acc.reshape(batch, -1, op.ch_out, op.caps_out), layer.shift, "squash")
+        layer.out_frac_bits = golden.OUT_FRAC_BITS
+        return out.reshape(batch, op.n_out, op.n_out, -1), layer.out_frac_bits
+    if calibrate:
+        peaks = np.abs(acc) if op.kind == "convcaps3d" else np.maximum(acc, 0)
+        if layer.offset is not None:
+            peaks = np.concatenate([peaks.reshape(-1), np.abs(layer.offset) * 2.0 ** f_acc])
+        layer.shift = saturating_shift(peaks)
+        if op.kind == "convcaps3d" or layer.offset is not None:  # read by a squash: at least Q3.4
+            layer.shift = min(layer.shift, squash_shift(f_acc, f"operation {op.name}"))
+        if layer.offset is not None:
+            layer.offset_q, _ = to_int8(layer.offset, f_acc - layer.shift)
+    layer.out_frac_bits = f_acc - layer.shift
+    if op.kind == "convcaps3d":
+        return golden.requantize(acc, layer.shift), layer.out_frac_bits
+    return golden.activate(acc, layer.shift, "relu").reshape(batch, op.n_out, op.n_out, -1), layer.out_frac_bits
+
+
+def _elementwise_step(deployment: Deployment, name: str, kind: str, op: Operation, operands: list, offset,
+                      calibrate: bool) -> tuple[np.ndarray, int]:
+    """(int8 output (B, n, n, M), fractional bits) of a `CHAIN_KINDS` step named `name` on `operands`
+    [(values, fractional bits)], by `golden.capsule_sum` as the RTL runs it. "tocaps": the map plus the
+    batch normalisation `offset` (int8 (M,), or None), shift to Q3.4, squash; "route3d": the sum of the
+    votes over the ch_in input types (the coupling and bias are in the votes), shift to Q3.4, squash;
+    "capsadd": the two squashed maps (Q0.7) added, shift chosen on the calibration images (`saturating_shift`
+    of the sums' magnitudes: 1 where they pass 127, the output then Q1.6)."""
+    values, f_in = operands[0]
+    batch = len(values)
+    if kind == "route3d":
+        side = op.n_out
+        maps = list(values.reshape(batch * side * side, op.ch_in, -1).transpose(1, 0, 2))
+    else:
+        side = op.n_in if kind == "tocaps" else op.n_out
+        maps = [v.reshape(batch * side * side, -1) for v, _ in operands]
+        if any(f != f_in for _, f in operands):
+            raise InputError(f"step {name}: operands of {[f for _, f in operands]} fractional bits")
+    if offset is not None:
+        maps.append(np.broadcast_to(offset, maps[0].shape))
+    if kind == "capsadd":
+        if calibrate:
+            deployment.elementwise[name] = saturating_shift(np.abs(golden.wrap(np.sum(maps, axis=0))))
+        function, length = "none", op.caps_out
+    else:
+        deployment.elementwise[name] = squash_shift(f_in, f"step {name}")
+        function, length = "squash", op.caps_in if kind == "tocaps" else op.caps_out
+    shift = deployment.elementwise[name]
+    out = golden.capsule_sum(maps, shift, function, length)
+    f_out = f_in - shift if kind == "capsadd" else golden.OUT_FRAC_BITS
+    return out.reshape(batch, side, side, -1), f_out
+
+
 def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False) -> np.ndarray:
-    """The output capsules v (B, J, D) int8 of uint8 images `pixels` (B, h, w, c) on the golden model.
-    `calibrate`: choose every layer's shift on these images first (module docstring), in order."""
-    x, f_x = input_int8(pixels), INPUT_FRAC_BITS
-    batch = len(x)
-    for layer in deployment.layers:
-        op = layer.op
-        if op.kind == "classcaps":
-            x = x.reshape(batch, -1, op.caps_in)
+    """The output capsules v (B, J, D) int8 of uint8 images `pixels` (B, h, w, c) on the golden model,
+    step by step as `capsacc.mapping.chain` orders them (the RTL's data flow). `calibrate`: choose every
+    shift on these images first (module docstring), in order."""
+    network = deployment.network
+    layers = {layer.op.name: layer for layer in deployment.layers}
+    steps = chain(network.operations)
+    outputs = []
+    x = network_input(deployment, pixels)
+    batch, f_u = len(x), None
+    for step in steps:
+        kind, op = step.kind, step.op
+        values, f_x = outputs[step.inputs[0]] if step.inputs else (x, INPUT_FRAC_BITS)
+        if kind in ("conv", "convcaps", "convcaps3d"):
+            outputs.append(_weighted_step(layers[op.name], values, f_x, calibrate))
+        elif kind in CHAIN_KINDS:
+            source = network.operations[steps[step.inputs[0]].index]
+            offset = layers[source.name].offset_q if kind == "tocaps" else None
+            outputs.append(_elementwise_step(deployment, step_name(network, step), kind, op,
+                                             [outputs[i] for i in step.inputs], offset, calibrate))
+        elif kind == "classcaps":
+            layer = layers[op.name]
             layer.in_frac_bits = f_x
-        elif calibrate:
-            _set_bias(layer, f_x)
-        check_accumulator(layer)
-        f_acc = f_x + layer.weight_frac_bits
-        acc = sums(layer, x)
-        if op.kind == "convcaps":
-            layer.shift = f_acc - golden.SQUASH_FRAC_BITS
-            if layer.shift < 0:
-                raise InputError(f"operation {op.name}: sums have {f_acc} fractional bits, fewer than the "
-                                 f"squash input's {golden.SQUASH_FRAC_BITS}")
-            x = golden.activate(acc.reshape(batch, -1, op.ch_out, op.caps_out), layer.shift, "squash")
-            x = x.reshape(batch, op.n_out, op.n_out, -1)
-            f_x = golden.OUT_FRAC_BITS
-        else:
+            check_accumulator(layer)
+            f_acc = f_x + layer.weight_frac_bits
+            acc = sums(layer, values.reshape(batch, -1, op.caps_in))
             if calibrate:
-                layer.shift = saturating_shift(np.abs(acc) if op.kind == "classcaps" else np.maximum(acc, 0))
-            f_x = f_acc - layer.shift
-            if op.kind == "conv":
-                x = golden.activate(acc, layer.shift, "relu").reshape(batch, op.n_out, op.n_out, -1)
-            else:
-                x = golden.requantize(acc, layer.shift).reshape(batch, -1, op.ch_out, op.caps_out)
-        layer.out_frac_bits = f_x
-    routing_shift = f_x + golden.OUT_FRAC_BITS - golden.SQUASH_FRAC_BITS
+                layer.shift = saturating_shift(np.abs(acc))
+            f_u = layer.out_frac_bits = f_acc - layer.shift
+            u_hat = golden.requantize(acc, layer.shift).reshape(batch, -1, op.ch_out, op.caps_out)
+            outputs.append((u_hat, f_u))
+        else:
+            outputs.append((None, None))  # the routing phases: run together below
+    routing_shift = f_u + golden.OUT_FRAC_BITS - golden.SQUASH_FRAC_BITS
     if routing_shift < 0:
-        raise InputError(f"ClassCaps predictions with {f_x} fractional bits: the routing needs at least "
+        raise InputError(f"ClassCaps predictions with {f_u} fractional bits: the routing needs at least "
                          f"{golden.SQUASH_FRAC_BITS - golden.OUT_FRAC_BITS}")
     deployment.shift_sum = deployment.shift_logits = routing_shift
-    routing_bits = (max(x.shape[1], x.shape[3]) * 127 * 128 * deployment.routings).bit_length() + 1
+    routing_bits = (max(u_hat.shape[1], u_hat.shape[3]) * 127 * 128 * deployment.routings).bit_length() + 1
     if routing_bits > golden.ACC_BITS:
         raise InputError(f"the routing's logits need {routing_bits} bits, the accumulator has {golden.ACC_BITS}")
-    _, _, v, _ = golden.routing(x, deployment.routings, deployment.shift_logits, deployment.shift_sum)
+    _, _, v, _ = golden.routing(u_hat, deployment.routings, deployment.shift_logits, deployment.shift_sum)
     return v
 
 
@@ -252,11 +370,20 @@ def evaluate(deployment: Deployment, pixels: np.ndarray, images_per_batch: int =
 
 
 def operation_inputs(deployment: Deployment) -> dict[str, dict]:
-    """The quantised weights and shifts by operation name, as `sim.network_run.run_network` takes them:
+    """The quantised weights and shifts by step name, as `sim.network_run.run_network` takes them:
     "weights", "shift" and "bias_input" of every weighted operation, "shift_sum" and "shift_logits"
-    of every routing operation."""
+    of every routing operation, "shift" of every element-wise step and, for a ToCapsules reading a
+    batch-normalised convolution, its "offset" (int8 (M,), added as a second operand)."""
     given = {layer.op.name: {"weights": layer.weights, "shift": layer.shift, "bias_input": 1 << layer.bias_input_bits}
              for layer in deployment.layers}
+    given.update({name: {"shift": shift} for name, shift in deployment.elementwise.items()})
+    steps = chain(deployment.network.operations)
+    for step in steps:
+        if step.kind == "tocaps":
+            source = deployment.network.operations[steps[step.inputs[0]].index]
+            layer = next(layer for layer in deployment.layers if layer.op.name == source.name)
+            if layer.offset_q is not None:
+                given[step_name(deployment.network, step)]["offset"] = layer.offset_q
     for op in deployment.network.operations:
         if op.kind == "routing":
             given[op.name] = {"shift_sum": deployment.shift_sum, "shift_logits": deployment.shift_logits}
@@ -276,7 +403,8 @@ def simulate(deployment: Deployment, pixels: np.ndarray, rows: int, cols: int, s
     if deployment.routings != ROUTINGS:
         raise InputError(f"the model routes {deployment.routings} times; the RTL chain runs {ROUTINGS} iterations")
     config = ArrayConfig(rows=rows, cols=cols, acc_bits=golden.ACC_BITS, batch=len(pixels))
-    run = run_network(deployment.network, OperationDriver(config, simulator, offchip=True), input_int8(pixels),
+    run = run_network(deployment.network, OperationDriver(config, simulator, offchip=True),
+                      network_input(deployment, pixels),
                       operation_inputs=operation_inputs(deployment))
     return run, bool(np.array_equal(run.output, forward(deployment, pixels)))
 

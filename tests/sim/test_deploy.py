@@ -235,3 +235,100 @@ def test_verilator_runs_the_deployment_as_amaranth_does(tiny_run):
         assert len(ours.streams) == len(theirs.streams)
         for a, b in zip(ours.streams, theirs.streams):
             assert np.array_equal(a.image, b.image) and a.programs == b.programs
+
+
+CELLS = [[0, 4, 1, 1, 3, 1, 4, 4, 1], [2, 4, 2, 2, 3, 1, 4, 2, 2], [2, 4, 2, 2, 3, 2, 2, 2, 2],
+         [2, 2, 2, 2, 2, 1, 1, 3, 2], [-1], [1]]
+"""A tiny CapsCell network (test_sim_capscell_run's): a convolution to 2 capsules of 2 atoms, a cell,
+the last cell (stride 2, its ConvCaps3D skip), 3 classes of 2 atoms."""
+
+
+def cells_deployment(seed: int = 0):
+    """A `sim.deploy.Deployment` of `CELLS` with random float weights and batch normalisation offsets,
+    calibrated on 16 random images, and 2 images for the RTL."""
+    from capsacc.mapping import chain
+    from capsacc.network import Network
+    from sim.deploy import forward, quantise
+
+    rng = np.random.default_rng(seed)
+    network = Network.from_genotype(CELLS)
+    shapes = {step.index: step.op for step in chain(network.operations)}
+    operations, arrays = [], {}
+    for i, op in enumerate(network.operations):
+        op = shapes[i]
+        entry = {"weights": None, "bias": None, "offset": None}
+        if op.kind == "classcaps":
+            entry["weights"] = f"op{i}_weights"
+            arrays[entry["weights"]] = rng.normal(0, 0.5, (op.n_in ** 2 * op.ch_in, op.caps_in, op.ch_out * op.caps_out))
+        elif op.kind != "routing":
+            entry["weights"], entry["bias"] = f"op{i}_weights", f"op{i}_bias"
+            rows = op.kernel ** 3 * op.caps_in if op.kind == "convcaps3d" else op.kernel ** 2 * op.ch_in * op.caps_in
+            arrays[entry["weights"]] = rng.normal(0, 0.5, (rows, op.ch_out * op.caps_out))
+            arrays[entry["bias"]] = rng.normal(0, 0.2, op.ch_out * op.caps_out)
+            if op.kind == "conv":
+                entry["offset"] = f"op{i}_offset"
+                arrays[entry["offset"]] = rng.normal(-0.5, 0.3, op.ch_out)
+        operations.append(entry)
+    deployment = quantise({"genotype": CELLS, "operations": operations, "routings": 3}, arrays)
+    pixels = rng.integers(0, 256, (18, 4, 4, 1)).astype(np.uint8)
+    forward(deployment, pixels[:16], calibrate=True)
+    return deployment, pixels[16:]
+
+
+def test_cell_steps_follow_their_format_rules():
+    """ToCapsules, the ConvCaps3D's routing and the squashing convolutions read Q3.4; the cells' sums
+    get the shift that keeps the calibration sums of two Q0.7 maps inside int8; the ToCapsules offset
+    is in its convolution's output format; one image's classes equal the batch's."""
+    from sim.deploy import forward, operation_inputs
+
+    deployment, pixels = cells_deployment()
+    shifts, layers = deployment.shifts(), {layer.op.name: layer for layer in deployment.layers}
+    conv, votes = layers["conv0"], layers["convcaps3d8"]
+    assert shifts["convcaps1.tocaps"] == conv.out_frac_bits - golden.SQUASH_FRAC_BITS >= 0
+    assert shifts["convcaps3d8.route3d"] == votes.out_frac_bits - golden.SQUASH_FRAC_BITS >= 0
+    assert votes.op.n_in == 2 and votes.op.stride == 1 and votes.weights.shape == (3 ** 3 * 2 + 1, 4)
+    assert shifts["convcaps4.capsadd"] in (0, 1) and shifts["convcaps3d8.capsadd"] in (0, 1)
+    assert layers["convcaps5"].in_frac_bits == golden.OUT_FRAC_BITS - shifts["convcaps4.capsadd"]
+    offset = operation_inputs(deployment)["convcaps1.tocaps"]["offset"]
+    assert np.array_equal(offset, np.clip(np.rint(conv.offset * 2.0 ** conv.out_frac_bits), -128, 127))
+    assert offset.min() < 0  # the offsets are negative: the test sees them
+    both = forward(deployment, pixels)
+    assert np.array_equal(both[1:], forward(deployment, pixels[1:])) and np.abs(both).max() > 0
+
+
+def test_upsample2_is_bilinear_with_half_pixel_centres():
+    """Every output pixel is the 9:3:3:1 blend of its four nearest input pixels, edges clamped: a ramp
+    stays a ramp (with the clamped ends), and a constant image stays constant."""
+    from sim.deploy import upsample2
+
+    ramp = np.arange(0, 64, 16).reshape(1, 1, 4, 1).repeat(2, axis=1)
+    assert upsample2(ramp)[0, 0, :, 0].tolist() == [0, 4, 12, 20, 28, 36, 44, 48]
+    assert np.array_equal(upsample2(np.full((2, 3, 3, 2), 127)), np.full((2, 6, 6, 2), 127))
+    q = np.random.default_rng(1).integers(0, 128, (2, 5, 5, 1))
+    up = upsample2(q)
+    assert up[0, 3, 5, 0] == (9 * q[0, 1, 2, 0] + 3 * q[0, 2, 2, 0] + 3 * q[0, 1, 3, 0] + q[0, 2, 3, 0] + 8) >> 4
+
+
+@pytest.mark.keras
+def test_upsample2_equals_keras_upsampling_rounded():
+    keras = pytest.importorskip("keras")
+    from sim.deploy import upsample2
+
+    q = np.random.default_rng(2).integers(0, 128, (3, 7, 7, 1))
+    layer = keras.layers.UpSampling2D(2, interpolation="bilinear")
+    want = np.asarray(layer(q.astype(np.float32)))
+    assert np.abs(upsample2(q) - want).max() <= 0.5 + 1e-3
+
+
+@pytest.mark.slow
+def test_a_cell_network_runs_on_the_rtl_bit_exact():
+    """One image of the tiny CapsCell deployment through the Amaranth 4x4 RTL with the off-chip memory:
+    every step checked by the driver, the output capsules equal to the golden model's; the ToCapsules
+    offset streams as a second operand. Slow: 21 steps on Amaranth."""
+    from sim.deploy import simulate
+
+    deployment, pixels = cells_deployment()
+    run, exact = simulate(deployment, pixels[:1], 4, 4, "amaranth")
+    assert exact and np.abs(run.output).max() > 0
+    tocaps = next(r for r, step in zip(run.runs, run.steps) if step.kind == "tocaps")
+    assert tocaps.counts["matmul_rows"] == 2 * 4 * 4  # the map and the offset, 16 rows each
