@@ -332,3 +332,28 @@ def test_a_cell_network_runs_on_the_rtl_bit_exact():
     assert exact and np.abs(run.output).max() > 0
     tocaps = next(r for r, step in zip(run.runs, run.steps) if step.kind == "tocaps")
     assert tocaps.counts["matmul_rows"] == 2 * 4 * 4  # the map and the offset, 16 rows each
+
+
+SKIPPED = [[0, 28, 1, 1, 5, 4, 7, 8, 1], [2, 7, 2, 4, 3, 1, 7, 2, 4], [2, 7, 2, 4, 3, 1, 7, 2, 4],
+           [2, 7, 2, 4, 7, 1, 1, 10, 4], [2], [1]]
+TWO_CONVS = [[0, 28, 1, 1, 5, 4, 7, 4, 1], [0, 7, 4, 1, 3, 1, 7, 8, 1], [2, 7, 2, 4, 3, 1, 7, 2, 4],
+             [2, 7, 2, 4, 7, 1, 1, 10, 4], [-1], [1]]
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("genotype, message", [
+    (SKIPPED, "skip connection into the class layer"),
+    (TWO_CONVS, "more than one convolution"),
+])
+def test_cell_networks_deploy_does_not_run_are_one_line_and_exit_2(tmp_path, genotype, message):
+    """Untrained models (the refusal comes from their layers) of what the RTL does not run."""
+    pytest.importorskip("keras")
+    from nas.builder import build_models
+    from nas.genotype import Genotype
+    from nas.train import save_model
+
+    save_model(build_models(Genotype.from_list(genotype)).evaluate, tmp_path / "m.keras")
+    result = _deploy(tmp_path / "m.keras", "--out", tmp_path / "o")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("nascaps deploy: error:") and message in result.stderr
