@@ -18,6 +18,14 @@ bits; all scales are powers of two because the datapath has shifts and no multip
   sums (coupling Q0.7 times predictions) and logits have f_u + 7 fractional bits, squash and softmax
   read Q3.4, so shift_sum = shift_logits = f_u + 3.
 - the class of an image: the output capsule of largest sum of squares (first on ties).
+- resize 2: the host upsamples the int8 image (`upsample2`, Keras' bilinear in integers).
+- CapsCell networks, step by step as `capsacc.mapping.chain` runs them: the convolution read by
+  ToCapsules has its batch normalisation folded (`nas.export`) and its shift chosen as for ReLU over
+  the sums and the offsets, at most f_acc - 4; ToCapsules adds the offset (int8 in the convolution's
+  output format) and squashes with shift f - 4; a cell's sum of two Q0.7 maps gets the
+  `saturating_shift` of its calibration sums (output f = 7 - shift); the ConvCaps3D votes (coupling
+  and bias folded in) are requantized by a shift chosen as for ClassCaps, at most f_acc - 4, and
+  their sum over the input types is squashed with shift f_v - 4 (one routing iteration).
 """
 
 import json
