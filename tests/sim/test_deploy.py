@@ -321,17 +321,21 @@ def test_upsample2_equals_keras_upsampling_rounded():
 
 
 @pytest.mark.slow
-def test_a_cell_network_runs_on_the_rtl_bit_exact():
-    """One image of the tiny CapsCell deployment through the Amaranth 4x4 RTL with the off-chip memory:
-    every step checked by the driver, the output capsules equal to the golden model's; the ToCapsules
-    offset streams as a second operand. Slow: 21 steps on Amaranth."""
+def test_a_cell_network_runs_on_the_rtl_bit_exact(tmp_path):
+    """One image of the tiny CapsCell deployment through the Amaranth 4x4 RTL with the off-chip memory
+    (the path of `nascaps deploy --simulate-images`): every step checked by the driver, the output
+    capsules equal to the golden model's; the ToCapsules offset streams as a second operand; the memory
+    image files name every step. Slow: 20 steps on Amaranth, 193 s on the loaded 2-core machine."""
     from sim.deploy import simulate
+    from sim.memory_files import write_memory_files
 
     deployment, pixels = cells_deployment()
     run, exact = simulate(deployment, pixels[:1], 4, 4, "amaranth")
     assert exact and np.abs(run.output).max() > 0
     tocaps = next(r for r, step in zip(run.runs, run.steps) if step.kind == "tocaps")
     assert tocaps.counts["matmul_rows"] == 2 * 4 * 4  # the map and the offset, 16 rows each
+    manifest = write_memory_files(deployment.network, run, tmp_path)
+    assert {"convcaps1.tocaps", "convcaps4.capsadd", "convcaps3d8.route3d"} <= {s["step"] for s in manifest["streams"]}
 
 
 SKIPPED = [[0, 28, 1, 1, 5, 4, 7, 8, 1], [2, 7, 2, 4, 3, 1, 7, 2, 4], [2, 7, 2, 4, 3, 1, 7, 2, 4],
@@ -357,3 +361,47 @@ def test_cell_networks_deploy_does_not_run_are_one_line_and_exit_2(tmp_path, gen
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("nascaps deploy: error:") and message in result.stderr
+
+
+CELL_NET = [[0, 28, 1, 1, 5, 2, 14, 8, 1], [2, 14, 2, 4, 3, 2, 7, 4, 4], [2, 7, 4, 4, 3, 1, 7, 4, 4],
+            [2, 7, 4, 4, 7, 1, 1, 10, 4], [-1], [1]]
+"""A small CapsCell network: a convolution to 2 capsules of 4 atoms (batch-normalised), a cell of 4x4
+capsules (stride 2), the last cell (its ConvCaps3D skip), 10 classes of 4 atoms."""
+RESIZED = [[0, 56, 1, 1, 5, 4, 14, 16, 1], [1, 14, 16, 1, 3, 2, 7, 8, 4], [1, 7, 8, 4, 7, 1, 7, 10, 8], [-1], [2]]
+"""capsnet-like on the input upsampled x2 (resize 2)."""
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+@pytest.mark.parametrize("genotype, epochs, samples, learning_rate, agreement", [
+    (CELL_NET, 3, 1000, 0.003, 0.8),  # 86.1 % float, 84.0 % int8, 88.0 % agreement (docs/deploy.md)
+    (RESIZED, 1, 400, 0.01, 0.9),  # 64.9 % float, 63.8 % int8, 96.0 % agreement
+])
+def test_cell_and_resized_networks_keep_their_accuracy_in_int8(tmp_path, genotype, epochs, samples, learning_rate,
+                                                               agreement):
+    """Trained a few steps on the packaged subset, deployed on its 1,000 test images: int8 close to
+    float, deploy.json with the keys of a Sabour network's, the new steps' shifts recorded. The CapsCell
+    network's agreement is lower: its ConvCaps3D routes once on the RTL, three times in Keras."""
+    pytest.importorskip("keras")
+    from nas.datasets import load_dataset
+    from nas.genotype import Genotype
+    from nas.train import TrainConfig, train
+
+    config = TrainConfig(epochs=epochs, batch_size=10, learning_rate=learning_rate, train_samples=samples, threads=1)
+    result = train(Genotype.from_list(genotype), load_dataset(), config, progress=False,
+                   save_path=tmp_path / "m.keras")
+    assert result.status == "ok", result.message
+    deployed = _deploy(tmp_path / "m.keras", "--out", tmp_path / "d", "--calibration-images", 64)
+    assert deployed.returncode == 0, deployed.stderr
+    record = json.loads((tmp_path / "d" / "deploy.json").read_text())
+    assert record["float_accuracy"] > 0.5  # trained: chance is 0.1
+    assert abs(record["int8_accuracy"] - record["float_accuracy"]) <= 0.05
+    assert record["agreement"] >= agreement
+    assert record["genotype"][-1] == genotype[-1] and record["genotype"][:2] == genotype[:2]
+    assert set(record) >= {"float_accuracy", "int8_accuracy", "agreement", "test_images", "rtl_images",
+                           "rtl_bit_exact", "cycles_per_image", "latency_ms_per_image", "energy_mJ_per_image",
+                           "shifts", "layers", "model", "genotype", "accelerator", "dataset", "seed"}
+    if genotype is CELL_NET:
+        assert {"convcaps1.tocaps", "convcaps4.capsadd", "convcaps3d8.route3d", "convcaps3d8.capsadd"} <= set(
+            record["shifts"])
+        assert [layer["kind"] for layer in record["layers"]].count("convcaps3d") == 1
