@@ -130,18 +130,19 @@ def elementwise_shift(kind: str, op: Operation) -> int:
     return (op.ch_out - 1).bit_length() if kind == "route3d" else 0
 
 
-def rtl_source_key(config: ArrayConfig, offchip: bool = False) -> str:
+def rtl_source_key(config: ArrayConfig, offchip_bytes: int = 0) -> str:
     """The CapsAcc sources (a hash of rtl/*.py) and parameters, naming a Verilator build (with
-    `offchip`: of `rtl.offchip.CapsAccSystem` with `OFFCHIP_VERILATOR_BYTES`)."""
+    `offchip_bytes` > 0: of `rtl.offchip.CapsAccSystem` with an off-chip memory of that many bytes)."""
     digest = hashlib.sha256()
     for path in sorted(Path(rtl.__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    system = f"system {OFFCHIP_VERILATOR_BYTES} " if offchip else ""
+    system = f"system {offchip_bytes} " if offchip_bytes else ""
     return f"CapsAcc {system}{config.hardware()} {digest.hexdigest()}"
 
 
 OFFCHIP_VERILATOR_BYTES = 1 << 25
-"""Size of the simulated off-chip memory in Verilator builds (one build serves every operation)."""
+"""Least size of the simulated off-chip memory in Verilator builds: one build serves every operation
+whose off-chip image fits; a larger image gets a build with a memory of the next power of two."""
 
 
 class OperationDriver:
@@ -156,18 +157,19 @@ class OperationDriver:
         self.cache_dir = cache_dir
         self.offchip = offchip
         self._model = None
+        self._model_depth = 0
+
+    def offchip_depth(self, offchip_beats: int = 0) -> int:
+        """Beats of the simulated off-chip memory for an image of `offchip_beats` beats: the smallest
+        power of two >= 2 that holds it, with `offchip` on Verilator at least `OFFCHIP_VERILATOR_BYTES`."""
+        least = OFFCHIP_VERILATOR_BYTES // self.config.offchip_bytes_per_cycle \
+            if self.backend == "verilator" and self.offchip else 2
+        return max(least, 1 << max(1, (offchip_beats - 1).bit_length()))
 
     def component(self, offchip_beats: int = 0) -> CapsAccSystem:
-        """The simulated system: CapsAcc with an off-chip memory of at least `offchip_beats` beats
-        (with `offchip` on Verilator always `OFFCHIP_VERILATOR_BYTES`; 2 beats without `offchip`),
-        on Verilator the memory's Verilog model."""
-        width = self.config.offchip_bytes_per_cycle
-        depth = OFFCHIP_VERILATOR_BYTES // width if self.backend == "verilator" and self.offchip else \
-            1 << max(1, (offchip_beats - 1).bit_length())
-        if offchip_beats > depth:
-            raise ValueError(f"the off-chip image of {offchip_beats * width} bytes exceeds the simulated memory's "
-                             f"{depth * width} bytes")
-        return CapsAccSystem(self.config, depth, verilog_memory=self.backend == "verilator")
+        """The simulated system: CapsAcc with an off-chip memory of `offchip_depth(offchip_beats)`
+        beats, on Verilator the memory's Verilog model."""
+        return CapsAccSystem(self.config, self.offchip_depth(offchip_beats), verilog_memory=self.backend == "verilator")
 
     def _session(self) -> HostSession | DmaSession:
         cfg = self.config
@@ -182,10 +184,13 @@ class OperationDriver:
             session.flush()
         beats = session.offchip_beats if self.offchip else 0
         if self.backend == "verilator":
-            if self._model is None:
+            depth = self.offchip_depth(beats)
+            if self._model is None or depth > self._model_depth:  # a larger image: a build with a larger memory
                 from sim.verilator import VerilatorModel
+                offchip_bytes = depth * self.config.offchip_bytes_per_cycle if self.offchip else 0
                 self._model = VerilatorModel.build(self.component(beats), cache_dir=self.cache_dir,
-                                                   source_key=rtl_source_key(self.config, self.offchip))
+                                                   source_key=rtl_source_key(self.config, offchip_bytes))
+                self._model_depth = depth
             trace = self._model.run(session.script)
         else:
             trace = run_script(self.component(beats), session.script, self.backend)

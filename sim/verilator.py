@@ -174,6 +174,11 @@ int main(int argc, char** argv) {{
 """
 
 
+STIMULUS_CHUNK_ROWS = 1 << 16
+"""Rows of a drive formatted at once when the stimulus file is written: a host session's off-chip image
+(millions of rows for a batch of CapsNet) is never held as one text."""
+
+
 _ZERO_ROW = re.compile(r"^\s*(.+?)\[(\d+)\] = \d+'(?:h0+|d0);$")
 
 
@@ -299,33 +304,34 @@ class VerilatorModel:
             shutil.rmtree(build_dir)
         staging.rename(build_dir)
 
-    def stimulus(self, script: Script) -> str:
-        """The numbered stimulus text of `script`."""
+    def write_stimulus(self, script: Script, path: Path, chunk_rows: int = STIMULUS_CHUNK_ROWS) -> None:
+        """Write the numbered stimulus text of `script` to `path`, one command a line (a drive's
+        rows, `chunk_rows` at a time, on the lines after it)."""
         index = {name: i for i, name in enumerate(self.ports)}
-        lines = []
-        for command in script.commands:
-            match command:
-                case Set(port, value):
-                    lines.append(f"0 {index[port]} {self.ports[port].raw(value)}")
-                case Step(cycles):
-                    lines.append(f"1 {cycles}")
-                case Until(port, value, max_cycles):
-                    lines.append(f"2 {index[port]} {self.ports[port].raw(value)} {max_cycles}")
-                case Dump(names):
-                    lines.append(f"3 {len(names)} " + " ".join(str(index[n]) for n in names))
-                case Drive(names, values, sample):
-                    lines.append(f"4 {len(values)} {len(names)} {len(sample)} "
-                                 + " ".join(str(index[n]) for n in names + sample))
-                    masks = np.array([(1 << self.ports[n].width) - 1 for n in names], dtype=np.uint64)
-                    lines.append(_format_rows(values & masks))
-        return "\n".join(lines) + "\n"
+        with open(path, "w") as out:
+            for command in script.commands:
+                match command:
+                    case Set(port, value):
+                        out.write(f"0 {index[port]} {self.ports[port].raw(value)}\n")
+                    case Step(cycles):
+                        out.write(f"1 {cycles}\n")
+                    case Until(port, value, max_cycles):
+                        out.write(f"2 {index[port]} {self.ports[port].raw(value)} {max_cycles}\n")
+                    case Dump(names):
+                        out.write(f"3 {len(names)} " + " ".join(str(index[n]) for n in names) + "\n")
+                    case Drive(names, values, sample):
+                        out.write(f"4 {len(values)} {len(names)} {len(sample)} "
+                                  + " ".join(str(index[n]) for n in names + sample) + "\n")
+                        masks = np.array([(1 << self.ports[n].width) - 1 for n in names], dtype=np.uint64)
+                        for first in range(0, len(values), chunk_rows):
+                            out.write(_format_rows(values[first:first + chunk_rows] & masks) + "\n")
 
     def run(self, script: Script) -> Trace:
         """Play `script`; the trace's `sim_s` is the bench's own time spent stepping the clock."""
         check_script(script, self.ports)
         with tempfile.TemporaryDirectory(prefix="nascaps-vl-") as work:
             stimulus, output = Path(work) / "stimulus.txt", Path(work) / "output.txt"
-            stimulus.write_text(self.stimulus(script))
+            self.write_stimulus(script, stimulus)
             result = subprocess.run([str(self.executable), str(stimulus), str(output)],
                                     capture_output=True, text=True)
             if result.returncode != 0:

@@ -10,7 +10,7 @@ import pytest
 from sim.harness import run
 from sim.script import Script, ScriptError
 from sim.trace import Port, Trace, component_ports
-from sim.verilator import cpp_name
+from sim.verilator import VerilatorModel, cpp_name
 from sim_components import Accumulator
 
 DEPTH = 8
@@ -121,6 +121,17 @@ def test_ports_follow_the_signature():
 def test_verilator_name_mangling():
     assert cpp_name("rd__addr") == "rd___05Faddr"
     assert cpp_name("a_b") == "a_b"
+
+
+def test_the_stimulus_file_is_written_a_chunk_of_drive_rows_at_a_time(tmp_path):
+    ports = {"a": Port("a", 4, True, "in"), "b": Port("b", 8, False, "in"), "y": Port("y", 8, False, "out")}
+    model = VerilatorModel(tmp_path / "bench", ports, tmp_path)
+    script = (Script().set("a", -1).step(3).drive(["b", "a"], [[1, 2], [300, -2], [5, 6], [7, 8], [9, 10]], ["y"])
+              .until("y", 4, 100).dump("y", "a"))
+    want = "0 0 15\n1 3\n4 5 2 1 1 0 2\n1 2\n44 14\n5 6\n7 8\n9 10\n2 2 4 100\n3 2 2 0\n"
+    for chunk_rows in (1, 2, 5, 1 << 16):
+        model.write_stimulus(script, tmp_path / "stimulus.txt", chunk_rows)
+        assert (tmp_path / "stimulus.txt").read_text() == want
 
 
 def test_amaranth_back_end_matches_the_reference():
