@@ -362,7 +362,9 @@ class DmaSession:
         return False
 
     def _add(self, program: list[Instruction]) -> None:
-        """The items of `program`: steps (consecutive MATMULs on the same data rows) and ACTs."""
+        """The items of `program`: steps (consecutive MATMULs on the same data rows, none of whose
+        loads rewrites a row the step reads or loads, as the next run's operand in the same rows)
+        and ACTs."""
         for instruction in program:
             if isinstance(instruction, MatMul):
                 previous = self._items[-1] if self._items else None
@@ -370,7 +372,8 @@ class DmaSession:
                 source = np.arange(instruction.d_addr, instruction.d_addr + instruction.n) % self.depth
                 tile = np.arange(instruction.w_addr, instruction.w_addr + self.rows) % self.depth
                 loads = self._take(instruction.src, source) + self._take("weight", tile)
-                if previous and previous.kind == "step" and previous.rows["key"] == key:
+                if (previous and previous.kind == "step" and previous.rows["key"] == key
+                        and not self._conflicts(loads, previous)):  # a reload of its rows: a new step
                     previous.instructions.append(instruction)
                     previous.loads = self._coalesce(previous.loads + loads)
                     previous.rows["weight"] = np.union1d(previous.rows["weight"], tile)
