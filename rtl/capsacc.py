@@ -32,8 +32,9 @@ enters the array from the input register at s + 2, a weight row read at cycle w 
 its PE row at w + 2.
 
 DMA engine (`rtl.dma`): runs the DMA instructions' transfers between the `offchip` port and the
-int8 buffers through its own port pair on each buffer, concurrently with the compute; WAIT
-synchronises them (`rtl.isa`).
+int8 buffers through its own read-write port on each buffer, concurrently with the compute; WAIT
+synchronises them (`rtl.isa`). Each int8 buffer thus has two read-write ports (compute, DMA), each
+with one address: a true dual-port memory, as an FPGA block RAM or a dual-port SRAM macro offers.
 
 Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
 down a delay line; its result leaves the array at s + D (D = R + C + 2,
@@ -153,11 +154,16 @@ class CapsAcc(wiring.Component):
         m.submodules.dma = dma = DMAEngine(rows, cols, cfg.offchip_bytes_per_cycle)
         wiring.connect(m, wiring.flipped(self.offchip), dma.port)
 
-        int8_row = lambda lanes: data.ArrayLayout(signed(8), lanes)  # noqa: E731
         m.submodules.program = program = Memory(shape=INSTRUCTION, depth=cfg.program_depth, init=[])
-        m.submodules.data_buf = data_buf = Memory(shape=int8_row(rows), depth=cfg.data_depth, init=[])
-        m.submodules.weight_buf = weight_buf = Memory(shape=int8_row(cols), depth=cfg.weight_depth, init=[])
-        m.submodules.routing_buf = routing_buf = Memory(shape=int8_row(rows), depth=cfg.routing_depth, init=[])
+        # A read and a write of the same row in one cycle never meet in an int8 buffer (module
+        # docstring: each port reads or writes, and the program keeps the DMA's rows apart from
+        # the compute's), so its read-write collisions are don't-care (`no_rw_check`): yosys then
+        # maps it to true dual-port block RAM instead of emulating read-first across the ports.
+        buffer = lambda lanes, depth: Memory(shape=data.ArrayLayout(signed(8), lanes), depth=depth, init=[],  # noqa: E731
+                                             attrs={"no_rw_check": 1})
+        m.submodules.data_buf = data_buf = buffer(rows, cfg.data_depth)
+        m.submodules.weight_buf = weight_buf = buffer(cols, cfg.weight_depth)
+        m.submodules.routing_buf = routing_buf = buffer(rows, cfg.routing_depth)
         m.submodules.psum = psum = Memory(shape=data.ArrayLayout(signed(acc_bits), cols),
                                           depth=cfg.psum_depth, init=[])
         prog_r, prog_w = program.read_port(), program.write_port()
@@ -166,18 +172,19 @@ class CapsAcc(wiring.Component):
         routing_r, routing_w = routing_buf.read_port(), routing_buf.write_port(granularity=1)
         psum_r, psum_w = psum.read_port(), psum.write_port(granularity=1)
 
-        # The DMA engine's own port pair on each int8 buffer (the buffers are dual-ported: the
-        # engine moves rows while the compute reads and writes; the program keeps them on
-        # different rows, `rtl.isa` WAIT). Reads come back a cycle later, selected by the buffer
-        # the engine read then.
+        # The DMA engine's own port on each int8 buffer: one address for its reads (stores) and
+        # writes (loads), so that the buffer has two read-write ports (this one and the compute's,
+        # below), a true dual-port block RAM. The engine moves rows while the compute reads and
+        # writes; the program keeps them on different rows (`rtl.isa` WAIT). Reads come back a
+        # cycle later, selected by the buffer the engine read then.
         dma_rd_buffer = Signal(Buffer)
-        m.d.sync += dma_rd_buffer.eq(dma.rd_buffer)
+        m.d.sync += dma_rd_buffer.eq(dma.buffer)
         for buffer, memory, lanes in ((Buffer.DATA, data_buf, rows), (Buffer.WEIGHT, weight_buf, cols),
                                       (Buffer.ROUTING, routing_buf, rows)):
-            reader, writer = memory.read_port(), memory.write_port()
-            m.d.comb += [reader.addr.eq(dma.rd_addr), writer.addr.eq(dma.wr_addr),
-                         writer.en.eq(dma.wr_en & (dma.wr_buffer == buffer))]
+            reader, writer = memory.read_port(), memory.write_port(granularity=1)
+            m.d.comb += [reader.addr.eq(dma.addr), writer.addr.eq(dma.addr)]
             m.d.comb += [writer.data[lane].eq(dma.wr_row[lane]) for lane in range(lanes)]
+            m.d.comb += [writer.en[lane].eq(dma.wr_en & (dma.buffer == buffer)) for lane in range(lanes)]
             with m.If(dma_rd_buffer == buffer):
                 m.d.comb += [dma.rd_row[lane].eq(reader.data[lane]) for lane in range(lanes)]
 
@@ -331,12 +338,22 @@ class CapsAcc(wiring.Component):
 
         # Memory port ownership: the host while idle, the control unit while busy.
         host_is = lambda sel: ~busy & self.host_we & (self.host_sel == sel)  # noqa: E731
+        # The compute side of each int8 buffer is one read-write port too: its reads (the stream
+        # and load engines) and the activation unit's writes share an address, which the
+        # activation unit holds from its start to its done pulse (no MATMUL runs then: an ACT
+        # issues drained, and the next word issues after done).
+        act_phase = Signal()
+        data_addr, weight_addr, routing_addr = (Signal(ADDR_BITS, name=f"{name}_addr")
+                                                for name in ("data", "weight", "routing"))
+        for reader, writer, addr in ((data_r, data_w, data_addr), (weight_r, weight_w, weight_addr),
+                                     (routing_r, routing_w, routing_addr)):
+            m.d.comb += [reader.addr.eq(addr), writer.addr.eq(addr)]
         with m.If(busy):
             m.d.comb += [
                 prog_r.addr.eq(Mux(fire, pc + 2, pc + 1)),
-                weight_r.addr.eq(l_addr + l_k),
-                data_r.addr.eq(stream.d_addr + s_k),
-                routing_r.addr.eq(stream.d_addr + s_k),
+                weight_addr.eq(Mux(act_phase, act.wr_addr, l_addr + l_k)),
+                data_addr.eq(Mux(act_phase, act.wr_addr, stream.d_addr + s_k)),
+                routing_addr.eq(Mux(act_phase, act.wr_addr, stream.d_addr + s_k)),
                 psum_r.addr.eq(Mux(act.busy, act.psum_addr, reading.row)),
                 psum_w.addr.eq(writing.row),
             ]
@@ -344,7 +361,6 @@ class CapsAcc(wiring.Component):
                 m.d.comb += [psum_w.data[c].eq(sums[c]), psum_w.en[c].eq(acc_write)]
             for port, lanes, dst in ((data_w, rows, Dst.DATA), (weight_w, cols, Dst.WEIGHT),
                                      (routing_w, rows, Dst.ROUTING)):
-                m.d.comb += port.addr.eq(act.wr_addr)
                 for lane in range(lanes):
                     in_row = act.wr_mask[lane] if lane < cols else 0
                     value = act.wr_data[lane] if lane < cols else 0
@@ -354,9 +370,8 @@ class CapsAcc(wiring.Component):
                                          & Mux(act.wr_row, in_row, act.wr_lane == lane)),
                     ]
         with m.Else():
-            for port in (prog_r, weight_r, data_r, routing_r, psum_r, prog_w, data_w, weight_w,
-                         routing_w, psum_w):
-                m.d.comb += port.addr.eq(self.host_addr)
+            for addr in (prog_r.addr, psum_r.addr, prog_w.addr, psum_w.addr, data_addr, weight_addr, routing_addr):
+                m.d.comb += addr.eq(self.host_addr)
             with m.If(self.start):
                 m.d.comb += prog_r.addr.eq(0)
             m.d.comb += [prog_w.data.eq(self.host_wdata), prog_w.en.eq(host_is(SEL_PROGRAM))]
@@ -408,7 +423,7 @@ class CapsAcc(wiring.Component):
         # when the DMA engine is idle. A DMA issues when the engine is idle (it takes the
         # descriptor in that cycle); a WAIT when the engine is idle and the load and stream
         # engines have read every operand.
-        with m.FSM():
+        with m.FSM() as control:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), done.eq(0), pc.eq(0), next_bank.eq(0)]
@@ -455,4 +470,5 @@ class CapsAcc(wiring.Component):
             with m.State("ACT_WAIT"):
                 with m.If(act.done):
                     m.next = "DISPATCH"
+        m.d.comb += act_phase.eq(control.ongoing("ACT_START") | control.ongoing("ACT_WAIT"))
         return m

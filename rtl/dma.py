@@ -7,11 +7,16 @@ from the next cycle). The engine takes one `rtl.isa.DESCRIPTOR` (`cmd` while `cm
 when `idle`) and runs it alone:
 
 - load: T = n * b beats (b = `rtl.isa.beats_per_row`) requested in the T cycles after it was
-  accepted, at ext, ext + 1, ...; each row is written into the buffer (`wr_*`) in the cycle its
-  last beat arrives (lane j from byte j of the row's beats). Idle again the cycle after the last.
+  accepted, at ext, ext + 1, ...; each row is written into the buffer (`wr_row` at `addr`, `wr_en`)
+  in the cycle its last beat arrives (lane j from byte j of the row's beats). Idle again the cycle
+  after the last.
 - store: in each of the T cycles after it was accepted, the engine reads buffer row
-  addr + k // b (`rd_*`, data in `rd_row` a cycle later) and writes its beat k % b to beat ext + k
+  addr + k // b (`addr`, data in `rd_row` a cycle later) and writes its beat k % b to beat ext + k
   the cycle after (bytes past the row's lanes are zero). Idle again the cycle after the last write.
+
+The engine reads a buffer only in a store and writes one only in a load, so one address (`addr`,
+in the buffer `buffer`) serves both: each buffer's DMA side is a single read-write port, and with
+the compute side's single port the buffer is a true dual-port memory (one ECP5 block RAM port each).
 
 `rtl.isa.dma_cycles` states the schedule; `reads` and `writes` pulse per beat (the counters).
 """
@@ -43,8 +48,7 @@ class DMAEngine(wiring.Component):
         super().__init__({
             "cmd": In(DESCRIPTOR), "cmd_valid": In(1), "idle": Out(1),
             "port": Out(OffchipSignature(bytes_per_cycle)),
-            "wr_buffer": Out(Buffer), "wr_addr": Out(ADDR_BITS), "wr_row": Out(row), "wr_en": Out(1),
-            "rd_buffer": Out(Buffer), "rd_addr": Out(ADDR_BITS), "rd_row": In(row),
+            "buffer": Out(Buffer), "addr": Out(ADDR_BITS), "wr_row": Out(row), "wr_en": Out(1), "rd_row": In(row),
             "reads": Out(1), "writes": Out(1),
         })
 
@@ -104,8 +108,7 @@ class DMAEngine(wiring.Component):
         with m.If(self.cmd_valid & ~active):
             m.d.sync += [got.eq(0), got_beat.eq(0), got_row.eq(0)]
         padded = Cat(assembled, Const(0, max(0, 8 * self.lanes - width * most)))
-        m.d.comb += [self.wr_buffer.eq(cur.buffer), self.wr_addr.eq(cur.addr + got_row),
-                     self.wr_row.eq(padded[:8 * self.lanes]), self.wr_en.eq(arriving & last_beat)]
+        m.d.comb += [self.wr_row.eq(padded[:8 * self.lanes]), self.wr_en.eq(arriving & last_beat)]
         with m.If(arriving & (got + 1 == total)):
             m.d.sync += active.eq(0)
 
@@ -115,7 +118,8 @@ class DMAEngine(wiring.Component):
         st_ext = Signal(EXT_BITS)
         m.d.sync += [st_valid.eq(issuing & cur.store), st_beat.eq(issue_beat), st_ext.eq(cur.ext + issued)]
         row_bits = Cat(self.rd_row.as_value(), Const(0, max(0, width * most - 8 * self.lanes)))
-        m.d.comb += [self.rd_buffer.eq(cur.buffer), self.rd_addr.eq(cur.addr + issue_row)]
+        m.d.comb += [self.buffer.eq(cur.buffer),
+                     self.addr.eq(cur.addr + Mux(cur.store, issue_row, got_row))]
         with m.If(st_valid & (issued == total)):
             m.d.sync += active.eq(0)
 

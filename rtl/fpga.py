@@ -362,6 +362,37 @@ def _version(tool: str, flag: str, pattern: str) -> str:
     return lines[0] if lines else "unknown version"
 
 
+MEMORY_LINE = re.compile(r"^(?:mapping memory (?P<mapped>\S+) via \$__(?P<cell>\w+?)_|using FF mapping for memory (?P<ff>\S+))$")
+"""A line of synth_ecp5's memory_libmap pass: a memory mapped to a cell (DP16KD, PDPW16KD, TRELLIS_DPR16X4),
+or to flip-flops."""
+
+
+def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
+    """How `synth_ecp5` maps each memory of the top level of `config` (a `capsacc.array.ArrayConfig`),
+    by its name (`program`, `data_buf`, `weight_buf`, `routing_buf`, `psum`): the ECP5 cell
+    (`DP16KD` true dual-port or `PDPW16KD` simple dual-port 18 kbit block RAM, `TRELLIS_DPR16X4`
+    distributed RAM) or `FF` (flip-flops). Runs synthesis to its RAM mapping only (about 15 s on 4x4);
+    the files go to `workdir`. FpgaError on a failing or missing tool."""
+    from rtl.capsacc import check_buildable
+    from rtl.export import TOP, export_verilog
+
+    check_buildable(config)
+    workdir = Path(workdir).resolve()
+    source, log = workdir / "capsacc.v", workdir / "yosys_memories.log"
+    source.write_text(export_verilog(config))
+    _run(find_tool(yosys), "yosys synth_ecp5", ["-q", "-l", log.name, "-p",
+                                                f"read_verilog {source.name}; synth_ecp5 -top {TOP} -run :map_ffram"], log)
+    mapping = {}
+    for line in log.read_text(errors="replace").splitlines():
+        match = MEMORY_LINE.match(line.strip())
+        if match is None:
+            continue
+        name = match["mapped"] or match["ff"]
+        if name.startswith(f"{TOP}.") and "." not in name[len(TOP) + 1:]:
+            mapping[name[len(TOP) + 1:]] = match["cell"] or "FF"
+    return mapping
+
+
 def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: int = 1, workdir: Path = Path("."),
              yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True, lut_mapper: str = "abc") -> FpgaResult:
     """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5` (multipliers

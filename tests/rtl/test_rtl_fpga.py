@@ -13,7 +13,7 @@ from subprocesses import default_sigint
 
 from capsacc.cli import main
 from capsacc.array import ArrayConfig
-from rtl.fpga import NEXTPNR, YOSYS, FpgaError, FpgaResult, parse_log, parse_report
+from rtl.fpga import NEXTPNR, YOSYS, FpgaError, FpgaResult, memory_mapping, parse_log, parse_report
 
 # Excerpts of nextpnr-ecp5 0.11.1 output for CapsAcc 4x4 (report trimmed to the bels and the
 # start and end of the critical path; the net names are shortened).
@@ -249,3 +249,18 @@ def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
     assert all(".py:" in where for where in result["critical_path_sources"])
     record_property("fmax_MHz", result["fmax_MHz"])
     record_property("luts", result["luts"])
+
+
+@pytest.mark.fpga
+def test_every_memory_maps_to_block_ram(tmp_path):
+    """synth_ecp5 puts the program, the three int8 buffers (two read-write ports each: compute and
+    DMA, so true dual-port DP16KD) and the partial sums in block RAM, none in flip-flops (an int8
+    buffer with separate DMA and compute write ports went to 270,505 LUT4s on 8x8)."""
+    if shutil.which(YOSYS) is None:
+        pytest.fail(f"{YOSYS} is not installed (setup.sh installs the fpga extra)")
+    mapping = memory_mapping(ArrayConfig(4, 4, data_depth=256, weight_depth=256, routing_depth=256, psum_depth=256,
+                                         program_depth=64), tmp_path)
+    assert {name: mapping.get(name) for name in ("data_buf", "weight_buf", "routing_buf")} == dict.fromkeys(
+        ("data_buf", "weight_buf", "routing_buf"), "DP16KD")
+    assert mapping.get("program") in ("DP16KD", "PDPW16KD")
+    assert mapping.get("psum") in ("DP16KD", "PDPW16KD")
