@@ -13,9 +13,13 @@ default is the preceding assignment), UNUSEDSIGNAL (unused slices of wide interm
 instruction fields of other opcodes), DECLFILENAME (the file may be named freely)."""
 
 
-def export_verilog(config: ArrayConfig) -> str:
-    """The Verilog text of a `CapsAcc` with `config` (ValueError when it cannot be built)."""
+def export_verilog(config: ArrayConfig, offchip_depth: int | None = None) -> str:
+    """The Verilog text of a `CapsAcc` with `config` (ValueError when it cannot be built); with
+    `offchip_depth`, of `rtl.offchip.CapsAccSystem`: the accelerator with an off-chip memory of that
+    many beats on its off-chip port, and the host port alone at the pins."""
     from amaranth.back import verilog
 
-    design = CapsAcc(**config.hardware())
+    from rtl.offchip import CapsAccSystem
+
+    design = CapsAcc(**config.hardware()) if offchip_depth is None else CapsAccSystem(config, offchip_depth)
     return verilog.convert(design, name=TOP)

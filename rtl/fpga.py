@@ -7,8 +7,12 @@ frequency. The figures come from nextpnr's JSON report (`--report`) where the ne
 it, else from its log: LUT4s (TRELLIS_COMB), flip-flops (TRELLIS_FF), 18x18 multipliers
 (MULT18X18D), block RAMs (DP16KD) and the achieved clock frequency `fmax_MHz` of `clk`.
 
-The top level has 211 port bits (docs/rtl.md), more than the 205 user I/Os of an LFE5U-85F in the
-CABGA381 package, so each device uses its largest package; the ports are left unconstrained
+The accelerator's off-chip port carries 2 x 8W data bits (256 at W = 16), more than any ECP5
+package has pins, so the FPGA build is `rtl.offchip.CapsAccSystem`: the accelerator with
+`OFFCHIP_BEATS` beats of its off-chip memory model on chip (block RAM, in the figures: W * 8 *
+OFFCHIP_BEATS / 18 kbit DP16KDs), a stand-in for the DRAM controller a board would hold. Its host
+port has 227 bits (docs/rtl.md), more than the 205 user I/Os of an LFE5U-85F in the CABGA381
+package, so each device uses its largest package; the ports are left unconstrained
 (`--lpf-allow-unconstrained`): the figures are those of the core, not of a board.
 """
 
@@ -57,6 +61,10 @@ default, router1, left arcs unrouted after tens of minutes (docs/rtl.md, FPGA)."
 
 MAX_FREQ_MHZ = 1000.0
 """The highest target frequency accepted (ECP5 fabric tops out near 400 MHz)."""
+
+
+OFFCHIP_BEATS = 1024
+"""Beats of the off-chip memory model inside the FPGA build (16 KiB at W = 16: eight DP16KDs)."""
 
 
 class FpgaError(RuntimeError):
@@ -368,8 +376,9 @@ or to flip-flops."""
 
 
 def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
-    """How `synth_ecp5` maps each memory of the top level of `config` (a `capsacc.array.ArrayConfig`),
-    by its name (`program`, `data_buf`, `weight_buf`, `routing_buf`, `psum`): the ECP5 cell
+    """How `synth_ecp5` maps each memory of the FPGA build of `config` (a `capsacc.array.ArrayConfig`),
+    by its name under the top (`accelerator.program`, `accelerator.data_buf`, `accelerator.weight_buf`,
+    `accelerator.routing_buf`, `accelerator.psum`, `offchip.beats`): the ECP5 cell
     (`DP16KD` true dual-port or `PDPW16KD` simple dual-port 18 kbit block RAM, `TRELLIS_DPR16X4`
     distributed RAM) or `FF` (flip-flops). Runs synthesis to its RAM mapping only (about 15 s on 4x4);
     the files go to `workdir`. FpgaError on a failing or missing tool."""
@@ -379,7 +388,7 @@ def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
     check_buildable(config)
     workdir = Path(workdir).resolve()
     source, log = workdir / "capsacc.v", workdir / "yosys_memories.log"
-    source.write_text(export_verilog(config))
+    source.write_text(export_verilog(config, OFFCHIP_BEATS))
     _run(find_tool(yosys), "yosys synth_ecp5", ["-q", "-l", log.name, "-p",
                                                 f"read_verilog {source.name}; synth_ecp5 -top {TOP} -run :map_ffram"], log)
     mapping = {}
@@ -388,7 +397,7 @@ def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
         if match is None:
             continue
         name = match["mapped"] or match["ff"]
-        if name.startswith(f"{TOP}.") and "." not in name[len(TOP) + 1:]:
+        if name.startswith(f"{TOP}.") and name.count(".") == 2:
             mapping[name[len(TOP) + 1:]] = match["cell"] or "FF"
     return mapping
 
@@ -411,7 +420,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     part = DEVICES[device]
     workdir = Path(workdir).resolve()
     source, netlist = workdir / "capsacc.v", workdir / "capsacc_ecp5.json"
-    source.write_text(export_verilog(config))
+    source.write_text(export_verilog(config, OFFCHIP_BEATS))
     yosys_log, nextpnr_log, report = workdir / "yosys.log", workdir / "nextpnr.log", workdir / REPORT_FILE
     synth_ecp5 = f"synth_ecp5 -top {TOP}{'' if dsp else ' -nodsp'}"
     if lut_mapper == "abc9":

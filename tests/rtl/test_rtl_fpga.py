@@ -260,7 +260,7 @@ def test_every_memory_maps_to_block_ram(tmp_path):
         pytest.fail(f"{YOSYS} is not installed (setup.sh installs the fpga extra)")
     mapping = memory_mapping(ArrayConfig(4, 4, data_depth=256, weight_depth=256, routing_depth=256, psum_depth=256,
                                          program_depth=64), tmp_path)
-    assert {name: mapping.get(name) for name in ("data_buf", "weight_buf", "routing_buf")} == dict.fromkeys(
-        ("data_buf", "weight_buf", "routing_buf"), "DP16KD")
-    assert mapping.get("program") in ("DP16KD", "PDPW16KD")
-    assert mapping.get("psum") in ("DP16KD", "PDPW16KD")
+    buffers = [f"accelerator.{name}" for name in ("data_buf", "weight_buf", "routing_buf")]
+    assert {name: mapping.get(name) for name in buffers} == dict.fromkeys(buffers, "DP16KD")
+    for name in ("accelerator.program", "accelerator.psum", "offchip.beats"):
+        assert mapping.get(name) in ("DP16KD", "PDPW16KD"), name
