@@ -338,11 +338,23 @@ class CapsAcc(wiring.Component):
 
         # Memory port ownership: the host while idle, the control unit while busy.
         host_is = lambda sel: ~busy & self.host_we & (self.host_sel == sel)  # noqa: E731
+        # The activation unit's writes are registered (`act_w`): each lands a cycle after the unit
+        # presents it, so the column-mode writer's element select and the lane decode end in a
+        # register instead of running on into the buffers. The last lands in the cycle after done,
+        # before any word issued after the ACT reads a buffer (its first read is a cycle later).
+        lanes_max = max(rows, cols)
+        act_w = Signal(data.StructLayout({"valid": 1, "dst": Dst, "addr": ADDR_BITS, "en": lanes_max,
+                                          "value": data.ArrayLayout(signed(8), lanes_max)}))
+        m.d.sync += [act_w.valid.eq(act.wr_en), act_w.dst.eq(act_dst), act_w.addr.eq(act.wr_addr)]
+        for lane in range(lanes_max):
+            in_row = act.wr_mask[lane] if lane < cols else 0
+            value = act.wr_data[lane] if lane < cols else 0
+            m.d.sync += [act_w.value[lane].eq(Mux(act.wr_row, value, act.wr_elem)),
+                         act_w.en[lane].eq(act.wr_en & Mux(act.wr_row, in_row, act.wr_lane == lane))]
+
         # The compute side of each int8 buffer is one read-write port too: its reads (the stream
-        # and load engines) and the activation unit's writes share an address, which the
-        # activation unit holds from its start to its done pulse (no MATMUL runs then: an ACT
-        # issues drained, and the next word issues after done).
-        act_phase = Signal()
+        # and load engines) and the activation unit's writes share an address. They never meet:
+        # an ACT issues drained, and no word after it reads before its last write has landed.
         data_addr, weight_addr, routing_addr = (Signal(ADDR_BITS, name=f"{name}_addr")
                                                 for name in ("data", "weight", "routing"))
         for reader, writer, addr in ((data_r, data_w, data_addr), (weight_r, weight_w, weight_addr),
@@ -351,9 +363,9 @@ class CapsAcc(wiring.Component):
         with m.If(busy):
             m.d.comb += [
                 prog_r.addr.eq(Mux(fire, pc + 2, pc + 1)),
-                weight_addr.eq(Mux(act_phase, act.wr_addr, l_addr + l_k)),
-                data_addr.eq(Mux(act_phase, act.wr_addr, stream.d_addr + s_k)),
-                routing_addr.eq(Mux(act_phase, act.wr_addr, stream.d_addr + s_k)),
+                weight_addr.eq(Mux(act_w.valid, act_w.addr, l_addr + l_k)),
+                data_addr.eq(Mux(act_w.valid, act_w.addr, stream.d_addr + s_k)),
+                routing_addr.eq(Mux(act_w.valid, act_w.addr, stream.d_addr + s_k)),
                 psum_r.addr.eq(Mux(act.busy, act.psum_addr, reading.row)),
                 psum_w.addr.eq(writing.row),
             ]
@@ -362,13 +374,8 @@ class CapsAcc(wiring.Component):
             for port, lanes, dst in ((data_w, rows, Dst.DATA), (weight_w, cols, Dst.WEIGHT),
                                      (routing_w, rows, Dst.ROUTING)):
                 for lane in range(lanes):
-                    in_row = act.wr_mask[lane] if lane < cols else 0
-                    value = act.wr_data[lane] if lane < cols else 0
-                    m.d.comb += [
-                        port.data[lane].eq(Mux(act.wr_row, value, act.wr_elem)),
-                        port.en[lane].eq(act.wr_en & (act_dst == dst)
-                                         & Mux(act.wr_row, in_row, act.wr_lane == lane)),
-                    ]
+                    m.d.comb += [port.data[lane].eq(act_w.value[lane]),
+                                 port.en[lane].eq(act_w.valid & act_w.en[lane] & (act_w.dst == dst))]
         with m.Else():
             for addr in (prog_r.addr, psum_r.addr, prog_w.addr, psum_w.addr, data_addr, weight_addr, routing_addr):
                 m.d.comb += addr.eq(self.host_addr)
@@ -423,7 +430,7 @@ class CapsAcc(wiring.Component):
         # when the DMA engine is idle. A DMA issues when the engine is idle (it takes the
         # descriptor in that cycle); a WAIT when the engine is idle and the load and stream
         # engines have read every operand.
-        with m.FSM() as control:
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [busy.eq(1), done.eq(0), pc.eq(0), next_bank.eq(0)]
@@ -470,5 +477,4 @@ class CapsAcc(wiring.Component):
             with m.State("ACT_WAIT"):
                 with m.If(act.done):
                     m.next = "DISPATCH"
-        m.d.comb += act_phase.eq(control.ongoing("ACT_START") | control.ongoing("ACT_WAIT"))
         return m
