@@ -3,7 +3,8 @@ off-chip port.
 
 `OffchipMemory` models the DRAM side of the port (`rtl.dma.OffchipSignature`): `depth` beats of W
 bytes; a read request in cycle t is answered in cycle t + L (a synchronous read, then L - 1
-register stages), a write is stored at the clock edge. It is a simulation model, not part of the
+register stages), a write request is registered and stored at the next clock edge (readable from
+t + 2: the DMA engine reads no beat sooner after writing it). It is a simulation model, not part of the
 accelerator. Amaranth elaborates a memory's initial contents (megabytes of zeros for a deep one),
 so Verilator builds take the same model written in Verilog, `OFFCHIP_VERILOG` (an `Instance`;
 `CapsAccSystem(..., verilog_memory=True)`); tests play one script on both and compare the traces.
@@ -46,11 +47,14 @@ class OffchipMemory(wiring.Component):
         width = 8 * self.bytes_per_cycle
         m.submodules.beats = beats = Memory(shape=width, depth=self.depth, init=[])
         reader, writer = beats.read_port(), beats.write_port(granularity=8)
-        dma = self.port.read | self.port.write
-        m.d.comb += [reader.addr.eq(Mux(dma, self.port.addr, self.host_addr)),
-                     writer.addr.eq(Mux(dma, self.port.addr, self.host_addr))]
-        with m.If(self.port.write):
-            m.d.comb += [writer.data.eq(self.port.wdata), writer.en.eq(-1)]
+        # A write request is registered and stored a cycle later (a controller's input register);
+        # the DMA engine never reads a beat within two cycles of writing it (`rtl.dma`).
+        posted, posted_addr, posted_data = Signal(), Signal.like(self.port.addr), Signal(width)
+        m.d.sync += [posted.eq(self.port.write), posted_addr.eq(self.port.addr), posted_data.eq(self.port.wdata)]
+        m.d.comb += [reader.addr.eq(Mux(self.port.read, self.port.addr, self.host_addr)),
+                     writer.addr.eq(Mux(posted, posted_addr, self.host_addr))]
+        with m.If(posted):
+            m.d.comb += [writer.data.eq(posted_data), writer.en.eq(-1)]
         with m.Else():
             m.d.comb += writer.data.eq(self.host_wdata.replicate(-(-width // 64))[:width])
             for byte in range(self.bytes_per_cycle):
@@ -81,24 +85,30 @@ module nascaps_offchip_memory #(parameter BYTES = 16, parameter LATENCY = 1, par
   reg [8*BYTES-1:0] data_q [0:LATENCY-1];
   reg valid_q [0:LATENCY-1];
   reg [5:0] lane_q;
-  wire dma = port_read | port_write;
-  wire [ABITS-1:0] addr = dma ? port_addr[ABITS-1:0] : host_addr[ABITS-1:0];
+  reg posted;
+  reg [28:0] posted_addr;
+  reg [8*BYTES-1:0] posted_data;
+  wire [ABITS-1:0] raddr = port_read ? port_addr[ABITS-1:0] : host_addr[ABITS-1:0];
+  wire [ABITS-1:0] waddr = posted ? posted_addr[ABITS-1:0] : host_addr[ABITS-1:0];
   wire [8*BYTES+63:0] padded = {64'd0, data_q[0]};
   integer k;
   always @(posedge clk) begin
-    data_q[0] <= beats[addr];
+    data_q[0] <= beats[raddr];
     valid_q[0] <= port_read;
     for (k = 1; k < LATENCY; k = k + 1) begin
       data_q[k] <= data_q[k - 1];
       valid_q[k] <= valid_q[k - 1];
     end
     lane_q <= host_lane;
-    if (port_write)
-      beats[addr] <= port_wdata;
+    posted <= port_write;
+    posted_addr <= port_addr;
+    posted_data <= port_wdata;
+    if (posted)
+      beats[waddr] <= posted_data;
     else
       for (k = 0; k < BYTES; k = k + 1)
         if (host_we && host_lane == k / 8)
-          beats[addr][8*k +: 8] <= host_wdata[8*(k % 8) +: 8];
+          beats[waddr][8*k +: 8] <= host_wdata[8*(k % 8) +: 8];
   end
   assign port_rdata = data_q[LATENCY - 1];
   assign port_rvalid = valid_q[LATENCY - 1];
