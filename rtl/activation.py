@@ -48,6 +48,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from capsacc.mapping import MAX_CAPSULE, act_lanes
+from capsacc.schedule import SCALE_STAGES, scan_levels
+from capsacc.schedule import activation_latency_cycles as latency
 from rtl.isa import Func
 
 MAX_LENGTH = MAX_CAPSULE
@@ -62,9 +64,6 @@ OPERAND_BITS = 17
 FACTOR_BITS = 17
 """Unsigned factor: SQRT times RECIP <= 256 * 511 < 2**17 (the tables' largest entries), so the
 operand x factor product is one 18 x 18 signed multiplier (one MULT18X18D on an ECP5)."""
-REQUANT_STAGES = 3
-OPERAND_STAGES = 2
-SCALE_STAGES = 8
 
 
 def exp_table() -> list[int]:
@@ -80,17 +79,6 @@ def sqrt_table() -> list[int]:
 def recip_table() -> list[int]:
     """RECIP[i] = round(2**17 / (256 + i + 1/2)) for i in 0..255 (`golden.recip_table`)."""
     return [round(2.0 ** RECIP_BITS / (256 + i + 0.5)) for i in range(256)]
-
-
-def scan_levels(cols: int) -> int:
-    """W: levels of the segmented scans over C lanes, ceil(log2 C)."""
-    return (cols - 1).bit_length()
-
-
-def latency(cols: int, length: int) -> int:
-    """Cycles from a partial-sum row at the input of a C = `cols` lane unit to its result at the
-    output, for capsules of L = `length` atoms: 15 + 4 ceil(log2 C) + 2 ceil(L / C)."""
-    return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + OPERAND_STAGES + SCALE_STAGES
 
 
 def half_shift(value, shift):

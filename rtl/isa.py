@@ -6,7 +6,10 @@ fields from bit 0 up, every one starting with the 4-bit `Opcode`), joined by `IN
 64-bit `UnionLayout` view of a program word. The control unit (`rtl.capsacc`) decodes a word
 through that view; `assemble` builds words with `INSTRUCTION.const(...)` and `disassemble` reads
 them with `INSTRUCTION.from_bits(...)`, so no bit position is written anywhere else.
-`encoding_table()` renders the layouts as the table of docs/rtl.md.
+`encoding_table()` renders the layouts as the table of docs/rtl.md. The instructions themselves
+(`MatMul`, `Act`, `Dma`, `Wait`, `Halt`: plain data) and the control unit's exact schedule (`timing`,
+`program_cycles`, `dma_cycles`, `act_unit_cycles`) are defined in `capsacc.schedule`, which the
+calibrated model shares; this module re-exports them and `encode`s them.
 
 HALT: stop; `busy` falls and `done` rises. Opcodes not in `Opcode` are reserved and halt too.
 
@@ -57,12 +60,10 @@ transfers and compute: a program loads the next tile into the other half of a bu
 MATMULs of the current one, then WAITs before it reuses that half.
 """
 
-from dataclasses import dataclass
-
 from amaranth.lib import data, enum
 
-from capsacc.array import ArrayConfig
-from capsacc.mapping import act_lanes, result_delay_cycles
+from capsacc.schedule import (EXT_BITS, Act, Dma, Halt, Instruction, MatMul, Timing, Wait, act_unit_cycles,
+                              beats_per_row, buffer_lanes, dma_cycles, program_cycles, timing)
 
 ADDR_BITS = 14
 """Width of every buffer address field (rows)."""
@@ -104,9 +105,6 @@ class Buffer(enum.Enum, shape=2):
     WEIGHT = 1
     ROUTING = 2
 
-
-EXT_BITS = 29
-"""Width of the DMA's off-chip beat address."""
 
 HALT_LAYOUT = data.StructLayout({"op": Opcode})
 WAIT_LAYOUT = data.StructLayout({"op": Opcode})
@@ -175,98 +173,39 @@ def _word(kind: str, values: dict) -> int:
     return INSTRUCTION.const({kind: _checked(kind, values)}).as_bits()
 
 
-@dataclass(frozen=True)
-class Halt:
-    """Stop the program."""
-
-    def encode(self) -> int:
-        return _word("halt", {"op": Opcode.HALT})
-
-
-@dataclass(frozen=True)
-class MatMul:
-    """n data rows from `src` ("data"/"routing") at d_addr times the weight tile at w_addr,
-    written (or added, `accumulate`) to partial-sum rows from p_addr (all to p_addr if `hold`)."""
-    d_addr: int
-    w_addr: int
-    p_addr: int
-    n: int
-    accumulate: bool = False
-    src: str = "data"
-    hold: bool = False
-
-    def encode(self) -> int:
+def encode(instruction: Instruction) -> int:
+    """The 64-bit word of an instruction (`capsacc.schedule`'s plain data); ValueError naming the
+    field when a value is outside its field's range."""
+    if isinstance(instruction, MatMul):
         return _word("matmul", {
-            "op": Opcode.MATMUL, "src": _member(Src, self.src, "src"), "accumulate": int(bool(self.accumulate)),
-            "d_addr": self.d_addr, "w_addr": self.w_addr, "p_addr": self.p_addr, "n": self.n,
-            "hold": int(bool(self.hold))})
-
-
-@dataclass(frozen=True)
-class Act:
-    """Activation `func` on n partial-sum rows from p_addr (first `length` lanes), requantized by
-    `shift`, int8 results to buffer `dst` from dst_addr (row mode, or column mode with stride)."""
-    func: str
-    p_addr: int
-    n: int
-    length: int
-    shift: int
-    dst: str
-    dst_addr: int
-    column: bool = False
-    stride: int = 0
-
-    def encode(self) -> int:
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or not 1 <= self.length <= 64:
-            raise ValueError(f"length: {self.length!r} outside [1, 64]")
+            "op": Opcode.MATMUL, "src": _member(Src, instruction.src, "src"),
+            "accumulate": int(bool(instruction.accumulate)), "d_addr": instruction.d_addr,
+            "w_addr": instruction.w_addr, "p_addr": instruction.p_addr, "n": instruction.n,
+            "hold": int(bool(instruction.hold))})
+    if isinstance(instruction, Act):
+        length = instruction.length
+        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 64:
+            raise ValueError(f"length: {length!r} outside [1, 64]")
         return _word("act", {
-            "op": Opcode.ACT, "func": _member(Func, self.func, "func"), "dst": _member(Dst, self.dst, "dst"),
-            "column": int(bool(self.column)), "shift": self.shift, "length": self.length % 64,
-            "p_addr": self.p_addr, "dst_addr": self.dst_addr, "n": self.n, "stride": self.stride})
-
-
-@dataclass(frozen=True)
-class Dma:
-    """Move n rows between buffer `buffer` ("data"/"weight"/"routing") from row addr and the
-    off-chip memory from beat ext: a load (off-chip -> buffer), or a store when `store`."""
-    buffer: str
-    addr: int
-    n: int
-    ext: int
-    store: bool = False
-
-    def encode(self) -> int:
+            "op": Opcode.ACT, "func": _member(Func, instruction.func, "func"),
+            "dst": _member(Dst, instruction.dst, "dst"), "column": int(bool(instruction.column)),
+            "shift": instruction.shift, "length": length % 64, "p_addr": instruction.p_addr,
+            "dst_addr": instruction.dst_addr, "n": instruction.n, "stride": instruction.stride})
+    if isinstance(instruction, Dma):
         return _word("dma", {
-            "op": Opcode.DMA, "store": int(bool(self.store)), "buffer": _member(Buffer, self.buffer, "buffer"),
-            "addr": self.addr, "n": self.n, "ext": self.ext})
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Wait for the DMA engine to be idle and every issued MATMUL to have read its operands."""
-
-    def encode(self) -> int:
+            "op": Opcode.DMA, "store": int(bool(instruction.store)),
+            "buffer": _member(Buffer, instruction.buffer, "buffer"), "addr": instruction.addr, "n": instruction.n,
+            "ext": instruction.ext})
+    if isinstance(instruction, Wait):
         return _word("wait", {"op": Opcode.WAIT})
-
-
-Instruction = Halt | MatMul | Act | Dma | Wait
-
-
-def buffer_lanes(buffer: str, rows: int, cols: int) -> int:
-    """int8 lanes of a row of `buffer` on an R x C array: data and routing R, weight C."""
-    return cols if buffer == "weight" else rows
-
-
-def beats_per_row(lanes: int, bytes_per_cycle: int) -> int:
-    """Off-chip beats of a buffer row of `lanes` int8 lanes on a port of W = `bytes_per_cycle` bytes."""
-    return -(-lanes // bytes_per_cycle)
+    return _word("halt", {"op": Opcode.HALT})
 
 
 def assemble(program: list[Instruction]) -> list[int]:
     """64-bit words of a program; a HALT is appended when the last instruction is not one."""
-    words = [instruction.encode() for instruction in program]
+    words = [encode(instruction) for instruction in program]
     if not program or not isinstance(program[-1], Halt):
-        words.append(Halt().encode())
+        words.append(encode(Halt()))
     return words
 
 
@@ -321,104 +260,3 @@ def encoding_table() -> str:
                 values = f"{low}..{(1 << field.width) - 1}"
             lines.append(f"| {kind.upper()} | {bits} | {name} | {values} |")
     return "\n".join(lines)
-
-
-def act_unit_cycles(cols: int, func: str, n: int, length: int, column: bool = False) -> int:
-    """Cycles from the activation unit's start pulse to its done pulse for one ACT on C = `cols`
-    lanes: row mode rows + latency + 1 (a partial-sum row per cycle), column mode elements +
-    latency + 2 (an element per cycle). latency = `rtl.activation.latency(C, L')` (L' = L for
-    squash and softmax, 1 for none and ReLU); rows = n rounded up to whole capsules; elements =
-    the lanes written over those rows (`capsacc.mapping.act_lanes`)."""
-    from rtl.activation import latency  # rtl.activation imports this module (its `Func`)
-
-    span, width, last_width = act_lanes(cols, func, length)
-    groups = -(-n // span)
-    pipeline = latency(cols, length if func in ("squash", "softmax") else 1)
-    if column:
-        return groups * ((span - 1) * width + last_width) + pipeline + 2
-    return groups * span + pipeline + 1
-
-
-@dataclass(frozen=True)
-class Timing:
-    """When the instructions of a program issue on an R x C CapsAcc (cycle 0: the start pulse).
-
-    `issue[i]`: the DISPATCH cycle in which instruction i issues; `busy_cycles`: cycles with busy
-    high, start to HALT (the HALT's issue cycle)."""
-    issue: tuple[int, ...]
-    busy_cycles: int
-
-
-def dma_cycles(instruction: "Dma", rows: int, cols: int, bytes_per_cycle: int, latency_cycles: int) -> int:
-    """Cycles from a DMA instruction's issue to the first cycle its engine is idle again, with
-    T = n * `beats_per_row` beats: a load T + L + 1 (a read request per cycle from issue + 1, each
-    answered L cycles later, the row written as its last beat arrives), a store T + 2 (a buffer row
-    read per beat from issue + 1, the beat written to the port a cycle later)."""
-    beats = instruction.n * beats_per_row(buffer_lanes(instruction.buffer, rows, cols), bytes_per_cycle)
-    return beats + 2 if instruction.store else beats + latency_cycles + 1
-
-
-def timing(program: list[Instruction], rows: int, cols: int, bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
-           latency_cycles: int = ArrayConfig.offchip_latency_cycles) -> Timing:
-    """The exact schedule of `rtl.capsacc`'s control unit (a HALT is appended if missing), with an
-    off-chip port of W = `bytes_per_cycle` bytes and L = `latency_cycles`.
-
-    Busy rises in cycle 1 (FETCH); the word at pc is offered from cycle 2 (DISPATCH), the next one
-    the cycle after an issue. A MATMUL issues (F) at the earliest in the cycle in which
-    - the load engine is free or reads its last row: F >= F' + R (F' the previous MATMUL's issue);
-    - the stream slot is free or being emptied: F >= M' (the previous MATMUL's move cycle);
-    - its weight bank (banks alternate) is no longer in use: F >= S'' + C - 2, S'' the last
-      data-row read of the MATMUL before the previous one (its last datum passes the last column
-      of every row before the new rows are written, row r at F + 3 + r).
-    Its weights are read in F + 1 .. F + R; its stream moves into the engine at
-    M = max(F + 1, S'), S' the previous MATMUL's last read, and reads rows M + 1 .. M + n = S.
-    Results are written at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 2), so every
-    MATMUL has written its results from cycle S + D + 1 on: an ACT issues at max(offered, that
-    cycle). An ACT then starts the activation unit in the next cycle (`act_unit_cycles` to its
-    done pulse) and the next word is offered the cycle after done. A DMA issues when the DMA engine
-    is idle (`dma_cycles` after the previous DMA's issue). A WAIT issues when the engine is idle and
-    every MATMUL has read its operands (F + R + 1 and S + 1). A HALT issues when every result is
-    written and the engine is idle; its issue cycle is the busy cycles' last.
-    """
-    delay = result_delay_cycles(rows, cols)
-    offered = 2
-    load_free = slot_free = stream_free = drained = reads_done = dma_free = 0
-    bank_ready = [0, 0]
-    bank = 0
-    issue = []
-    for instruction in [*program, Halt()]:
-        if isinstance(instruction, MatMul):
-            fire = max(offered, load_free, slot_free, bank_ready[bank])
-            move = max(fire + 1, stream_free)
-            last_read = move + instruction.n
-            load_free, slot_free, stream_free = fire + rows, move, last_read
-            bank_ready[bank] = last_read + cols - 2
-            drained = last_read + delay + 1
-            reads_done = max(fire + rows + 1, last_read + 1)
-            bank ^= 1
-            offered = fire + 1
-        elif isinstance(instruction, Dma):
-            fire = max(offered, dma_free)
-            dma_free = fire + dma_cycles(instruction, rows, cols, bytes_per_cycle, latency_cycles)
-            offered = fire + 1
-        elif isinstance(instruction, Wait):
-            fire = max(offered, dma_free, reads_done)
-            offered = fire + 1
-        elif isinstance(instruction, Act):
-            fire = max(offered, drained)
-            offered = fire + 2 + act_unit_cycles(cols, instruction.func, instruction.n, instruction.length,
-                                                 instruction.column)
-        else:
-            fire = max(offered, drained, dma_free)
-        issue.append(fire)
-        if isinstance(instruction, Halt):
-            break
-    return Timing(tuple(issue), issue[-1])
-
-
-def program_cycles(program: list[Instruction], rows: int, cols: int,
-                   bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
-                   latency_cycles: int = ArrayConfig.offchip_latency_cycles) -> int:
-    """Busy cycles of a program on an R x C CapsAcc (start to HALT; a HALT is appended if missing)
-    with an off-chip port of W = `bytes_per_cycle` bytes and L = `latency_cycles`."""
-    return timing(program, rows, cols, bytes_per_cycle, latency_cycles).busy_cycles

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from capsacc.schedule import DmaScheduler
 from rtl.capsacc import COUNTERS
 from rtl.host import SELECT
-from rtl.isa import EXT_BITS, Act, Dma, Instruction, MatMul, Wait, assemble, beats_per_row, buffer_lanes, timing
+from rtl.isa import Instruction, assemble, beats_per_row, buffer_lanes
 from sim.trace import Trace
 from sim.script import Script
 
@@ -148,30 +149,6 @@ class HostSession:
         return results, runs
 
 
-def act_rows(act: Act, cols: int) -> tuple[int, int]:
-    """(first, count): rows of the destination buffer an ACT may write (a bound, from `dst_addr`;
-    addresses wrap modulo the depth), for `DmaSession`'s ordering of transfers around it."""
-    span = -(-act.length // cols) if act.func in ("squash", "softmax") else 1
-    groups = -(-act.n // span)
-    if act.column:
-        return act.dst_addr, (groups - 1) * span * act.stride + span * cols
-    if act.stride:
-        return act.dst_addr, groups + (span - 1) * act.stride
-    return act.dst_addr, groups * span
-
-
-@dataclass
-class _Item:
-    """One place of `DmaSession`'s schedule: a step (consecutive MATMULs on the same data rows),
-    an ACT, a store, or the end; `loads` are the transfers it needs first, `rows` the buffer rows
-    it reads or writes (memory -> row numbers), against which a prefetch is checked."""
-
-    kind: str
-    instructions: list
-    loads: list
-    rows: dict
-
-
 def offchip_write_table(first: int, beats: np.ndarray) -> np.ndarray:
     """The host writes (`WRITE_PORTS` rows) of off-chip beats `beats` (n, W) uint8 from beat `first`:
     one per beat and 8-byte group, byte 8g + i of the beat in byte i of host_wdata."""
@@ -231,11 +208,10 @@ class DmaSession:
     """A host session in which the host only writes programs and the off-chip image: every
     `write_int8` becomes a region of the off-chip image and DMA loads, every `read_int8` a DMA
     store (the host reads the off-chip image after the runs). The driver's programs are merged and
-    rescheduled: each step's loads are issued before the previous step's MATMULs (ping-pong
-    between the rows of consecutive steps) when no row is shared (`_Item.rows`), else after them;
-    each step ends with a WAIT; programs are cut at `program_depth` - 1 instructions. Partial sums
-    (`write_psum`, `read_psum`) stay host accesses between programs (state set up for lone
-    routing phases, results kept for checking): each ends the merged stream (`flush`).
+    rescheduled by `capsacc.schedule.DmaScheduler` (loads, WAITs, ping-pong prefetch, programs cut at
+    `program_depth` - 1 instructions), the ordering the calibrated model shares. Partial sums
+    (`write_psum`, `read_psum`) stay host accesses between programs (state set up for lone routing
+    phases, results kept for checking): each ends the merged stream (`flush`).
     `compute_cycles`: `rtl.isa.timing` of the driver's programs with preloaded buffers; `streams`
     each flush's `Stream` (the memory images and programs, `sim.memory_files`)."""
 
@@ -249,37 +225,32 @@ class DmaSession:
     script: Script = field(default_factory=Script)
     runs: int = 0
     host_cycles: int = 0
-    compute_cycles: int = 0
     programs: list = field(default_factory=list)
-    offchip_beats: int = 0
-    """The most beats of off-chip image one stream used (the image is rewritten from beat 0 at each `flush`)."""
     streams: list = field(default_factory=list)
-    _next_beat: int = 0
+    scheduler: DmaScheduler = None
     _psum_writes: list = field(default_factory=list)
     _loads: list = field(default_factory=list)
     _stores: list = field(default_factory=list)
     _reads: list = field(default_factory=list)
-    _pending: dict = field(default_factory=dict)
-    _items: list = field(default_factory=list)
     _image: list = field(default_factory=list)
     _results: list = field(default_factory=list)
 
     def __post_init__(self):
-        self._pending = {memory: np.full(self.depth, -1, dtype=np.int64) for memory in ("data", "weight", "routing")}
+        self.scheduler = DmaScheduler(self.rows, self.cols, self.depth, self.program_depth, self.bytes_per_cycle,
+                                      self.latency_cycles)
 
-    def _lanes(self, memory: str) -> int:
-        return buffer_lanes(memory, self.rows, self.cols)
+    @property
+    def compute_cycles(self) -> int:
+        """`rtl.isa.timing` of the driver's programs with preloaded buffers, summed."""
+        return self.scheduler.compute_cycles
+
+    @property
+    def offchip_beats(self) -> int:
+        """The most beats of off-chip image one stream used (the image is rewritten from beat 0 at each `flush`)."""
+        return self.scheduler.offchip_beats
 
     def _beats(self, memory: str) -> int:
-        return beats_per_row(self._lanes(memory), self.bytes_per_cycle)
-
-    def _allocate(self, beats: int) -> int:
-        first = self._next_beat
-        self._next_beat += beats
-        if self._next_beat >= 1 << EXT_BITS:
-            raise ValueError(f"off-chip image of {self._next_beat} beats exceeds the DMA's {EXT_BITS}-bit address")
-        self.offchip_beats = max(self.offchip_beats, self._next_beat)
-        return first
+        return beats_per_row(buffer_lanes(memory, self.rows, self.cols), self.bytes_per_cycle)
 
     def write_int8(self, memory: str, base: int, rows: np.ndarray) -> None:
         """Put int8 `rows` (n, lanes) into the off-chip image, to be loaded into `memory` from `base`."""
@@ -287,112 +258,18 @@ class DmaSession:
         per_row = self._beats(memory)
         beats = np.zeros((len(rows), per_row * self.bytes_per_cycle), dtype=np.uint8)
         beats[:, :rows.shape[1]] = rows & 0xFF
-        first = self._allocate(len(rows) * per_row)
+        first = self.scheduler.load(memory, base, len(rows))
         self._image.append((first, beats.reshape(-1, self.bytes_per_cycle)))
         self._loads.append(Region(memory, base, len(rows), first, len(rows) * per_row))
-        targets = (base + np.arange(len(rows))) % self.depth
-        self._pending[memory][targets] = first + per_row * np.arange(len(rows))
-
-    def _take(self, memory: str, rows: np.ndarray) -> list:
-        """The loads of the pending rows among `rows` (coalesced), no longer pending."""
-        pending = self._pending[memory]
-        rows = np.unique(rows % self.depth)
-        rows = rows[pending[rows] >= 0]
-        loads = [Dma(memory, row, 1, ext) for row, ext in zip(rows.tolist(), pending[rows].tolist())]
-        pending[rows] = -1
-        return self._coalesce(loads)
-
-    def _coalesce(self, loads: list) -> list:
-        """`loads` with each one that continues the previous (same buffer, next rows, next beats) merged into it."""
-        merged = []
-        for load in loads:
-            last = merged[-1] if merged else None
-            if (last and last.buffer == load.buffer and last.addr + last.n == load.addr and last.n + load.n < 1 << 14
-                    and last.ext + last.n * self._beats(load.buffer) == load.ext):
-                merged[-1] = Dma(load.buffer, last.addr, last.n + load.n, last.ext)
-            else:
-                merged.append(load)
-        return merged
 
     def execute(self, program: list[Instruction]) -> None:
         """Schedule `program` (no HALT) after what came before."""
-        self.compute_cycles += timing(program, self.rows, self.cols).busy_cycles
-        first = len(self._items)
-        self._add(program)
-        self._merge_steps(first)
-
-    def _merge_steps(self, first: int) -> None:
-        """Join the short steps of the run whose items start at `first` (a step of few data rows
-        per MATMUL, as routing's, would pay a transfer's latency and a WAIT for little compute):
-        consecutive steps merge while the merged step computes for fewer than 8 (L + 2 R) cycles
-        (each MATMUL max(n, R); its transfers then pay the latency rarely), holds at most half of the run's steps (so that the next run's first half
-        can load under its second), and loads no row it reads or loads already."""
-        items = self._items[first:]
-        steps = sum(item.kind == "step" for item in items)
-        target = 8 * (self.latency_cycles + 2 * self.rows)
-        merged = []
-        for item in items:
-            last = merged[-1] if merged else None
-            if (last and last.kind == item.kind == "step" and len(last.rows["merged"]) < max(1, steps // 2)
-                    and self._step_cycles(last) < target and not self._conflicts(item.loads, last)):
-                last.instructions += item.instructions
-                last.loads = self._coalesce(sorted(last.loads + item.loads, key=lambda load: (load.buffer, load.addr)))
-                last.rows["merged"].append(item)
-                for memory in ("data", "weight", "routing"):
-                    if memory in item.rows:
-                        last.rows[memory] = np.union1d(last.rows.get(memory, np.zeros(0, np.int64)), item.rows[memory])
-            else:
-                if item.kind == "step":
-                    item.rows["merged"] = [item]
-                merged.append(item)
-        self._items[first:] = merged
-
-    def _step_cycles(self, item: _Item) -> int:
-        return sum(max(matmul.n, self.rows) for matmul in item.instructions)
-
-    def _conflicts(self, loads: list, item: _Item) -> bool:
-        """Whether `loads` write a row that `item` reads, writes or loads."""
-        for load in loads:
-            rows = np.arange(load.addr, load.addr + load.n) % self.depth
-            touched = [item.rows.get(load.buffer, np.zeros(0, np.int64))]
-            touched += [np.arange(other.addr, other.addr + other.n) % self.depth for other in item.loads
-                        if other.buffer == load.buffer]
-            if np.intersect1d(rows, np.concatenate(touched)).size:
-                return True
-        return False
-
-    def _add(self, program: list[Instruction]) -> None:
-        """The items of `program`: steps (consecutive MATMULs on the same data rows, none of whose
-        loads rewrites a row the step reads or loads, as the next run's operand in the same rows)
-        and ACTs."""
-        for instruction in program:
-            if isinstance(instruction, MatMul):
-                previous = self._items[-1] if self._items else None
-                key = (instruction.src, instruction.d_addr, instruction.n)
-                source = np.arange(instruction.d_addr, instruction.d_addr + instruction.n) % self.depth
-                tile = np.arange(instruction.w_addr, instruction.w_addr + self.rows) % self.depth
-                loads = self._take(instruction.src, source) + self._take("weight", tile)
-                if (previous and previous.kind == "step" and previous.rows["key"] == key
-                        and not self._conflicts(loads, previous)):  # a reload of its rows: a new step
-                    previous.instructions.append(instruction)
-                    previous.loads = self._coalesce(previous.loads + loads)
-                    previous.rows["weight"] = np.union1d(previous.rows["weight"], tile)
-                else:
-                    self._items.append(_Item("step", [instruction], loads,
-                                             {"key": key, instruction.src: source, "weight": tile}))
-            elif isinstance(instruction, Act):
-                first, count = act_rows(instruction, self.cols)
-                written = np.arange(first, first + count) % self.depth
-                self._items.append(_Item("act", [instruction], self._take(instruction.dst, written),
-                                         {instruction.dst: written}))
+        self.scheduler.execute(program)
 
     def read_int8(self, name: str, memory: str, base: int, n: int, lanes: int) -> None:
         """Store rows base..base+n-1 of an int8 buffer to the off-chip image; result `name`."""
         per_row = self._beats(memory)
-        ext = self._allocate(n * per_row)
-        rows = (base + np.arange(n)) % self.depth
-        self._items.append(_Item("store", [Dma(memory, base, n, ext, store=True)], self._take(memory, rows),
-                                 {memory: rows}))
+        ext = self.scheduler.store(memory, base, n)
         self._results.append((name, ext, n, per_row, lanes))
         self._stores.append(Region(memory, base, n, ext, n * per_row, name))
 
@@ -415,56 +292,11 @@ class DmaSession:
         host.read_psum(name, base, n, lanes)
         self.host_cycles += host.host_cycles
 
-    def _schedule(self) -> list:
-        """The merged instruction stream of the items (see the class docstring)."""
-        stream, prefetched = [], set()
-        steps = [i for i, item in enumerate(self._items) if item.kind == "step"]
-        for index, item in enumerate(self._items):
-            if index not in prefetched and item.loads:
-                stream += item.loads + [Wait()]
-            if item.kind != "step":
-                stream += item.instructions
-                continue
-            following = [i for i in steps if i > index][:1]
-            if following and self._prefetchable(index, following[0]):
-                # One prefetch before each MATMUL (a DMA issues when the engine is idle: the
-                # MATMULs between keep the array busy while it moves the previous one).
-                loads = self._items[following[0]].loads
-                prefetched.add(following[0])
-                for position, matmul in enumerate(item.instructions):
-                    stream += loads[position:position + 1] + [matmul]
-                stream += loads[len(item.instructions):]
-            else:
-                stream += item.instructions
-            stream += [Wait()]
-        loads = [load for memory in self._pending for load in self._take(memory, np.arange(self.depth))]
-        return stream + loads
-
-    def _prefetchable(self, current: int, following: int) -> bool:
-        """Whether the loads of step `following` may run under step `current`: their rows meet no row
-        that the current step reads, or that an item between them reads, writes or loads."""
-        target = {}
-        for load in self._items[following].loads:
-            target.setdefault(load.buffer, []).append(np.arange(load.addr, load.addr + load.n) % self.depth)
-        if not target:
-            return False
-        for index in range(current, following):
-            item = self._items[index]
-            touched = dict(item.rows)
-            for load in item.loads if index > current else []:
-                touched.setdefault(load.buffer, np.zeros(0, np.int64))
-                touched[load.buffer] = np.union1d(touched[load.buffer],
-                                                  np.arange(load.addr, load.addr + load.n) % self.depth)
-            for memory, ranges in target.items():
-                if memory in touched and np.intersect1d(np.concatenate(ranges), touched[memory]).size:
-                    return False
-        return True
-
     def flush(self) -> None:
         """Write the off-chip image, run the merged stream as programs, read the results; record the `Stream`."""
-        stream = self._schedule()
-        self._items = []
-        image = np.zeros((self._next_beat, self.bytes_per_cycle), dtype=np.uint8)
+        size = self.scheduler.next_beat
+        programs = self.scheduler.flush()
+        image = np.zeros((size, self.bytes_per_cycle), dtype=np.uint8)
         for first, beats in self._image:
             image[first:first + len(beats)] = beats
             table = offchip_write_table(first, beats)
@@ -473,8 +305,6 @@ class DmaSession:
             self.host_cycles += len(table)
         self._image = []
         host = self._host()
-        size = self.program_depth - 1
-        programs = [stream[start:start + size] for start in range(0, len(stream), size)]
         for program in programs:
             self.programs.append(program)
             host.execute(program)
@@ -483,7 +313,6 @@ class DmaSession:
         if self._psum_writes or programs or self._stores:
             self.streams.append(Stream(self._psum_writes, image, self._loads, programs, self._stores))
         self._psum_writes, self._loads, self._stores, self._results = [], [], [], []
-        self._next_beat = 0
         self.runs += host.runs
         self.host_cycles += host.host_cycles
 

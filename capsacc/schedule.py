@@ -1,0 +1,436 @@
+"""The CapsAcc control unit's schedule and the DMA session's ordering: the one definition of both,
+for the RTL side (`rtl.isa` re-exports the instructions and the timing, `sim.host.DmaSession`
+plays the ordering with data) and for the calibrated model (`capsacc.programs`: an operation's
+total cycles, data movement included, without simulating).
+
+- The instructions as plain data (`MatMul`, `Act`, `Dma`, `Wait`, `Halt`; fields as `rtl.isa`
+  documents them, which encodes them as 64-bit words).
+- `timing`: the exact issue cycle of every instruction of a program on an R x C CapsAcc with an
+  off-chip port of W bytes a cycle and L cycles of latency (tested against the RTL), from
+  `act_unit_cycles` (the activation unit, its pipeline `activation_latency_cycles`) and `dma_cycles`
+  (the DMA engine).
+- `DmaScheduler`: how a session's buffer writes, programs and result reads become DMA programs
+  (loads, stores, WAITs, ping-pong prefetch, programs cut at the program memory's depth).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from capsacc.array import ArrayConfig
+from capsacc.mapping import act_lanes, result_delay_cycles
+
+
+@dataclass(frozen=True)
+class Halt:
+    """Stop the program."""
+
+
+@dataclass(frozen=True)
+class MatMul:
+    """n data rows from `src` ("data"/"routing") at d_addr times the weight tile at w_addr,
+    written (or added, `accumulate`) to partial-sum rows from p_addr (all to p_addr if `hold`)."""
+    d_addr: int
+    w_addr: int
+    p_addr: int
+    n: int
+    accumulate: bool = False
+    src: str = "data"
+    hold: bool = False
+
+
+@dataclass(frozen=True)
+class Act:
+    """Activation `func` on n partial-sum rows from p_addr (first `length` lanes), requantized by
+    `shift`, int8 results to buffer `dst` from dst_addr (row mode, or column mode with stride)."""
+    func: str
+    p_addr: int
+    n: int
+    length: int
+    shift: int
+    dst: str
+    dst_addr: int
+    column: bool = False
+    stride: int = 0
+
+
+@dataclass(frozen=True)
+class Dma:
+    """Move n rows between buffer `buffer` ("data"/"weight"/"routing") from row addr and the
+    off-chip memory from beat ext: a load (off-chip -> buffer), or a store when `store`."""
+    buffer: str
+    addr: int
+    n: int
+    ext: int
+    store: bool = False
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Wait for the DMA engine to be idle and every issued MATMUL to have read its operands."""
+
+
+Instruction = Halt | MatMul | Act | Dma | Wait
+
+MATMUL_MAX_ROWS = (1 << 14) - 1
+"""Most rows of one MATMUL or DMA (their 14-bit n fields)."""
+
+REQUANT_STAGES = 3
+"""Pipeline stages of the activation unit's requantization (`rtl.activation`)."""
+OPERAND_STAGES = 2
+"""Pipeline stages of its operand (q^2 or EXP[m - q])."""
+SCALE_STAGES = 8
+"""Pipeline stages of its scaling (divisor, tables, multiplies, rounding)."""
+
+
+def scan_levels(cols: int) -> int:
+    """W: levels of the activation unit's segmented scans over C = `cols` lanes, ceil(log2 C)."""
+    return (cols - 1).bit_length()
+
+
+def activation_latency_cycles(cols: int, length: int) -> int:
+    """Cycles from a partial-sum row at the input of the C = `cols` lane activation unit to its
+    result at the output, for capsules of L = `length` atoms: 15 + 4 ceil(log2 C) + 2 ceil(L / C)."""
+    return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + OPERAND_STAGES + SCALE_STAGES
+
+
+def buffer_lanes(buffer: str, rows: int, cols: int) -> int:
+    """int8 lanes of a row of `buffer` on an R x C array: data and routing R, weight C."""
+    return cols if buffer == "weight" else rows
+
+
+def beats_per_row(lanes: int, bytes_per_cycle: int) -> int:
+    """Off-chip beats of a buffer row of `lanes` int8 lanes on a port of W = `bytes_per_cycle` bytes."""
+    return -(-lanes // bytes_per_cycle)
+
+
+def act_unit_cycles(cols: int, func: str, n: int, length: int, column: bool = False) -> int:
+    """Cycles from the activation unit's start pulse to its done pulse for one ACT on C = `cols`
+    lanes: row mode rows + latency + 1 (a partial-sum row per cycle), column mode elements +
+    latency + 2 (an element per cycle). latency = `activation_latency_cycles(C, L')` (L' = L for
+    squash and softmax, 1 for none and ReLU); rows = n rounded up to whole capsules; elements =
+    the lanes written over those rows (`capsacc.mapping.act_lanes`)."""
+    span, width, last_width = act_lanes(cols, func, length)
+    groups = -(-n // span)
+    pipeline = activation_latency_cycles(cols, length if func in ("squash", "softmax") else 1)
+    if column:
+        return groups * ((span - 1) * width + last_width) + pipeline + 2
+    return groups * span + pipeline + 1
+
+
+def dma_cycles(instruction: Dma, rows: int, cols: int, bytes_per_cycle: int, latency_cycles: int) -> int:
+    """Cycles from a DMA instruction's issue to the first cycle its engine is idle again, with
+    T = n * `beats_per_row` beats: a load T + L + 1 (a read request per cycle from issue + 1, each
+    answered L cycles later, the row written as its last beat arrives), a store T + 2 (a buffer row
+    read per beat from issue + 1, the beat written to the port a cycle later)."""
+    beats = instruction.n * beats_per_row(buffer_lanes(instruction.buffer, rows, cols), bytes_per_cycle)
+    return beats + 2 if instruction.store else beats + latency_cycles + 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the instructions of a program issue on an R x C CapsAcc (cycle 0: the start pulse).
+
+    `issue[i]`: the DISPATCH cycle in which instruction i issues; `busy_cycles`: cycles with busy
+    high, start to HALT (the HALT's issue cycle)."""
+    issue: tuple[int, ...]
+    busy_cycles: int
+
+
+def timing(program: list[Instruction], rows: int, cols: int, bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
+           latency_cycles: int = ArrayConfig.offchip_latency_cycles) -> Timing:
+    """The exact schedule of `rtl.capsacc`'s control unit (a HALT is appended if missing), with an
+    off-chip port of W = `bytes_per_cycle` bytes and L = `latency_cycles`.
+
+    Busy rises in cycle 1 (FETCH); the word at pc is offered from cycle 2 (DISPATCH), the next one
+    the cycle after an issue. A MATMUL issues (F) at the earliest in the cycle in which
+    - the load engine is free or reads its last row: F >= F' + R (F' the previous MATMUL's issue);
+    - the stream slot is free or being emptied: F >= M' (the previous MATMUL's move cycle);
+    - its weight bank (banks alternate) is no longer in use: F >= S'' + C - 2, S'' the last
+      data-row read of the MATMUL before the previous one (its last datum passes the last column
+      of every row before the new rows are written, row r at F + 3 + r).
+    Its weights are read in F + 1 .. F + R; its stream moves into the engine at
+    M = max(F + 1, S'), S' the previous MATMUL's last read, and reads rows M + 1 .. M + n = S.
+    Results are written at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 2), so every
+    MATMUL has written its results from cycle S + D + 1 on: an ACT issues at max(offered, that
+    cycle). An ACT then starts the activation unit in the next cycle (`act_unit_cycles` to its
+    done pulse) and the next word is offered the cycle after done. A DMA issues when the DMA engine
+    is idle (`dma_cycles` after the previous DMA's issue). A WAIT issues when the engine is idle and
+    every MATMUL has read its operands (F + R + 1 and S + 1). A HALT issues when every result is
+    written and the engine is idle; its issue cycle is the busy cycles' last.
+    """
+    delay = result_delay_cycles(rows, cols)
+    offered = 2
+    load_free = slot_free = stream_free = drained = reads_done = dma_free = 0
+    bank_ready = [0, 0]
+    bank = 0
+    issue = []
+    for instruction in [*program, Halt()]:
+        if isinstance(instruction, MatMul):
+            fire = max(offered, load_free, slot_free, bank_ready[bank])
+            move = max(fire + 1, stream_free)
+            last_read = move + instruction.n
+            load_free, slot_free, stream_free = fire + rows, move, last_read
+            bank_ready[bank] = last_read + cols - 2
+            drained = last_read + delay + 1
+            reads_done = max(fire + rows + 1, last_read + 1)
+            bank ^= 1
+            offered = fire + 1
+        elif isinstance(instruction, Dma):
+            fire = max(offered, dma_free)
+            dma_free = fire + dma_cycles(instruction, rows, cols, bytes_per_cycle, latency_cycles)
+            offered = fire + 1
+        elif isinstance(instruction, Wait):
+            fire = max(offered, dma_free, reads_done)
+            offered = fire + 1
+        elif isinstance(instruction, Act):
+            fire = max(offered, drained)
+            offered = fire + 2 + act_unit_cycles(cols, instruction.func, instruction.n, instruction.length,
+                                                 instruction.column)
+        else:
+            fire = max(offered, drained, dma_free)
+        issue.append(fire)
+        if isinstance(instruction, Halt):
+            break
+    return Timing(tuple(issue), issue[-1])
+
+
+def program_cycles(program: list[Instruction], rows: int, cols: int,
+                   bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
+                   latency_cycles: int = ArrayConfig.offchip_latency_cycles) -> int:
+    """Busy cycles of a program on an R x C CapsAcc (start to HALT; a HALT is appended if missing)
+    with an off-chip port of W = `bytes_per_cycle` bytes and L = `latency_cycles`."""
+    return timing(program, rows, cols, bytes_per_cycle, latency_cycles).busy_cycles
+
+
+def act_rows(act: Act, cols: int) -> tuple[int, int]:
+    """(first, count): rows of the destination buffer an ACT may write (a bound, from `dst_addr`;
+    addresses wrap modulo the depth), for `DmaScheduler`'s ordering of transfers around it."""
+    span = -(-act.length // cols) if act.func in ("squash", "softmax") else 1
+    groups = -(-act.n // span)
+    if act.column:
+        return act.dst_addr, (groups - 1) * span * act.stride + span * cols
+    if act.stride:
+        return act.dst_addr, groups + (span - 1) * act.stride
+    return act.dst_addr, groups * span
+
+
+@dataclass
+class _Item:
+    """One place of `DmaScheduler`'s schedule: a step (consecutive MATMULs on the same data rows),
+    an ACT, a store, or the end; `loads` are the transfers it needs first, `rows` the buffer rows
+    it reads or writes (memory -> row numbers), against which a prefetch is checked."""
+
+    kind: str
+    instructions: list
+    loads: list
+    rows: dict
+
+
+EXT_BITS = 29
+"""Width of the DMA's off-chip beat address."""
+
+
+@dataclass
+class DmaScheduler:
+    """The ordering of a session in which the host only writes programs and the off-chip image:
+    every buffer write (`load`) becomes a region of the off-chip image (beats allocated in order
+    from 0) and DMA loads, every result read (`store`) a DMA store. The programs given to `execute`
+    are merged and rescheduled: each step's loads are issued before the previous step's MATMULs
+    (ping-pong between the rows of consecutive steps) when no row is shared (`_Item.rows`), else
+    after them; each step ends with a WAIT; `flush` cuts the merged stream into programs of
+    `program_depth` - 1 instructions (a HALT is appended to each) and starts the image again from
+    beat 0. `compute_cycles`: `timing` of the given programs with preloaded buffers."""
+
+    rows: int
+    cols: int
+    depth: int
+    program_depth: int
+    bytes_per_cycle: int
+    latency_cycles: int
+    compute_cycles: int = 0
+    offchip_beats: int = 0
+    """The most beats of off-chip image one flush used."""
+    next_beat: int = 0
+    """The first free beat of the current image."""
+    _pending: dict = field(default_factory=dict)
+    _items: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._pending = {memory: np.full(self.depth, -1, dtype=np.int64) for memory in ("data", "weight", "routing")}
+
+    def _beats(self, memory: str) -> int:
+        return beats_per_row(buffer_lanes(memory, self.rows, self.cols), self.bytes_per_cycle)
+
+    def allocate(self, beats: int) -> int:
+        """The first beat of `beats` new beats of the off-chip image."""
+        first = self.next_beat
+        self.next_beat += beats
+        if self.next_beat >= 1 << EXT_BITS:
+            raise ValueError(f"off-chip image of {self.next_beat} beats exceeds the DMA's {EXT_BITS}-bit address")
+        self.offchip_beats = max(self.offchip_beats, self.next_beat)
+        return first
+
+    def load(self, memory: str, base: int, n: int) -> int:
+        """`n` rows of the off-chip image to be loaded into `memory` from row `base`; their first beat."""
+        per_row = self._beats(memory)
+        first = self.allocate(n * per_row)
+        targets = (base + np.arange(n)) % self.depth
+        self._pending[memory][targets] = first + per_row * np.arange(n)
+        return first
+
+    def store(self, memory: str, base: int, n: int) -> int:
+        """Store rows base..base+n-1 of `memory` to new beats of the off-chip image; their first beat."""
+        ext = self.allocate(n * self._beats(memory))
+        rows = (base + np.arange(n)) % self.depth
+        self._items.append(_Item("store", [Dma(memory, base, n, ext, store=True)], self._take(memory, rows),
+                                 {memory: rows}))
+        return ext
+
+    def _take(self, memory: str, rows: np.ndarray) -> list:
+        """The loads of the pending rows among `rows` (coalesced), no longer pending."""
+        pending = self._pending[memory]
+        rows = np.unique(rows % self.depth)
+        rows = rows[pending[rows] >= 0]
+        loads = [Dma(memory, row, 1, ext) for row, ext in zip(rows.tolist(), pending[rows].tolist())]
+        pending[rows] = -1
+        return self._coalesce(loads)
+
+    def _coalesce(self, loads: list) -> list:
+        """`loads` with each one that continues the previous (same buffer, next rows, next beats) merged into it."""
+        merged = []
+        for load in loads:
+            last = merged[-1] if merged else None
+            if (last and last.buffer == load.buffer and last.addr + last.n == load.addr
+                    and last.n + load.n <= MATMUL_MAX_ROWS and last.ext + last.n * self._beats(load.buffer) == load.ext):
+                merged[-1] = Dma(load.buffer, last.addr, last.n + load.n, last.ext)
+            else:
+                merged.append(load)
+        return merged
+
+    def execute(self, program: list[Instruction]) -> None:
+        """Schedule `program` (no HALT) after what came before."""
+        self.compute_cycles += timing(program, self.rows, self.cols).busy_cycles
+        first = len(self._items)
+        self._add(program)
+        self._merge_steps(first)
+
+    def _merge_steps(self, first: int) -> None:
+        """Join the short steps of the run whose items start at `first` (a step of few data rows
+        per MATMUL, as routing's, would pay a transfer's latency and a WAIT for little compute):
+        consecutive steps merge while the merged step computes for fewer than 8 (L + 2 R) cycles
+        (each MATMUL max(n, R); its transfers then pay the latency rarely), holds at most half of the
+        run's steps (so that the next run's first half can load under its second), and loads no row
+        it reads or loads already."""
+        items = self._items[first:]
+        steps = sum(item.kind == "step" for item in items)
+        target = 8 * (self.latency_cycles + 2 * self.rows)
+        merged = []
+        for item in items:
+            last = merged[-1] if merged else None
+            if (last and last.kind == item.kind == "step" and len(last.rows["merged"]) < max(1, steps // 2)
+                    and self._step_cycles(last) < target and not self._conflicts(item.loads, last)):
+                last.instructions += item.instructions
+                last.loads = self._coalesce(sorted(last.loads + item.loads, key=lambda load: (load.buffer, load.addr)))
+                last.rows["merged"].append(item)
+                for memory in ("data", "weight", "routing"):
+                    if memory in item.rows:
+                        last.rows[memory] = np.union1d(last.rows.get(memory, np.zeros(0, np.int64)), item.rows[memory])
+            else:
+                if item.kind == "step":
+                    item.rows["merged"] = [item]
+                merged.append(item)
+        self._items[first:] = merged
+
+    def _step_cycles(self, item: _Item) -> int:
+        return sum(max(matmul.n, self.rows) for matmul in item.instructions)
+
+    def _conflicts(self, loads: list, item: _Item) -> bool:
+        """Whether `loads` write a row that `item` reads, writes or loads."""
+        for load in loads:
+            rows = np.arange(load.addr, load.addr + load.n) % self.depth
+            touched = [item.rows.get(load.buffer, np.zeros(0, np.int64))]
+            touched += [np.arange(other.addr, other.addr + other.n) % self.depth for other in item.loads
+                        if other.buffer == load.buffer]
+            if np.intersect1d(rows, np.concatenate(touched)).size:
+                return True
+        return False
+
+    def _add(self, program: list[Instruction]) -> None:
+        """The items of `program`: steps (consecutive MATMULs on the same data rows, none of whose
+        loads rewrites a row the step reads or loads, as the next run's operand in the same rows)
+        and ACTs."""
+        for instruction in program:
+            if isinstance(instruction, MatMul):
+                previous = self._items[-1] if self._items else None
+                key = (instruction.src, instruction.d_addr, instruction.n)
+                source = np.arange(instruction.d_addr, instruction.d_addr + instruction.n) % self.depth
+                tile = np.arange(instruction.w_addr, instruction.w_addr + self.rows) % self.depth
+                loads = self._take(instruction.src, source) + self._take("weight", tile)
+                if (previous and previous.kind == "step" and previous.rows["key"] == key
+                        and not self._conflicts(loads, previous)):  # a reload of its rows: a new step
+                    previous.instructions.append(instruction)
+                    previous.loads = self._coalesce(previous.loads + loads)
+                    previous.rows["weight"] = np.union1d(previous.rows["weight"], tile)
+                else:
+                    self._items.append(_Item("step", [instruction], loads,
+                                             {"key": key, instruction.src: source, "weight": tile}))
+            elif isinstance(instruction, Act):
+                first, count = act_rows(instruction, self.cols)
+                written = np.arange(first, first + count) % self.depth
+                self._items.append(_Item("act", [instruction], self._take(instruction.dst, written),
+                                         {instruction.dst: written}))
+
+    def _schedule(self) -> list:
+        """The merged instruction stream of the items (see the class docstring)."""
+        stream, prefetched = [], set()
+        steps = [i for i, item in enumerate(self._items) if item.kind == "step"]
+        for index, item in enumerate(self._items):
+            if index not in prefetched and item.loads:
+                stream += item.loads + [Wait()]
+            if item.kind != "step":
+                stream += item.instructions
+                continue
+            following = [i for i in steps if i > index][:1]
+            if following and self._prefetchable(index, following[0]):
+                # One prefetch before each MATMUL (a DMA issues when the engine is idle: the
+                # MATMULs between keep the array busy while it moves the previous one).
+                loads = self._items[following[0]].loads
+                prefetched.add(following[0])
+                for position, matmul in enumerate(item.instructions):
+                    stream += loads[position:position + 1] + [matmul]
+                stream += loads[len(item.instructions):]
+            else:
+                stream += item.instructions
+            stream += [Wait()]
+        loads = [load for memory in self._pending for load in self._take(memory, np.arange(self.depth))]
+        return stream + loads
+
+    def _prefetchable(self, current: int, following: int) -> bool:
+        """Whether the loads of step `following` may run under step `current`: their rows meet no row
+        that the current step reads, or that an item between them reads, writes or loads."""
+        target = {}
+        for load in self._items[following].loads:
+            target.setdefault(load.buffer, []).append(np.arange(load.addr, load.addr + load.n) % self.depth)
+        if not target:
+            return False
+        for index in range(current, following):
+            item = self._items[index]
+            touched = dict(item.rows)
+            for load in item.loads if index > current else []:
+                touched.setdefault(load.buffer, np.zeros(0, np.int64))
+                touched[load.buffer] = np.union1d(touched[load.buffer],
+                                                  np.arange(load.addr, load.addr + load.n) % self.depth)
+            for memory, ranges in target.items():
+                if memory in touched and np.intersect1d(np.concatenate(ranges), touched[memory]).size:
+                    return False
+        return True
+
+    def flush(self) -> list[list[Instruction]]:
+        """The programs of the merged stream so far (pieces of at most `program_depth` - 1
+        instructions, no HALT); the image starts again from beat 0."""
+        stream = self._schedule()
+        self._items = []
+        self.next_beat = 0
+        size = self.program_depth - 1
+        return [stream[start:start + size] for start in range(0, len(stream), size)]
