@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, MAX_CAPSULE, ROUTING_PHASES, ROUTINGS,
-                             act_lanes, bandwidth_bound, ceil_div, classcaps_act_pieces, classcaps_dims,
-                             classcaps_packing, classcaps_per_run, elementwise_chunking, elementwise_shape,
-                             matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape)
+from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, ROUTING_PHASES, ROUTINGS, act_lanes,
+                             bandwidth_bound, ceil_div, classcaps_dims, classcaps_packing, elementwise_shape,
+                             matmul_blocks, matmul_shape)
 from capsacc.network import Operation
+from capsacc.programs import (Load, PsumRead, PsumWrite, Run, activation_session, classcaps_session,
+                              elementwise_session, matmul_session)
 import rtl
 from rtl.offchip import CapsAccSystem
-from rtl.isa import Act, MatMul, timing
+from rtl.isa import MatMul, timing
 from rtl.workloads import RoutingLayout, Workload
 from sim import golden
 from sim.harness import run as run_script
@@ -279,9 +280,27 @@ class OperationDriver:
         counts["runs"] += 1
         session.execute(program)
 
+    def _play_events(self, session: HostSession | DmaSession, events: list, fill, counts: dict) -> list:
+        """Play a `capsacc.programs` session: each `Load` (`PsumWrite`) writes the rows `fill(part)`
+        gives, each `Run` executes, each read reads; returns the parts of the `Store`s in order."""
+        stored = []
+        for event in events:
+            if isinstance(event, Load):
+                session.write_int8(event.memory, event.base, fill(event.part))
+            elif isinstance(event, PsumWrite):
+                session.write_psum(event.base, fill(event.part))
+            elif isinstance(event, Run):
+                self._execute(session, list(event.program), counts)
+            elif isinstance(event, PsumRead):
+                session.read_psum(event.name, event.base, event.rows, event.lanes)
+            else:
+                session.read_int8(event.name, event.memory, event.base, event.rows, event.lanes)
+                stored.append(event.part)
+        return stored
+
     def _matmul_op(self, kind, op, rng, inputs):
         cfg = self.config
-        R, C, depth = cfg.rows, cfg.cols, cfg.buffer_depth
+        R, C = cfg.rows, cfg.cols
         shape = matmul_shape(kind, op, cfg)
         if kind == "convcaps3d":
             caps = self._batch_input(inputs, "image", (op.n_in, op.n_in, op.ch_in, op.caps_in), rng)
@@ -295,38 +314,26 @@ class OperationDriver:
             w = rng.integers(-128, 128, size=(shape.k, shape.m))
         shift = inputs.get("shift", shift_for(shape.k))
         blocks = matmul_blocks(shape)
-        mb, kc = len(blocks), ceil_div(shape.k, R)
-        nc_max = matmul_chunk_rows(shape, cfg)
+        mb = len(blocks)
         session, counts = self._session(), self._new_counts()
-        reads = []
-        for n0 in range(0, shape.n, nc_max):
-            nc = min(nc_max, shape.n - n0)
-            kr = matmul_chunking(shape, cfg, nc)
-            out_base = depth - mb * nc
-            for k0 in range(0, kc, kr):
-                chunks = range(k0, min(kc, k0 + kr))
-                data = np.zeros((len(chunks) * nc, R), dtype=np.int64)
-                tiles = np.zeros((len(chunks) * mb * R, C), dtype=np.int64)
-                program = []
-                for j, kk in enumerate(chunks):
-                    part = x[n0:n0 + nc, kk * R:(kk + 1) * R]
-                    data[j * nc:(j + 1) * nc, :part.shape[1]] = part
-                    for b, (col, width) in enumerate(blocks):
-                        tile = w[kk * R:(kk + 1) * R, col:col + width]
-                        base = (j * mb + b) * R
-                        tiles[base:base + tile.shape[0], :width] = tile
-                        program.append(MatMul(d_addr=j * nc, w_addr=base, p_addr=b * nc, n=nc, accumulate=kk > 0))
-                if chunks[-1] == kc - 1:  # an ACT per span blocks (a capsule type's, strided, when span > 1)
-                    for b in range(0, mb, shape.span):
-                        program.append(Act(shape.func, p_addr=b * nc, n=shape.span * nc,
-                                           length=shape.act_length(blocks[b][1]), shift=shift, dst="weight",
-                                           dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0))
-                session.write_int8("data", 0, data)
-                session.write_int8("weight", 0, tiles)
-                self._execute(session, program, counts)
-            session.read_psum(f"sums{n0}", 0, mb * nc, C)
-            session.read_int8(f"out{n0}", "weight", out_base, mb * nc, C)
-            reads.append((n0, nc))
+
+        def fill(part):
+            if part[0] == "data":  # chunk j's rows n0 .. n0 + nc - 1, lanes kk R ..
+                _, n0, nc, k0, k1 = part
+                data = np.zeros(((k1 - k0) * nc, R), dtype=np.int64)
+                for j, kk in enumerate(range(k0, k1)):
+                    chunk = x[n0:n0 + nc, kk * R:(kk + 1) * R]
+                    data[j * nc:(j + 1) * nc, :chunk.shape[1]] = chunk
+                return data
+            _, k0, k1 = part
+            tiles = np.zeros(((k1 - k0) * mb * R, C), dtype=np.int64)
+            for j, kk in enumerate(range(k0, k1)):
+                for b, (col, width) in enumerate(blocks):
+                    tile = w[kk * R:(kk + 1) * R, col:col + width]
+                    tiles[(j * mb + b) * R:(j * mb + b) * R + tile.shape[0], :width] = tile
+            return tiles
+
+        reads = self._play_events(session, matmul_session(shape, cfg, shift), fill, counts)
 
         def check(results):
             sums = np.zeros((shape.n, shape.m), dtype=np.int64)
@@ -369,39 +376,30 @@ class OperationDriver:
             w = rng.integers(-128, 128, size=(n_in, d_in, flat))
         shift = inputs.get("shift", shift_for(d_in))
         kc, mb = ceil_div(d_in, R), ceil_div(flat, C)
-        k, ci = classcaps_packing(d_in, cfg), classcaps_per_run(d_in, flat, cfg)
+        k = classcaps_packing(d_in, cfg)
         rows = B * k  # data rows per MATMUL: row b·k + s is image b's capsule s of the group
         session, counts = self._session(), self._new_counts()
-        reads = []
-        for i0 in range(0, n_in, ci):
-            cn = min(ci, n_in - i0)
-            groups = ceil_div(cn, k)
+
+        def fill(part):
+            memory, i0, cn, groups = part
             data = np.zeros((groups * kc * rows, R), dtype=np.int64)
             tiles = np.zeros((groups * kc * mb * R, C), dtype=np.int64)
-            program = []
             for g in range(groups):
                 for kk in range(kc):
                     for s in range(min(k, cn - g * k)):  # capsule s of the group: atoms and weights at s·d_in
                         c = i0 + g * k + s
-                        part = u[:, c, kk * R:(kk + 1) * R]
-                        first = (g * kc + kk) * rows + s
-                        data[first:first + rows:k, s * d_in:s * d_in + part.shape[1]] = part
+                        if memory == "data":
+                            atoms = u[:, c, kk * R:(kk + 1) * R]
+                            first = (g * kc + kk) * rows + s
+                            data[first:first + rows:k, s * d_in:s * d_in + atoms.shape[1]] = atoms
+                            continue
                         for t in range(mb):
                             tile = w[c, kk * R:(kk + 1) * R, t * C:(t + 1) * C]
                             base = ((g * kc + kk) * mb + t) * R + s * d_in
                             tiles[base:base + tile.shape[0], :tile.shape[1]] = tile
-                    for t in range(mb):
-                        program.append(MatMul(d_addr=(g * kc + kk) * rows, w_addr=((g * kc + kk) * mb + t) * R,
-                                              p_addr=(g * mb + t) * rows, n=rows, accumulate=kk > 0))
-            out_base = groups * kc * mb * R
-            for first, n in classcaps_act_pieces(groups * mb * rows):
-                program.append(Act("none", p_addr=first, n=n, length=C, shift=shift, dst="weight",
-                                   dst_addr=out_base + first))
-            session.write_int8("data", 0, data)
-            session.write_int8("weight", 0, tiles)
-            self._execute(session, program, counts)
-            session.read_int8(f"u_hat{i0}", "weight", out_base, groups * mb * rows, C)
-            reads.append((i0, cn, groups))
+            return data if memory == "data" else tiles
+
+        reads = self._play_events(session, classcaps_session(op, cfg, shift), fill, counts)
 
         def check(results):
             u_hat = np.concatenate([results[f"u_hat{i0}"].reshape(groups, mb, B, k, C).transpose(2, 0, 3, 1, 4)
@@ -433,38 +431,27 @@ class OperationDriver:
         operands = len(maps)
         shift = inputs.get("shift", elementwise_shift(kind, op))
         blocks = matmul_blocks(columns)
-        mb, kc, span = len(blocks), shape.chunks, columns.span
-        nc_max, pr = elementwise_chunking(replace(shape, operands=operands), cfg)
+        mb, kc = len(blocks), shape.chunks
         identity = np.zeros((kc * R, C), dtype=np.int64)
         lanes = np.arange(min(kc * R, C))
         identity[lanes, lanes] = 1
-        out_base = kc * R
         session, counts = self._session(), self._new_counts()
-        reads = []
-        for n0 in range(0, shape.n, nc_max):
-            nc = min(nc_max, shape.n - n0)
-            for p0 in range(0, operands, pr):
-                group = range(p0, min(operands, p0 + pr))
-                data = np.zeros((len(group) * kc * mb * nc, R), dtype=np.int64)
-                program = []
-                for j, p in enumerate(group):
-                    for kk in range(kc):
-                        for b, (col, width) in enumerate(blocks):
-                            row = ((j * kc + kk) * mb + b) * nc
-                            part = maps[p][n0:n0 + nc, col + kk * R:col + min(width, (kk + 1) * R)]
-                            data[row:row + nc, :part.shape[1]] = part
-                            program.append(MatMul(d_addr=row, w_addr=kk * R, p_addr=b * nc, n=nc,
-                                                  accumulate=p > 0 or kk > 0))
-                if group[-1] == operands - 1:  # an ACT per span blocks, as `_matmul_op`'s
-                    for b in range(0, mb, span):
-                        program.append(Act(shape.func, p_addr=b * nc, n=span * nc,
-                                           length=columns.act_length(blocks[b][1]), shift=shift, dst="weight",
-                                           dst_addr=out_base + b * nc, stride=nc if span > 1 else 0))
-                session.write_int8("data", 0, data)
-                session.write_int8("weight", 0, identity)
-                self._execute(session, program, counts)
-            session.read_int8(f"out{n0}", "weight", out_base, mb * nc, C)
-            reads.append((n0, nc))
+
+        def fill(part):
+            if part[0] == "identity":
+                return identity
+            _, n0, nc, p0, p1 = part
+            data = np.zeros(((p1 - p0) * kc * mb * nc, R), dtype=np.int64)
+            for j, p in enumerate(range(p0, p1)):
+                for kk in range(kc):
+                    for b, (col, width) in enumerate(blocks):
+                        row = ((j * kc + kk) * mb + b) * nc
+                        values = maps[p][n0:n0 + nc, col + kk * R:col + min(width, (kk + 1) * R)]
+                        data[row:row + nc, :values.shape[1]] = values
+            return data
+
+        events = elementwise_session(replace(shape, operands=operands), cfg, shift)
+        reads = self._play_events(session, events, fill, counts)
 
         def check(results):
             out = np.zeros((shape.n, shape.m), dtype=np.int64)
@@ -579,18 +566,13 @@ class OperationDriver:
         """One row-mode ACT of n = op.n_in partial-sum rows (rounded up to whole capsules) with
         L = op.caps_in (1..64)."""
         cfg = self.config
-        n, length = op.n_in, op.caps_in
+        n, length, shift = op.n_in, op.caps_in, 10
+        events = activation_session(func, op, cfg, shift)
+        rows = events[0].rows
         span, width, last_width = act_lanes(cfg.cols, func, length)
-        rows = ceil_div(n, span) * span
-        if not 1 <= length <= MAX_CAPSULE or not 1 <= n <= 1023 or rows > cfg.buffer_depth // 2:
-            raise ValueError(f"{func}: {n} rows with L = {length} do not fit the activation unit")
         sums = rng.integers(-(1 << (cfg.acc_bits - 1)), 1 << (cfg.acc_bits - 1), size=(rows, cfg.cols)) >> 8
-        shift = 10
         session, counts = self._session(), self._new_counts()
-        session.write_psum(0, sums)
-        self._execute(session, [Act(func, p_addr=0, n=n, length=length, shift=shift, dst="weight", dst_addr=0)],
-                      counts)
-        session.read_int8("out", "weight", 0, rows, cfg.cols)
+        self._play_events(session, events, lambda part: sums, counts)
         written = np.array([[lane < (last_width if j % span == span - 1 else width) for lane in range(cfg.cols)]
                             for j in range(rows)])
 
