@@ -158,12 +158,15 @@ def _estimate_command(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
+    calibrated = result.movement is not None
     header = f"{'operation':<14}{'kind':<11}{'weights':>10}{'sums_per_out':>13}{'data_per_weight':>16}" \
-             f"{'w_loads':>9}{'cycles':>10}{'accumulators':>13}{'power_mW':>10}{'energy_mJ':>12}"
+             f"{'w_loads':>9}{'cycles':>10}{'accumulators':>13}{'power_mW':>10}{'energy_mJ':>12}" \
+             + (f"{'total_cycles':>14}" if calibrated else "")
     print(header)
     for op in result.operations:
+        total = "" if not calibrated else f"{'-' if op.total_cycles is None else op.total_cycles:>14}"
         print(f"{op.name:<14}{op.kind:<11}{op.weights:>10}{op.sums_per_out:>13}{op.data_per_weight:>16}"
-              f"{op.w_loads:>9}{op.cycles:>10}{op.accumulators:>13}{op.power_mW:>10.2f}{op.energy_mJ:>12.6f}")
+              f"{op.w_loads:>9}{op.cycles:>10}{op.accumulators:>13}{op.power_mW:>10.2f}{op.energy_mJ:>12.6f}{total}")
     acc = result.accelerator
     batch = (f", batch of {acc.calibration.config.batch} image(s): cycles and energy per image (throughput; a "
              "batch takes B times longer)" if acc.calibration is not None else "")
@@ -176,7 +179,8 @@ def _estimate_command(args) -> int:
         print(f"data movement ({acc.offchip_bytes_per_cycle} B/cycle port, {acc.offchip_pJ_per_byte} pJ/B): "
               f"offchip_bytes {result.offchip_bytes}, offchip_energy_mJ {result.offchip_energy_mJ:.6f}, "
               f"dma_buffer_energy_mJ {result.dma_buffer_energy_mJ:.6f}, total_energy_mJ {result.total_energy_mJ:.6f}; "
-              f"bandwidth-bound operations: {bound} (cycles and latency are the compute's)")
+              f"bandwidth-bound operations: {bound} (cycles and latency are the compute's; total_cycles adds the data "
+              "movement, - where not modelled: routing)")
     print(calibration_error_line(result))
     return 0
 

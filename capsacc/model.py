@@ -1,5 +1,6 @@
 """What a network costs on the accelerator under the published NASCaps model ("nascaps2020")."""
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,10 @@ class OperationCost:
     bound: str | None = None
     """Calibrated model: "bandwidth" when moving `offchip_bytes` takes the port longer than the
     compute's cycles, else "compute" (the `bound` of `nascaps rtl run`)."""
+    total_cycles: int | None = None
+    """Calibrated model: cycles per image with all data movement, from the first byte in to the last
+    result out, port stalls included (`capsacc.calibrated.network_total_cycles`, the `total_cycles` of
+    `nascaps rtl run`); None for the published model and for routing operations (not modelled)."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,9 @@ class Estimate:
     `cycles`, `latency_ms` and `energy_mJ` are the compute's (the runs' busy cycles with preloaded
     buffers, their counted events); on a calibrated accelerator `movement` adds the data movement
     through its off-chip port (`capsacc.calibrated.DataMovement`: `offchip_bytes`,
-    `offchip_energy_mJ`, `dma_buffer_energy_mJ`, and `total_energy_mJ` of all three); the published
-    model has none (None).
+    `offchip_energy_mJ`, `dma_buffer_energy_mJ`, and `total_energy_mJ` of all three), and
+    `operation_total_cycles` / `total_cycles` the cycles with the data movement (computed when asked
+    for); the published model has none (None).
     """
 
     cycles: int
@@ -80,17 +86,36 @@ class Estimate:
         """`energy_mJ` (compute events) + `offchip_energy_mJ` + `dma_buffer_energy_mJ`, mJ."""
         return None if self.movement is None else self.energy_mJ + self.offchip_energy_mJ + self.dma_buffer_energy_mJ
 
+    @functools.cached_property
+    def operation_total_cycles(self) -> tuple[int | None, ...]:
+        """Per operation, the cycles per image with all data movement (`OperationCost.total_cycles`),
+        computed when first asked for: the calibrated model times every DMA program of the network
+        (`capsacc.calibrated.network_total_cycles`), seconds for a large one. All None for the
+        published model."""
+        accelerator = self.accelerator
+        if accelerator.calibration is None:
+            return (None,) * len(self.network.operations)
+        return calibrated.network_total_cycles(self.network, accelerator.calibration,
+                                               accelerator.offchip_bytes_per_cycle, accelerator.offchip_latency_cycles)
+
+    @property
+    def total_cycles(self) -> int | None:
+        """The operations' `total_cycles` summed, per image; None when one of them is not modelled."""
+        totals = self.operation_total_cycles
+        return None if any(total is None for total in totals) else sum(totals)
+
     @property
     def operations(self) -> tuple[OperationCost, ...]:
         """The per-operation breakdown, in network order."""
         w_loads, cycles, accumulators, power, energy = self.costs
         movement = self.movement
+        totals = self.operation_total_cycles
         return tuple(
             OperationCost(op.name, op.kind, int(row[1]), int(row[2]), int(row[3]), int(w_loads[i]),
                           int(cycles[i]), int(accumulators[i]), float(power[i]), float(energy[i]),
                           None if movement is None else int(movement.offchip_bytes[i]),
                           None if movement is None else
-                          ("bandwidth" if movement.bandwidth_bound[i] else "compute"))
+                          ("bandwidth" if movement.bandwidth_bound[i] else "compute"), totals[i])
             for i, (op, row) in enumerate(zip(self.network.operations, self.network.table)))
 
     def to_dict(self) -> dict:
@@ -103,9 +128,11 @@ class Estimate:
             "cycles": self.cycles,
             "hw_ops": [{"name": op.name, "kind": op.kind, "cycles": op.cycles,
                         "energy_mJ": op.energy_mJ, "weights": op.weights,
-                        **({} if self.movement is None else {"offchip_bytes": op.offchip_bytes, "bound": op.bound})}
+                        **({} if self.movement is None else {"offchip_bytes": op.offchip_bytes, "bound": op.bound,
+                                                             "total_cycles": op.total_cycles})}
                        for op in self.operations],
             **({} if self.movement is None else {
+                "total_cycles": self.total_cycles,
                 "offchip_bytes": self.offchip_bytes, "offchip_energy_mJ": self.offchip_energy_mJ,
                 "dma_buffer_energy_mJ": self.dma_buffer_energy_mJ, "total_energy_mJ": self.total_energy_mJ}),
             "accelerator": self.accelerator.to_dict(),

@@ -13,6 +13,8 @@ without simulating. Routing phases are played from `rtl.workloads.RoutingLayout`
 here: `operation_session` refuses them (`SessionNotModelled`).
 """
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 from capsacc.array import ArrayConfig
@@ -240,5 +242,11 @@ def session_total_cycles(events: list[SessionEvent], config: ArrayConfig) -> int
 def operation_total_cycles(kind: str, op, config: ArrayConfig) -> int:
     """The batch's busy cycles of `op` as `kind` with the off-chip memory, data movement and port
     stalls included (`session_total_cycles` of `operation_session`); the `total_cycles` of `nascaps rtl
-    run`. `SessionNotModelled` for routing phases."""
+    run`. `SessionNotModelled` for routing phases. Memoized by the operation's shape (its name aside)
+    and the array."""
+    return _total_cycles(kind, dataclasses.replace(op, name=""), config)
+
+
+@functools.lru_cache(maxsize=1024)
+def _total_cycles(kind: str, op, config: ArrayConfig) -> int:
     return session_total_cycles(operation_session(kind, op, config), config)

@@ -13,6 +13,7 @@ total cycles, data movement included, without simulating).
   (loads, stores, WAITs, ping-pong prefetch, programs cut at the program memory's depth).
 """
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -218,13 +219,18 @@ def act_rows(act: Act, cols: int) -> tuple[int, int]:
 @dataclass
 class _Item:
     """One place of `DmaScheduler`'s schedule: a step (consecutive MATMULs on the same data rows),
-    an ACT, a store, or the end; `loads` are the transfers it needs first, `rows` the buffer rows
-    it reads or writes (memory -> row numbers), against which a prefetch is checked."""
+    an ACT or a store; `loads` are the transfers it needs first, `rows` the buffer rows it reads or
+    writes and `loaded` those its loads write (memory -> set of row numbers), against which a
+    prefetch is checked; a step's `key` (source buffer, first data row, rows) and the number of
+    steps `merged` into it."""
 
     kind: str
     instructions: list
     loads: list
     rows: dict
+    loaded: dict
+    key: tuple = ()
+    merged: int = 1
 
 
 EXT_BITS = 29
@@ -262,6 +268,22 @@ class DmaScheduler:
     def _beats(self, memory: str) -> int:
         return beats_per_row(buffer_lanes(memory, self.rows, self.cols), self.bytes_per_cycle)
 
+    def _span(self, first: int, n: int) -> set:
+        """The buffer rows first .. first + n - 1, modulo the depth."""
+        if first + n <= self.depth:
+            return set(range(first, first + n))
+        return {row % self.depth for row in range(first, first + n)}
+
+    def _loaded(self, loads: list) -> dict:
+        """The rows the transfers `loads` write, by buffer."""
+        rows = {}
+        for load in loads:
+            rows.setdefault(load.buffer, set()).update(self._span(load.addr, load.n))
+        return rows
+
+    def _item(self, kind: str, instructions: list, loads: list, rows: dict, key: tuple = ()) -> _Item:
+        return _Item(kind, instructions, loads, rows, self._loaded(loads), key)
+
     def allocate(self, beats: int) -> int:
         """The first beat of `beats` new beats of the off-chip image."""
         first = self.next_beat
@@ -282,19 +304,42 @@ class DmaScheduler:
     def store(self, memory: str, base: int, n: int) -> int:
         """Store rows base..base+n-1 of `memory` to new beats of the off-chip image; their first beat."""
         ext = self.allocate(n * self._beats(memory))
-        rows = (base + np.arange(n)) % self.depth
-        self._items.append(_Item("store", [Dma(memory, base, n, ext, store=True)], self._take(memory, rows),
-                                 {memory: rows}))
+        self._items.append(self._item("store", [Dma(memory, base, n, ext, store=True)], self._take(memory, base, n),
+                                      {memory: self._span(base, n)}))
         return ext
 
-    def _take(self, memory: str, rows: np.ndarray) -> list:
-        """The loads of the pending rows among `rows` (coalesced), no longer pending."""
+    def _take(self, memory: str, first: int, n: int) -> list:
+        """The loads of the pending rows among first .. first + n - 1 (modulo the depth), in row
+        order, no longer pending: one per run of consecutive rows at consecutive beats, of at most
+        `MATMUL_MAX_ROWS` rows (`_coalesce`'s rule)."""
         pending = self._pending[memory]
-        rows = np.unique(rows % self.depth)
-        rows = rows[pending[rows] >= 0]
-        loads = [Dma(memory, row, 1, ext) for row, ext in zip(rows.tolist(), pending[rows].tolist())]
-        pending[rows] = -1
-        return self._coalesce(loads)
+        if first + n <= self.depth:
+            window = pending[first:first + n]
+            if window.max() < 0:
+                return []
+            rows = range(first, first + n)
+            beats = window.tolist()
+            window[:] = -1
+        else:
+            rows = np.unique((first + np.arange(n)) % self.depth)
+            beats = pending[rows].tolist()
+            pending[rows] = -1
+            rows = rows.tolist()
+        per_row = self._beats(memory)
+        loads = []
+        start = count = ext = 0
+        for row, beat in zip(rows, beats):
+            if beat < 0:
+                continue
+            if count and row == start + count and beat == ext + count * per_row and count < MATMUL_MAX_ROWS:
+                count += 1
+                continue
+            if count:
+                loads.append(Dma(memory, start, count, ext))
+            start, count, ext = row, 1, beat
+        if count:
+            loads.append(Dma(memory, start, count, ext))
+        return loads
 
     def _coalesce(self, loads: list) -> list:
         """`loads` with each one that continues the previous (same buffer, next rows, next beats) merged into it."""
@@ -328,17 +373,16 @@ class DmaScheduler:
         merged = []
         for item in items:
             last = merged[-1] if merged else None
-            if (last and last.kind == item.kind == "step" and len(last.rows["merged"]) < max(1, steps // 2)
+            if (last and last.kind == item.kind == "step" and last.merged < max(1, steps // 2)
                     and self._step_cycles(last) < target and not self._conflicts(item.loads, last)):
                 last.instructions += item.instructions
                 last.loads = self._coalesce(sorted(last.loads + item.loads, key=lambda load: (load.buffer, load.addr)))
-                last.rows["merged"].append(item)
-                for memory in ("data", "weight", "routing"):
-                    if memory in item.rows:
-                        last.rows[memory] = np.union1d(last.rows.get(memory, np.zeros(0, np.int64)), item.rows[memory])
+                last.merged += 1
+                for memory, rows in item.rows.items():
+                    last.rows[memory] = last.rows.get(memory, set()) | rows
+                for memory, rows in item.loaded.items():
+                    last.loaded[memory] = last.loaded.get(memory, set()) | rows
             else:
-                if item.kind == "step":
-                    item.rows["merged"] = [item]
                 merged.append(item)
         self._items[first:] = merged
 
@@ -348,11 +392,9 @@ class DmaScheduler:
     def _conflicts(self, loads: list, item: _Item) -> bool:
         """Whether `loads` write a row that `item` reads, writes or loads."""
         for load in loads:
-            rows = np.arange(load.addr, load.addr + load.n) % self.depth
-            touched = [item.rows.get(load.buffer, np.zeros(0, np.int64))]
-            touched += [np.arange(other.addr, other.addr + other.n) % self.depth for other in item.loads
-                        if other.buffer == load.buffer]
-            if np.intersect1d(rows, np.concatenate(touched)).size:
+            rows = self._span(load.addr, load.n)
+            if not rows.isdisjoint(item.rows.get(load.buffer, ())) or \
+                    not rows.isdisjoint(item.loaded.get(load.buffer, ())):
                 return True
         return False
 
@@ -364,22 +406,24 @@ class DmaScheduler:
             if isinstance(instruction, MatMul):
                 previous = self._items[-1] if self._items else None
                 key = (instruction.src, instruction.d_addr, instruction.n)
-                source = np.arange(instruction.d_addr, instruction.d_addr + instruction.n) % self.depth
-                tile = np.arange(instruction.w_addr, instruction.w_addr + self.rows) % self.depth
-                loads = self._take(instruction.src, source) + self._take("weight", tile)
-                if (previous and previous.kind == "step" and previous.rows["key"] == key
+                loads = (self._take(instruction.src, instruction.d_addr, instruction.n)
+                         + self._take("weight", instruction.w_addr, self.rows))
+                tile = self._span(instruction.w_addr, self.rows)
+                if (previous and previous.kind == "step" and previous.key == key
                         and not self._conflicts(loads, previous)):  # a reload of its rows: a new step
                     previous.instructions.append(instruction)
                     previous.loads = self._coalesce(previous.loads + loads)
-                    previous.rows["weight"] = np.union1d(previous.rows["weight"], tile)
+                    previous.rows["weight"] |= tile
+                    for memory, rows in self._loaded(loads).items():
+                        previous.loaded[memory] = previous.loaded.get(memory, set()) | rows
                 else:
-                    self._items.append(_Item("step", [instruction], loads,
-                                             {"key": key, instruction.src: source, "weight": tile}))
+                    source = self._span(instruction.d_addr, instruction.n)
+                    self._items.append(self._item("step", [instruction], loads,
+                                                  {instruction.src: source, "weight": tile}, key))
             elif isinstance(instruction, Act):
                 first, count = act_rows(instruction, self.cols)
-                written = np.arange(first, first + count) % self.depth
-                self._items.append(_Item("act", [instruction], self._take(instruction.dst, written),
-                                         {instruction.dst: written}))
+                self._items.append(self._item("act", [instruction], self._take(instruction.dst, first, count),
+                                              {instruction.dst: self._span(first, count)}))
 
     def _schedule(self) -> list:
         """The merged instruction stream of the items (see the class docstring)."""
@@ -391,38 +435,34 @@ class DmaScheduler:
             if item.kind != "step":
                 stream += item.instructions
                 continue
-            following = [i for i in steps if i > index][:1]
-            if following and self._prefetchable(index, following[0]):
+            position = bisect.bisect_right(steps, index)
+            following = steps[position] if position < len(steps) else None
+            if following is not None and self._prefetchable(index, following):
                 # One prefetch before each MATMUL (a DMA issues when the engine is idle: the
                 # MATMULs between keep the array busy while it moves the previous one).
-                loads = self._items[following[0]].loads
-                prefetched.add(following[0])
+                loads = self._items[following].loads
+                prefetched.add(following)
                 for position, matmul in enumerate(item.instructions):
                     stream += loads[position:position + 1] + [matmul]
                 stream += loads[len(item.instructions):]
             else:
                 stream += item.instructions
             stream += [Wait()]
-        loads = [load for memory in self._pending for load in self._take(memory, np.arange(self.depth))]
+        loads = [load for memory in self._pending for load in self._take(memory, 0, self.depth)]
         return stream + loads
 
     def _prefetchable(self, current: int, following: int) -> bool:
         """Whether the loads of step `following` may run under step `current`: their rows meet no row
         that the current step reads, or that an item between them reads, writes or loads."""
-        target = {}
-        for load in self._items[following].loads:
-            target.setdefault(load.buffer, []).append(np.arange(load.addr, load.addr + load.n) % self.depth)
+        target = self._items[following].loaded
         if not target:
             return False
         for index in range(current, following):
             item = self._items[index]
-            touched = dict(item.rows)
-            for load in item.loads if index > current else []:
-                touched.setdefault(load.buffer, np.zeros(0, np.int64))
-                touched[load.buffer] = np.union1d(touched[load.buffer],
-                                                  np.arange(load.addr, load.addr + load.n) % self.depth)
-            for memory, ranges in target.items():
-                if memory in touched and np.intersect1d(np.concatenate(ranges), touched[memory]).size:
+            for memory, rows in target.items():
+                if not rows.isdisjoint(item.rows.get(memory, ())):
+                    return False
+                if index > current and not rows.isdisjoint(item.loaded.get(memory, ())):
                     return False
         return True
 
