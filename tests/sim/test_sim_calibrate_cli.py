@@ -14,7 +14,7 @@ from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.network import Operation
 from capsacc.energy import sram_area_um2
 from rtl.synth import memory_shapes
-from sim.calibration import Point, area_estimate, error_rows, fit
+from sim.calibration import Point, area_estimate, error_rows, fit, summary_table
 
 
 def test_area_is_the_synthesized_logic_plus_the_sram_macros_of_each_depth():
@@ -49,6 +49,26 @@ def test_fit_recovers_known_coefficients_and_reports_held_out_errors():
     rows = error_rows(points)
     assert len(rows) == 1 and rows[0]["held_out_ops"] == 15
     assert rows[0]["calibrated_rel_error"] == pytest.approx(15 / sum(p.cycles for p in points if p.held_out))
+
+
+def test_error_rows_and_table_carry_the_held_out_total_cycles():
+    """Held-out points with their measured total cycles (data movement included): the table gives the
+    RTL's and the model's sums and the largest error per operation, "-" where the kind is not modelled."""
+    config = ArrayConfig(4, 4)
+    points = []
+    for kind, modelled in (("conv", True), ("routing_update", False)):
+        for i in range(4):
+            point = Point(kind, Operation(kind, "conv", 4, 1, 1, 3, 1, 4, 8, 1), config, i == 3, 100, {"mac": 1},
+                          {}, 0, 0.0, 90, predicted={"cycles": 100, "mac": 1}, total_cycles=150 if i == 3 else 0,
+                          predicted_total_cycles=(147 if modelled else None) if i == 3 else None)
+            points.append(point)
+    rows = error_rows(points)
+    assert [(r["kind"], r["rtl_total_cycles"], r["calibrated_total_cycles"]) for r in rows] == [
+        ("conv", 150, 147), ("routing_update", 150, None)]
+    assert rows[0]["total_max_abs_rel_error"] == pytest.approx(3 / 150) and rows[1]["total_max_abs_rel_error"] is None
+    table = summary_table(rows).splitlines()
+    assert table[0].split()[-3:] == ["rtl_total", "cal_total", "tot_max_%"]
+    assert table[1].split()[-3:] == ["150", "147", "2.0000"] and table[2].split()[-3:] == ["150", "-", "-"]
 
 
 def test_calibrate_refuses_bad_arrays(tmp_path, capsys):

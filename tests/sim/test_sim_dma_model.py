@@ -1,8 +1,10 @@
 """The calibrated model's data movement (`capsacc.mapping.plan_transfers`) against the DMA programs
 the driver builds (`sim.host.DmaSession`, timed and checked against the RTL in test_sim_dma.py):
 the rows each buffer loads and stores and the bytes through the port, equal for every kind on
-random small operations, arrays, buffer and program depths, batches, port widths and latencies.
-No simulation: the programs are built, not run."""
+random small operations, arrays, buffer and program depths, batches, port widths and latencies; and
+its total cycles (`capsacc.programs.operation_total_cycles`): the same DMA programs, so the same
+cycles, for every kind but the routing phases, which it refuses. No simulation: the programs are
+built, not run (test_sim_dma_total.py runs them)."""
 
 import dataclasses
 
@@ -15,8 +17,9 @@ from capsacc import Accelerator, Network, estimate
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import TRANSFER_FIELDS, MappingError, chain, classcaps_dims, plan_transfers, routing_geometry
 from capsacc.network import Operation
+from capsacc.programs import SessionNotModelled, dma_programs, operation_session, operation_total_cycles
 from genotype_strategies import small_genotypes
-from rtl.isa import Dma, beats_per_row, buffer_lanes
+from rtl.isa import Act, Dma, beats_per_row, buffer_lanes, program_cycles
 from sim.driver import OperationDriver
 from test_sim_calibrated_model import isa_calibration
 from test_sim_capscell_run import GENOTYPE as CAPSCELL_GENOTYPE
@@ -78,6 +81,54 @@ def test_transfers_equal_the_dma_programs(kind):
     assert compared >= 10
 
 
+def random_config(rng, trial: int) -> ArrayConfig:
+    rows, cols = ARRAYS[trial % len(ARRAYS)]
+    return ArrayConfig(rows, cols, 25, **buffer_depths(int(rng.choice([16, 32, 64, 256]))),
+                       program_depth=int(rng.choice([8, 16, 64])), batch=int(rng.integers(1, 4)),
+                       offchip_bytes_per_cycle=int(rng.choice([1, 2, 4, 8, 16, 64])),
+                       offchip_latency_cycles=int(rng.integers(1, 80)))
+
+
+def unshifted(programs) -> list:
+    """`programs` with every ACT's requantization shift 0, as the model builds them (the shift does
+    not change the timing)."""
+    return [[dataclasses.replace(i, shift=0) if isinstance(i, Act) else i for i in p] for p in programs]
+
+
+def session_cycles(programs, config: ArrayConfig) -> int:
+    return sum(program_cycles(p, config.rows, config.cols, config.offchip_bytes_per_cycle,
+                              config.offchip_latency_cycles) for p in programs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_total_cycles_are_those_of_the_dma_programs(kind):
+    """The model's programs are the driver's, instruction for instruction, so its total cycles are
+    theirs (`rtl.isa.timing`, exact against the RTL); routing phases are refused."""
+    rng = np.random.default_rng(100 + KINDS.index(kind))
+    compared = 0
+    for trial in range(40):
+        config = random_config(rng, trial)
+        op = random_op(kind, rng)
+        try:
+            session = OperationDriver(config, "amaranth", offchip=True).prepare(kind, op, 0)[0]
+        except MappingError:
+            continue
+        except ValueError:  # the driver's limits of a lone activation: the model's too
+            with pytest.raises(ValueError):
+                operation_total_cycles(kind, op, config)
+            continue
+        session.flush()
+        if kind.startswith("routing"):
+            with pytest.raises(SessionNotModelled):
+                operation_total_cycles(kind, op, config)
+            compared += 1
+            continue
+        assert dma_programs(operation_session(kind, op, config), config) == unshifted(session.programs), (op, config)
+        assert operation_total_cycles(kind, op, config) == session_cycles(session.programs, config) > 0
+        compared += 1
+    assert compared >= 10
+
+
 def test_transfers_of_routings_whose_logits_are_recomputed():
     """Logits too many for the partial-sum memory: a softmax phase recomputes them from the output
     capsule sets the host writes (a whole routing: from the sets its phases wrote)."""
@@ -133,12 +184,19 @@ def check_movement(network: Network, rows: int, cols: int, batch: int, width: in
     driver = OperationDriver(config, "amaranth", offchip=True)
     moved = [dict.fromkeys(TRANSFER_FIELDS + ("offchip_bytes",), 0) for _ in network.operations]
     compute = [0] * len(network.operations)
+    totals = [0] * len(network.operations)
     for step in chain(network.operations):
         session = driver.prepare(step.kind, step.op, 0)[0]
         session.flush()
         for name, value in dma_transfers(session.programs, config).items():
             moved[step.index][name] += value
         compute[step.index] += session.compute_cycles
+        if step.kind.startswith("routing"):  # not modelled
+            totals[step.index] = None
+        elif totals[step.index] is not None:
+            totals[step.index] += session_cycles(session.programs, config)
+    assert [op.total_cycles for op in result.operations] == [None if t is None else -(-t // batch) for t in totals]
+    assert result.total_cycles == (None if None in totals else sum(-(-t // batch) for t in totals))
     energies = calibration.energies
     for op, want, cycles in zip(result.operations, moved, compute):
         assert op.offchip_bytes == -(-want["offchip_bytes"] // batch)
