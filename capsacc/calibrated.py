@@ -20,8 +20,7 @@ With the off-chip memory, the RTL's DMA moves every buffer row (docs/rtl.md, "Me
 operation beside its cycles, and `data_movement` prices them on a port (bytes, bound, energies; the
 cycles stay the compute's). `network_total_cycles` gives each operation's cycles with the data
 movement: the DMA programs of its session (`capsacc.programs`), timed exactly by the control unit's
-schedule (`capsacc.schedule`), from the first byte in to the last result out, port stalls included;
-routing phases are not modelled (None).
+schedule (`capsacc.schedule`), from the first byte in to the last result out, port stalls included.
 
 The model runs as numba kernels: `_cost_network` costs one network's steps (the counting rules of
 `capsacc.mapping`: `count_step` gives a step's instructions and DMA rows from one plan; the features,
@@ -53,7 +52,7 @@ from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NAR
                              bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, port_bytes,
                              _config_fields, _refusal, _step_kinds)
 from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
-from capsacc.programs import SessionNotModelled, operation_total_cycles
+from capsacc.programs import operation_total_cycles
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""
@@ -622,30 +621,24 @@ def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cyc
                         dma_buffer_energy_mJ=buffer_pJ * 1e-9 / batch)
 
 
-def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int,
-                         latency_cycles: int) -> tuple[int | None, ...]:
-    """Per operation of `network`, the cycles per image of the batch of B = `calibration.config.batch`
-    images with all data movement, through a port of W = `bytes_per_cycle` bytes a cycle and L =
-    `latency_cycles`: the steps charged to it (`capsacc.mapping.chain`, as `network_costs`), each the
-    busy cycles of its DMA programs (`capsacc.programs.operation_total_cycles`, the `total_cycles` that
-    `nascaps rtl run` measures), summed over the batch, then ceil(/ B) (`per_image`). None for an
-    operation with a routing phase among its steps (`capsacc.programs.SessionNotModelled`). A step that
-    does not fit the array is a `MappingError` naming its operation."""
+def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int, latency_cycles: int) -> np.ndarray:
+    """Per operation of `network` (int64, n_ops), the cycles per image of the batch of B =
+    `calibration.config.batch` images with all data movement, through a port of W = `bytes_per_cycle`
+    bytes a cycle and L = `latency_cycles`: the steps charged to it (`capsacc.mapping.chain`, as
+    `network_costs`), each the busy cycles of its DMA programs (`capsacc.programs.operation_total_cycles`,
+    the `total_cycles` that `nascaps rtl run` measures), summed over the batch, then ceil(/ B)
+    (`per_image`). A step that does not fit the array is a `MappingError` naming its operation."""
     config = dataclasses.replace(calibration.config, offchip_bytes_per_cycle=bytes_per_cycle,
                                  offchip_latency_cycles=latency_cycles)
-    totals: list[int | None] = [0] * len(network.operations)
+    totals = np.zeros(len(network.operations), np.int64)
     for step in chain(network.operations):
-        if totals[step.index] is None:
-            continue
         try:
             totals[step.index] += operation_total_cycles(step.kind, step.op, config)
-        except SessionNotModelled:
-            totals[step.index] = None
         except MappingError as error:
             op = network.operations[step.index]
             raise MappingError(f"operation {op.name} ({step.kind}) on the calibrated {config.rows}x{config.cols} "
                                f"array: {error}") from None
-    return tuple(None if total is None else ceil_div(total, config.batch) for total in totals)
+    return ceil_div(totals, config.batch)
 
 
 def _network_error(network, calibration: Calibration, error: np.ndarray, value: np.ndarray) -> InputError:

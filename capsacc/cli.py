@@ -164,7 +164,7 @@ def _estimate_command(args) -> int:
              + (f"{'total_cycles':>14}" if calibrated else "")
     print(header)
     for op in result.operations:
-        total = "" if not calibrated else f"{'-' if op.total_cycles is None else op.total_cycles:>14}"
+        total = f"{op.total_cycles:>14}" if calibrated else ""
         print(f"{op.name:<14}{op.kind:<11}{op.weights:>10}{op.sums_per_out:>13}{op.data_per_weight:>16}"
               f"{op.w_loads:>9}{op.cycles:>10}{op.accumulators:>13}{op.power_mW:>10.2f}{op.energy_mJ:>12.6f}{total}")
     acc = result.accelerator
@@ -179,8 +179,8 @@ def _estimate_command(args) -> int:
         print(f"data movement ({acc.offchip_bytes_per_cycle} B/cycle port, {acc.offchip_pJ_per_byte} pJ/B): "
               f"offchip_bytes {result.offchip_bytes}, offchip_energy_mJ {result.offchip_energy_mJ:.6f}, "
               f"dma_buffer_energy_mJ {result.dma_buffer_energy_mJ:.6f}, total_energy_mJ {result.total_energy_mJ:.6f}; "
-              f"bandwidth-bound operations: {bound} (cycles and latency are the compute's; total_cycles adds the data "
-              "movement, - where not modelled: routing)")
+              f"bandwidth-bound operations: {bound}; total_cycles {result.total_cycles} with the data movement "
+              "(cycles and latency are the compute's)")
     print(calibration_error_line(result))
     return 0
 

@@ -38,7 +38,7 @@ class OperationCost:
     total_cycles: int | None = None
     """Calibrated model: cycles per image with all data movement, from the first byte in to the last
     result out, port stalls included (`capsacc.calibrated.network_total_cycles`, the `total_cycles` of
-    `nascaps rtl run`); None for the published model and for routing operations (not modelled)."""
+    `nascaps rtl run`); None for the published model."""
 
 
 @dataclass(frozen=True)
@@ -90,19 +90,19 @@ class Estimate:
     def operation_total_cycles(self) -> tuple[int | None, ...]:
         """Per operation, the cycles per image with all data movement (`OperationCost.total_cycles`),
         computed when first asked for: the calibrated model times every DMA program of the network
-        (`capsacc.calibrated.network_total_cycles`), seconds for a large one. All None for the
+        (`capsacc.calibrated.network_total_cycles`; seconds for CapsNet on 16x16). All None for the
         published model."""
         accelerator = self.accelerator
         if accelerator.calibration is None:
             return (None,) * len(self.network.operations)
-        return calibrated.network_total_cycles(self.network, accelerator.calibration,
-                                               accelerator.offchip_bytes_per_cycle, accelerator.offchip_latency_cycles)
+        return tuple(calibrated.network_total_cycles(self.network, accelerator.calibration,
+                                                     accelerator.offchip_bytes_per_cycle,
+                                                     accelerator.offchip_latency_cycles).tolist())
 
     @property
     def total_cycles(self) -> int | None:
-        """The operations' `total_cycles` summed, per image; None when one of them is not modelled."""
-        totals = self.operation_total_cycles
-        return None if any(total is None for total in totals) else sum(totals)
+        """The operations' `total_cycles` summed, per image (None: published model)."""
+        return None if self.accelerator.calibration is None else sum(self.operation_total_cycles)
 
     @property
     def operations(self) -> tuple[OperationCost, ...]:

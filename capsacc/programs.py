@@ -9,8 +9,8 @@ partial-sum memory), `Run` (one program, no HALT), `PsumRead` and `Store` (the h
 its `part` names; `session_total_cycles` plays them on `capsacc.schedule.DmaScheduler` and times
 the DMA programs with `capsacc.schedule.timing`: the cycles `nascaps rtl run` measures with the
 off-chip memory (`total_cycles`, from the first byte in to the last result out, stalls included),
-without simulating. Routing phases are played from `rtl.workloads.RoutingLayout` and not listed
-here: `operation_session` refuses them (`SessionNotModelled`).
+without simulating. A routing's programs are `RoutingPlan`'s (`rtl.workloads.RoutingLayout` fills
+its images with data).
 """
 
 import dataclasses
@@ -18,16 +18,12 @@ import functools
 from dataclasses import dataclass
 
 from capsacc.array import ArrayConfig
-from capsacc.errors import InputError
-from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, ElementwiseShape, MatmulShape, act_lanes, ceil_div,
-                             classcaps_act_pieces, classcaps_dims, classcaps_packing, classcaps_per_run,
-                             elementwise_chunking, elementwise_shape, matmul_blocks, matmul_chunk_rows,
-                             matmul_chunking, matmul_shape)
+from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, ROUTING_PHASES, ROUTINGS, ElementwiseShape, MappingError,
+                             MatmulShape,
+                             act_lanes, ceil_div, classcaps_act_pieces, classcaps_dims, classcaps_packing,
+                             classcaps_per_run, elementwise_chunking, elementwise_shape, matmul_blocks,
+                             matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry, routing_phases)
 from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles
-
-
-class SessionNotModelled(InputError):
-    """An operation kind whose session `operation_session` does not list (routing phases)."""
 
 
 @dataclass(frozen=True)
@@ -194,10 +190,237 @@ def activation_session(func: str, op, config: ArrayConfig, shift: int = 0) -> li
             Store("out", "weight", 0, rows, config.cols)]
 
 
+@dataclass(frozen=True)
+class Region:
+    """Where a result lies: memory name, first row, rows, lanes."""
+    memory: str
+    base: int
+    n_rows: int
+    lanes: int
+
+
+@dataclass(frozen=True)
+class RoutingRun:
+    """One run of a routing: its program and the images the host writes before it (`Load`s, in the
+    order written: data, then weight, then routing buffer rows; `part` names the rows for
+    `rtl.workloads.RoutingLayout.fill`)."""
+    program: tuple
+    images: tuple
+
+
+MEMORY_ORDER = ("data", "weight", "routing")
+"""The order in which a run's buffer images are written (`RoutingRun.images`)."""
+
+
+class RoutingPlan:
+    """The one routing program: where a routing over I input capsules and J output capsules of D
+    atoms with `routings` iterations lies on a CapsAcc `config`, and the runs (`RoutingRun`s) of each
+    of its phases (`capsacc.mapping.ROUTING_PHASES`; geometry by `capsacc.mapping.routing_geometry`:
+    tJ = ceil(J / C) class tiles of C classes, tD = ceil(D / C) rows per capsule, q_in inputs per
+    chunk, nq chunks per block, KF weight tiles per set of output capsules).
+
+    On-chip state, kept between phases and runs:
+
+    - sums s_j: partial-sum rows S + j tD + e (S = 0), lane l = atom e C + l (a capsule spanning
+      tD rows, as the activation unit reads it);
+    - logits b_ij (j = t C + l): partial-sum row B + i tJ + t, lane l (B = J tD; the logits of input
+      i span tJ rows). "Resident" when B + I tJ rows fit the partial-sum memory; otherwise the logits
+      are recomputed per block of inputs from the output capsules of the earlier iterations (rows
+      relative to the block's first input);
+    - coupling c_ij of the current block: routing-buffer row m J + j, lane i - (first input of the
+      block's chunk m);
+    - output capsules v: class tile t's weight tiles, row l P + d (P = tD ceil(D / tD) >= D), lane
+      l = v_{tC + l, d}, every other lane zero; one set at V (resident) or one per iteration (set r
+      at V + r KF R, recomputation: the sets not yet written are zero).
+
+    Each run's own images: the tiles U (row i = u_hat[i, j, eC:(e+1)C] for the inputs of a chunk)
+    from weight row 0 (weighted sums), the predictions of a chunk of inputs from data row 0 (the
+    update: row i tJ + t of a MATMUL over class tile t, other rows zero).
+    """
+
+    def __init__(self, n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS):
+        self.n_in, self.n_out, self.dim, self.config, self.routings = n_in, n_out, dim, config, routings
+        self.geometry = routing_geometry(n_in, n_out, dim, config, routings)
+        g = self.geometry
+        tiles = [g["kf_full"]] * (g["tJ"] - 1) + [g["kf_last"]]
+        self._tile_base = [sum(tiles[:t]) * config.rows for t in range(g["tJ"])]
+        self._tiles = tiles
+
+    def _classes(self, t: int) -> int:
+        return min(self.config.cols, self.n_out - t * self.config.cols)
+
+    def _slot(self, iteration: int) -> int:
+        """The weight row of the output-capsule set iteration `iteration` writes."""
+        g = self.geometry
+        return g["V"] + (0 if g["resident"] else iteration) * g["KF"] * self.config.rows
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """The blocks of inputs (first input, inputs): nq chunks of q_in inputs each (the last fewer)."""
+        size = self.geometry["nq"] * self.geometry["q_in"]
+        return [(i0, min(size, self.n_in - i0)) for i0 in range(0, self.n_in, size)]
+
+    def regions(self, iteration: int = 0) -> dict[str, Region]:
+        """The state's regions after iteration `iteration`: "c" (the last block's coupling rows),
+        "s", "v" (that iteration's output-capsule rows), "b" (the logits: every input's when
+        resident, else the last block's)."""
+        g, cfg = self.geometry, self.config
+        last_first, last_inputs = self.blocks()[-1]
+        logits = self.n_in if g["resident"] else last_inputs
+        return {"c": Region("routing", 0, ceil_div(last_inputs, g["q_in"]) * self.n_out, cfg.rows),
+                "s": Region("psum", g["S"], self.n_out * g["tD"], cfg.cols),
+                "v": Region("weight", self._slot(iteration), g["KF"] * cfg.rows, cfg.cols),
+                "b": Region("psum", g["B"], logits * g["tJ"], cfg.cols)}
+
+    def last_block(self) -> slice:
+        """The inputs whose coupling (and, recomputing, logits) `regions` holds."""
+        first, inputs = self.blocks()[-1]
+        return slice(first, first + inputs)
+
+    def update_tiles(self) -> list[tuple[int, int]]:
+        """The (class tile t, weight tile k of it) of a set of output capsules, in MATMUL order."""
+        return [(t, k) for t in range(self.geometry["tJ"]) for k in range(self._tiles[t])]
+
+    def weighted_pairs(self, inputs: int) -> list[tuple[int, int, int]]:
+        """The (chunk m, class j, row e of s_j) of a block of `inputs` inputs, in MATMUL order."""
+        chunks = ceil_div(inputs, self.geometry["q_in"])
+        return [(m, j, e) for m in range(chunks) for j in range(self.n_out) for e in range(self.geometry["tD"])]
+
+    def _update_runs(self, first: int, inputs: int, sets: int, p_addr: int, writes: bool) -> list[RoutingRun]:
+        """b += sum_d u_hat v over `sets` output-capsule sets (from set 0) for inputs first..first +
+        inputs - 1, into partial-sum rows from p_addr: per set KF MATMULs of inputs tJ rows, in runs
+        of mpr; with `writes` the first MATMUL writes (a recomputation), all others accumulate. Each
+        run's data image: part ("update", first, inputs, m0), the predictions of tiles m0 .. of
+        `update_tiles` (row index n + i tJ + t for its index-th tile)."""
+        g, rows = self.geometry, self.config.rows
+        n = inputs * g["tJ"]
+        tiles = self.update_tiles()
+        runs = []
+        for s in range(sets):
+            base = g["V"] + s * g["KF"] * rows
+            for m0 in range(0, len(tiles), g["mpr"]):
+                part = tiles[m0:m0 + g["mpr"]]
+                program = tuple(MatMul(d_addr=index * n, w_addr=base + self._tile_base[t] + k * rows, p_addr=p_addr,
+                                       n=n, accumulate=not (writes and s == 0 and m0 == 0 and index == 0))
+                                for index, (t, k) in enumerate(part))
+                runs.append(RoutingRun(program, (Load("data", 0, len(part) * n, ("update", first, inputs, m0)),)))
+        return runs
+
+    def phase_runs(self, kind: str, iteration: int | None = None, shift_logits: int = 0,
+                   shift_sum: int = 0) -> list[RoutingRun]:
+        """The runs of one phase. "routing_uniform" (iteration 0) loads the uniform first coupling
+        into the routing buffer block by block (part ("coupling", first, inputs)); "routing_softmax"
+        (iteration 1 .. routings - 1, default the last a recomputation allows, `recompute`) computes c
+        from the logits (requantized by `shift_logits`; recomputed per block when not resident); both
+        then form s (weight tiles: part ("tiles", first, inputs, p0), pairs p0 .. of
+        `weighted_pairs`) and v (squash after requantizing by `shift_sum`) into the iteration's
+        output-capsule set; a uniform phase that recomputes later zeroes the other sets (part
+        ("zeros",)); "routing_update" adds the agreement to resident logits (no runs when they are
+        recomputed). Phases read the state the previous ones left (class docstring)."""
+        g, rows, cols = self.geometry, self.config.rows, self.config.cols
+        n_out, t_j, t_d, q_in = self.n_out, g["tJ"], g["tD"], g["q_in"]
+        if kind == "routing_update":
+            if not g["resident"]:
+                return []
+            return [run for i0 in range(0, self.n_in, g["na"])
+                    for run in self._update_runs(i0, min(g["na"], self.n_in - i0), 1, g["B"] + i0 * t_j, False)]
+        if kind not in ("routing_uniform", "routing_softmax"):
+            raise ValueError(f"unknown routing phase {kind!r}")
+        if iteration is None:
+            iteration = 0 if kind == "routing_uniform" else g["recompute"]
+        runs = []
+        for first, inputs in self.blocks():
+            chunks = ceil_div(inputs, q_in)
+            block_runs = []
+            if kind == "routing_softmax":
+                logits = g["B"] + (first * t_j if g["resident"] else 0)
+                if not g["resident"]:
+                    block_runs += self._update_runs(first, inputs, g["recompute"], logits, True)
+                acts = [Act("softmax", p_addr=logits + m * q_in * t_j, n=min(q_in, inputs - m * q_in) * t_j,
+                            length=n_out, shift=shift_logits, dst="routing", dst_addr=m * n_out, column=True,
+                            stride=0) for m in range(chunks)]
+                block_runs += [RoutingRun(tuple(acts[a:a + g["acts_per_run"]]), ())
+                               for a in range(0, len(acts), g["acts_per_run"])]
+            pairs = self.weighted_pairs(inputs)
+            matmul_runs = []
+            for p0 in range(0, len(pairs), g["pairs_per_run"]):
+                batch = pairs[p0:p0 + g["pairs_per_run"]]
+                program = tuple(MatMul(d_addr=m * n_out + j, w_addr=index * rows, p_addr=g["S"] + j * t_d + e, n=1,
+                                       accumulate=first + m > 0, src="routing") for index, (m, j, e) in enumerate(batch))
+                matmul_runs.append([program, [Load("weight", 0, len(batch) * rows, ("tiles", first, inputs, p0))]])
+            if kind == "routing_uniform":
+                matmul_runs[0][1].append(Load("routing", 0, chunks * n_out, ("coupling", first, inputs)))
+            runs += block_runs + matmul_runs
+        if kind == "routing_uniform" and not g["resident"] and g["recompute"] > 1:
+            runs[0][1].append(Load("weight", self._slot(1), (g["recompute"] - 1) * g["KF"] * rows, ("zeros",)))
+        squash = tuple(Act("squash", p_addr=g["S"] + t * cols * t_d, n=self._classes(t) * t_d, length=self.dim,
+                           shift=shift_sum, dst="weight", dst_addr=self._slot(iteration) + self._tile_base[t],
+                           column=True, stride=g["stride"]) for t in range(t_j))
+        runs = [run if isinstance(run, RoutingRun) else
+                RoutingRun(run[0], tuple(sorted(run[1], key=lambda load: MEMORY_ORDER.index(load.memory))))
+                for run in runs]
+        return runs + [RoutingRun(squash, ())]
+
+    def routing_runs(self, shift_logits: int = 0, shift_sum: int = 0) -> list[RoutingRun]:
+        """The runs of a whole routing of `routings` iterations (`capsacc.mapping.routing_phases`);
+        the logits (when resident) must start at zero in the partial-sum memory."""
+        runs, iteration = [], 0
+        for kind in routing_phases(self.routings):
+            iteration += kind == "routing_softmax"
+            runs += self.phase_runs(kind, iteration, shift_logits, shift_sum)
+        return runs
+
+    def phase_iteration(self, kind: str) -> int:
+        """The iteration whose state a lone `kind` ("routing" for a whole routing) leaves: 0 for the
+        uniform phase, `recompute` for softmax, the last for an update and a whole routing."""
+        return {"routing_uniform": 0, "routing_softmax": self.geometry["recompute"]}.get(kind, self.routings - 1)
+
+    def result_names(self, kind: str) -> tuple[str, ...]:
+        """The regions (`regions`) a lone `kind` reads back: "b" after an update (resident logits
+        only), "c", "s", "v" after a phase, and "b" too after a whole routing."""
+        if kind == "routing_update":
+            return ("b",) if self.geometry["resident"] else ()
+        return ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
+
+
+def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS, shift_logits: int = 0,
+                    shift_sum: int = 0) -> list[SessionEvent]:
+    """A routing phase or a whole routing ("routing") of `op` (`capsacc.mapping.classcaps_dims`)
+    with the programs of `RoutingPlan`, for each image b of the batch in turn: the state a lone phase
+    starts from (`PsumWrite` part ("logits", b) of resident logits; `Load` part ("v", b) of the output
+    capsules an update reads; with recomputed logits, a softmax phase's `Load`s part ("v_set", r, b)
+    of the `recompute` sets), the runs (their images' parts prefixed ("run", b)), then the result
+    regions read (`RoutingPlan.result_names`, named name + b)."""
+    n_in, _, n_out, dim = classcaps_dims(op)
+    plan = RoutingPlan(n_in, n_out, dim, config, routings)
+    g = plan.geometry
+    regions = plan.regions(plan.phase_iteration(kind))
+    events = []
+    for image in range(config.batch):
+        if g["resident"]:
+            events.append(PsumWrite(regions["b"].base, n_in * g["tJ"], ("logits", image)))
+            if kind == "routing_update":
+                events.append(Load("weight", regions["v"].base, g["KF"] * config.rows, ("v", image)))
+        elif kind == "routing_softmax":
+            for r in range(g["recompute"]):
+                events.append(Load("weight", plan.regions(r)["v"].base, g["KF"] * config.rows, ("v_set", r, image)))
+        runs = plan.routing_runs(shift_logits, shift_sum) if kind == "routing" else \
+            plan.phase_runs(kind, plan.phase_iteration(kind), shift_logits, shift_sum)
+        for run in runs:
+            events += [Load(load.memory, load.base, load.rows, ("run", image) + load.part) for load in run.images]
+            events.append(Run(run.program))
+        for name in plan.result_names(kind):
+            region = regions[name]
+            if region.memory == "psum":
+                events.append(PsumRead(f"{name}{image}", region.base, region.n_rows, region.lanes))
+            else:
+                events.append(Store(f"{name}{image}", region.memory, region.base, region.n_rows, region.lanes))
+    return events
+
+
 def operation_session(kind: str, op, config: ArrayConfig, shift: int = 0, operands: int | None = None) -> list[SessionEvent]:
-    """The `SessionEvent`s of `op` as `kind` on `config` (ACTs requantized by `shift`; a `CHAIN_KINDS`
-    sum of `operands` maps, default its shape's); `SessionNotModelled` for routing phases,
-    `capsacc.mapping.MappingError` when the operation does not fit."""
+    """The `SessionEvent`s of `op` as `kind` on `config` (ACTs requantized by `shift`, a routing's by
+    0; a `CHAIN_KINDS` sum of `operands` maps, default its shape's; a routing of `ROUTINGS`
+    iterations); `capsacc.mapping.MappingError` for an unknown kind or an operation that does not fit."""
     if kind in ("conv", "convcaps", "convcaps3d"):
         return matmul_session(matmul_shape(kind, op, config), config, shift)
     if kind == "classcaps":
@@ -209,8 +432,9 @@ def operation_session(kind: str, op, config: ArrayConfig, shift: int = 0, operan
         return elementwise_session(shape, config, shift)
     if kind in ACTIVATIONS:
         return activation_session(kind, op, config, shift)
-    raise SessionNotModelled(f"the session of a {kind!r} operation is not modelled (routing phases run "
-                             "rtl.workloads.RoutingLayout's programs)")
+    if kind in ROUTING_PHASES or kind == "routing":
+        return routing_session(kind, op, config)
+    raise MappingError(f"unknown operation kind {kind!r}")
 
 
 def dma_programs(events: list[SessionEvent], config: ArrayConfig) -> list[list]:
@@ -242,8 +466,7 @@ def session_total_cycles(events: list[SessionEvent], config: ArrayConfig) -> int
 def operation_total_cycles(kind: str, op, config: ArrayConfig) -> int:
     """The batch's busy cycles of `op` as `kind` with the off-chip memory, data movement and port
     stalls included (`session_total_cycles` of `operation_session`); the `total_cycles` of `nascaps rtl
-    run`. `SessionNotModelled` for routing phases. Memoized by the operation's shape (its name aside)
-    and the array."""
+    run`. Memoized by the operation's shape (its name aside) and the array."""
     return _total_cycles(kind, dataclasses.replace(op, name=""), config)
 
 

@@ -7,7 +7,7 @@ points; every fourth point of each kind and array is held out), and reports per 
 held-out points, the RTL cycles next to the published model's and the calibrated model's
 estimates. The held-out points also run with the off-chip memory (`OperationDriver(offchip=True)`:
 every buffer row moved by the DMA), and their measured `total_cycles` stand next to the calibrated
-model's (`capsacc.programs.operation_total_cycles`; routing phases are not modelled). `write_outputs`
+model's (`capsacc.programs.operation_total_cycles`). `write_outputs`
 writes calibration.json, errors.csv and errors.png.
 """
 
@@ -31,7 +31,7 @@ from capsacc.energy import SRAM_BIT_UM2, SRAM_OVERHEAD, EventEnergies, sram_area
 from capsacc.files import atomic_path, prepare_output_dir, write_atomic
 from capsacc.mapping import KINDS, MAX_CAPSULE, ROUTING_PHASES
 from capsacc.model import estimate
-from capsacc.programs import SessionNotModelled, operation_total_cycles
+from capsacc.programs import operation_total_cycles
 from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures
 from sim.driver import ACTIVATIONS, OperationDriver
@@ -79,8 +79,8 @@ class Point:
     predicted: dict[str, int] = field(default_factory=dict)
     total_cycles: int = 0
     """Held-out points: the RTL's busy cycles with the off-chip memory (data movement included); else 0."""
-    predicted_total_cycles: int | None = None
-    """The calibrated model's `total_cycles` (None: not modelled, routing phases)."""
+    predicted_total_cycles: int = 0
+    """Held-out points: the calibrated model's `total_cycles`; else 0."""
 
 
 def _choice(rng, values):
@@ -230,8 +230,7 @@ def error_rows(points: list[Point], calibration: Calibration | None = None) -> l
     relative errors (of the sums, and the largest per operation); with a `calibration`, also the
     energy of the RTL's counted events and of the calibrated model's predicted events (mJ). When the
     points carry their measured `total_cycles` (data movement included): the summed RTL and calibrated
-    total cycles and the largest relative error per operation (None where the model does not cover the
-    kind)."""
+    total cycles and the largest relative error per operation."""
     rows = []
     keys = sorted({(p.config.rows, p.config.cols, p.kind) for p in points if p.kind in KINDS},
                   key=lambda k: (-k[0] * k[1], k[0], KINDS.index(k[2])))
@@ -252,11 +251,10 @@ def error_rows(points: list[Point], calibration: Calibration | None = None) -> l
                 abs(p.predicted[e] - p.events[e]) / max(p.events[e], 1) for p in held for e in p.events),
         })
         if all(p.total_cycles > 0 for p in held):
-            modelled = all(p.predicted_total_cycles is not None for p in held)
             rows[-1]["rtl_total_cycles"] = sum(p.total_cycles for p in held)
-            rows[-1]["calibrated_total_cycles"] = sum(p.predicted_total_cycles for p in held) if modelled else None
+            rows[-1]["calibrated_total_cycles"] = sum(p.predicted_total_cycles for p in held)
             rows[-1]["total_max_abs_rel_error"] = max(
-                abs(p.predicted_total_cycles - p.total_cycles) / p.total_cycles for p in held) if modelled else None
+                abs(p.predicted_total_cycles - p.total_cycles) / p.total_cycles for p in held)
         rows[-1]["published_energy_mJ"] = sum(p.published_energy_mJ for p in held)
         if calibration is not None:
             rows[-1]["rtl_events_energy_mJ"] = sum(calibration.energy_mJ(p.events) for p in held)
@@ -277,10 +275,7 @@ def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, lis
     for point in points:
         point.predicted = replace(calibration, config=point.config).predict(point.kind, point.op)
         if point.held_out:
-            try:
-                point.predicted_total_cycles = operation_total_cycles(point.kind, point.op, point.config)
-            except SessionNotModelled:
-                point.predicted_total_cycles = None
+            point.predicted_total_cycles = operation_total_cycles(point.kind, point.op, point.config)
     errors = error_rows(points, calibration)
     provenance = {
         "model": MODEL_VERSION, "rtl_version": rtl_version(),
@@ -302,16 +297,15 @@ def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, lis
 def summary_table(errors: list[dict]) -> str:
     """The per-kind error table, as printed by `nascaps calibrate`: compute cycles, then (where
     measured) the total cycles with the data movement, RTL and calibrated model, and the largest
-    relative error per operation ("-": not modelled)."""
+    relative error per operation."""
     header = (f"{'array':<7}{'kind':<16}{'ops':>4}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}"
               f"{'pub_err_%':>11}{'cal_err_%':>11}{'cal_max_%':>11}{'rtl_total':>12}{'cal_total':>12}{'tot_max_%':>11}")
     lines = [header]
     for row in errors:
         totals = ""
         if "rtl_total_cycles" in row:
-            modelled = row["calibrated_total_cycles"] is not None
-            totals = (f"{row['rtl_total_cycles']:>12}{row['calibrated_total_cycles'] if modelled else '-':>12}"
-                      + (f"{100 * row['total_max_abs_rel_error']:>11.4f}" if modelled else f"{'-':>11}"))
+            totals = (f"{row['rtl_total_cycles']:>12}{row['calibrated_total_cycles']:>12}"
+                      f"{100 * row['total_max_abs_rel_error']:>11.4f}")
         lines.append(f"{row['array']:<7}{row['kind']:<16}{row['held_out_ops']:>4}{row['rtl_cycles']:>12}"
                      f"{row['published_cycles']:>12}{row['calibrated_cycles']:>12}"
                      f"{100 * row['published_rel_error']:>11.2f}{100 * row['calibrated_rel_error']:>11.4f}"
@@ -333,7 +327,7 @@ def write_outputs(out: Path, calibration: Calibration, errors: list[dict]) -> No
     prepare_output_dir(out, files=OUTPUT_FILES)
     write_atomic(out / "calibration.json", json.dumps(calibration.to_dict(), indent=1) + "\n")
     table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=list(errors[0]))
+    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(key for row in errors for key in row)))
     writer.writeheader()
     writer.writerows(errors)
     write_atomic(out / "errors.csv", table.getvalue())

@@ -29,11 +29,11 @@ from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, ROUT
                              matmul_blocks, matmul_shape)
 from capsacc.network import Operation
 from capsacc.programs import (Load, PsumRead, PsumWrite, Run, activation_session, classcaps_session,
-                              elementwise_session, matmul_session)
+                              elementwise_session, matmul_session, routing_session)
 import rtl
 from rtl.offchip import CapsAccSystem
 from rtl.isa import MatMul, timing
-from rtl.workloads import RoutingLayout, Workload
+from rtl.workloads import RoutingLayout
 from sim import golden
 from sim.harness import run as run_script
 from sim.host import COUNTER_NAMES, DmaSession, HostSession
@@ -281,14 +281,15 @@ class OperationDriver:
         session.execute(program)
 
     def _play_events(self, session: HostSession | DmaSession, events: list, fill, counts: dict) -> list:
-        """Play a `capsacc.programs` session: each `Load` (`PsumWrite`) writes the rows `fill(part)`
-        gives, each `Run` executes, each read reads; returns the parts of the `Store`s in order."""
+        """Play a `capsacc.programs` session: each `Load` (`PsumWrite`) writes the rows `fill(event)`
+        gives (by its part), each `Run` executes, each read reads; returns the parts of the `Store`s in
+        order."""
         stored = []
         for event in events:
             if isinstance(event, Load):
-                session.write_int8(event.memory, event.base, fill(event.part))
+                session.write_int8(event.memory, event.base, fill(event))
             elif isinstance(event, PsumWrite):
-                session.write_psum(event.base, fill(event.part))
+                session.write_psum(event.base, fill(event))
             elif isinstance(event, Run):
                 self._execute(session, list(event.program), counts)
             elif isinstance(event, PsumRead):
@@ -317,7 +318,8 @@ class OperationDriver:
         mb = len(blocks)
         session, counts = self._session(), self._new_counts()
 
-        def fill(part):
+        def fill(load):
+            part = load.part
             if part[0] == "data":  # chunk j's rows n0 .. n0 + nc - 1, lanes kk R ..
                 _, n0, nc, k0, k1 = part
                 data = np.zeros(((k1 - k0) * nc, R), dtype=np.int64)
@@ -380,8 +382,8 @@ class OperationDriver:
         rows = B * k  # data rows per MATMUL: row b·k + s is image b's capsule s of the group
         session, counts = self._session(), self._new_counts()
 
-        def fill(part):
-            memory, i0, cn, groups = part
+        def fill(load):
+            memory, i0, cn, groups = load.part
             data = np.zeros((groups * kc * rows, R), dtype=np.int64)
             tiles = np.zeros((groups * kc * mb * R, C), dtype=np.int64)
             for g in range(groups):
@@ -437,10 +439,10 @@ class OperationDriver:
         identity[lanes, lanes] = 1
         session, counts = self._session(), self._new_counts()
 
-        def fill(part):
-            if part[0] == "identity":
+        def fill(load):
+            if load.part[0] == "identity":
                 return identity
-            _, n0, nc, p0, p1 = part
+            _, n0, nc, p0, p1 = load.part
             data = np.zeros(((p1 - p0) * kc * mb * nc, R), dtype=np.int64)
             for j, p in enumerate(range(p0, p1)):
                 for kk in range(kc):
@@ -495,36 +497,26 @@ class OperationDriver:
         shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
         coupling = golden.uniform_coupling(n_in, n_out)
         session, counts = self._session(), self._new_counts()
-        iteration = {"routing_uniform": 0, "routing_softmax": sets}.get(kind, routings - 1)
-        regions = layout.regions(iteration)
-        if kind == "routing_update":
-            names = ("b",) if resident else ()
-        else:
-            names = ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
+        names = layout.result_names(kind)
         start_logits = []  # the logits each image's phase starts from
         for image in range(cfg.batch):
             b = logits[image]
-            if resident:
-                session.write_psum(regions["b"].base, layout.logit_rows(b))
-                if kind == "routing_update":
-                    session.write_int8("weight", regions["v"].base, layout.v_rows(v[image]))
-            elif kind == "routing_softmax":
-                for r, v_r in enumerate(v_sets):
-                    session.write_int8("weight", layout.regions(r)["v"].base, layout.v_rows(v_r[image]))
+            if not resident and kind == "routing_softmax":
+                for v_r in v_sets:
                     b = golden.routing_update(b, u_hat[image], v_r[image], cfg.acc_bits)
             start_logits.append(b)
-            if kind == "routing":
-                runs = layout.routing(u_hat[image], shift_logits, shift_sum, coupling)
-            else:
-                runs = layout.phase(kind, u_hat[image], shift_logits, shift_sum, coupling, iteration)
-            for work in runs:
-                self._play_workload(session, work, counts)
-            for name in names:
-                region = regions[name]
-                if region.memory == "psum":
-                    session.read_psum(f"{name}{image}", region.base, region.n_rows, region.lanes)
-                else:
-                    session.read_int8(f"{name}{image}", region.memory, region.base, region.n_rows, region.lanes)
+
+        def fill(load):
+            part = load.part
+            if part[0] == "logits":
+                return layout.logit_rows(logits[part[1]])
+            if part[0] == "v":
+                return layout.v_rows(v[part[1]])
+            if part[0] == "v_set":
+                return layout.v_rows(v_sets[part[1]][part[2]])
+            return layout.fill(replace(load, part=part[2:]), u_hat[part[1]], coupling)  # ("run", image, ...)
+
+        self._play_events(session, routing_session(kind, op, cfg, routings, shift_logits, shift_sum), fill, counts)
         block = layout.last_block()
         convert = {"c": layout.coupling, "s": layout.sums, "v": layout.v, "b": layout.logits}
 
@@ -553,15 +545,6 @@ class OperationDriver:
 
         return session, counts, check
 
-    def _play_workload(self, session: HostSession, work: Workload, counts: dict) -> None:
-        """Write a run's memory images, then run its program."""
-        for memory in ("data", "weight", "routing"):
-            for base, rows in getattr(work, memory).items():
-                session.write_int8(memory, base, rows)
-        for base, rows in work.psum.items():
-            session.write_psum(base, rows)
-        self._execute(session, work.program, counts)
-
     def _activation_op(self, func, op, rng):
         """One row-mode ACT of n = op.n_in partial-sum rows (rounded up to whole capsules) with
         L = op.caps_in (1..64)."""
@@ -572,7 +555,7 @@ class OperationDriver:
         span, width, last_width = act_lanes(cfg.cols, func, length)
         sums = rng.integers(-(1 << (cfg.acc_bits - 1)), 1 << (cfg.acc_bits - 1), size=(rows, cfg.cols)) >> 8
         session, counts = self._session(), self._new_counts()
-        self._play_events(session, events, lambda part: sums, counts)
+        self._play_events(session, events, lambda load: sums, counts)
         written = np.array([[lane < (last_width if j % span == span - 1 else width) for lane in range(cfg.cols)]
                             for j in range(rows)])
 
