@@ -91,7 +91,7 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     assert main(["calibrate", "--rows", "4", "--cols", "4", "--quick", "--buffer-depth", "256",
                  "--program-depth", "64", "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "cal_err_%" in printed.out and "bit-exact" not in printed.out  # results on stdout
+    assert "cal_err_%" in printed.out and "tot_max_%" in printed.out and "bit-exact" not in printed.out
     assert "bit-exact" in printed.err and "cal_err_%" not in printed.err  # progress on stderr
     calibration = Calibration.load(out / "calibration.json")
     assert calibration.config == ArrayConfig(4, 4, 25, **buffer_depths(256), program_depth=64)
@@ -103,6 +103,8 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     for row in rows:
         assert abs(float(row["calibrated_rel_error"])) < 0.01, row
         assert int(row["rtl_cycles"]) > 0 and int(row["published_cycles"]) > 0
+        # the held-out operations with the DMA: the model's total cycles are the RTL's
+        assert int(row["rtl_total_cycles"]) == int(row["calibrated_total_cycles"]) > int(row["rtl_cycles"]), row
     assert (out / "errors.png").stat().st_size > 1000
     fitted = dict(zip(TARGET_FEATURES["cycles"], calibration.coefficients["cycles"]))
     # the fit recovers the RTL's timing: one cycle per cycle of MATMUL phase, 2 per run, per ACT
