@@ -14,6 +14,7 @@ total cycles, data movement included, without simulating).
 """
 
 import bisect
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,8 +222,8 @@ class _Item:
     """One place of `DmaScheduler`'s schedule: a step (consecutive MATMULs on the same data rows),
     an ACT or a store; `loads` are the transfers it needs first, `rows` the buffer rows it reads or
     writes and `loaded` those its loads write (memory -> set of row numbers), against which a
-    prefetch is checked; a step's `key` (source buffer, first data row, rows) and the number of
-    steps `merged` into it."""
+    prefetch is checked; a step's `key` (source buffer, first data row, rows), the number of
+    steps `merged` into it and its `cycles`, the sum of max(n, R) over its MATMULs."""
 
     kind: str
     instructions: list
@@ -231,10 +232,19 @@ class _Item:
     loaded: dict
     key: tuple = ()
     merged: int = 1
+    cycles: int = 0
 
 
 EXT_BITS = 29
 """Width of the DMA's off-chip beat address."""
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _rows(first: int, n: int, depth: int) -> frozenset:
+    """The buffer rows first .. first + n - 1 modulo `depth` (shared, immutable)."""
+    if first + n <= depth:
+        return frozenset(range(first, first + n))
+    return frozenset(row % depth for row in range(first, first + n))
 
 
 @dataclass
@@ -261,24 +271,25 @@ class DmaScheduler:
     """The first free beat of the current image."""
     _pending: dict = field(default_factory=dict)
     _items: list = field(default_factory=list)
+    _loads_made: dict = field(default_factory=dict)
+    _taken: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._pending = {memory: np.full(self.depth, -1, dtype=np.int64) for memory in ("data", "weight", "routing")}
+        self._loads_made = dict.fromkeys(self._pending, 0)
 
     def _beats(self, memory: str) -> int:
         return beats_per_row(buffer_lanes(memory, self.rows, self.cols), self.bytes_per_cycle)
 
     def _span(self, first: int, n: int) -> set:
-        """The buffer rows first .. first + n - 1, modulo the depth."""
-        if first + n <= self.depth:
-            return set(range(first, first + n))
-        return {row % self.depth for row in range(first, first + n)}
+        """The buffer rows first .. first + n - 1, modulo the depth (a new set)."""
+        return set(_rows(first, n, self.depth))
 
     def _loaded(self, loads: list) -> dict:
         """The rows the transfers `loads` write, by buffer."""
         rows = {}
         for load in loads:
-            rows.setdefault(load.buffer, set()).update(self._span(load.addr, load.n))
+            rows.setdefault(load.buffer, set()).update(_rows(load.addr, load.n, self.depth))
         return rows
 
     def _item(self, kind: str, instructions: list, loads: list, rows: dict, key: tuple = ()) -> _Item:
@@ -299,6 +310,7 @@ class DmaScheduler:
         first = self.allocate(n * per_row)
         targets = (base + np.arange(n)) % self.depth
         self._pending[memory][targets] = first + per_row * np.arange(n)
+        self._loads_made[memory] += 1
         return first
 
     def store(self, memory: str, base: int, n: int) -> int:
@@ -311,7 +323,12 @@ class DmaScheduler:
     def _take(self, memory: str, first: int, n: int) -> list:
         """The loads of the pending rows among first .. first + n - 1 (modulo the depth), in row
         order, no longer pending: one per run of consecutive rows at consecutive beats, of at most
-        `MATMUL_MAX_ROWS` rows (`_coalesce`'s rule)."""
+        `MATMUL_MAX_ROWS` rows (`_coalesce`'s rule). A window taken whole since the last `load` into
+        `memory` has nothing pending (only `load` makes rows pending): no look."""
+        window_key = (memory, first, n)
+        if self._taken.get(window_key) == self._loads_made[memory]:
+            return []
+        self._taken[window_key] = self._loads_made[memory]
         pending = self._pending[memory]
         if first + n <= self.depth:
             window = pending[first:first + n]
@@ -374,8 +391,9 @@ class DmaScheduler:
         for item in items:
             last = merged[-1] if merged else None
             if (last and last.kind == item.kind == "step" and last.merged < max(1, steps // 2)
-                    and self._step_cycles(last) < target and not self._conflicts(item.loads, last)):
+                    and last.cycles < target and not self._conflicts(item.loads, last)):
                 last.instructions += item.instructions
+                last.cycles += item.cycles
                 last.loads = self._coalesce(sorted(last.loads + item.loads, key=lambda load: (load.buffer, load.addr)))
                 last.merged += 1
                 for memory, rows in item.rows.items():
@@ -386,13 +404,10 @@ class DmaScheduler:
                 merged.append(item)
         self._items[first:] = merged
 
-    def _step_cycles(self, item: _Item) -> int:
-        return sum(max(matmul.n, self.rows) for matmul in item.instructions)
-
     def _conflicts(self, loads: list, item: _Item) -> bool:
         """Whether `loads` write a row that `item` reads, writes or loads."""
         for load in loads:
-            rows = self._span(load.addr, load.n)
+            rows = _rows(load.addr, load.n, self.depth)
             if not rows.isdisjoint(item.rows.get(load.buffer, ())) or \
                     not rows.isdisjoint(item.loaded.get(load.buffer, ())):
                 return True
@@ -408,18 +423,20 @@ class DmaScheduler:
                 key = (instruction.src, instruction.d_addr, instruction.n)
                 loads = (self._take(instruction.src, instruction.d_addr, instruction.n)
                          + self._take("weight", instruction.w_addr, self.rows))
-                tile = self._span(instruction.w_addr, self.rows)
+                tile = _rows(instruction.w_addr, self.rows, self.depth)
                 if (previous and previous.kind == "step" and previous.key == key
                         and not self._conflicts(loads, previous)):  # a reload of its rows: a new step
                     previous.instructions.append(instruction)
+                    previous.cycles += max(instruction.n, self.rows)
                     previous.loads = self._coalesce(previous.loads + loads)
                     previous.rows["weight"] |= tile
                     for memory, rows in self._loaded(loads).items():
                         previous.loaded[memory] = previous.loaded.get(memory, set()) | rows
                 else:
                     source = self._span(instruction.d_addr, instruction.n)
-                    self._items.append(self._item("step", [instruction], loads,
-                                                  {instruction.src: source, "weight": tile}, key))
+                    item = self._item("step", [instruction], loads, {instruction.src: source, "weight": set(tile)}, key)
+                    item.cycles = max(instruction.n, self.rows)
+                    self._items.append(item)
             elif isinstance(instruction, Act):
                 first, count = act_rows(instruction, self.cols)
                 self._items.append(self._item("act", [instruction], self._take(instruction.dst, first, count),
@@ -470,7 +487,7 @@ class DmaScheduler:
         """The programs of the merged stream so far (pieces of at most `program_depth` - 1
         instructions, no HALT); the image starts again from beat 0."""
         stream = self._schedule()
-        self._items = []
+        self._items, self._taken = [], {}
         self.next_beat = 0
         size = self.program_depth - 1
         return [stream[start:start + size] for start in range(0, len(stream), size)]
