@@ -50,7 +50,7 @@ from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS,
                              ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
                              bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, port_bytes,
-                             _config_fields, _refusal, _step_kinds)
+                             step_shape, _config_fields, _refusal, _step_kinds)
 from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
 from capsacc.programs import operation_total_cycles
 
@@ -355,9 +355,9 @@ of the int64 range, an operation's cycles out of 0..2^63-1, operations not in th
 published expansion."""
 
 
-KEY_SIDE_BITS, KEY_CHANNEL_BITS = 13, 17
-"""Bits of a side, kernel or atom count (up to `capsacc.network.MAX_SIDE` = `MAX_ATOMS` = 4096) and of a
-channel count (up to `MAX_CHANNELS` = 65536) in a memo key (`_memo_key`)."""
+KEY_BITS = (28, 31, 32, 31)
+"""Bits of the fields (a, b, c, d) of a step's shape (`capsacc.mapping.step_shape`) in a memo key
+(`_memo_key`): a beside the kind code (4 bits) in the first word, b, c, d after it."""
 
 
 @njit(cache=True)
@@ -372,33 +372,50 @@ def _memo(capacity):
 
 @njit(cache=True)
 def _memo_key(step):
-    """The memo key of a step (a `STEP_FIELDS` row): its kind and the seven shape fields its cost
-    depends on (all but the stride) packed into two words >= 0, or (-1, -1) when a field is negative or
-    does not fit its bits (`KEY_SIDE_BITS`, `KEY_CHANNEL_BITS`: beyond the bounds of
-    `capsacc.network.FIELD_LIMITS`); such a step is costed without the memo."""
-    kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = (step[1], step[2], step[3], step[4], step[5],
-                                                                   step[7], step[8], step[9])
-    side, channel = KEY_SIDE_BITS, KEY_CHANNEL_BITS
-    if kind >> 4 or (n_in | caps_in | kernel | n_out | caps_out) >> side or (ch_in | ch_out) >> channel:
+    """The memo key of a step (a `STEP_FIELDS` row): its kind and its shape (`capsacc.mapping.step_shape`,
+    what its cost depends on) packed into two words >= 0, or (-1, -1) when a field of the shape does not
+    fit its bits (`KEY_BITS`); such a step is costed without the memo."""
+    kind = step[1]
+    a, b, c, d = step_shape(kind, step[2], step[3], step[4], step[5], step[7], step[8], step[9])
+    if (kind >> 4 or a < 0 or b < 0 or c < 0 or d < 0 or a >> KEY_BITS[0] or b >> KEY_BITS[1] or c >> KEY_BITS[2]
+            or d >> KEY_BITS[3]):
         return -1, -1
-    return (kind | n_in << 4 | ch_in << (4 + side) | caps_in << (4 + side + channel)
-            | kernel << (4 + 2 * side + channel)), n_out | ch_out << side | caps_out << (side + channel)
+    return kind | a << 4 | b << (4 + KEY_BITS[0]), c | d << KEY_BITS[2]
 
 
 @njit(cache=True)
-def _memo_slot(table, first, second):
-    """The slot of the memo `table` (`_memo`) that holds the key (first, second), or the empty slot
-    where it goes (open addressing, linear probing; the mixing of splitmix64 over the key)."""
+def _memo_home(table, first, second):
+    """The first slot of the memo `table` (`_memo`) to probe for the key (first, second): the mixing of
+    splitmix64 over the key."""
     mask = np.uint64(table.shape[0] - 1)
     code = (np.uint64(first) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(second)
     code = (code ^ (code >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     code = (code ^ (code >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    slot = (code ^ (code >> np.uint64(31))) & mask
+    return np.int64((code ^ (code >> np.uint64(31))) & mask)
+
+
+@njit(cache=True)
+def _memo_slot(table, first, second, home):
+    """The slot of the memo `table` (`_memo`) that holds the key (first, second), or the empty slot
+    where it goes (open addressing, linear probing from its `_memo_home` slot `home`)."""
+    mask = table.shape[0] - 1
+    slot = home
     while True:
-        here = np.int64(slot)
-        if table[here, 0] == -1 or (table[here, 0] == first and table[here, 1] == second):
-            return here
-        slot = (slot + np.uint64(1)) & mask
+        if table[slot, 0] == -1 or (table[slot, 0] == first and table[slot, 1] == second):
+            return slot
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True)
+def _memo_grown(table, capacity):
+    """A memo table (`_memo`) of `capacity` slots (a power of two, larger than the half of `table`'s in
+    use) holding every row of `table`."""
+    grown = np.full((capacity, table.shape[1]), -1, np.int64)
+    for row in range(table.shape[0]):
+        if table[row, 0] != -1:
+            slot = _memo_slot(grown, table[row, 0], table[row, 1], _memo_home(grown, table[row, 0], table[row, 1]))
+            grown[slot, :] = table[row, :]
+    return grown
 
 
 @njit(cache=True)
@@ -407,7 +424,7 @@ def _step_cost(step, config, feature_index, coefficients, energies, scratch, err
     `STEP_FIELDS` row): the rows are those the DMA moves (`capsacc.mapping.count_step`): data and
     routing buffer rows (R lanes), weight buffer rows (C lanes). error[3:] the refusal's numbers,
     value[0] a prediction out of range."""
-    _, _, counts, values, predicted, moved = scratch
+    _, _, counts, values, predicted, moved, _ = scratch
     rows, cols = config[0], config[1]
     refusal = count_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols,
                          config[2], config[3], config[4], config[5], counts, moved, error[3:])
@@ -442,7 +459,7 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
     value[0] the value out of range. `scratch`: the arrays of `_scratch`; `memo`: a `_memo`, the
     costs of steps already costed (the same function of the step's kind and shape, so the totals do
     not depend on what it holds)."""
-    kinds, steps = scratch[0], scratch[1]
+    kinds, steps, keys = scratch[0], scratch[1], scratch[6]
     table, used = memo
     picojoule_bits = table.view(np.float64)  # the energies in the memo's rows
     batch = config[4]
@@ -455,9 +472,17 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
     for i in range(n):
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
         transfers[i, :] = 0
-    for s in range(count):
+    touched = 0
+    for s in range(count):  # every step's key and first slot, their rows read together, before any is used
         first, second = _memo_key(steps[s])
-        slot = _memo_slot(table, first, second) if first >= 0 else -1
+        keys[s, 0], keys[s, 1], keys[s, 2] = first, second, -1
+        if first >= 0:
+            keys[s, 2] = _memo_home(table, first, second)
+            touched += table[keys[s, 2], 0]
+    keys[count, 0] = touched
+    for s in range(count):
+        first, second = keys[s, 0], keys[s, 1]
+        slot = _memo_slot(table, first, second, keys[s, 2]) if first >= 0 else -1
         if slot < 0 or table[slot, 0] == -1:
             code, step_cycles, matmuls, narrow, wide, picojoules = _step_cost(
                 steps[s], config, feature_index, coefficients, energies, scratch, error, value)
@@ -468,7 +493,7 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
                 if 2 * (used[0] + 1) > table.shape[0]:  # at most half full: start again
                     table[:, 0] = -1
                     used[0] = 0
-                    slot = _memo_slot(table, first, second)
+                    slot = _memo_slot(table, first, second, keys[s, 2])
                 table[slot, 0], table[slot, 1], table[slot, 2], table[slot, 3] = first, second, step_cycles, matmuls
                 table[slot, 4], table[slot, 5], picojoule_bits[slot, 6] = narrow, wide, picojoules
                 used[0] += 1
@@ -498,16 +523,18 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
 @njit(cache=True)
 def _scratch(n_ops, n_targets):
     """The scratch arrays of `_cost_network` for networks of up to `n_ops` operations: kinds, steps,
-    counts, features, predictions and transfers (int64)."""
+    counts, features, predictions, transfers and the steps' memo keys and first slots (int64)."""
     return (np.empty(n_ops, np.int64), np.empty((2 * n_ops + 1, len(STEP_FIELDS)), np.int64),
             np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64), np.empty(n_targets, np.int64),
-            np.empty(len(TRANSFER_FIELDS), np.int64))
+            np.empty(len(TRANSFER_FIELDS), np.int64), np.empty((2 * n_ops + 2, 3), np.int64))
 
 
 NETWORK_MEMO = 64
 """Slots of the step memo of one network's costing (`network_costs`)."""
-BATCH_MEMO = 1 << 16
-"""Slots of the step memo of a batch's costing (`genotype_costs`): networks of a search share most steps."""
+BATCH_MEMO = 1 << 12
+"""Slots a fresh `StepMemo` starts with; it doubles as it fills (`genotype_costs`)."""
+MOST_MEMO = 1 << 21
+"""Slots a `StepMemo` grows to at most (64-byte rows: 128 MiB); full (half of them in use), it starts again."""
 
 
 @njit(cache=True)
@@ -526,19 +553,22 @@ def _network_kernel(ops, config, feature_index, coefficients, energies, period_n
 
 
 @njit(cache=True)
-def genotype_costs(descriptors, offsets, config, feature_index, coefficients, energies, period_ns):
+def genotype_costs(descriptors, offsets, config, feature_index, coefficients, energies, period_ns, table, used,
+                   most_slots):
     """Totals of flattened genotypes (`capsacc.model.GenotypeBatch`: genotype j owns rows
     offsets[j]:offsets[j+1] of `descriptors`) under the calibrated model, each expanded
     (`capsacc.network.descriptor_operations`) and costed by `_cost_network`, as `network_costs`
-    costs its network: cycles (int64), energy_mJ (float64), weights (int64), and the error code of
-    each genotype (0 when it costs)."""
+    costs its network: cycles (int64), energy_mJ (float64), weights (int64), the error code of
+    each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a `_memo`, a
+    `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
+    half of it, it is doubled (`_memo_grown`), up to `most_slots` slots."""
     n = offsets.shape[0] - 1
     longest = 1
     for j in range(n):
         longest = max(longest, offsets[j + 1] - offsets[j])
     most = longest * MAX_DESCRIPTOR_OPERATIONS
     ops = np.empty((most, len(OP_FIELDS)), np.int64)
-    scratch, memo = _scratch(most, feature_index.shape[0]), _memo(BATCH_MEMO)
+    scratch = _scratch(most, feature_index.shape[0])
     w_loads, cycles, power, energy = (np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.float64),
                                       np.empty(most, np.float64))
     transfers = np.empty((most, 3), np.int64)
@@ -554,14 +584,53 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
                 total_weights += table1(ops[row, 0], ops[row, 2], ops[row, 3], ops[row, 4], ops[row, 6], ops[row, 7],
                                         ops[row, 8])[0]
             count += added
+        capacity = table.shape[0]
+        while 2 * (used[0] + 2 * count + 1) > capacity and 2 * capacity <= most_slots:
+            capacity *= 2
+        if capacity > table.shape[0]:
+            table = _memo_grown(table, capacity)
         error[0] = 0
         totals_cycles[j], totals_energy[j] = _cost_network(ops[:count], config, feature_index, coefficients, energies,
-                                                           period_ns, scratch, memo, w_loads[:count], cycles[:count],
+                                                           period_ns, scratch, (table, used), w_loads[:count],
+                                                           cycles[:count],
                                                            power[:count], energy[:count], transfers[:count], error,
                                                            value)
         errors[j] = error[0]
         weights[j] = total_weights
-    return totals_cycles, totals_energy, weights, errors
+    return totals_cycles, totals_energy, weights, errors, table
+
+
+class StepMemo:
+    """The step costs of one calibration, kept by a caller across `estimate_many` calls (a search costs
+    every generation's genotypes, and their steps repeat): give it as `estimate_many(batch, accelerator,
+    memo=memo)`. A step's cost is a function of its kind and shape (`_memo_key`), so the totals are those
+    of a fresh memo, bit for bit; only the time differs. It holds `len(memo)` steps in a table that
+    doubles as it fills (`genotype_costs`), up to `most_slots` slots of 64 bytes (half of them in use,
+    it starts again). It serves the calibration it was made for only (`AcceleratorConfigError` for
+    another)."""
+
+    def __init__(self, calibration: Calibration, most_slots: int = MOST_MEMO):
+        if most_slots < BATCH_MEMO or most_slots & (most_slots - 1):
+            raise InputError(f"most_slots: {most_slots!r} must be a power of two >= {BATCH_MEMO}")
+        self.calibration = calibration
+        self.most_slots = most_slots
+        self._table, self._used = _memo(BATCH_MEMO)
+
+    def __len__(self) -> int:
+        return int(self._used[0])
+
+    @property
+    def slots(self) -> int:
+        """Slots of the table now."""
+        return self._table.shape[0]
+
+    def genotype_costs(self, descriptors: np.ndarray, offsets: np.ndarray):
+        """`genotype_costs` of flattened genotypes with this memo: (cycles, energy_mJ, weights, errors)."""
+        calibration = self.calibration
+        cycles, energy, weights, errors, self._table = genotype_costs(
+            descriptors, offsets, *calibration.kernel_arrays, calibration.period_ns, self._table, self._used,
+            self.most_slots)
+        return cycles, energy, weights, errors
 
 
 def network_costs(network, calibration: Calibration):

@@ -938,6 +938,33 @@ def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
 
 
 @njit(cache=True)
+def step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
+    """The shape of a step of kind code `kind` (`STEP_KINDS`) that its counts and rows moved (`count_step`)
+    depend on, beside the array, the batch and the routing iterations: four integers (a, b, c, d), so that
+    two steps of one kind with the same shape count alike (tests check it). Conv kinds: the matrix
+    product of one image (rows n_out²·[ch_in for convcaps3d], K, M, and the capsule's atoms for convcaps;
+    `_matmul_shape`); classcaps: (I, caps_in, J·D, 0); routing phases and a whole routing: (I, J, D, 0);
+    `CHAIN_KINDS`: the element-wise sum (positions, values, capsule atoms, operands; `_elementwise_shape`:
+    no capsule for capsadd, which does not squash); lone activations (n_in, caps_in, 0, 0)."""
+    if kind == CONV or kind == CONVCAPS:
+        return (n_out * n_out, kernel * kernel * ch_in * caps_in + 1, ch_out * caps_out,
+                caps_out if kind == CONVCAPS else 0)
+    if kind == CONVCAPS3D:
+        return n_out * n_out * ch_in, kernel * kernel * kernel * caps_in + 1, ch_out * caps_out, 0
+    if kind == CLASSCAPS:
+        return n_in * n_in * ch_in, caps_in, ch_out * caps_out, 0
+    if kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE:
+        return n_in * n_in * ch_in, ch_out, caps_out, 0
+    if kind == TOCAPS:
+        return n_in * n_in, ch_in * caps_in, caps_in, 1
+    if kind == CAPSADD:
+        return n_out * n_out, ch_out * caps_out, 0, 2
+    if kind == ROUTE3D:
+        return n_out * n_out, ch_out * caps_out, caps_out, ch_in
+    return n_in, caps_in, 0, 0
+
+
+@njit(cache=True)
 def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, routings,
                counts, moved, args):
     """Write the instruction counts (`COUNT_FIELDS`, int64) of a step of kind code `kind` (`STEP_KINDS`)

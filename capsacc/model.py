@@ -296,7 +296,7 @@ class BatchEstimate:
 
 
 def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
-                  accelerator: Accelerator) -> BatchEstimate:
+                  accelerator: Accelerator, memo: calibrated.StepMemo | None = None) -> BatchEstimate:
     """The totals of `estimate` for many networks at once, bit-identical to it: cycles, latency,
     energy (the compute's) and weights; not the data movement (`Estimate.movement`), which only
     `estimate` reports.
@@ -304,9 +304,17 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
     A `GenotypeBatch` is expanded and costed in one pass, without building an operation table, by
     either model. A calibrated accelerator needs the operations' shapes: give networks or a
     `GenotypeBatch`, not an `OperationBatch`.
+
+    `memo`: a `capsacc.calibrated.StepMemo` of the accelerator's calibration that the caller keeps
+    across calls, for a `GenotypeBatch` on a calibrated accelerator (the same totals, sooner when
+    steps repeat); without one, each call starts a fresh memo.
     """
+    if memo is not None and (accelerator.calibration is None or not isinstance(networks, GenotypeBatch)
+                             or memo.calibration != accelerator.calibration):
+        raise AcceleratorConfigError("a StepMemo serves estimate_many on a GenotypeBatch, on an accelerator with "
+                                     "the calibration it was made for")
     if accelerator.calibration is not None:
-        return _calibrated_many(networks, accelerator)
+        return _calibrated_many(networks, accelerator, memo)
     params = accelerator.kernel_params
     if isinstance(networks, GenotypeBatch):
         cycles, energy, weights = kernels.genotype_totals(networks.descriptors, networks.offsets, params)
@@ -317,7 +325,7 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
                          weights=weights, memory_KiB=weights / 1024)
 
 
-def _calibrated_many(networks, accelerator: Accelerator) -> BatchEstimate:
+def _calibrated_many(networks, accelerator: Accelerator, memo: calibrated.StepMemo | None) -> BatchEstimate:
     """`estimate_many` on a calibrated accelerator: a `GenotypeBatch` by the numba kernel
     `capsacc.calibrated.genotype_costs` (one pass, no operation objects), networks one by one. A
     genotype that does not cost (an operation that does not fit the array) raises the error of
@@ -326,9 +334,8 @@ def _calibrated_many(networks, accelerator: Accelerator) -> BatchEstimate:
         raise AcceleratorConfigError("the calibrated model needs operation shapes: pass networks or a "
                                      "GenotypeBatch, not an OperationBatch")
     if isinstance(networks, GenotypeBatch):
-        calibration = accelerator.calibration
-        cycles, energy, weights, errors = calibrated.genotype_costs(
-            networks.descriptors, networks.offsets, *calibration.kernel_arrays, calibration.period_ns)
+        memo = calibrated.StepMemo(accelerator.calibration) if memo is None else memo
+        cycles, energy, weights, errors = memo.genotype_costs(networks.descriptors, networks.offsets)
         for j in np.flatnonzero(errors).tolist():
             start, end = networks.offsets[j], networks.offsets[j + 1]
             try:

@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capsacc import Accelerator, GenotypeBatch, Network, estimate, estimate_many
-from capsacc.calibrated import Calibration
-from capsacc.mapping import MappingError
+from capsacc.calibrated import BATCH_MEMO, Calibration, StepMemo
+from capsacc.errors import AcceleratorConfigError
+from capsacc.mapping import MappingError, step_shape
 from genotype_strategies import search_genotypes
 
 ARRAYS = [(16, 16), (8, 12), (12, 8)]
@@ -61,22 +62,118 @@ def test_a_refused_genotype_is_named_with_the_located_error_of_estimate():
 
 
 def test_memo_keys_are_distinct_and_a_step_beyond_the_bounds_skips_the_memo():
-    """`_memo_key` packs a step's kind and shape fields (all but the stride) without collisions up to the
-    bounds of the genotype rules (`capsacc.network.FIELD_LIMITS`), and gives a step with a field that
-    does not fit its bits no key: it is costed without the memo."""
-    from capsacc.calibrated import _memo_key
-    base = np.array([0, 3, 4096, 65536, 4096, 4096, 7, 4096, 65536, 4096, 1, 0, -1], np.int64)
-    keys = {_memo_key(base)}
-    for field in (1, 2, 3, 4, 5, 7, 8, 9):
-        for value in (1, 2):
-            step = base.copy()
-            step[field] = value
-            keys.add(_memo_key(step))
-    assert len(keys) == 1 + 8 * 2 and min(min(key) for key in keys) >= 0
+    """`_memo_key` packs a step's kind and shape (`step_shape`) without collisions, gives steps of the same
+    shape the same key (the stride and the fields the shape does not read do not count), and gives a step
+    whose shape does not fit the key's bits no key: it is costed without the memo."""
+    from capsacc.calibrated import KEY_BITS, _memo_key
+    from capsacc.mapping import STEP_KINDS
+    base = np.array([0, 0, 14, 32, 8, 3, 1, 14, 16, 8, 1, 0, -1], np.int64)
+    keys = {}
+    for kind in range(len(STEP_KINDS)):
+        for field in (2, 3, 4, 5, 7, 8, 9):
+            for value in (1, 2, 5):
+                step = base.copy()
+                step[1], step[field] = kind, value
+                shape = (kind,) + step_shape(*step[[1, 2, 3, 4, 5, 7, 8, 9]])
+                keys.setdefault(_memo_key(step), set()).add(shape)
+    assert all(len(shapes) == 1 for shapes in keys.values())
+    assert len(keys) > 3 * len(STEP_KINDS) and min(min(key) for key in keys) >= 0
     stride = base.copy()
-    stride[6] = 1
+    stride[6] = 2
     assert _memo_key(stride) == _memo_key(base)
-    for field, value in ((2, 1 << 13), (3, 1 << 17), (9, -1)):
+    twin = base.copy()  # a convolution of the same matrix shape: K = 3·3·32·8 + 1 either way
+    twin[[2, 3, 4, 5]] = (9, 256, 9, 1)
+    assert _memo_key(twin) == _memo_key(base)
+    for kind, field, value in ((0, 7, 1 << 14), (1, 3, 1 << 28), (0, 8, 1 << 30), (3, 2, 1 << 12), (1, 9, -1)):
         step = base.copy()
-        step[field] = value
+        step[1], step[field] = kind, value
+        shape = step_shape(*step[[1, 2, 3, 4, 5, 7, 8, 9]])
+        assert any(x < 0 or x >> bits for x, bits in zip(shape, KEY_BITS))
         assert _memo_key(step) == (-1, -1)
+
+
+STEP_SHAPE_FIELDS = st.tuples(st.integers(1, 64), st.integers(1, 64), st.integers(1, 64), st.integers(1, 9),
+                              st.integers(1, 64), st.integers(1, 64), st.integers(1, 64))
+
+
+def twin_fields(kind: int, fields: tuple[int, ...], rng: np.random.Generator) -> tuple[int, ...]:
+    """Other shape fields (n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out) of a `kind` step with the
+    same `step_shape`: those the shape does not read redrawn, and products split otherwise (K of a
+    convolution as kernel 1 and ch_in = K - 1, I of a routing as n_in 1 and ch_in = I, ...)."""
+    from capsacc.mapping import (CAPSADD, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, ROUTE3D, ROUTING, ROUTING_SOFTMAX,
+                                 ROUTING_UNIFORM, ROUTING_UPDATE, TOCAPS)
+    n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = fields
+    other = int(rng.integers(1, 65))
+    if kind in (CONV, CONVCAPS):
+        big_k = kernel * kernel * ch_in * caps_in
+        return other, big_k, 1, 1, n_out, ch_out * caps_out // caps_out if kind == CONVCAPS else ch_out * caps_out, \
+            caps_out if kind == CONVCAPS else 1
+    if kind == CONVCAPS3D:
+        return other, ch_in, kernel ** 3 * caps_in, 1, n_out, ch_out * caps_out, 1
+    if kind == CLASSCAPS:
+        return 1, n_in * n_in * ch_in, caps_in, other, 1, ch_out * caps_out, 1
+    if kind in (ROUTING, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE):
+        return 1, n_in * n_in * ch_in, other, other, other, ch_out, caps_out
+    if kind == TOCAPS:
+        return n_in, ch_in, caps_in, other, other, other, other
+    if kind == CAPSADD:
+        return other, other, other, other, n_out, ch_out * caps_out, 1
+    if kind == ROUTE3D:
+        return other, ch_in, other, other, n_out, ch_out, caps_out
+    return n_in, other, caps_in, other, other, other, other
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 13), STEP_SHAPE_FIELDS, st.sampled_from(ARRAYS), st.sampled_from((1, 3, 8)),
+       st.integers(0, 2 ** 32 - 1))
+def test_steps_of_the_same_shape_count_alike(kind, fields, array, batch, seed):
+    """`count_step` depends on a step's kind and `step_shape` alone (the memo's key): a step and a twin of
+    the same shape but other fields (`twin_fields`) give the same counts, rows moved and refusal."""
+    from capsacc.mapping import COUNT_FIELDS, REFUSAL_ARGS, ROUTING_UPDATE, ROUTINGS, TRANSFER_FIELDS, count_step
+    twin = twin_fields(kind, fields, np.random.default_rng(seed))
+    assert step_shape(kind, *twin) == step_shape(kind, *fields)
+    results = []
+    for shape in (fields, twin):
+        counts, moved = np.zeros(len(COUNT_FIELDS), np.int64), np.zeros(len(TRANSFER_FIELDS), np.int64)
+        args = np.zeros(REFUSAL_ARGS, np.int64)
+        refusal = count_step(kind, *shape, *array, 512, 256, batch, ROUTINGS, counts, moved, args)
+        results.append((refusal, counts.tolist(), moved.tolist(), args.tolist() if refusal else []))
+    assert results[0] == results[1]
+    assert results[0][0] or results[0][1][0] > 0 or kind == ROUTING_UPDATE  # logits not resident: no runs
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(search_genotypes(), min_size=1, max_size=8), min_size=2, max_size=4),
+       st.sampled_from(ARRAYS), st.sampled_from((1, 8)))
+def test_a_step_memo_kept_across_calls_gives_the_totals_of_a_fresh_one(calls, array, batch):
+    """A `StepMemo` kept across `estimate_many` calls (as a search keeps one across generations), small
+    enough to grow and to start again, gives every call the totals of a fresh memo, bit for bit."""
+    acc = accelerator(*array, batch)
+    memo = StepMemo(acc.calibration, most_slots=BATCH_MEMO)
+    sizes = []
+    for genotypes in calls + calls[:1]:
+        kept, fresh = estimate_many(flatten(genotypes), acc, memo=memo), estimate_many(flatten(genotypes), acc)
+        assert kept.cycles.tolist() == fresh.cycles.tolist()
+        assert kept.energy_mJ.tolist() == fresh.energy_mJ.tolist()
+        assert kept.weights.tolist() == fresh.weights.tolist()
+        sizes.append(len(memo))
+    assert 0 < len(memo) <= memo.slots // 2 and memo.slots == BATCH_MEMO
+
+
+def test_a_step_memo_grows_and_serves_only_its_calibration():
+    """A `StepMemo` doubles its table as it fills, keeps the steps of earlier calls (a second call costs
+    none anew: its size does not change), and refuses another calibration or the published model."""
+    genotypes = [[[0, 28, 1, 1, 9, 1, 28, channels, 1], [1, 28, channels, 1, 9, 2, 14, 32, 8],
+                  [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]] for channels in range(1, 1200)]
+    acc = Accelerator.calibrated()
+    memo = StepMemo(acc.calibration)
+    first = estimate_many(flatten(genotypes), acc, memo=memo)
+    held, slots = len(memo), memo.slots
+    again = estimate_many(flatten(genotypes), acc, memo=memo)
+    assert again.cycles.tolist() == first.cycles.tolist() and len(memo) == held
+    assert slots > BATCH_MEMO and held > BATCH_MEMO // 2 and held <= slots // 2
+    for other in (accelerator(16, 16, 3), Accelerator.published()):
+        with pytest.raises(AcceleratorConfigError, match="StepMemo"):
+            estimate_many(flatten(genotypes[:2]), other, memo=memo)
+    with pytest.raises(AcceleratorConfigError, match="StepMemo"):
+        estimate_many([Network.from_genotype(genotypes[0])], acc, memo=memo)
