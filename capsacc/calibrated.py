@@ -407,8 +407,15 @@ def _memo_slot(table, first, second, home):
 
 
 @njit(cache=True)
+def _memo_fits(steps, slots):
+    """Whether a memo of `slots` slots holds `steps` steps: at most 3/4 of its slots in use (linear probing
+    then reads about 2.5 rows for a step it holds, 8.5 for one it does not, on average)."""
+    return 4 * steps <= 3 * slots
+
+
+@njit(cache=True)
 def _memo_grown(table, capacity):
-    """A memo table (`_memo`) of `capacity` slots (a power of two, larger than the half of `table`'s in
+    """A memo table (`_memo`) of `capacity` slots (a power of two, more than `_memo_fits` needs for `table`'s in
     use) holding every row of `table`."""
     grown = np.full((capacity, table.shape[1]), -1, np.int64)
     for row in range(table.shape[0]):
@@ -447,13 +454,23 @@ def _step_cost(step, config, feature_index, coefficients, energies, scratch, err
 
 
 @njit(cache=True)
+def _batch_shift(batch):
+    """k when `batch` = 2^k, else -1: an image's share (`per_image`) of a count is then a shift, and of an
+    energy a product by 2^-k, equal to the division bit for bit."""
+    shift = 0
+    while (1 << shift) < batch:
+        shift += 1
+    return shift if (1 << shift) == batch else -1
+
+
+@njit(cache=True)
 def _cost_network(ops, config, feature_index, coefficients, energies, period_ns, scratch, memo, w_loads, cycles, power,
-                  energy, transfers, error, value):
+                  energy, transfers, error, value, full):
     """Cost the operation rows `ops` (`capsacc.network.OP_FIELDS`) by the calibrated model: write each
-    operation's per-image w_loads, cycles, power (mW) and energy (mJ) (`network_costs`) into the
-    arrays, and its batch's data movement into `transfers` (n_ops x 3: the narrow and wide buffer rows
-    the DMA moves, `_step_cost`, and the batch's cycles), and return (total cycles, total energy_mJ),
-    both summed in operation order. On an error,
+    operation's per-image cycles and energy (mJ) into the arrays and, when `full`, its per-image w_loads
+    (else the batch's) and power (mW) (`network_costs`) and its batch's data movement into `transfers` (n_ops x 3: the
+    narrow and wide buffer rows the DMA moves, `_step_cost`, and the batch's cycles); return (total
+    cycles, total energy_mJ), both summed in operation order (the same with `full` or not). On an error,
     error[0] is its code (a `capsacc.mapping.REFUSALS` code, `PREDICTION_RANGE`, `CYCLES_RANGE` or
     `NOT_EXPANDED`), error[1] the step, error[2] the target, error[3:] the refusal's numbers and
     value[0] the value out of range. `scratch`: the arrays of `_scratch`; `memo`: a `_memo`, the
@@ -471,7 +488,8 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         return 0, 0.0
     for i in range(n):
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
-        transfers[i, :] = 0
+        if full:
+            transfers[i, 0], transfers[i, 1] = 0, 0
     touched = 0
     for s in range(count):  # every step's key and first slot, their rows read together, before any is used
         first, second = _memo_key(steps[s])
@@ -490,7 +508,7 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
                 error[0], error[1] = code, s
                 return 0, 0.0
             if slot >= 0:
-                if 2 * (used[0] + 1) > table.shape[0]:  # at most half full: start again
+                if not _memo_fits(used[0] + 1, table.shape[0]):  # full: start again
                     table[:, 0] = -1
                     used[0] = 0
                     slot = _memo_slot(table, first, second, keys[s, 2])
@@ -507,14 +525,22 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         cycles[i] += step_cycles
         w_loads[i] += matmuls
         energy[i] += picojoules * 1e-9
-        transfers[i, 0] += narrow
-        transfers[i, 1] += wide
+        if full:
+            transfers[i, 0] += narrow
+            transfers[i, 1] += wide
+    shift = _batch_shift(batch)
+    low, share = batch - 1, 1.0 / batch
     total_cycles, total_energy = 0, 0.0
     for i in range(n):  # the batch's power, then an image's share (`per_image`)
-        transfers[i, 2] = cycles[i]
-        seconds = cycles[i] * period_ns * 1e-9
-        power[i] = energy[i] / seconds if seconds > 0 else 0.0
-        cycles[i], w_loads[i], energy[i] = ceil_div(cycles[i], batch), ceil_div(w_loads[i], batch), energy[i] / batch
+        if full:
+            transfers[i, 2] = cycles[i]
+            seconds = cycles[i] * period_ns * 1e-9
+            power[i] = energy[i] / seconds if seconds > 0 else 0.0
+            w_loads[i] = ceil_div(w_loads[i], batch)
+        if shift >= 0:
+            cycles[i], energy[i] = (cycles[i] >> shift) + ((cycles[i] & low) != 0), energy[i] * share
+        else:
+            cycles[i], energy[i] = ceil_div(cycles[i], batch), energy[i] / batch
         total_cycles += cycles[i]
         total_energy += energy[i]
     return total_cycles, total_energy
@@ -534,7 +560,7 @@ NETWORK_MEMO = 64
 BATCH_MEMO = 1 << 12
 """Slots a fresh `StepMemo` starts with; it doubles as it fills (`genotype_costs`)."""
 MOST_MEMO = 1 << 21
-"""Slots a `StepMemo` grows to at most (64-byte rows: 128 MiB); full (half of them in use), it starts again."""
+"""Slots a `StepMemo` grows to at most (64-byte rows: 128 MiB); full (`_memo_fits`), it starts again."""
 
 
 @njit(cache=True)
@@ -548,7 +574,7 @@ def _network_kernel(ops, config, feature_index, coefficients, energies, period_n
     error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
     total_cycles, total_energy = _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
                                                _scratch(n, feature_index.shape[0]), _memo(NETWORK_MEMO), w_loads,
-                                               cycles, power, energy, transfers, error, value)
+                                               cycles, power, energy, transfers, error, value, True)
     return w_loads, cycles, power, energy, transfers, total_cycles, total_energy, error, value
 
 
@@ -561,7 +587,9 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
     costs its network: cycles (int64), energy_mJ (float64), weights (int64), the error code of
     each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a `_memo`, a
     `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
-    half of it, it is doubled (`_memo_grown`), up to `most_slots` slots."""
+    the memo beyond `_memo_fits`, it is doubled (`_memo_grown`), up to `most_slots` slots; an empty memo
+    first grows to fit as many steps as the batch has descriptors (about as many distinct steps as a
+    search's batch brings, `step_shape`), in one growth."""
     n = offsets.shape[0] - 1
     longest = 1
     for j in range(n):
@@ -575,6 +603,11 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
     error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
     totals_cycles, totals_energy = np.zeros(n, np.int64), np.zeros(n, np.float64)
     weights, errors = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    capacity = table.shape[0]
+    while used[0] == 0 and not _memo_fits(descriptors.shape[0], capacity) and 2 * capacity <= most_slots:
+        capacity *= 2
+    if capacity > table.shape[0]:
+        table = _memo_grown(table, capacity)
     for j in range(n):
         count, total_weights = 0, 0
         last = offsets[j + 1] - offsets[j] - 1
@@ -585,7 +618,7 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
                                         ops[row, 8])[0]
             count += added
         capacity = table.shape[0]
-        while 2 * (used[0] + 2 * count + 1) > capacity and 2 * capacity <= most_slots:
+        while not _memo_fits(used[0] + 2 * count + 1, capacity) and 2 * capacity <= most_slots:
             capacity *= 2
         if capacity > table.shape[0]:
             table = _memo_grown(table, capacity)
@@ -594,7 +627,7 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
                                                            period_ns, scratch, (table, used), w_loads[:count],
                                                            cycles[:count],
                                                            power[:count], energy[:count], transfers[:count], error,
-                                                           value)
+                                                           value, False)
         errors[j] = error[0]
         weights[j] = total_weights
     return totals_cycles, totals_energy, weights, errors, table
@@ -605,7 +638,7 @@ class StepMemo:
     every generation's genotypes, and their steps repeat): give it as `estimate_many(batch, accelerator,
     memo=memo)`. A step's cost is a function of its kind and shape (`_memo_key`), so the totals are those
     of a fresh memo, bit for bit; only the time differs. It holds `len(memo)` steps in a table that
-    doubles as it fills (`genotype_costs`), up to `most_slots` slots of 64 bytes (half of them in use,
+    doubles as it fills (`genotype_costs`), up to `most_slots` slots of 64 bytes (full, `_memo_fits`,
     it starts again). It serves the calibration it was made for only (`AcceleratorConfigError` for
     another)."""
 
