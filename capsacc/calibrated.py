@@ -426,15 +426,16 @@ def _memo_grown(table, capacity):
 
 
 @njit(cache=True)
-def _step_cost(step, config, feature_index, coefficients, energies, scratch, error, value):
+def _step_cost(step, config, feature_index, coefficients, energies, counts, values, predicted, moved, args, error,
+               value):
     """(error code, batch cycles, MATMULs, narrow rows, wide rows, energy pJ) of one step (a
     `STEP_FIELDS` row): the rows are those the DMA moves (`capsacc.mapping.count_step`): data and
-    routing buffer rows (R lanes), weight buffer rows (C lanes). error[3:] the refusal's numbers,
-    value[0] a prediction out of range."""
-    _, _, counts, values, predicted, moved, _ = scratch
+    routing buffer rows (R lanes), weight buffer rows (C lanes). `counts`, `values`, `predicted`, `moved`:
+    scratch arrays (`_scratch`); `args` the refusal's numbers, error[2] and value[0] a prediction's target
+    and value out of range."""
     rows, cols = config[0], config[1]
     refusal = count_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols,
-                         config[2], config[3], config[4], config[5], counts, moved, error[3:])
+                         config[2], config[3], config[4], config[5], counts, moved, args)
     if refusal:
         return refusal, 0, 0, 0, 0, 0.0
     narrow, wide = 0, 0
@@ -476,7 +477,8 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
     value[0] the value out of range. `scratch`: the arrays of `_scratch`; `memo`: a `_memo`, the
     costs of steps already costed (the same function of the step's kind and shape, so the totals do
     not depend on what it holds)."""
-    kinds, steps, keys = scratch[0], scratch[1], scratch[6]
+    kinds, steps, counts, values, predicted, moved, keys = scratch
+    refusal_args = error[3:]
     table, used = memo
     picojoule_bits = table.view(np.float64)  # the energies in the memo's rows
     batch = config[4]
@@ -503,7 +505,8 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         slot = _memo_slot(table, first, second, keys[s, 2]) if first >= 0 else -1
         if slot < 0 or table[slot, 0] == -1:
             code, step_cycles, matmuls, narrow, wide, picojoules = _step_cost(
-                steps[s], config, feature_index, coefficients, energies, scratch, error, value)
+                steps[s], config, feature_index, coefficients, energies, counts, values, predicted, moved,
+                refusal_args, error, value)
             if code:
                 error[0], error[1] = code, s
                 return 0, 0.0
