@@ -344,8 +344,9 @@ def _range_message(value: float, target: str, kind: str) -> str:
             "64-bit integers")
 
 
-def per_image(batch_value: int, batch: int) -> int:
-    """An image's share of a count of a whole batch of `batch` images: ceil(batch_value / batch)."""
+@njit(cache=True)
+def per_image(batch_value, batch):
+    """An image's share of a count of a whole batch of `batch` images: ceil(batch_value / batch) (integers)."""
     return ceil_div(batch_value, batch)
 
 
@@ -539,11 +540,11 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
             transfers[i, 2] = cycles[i]
             seconds = cycles[i] * period_ns * 1e-9
             power[i] = energy[i] / seconds if seconds > 0 else 0.0
-            w_loads[i] = ceil_div(w_loads[i], batch)
+            w_loads[i] = per_image(w_loads[i], batch)
         if shift >= 0:
             cycles[i], energy[i] = (cycles[i] >> shift) + ((cycles[i] & low) != 0), energy[i] * share
         else:
-            cycles[i], energy[i] = ceil_div(cycles[i], batch), energy[i] / batch
+            cycles[i], energy[i] = per_image(cycles[i], batch), energy[i] / batch
         total_cycles += cycles[i]
         total_energy += energy[i]
     return total_cycles, total_energy
@@ -712,18 +713,33 @@ class DataMovement:
     dma_buffer_energy_mJ: np.ndarray
 
 
+@njit(cache=True)
+def _movement(transfers, rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ, weight_read_pJ):
+    """Per operation of `transfers` (`network_costs`): the batch's bytes through the port (`port_bytes`),
+    an image's share of them (`per_image`), and the off-chip and DMA buffer energies of an image, mJ
+    (`DataMovement`); one pass, for `data_movement`."""
+    n = transfers.shape[0]
+    moved, offchip = np.empty(n, np.int64), np.empty(n, np.int64)
+    offchip_mJ, buffer_mJ = np.empty(n, np.float64), np.empty(n, np.float64)
+    for i in range(n):
+        narrow, wide = transfers[i, 0], transfers[i, 1]
+        moved[i] = port_bytes(narrow, wide, rows, cols, bytes_per_cycle)
+        offchip[i] = per_image(moved[i], batch)
+        offchip_mJ[i] = moved[i] * offchip_pJ_per_byte * 1e-9 / batch
+        buffer_mJ[i] = (narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9 / batch
+    return moved, offchip, offchip_mJ, buffer_mJ
+
+
 def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cycle: int,
                   offchip_pJ_per_byte: float) -> DataMovement:
     """The `DataMovement` of the `transfers` of `network_costs` through a port of W = `bytes_per_cycle`
     bytes a cycle and `offchip_pJ_per_byte` pJ per byte."""
-    config, batch = calibration.config, calibration.config.batch
-    narrow, wide, cycles = transfers[:, 0], transfers[:, 1], transfers[:, 2]
-    moved = port_bytes(narrow, wide, config.rows, config.cols, bytes_per_cycle)
-    buffer_pJ = narrow * calibration.energies.data_read + wide * calibration.energies.weight_read
-    return DataMovement(offchip_bytes=per_image(moved, batch),
-                        bandwidth_bound=bandwidth_bound(moved, bytes_per_cycle, cycles),
-                        offchip_energy_mJ=moved * offchip_pJ_per_byte * 1e-9 / batch,
-                        dma_buffer_energy_mJ=buffer_pJ * 1e-9 / batch)
+    config, energies = calibration.config, calibration.energies
+    moved, offchip, offchip_mJ, buffer_mJ = _movement(transfers, config.rows, config.cols, config.batch,
+                                                      bytes_per_cycle, float(offchip_pJ_per_byte),
+                                                      energies.data_read, energies.weight_read)
+    return DataMovement(offchip_bytes=offchip, bandwidth_bound=bandwidth_bound(moved, bytes_per_cycle, transfers[:, 2]),
+                        offchip_energy_mJ=offchip_mJ, dma_buffer_energy_mJ=buffer_mJ)
 
 
 def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int, latency_cycles: int) -> np.ndarray:
