@@ -26,9 +26,11 @@ The model runs as numba kernels: `_cost_network` costs one network's steps (the 
 `capsacc.mapping`: `count_step` gives a step's instructions and DMA rows from one plan; the features,
 the prediction, the per-image share) for `network_costs` (`estimate`) and, genotype after genotype,
 for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give the same totals bit for bit.
-A step's cost is a function of its kind and shape (all but the stride) alone: a memo of the costs
-already computed (`_memo`: the key packed into two words, a slot in one 64-byte row) skips the
-counting for steps that networks share.
+A step's cost is a function of its kind and shape alone (`capsacc.mapping.step_shape`: the matrix
+product of a convolution, the capsule counts of a routing, ...): a memo of the costs already computed
+(`_memo`: the key packed into two words, a slot in one 64-byte row) skips the counting for steps that
+networks share. `estimate_many` starts a fresh one per call; a caller that costs batch after batch (a
+search, generation after generation) keeps a `StepMemo` across calls, with the same totals.
 """
 
 import dataclasses
@@ -51,7 +53,8 @@ from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NAR
                              ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
                              bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, port_bytes,
                              step_shape, _config_fields, _refusal, _step_kinds)
-from capsacc.network import MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, descriptor_operations, table1
+from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
+                             operation_table1)
 from capsacc.programs import operation_total_cycles
 
 INT64_MAX = 2 ** 63 - 1
@@ -587,7 +590,7 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
                    most_slots):
     """Totals of flattened genotypes (`capsacc.model.GenotypeBatch`: genotype j owns rows
     offsets[j]:offsets[j+1] of `descriptors`) under the calibrated model, each expanded
-    (`capsacc.network.descriptor_operations`) and costed by `_cost_network`, as `network_costs`
+    (`capsacc.network.descriptor_operation`) and costed by `_cost_network`, as `network_costs`
     costs its network: cycles (int64), energy_mJ (float64), weights (int64), the error code of
     each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a `_memo`, a
     `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
@@ -616,11 +619,14 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
         count, total_weights = 0, 0
         last = offsets[j + 1] - offsets[j] - 1
         for i in range(offsets[j], offsets[j + 1]):
-            added = descriptor_operations(descriptors[i], i - offsets[j], last, ops[count:])
-            for row in range(count, count + added):
-                total_weights += table1(ops[row, 0], ops[row, 2], ops[row, 3], ops[row, 4], ops[row, 6], ops[row, 7],
-                                        ops[row, 8])[0]
-            count += added
+            descriptor = descriptors[i]
+            for row in range(MAX_DESCRIPTOR_OPERATIONS):
+                kind, inner = descriptor_operation(descriptor[0], i - offsets[j], last, row)
+                if kind < 0:
+                    break
+                _operation_row(ops, count, kind, descriptor, inner)
+                total_weights += operation_table1(descriptor, kind, inner)[0]
+                count += 1
         capacity = table.shape[0]
         while not _memo_fits(used[0] + 2 * count + 1, capacity) and 2 * capacity <= most_slots:
             capacity *= 2
@@ -628,10 +634,8 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
             table = _memo_grown(table, capacity)
         error[0] = 0
         totals_cycles[j], totals_energy[j] = _cost_network(ops[:count], config, feature_index, coefficients, energies,
-                                                           period_ns, scratch, (table, used), w_loads[:count],
-                                                           cycles[:count],
-                                                           power[:count], energy[:count], transfers[:count], error,
-                                                           value, False)
+                                                           period_ns, scratch, (table, used), w_loads, cycles, power,
+                                                           energy, transfers, error, value, False)
         errors[j] = error[0]
         weights[j] = total_weights
     return totals_cycles, totals_energy, weights, errors, table
