@@ -29,7 +29,9 @@ to back; ACT and HALT wait until every result is written (drained). ACT: ACT_STA
 Datapath registers: every memory's read data goes straight into a register (a block RAM's
 clock-to-output delay leaves no time for logic behind it on an FPGA): a data row read at cycle s
 enters the array from the input register at s + 2, a weight row read at cycle w is written into
-its PE row at w + 2.
+its PE row at w + 2. The exception is a DMA store's row, which goes to the off-chip port and is
+registered at the memory's side (`rtl.offchip`). The activation unit's buffer writes are
+registered too: each lands a cycle after the unit presents it.
 
 DMA engine (`rtl.dma`): runs the DMA instructions' transfers between the `offchip` port and the
 int8 buffers through its own read-write port on each buffer, concurrently with the compute; WAIT
