@@ -21,7 +21,8 @@ NASCaps `Operation`):
   conv kind's (C lanes without activation; whole capsules, or a capsule over ceil(L / C) blocks, for
   squash); each operand's block streams through ceil(width / R) identity weight tiles accumulating
   into the same partial sums (n = rows of the chunk, `elementwise_chunking`), and the chunk's last
-  run has the ACTs.
+  run has the ACTs (or, when one operand's MATMULs and the ACTs do not fit a program, a run of their
+  own after it, as a conv kind's).
 - classcaps: I = n_in²·ch_in input capsules of caps_in atoms, each its own weight matrix
   (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = B (each capsule's
   weights serve the B images); no activation (requantization only).
@@ -48,6 +49,11 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   (K chunk, block) with n = nc (block b's results in partial-sum rows b·nc ..), the last run of a
   chunk one ACT per span blocks: n = span·nc rows from the first block's, in strided row mode
   (stride nc, `rtl.isa`) when span > 1, so that capsule g's rows are read from its span blocks.
+  When one K chunk's mb MATMULs and mb ACT words do not fit a program (2 mb > P - 1: wide layers on
+  narrow arrays, e.g. 64 capsules of 62 atoms on 8 columns, mb = 512), the ACTs run apart: kr =
+  min(D // nc, (D - mb nc) // (mb R), (P - 1) // mb), and after the chunk's last run its
+  ceil(mb / span) <= P - 1 ACTs in a run of their own (`matmul_acts_apart`; the partial sums stay in
+  their memory between runs). Refused only when mb > P - 1.
 - classcaps: kc = ceil(caps_in / R) K chunks and mb = ceil(J D / C) column tiles per capsule;
   capsules packed k = max(1, R // caps_in) to a weight tile (`classcaps_packing`): a group of k
   capsules shares each tile, capsule s's caps_in x C weights in tile rows s·caps_in.., and streams
@@ -359,9 +365,18 @@ def matmul_blocks(shape: MatmulShape) -> list[tuple[int, int]]:
 
 
 @njit(cache=True)
+def _acts_apart(matmuls, acts, words):
+    """Whether a chunk's ACTs run in programs of their own (module docstring): when `matmuls`, the
+    MATMULs of one step of its runs, and `acts` ACT words do not fit one program of `words` words."""
+    return matmuls + acts > words - 1
+
+
+@njit(cache=True)
 def _matmul_chunking(mb, nc, depth, rows, words):
-    """kr of `matmul_chunking` (< 1: refused)."""
-    return min(depth // nc, (depth - mb * nc) // (mb * rows), (words - 1 - mb) // mb)
+    """kr of `matmul_chunking` (< 1: refused): each run holds back mb words for the ACTs of the
+    chunk's last run, unless the ACTs run apart (`_acts_apart` of one K chunk's mb MATMULs)."""
+    reserve = 0 if _acts_apart(mb, mb, words) else mb
+    return min(depth // nc, (depth - mb * nc) // (mb * rows), (words - 1 - reserve) // mb)
 
 
 def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
@@ -371,6 +386,13 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
     if kr < 1:
         raise _refusal(REFUSED_RUN, (mb, nc, config.buffer_depth, config.program_depth))
     return kr
+
+
+def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig) -> bool:
+    """Whether each chunk's ACTs of a conv kind run in a program of their own after its last run: when
+    one K chunk's mb MATMULs and mb ACT words do not fit a program (`_acts_apart`). Its ceil(mb / span)
+    ACTs then fit one program, since a run that fits holds at least mb MATMULs."""
+    return bool(_acts_apart(shape.blocks, shape.blocks, config.program_depth))
 
 
 @njit(cache=True)
@@ -506,26 +528,32 @@ def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
 
 @njit(cache=True)
 def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words):
-    """(nc, pr) of `elementwise_chunking` (pr < 1: refused)."""
+    """(nc, pr, apart) of `elementwise_chunking` (pr < 1: refused)."""
     mb = _blocks(m, width, capsule, span)
     nc = min(n, ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS, depth // (mb * chunks),
              (depth - chunks * rows) // mb)
     acts = ceil_div(mb, span)
-    pr = min(operands, (words - 1 - acts) // (mb * chunks), depth // (mb * chunks * nc)) if nc > 0 else 0
-    return nc, pr
+    apart = _acts_apart(mb * chunks, acts, words)
+    reserve = 0 if apart else acts
+    pr = min(operands, (words - 1 - reserve) // (mb * chunks), depth // (mb * chunks * nc)) if nc > 0 else 0
+    return nc, pr, apart
 
 
-def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int]:
-    """(nc, pr): rows per chunk and operands per run of an `ElementwiseShape`. A run holds, per
-    operand, block and identity tile, nc data rows; the tiles and the chunk's mb·nc results share
-    the weight buffer; one MATMUL per (operand, tile, block), the chunk's last run one ACT per block
-    (per capsule type over its span blocks, stride nc <= 63, when span > 1)."""
+def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int, bool]:
+    """(nc, pr, apart): rows per chunk, operands per run and whether each chunk's ACTs run in a program
+    of their own after its last run, of an `ElementwiseShape`. A run holds, per operand, block and identity tile, nc
+    data rows; the tiles and the chunk's mb·nc results share the weight buffer; one MATMUL per
+    (operand, tile, block), one ACT per block (per capsule type over its span blocks, stride nc <= 63,
+    when span > 1) at the end of the chunk's last run, or, when one operand's MATMULs and the ACTs do
+    not fit a program (`_acts_apart`), in a run of their own after it (they fit one: a run that fits
+    holds at least mb MATMULs)."""
     columns = shape.columns
-    nc, pr = _elementwise_chunking(shape.n, shape.m, columns.width, columns.capsule, columns.span, shape.operands,
-                                   shape.chunks, config.rows, config.buffer_depth, config.program_depth)
+    nc, pr, apart = _elementwise_chunking(shape.n, shape.m, columns.width, columns.capsule, columns.span,
+                                          shape.operands, shape.chunks, config.rows, config.buffer_depth,
+                                          config.program_depth)
     if pr < 1:
         raise _refusal(REFUSED_ELEMENTWISE, (columns.blocks, config.buffer_depth, config.program_depth))
-    return nc, pr
+    return nc, pr, bool(apart)
 
 
 @dataclass(frozen=True)
@@ -876,19 +904,20 @@ def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, w
 
 @njit(cache=True)
 def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
-    """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr) of a
-    `CHAIN_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk and pr
-    operands per run (`_elementwise_chunking`; `REFUSED_ELEMENTWISE` when no operand fits a run)."""
+    """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart) of a
+    `CHAIN_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
+    operands per run and whether the ACTs run apart (`_elementwise_chunking`; `REFUSED_ELEMENTWISE`
+    when no operand fits a run)."""
     refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
         kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
     if refusal:
-        return refusal, n, m, func, width, capsule, span, length, operands, chunks, 0, 0, 0
+        return refusal, n, m, func, width, capsule, span, length, operands, chunks, 0, 0, 0, 0
     mb = _blocks(m, width, capsule, span)
-    nc, pr = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
+    nc, pr, apart = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
     if pr < 1:
         args[0], args[1], args[2] = mb, depth, words
-        return REFUSED_ELEMENTWISE, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr
-    return FITS, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr
+        return REFUSED_ELEMENTWISE, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart
+    return FITS, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart
 
 
 TRANSFER_FIELDS = ("data_loads", "weight_loads", "routing_loads", "data_stores", "weight_stores", "routing_stores")
@@ -1007,13 +1036,14 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * kc * mb * rows
         moved[WEIGHT_STORES] = mb * n
         full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
+        apart = _acts_apart(mb, mb, words)  # the ACTs in a run of their own: no MATMUL phase
         for part in range(2):
             chunk_rows, times, kr = (nc, full_chunks, kr_full) if part == 0 else (rest_rows, 1, kr_rest)
             if chunk_rows == 0 or times == 0:
                 continue
             runs = ceil_div(kc, kr)
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            counts[RUNS] += times * runs
+            counts[RUNS] += times * (runs + apart)
             counts[PHASE_CYCLES] += times * ((runs - 1) * _matmul_run_cycles(ends, kr * mb, rows, cols)
                                              + _matmul_run_cycles(ends, (kc - (runs - 1) * kr) * mb, rows, cols))
             counts[MATMULS] += times * kc * mb
@@ -1054,7 +1084,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[WEIGHT_STORES] = all_groups * mb * data_rows
         return FITS
     if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
-        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr = _elementwise_plan(
+        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart = _elementwise_plan(
             kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
@@ -1070,7 +1100,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             if chunk_rows == 0 or times == 0:
                 continue
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            counts[RUNS] += times * runs
+            counts[RUNS] += times * (runs + apart)  # a run of ACTs alone has no MATMUL phase
             counts[PHASE_CYCLES] += times * ((runs - 1) * _matmul_run_cycles(ends, pr * chunks * mb, rows, cols)
                                              + _matmul_run_cycles(ends, (operands - (runs - 1) * pr) * chunks * mb,
                                                                   rows, cols))

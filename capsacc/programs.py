@@ -21,8 +21,9 @@ from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, ROUTING_PHASES, ROUTINGS, ElementwiseShape, MappingError,
                              MatmulShape,
                              act_lanes, ceil_div, classcaps_act_pieces, classcaps_dims, classcaps_packing,
-                             classcaps_per_run, elementwise_chunking, elementwise_shape, matmul_blocks,
-                             matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry, routing_phases)
+                             classcaps_per_run, elementwise_chunking, elementwise_shape, matmul_acts_apart,
+                             matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry,
+                             routing_phases)
 from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles
 
 
@@ -80,17 +81,21 @@ def matmul_session(shape: MatmulShape, config: ArrayConfig, shift: int = 0) -> l
     kk R .. from row j nc), `Load` weight part ("weight", k0, k1) (the tile of K chunk kk and block b at
     row (j mb + b) R), one MATMUL per (K chunk, block) with results of block b from partial-sum row
     b nc, the chunk's last run an ACT per span blocks (requantized by `shift`) to weight rows from
-    depth - mb nc; then the chunk's sums are read (`PsumRead` "sums{n0}") and its results (`Store`
-    "out{n0}", part (n0, nc))."""
+    depth - mb nc, or a run of those ACTs alone after it (`capsacc.mapping.matmul_acts_apart`); then the
+    chunk's sums are read (`PsumRead` "sums{n0}") and its results (`Store` "out{n0}", part (n0, nc))."""
     rows, cols, depth = config.rows, config.cols, config.buffer_depth
     blocks = matmul_blocks(shape)
     mb, kc = len(blocks), ceil_div(shape.k, rows)
     nc_max = matmul_chunk_rows(shape, config)
+    apart = matmul_acts_apart(shape, config)
     events = []
     for n0 in range(0, shape.n, nc_max):
         nc = min(nc_max, shape.n - n0)
         kr = matmul_chunking(shape, config, nc)
         out_base = depth - mb * nc
+        acts = [Act(shape.func, p_addr=b * nc, n=shape.span * nc, length=shape.act_length(blocks[b][1]), shift=shift,
+                    dst="weight", dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0)
+                for b in range(0, mb, shape.span)]  # an ACT per span blocks (a capsule type's, strided, when span > 1)
         for k0 in range(0, kc, kr):
             k1 = min(kc, k0 + kr)
             program = []
@@ -98,13 +103,12 @@ def matmul_session(shape: MatmulShape, config: ArrayConfig, shift: int = 0) -> l
                 for b in range(mb):
                     program.append(MatMul(d_addr=j * nc, w_addr=(j * mb + b) * rows, p_addr=b * nc, n=nc,
                                           accumulate=kk > 0))
-            if k1 == kc:  # an ACT per span blocks (a capsule type's, strided, when span > 1)
-                for b in range(0, mb, shape.span):
-                    program.append(Act(shape.func, p_addr=b * nc, n=shape.span * nc,
-                                       length=shape.act_length(blocks[b][1]), shift=shift, dst="weight",
-                                       dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0))
+            if k1 == kc and not apart:
+                program += acts
             events += [Load("data", 0, (k1 - k0) * nc, ("data", n0, nc, k0, k1)),
                        Load("weight", 0, (k1 - k0) * mb * rows, ("weight", k0, k1)), Run(tuple(program))]
+        if apart:
+            events.append(Run(tuple(acts)))
         events += [PsumRead(f"sums{n0}", 0, mb * nc, cols), Store(f"out{n0}", "weight", out_base, mb * nc, cols,
                                                                   (n0, nc))]
     return events
@@ -148,16 +152,20 @@ def elementwise_session(shape: ElementwiseShape, config: ArrayConfig, shift: int
     p0 .. p1 - 1, `Load` data part ("data", n0, nc, p0, p1) (operand j's K chunk kk of block b at row
     ((j kc + kk) mb + b) nc), `Load` weight part ("identity",) (the kc identity tiles from row 0), one
     accumulating MATMUL per (operand, K chunk, block), the chunk's last run an ACT per span blocks to
-    weight rows from kc R; then `Store` "out{n0}" (part (n0, nc))."""
+    weight rows from kc R (or a run of those ACTs alone after it, `elementwise_chunking`); then `Store`
+    "out{n0}" (part (n0, nc))."""
     rows, cols = config.rows, config.cols
     columns = shape.columns
     blocks = matmul_blocks(columns)
     mb, kc, span = len(blocks), shape.chunks, columns.span
-    nc_max, pr = elementwise_chunking(shape, config)
+    nc_max, pr, apart = elementwise_chunking(shape, config)
     out_base = kc * rows
     events = []
     for n0 in range(0, shape.n, nc_max):
         nc = min(nc_max, shape.n - n0)
+        acts = [Act(shape.func, p_addr=b * nc, n=span * nc, length=columns.act_length(blocks[b][1]), shift=shift,
+                    dst="weight", dst_addr=out_base + b * nc, stride=nc if span > 1 else 0)
+                for b in range(0, mb, span)]  # an ACT per span blocks, as `matmul_session`'s
         for p0 in range(0, shape.operands, pr):
             p1 = min(shape.operands, p0 + pr)
             program = []
@@ -166,13 +174,12 @@ def elementwise_session(shape: ElementwiseShape, config: ArrayConfig, shift: int
                     for b in range(mb):
                         program.append(MatMul(d_addr=((j * kc + kk) * mb + b) * nc, w_addr=kk * rows, p_addr=b * nc,
                                               n=nc, accumulate=p > 0 or kk > 0))
-            if p1 == shape.operands:  # an ACT per span blocks, as `matmul_session`'s
-                for b in range(0, mb, span):
-                    program.append(Act(shape.func, p_addr=b * nc, n=span * nc, length=columns.act_length(blocks[b][1]),
-                                       shift=shift, dst="weight", dst_addr=out_base + b * nc,
-                                       stride=nc if span > 1 else 0))
+            if p1 == shape.operands and not apart:
+                program += acts
             events += [Load("data", 0, (p1 - p0) * kc * mb * nc, ("data", n0, nc, p0, p1)),
                        Load("weight", 0, kc * rows, ("identity",)), Run(tuple(program))]
+        if apart:
+            events.append(Run(tuple(acts)))
         events.append(Store(f"out{n0}", "weight", out_base, mb * nc, cols, (n0, nc)))
     return events
 

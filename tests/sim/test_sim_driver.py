@@ -9,8 +9,10 @@ import pytest
 
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import (ACT_MAX_ROWS, CHAIN_KINDS, ROUTING_PHASES, ceil_div, classcaps_packing, classcaps_per_run,
-                             matmul_shape, plan_counts, routing_geometry, routing_phases)
+                             elementwise_chunking, elementwise_shape, matmul_acts_apart, matmul_shape, plan_counts,
+                             routing_geometry, routing_phases)
 from capsacc.network import Operation
+from capsacc.programs import operation_total_cycles
 from rtl.isa import act_unit_cycles
 from sim.driver import DRIVER_KINDS, MismatchError, OperationDriver
 
@@ -311,6 +313,28 @@ def test_a_classcaps_group_of_more_than_1023_rows_is_activated_in_pieces():
     assert 32 * 17 * 2 > ACT_MAX_ROWS
     run = run_exact(config, "classcaps", op, 9, "u_hat")
     assert run.runs == 2 and run.counts["acts"] == 2 * 2 and run.counts["act_rows"] == 2 * 32 * 17 * 2
+
+
+@pytest.mark.parametrize("kind, op", [
+    ("conv", Operation("conv", "conv", 4, 2, 1, 3, 1, 4, 16, 1)),  # 4 blocks: 4 MATMULs + 4 ACTs > 7 words
+    ("convcaps", Operation("convcaps", "convcaps", 3, 2, 1, 3, 1, 3, 2, 9)),  # 2 capsules over 3 blocks each
+    ("capsadd", Operation("convcaps", "convcaps", 3, 2, 2, 3, 1, 3, 3, 4)),  # 3 blocks of 2 identity tiles
+])
+def test_acts_that_do_not_fit_beside_the_matmuls_run_apart_bit_exact(kind, op):
+    """When one K chunk's (one operand's) MATMULs and the chunk's ACTs do not fit a program of 8 words,
+    the ACTs run in a program of their own after the chunk's last run (issue 16: wide layers on narrow
+    arrays were refused): bit-exact, the closed form's counts and the ISA's cycles; with the off-chip
+    memory, bit-exact and the model's total cycles (`operation_total_cycles`)."""
+    config = ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=8)
+    if kind in CHAIN_KINDS:
+        assert elementwise_chunking(elementwise_shape(kind, op, config), config)[2]
+    else:
+        assert matmul_acts_apart(matmul_shape(kind, op, config), config)
+    run = run_exact(config, kind, op, 4, "out")
+    assert run.runs == run.counts["runs"] > 1
+    moved = OperationDriver(config, "amaranth", offchip=True).run(kind, op, seed=4)
+    assert np.array_equal(moved.outputs["out"], moved.golden["out"])
+    assert operation_total_cycles(kind, op, config) == moved.total_cycles > moved.cycles
 
 
 @pytest.mark.parametrize("kind", ["conv", "convcaps3d", "routing"])
