@@ -17,7 +17,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from capsacc import Accelerator, estimate
+import numpy as np
+
+from capsacc import Accelerator, GenotypeBatch, estimate_many
+from capsacc.calibrated import StepMemo
 from capsacc.errors import InputError
 
 from nas.genotype import Genotype
@@ -59,10 +62,30 @@ class Costs:
 
 
 def hardware_costs(genotype: Genotype, accelerator: Accelerator) -> Costs:
-    """Energy (mJ), latency (ms), weight memory (KiB) and multiply-accumulates of one inference, from capsacc."""
-    network = genotype.to_network()
-    result = estimate(network, accelerator)
-    return Costs(float(result.energy_mJ), float(result.latency_ms), float(result.memory_KiB), network.macs)
+    """Energy (mJ), latency (ms), weight memory (KiB) and multiply-accumulates of one inference, from capsacc
+    (`hardware_costs_many` of this genotype alone)."""
+    return hardware_costs_many([genotype], accelerator)[0]
+
+
+def step_memo(accelerator: Accelerator) -> StepMemo | None:
+    """A fresh `capsacc.calibrated.StepMemo` for `hardware_costs_many` on a calibrated `accelerator` (None for
+    the published model, which has no steps to remember); a search run keeps one for all its generations."""
+    return None if accelerator.calibration is None else StepMemo(accelerator.calibration)
+
+
+def hardware_costs_many(genotypes: list[Genotype], accelerator: Accelerator, memo: StepMemo | None = None) -> list[Costs]:
+    """`Costs` of each of `genotypes`, in order, from one `capsacc.estimate_many` call on their `GenotypeBatch`
+    (the totals of `capsacc.estimate`, bit for bit). `memo`: the caller's `step_memo(accelerator)`, kept
+    across calls so that a step costed once is not costed again (None: a fresh one for this call)."""
+    if not genotypes:
+        return []
+    layers = [genotype.layers for genotype in genotypes]
+    offsets = np.cumsum([0] + [len(descriptors) for descriptors in layers])
+    batch = GenotypeBatch(np.array([list(d) for descriptors in layers for d in descriptors], np.int64), offsets)
+    result = estimate_many(batch, accelerator, memo=memo)
+    return [Costs(energy, latency, memory, genotype.to_network().macs)
+            for genotype, energy, latency, memory in zip(genotypes, result.energy_mJ.tolist(),
+                                                         result.latency_ms.tolist(), result.memory_KiB.tolist())]
 
 
 @dataclass

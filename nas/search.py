@@ -21,12 +21,13 @@ import numpy as np
 
 from capsacc import MODEL_VERSION, Accelerator
 from capsacc.calibrated import MODEL_VERSION as CALIBRATED_MODEL
+from capsacc.calibrated import StepMemo
 from capsacc.cli import DEFAULT_ACCELERATOR, load_accelerator
 from capsacc.errors import InputError
 from capsacc.files import prepare_output_dir
 
 from nas.evaluate import (Budgets, TrainingEvaluator, cached_dataset, check_training_data, evaluation_record,
-                          hardware_costs)
+                          hardware_costs_many, step_memo)
 from nas.genotype import Genotype
 from nas.journal import Checkpoint, Evaluation, Journal, RunLock
 from nas.nsga2 import NSGA2, Population
@@ -129,22 +130,25 @@ def _progress(total: int, generation: int, enabled: bool):
 
 
 def _evaluate(genotypes: list[Genotype], generation: int, journal: Journal, runner, accelerator: Accelerator,
-              budgets: Budgets, progress: bool) -> tuple[list[Evaluation], int]:
-    """Evaluations of `genotypes` in order (journaled ones looked up, the rest trained and committed
-    one by one as they finish, handed to the runner by descending multiply-accumulates so that the
-    longest trainings start first) and the number trained."""
+              memo: StepMemo | None, budgets: Budgets, progress: bool) -> tuple[list[Evaluation], int]:
+    """Evaluations of `genotypes` in order (journaled ones looked up; the others costed together by
+    `hardware_costs_many` with the run's `memo`, then trained and committed one by one as they finish,
+    handed to the runner by descending multiply-accumulates so that the longest trainings start first)
+    and the number trained."""
     results: dict[str, Evaluation] = {}
     pending: dict[str, Genotype] = {}
-    costs: dict[str, object] = {}
+    new: dict[str, Genotype] = {}
     for genotype in genotypes:
         key = genotype.key()
-        if key in results or key in pending:
+        if key in results or key in new:
             continue
         known = journal.lookup(key)
         if known is not None:
             results[key] = known
             continue
-        costs[key] = hardware_costs(genotype, accelerator)
+        new[key] = genotype
+    costs = dict(zip(new, hardware_costs_many(list(new.values()), accelerator, memo)))
+    for key, genotype in new.items():
         violation = budgets.violation(costs[key].energy_mJ, costs[key].latency_ms, costs[key].memory_KiB)
         if violation > 0:
             results[key] = evaluation_record(genotype, generation, costs[key], violation, None)
@@ -217,9 +221,11 @@ def _generations(config: SearchConfig, journal: Journal, runner, accelerator: Ac
                           checkpoint.generation)
         first = checkpoint.generation + 1
     trained = 0
+    memo = step_memo(accelerator)  # the steps this run has costed, kept across its generations
     for generation in range(first, config.generations + 1):
         asked = algorithm.ask()
-        evaluations, count = _evaluate(asked, generation, journal, runner, accelerator, config.budgets, progress)
+        evaluations, count = _evaluate(asked, generation, journal, runner, accelerator, memo, config.budgets,
+                                       progress)
         trained += count
         F, V = objectives_of(evaluations)
         algorithm.tell(asked, F, V)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from capsacc import Accelerator
-from capsacc.cli import main
-from nas.evaluate import FAILED_VIOLATION, Budgets, SyntheticEvaluator, hardware_costs
+from capsacc import Accelerator, estimate
+from capsacc.cli import load_accelerator, main
+from nas.evaluate import FAILED_VIOLATION, Budgets, SyntheticEvaluator, hardware_costs, hardware_costs_many, step_memo
 from nas.genotype import Genotype
 from nas.journal import read_journal
 from nas.nsga2 import domination_matrix
@@ -46,8 +46,8 @@ def test_search_objectives_come_from_capsacc_and_the_evaluator(tmp_path):
     accelerator = Accelerator.calibrated()
     assert result.pareto and json.loads((tmp_path / "run" / "pareto.json").read_text())["provenance"][
         "model_version"] == "calibrated-rtl"
-    for e in result.evaluations[:5]:
-        costs = hardware_costs(Genotype.from_list(e.genotype), accelerator)
+    for e in result.evaluations:
+        costs = estimate(Genotype.from_list(e.genotype).to_network(), accelerator)
         assert (e.energy_mJ, e.latency_ms, e.memory_KiB) == (costs.energy_mJ, costs.latency_ms, costs.memory_KiB)
         assert e.accuracy_drop == pytest.approx(1 - e.val_accuracy[-1])
         Genotype.from_list(e.genotype).validate(QUICK_SPACE)
@@ -57,6 +57,28 @@ def test_search_objectives_come_from_capsacc_and_the_evaluator(tmp_path):
     everything, _ = objectives_of(result.evaluations)
     for row in F:
         assert not np.any(np.all(everything <= row, axis=1) & np.any(everything < row, axis=1))
+
+
+@pytest.mark.parametrize("name", ["calibrated", "published"])
+def test_generations_costed_in_one_batch_get_the_figures_of_estimate(name):
+    """`hardware_costs_many` (how a search costs a generation: one `estimate_many` call, a `StepMemo` kept
+    across the run's generations) gives each genotype the figures of `capsacc.estimate`, bit for bit,
+    whether its steps are new to the memo or met in an earlier call."""
+    from nas.operators import random_genotype
+    accelerator = load_accelerator(name)
+    memo = step_memo(accelerator)
+    rng = np.random.default_rng(16)
+    for space in (QUICK_SPACE, SearchSpace()):
+        for _ in range(3):
+            genotypes = [random_genotype(space, rng) for _ in range(10)]
+            genotypes += genotypes[:3]
+            for genotype, costs in zip(genotypes, hardware_costs_many(genotypes, accelerator, memo)):
+                network = genotype.to_network()
+                result = estimate(network, accelerator)
+                assert (costs.energy_mJ, costs.latency_ms, costs.memory_KiB, costs.macs) == \
+                    (result.energy_mJ, result.latency_ms, result.memory_KiB, network.macs)
+    assert (memo is None) == (accelerator.calibration is None) and (memo is None or len(memo) > 100)
+    assert hardware_costs_many([], accelerator, memo) == []
 
 
 def test_each_generation_is_trained_longest_first(tmp_path):
