@@ -377,7 +377,7 @@ class CapsAcc(wiring.Component):
                                      (routing_w, rows, Dst.ROUTING)):
                 for lane in range(lanes):
                     m.d.comb += [port.data[lane].eq(act_w.value[lane]),
-                                 port.en[lane].eq(act_w.valid & act_w.en[lane] & (act_w.dst == dst))]
+                                 port.en[lane].eq(act_w.en[lane] & (act_w.dst == dst))]
         with m.Else():
             for addr in (prog_r.addr, psum_r.addr, prog_w.addr, psum_w.addr, data_addr, weight_addr, routing_addr):
                 m.d.comb += addr.eq(self.host_addr)

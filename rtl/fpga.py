@@ -375,6 +375,18 @@ MEMORY_LINE = re.compile(r"^(?:mapping memory (?P<mapped>\S+) via \$__(?P<cell>\
 or to flip-flops."""
 
 
+def _write_source(config, workdir: Path) -> Path:
+    """Check that `config` builds and write the Verilog of its FPGA top (CapsAcc with an
+    OFFCHIP_BEATS-beat off-chip memory model) to `workdir`/capsacc.v; its path (resolved)."""
+    from rtl.capsacc import check_buildable
+    from rtl.export import export_verilog
+
+    check_buildable(config)
+    source = Path(workdir).resolve() / "capsacc.v"
+    source.write_text(export_verilog(config, OFFCHIP_BEATS))
+    return source
+
+
 def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
     """How `synth_ecp5` maps each memory of the FPGA build of `config` (a `capsacc.array.ArrayConfig`),
     by its name under the top (`accelerator.program`, `accelerator.data_buf`, `accelerator.weight_buf`,
@@ -382,13 +394,10 @@ def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
     (`DP16KD` true dual-port or `PDPW16KD` simple dual-port 18 kbit block RAM, `TRELLIS_DPR16X4`
     distributed RAM) or `FF` (flip-flops). Runs synthesis to its RAM mapping only (about 15 s on 4x4);
     the files go to `workdir`. FpgaError on a failing or missing tool."""
-    from rtl.capsacc import check_buildable
-    from rtl.export import TOP, export_verilog
+    from rtl.export import TOP
 
-    check_buildable(config)
-    workdir = Path(workdir).resolve()
-    source, log = workdir / "capsacc.v", workdir / "yosys_memories.log"
-    source.write_text(export_verilog(config, OFFCHIP_BEATS))
+    source = _write_source(config, workdir)
+    log = source.parent / "yosys_memories.log"
     _run(find_tool(yosys), "yosys synth_ecp5", ["-q", "-l", log.name, "-p",
                                                 f"read_verilog {source.name}; synth_ecp5 -top {TOP} -run :map_ffram"], log)
     mapping = {}
@@ -402,6 +411,12 @@ def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
     return mapping
 
 
+KEEP_FLIP_FLOPS = "proc; setattr -set keep 1 w:* a:keep %i %ci1 t:$dff %i;"
+"""yosys commands that carry a `keep` on a register's wire (an Amaranth `Signal(attrs={"keep": 1})`)
+over to its flip-flop: yosys keeps the wire, but without this it still merges the flip-flop with an
+equal one (opt_merge), e.g. the bank bits of a PE array's anti-diagonal."""
+
+
 def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: int = 1, workdir: Path = Path("."),
              yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True, lut_mapper: str = "abc") -> FpgaResult:
     """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5` (multipliers
@@ -409,26 +424,23 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     one of LUT_MAPPERS), place and route it on `device` at
     `freq_MHz`; the tools' files go to `workdir` (OUTPUT_FILES). ValueError on bad parameters,
     FpgaError on a missing or failing tool (a design larger than the device included)."""
-    from rtl.capsacc import check_buildable
-    from rtl.export import TOP, export_verilog
+    from rtl.export import TOP
 
     check_flow_arguments(device, freq_MHz, seed)
     if lut_mapper not in LUT_MAPPERS:
         raise ValueError(f"lut_mapper: '{lut_mapper}' is not one of {', '.join(LUT_MAPPERS)}")
-    check_buildable(config)
+    source = _write_source(config, workdir)
     yosys_path, nextpnr_path = find_tool(yosys), find_tool(nextpnr)
     part = DEVICES[device]
-    workdir = Path(workdir).resolve()
-    source, netlist = workdir / "capsacc.v", workdir / "capsacc_ecp5.json"
-    source.write_text(export_verilog(config, OFFCHIP_BEATS))
+    workdir, netlist = source.parent, source.parent / "capsacc_ecp5.json"
     yosys_log, nextpnr_log, report = workdir / "yosys.log", workdir / "nextpnr.log", workdir / REPORT_FILE
     synth_ecp5 = f"synth_ecp5 -top {TOP}{'' if dsp else ' -nodsp'}"
     if lut_mapper == "abc9":
         synth = f"{synth_ecp5} -json {netlist.name}"
     else:
         synth = f"{synth_ecp5} -run :map_luts; abc -lut 4:7 -dress; clean; {synth_ecp5} -run map_cells: -json {netlist.name}"
-    _run(yosys_path, "yosys synth_ecp5", ["-q", "-l", yosys_log.name, "-p", f"read_verilog {source.name}; {synth}"],
-         yosys_log)
+    _run(yosys_path, "yosys synth_ecp5", ["-q", "-l", yosys_log.name, "-p",
+                                          f"read_verilog {source.name}; {KEEP_FLIP_FLOPS} {synth}"], yosys_log)
     usage = _call([nextpnr_path, "--help"])
     with_report = "--report" in usage.stdout + usage.stderr
     arguments = [part.flag, "--package", part.package, "--json", netlist.name, "--freq", f"{freq_MHz:g}",

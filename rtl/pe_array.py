@@ -54,11 +54,15 @@ class PE(wiring.Component):
                 m.d.sync += bank.eq(self.w_in)
         weight = Signal(signed(8))
         product = Signal(signed(16))
-        m.d.comb += weight.eq(Mux(self.bank_in, banks[1], banks[0]))
+        # The PEs of an anti-diagonal hold equal bank bits. `keep` asks synthesis for one flip-flop
+        # per PE all the same (rtl.fpga honours it): merged, one flip-flop would drive the weight
+        # multiplexers of a whole anti-diagonal, a long net before every multiplier.
+        bank = Signal(name="bank", attrs={"keep": 1})
+        m.d.comb += [weight.eq(Mux(self.bank_in, banks[1], banks[0])), self.bank_out.eq(bank)]
         m.d.sync += [
             self.x_out.eq(self.x_in),
             self.valid_out.eq(self.valid_in),
-            self.bank_out.eq(self.bank_in),
+            bank.eq(self.bank_in),
             product.eq(self.x_in * weight),
             # The assignment truncates to acc_bits: two's-complement wrap.
             self.psum_out.eq(self.psum_in + product),

@@ -13,7 +13,7 @@ from subprocesses import default_sigint
 
 from capsacc.cli import main
 from capsacc.array import ArrayConfig
-from rtl.fpga import NEXTPNR, YOSYS, FpgaError, FpgaResult, memory_mapping, parse_log, parse_report
+from rtl.fpga import KEEP_FLIP_FLOPS, NEXTPNR, YOSYS, FpgaError, FpgaResult, memory_mapping, parse_log, parse_report
 
 # Excerpts of nextpnr-ecp5 0.11.1 output for CapsAcc 4x4 (report trimmed to the bels and the
 # start and end of the critical path; the net names are shortened).
@@ -261,3 +261,27 @@ def test_every_memory_maps_to_block_ram(tmp_path):
     assert {name: mapping.get(name) for name in buffers} == dict.fromkeys(buffers, "DP16KD")
     for name in ("accelerator.program", "accelerator.psum", "offchip.beats"):
         assert mapping.get(name) in ("DP16KD", "PDPW16KD"), name
+
+
+@pytest.mark.fpga
+@pytest.mark.parametrize("keep", [False, True])
+def test_keep_on_a_register_keeps_its_flip_flop(tmp_path, keep):
+    """Two registers of the same input: yosys merges them into one flip-flop, unless the design
+    marks them `keep` and the flow runs KEEP_FLIP_FLOPS first (the PE array's bank bits)."""
+    if shutil.which(YOSYS) is None:
+        pytest.fail(f"{YOSYS} is not installed (setup.sh installs the fpga extra)")
+    from amaranth import Cat, Module, Signal
+    from amaranth.back import verilog
+
+    m = Module()
+    d = Signal()
+    q = [Signal(name=f"q{i}", attrs={"keep": 1} if keep else {}) for i in range(2)]
+    o = Signal(2)
+    m.d.sync += [q[0].eq(d), q[1].eq(d)]
+    m.d.comb += o.eq(Cat(q[0], q[1]))
+    (tmp_path / "two.v").write_text(verilog.convert(m, name="two", ports=[d, o]))
+    subprocess.run([shutil.which(YOSYS), "-q", "-p", f"read_verilog two.v; {KEEP_FLIP_FLOPS} synth_ecp5 -top two; "
+                    "tee -o stat.txt stat"], cwd=tmp_path, check=True, capture_output=True)
+    counts = [line.split() for line in (tmp_path / "stat.txt").read_text().splitlines()]
+    flip_flops = sum(int(words[0]) for words in counts if len(words) == 2 and words[1] == "TRELLIS_FF")
+    assert flip_flops == (2 if keep else 1)
