@@ -13,13 +13,14 @@ default is the preceding assignment), UNUSEDSIGNAL (unused slices of wide interm
 instruction fields of other opcodes), DECLFILENAME (the file may be named freely)."""
 
 
-def export_verilog(config: ArrayConfig, offchip_depth: int | None = None) -> str:
+def export_verilog(config: ArrayConfig, offchip_depth: int | None = None, platform=None) -> str:
     """The Verilog text of a `CapsAcc` with `config` (ValueError when it cannot be built); with
     `offchip_depth`, of `rtl.offchip.CapsAccSystem`: the accelerator with an off-chip memory of that
-    many beats on its off-chip port, and the host port alone at the pins."""
+    many beats on its off-chip port, and the host port alone at the pins. `platform` (None: generic
+    logic) is handed to every `elaborate`, e.g. `rtl.fpga.ECP5Primitives` for the ECP5 build."""
     from amaranth.back import verilog
 
     from rtl.offchip import CapsAccSystem
 
     design = CapsAcc(**config.hardware()) if offchip_depth is None else CapsAccSystem(config, offchip_depth)
-    return verilog.convert(design, name=TOP)
+    return verilog.convert(design, name=TOP, platform=platform)

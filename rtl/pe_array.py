@@ -27,6 +27,24 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 
+class Multiplier(wiring.Component):
+    """A registered signed product: `p` = `a` * `b` one cycle after `a` and `b` (signed `width` bits
+    each, `p` signed 2·`width`; reset to 0). On a platform with `get_multiplier(multiplier)` (the ECP5
+    build, `rtl.fpga.ECP5Primitives`) the platform builds it, e.g. in a DSP block with its output
+    register, so that no long route runs between the block and a fabric register."""
+
+    def __init__(self, width: int = 8):
+        self.width = width
+        super().__init__({"a": In(signed(width)), "b": In(signed(width)), "p": Out(signed(2 * width))})
+
+    def elaborate(self, platform):
+        if hasattr(platform, "get_multiplier"):
+            return platform.get_multiplier(self)
+        m = Module()
+        m.d.sync += self.p.eq(self.a * self.b)
+        return m
+
+
 class PE(wiring.Component):
     """One processing element: registers x_out = x_in, bank_out = bank_in, valid_out = valid_in,
     product = x_in * weight[bank_in], and psum_out = wrap(psum_in + product) (the product of the
@@ -53,17 +71,18 @@ class PE(wiring.Component):
             with m.If(self.w_we & (self.w_bank == b)):
                 m.d.sync += bank.eq(self.w_in)
         weight = Signal(signed(8))
-        product = Signal(signed(16))
+        m.submodules.multiplier = multiplier = Multiplier(8)
+        product = multiplier.p
         # The PEs of an anti-diagonal hold equal bank bits. `keep` asks synthesis for one flip-flop
         # per PE all the same (rtl.fpga honours it): merged, one flip-flop would drive the weight
         # multiplexers of a whole anti-diagonal, a long net before every multiplier.
         bank = Signal(name="bank", attrs={"keep": 1})
-        m.d.comb += [weight.eq(Mux(self.bank_in, banks[1], banks[0])), self.bank_out.eq(bank)]
+        m.d.comb += [weight.eq(Mux(self.bank_in, banks[1], banks[0])), self.bank_out.eq(bank),
+                     multiplier.a.eq(self.x_in), multiplier.b.eq(weight)]
         m.d.sync += [
             self.x_out.eq(self.x_in),
             self.valid_out.eq(self.valid_in),
             bank.eq(self.bank_in),
-            product.eq(self.x_in * weight),
             # The assignment truncates to acc_bits: two's-complement wrap.
             self.psum_out.eq(self.psum_in + product),
         ]

@@ -1,6 +1,7 @@
 """`nascaps rtl fpga`: nextpnr report and log parsing, argument errors, and a 4x4 ECP5 build."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,9 @@ from subprocesses import default_sigint
 
 from capsacc.cli import main
 from capsacc.array import ArrayConfig
-from rtl.fpga import KEEP_FLIP_FLOPS, NEXTPNR, YOSYS, FpgaError, FpgaResult, memory_mapping, parse_log, parse_report
+from rtl.export import export_verilog
+from rtl.fpga import (KEEP_FLIP_FLOPS, NEXTPNR, YOSYS, ECP5Primitives, FpgaError, FpgaResult, memory_mapping, parse_log,
+                      parse_report)
 
 # Excerpts of nextpnr-ecp5 0.11.1 output for CapsAcc 4x4 (report trimmed to the bels and the
 # start and end of the critical path; the net names are shortened).
@@ -285,3 +288,35 @@ def test_keep_on_a_register_keeps_its_flip_flop(tmp_path, keep):
     counts = [line.split() for line in (tmp_path / "stat.txt").read_text().splitlines()]
     flip_flops = sum(int(words[0]) for words in counts if len(words) == 2 and words[1] == "TRELLIS_FF")
     assert flip_flops == (2 if keep else 1)
+
+
+def test_the_ecp5_build_registers_each_pe_product_in_its_dsp_block():
+    """The FPGA export builds every PE multiplier as a MULT18X18D with its output register; the
+    generic export (simulation, generic synthesis) has none."""
+    config = ArrayConfig(3, 2, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    ecp5 = export_verilog(config, 16, ECP5Primitives())
+    instances = re.findall(r"MULT18X18D #\((.*?)\)\s*\S+\s*\(", ecp5, re.S)
+    assert len(instances) == 3 * 2
+    assert all('.REG_OUTPUT_CLK("CLK0")' in parameters and '.RESETMODE("SYNC")' in parameters
+               for parameters in instances)
+    assert "MULT18X18D" not in export_verilog(config, 16)
+
+
+@pytest.mark.fpga
+@pytest.mark.parametrize("platform,flip_flops", [(None, 16), (ECP5Primitives(), 0)])
+def test_a_multiplier_maps_to_one_dsp_block(tmp_path, platform, flip_flops):
+    """synth_ecp5 puts an 8 x 8 `Multiplier` in one MULT18X18D; the generic one registers its 16
+    product bits in the fabric, the ECP5 one in the block."""
+    if shutil.which(YOSYS) is None:
+        pytest.fail(f"{YOSYS} is not installed (setup.sh installs the fpga extra)")
+    from amaranth.back import verilog
+
+    from rtl.pe_array import Multiplier
+
+    (tmp_path / "mult.v").write_text(verilog.convert(Multiplier(8), name="mult", platform=platform))
+    subprocess.run([shutil.which(YOSYS), "-q", "-p", "read_verilog mult.v; synth_ecp5 -top mult; tee -o stat.txt stat"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    counts = {words[1]: int(words[0]) for words in map(str.split, (tmp_path / "stat.txt").read_text().splitlines())
+              if len(words) == 2 and words[0].isdigit()}
+    assert counts.get("MULT18X18D") == 1
+    assert counts.get("TRELLIS_FF", 0) == flip_flops
