@@ -219,16 +219,17 @@ class VectorActivation(wiring.Component):
         q_valid, q_first, q_last = Signal(), Signal(), Signal()
         row_count = Signal(range(self.max_span + 1))
         m.d.sync += [q_valid.eq(r1_valid), q_first.eq(row_count == 0), q_last.eq(row_count == cfg_span - 1)]
+        # Reduce 1's input, q with -128 outside capsules, is registered beside q (the lanes in use
+        # chosen by the row's place in its span, as q_last): the mask is then no net from one
+        # register to every lane ahead of the first comparison.
+        max_in = Signal(data.ArrayLayout(signed(8), cols))
+        in_use = Mux(row_count == cfg_span - 1, cfg_used_last, cfg_used)
         for j in range(cols):
-            m.d.sync += q[j].eq(round_saturate8(r1[j]))
+            m.d.sync += [q[j].eq(round_saturate8(r1[j])), max_in[j].eq(Mux(in_use[j], round_saturate8(r1[j]), -128))]
         with m.If(r1_valid):
             m.d.sync += row_count.eq(Mux(row_count == cfg_span - 1, 0, row_count + 1))
-        q_used = Mux(q_last, cfg_used_last, cfg_used)
 
         # Reduce 1: the maximum of every capsule (softmax), broadcast to its lanes.
-        max_in = Signal(data.ArrayLayout(signed(8), cols))
-        for j in range(cols):
-            m.d.comb += max_in[j].eq(Mux(q_used[j], q[j], -128))
         red1 = self._reduce(m, "max", q_valid, q_first, q_last, max_in, q, signed(8),
                             lambda a, b: Mux(a > b, a, b), cfg_span, cfg_fwd, cfg_bwd)
         p_valid, p_first, p_last, p_data, p_total = red1
