@@ -499,13 +499,6 @@ class ActivationUnit(wiring.Component):
         out_last_row = out_in_group == span_m1
         bank = [Signal(data.ArrayLayout(signed(8), cols), name=f"bank{r}") for r in range(max_span)]
         group_ready = Signal()
-        with m.If(vector.o.valid):
-            m.d.sync += [out_rows.eq(out_rows + 1),
-                         out_in_group.eq(Mux(out_last_row, 0, out_in_group + 1))]
-            with m.Switch(out_in_group):
-                for r in range(max_span):
-                    with m.Case(r):
-                        m.d.sync += bank[r].eq(vector.o.payload)
         m.d.sync += group_ready.eq(vector.o.valid & column & (out_in_group == 0))
 
         row_width = Mux(out_last_row, last_width, width)
@@ -519,7 +512,11 @@ class ActivationUnit(wiring.Component):
 
         # Column-mode writer: element (slot, lane) of the group in the bank, one per cycle, to row
         # w_base + atom (slot C + lane, the atom's index in its capsule), lane w_group; w_strided
-        # steps `stride` a row, so the next group's w_base is span * stride on.
+        # steps `stride` a row, so the next group's w_base is span * stride on. The bank row being
+        # written shifts one lane a write, so the element is always lane 0 of row w_slot (no select
+        # by lane on the path into the buffers). A row is written out before the next group's
+        # same row arrives (the group's idle cycles pace the reads); in the cycle both meet (span
+        # 1) the arriving row wins, as its load follows the shift below.
         w_active = Signal()
         w_slot = Signal(range(max_span + 1))
         w_lane = Signal(range(cols + 1))
@@ -529,15 +526,21 @@ class ActivationUnit(wiring.Component):
         w_last_slot = w_slot == span_m1
         w_row_end = w_lane == w_width_m1
         element = Signal(signed(8))
+        writing = Signal()
+        m.d.comb += writing.eq(w_active | group_ready)
         with m.Switch(w_slot):
             for r in range(max_span):
                 with m.Case(r):
-                    with m.Switch(w_lane):
-                        for lane in range(cols):
-                            with m.Case(lane):
-                                m.d.comb += element.eq(bank[r][lane])
-        writing = Signal()
-        m.d.comb += writing.eq(w_active | group_ready)
+                    m.d.comb += element.eq(bank[r][0])
+                    with m.If(writing):
+                        m.d.sync += [bank[r][lane].eq(bank[r][lane + 1]) for lane in range(cols - 1)]
+        with m.If(vector.o.valid):
+            m.d.sync += [out_rows.eq(out_rows + 1),
+                         out_in_group.eq(Mux(out_last_row, 0, out_in_group + 1))]
+            with m.Switch(out_in_group):
+                for r in range(max_span):
+                    with m.Case(r):
+                        m.d.sync += bank[r].eq(vector.o.payload)
         with m.If(writing):
             m.d.comb += [self.wr_en.eq(1), self.wr_addr.eq(w_base + w_atom), self.wr_lane.eq(w_group),
                          self.wr_elem.eq(element), self.wr_count.eq(1)]
