@@ -393,11 +393,16 @@ class VectorActivation(wiring.Component):
         m.submodules[f"{name}_buffer"] = buffer
         write = buffer.write_port()
         read = buffer.read_port(transparent_for=(write,) if levels == 0 else ())
+        # The read address trails the write pointer by 2W + span - 1 rows. It is a register of its
+        # own (the next pointer's difference), so no subtraction runs into the memory's address;
+        # it follows a new span a cycle after cfg_span, long before an instruction's first row
+        # reaches the buffer.
         pointer = Signal(range(depth), name=f"{name}_pointer")
+        read_pointer = Signal(range(depth), name=f"{name}_read_pointer")
         delayed = Signal(row_layout, name=f"{name}_delayed")
-        m.d.sync += [pointer.eq(pointer + 1), delayed.eq(read.data)]
-        m.d.comb += [write.addr.eq(pointer), write.data.eq(row), write.en.eq(1),
-                     read.addr.eq(pointer - 2 * levels - cfg_span + 1)]
+        m.d.sync += [pointer.eq(pointer + 1), read_pointer.eq(pointer + 2 - 2 * levels - cfg_span),
+                     delayed.eq(read.data)]
+        m.d.comb += [write.addr.eq(pointer), write.data.eq(row), write.en.eq(1), read.addr.eq(read_pointer)]
         return out_valid, out_first, out_last, delayed, total
 
 
