@@ -48,7 +48,7 @@ MATMULs into the same rows) are exact. Sums wrap in acc_bits two's complement; t
 `rtl.widths.ACC_BITS` (34) holds every sum of the search space.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -415,15 +415,22 @@ class CapsAcc(wiring.Component):
             "weight_writes": act_write(Dst.WEIGHT),
             "routing_writes": act_write(Dst.ROUTING),
         }
+        # Each increment is registered (`pending`) and added a cycle later, so no event's logic runs
+        # on into a 48-bit carry chain; the host reads the counter plus its pending increment, the
+        # same value as a counter that adds in the cycle of the event.
+        pending = {name: Signal(Value.cast(inc).shape(), name=f"pending_{name}") for name, inc in increments.items()}
+        m.d.sync += [pending[name].eq(inc) for name, inc in increments.items()]
         with m.If(self.start & ~busy):
             m.d.sync += [counter.eq(0) for counter in counters]
         with m.Else():
-            for name, inc in increments.items():
-                m.d.sync += count[name].eq(count[name] + inc)
+            for name in increments:
+                m.d.sync += count[name].eq(count[name] + pending[name])
+        selected, selected_pending = Signal(COUNTER_BITS), Signal(COUNTER_BITS)
         with m.Switch(self.counter_sel):
-            for index, counter in enumerate(counters):
+            for index, (name, counter) in enumerate(count.items()):
                 with m.Case(index):
-                    m.d.comb += self.counter.eq(counter)
+                    m.d.comb += [selected.eq(counter), selected_pending.eq(pending[name] if name in pending else 0)]
+        m.d.comb += self.counter.eq(selected + selected_pending)
 
         # Control unit: IDLE, FETCH (one cycle after start), DISPATCH (issue the word at pc), and
         # the activation unit's ACT_START / ACT_WAIT. A MATMUL issues when the load engine is free
