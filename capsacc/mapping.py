@@ -16,7 +16,11 @@ NASCaps `Operation`):
   ('same' along the type axis) and caps_in features: N = B·n_out²·ch_in (the B images' rows
   stacked), K = k³·caps_in + 1, M = ch_out·caps_out, requantized (no activation: the routing over
   the ch_in types, "route3d", squashes), in column blocks of C lanes as for ReLU.
-- chained CapsCell networks (`chain`, `CHAIN_KINDS`): element-wise sums of int8 capsule maps
+- route3d (`chain`): a ConvCaps3D's dynamic routing of its votes at each of the n_out² positions:
+  I = ch_in input capsule types, J = ch_out output types of D = caps_out atoms, `routings`
+  iterations (`route3d_routing`): the B·n_out² routings run one after the other with the programs of
+  one routing (below), as a batch's images do (B·n_out² times the counts of one).
+- chained CapsCell networks (`chain`, `ELEMENTWISE_KINDS`): element-wise sums of int8 capsule maps
   (`elementwise_shape`; the B images' positions stacked: n = B·positions rows): column blocks as a
   conv kind's (C lanes without activation; whole capsules, or a capsule over ceil(L / C) blocks, for
   squash); each operand's block streams through ceil(width / R) identity weight tiles accumulating
@@ -104,9 +108,11 @@ ROUTING_PHASES = ("routing_uniform", "routing_softmax", "routing_update")
 """The phases of a routing (see the module docstring); each is one operation of the calibrated model."""
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps") + ROUTING_PHASES
 """Operation kinds the calibrated model covers: those of `capsacc.network.OP_KINDS`, routing by phase."""
-CHAIN_KINDS = ("tocaps", "capsadd", "route3d")
-"""Operations a chained CapsCell network runs beyond the published expansion's (`chain`): element-wise
-sums of capsule maps through identity-weight MATMULs, then one ACT (`ElementwiseShape`)."""
+ELEMENTWISE_KINDS = ("tocaps", "capsadd")
+"""Element-wise sums of capsule maps through identity-weight MATMULs, then one ACT (`ElementwiseShape`)."""
+CHAIN_KINDS = ELEMENTWISE_KINDS + ("route3d",)
+"""Operations a chained CapsCell network runs beyond the published expansion's (`chain`): the
+`ELEMENTWISE_KINDS` and "route3d", a ConvCaps3D's routing at each position (`route3d_routing`)."""
 ACTIVATIONS = ("relu", "squash", "softmax")
 """Lone activations: one ACT over op.n_in partial-sum rows of op.caps_in lanes (calibration points)."""
 
@@ -468,7 +474,7 @@ def classcaps_act_pieces(rows: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class ElementwiseShape:
-    """A `CHAIN_KINDS` operation: `operands` int8 maps of n rows (positions) x m values (capsules of
+    """An `ELEMENTWISE_KINDS` operation: `operands` int8 maps of n rows (positions) x m values (capsules of
     `length` atoms side by side) summed element-wise, then the ACT `func` ("none" or a squash of
     each capsule). `columns`: its column blocks and ACTs, as a conv kind's (`MatmulShape` with k = 0:
     C lanes for "none"; for squash floor(C / L) whole capsules per block, or a capsule over
@@ -499,8 +505,7 @@ def _elementwise_shape(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows
     if kind == TOCAPS:
         n, m, length, operands, func = batch * n_in * n_in, ch_in * caps_in, caps_in, 1, FUNC_SQUASH
     else:
-        n, m, length = batch * n_out * n_out, ch_out * caps_out, caps_out
-        operands, func = (2, FUNC_NONE) if kind == CAPSADD else (ch_in, FUNC_SQUASH)
+        n, m, length, operands, func = batch * n_out * n_out, ch_out * caps_out, caps_out, 2, FUNC_NONE
     refusal, n, _, m, func, width, capsule, span = _columns(n, 0, m, func, length, cols)
     if refusal:
         args[0], args[1] = length, MAX_CAPSULE
@@ -508,15 +513,13 @@ def _elementwise_shape(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows
 
 
 def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
-    """The sum of a `CHAIN_KINDS` operation (`op` the operation `chain` runs it for):
+    """The sum of an `ELEMENTWISE_KINDS` operation (`op` the operation `chain` runs it for):
     "tocaps": a CapsCell's input feature map read as capsules (nas.layers.ToCapsules: n_in² positions
     of ch_in capsules of caps_in atoms, one operand, squash); "capsadd": a CapsCell's output, its third
     convolution's capsules plus its skip branch's (n_out² positions of ch_out x caps_out, two operands,
-    no activation: saturated); "route3d": a ConvCaps3D's routing over its ch_in input capsule types
-    with the uniform coupling (one iteration: the sum of the ch_in vote maps, squash). The n rows are
-    the `config.batch` images' positions, stacked."""
-    if kind not in CHAIN_KINDS:
-        raise MappingError(f"{kind!r} is not one of {', '.join(CHAIN_KINDS)}")
+    no activation: saturated). The n rows are the `config.batch` images' positions, stacked."""
+    if kind not in ELEMENTWISE_KINDS:
+        raise MappingError(f"{kind!r} is not one of {', '.join(ELEMENTWISE_KINDS)}")
     args = np.zeros(REFUSAL_ARGS, np.int64)
     refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
         STEP_KINDS.index(kind), op.n_in, op.ch_in, op.caps_in, op.n_out, op.ch_out, op.caps_out, config.rows,
@@ -771,6 +774,15 @@ def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routi
             "pairs_per_run": pairs_per_run}
 
 
+def route3d_routing(op, config: ArrayConfig) -> tuple[object, int]:
+    """(routing operation, routings) of the "route3d" step of a ConvCaps3D `op` (`chain`): the routing
+    of the votes at one position, over I = op.ch_in input capsule types (`classcaps_dims` of the
+    returned operation), J = op.ch_out output types of D = op.caps_out atoms; and how many run, one
+    after the other as a batch's images' routings do: config.batch·n_out² (each image's positions in
+    order, y then x)."""
+    return dataclasses.replace(op, n_in=1, kernel=1, stride=1, n_out=1), config.batch * op.n_out * op.n_out
+
+
 def routing_phases(routings: int = ROUTINGS) -> tuple[str, ...]:
     """The phases of a routing with `routings` iterations (>= 1), in order: the uniform first
     iteration, then an update and a softmax iteration per further iteration."""
@@ -905,7 +917,7 @@ def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, w
 @njit(cache=True)
 def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
     """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart) of a
-    `CHAIN_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
+    `ELEMENTWISE_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
     operands per run and whether the ACTs run apart (`_elementwise_chunking`; `REFUSED_ELEMENTWISE`
     when no operand fits a run)."""
     refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
@@ -973,8 +985,9 @@ def step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
     two steps of one kind with the same shape count alike (tests check it). Conv kinds: the matrix
     product of one image (rows n_out²·[ch_in for convcaps3d], K, M, and the capsule's atoms for convcaps;
     `_matmul_shape`); classcaps: (I, caps_in, J·D, 0); routing phases and a whole routing: (I, J, D, 0);
-    `CHAIN_KINDS`: the element-wise sum (positions, values, capsule atoms, operands; `_elementwise_shape`:
-    no capsule for capsadd, which does not squash); lone activations (n_in, caps_in, 0, 0)."""
+    `ELEMENTWISE_KINDS`: the element-wise sum (positions, values, capsule atoms, operands; `_elementwise_shape`:
+    no capsule for capsadd, which does not squash); route3d: (positions, J·D, D, I) of its routings
+    (`route3d_routing`); lone activations (n_in, caps_in, 0, 0)."""
     if kind == CONV or kind == CONVCAPS:
         return (n_out * n_out, kernel * kernel * ch_in * caps_in + 1, ch_out * caps_out,
                 caps_out if kind == CONVCAPS else 0)
@@ -1007,24 +1020,27 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
     row a run writes into a buffer is loaded once, every result read is stored; partial sums stay host
     accesses). Per kind: conv kinds, per chunk of nc data rows, kc·nc data rows and kc·mb·R weight rows,
     mb·nc result rows stored; classcaps, per run of g groups, g·kc·B·k data rows, g·kc·mb·R weight rows,
-    g·mb·B·k stored; `CHAIN_KINDS`, per chunk, the operands' chunks·mb·nc data rows and per run its
+    g·mb·B·k stored; `ELEMENTWISE_KINDS`, per chunk, the operands' chunks·mb·nc data rows and per run its
     chunks·R identity rows, mb·nc stored; a lone activation stores its rows; routing
-    `_routing_transfers` per image."""
+    `_routing_transfers` per image (route3d: a whole routing's per position and image)."""
     counts[:] = 0
     moved[:] = 0
-    if kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE:
-        n_caps = n_in * n_in * ch_in
+    if (kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE
+            or kind == ROUTE3D):
+        whole = ROUTING if kind == ROUTE3D else kind  # route3d: a whole routing per position (`route3d_routing`)
+        n_caps = ch_in if kind == ROUTE3D else n_in * n_in * ch_in
+        times = batch * n_out * n_out if kind == ROUTE3D else batch
         geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings, args)
         if geometry[0]:
             return geometry[0]
-        for position in range(2 * routings - 1 if kind == ROUTING else 1):
-            _count_routing_phase(routing_phase(position) if kind == ROUTING else kind, n_caps, ch_out, caps_out, rows,
+        for position in range(2 * routings - 1 if whole == ROUTING else 1):
+            _count_routing_phase(routing_phase(position) if whole == ROUTING else kind, n_caps, ch_out, caps_out, rows,
                                  cols, geometry, counts)
-        _routing_transfers(kind, n_caps, ch_out, rows, routings, geometry, moved)
-        for field in range(len(COUNT_FIELDS)):  # per image: the batch's routings run in turn
-            counts[field] *= batch
+        _routing_transfers(whole, n_caps, ch_out, rows, routings, geometry, moved)
+        for field in range(len(COUNT_FIELDS)):  # per image (route3d: per position): the routings run in turn
+            counts[field] *= times
         for field in range(len(TRANSFER_FIELDS)):
-            moved[field] *= batch
+            moved[field] *= times
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
         refusal, n, m, func, width, capsule, span, mb, kc, nc, kr_full, kr_rest = _matmul_plan(
@@ -1083,7 +1099,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[WEIGHT_LOADS] = all_groups * kc * mb * rows
         moved[WEIGHT_STORES] = all_groups * mb * data_rows
         return FITS
-    if kind == TOCAPS or kind == CAPSADD or kind == ROUTE3D:
+    if kind == TOCAPS or kind == CAPSADD:
         refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart = _elementwise_plan(
             kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:

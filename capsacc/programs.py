@@ -18,12 +18,12 @@ import functools
 from dataclasses import dataclass
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, ROUTING_PHASES, ROUTINGS, ElementwiseShape, MappingError,
+from capsacc.mapping import (ACTIVATIONS, ELEMENTWISE_KINDS, ROUTING_PHASES, ROUTINGS, ElementwiseShape, MappingError,
                              MatmulShape,
                              act_lanes, ceil_div, classcaps_act_pieces, classcaps_dims, classcaps_packing,
                              classcaps_per_run, elementwise_chunking, elementwise_shape, matmul_acts_apart,
-                             matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape, routing_geometry,
-                             routing_phases)
+                             matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape, route3d_routing,
+                             routing_geometry, routing_phases)
 from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles
 
 
@@ -148,7 +148,7 @@ def classcaps_session(op, config: ArrayConfig, shift: int = 0) -> list[SessionEv
 
 
 def elementwise_session(shape: ElementwiseShape, config: ArrayConfig, shift: int = 0) -> list[SessionEvent]:
-    """A `CHAIN_KINDS` sum of `shape.operands` maps: per chunk of nc rows from n0 and run of operands
+    """An `ELEMENTWISE_KINDS` sum of `shape.operands` maps: per chunk of nc rows from n0 and run of operands
     p0 .. p1 - 1, `Load` data part ("data", n0, nc, p0, p1) (operand j's K chunk kk of block b at row
     ((j kc + kk) mb + b) nc), `Load` weight part ("identity",) (the kc identity tiles from row 0), one
     accumulating MATMUL per (operand, K chunk, block), the chunk's last run an ACT per span blocks to
@@ -390,9 +390,10 @@ class RoutingPlan:
 
 
 def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS, shift_logits: int = 0,
-                    shift_sum: int = 0) -> list[SessionEvent]:
+                    shift_sum: int = 0, images: int | None = None) -> list[SessionEvent]:
     """A routing phase or a whole routing ("routing") of `op` (`capsacc.mapping.classcaps_dims`)
-    with the programs of `RoutingPlan`, for each image b of the batch in turn: the state a lone phase
+    with the programs of `RoutingPlan`, for each image b of the batch in turn (`images` of them,
+    default config.batch; a ConvCaps3D's routings are more, `capsacc.mapping.route3d_routing`): the state a lone phase
     starts from (`PsumWrite` part ("logits", b) of resident logits; `Load` part ("v", b) of the output
     capsules an update reads; with recomputed logits, a softmax phase's `Load`s part ("v_set", r, b)
     of the `recompute` sets), the runs (their images' parts prefixed ("run", b)), then the result
@@ -402,7 +403,7 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
     g = plan.geometry
     regions = plan.regions(plan.phase_iteration(kind))
     events = []
-    for image in range(config.batch):
+    for image in range(config.batch if images is None else images):
         if g["resident"]:
             events.append(PsumWrite(regions["b"].base, n_in * g["tJ"], ("logits", image)))
             if kind == "routing_update":
@@ -426,13 +427,16 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
 
 def operation_session(kind: str, op, config: ArrayConfig, shift: int = 0, operands: int | None = None) -> list[SessionEvent]:
     """The `SessionEvent`s of `op` as `kind` on `config` (ACTs requantized by `shift`, a routing's by
-    0; a `CHAIN_KINDS` sum of `operands` maps, default its shape's; a routing of `ROUTINGS`
-    iterations); `capsacc.mapping.MappingError` for an unknown kind or an operation that does not fit."""
+    0; an `ELEMENTWISE_KINDS` sum of `operands` maps, default its shape's; a routing of `ROUTINGS`
+    iterations, route3d's at every position, `route3d_routing`); `capsacc.mapping.MappingError` for an unknown kind or an operation that does not fit."""
     if kind in ("conv", "convcaps", "convcaps3d"):
         return matmul_session(matmul_shape(kind, op, config), config, shift)
     if kind == "classcaps":
         return classcaps_session(op, config, shift)
-    if kind in CHAIN_KINDS:
+    if kind == "route3d":
+        routing, images = route3d_routing(op, config)
+        return routing_session("routing", routing, config, images=images)
+    if kind in ELEMENTWISE_KINDS:
         shape = elementwise_shape(kind, op, config)
         if operands is not None:
             shape = ElementwiseShape(shape.columns, shape.length, operands, shape.chunks)

@@ -124,15 +124,16 @@ def _capsule_source(layer, label: str) -> Source:
 
 
 def _votes_source(layer, label: str, types: int) -> Source:
-    """A ConvCaps3D as the RTL's `convcaps3d` votes: its k x k x atoms kernel at the centre type tap of
-    the k x k x k windows of `sim.driver.conv3d_patches` (zeros at the others), with the first routing
-    iteration's uniform coupling 1 / J and its bias (J, atoms) folded in: votes u_ij / J + bias_j /
-    `types`, so that their sum over the `types` input capsule types is Keras' first weighted sum."""
+    """A ConvCaps3D as the RTL's `convcaps3d` votes, which the RTL routes (`route3d`): its k x k x atoms
+    kernel at the centre type tap of the k x k x k windows of `sim.driver.conv3d_patches` (zeros at the
+    others), with its bias (J, atoms) folded in: votes u_ij + J·bias_j / `types`, so that the first
+    routing iteration's weighted sum (uniform coupling 1 / J over the `types` input capsule types) is
+    Keras' (later iterations weigh the bias by their couplings, Keras adds it once)."""
     kernel = layer.kernel_weights.numpy().astype(np.float64)
     k, _, atoms, outputs = kernel.shape
     full = np.zeros((k, k, k, atoms, outputs))
-    full[:, :, k // 2] = kernel / layer.capsules
-    bias = layer.bias.numpy().astype(np.float64).reshape(-1) / types
+    full[:, :, k // 2] = kernel
+    bias = layer.bias.numpy().astype(np.float64).reshape(-1) * layer.capsules / types
     return Source("convcaps3d", label, full.reshape(-1, outputs).astype(np.float32), bias.astype(np.float32))
 
 

@@ -23,9 +23,10 @@ bits; all scales are powers of two because the datapath has shifts and no multip
   ToCapsules has its batch normalisation folded (`nas.export`) and its shift chosen as for ReLU over
   the sums and the offsets, at most f_acc - 4; ToCapsules adds the offset (int8 in the convolution's
   output format) and squashes with shift f - 4; a cell's sum of two Q0.7 maps gets the
-  `saturating_shift` of its calibration sums (output f = 7 - shift); the ConvCaps3D votes (coupling
-  and bias folded in) are requantized by a shift chosen as for ClassCaps, at most f_acc - 4, and
-  their sum over the input types is squashed with shift f_v - 4 (one routing iteration).
+  `saturating_shift` of its calibration sums (output f = 7 - shift); the ConvCaps3D votes (bias
+  folded in, `nas.export`) are requantized by a shift chosen as for ClassCaps, at most f_acc - 4, and
+  routed over the input types at each position as the class routing is (`ROUTINGS` iterations,
+  shift_sum = shift_logits = f_v + 3).
 """
 
 import json
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.errors import InputError
-from capsacc.mapping import CHAIN_KINDS, chain
+from capsacc.mapping import CHAIN_KINDS, ROUTINGS, chain
 from capsacc.network import Network, Operation
 from sim import golden
 from sim.driver import conv3d_patches, conv_patches
@@ -292,20 +293,14 @@ def _elementwise_step(deployment: Deployment, name: str, kind: str, op: Operatio
                       calibrate: bool) -> tuple[np.ndarray, int]:
     """(int8 output (B, n, n, M), fractional bits) of a `CHAIN_KINDS` step named `name` on `operands`
     [(values, fractional bits)], by `golden.capsule_sum` as the RTL runs it. "tocaps": the map plus the
-    batch normalisation `offset` (int8 (M,), or None), shift to Q3.4, squash; "route3d": the sum of the
-    votes over the ch_in input types (the coupling and bias are in the votes), shift to Q3.4, squash;
-    "capsadd": the two squashed maps (Q0.7) added, shift chosen on the calibration images (`saturating_shift`
+    batch normalisation `offset` (int8 (M,), or None), shift to Q3.4, squash;     "capsadd": the two squashed maps (Q0.7) added, shift chosen on the calibration images (`saturating_shift`
     of the sums' magnitudes: 1 where they pass 127, the output then Q1.6)."""
     values, f_in = operands[0]
     batch = len(values)
-    if kind == "route3d":
-        side = op.n_out
-        maps = list(values.reshape(batch * side * side, op.ch_in, -1).transpose(1, 0, 2))
-    else:
-        side = op.n_in if kind == "tocaps" else op.n_out
-        maps = [v.reshape(batch * side * side, -1) for v, _ in operands]
-        if any(f != f_in for _, f in operands):
-            raise InputError(f"step {name}: operands of {[f for _, f in operands]} fractional bits")
+    side = op.n_in if kind == "tocaps" else op.n_out
+    maps = [v.reshape(batch * side * side, -1) for v, _ in operands]
+    if any(f != f_in for _, f in operands):
+        raise InputError(f"step {name}: operands of {[f for _, f in operands]} fractional bits")
     if offset is not None:
         maps.append(np.broadcast_to(offset, maps[0].shape))
     if kind == "capsadd":
@@ -319,6 +314,35 @@ def _elementwise_step(deployment: Deployment, name: str, kind: str, op: Operatio
     out = golden.capsule_sum(maps, shift, function, length)
     f_out = f_in - shift if kind == "capsadd" else golden.OUT_FRAC_BITS
     return out.reshape(batch, side, side, -1), f_out
+
+
+def routing_shift(f_u: int, inputs: int, dim: int, routings: int, what: str) -> int:
+    """shift_sum = shift_logits of a routing over `inputs` capsules of predictions with f_u fractional
+    bits into capsules of `dim` atoms, `routings` iterations: sums and logits have f_u + 7 bits, the
+    squash and softmax read Q3.4. `InputError` when the predictions have too few fractional bits or
+    the logits would need more bits than the accumulator has."""
+    shift = f_u + golden.OUT_FRAC_BITS - golden.SQUASH_FRAC_BITS
+    if shift < 0:
+        raise InputError(f"{what}: predictions with {f_u} fractional bits: the routing needs at least "
+                         f"{golden.SQUASH_FRAC_BITS - golden.OUT_FRAC_BITS}")
+    routing_bits = (max(inputs, dim) * 127 * 128 * routings).bit_length() + 1
+    if routing_bits > golden.ACC_BITS:
+        raise InputError(f"{what}: the routing's logits need {routing_bits} bits, the accumulator has "
+                         f"{golden.ACC_BITS}")
+    return shift
+
+
+def _route3d_step(deployment: Deployment, name: str, op: Operation, votes: tuple) -> tuple[np.ndarray, int]:
+    """(int8 output capsules (B, n, n, ch_out·caps_out) Q0.7, their fractional bits) of a ConvCaps3D's
+    routing named `name` on its (votes (B, n_out²·ch_in, M), fractional bits f_v): at each position a
+    dynamic routing over the ch_in input types (`golden.routing`, `ROUTINGS` iterations, the RTL's
+    route3d), shift `routing_shift`."""
+    values, f_v = votes
+    batch = len(values)
+    deployment.elementwise[name] = shift = routing_shift(f_v, op.ch_in, op.caps_out, ROUTINGS, f"step {name}")
+    u_hat = values.reshape(batch * op.n_out ** 2, op.ch_in, op.ch_out, op.caps_out)
+    _, _, v, _ = golden.routing(u_hat, ROUTINGS, shift, shift)
+    return v.reshape(batch, op.n_out, op.n_out, -1), golden.OUT_FRAC_BITS
 
 
 def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False) -> np.ndarray:
@@ -336,6 +360,8 @@ def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False)
         values, f_x = outputs[step.inputs[0]] if step.inputs else (x, INPUT_FRAC_BITS)
         if kind in ("conv", "convcaps", "convcaps3d"):
             outputs.append(_weighted_step(layers[op.name], values, f_x, calibrate))
+        elif kind == "route3d":
+            outputs.append(_route3d_step(deployment, step_name(network, step), op, outputs[step.inputs[0]]))
         elif kind in CHAIN_KINDS:
             source = network.operations[steps[step.inputs[0]].index]
             offset = layers[source.name].offset_q if kind == "tocaps" else None
@@ -354,14 +380,8 @@ def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False)
             outputs.append((u_hat, f_u))
         else:
             outputs.append((None, None))  # the routing phases: run together below
-    routing_shift = f_u + golden.OUT_FRAC_BITS - golden.SQUASH_FRAC_BITS
-    if routing_shift < 0:
-        raise InputError(f"ClassCaps predictions with {f_u} fractional bits: the routing needs at least "
-                         f"{golden.SQUASH_FRAC_BITS - golden.OUT_FRAC_BITS}")
-    deployment.shift_sum = deployment.shift_logits = routing_shift
-    routing_bits = (max(u_hat.shape[1], u_hat.shape[3]) * 127 * 128 * deployment.routings).bit_length() + 1
-    if routing_bits > golden.ACC_BITS:
-        raise InputError(f"the routing's logits need {routing_bits} bits, the accumulator has {golden.ACC_BITS}")
+    deployment.shift_sum = deployment.shift_logits = routing_shift(f_u, u_hat.shape[1], u_hat.shape[3], deployment.routings,
+                                                                     "ClassCaps")
     _, _, v, _ = golden.routing(u_hat, deployment.routings, deployment.shift_logits, deployment.shift_sum)
     return v
 
@@ -380,11 +400,12 @@ def evaluate(deployment: Deployment, pixels: np.ndarray, images_per_batch: int =
 def operation_inputs(deployment: Deployment) -> dict[str, dict]:
     """The quantised weights and shifts by step name, as `sim.network_run.run_network` takes them:
     "weights", "shift" and "bias_input" of every weighted operation, "shift_sum" and "shift_logits"
-    of every routing operation, "shift" of every element-wise step and, for a ToCapsules reading a
+    of every routing operation and of a ConvCaps3D's routing, "shift" of every element-wise step and, for a ToCapsules reading a
     batch-normalised convolution, its "offset" (int8 (M,), added as a second operand)."""
     given = {layer.op.name: {"weights": layer.weights, "shift": layer.shift, "bias_input": 1 << layer.bias_input_bits}
              for layer in deployment.layers}
-    given.update({name: {"shift": shift} for name, shift in deployment.elementwise.items()})
+    given.update({name: {"shift_sum": shift, "shift_logits": shift} if name.endswith(".route3d") else {"shift": shift}
+                  for name, shift in deployment.elementwise.items()})
     steps = chain(deployment.network.operations)
     for step in steps:
         if step.kind == "tocaps":
@@ -404,7 +425,6 @@ def simulate(deployment: Deployment, pixels: np.ndarray, rows: int, cols: int, s
     step is checked against the golden model by the driver (`sim.driver.MismatchError` otherwise).
     Returns (the `NetworkRun`, whether its output capsules equal `forward`'s bit for bit)."""
     from capsacc.array import ArrayConfig
-    from capsacc.mapping import ROUTINGS
     from sim.driver import OperationDriver
     from sim.network_run import run_network
 

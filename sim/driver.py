@@ -6,7 +6,8 @@ partial sums for routing and the activations), tiles the operation onto the arra
 result reads) as one script on the chosen back end, compares every result with the golden model
 and returns an `OperationRun`: RTL cycles (sum of `busy_cycles` over the runs), host I/O cycles,
 summed counters and the instruction counts. Kinds (`DRIVER_KINDS`): `capsacc.mapping.KINDS` (routing
-by phase), `capsacc.mapping.CHAIN_KINDS` (element-wise sums of capsule maps), "routing" (a whole
+by phase), `capsacc.mapping.CHAIN_KINDS` (element-wise sums of capsule maps, and "route3d": a
+ConvCaps3D's routing at every position, `capsacc.mapping.route3d_routing`), "routing" (a whole
 routing of `routings` iterations) and the activations "relu", "squash", "softmax" (one ACT over
 random partial sums).
 
@@ -24,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, KINDS, ROUTING_PHASES, ROUTINGS, act_lanes,
-                             bandwidth_bound, ceil_div, classcaps_dims, classcaps_packing, elementwise_shape,
-                             matmul_blocks, matmul_shape)
+from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, ELEMENTWISE_KINDS, KINDS, ROUTING_PHASES,
+                             ROUTINGS, act_lanes, bandwidth_bound, ceil_div, classcaps_dims, classcaps_packing,
+                             elementwise_shape, matmul_blocks, matmul_shape, route3d_routing)
 from capsacc.network import Operation
 from capsacc.programs import (Load, PsumRead, PsumWrite, Run, activation_session, classcaps_session,
                               elementwise_session, matmul_session, routing_session)
@@ -125,12 +126,6 @@ def conv3d_patches(caps: np.ndarray, kernel: int, stride: int, n_out: int) -> np
     return np.hstack([rows, np.ones((len(rows), 1), dtype=np.int64)])
 
 
-def elementwise_shift(kind: str, op: Operation) -> int:
-    """The requantization shift of a `CHAIN_KINDS` step: "route3d" ceil(log2 J) with J = op.ch_out
-    output capsule types (the uniform coupling 1/J, exact for J a power of two), else 0."""
-    return (op.ch_out - 1).bit_length() if kind == "route3d" else 0
-
-
 def rtl_source_key(config: ArrayConfig, offchip_bytes: int = 0) -> str:
     """The CapsAcc sources (a hash of rtl/*.py) and parameters, naming a Verilator build (with
     `offchip_bytes` > 0: of `rtl.offchip.CapsAccSystem` with an off-chip memory of that many bytes)."""
@@ -208,7 +203,9 @@ class OperationDriver:
         (shared by the batch), "u" (classcaps: (B, I, caps_in)), "u_hat" (B, I, J, D), "logits"
         (B, I, J) and "v" (B, J, D) (routing phases: the state a phase starts from; the uniform phase
         and a whole routing start from zero logits), "routings" (a whole routing), the shifts
-        "shift_logits", "shift_sum", and "maps" (`CHAIN_KINDS`: the operands, each (B, n / B, m) with
+        "shift_logits", "shift_sum" ("u_hat" of route3d: (B·n_out², ch_in, ch_out, caps_out), the votes at
+        each image's positions in turn; its outputs "c", "s", "v", "b" as a whole routing's, with the
+        same leading axis), and "maps" (`ELEMENTWISE_KINDS`: the operands, each (B, n / B, m) with
         n and m as `capsacc.mapping.elementwise_shape` gives), "bias_input" (conv kinds: the data value of
         the im2col bias column, default 1). The outputs have the same leading batch
         axis. Raises `MismatchError` when a result differs from the golden model, `ValueError` when
@@ -242,7 +239,10 @@ class OperationDriver:
             return self._matmul_op(kind, op, rng, inputs)
         if kind == "classcaps":
             return self._classcaps_op(op, rng, inputs)
-        if kind in CHAIN_KINDS:
+        if kind == "route3d":
+            routing, images = route3d_routing(op, self.config)
+            return self._routing_op("routing", routing, rng, inputs, images)
+        if kind in ELEMENTWISE_KINDS:
             return self._elementwise_op(kind, op, rng, inputs)
         if kind in ROUTING_PHASES or kind == "routing":
             return self._routing_op(kind, op, rng, inputs)
@@ -356,10 +356,12 @@ class OperationDriver:
 
         return session, counts, check
 
-    def _batch_input(self, inputs: dict, name: str, shape: tuple, rng, low: int = -128, high: int = 128) -> np.ndarray:
-        """inputs[name] of shape (B,) + `shape` (B = `config.batch`), or random integers in low..high - 1."""
+    def _batch_input(self, inputs: dict, name: str, shape: tuple, rng, low: int = -128, high: int = 128,
+                     batch: int | None = None) -> np.ndarray:
+        """inputs[name] of shape (B,) + `shape` (B = `batch`, default `config.batch`), or random integers in
+        low..high - 1."""
         value = inputs.get(name)
-        want = (self.config.batch,) + tuple(shape)
+        want = (self.config.batch if batch is None else batch,) + tuple(shape)
         if value is None:
             return rng.integers(low, high, size=want)
         if np.shape(value) != want:
@@ -431,7 +433,7 @@ class OperationDriver:
         maps = [self._batch_input({"maps": value}, "maps", per_image, rng).reshape(shape.n, shape.m)
                 for value in given]
         operands = len(maps)
-        shift = inputs.get("shift", elementwise_shift(kind, op))
+        shift = inputs.get("shift", 0)
         blocks = matmul_blocks(columns)
         mb, kc = len(blocks), shape.chunks
         identity = np.zeros((kc * R, C), dtype=np.int64)
@@ -466,40 +468,42 @@ class OperationDriver:
 
         return session, counts, check
 
-    def _routing_op(self, kind, op, rng, inputs):
+    def _routing_op(self, kind, op, rng, inputs, images=None):
         """A routing phase (`capsacc.mapping.ROUTING_PHASES`) or a whole routing ("routing"), of
         inputs["routings"] iterations (default `ROUTINGS`), with the programs of
-        `rtl.workloads.RoutingLayout`, for each image of the batch in turn. The host writes the state
+        `rtl.workloads.RoutingLayout`, for each image of the batch in turn (`images` routings, default
+        the batch's; a ConvCaps3D's, `capsacc.mapping.route3d_routing`). The host writes the state
         a lone phase starts from: resident logits (softmax, update) and the output capsules v
         (update); when the logits are recomputed, the output capsules of the earlier iterations
         ("v_sets", a list of (B, J, D), zeros for the rest; a softmax phase then runs as the last
         iteration). Couplings (and recomputed logits) are checked for the last block of inputs
         (`RoutingLayout.last_block`)."""
         cfg = self.config
+        batch = cfg.batch if images is None else images
         n_in, _, n_out, dim = classcaps_dims(op)
         routings = inputs.get("routings", ROUTINGS)
         layout = RoutingLayout(n_in, n_out, dim, cfg, routings)
         resident, sets = layout.geometry["resident"], layout.geometry["recompute"]
-        u_hat = self._batch_input(inputs, "u_hat", (n_in, n_out, dim), rng)
+        u_hat = self._batch_input(inputs, "u_hat", (n_in, n_out, dim), rng, batch=batch)
         if not resident:
-            logits = np.zeros((cfg.batch, n_in, n_out), dtype=np.int64)
+            logits = np.zeros((batch, n_in, n_out), dtype=np.int64)
         elif kind in ("routing_softmax", "routing_update"):
-            logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, -(1 << 10), 1 << 10)
+            logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, -(1 << 10), 1 << 10, batch)
         else:
-            logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, 0, 1)
-        v = self._batch_input(inputs, "v", (n_out, dim), rng)
+            logits = self._batch_input(inputs, "logits", (n_in, n_out), rng, 0, 1, batch)
+        v = self._batch_input(inputs, "v", (n_out, dim), rng, batch=batch)
         v_sets = inputs.get("v_sets")
         if v_sets is None:
-            v_sets = [self._batch_input({}, "v", (n_out, dim), rng) for _ in range(sets)]
+            v_sets = [self._batch_input({}, "v", (n_out, dim), rng, batch=batch) for _ in range(sets)]
         v_sets = [np.asarray(v_r) for v_r in v_sets]
-        v_sets += [np.zeros((cfg.batch, n_out, dim), dtype=np.int64)] * (sets - len(v_sets))
+        v_sets += [np.zeros((batch, n_out, dim), dtype=np.int64)] * (sets - len(v_sets))
         shift_logits = inputs.get("shift_logits", 4)
         shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
         coupling = golden.uniform_coupling(n_in, n_out)
         session, counts = self._session(), self._new_counts()
         names = layout.result_names(kind)
         start_logits = []  # the logits each image's phase starts from
-        for image in range(cfg.batch):
+        for image in range(batch):
             b = logits[image]
             if not resident and kind == "routing_softmax":
                 for v_r in v_sets:
@@ -516,14 +520,15 @@ class OperationDriver:
                 return layout.v_rows(v_sets[part[1]][part[2]])
             return layout.fill(replace(load, part=part[2:]), u_hat[part[1]], coupling)  # ("run", image, ...)
 
-        self._play_events(session, routing_session(kind, op, cfg, routings, shift_logits, shift_sum), fill, counts)
+        events = routing_session(kind, op, cfg, routings, shift_logits, shift_sum, batch)
+        self._play_events(session, events, fill, counts)
         block = layout.last_block()
         convert = {"c": layout.coupling, "s": layout.sums, "v": layout.v, "b": layout.logits}
 
         def check(results):
             got = {name: [] for name in names}
             want = {name: [] for name in names}
-            for image in range(cfg.batch):
+            for image in range(batch):
                 if kind == "routing_update":
                     expected = {"b": golden.routing_update(logits[image], u_hat[image], v[image], cfg.acc_bits)}
                 elif kind == "routing":

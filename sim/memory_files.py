@@ -29,7 +29,7 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.files import write_atomic
-from capsacc.mapping import CHAIN_KINDS
+from capsacc.mapping import ELEMENTWISE_KINDS
 from capsacc.network import Network
 from rtl.isa import assemble, buffer_lanes, disassemble
 from rtl.offchip import CapsAccSystem
@@ -49,7 +49,7 @@ _TENSORS = {("conv", "data"): "input patches (im2col rows, bias column last)",
 def tensor_name(kind: str, buffer: str, first: bool) -> str:
     """What a loaded region of a step of `kind` into `buffer` holds (`first`: the network's first step,
     whose input is the images)."""
-    group = "conv" if kind in ("conv", "convcaps", "convcaps3d") else "chain" if kind in CHAIN_KINDS else kind
+    group = "conv" if kind in ("conv", "convcaps", "convcaps3d") else "chain" if kind in ELEMENTWISE_KINDS else kind
     name = _TENSORS.get((group, buffer), f"routing operands ({buffer} buffer)")
     return name.replace("input patches", "input image patches") if first and buffer == "data" else name
 

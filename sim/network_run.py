@@ -10,8 +10,9 @@ zero) and a softmax iteration over them; each phase reads the logits and capsule
 produced. CapsCell networks (DeepCaps) run as nas.layers builds them, with the deviations
 docs/rtl.md lists: ToCapsules squashes the convolutions' feature map, each cell's second convolution
 reads its first, the skip branch reads the first too, and the cell's output is the third's capsules
-plus the skip's ("capsadd"); the last cell's skip is the ConvCaps3D's votes and their routing over
-the input capsule types ("route3d", one iteration with the uniform coupling); ClassCaps then runs
+plus the skip's ("capsadd"); the last cell's skip is the ConvCaps3D's votes and their dynamic routing
+over the input capsule types at each position ("route3d", `capsacc.mapping.ROUTINGS` = 3 iterations,
+the first coupling uniform: `capsacc.mapping.route3d_routing`); ClassCaps then runs
 before its routing phases. Weights are random int8 (seeded): the run measures cycles and
 bit-exactness, not accuracy. The network runs on a batch of B = `config.batch` images at once
 (`capsacc.mapping`'s rules; every activation carries a leading batch axis): each step's cycles are
@@ -28,7 +29,8 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
-from capsacc.mapping import CHAIN_KINDS, MappingError, Step, chain, elementwise_shape, plan_counts
+from capsacc.mapping import (CHAIN_KINDS, ELEMENTWISE_KINDS, MappingError, Step, chain, elementwise_shape,
+                             plan_counts, routing_phases)
 from capsacc.network import Network
 from sim.driver import OperationDriver, OperationRun
 
@@ -68,9 +70,14 @@ def step_name(network: Network, step: Step) -> str:
 
 
 def step_macs(step: Step, config: ArrayConfig) -> int:
-    """The multiply-accumulates of a step for one image: its operation's (`Operation.macs`), or for an
-    element-wise step the values it streams (rows x values x operands, each through an identity weight)."""
-    if step.kind in CHAIN_KINDS:
+    """The multiply-accumulates of a step for one image: its operation's (`Operation.macs`); for an
+    element-wise step the values it streams (rows x values x operands, each through an identity weight);
+    for a ConvCaps3D's routing, per position those of its phases (I·J·D each, as a routing
+    operation's)."""
+    if step.kind == "route3d":
+        op = step.op
+        return op.n_out ** 2 * len(routing_phases()) * op.ch_in * op.ch_out * op.caps_out
+    if step.kind in ELEMENTWISE_KINDS:
         shape = elementwise_shape(step.kind, step.op, dataclasses.replace(config, batch=1))
         return shape.n * shape.m * shape.operands
     return step.op.macs
@@ -145,14 +152,15 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
             features = features.reshape(batch, op.n_in, op.n_in, op.ch_in, op.caps_in) if kind == "convcaps3d" \
                 else features.reshape(expected)
             result = driver.run(kind, op, seed=rng_seed, inputs={**given, "image": features})
-            out = result.outputs["out"]
-            if kind == "convcaps3d":  # votes (b, y, x, input type, output capsules) -> one map per input type
-                out = out.reshape(batch, op.n_out ** 2, op.ch_in, -1).transpose(2, 0, 1, 3)
-            outputs.append(out)
-        elif kind in CHAIN_KINDS:
+            outputs.append(result.outputs["out"])
+        elif kind == "route3d":  # votes (B, n_out²·ch_in rows (y, x, type), M) -> one routing per image and position
+            u_hat = inputs[0].reshape(-1, op.ch_in, op.ch_out, op.caps_out)
+            result = driver.run(kind, op, seed=rng_seed, inputs={"u_hat": u_hat, "shift_logits": SHIFT_LOGITS, **given})
+            outputs.append(result.outputs["v"].reshape(batch, op.n_out ** 2, op.ch_out * op.caps_out))
+        elif kind in ELEMENTWISE_KINDS:
             shape = elementwise_shape(kind, op, driver.config)
             per_image = (batch, shape.n // batch, shape.m)
-            maps = list(inputs[0]) if kind == "route3d" else [x.reshape(per_image) for x in inputs]
+            maps = [x.reshape(per_image) for x in inputs]
             if "offset" in given:  # a deployed ToCapsules' batch normalisation offset, one more operand
                 maps.append(np.broadcast_to(given["offset"], per_image).copy())
             result = driver.run(kind, op, seed=rng_seed,

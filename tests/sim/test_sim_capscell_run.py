@@ -13,9 +13,11 @@ from capsacc import Accelerator, estimate
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.network import Network
 from sim import golden
-from sim.driver import OperationDriver
-from sim.network_run import run_network, step_macs, step_name
+from capsacc.mapping import ROUTINGS
+from sim.driver import OperationDriver, shift_for
+from sim.network_run import SHIFT_LOGITS, run_network, step_macs, step_name
 from test_sim_calibrated_model import isa_calibration
+from test_sim_route3d import dynamic_routing
 
 GENOTYPE = [[0, 4, 1, 1, 3, 1, 4, 4, 1], [2, 4, 2, 2, 3, 1, 4, 2, 2], [2, 4, 2, 2, 3, 2, 2, 2, 2],
             [2, 2, 2, 2, 2, 1, 1, 3, 2], [-1], [1]]
@@ -50,16 +52,22 @@ def test_every_step_runs_in_data_flow_order(chained):
 def test_the_cells_compute_the_keras_data_flow_bit_exact(chained):
     """Each step's RTL result equals the golden model (the driver checks it), and the chain feeds them
     as nas.layers.CapsCell does: the skip reads the first convolution, the cell's output is the third's
-    capsules plus the skip's, saturated; the ConvCaps3D's votes are summed over its input types."""
+    capsules plus the skip's, saturated; the ConvCaps3D's votes are routed over its input types at each
+    position, three iterations (the reference routing of `test_sim_route3d`)."""
     _, result = chained
     out = [run.outputs["out"][0] if "out" in run.outputs else None for run in result.runs]  # the one image's
     assert np.array_equal(out[1], golden.capsule_sum([out[0]], 0, "squash", 2))  # ToCapsules
     first, third, skip = out[2], out[4], out[5]
     assert np.array_equal(result.runs[5].golden["out"][0], out[5]) and result.steps[5].inputs == (2,)
     assert np.array_equal(out[6], np.clip(third + skip, -128, 127)) and np.any(np.abs(third + skip) > 127)
-    votes = out[10].reshape(4, 2, 4)  # 2x2 positions, 2 input types, 2 capsules of 2 atoms
-    assert np.array_equal(out[11], golden.capsule_sum(list(votes.transpose(1, 0, 2)), 1, "squash", 2))
-    assert np.array_equal(out[12], np.clip(out[9] + out[11], -128, 127))
+    votes = out[10].reshape(4, 2, 2, 2)  # 2x2 positions, 2 input types, 2 capsules of 2 atoms
+    routed = result.runs[11].outputs["v"]  # one routing per position
+    shift_sum = max(1, shift_for(2) - 2)  # the driver's default for 2 inputs
+    assert routed.shape == (4, 2, 2) and np.any(routed)
+    for position in range(4):
+        want = dynamic_routing(votes[position], ROUTINGS, SHIFT_LOGITS, shift_sum, CONFIG.acc_bits)
+        assert np.array_equal(routed[position], want)
+    assert np.array_equal(out[12], np.clip(out[9] + routed.reshape(4, 4), -128, 127))
     u = out[12].reshape(-1, 2)
     assert result.runs[13].outputs["u_hat"].shape == (1, len(u), 3, 2)
     assert np.array_equal(result.output, result.runs[-2].outputs["v"]) and np.any(result.output)
@@ -76,6 +84,7 @@ def test_the_calibrated_model_prices_each_step_and_operation_as_the_rtl_runs_it(
         per_operation[step.index] += run.cycles
     assert [op.cycles for op in estimate(network, accelerator).operations] == per_operation
     assert step_macs(result.steps[6], CONFIG) == 16 * 4 * 2  # 16 positions x 4 values x 2 operands
+    assert step_macs(result.steps[11], CONFIG) == 4 * 5 * 2 * 2 * 2  # 4 positions x 5 phases x I J D
 
 
 @pytest.mark.verilator
@@ -91,7 +100,8 @@ def test_verilator_runs_the_chain_as_amaranth_does(chained, tmp_path):
 def test_a_batch_of_two_images_runs_each_image_as_alone(chained):
     """The same CapsCell network on a batch of 2 images (the fixture's first): every step's results for
     image 0 equal its run alone, the ClassCaps step is cheaper than twice one image's, the routing
-    phases cost exactly twice, and the calibrated model counts the batch's cycles of every step."""
+    phases and the ConvCaps3D's routings cost exactly twice, and the calibrated model counts the
+    batch's cycles of every step."""
     network, alone = chained
     images = np.concatenate([image(), np.random.default_rng(1).integers(0, 128, size=(1, 4, 4, 1))])
     config = dataclasses.replace(CONFIG, batch=2)
@@ -99,9 +109,12 @@ def test_a_batch_of_two_images_runs_each_image_as_alone(chained):
     calibration = isa_calibration(config)
     for step, run, one in zip(batched.steps, batched.runs, alone.runs):
         for name, value in one.outputs.items():
-            assert run.outputs[name].shape[0] == 2 and np.array_equal(run.outputs[name][0], value[0]), (step, name)
+            got = run.outputs[name]
+            if step.kind == "route3d":  # one routing per image and position: image 0's positions first
+                got, value = got.reshape(2, -1, *got.shape[1:]), value.reshape(1, -1, *value.shape[1:])
+            assert got.shape[0] == 2 and np.array_equal(got[0], value[0]), (step, name)
         assert run.cycles == calibration.predict(step.kind, step.op)["cycles"]
-        if step.kind.startswith("routing"):
+        if step.kind.startswith("routing") or step.kind == "route3d":
             assert run.cycles == 2 * one.cycles
         if step.kind == "classcaps":
             assert run.cycles < 2 * one.cycles

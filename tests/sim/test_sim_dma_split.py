@@ -17,7 +17,6 @@ CONFIG = ArrayConfig(rows=4, cols=4, acc_bits=34, **buffer_depths(16), program_d
 """Buffers of 16 rows: one operand per run, each run one MATMUL on the same data rows."""
 
 CASES = {"tocaps": Operation("tocaps", "convcaps", 4, 2, 2, 3, 1, 4, 2, 2),
-         "route3d": Operation("route3d", "convcaps3d", 3, 2, 2, 3, 1, 3, 2, 2),
          "capsadd": Operation("capsadd", "convcaps", 3, 2, 2, 3, 1, 3, 3, 2)}
 
 
@@ -45,7 +44,7 @@ def test_each_operand_loads_before_its_own_matmul(kind):
     assert len(set(used)) == len(used)  # every MATMUL reads rows no other MATMUL read: its own operand
 
 
-@pytest.mark.parametrize("kind", ["tocaps", "route3d"])
+@pytest.mark.parametrize("kind", ["tocaps", "capsadd"])
 def test_split_operands_through_the_dma_are_bit_exact(kind):
     run = OperationDriver(CONFIG, "amaranth", offchip=True).run(kind, CASES[kind], inputs=maps_of(kind))
     assert run.runs >= 1 and np.array_equal(run.outputs["out"], run.golden["out"])
