@@ -285,7 +285,10 @@ def test_cell_steps_follow_their_format_rules():
     shifts, layers = deployment.shifts(), {layer.op.name: layer for layer in deployment.layers}
     conv, votes = layers["conv0"], layers["convcaps3d8"]
     assert shifts["convcaps1.tocaps"] == conv.out_frac_bits - golden.SQUASH_FRAC_BITS >= 0
-    assert shifts["convcaps3d8.route3d"] == votes.out_frac_bits - golden.SQUASH_FRAC_BITS >= 0
+    # the ConvCaps3D's routing: sums and logits of Q0.7 couplings (outputs) times the votes, read Q3.4
+    assert shifts["convcaps3d8.route3d"] == votes.out_frac_bits + golden.OUT_FRAC_BITS - golden.SQUASH_FRAC_BITS
+    assert operation_inputs(deployment)["convcaps3d8.route3d"] == {"shift_sum": shifts["convcaps3d8.route3d"],
+                                                                   "shift_logits": shifts["convcaps3d8.route3d"]}
     assert votes.op.n_in == 2 and votes.op.stride == 1 and votes.weights.shape == (3 ** 3 * 2 + 1, 4)
     assert shifts["convcaps4.capsadd"] in (0, 1) and shifts["convcaps3d8.capsadd"] in (0, 1)
     assert layers["convcaps5"].in_frac_bits == golden.OUT_FRAC_BITS - shifts["convcaps4.capsadd"]
