@@ -685,7 +685,7 @@ def network_costs(network, calibration: Calibration):
     operation costs the steps of the chained run charged to it (`capsacc.mapping.chain`; their batch
     cycles summed before the per-image share is taken): routing operations are the phases of
     `capsacc.mapping.ROUTINGS` iterations (`operation_kinds`), and a CapsCell network's operations
-    also carry its element-wise steps (`CHAIN_KINDS`: ToCapsules, the ConvCaps3D's routing, the
+    also carry its added steps (`CHAIN_KINDS`: ToCapsules, the ConvCaps3D's routing, the
     cells' skip sums). A step that does not fit the array is a `MappingError` naming its operation.
     Last, the batch's data movement of each operation (n_ops x 3, int64: the narrow and wide buffer
     rows the DMA moves and the batch's cycles; `data_movement` prices them)."""

@@ -428,7 +428,8 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
 def operation_session(kind: str, op, config: ArrayConfig, shift: int = 0, operands: int | None = None) -> list[SessionEvent]:
     """The `SessionEvent`s of `op` as `kind` on `config` (ACTs requantized by `shift`, a routing's by
     0; an `ELEMENTWISE_KINDS` sum of `operands` maps, default its shape's; a routing of `ROUTINGS`
-    iterations, route3d's at every position, `route3d_routing`); `capsacc.mapping.MappingError` for an unknown kind or an operation that does not fit."""
+    iterations, route3d's at every position, `route3d_routing`); `capsacc.mapping.MappingError` for an
+    unknown kind or an operation that does not fit."""
     if kind in ("conv", "convcaps", "convcaps3d"):
         return matmul_session(matmul_shape(kind, op, config), config, shift)
     if kind == "classcaps":

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from capsacc.errors import InputError
-from capsacc.mapping import CHAIN_KINDS, ROUTINGS, chain
+from capsacc.mapping import CHAIN_KINDS, ELEMENTWISE_KINDS, ROUTINGS, chain
 from capsacc.network import Network, Operation
 from sim import golden
 from sim.driver import conv3d_patches, conv_patches
@@ -100,9 +100,9 @@ class Layer:
 @dataclass
 class Deployment:
     """The quantised network: its `network`, `layers` in order, the routing iterations and shifts,
-    `resize` (1, or 2: the host upsamples the input, `upsample2`), and the shifts of the element-wise
-    steps of a CapsCell network (`capsacc.mapping.CHAIN_KINDS`) by step name (`sim.network_run.step_name`,
-    e.g. "convcaps4.capsadd")."""
+    `resize` (1, or 2: the host upsamples the input, `upsample2`), and the shifts of the steps a
+    CapsCell network adds (`capsacc.mapping.CHAIN_KINDS`; a ConvCaps3D routing's is its shift_sum and
+    shift_logits) by step name (`sim.network_run.step_name`, e.g. "convcaps4.capsadd")."""
 
     network: Network
     layers: list[Layer]
@@ -291,10 +291,11 @@ def _weighted_step(layer: Layer, x: np.ndarray, f_x: int, calibrate: bool) -> tu
 
 def _elementwise_step(deployment: Deployment, name: str, kind: str, op: Operation, operands: list, offset,
                       calibrate: bool) -> tuple[np.ndarray, int]:
-    """(int8 output (B, n, n, M), fractional bits) of a `CHAIN_KINDS` step named `name` on `operands`
-    [(values, fractional bits)], by `golden.capsule_sum` as the RTL runs it. "tocaps": the map plus the
-    batch normalisation `offset` (int8 (M,), or None), shift to Q3.4, squash;     "capsadd": the two squashed maps (Q0.7) added, shift chosen on the calibration images (`saturating_shift`
-    of the sums' magnitudes: 1 where they pass 127, the output then Q1.6)."""
+    """(int8 output (B, n, n, M), fractional bits) of an `ELEMENTWISE_KINDS` step named `name` on
+    `operands` [(values, fractional bits)], by `golden.capsule_sum` as the RTL runs it. "tocaps": the
+    map plus the batch normalisation `offset` (int8 (M,), or None), shift to Q3.4, squash; "capsadd":
+    the two squashed maps (Q0.7) added, shift chosen on the calibration images (`saturating_shift` of
+    the sums' magnitudes: 1 where they pass 127, the output then Q1.6)."""
     values, f_in = operands[0]
     batch = len(values)
     side = op.n_in if kind == "tocaps" else op.n_out
@@ -362,7 +363,7 @@ def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False)
             outputs.append(_weighted_step(layers[op.name], values, f_x, calibrate))
         elif kind == "route3d":
             outputs.append(_route3d_step(deployment, step_name(network, step), op, outputs[step.inputs[0]]))
-        elif kind in CHAIN_KINDS:
+        elif kind in ELEMENTWISE_KINDS:
             source = network.operations[steps[step.inputs[0]].index]
             offset = layers[source.name].offset_q if kind == "tocaps" else None
             outputs.append(_elementwise_step(deployment, step_name(network, step), kind, op,
@@ -380,8 +381,8 @@ def forward(deployment: Deployment, pixels: np.ndarray, calibrate: bool = False)
             outputs.append((u_hat, f_u))
         else:
             outputs.append((None, None))  # the routing phases: run together below
-    deployment.shift_sum = deployment.shift_logits = routing_shift(f_u, u_hat.shape[1], u_hat.shape[3], deployment.routings,
-                                                                     "ClassCaps")
+    deployment.shift_sum = deployment.shift_logits = routing_shift(f_u, u_hat.shape[1], u_hat.shape[3],
+                                                                   deployment.routings, "ClassCaps")
     _, _, v, _ = golden.routing(u_hat, deployment.routings, deployment.shift_logits, deployment.shift_sum)
     return v
 
@@ -400,12 +401,13 @@ def evaluate(deployment: Deployment, pixels: np.ndarray, images_per_batch: int =
 def operation_inputs(deployment: Deployment) -> dict[str, dict]:
     """The quantised weights and shifts by step name, as `sim.network_run.run_network` takes them:
     "weights", "shift" and "bias_input" of every weighted operation, "shift_sum" and "shift_logits"
-    of every routing operation and of a ConvCaps3D's routing, "shift" of every element-wise step and, for a ToCapsules reading a
-    batch-normalised convolution, its "offset" (int8 (M,), added as a second operand)."""
+    of every routing operation and of a ConvCaps3D's routing, "shift" of every element-wise step and,
+    for a ToCapsules reading a batch-normalised convolution, its "offset" (int8 (M,), added as a second
+    operand)."""
     given = {layer.op.name: {"weights": layer.weights, "shift": layer.shift, "bias_input": 1 << layer.bias_input_bits}
              for layer in deployment.layers}
-    given.update({name: {"shift_sum": shift, "shift_logits": shift} if name.endswith(".route3d") else {"shift": shift}
-                  for name, shift in deployment.elementwise.items()})
+    given.update({name: {"shift_sum": shift, "shift_logits": shift} if name.endswith(".route3d")
+                  else {"shift": shift} for name, shift in deployment.elementwise.items()})
     steps = chain(deployment.network.operations)
     for step in steps:
         if step.kind == "tocaps":

@@ -315,12 +315,11 @@ def capsule_sum(maps, shift: int, function: str, length: int, acc_bits: int = AC
     `length` atoms side by side), wrapped to acc_bits, then `activate` over each capsule: requantize by
     `shift`, `function` "none" (saturation only) or "squash". (N, M) int8 values (int64).
 
-    The chained CapsCell network's element-wise steps (`capsacc.mapping.CHAIN_KINDS`): a cell's output
-    is its two branches' squashed capsules added ("none", shift 0: saturated to int8; Keras adds them
-    after the squashes and does not squash the sum), ToCapsules squashes one map, and a ConvCaps3D's
-    routing with the uniform coupling sums its votes over the input capsule types (shift
-    ceil(log2 J) for the coupling 1/J), then squashes. The RTL streams each operand through identity
-    weight tiles into the same partial sums."""
+    The chained CapsCell network's element-wise steps (`capsacc.mapping.ELEMENTWISE_KINDS`): a cell's
+    output is its two branches' squashed capsules added ("none", shift 0: saturated to int8; Keras adds
+    them after the squashes and does not squash the sum), and ToCapsules squashes one map (a
+    ConvCaps3D's votes are routed: `routing`, at each position). The RTL streams each operand through
+    identity weight tiles into the same partial sums."""
     stacked = np.stack([_int8(m, "maps") for m in maps])
     sums = wrap(stacked.sum(axis=0), acc_bits)
     n, m = sums.shape

@@ -64,7 +64,7 @@ class NetworkRun:
 
 
 def step_name(network: Network, step: Step) -> str:
-    """The name of a step: its operation's, with ".kind" for an element-wise step (`CHAIN_KINDS`)."""
+    """The name of a step: its operation's, with ".kind" for a step beyond the expansion's (`CHAIN_KINDS`)."""
     name = network.operations[step.index].name
     return f"{name}.{step.kind}" if step.kind in CHAIN_KINDS else name
 
