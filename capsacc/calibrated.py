@@ -571,18 +571,18 @@ MOST_MEMO = 1 << 21
 
 
 @njit(cache=True)
-def _network_kernel(ops, config, feature_index, coefficients, energies, period_ns):
-    """`_cost_network` of one network with fresh arrays: (w_loads, cycles, power, energy, transfers,
-    total cycles, total energy, error, value)."""
+def _network_kernel(ops, config, feature_index, coefficients, energies, period_ns, counts, figures, transfers, error,
+                    value):
+    """`_cost_network` of one network into the caller's arrays (numba boxes no array it returns: about 1.5 us
+    each): `counts` (3, n_ops) int64, w_loads, cycles and the accumulators (the C columns); `figures`
+    (2, n_ops) float64, power and energy; `transfers`, `error`, `value`. Returns (total cycles, total
+    energy)."""
     n = ops.shape[0]
-    w_loads, cycles = np.empty(n, np.int64), np.empty(n, np.int64)
-    power, energy = np.zeros(n, np.float64), np.empty(n, np.float64)
-    transfers = np.zeros((n, 3), np.int64)
-    error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
-    total_cycles, total_energy = _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
-                                               _scratch(n, feature_index.shape[0]), _memo(NETWORK_MEMO), w_loads,
-                                               cycles, power, energy, transfers, error, value, True)
-    return w_loads, cycles, power, energy, transfers, total_cycles, total_energy, error, value
+    counts[2, :] = config[1]
+    figures[0, :] = 0.0
+    return _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
+                         _scratch(n, feature_index.shape[0]), _memo(NETWORK_MEMO), counts[0], counts[1], figures[0],
+                         figures[1], transfers, error, value, True)
 
 
 @njit(cache=True)
@@ -690,12 +690,16 @@ def network_costs(network, calibration: Calibration):
     Last, the batch's data movement of each operation (n_ops x 3, int64: the narrow and wide buffer
     rows the DMA moves and the batch's cycles; `data_movement` prices them)."""
     config, feature_index, coefficients, energies = calibration.kernel_arrays
-    w_loads, cycles, power, energy, transfers, total_cycles, total_energy, error, value = _network_kernel(
-        network.rows, config, feature_index, coefficients, energies, calibration.period_ns)
+    ops = network.rows
+    n = ops.shape[0]
+    counts, figures, transfers = np.empty((3, n), np.int64), np.empty((2, n), np.float64), np.empty((n, 3), np.int64)
+    error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
+    total_cycles, total_energy = _network_kernel(ops, config, feature_index, coefficients, energies,
+                                                 calibration.period_ns, counts, figures, transfers, error, value)
     if error[0]:
         raise _network_error(network, calibration, error, value)
-    accumulators = np.full(len(network.operations), calibration.config.cols, np.int64)
-    return w_loads, cycles, accumulators, power, energy, total_cycles, total_energy, network.weights, transfers
+    return (counts[0], counts[1], counts[2], figures[0], figures[1], total_cycles, total_energy, network.weights,
+            transfers)
 
 
 @dataclass(frozen=True)
@@ -718,20 +722,19 @@ class DataMovement:
 
 
 @njit(cache=True)
-def _movement(transfers, rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ, weight_read_pJ):
-    """Per operation of `transfers` (`network_costs`): the batch's bytes through the port (`port_bytes`),
-    an image's share of them (`per_image`), and the off-chip and DMA buffer energies of an image, mJ
-    (`DataMovement`); one pass, for `data_movement`."""
-    n = transfers.shape[0]
-    moved, offchip = np.empty(n, np.int64), np.empty(n, np.int64)
-    offchip_mJ, buffer_mJ = np.empty(n, np.float64), np.empty(n, np.float64)
-    for i in range(n):
+def _movement(transfers, rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ, weight_read_pJ,
+              offchip, bound, energies):
+    """Per operation of `transfers` (`network_costs`), into the caller's arrays (one pass, for
+    `data_movement`): an image's share (`per_image`) of the batch's bytes through the port (`port_bytes`)
+    into `offchip`, whether they are bandwidth bound (`bandwidth_bound`) into `bound`, the off-chip and
+    DMA buffer energies of an image, mJ, into `energies` (2, n_ops) (`DataMovement`)."""
+    for i in range(transfers.shape[0]):
         narrow, wide = transfers[i, 0], transfers[i, 1]
-        moved[i] = port_bytes(narrow, wide, rows, cols, bytes_per_cycle)
-        offchip[i] = per_image(moved[i], batch)
-        offchip_mJ[i] = moved[i] * offchip_pJ_per_byte * 1e-9 / batch
-        buffer_mJ[i] = (narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9 / batch
-    return moved, offchip, offchip_mJ, buffer_mJ
+        moved = port_bytes(narrow, wide, rows, cols, bytes_per_cycle)
+        offchip[i] = per_image(moved, batch)
+        bound[i] = bandwidth_bound(moved, bytes_per_cycle, transfers[i, 2])
+        energies[0, i] = moved * offchip_pJ_per_byte * 1e-9 / batch
+        energies[1, i] = (narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9 / batch
 
 
 def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cycle: int,
@@ -739,11 +742,12 @@ def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cyc
     """The `DataMovement` of the `transfers` of `network_costs` through a port of W = `bytes_per_cycle`
     bytes a cycle and `offchip_pJ_per_byte` pJ per byte."""
     config, energies = calibration.config, calibration.energies
-    moved, offchip, offchip_mJ, buffer_mJ = _movement(transfers, config.rows, config.cols, config.batch,
-                                                      bytes_per_cycle, float(offchip_pJ_per_byte),
-                                                      energies.data_read, energies.weight_read)
-    return DataMovement(offchip_bytes=offchip, bandwidth_bound=bandwidth_bound(moved, bytes_per_cycle, transfers[:, 2]),
-                        offchip_energy_mJ=offchip_mJ, dma_buffer_energy_mJ=buffer_mJ)
+    n = transfers.shape[0]
+    offchip, bound, moved_mJ = np.empty(n, np.int64), np.empty(n, np.bool_), np.empty((2, n), np.float64)
+    _movement(transfers, config.rows, config.cols, config.batch, bytes_per_cycle, float(offchip_pJ_per_byte),
+              energies.data_read, energies.weight_read, offchip, bound, moved_mJ)
+    return DataMovement(offchip_bytes=offchip, bandwidth_bound=bound, offchip_energy_mJ=moved_mJ[0],
+                        dma_buffer_energy_mJ=moved_mJ[1])
 
 
 def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int, latency_cycles: int) -> np.ndarray:

@@ -1145,10 +1145,11 @@ def port_bytes(narrow, wide, rows, cols, bytes_per_cycle):
             + wide * (ceil_div(cols, bytes_per_cycle) * bytes_per_cycle))
 
 
+@njit(cache=True)
 def bandwidth_bound(offchip_bytes, bytes_per_cycle, compute_cycles):
     """Whether moving `offchip_bytes` through a port of W = `bytes_per_cycle` bytes a cycle takes more
     cycles than the compute's `compute_cycles`: ceil(bytes / W) > cycles (the `bound` of `nascaps rtl
-    run` and of the calibrated model's estimates). Integers or arrays."""
+    run` and of the calibrated model's estimates). Integers."""
     return ceil_div(offchip_bytes, bytes_per_cycle) > compute_cycles
 
 
