@@ -101,8 +101,11 @@ def test_same_seed_same_pareto_set_and_different_seed_differs(tmp_path):
 
 
 def test_over_budget_candidates_are_not_trained_and_are_dominated(tmp_path):
+    """The budget is the median energy of the seeded first population (the same with or without a
+    budget), so that it holds candidates on both sides whatever the model prices."""
+    first = run_search(_config(tmp_path, "unbounded"), evaluator=SyntheticEvaluator(), progress=False)
+    budget = float(np.median([e.energy_mJ for e in first.evaluations[:8]]))
     evaluator = CountingEvaluator()
-    budget = 0.05
     result = run_search(_config(tmp_path, budgets=Budgets(max_energy_mJ=budget)), evaluator=evaluator,
                         progress=False)
     over = [e for e in result.evaluations if e.status == "over_budget"]
