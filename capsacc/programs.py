@@ -402,6 +402,8 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
     plan = RoutingPlan(n_in, n_out, dim, config, routings)
     g = plan.geometry
     regions = plan.regions(plan.phase_iteration(kind))
+    runs = plan.routing_runs(shift_logits, shift_sum) if kind == "routing" else \
+        plan.phase_runs(kind, plan.phase_iteration(kind), shift_logits, shift_sum)
     events = []
     for image in range(config.batch if images is None else images):
         if g["resident"]:
@@ -411,8 +413,6 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
         elif kind == "routing_softmax":
             for r in range(g["recompute"]):
                 events.append(Load("weight", plan.regions(r)["v"].base, g["KF"] * config.rows, ("v_set", r, image)))
-        runs = plan.routing_runs(shift_logits, shift_sum) if kind == "routing" else \
-            plan.phase_runs(kind, plan.phase_iteration(kind), shift_logits, shift_sum)
         for run in runs:
             events += [Load(load.memory, load.base, load.rows, ("run", image) + load.part) for load in run.images]
             events.append(Run(run.program))
@@ -449,30 +449,87 @@ def operation_session(kind: str, op, config: ArrayConfig, shift: int = 0, operan
     raise MappingError(f"unknown operation kind {kind!r}")
 
 
-def dma_programs(events: list[SessionEvent], config: ArrayConfig) -> list[list]:
-    """The DMA programs (no HALT) that a session with the off-chip memory runs for `events`
-    (`sim.host.DmaSession`: loads and stores through `capsacc.schedule.DmaScheduler`, the merged
-    stream ended by every partial-sum access and by the session's end)."""
-    scheduler = DmaScheduler(config.rows, config.cols, config.buffer_depth, config.program_depth,
-                             config.offchip_bytes_per_cycle, config.offchip_latency_cycles)
-    programs = []
+def _segments(events: list[SessionEvent]):
+    """The runs of `Load`, `Run` and `Store` events between the host's partial-sum accesses, in order
+    (lists; the first and last may be empty). Each access ends the scheduler's merged stream
+    (`DmaScheduler.flush`), after which it starts as new: a segment's programs depend on its own
+    events alone."""
+    segment = []
     for event in events:
+        if isinstance(event, (PsumWrite, PsumRead)):
+            yield segment
+            segment = []
+        else:
+            segment.append(event)
+    yield segment
+
+
+def _segment_programs(scheduler: DmaScheduler, segment: list[SessionEvent]) -> list[list]:
+    """The DMA programs (no HALT) of one `_segments` segment on `scheduler`, flushed after it."""
+    for event in segment:
         if isinstance(event, Load):
             scheduler.load(event.memory, event.base, event.rows)
         elif isinstance(event, Run):
             scheduler.execute(list(event.program))
-        elif isinstance(event, Store):
-            scheduler.store(event.memory, event.base, event.rows)
         else:
-            programs += scheduler.flush()
-    return programs + scheduler.flush()
+            scheduler.store(event.memory, event.base, event.rows)
+    return scheduler.flush()
+
+
+def _scheduler(config: ArrayConfig) -> DmaScheduler:
+    return DmaScheduler(config.rows, config.cols, config.buffer_depth, config.program_depth,
+                        config.offchip_bytes_per_cycle, config.offchip_latency_cycles)
+
+
+def dma_programs(events: list[SessionEvent], config: ArrayConfig) -> list[list]:
+    """The DMA programs (no HALT) that a session with the off-chip memory runs for `events`
+    (`sim.host.DmaSession`: loads and stores through `capsacc.schedule.DmaScheduler`, the merged
+    stream ended by every partial-sum access and by the session's end)."""
+    scheduler = _scheduler(config)
+    return [program for segment in _segments(events) for program in _segment_programs(scheduler, segment)]
 
 
 def session_total_cycles(events: list[SessionEvent], config: ArrayConfig) -> int:
     """Busy cycles of the DMA programs of `events` (`dma_programs`), summed: `capsacc.schedule.timing`
-    with the port of `config` (W = `offchip_bytes_per_cycle`, L = `offchip_latency_cycles`)."""
-    return sum(program_cycles(program, config.rows, config.cols, config.offchip_bytes_per_cycle,
-                              config.offchip_latency_cycles) for program in dma_programs(events, config))
+    with the port of `config` (W = `offchip_bytes_per_cycle`, L = `offchip_latency_cycles`). Segments
+    (`_segments`) of equal events (the same loads, programs and stores, whatever rows of the operation
+    they name) have equal programs, so each distinct one is scheduled and timed once: route3d's
+    routings, one per position and image, cost one routing's time, not B·n_out² of them."""
+    scheduler, cycles, total = _scheduler(config), {}, 0
+    programs = _ProgramIndex()
+    for segment in _segments(events):
+        key = tuple(_event_key(event, programs) for event in segment)
+        if key not in cycles:
+            cycles[key] = sum(program_cycles(program, config.rows, config.cols, config.offchip_bytes_per_cycle,
+                                             config.offchip_latency_cycles)
+                              for program in _segment_programs(scheduler, segment))
+        total += cycles[key]
+    return total
+
+
+class _ProgramIndex:
+    """A number per distinct program of a session: programs compared by content, each program object
+    hashed once (a session's runs share their program tuples)."""
+
+    def __init__(self):
+        self._by_id, self._by_content, self._held = {}, {}, []
+
+    def __call__(self, program: tuple) -> int:
+        index = self._by_id.get(id(program))
+        if index is None:
+            index = self._by_content.setdefault(program, len(self._by_content))
+            self._by_id[id(program)] = index
+            self._held.append(program)
+        return index
+
+
+def _event_key(event: SessionEvent, programs: _ProgramIndex) -> tuple:
+    """What of a segment's event its programs depend on (not the part or name it carries)."""
+    if isinstance(event, Load):
+        return "load", event.memory, event.base, event.rows
+    if isinstance(event, Run):
+        return "run", programs(event.program)
+    return "store", event.memory, event.base, event.rows
 
 
 def operation_total_cycles(kind: str, op, config: ArrayConfig) -> int:

@@ -17,9 +17,9 @@ from capsacc import Accelerator, Network, estimate
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import TRANSFER_FIELDS, MappingError, chain, classcaps_dims, plan_transfers, routing_geometry
 from capsacc.network import Operation
-from capsacc.programs import dma_programs, operation_session, operation_total_cycles
+from capsacc.programs import PsumWrite, Run, dma_programs, operation_session, operation_total_cycles, session_total_cycles
 from genotype_strategies import small_genotypes
-from rtl.isa import Act, Dma, beats_per_row, buffer_lanes, program_cycles
+from rtl.isa import Act, Dma, MatMul, beats_per_row, buffer_lanes, program_cycles
 from sim.driver import OperationDriver
 from test_sim_calibrated_model import isa_calibration
 from test_sim_capscell_run import GENOTYPE as CAPSCELL_GENOTYPE
@@ -124,6 +124,37 @@ def test_total_cycles_are_those_of_the_dma_programs(kind):
         assert total > 0 or kind == "routing_update"  # an update of recomputed logits runs nothing
         compared += 1
     assert compared >= 10
+
+
+def test_sessions_timed_by_segments_have_the_cycles_of_all_their_programs():
+    """`session_total_cycles` schedules each distinct segment (events between partial-sum accesses)
+    once: on sessions of several random operations one after the other, some repeated, some with
+    their programs rebuilt (equal content, other objects), some changed in one MATMUL's row count,
+    its total is the cycles of every DMA program of the whole session."""
+    rng = np.random.default_rng(31)
+    compared = 0
+    for trial in range(30):
+        config = random_config(rng, trial)
+        events = []
+        for kind in rng.choice(KINDS, size=4):
+            try:
+                session = operation_session(str(kind), random_op(str(kind), rng), config)
+            except (MappingError, ValueError):
+                continue
+            rebuilt = [Run(tuple(dataclasses.replace(i) for i in e.program)) if isinstance(e, Run) else e
+                       for e in session]
+            events += session + [PsumWrite(0, 1)] + rebuilt + session
+        runs = [i for i, e in enumerate(events) if isinstance(e, Run)
+                and any(isinstance(x, MatMul) and x.n > 1 for x in e.program)]
+        if runs:
+            changed = runs[len(runs) // 2]
+            program = list(events[changed].program)
+            at = next(i for i, x in enumerate(program) if isinstance(x, MatMul) and x.n > 1)
+            program[at] = dataclasses.replace(program[at], n=program[at].n - 1)
+            events[changed] = Run(tuple(program))
+        assert session_total_cycles(events, config) == session_cycles(dma_programs(events, config), config)
+        compared += bool(events)
+    assert compared >= 20
 
 
 def test_transfers_of_routings_whose_logits_are_recomputed():
