@@ -17,7 +17,6 @@ import bisect
 import functools
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.mapping import act_lanes, result_delay_cycles
@@ -239,12 +238,72 @@ EXT_BITS = 29
 """Width of the DMA's off-chip beat address."""
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 12)
 def _rows(first: int, n: int, depth: int) -> frozenset:
     """The buffer rows first .. first + n - 1 modulo `depth` (shared, immutable)."""
     if first + n <= depth:
         return frozenset(range(first, first + n))
     return frozenset(row % depth for row in range(first, first + n))
+
+
+class PendingRows:
+    """The rows of one buffer (`depth` rows, `per_row` off-chip beats each) that a load has placed in
+    the off-chip image and no transfer has taken yet: sorted, disjoint pieces (first row, end row,
+    beat of the first row), each of consecutive rows at consecutive beats. A later load of a row
+    replaces the earlier one."""
+
+    def __init__(self, depth: int, per_row: int):
+        self.depth, self.per_row = depth, per_row
+        self._starts: list[int] = []
+        self._pieces: list[tuple[int, int, int]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._pieces)
+
+    def _cut(self, first: int, end: int) -> list[tuple[int, int, int]]:
+        """Remove rows first .. end - 1 (0 <= first < end <= depth); the pieces removed, ascending."""
+        index = bisect.bisect_right(self._starts, first) - 1
+        if index < 0 or self._pieces[index][1] <= first:
+            index += 1
+        removed, kept, stop = [], [], index
+        while stop < len(self._pieces) and self._pieces[stop][0] < end:
+            start, finish, beat = self._pieces[stop]
+            if start < first:
+                kept.append((start, first, beat))
+            low, high = max(start, first), min(finish, end)
+            removed.append((low, high, beat + (low - start) * self.per_row))
+            if finish > end:
+                kept.append((end, finish, beat + (end - start) * self.per_row))
+            stop += 1
+        self._pieces[index:stop] = kept
+        self._starts[index:stop] = [piece[0] for piece in kept]
+        return removed
+
+    def add(self, base: int, n: int, beat: int) -> None:
+        """Rows base .. base + n - 1 (modulo the depth) at beats beat, beat + per_row, ..."""
+        if n > self.depth:
+            base, beat, n = base + n - self.depth, beat + (n - self.depth) * self.per_row, self.depth
+        base %= self.depth
+        pieces = [(base, min(base + n, self.depth), beat)]
+        if base + n > self.depth:
+            pieces.append((0, base + n - self.depth, beat + (self.depth - base) * self.per_row))
+        for first, end, first_beat in pieces:
+            self._cut(first, end)
+            index = bisect.bisect_left(self._starts, first)
+            self._pieces.insert(index, (first, end, first_beat))
+            self._starts.insert(index, first)
+
+    def take(self, first: int, n: int) -> list[tuple[int, int, int]]:
+        """Remove the pending rows among first .. first + n - 1 (modulo the depth); the pieces
+        removed (first row, end row, beat of the first row), in ascending row order."""
+        if not self._pieces:
+            return []
+        first %= self.depth
+        if n >= self.depth:
+            return self._cut(0, self.depth)
+        if first + n <= self.depth:
+            return self._cut(first, first + n)
+        return self._cut(0, first + n - self.depth) + self._cut(first, self.depth)
 
 
 @dataclass
@@ -275,15 +334,18 @@ class DmaScheduler:
     _taken: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self._pending = {memory: np.full(self.depth, -1, dtype=np.int64) for memory in ("data", "weight", "routing")}
+        self._pending = {memory: PendingRows(self.depth, beats_per_row(buffer_lanes(memory, self.rows, self.cols),
+                                                                        self.bytes_per_cycle))
+                         for memory in ("data", "weight", "routing")}
         self._loads_made = dict.fromkeys(self._pending, 0)
 
     def _beats(self, memory: str) -> int:
-        return beats_per_row(buffer_lanes(memory, self.rows, self.cols), self.bytes_per_cycle)
+        """Off-chip beats per row of `memory`."""
+        return self._pending[memory].per_row
 
-    def _span(self, first: int, n: int) -> set:
-        """The buffer rows first .. first + n - 1, modulo the depth (a new set)."""
-        return set(_rows(first, n, self.depth))
+    def _span(self, first: int, n: int) -> frozenset:
+        """The buffer rows first .. first + n - 1, modulo the depth (shared: never changed in place)."""
+        return _rows(first, n, self.depth)
 
     def _loaded(self, loads: list) -> dict:
         """The rows the transfers `loads` write, by buffer."""
@@ -308,8 +370,7 @@ class DmaScheduler:
         """`n` rows of the off-chip image to be loaded into `memory` from row `base`; their first beat."""
         per_row = self._beats(memory)
         first = self.allocate(n * per_row)
-        targets = (base + np.arange(n)) % self.depth
-        self._pending[memory][targets] = first + per_row * np.arange(n)
+        self._pending[memory].add(base, n, first)
         self._loads_made[memory] += 1
         return first
 
@@ -329,34 +390,27 @@ class DmaScheduler:
         if self._taken.get(window_key) == self._loads_made[memory]:
             return []
         self._taken[window_key] = self._loads_made[memory]
-        pending = self._pending[memory]
-        if first + n <= self.depth:
-            window = pending[first:first + n]
-            if window.max() < 0:
-                return []
-            rows = range(first, first + n)
-            beats = window.tolist()
-            window[:] = -1
-        else:
-            rows = np.unique((first + np.arange(n)) % self.depth)
-            beats = pending[rows].tolist()
-            pending[rows] = -1
-            rows = rows.tolist()
         per_row = self._beats(memory)
         loads = []
         start = count = ext = 0
-        for row, beat in zip(rows, beats):
-            if beat < 0:
-                continue
-            if count and row == start + count and beat == ext + count * per_row and count < MATMUL_MAX_ROWS:
-                count += 1
-                continue
-            if count:
-                loads.append(Dma(memory, start, count, ext))
-            start, count, ext = row, 1, beat
+        for row, end, beat in self._pending[memory].take(first, n):
+            if not (count and row == start + count and beat == ext + count * per_row):
+                if count:
+                    loads += self._chunks(memory, start, count, ext)
+                start, count, ext = row, 0, beat
+            count += end - row
         if count:
-            loads.append(Dma(memory, start, count, ext))
+            loads += self._chunks(memory, start, count, ext)
         return loads
+
+    def _chunks(self, memory: str, start: int, count: int, ext: int) -> list:
+        """The loads of `count` consecutive rows from `start` at consecutive beats from `ext`, in
+        pieces of at most `MATMUL_MAX_ROWS` rows."""
+        if count <= MATMUL_MAX_ROWS:
+            return [Dma(memory, start, count, ext)]
+        per_row = self._beats(memory)
+        return [Dma(memory, start + done, min(MATMUL_MAX_ROWS, count - done), ext + done * per_row)
+                for done in range(0, count, MATMUL_MAX_ROWS)]
 
     def _coalesce(self, loads: list) -> list:
         """`loads` with each one that continues the previous (same buffer, next rows, next beats) merged into it."""

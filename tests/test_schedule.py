@@ -2,9 +2,12 @@
 that `rtl.isa` (timing, tested against the RTL in tests/rtl), `sim.host.DmaSession` and the
 calibrated model's total cycles share. No RTL here: the rules as their docstrings state them."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from capsacc.mapping import result_delay_cycles
-from capsacc.schedule import (Act, Dma, DmaScheduler, MatMul, Wait, act_unit_cycles, activation_latency_cycles,
-                              beats_per_row, dma_cycles, timing)
+from capsacc.schedule import (Act, Dma, DmaScheduler, MatMul, PendingRows, Wait, act_unit_cycles,
+                              activation_latency_cycles, beats_per_row, dma_cycles, timing)
 
 R, C, W, L = 4, 4, 2, 9
 
@@ -76,3 +79,28 @@ def test_stores_come_after_the_results_and_programs_are_cut_at_the_program_memor
     assert stream[-1] == Dma("weight", 16, 2, ext, store=True)
     assert stream.index(Act("none", 0, 2, 4, 0, "weight", 16)) < len(stream) - 1
     assert schedule.offchip_beats == ext + 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(depth=st.integers(1, 40), per_row=st.integers(1, 3),
+       operations=st.lists(st.tuples(st.booleans(), st.integers(0, 90), st.integers(1, 90)), max_size=25))
+def test_pending_rows_are_those_of_a_row_by_row_record(depth, per_row, operations):
+    """`PendingRows` (pieces of rows) against a plain record of one beat per row: after any loads
+    (wrapping, longer than the buffer, over earlier ones) and takes, each take returns exactly the
+    rows the record holds in the window, ascending, at their beats."""
+    pending, record, beat = PendingRows(depth, per_row), [None] * depth, 0
+    for is_load, first, n in operations:
+        if is_load:
+            pending.add(first, n, beat)
+            for i in range(n):
+                record[(first + i) % depth] = beat + i * per_row
+            beat += n * per_row
+            continue
+        rows = sorted({(first + i) % depth for i in range(n)})
+        expected = [(row, record[row]) for row in rows if record[row] is not None]
+        taken = [(row, start + (row - low) * per_row) for low, high, start in pending.take(first, n)
+                 for row in range(low, high)]
+        assert taken == expected
+        for row in rows:
+            record[row] = None
+    assert bool(pending) == any(value is not None for value in record)
