@@ -85,33 +85,45 @@ def matmul_session(shape: MatmulShape, config: ArrayConfig, shift: int = 0) -> l
     chunk's sums are read (`PsumRead` "sums{n0}") and its results (`Store` "out{n0}", part (n0, nc))."""
     rows, cols, depth = config.rows, config.cols, config.buffer_depth
     blocks = matmul_blocks(shape)
-    mb, kc = len(blocks), ceil_div(shape.k, rows)
+    mb = len(blocks)
     nc_max = matmul_chunk_rows(shape, config)
     apart = matmul_acts_apart(shape, config)
+    chunk_runs = {}  # chunks of equal rows run equal programs: built once (`session_total_cycles` times them once)
     events = []
     for n0 in range(0, shape.n, nc_max):
         nc = min(nc_max, shape.n - n0)
-        kr = matmul_chunking(shape, config, nc)
-        out_base = depth - mb * nc
-        acts = [Act(shape.func, p_addr=b * nc, n=shape.span * nc, length=shape.act_length(blocks[b][1]), shift=shift,
-                    dst="weight", dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0)
-                for b in range(0, mb, shape.span)]  # an ACT per span blocks (a capsule type's, strided, when span > 1)
-        for k0 in range(0, kc, kr):
-            k1 = min(kc, k0 + kr)
-            program = []
-            for j, kk in enumerate(range(k0, k1)):
-                for b in range(mb):
-                    program.append(MatMul(d_addr=j * nc, w_addr=(j * mb + b) * rows, p_addr=b * nc, n=nc,
-                                          accumulate=kk > 0))
-            if k1 == kc and not apart:
-                program += acts
+        if nc not in chunk_runs:
+            chunk_runs[nc] = _matmul_chunk_runs(shape, config, blocks, nc, shift, apart)
+        runs, acts = chunk_runs[nc]
+        for k0, k1, program in runs:
             events += [Load("data", 0, (k1 - k0) * nc, ("data", n0, nc, k0, k1)),
-                       Load("weight", 0, (k1 - k0) * mb * rows, ("weight", k0, k1)), Run(tuple(program))]
+                       Load("weight", 0, (k1 - k0) * mb * rows, ("weight", k0, k1)), Run(program)]
         if apart:
-            events.append(Run(tuple(acts)))
-        events += [PsumRead(f"sums{n0}", 0, mb * nc, cols), Store(f"out{n0}", "weight", out_base, mb * nc, cols,
+            events.append(Run(acts))
+        events += [PsumRead(f"sums{n0}", 0, mb * nc, cols), Store(f"out{n0}", "weight", depth - mb * nc, mb * nc, cols,
                                                                   (n0, nc))]
     return events
+
+
+def _matmul_chunk_runs(shape: MatmulShape, config: ArrayConfig, blocks: list, nc: int, shift: int,
+                       apart: bool) -> tuple[list[tuple[int, int, tuple]], tuple]:
+    """The runs of a `matmul_session` chunk of `nc` data rows, (k0, k1, program) each, and its ACTs."""
+    rows, depth, mb = config.rows, config.buffer_depth, len(blocks)
+    kc = ceil_div(shape.k, rows)
+    kr = matmul_chunking(shape, config, nc)
+    out_base = depth - mb * nc
+    acts = tuple(Act(shape.func, p_addr=b * nc, n=shape.span * nc, length=shape.act_length(blocks[b][1]), shift=shift,
+                     dst="weight", dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0)
+                 for b in range(0, mb, shape.span))  # an ACT per span blocks (a capsule type's, strided, when span > 1)
+    runs = []
+    for k0 in range(0, kc, kr):
+        k1 = min(kc, k0 + kr)
+        program = [MatMul(d_addr=j * nc, w_addr=(j * mb + b) * rows, p_addr=b * nc, n=nc, accumulate=kk > 0)
+                   for j, kk in enumerate(range(k0, k1)) for b in range(mb)]
+        if k1 == kc and not apart:
+            program += acts
+        runs.append((k0, k1, tuple(program)))
+    return runs, acts
 
 
 def classcaps_session(op, config: ArrayConfig, shift: int = 0) -> list[SessionEvent]:

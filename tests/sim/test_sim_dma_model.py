@@ -17,7 +17,8 @@ from capsacc import Accelerator, Network, estimate
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import TRANSFER_FIELDS, MappingError, chain, classcaps_dims, plan_transfers, routing_geometry
 from capsacc.network import Operation
-from capsacc.programs import PsumWrite, Run, dma_programs, operation_session, operation_total_cycles, session_total_cycles
+from capsacc.programs import (PsumWrite, Run, dma_programs, operation_session, operation_total_cycles,
+                              session_total_cycles)
 from genotype_strategies import small_genotypes
 from rtl.isa import Act, Dma, MatMul, beats_per_row, buffer_lanes, program_cycles
 from sim.driver import OperationDriver
