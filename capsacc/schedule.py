@@ -453,7 +453,7 @@ class DmaScheduler:
                 for memory, rows in item.rows.items():
                     last.rows[memory] = last.rows.get(memory, set()) | rows
                 for memory, rows in item.loaded.items():
-                    last.loaded[memory] = last.loaded.get(memory, set()) | rows
+                    last.loaded.setdefault(memory, set()).update(rows)
             else:
                 merged.append(item)
         self._items[first:] = merged
@@ -485,7 +485,7 @@ class DmaScheduler:
                     previous.loads = self._coalesce(previous.loads + loads)
                     previous.rows["weight"] |= tile
                     for memory, rows in self._loaded(loads).items():
-                        previous.loaded[memory] = previous.loaded.get(memory, set()) | rows
+                        previous.loaded.setdefault(memory, set()).update(rows)  # its own sets: grown in place
                 else:
                     source = self._span(instruction.d_addr, instruction.n)
                     item = self._item("step", [instruction], loads, {instruction.src: source, "weight": set(tile)}, key)
