@@ -750,13 +750,41 @@ def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cyc
                         dma_buffer_energy_mJ=moved_mJ[1])
 
 
-def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int, latency_cycles: int) -> np.ndarray:
+class ScheduleTooLarge(Exception):
+    """`network_total_cycles` was given a limit on the instructions to schedule, and the network's
+    DMA programs hold more (the message says how many)."""
+
+
+def network_instructions(network, calibration: Calibration) -> int:
+    """MATMUL and ACT instructions of the DMA programs of one batch of `network` (`plan_counts` of its
+    chained steps, closed form): the size of the schedule `network_total_cycles` builds, about 10 us
+    of Python each (less for sessions of repeated segments). `MappingError` as `network_total_cycles`."""
+    config = calibration.config
+    total = 0
+    for step in chain(network.operations):
+        try:
+            counts = plan_counts(step.kind, step.op, config)
+        except MappingError as error:
+            raise _step_error(network, step, config, error) from None
+        total += counts["matmuls"] + counts["acts"]
+    return total
+
+
+def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int, latency_cycles: int,
+                         most_instructions: int | None = None) -> np.ndarray:
     """Per operation of `network` (int64, n_ops), the cycles per image of the batch of B =
     `calibration.config.batch` images with all data movement, through a port of W = `bytes_per_cycle`
     bytes a cycle and L = `latency_cycles`: the steps charged to it (`capsacc.mapping.chain`, as
     `network_costs`), each the busy cycles of its DMA programs (`capsacc.programs.operation_total_cycles`,
     the `total_cycles` that `nascaps rtl run` measures), summed over the batch, then ceil(/ B)
-    (`per_image`). A step that does not fit the array is a `MappingError` naming its operation."""
+    (`per_image`). A step that does not fit the array is a `MappingError` naming its operation;
+    programs of more than `most_instructions` instructions (`network_instructions`; None: no limit)
+    are `ScheduleTooLarge`, before any is scheduled."""
+    if most_instructions is not None:
+        instructions = network_instructions(network, calibration)
+        if instructions > most_instructions:
+            raise ScheduleTooLarge(f"the DMA programs of a batch hold {instructions:,} instructions, more than the "
+                                   f"{most_instructions:,} allowed")
     config = dataclasses.replace(calibration.config, offchip_bytes_per_cycle=bytes_per_cycle,
                                  offchip_latency_cycles=latency_cycles)
     totals = np.zeros(len(network.operations), np.int64)
@@ -764,10 +792,15 @@ def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int
         try:
             totals[step.index] += operation_total_cycles(step.kind, step.op, config)
         except MappingError as error:
-            op = network.operations[step.index]
-            raise MappingError(f"operation {op.name} ({step.kind}) on the calibrated {config.rows}x{config.cols} "
-                               f"array: {error}") from None
+            raise _step_error(network, step, config, error) from None
     return ceil_div(totals, config.batch)
+
+
+def _step_error(network, step, config: ArrayConfig, error: MappingError) -> MappingError:
+    """`error` of a chained step, naming its operation and the array."""
+    op = network.operations[step.index]
+    return MappingError(f"operation {op.name} ({step.kind}) on the calibrated {config.rows}x{config.cols} "
+                        f"array: {error}")
 
 
 def _network_error(network, calibration: Calibration, error: np.ndarray, value: np.ndarray) -> InputError:

@@ -65,6 +65,9 @@ class Estimate:
     costs: tuple[np.ndarray, ...]
     model: str = MODEL_VERSION
     movement: calibrated.DataMovement | None = None
+    most_scheduled_instructions: int | None = None
+    """The most MATMUL and ACT instructions of a batch's DMA programs (`calibrated.network_instructions`)
+    that `total_cycles` schedules (about 10 us each); None: no limit."""
 
     @property
     def offchip_bytes(self) -> int | None:
@@ -87,22 +90,37 @@ class Estimate:
         return None if self.movement is None else self.energy_mJ + self.offchip_energy_mJ + self.dma_buffer_energy_mJ
 
     @functools.cached_property
+    def _total_cycles(self) -> tuple[tuple[int | None, ...], str | None]:
+        accelerator = self.accelerator
+        if accelerator.calibration is None:
+            return (None,) * len(self.network.operations), None
+        try:
+            totals = calibrated.network_total_cycles(self.network, accelerator.calibration,
+                                                     accelerator.offchip_bytes_per_cycle,
+                                                     accelerator.offchip_latency_cycles, self.most_scheduled_instructions)
+        except calibrated.ScheduleTooLarge as reason:
+            return (None,) * len(self.network.operations), f"not computed: {reason}"
+        return tuple(totals.tolist()), None
+
+    @property
     def operation_total_cycles(self) -> tuple[int | None, ...]:
         """Per operation, the cycles per image with all data movement (`OperationCost.total_cycles`),
         computed when first asked for: the calibrated model times every DMA program of the network
         (`capsacc.calibrated.network_total_cycles`; seconds for CapsNet on 16x16). All None for the
-        published model."""
-        accelerator = self.accelerator
-        if accelerator.calibration is None:
-            return (None,) * len(self.network.operations)
-        return tuple(calibrated.network_total_cycles(self.network, accelerator.calibration,
-                                                     accelerator.offchip_bytes_per_cycle,
-                                                     accelerator.offchip_latency_cycles).tolist())
+        published model, and for programs of more than `most_scheduled_instructions` instructions
+        (`total_cycles_note` says so)."""
+        return self._total_cycles[0]
+
+    @property
+    def total_cycles_note(self) -> str | None:
+        """Why `total_cycles` is None on a calibrated accelerator (programs too large to schedule); else None."""
+        return self._total_cycles[1]
 
     @property
     def total_cycles(self) -> int | None:
-        """The operations' `total_cycles` summed, per image (None: published model)."""
-        return None if self.accelerator.calibration is None else sum(self.operation_total_cycles)
+        """The operations' `total_cycles` summed, per image (None: published model, or not computed)."""
+        totals = self.operation_total_cycles
+        return None if None in totals else sum(totals)
 
     @property
     def operations(self) -> tuple[OperationCost, ...]:
@@ -132,7 +150,7 @@ class Estimate:
                                                              "total_cycles": op.total_cycles})}
                        for op in self.operations],
             **({} if self.movement is None else {
-                "total_cycles": self.total_cycles,
+                "total_cycles": self.total_cycles, "total_cycles_note": self.total_cycles_note,
                 "offchip_bytes": self.offchip_bytes, "offchip_energy_mJ": self.offchip_energy_mJ,
                 "dma_buffer_energy_mJ": self.dma_buffer_energy_mJ, "total_energy_mJ": self.total_energy_mJ}),
             "accelerator": self.accelerator.to_dict(),
@@ -148,13 +166,15 @@ class Estimate:
         return None if calibration is None else calibration.held_out_error_pct
 
 
-def estimate(network: Network, accelerator: Accelerator) -> Estimate:
+def estimate(network: Network, accelerator: Accelerator, most_scheduled_instructions: int | None = None) -> Estimate:
     """Cycles, latency (ms), energy (mJ) and memory (KiB, one byte per weight) of `network`.
 
     An accelerator that carries a calibration (`Accelerator.calibrated()`) is costed by the
     calibrated model (`capsacc.calibrated`, model "calibrated-rtl"), any other by the published one.
     The cycles, latency and energy are the compute's; the calibrated model adds the data movement
-    through the accelerator's off-chip port (`Estimate.movement`).
+    through the accelerator's off-chip port (`Estimate.movement`), and the cycles with it
+    (`Estimate.total_cycles`) when its DMA programs hold at most `most_scheduled_instructions`
+    instructions (None: no limit).
     """
     movement = None
     if accelerator.calibration is not None:
@@ -167,7 +187,8 @@ def estimate(network: Network, accelerator: Accelerator) -> Estimate:
         model = MODEL_VERSION
     return Estimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                     weights=weights, memory_KiB=weights / 1024, network=network, accelerator=accelerator,
-                    costs=tuple(costs), model=model, movement=movement)
+                    costs=tuple(costs), model=model, movement=movement,
+                    most_scheduled_instructions=most_scheduled_instructions)
 
 
 @dataclass(frozen=True)

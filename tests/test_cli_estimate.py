@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-from capsacc.calibrated import Calibration
+from capsacc import Accelerator, Network
+from capsacc.calibrated import Calibration, network_instructions
 from capsacc.cli import main
+from capsacc.mapping import chain, plan_counts
 
 
 def test_table_output_has_units_and_totals_and_the_calibration_error(capsys):
@@ -37,6 +39,34 @@ def test_json_carries_the_calibration_error(capsys):
                                                                67784, 153844]
     assert result["total_cycles"] == 4966721
     assert result["calibration_error_pct"] == Calibration.shipped().held_out_error_pct == 0.0
+
+
+def test_total_cycles_beyond_the_instruction_limit_are_left_out_and_said_so(capsys):
+    """CapsNet's batch programs hold 217,427 instructions (`network_instructions`, the sum of
+    `plan_counts` over its chained steps): scheduled at that limit, left out (null, with the reason,
+    exit 0, every other figure the same) one below it; a negative limit is bad input."""
+    config = Accelerator.calibrated().calibration.config
+    counts = [plan_counts(step.kind, step.op, config) for step in chain(Network.preset("capsnet").operations)]
+    held = sum(count["matmuls"] + count["acts"] for count in counts)
+    assert network_instructions(Network.preset("capsnet"), Accelerator.calibrated().calibration) == held == 217427
+    results = []
+    for limit in (held, held - 1):
+        assert main(["estimate", "capsnet", "--json", "--most-scheduled-instructions", str(limit)]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    computed, left_out = results
+    assert computed["total_cycles"] == 4966721 and computed["total_cycles_note"] is None
+    assert left_out["total_cycles"] is None and {op["total_cycles"] for op in left_out["hw_ops"]} == {None}
+    assert left_out["total_cycles_note"] == ("not computed: the DMA programs of a batch hold 217,427 instructions, "
+                                             "more than the 217,426 allowed")
+    for key in ("cycles", "energy_mJ", "offchip_bytes", "total_energy_mJ"):
+        assert left_out[key] == computed[key]
+    assert main(["estimate", "capsnet", "--most-scheduled-instructions", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-1] == "-" and "total_cycles not computed: the DMA programs of a batch hold 217,427 " \
+        "instructions, more than the 1 allowed (--most-scheduled-instructions)" in lines[-2]
+    assert main(["estimate", "capsnet", "--most-scheduled-instructions", "-1"]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error == ["nascaps estimate: error: --most-scheduled-instructions -1: must be 0 (no limit) or more"]
 
 
 def test_json_output_is_one_object(capsys, published_records):
