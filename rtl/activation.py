@@ -203,9 +203,16 @@ class VectorActivation(wiring.Component):
                                  cfg_used.eq(_bits(c.used)), cfg_used_last.eq(_bits(c.used_last))]
                     m.d.sync += [s.eq(_bits(f)) for s, f in zip(cfg_fwd, c.fwd)]
                     m.d.sync += [s.eq(_bits(f)) for s, f in zip(cfg_bwd, c.bwd)]
-        squash = Signal()
-        softmax = Signal()
-        m.d.comb += [squash.eq(self.func == Func.SQUASH), softmax.eq(self.func == Func.SOFTMAX)]
+        # Each lane has its own copy of the function and the shift (`keep`: one flip-flop each,
+        # not merged by synthesis), so that no register drives every lane (on an ECP5 the shared
+        # `shift` took 7.2 ns of fan-out routing into the barrel shifters). A copy follows its
+        # port a cycle later; the contract's configuration, stable from the cycle of the first
+        # row, reaches the copies in time for that row's first use (the shift, in stage r1).
+        lane_func = [Signal(Func, name=f"func{j}", attrs={"keep": 1}) for j in range(cols)]
+        lane_shift = [Signal(5, name=f"shift{j}", attrs={"keep": 1}) for j in range(cols)]
+        m.d.sync += [copy.eq(self.func) for copy in lane_func] + [copy.eq(self.shift) for copy in lane_shift]
+        squash = [copy == Func.SQUASH for copy in lane_func]
+        softmax = [copy == Func.SOFTMAX for copy in lane_func]
 
         # Requantization: r0 registers the row (memory read data), r1 shifts (`half_shift`), r2
         # rounds and saturates (`round_saturate8`).
@@ -214,7 +221,7 @@ class VectorActivation(wiring.Component):
         r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols))
         m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid)]
         for j in range(cols):
-            m.d.sync += r1[j].eq(half_shift(r0[j], self.shift))
+            m.d.sync += r1[j].eq(half_shift(r0[j], lane_shift[j]))
         q = Signal(data.ArrayLayout(signed(8), cols))
         q_valid, q_first, q_last = Signal(), Signal(), Signal()
         row_count = Signal(range(self.max_span + 1))
@@ -253,8 +260,8 @@ class VectorActivation(wiring.Component):
             m.d.comb += port.addr.eq((p_total[j] - p_data[j])[:8])
             m.d.sync += [
                 square[j].eq(p_data[j] * p_data[j]),
-                op[j].eq(Mux(softmax, port.data, o_q[j])),
-                x[j].eq(Mux(o_used[j], Mux(softmax, port.data, square[j]), 0)),
+                op[j].eq(Mux(softmax[j], port.data, o_q[j])),
+                x[j].eq(Mux(o_used[j], Mux(softmax[j], port.data, square[j]), 0)),
             ]
         red2 = self._reduce(m, "sum", x_valid, x_first, x_last, x, op, signed(OPERAND_BITS),
                             lambda a, b: a + b, cfg_span, cfg_fwd, cfg_bwd)
@@ -276,7 +283,7 @@ class VectorActivation(wiring.Component):
             m.d.sync += [v.eq(u) for v, u in zip(ops[1:], ops)]
             # s0: divisor D = T + 256 (squash) or T (softmax).
             total, divisor = Signal(SUM_BITS, name=f"s0_total{j}"), Signal(SUM_BITS + 1, name=f"s0_div{j}")
-            m.d.sync += [total.eq(d_total[j]), divisor.eq(d_total[j] + Mux(squash, 256, 0))]
+            m.d.sync += [total.eq(d_total[j]), divisor.eq(d_total[j] + Mux(squash[j], 256, 0))]
             # s1: exponents e (square root) and f (reciprocal), and the output shift k.
             e_exp = Signal(range(16), name=f"s1_e{j}")
             f_exp = Signal(range(16), name=f"s1_f{j}")
@@ -291,7 +298,7 @@ class VectorActivation(wiring.Component):
             m.d.comb += [sq_port.addr.eq(Cat(mant, e_exp != 0)),
                          rc_port.addr.eq((divisor1 >> f_exp)[:8])]
             k2 = Signal(range(32), name=f"s2_k{j}")
-            m.d.sync += k2.eq(Mux(squash, f_exp - e_exp + 14, f_exp + 10))
+            m.d.sync += k2.eq(Mux(squash[j], f_exp - e_exp + 14, f_exp + 10))
             # s3: the table outputs registered.
             sq3, rc3 = Signal(9, name=f"s3_sqrt{j}"), Signal(9, name=f"s3_recip{j}")
             k3 = Signal(range(32), name=f"s3_k{j}")
@@ -299,7 +306,7 @@ class VectorActivation(wiring.Component):
             # s4: the factor.
             factor = Signal(FACTOR_BITS, name=f"s4_factor{j}")
             k4 = Signal(range(32), name=f"s4_k{j}")
-            m.d.sync += [factor.eq(Mux(squash, sq3 * rc3, rc3)), k4.eq(k3)]
+            m.d.sync += [factor.eq(Mux(squash[j], sq3 * rc3, rc3)), k4.eq(k3)]
             # s5: operand times factor.
             product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s5_product{j}")
             k5 = Signal(range(32), name=f"s5_k{j}")
@@ -310,7 +317,7 @@ class VectorActivation(wiring.Component):
             # s7: round and saturate (`round_saturate8`), select by function.
             scaled = round_saturate8(shifted)
             q7 = ops[6][:8].as_signed()
-            with m.Switch(self.func):
+            with m.Switch(lane_func[j]):
                 with m.Case(Func.NONE):
                     m.d.sync += self.o.payload[j].eq(q7)
                 with m.Case(Func.RELU):

@@ -5,7 +5,10 @@ extra of nascaps). The exported Verilog (`rtl.export`) is synthesized to ECP5 ce
 DP16KD and 18x18 multipliers MULT18X18D are inferred), then placed and routed with a target clock
 frequency. The figures come from nextpnr's JSON report (`--report`) where the nextpnr version has
 it, else from its log: LUT4s (TRELLIS_COMB), flip-flops (TRELLIS_FF), 18x18 multipliers
-(MULT18X18D), block RAMs (DP16KD) and the achieved clock frequency `fmax_MHz` of `clk`.
+(MULT18X18D), block RAMs (DP16KD) and the achieved clock frequency `fmax_MHz` of `clk`. nextpnr
+names one critical path per clock; with its detailed report (`--detailed-timing-report`) the
+figures also list every register whose inputs arrive later than the target's clock period
+(`slow_registers`), the paths to fix next.
 
 The accelerator's off-chip port carries 2 x 8W data bits (256 at W = 16), more than any ECP5
 package has pins, so the FPGA build is `rtl.offchip.CapsAccSystem`: the accelerator with
@@ -89,7 +92,9 @@ class Implementation:
     slowest clock; `target_MHz`: its constraint; `critical_path_ns`: the delay of the slowest
     register-to-register path, `critical_path_sources` the design's source lines along it
     (file:line, in path order) and `critical_path_ends` the cells (netlist names) it starts and ends
-    at (all empty where nextpnr gives no path, e.g. from a log)."""
+    at (all empty where nextpnr gives no path, e.g. from a log); `slow_registers` the registers
+    whose inputs arrive after the target's clock period, latest first (empty without nextpnr's
+    detailed timing report)."""
     luts: int
     flip_flops: int
     dsps: int
@@ -100,16 +105,76 @@ class Implementation:
     critical_path_ns: float | None = None
     critical_path_sources: tuple[str, ...] = ()
     critical_path_ends: tuple[str, ...] = ()
+    slow_registers: tuple["SlowRegister", ...] = ()
 
     @property
     def timing_met(self) -> bool:
         return self.fmax_MHz >= self.target_MHz
 
 
+@dataclass(frozen=True)
+class SlowRegister:
+    """A register whose inputs arrive after the clock period, from nextpnr's detailed timing
+    report: `register` the cell's netlist name without the flip-flop suffix (`_TRELLIS_FF_Q`,
+    `_TRELLIS_FF_Q_3`: the bits of one register are one entry), `arrival_ns` the latest arrival at
+    its inputs (clock-to-output, logic and routing from the launching register; the capture's
+    setup time not included; nextpnr does not name the launching register), `endpoints` how many of
+    its input pins arrive after the period, `sources` the design's source lines (file:line) of the
+    net into the latest one."""
+    register: str
+    arrival_ns: float
+    endpoints: int
+    sources: tuple[str, ...]
+
+
+_FLIP_FLOP_SUFFIX = re.compile(r"_TRELLIS_FF_Q(?:_\d+)?$")
+
+
+def slow_registers(timings, period_ns: float, latest_ns: float | None = None) -> tuple[SlowRegister, ...]:
+    """The registers of a report's "detailed_net_timings" (nets with "sources" and "endpoints":
+    {"cell", "event", "delay": [min, max] arrival in ns}) whose inputs arrive at or after
+    `period_ns`, latest first (then by name); asynchronous endpoints (output pins) and malformed
+    entries are left out, and so are arrivals after `latest_ns` (the clock's critical path, where
+    known). nextpnr gives an endpoint one entry per launching clock without saying which: an
+    arrival past the clock's critical path can only start at an input pin (the unconstrained
+    host port, reset), and the rest may still include such paths (e.g. a reset pin into the
+    flip-flops' LSR inputs, the host address into a block RAM's)."""
+    worst: dict[str, list] = {}
+    for net in timings if isinstance(timings, list) else []:
+        if not isinstance(net, dict) or not isinstance(net.get("endpoints"), list):
+            continue
+        for end in net["endpoints"]:
+            arrival = _arrival(end)
+            if (arrival is None or arrival < period_ns or (latest_ns is not None and arrival > latest_ns)
+                    or "<async>" in f"{net.get('event')}{end.get('event')}"):
+                continue
+            register = _FLIP_FLOP_SUFFIX.sub("", end["cell"])
+            entry = worst.setdefault(register, [arrival, 0, _design_sources([net])])
+            entry[1] += 1
+            if arrival > entry[0]:
+                entry[0], entry[2] = arrival, _design_sources([net])
+    found = [SlowRegister(register, round(arrival, 3), count, sources)
+             for register, (arrival, count, sources) in worst.items()]
+    return tuple(sorted(found, key=lambda slow: (-slow.arrival_ns, slow.register)))
+
+
+def _arrival(end) -> float | None:
+    """The latest arrival (ns) of a detailed report's endpoint ({"cell", "delay": [min, max]}), or
+    None where it is malformed."""
+    if not isinstance(end, dict) or not isinstance(end.get("cell"), str):
+        return None
+    delay = end.get("delay")
+    if not isinstance(delay, list) or not delay or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) for value in delay):
+        return None
+    return float(max(delay))
+
+
 def parse_report(report: dict, source: str = "nextpnr report") -> Implementation:
     """The figures of a nextpnr JSON report ({"utilization": {bel: {"used", "available"}},
-    "fmax": {clock: {"achieved", "constraint"}}}); FpgaError naming `source` and the key if one is
-    missing or not a number."""
+    "fmax": {clock: {"achieved", "constraint"}}}, optional "critical_paths" and
+    "detailed_net_timings"); FpgaError naming `source` and the key if one is missing or not a
+    number."""
     if not isinstance(report, dict):
         raise FpgaError(f"{source}: not a JSON object")
     utilization = report.get("utilization")
@@ -131,9 +196,12 @@ def parse_report(report: dict, source: str = "nextpnr report") -> Implementation
         clocks.append((float(entry["achieved"]), float(entry["constraint"])))
     figures = _implementation(used, min(clocks), source)
     path = _critical_path(report.get("critical_paths"))
+    latest_ns = None if path is None else sum(step["delay"] for step in path)
+    figures = replace(figures, slow_registers=slow_registers(report.get("detailed_net_timings"),
+                                                             1000.0 / figures.target_MHz, latest_ns))
     if path is None:
         return figures
-    return replace(figures, critical_path_ns=round(sum(step["delay"] for step in path), 3),
+    return replace(figures, critical_path_ns=round(latest_ns, 3),
                    critical_path_sources=_design_sources(path), critical_path_ends=_path_ends(path))
 
 
@@ -255,6 +323,10 @@ class FpgaResult:
                 timing += f" from {figures.critical_path_ends[0]} to {figures.critical_path_ends[1]}"
             if figures.critical_path_sources:
                 timing += f" through {', '.join(figures.critical_path_sources)}"
+        slow = figures.slow_registers
+        if slow:
+            timing += (f"\n{len(slow)} registers with inputs arriving after {1000 / figures.target_MHz:g} ns, latest: "
+                       + ", ".join(f"{entry.register} ({entry.arrival_ns:.2f} ns)" for entry in slow[:SLOW_SHOWN]))
         depths = ", ".join(f"{name} {value}" for name, value in self.config.items() if name.endswith("_depth"))
         lines = [
             f"CapsAcc {self.config['rows']}x{self.config['cols']}, acc_bits {self.config['acc_bits']}, {depths}; "
@@ -269,6 +341,10 @@ class FpgaResult:
             f"(seed {self.seed}), figures from the {self.report_source}",
         ]
         return "\n".join(lines)
+
+
+SLOW_SHOWN = 10
+"""The slow registers a summary names (all are in the result's JSON)."""
 
 
 def _share(entry: dict) -> str:
@@ -468,10 +544,11 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
                                           f"read_verilog {source.name}; {KEEP_FLIP_FLOPS} {synth}"], yosys_log)
     usage = _call([nextpnr_path, "--help"])
     with_report = "--report" in usage.stdout + usage.stderr
+    detailed = ["--detailed-timing-report"] if "--detailed-timing-report" in usage.stdout + usage.stderr else []
     arguments = [part.flag, "--package", part.package, "--json", netlist.name, "--freq", f"{freq_MHz:g}",
                  "--seed", str(seed), "--router", ROUTER, "--lpf-allow-unconstrained", "--timing-allow-fail",
                  "-q", "-l", nextpnr_log.name]
-    _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name] if with_report else []), nextpnr_log)
+    _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name, *detailed] if with_report else []), nextpnr_log)
     netlist.unlink()
     if with_report:
         try:

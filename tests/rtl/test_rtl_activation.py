@@ -1,9 +1,12 @@
 """The vector activation unit: bit-exact against `sim.golden.activate_rows`, one row per cycle,
 latency(C, L) + n cycles from the first row in to the cycle after the last row out."""
 
+import re
+
 import numpy as np
 import pytest
 from amaranth import Module, Signal
+from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from rtl.activation import (VectorActivation, exp_table, latency, recip_table, scan_levels, shift_exponent,
@@ -170,3 +173,15 @@ def test_shift_exponent_is_the_bit_length_formula(width, low, step):
     sim.add_testbench(bench)
     sim.run()
     assert wrong == []
+
+
+def test_every_lane_has_its_own_function_and_shift_register():
+    """The function and the shift reach each lane from a copy of its own, marked `keep` (one
+    flip-flop each after `rtl.fpga.KEEP_FLIP_FLOPS`), not from one register driving every lane."""
+    cols = 3
+    dut = VectorActivation(cols)
+    ports = [dut.func.as_value(), dut.shift, dut.length, dut.i.valid, dut.i.payload.as_value(), dut.o.valid,
+             dut.o.payload.as_value()]
+    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", verilog.convert(dut, ports=ports))
+    kept = {name for attributes, name in declarations if "keep" in attributes}
+    assert {f"{name}{j}" for name in ("func", "shift") for j in range(cols)} <= kept

@@ -91,6 +91,37 @@ def test_result_holds_the_implementation_once_and_flattens_it():
     assert f"{figures.fmax_MHz:.2f}" in summary and "timing NOT met at 100 MHz" in summary
 
 
+def test_detailed_report_lists_the_registers_past_the_period():
+    """With nextpnr's detailed timing report, every register whose inputs arrive at or after the
+    target's period (10 ns at 100 MHz) is listed once (its bits together), latest first, with the
+    design's source lines of the net into its latest input; output pins are not, nor arrivals
+    later than the clock's critical path (from input pins)."""
+    report = json.loads(json.dumps(REPORT))
+    clock = "posedge $glbnet$clk$TRELLIS_IO_IN"
+    end = lambda cell, arrival, event=clock: {"cell": cell, "port": "DI", "event": event,  # noqa: E731
+                                             "delay": [0.5, arrival]}
+    report["detailed_net_timings"] = [
+        {"net": "act.shift", "sources": ["/share/cells_map_trellis.v:1", "/elsewhere/rtl/activation.py:213"],
+         "event": clock, "endpoints": [end("act.vector.r1_TRELLIS_FF_Q_6", 12.5), end("act.vector.r1_TRELLIS_FF_Q", 10.0),
+                                       end("act.vector.r0_TRELLIS_FF_Q", 9.99), end("host_rdata", 30.0, "<async>")]},
+        {"net": "dma.issued", "sources": ["/elsewhere/rtl/dma.py:7"], "event": clock,
+         "endpoints": [end("dma.beats_TRELLIS_FF_Q_2", 11.0), end("act.vector.r1_TRELLIS_FF_Q_3", 10.5),
+                       end("psum.0.0", 43.7)]},  # past the clock's critical path (43.629 ns): from a pin
+        {"net": "broken", "event": clock, "endpoints": [{"cell": "x", "delay": "late"}, "y"]},
+    ]
+    slow = parse_report(report).slow_registers
+    assert [(entry.register, entry.arrival_ns, entry.endpoints) for entry in slow] == [
+        ("act.vector.r1", 12.5, 3), ("dma.beats", 11.0, 1)]
+    assert slow[0].sources == ("/elsewhere/rtl/activation.py:213",)
+    result = FpgaResult(config={"rows": 4, "cols": 4, "acc_bits": 25}, device="ecp5-85k", part="LFE5U-85F",
+                        package="CABGA756", seed=1, dsp_inference=True, lut_mapper="abc",
+                        implementation=parse_report(report), report_source="nextpnr JSON report",
+                        yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
+    assert "2 registers with inputs arriving after 10 ns, latest: act.vector.r1 (12.50 ns)" in result.summary()
+    assert json.loads(json.dumps(result.to_dict()))["slow_registers"][1]["register"] == "dma.beats"
+    assert parse_report(REPORT).slow_registers == ()
+
+
 def test_report_slowest_clock_and_timing_met():
     report = json.loads(json.dumps(REPORT))
     report["fmax"] = {"a": {"achieved": 150.0, "constraint": 100}, "b": {"achieved": 120.5, "constraint": 100}}
