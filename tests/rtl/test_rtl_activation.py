@@ -90,15 +90,17 @@ def test_relu_and_none_every_int8_and_saturation(record_property):
     record_property("cycles", cycles)
 
 
-def test_requantize_every_shift_with_rounding_edges():
+def test_requantize_every_shift_with_rounding_and_saturation_edges():
     rng = np.random.default_rng(3)
     for shift in range(32):
         edges = [-(1 << 24), (1 << 24) - 1, 0, -1, 1]
         if shift > 0:
             half = 1 << (shift - 1)
             edges += [half, -half, half - 1, -half - 1, 3 * half, -3 * half]
+        for saturates in (-(-255 << shift) // 2, -((257 << shift) // 2)):  # the least 127, the least above -128
+            edges += [saturates - 1, saturates]
         edges = [min(max(e, -(1 << 24)), (1 << 24) - 1) for e in edges]
-        values = np.concatenate([edges, rng.integers(-(1 << 24), 1 << 24, size=4 * 4 - len(edges))])
+        values = np.concatenate([edges, rng.integers(-(1 << 24), 1 << 24, size=4 * 5 - len(edges))])
         check(values.reshape(-1, 4), "none", shift, 4)
 
 
