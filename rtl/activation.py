@@ -32,9 +32,8 @@ Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage register
 so `latency(C, L) = 15 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
 output, and n rows (whole capsules) take latency + n cycles from the cycle of the first row in to
 the cycle after the last row out. Every multiplier has a registered output and no stage holds more
-than one adder or one multiplier (a rounding shift with saturation is two stages: a barrel shift
-beside the saturation compares, of the unshifted value with constants chosen by the shift, then a
-9-bit increment); every memory's read data (the input row, the tables, the delay
+than one adder or one multiplier (a rounding shift with saturation is two stages, a barrel shift,
+then an increment beside compares with constants); every memory's read data (the input row, the tables, the delay
 buffers) goes straight into a register (a block RAM's clock-to-output delay leaves no time for
 logic behind it). Contract: the configuration (func, shift, length) is stable from the cycle of the
 first row until the last result; every capsule's rows arrive in consecutive cycles, and the rows
@@ -43,7 +42,7 @@ of one configuration are whole capsules (a multiple of span rows).
 
 import math
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -82,31 +81,19 @@ def recip_table() -> list[int]:
     return [round(2.0 ** RECIP_BITS / (256 + i + 0.5)) for i in range(256)]
 
 
-HALF_BITS = 11
-"""Bits of `half_shift`'s result: the low 9 bits of the shifted value and two saturation flags."""
-
-
 def half_shift(value, shift):
-    """The first of the two stages of a rounding shift of signed `value` by unsigned `shift`, an
-    Amaranth value of HALF_BITS bits: the low 9 bits of t = floor(2 v / 2**shift) (a barrel shift,
-    no adder), then the flags t >= 255 and t < -257 ((t + 1) >> 1 above 127, below -128), each a
-    compare of v itself with a constant chosen by the shift (t >= 255 iff v >= ceil(255 * 2**(k-1)),
-    t < -257 iff v < ceil(-257 * 2**(k-1))), so no compare waits for the shift. `round_saturate8`
-    of it is sat8((v + ((1 << shift) >> 1)) >> shift): floor((floor(2 v / 2**k) + 1) / 2) =
-    floor(v / 2**k + 1/2) for every k >= 0."""
-    shifts = range(1 << len(shift))
-    high = [-(-255 * 2 ** k // 2) for k in shifts]
-    low = [-(257 * 2 ** k // 2) for k in shifts]
-    width = max(bound.bit_length() for bound in high + low) + 1
-    bound = lambda bounds: Array(Const(b, signed(width)) for b in bounds)[shift]  # noqa: E731
-    return Cat(((value << 1) >> shift)[:9], value >= bound(high), value < bound(low))
+    """The first of the two stages of a rounding shift: t = floor(2 v / 2**shift), an Amaranth
+    expression (a barrel shift, no adder). `round_saturate8(t)` is sat8((v + ((1 << shift) >> 1))
+    >> shift): floor((floor(2 v / 2**k) + 1) / 2) = floor(v / 2**k + 1/2) for every k >= 0."""
+    return (value << 1) >> shift
 
 
 def round_saturate8(half):
-    """The second stage of a rounding shift: sat8((t + 1) >> 1) from `half_shift(v, k)` (t's low 9
-    bits and its saturation flags), an Amaranth expression: a 9-bit increment for the low byte and
-    two multiplexers."""
-    return Mux(half[9], 127, Mux(half[10], -128, (half[:9] + 1)[1:9].as_signed()))
+    """The second stage of a rounding shift: sat8((t + 1) >> 1) for t = `half_shift(v, k)`, an
+    Amaranth expression. The saturation flags are compares of t with constants ((t + 1) >> 1 > 127
+    iff t >= 255, < -128 iff t < -257), beside a 9-bit increment for the low byte, so no compare
+    waits for the shift or the increment."""
+    return Mux(half >= 255, 127, Mux(half < -257, -128, (half[:9] + 1)[1:9].as_signed()))
 
 
 def shift_exponent(value, width: int, low: int, step: int):
@@ -231,7 +218,7 @@ class VectorActivation(wiring.Component):
         # rounds and saturates (`round_saturate8`).
         r0_valid, r1_valid = Signal(), Signal()
         r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols))
-        r1 = Signal(data.ArrayLayout(HALF_BITS, cols))
+        r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols))
         m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid)]
         for j in range(cols):
             m.d.sync += r1[j].eq(half_shift(r0[j], lane_shift[j]))
@@ -325,7 +312,7 @@ class VectorActivation(wiring.Component):
             k5 = Signal(range(32), name=f"s5_k{j}")
             m.d.sync += [product.eq(ops[4] * factor), k5.eq(k4)]
             # s6: shift (`half_shift`).
-            shifted = Signal(HALF_BITS, name=f"s6_shifted{j}")
+            shifted = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s6_shifted{j}")
             m.d.sync += shifted.eq(half_shift(product, k5))
             # s7: round and saturate (`round_saturate8`), select by function.
             scaled = round_saturate8(shifted)
