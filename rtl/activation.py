@@ -232,7 +232,8 @@ class VectorActivation(wiring.Component):
         max_in = Signal(data.ArrayLayout(signed(8), cols))
         in_use = Mux(row_count == cfg_span - 1, cfg_used_last, cfg_used)
         for j in range(cols):
-            m.d.sync += [q[j].eq(round_saturate8(r1[j])), max_in[j].eq(Mux(in_use[j], round_saturate8(r1[j]), -128))]
+            value = round_saturate8(r1[j])
+            m.d.sync += [q[j].eq(value), max_in[j].eq(Mux(in_use[j], value, -128))]
         with m.If(r1_valid):
             m.d.sync += row_count.eq(Mux(row_count == cfg_span - 1, 0, row_count + 1))
 

@@ -493,8 +493,9 @@ def memory_mapping(config, workdir: Path, yosys: str = YOSYS) -> dict[str, str]:
     by its name under the top (`accelerator.program`, `accelerator.data_buf`, `accelerator.weight_buf`,
     `accelerator.routing_buf`, `accelerator.psum`, `offchip.beats`): the ECP5 cell
     (`DP16KD` true dual-port or `PDPW16KD` simple dual-port 18 kbit block RAM, `TRELLIS_DPR16X4`
-    distributed RAM) or `FF` (flip-flops). Runs synthesis to its RAM mapping only (about 15 s on 4x4);
-    the files go to `workdir`. FpgaError on a failing or missing tool."""
+    distributed RAM) or `FF` (flip-flops). Runs synthesis to its RAM mapping only (about 15 s on 4x4),
+    without `KEEP_FLIP_FLOPS` (which keeps logic flip-flops, not memories); the files go to `workdir`.
+    FpgaError on a failing or missing tool."""
     from rtl.export import TOP
 
     source = _write_source(config, workdir)
