@@ -64,10 +64,22 @@ class Estimate:
     accelerator: Accelerator
     costs: tuple[np.ndarray, ...]
     model: str = MODEL_VERSION
-    movement: calibrated.DataMovement | None = None
+    transfers: np.ndarray | None = None
+    """Calibrated model: the batch's buffer rows the DMA moves per operation (`calibrated.network_costs`),
+    from which `movement` is priced when first asked for; None for the published model."""
     most_scheduled_instructions: int | None = None
     """The most MATMUL and ACT instructions of a batch's DMA programs (`calibrated.network_instructions`)
     that `total_cycles` schedules (about 10 us each); None: no limit."""
+
+    @functools.cached_property
+    def movement(self) -> calibrated.DataMovement | None:
+        """The data movement through the accelerator's off-chip port (`calibrated.data_movement` of
+        `transfers`, priced when first asked for); None for the published model."""
+        if self.transfers is None:
+            return None
+        accelerator = self.accelerator
+        return calibrated.data_movement(self.transfers, accelerator.calibration, accelerator.offchip_bytes_per_cycle,
+                                        accelerator.offchip_pJ_per_byte)
 
     @property
     def offchip_bytes(self) -> int | None:
@@ -176,18 +188,16 @@ def estimate(network: Network, accelerator: Accelerator, most_scheduled_instruct
     (`Estimate.total_cycles`) when its DMA programs hold at most `most_scheduled_instructions`
     instructions (None: no limit).
     """
-    movement = None
+    transfers = None
     if accelerator.calibration is not None:
         *costs, cycles, energy, weights, transfers = calibrated.network_costs(network, accelerator.calibration)
-        movement = calibrated.data_movement(transfers, accelerator.calibration, accelerator.offchip_bytes_per_cycle,
-                                            accelerator.offchip_pJ_per_byte)
         model = calibrated.MODEL_VERSION
     else:
         *costs, cycles, energy, weights = kernels.network_costs(network.table, accelerator.kernel_params)
         model = MODEL_VERSION
     return Estimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
                     weights=weights, memory_KiB=weights / 1024, network=network, accelerator=accelerator,
-                    costs=tuple(costs), model=model, movement=movement,
+                    costs=tuple(costs), model=model, transfers=transfers,
                     most_scheduled_instructions=most_scheduled_instructions)
 
 
