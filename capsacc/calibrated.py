@@ -472,9 +472,9 @@ def _batch_shift(batch):
 def _cost_network(ops, config, feature_index, coefficients, energies, period_ns, scratch, memo, w_loads, cycles, power,
                   energy, transfers, error, value, full):
     """Cost the operation rows `ops` (`capsacc.network.OP_FIELDS`) by the calibrated model: write each
-    operation's per-image cycles and energy (mJ) into the arrays and, when `full`, its per-image w_loads
-    (else the batch's) and power (mW) (`network_costs`) and its batch's data movement into `transfers` (n_ops x 3: the
-    narrow and wide buffer rows the DMA moves, `_step_cost`, and the batch's cycles); return (total
+    operation's per-image cycles and energy (mJ) into the arrays, the narrow and wide buffer rows the DMA
+    moves for its batch (`_step_cost`) into `transfers[:, :2]` (n_ops x 3) and, when `full`, its per-image
+    w_loads (else the batch's), power (mW) (`network_costs`) and the batch's cycles (`transfers[:, 2]`); return (total
     cycles, total energy_mJ), both summed in operation order (the same with `full` or not). On an error,
     error[0] is its code (a `capsacc.mapping.REFUSALS` code, `PREDICTION_RANGE`, `CYCLES_RANGE` or
     `NOT_EXPANDED`), error[1] the step, error[2] the target, error[3:] the refusal's numbers and
@@ -494,8 +494,7 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         return 0, 0.0
     for i in range(n):
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
-        if full:
-            transfers[i, 0], transfers[i, 1] = 0, 0
+        transfers[i, 0], transfers[i, 1] = 0, 0
     touched = 0
     for s in range(count):  # every step's key and first slot, their rows read together, before any is used
         first, second = _memo_key(steps[s])
@@ -532,9 +531,8 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         cycles[i] += step_cycles
         w_loads[i] += matmuls
         energy[i] += picojoules * 1e-9
-        if full:
-            transfers[i, 0] += narrow
-            transfers[i, 1] += wide
+        transfers[i, 0] += narrow
+        transfers[i, 1] += wide
     shift = _batch_shift(batch)
     low, share = batch - 1, 1.0 / batch
     total_cycles, total_energy = 0, 0.0
@@ -586,13 +584,15 @@ def _network_kernel(ops, config, feature_index, coefficients, energies, period_n
 
 
 @njit(cache=True)
-def genotype_costs(descriptors, offsets, config, feature_index, coefficients, energies, period_ns, table, used,
-                   most_slots):
+def genotype_costs(descriptors, offsets, config, feature_index, coefficients, energies, period_ns, bytes_per_cycle,
+                   offchip_pJ_per_byte, table, used, most_slots):
     """Totals of flattened genotypes (`capsacc.model.GenotypeBatch`: genotype j owns rows
     offsets[j]:offsets[j+1] of `descriptors`) under the calibrated model, each expanded
     (`capsacc.network.descriptor_operation`) and costed by `_cost_network`, as `network_costs`
-    costs its network: cycles (int64), energy_mJ (float64), weights (int64), the error code of
-    each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a `_memo`, a
+    costs its network: cycles (int64), energy_mJ (float64), weights (int64), the energy with the data
+    movement through a port of W = `bytes_per_cycle` bytes a cycle and `offchip_pJ_per_byte`
+    (`total_energy_mJ`, float64: that of `data_movement`, as `capsacc.Estimate.total_energy_mJ` adds it),
+    the error code of each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a `_memo`, a
     `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
     the memo beyond `_memo_fits`, it is doubled (`_memo_grown`), up to `most_slots` slots; an empty memo
     first grows to fit as many steps as the batch has descriptors (about as many distinct steps as a
@@ -608,7 +608,7 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
                                       np.empty(most, np.float64))
     transfers = np.empty((most, 3), np.int64)
     error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
-    totals_cycles, totals_energy = np.zeros(n, np.int64), np.zeros(n, np.float64)
+    totals_cycles, totals_energy, totals_with_movement = np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n)
     weights, errors = np.zeros(n, np.int64), np.zeros(n, np.int64)
     capacity = table.shape[0]
     while used[0] == 0 and not _memo_fits(descriptors.shape[0], capacity) and 2 * capacity <= most_slots:
@@ -638,7 +638,15 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
                                                            energy, transfers, error, value, False)
         errors[j] = error[0]
         weights[j] = total_weights
-    return totals_cycles, totals_energy, weights, errors, table
+        offchip_mJ, buffer_mJ = 0.0, 0.0
+        for i in range(count):
+            _, offchip, buffer = _movement_energies(transfers[i, 0], transfers[i, 1], config[0], config[1], config[4],
+                                                    bytes_per_cycle, offchip_pJ_per_byte, energies[DATA_READ_EVENT],
+                                                    energies[WEIGHT_READ_EVENT])
+            offchip_mJ += offchip
+            buffer_mJ += buffer
+        totals_with_movement[j] = total_energy_mJ(totals_energy[j], offchip_mJ, buffer_mJ)
+    return totals_cycles, totals_energy, weights, totals_with_movement, errors, table
 
 
 class StepMemo:
@@ -665,13 +673,15 @@ class StepMemo:
         """Slots of the table now."""
         return self._table.shape[0]
 
-    def genotype_costs(self, descriptors: np.ndarray, offsets: np.ndarray):
-        """`genotype_costs` of flattened genotypes with this memo: (cycles, energy_mJ, weights, errors)."""
+    def genotype_costs(self, descriptors: np.ndarray, offsets: np.ndarray, bytes_per_cycle: int,
+                       offchip_pJ_per_byte: float):
+        """`genotype_costs` of flattened genotypes with this memo, through an off-chip port of `bytes_per_cycle`
+        bytes a cycle and `offchip_pJ_per_byte`: (cycles, energy_mJ, weights, total_energy_mJ, errors)."""
         calibration = self.calibration
-        cycles, energy, weights, errors, self._table = genotype_costs(
-            descriptors, offsets, *calibration.kernel_arrays, calibration.period_ns, self._table, self._used,
-            self.most_slots)
-        return cycles, energy, weights, errors
+        cycles, energy, weights, total_energy, errors, self._table = genotype_costs(
+            descriptors, offsets, *calibration.kernel_arrays, calibration.period_ns, bytes_per_cycle,
+            float(offchip_pJ_per_byte), self._table, self._used, self.most_slots)
+        return cycles, energy, weights, total_energy, errors
 
 
 def network_costs(network, calibration: Calibration):
@@ -721,20 +731,51 @@ class DataMovement:
     dma_buffer_energy_mJ: np.ndarray
 
 
+DATA_READ_EVENT, WEIGHT_READ_EVENT = EVENTS.index("data_read"), EVENTS.index("weight_read")
+"""Positions of the events that price a moved buffer row (`DataMovement`) in the energies of `Calibration.kernel_arrays`."""
+
+
+@njit(cache=True)
+def _movement_energies(narrow, wide, rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ,
+                       weight_read_pJ):
+    """(the batch's bytes through the port, `port_bytes`; an image's off-chip energy, mJ; an image's DMA buffer
+    energy, mJ) of an operation whose batch of `batch` images moves `narrow` rows of R lanes and `wide` rows of C
+    lanes (`DataMovement`): the one definition of both energies, for `data_movement` and `genotype_costs`."""
+    moved = port_bytes(narrow, wide, rows, cols, bytes_per_cycle)
+    return (moved, moved * offchip_pJ_per_byte * 1e-9 / batch,
+            (narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9 / batch)
+
+
+@njit(cache=True)
+def ordered_sum(values):
+    """The sum of float64 `values` added one after the other from the first, as `genotype_costs` adds an
+    operation's data movement energies (numpy's `sum` adds pairwise, which can differ in the last bit)."""
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
+@njit(cache=True)
+def total_energy_mJ(energy_mJ, offchip_energy_mJ, dma_buffer_energy_mJ):
+    """A network's energy with its data movement, mJ: the compute's events, then the off-chip traffic, then
+    the DMA's buffer rows, added in that order (`capsacc.Estimate.total_energy_mJ`, `genotype_costs`)."""
+    return energy_mJ + offchip_energy_mJ + dma_buffer_energy_mJ
+
+
 @njit(cache=True)
 def _movement(transfers, rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ, weight_read_pJ,
               offchip, bound, energies):
     """Per operation of `transfers` (`network_costs`), into the caller's arrays (one pass, for
     `data_movement`): an image's share (`per_image`) of the batch's bytes through the port (`port_bytes`)
     into `offchip`, whether they are bandwidth bound (`bandwidth_bound`) into `bound`, the off-chip and
-    DMA buffer energies of an image, mJ, into `energies` (2, n_ops) (`DataMovement`)."""
+    DMA buffer energies of an image, mJ, into `energies` (2, n_ops) (`_movement_energies`)."""
     for i in range(transfers.shape[0]):
-        narrow, wide = transfers[i, 0], transfers[i, 1]
-        moved = port_bytes(narrow, wide, rows, cols, bytes_per_cycle)
+        moved, energies[0, i], energies[1, i] = _movement_energies(
+            transfers[i, 0], transfers[i, 1], rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ,
+            weight_read_pJ)
         offchip[i] = per_image(moved, batch)
         bound[i] = bandwidth_bound(moved, bytes_per_cycle, transfers[i, 2])
-        energies[0, i] = moved * offchip_pJ_per_byte * 1e-9 / batch
-        energies[1, i] = (narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9 / batch
 
 
 def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cycle: int,

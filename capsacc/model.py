@@ -89,17 +89,20 @@ class Estimate:
     @property
     def offchip_energy_mJ(self) -> float | None:
         """Energy of the off-chip traffic per image, mJ (`Accelerator.offchip_pJ_per_byte` per byte)."""
-        return None if self.movement is None else float(self.movement.offchip_energy_mJ.sum())
+        return None if self.movement is None else calibrated.ordered_sum(self.movement.offchip_energy_mJ)
 
     @property
     def dma_buffer_energy_mJ(self) -> float | None:
         """Energy of the on-chip buffer rows the DMA writes and reads per image, mJ."""
-        return None if self.movement is None else float(self.movement.dma_buffer_energy_mJ.sum())
+        return None if self.movement is None else calibrated.ordered_sum(self.movement.dma_buffer_energy_mJ)
 
     @property
     def total_energy_mJ(self) -> float | None:
-        """`energy_mJ` (compute events) + `offchip_energy_mJ` + `dma_buffer_energy_mJ`, mJ."""
-        return None if self.movement is None else self.energy_mJ + self.offchip_energy_mJ + self.dma_buffer_energy_mJ
+        """`energy_mJ` (compute events) + `offchip_energy_mJ` + `dma_buffer_energy_mJ`, mJ
+        (`calibrated.total_energy_mJ`)."""
+        if self.movement is None:
+            return None
+        return calibrated.total_energy_mJ(self.energy_mJ, self.offchip_energy_mJ, self.dma_buffer_energy_mJ)
 
     @functools.cached_property
     def _total_cycles(self) -> tuple[tuple[int | None, ...], str | None]:
@@ -316,7 +319,9 @@ def _suspects(descriptors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BatchEstimate:
-    """Totals of many networks, as arrays of length n_networks."""
+    """Totals of many networks, as arrays of length n_networks: those of `Estimate`, and on a calibrated
+    accelerator `total_energy_mJ`, the energy with the data movement (`Estimate.total_energy_mJ`; None for
+    the published model, which has no data movement)."""
 
     cycles: np.ndarray
     latency_ms: np.ndarray
@@ -324,13 +329,15 @@ class BatchEstimate:
     weights: np.ndarray
     memory_KiB: np.ndarray
     model: str = MODEL_VERSION
+    total_energy_mJ: np.ndarray | None = None
 
 
 def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
                   accelerator: Accelerator, memo: calibrated.StepMemo | None = None) -> BatchEstimate:
     """The totals of `estimate` for many networks at once, bit-identical to it: cycles, latency,
-    energy (the compute's) and weights; not the data movement (`Estimate.movement`), which only
-    `estimate` reports.
+    energy (the compute's), weights and, on a calibrated accelerator, the energy with the data movement
+    (`Estimate.total_energy_mJ`); not the rest of the data movement (`Estimate.movement`, `total_cycles`),
+    which only `estimate` reports.
 
     A `GenotypeBatch` is expanded and costed in one pass, without building an operation table, by
     either model. A calibrated accelerator needs the operations' shapes: give networks or a
@@ -366,7 +373,8 @@ def _calibrated_many(networks, accelerator: Accelerator, memo: calibrated.StepMe
                                      "GenotypeBatch, not an OperationBatch")
     if isinstance(networks, GenotypeBatch):
         memo = calibrated.StepMemo(accelerator.calibration) if memo is None else memo
-        cycles, energy, weights, errors = memo.genotype_costs(networks.descriptors, networks.offsets)
+        cycles, energy, weights, total_energy, errors = memo.genotype_costs(
+            networks.descriptors, networks.offsets, accelerator.offchip_bytes_per_cycle, accelerator.offchip_pJ_per_byte)
         for j in np.flatnonzero(errors).tolist():
             start, end = networks.offsets[j], networks.offsets[j + 1]
             try:
@@ -377,9 +385,11 @@ def _calibrated_many(networks, accelerator: Accelerator, memo: calibrated.StepMe
         results = [estimate(network, accelerator) for network in networks]
         cycles = np.array([r.cycles for r in results], dtype=np.int64)
         energy = np.array([r.energy_mJ for r in results], dtype=np.float64)
+        total_energy = np.array([r.total_energy_mJ for r in results], dtype=np.float64)
         weights = np.array([r.weights for r in results], dtype=np.int64)
     return BatchEstimate(cycles=cycles, latency_ms=cycles * (accelerator.period_ns * 1e-6), energy_mJ=energy,
-                         weights=weights, memory_KiB=weights / 1024, model=calibrated.MODEL_VERSION)
+                         weights=weights, memory_KiB=weights / 1024, model=calibrated.MODEL_VERSION,
+                         total_energy_mJ=total_energy)
 
 
 __all__ = ["MODEL_VERSION", "OP_KINDS", "Estimate", "OperationCost", "OperationBatch", "GenotypeBatch", "BatchEstimate",

@@ -53,12 +53,20 @@ class Budgets:
 @dataclass(frozen=True)
 class Costs:
     """Hardware figures of one genotype on one accelerator, and its multiply-accumulates per
-    inference (`capsacc.Network.macs`: how long its training is expected to take, relatively)."""
+    inference (`capsacc.Network.macs`: how long its training is expected to take, relatively).
+    `energy_mJ` is the search's energy objective (`objective_energy`)."""
 
     energy_mJ: float
     latency_ms: float
     memory_KiB: float
     macs: int
+
+
+def objective_energy(accelerator: Accelerator) -> str:
+    """What the search's `energy_mJ` holds on `accelerator` (recorded in a run's identity): on a calibrated one
+    the energy with the data movement (`capsacc.Estimate.total_energy_mJ`: the compute's events, the off-chip
+    traffic and the DMA's buffer rows), on the published model the compute's (it has no data movement)."""
+    return "compute+offchip+dma_buffer" if accelerator.calibration is not None else "compute"
 
 
 def hardware_costs(genotype: Genotype, accelerator: Accelerator) -> Costs:
@@ -75,7 +83,7 @@ def step_memo(accelerator: Accelerator) -> StepMemo | None:
 
 def hardware_costs_many(genotypes: list[Genotype], accelerator: Accelerator, memo: StepMemo | None = None) -> list[Costs]:
     """`Costs` of each of `genotypes`, in order, from one `capsacc.estimate_many` call on their `GenotypeBatch`
-    (the totals of `capsacc.estimate`, bit for bit). `memo`: the caller's `step_memo(accelerator)`, kept
+    (the totals of `capsacc.estimate`, bit for bit; the energy `objective_energy`). `memo`: the caller's `step_memo(accelerator)`, kept
     across calls so that a step costed once is not costed again (None: a fresh one for this call)."""
     if not genotypes:
         return []
@@ -83,9 +91,10 @@ def hardware_costs_many(genotypes: list[Genotype], accelerator: Accelerator, mem
     offsets = np.cumsum([0] + [len(descriptors) for descriptors in layers])
     batch = GenotypeBatch(np.array([list(d) for descriptors in layers for d in descriptors], np.int64), offsets)
     result = estimate_many(batch, accelerator, memo=memo)
+    energies = result.energy_mJ if result.total_energy_mJ is None else result.total_energy_mJ
     return [Costs(energy, latency, memory, genotype.to_network().macs)
-            for genotype, energy, latency, memory in zip(genotypes, result.energy_mJ.tolist(),
-                                                         result.latency_ms.tolist(), result.memory_KiB.tolist())]
+            for genotype, energy, latency, memory in zip(genotypes, energies.tolist(), result.latency_ms.tolist(),
+                                                         result.memory_KiB.tolist())]
 
 
 @dataclass

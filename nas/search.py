@@ -27,7 +27,7 @@ from capsacc.errors import InputError
 from capsacc.files import prepare_output_dir
 
 from nas.evaluate import (Budgets, TrainingEvaluator, cached_dataset, check_training_data, evaluation_record,
-                          hardware_costs_many, step_memo)
+                          hardware_costs_many, objective_energy, step_memo)
 from nas.genotype import Genotype
 from nas.journal import Checkpoint, Evaluation, Journal, RunLock
 from nas.nsga2 import NSGA2, Population
@@ -82,7 +82,8 @@ class SearchConfig:
                 "seed": self.seed, "accelerator": self.accelerator, "accelerator_config": accelerator.to_dict(),
                 "space": _jsonable(asdict(self.space)), "budgets": asdict(self.budgets),
                 "mutation_probability": self.mutation_probability, "evaluator": evaluator_name,
-                "model_version": CALIBRATED_MODEL if accelerator.calibration is not None else MODEL_VERSION}
+                "model_version": CALIBRATED_MODEL if accelerator.calibration is not None else MODEL_VERSION,
+                "energy_objective": objective_energy(accelerator)}
 
 
 def _jsonable(value):

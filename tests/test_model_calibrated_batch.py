@@ -36,14 +36,21 @@ def flatten(genotypes: list[list]) -> GenotypeBatch:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(search_genotypes(), min_size=1, max_size=12), st.sampled_from(ARRAYS), st.sampled_from((1, 3, 8)))
-def test_batch_totals_equal_estimate_bit_for_bit(genotypes, array, batch):
-    """Equal totals, and no genotype of the search refused on any array of the sweep (issue 16 item 2)."""
-    acc = accelerator(*array, batch)
+@given(st.lists(search_genotypes(), min_size=1, max_size=12), st.sampled_from(ARRAYS), st.sampled_from((1, 3, 8)),
+       st.sampled_from((1, 4, 16, 64)), st.sampled_from((0.0, 7.3, 162.5)))
+def test_batch_totals_equal_estimate_bit_for_bit(genotypes, array, batch, bytes_per_cycle, offchip_pJ_per_byte):
+    """Equal totals, the energy with the data movement through any port among them, and no genotype of the
+    search refused on any array of the sweep (issue 16 item 2)."""
+    import dataclasses
+    acc = dataclasses.replace(accelerator(*array, batch), offchip_bytes_per_cycle=bytes_per_cycle,
+                              offchip_pJ_per_byte=offchip_pJ_per_byte)
     single = [estimate(Network.from_genotype(genotype), acc) for genotype in genotypes]
     many = estimate_many(flatten(genotypes), acc)
     assert many.cycles.tolist() == [e.cycles for e in single]
     assert many.energy_mJ.tolist() == [e.energy_mJ for e in single]
+    assert many.total_energy_mJ.tolist() == [e.total_energy_mJ for e in single]
+    assert all(e.total_energy_mJ >= e.energy_mJ for e in single)
+    assert offchip_pJ_per_byte == 0.0 or all(e.total_energy_mJ > e.energy_mJ for e in single)
     assert many.latency_ms.tolist() == [e.latency_ms for e in single]
     assert many.weights.tolist() == [e.weights for e in single]
     assert many.memory_KiB.tolist() == [e.memory_KiB for e in single]
