@@ -732,7 +732,8 @@ class DataMovement:
 
 
 DATA_READ_EVENT, WEIGHT_READ_EVENT = EVENTS.index("data_read"), EVENTS.index("weight_read")
-"""Positions of the events that price a moved buffer row (`DataMovement`) in the energies of `Calibration.kernel_arrays`."""
+"""Positions of the events that price a moved buffer row (`DataMovement`) in the energies of
+`Calibration.kernel_arrays`."""
 
 
 @njit(cache=True)

@@ -112,7 +112,8 @@ class Estimate:
         try:
             totals = calibrated.network_total_cycles(self.network, accelerator.calibration,
                                                      accelerator.offchip_bytes_per_cycle,
-                                                     accelerator.offchip_latency_cycles, self.most_scheduled_instructions)
+                                                     accelerator.offchip_latency_cycles,
+                                                     self.most_scheduled_instructions)
         except calibrated.ScheduleTooLarge as reason:
             return (None,) * len(self.network.operations), f"not computed: {reason}"
         return tuple(totals.tolist()), None
@@ -374,7 +375,8 @@ def _calibrated_many(networks, accelerator: Accelerator, memo: calibrated.StepMe
     if isinstance(networks, GenotypeBatch):
         memo = calibrated.StepMemo(accelerator.calibration) if memo is None else memo
         cycles, energy, weights, total_energy, errors = memo.genotype_costs(
-            networks.descriptors, networks.offsets, accelerator.offchip_bytes_per_cycle, accelerator.offchip_pJ_per_byte)
+            networks.descriptors, networks.offsets, accelerator.offchip_bytes_per_cycle,
+            accelerator.offchip_pJ_per_byte)
         for j in np.flatnonzero(errors).tolist():
             start, end = networks.offsets[j], networks.offsets[j + 1]
             try:

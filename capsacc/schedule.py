@@ -17,7 +17,6 @@ import bisect
 import functools
 from dataclasses import dataclass, field
 
-
 from capsacc.array import ArrayConfig
 from capsacc.mapping import act_lanes, result_delay_cycles
 
@@ -256,9 +255,6 @@ class PendingRows:
         self.depth, self.per_row = depth, per_row
         self._starts: list[int] = []
         self._pieces: list[tuple[int, int, int]] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._pieces)
 
     def _cut(self, first: int, end: int) -> list[tuple[int, int, int]]:
         """Remove rows first .. end - 1 (0 <= first < end <= depth); the pieces removed, ascending."""

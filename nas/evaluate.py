@@ -81,10 +81,12 @@ def step_memo(accelerator: Accelerator) -> StepMemo | None:
     return None if accelerator.calibration is None else StepMemo(accelerator.calibration)
 
 
-def hardware_costs_many(genotypes: list[Genotype], accelerator: Accelerator, memo: StepMemo | None = None) -> list[Costs]:
+def hardware_costs_many(genotypes: list[Genotype], accelerator: Accelerator,
+                        memo: StepMemo | None = None) -> list[Costs]:
     """`Costs` of each of `genotypes`, in order, from one `capsacc.estimate_many` call on their `GenotypeBatch`
-    (the totals of `capsacc.estimate`, bit for bit; the energy `objective_energy`). `memo`: the caller's `step_memo(accelerator)`, kept
-    across calls so that a step costed once is not costed again (None: a fresh one for this call)."""
+    (the totals of `capsacc.estimate`, bit for bit; the energy `objective_energy`). `memo`: the caller's
+    `step_memo(accelerator)`, kept across calls so that a step costed once is not costed again (None: a fresh
+    one for this call)."""
     if not genotypes:
         return []
     layers = [genotype.layers for genotype in genotypes]

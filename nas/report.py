@@ -141,7 +141,8 @@ def report_markdown(identity: dict, result, references: dict) -> str:
              f"Dataset {identity['dataset']} ({identity.get('data') or 'default source'}), "
              f"{identity['epochs']} epoch(s) per candidate on {identity['train_samples'] or 'all'} training images, "
              f"seed {identity['seed']}, accelerator `{identity['accelerator']}` (capsacc model "
-             f"{identity['model_version']}; energy_mJ: {identity['energy_objective']}), |P| = {identity['population']}, "
+             f"{identity['model_version']}; energy_mJ: {identity['energy_objective']}), "
+             f"|P| = {identity['population']}, "
              f"|Q| = {identity['offspring']}, "
              f"{identity['generations']} generation(s) after the initial population, evaluator "
              f"`{identity['evaluator']}`.", "",

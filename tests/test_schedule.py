@@ -103,4 +103,6 @@ def test_pending_rows_are_those_of_a_row_by_row_record(depth, per_row, operation
         assert taken == expected
         for row in rows:
             record[row] = None
-    assert bool(pending) == any(value is not None for value in record)
+    left = [(row, start + (row - low) * per_row) for low, high, start in pending.take(0, depth)
+            for row in range(low, high)]
+    assert left == [(row, value) for row, value in enumerate(record) if value is not None]
