@@ -25,7 +25,7 @@ _INT_RANGES = {
     "inputs_per_pe": (1, 500),
     "pe_stages": (1, 2),
     "data_bits": (8, 8),
-    "acc_bits": (8, 32),
+    "acc_bits": (8, ARRAY_LIMITS["acc_bits"][1]),
     "offchip_bytes_per_cycle": ARRAY_LIMITS["offchip_bytes_per_cycle"],
     "offchip_latency_cycles": ARRAY_LIMITS["offchip_latency_cycles"],
 }
@@ -116,15 +116,16 @@ class Accelerator:
         """CapsAcc as calibrated against nascaps' own RTL: the shipped calibration
         (capsacc/data/calibrated.json, written by `nascaps calibrate`) or the one at `path`, running
         batches of `batch` images (default `DEFAULT_BATCH`; costs are per image, see
-        `capsacc.calibrated`). Its array, clock and off-chip port, and the 45 nm PE and register figures
-        of the published tables."""
+        `capsacc.calibrated`). Its array, partial-sum width, clock and off-chip port; its PE and register
+        figures are the published tables' at their one width (25-bit sums), which the calibrated model
+        does not use (it prices the RTL's counted events at its own width: `Calibration.energies`)."""
         calibration = Calibration.shipped() if path is None else Calibration.load(path)
         calibration = calibration.with_batch(batch)
         array = calibration.config
         accelerator = cls.from_tables(rows=array.rows, cols=array.cols, period_ns=calibration.period_ns,
-                                      acc_bits=array.acc_bits, offchip_bytes_per_cycle=array.offchip_bytes_per_cycle,
+                                      offchip_bytes_per_cycle=array.offchip_bytes_per_cycle,
                                       offchip_latency_cycles=array.offchip_latency_cycles, name="calibrated")
-        return dataclasses.replace(accelerator, calibration=calibration)
+        return dataclasses.replace(accelerator, acc_bits=array.acc_bits, calibration=calibration)
 
     @classmethod
     def from_tables(cls, rows: int = 16, cols: int = 16, inputs_per_pe: int = 1, pe_stages: int = 1,

@@ -34,6 +34,7 @@ from capsacc.model import estimate
 from capsacc.programs import operation_total_cycles
 from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures
+from rtl.widths import ACC_BITS
 from sim.driver import ACTIVATIONS, OperationDriver
 
 HOLD_OUT_EVERY = 4
@@ -55,8 +56,11 @@ class Settings:
 
     def arrays(self) -> list[ArrayConfig]:
         """The main array and two non-square ones (R/2 x C - C/4 and R - R/4 x C/2): three
-        geometries, so the per-instruction, per-row and per-column coefficients can be told apart."""
-        main = ArrayConfig(self.rows, self.cols, 25, **self.depths)
+        geometries, so the per-instruction, per-row and per-column coefficients can be told apart. Their
+        partial sums are `rtl.widths.ACC_BITS` wide, the RTL's own width (`nascaps rtl run`, `nascaps
+        deploy`): the width does not change a cycle or an event count, but it prices the events and the
+        partial-sum memory."""
+        main = ArrayConfig(self.rows, self.cols, ACC_BITS, **self.depths)
         return [main, replace(main, rows=max(2, self.rows // 2), cols=max(2, self.cols - self.cols // 4)),
                 replace(main, rows=max(2, self.rows - self.rows // 4), cols=max(2, self.cols // 2))]
 
@@ -152,8 +156,9 @@ def area_estimate(config: ArrayConfig) -> dict:
         logic = float(json.loads(summary.read_text())["logic_area_um2"])
         source = f"yosys synthesis {summary.relative_to(root)}"
     else:
-        logic = config.rows * config.cols * pe_figures(3.0, config.acc_bits, 1, 1)[1]
-        source = "published 45 nm PE figure (no synthesis summary for this array)"
+        logic = config.rows * config.cols * pe_figures(3.0, Accelerator.acc_bits, 1, 1)[1]
+        source = (f"published 45 nm PE figure ({Accelerator.acc_bits}-bit sums, the table's one width; no synthesis "
+                  "summary for this array)")
     shapes = memory_shapes(config)
     sram = sum(sram_area_um2(width, depth) for depth, width in shapes.values())
     return {"area_um2": logic + sram, "logic_um2": logic, "logic_source": source, "sram_um2": sram,

@@ -12,8 +12,9 @@ from capsacc.calibrated import TARGET_FEATURES, Calibration
 from capsacc.cli import main
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.network import Operation
-from capsacc.energy import sram_area_um2
+from capsacc.energy import EventEnergies, sram_area_um2
 from rtl.synth import memory_shapes
+from rtl.widths import ACC_BITS
 from sim.calibration import Point, area_estimate, error_rows, fit, summary_table
 
 
@@ -94,7 +95,8 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     assert "cal_err_%" in printed.out and "tot_max_%" in printed.out and "bit-exact" not in printed.out
     assert "bit-exact" in printed.err and "cal_err_%" not in printed.err  # progress on stderr
     calibration = Calibration.load(out / "calibration.json")
-    assert calibration.config == ArrayConfig(4, 4, 25, **buffer_depths(256), program_depth=64)
+    assert calibration.config == ArrayConfig(4, 4, ACC_BITS, **buffer_depths(256), program_depth=64)
+    assert calibration.energies == EventEnergies.from_tables(calibration.config)  # the RTL's width prices them
     assert calibration.provenance["arrays"] == ["4x4", "2x3", "3x2"]
     with open(out / "errors.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -115,3 +117,18 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
             "act_elements_column": 1}
     assert {name: round(fitted[name], 3) for name in want} == want
     assert json.loads((out / "calibration.json").read_text())["provenance"]["rtl_version"]
+
+
+def test_the_shipped_calibration_describes_the_rtl_it_was_fitted_to():
+    """The shipped calibration (the default accelerator's) has the RTL's partial-sum width, `rtl.widths.ACC_BITS`
+    (`nascaps rtl run`, `nascaps deploy`), and prices events and memories at it: its sweep ran a 25-bit
+    variant until session 15, so the model priced CapsNet's on-chip energy a third below the RTL's counters."""
+    from capsacc import Accelerator
+
+    calibration = Calibration.shipped()
+    assert calibration.config.acc_bits == ACC_BITS
+    assert calibration.energies == EventEnergies.from_tables(calibration.config)
+    area = area_estimate(calibration.config)
+    assert calibration.area_um2 == round(area["area_um2"], 3) and calibration.provenance["area"] == area
+    accelerator = Accelerator.calibrated()
+    assert accelerator.acc_bits == ACC_BITS and accelerator.calibration.config.acc_bits == ACC_BITS
