@@ -163,7 +163,8 @@ class VectorActivation(wiring.Component):
 
     Ports: `func` (`rtl.isa.Func`), `shift` (0..31), `length` (L, 1..64): the configuration;
     `i`: stream of partial-sum rows (always ready; `i.payload` C lanes of signed acc_bits);
-    `o`: stream of int8 result rows (no back-pressure: `o.ready` is not looked at).
+    `o`: stream of int8 result rows (no back-pressure: `o.ready` is not looked at); `o_valid_next`:
+    `o.valid` of the next cycle (a user's own copies of the valid register start from it).
     """
 
     def __init__(self, cols: int, acc_bits: int = 25):
@@ -175,7 +176,7 @@ class VectorActivation(wiring.Component):
         super().__init__({
             "func": In(Func), "shift": In(5), "length": In(range(MAX_LENGTH + 1)),
             "i": In(stream.Signature(data.ArrayLayout(signed(acc_bits), cols), always_ready=True)),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(8), cols))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(8), cols))), "o_valid_next": Out(1),
         })
 
     def span(self, length: int) -> int:
@@ -277,7 +278,7 @@ class VectorActivation(wiring.Component):
         m.d.sync += [valid[0].eq(d_valid), used[0].eq(d_used)]
         m.d.sync += [v.eq(u) for v, u in zip(valid[1:], valid)]
         m.d.sync += [v.eq(u) for v, u in zip(used[1:], used)]
-        m.d.comb += [self.o.valid.eq(valid[-1])]
+        m.d.comb += [self.o.valid.eq(valid[-1]), self.o_valid_next.eq(valid[-2])]
         for j in range(cols):
             ops = [Signal(signed(OPERAND_BITS), name=f"s{k}_op{j}") for k in range(SCALE_STAGES - 1)]
             m.d.sync += ops[0].eq(d_op[j])
@@ -512,6 +513,16 @@ class ActivationUnit(wiring.Component):
         out_base, out_group = Signal(self.addr_bits), Signal(self.addr_bits)
         out_last_row = out_in_group == span_m1
         bank = [Signal(data.ArrayLayout(signed(8), cols), name=f"bank{r}") for r in range(max_span)]
+        # The result's valid drives the row-mode writer and the bank rows' loads from copies of
+        # its own, not from the one register (`keep`: not merged back into it): `row_valid` equals
+        # vector.o.valid, `bank_load{r}` is vector.o.valid while the result goes to bank row r,
+        # both registered a cycle ahead (from `o_valid_next` and `out_in_group_next`).
+        row_valid = Signal(name="row_valid", attrs={"keep": 1})
+        bank_load = [Signal(name=f"bank_load{r}", attrs={"keep": 1}) for r in range(max_span)]
+        out_in_group_next = Signal.like(out_in_group)
+        m.d.comb += out_in_group_next.eq(out_in_group)
+        m.d.sync += [out_in_group.eq(out_in_group_next), row_valid.eq(vector.o_valid_next)]
+        m.d.sync += [load.eq(vector.o_valid_next & (out_in_group_next == r)) for r, load in enumerate(bank_load)]
         group_ready = Signal()
         m.d.sync += group_ready.eq(vector.o.valid & column & (out_in_group == 0))
 
@@ -521,7 +532,7 @@ class ActivationUnit(wiring.Component):
         # `wr_row` follows the mode alone, not the result's valid: the writes' registers in front
         # of the buffers select their value by it without waiting for the valid.
         m.d.comb += self.wr_row.eq(~column)
-        with m.If(vector.o.valid & ~column):
+        with m.If(row_valid & ~column):
             m.d.comb += [self.wr_en.eq(1), self.wr_count.eq(row_width)]
             m.d.sync += out_base.eq(Mux(out_last_row, out_group + group_step, out_base + row_step))
             with m.If(out_last_row):
@@ -552,12 +563,11 @@ class ActivationUnit(wiring.Component):
                     with m.If(writing):
                         m.d.sync += [bank[r][lane].eq(bank[r][lane + 1]) for lane in range(cols - 1)]
         with m.If(vector.o.valid):
-            m.d.sync += [out_rows.eq(out_rows + 1),
-                         out_in_group.eq(Mux(out_last_row, 0, out_in_group + 1))]
-            with m.Switch(out_in_group):
-                for r in range(max_span):
-                    with m.Case(r):
-                        m.d.sync += bank[r].eq(vector.o.payload)
+            m.d.sync += out_rows.eq(out_rows + 1)
+            m.d.comb += out_in_group_next.eq(Mux(out_last_row, 0, out_in_group + 1))
+        for r in range(max_span):
+            with m.If(bank_load[r]):
+                m.d.sync += bank[r].eq(vector.o.payload)
         with m.If(writing):
             m.d.comb += [self.wr_en.eq(1), self.wr_addr.eq(w_base + w_atom), self.wr_lane.eq(w_group),
                          self.wr_elem.eq(element), self.wr_count.eq(1)]
@@ -576,12 +586,13 @@ class ActivationUnit(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     latch_constants()
+                    m.d.comb += out_in_group_next.eq(0)
                     m.d.sync += [
                         func.eq(self.func), shift.eq(self.shift),
                         n_rows.eq(self.n_rows), column.eq(self.column), stride.eq(self.stride),
                         p_ptr.eq(self.p_addr), p_group.eq(self.p_addr), out_base.eq(self.dst_addr),
                         out_group.eq(self.dst_addr), w_base.eq(self.dst_addr), w_strided.eq(self.dst_addr),
-                        issued.eq(0), in_group.eq(0), wait.eq(0), out_rows.eq(0), out_in_group.eq(0),
+                        issued.eq(0), in_group.eq(0), wait.eq(0), out_rows.eq(0),
                         w_active.eq(0), w_slot.eq(0), w_lane.eq(0), w_row.eq(0), w_group.eq(0), w_atom.eq(0),
                     ]
                     m.next = "ISSUE"

@@ -9,7 +9,7 @@ from amaranth import Module, Signal
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from rtl.activation import (VectorActivation, exp_table, latency, recip_table, scan_levels, shift_exponent,
+from rtl.activation import (ActivationUnit, VectorActivation, exp_table, latency, recip_table, scan_levels, shift_exponent,
                             sqrt_table)
 from rtl.isa import Func
 from sim import golden
@@ -187,3 +187,14 @@ def test_every_lane_has_its_own_function_and_shift_register():
     declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", verilog.convert(dut, ports=ports))
     kept = {name for attributes, name in declarations if "keep" in attributes}
     assert {f"{name}{j}" for name in ("func", "shift") for j in range(cols)} <= kept
+
+
+def test_the_row_writer_and_every_bank_row_have_their_own_valid_register():
+    """The activation unit's row-mode writer and each column-mode bank row take the result's
+    valid from a register of their own, marked `keep`, not from the vector unit's output valid
+    (one register whose fan-out reached the writes and the bank's flip-flops)."""
+    dut = ActivationUnit(4)
+    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", verilog.convert(dut))
+    kept = {name for attributes, name in declarations if "keep" in attributes}
+    assert dut.max_span == 16
+    assert {"row_valid"} | {f"bank_load{r}" for r in range(dut.max_span)} <= kept
