@@ -13,14 +13,19 @@ default is the preceding assignment), UNUSEDSIGNAL (unused slices of wide interm
 instruction fields of other opcodes), DECLFILENAME (the file may be named freely)."""
 
 
-def export_verilog(config: ArrayConfig, offchip_depth: int | None = None, platform=None) -> str:
+def export_verilog(config: ArrayConfig, offchip_depth: int | None = None, platform=None,
+                   host_registers: bool = False) -> str:
     """The Verilog text of a `CapsAcc` with `config` (ValueError when it cannot be built); with
     `offchip_depth`, of `rtl.offchip.CapsAccSystem`: the accelerator with an off-chip memory of that
     many beats on its off-chip port, and the host port alone at the pins. `platform` (None: generic
-    logic) is handed to every `elaborate`, e.g. `rtl.fpga.ECP5Primitives` for the ECP5 build."""
+    logic) is handed to every `elaborate`, e.g. `rtl.fpga.ECP5Primitives` for the ECP5 build;
+    `host_registers` (with `offchip_depth`) registers the host inputs at the top (the FPGA build)."""
     from amaranth.back import verilog
 
     from rtl.offchip import CapsAccSystem
 
-    design = CapsAcc(**config.hardware()) if offchip_depth is None else CapsAccSystem(config, offchip_depth)
+    if offchip_depth is None:
+        design = CapsAcc(**config.hardware())
+    else:
+        design = CapsAccSystem(config, offchip_depth, host_registers=host_registers)
     return verilog.convert(design, name=TOP, platform=platform)

@@ -478,13 +478,14 @@ class ECP5Primitives:
 
 def _write_source(config, workdir: Path) -> Path:
     """Check that `config` builds and write the Verilog of its FPGA top (CapsAcc with an
-    OFFCHIP_BEATS-beat off-chip memory model) to `workdir`/capsacc.v; its path (resolved)."""
+    OFFCHIP_BEATS-beat off-chip memory model, its host inputs registered at the top) to
+    `workdir`/capsacc.v; its path (resolved)."""
     from rtl.capsacc import check_buildable
     from rtl.export import export_verilog
 
     check_buildable(config)
     source = Path(workdir).resolve() / "capsacc.v"
-    source.write_text(export_verilog(config, OFFCHIP_BEATS, ECP5Primitives()))
+    source.write_text(export_verilog(config, OFFCHIP_BEATS, ECP5Primitives(), host_registers=True))
     return source
 
 

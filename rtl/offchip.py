@@ -13,7 +13,11 @@ so Verilator builds take the same model written in Verilog, `OFFCHIP_VERILOG` (a
 a wider `host_addr` and one more `host_sel`, `SEL_OFFCHIP`: the host writes and reads the off-chip
 image by beat (host_addr) and 8-byte group (host_lane; byte 8g + i of the beat in bits 8i + 7..8i
 of host_wdata, bytes past the beat ignored), while busy is low, with the protocol of the other
-memories (a read's data in host_rdata a cycle later). Every other port is CapsAcc's.
+memories (a read's data in host_rdata a cycle later). Every other port is CapsAcc's. With
+`host_registers` (the FPGA build, `rtl.fpga`) the top registers every host input once before
+the accelerator and the memory see it, as a board's host interface would: the host's
+commands take effect a cycle later (a read's data two cycles after its address), so that no
+path runs unclocked from an input pin into the block RAMs and flip-flops.
 """
 
 from amaranth import ClockSignal, Instance, Module, Mux, Signal
@@ -26,6 +30,8 @@ from rtl.dma import OffchipSignature
 
 SEL_OFFCHIP = 5
 HOST_ADDR_BITS = 32
+HOST_INPUTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "start", "counter_sel")
+"""The inputs of the host port (`rtl.capsacc.host_members`)."""
 
 
 class OffchipMemory(wiring.Component):
@@ -121,13 +127,15 @@ endmodule
 class CapsAccSystem(wiring.Component):
     """`rtl.capsacc.CapsAcc` (built from `config`'s hardware fields) with an off-chip memory of
     `offchip_depth` beats (a power of two) on its off-chip port: `OffchipMemory`, or with
-    `verilog_memory` an `Instance` of `OFFCHIP_VERILOG` (`verilog_modules` holds its text); see the
-    module docstring for the host port."""
+    `verilog_memory` an `Instance` of `OFFCHIP_VERILOG` (`verilog_modules` holds its text); with
+    `host_registers`, every host input registered once at the top (`HOST_INPUTS`); see the module
+    docstring for the host port."""
 
-    def __init__(self, config, offchip_depth: int, verilog_memory: bool = False):
+    def __init__(self, config, offchip_depth: int, verilog_memory: bool = False, host_registers: bool = False):
         if offchip_depth < 2 or offchip_depth & (offchip_depth - 1):
             raise ValueError(f"offchip_depth: {offchip_depth} is not a power of two >= 2")
         self.config, self.offchip_depth, self.verilog_memory = config, offchip_depth, verilog_memory
+        self.host_registers = host_registers
         self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
         self.accelerator = CapsAcc(**config.hardware())
         super().__init__(host_members(HOST_ADDR_BITS))
@@ -136,8 +144,15 @@ class CapsAccSystem(wiring.Component):
         m = Module()
         cfg = self.config
         m.submodules.accelerator = acc = self.accelerator
+        # The host inputs as the accelerator and the memory see them: the ports, or their registers.
+        inputs = {name: getattr(self, name) for name in HOST_INPUTS}
+        if self.host_registers:
+            for name, port in inputs.items():
+                inputs[name] = Signal.like(port, name=f"{name}_q")
+                m.d.sync += inputs[name].eq(port)
+        host_sel, host_we = inputs["host_sel"], inputs["host_we"]
         host_addr, host_lane, host_wdata = Signal(HOST_ADDR_BITS), Signal(6), Signal(64)
-        host_we, host_rdata = Signal(), Signal(64)
+        memory_we, host_rdata = Signal(), Signal(64)
         if self.verilog_memory:
             port = acc.offchip
             m.submodules.offchip = Instance(
@@ -145,23 +160,23 @@ class CapsAccSystem(wiring.Component):
                 p_ABITS=(self.offchip_depth - 1).bit_length(), i_clk=ClockSignal(),
                 i_port_addr=port.addr, i_port_read=port.read, i_port_write=port.write, i_port_wdata=port.wdata,
                 o_port_rdata=port.rdata, o_port_rvalid=port.rvalid, i_host_addr=host_addr, i_host_lane=host_lane,
-                i_host_wdata=host_wdata, i_host_we=host_we, o_host_rdata=host_rdata)
+                i_host_wdata=host_wdata, i_host_we=memory_we, o_host_rdata=host_rdata)
         else:
             m.submodules.offchip = memory = OffchipMemory(cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles,
                                                           self.offchip_depth)
             wiring.connect(m, acc.offchip, memory.port)
             m.d.comb += [memory.host_addr.eq(host_addr), memory.host_lane.eq(host_lane),
-                         memory.host_wdata.eq(host_wdata), memory.host_we.eq(host_we), host_rdata.eq(memory.host_rdata)]
-        to_memory = self.host_sel == SEL_OFFCHIP
+                         memory.host_wdata.eq(host_wdata), memory.host_we.eq(memory_we), host_rdata.eq(memory.host_rdata)]
+        to_memory = host_sel == SEL_OFFCHIP
         m.d.comb += [
-            acc.host_sel.eq(self.host_sel), acc.host_addr.eq(self.host_addr), acc.host_lane.eq(self.host_lane),
-            acc.host_wdata.eq(self.host_wdata), acc.host_we.eq(self.host_we & ~to_memory),
-            acc.start.eq(self.start), self.busy.eq(acc.busy), self.done.eq(acc.done),
-            acc.counter_sel.eq(self.counter_sel), self.counter.eq(acc.counter),
-            host_addr.eq(self.host_addr), host_lane.eq(self.host_lane), host_wdata.eq(self.host_wdata),
-            host_we.eq(self.host_we & to_memory & ~acc.busy),
+            acc.host_sel.eq(host_sel), acc.host_addr.eq(inputs["host_addr"]), acc.host_lane.eq(inputs["host_lane"]),
+            acc.host_wdata.eq(inputs["host_wdata"]), acc.host_we.eq(host_we & ~to_memory),
+            acc.start.eq(inputs["start"]), self.busy.eq(acc.busy), self.done.eq(acc.done),
+            acc.counter_sel.eq(inputs["counter_sel"]), self.counter.eq(acc.counter),
+            host_addr.eq(inputs["host_addr"]), host_lane.eq(inputs["host_lane"]), host_wdata.eq(inputs["host_wdata"]),
+            memory_we.eq(host_we & to_memory & ~acc.busy),
         ]
         sel_q = Signal(3)
-        m.d.sync += sel_q.eq(self.host_sel)
+        m.d.sync += sel_q.eq(host_sel)
         m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, host_rdata, acc.host_rdata))
         return m

@@ -351,3 +351,51 @@ def test_a_multiplier_maps_to_one_dsp_block(tmp_path, platform, flip_flops):
               if len(words) == 2 and words[0].isdigit()}
     assert counts.get("MULT18X18D") == 1
     assert counts.get("TRELLIS_FF", 0) == flip_flops
+
+
+def test_the_fpga_top_registers_the_host_inputs():
+    """With `host_registers` (the FPGA build) every host input is registered once at the top: a
+    data row the host writes shows on host_rdata one cycle later than on the plain top (the
+    write and the read each take effect a cycle later), with the same value."""
+    from amaranth.sim import Simulator
+
+    from rtl.capsacc import SEL_DATA
+    from rtl.offchip import CapsAccSystem
+
+    config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    word = 0x7F81  # lanes 0 and 1: -127, 127
+
+    def first_cycle(host_registers: bool) -> int:
+        """Cycles from the write's clock edge to the first edge after which host_rdata shows the row."""
+        dut = CapsAccSystem(config, 16, host_registers=host_registers)
+        seen = []
+
+        async def bench(ctx):
+            ctx.set(dut.host_sel, SEL_DATA)
+            ctx.set(dut.host_addr, 5)
+            ctx.set(dut.host_wdata, word)
+            ctx.set(dut.host_we, 1)
+            for _ in range(4):
+                await ctx.tick()
+                ctx.set(dut.host_we, 0)
+                seen.append(ctx.get(dut.host_rdata) & 0xFFFF)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(bench)
+        sim.run()
+        assert seen[-1] == word
+        return seen.index(word)
+
+    assert first_cycle(True) == first_cycle(False) + 1
+
+
+def test_the_fpga_source_registers_every_host_input(tmp_path):
+    """The Verilog the flow synthesizes has a register for each host input (`HOST_INPUTS`)."""
+    from rtl.fpga import _write_source
+    from rtl.offchip import HOST_INPUTS
+
+    text = _write_source(ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16,
+                                     program_depth=16), tmp_path).read_text()
+    registers = set(re.findall(r"\breg (?:\[[^\]]*\] )?(\w+)", text))
+    assert {f"{name}_q" for name in HOST_INPUTS} <= registers
