@@ -214,6 +214,8 @@ class CapsAcc(wiring.Component):
         l_busy, l_bank = Signal(), Signal()
         l_k = Signal(range(max(rows, 2)))
         l_addr = Signal(ADDR_BITS)
+        # The row read now, l_addr + l_k, kept in a register of its own (no adder before the buffer).
+        l_ptr = Signal(ADDR_BITS)
         load_free = ~l_busy | (l_k == rows - 1)
         weight_issue = l_busy
         w_we, w_bank, w_we2, w_bank2 = Signal(), Signal(), Signal(), Signal()
@@ -224,9 +226,9 @@ class CapsAcc(wiring.Component):
         m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_we2), array.w_row.eq(w_row2),
                      array.w_bank.eq(w_bank2)]
         with m.If(l_busy):
-            m.d.sync += l_k.eq(l_k + 1)
+            m.d.sync += [l_k.eq(l_k + 1), l_ptr.eq(l_ptr + 1)]
             with m.If(l_k == rows - 1):
-                m.d.sync += [l_busy.eq(0), l_k.eq(0)]
+                m.d.sync += [l_busy.eq(0), l_k.eq(0), l_ptr.eq(l_addr)]
 
         # Stream engine: n cycles of data-row reads; a one-entry slot holds the next MATMUL's
         # stream from its dispatch until the engine takes it (the cycle of the previous stream's
@@ -238,17 +240,19 @@ class CapsAcc(wiring.Component):
         stream = Signal(stream_fields)
         s_busy = Signal()
         s_k = Signal(ADDR_BITS)
+        s_ptr = Signal(ADDR_BITS)  # the row read now, stream.d_addr + s_k, in a register of its own
         s_final = Signal()  # the row read in this cycle is the stream's last (from a register: dispatch timing)
         data_issue = s_busy
         s_last = s_busy & s_final
         slot_move = slot_valid & (~s_busy | s_last)
         slot_free = ~slot_valid | slot_move
         with m.If(s_busy):
-            m.d.sync += [s_k.eq(s_k + 1), s_final.eq(s_k + 2 == stream.n)]
+            m.d.sync += [s_k.eq(s_k + 1), s_ptr.eq(s_ptr + 1), s_final.eq(s_k + 2 == stream.n)]
             with m.If(s_last):
                 m.d.sync += s_busy.eq(0)
         with m.If(slot_move):
-            m.d.sync += [stream.eq(slot), s_busy.eq(1), s_k.eq(0), s_final.eq(slot.n == 1), slot_valid.eq(0)]
+            m.d.sync += [stream.eq(slot), s_busy.eq(1), s_k.eq(0), s_ptr.eq(slot.d_addr), s_final.eq(slot.n == 1),
+                         slot_valid.eq(0)]
         from_routing = stream.src == Src.ROUTING
         x_valid, x_bank, x_routing, x_valid2, x_bank2 = Signal(), Signal(), Signal(), Signal(), Signal()
         x_in = Signal(data.ArrayLayout(signed(8), rows))
@@ -365,9 +369,9 @@ class CapsAcc(wiring.Component):
         with m.If(busy):
             m.d.comb += [
                 prog_r.addr.eq(Mux(fire, pc + 2, pc + 1)),
-                weight_addr.eq(Mux(act_w.valid, act_w.addr, l_addr + l_k)),
-                data_addr.eq(Mux(act_w.valid, act_w.addr, stream.d_addr + s_k)),
-                routing_addr.eq(Mux(act_w.valid, act_w.addr, stream.d_addr + s_k)),
+                weight_addr.eq(Mux(act_w.valid, act_w.addr, l_ptr)),
+                data_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
+                routing_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
                 psum_r.addr.eq(Mux(act.busy, act.psum_addr, reading.row)),
                 psum_w.addr.eq(writing.row),
             ]
@@ -455,7 +459,7 @@ class CapsAcc(wiring.Component):
                             f = word.matmul
                             m.d.sync += [
                                 count["weight_loads"].eq(count["weight_loads"] + 1),
-                                l_busy.eq(1), l_k.eq(0), l_addr.eq(f.w_addr), l_bank.eq(next_bank),
+                                l_busy.eq(1), l_k.eq(0), l_addr.eq(f.w_addr), l_ptr.eq(f.w_addr), l_bank.eq(next_bank),
                                 slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
                                 slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
                                 slot.hold.eq(f.hold), slot.bank.eq(next_bank), next_bank.eq(~next_bank),

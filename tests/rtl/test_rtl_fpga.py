@@ -399,3 +399,21 @@ def test_the_fpga_source_registers_every_host_input(tmp_path):
                                      program_depth=16), tmp_path).read_text()
     registers = set(re.findall(r"\breg (?:\[[^\]]*\] )?(\w+)", text))
     assert {f"{name}_q" for name in HOST_INPUTS} <= registers
+
+
+@pytest.mark.fpga
+@pytest.mark.parametrize("address", ["data_addr", "weight_addr", "routing_addr"])
+def test_the_buffers_compute_addresses_pass_no_adder(tmp_path, address):
+    """The compute side's address of each int8 buffer selects among registers and the host's
+    address (the stream's and the weight load's rows are registers of their own, not a base plus
+    a count): no adder between a register and the block RAM's address pins."""
+    if shutil.which(YOSYS) is None:
+        pytest.fail(f"{YOSYS} is not installed (setup.sh installs the fpga extra)")
+    config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    (tmp_path / "top.v").write_text(export_verilog(config))
+    cone = f"w:{address} %ci*:-$dff"
+    found = subprocess.run([shutil.which(YOSYS), "-q", "-p", f"read_verilog top.v; hierarchy -top capsacc; proc; "
+                            f"flatten; tee -o cone.txt select -count {cone}; select -assert-none {cone} t:$add %i"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert "objects" in (tmp_path / "cone.txt").read_text()  # the address and its cone exist
+    assert found.returncode == 0, found.stderr[-500:]
