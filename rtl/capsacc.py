@@ -290,7 +290,12 @@ class CapsAcc(wiring.Component):
         acc_read = reading.valid
         acc_write = array.y_valid
         row_bits = (cfg.psum_depth - 1).bit_length()
+        # Rows streamed whose sums are not yet written; `pending_zero` (pending == 0) is registered
+        # beside it, from the next count, so no compare of the count runs into the dispatch.
         pending = Signal(ADDR_BITS + 2)
+        pending_next = Signal(ADDR_BITS + 2)
+        pending_zero = Signal(init=1)
+        m.d.comb += pending_next.eq(pending + data_issue - acc_write)
         psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols))
         # fwd1: the sums written in the previous cycle, fwd2: two cycles ago; hit1 / hit2: the row
         # now writing was written then (decided a cycle ahead, from `fetched`).
@@ -307,9 +312,9 @@ class CapsAcc(wiring.Component):
             hit1.eq(acc_write & (writing.row[:row_bits] == fetched.row[:row_bits])),
             hit2.eq(fwd1_valid & (fwd1_row[:row_bits] == fetched.row[:row_bits])),
             fwd1.eq(sums), fwd1_row.eq(writing.row), fwd1_valid.eq(acc_write), fwd2.eq(fwd1),
-            pending.eq(pending + data_issue - acc_write),
+            pending.eq(pending_next), pending_zero.eq(pending_next == 0),
         ]
-        drained = ~l_busy & ~slot_valid & ~s_busy & (pending == 0)
+        drained = ~l_busy & ~slot_valid & ~s_busy & pending_zero
 
         # Host read path: remember what was asked, select it when the data arrives.
         host_sel_q = Signal(3)
