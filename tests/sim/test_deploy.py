@@ -377,14 +377,14 @@ RESIZED = [[0, 56, 1, 1, 5, 4, 14, 16, 1], [1, 14, 16, 1, 3, 2, 7, 8, 4], [1, 7,
 @pytest.mark.slow
 @pytest.mark.keras
 @pytest.mark.parametrize("genotype, epochs, samples, learning_rate, agreement", [
-    (CELL_NET, 3, 1000, 0.003, 0.8),  # 86.1 % float, 84.0 % int8, 88.0 % agreement (docs/deploy.md)
+    (CELL_NET, 3, 1000, 0.003, 0.9),  # 86.1 % float, 86.1 % int8, 97.5 % agreement (docs/deploy.md)
     (RESIZED, 1, 400, 0.01, 0.9),  # 64.9 % float, 63.8 % int8, 96.0 % agreement
 ])
 def test_cell_and_resized_networks_keep_their_accuracy_in_int8(tmp_path, genotype, epochs, samples, learning_rate,
                                                                agreement):
     """Trained a few steps on the packaged subset, deployed on its 1,000 test images: int8 close to
-    float, deploy.json with the keys of a Sabour network's, the new steps' shifts recorded. The CapsCell
-    network's agreement is lower: its ConvCaps3D routes once on the RTL, three times in Keras."""
+    float, deploy.json with the keys of a Sabour network's, the new steps' shifts recorded (the CapsCell
+    network's ConvCaps3D routes three times, as in Keras; routed once, its agreement was 88.0 %)."""
     pytest.importorskip("keras")
     from nas.datasets import load_dataset
     from nas.genotype import Genotype
