@@ -153,6 +153,9 @@ class Accelerator:
     def from_dict(cls, values: dict, source: str = "accelerator") -> "Accelerator":
         """Build from a mapping of field names; figures left out come from the 45 nm tables.
 
+        With a `calibration`, `acc_bits` defaults to the calibration's (the tables' PE and register
+        figures stay those at 25-bit sums, as in `calibrated`); rows, cols and acc_bits must match it.
+
         `source` names the origin (a file path) in error messages.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -167,7 +170,13 @@ class Accelerator:
                 calibration = Calibration.from_dict(calibration, f"{source}: calibration")
             elif isinstance(calibration, str):
                 calibration = Calibration.load(Path(source).parent / calibration)
-            return dataclasses.replace(cls.from_dict(values, source), calibration=calibration)
+            acc_bits = values.pop("acc_bits", calibration.config.acc_bits if isinstance(calibration, Calibration)
+                                  else cls.acc_bits)
+            accelerator = cls.from_dict(values, source)
+            try:
+                return dataclasses.replace(accelerator, acc_bits=acc_bits, calibration=calibration)
+            except AcceleratorConfigError as error:
+                raise AcceleratorConfigError(f"{source}: {error}") from None
         given = {k: v for k, v in values.items() if k not in _FIGURES}
         try:
             if all(k in values for k in _FIGURES):

@@ -1,5 +1,7 @@
 """The Accelerator configuration: published preset, 45 nm tables, TOML round trip and errors."""
 
+import json
+
 import pytest
 
 from capsacc import Accelerator, AcceleratorConfigError
@@ -51,6 +53,26 @@ def test_offchip_port_defaults_to_the_rtl_and_dram_energy():
     port = calibrated.calibration.config
     assert (calibrated.offchip_bytes_per_cycle, calibrated.offchip_latency_cycles) == \
         (port.offchip_bytes_per_cycle, port.offchip_latency_cycles)
+
+
+def test_toml_with_a_calibration_takes_its_partial_sum_width(tmp_path):
+    """The calibration fixes rows, cols and acc_bits: a TOML may leave acc_bits out (the tables'
+    PE figures stay those at 25 bits, as `Accelerator.calibrated`'s); a different one is refused."""
+    shipped = Accelerator.calibrated()
+    (tmp_path / "c.json").write_text(json.dumps(shipped.calibration.to_dict()))
+    array = shipped.calibration.config
+    assert array.acc_bits != Accelerator.acc_bits
+    head = f'rows = {array.rows}\ncols = {array.cols}\ncalibration = "c.json"\n'
+    (tmp_path / "a.toml").write_text(head)
+    acc = Accelerator.from_toml(tmp_path / "a.toml")
+    assert (acc.acc_bits, acc.pe_power_mW) == (array.acc_bits, shipped.pe_power_mW)
+    (tmp_path / "b.toml").write_text(head + "acc_bits = 25\n")
+    with pytest.raises(AcceleratorConfigError) as error:
+        Accelerator.from_toml(tmp_path / "b.toml")
+    assert str(error.value) == (f"{tmp_path / 'b.toml'}: 'calibration' describes a {array.rows}x{array.cols} array "
+                                f"with {array.acc_bits}-bit sums, the accelerator is {array.rows}x{array.cols} with 25")
+    shipped.to_toml(tmp_path / "round.toml")
+    assert Accelerator.from_toml(tmp_path / "round.toml").acc_bits == array.acc_bits
 
 
 def test_offchip_port_round_trips_and_from_toml(tmp_path):
