@@ -253,6 +253,7 @@ def _deploy_command(args) -> int:
     from pathlib import Path
 
     from capsacc.accelerator import Accelerator
+    from capsacc.calibrated import DEFAULT_BATCH
     from capsacc.files import prepare_output_dir, write_atomic
     from capsacc.model import estimate
     from sim.deploy import deploy_bundle
@@ -275,7 +276,8 @@ def _deploy_command(args) -> int:
                                         batch=args.simulate_images))
         except ValueError as error:
             raise InputError(f"array {args.rows}x{args.cols}, batch {args.simulate_images}: {error}") from None
-    accelerator = Accelerator.calibrated()
+    # The model prices the batch the RTL runs, so its figures compare with the counters' one for one.
+    accelerator = Accelerator.calibrated(batch=args.simulate_images or DEFAULT_BATCH)
     if (accelerator.rows, accelerator.cols) != (args.rows, args.cols):
         try:
             accelerator = Accelerator.from_tables(rows=args.rows, cols=args.cols)

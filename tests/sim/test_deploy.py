@@ -185,13 +185,13 @@ def test_the_memory_files_run_the_network_again_bit_exact(tiny_run, tmp_path):
 
 def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
     """Per image: the off-chip bytes are those of the DMA instructions the programs issued and those the
-    calibrated model predicts (its closed-form transfer rule, on the run's array and batch), so is the
-    DMA's buffer energy; every MAC of the network is among the counted PE cycles; the energy is the
+    calibrated model predicts (its closed-form transfer rule, on the run's array and batch), so are the
+    cycles, the on-chip events' energy and the DMA's buffer energy; every MAC of the network is among the counted PE cycles; the energy is the
     events' plus the bytes' plus the buffer rows'."""
     import dataclasses
 
     from capsacc import Accelerator, estimate
-    from capsacc.calibrated import TARGET_FEATURES, Calibration
+    from capsacc.calibrated import Calibration
     from capsacc.energy import EventEnergies
     from rtl.isa import Dma, beats_per_row, buffer_lanes
     from sim.deploy import rtl_figures
@@ -210,14 +210,16 @@ def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
         figures["rtl_onchip_energy_mJ_per_image"] + figures["rtl_offchip_energy_mJ_per_image"]
         + figures["rtl_dma_buffer_energy_mJ_per_image"])
     assert figures["rtl_cycles_per_image"] == -(-run.cycles // 2) < figures["rtl_total_cycles_per_image"]
-    # The model's accelerators stop at 32-bit sums; the DMA moves int8 rows and prices buffer rows by
-    # depth, so a 25-bit model of the same array, depths and batch moves and prices the same.
-    modelled = dataclasses.replace(config, acc_bits=25)
-    coefficients = {target: tuple(1.0 for _ in names) for target, names in TARGET_FEATURES.items()}
-    calibration = Calibration(modelled, coefficients, EventEnergies.from_tables(modelled), 1.0e6)
+    # The calibrated model of the very array, partial-sum width, depths and batch, with the shipped
+    # coefficients, predicts the run's cycles, events and bytes, so its energies are the counters'.
+    calibration = Calibration(config, Calibration.shipped().coefficients, EventEnergies.from_tables(config), 1.0e6)
     accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4, offchip_pJ_per_byte=100.0),
-                                      calibration=calibration)
+                                      acc_bits=config.acc_bits, calibration=calibration)
     model = estimate(deployment.network, accelerator)
+    assert model.cycles == figures["rtl_cycles_per_image"]
+    # per image: the run's batch cycles rounded up once, the model's once per operation
+    assert 0 <= model.total_cycles - figures["rtl_total_cycles_per_image"] < len(model.operation_total_cycles)
+    assert model.energy_mJ == pytest.approx(figures["rtl_onchip_energy_mJ_per_image"], rel=1e-12)
     assert model.offchip_bytes == figures["rtl_offchip_bytes_per_image"]
     assert model.dma_buffer_energy_mJ == pytest.approx(figures["rtl_dma_buffer_energy_mJ_per_image"])
 
