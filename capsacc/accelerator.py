@@ -120,11 +120,16 @@ class Accelerator:
         figures are the published tables' at their one width (25-bit sums), which the calibrated model
         does not use (it prices the RTL's counted events at its own width: `Calibration.energies`)."""
         calibration = Calibration.shipped() if path is None else Calibration.load(path)
-        calibration = calibration.with_batch(batch)
+        return cls.from_calibration(calibration.with_batch(batch))
+
+    @classmethod
+    def from_calibration(cls, calibration: Calibration, name: str = "calibrated") -> "Accelerator":
+        """The accelerator that `calibration` describes: its array, partial-sum width, batch, clock and
+        off-chip port; PE and register figures from the tables at 25-bit sums (see `calibrated`)."""
         array = calibration.config
         accelerator = cls.from_tables(rows=array.rows, cols=array.cols, period_ns=calibration.period_ns,
                                       offchip_bytes_per_cycle=array.offchip_bytes_per_cycle,
-                                      offchip_latency_cycles=array.offchip_latency_cycles, name="calibrated")
+                                      offchip_latency_cycles=array.offchip_latency_cycles, name=name)
         return dataclasses.replace(accelerator, acc_bits=array.acc_bits, calibration=calibration)
 
     @classmethod

@@ -66,10 +66,7 @@ def calibrated_accelerator(config: ArrayConfig) -> Accelerator:
         energies = EventEnergies.from_tables(config)
         calibration = dataclasses.replace(calibration, config=config, energies=energies,
                                           area_um2=area_estimate(config)["area_um2"])
-    calibration = calibration.with_batch(config.batch)
-    accelerator = Accelerator.from_tables(rows=config.rows, cols=config.cols, period_ns=calibration.period_ns,
-                                          acc_bits=config.acc_bits, name="calibrated")
-    return dataclasses.replace(accelerator, calibration=calibration)
+    return Accelerator.from_calibration(calibration.with_batch(config.batch))
 
 
 def model_rows(network: Network, config: ArrayConfig) -> list[dict]:
