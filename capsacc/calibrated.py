@@ -51,7 +51,8 @@ from capsacc.files import read_json
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS,
                              ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
-                             bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, port_bytes,
+                             bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, row_bytes,
+                             rows_port_bytes,
                              step_shape, _config_fields, _refusal, _step_kinds)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
@@ -461,11 +462,25 @@ def _step_cost(step, config, feature_index, coefficients, energies, counts, valu
 @njit(cache=True)
 def _batch_shift(batch):
     """k when `batch` = 2^k, else -1: an image's share (`per_image`) of a count is then a shift, and of an
-    energy a product by 2^-k, equal to the division bit for bit."""
+    energy a product by 2^-k (`image_energy`)."""
     shift = 0
     while (1 << shift) < batch:
         shift += 1
     return shift if (1 << shift) == batch else -1
+
+
+@njit(cache=True)
+def energy_share(batch):
+    """2^-k when `batch` = 2^k (`image_energy` then multiplies by it), else 0.0."""
+    return 1.0 / batch if batch & (batch - 1) == 0 else 0.0
+
+
+@njit(cache=True)
+def image_energy(batch_energy, batch, share):
+    """An image's share of an energy of a whole batch of `batch` images: batch_energy / batch, computed as the
+    product by `share` = `energy_share(batch)` when that is not 0 (batch = 2^k: equal to the division bit for
+    bit, and no division)."""
+    return batch_energy * share if share > 0.0 else batch_energy / batch
 
 
 @njit(cache=True)
@@ -534,7 +549,7 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         transfers[i, 0] += narrow
         transfers[i, 1] += wide
     shift = _batch_shift(batch)
-    low, share = batch - 1, 1.0 / batch
+    low, share = batch - 1, energy_share(batch)
     total_cycles, total_energy = 0, 0.0
     for i in range(n):  # the batch's power, then an image's share (`per_image`)
         if full:
@@ -542,10 +557,11 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
             seconds = cycles[i] * period_ns * 1e-9
             power[i] = energy[i] / seconds if seconds > 0 else 0.0
             w_loads[i] = per_image(w_loads[i], batch)
+        energy[i] = image_energy(energy[i], batch, share)
         if shift >= 0:
-            cycles[i], energy[i] = (cycles[i] >> shift) + ((cycles[i] & low) != 0), energy[i] * share
+            cycles[i] = (cycles[i] >> shift) + ((cycles[i] & low) != 0)
         else:
-            cycles[i], energy[i] = per_image(cycles[i], batch), energy[i] / batch
+            cycles[i] = per_image(cycles[i], batch)
         total_cycles += cycles[i]
         total_energy += energy[i]
     return total_cycles, total_energy
@@ -610,6 +626,8 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
     error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
     totals_cycles, totals_energy, totals_with_movement = np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n)
     weights, errors = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    narrow_row_bytes, wide_row_bytes = row_bytes(config[0], bytes_per_cycle), row_bytes(config[1], bytes_per_cycle)
+    share = energy_share(config[4])
     capacity = table.shape[0]
     while used[0] == 0 and not _memo_fits(descriptors.shape[0], capacity) and 2 * capacity <= most_slots:
         capacity *= 2
@@ -640,8 +658,8 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
         weights[j] = total_weights
         offchip_mJ, buffer_mJ = 0.0, 0.0
         for i in range(count):
-            _, offchip, buffer = _movement_energies(transfers[i, 0], transfers[i, 1], config[0], config[1], config[4],
-                                                    bytes_per_cycle, offchip_pJ_per_byte, energies[DATA_READ_EVENT],
+            _, offchip, buffer = _movement_energies(transfers[i, 0], transfers[i, 1], narrow_row_bytes, wide_row_bytes,
+                                                    config[4], share, offchip_pJ_per_byte, energies[DATA_READ_EVENT],
                                                     energies[WEIGHT_READ_EVENT])
             offchip_mJ += offchip
             buffer_mJ += buffer
@@ -737,14 +755,16 @@ DATA_READ_EVENT, WEIGHT_READ_EVENT = EVENTS.index("data_read"), EVENTS.index("we
 
 
 @njit(cache=True)
-def _movement_energies(narrow, wide, rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ,
-                       weight_read_pJ):
-    """(the batch's bytes through the port, `port_bytes`; an image's off-chip energy, mJ; an image's DMA buffer
-    energy, mJ) of an operation whose batch of `batch` images moves `narrow` rows of R lanes and `wide` rows of C
-    lanes (`DataMovement`): the one definition of both energies, for `data_movement` and `genotype_costs`."""
-    moved = port_bytes(narrow, wide, rows, cols, bytes_per_cycle)
-    return (moved, moved * offchip_pJ_per_byte * 1e-9 / batch,
-            (narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9 / batch)
+def _movement_energies(narrow, wide, narrow_row_bytes, wide_row_bytes, batch, share, offchip_pJ_per_byte,
+                       data_read_pJ, weight_read_pJ):
+    """(the batch's bytes through the port, `rows_port_bytes`; an image's off-chip energy, mJ; an image's DMA
+    buffer energy, mJ) of an operation whose batch of `batch` images moves `narrow` rows of R lanes and `wide`
+    rows of C lanes, of `narrow_row_bytes` and `wide_row_bytes` bytes through the port (`row_bytes`)
+    (`DataMovement`): the one definition of both energies, for `data_movement` and `genotype_costs`. An image's
+    share is that of `image_energy` (`share`: `energy_share(batch)`)."""
+    moved = rows_port_bytes(narrow, wide, narrow_row_bytes, wide_row_bytes)
+    return (moved, image_energy(moved * offchip_pJ_per_byte * 1e-9, batch, share),
+            image_energy((narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9, batch, share))
 
 
 @njit(cache=True)
@@ -771,10 +791,12 @@ def _movement(transfers, rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte
     `data_movement`): an image's share (`per_image`) of the batch's bytes through the port (`port_bytes`)
     into `offchip`, whether they are bandwidth bound (`bandwidth_bound`) into `bound`, the off-chip and
     DMA buffer energies of an image, mJ, into `energies` (2, n_ops) (`_movement_energies`)."""
+    narrow_row_bytes, wide_row_bytes = row_bytes(rows, bytes_per_cycle), row_bytes(cols, bytes_per_cycle)
+    share = energy_share(batch)
     for i in range(transfers.shape[0]):
         moved, energies[0, i], energies[1, i] = _movement_energies(
-            transfers[i, 0], transfers[i, 1], rows, cols, batch, bytes_per_cycle, offchip_pJ_per_byte, data_read_pJ,
-            weight_read_pJ)
+            transfers[i, 0], transfers[i, 1], narrow_row_bytes, wide_row_bytes, batch, share, offchip_pJ_per_byte,
+            data_read_pJ, weight_read_pJ)
         offchip[i] = per_image(moved, batch)
         bound[i] = bandwidth_bound(moved, bytes_per_cycle, transfers[i, 2])
 

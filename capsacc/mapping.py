@@ -1137,12 +1137,24 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
 
 
 @njit(cache=True)
+def row_bytes(lanes, bytes_per_cycle):
+    """Bytes through the off-chip port for one buffer row of `lanes` int8 lanes: ceil(lanes / W) beats of
+    W = `bytes_per_cycle` bytes (`rtl.isa.beats_per_row`)."""
+    return ceil_div(lanes, bytes_per_cycle) * bytes_per_cycle
+
+
+@njit(cache=True)
 def port_bytes(narrow, wide, rows, cols, bytes_per_cycle):
     """Bytes through the off-chip port for `narrow` rows of R int8 lanes (data, routing) and `wide` rows
-    of C lanes (weight): a row is ceil(lanes / W) beats of W = `bytes_per_cycle` bytes
-    (`rtl.isa.beats_per_row`). Arrays or integers."""
-    return (narrow * (ceil_div(rows, bytes_per_cycle) * bytes_per_cycle)
-            + wide * (ceil_div(cols, bytes_per_cycle) * bytes_per_cycle))
+    of C lanes (weight), each `row_bytes` (`rows_port_bytes`). Arrays or integers."""
+    return rows_port_bytes(narrow, wide, row_bytes(rows, bytes_per_cycle), row_bytes(cols, bytes_per_cycle))
+
+
+@njit(cache=True)
+def rows_port_bytes(narrow, wide, narrow_row_bytes, wide_row_bytes):
+    """`port_bytes` of `narrow` and `wide` rows of `narrow_row_bytes` and `wide_row_bytes` bytes each
+    (`row_bytes`; a kernel that prices many operations computes those once). Arrays or integers."""
+    return narrow * narrow_row_bytes + wide * wide_row_bytes
 
 
 @njit(cache=True)
