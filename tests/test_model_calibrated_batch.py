@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capsacc import Accelerator, GenotypeBatch, Network, estimate, estimate_many
-from capsacc.calibrated import BATCH_MEMO, DEFAULT_BATCH, Calibration, StepMemo, _memo_fits
+from capsacc.calibrated import BATCH_MEMO, DEFAULT_BATCH, Calibration, StepMemo, _memo_fits, energy_share, image_energy
 from capsacc.errors import AcceleratorConfigError
 from capsacc.mapping import MappingError, step_shape
 from genotype_strategies import search_genotypes
@@ -213,3 +213,11 @@ def test_a_step_memo_grows_and_serves_only_its_calibration():
             estimate_many(flatten(genotypes[:2]), other, memo=memo)
     with pytest.raises(AcceleratorConfigError, match="StepMemo"):
         estimate_many([Network.from_genotype(genotypes[0])], acc, memo=memo)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0.0, max_value=1e12, allow_nan=False, allow_infinity=False), st.integers(1, 4096))
+def test_an_image_share_of_an_energy_is_the_division_by_the_batch_bit_for_bit(batch_energy, batch):
+    """`image_energy` multiplies by 2^-k for a batch of 2^k images and divides otherwise: the quotient either way."""
+    assert image_energy(batch_energy, batch, energy_share(batch)) == batch_energy / batch
+    assert (energy_share(batch) > 0) == (batch & (batch - 1) == 0)
