@@ -52,8 +52,7 @@ from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS,
                              ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
                              bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, row_bytes,
-                             rows_port_bytes,
-                             step_shape, _config_fields, _refusal, _step_kinds)
+                             rows_port_bytes, step_shape, _config_fields, _refusal, _step_kinds)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
 from capsacc.programs import operation_total_cycles
@@ -471,8 +470,8 @@ def _batch_shift(batch):
 
 @njit(cache=True)
 def energy_share(batch):
-    """2^-k when `batch` = 2^k (`image_energy` then multiplies by it), else 0.0."""
-    return 1.0 / batch if batch & (batch - 1) == 0 else 0.0
+    """2^-k when `batch` = 2^k (`_batch_shift`; `image_energy` then multiplies by it), else 0.0."""
+    return 1.0 / batch if _batch_shift(batch) >= 0 else 0.0
 
 
 @njit(cache=True)

@@ -186,8 +186,8 @@ def test_the_memory_files_run_the_network_again_bit_exact(tiny_run, tmp_path):
 def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
     """Per image: the off-chip bytes are those of the DMA instructions the programs issued and those the
     calibrated model predicts (its closed-form transfer rule, on the run's array and batch), so are the
-    cycles, the on-chip events' energy and the DMA's buffer energy; every MAC of the network is among the counted PE cycles; the energy is the
-    events' plus the bytes' plus the buffer rows'."""
+    cycles, the on-chip events' energy and the DMA's buffer energy; every MAC of the network is among
+    the counted PE cycles; the energy is the events' plus the bytes' plus the buffer rows'."""
     import dataclasses
 
     from capsacc import Accelerator, estimate
