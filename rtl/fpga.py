@@ -49,6 +49,11 @@ DEVICES = {
 }
 """The devices `nascaps rtl fpga --device` accepts, each in its largest package (245 and 365 user I/Os)."""
 
+SPEED_GRADES = (6, 7, 8)
+"""ECP5 speed grades nextpnr-ecp5 has timing for (`--speed`): 6 is the slowest and nextpnr's default,
+8 the fastest (an LFE5U-85F-8 part; the ECP5-5G parts are grade 8 only). The grade is part of the
+part number, so a figure is only comparable with one of the same grade."""
+
 RESOURCES = {"luts": "TRELLIS_COMB", "flip_flops": "TRELLIS_FF", "dsps": "MULT18X18D", "block_rams": "DP16KD"}
 """The reported figures and the nextpnr-ecp5 bel types they count."""
 
@@ -298,6 +303,7 @@ class FpgaResult:
     device: str
     part: str
     package: str
+    speed_grade: int
     seed: int
     dsp_inference: bool
     lut_mapper: str
@@ -330,7 +336,7 @@ class FpgaResult:
         depths = ", ".join(f"{name} {value}" for name, value in self.config.items() if name.endswith("_depth"))
         lines = [
             f"CapsAcc {self.config['rows']}x{self.config['cols']}, acc_bits {self.config['acc_bits']}, {depths}; "
-            f"{self.part} ({self.package}), target {figures.target_MHz:g} MHz",
+            f"{self.part}-{self.speed_grade} ({self.package}), target {figures.target_MHz:g} MHz",
             f"{'':<10}{'luts':>8}{'flip_flops':>12}{'dsps':>6}{'block_rams':>12}{'fmax_MHz':>10}",
             f"{'used':<10}{figures.luts:>8}{figures.flip_flops:>12}{figures.dsps:>6}{figures.block_rams:>12}"
             f"{figures.fmax_MHz:>10.2f}",
@@ -521,15 +527,16 @@ equal one (opt_merge), e.g. the bank bits of a PE array's anti-diagonal."""
 
 
 def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: int = 1, workdir: Path = Path("."),
-             yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True, lut_mapper: str = "abc") -> FpgaResult:
+             yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True, lut_mapper: str = "abc",
+             speed_grade: int = SPEED_GRADES[0]) -> FpgaResult:
     """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5` (multipliers
     in MULT18X18D blocks, or in LUTs with `dsp` False: `-nodsp`; logic mapped to LUTs by `lut_mapper`,
-    one of LUT_MAPPERS), place and route it on `device` at
+    one of LUT_MAPPERS), place and route it on `device` of `speed_grade` (one of SPEED_GRADES) at
     `freq_MHz`; the tools' files go to `workdir` (OUTPUT_FILES). ValueError on bad parameters,
     FpgaError on a missing or failing tool (a design larger than the device included)."""
     from rtl.export import TOP
 
-    check_flow_arguments(device, freq_MHz, seed)
+    check_flow_arguments(device, freq_MHz, seed, speed_grade)
     if lut_mapper not in LUT_MAPPERS:
         raise ValueError(f"lut_mapper: '{lut_mapper}' is not one of {', '.join(LUT_MAPPERS)}")
     source = _write_source(config, workdir)
@@ -547,7 +554,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     usage = _call([nextpnr_path, "--help"])
     with_report = "--report" in usage.stdout + usage.stderr
     detailed = ["--detailed-timing-report"] if "--detailed-timing-report" in usage.stdout + usage.stderr else []
-    arguments = [part.flag, "--package", part.package, "--json", netlist.name, "--freq", f"{freq_MHz:g}",
+    arguments = [part.flag, "--package", part.package, "--speed", str(speed_grade), "--json", netlist.name, "--freq", f"{freq_MHz:g}",
                  "--seed", str(seed), "--router", ROUTER, "--lpf-allow-unconstrained", "--timing-allow-fail",
                  "-q", "-l", nextpnr_log.name]
     _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name, *detailed] if with_report else []), nextpnr_log)
@@ -561,7 +568,8 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     else:
         figures, report_source = parse_log(nextpnr_log.read_text(errors="replace"), nextpnr_log.name), "nextpnr log"
     result = FpgaResult(
-        config=config.hardware(), device=device, part=part.part, package=part.package, seed=seed,
+        config=config.hardware(), device=device, part=part.part, package=part.package, speed_grade=speed_grade,
+        seed=seed,
         dsp_inference=dsp, lut_mapper=lut_mapper, implementation=replace(figures, fmax_MHz=round(figures.fmax_MHz, 2)),
         report_source=report_source, yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
         nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"))
@@ -569,11 +577,13 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     return result
 
 
-def check_flow_arguments(device: str, freq_MHz: float, seed: int) -> None:
+def check_flow_arguments(device: str, freq_MHz: float, seed: int, speed_grade: int = SPEED_GRADES[0]) -> None:
     """ValueError naming the parameter unless `device` is in DEVICES, `freq_MHz` is a target in
-    (0, MAX_FREQ_MHZ] (NaN refused) and `seed` in [0, 2^31)."""
+    (0, MAX_FREQ_MHZ] (NaN refused), `seed` in [0, 2^31) and `speed_grade` in SPEED_GRADES."""
     if device not in DEVICES:
         raise ValueError(f"device: '{device}' is not one of {', '.join(DEVICES)}")
+    if isinstance(speed_grade, bool) or speed_grade not in SPEED_GRADES:
+        raise ValueError(f"speed_grade: {speed_grade!r} is not one of {', '.join(map(str, SPEED_GRADES))}")
     if not 0 < freq_MHz <= MAX_FREQ_MHZ:
         raise ValueError(f"freq_MHz: {freq_MHz} outside (0, {MAX_FREQ_MHZ:g}] MHz")
     if not 0 <= seed < 2 ** 31:

@@ -76,8 +76,8 @@ def test_result_holds_the_implementation_once_and_flattens_it():
     figures = parse_report(json.loads(json.dumps(REPORT)))
     config = ArrayConfig(8, 8, 34, data_depth=512, weight_depth=256, routing_depth=256, psum_depth=128,
                          program_depth=64)
-    result = FpgaResult(config=config.hardware(), device="ecp5-85k", part="LFE5U-85F", package="CABGA756", seed=1,
-                        dsp_inference=True, lut_mapper="abc", implementation=figures, report_source="nextpnr JSON report",
+    result = FpgaResult(config=config.hardware(), device="ecp5-85k", part="LFE5U-85F", package="CABGA756",
+                        speed_grade=8, seed=1, dsp_inference=True, lut_mapper="abc", implementation=figures, report_source="nextpnr JSON report",
                         yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
     values = result.to_dict()
     assert "implementation" not in values
@@ -88,6 +88,7 @@ def test_result_holds_the_implementation_once_and_flattens_it():
     assert json.loads(json.dumps(values))["critical_path_sources"] == list(figures.critical_path_sources)
     summary = result.summary()
     assert "CapsAcc 8x8, acc_bits 34, data_depth 512, weight_depth 256, routing_depth 256, psum_depth 128" in summary
+    assert "LFE5U-85F-8 (CABGA756)" in summary and values["speed_grade"] == 8
     assert f"{figures.fmax_MHz:.2f}" in summary and "timing NOT met at 100 MHz" in summary
 
 
@@ -114,7 +115,7 @@ def test_detailed_report_lists_the_registers_past_the_period():
         ("act.vector.r1", 12.5, 3), ("dma.beats", 11.0, 1)]
     assert slow[0].sources == ("/elsewhere/rtl/activation.py:213",)
     result = FpgaResult(config={"rows": 4, "cols": 4, "acc_bits": 25}, device="ecp5-85k", part="LFE5U-85F",
-                        package="CABGA756", seed=1, dsp_inference=True, lut_mapper="abc",
+                        package="CABGA756", speed_grade=6, seed=1, dsp_inference=True, lut_mapper="abc",
                         implementation=parse_report(report), report_source="nextpnr JSON report",
                         yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
     assert "2 registers with inputs arriving after 10 ns, latest: act.vector.r1 (12.50 ns)" in result.summary()
@@ -184,6 +185,8 @@ def one_error_line(capsys) -> str:
     (["--rows", "4", "--cols", "4", "--freq-MHz", "inf"], "freq_MHz: inf outside"),
     (["--rows", "4", "--cols", "4", "--freq-MHz", "fast"], "argument --freq-MHz: invalid float value: 'fast'"),
     (["--rows", "4", "--cols", "4", "--seed", "-1"], "seed: -1 outside [0, 2^31)"),
+    (["--rows", "4", "--cols", "4", "--speed-grade", "5"], "speed_grade: 5 is not one of 6, 7, 8"),
+    (["--rows", "4", "--cols", "4", "--speed-grade", "fast"], "argument --speed-grade: invalid int value: 'fast'"),
     (["--rows", "4", "--cols", "4", "--device", "ice40"], "argument --device: invalid choice: 'ice40'"),
     (["--rows", "4", "--cols", "4", "--yosys", "no-such-yosys"], "no-such-yosys: not on PATH (pip install"),
     (["--rows", "4", "--cols", "4", "--nextpnr", "no-such-nextpnr"], "no-such-nextpnr: not on PATH"),
@@ -213,6 +216,22 @@ def test_a_failing_tool_is_one_line_and_its_files_are_kept(tmp_path, capsys):
     assert "yosys synth_ecp5 failed (exit code 1)" in one_error_line(capsys)
     assert [p.name for p in out.iterdir()] == ["capsacc.v"]  # what the flow made before the failure
     assert "module capsacc(" in (out / "capsacc.v").read_text()
+
+
+@pytest.mark.parametrize("speed", [None, "8"])
+def test_nextpnr_places_for_the_speed_grade(tmp_path, capsys, speed):
+    """The speed grade reaches nextpnr-ecp5 as `--speed` (6, nextpnr's own default, unless given)."""
+    record = tmp_path / "nextpnr-arguments"
+    nextpnr = tmp_path / "fake-nextpnr"
+    nextpnr.write_text(f"#!/bin/sh\necho \"$@\" >> {record}\nexit 1\n")
+    nextpnr.chmod(0o755)
+    grade = ["--speed-grade", speed] if speed else []
+    assert main(["rtl", "fpga", "--rows", "2", "--cols", "2", "--buffer-depth", "16", "--program-depth", "16",
+                 *grade, "--yosys", "true", "--nextpnr", str(nextpnr)]) == 2
+    assert "nextpnr-ecp5 failed (exit code 1)" in one_error_line(capsys)
+    place = [line.split() for line in record.read_text().splitlines() if "--json" in line]
+    assert len(place) == 1
+    assert place[0][place[0].index("--speed") + 1] == (speed or "6")
 
 
 def _alive(pid: int) -> bool:
@@ -267,7 +286,7 @@ def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
     assert json.loads((out / "fpga.json").read_text()) == result
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["capsacc.v", "yosys.log", "nextpnr.log", "nextpnr_report.json", "fpga.json"])
-    assert result["part"] == "LFE5U-85F" and result["target_MHz"] == 100
+    assert result["part"] == "LFE5U-85F" and result["speed_grade"] == 6 and result["target_MHz"] == 100
     assert 16 * (8 + 8 + 25) < result["flip_flops"] < 20_000  # every PE registers x, w and its partial sum
     assert result["flip_flops"] < result["luts"] < 40_000
     assert 16 <= result["dsps"] <= 156  # at least one multiplier per PE, at most the device's
