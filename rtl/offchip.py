@@ -2,8 +2,10 @@
 off-chip port.
 
 `OffchipMemory` models the DRAM side of the port (`rtl.dma.OffchipSignature`): `depth` beats of W
-bytes; a read request in cycle t is answered in cycle t + L (a synchronous read, then L - 1
-register stages), a write request is registered and stored at the next clock edge (readable from
+bytes; a read request in cycle t is answered in cycle t + L (with L >= 2 the request is registered
+at the model's input, a controller's command register, then read synchronously and delayed by L - 2
+register stages, so that no path runs from the DMA engine into the memory's address; with L = 1 the
+request addresses the memory directly), a write request is registered and stored at the next clock edge (readable from
 t + 2: the DMA engine reads no beat sooner after writing it). It is a simulation model, not part of the
 accelerator. Amaranth elaborates a memory's initial contents (megabytes of zeros for a deep one),
 so Verilator builds take the same model written in Verilog, `OFFCHIP_VERILOG` (an `Instance`;
@@ -57,7 +59,11 @@ class OffchipMemory(wiring.Component):
         # the DMA engine never reads a beat within two cycles of writing it (`rtl.dma`).
         posted, posted_addr, posted_data = Signal(), Signal.like(self.port.addr), Signal(width)
         m.d.sync += [posted.eq(self.port.write), posted_addr.eq(self.port.addr), posted_data.eq(self.port.wdata)]
-        m.d.comb += [reader.addr.eq(Mux(self.port.read, self.port.addr, self.host_addr)),
+        request, request_addr = self.port.read, self.port.addr
+        if self.latency_cycles > 1:  # the request's register is the first of the L cycles
+            request, request_addr = Signal(name="request"), Signal.like(self.port.addr, name="request_addr")
+            m.d.sync += [request.eq(self.port.read), request_addr.eq(self.port.addr)]
+        m.d.comb += [reader.addr.eq(Mux(request, request_addr, self.host_addr)),
                      writer.addr.eq(Mux(posted, posted_addr, self.host_addr))]
         with m.If(posted):
             m.d.comb += [writer.data.eq(posted_data), writer.en.eq(-1)]
@@ -66,9 +72,9 @@ class OffchipMemory(wiring.Component):
             for byte in range(self.bytes_per_cycle):
                 m.d.comb += writer.en[byte].eq(self.host_we & (self.host_lane == byte // 8))
         valid = Signal()
-        m.d.sync += valid.eq(self.port.read)
+        m.d.sync += valid.eq(request)
         value = reader.data
-        for stage in range(self.latency_cycles - 1):
+        for stage in range(self.latency_cycles - 1 - (self.latency_cycles > 1)):
             valid_q, value_q = Signal(name=f"rvalid_{stage}"), Signal(width, name=f"rdata_{stage}")
             m.d.sync += [valid_q.eq(valid), value_q.eq(value)]
             valid, value = valid_q, value_q
@@ -88,20 +94,27 @@ module nascaps_offchip_memory #(parameter BYTES = 16, parameter LATENCY = 1, par
   output [63:0] host_rdata
 );
   reg [8*BYTES-1:0] beats [0:(1 << ABITS) - 1];
-  reg [8*BYTES-1:0] data_q [0:LATENCY-1];
-  reg valid_q [0:LATENCY-1];
+  localparam STAGES = LATENCY > 1 ? LATENCY - 1 : 1;
+  reg [8*BYTES-1:0] data_q [0:STAGES-1];
+  reg valid_q [0:STAGES-1];
   reg [5:0] lane_q;
   reg posted;
   reg [28:0] posted_addr;
   reg [8*BYTES-1:0] posted_data;
-  wire [ABITS-1:0] raddr = port_read ? port_addr[ABITS-1:0] : host_addr[ABITS-1:0];
+  reg request_q;
+  reg [28:0] request_addr_q;
+  wire request = LATENCY > 1 ? request_q : port_read;
+  wire [28:0] request_addr = LATENCY > 1 ? request_addr_q : port_addr;
+  wire [ABITS-1:0] raddr = request ? request_addr[ABITS-1:0] : host_addr[ABITS-1:0];
   wire [ABITS-1:0] waddr = posted ? posted_addr[ABITS-1:0] : host_addr[ABITS-1:0];
   wire [8*BYTES+63:0] padded = {64'd0, data_q[0]};
   integer k;
   always @(posedge clk) begin
+    request_q <= port_read;
+    request_addr_q <= port_addr;
     data_q[0] <= beats[raddr];
-    valid_q[0] <= port_read;
-    for (k = 1; k < LATENCY; k = k + 1) begin
+    valid_q[0] <= request;
+    for (k = 1; k < STAGES; k = k + 1) begin
       data_q[k] <= data_q[k - 1];
       valid_q[k] <= valid_q[k - 1];
     end
@@ -116,8 +129,8 @@ module nascaps_offchip_memory #(parameter BYTES = 16, parameter LATENCY = 1, par
         if (host_we && host_lane == k / 8)
           beats[waddr][8*k +: 8] <= host_wdata[8*(k % 8) +: 8];
   end
-  assign port_rdata = data_q[LATENCY - 1];
-  assign port_rvalid = valid_q[LATENCY - 1];
+  assign port_rdata = data_q[STAGES - 1];
+  assign port_rvalid = valid_q[STAGES - 1];
   assign host_rdata = padded[64*lane_q +: 64];
 endmodule
 """

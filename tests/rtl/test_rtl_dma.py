@@ -88,3 +88,40 @@ def test_dma_fields_are_checked():
         encode(Dma("data", 0, 1, 2 ** 29))
     with pytest.raises(ValueError, match="buffer"):
         encode(Dma("psum", 0, 1, 0))
+
+
+@pytest.mark.parametrize("latency", [1, 2, 3, 7])
+def test_offchip_model_answers_a_read_exactly_latency_cycles_later(latency):
+    """`rtl.offchip.OffchipMemory`: a read request in cycle t (back to back with a second one) is
+    answered in cycles t + L and t + L + 1 with the beats the host wrote, `rvalid` high only then;
+    with L >= 2 the request passes through the model's input register, which is the first of the L
+    cycles, not one more."""
+    from amaranth.sim import Simulator
+
+    from rtl.offchip import OffchipMemory
+
+    dut = OffchipMemory(bytes_per_cycle=2, latency_cycles=latency, depth=8)
+    seen = []
+
+    async def bench(ctx):
+        for beat, value in ((3, 0x1234), (4, 0xBEEF)):
+            ctx.set(dut.host_addr, beat)
+            ctx.set(dut.host_wdata, value)
+            ctx.set(dut.host_we, 1)
+            await ctx.tick()
+        ctx.set(dut.host_we, 0)
+        for beat in (3, 4, None):
+            ctx.set(dut.port.read, beat is not None)
+            ctx.set(dut.port.addr, beat or 0)
+            seen.append((ctx.get(dut.port.rvalid), ctx.get(dut.port.rdata)))
+            await ctx.tick()
+        for _ in range(latency + 2):
+            seen.append((ctx.get(dut.port.rvalid), ctx.get(dut.port.rdata)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [cycle for cycle, (valid, _) in enumerate(seen) if valid] == [latency, latency + 1]
+    assert [seen[latency][1], seen[latency + 1][1]] == [0x1234, 0xBEEF]
