@@ -443,18 +443,6 @@ class CapsAcc(wiring.Component):
                     m.d.comb += [selected.eq(counter), selected_pending.eq(pending[name])]
         m.d.comb += self.counter.eq(selected + selected_pending)
 
-        # A MATMUL's operands: the load engine's and the stream slot's fields follow the current
-        # word whenever their engine is free, whatever the word and the state; only the issue
-        # (`fire`, below) makes them valid (l_busy, slot_valid). So `fire` enables a few flip-flops,
-        # not every operand's (its fan-out was the FPGA build's critical path).
-        operands = word.matmul
-        with m.If(load_free):
-            m.d.sync += [l_addr.eq(operands.w_addr), l_ptr.eq(operands.w_addr), l_bank.eq(next_bank)]
-        with m.If(slot_free):
-            m.d.sync += [slot.d_addr.eq(operands.d_addr), slot.p_addr.eq(operands.p_addr), slot.n.eq(operands.n),
-                         slot.src.eq(operands.src), slot.accumulate.eq(operands.accumulate),
-                         slot.hold.eq(operands.hold), slot.bank.eq(next_bank)]
-
         # Control unit: IDLE, FETCH (one cycle after start), DISPATCH (issue the word at pc), and
         # the activation unit's ACT_START / ACT_WAIT. A MATMUL issues when the load engine is free
         # (or reading its last row), the stream slot is free (or being emptied) and its bank is
@@ -475,7 +463,13 @@ class CapsAcc(wiring.Component):
                     with m.Case(Opcode.MATMUL):
                         m.d.comb += fire.eq(load_free & slot_free & Mux(next_bank, bank_ready[1], bank_ready[0]))
                         with m.If(fire):
-                            m.d.sync += [l_busy.eq(1), l_k.eq(0), slot_valid.eq(1), next_bank.eq(~next_bank)]
+                            f = word.matmul
+                            m.d.sync += [
+                                l_busy.eq(1), l_k.eq(0), l_addr.eq(f.w_addr), l_ptr.eq(f.w_addr), l_bank.eq(next_bank),
+                                slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
+                                slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
+                                slot.hold.eq(f.hold), slot.bank.eq(next_bank), next_bank.eq(~next_bank),
+                            ]
                     with m.Case(Opcode.ACT):
                         m.d.comb += fire.eq(drained)
                         with m.If(fire):
