@@ -410,8 +410,6 @@ class CapsAcc(wiring.Component):
         act_write = lambda dst: Mux(act.wr_en & (act_dst == dst), act.wr_count, 0)  # noqa: E731
         increments = {
             "busy_cycles": busy,
-            "instructions": fire,  # `fire` is high only in DISPATCH, when the word at pc issues
-            "weight_loads": fire & (word.op == Opcode.MATMUL),
             "weight_load_cycles": weight_issue,
             "weight_reads": weight_issue,
             "data_reads": data_issue & ~from_routing,
@@ -440,7 +438,7 @@ class CapsAcc(wiring.Component):
         with m.Switch(self.counter_sel):
             for index, (name, counter) in enumerate(count.items()):
                 with m.Case(index):
-                    m.d.comb += [selected.eq(counter), selected_pending.eq(pending[name])]
+                    m.d.comb += [selected.eq(counter), selected_pending.eq(pending[name] if name in pending else 0)]
         m.d.comb += self.counter.eq(selected + selected_pending)
 
         # Control unit: IDLE, FETCH (one cycle after start), DISPATCH (issue the word at pc), and
@@ -465,6 +463,7 @@ class CapsAcc(wiring.Component):
                         with m.If(fire):
                             f = word.matmul
                             m.d.sync += [
+                                count["weight_loads"].eq(count["weight_loads"] + 1),
                                 l_busy.eq(1), l_k.eq(0), l_addr.eq(f.w_addr), l_ptr.eq(f.w_addr), l_bank.eq(next_bank),
                                 slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
                                 slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
@@ -488,7 +487,8 @@ class CapsAcc(wiring.Component):
                             m.d.sync += [busy.eq(0), done.eq(1)]
                             m.next = "IDLE"
                 with m.If(fire):
-                    m.d.sync += [pc.eq(pc + 1), word.eq(prog_r.data)]
+                    m.d.sync += [pc.eq(pc + 1), word.eq(prog_r.data),
+                                 count["instructions"].eq(count["instructions"] + 1)]
             with m.State("ACT_START"):
                 m.d.comb += act.start.eq(1)
                 m.next = "ACT_WAIT"
