@@ -28,9 +28,11 @@ the prediction, the per-image share) for `network_costs` (`estimate`) and, genot
 for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give the same totals bit for bit.
 A step's cost is a function of its kind and shape alone (`capsacc.mapping.step_shape`: the matrix
 product of a convolution, the capsule counts of a routing, ...): a memo of the costs already computed
-(`_memo`: the key packed into two words, a slot in one 64-byte row) skips the counting for steps that
-networks share. `estimate_many` starts a fresh one per call; a caller that costs batch after batch (a
-search, generation after generation) keeps a `StepMemo` across calls, with the same totals.
+(`_memo`: the key packed into two words, a slot in one 64-byte row, every step's row prefetched before
+the first is read, `prefetch_row`) skips the counting for steps that networks share; a step of the key
+of one of the two before it takes that step's cost (`REPEAT`). `estimate_many` starts a fresh one per
+call; a caller that costs batch after batch (a search, generation after generation) keeps a `StepMemo`
+across calls, with the same totals.
 """
 
 import dataclasses
