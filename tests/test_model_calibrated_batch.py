@@ -258,4 +258,4 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_cost(pre
         code, *cost = _step_cost(steps[s], config, feature_index, coefficients, energies, *step_scratch,
                                  np.zeros(REFUSAL_ARGS, np.int64), error, value)
         assert code == 0 and keys[s, 3:7].tolist() == cost[:4] and keys[s, 7:].view(np.float64)[0] == cost[4]
-    assert repeats >= 4
+    assert repeats >= 2  # CapsNet: the second softmax and update phases of its routing
