@@ -28,9 +28,11 @@ the prediction, the per-image share) for `network_costs` (`estimate`) and, genot
 for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give the same totals bit for bit.
 A step's cost is a function of its kind and shape alone (`capsacc.mapping.step_shape`: the matrix
 product of a convolution, the capsule counts of a routing, ...): a memo of the costs already computed
-(`_memo`: the key packed into two words, a slot in one 64-byte row) skips the counting for steps that
-networks share. `estimate_many` starts a fresh one per call; a caller that costs batch after batch (a
-search, generation after generation) keeps a `StepMemo` across calls, with the same totals.
+(`_memo`: the key packed into two words, a slot in one 64-byte row, every step's row prefetched before
+the first is read, `prefetch_row`) skips the counting for steps that networks share; a step of the key
+of one of the two before it takes that step's cost (`REPEAT`). `estimate_many` starts a fresh one per
+call; a caller that costs batch after batch (a search, generation after generation) keeps a `StepMemo`
+across calls, with the same totals.
 """
 
 import dataclasses
@@ -43,7 +45,10 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
@@ -363,6 +368,11 @@ KEY_BITS = (28, 31, 32, 31)
 """Bits of the fields (a, b, c, d) of a step's shape (`capsacc.mapping.step_shape`) in a memo key
 (`_memo_key`): a beside the kind code (4 bits) in the first word, b, c, d after it."""
 
+REPEAT = -2
+"""A step whose memo key is that of one of the two steps before it in its network (a routing's repeated
+phases, a CapsCell's inner ConvCaps) takes that step's cost, with no look-up in the memo: `_cost_network`
+marks it by REPEAT - that step's position in place of its first slot."""
+
 
 @njit(cache=True)
 def _memo(capacity):
@@ -396,6 +406,25 @@ def _memo_home(table, first, second):
     code = (code ^ (code >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     code = (code ^ (code >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return np.int64((code ^ (code >> np.uint64(31))) & mask)
+
+
+@intrinsic
+def prefetch_row(typingctx, array, row):
+    """Ask the processor to bring the first cache line of row `row` of the 2-D `array` into its caches (the
+    x86 `prefetcht0`, LLVM's `llvm.prefetch`), without waiting for it: `_cost_network` asks for every step's
+    memo row before it reads any, so that their memory latencies overlap. Only a hint: no value changes,
+    and no fault for any row."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        rows = context.make_array(array_type)(context, builder, args[0])
+        start = cgutils.get_item_pointer(context, builder, array_type, rows,
+                                         [args[1], context.get_constant(types.intp, 0)], wraparound=False)
+        byte_pointer, word = ir.IntType(8).as_pointer(), ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, word, word, word]), "llvm.prefetch.p0i8")
+        builder.call(prefetch, [builder.bitcast(start, byte_pointer), word(0), word(3), word(1)])  # read, keep, data
+        return context.get_dummy_value()
+    return types.void(array, row), codegen
 
 
 @njit(cache=True)
@@ -494,7 +523,8 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
     `NOT_EXPANDED`), error[1] the step, error[2] the target, error[3:] the refusal's numbers and
     value[0] the value out of range. `scratch`: the arrays of `_scratch`; `memo`: a `_memo`, the
     costs of steps already costed (the same function of the step's kind and shape, so the totals do
-    not depend on what it holds)."""
+    not depend on what it holds); a step of the key of one of the two before it takes that one's cost
+    (`REPEAT`)."""
     kinds, steps, counts, values, predicted, moved, keys = scratch
     refusal_args = error[3:]
     table, used = memo
@@ -509,18 +539,26 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
     for i in range(n):
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
         transfers[i, 0], transfers[i, 1] = 0, 0
-    touched = 0
-    for s in range(count):  # every step's key and first slot, their rows read together, before any is used
+    known = keys.view(np.float64)  # the steps' energies in `keys`
+    for s in range(count):  # every step's key and first slot, their rows fetched together, before any is used
         first, second = _memo_key(steps[s])
         keys[s, 0], keys[s, 1], keys[s, 2] = first, second, -1
         if first >= 0:
-            keys[s, 2] = _memo_home(table, first, second)
-            touched += table[keys[s, 2], 0]
-    keys[count, 0] = touched
+            if s >= 1 and keys[s - 1, 0] == first and keys[s - 1, 1] == second:
+                keys[s, 2] = REPEAT - (s - 1)
+            elif s >= 2 and keys[s - 2, 0] == first and keys[s - 2, 1] == second:
+                keys[s, 2] = REPEAT - (s - 2)
+            else:
+                keys[s, 2] = _memo_home(table, first, second)
+                prefetch_row(table, keys[s, 2])
     for s in range(count):
-        first, second = keys[s, 0], keys[s, 1]
-        slot = _memo_slot(table, first, second, keys[s, 2]) if first >= 0 else -1
-        if slot < 0 or table[slot, 0] == -1:
+        first, second, home = keys[s, 0], keys[s, 1], keys[s, 2]
+        slot = _memo_slot(table, first, second, home) if home >= 0 else -1
+        if home <= REPEAT:
+            source = REPEAT - home
+            step_cycles, matmuls, narrow, wide = keys[source, 3], keys[source, 4], keys[source, 5], keys[source, 6]
+            picojoules = known[source, 7]
+        elif slot < 0 or table[slot, 0] == -1:
             code, step_cycles, matmuls, narrow, wide, picojoules = _step_cost(
                 steps[s], config, feature_index, coefficients, energies, counts, values, predicted, moved,
                 refusal_args, error, value)
@@ -538,6 +576,7 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
         else:
             step_cycles, matmuls, narrow, wide = table[slot, 2], table[slot, 3], table[slot, 4], table[slot, 5]
             picojoules = picojoule_bits[slot, 6]
+        keys[s, 3], keys[s, 4], keys[s, 5], keys[s, 6], known[s, 7] = step_cycles, matmuls, narrow, wide, picojoules
         i = steps[s, 0]
         if step_cycles < 0 or step_cycles > INT64_MAX - cycles[i] or matmuls > INT64_MAX - w_loads[i]:
             error[0], error[1], value[0] = CYCLES_RANGE, s, float(cycles[i]) + float(step_cycles)
@@ -569,10 +608,12 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
 @njit(cache=True)
 def _scratch(n_ops, n_targets):
     """The scratch arrays of `_cost_network` for networks of up to `n_ops` operations: kinds, steps,
-    counts, features, predictions, transfers and the steps' memo keys and first slots (int64)."""
+    counts, features, predictions, transfers and, per step, its memo key, its first slot (or `REPEAT`
+    - the earlier step of the same key) and its cost (`_step_cost`: batch cycles, MATMULs, narrow and
+    wide rows, the bits of its energy in pJ) (int64)."""
     return (np.empty(n_ops, np.int64), np.empty((2 * n_ops + 1, len(STEP_FIELDS)), np.int64),
             np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64), np.empty(n_targets, np.int64),
-            np.empty(len(TRANSFER_FIELDS), np.int64), np.empty((2 * n_ops + 2, 3), np.int64))
+            np.empty(len(TRANSFER_FIELDS), np.int64), np.empty((2 * n_ops + 1, 8), np.int64))
 
 
 NETWORK_MEMO = 64

@@ -221,3 +221,41 @@ def test_an_image_share_of_an_energy_is_the_division_by_the_batch_bit_for_bit(ba
     """`image_energy` multiplies by 2^-k for a batch of 2^k images and divides otherwise: the quotient either way."""
     assert image_energy(batch_energy, batch, energy_share(batch)) == batch_energy / batch
     assert (energy_share(batch) > 0) == (batch & (batch - 1) == 0)
+
+
+@pytest.mark.parametrize("preset", ["capsnet", "deepcaps"])
+def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_cost(preset):
+    """`_cost_network` marks a step whose memo key is that of one of the two steps before it (CapsNet's
+    repeated routing phases, DeepCaps' inner ConvCaps) by `REPEAT` - that step, and every step's cost it
+    keeps (batch cycles, MATMULs, narrow and wide rows, energy) is `_step_cost` of the step itself; the
+    others keep their first slot in the memo, whose row `prefetch_row` asked for."""
+    from capsacc.calibrated import (FEATURES, NETWORK_MEMO, REPEAT, _cost_network, _memo, _memo_home, _scratch,
+                                    _step_cost)
+    from capsacc.mapping import COUNT_FIELDS, REFUSAL_ARGS, TRANSFER_FIELDS, chain_steps
+    calibration = Calibration.shipped()
+    config, feature_index, coefficients, energies = calibration.kernel_arrays
+    ops = Network.preset(preset).rows
+    n = ops.shape[0]
+    scratch = _scratch(n, feature_index.shape[0])
+    table, used = _memo(NETWORK_MEMO)
+    error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1)
+    arrays = np.empty((2, n), np.int64), np.empty((2, n)), np.empty((n, 3), np.int64)
+    _cost_network(ops, config, feature_index, coefficients, energies, calibration.period_ns, scratch, (table, used),
+                  arrays[0][0], arrays[0][1], arrays[1][0], arrays[1][1], arrays[2], error, value, True)
+    assert error[0] == 0
+    steps, keys = scratch[1], scratch[6]
+    count = chain_steps(ops, scratch[0], np.empty_like(steps))
+    repeats = 0
+    for s in range(count):
+        if keys[s, 2] <= REPEAT:
+            source = REPEAT - keys[s, 2]
+            assert source in (s - 1, s - 2) and keys[source, :2].tolist() == keys[s, :2].tolist()
+            repeats += 1
+        elif keys[s, 0] >= 0:
+            assert keys[s, 2] == _memo_home(table, keys[s, 0], keys[s, 1])
+        step_scratch = (np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64),
+                        np.empty(feature_index.shape[0], np.int64), np.empty(len(TRANSFER_FIELDS), np.int64))
+        code, *cost = _step_cost(steps[s], config, feature_index, coefficients, energies, *step_scratch,
+                                 np.zeros(REFUSAL_ARGS, np.int64), error, value)
+        assert code == 0 and keys[s, 3:7].tolist() == cost[:4] and keys[s, 7:].view(np.float64)[0] == cost[4]
+    assert repeats >= 2  # CapsNet: the second softmax and update phases of its routing
