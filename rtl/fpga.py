@@ -554,9 +554,9 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     usage = _call([nextpnr_path, "--help"])
     with_report = "--report" in usage.stdout + usage.stderr
     detailed = ["--detailed-timing-report"] if "--detailed-timing-report" in usage.stdout + usage.stderr else []
-    arguments = [part.flag, "--package", part.package, "--speed", str(speed_grade), "--json", netlist.name, "--freq", f"{freq_MHz:g}",
-                 "--seed", str(seed), "--router", ROUTER, "--lpf-allow-unconstrained", "--timing-allow-fail",
-                 "-q", "-l", nextpnr_log.name]
+    arguments = [part.flag, "--package", part.package, "--speed", str(speed_grade), "--json", netlist.name,
+                 "--freq", f"{freq_MHz:g}", "--seed", str(seed), "--router", ROUTER, "--lpf-allow-unconstrained",
+                 "--timing-allow-fail", "-q", "-l", nextpnr_log.name]
     _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name, *detailed] if with_report else []), nextpnr_log)
     netlist.unlink()
     if with_report:
@@ -569,8 +569,8 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
         figures, report_source = parse_log(nextpnr_log.read_text(errors="replace"), nextpnr_log.name), "nextpnr log"
     result = FpgaResult(
         config=config.hardware(), device=device, part=part.part, package=part.package, speed_grade=speed_grade,
-        seed=seed,
-        dsp_inference=dsp, lut_mapper=lut_mapper, implementation=replace(figures, fmax_MHz=round(figures.fmax_MHz, 2)),
+        seed=seed, dsp_inference=dsp, lut_mapper=lut_mapper,
+        implementation=replace(figures, fmax_MHz=round(figures.fmax_MHz, 2)),
         report_source=report_source, yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
         nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"))
     (workdir / "fpga.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")

@@ -5,9 +5,9 @@ off-chip port.
 bytes; a read request in cycle t is answered in cycle t + L (with L >= 2 the request is registered
 at the model's input, a controller's command register, then read synchronously and delayed by L - 2
 register stages, so that no path runs from the DMA engine into the memory's address; with L = 1 the
-request addresses the memory directly), a write request is registered and stored at the next clock edge (readable from
-t + 2: the DMA engine reads no beat sooner after writing it). It is a simulation model, not part of the
-accelerator. Amaranth elaborates a memory's initial contents (megabytes of zeros for a deep one),
+request addresses the memory directly), a write request is registered and stored at the next clock
+edge (readable from t + 2: the DMA engine reads no beat sooner after writing it). It is a simulation
+model, not part of the accelerator. Amaranth elaborates a memory's initial contents (megabytes of zeros for a deep one),
 so Verilator builds take the same model written in Verilog, `OFFCHIP_VERILOG` (an `Instance`;
 `CapsAccSystem(..., verilog_memory=True)`); tests play one script on both and compare the traces.
 
@@ -74,7 +74,7 @@ class OffchipMemory(wiring.Component):
         valid = Signal()
         m.d.sync += valid.eq(request)
         value = reader.data
-        for stage in range(self.latency_cycles - 1 - (self.latency_cycles > 1)):
+        for stage in range(max(self.latency_cycles - 2, 0)):  # the L cycles less the read and any request register
             valid_q, value_q = Signal(name=f"rvalid_{stage}"), Signal(width, name=f"rdata_{stage}")
             m.d.sync += [valid_q.eq(valid), value_q.eq(value)]
             valid, value = valid_q, value_q

@@ -77,8 +77,8 @@ def test_result_holds_the_implementation_once_and_flattens_it():
     config = ArrayConfig(8, 8, 34, data_depth=512, weight_depth=256, routing_depth=256, psum_depth=128,
                          program_depth=64)
     result = FpgaResult(config=config.hardware(), device="ecp5-85k", part="LFE5U-85F", package="CABGA756",
-                        speed_grade=8, seed=1, dsp_inference=True, lut_mapper="abc", implementation=figures, report_source="nextpnr JSON report",
-                        yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
+                        speed_grade=8, seed=1, dsp_inference=True, lut_mapper="abc", implementation=figures,
+                        report_source="nextpnr JSON report", yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
     values = result.to_dict()
     assert "implementation" not in values
     assert {key: values[key] for key in config.hardware()} == config.hardware()
