@@ -56,8 +56,12 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   When one K chunk's mb MATMULs and mb ACT words do not fit a program (2 mb > P - 1: wide layers on
   narrow arrays, e.g. 64 capsules of 62 atoms on 8 columns, mb = 512), the ACTs run apart: kr =
   min(D // nc, (D - mb nc) // (mb R), (P - 1) // mb), and after the chunk's last run its
-  ceil(mb / span) <= P - 1 ACTs in a run of their own (`matmul_acts_apart`; the partial sums stay in
-  their memory between runs). Refused only when mb > P - 1.
+  ceil(mb / span) ACTs in runs of their own, at most P - 1 each (`matmul_acts_apart`; the partial sums
+  stay in their memory between runs). When not even one K chunk over the mb blocks fits a run (mb R
+  weight rows beyond D - mb nc, or mb > P - 1: 64 capsule types of 64 atoms on 4 columns, mb = 1,024),
+  the chunk runs in column groups: per K chunk, its data rows loaded once, runs over gb < mb blocks
+  each, gb = ceil(mb / ceil(mb / min((D - mb nc) // R, P - 1))) (`matmul_chunking`), and the ACTs
+  apart. Refused only when not one block fits ((D - mb nc) < R).
 - classcaps: kc = ceil(caps_in / R) K chunks and mb = ceil(J D / C) column tiles per capsule;
   capsules packed k = max(1, R // caps_in) to a weight tile (`classcaps_packing`): a group of k
   capsules shares each tile, capsule s's caps_in x C weights in tile rows s·caps_in.., and streams
@@ -70,6 +74,10 @@ Tiling on an R x C array with buffers of `buffer_depth` rows and a program memor
   then ACTs "none" (length C) over the run's g·h rows in pieces of 1023 (`ACT_MAX_ROWS`; one ACT
   when h <= 1023). A group of h > 1023 rows runs alone and needs kc·mb + ceil(h / 1023) <= P - 1
   program words. k > 1 only when caps_in <= R / 2, so kc = 1 there; k = 1 is one capsule per tile.
+  When not even one group over the mb tiles fits a run (kc·mb MATMULs beyond the program: 39 atoms x
+  420 outputs on 4x4, 10 K chunks x 105 tiles), each group runs over tile groups of tb < mb tiles,
+  tb = ceil(mb / ceil(mb / min(D // (kc R + B k), (P - 2) // kc, max(1, 1023 // (B k))))), its data
+  loaded once before the first (`classcaps_per_run`).
 - lone activations (relu, squash, softmax): one run with one row-mode ACT of n_in rows (rounded up
   to whole capsules), L = caps_in (1..64).
 - routing phases (programs of `rtl.workloads.RoutingLayout`, any I, J and D = 1..64, `routing_geometry`):
@@ -244,6 +252,16 @@ def _matmul_run_cycles(ends, m, rows, cols):
 
 
 @njit(cache=True)
+def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
+    """The MATMUL phase cycles of the runs of `chunks` K chunks over mb column blocks in groups of gb
+    (`_matmul_runs`; one run when gb = mb): ceil(mb / gb) - 1 runs of chunks·gb MATMULs and one of the
+    rest, each with the stream ends `ends`."""
+    groups = ceil_div(mb, gb)
+    return ((groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols)
+            + _matmul_run_cycles(ends, chunks * (mb - (groups - 1) * gb), rows, cols))
+
+
+@njit(cache=True)
 def _act_lanes(cols, func, length):
     """`act_lanes` of function code `func` (`FUNCS`)."""
     if func == FUNC_NONE or func == FUNC_RELU:
@@ -385,20 +403,43 @@ def _matmul_chunking(mb, nc, depth, rows, words):
     return min(depth // nc, (depth - mb * nc) // (mb * rows), (words - 1 - reserve) // mb)
 
 
-def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> int:
-    """kr: K chunks per run for data chunks of nc rows."""
+@njit(cache=True)
+def _matmul_runs(mb, nc, depth, rows, words):
+    """(kr, gb) of `matmul_chunking` ((0, 0): refused)."""
+    kr = _matmul_chunking(mb, nc, depth, rows, words)
+    if kr >= 1:
+        return kr, mb
+    bound = min((depth - mb * nc) // rows, words - 1)
+    if bound < 1:
+        return 0, 0
+    return 1, ceil_div(mb, ceil_div(mb, bound))
+
+
+@njit(cache=True)
+def _matmul_acts_apart(mb, gb, words):
+    """Whether a chunk's ACTs run in programs of their own (`matmul_acts_apart`), for runs of gb of its mb blocks."""
+    return gb < mb or _acts_apart(mb, mb, words)
+
+
+def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> tuple[int, int]:
+    """(kr, gb) for data chunks of nc rows: each run holds kr K chunks over gb column blocks. gb = mb
+    (every block) when a run holds at least one K chunk over all of them; else column groups: kr = 1
+    and gb < mb blocks, at most min((D - mb nc) // R, P - 1) (the weight rows below the results, the
+    program's words), in the fewest groups of equal sizes (the last smaller by less than the number of
+    groups). Refused when not one block fits."""
     mb = shape.blocks
-    kr = _matmul_chunking(mb, nc, config.buffer_depth, config.rows, config.program_depth)
+    kr, gb = _matmul_runs(mb, nc, config.buffer_depth, config.rows, config.program_depth)
     if kr < 1:
         raise _refusal(REFUSED_RUN, (mb, nc, config.buffer_depth, config.program_depth))
-    return kr
+    return kr, gb
 
 
-def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig) -> bool:
-    """Whether each chunk's ACTs of a conv kind run in a program of their own after its last run: when
-    one K chunk's mb MATMULs and mb ACT words do not fit a program (`_acts_apart`). Its ceil(mb / span)
-    ACTs then fit one program, since a run that fits holds at least mb MATMULs."""
-    return bool(_acts_apart(shape.blocks, shape.blocks, config.program_depth))
+def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig, nc: int) -> bool:
+    """Whether the ACTs of a chunk of nc rows of a conv kind run in programs of their own (at most P - 1
+    ACTs each) after its last run: when its runs are column groups (`matmul_chunking`), or when one K
+    chunk's mb MATMULs and mb ACT words do not fit a program (`_acts_apart`)."""
+    _, gb = matmul_chunking(shape, config, nc)
+    return bool(_matmul_acts_apart(shape.blocks, gb, config.program_depth))
 
 
 @njit(cache=True)
@@ -444,26 +485,46 @@ def _classcaps_packing(d_in, rows):
 
 
 @njit(cache=True)
+def _classcaps_groups(d_in, tiles, rows, depth, words, batch):
+    """Groups of k capsules per run for runs over `tiles` column tiles of each (module docstring; 0: none)."""
+    k = _classcaps_packing(d_in, rows)
+    kc = ceil_div(d_in, rows)
+    group_rows = tiles * batch * k
+    groups = min(depth // (batch * k * kc), depth // (tiles * (kc * rows + batch * k)), (words - 2) // (kc * tiles),
+                 max(1, ACT_MAX_ROWS // group_rows))
+    if groups < 1 or groups * kc * tiles + ceil_div(groups * group_rows, ACT_MAX_ROWS) > words - 1:
+        return 0
+    return groups
+
+
+@njit(cache=True)
 def _classcaps_per_run(d_in, flat, rows, cols, depth, words, batch):
-    """ci of `classcaps_per_run` (0: refused)."""
+    """(ci, tb) of `classcaps_per_run` ((0, 0): refused)."""
     k = _classcaps_packing(d_in, rows)
     kc, mb = ceil_div(d_in, rows), ceil_div(flat, cols)
-    group_rows = mb * batch * k
-    groups = min(depth // (batch * k * kc), depth // (mb * (kc * rows + batch * k)), (words - 2) // (kc * mb),
-                 max(1, ACT_MAX_ROWS // group_rows))
-    if groups < 1 or groups * kc * mb + ceil_div(groups * group_rows, ACT_MAX_ROWS) > words - 1:
-        return 0
-    return groups * k
+    groups = _classcaps_groups(d_in, mb, rows, depth, words, batch)
+    if groups >= 1:
+        return groups * k, mb
+    bound = min(depth // (kc * rows + batch * k), (words - 2) // kc, max(1, ACT_MAX_ROWS // (batch * k)))
+    if bound < 1:
+        return 0, 0
+    tb = ceil_div(mb, ceil_div(mb, bound))
+    if _classcaps_groups(d_in, tb, rows, depth, words, batch) < 1:
+        return 0, 0
+    return k, tb
 
 
-def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> int:
-    """ci: input capsules per run (a multiple of `classcaps_packing`), each streamed for the batch's
-    `config.batch` images (module docstring)."""
-    ci = _classcaps_per_run(d_in, flat, config.rows, config.cols, config.buffer_depth, config.program_depth,
-                            config.batch)
+def classcaps_per_run(d_in: int, flat: int, config: ArrayConfig) -> tuple[int, int]:
+    """(ci, tb): input capsules per run (a multiple of `classcaps_packing`), each streamed for the
+    batch's `config.batch` images, and column tiles per run (module docstring): every one of the mb
+    tiles when a run holds at least one group of k capsules over all of them; else tile groups: one
+    group (ci = k) over tb < mb tiles per run, at most min(D // (kc R + B k), (P - 2) // kc,
+    max(1, 1023 // (B k))), in the fewest groups of equal sizes."""
+    ci, tb = _classcaps_per_run(d_in, flat, config.rows, config.cols, config.buffer_depth, config.program_depth,
+                                config.batch)
     if ci < 1:
         raise _refusal(REFUSED_CLASSCAPS, (classcaps_packing(d_in, config), d_in, flat, config.batch))
-    return ci
+    return ci, tb
 
 
 def classcaps_act_pieces(rows: int) -> list[tuple[int, int]]:
@@ -874,44 +935,46 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
 
 @njit(cache=True)
 def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
-    """(refusal, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest) of a conv kind's step: its
-    shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk and the K
-    chunks per run of a chunk of nc rows and of the last one of n mod nc rows (`_matmul_chunking`; 0
-    when n mod nc = 0); refused (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits, or when one of
-    those chunks leaves no K chunk per run: the plan `count_step` counts instructions and rows by."""
+    """(refusal, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest) of a conv kind's
+    step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
+    and the K chunks and column blocks per run of a chunk of nc rows and of the last one of n mod nc rows
+    (`_matmul_runs`; 0 when n mod nc = 0); refused (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits,
+    or when one of those chunks leaves no block per run: the plan `count_step` counts instructions and
+    rows by."""
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
                                                                  caps_out, cols, batch, args)
     if refusal:
-        return refusal, n, m, func, width, capsule, span, 0, 0, 0, 0, 0
+        return refusal, n, m, func, width, capsule, span, 0, 0, 0, 0, 0, 0, 0
     mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
     nc = _matmul_chunk_rows(n, mb, span, depth)
     if nc < 1:
         args[0], args[1] = mb, depth
-        return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0
+        return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0, 0, 0
     rest = n % nc
-    kr, kr_rest = _matmul_chunking(mb, nc, depth, rows, words), 0
+    kr, gb = _matmul_runs(mb, nc, depth, rows, words)
+    kr_rest, gb_rest = 0, 0
     if rest:
-        kr_rest = _matmul_chunking(mb, rest, depth, rows, words)
+        kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words)
     for chunk_rows, chunk_kr in ((nc, kr), (rest, kr_rest)):
         if chunk_rows and chunk_kr < 1:
             args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
-            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest
-    return FITS, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest
+            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest
+    return FITS, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest
 
 
 @njit(cache=True)
 def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch, args):
-    """(refusal, n_caps, kc, mb, k, ci) of a classcaps step: its I = n_caps input capsules, kc K chunks
-    and mb column blocks, k capsules packed per tile (`_classcaps_packing`) and ci capsules per run
-    (`_classcaps_per_run`; `REFUSED_CLASSCAPS` when none fits)."""
+    """(refusal, n_caps, kc, mb, k, ci, tb) of a classcaps step: its I = n_caps input capsules, kc K chunks
+    and mb column blocks, k capsules packed per tile (`_classcaps_packing`), ci capsules and tb column
+    tiles per run (`_classcaps_per_run`; `REFUSED_CLASSCAPS` when none fits)."""
     n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
     kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
     k = _classcaps_packing(caps_in, rows)
-    ci = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
+    ci, tb = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
     if ci < 1:
         args[0], args[1], args[2], args[3] = k, caps_in, flat, batch
-        return REFUSED_CLASSCAPS, n_caps, kc, mb, k, ci
-    return FITS, n_caps, kc, mb, k, ci
+        return REFUSED_CLASSCAPS, n_caps, kc, mb, k, ci, tb
+    return FITS, n_caps, kc, mb, k, ci, tb
 
 
 @njit(cache=True)
@@ -1043,7 +1106,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             moved[field] *= times
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        refusal, n, m, func, width, capsule, span, mb, kc, nc, kr_full, kr_rest = _matmul_plan(
+        refusal, n, m, func, width, capsule, span, mb, kc, nc, kr_full, kr_rest, gb_full, gb_rest = _matmul_plan(
             kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
         if refusal:
             return refusal
@@ -1052,16 +1115,17 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * kc * mb * rows
         moved[WEIGHT_STORES] = mb * n
         full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
-        apart = _acts_apart(mb, mb, words)  # the ACTs in a run of their own: no MATMUL phase
         for part in range(2):
-            chunk_rows, times, kr = (nc, full_chunks, kr_full) if part == 0 else (rest_rows, 1, kr_rest)
+            chunk_rows, times, kr, gb = ((nc, full_chunks, kr_full, gb_full) if part == 0
+                                         else (rest_rows, 1, kr_rest, gb_rest))
             if chunk_rows == 0 or times == 0:
                 continue
-            runs = ceil_div(kc, kr)
+            runs, groups = ceil_div(kc, kr), ceil_div(mb, gb)
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            counts[RUNS] += times * (runs + apart)
-            counts[PHASE_CYCLES] += times * ((runs - 1) * _matmul_run_cycles(ends, kr * mb, rows, cols)
-                                             + _matmul_run_cycles(ends, (kc - (runs - 1) * kr) * mb, rows, cols))
+            act_runs = ceil_div(mb // span, words - 1) if _matmul_acts_apart(mb, gb, words) else 0  # no MATMUL phase
+            counts[RUNS] += times * (runs * groups + act_runs)
+            counts[PHASE_CYCLES] += times * ((runs - 1) * _grouped_run_cycles(ends, kr, gb, mb, rows, cols)
+                                             + _grouped_run_cycles(ends, kc - (runs - 1) * kr, gb, mb, rows, cols))
             counts[MATMULS] += times * kc * mb
             counts[MATMUL_ROWS] += times * kc * mb * chunk_rows
             counts[ACCUMULATE] += times * (kc - 1) * mb * chunk_rows
@@ -1073,12 +1137,13 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
                 _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
         return FITS
     if kind == CLASSCAPS:
-        refusal, n_caps, kc, mb, k, ci = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth,
-                                                         words, batch, args)
+        refusal, n_caps, kc, mb, k, ci, tb = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols,
+                                                             depth, words, batch, args)
         if refusal:
             return refusal
         data_rows = batch * k  # per MATMUL
         ends = _matmul_stream_ends(data_rows, rows, cols)
+        tile_runs = ceil_div(mb, tb)
         all_groups = 0
         for part in range(2):
             run_caps, times = (ci, n_caps // ci) if part == 0 else (n_caps % ci, 1)
@@ -1086,15 +1151,19 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
                 continue
             groups = ceil_div(run_caps, k)
             all_groups += times * groups
-            counts[RUNS] += times
+            counts[RUNS] += times * tile_runs
             counts[MATMULS] += times * groups * kc * mb
             counts[MATMUL_ROWS] += times * groups * data_rows * kc * mb
             counts[ACCUMULATE] += times * groups * data_rows * (kc - 1) * mb
-            psum_rows = groups * data_rows * mb  # `classcaps_act_pieces` in closed form
-            _act(counts, cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * (psum_rows // ACT_MAX_ROWS), False)
-            if psum_rows % ACT_MAX_ROWS:
-                _act(counts, cols, FUNC_NONE, psum_rows % ACT_MAX_ROWS, cols, times, False)
-            counts[PHASE_CYCLES] += times * _matmul_run_cycles(ends, groups * kc * mb, rows, cols)
+            for tiles, tile_times in ((tb, tile_runs - 1), (mb - (tile_runs - 1) * tb, 1)):
+                if tile_times == 0:
+                    continue
+                psum_rows = groups * data_rows * tiles  # `classcaps_act_pieces` in closed form
+                _act(counts, cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * tile_times * (psum_rows // ACT_MAX_ROWS),
+                     False)
+                if psum_rows % ACT_MAX_ROWS:
+                    _act(counts, cols, FUNC_NONE, psum_rows % ACT_MAX_ROWS, cols, times * tile_times, False)
+                counts[PHASE_CYCLES] += times * tile_times * _matmul_run_cycles(ends, groups * kc * tiles, rows, cols)
         moved[DATA_LOADS] = all_groups * kc * data_rows
         moved[WEIGHT_LOADS] = all_groups * kc * mb * rows
         moved[WEIGHT_STORES] = all_groups * mb * data_rows

@@ -76,41 +76,44 @@ SessionEvent = Load | PsumWrite | Run | PsumRead | Store
 
 
 def matmul_session(shape: MatmulShape, config: ArrayConfig, shift: int = 0) -> list[SessionEvent]:
-    """A conv kind (`capsacc.mapping.matmul_shape`): per chunk of nc data rows from row n0, runs of
-    kr K chunks (k0 .. k1 - 1): `Load` data part ("data", n0, nc, k0, k1) (chunk j's nc rows of lanes
-    kk R .. from row j nc), `Load` weight part ("weight", k0, k1) (the tile of K chunk kk and block b at
-    row (j mb + b) R), one MATMUL per (K chunk, block) with results of block b from partial-sum row
-    b nc, the chunk's last run an ACT per span blocks (requantized by `shift`) to weight rows from
-    depth - mb nc, or a run of those ACTs alone after it (`capsacc.mapping.matmul_acts_apart`); then the
-    chunk's sums are read (`PsumRead` "sums{n0}") and its results (`Store` "out{n0}", part (n0, nc))."""
-    rows, cols, depth = config.rows, config.cols, config.buffer_depth
+    """A conv kind (`capsacc.mapping.matmul_shape`): per chunk of nc data rows from row n0, runs of kr K
+    chunks (k0 .. k1 - 1) over gb column blocks (b0 .. b1 - 1; `capsacc.mapping.matmul_chunking`: every
+    block, or column groups of one K chunk): `Load` data part ("data", n0, nc, k0, k1) before the first
+    group (chunk j's nc rows of lanes kk R .. from row j nc), `Load` weight part ("weight", k0, k1, b0, b1)
+    (the tile of K chunk kk and block b at row (j (b1 - b0) + b - b0) R), one MATMUL per (K chunk, block)
+    with results of block b from partial-sum row b nc, the chunk's last run an ACT per span blocks
+    (requantized by `shift`) to weight rows from depth - mb nc, or runs of at most P - 1 of those ACTs
+    alone after it (`capsacc.mapping.matmul_acts_apart`); then the chunk's sums are read (`PsumRead`
+    "sums{n0}") and its results (`Store` "out{n0}", part (n0, nc))."""
+    cols, depth = config.cols, config.buffer_depth
     blocks = matmul_blocks(shape)
     mb = len(blocks)
     nc_max = matmul_chunk_rows(shape, config)
-    apart = matmul_acts_apart(shape, config)
     chunk_runs = {}  # chunks of equal rows run equal programs: built once (`session_total_cycles` times them once)
     events = []
     for n0 in range(0, shape.n, nc_max):
         nc = min(nc_max, shape.n - n0)
         if nc not in chunk_runs:
-            chunk_runs[nc] = _matmul_chunk_runs(shape, config, blocks, nc, shift, apart)
-        runs, acts = chunk_runs[nc]
-        for k0, k1, program in runs:
-            events += [Load("data", 0, (k1 - k0) * nc, ("data", n0, nc, k0, k1)),
-                       Load("weight", 0, (k1 - k0) * mb * rows, ("weight", k0, k1)), Run(program)]
-        if apart:
-            events.append(Run(acts))
+            chunk_runs[nc] = _matmul_chunk_runs(shape, config, blocks, nc, shift)
+        runs, act_runs = chunk_runs[nc]
+        for k0, k1, b0, b1, program in runs:
+            if b0 == 0:
+                events.append(Load("data", 0, (k1 - k0) * nc, ("data", n0, nc, k0, k1)))
+            events += [Load("weight", 0, (k1 - k0) * (b1 - b0) * config.rows, ("weight", k0, k1, b0, b1)), Run(program)]
+        events += [Run(acts) for acts in act_runs]
         events += [PsumRead(f"sums{n0}", 0, mb * nc, cols), Store(f"out{n0}", "weight", depth - mb * nc, mb * nc, cols,
                                                                   (n0, nc))]
     return events
 
 
-def _matmul_chunk_runs(shape: MatmulShape, config: ArrayConfig, blocks: list, nc: int, shift: int,
-                       apart: bool) -> tuple[list[tuple[int, int, tuple]], tuple]:
-    """The runs of a `matmul_session` chunk of `nc` data rows, (k0, k1, program) each, and its ACTs."""
+def _matmul_chunk_runs(shape: MatmulShape, config: ArrayConfig, blocks: list, nc: int,
+                       shift: int) -> tuple[list[tuple[int, int, int, int, tuple]], list[tuple]]:
+    """The runs of a `matmul_session` chunk of `nc` data rows, (k0, k1, b0, b1, program) each, and the
+    programs of its ACTs when they run apart (none otherwise)."""
     rows, depth, mb = config.rows, config.buffer_depth, len(blocks)
     kc = ceil_div(shape.k, rows)
-    kr = matmul_chunking(shape, config, nc)
+    kr, gb = matmul_chunking(shape, config, nc)
+    apart = matmul_acts_apart(shape, config, nc)
     out_base = depth - mb * nc
     acts = tuple(Act(shape.func, p_addr=b * nc, n=shape.span * nc, length=shape.act_length(blocks[b][1]), shift=shift,
                      dst="weight", dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0)
@@ -118,44 +121,55 @@ def _matmul_chunk_runs(shape: MatmulShape, config: ArrayConfig, blocks: list, nc
     runs = []
     for k0 in range(0, kc, kr):
         k1 = min(kc, k0 + kr)
-        program = [MatMul(d_addr=j * nc, w_addr=(j * mb + b) * rows, p_addr=b * nc, n=nc, accumulate=kk > 0)
-                   for j, kk in enumerate(range(k0, k1)) for b in range(mb)]
-        if k1 == kc and not apart:
-            program += acts
-        runs.append((k0, k1, tuple(program)))
-    return runs, acts
+        for b0 in range(0, mb, gb):
+            b1 = min(mb, b0 + gb)
+            program = [MatMul(d_addr=j * nc, w_addr=(j * (b1 - b0) + b - b0) * rows, p_addr=b * nc, n=nc,
+                              accumulate=kk > 0)
+                       for j, kk in enumerate(range(k0, k1)) for b in range(b0, b1)]
+            if k1 == kc and not apart:
+                program += acts
+            runs.append((k0, k1, b0, b1, tuple(program)))
+    per_run = config.program_depth - 1
+    return runs, [acts[a:a + per_run] for a in range(0, len(acts), per_run)] if apart else []
 
 
 def classcaps_session(op, config: ArrayConfig, shift: int = 0) -> list[SessionEvent]:
-    """ClassCaps: per run of ci input capsules from capsule i0 (cn of them, in `groups` groups of k),
-    `Load` data part ("data", i0, cn, groups) (rows of group g and K chunk kk from (g kc + kk) B k),
-    `Load` weight part ("weight", i0, cn, groups) (tile of (g, kk, t) at ((g kc + kk) mb + t) R), one
-    MATMUL per (group, K chunk, column tile), ACTs "none" over the run's partial sums to weight rows
-    from groups kc mb R, then `Store` "u_hat{i0}" (part (i0, cn, groups))."""
+    """ClassCaps: per run of ci input capsules from capsule i0 (cn of them, in `groups` groups of k) and
+    tb column tiles t0 .. t1 - 1 (`capsacc.mapping.classcaps_per_run`: every tile, or tile groups of one
+    capsule group), `Load` data part ("data", i0, cn, groups, t0, t1) before the first tiles (rows of group g
+    and K chunk kk from (g kc + kk) B k), `Load` weight part ("weight", i0, cn, groups, t0, t1) (tile of
+    (g, kk, t) at ((g kc + kk) tw + t - t0) R, tw = t1 - t0), one MATMUL per (group, K chunk, column tile),
+    ACTs "none" over the run's partial sums to weight rows from groups kc tw R, then `Store` "u_hat{i0}_{t0}"
+    (part (i0, cn, groups, t0, t1))."""
     rows, cols, batch = config.rows, config.cols, config.batch
     n_in, d_in, n_out, dim = classcaps_dims(op)
     flat = n_out * dim
     kc, mb = ceil_div(d_in, rows), ceil_div(flat, cols)
-    k, ci = classcaps_packing(d_in, config), classcaps_per_run(d_in, flat, config)
+    k = classcaps_packing(d_in, config)
+    ci, tb = classcaps_per_run(d_in, flat, config)
     data_rows = batch * k
     events = []
     for i0 in range(0, n_in, ci):
         cn = min(ci, n_in - i0)
         groups = ceil_div(cn, k)
-        program = []
-        for g in range(groups):
-            for kk in range(kc):
-                for t in range(mb):
-                    program.append(MatMul(d_addr=(g * kc + kk) * data_rows, w_addr=((g * kc + kk) * mb + t) * rows,
-                                          p_addr=(g * mb + t) * data_rows, n=data_rows, accumulate=kk > 0))
-        out_base = groups * kc * mb * rows
-        for first, n in classcaps_act_pieces(groups * mb * data_rows):
-            program.append(Act("none", p_addr=first, n=n, length=cols, shift=shift, dst="weight",
-                               dst_addr=out_base + first))
-        part = (i0, cn, groups)
-        events += [Load("data", 0, groups * kc * data_rows, ("data",) + part),
-                   Load("weight", 0, groups * kc * mb * rows, ("weight",) + part), Run(tuple(program)),
-                   Store(f"u_hat{i0}", "weight", out_base, groups * mb * data_rows, cols, part)]
+        for t0 in range(0, mb, tb):
+            t1 = min(mb, t0 + tb)
+            tw = t1 - t0
+            program = []
+            for g in range(groups):
+                for kk in range(kc):
+                    for t in range(tw):
+                        program.append(MatMul(d_addr=(g * kc + kk) * data_rows, w_addr=((g * kc + kk) * tw + t) * rows,
+                                              p_addr=(g * tw + t) * data_rows, n=data_rows, accumulate=kk > 0))
+            out_base = groups * kc * tw * rows
+            for first, n in classcaps_act_pieces(groups * tw * data_rows):
+                program.append(Act("none", p_addr=first, n=n, length=cols, shift=shift, dst="weight",
+                                   dst_addr=out_base + first))
+            part = (i0, cn, groups, t0, t1)
+            if t0 == 0:
+                events.append(Load("data", 0, groups * kc * data_rows, ("data",) + part))
+            events += [Load("weight", 0, groups * kc * tw * rows, ("weight",) + part), Run(tuple(program)),
+                       Store(f"u_hat{i0}_{t0}", "weight", out_base, groups * tw * data_rows, cols, part)]
     return events
 
 

@@ -327,12 +327,13 @@ class OperationDriver:
                     chunk = x[n0:n0 + nc, kk * R:(kk + 1) * R]
                     data[j * nc:(j + 1) * nc, :chunk.shape[1]] = chunk
                 return data
-            _, k0, k1 = part
-            tiles = np.zeros(((k1 - k0) * mb * R, C), dtype=np.int64)
+            _, k0, k1, b0, b1 = part  # the tiles of K chunks k0 .. k1 - 1 over blocks b0 .. b1 - 1
+            tiles = np.zeros(((k1 - k0) * (b1 - b0) * R, C), dtype=np.int64)
             for j, kk in enumerate(range(k0, k1)):
-                for b, (col, width) in enumerate(blocks):
+                for b, (col, width) in enumerate(blocks[b0:b1]):
                     tile = w[kk * R:(kk + 1) * R, col:col + width]
-                    tiles[(j * mb + b) * R:(j * mb + b) * R + tile.shape[0], :width] = tile
+                    first = (j * (b1 - b0) + b) * R
+                    tiles[first:first + tile.shape[0], :width] = tile
             return tiles
 
         reads = self._play_events(session, matmul_session(shape, cfg, shift), fill, counts)
@@ -385,9 +386,10 @@ class OperationDriver:
         session, counts = self._session(), self._new_counts()
 
         def fill(load):
-            memory, i0, cn, groups = load.part
+            memory, i0, cn, groups, t0, t1 = load.part  # column tiles t0 .. t1 - 1 of capsules i0 .. i0 + cn - 1
+            tw = t1 - t0
             data = np.zeros((groups * kc * rows, R), dtype=np.int64)
-            tiles = np.zeros((groups * kc * mb * R, C), dtype=np.int64)
+            tiles = np.zeros((groups * kc * tw * R, C), dtype=np.int64)
             for g in range(groups):
                 for kk in range(kc):
                     for s in range(min(k, cn - g * k)):  # capsule s of the group: atoms and weights at s·d_in
@@ -397,18 +399,20 @@ class OperationDriver:
                             first = (g * kc + kk) * rows + s
                             data[first:first + rows:k, s * d_in:s * d_in + atoms.shape[1]] = atoms
                             continue
-                        for t in range(mb):
-                            tile = w[c, kk * R:(kk + 1) * R, t * C:(t + 1) * C]
-                            base = ((g * kc + kk) * mb + t) * R + s * d_in
+                        for t in range(tw):
+                            tile = w[c, kk * R:(kk + 1) * R, (t0 + t) * C:(t0 + t + 1) * C]
+                            base = ((g * kc + kk) * tw + t) * R + s * d_in
                             tiles[base:base + tile.shape[0], :tile.shape[1]] = tile
             return data if memory == "data" else tiles
 
         reads = self._play_events(session, classcaps_session(op, cfg, shift), fill, counts)
 
         def check(results):
-            u_hat = np.concatenate([results[f"u_hat{i0}"].reshape(groups, mb, B, k, C).transpose(2, 0, 3, 1, 4)
-                                    .reshape(B, groups * k, mb * C)[:, :cn, :flat] for i0, cn, groups in reads],
-                                   axis=1) if reads else np.zeros((B, 0, flat), np.int64)
+            u_hat = np.zeros((B, n_in, mb * C), dtype=np.int64)
+            for i0, cn, groups, t0, t1 in reads:  # row (g tw + t) B k + b k + s: image b, capsule g k + s, tile t
+                piece = results[f"u_hat{i0}_{t0}"].reshape(groups, t1 - t0, B, k, C).transpose(2, 0, 3, 1, 4)
+                u_hat[:, i0:i0 + cn, t0 * C:t1 * C] = piece.reshape(B, groups * k, (t1 - t0) * C)[:, :cn]
+            u_hat = u_hat[:, :, :flat]
             want = np.zeros((B, n_in, flat), dtype=np.int64)
             for i in range(n_in):  # capsule i's weights times the B images' capsule i
                 want[:, i] = golden.requantize(golden.tiled_matmul(u[:, i], w[i], R, cfg.acc_bits), shift)

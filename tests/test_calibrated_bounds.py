@@ -12,8 +12,8 @@ from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.calibrated import Calibration
 from capsacc.cli import main
 from capsacc.errors import AcceleratorConfigError
-from capsacc.mapping import (MappingError, act_lanes, matmul_blocks, matmul_chunk_rows, matmul_shape,
-                             plan_counts)
+from capsacc.mapping import (MappingError, act_lanes, classcaps_per_run, matmul_blocks, matmul_chunk_rows,
+                             matmul_shape, plan_counts)
 from capsacc.network import Operation
 
 SHIPPED = json.loads(resources.files("capsacc").joinpath("data/calibrated.json").read_text())
@@ -48,8 +48,10 @@ def test_a_very_wide_layer_is_counted_without_memory_or_time():
 
 def test_a_large_batch_is_counted_without_memory_or_time_and_limited_by_the_buffers():
     """The closed form scales with the batch without growing: a convolution's rows stack (B times the
-    elements), a routing runs B times; ClassCaps needs one capsule group of mb·(kc·R + B·k) weight-buffer
-    rows, so CapsNet's (k = 2, mb = 10) maps up to B = 811 at 16,384 rows and is refused above."""
+    elements), a routing runs B times; ClassCaps runs a capsule group over all its mb column tiles while
+    mb·(kc·R + B·k) weight-buffer rows fit, over tile groups beyond, and needs one tile's kc·R + B·k rows:
+    CapsNet's (k = 2, mb = 10) runs all 10 tiles at once up to B = 811 at 16,384 rows, one tile per run
+    at B = 812, and at 4,096 rows maps up to B = 2,040 and is refused above."""
     import dataclasses
     from capsacc.network import Network
     config = ArrayConfig(rows=16, cols=16, **buffer_depths(2 ** 30), program_depth=2 ** 30, batch=4096)
@@ -59,23 +61,30 @@ def test_a_large_batch_is_counted_without_memory_or_time_and_limited_by_the_buff
     assert counts["act_elements"] == 4096 * plan_counts("conv", conv(2 ** 20, 1), dataclasses.replace(
         config, batch=1))["act_elements"]
     classcaps = next(op for op in Network.preset("capsnet").operations if op.kind == "classcaps")
-    plan_counts("classcaps", classcaps, ArrayConfig(batch=811))
-    with pytest.raises(MappingError, match="for a batch of 812 image"):
-        plan_counts("classcaps", classcaps, ArrayConfig(batch=812))
+    assert classcaps_per_run(8, 160, ArrayConfig(batch=811)) == (2, 10)
+    assert classcaps_per_run(8, 160, ArrayConfig(batch=812)) == (2, 1)
+    assert (plan_counts("classcaps", classcaps, ArrayConfig(batch=812))["runs"]
+            == 10 * plan_counts("classcaps", classcaps, ArrayConfig(batch=811))["runs"])
+    plan_counts("classcaps", classcaps, ArrayConfig(**buffer_depths(4096), batch=2040))
+    with pytest.raises(MappingError, match="for a batch of 2041 image"):
+        plan_counts("classcaps", classcaps, ArrayConfig(**buffer_depths(4096), batch=2041))
     routing = next(op for op in Network.preset("capsnet").operations if op.kind == "routing")
     single = plan_counts("routing", routing, ArrayConfig())
     assert plan_counts("routing", routing, ArrayConfig(batch=8)) == {k: 8 * v for k, v in single.items()}
 
 
 def test_an_operation_that_does_not_fit_is_a_located_error(tmp_path, capsys):
-    genotype = [[0, 28, 1, 1, 9, 1, 28, 65536, 1], [1, 28, 65536, 1, 9, 2, 14, 32, 8],
-                [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
+    genotype = [[0, 28, 1, 1, 9, 1, 28, 256, 1], [1, 28, 256, 1, 9, 2, 14, 32, 65],  # capsules of 65 atoms
+                [1, 14, 32, 65, 14, 1, 1, 10, 16], [-1], [1]]
     path = tmp_path / "wide.json"
     path.write_text(json.dumps(genotype))
     assert main(["estimate", str(path), "--accelerator", "calibrated"]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["nascaps estimate: error: operation conv0 (conv) on the calibrated 16x16 array: 4096 column "
-                     "blocks of 2 rows do not fit buffers of 16384 rows and a program of 1024 words"]
+    assert lines == ["nascaps estimate: error: operation convcaps1 (convcaps) on the calibrated 16x16 array: capsules "
+                     "of 65 atoms: the activation unit takes 1..64"]
+    with pytest.raises(MappingError, match="8 column blocks of 1 rows do not fit buffers of 16 rows and a "
+                                           "program of 1024 words"):  # not one 16-row tile beside the 8 result rows
+        plan_counts("conv", conv(128, 1, "conv"), ArrayConfig(**buffer_depths(16)))
     with pytest.raises(MappingError, match="capsules of 65 atoms: the activation unit takes 1..64"):
         plan_counts("convcaps", conv(2, 65, "convcaps"), ArrayConfig())
 

@@ -79,8 +79,8 @@ def test_every_genotype_of_the_search_spaces_costs_on_every_array(space_name, ar
 
 
 def test_a_refused_genotype_is_named_with_the_located_error_of_estimate():
-    wide = [[0, 28, 1, 1, 9, 1, 28, 65536, 1], [1, 28, 65536, 1, 9, 2, 14, 32, 8],
-            [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
+    wide = [[0, 28, 1, 1, 9, 1, 28, 256, 1], [1, 28, 256, 1, 9, 2, 14, 32, 65],  # capsules of 65 atoms
+            [1, 14, 32, 65, 14, 1, 1, 10, 16], [-1], [1]]
     capsnet = [[0, 28, 1, 1, 9, 1, 28, 256, 1], [1, 28, 256, 1, 9, 2, 14, 32, 8], [1, 14, 32, 8, 14, 1, 1, 10, 16],
                [-1], [1]]
     acc = Accelerator.calibrated()
@@ -89,7 +89,8 @@ def test_a_refused_genotype_is_named_with_the_located_error_of_estimate():
     with pytest.raises(MappingError) as batch:
         estimate_many(flatten([capsnet, wide]), acc)
     assert str(batch.value) == f"genotype 1: {scalar.value}"
-    assert str(scalar.value).startswith("operation conv0 (conv) on the calibrated 16x16 array: 4096 column blocks")
+    assert str(scalar.value) == ("operation convcaps1 (convcaps) on the calibrated 16x16 array: capsules of 65 atoms: "
+                                 "the activation unit takes 1..64")
 
 
 def test_memo_keys_are_distinct_and_a_step_beyond_the_bounds_skips_the_memo():

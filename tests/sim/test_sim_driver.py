@@ -9,8 +9,8 @@ import pytest
 
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import (ACT_MAX_ROWS, CHAIN_KINDS, ROUTING_PHASES, ceil_div, classcaps_packing, classcaps_per_run,
-                             elementwise_chunking, elementwise_shape, matmul_acts_apart, matmul_shape, plan_counts,
-                             routing_geometry, routing_phases)
+                             elementwise_chunking, elementwise_shape, matmul_acts_apart, matmul_chunk_rows,
+                             matmul_chunking, matmul_shape, plan_counts, routing_geometry, routing_phases)
 from capsacc.network import Operation
 from capsacc.programs import operation_total_cycles
 from rtl.isa import act_unit_cycles
@@ -308,7 +308,7 @@ def test_a_classcaps_group_of_more_than_1023_rows_is_activated_in_pieces():
     requantization is split into ACTs of at most 1023 rows, bit-exact and counted exactly."""
     config = ArrayConfig(2, 2, 25, **buffer_depths(2048), program_depth=64, batch=17)
     op = Operation("classcaps", "classcaps", 1, 3, 1, 1, 1, 1, 8, 8)  # 3 capsules of 1 atom, k = 2, mb = 32
-    assert classcaps_packing(1, config) == 2 and classcaps_per_run(1, 64, config) == 2
+    assert classcaps_packing(1, config) == 2 and classcaps_per_run(1, 64, config) == (2, 32)
     assert 32 * 17 * 2 > ACT_MAX_ROWS
     run = run_exact(config, "classcaps", op, 9, "u_hat")
     assert run.runs == 2 and run.counts["acts"] == 2 * 2 and run.counts["act_rows"] == 2 * 32 * 17 * 2
@@ -328,12 +328,51 @@ def test_acts_that_do_not_fit_beside_the_matmuls_run_apart_bit_exact(kind, op):
     if kind in CHAIN_KINDS:
         assert elementwise_chunking(elementwise_shape(kind, op, config), config)[2]
     else:
-        assert matmul_acts_apart(matmul_shape(kind, op, config), config)
+        shape = matmul_shape(kind, op, config)
+        assert matmul_acts_apart(shape, config, matmul_chunk_rows(shape, config))
     run = run_exact(config, kind, op, 4, "out")
     assert run.runs == run.counts["runs"] > 1
     moved = OperationDriver(config, "amaranth", offchip=True).run(kind, op, seed=4)
     assert np.array_equal(moved.outputs["out"], moved.golden["out"])
     assert operation_total_cycles(kind, op, config) == moved.total_cycles > moved.cycles
+
+
+@pytest.mark.parametrize("kind, op", [
+    ("conv", Operation("conv", "conv", 4, 2, 1, 3, 1, 4, 40, 1)),  # 10 blocks of one K chunk > 7 words
+    ("convcaps", Operation("convcaps", "convcaps", 3, 2, 1, 3, 1, 3, 3, 9)),  # 3 capsules over 3 blocks: 9
+    ("convcaps3d", Operation("convcaps3d", "convcaps3d", 3, 2, 2, 3, 1, 3, 16, 3)),  # 12 blocks
+])
+def test_blocks_beyond_the_program_run_in_column_groups_bit_exact(kind, op):
+    """When one K chunk's MATMULs over every column block do not fit a program of 8 words, each K chunk
+    runs over column groups of at most 7 blocks (the data chunk loaded once, before the first group),
+    and the ACTs run apart in programs of at most 7 (4x4 and the paper space's widest layers were
+    refused): bit-exact, the closed form's counts and the ISA's cycles; with the off-chip memory,
+    bit-exact and the model's total cycles."""
+    config = ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=8)
+    shape = matmul_shape(kind, op, config)
+    nc = matmul_chunk_rows(shape, config)
+    kr, gb = matmul_chunking(shape, config, nc)
+    assert kr == 1 and gb < shape.blocks and gb <= 7
+    run = run_exact(config, kind, op, 5, "out")
+    assert run.runs == run.counts["runs"] > ceil_div(shape.blocks, gb) * ceil_div(shape.k, 3)
+    moved = OperationDriver(config, "amaranth", offchip=True).run(kind, op, seed=5)
+    assert np.array_equal(moved.outputs["out"], moved.golden["out"])
+    assert operation_total_cycles(kind, op, config) == moved.total_cycles > moved.cycles
+
+
+def test_a_classcaps_capsule_beyond_the_program_runs_in_tile_groups_bit_exact():
+    """A ClassCaps capsule whose kc·mb MATMULs do not fit a program of 8 words (2 K chunks x 5 column
+    tiles) runs over tile groups of one capsule group each, its data loaded once: bit-exact, counted
+    exactly, and with the off-chip memory the model's total cycles."""
+    config = ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=8)
+    op = Operation("classcaps", "classcaps", 1, 3, 5, 1, 1, 1, 4, 5)  # 3 capsules of 5 atoms, J = 4, D = 5
+    ci, tb = classcaps_per_run(5, 20, config)
+    assert (ci, tb) == (1, 3)  # 5 tiles in groups of 3 + 2 (2 x 3 MATMULs and an ACT in 7 words)
+    run = run_exact(config, "classcaps", op, 6, "u_hat")
+    assert run.runs == run.counts["runs"] == 3 * 2
+    moved = OperationDriver(config, "amaranth", offchip=True).run("classcaps", op, seed=6)
+    assert np.array_equal(moved.outputs["u_hat"], moved.golden["u_hat"])
+    assert operation_total_cycles("classcaps", op, config) == moved.total_cycles > moved.cycles
 
 
 @pytest.mark.parametrize("kind", ["conv", "convcaps3d", "routing"])
