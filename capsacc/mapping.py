@@ -26,7 +26,9 @@ NASCaps `Operation`):
   squash); each operand's block streams through ceil(width / R) identity weight tiles accumulating
   into the same partial sums (n = rows of the chunk, `elementwise_chunking`), and the chunk's last
   run has the ACTs (or, when one operand's MATMULs and the ACTs do not fit a program, a run of their
-  own after it, as a conv kind's).
+  own after it, as a conv kind's); when one operand's chunks·mb MATMULs alone do not fit a program,
+  each operand runs over column groups of gb = ceil(mb / ceil(mb / ((P - 1) // chunks))) blocks, the
+  ACTs apart.
 - classcaps: I = n_in²·ch_in input capsules of caps_in atoms, each its own weight matrix
   (caps_in x J·D with J = ch_out classes of D = caps_out atoms): I products with N = B (each capsule's
   weights serve the B images); no activation (requantization only).
@@ -253,9 +255,9 @@ def _matmul_run_cycles(ends, m, rows, cols):
 
 @njit(cache=True)
 def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
-    """The MATMUL phase cycles of the runs of `chunks` K chunks over mb column blocks in groups of gb
-    (`_matmul_runs`; one run when gb = mb): ceil(mb / gb) - 1 runs of chunks·gb MATMULs and one of the
-    rest, each with the stream ends `ends`."""
+    """The MATMUL phase cycles of the runs of `chunks` MATMULs per block (K chunks, or operands x tiles)
+    over mb column blocks in groups of gb (`_matmul_runs`, `_elementwise_chunking`; one run when gb = mb):
+    ceil(mb / gb) - 1 runs of chunks·gb MATMULs and one of the rest, each with the stream ends `ends`."""
     groups = ceil_div(mb, gb)
     return ((groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols)
             + _matmul_run_cycles(ends, chunks * (mb - (groups - 1) * gb), rows, cols))
@@ -592,7 +594,7 @@ def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
 
 @njit(cache=True)
 def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words):
-    """(nc, pr, apart) of `elementwise_chunking` (pr < 1: refused)."""
+    """(nc, pr, apart, gb) of `elementwise_chunking` (pr < 1: refused)."""
     mb = _blocks(m, width, capsule, span)
     nc = min(n, ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS, depth // (mb * chunks),
              (depth - chunks * rows) // mb)
@@ -600,24 +602,32 @@ def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, de
     apart = _acts_apart(mb * chunks, acts, words)
     reserve = 0 if apart else acts
     pr = min(operands, (words - 1 - reserve) // (mb * chunks), depth // (mb * chunks * nc)) if nc > 0 else 0
-    return nc, pr, apart
+    if pr >= 1 or nc < 1:
+        return nc, pr, apart, mb
+    bound = (words - 1) // chunks  # column groups: one operand over gb blocks per run
+    if bound < 1:
+        return nc, 0, True, 0
+    return nc, 1, True, ceil_div(mb, ceil_div(mb, bound))
 
 
-def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int, bool]:
-    """(nc, pr, apart): rows per chunk, operands per run and whether each chunk's ACTs run in a program
-    of their own after its last run, of an `ElementwiseShape`. A run holds, per operand, block and identity tile, nc
-    data rows; the tiles and the chunk's mb·nc results share the weight buffer; one MATMUL per
-    (operand, tile, block), one ACT per block (per capsule type over its span blocks, stride nc <= 63,
-    when span > 1) at the end of the chunk's last run, or, when one operand's MATMULs and the ACTs do
-    not fit a program (`_acts_apart`), in a run of their own after it (they fit one: a run that fits
-    holds at least mb MATMULs)."""
+def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int, bool, int]:
+    """(nc, pr, apart, gb): rows per chunk, operands per run, whether each chunk's ACTs run in programs
+    of their own after its last run, and column blocks per run, of an `ElementwiseShape`. A run holds,
+    per operand, block and identity tile, nc data rows; the tiles and the chunk's mb·nc results share
+    the weight buffer; one MATMUL per (operand, tile, block), one ACT per block (per capsule type over
+    its span blocks, stride nc <= 63, when span > 1) at the end of the chunk's last run, or, when one
+    operand's MATMULs and the ACTs do not fit a program (`_acts_apart`), in a run of their own after it
+    (they fit one: a run that fits holds at least mb MATMULs). gb = mb, or, when one operand's
+    chunks·mb MATMULs alone do not fit a program, column groups: pr = 1 and gb < mb blocks per run, at
+    most (P - 1) // chunks, in the fewest groups of equal sizes, and the ACTs apart in programs of at
+    most P - 1."""
     columns = shape.columns
-    nc, pr, apart = _elementwise_chunking(shape.n, shape.m, columns.width, columns.capsule, columns.span,
-                                          shape.operands, shape.chunks, config.rows, config.buffer_depth,
-                                          config.program_depth)
+    nc, pr, apart, gb = _elementwise_chunking(shape.n, shape.m, columns.width, columns.capsule, columns.span,
+                                              shape.operands, shape.chunks, config.rows, config.buffer_depth,
+                                              config.program_depth)
     if pr < 1:
         raise _refusal(REFUSED_ELEMENTWISE, (columns.blocks, config.buffer_depth, config.program_depth))
-    return nc, pr, bool(apart)
+    return nc, pr, bool(apart), gb
 
 
 @dataclass(frozen=True)
@@ -979,20 +989,20 @@ def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, w
 
 @njit(cache=True)
 def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
-    """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart) of a
+    """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb) of a
     `ELEMENTWISE_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
-    operands per run and whether the ACTs run apart (`_elementwise_chunking`; `REFUSED_ELEMENTWISE`
-    when no operand fits a run)."""
+    operands per run, whether the ACTs run apart and gb column blocks per run (`_elementwise_chunking`;
+    `REFUSED_ELEMENTWISE` when no operand fits a run)."""
     refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
         kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
     if refusal:
-        return refusal, n, m, func, width, capsule, span, length, operands, chunks, 0, 0, 0, 0
+        return refusal, n, m, func, width, capsule, span, length, operands, chunks, 0, 0, 0, 0, 0
     mb = _blocks(m, width, capsule, span)
-    nc, pr, apart = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
+    nc, pr, apart, gb = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
     if pr < 1:
         args[0], args[1], args[2] = mb, depth, words
-        return REFUSED_ELEMENTWISE, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart
-    return FITS, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart
+        return REFUSED_ELEMENTWISE, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb
+    return FITS, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb
 
 
 TRANSFER_FIELDS = ("data_loads", "weight_loads", "routing_loads", "data_stores", "weight_stores", "routing_stores")
@@ -1169,15 +1179,17 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[WEIGHT_STORES] = all_groups * mb * data_rows
         return FITS
     if kind == TOCAPS or kind == CAPSADD:
-        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart = _elementwise_plan(
-            kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
+        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb = (
+            _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch,
+                              args))
         if refusal:
             return refusal
         tiles = operands * chunks
         runs = ceil_div(operands, pr)
+        act_runs = ceil_div(ceil_div(mb, span), words - 1) if apart else 0  # runs of ACTs alone: no MATMUL phase
         full_chunks, rest_rows = n // nc, n % nc
         moved[DATA_LOADS] = tiles * mb * n
-        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * chunks * rows
+        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * ceil_div(mb, gb) * chunks * rows
         moved[WEIGHT_STORES] = mb * n
         full_blocks, last_width = m // width, m % width
         for part in range(2):
@@ -1185,10 +1197,10 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             if chunk_rows == 0 or times == 0:
                 continue
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            counts[RUNS] += times * (runs + apart)  # a run of ACTs alone has no MATMUL phase
-            counts[PHASE_CYCLES] += times * ((runs - 1) * _matmul_run_cycles(ends, pr * chunks * mb, rows, cols)
-                                             + _matmul_run_cycles(ends, (operands - (runs - 1) * pr) * chunks * mb,
-                                                                  rows, cols))
+            counts[RUNS] += times * (runs * ceil_div(mb, gb) + act_runs)
+            counts[PHASE_CYCLES] += times * ((runs - 1) * _grouped_run_cycles(ends, pr * chunks, gb, mb, rows, cols)
+                                             + _grouped_run_cycles(ends, (operands - (runs - 1) * pr) * chunks, gb, mb,
+                                                                   rows, cols))
             counts[MATMULS] += times * tiles * mb
             counts[MATMUL_ROWS] += times * tiles * mb * chunk_rows
             counts[ACCUMULATE] += times * (tiles - 1) * mb * chunk_rows

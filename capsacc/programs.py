@@ -174,17 +174,19 @@ def classcaps_session(op, config: ArrayConfig, shift: int = 0) -> list[SessionEv
 
 
 def elementwise_session(shape: ElementwiseShape, config: ArrayConfig, shift: int = 0) -> list[SessionEvent]:
-    """An `ELEMENTWISE_KINDS` sum of `shape.operands` maps: per chunk of nc rows from n0 and run of operands
-    p0 .. p1 - 1, `Load` data part ("data", n0, nc, p0, p1) (operand j's K chunk kk of block b at row
-    ((j kc + kk) mb + b) nc), `Load` weight part ("identity",) (the kc identity tiles from row 0), one
-    accumulating MATMUL per (operand, K chunk, block), the chunk's last run an ACT per span blocks to
-    weight rows from kc R (or a run of those ACTs alone after it, `elementwise_chunking`); then `Store`
-    "out{n0}" (part (n0, nc))."""
+    """An `ELEMENTWISE_KINDS` sum of `shape.operands` maps: per chunk of nc rows from n0, run of operands
+    p0 .. p1 - 1 and column blocks b0 .. b1 - 1 (every block, or column groups, `elementwise_chunking`),
+    `Load` data part ("data", n0, nc, p0, p1, b0, b1) (operand j's K chunk kk of block b at row
+    ((j kc + kk) (b1 - b0) + b - b0) nc), `Load` weight part ("identity",) (the kc identity tiles from
+    row 0), one accumulating MATMUL per (operand, K chunk, block), the chunk's last run an ACT per span
+    blocks to weight rows from kc R (or runs of at most P - 1 of those ACTs alone after it); then
+    `Store` "out{n0}" (part (n0, nc))."""
     rows, cols = config.rows, config.cols
     columns = shape.columns
     blocks = matmul_blocks(columns)
     mb, kc, span = len(blocks), shape.chunks, columns.span
-    nc_max, pr, apart = elementwise_chunking(shape, config)
+    nc_max, pr, apart, gb = elementwise_chunking(shape, config)
+    per_run = config.program_depth - 1
     out_base = kc * rows
     events = []
     for n0 in range(0, shape.n, nc_max):
@@ -194,18 +196,20 @@ def elementwise_session(shape: ElementwiseShape, config: ArrayConfig, shift: int
                 for b in range(0, mb, span)]  # an ACT per span blocks, as `matmul_session`'s
         for p0 in range(0, shape.operands, pr):
             p1 = min(shape.operands, p0 + pr)
-            program = []
-            for j, p in enumerate(range(p0, p1)):
-                for kk in range(kc):
-                    for b in range(mb):
-                        program.append(MatMul(d_addr=((j * kc + kk) * mb + b) * nc, w_addr=kk * rows, p_addr=b * nc,
-                                              n=nc, accumulate=p > 0 or kk > 0))
-            if p1 == shape.operands and not apart:
-                program += acts
-            events += [Load("data", 0, (p1 - p0) * kc * mb * nc, ("data", n0, nc, p0, p1)),
-                       Load("weight", 0, kc * rows, ("identity",)), Run(tuple(program))]
+            for b0 in range(0, mb, gb):
+                b1 = min(mb, b0 + gb)
+                program = []
+                for j, p in enumerate(range(p0, p1)):
+                    for kk in range(kc):
+                        for b in range(b0, b1):
+                            program.append(MatMul(d_addr=((j * kc + kk) * (b1 - b0) + b - b0) * nc, w_addr=kk * rows,
+                                                  p_addr=b * nc, n=nc, accumulate=p > 0 or kk > 0))
+                if p1 == shape.operands and not apart:
+                    program += acts
+                events += [Load("data", 0, (p1 - p0) * kc * (b1 - b0) * nc, ("data", n0, nc, p0, p1, b0, b1)),
+                           Load("weight", 0, kc * rows, ("identity",)), Run(tuple(program))]
         if apart:
-            events.append(Run(tuple(acts)))
+            events += [Run(tuple(acts[a:a + per_run])) for a in range(0, len(acts), per_run)]
         events.append(Store(f"out{n0}", "weight", out_base, mb * nc, cols, (n0, nc)))
     return events
 

@@ -448,12 +448,12 @@ class OperationDriver:
         def fill(load):
             if load.part[0] == "identity":
                 return identity
-            _, n0, nc, p0, p1 = load.part
-            data = np.zeros(((p1 - p0) * kc * mb * nc, R), dtype=np.int64)
+            _, n0, nc, p0, p1, b0, b1 = load.part  # operands p0 .. p1 - 1 over blocks b0 .. b1 - 1
+            data = np.zeros(((p1 - p0) * kc * (b1 - b0) * nc, R), dtype=np.int64)
             for j, p in enumerate(range(p0, p1)):
                 for kk in range(kc):
-                    for b, (col, width) in enumerate(blocks):
-                        row = ((j * kc + kk) * mb + b) * nc
+                    for b, (col, width) in enumerate(blocks[b0:b1]):
+                        row = ((j * kc + kk) * (b1 - b0) + b) * nc
                         values = maps[p][n0:n0 + nc, col + kk * R:col + min(width, (kk + 1) * R)]
                         data[row:row + nc, :values.shape[1]] = values
             return data

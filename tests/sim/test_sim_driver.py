@@ -341,20 +341,29 @@ def test_acts_that_do_not_fit_beside_the_matmuls_run_apart_bit_exact(kind, op):
     ("conv", Operation("conv", "conv", 4, 2, 1, 3, 1, 4, 40, 1)),  # 10 blocks of one K chunk > 7 words
     ("convcaps", Operation("convcaps", "convcaps", 3, 2, 1, 3, 1, 3, 3, 9)),  # 3 capsules over 3 blocks: 9
     ("convcaps3d", Operation("convcaps3d", "convcaps3d", 3, 2, 2, 3, 1, 3, 16, 3)),  # 12 blocks
+    ("capsadd", Operation("convcaps", "convcaps", 3, 2, 2, 3, 1, 3, 9, 4)),  # 9 blocks of one identity tile
 ])
 def test_blocks_beyond_the_program_run_in_column_groups_bit_exact(kind, op):
-    """When one K chunk's MATMULs over every column block do not fit a program of 8 words, each K chunk
-    runs over column groups of at most 7 blocks (the data chunk loaded once, before the first group),
+    """When one K chunk's (one operand's) MATMULs over every column block do not fit a program of 8 words,
+    each K chunk (operand) runs over column groups of at most 7 blocks (a K chunk's data loaded once,
+    before its first group),
     and the ACTs run apart in programs of at most 7 (4x4 and the paper space's widest layers were
     refused): bit-exact, the closed form's counts and the ISA's cycles; with the off-chip memory,
     bit-exact and the model's total cycles."""
     config = ArrayConfig(3, 4, 25, **buffer_depths(64), program_depth=8)
-    shape = matmul_shape(kind, op, config)
-    nc = matmul_chunk_rows(shape, config)
-    kr, gb = matmul_chunking(shape, config, nc)
-    assert kr == 1 and gb < shape.blocks and gb <= 7
+    if kind in CHAIN_KINDS:
+        shape = elementwise_shape(kind, op, config)
+        _, pr, _, gb = elementwise_chunking(shape, config)
+        blocks, runs = shape.columns.blocks, ceil_div(shape.columns.blocks, gb) * shape.operands
+        assert pr == 1
+    else:
+        shape = matmul_shape(kind, op, config)
+        kr, gb = matmul_chunking(shape, config, matmul_chunk_rows(shape, config))
+        blocks, runs = shape.blocks, ceil_div(shape.blocks, gb) * ceil_div(shape.k, 3)
+        assert kr == 1
+    assert gb < blocks and gb <= 7
     run = run_exact(config, kind, op, 5, "out")
-    assert run.runs == run.counts["runs"] > ceil_div(shape.blocks, gb) * ceil_div(shape.k, 3)
+    assert run.runs == run.counts["runs"] > runs
     moved = OperationDriver(config, "amaranth", offchip=True).run(kind, op, seed=5)
     assert np.array_equal(moved.outputs["out"], moved.golden["out"])
     assert operation_total_cycles(kind, op, config) == moved.total_cycles > moved.cycles

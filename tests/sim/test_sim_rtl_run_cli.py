@@ -135,9 +135,9 @@ def test_rtl_run_refuses_a_bad_batch(batch, capsys):
 @pytest.mark.parametrize("argv, where", [
     (["capsnet", "--rows", "4", "--cols", "4", "--buffer-depth", "64"],
      "operation conv0 (conv): does not map onto the 4x4 array: 64 column blocks do not fit buffers of 64 rows"),
-    (["deepcaps", "--rows", "16", "--cols", "16", "--program-depth", "16"],
-     "operation convcaps8.capsadd (capsadd): does not map onto the 16x16 array: 16 column blocks of capsule sums do "
-     "not fit buffers of 16384 rows and a program of 16 words"),
+    (["deepcaps", "--rows", "16", "--cols", "16", "--buffer-depth", "128", "--program-depth", "16"],
+     "operation convcaps3d16.route3d (route3d): does not map onto the 16x16 array: routing over 32 capsules, 32 "
+     "classes of 8 atoms does not fit buffers of 128 rows and a program of 16 words"),
     (["capsnet", "--rows", "4", "--cols", "64"], "cols: 64 outside [1, 63]"),
     (["capsnet", "--rows", "4", "--cols", "4", "--offchip-bytes-per-cycle", "3"],
      "offchip_bytes_per_cycle: 3 is not a power of two in [1, 64]"),
