@@ -32,7 +32,11 @@ product of a convolution, the capsule counts of a routing, ...): a memo of the c
 the first is read, `prefetch_row`) skips the counting for steps that networks share; a step of the key
 of one of the two before it takes that step's cost (`REPEAT`). `estimate_many` starts a fresh one per
 call; a caller that costs batch after batch (a search, generation after generation) keeps a `StepMemo`
-across calls, with the same totals.
+across calls, with the same totals. The helpers that the kernels call with arrays for every network or
+step (`_cost_network`, the memo's key, home and slot, `_step_cost`, and the chaining and counting helpers
+of `capsacc.mapping` they call) are inlined by numba (`inline="always"`): numba passes each array as a
+struct of its pointers, shape and strides, and such a call cost more than the work in it (docs/model.md,
+"Speed of the two models").
 """
 
 import dataclasses
