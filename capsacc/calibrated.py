@@ -32,7 +32,11 @@ product of a convolution, the capsule counts of a routing, ...): a memo of the c
 the first is read, `prefetch_row`) skips the counting for steps that networks share; a step of the key
 of one of the two before it takes that step's cost (`REPEAT`). `estimate_many` starts a fresh one per
 call; a caller that costs batch after batch (a search, generation after generation) keeps a `StepMemo`
-across calls, with the same totals.
+across calls, with the same totals. The helpers that the kernels call with arrays for every network or
+step (`_cost_network`, the memo's key, home and slot, `_step_cost`, and the chaining and counting helpers
+of `capsacc.mapping` they call) are inlined by numba (`inline="always"`): numba passes each array as a
+struct of its pointers, shape and strides, and such a call cost more than the work in it (docs/model.md,
+"Speed of the two models").
 """
 
 import dataclasses
@@ -102,7 +106,7 @@ FEATURES = COUNT_FIELDS + ("matmuls_x_rows", "matmul_rows_x_pes", "matmuls_x_row
 """Every feature a target may use: the instruction counts and their products with the array sizes."""
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _features(counts, rows, cols, out):
     """Write the `FEATURES` of the instruction counts `counts` (`COUNT_FIELDS`) on R x C into `out`."""
     levels, rest = 0, cols - 1  # bits of C - 1
@@ -129,7 +133,7 @@ TARGET_RANGE = float(2 ** 63)
 """A prediction is a count when its magnitude is below this (the int64 range)."""
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _predict(values, feature_index, coefficients, out):
     """Write each target's prediction (the dot product of its coefficients with its features, in
     order, rounded half to even) into `out`; return (-1, 0.0), or the first target whose prediction
@@ -384,7 +388,7 @@ def _memo(capacity):
     return np.full((capacity, 8), -1, np.int64), np.zeros(1, np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _memo_key(step):
     """The memo key of a step (a `STEP_FIELDS` row): its kind and its shape (`capsacc.mapping.step_shape`,
     what its cost depends on) packed into two words >= 0, or (-1, -1) when a field of the shape does not
@@ -397,7 +401,7 @@ def _memo_key(step):
     return kind | a << 4 | b << (4 + KEY_BITS[0]), c | d << KEY_BITS[2]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _memo_home(table, first, second):
     """The first slot of the memo `table` (`_memo`) to probe for the key (first, second): the mixing of
     splitmix64 over the key."""
@@ -427,7 +431,7 @@ def prefetch_row(typingctx, array, row):
     return types.void(array, row), codegen
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _memo_slot(table, first, second, home):
     """The slot of the memo `table` (`_memo`) that holds the key (first, second), or the empty slot
     where it goes (open addressing, linear probing from its `_memo_home` slot `home`)."""
@@ -458,7 +462,7 @@ def _memo_grown(table, capacity):
     return grown
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _step_cost(step, config, feature_index, coefficients, energies, counts, values, predicted, moved, args, error,
                value):
     """(error code, batch cycles, MATMULs, narrow rows, wide rows, energy pJ) of one step (a
@@ -511,7 +515,7 @@ def image_energy(batch_energy, batch, share):
     return batch_energy * share if share > 0.0 else batch_energy / batch
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _cost_network(ops, config, feature_index, coefficients, energies, period_ns, scratch, memo, w_loads, cycles, power,
                   energy, transfers, error, value, full):
     """Cost the operation rows `ops` (`capsacc.network.OP_FIELDS`) by the calibrated model: write each

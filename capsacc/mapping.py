@@ -656,7 +656,7 @@ def routing_phase(position):
     return ROUTING_UPDATE if position % 2 else ROUTING_SOFTMAX
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _step_kinds(ops, out):
     """Write into `out` the step kind code of each operation row of `ops` (`operation_kinds`)."""
     position = 0
@@ -682,7 +682,7 @@ def operation_kinds(operations) -> list[str]:
     return [STEP_KINDS[kind] for kind in kinds.tolist()]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _add_step(steps, count, index, kind, op, inputs, first, second):
     """Write step `count` (`STEP_FIELDS`) of operation `index` and return its position."""
     steps[count, 0], steps[count, 1] = index, kind
@@ -692,7 +692,7 @@ def _add_step(steps, count, index, kind, op, inputs, first, second):
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def chain_steps(ops, kinds, steps):
     """Write the steps of the chained run of operation rows `ops` (`OP_FIELDS`; `kinds` their
     `_step_kinds`) into `steps` (at least 2·len(ops) rows of `STEP_FIELDS`), by the rules of `chain`;
@@ -866,7 +866,7 @@ RUNS, MATMULS, MATMUL_ROWS, ACCUMULATE, ROUTING_ROWS, PHASE_CYCLES, ACTS, ACT_RO
     ACT_SPANS, ACT_ROWS_ROW, ACT_ELEMENTS_COLUMN = range(len(COUNT_FIELDS))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _act(counts, cols, func, n, length, times, column):
     """Count `times` ACTs of function code `func` over n partial-sum rows with `length` L."""
     span, width, last_width = _act_lanes(cols, func, length)
@@ -883,7 +883,7 @@ def _act(counts, cols, func, n, length, times, column):
         counts[ACT_ROWS_ROW] += times * rows
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, cols):
     """`sets` x KF MATMULs of inputs x tJ rows in runs of mpr (`RoutingLayout._update_runs`), `times`
     over; all accumulate but the first of a recomputation (not resident: it writes)."""
