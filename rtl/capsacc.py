@@ -213,9 +213,14 @@ class CapsAcc(wiring.Component):
         # MATMUL was given; each row is registered and written into the array two cycles after its read.
         l_busy, l_bank = Signal(), Signal()
         l_k = Signal(range(max(rows, 2)))
-        l_addr = Signal(ADDR_BITS)
-        # The row read now, l_addr + l_k, kept in a register of its own (no adder before the buffer).
-        l_ptr = Signal(ADDR_BITS)
+        # The row read now, `l_row`: a tile's first row from `l_base`, the tile address of the word at pc a
+        # cycle before (captured every cycle: the MATMUL that issued then), later rows from `l_ptr`, the
+        # row before plus one; both registers, so no path runs from `fire` into them or an adder before
+        # the buffer.
+        l_base, l_ptr, l_row = Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(ADDR_BITS)
+        l_first = Signal()  # the cycle after a MATMUL issued: its tile's first row is read
+        m.d.comb += l_row.eq(Mux(l_first, l_base, l_ptr))
+        m.d.sync += [l_base.eq(word.matmul.w_addr), l_ptr.eq(l_row + 1), l_first.eq(0)]
         load_free = ~l_busy | (l_k == rows - 1)
         weight_issue = l_busy
         w_we, w_bank, w_we2, w_bank2 = Signal(), Signal(), Signal(), Signal()
@@ -226,9 +231,9 @@ class CapsAcc(wiring.Component):
         m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_we2), array.w_row.eq(w_row2),
                      array.w_bank.eq(w_bank2)]
         with m.If(l_busy):
-            m.d.sync += [l_k.eq(l_k + 1), l_ptr.eq(l_ptr + 1)]
+            m.d.sync += l_k.eq(l_k + 1)
             with m.If(l_k == rows - 1):
-                m.d.sync += [l_busy.eq(0), l_k.eq(0), l_ptr.eq(l_addr)]
+                m.d.sync += [l_busy.eq(0), l_k.eq(0)]
 
         # Stream engine: n cycles of data-row reads; a one-entry slot holds the next MATMUL's
         # stream from its dispatch until the engine takes it (the cycle of the previous stream's
@@ -374,7 +379,7 @@ class CapsAcc(wiring.Component):
         with m.If(busy):
             m.d.comb += [
                 prog_r.addr.eq(Mux(fire, pc + 2, pc + 1)),
-                weight_addr.eq(Mux(act_w.valid, act_w.addr, l_ptr)),
+                weight_addr.eq(Mux(act_w.valid, act_w.addr, l_row)),
                 data_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
                 routing_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
                 psum_r.addr.eq(Mux(act.busy, act.psum_addr, reading.row)),
@@ -464,7 +469,7 @@ class CapsAcc(wiring.Component):
                             f = word.matmul
                             m.d.sync += [
                                 count["weight_loads"].eq(count["weight_loads"] + 1),
-                                l_busy.eq(1), l_k.eq(0), l_addr.eq(f.w_addr), l_ptr.eq(f.w_addr), l_bank.eq(next_bank),
+                                l_busy.eq(1), l_k.eq(0), l_first.eq(1), l_bank.eq(next_bank),
                                 slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
                                 slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
                                 slot.hold.eq(f.hold), slot.bank.eq(next_bank), next_bank.eq(~next_bank),
