@@ -193,6 +193,20 @@ def ceil_div(a, b):
 
 
 @njit(cache=True)
+def equal_parts(total, bound):
+    """The size of each part when `total` items split into the fewest parts of at most `bound` items
+    (bound >= 1) of equal sizes, the last one smaller by less than the number of parts."""
+    return ceil_div(total, ceil_div(total, bound))
+
+
+@njit(cache=True)
+def apart_acts_per_run(words):
+    """ACTs in one run of the ACTs that run in programs of their own (`_acts_apart`): a program of
+    `words` words holds them and its HALT."""
+    return words - 1
+
+
+@njit(cache=True)
 def result_delay_cycles(rows, cols):
     """Cycles from the read of a MATMUL's data row to the write of its partial-sum row on an R x C
     CapsAcc: R + C + 2 (the buffer read 1, the array's input register 1, the array R + C: input
@@ -414,7 +428,7 @@ def _matmul_runs(mb, nc, depth, rows, words):
     bound = min((depth - mb * nc) // rows, words - 1)
     if bound < 1:
         return 0, 0
-    return 1, ceil_div(mb, ceil_div(mb, bound))
+    return 1, equal_parts(mb, bound)
 
 
 @njit(cache=True)
@@ -436,11 +450,11 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> tuple[i
     return kr, gb
 
 
-def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig, nc: int) -> bool:
-    """Whether the ACTs of a chunk of nc rows of a conv kind run in programs of their own (at most P - 1
-    ACTs each) after its last run: when its runs are column groups (`matmul_chunking`), or when one K
-    chunk's mb MATMULs and mb ACT words do not fit a program (`_acts_apart`)."""
-    _, gb = matmul_chunking(shape, config, nc)
+def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig, gb: int) -> bool:
+    """Whether the ACTs of a chunk of a conv kind whose runs span gb column blocks (`matmul_chunking`)
+    run in programs of their own (`apart_acts_per_run` ACTs each) after its last run: when its runs are
+    column groups (gb < mb), or when one K chunk's mb MATMULs and mb ACT words do not fit a program
+    (`_acts_apart`)."""
     return bool(_matmul_acts_apart(shape.blocks, gb, config.program_depth))
 
 
@@ -450,7 +464,7 @@ def _matmul_chunk_rows(n, mb, span, depth):
     bound = min(depth // (2 * mb), ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
     if bound < 1:
         return 0
-    return ceil_div(n, ceil_div(n, bound))
+    return equal_parts(n, bound)
 
 
 def matmul_chunk_rows(shape: MatmulShape, config: ArrayConfig) -> int:
@@ -510,7 +524,7 @@ def _classcaps_per_run(d_in, flat, rows, cols, depth, words, batch):
     bound = min(depth // (kc * rows + batch * k), (words - 2) // kc, max(1, ACT_MAX_ROWS // (batch * k)))
     if bound < 1:
         return 0, 0
-    tb = ceil_div(mb, ceil_div(mb, bound))
+    tb = equal_parts(mb, bound)
     if _classcaps_groups(d_in, tb, rows, depth, words, batch) < 1:
         return 0, 0
     return k, tb
@@ -607,7 +621,7 @@ def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, de
     bound = (words - 1) // chunks  # column groups: one operand over gb blocks per run
     if bound < 1:
         return nc, 0, True, 0
-    return nc, 1, True, ceil_div(mb, ceil_div(mb, bound))
+    return nc, 1, True, equal_parts(mb, bound)
 
 
 def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int, bool, int]:
@@ -826,7 +840,7 @@ def _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args
         args[0], args[1], args[2], args[3], args[4] = n_in, n_out, dim, depth, words
         refusal = REFUSED_ROUTING_FIT
     return (refusal, t_j, t_d, stride, period, kf_full, kf_last, kf, sets, recompute, int(resident), sums, v_base,
-            q_in, chunks, nq, na, mpr, words - 1, pairs_per_run)
+            q_in, chunks, nq, na, mpr, apart_acts_per_run(words), pairs_per_run)
 
 
 def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS) -> dict:
@@ -1132,7 +1146,8 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
                 continue
             runs, groups = ceil_div(kc, kr), ceil_div(mb, gb)
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            act_runs = ceil_div(mb // span, words - 1) if _matmul_acts_apart(mb, gb, words) else 0  # no MATMUL phase
+            apart = _matmul_acts_apart(mb, gb, words)
+            act_runs = ceil_div(mb // span, apart_acts_per_run(words)) if apart else 0  # no MATMUL phase
             counts[RUNS] += times * (runs * groups + act_runs)
             counts[PHASE_CYCLES] += times * ((runs - 1) * _grouped_run_cycles(ends, kr, gb, mb, rows, cols)
                                              + _grouped_run_cycles(ends, kc - (runs - 1) * kr, gb, mb, rows, cols))
@@ -1186,7 +1201,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             return refusal
         tiles = operands * chunks
         runs = ceil_div(operands, pr)
-        act_runs = ceil_div(ceil_div(mb, span), words - 1) if apart else 0  # runs of ACTs alone: no MATMUL phase
+        act_runs = ceil_div(ceil_div(mb, span), apart_acts_per_run(words)) if apart else 0  # no MATMUL phase
         full_chunks, rest_rows = n // nc, n % nc
         moved[DATA_LOADS] = tiles * mb * n
         moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * ceil_div(mb, gb) * chunks * rows

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTIVATIONS, ELEMENTWISE_KINDS, ROUTING_PHASES, ROUTINGS, ElementwiseShape, MappingError,
-                             MatmulShape,
-                             act_lanes, ceil_div, classcaps_act_pieces, classcaps_dims, classcaps_packing,
-                             classcaps_per_run, elementwise_chunking, elementwise_shape, matmul_acts_apart,
-                             matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape, route3d_routing,
-                             routing_geometry, routing_phases)
+                             MatmulShape, act_lanes, apart_acts_per_run, ceil_div, classcaps_act_pieces, classcaps_dims,
+                             classcaps_packing, classcaps_per_run, elementwise_chunking, elementwise_shape,
+                             matmul_acts_apart, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape,
+                             route3d_routing, routing_geometry, routing_phases)
 from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles
 
 
@@ -113,7 +112,7 @@ def _matmul_chunk_runs(shape: MatmulShape, config: ArrayConfig, blocks: list, nc
     rows, depth, mb = config.rows, config.buffer_depth, len(blocks)
     kc = ceil_div(shape.k, rows)
     kr, gb = matmul_chunking(shape, config, nc)
-    apart = matmul_acts_apart(shape, config, nc)
+    apart = matmul_acts_apart(shape, config, gb)
     out_base = depth - mb * nc
     acts = tuple(Act(shape.func, p_addr=b * nc, n=shape.span * nc, length=shape.act_length(blocks[b][1]), shift=shift,
                      dst="weight", dst_addr=out_base + b * nc, stride=nc if shape.span > 1 else 0)
@@ -129,8 +128,13 @@ def _matmul_chunk_runs(shape: MatmulShape, config: ArrayConfig, blocks: list, nc
             if k1 == kc and not apart:
                 program += acts
             runs.append((k0, k1, b0, b1, tuple(program)))
-    per_run = config.program_depth - 1
-    return runs, [acts[a:a + per_run] for a in range(0, len(acts), per_run)] if apart else []
+    return runs, _apart_act_programs(acts, config) if apart else []
+
+
+def _apart_act_programs(acts: tuple, config: ArrayConfig) -> list[tuple]:
+    """The programs of ACTs that run apart (`capsacc.mapping.apart_acts_per_run` each), in order."""
+    per_run = apart_acts_per_run(config.program_depth)
+    return [acts[a:a + per_run] for a in range(0, len(acts), per_run)]
 
 
 def classcaps_session(op, config: ArrayConfig, shift: int = 0) -> list[SessionEvent]:
@@ -186,7 +190,6 @@ def elementwise_session(shape: ElementwiseShape, config: ArrayConfig, shift: int
     blocks = matmul_blocks(columns)
     mb, kc, span = len(blocks), shape.chunks, columns.span
     nc_max, pr, apart, gb = elementwise_chunking(shape, config)
-    per_run = config.program_depth - 1
     out_base = kc * rows
     events = []
     for n0 in range(0, shape.n, nc_max):
@@ -209,7 +212,7 @@ def elementwise_session(shape: ElementwiseShape, config: ArrayConfig, shift: int
                 events += [Load("data", 0, (p1 - p0) * kc * (b1 - b0) * nc, ("data", n0, nc, p0, p1, b0, b1)),
                            Load("weight", 0, kc * rows, ("identity",)), Run(tuple(program))]
         if apart:
-            events += [Run(tuple(acts[a:a + per_run])) for a in range(0, len(acts), per_run)]
+            events += [Run(tuple(program)) for program in _apart_act_programs(acts, config)]
         events.append(Store(f"out{n0}", "weight", out_base, mb * nc, cols, (n0, nc)))
     return events
 

@@ -329,7 +329,7 @@ def test_acts_that_do_not_fit_beside_the_matmuls_run_apart_bit_exact(kind, op):
         assert elementwise_chunking(elementwise_shape(kind, op, config), config)[2]
     else:
         shape = matmul_shape(kind, op, config)
-        assert matmul_acts_apart(shape, config, matmul_chunk_rows(shape, config))
+        assert matmul_acts_apart(shape, config, matmul_chunking(shape, config, matmul_chunk_rows(shape, config))[1])
     run = run_exact(config, kind, op, 4, "out")
     assert run.runs == run.counts["runs"] > 1
     moved = OperationDriver(config, "amaranth", offchip=True).run(kind, op, seed=4)
