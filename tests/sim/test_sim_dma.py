@@ -1,7 +1,8 @@
 """Operations with the off-chip memory (`OperationDriver(offchip=True)`): the host writes only the
 programs and the off-chip image, the DMA moves every row; every kind bit-exact, the compute's cycles
 those of the host-loaded runs, the DMA programs' busy cycles those of `rtl.isa.timing`, the bytes
-the off-chip port moved those of the DMA instructions."""
+the off-chip port moved those of the DMA instructions (the program words of overlay programs apart),
+one host start per program."""
 
 import dataclasses
 
@@ -27,12 +28,17 @@ def test_every_kind_through_the_dma_is_bit_exact_and_timed_exactly(name, record_
     assert run.cycles == host_loaded.cycles and run.counts == host_loaded.counts
     session = driver.prepare(kind_of(name), OPS[name], seed=3)[0]
     session.flush()
-    assert all(len(program) < config.program_depth for program in session.programs)
+    assert run.runs == len(session.programs)  # one start per program, an overlay program's too
     assert run.total_cycles == sum(program_cycles(p, config.rows, config.cols, width, latency)
                                    for p in session.programs)
-    transfers = [i for p in session.programs for i in p if isinstance(i, Dma)]
+    dmas = [i for p in session.programs for i in p if isinstance(i, Dma)]
+    transfers = [i for i in dmas if i.buffer != "program"]
     beats = sum(i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), width) for i in transfers)
     assert run.offchip_bytes == beats * width > 0
+    overlays = [p for p in session.programs if len(p) >= config.program_depth]
+    program_beats = sum(i.n * beats_per_row(8, width) for i in dmas if i.buffer == "program")
+    assert run.program_bytes == program_beats * width and (program_beats > 0) == bool(overlays)
+    record_property("overlay_programs", len(overlays))
     assert run.counters["offchip_write_beats"] * width == sum(
         i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), width) * width
         for i in transfers if i.store)
