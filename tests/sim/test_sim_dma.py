@@ -9,6 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from capsacc.programs import operation_total_cycles
+from capsacc.schedule import overlay_loads
 from rtl.isa import Dma, Wait, beats_per_row, buffer_lanes, dma_cycles, program_cycles
 from sim.driver import OperationDriver
 from test_sim_driver import CONFIG, OPS, kind_of
@@ -42,6 +44,27 @@ def test_every_kind_through_the_dma_is_bit_exact_and_timed_exactly(name, record_
     assert run.counters["offchip_write_beats"] * width == sum(
         i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), width) * width
         for i in transfers if i.store)
+    record_property("total_cycles", run.total_cycles)
+
+
+def test_a_layer_longer_than_the_program_memory_runs_with_one_host_start(record_property):
+    """ClassCaps on the test array: its merged stream, about four times the 32-word program memory
+    (five programs the host wrote and started in turn before overlays), is one overlay program:
+    the host writes its first 16 words and the off-chip image and starts once. Bit-exact, and its
+    total cycles are the calibrated model's."""
+    config = dataclasses.replace(CONFIG, offchip_bytes_per_cycle=4, offchip_latency_cycles=5)
+    op = OPS["classcaps"]
+    run = OperationDriver(config, "amaranth", offchip=True).run("classcaps", op, seed=3)
+    for output, want in run.golden.items():
+        assert np.array_equal(run.outputs[output], want), output
+    [stream] = run.streams
+    [program] = stream.programs
+    assert run.runs == 1 and len(program) > 3 * config.program_depth
+    loads = overlay_loads(program, config.program_depth)
+    assert len(loads) == len(program) // (config.program_depth // 2)
+    assert [load.rows for load in stream.loads if load.buffer == "program"] == [n for _, _, n in loads]
+    assert run.counters["instructions"] == len(program) + 1
+    assert run.total_cycles == operation_total_cycles("classcaps", op, config)
     record_property("total_cycles", run.total_cycles)
 
 
