@@ -212,7 +212,9 @@ class Stream:
     """What one `DmaSession.flush` played, as the RTL loads it: the host's partial-sum writes first
     (`psum_writes`: (first row, sums (n, lanes) int64)), then the off-chip image from beat 0 (`image`,
     uint8 (beats, W), zero where nothing is loaded), the programs in order (HALT appended when
-    assembled), and the stores the host reads back. `loads` and `stores` are `Region`s of the image;
+    assembled; the host writes an overlay program's first segment, `capsacc.schedule.resident_words`),
+    and the stores the host reads back. `loads` and `stores` are `Region`s of the image (an overlay
+    program's segments: loads into buffer "program");
     `results` the stores' values (int8 rows as int64, by name) once the session's trace is decoded."""
 
     psum_writes: list
@@ -228,8 +230,9 @@ class DmaSession:
     """A host session in which the host only writes programs and the off-chip image: every
     `write_int8` becomes a region of the off-chip image and DMA loads, every `read_int8` a DMA
     store (the host reads the off-chip image after the runs). The driver's programs are merged and
-    rescheduled by `capsacc.schedule.DmaScheduler` (loads, WAITs, ping-pong prefetch, programs cut at
-    `program_depth` - 1 instructions), the ordering the calibrated model shares. Partial sums
+    rescheduled by `capsacc.schedule.DmaScheduler` (loads, WAITs, ping-pong prefetch, a stream longer
+    than the program memory one overlay program, whose later segments the image holds), the ordering
+    the calibrated model shares. Partial sums
     (`write_psum`, `read_psum`) stay host accesses between programs (state set up for lone routing
     phases, results kept for checking): each ends the merged stream (`flush`).
     `compute_cycles`: `rtl.isa.timing` of the driver's programs with preloaded buffers; `streams`
