@@ -5,6 +5,7 @@ the off-chip port moved those of the DMA instructions (the program words of over
 one host start per program."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -66,6 +67,20 @@ def test_a_layer_longer_than_the_program_memory_runs_with_one_host_start(record_
     assert run.counters["instructions"] == len(program) + 1
     assert run.total_cycles == operation_total_cycles("classcaps", op, config)
     record_property("total_cycles", run.total_cycles)
+
+
+@pytest.mark.verilator
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator not installed")
+def test_an_overlay_program_runs_on_verilator_as_on_amaranth(tmp_path):
+    """The overlay program of ClassCaps' stream (one host start) on Verilator: bit-exact, the same
+    busy cycles and counters as on Amaranth."""
+    config = dataclasses.replace(CONFIG, offchip_bytes_per_cycle=4, offchip_latency_cycles=5)
+    runs = [OperationDriver(config, backend, cache_dir=tmp_path, offchip=True).run("classcaps", OPS["classcaps"], seed=3)
+            for backend in ("verilator", "amaranth")]
+    for output, want in runs[0].golden.items():
+        assert np.array_equal(runs[0].outputs[output], want), output
+    assert runs[0].runs == runs[1].runs == 1 and runs[0].counters == runs[1].counters
+    assert runs[0].total_cycles == runs[1].total_cycles
 
 
 def test_loads_run_under_the_compute():
