@@ -6,7 +6,8 @@ assert it against the RTL for every operation kind, on Amaranth and Verilator).
 
 Per operation (the whole batch): the compute's busy cycles (host-loaded runs), total_cycles (DMA
 programs, first byte in to last result out), their ratio, the off-chip bytes and the bound
-(bandwidth when bytes / W exceed the compute's cycles); then per image against the compute bound.
+(bandwidth when bytes / W exceed the compute's cycles; the program words of overlay programs aside),
+and the host starts (one per program); then per image against the compute bound.
 Beside each step, the calibrated model's total cycles (`capsacc.programs.operation_total_cycles`: the
 same programs from the operation's session alone, no data) and whether they equal the driver's; last,
 the seconds of both paths (the driver's includes drawing the data and the golden inputs) and their ratio.
@@ -40,7 +41,7 @@ def main() -> None:
     network = load_network(args.network)
     driver = OperationDriver(config, "amaranth", offchip=True)
     print(f"{'operation':<16}{'kind':<17}{'compute':>12}{'total':>12}{'ratio':>8}{'offchip_bytes':>15}  bound"
-          f"      {'model_total':>12}")
+          f"      {'model_total':>12}  {'starts':>7}")
     bound = compute = total = 0
     driver_s = model_s = 0.0
     for step in chain(network.operations):
@@ -53,11 +54,11 @@ def main() -> None:
         model = operation_total_cycles(step.kind, step.op, config)
         model_s += time.perf_counter() - start
         moved = sum(i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), width) * width
-                    for p in session.programs for i in p if isinstance(i, Dma))
+                    for p in session.programs for i in p if isinstance(i, Dma) and i.buffer != "program")
         kind = "bandwidth" if bandwidth_bound(moved, width, session.compute_cycles) else "compute"
         print(f"{step_name(network, step):<16}{step.kind:<17}{session.compute_cycles:>12}{cycles:>12}"
               f"{cycles / session.compute_cycles:>8.3f}{moved:>15}  {kind:<9}  {model:>12} "
-              f"{'equal' if model == cycles else 'DIFFERENT'}", flush=True)
+              f"{'equal' if model == cycles else 'DIFFERENT'}  {len(session.programs):>7}", flush=True)
         bound += -(-step_macs(step, config) // (config.rows * config.cols))
         compute += per_image(session.compute_cycles, config.batch)
         total += per_image(cycles, config.batch)

@@ -10,7 +10,8 @@ total cycles, data movement included, without simulating).
   `act_unit_cycles` (the activation unit, its pipeline `activation_latency_cycles`) and `dma_cycles`
   (the DMA engine).
 - `DmaScheduler`: how a session's buffer writes, programs and result reads become DMA programs
-  (loads, stores, WAITs, ping-pong prefetch, programs cut at the program memory's depth).
+  (loads, stores, WAITs, ping-pong prefetch), a stream longer than the program memory one overlay
+  program that loads its own later segments (`overlay_loads`, `resident_words`).
 """
 
 import bisect
@@ -56,8 +57,9 @@ class Act:
 
 @dataclass(frozen=True)
 class Dma:
-    """Move n rows between buffer `buffer` ("data"/"weight"/"routing") from row addr and the
-    off-chip memory from beat ext: a load (off-chip -> buffer), or a store when `store`."""
+    """Move n rows between buffer `buffer` ("data"/"weight"/"routing", or "program": the program
+    memory, a row a 64-bit word) from row addr and the off-chip memory from beat ext: a load
+    (off-chip -> buffer), or a store when `store` (a store from the program memory writes zeros)."""
     buffer: str
     addr: int
     n: int
@@ -94,8 +96,19 @@ def activation_latency_cycles(cols: int, length: int) -> int:
     return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + OPERAND_STAGES + SCALE_STAGES
 
 
+PROGRAM_WORD_BYTES = 8
+"""Bytes of a program memory row (a 64-bit instruction word, byte j its bits 8j + 7 .. 8j) as the DMA moves it."""
+
+OVERLAY_MIN_DEPTH = 8
+"""The smallest program memory that runs overlays (`overlay_program`): a half of 4 words holds the
+program load, one instruction and the two WAITs."""
+
+
 def buffer_lanes(buffer: str, rows: int, cols: int) -> int:
-    """int8 lanes of a row of `buffer` on an R x C array: data and routing R, weight C."""
+    """int8 lanes (bytes) of a row of `buffer` on an R x C array: data and routing R, weight C,
+    program `PROGRAM_WORD_BYTES`."""
+    if buffer == "program":
+        return PROGRAM_WORD_BYTES
     return cols if buffer == "weight" else rows
 
 
@@ -215,6 +228,48 @@ def act_rows(act: Act, cols: int) -> tuple[int, int]:
     return act.dst_addr, groups * span
 
 
+def overlay_program(stream: list[Instruction], program_depth: int, bytes_per_cycle: int, allocate) -> list[Instruction]:
+    """The one program (no HALT) that runs `stream` (no HALT, longer than the program memory) as
+    overlays on a program memory of P = `program_depth` words (P >= `OVERLAY_MIN_DEPTH`) used as two
+    halves of H = P / 2 words (the program counter wraps at P). Segment s, words s H .. s H + H - 1
+    of the program in half s mod 2, is a DMA that loads segment s + 1 into the other half (which held
+    segment s - 1, done), H - 3 instructions of the stream and two WAITs; the last segment is the
+    rest of the stream (at most H - 1 instructions, then the HALT `assemble` appends). Segment
+    s + 1's words (HALT included) lie at `allocate(beats)`, the first of `beats` new beats of the
+    off-chip image (`PROGRAM_WORD_BYTES` a word, `beats_per_row` beats). Two WAITs because fetch
+    runs two words ahead: the first issues once the engine is idle (the load's last word written
+    the cycle before) and fetches the other half's first word, already rewritten; the second, fetched
+    before it, issues at once. The host writes segment 0 (`resident_words`) and the image (segment
+    s + 1's words at the beat of the s-th program load, `overlay_loads`), then starts once."""
+    half = program_depth // 2
+    per_segment = half - 3
+    count = -(-(len(stream) - half + 1) // per_segment)  # segments before the last
+    pieces = [stream[s * per_segment:(s + 1) * per_segment] for s in range(count)] + [stream[count * per_segment:]]
+    words = [half] * count + [len(pieces[-1]) + 1]
+    per_word = beats_per_row(PROGRAM_WORD_BYTES, bytes_per_cycle)
+    program = []
+    for s, piece in enumerate(pieces[:-1]):
+        load = Dma("program", (s + 1) % 2 * half, words[s + 1], allocate(words[s + 1] * per_word))
+        program += [load, *piece, Wait(), Wait()]
+    return program + pieces[-1]
+
+
+def overlay_loads(program: list[Instruction], program_depth: int) -> list[tuple[int, int, int]]:
+    """(first beat, first word, words) of each load of `program` into the program memory of
+    P = `program_depth` words (`overlay_program`): the k-th loads the words of segment k + 1, from
+    word (k + 1) P / 2 of the program as `assemble` lays it out (HALT last)."""
+    half = program_depth // 2
+    loads = [i for i in program if isinstance(i, Dma) and i.buffer == "program" and not i.store]
+    return [(load.ext, (k + 1) * half, load.n) for k, load in enumerate(loads)]
+
+
+def resident_words(words: int, program_depth: int) -> int:
+    """How many of a program's `words` words (HALT included) the host writes into the program memory
+    of P = `program_depth` words before the start: all of them, or an overlay program's (more than P
+    words, `overlay_program`) first segment, P / 2."""
+    return words if words <= program_depth else program_depth // 2
+
+
 @dataclass
 class _Item:
     """One place of `DmaScheduler`'s schedule: a step (consecutive MATMULs on the same data rows),
@@ -309,9 +364,11 @@ class DmaScheduler:
     from 0) and DMA loads, every result read (`store`) a DMA store. The programs given to `execute`
     are merged and rescheduled: each step's loads are issued before the previous step's MATMULs
     (ping-pong between the rows of consecutive steps) when no row is shared (`_Item.rows`), else
-    after them; each step ends with a WAIT; `flush` cuts the merged stream into programs of
-    `program_depth` - 1 instructions (a HALT is appended to each) and starts the image again from
-    beat 0. `compute_cycles`: `timing` of the given programs with preloaded buffers."""
+    after them; each step ends with a WAIT; `flush` makes the merged stream one program (a HALT is
+    appended), an overlay program (`overlay_program`) when it does not fit the program memory
+    (`program_depth` >= `OVERLAY_MIN_DEPTH`; a smaller one cuts it into programs of `program_depth` - 1
+    instructions the host starts in turn), and starts the image again from beat 0.
+    `compute_cycles`: `timing` of the given programs with preloaded buffers."""
 
     rows: int
     cols: int
@@ -324,6 +381,8 @@ class DmaScheduler:
     """The most beats of off-chip image one flush used."""
     next_beat: int = 0
     """The first free beat of the current image."""
+    image_beats: int = 0
+    """Beats of the image the last flush used (its program words included)."""
     _pending: dict = field(default_factory=dict)
     _items: list = field(default_factory=list)
     _loads_made: dict = field(default_factory=dict)
@@ -534,10 +593,17 @@ class DmaScheduler:
         return True
 
     def flush(self) -> list[list[Instruction]]:
-        """The programs of the merged stream so far (pieces of at most `program_depth` - 1
-        instructions, no HALT); the image starts again from beat 0."""
+        """The programs of the merged stream so far (no HALT; see the class docstring: none, one, or
+        with a program memory of fewer than `OVERLAY_MIN_DEPTH` words pieces of `program_depth` - 1
+        instructions); the image starts again from beat 0."""
         stream = self._schedule()
         self._items, self._taken = [], {}
-        self.next_beat = 0
         size = self.program_depth - 1
-        return [stream[start:start + size] for start in range(0, len(stream), size)]
+        if len(stream) <= size:
+            programs = [stream] if stream else []
+        elif self.program_depth >= OVERLAY_MIN_DEPTH:
+            programs = [overlay_program(stream, self.program_depth, self.bytes_per_cycle, self.allocate)]
+        else:
+            programs = [stream[start:start + size] for start in range(0, len(stream), size)]
+        self.image_beats, self.next_beat = self.next_beat, 0
+        return programs

@@ -37,6 +37,9 @@ DMA engine (`rtl.dma`): runs the DMA instructions' transfers between the `offchi
 int8 buffers through its own read-write port on each buffer, concurrently with the compute; WAIT
 synchronises them (`rtl.isa`). Each int8 buffer thus has two read-write ports (compute, DMA), each
 with one address: a true dual-port memory, as an FPGA block RAM or a dual-port SRAM macro offers.
+The engine also loads words into the program memory (overlays) through its write port, the host's
+while idle: the program memory keeps one read and one write port. Its addresses, the program
+counter's fetch included, wrap modulo the program depth (a power of two).
 
 Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
 down a delay line; its result leaves the array at s + D (D = R + C + 2,
@@ -379,6 +382,8 @@ class CapsAcc(wiring.Component):
         with m.If(busy):
             m.d.comb += [
                 prog_r.addr.eq(Mux(fire, pc + 2, pc + 1)),
+                prog_w.addr.eq(dma.addr), prog_w.data.eq(dma.wr_row.as_value()[:64]),
+                prog_w.en.eq(dma.wr_en & (dma.buffer == Buffer.PROGRAM)),
                 weight_addr.eq(Mux(act_w.valid, act_w.addr, l_row)),
                 data_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
                 routing_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),

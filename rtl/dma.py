@@ -1,4 +1,5 @@
-"""The DMA engine: transfers between an off-chip memory port and the int8 buffers.
+"""The DMA engine: transfers between an off-chip memory port and the int8 buffers or the program
+memory (rows of one 64-bit word, 8 lanes: a row of the engine has max(R, C, 8) lanes).
 
 The off-chip port (`OffchipSignature`, W = bytes_per_cycle bytes a beat) takes one request a
 cycle: `read` with `addr` (a beat address), answered by `rvalid` with `rdata` a fixed L cycles
@@ -25,6 +26,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from capsacc.schedule import PROGRAM_WORD_BYTES
 from rtl.isa import ADDR_BITS, DESCRIPTOR, EXT_BITS, Buffer, beats_per_row, buffer_lanes
 
 
@@ -39,11 +41,12 @@ class OffchipSignature(wiring.Signature):
 
 class DMAEngine(wiring.Component):
     """The DMA engine of an R x C CapsAcc (rows of R int8 lanes in the data and routing buffers, C
-    in the weight buffer) on a port of `bytes_per_cycle` bytes; see the module docstring."""
+    in the weight buffer, `PROGRAM_WORD_BYTES` in the program memory) on a port of `bytes_per_cycle`
+    bytes; see the module docstring."""
 
     def __init__(self, rows: int, cols: int, bytes_per_cycle: int):
         self.rows, self.cols, self.bytes_per_cycle = rows, cols, bytes_per_cycle
-        self.lanes = max(rows, cols)
+        self.lanes = max(rows, cols, PROGRAM_WORD_BYTES)
         row = data.ArrayLayout(8, self.lanes)
         super().__init__({
             "cmd": In(DESCRIPTOR), "cmd_valid": In(1), "idle": Out(1),
@@ -55,8 +58,8 @@ class DMAEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = 8 * self.bytes_per_cycle
-        per_row = {name: beats_per_row(buffer_lanes(name, self.rows, self.cols), self.bytes_per_cycle)
-                   for name in ("data", "weight")}
+        per_row = {buffer: beats_per_row(buffer_lanes(buffer.name.lower(), self.rows, self.cols), self.bytes_per_cycle)
+                   for buffer in Buffer}
         most = max(per_row.values())
 
         cur = Signal(DESCRIPTOR)
@@ -66,9 +69,11 @@ class DMAEngine(wiring.Component):
         m.d.comb += self.idle.eq(~active)
 
         with m.If(self.cmd_valid & ~active):
-            n_beats = Mux(self.cmd.buffer == Buffer.WEIGHT, self.cmd.n * per_row["weight"], self.cmd.n * per_row["data"])
-            m.d.sync += [cur.eq(self.cmd), active.eq(1), total.eq(n_beats),
-                         row_beats.eq(Mux(self.cmd.buffer == Buffer.WEIGHT, per_row["weight"], per_row["data"]))]
+            m.d.sync += [cur.eq(self.cmd), active.eq(1)]
+            with m.Switch(self.cmd.buffer):  # n times a constant per buffer: no multiplier
+                for buffer, beats in per_row.items():
+                    with m.Case(buffer):
+                        m.d.sync += [total.eq(self.cmd.n * beats), row_beats.eq(beats)]
 
         # Requests (load: reads; store: buffer-row reads), one a cycle, counted in beats.
         issued = Signal.like(total)

@@ -44,15 +44,21 @@ ACT: the activation unit on partial-sum rows (see `rtl.activation`).
                 MATMULs wrote `stride` rows each; `sim.golden.act_row_offsets`). The unit
                 takes a row per cycle either way.
 
-DMA: one transfer between the off-chip memory and an int8 buffer, run by the DMA engine
-(`rtl.dma`) while later instructions go on (it issues when the engine is idle).
+DMA: one transfer between the off-chip memory and an int8 buffer or the program memory, run by the
+DMA engine (`rtl.dma`) while later instructions go on (it issues when the engine is idle).
     store       0: load (off-chip -> buffer), 1: store (buffer -> off-chip)
-    buffer      `Buffer`: data, weight or routing
+    buffer      `Buffer`: data, weight, routing, or program (a row is a 64-bit word, 8 lanes, byte j
+                its bits 8j + 7..8j; addresses wrap modulo the program depth; a store from it writes
+                zeros: the program memory has no DMA read port)
     addr        first buffer row
     n           rows (>= 1)
     ext         first off-chip beat (a beat is the port's W bytes): buffer row addr + i is beats
                 ext + i * b .. ext + i * b + b - 1, b = ceil(lanes / W) (`beats_per_row`), its lane
                 j in byte j of that run of beats (a store writes zeros past the row's lanes)
+A program may load words into the program memory (overlays, `capsacc.schedule.overlay_program`):
+the program counter wraps at the program depth, and since fetch runs two words ahead, a word a load
+writes may be executed only when fetched after the engine was idle: from the second word after the
+next WAIT or DMA (which wait for the engine) on (`sim.golden.execute` refuses a program that breaks this).
 
 WAIT: wait until the DMA engine is idle and every issued MATMUL has read its operands (the load
 and stream engines are idle; results may still be in flight). The one synchronisation between
@@ -100,10 +106,12 @@ class Dst(enum.Enum, shape=2):
 
 
 class Buffer(enum.Enum, shape=2):
-    """DMA: the on-chip int8 buffer of a transfer (3 is reserved: the transfer moves nothing)."""
+    """DMA: the on-chip memory of a transfer: an int8 buffer, or the program memory (rows of one
+    64-bit word, `capsacc.schedule.PROGRAM_WORD_BYTES` bytes)."""
     DATA = 0
     WEIGHT = 1
     ROUTING = 2
+    PROGRAM = 3
 
 
 HALT_LAYOUT = data.StructLayout({"op": Opcode})
@@ -231,11 +239,7 @@ def disassemble(word: int) -> Instruction:
         return Act(_name(f.func), f.p_addr, f.n, f.length or 64, f.shift, dst, f.dst_addr, bool(f.column), f.stride)
     if op == Opcode.DMA:
         f = view.dma
-        try:
-            buffer = _name(f.buffer)
-        except ValueError:
-            raise ValueError(f"buffer: reserved buffer in DMA word {word:#018x}") from None
-        return Dma(buffer, f.addr, f.n, f.ext, bool(f.store))
+        return Dma(_name(f.buffer), f.addr, f.n, f.ext, bool(f.store))
     if op == Opcode.WAIT:
         return Wait()
     return Halt()

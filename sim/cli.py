@@ -94,8 +94,9 @@ def _register_rtl_run(commands) -> None:
                     "off-chip image: the DMA engine moves every buffer row over an off-chip port of "
                     "--offchip-bytes-per-cycle bytes and --offchip-latency-cycles; cycles are the compute's "
                     "(the programs with preloaded buffers), --json adds total_cycles (busy cycles of the DMA "
-                    "programs, first byte in to last result out), offchip_bytes and per operation bound "
-                    "(bandwidth when offchip_bytes / B exceeds the compute's cycles).")
+                    "programs, first byte in to last result out), offchip_bytes (buffer rows), program_bytes (the "
+                    "words overlay programs load) and per operation bound (bandwidth when offchip_bytes / B "
+                    "exceeds the compute's cycles).")
     parser.add_argument("network", metavar="GENOTYPE.json|capsnet|deepcaps",
                         help="a genotype file (NASCaps .chr JSON list) or a preset name")
     parser.add_argument("--rows", type=int, required=True, help="PE array rows R (1..64)")
@@ -184,7 +185,7 @@ def _rtl_run(args) -> int:
         operations.append({"name": name, "kind": run.kind, **fields, "bit_exact": True, "runs": run.runs,
                            "host_cycles": run.host_cycles, "total_cycles": per_image(run.total_cycles, config.batch),
                            "batch_total_cycles": run.total_cycles, "offchip_bytes": run.offchip_bytes,
-                           "bound": run.bound})
+                           "program_bytes": run.program_bytes, "bound": run.bound})
         text = line(name, run.kind, fields, True)
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 

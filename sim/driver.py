@@ -77,10 +77,13 @@ class OperationRun:
     """Busy cycles of every run, data movement included: with the off-chip memory (`offchip`), the
     DMA programs' from the first byte loaded to the last result stored, stalls included; else `cycles`."""
     offchip_bytes: int = 0
-    """Bytes the DMA moved over the off-chip port (beats read and written times W)."""
+    """Bytes of buffer rows the DMA moved over the off-chip port (beats read and written times W, the
+    program words of overlays aside: `program_bytes`), the figure the calibrated model predicts."""
     streams: list = field(default_factory=list, repr=False)
     """With `offchip`: the `sim.host.Stream`s played (off-chip images, programs, partial-sum writes,
     stores with their results), in order; else empty."""
+    program_bytes: int = 0
+    """Bytes of program words the overlay programs loaded over the port (beats times W)."""
 
     @property
     def bound(self) -> str:
@@ -226,10 +229,12 @@ class OperationDriver:
                                     f"({bad} of {want.size} values; shapes {got.shape} vs {want.shape})")
         counters = {name: sum(r[name] for r in runs) for name in COUNTER_NAMES}
         cycles = session.compute_cycles if self.offchip else counters["busy_cycles"]
-        moved = (counters["offchip_read_beats"] + counters["offchip_write_beats"]) * self.config.offchip_bytes_per_cycle
+        width = self.config.offchip_bytes_per_cycle
+        program_bytes = session.program_beats * width if self.offchip else 0
+        moved = (counters["offchip_read_beats"] + counters["offchip_write_beats"]) * width - program_bytes
         return OperationRun(kind, op, self.config, self.backend, cycles, session.host_cycles,
                             session.runs, counters, counts, outputs, expected, trace.sim_s, trace.cpu_s,
-                            time.perf_counter() - start, counters["busy_cycles"], moved, streams)
+                            time.perf_counter() - start, counters["busy_cycles"], moved, streams, program_bytes)
 
     def prepare(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None):
         """(host session, instruction counts, result checker) of `run`, without simulating."""

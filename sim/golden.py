@@ -382,8 +382,9 @@ def routing(u_hat, routings: int, shift_logits: int, shift_sum: int, acc_bits: i
 @dataclass
 class MachineState:
     """Memories of a CapsAcc (rows x cols array, `depth` rows per buffer): int64 arrays
-    data (depth, rows), weight (depth, cols), routing (depth, rows), psum (depth, cols); and the
-    off-chip memory the DMA moves rows from and to, `offchip` (beats, bytes_per_cycle) uint8."""
+    data (depth, rows), weight (depth, cols), routing (depth, rows), psum (depth, cols); the
+    off-chip memory the DMA moves rows from and to, `offchip` (beats, bytes_per_cycle) uint8; and
+    the program memory, `program` (program_depth,) uint64 words."""
     rows: int
     cols: int
     depth: int
@@ -394,10 +395,14 @@ class MachineState:
     psum: np.ndarray = None
     bytes_per_cycle: int = 16
     offchip: np.ndarray = None
+    program_depth: int = 64
+    program: np.ndarray = None
 
     def __post_init__(self):
         if self.offchip is None:
             self.offchip = np.zeros((0, self.bytes_per_cycle), dtype=np.uint8)
+        self.program = np.zeros(self.program_depth, dtype=np.uint64) if self.program is None \
+            else np.array(self.program, dtype=np.uint64).reshape(self.program_depth)
         shapes = {"data": self.rows, "weight": self.cols, "routing": self.rows, "psum": self.cols}
         for name, lanes in shapes.items():
             value = getattr(self, name)
@@ -415,27 +420,56 @@ def act_row_offsets(n_rows: int, span: int, stride: int) -> list[int]:
     return [g + t * stride for g in range(n_rows // span) for t in range(span)]
 
 
+def host_words(program) -> list[int]:
+    """The words the host writes into the program memory for `program`: 64-bit words as given (an
+    overlay program's first segment, `capsacc.schedule.resident_words`), instructions of `rtl.isa`
+    assembled (`rtl.isa.assemble`: a HALT appended when missing)."""
+    from rtl.isa import assemble
+
+    if program and all(isinstance(item, (int, np.integer)) for item in program):
+        return [int(item) for item in program]
+    return assemble(program)
+
+
 def execute(program, state: MachineState) -> dict[str, int]:
-    """Run a CapsAcc program (instructions of `rtl.isa`, or their 64-bit words) on `state` in place,
-    instruction by instruction, with the RTL's integer semantics (addresses wrap modulo the depth,
-    lanes past a destination row are dropped, sums wrap to acc_bits). An ACT processes n
+    """Run a CapsAcc program (instructions of `rtl.isa`, or their 64-bit words) on `state` in place
+    as the RTL does: the host writes its words (`host_words`) into the program memory from word 0,
+    then the words run from the program counter 0, which wraps
+    at `program_depth`, until a HALT. Integer semantics of the RTL: addresses wrap modulo the depth,
+    lanes past a destination row are dropped, sums wrap to acc_bits. An ACT processes n
     partial-sum rows rounded up to whole capsules (`activate_rows`), visited in the order of
     `act_row_offsets` (row j of the visit at p_addr + offset_j), and writes lanes 0 .. k - 1 of each
     result row (`capsacc.mapping.act_lanes`), in row mode (element (j, l) to row dst_addr +
     offset_j, lane l) or column mode (to row dst_addr + j * stride + l, lane j; with span =
     ceil(L / C) > 1, row j = g span + t is row t of capsule g and its lane l atom a = t C + l, to
-    row dst_addr + g span stride + a, lane g). Returns the performance
-    counters the RTL reports (`rtl.capsacc.COUNTERS`), busy_cycles excepted."""
-    from rtl.isa import Act, Dma, MatMul, Wait, beats_per_row, buffer_lanes, disassemble
+    row dst_addr + g span stride + a, lane g). A DMA load into the program memory writes word
+    (addr + k) mod program_depth from the 8 bytes of its row (byte j in bits 8j + 7..8j); a store
+    from it writes zero beats. Fetch runs two words ahead in the RTL, so a word a load writes is
+    executed as loaded only when fetched after the engine was idle: ValueError when a word is
+    executed that a load may still be writing (a word of a load before the next WAIT or DMA, or the
+    one word after it). Returns the performance counters the RTL reports (`rtl.capsacc.COUNTERS`),
+    busy_cycles excepted."""
+    from rtl.isa import Act, Dma, Halt, MatMul, Wait, beats_per_row, buffer_lanes, disassemble
 
     counts = dict.fromkeys(("instructions", "weight_loads", "weight_load_cycles", "data_reads", "data_writes",
                             "weight_reads", "weight_writes", "routing_reads", "routing_writes",
                             "pe_active_cycles", "psum_reads", "psum_writes", "act_ops", "offchip_read_beats",
                             "offchip_write_beats"), 0)
-    r, c, depth = state.rows, state.cols, state.depth
-    for item in program:
-        instruction = disassemble(item) if isinstance(item, int) else item
+    r, c, depth, program_depth = state.rows, state.cols, state.depth, state.program_depth
+    words = host_words(program)
+    if len(words) > program_depth:
+        raise ValueError(f"program of {len(words)} words exceeds the program memory ({program_depth} words)")
+    state.program[:len(words)] = words
+    pc, loading, settling = 0, frozenset(), frozenset()  # words a load may be writing; for one more fetch
+    while True:
+        if pc in loading or pc in settling:
+            raise ValueError(f"program word {pc} executed while a DMA load may still be writing it")
+        settling = frozenset()
+        instruction = disassemble(int(state.program[pc]))
+        pc = (pc + 1) % program_depth
         counts["instructions"] += 1
+        if isinstance(instruction, (Dma, Wait)):  # both wait for the DMA engine to be idle
+            settling, loading = loading, frozenset()
         if isinstance(instruction, MatMul):
             tile = np.stack([state.weight[(instruction.w_addr + i) % depth] for i in range(r)])
             source = state.routing if instruction.src == "routing" else state.data
@@ -475,22 +509,26 @@ def execute(program, state: MachineState) -> dict[str, int]:
                     if col < target.shape[1]:
                         target[row % depth, col] = values[j, lane]
         elif isinstance(instruction, Dma):
-            target = getattr(state, instruction.buffer)
             lanes = buffer_lanes(instruction.buffer, r, c)
             per_row = beats_per_row(lanes, state.bytes_per_cycle)
-            for k in range(instruction.n):
+            to_program = instruction.buffer == "program"
+            rows = [(instruction.addr + k) % (program_depth if to_program else depth) for k in range(instruction.n)]
+            for k, row in enumerate(rows):
                 first = instruction.ext + k * per_row
-                row = (instruction.addr + k) % depth
                 if instruction.store:
                     values = np.zeros(per_row * state.bytes_per_cycle, dtype=np.uint8)
-                    values[:lanes] = target[row] & 0xFF
+                    if not to_program:
+                        values[:lanes] = getattr(state, instruction.buffer)[row] & 0xFF
                     state.offchip[first:first + per_row] = values.reshape(per_row, -1)
+                    continue
+                values = state.offchip[first:first + per_row].reshape(-1)[:lanes]
+                if to_program:
+                    state.program[row] = values.view("<u8")[0]
                 else:
-                    values = state.offchip[first:first + per_row].reshape(-1)[:lanes].astype(np.int8)
-                    target[row] = values
+                    getattr(state, instruction.buffer)[row] = values.astype(np.int8)
+            if to_program and not instruction.store:
+                loading = frozenset(rows)
             counts["offchip_write_beats" if instruction.store else "offchip_read_beats"] += instruction.n * per_row
-        elif isinstance(instruction, Wait):
-            continue
-        else:
+        elif isinstance(instruction, Halt):
             break
     return counts

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from capsacc.schedule import DmaScheduler
+from capsacc.schedule import PROGRAM_WORD_BYTES, DmaScheduler, overlay_loads, resident_words
 from rtl.capsacc import COUNTERS
 from rtl.host import SELECT
 from rtl.isa import Instruction, assemble, beats_per_row, buffer_lanes
@@ -75,8 +75,8 @@ class HostSession:
         table[:, 4] = 1
         self._write(table)
 
-    def write_program(self, program: list[Instruction]) -> None:
-        words = assemble(program)
+    def write_program(self, words: list[int]) -> None:
+        """Write 64-bit program `words` into the program memory from word 0."""
         table = np.zeros((len(words), 5), dtype=np.uint64)
         table[:, 0] = SELECT["program"]
         table[:, 1] = np.arange(len(words), dtype=np.uint64)
@@ -90,8 +90,12 @@ class HostSession:
         self.host_cycles += len(table)
 
     def execute(self, program: list[Instruction], max_cycles: int = 1 << 40) -> None:
-        """Load `program`, pulse start, wait for busy to fall, read every counter."""
-        self.write_program(program)
+        """Load `program` (assembled), pulse start, wait for busy to fall, read every counter."""
+        self.start(assemble(program), max_cycles)
+
+    def start(self, words: list[int], max_cycles: int = 1 << 40) -> None:
+        """Write program `words` from word 0, pulse start, wait for busy to fall, read every counter."""
+        self.write_program(words)
         self.script.set("start", 1).step(1).set("start", 0).until("busy", 0, max_cycles)
         counters = np.arange(len(COUNTER_NAMES), dtype=np.uint64)[:, None]
         self.script.drive(("counter_sel",), counters, sample=("counter",))
@@ -149,6 +153,22 @@ class HostSession:
         return results, runs
 
 
+def row_beats(rows: np.ndarray, per_row: int, bytes_per_cycle: int) -> np.ndarray:
+    """Rows (n, lanes) of bytes (int8 as int64, or uint8) as off-chip beats (n * per_row, W) uint8:
+    row i at beats i * per_row .., its lane j in byte j, zeros past the lanes."""
+    rows = np.asarray(rows)
+    beats = np.zeros((len(rows), per_row * bytes_per_cycle), dtype=np.uint8)
+    beats[:, :rows.shape[1]] = rows & 0xFF
+    return beats.reshape(-1, bytes_per_cycle)
+
+
+def word_beats(words: list[int], bytes_per_cycle: int) -> np.ndarray:
+    """Program words as the off-chip beats a DMA load into the program memory reads (`row_beats` of
+    rows of `PROGRAM_WORD_BYTES` bytes, byte j of a word its bits 8j + 7..8j)."""
+    rows = np.array(words, dtype="<u8").view(np.uint8).reshape(len(words), PROGRAM_WORD_BYTES)
+    return row_beats(rows, beats_per_row(PROGRAM_WORD_BYTES, bytes_per_cycle), bytes_per_cycle)
+
+
 def offchip_write_table(first: int, beats: np.ndarray) -> np.ndarray:
     """The host writes (`WRITE_PORTS` rows) of off-chip beats `beats` (n, W) uint8 from beat `first`:
     one per beat and 8-byte group, byte 8g + i of the beat in byte i of host_wdata."""
@@ -192,7 +212,9 @@ class Stream:
     """What one `DmaSession.flush` played, as the RTL loads it: the host's partial-sum writes first
     (`psum_writes`: (first row, sums (n, lanes) int64)), then the off-chip image from beat 0 (`image`,
     uint8 (beats, W), zero where nothing is loaded), the programs in order (HALT appended when
-    assembled), and the stores the host reads back. `loads` and `stores` are `Region`s of the image;
+    assembled; the host writes an overlay program's first segment, `capsacc.schedule.resident_words`),
+    and the stores the host reads back. `loads` and `stores` are `Region`s of the image (an overlay
+    program's segments: loads into buffer "program");
     `results` the stores' values (int8 rows as int64, by name) once the session's trace is decoded."""
 
     psum_writes: list
@@ -208,8 +230,9 @@ class DmaSession:
     """A host session in which the host only writes programs and the off-chip image: every
     `write_int8` becomes a region of the off-chip image and DMA loads, every `read_int8` a DMA
     store (the host reads the off-chip image after the runs). The driver's programs are merged and
-    rescheduled by `capsacc.schedule.DmaScheduler` (loads, WAITs, ping-pong prefetch, programs cut at
-    `program_depth` - 1 instructions), the ordering the calibrated model shares. Partial sums
+    rescheduled by `capsacc.schedule.DmaScheduler` (loads, WAITs, ping-pong prefetch, a stream longer
+    than the program memory one overlay program, whose later segments the image holds), the ordering
+    the calibrated model shares. Partial sums
     (`write_psum`, `read_psum`) stay host accesses between programs (state set up for lone routing
     phases, results kept for checking): each ends the merged stream (`flush`).
     `compute_cycles`: `rtl.isa.timing` of the driver's programs with preloaded buffers; `streams`
@@ -225,6 +248,8 @@ class DmaSession:
     script: Script = field(default_factory=Script)
     runs: int = 0
     host_cycles: int = 0
+    program_beats: int = 0
+    """Off-chip beats of program words the overlay programs loaded (`capsacc.schedule.overlay_program`)."""
     programs: list = field(default_factory=list)
     streams: list = field(default_factory=list)
     scheduler: DmaScheduler = None
@@ -256,10 +281,8 @@ class DmaSession:
         """Put int8 `rows` (n, lanes) into the off-chip image, to be loaded into `memory` from `base`."""
         rows = np.asarray(rows, dtype=np.int64)
         per_row = self._beats(memory)
-        beats = np.zeros((len(rows), per_row * self.bytes_per_cycle), dtype=np.uint8)
-        beats[:, :rows.shape[1]] = rows & 0xFF
         first = self.scheduler.load(memory, base, len(rows))
-        self._image.append((first, beats.reshape(-1, self.bytes_per_cycle)))
+        self._image.append((first, row_beats(rows, per_row, self.bytes_per_cycle)))
         self._loads.append(Region(memory, base, len(rows), first, len(rows) * per_row))
 
     def execute(self, program: list[Instruction]) -> None:
@@ -293,10 +316,19 @@ class DmaSession:
         self.host_cycles += host.host_cycles
 
     def flush(self) -> None:
-        """Write the off-chip image, run the merged stream as programs, read the results; record the `Stream`."""
-        size = self.scheduler.next_beat
+        """Write the off-chip image (an overlay program's later segments included), run the merged
+        stream as programs (each written as far as it is resident, `resident_words`, and started
+        once), read the results; record the `Stream`."""
         programs = self.scheduler.flush()
-        image = np.zeros((size, self.bytes_per_cycle), dtype=np.uint8)
+        image = np.zeros((self.scheduler.image_beats, self.bytes_per_cycle), dtype=np.uint8)
+        resident = []
+        for program in programs:
+            words = assemble(program)
+            for ext, first, n in overlay_loads(program, self.program_depth):
+                self._image.append((ext, word_beats(words[first:first + n], self.bytes_per_cycle)))
+                self._loads.append(Region("program", first % self.program_depth, n, ext, len(self._image[-1][1])))
+                self.program_beats += len(self._image[-1][1])
+            resident.append(words[:resident_words(len(words), self.program_depth)])
         for first, beats in self._image:
             image[first:first + len(beats)] = beats
             table = offchip_write_table(first, beats)
@@ -305,9 +337,9 @@ class DmaSession:
             self.host_cycles += len(table)
         self._image = []
         host = self._host()
-        for program in programs:
+        for program, words in zip(programs, resident):
             self.programs.append(program)
-            host.execute(program)
+            host.start(words)
         for name, ext, n, per_row, lanes in self._results:
             host.read_offchip(name, ext, n, per_row, lanes, self.bytes_per_cycle)
         if self._psum_writes or programs or self._stores:

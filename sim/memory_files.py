@@ -11,7 +11,9 @@ in run order, four digits) the folder holds:
 - `S.offchip.hex`: the off-chip image in `$readmemh` form, one beat a line (2W hex digits), the
   value the Verilog memory of `rtl.offchip.OFFCHIP_VERILOG` holds at that beat (byte i in bits
   8i + 7..8i, so the beat's last byte comes first); zero where nothing is loaded.
-- `S.programP.hex`: program P of the stream, one 64-bit instruction word (`rtl.isa`) a line, HALT last.
+- `S.programP.hex`: program P of the stream, one 64-bit instruction word (`rtl.isa`) a line, HALT last;
+  of an overlay program (`capsacc.schedule.overlay_program`) its first segment, the words the host
+  writes (the later segments are loads of the off-chip image, its program words loaded by the program).
 - `S.psumQ.hex`: partial-sum write Q, one lane a line (row by row), `acc_bits` two's complement.
 - `offchip.bin` (one file): every stream's off-chip image, raw bytes in beat order, one after the other.
 
@@ -31,7 +33,8 @@ from capsacc.array import ArrayConfig
 from capsacc.files import write_atomic
 from capsacc.mapping import ELEMENTWISE_KINDS
 from capsacc.network import Network
-from rtl.isa import assemble, buffer_lanes, disassemble
+from capsacc.schedule import resident_words
+from rtl.isa import assemble, buffer_lanes
 from rtl.offchip import CapsAccSystem
 from sim.harness import run as run_script
 from sim.host import WRITE_PORTS, HostSession, offchip_write_table
@@ -49,6 +52,8 @@ _TENSORS = {("conv", "data"): "input patches (im2col rows, bias column last)",
 def tensor_name(kind: str, buffer: str, first: bool) -> str:
     """What a loaded region of a step of `kind` into `buffer` holds (`first`: the network's first step,
     whose input is the images)."""
+    if buffer == "program":
+        return "program words (an overlay segment)"
     group = "conv" if kind in ("conv", "convcaps", "convcaps3d") else "chain" if kind in ELEMENTWISE_KINDS else kind
     name = _TENSORS.get((group, buffer), f"routing operands ({buffer} buffer)")
     return name.replace("input patches", "input image patches") if first and buffer == "data" else name
@@ -104,6 +109,7 @@ def write_memory_files(network: Network, run: NetworkRun, folder: str | Path) ->
             for p, program in enumerate(stream.programs):
                 name = f"{prefix}.program{p}.hex"
                 words = assemble(program)
+                words = words[:resident_words(len(words), config.program_depth)]
                 write_atomic(folder / name, _hex_lines(np.array(words, dtype=object), 16))
                 entry["programs"].append({"file": name, "instructions": len(words)})
             entry["stores"] = [{"result": store.name, "buffer": store.buffer, "buffer_row": store.row,
@@ -142,8 +148,7 @@ def _replay_step(folder: Path, entries: list[dict], manifest: dict, config: Arra
         host.script.drive(WRITE_PORTS, offchip_write_table(0, image))
         host.script.set("host_we", 0)
         for program in entry["programs"]:
-            words = [int(line, 16) for line in (folder / program["file"]).read_text().split()]
-            host.execute([disassemble(word) for word in words])
+            host.start([int(line, 16) for line in (folder / program["file"]).read_text().split()])
         names = []
         for store in entry["stores"]:
             lanes = buffer_lanes(store["buffer"], config.rows, config.cols)

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from capsacc.mapping import result_delay_cycles
 from capsacc.schedule import (Act, Dma, DmaScheduler, MatMul, PendingRows, Wait, act_unit_cycles,
-                              activation_latency_cycles, beats_per_row, dma_cycles, timing)
+                              activation_latency_cycles, beats_per_row, dma_cycles, overlay_loads, resident_words,
+                              timing)
 
 R, C, W, L = 4, 4, 2, 9
 
@@ -79,6 +80,34 @@ def test_stores_come_after_the_results_and_programs_are_cut_at_the_program_memor
     assert stream[-1] == Dma("weight", 16, 2, ext, store=True)
     assert stream.index(Act("none", 0, 2, 4, 0, "weight", 16)) < len(stream) - 1
     assert schedule.offchip_beats == ext + 4
+
+
+def test_a_stream_longer_than_the_program_memory_is_one_overlay_program():
+    """Segments of half the program memory: each loads the next into the other half (its words at new
+    beats of the image, after the operands'), runs the stream in order and ends with two WAITs; the
+    last ends the stream (the HALT appended); the host writes the first segment."""
+    def flushed(program_depth: int):
+        schedule = scheduler(program_depth)
+        for step in range(12):  # steps on alternating rows: a load, a MATMUL and a WAIT each, prefetched
+            schedule.load("data", step % 2 * 8, 6)
+            schedule.execute([MatMul(step % 2 * 8, 16, 0, 6, accumulate=step > 0)])
+        return schedule, schedule.flush()
+
+    whole, [stream] = flushed(1024)  # the merged stream, as one program of a large program memory
+    operands = whole.image_beats
+    schedule, [program] = flushed(16)
+    loads = overlay_loads(program, 16)
+    assert len(stream) + 1 > 16 and len(loads) == -(-(len(stream) - 7) // 5)
+    assert [i for i in program if not (isinstance(i, Dma) and i.buffer == "program")] == \
+        [i for k in range(len(loads)) for i in stream[5 * k:5 * k + 5] + [Wait(), Wait()]] + stream[5 * len(loads):]
+    per_word = beats_per_row(8, W)
+    beats = [operands + k * 8 * per_word for k in range(len(loads))]
+    assert loads == [(beat, 8 * (k + 1), 8 if k + 1 < len(loads) else len(program) + 1 - 8 * len(loads))
+                     for k, beat in enumerate(beats)]
+    assert [program[8 * k] for k in range(len(loads))] == [Dma("program", (k + 1) % 2 * 8, n, beat)
+                                                           for k, (beat, _, n) in enumerate(loads)]
+    assert schedule.image_beats == beats[-1] + loads[-1][2] * per_word and schedule.next_beat == 0
+    assert resident_words(len(program) + 1, 16) == 8 and resident_words(16, 16) == 16
 
 
 @settings(max_examples=200, deadline=None)

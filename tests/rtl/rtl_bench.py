@@ -32,9 +32,10 @@ def run_workload(work, regions, rows: int, cols: int, acc_bits: int = ACC_BITS, 
 
 def system_commands(state, program, bytes_per_cycle: int) -> tuple[list[tuple], dict]:
     """The host commands that load a `sim.golden.MachineState` (every buffer row lane group by lane
-    group, the off-chip beats) and `program` into `rtl.offchip.CapsAccSystem`, run it, dump the
-    counters and read every memory back; and the regions `decode_system` reads."""
-    from rtl.isa import assemble
+    group, the off-chip beats) and `program` (`sim.golden.host_words`) into
+    `rtl.offchip.CapsAccSystem`, run it, dump the counters and read every memory back; and the
+    regions `decode_system` reads."""
+    from sim.golden import host_words
 
     rows, cols, depth = state.rows, state.cols, state.depth
     commands = []
@@ -49,7 +50,7 @@ def system_commands(state, program, bytes_per_cycle: int) -> tuple[list[tuple], 
     for beat, values in enumerate(state.offchip):
         for group in range(groups):
             commands += host.write_command("offchip", beat, group, host.pack_lane_group(values, group))
-    for addr, word in enumerate(assemble(program)):
+    for addr, word in enumerate(host_words(program)):
         commands += host.write_command("program", addr, 0, word)
     commands += host.run_commands() + host.counter_commands()
     regions = {memory: workloads.Region(memory, 0, depth, lanes) for memory, lanes in
@@ -76,14 +77,14 @@ def decode_system(dumps: list[int], regions: dict, beats: int, bytes_per_cycle: 
 
 
 def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bits: int = ACC_BITS):
-    """Run `program` on `rtl.offchip.CapsAccSystem` (Amaranth) from the memories of a
-    `sim.golden.MachineState` (its off-chip beats included); (memories by name as the state holds
-    them, counters of the run)."""
+    """Run `program` (`sim.golden.host_words`) on `rtl.offchip.CapsAccSystem` (Amaranth) from the
+    memories of a `sim.golden.MachineState` (its off-chip beats and program depth included);
+    (memories by name as the state holds them, counters of the run)."""
     from capsacc.array import ArrayConfig
     from rtl.offchip import CapsAccSystem
 
     beats = len(state.offchip)
-    config = ArrayConfig(state.rows, state.cols, acc_bits, **buffer_depths(state.depth), program_depth=64,
+    config = ArrayConfig(state.rows, state.cols, acc_bits, **buffer_depths(state.depth), program_depth=state.program_depth,
                          offchip_bytes_per_cycle=bytes_per_cycle, offchip_latency_cycles=latency_cycles)
     dut = CapsAccSystem(config, 1 << max(1, (beats - 1).bit_length()))
     commands, regions = system_commands(state, program, bytes_per_cycle)

@@ -5,9 +5,12 @@ rtl.isa.timing."""
 import numpy as np
 import pytest
 
-from rtl.isa import Act, Dma, MatMul, Wait, beats_per_row, buffer_lanes, disassemble, dma_cycles, encode, program_cycles
+from capsacc.schedule import overlay_loads, overlay_program, resident_words
+from rtl.isa import (Act, Dma, MatMul, Wait, assemble, beats_per_row, buffer_lanes, disassemble, dma_cycles, encode,
+                     program_cycles)
 from rtl_bench import run_system
 from sim import golden
+from sim.host import word_beats
 
 DEPTH = 32
 HALF = DEPTH // 2
@@ -62,6 +65,72 @@ def test_dma_programs_match_golden_machine(seed, rows, cols, bytes_per_cycle, la
                                                                "instructions": len(program) + 1}
     assert counters["busy_cycles"] == program_cycles(program, rows, cols, bytes_per_cycle, latency)
     record_property("cycles", counters["busy_cycles"])
+
+
+@pytest.mark.parametrize("seed,rows,cols,bytes_per_cycle,latency,program_depth", [
+    (5, 2, 3, 2, 3, 16), (6, 4, 4, 16, 1, 8), (7, 3, 2, 1, 5, 16), (8, 4, 4, 4, 7, 32)])
+def test_a_program_loads_its_continuation_and_runs_it(seed, rows, cols, bytes_per_cycle, latency, program_depth,
+                                                      record_property):
+    """An overlay program (`overlay_program`) of random DMA segments, longer than the program
+    memory: the host writes its first half-memory segment and the off-chip image with the later
+    segments' words, and starts once; the program loads each next segment into the other half while
+    it runs, the program counter wrapping. Every memory, the off-chip image and the counters equal
+    `sim.golden.execute`'s, the busy cycles `program_cycles` of the whole program."""
+    rng = np.random.default_rng(seed)
+    stream = [instruction for k in range(program_depth // 2) for instruction in segment(rng, rows, cols, k % 2, bytes_per_cycle)]
+    image_beats = [BEATS]
+
+    def allocate(beats: int) -> int:
+        first = image_beats[0]
+        image_beats[0] += beats
+        return first
+
+    program = overlay_program(stream, program_depth, bytes_per_cycle, allocate)
+    words = assemble(program)
+    loads = overlay_loads(program, program_depth)
+    assert len(words) > 2 * program_depth and len(loads) >= 4
+    half, per_segment = program_depth // 2, program_depth // 2 - 3
+    for k in range(len(loads)):  # segment k: the load of segment k + 1 into the other half, the stream, two WAITs
+        words_k = program[k * half:(k + 1) * half]
+        assert words_k[0] == Dma("program", (k + 1) % 2 * half, loads[k][2], loads[k][0])
+        assert words_k[1:-2] == stream[k * per_segment:(k + 1) * per_segment] and words_k[-2:] == [Wait(), Wait()]
+    assert program[len(loads) * half:] == stream[len(loads) * per_segment:]
+    offchip = np.zeros((image_beats[0], bytes_per_cycle), dtype=np.uint8)
+    offchip[:BEATS] = rng.integers(0, 256, size=(BEATS, bytes_per_cycle))
+    for ext, first, n in loads:
+        beats = word_beats(words[first:first + n], bytes_per_cycle)
+        offchip[ext:ext + len(beats)] = beats
+    state = golden.MachineState(
+        rows, cols, DEPTH,
+        data=rng.integers(-128, 128, size=(DEPTH, rows)), weight=rng.integers(-128, 128, size=(DEPTH, cols)),
+        routing=rng.integers(-128, 128, size=(DEPTH, rows)),
+        psum=rng.integers(-(1 << 24), 1 << 24, size=(DEPTH, cols)), bytes_per_cycle=bytes_per_cycle,
+        offchip=offchip, program_depth=program_depth)
+    resident = words[:resident_words(len(words), program_depth)]
+    assert len(resident) == program_depth // 2
+    got, counters = run_system(state, resident, bytes_per_cycle, latency)
+    want_counters = golden.execute(resident, state)
+    for name in ("data", "weight", "routing", "psum"):
+        assert np.array_equal(got[name], getattr(state, name)), name
+    assert np.array_equal(got["offchip"], state.offchip)
+    assert {name: counters[name] for name in want_counters} == {**want_counters, "instructions": len(program) + 1}
+    assert counters["busy_cycles"] == program_cycles(program, rows, cols, bytes_per_cycle, latency)
+    record_property("cycles", counters["busy_cycles"])
+
+
+def test_golden_refuses_a_word_executed_while_a_load_may_write_it():
+    """Fetch runs two words ahead: a word a program load writes runs as loaded only from the second
+    word after the next WAIT (or DMA) on."""
+    def state():
+        return golden.MachineState(2, 2, DEPTH, bytes_per_cycle=8, program_depth=8,
+                                   offchip=word_beats([encode(Wait())], 8))
+
+    with pytest.raises(ValueError, match="program word 1"):  # the WAIT itself
+        golden.execute([Dma("program", 1, 1, 0), Wait()], state())
+    with pytest.raises(ValueError, match="program word 2"):  # the word after the WAIT
+        golden.execute([Dma("program", 2, 1, 0), Wait(), Wait()], state())
+    # Word 3 runs as loaded (a WAIT instead of the HALT the host wrote), then word 4's HALT.
+    assert golden.execute([Dma("program", 3, 1, 0), Wait(), Wait()], state())["instructions"] == 5
 
 
 def test_transfers_overlap_compute():

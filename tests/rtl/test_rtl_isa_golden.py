@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtl.activation import exp_table as rtl_exp_table
-from rtl.isa import (ACT_LAYOUT, INSTRUCTION, MATMUL_LAYOUT, Act, Dst, Func, Halt, MatMul, Opcode, Src, assemble,
+from rtl.isa import (ACT_LAYOUT, INSTRUCTION, MATMUL_LAYOUT, Act, Dma, Dst, Func, Halt, MatMul, Opcode, Src, assemble,
                      disassemble, encode, encoding_table)
 from sim import golden
 
@@ -70,8 +70,7 @@ def test_words_follow_the_layouts():
 def test_reserved_encodings():
     for op in range(5, 16):
         assert disassemble(op | 0xFFFF0) == Halt()
-    with pytest.raises(ValueError, match="buffer: reserved"):
-        disassemble(3 | 0xFFFF0)
+    assert disassemble(3 | 0xFFFF0) == Dma("program", 8191, 0, 0, store=True)  # buffer 3: the program memory
     reserved_dst = encode(Act("none", 0, 1, 1, 0, "data", 0)) | 3 << ACT_LAYOUT["dst"].offset
     with pytest.raises(ValueError, match="dst: reserved"):
         disassemble(reserved_dst)

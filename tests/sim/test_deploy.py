@@ -183,6 +183,34 @@ def test_the_memory_files_run_the_network_again_bit_exact(tiny_run, tmp_path):
     assert counted == [r.counters for r in run.runs] and all(c["pe_active_cycles"] for c in counted[:3])
 
 
+def test_the_memory_files_of_overlay_programs_run_the_network_again_bit_exact(tmp_path):
+    """With a 16-word program memory some of the tiny network's streams are overlay programs: each
+    of their program files holds the 8 words the host writes, the image the later segments' words (loads into buffer
+    "program"), and the files alone replayed on the RTL store the run's results and count its events."""
+    from capsacc.array import ArrayConfig
+    from sim.deploy import network_input, operation_inputs
+    from sim.driver import OperationDriver
+    from sim.memory_files import replay, write_memory_files
+    from sim.network_run import run_network
+
+    deployment, pixels = tiny_deployment()
+    config = ArrayConfig(rows=4, cols=4, acc_bits=golden.ACC_BITS, batch=len(pixels), program_depth=16)
+    run = run_network(deployment.network, OperationDriver(config, "amaranth", offchip=True),
+                      network_input(deployment, pixels), operation_inputs=operation_inputs(deployment))
+    manifest = write_memory_files(deployment.network, run, tmp_path)
+    overlays = [entry for entry in manifest["streams"] if any(load["buffer"] == "program" for load in entry["loads"])]
+    assert overlays and all(program["instructions"] == 8 for entry in overlays for program in entry["programs"])
+    streams = [stream for operation_run in run.runs for stream in operation_run.streams]
+    counted = [dict.fromkeys(run.runs[0].counters, 0) for _ in run.runs]
+    for again, stream, entry in zip(replay(tmp_path, manifest, config), streams, manifest["streams"]):
+        for name, values in stream.results.items():
+            assert np.array_equal(again["results"][name][:, :values.shape[1]], values)
+        for counters in again["counters"]:
+            for name, value in counters.items():
+                counted[entry["step_index"]][name] += value
+    assert counted == [r.counters for r in run.runs]
+
+
 def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
     """Per image: the off-chip bytes are those of the DMA instructions the programs issued and those the
     calibrated model predicts (its closed-form transfer rule, on the run's array and batch), so are the
@@ -199,7 +227,8 @@ def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
     deployment, pixels, run = tiny_run
     figures = rtl_figures(run, len(pixels), 100.0)
     config = run.runs[0].config
-    transfers = [i for r in run.runs for s in r.streams for p in s.programs for i in p if isinstance(i, Dma)]
+    transfers = [i for r in run.runs for s in r.streams for p in s.programs for i in p
+                 if isinstance(i, Dma) and i.buffer != "program"]
     moved = sum(i.n * beats_per_row(buffer_lanes(i.buffer, config.rows, config.cols), config.offchip_bytes_per_cycle)
                 for i in transfers) * config.offchip_bytes_per_cycle
     assert figures["rtl_offchip_bytes_per_image"] == -(-moved // len(pixels)) > 0

@@ -46,11 +46,12 @@ def random_op(kind: str, rng) -> Operation:
 
 
 def dma_transfers(programs, config: ArrayConfig) -> dict[str, int]:
-    """The rows of each buffer the DMA instructions of `programs` load and store, and the bytes."""
+    """The rows of each buffer the DMA instructions of `programs` load and store, and the bytes (an
+    overlay program's loads of its own words aside: the model counts the operands' movement)."""
     moved = dict.fromkeys(TRANSFER_FIELDS, 0)
     width = config.offchip_bytes_per_cycle
     moved["offchip_bytes"] = 0
-    for instruction in (i for program in programs for i in program if isinstance(i, Dma)):
+    for instruction in (i for program in programs for i in program if isinstance(i, Dma) and i.buffer != "program"):
         moved[f"{instruction.buffer}_{'stores' if instruction.store else 'loads'}"] += instruction.n
         moved["offchip_bytes"] += instruction.n * width * beats_per_row(
             buffer_lanes(instruction.buffer, config.rows, config.cols), width)
