@@ -5,7 +5,11 @@ calibrated model (`capsacc.calibrated`) counts the instructions they produce in 
 (`plan_counts`), without simulating. The rules are numba-compiled integer functions (`count_step`,
 `chain_steps`, `_routing_geometry`, ...): `plan_counts`, `chain` and the shape functions the driver
 uses call them, and so do the calibrated model's kernels, which cost whole batches of genotypes. A
-refusal is a code of `REFUSALS` and its numbers, which the Python functions raise as `MappingError`. The rules place one batch of B = `ArrayConfig.batch` images
+refusal is a code of `REFUSALS` and its numbers, which the Python functions raise as `MappingError`. The
+rules that take arrays (`count_step` and the plans, geometry and counting helpers it calls) are compiled
+without numba's reference counting (`_nrt=False`): they allocate no array, and with it each of their calls
+incremented and decremented the count of every array it was given by atomic instructions (docs/model.md,
+"Speed of the two models"). The rules place one batch of B = `ArrayConfig.batch` images
 (the same network, so the same weights): the counts are the batch's. Shapes of the operations (a
 NASCaps `Operation`):
 
@@ -338,7 +342,7 @@ def _columns(n, k, m, func, length, cols):
     return FITS, n, k, m, func, (cols // length) * length, length, 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, cols, batch, args):
     """(refusal, n, k, m, func, width, capsule, span) of a conv kind (the module docstring)."""
     if kind == CONV:
@@ -562,7 +566,7 @@ class ElementwiseShape:
         return self.columns.func
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _elementwise_shape(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args):
     """(refusal, n, m, func, width, capsule, span, length, operands, chunks) of `elementwise_shape`."""
     if kind == TOCAPS:
@@ -789,7 +793,7 @@ def _no_geometry(refusal):
     return refusal, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args):
     """(refusal, tJ, tD, stride, period, kf_full, kf_last, KF, sets, recompute, resident, B, V, q_in, Q,
     nq, na, mpr, acts_per_run, pairs_per_run) of `routing_geometry`."""
@@ -898,7 +902,7 @@ def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, c
     counts[ACCUMULATE] += times * (sets * kf - (1 - resident)) * n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     """Add the counts of routing phase `kind` for one image to `counts`, by its `_routing_geometry`
     `geometry` (a fitting one)."""
@@ -943,7 +947,7 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     counts[RUNS] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
     """(refusal, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest) of a conv kind's
     step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
@@ -972,7 +976,7 @@ def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, ro
     return FITS, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch, args):
     """(refusal, n_caps, kc, mb, k, ci, tb) of a classcaps step: its I = n_caps input capsules, kc K chunks
     and mb column blocks, k capsules packed per tile (`_classcaps_packing`), ci capsules and tb column
@@ -987,7 +991,7 @@ def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, w
     return FITS, n_caps, kc, mb, k, ci, tb
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
     """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb) of a
     `ELEMENTWISE_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
@@ -1015,7 +1019,7 @@ WIDE_TRANSFERS = (WEIGHT_LOADS, WEIGHT_STORES)
 """The `TRANSFER_FIELDS` of rows of C int8 lanes (weight buffer)."""
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
     """Add the buffer rows the DMA moves for routing phase `kind` (or a whole routing, `ROUTING`) of
     one image to `moved` (`TRANSFER_FIELDS`), by its `_routing_geometry` `geometry` (a fitting one).
@@ -1079,7 +1083,7 @@ def step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
     return n_in, caps_in, 0, 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, routings,
                counts, moved, args):
     """Write the instruction counts (`COUNT_FIELDS`, int64) of a step of kind code `kind` (`STEP_KINDS`)
@@ -1096,8 +1100,10 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
     g·mb·B·k stored; `ELEMENTWISE_KINDS`, per chunk, the operands' chunks·mb·nc data rows and per run its
     chunks·R identity rows, mb·nc stored; a lone activation stores its rows; routing
     `_routing_transfers` per image (route3d: a whole routing's per position and image)."""
-    counts[:] = 0
-    moved[:] = 0
+    for field in range(len(COUNT_FIELDS)):  # constant lengths: stores, no call of memset
+        counts[field] = 0
+    for field in range(len(TRANSFER_FIELDS)):
+        moved[field] = 0
     if (kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE
             or kind == ROUTE3D):
         whole = ROUTING if kind == ROUTE3D else kind  # route3d: a whole routing per position (`route3d_routing`)
