@@ -721,7 +721,7 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
         capacity *= 2
     if capacity > table.shape[0]:
         table = _memo_grown(table, capacity)
-    j = 0
+    j = np.int64(0)  # not the literal 0, for which numba would compile `_cost_genotypes` once more
     while j < n:
         j, steps = _cost_genotypes(j, descriptors, offsets, config, feature_index, coefficients, energies, period_ns,
                                    offchip_pJ_per_byte, (table, used), most_slots, buffers, results, narrow_row_bytes,

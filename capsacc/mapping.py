@@ -258,11 +258,21 @@ def _matmul_run_cycles(ends, m, rows, cols):
 
 
 @njit(cache=True)
+def _column_groups(mb, gb):
+    """ceil(mb / gb): the runs of a chunk's K chunk (or operand) over mb column blocks in groups of gb
+    (`_matmul_runs`, `_elementwise_chunking`); 1 with no division when gb = mb >= 1 (every block in one run,
+    the common case)."""
+    if gb == mb and mb >= 1:
+        return 1
+    return ceil_div(mb, gb)
+
+
+@njit(cache=True)
 def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of `chunks` MATMULs per block (K chunks, or operands x tiles)
     over mb column blocks in groups of gb (`_matmul_runs`, `_elementwise_chunking`; one run when gb = mb):
     ceil(mb / gb) - 1 runs of chunks·gb MATMULs and one of the rest, each with the stream ends `ends`."""
-    groups = ceil_div(mb, gb)
+    groups = _column_groups(mb, gb)
     return ((groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols)
             + _matmul_run_cycles(ends, chunks * (mb - (groups - 1) * gb), rows, cols))
 
@@ -272,9 +282,9 @@ def _act_lanes(cols, func, length):
     """`act_lanes` of function code `func` (`FUNCS`)."""
     if func == FUNC_NONE or func == FUNC_RELU:
         return 1, min(length, cols), min(length, cols)
-    span = ceil_div(length, cols)
-    if span == 1:
+    if 1 <= length <= cols:  # span = ceil(L / C) = 1, with no division
         return 1, (cols // length) * length, (cols // length) * length
+    span = ceil_div(length, cols)
     return span, cols, length - (span - 1) * cols
 
 
@@ -874,7 +884,7 @@ RUNS, MATMULS, MATMUL_ROWS, ACCUMULATE, ROUTING_ROWS, PHASE_CYCLES, ACTS, ACT_RO
 def _act(counts, cols, func, n, length, times, column):
     """Count `times` ACTs of function code `func` over n partial-sum rows with `length` L."""
     span, width, last_width = _act_lanes(cols, func, length)
-    groups = ceil_div(n, span)
+    groups = n if span == 1 else ceil_div(n, span)
     rows, elements = groups * span, groups * ((span - 1) * width + last_width)
     counts[ACTS] += times
     counts[ACT_ROWS] += times * rows
@@ -1136,7 +1146,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
                                          else (rest_rows, 1, kr_rest, gb_rest))
             if chunk_rows == 0 or times == 0:
                 continue
-            runs, groups = ceil_div(kc, kr), ceil_div(mb, gb)
+            runs, groups = ceil_div(kc, kr), _column_groups(mb, gb)
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
             act_runs = ceil_div(mb // span, words - 1) if _matmul_acts_apart(mb, gb, words) else 0  # no MATMUL phase
             counts[RUNS] += times * (runs * groups + act_runs)
@@ -1195,7 +1205,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         act_runs = ceil_div(ceil_div(mb, span), words - 1) if apart else 0  # runs of ACTs alone: no MATMUL phase
         full_chunks, rest_rows = n // nc, n % nc
         moved[DATA_LOADS] = tiles * mb * n
-        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * ceil_div(mb, gb) * chunks * rows
+        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * _column_groups(mb, gb) * chunks * rows
         moved[WEIGHT_STORES] = mb * n
         full_blocks, last_width = m // width, m % width
         for part in range(2):
@@ -1203,7 +1213,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             if chunk_rows == 0 or times == 0:
                 continue
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            counts[RUNS] += times * (runs * ceil_div(mb, gb) + act_runs)
+            counts[RUNS] += times * (runs * _column_groups(mb, gb) + act_runs)
             counts[PHASE_CYCLES] += times * ((runs - 1) * _grouped_run_cycles(ends, pr * chunks, gb, mb, rows, cols)
                                              + _grouped_run_cycles(ends, (operands - (runs - 1) * pr) * chunks, gb, mb,
                                                                    rows, cols))
