@@ -36,7 +36,9 @@ across calls, with the same totals. The helpers that the kernels call with array
 step (`_cost_network`, the memo's key, home and slot, `_step_cost`, and the chaining and counting helpers
 of `capsacc.mapping` they call) are inlined by numba (`inline="always"`): numba passes each array as a
 struct of its pointers, shape and strides, and such a call cost more than the work in it (docs/model.md,
-"Speed of the two models").
+"Speed of the two models"). The batch kernel's loop over the genotypes (`_cost_genotypes`) and the counting
+rules run without numba's reference counting (`_nrt=False`): they allocate no array, and numba otherwise
+counts every array handed to a call or an inlined helper up and down by atomic instructions.
 """
 
 import dataclasses
@@ -713,7 +715,8 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
                np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.float64),
                np.empty(most, np.float64), np.empty((most, 3), np.int64), np.zeros(3 + REFUSAL_ARGS, np.int64),
                np.zeros(1, np.float64))
-    results = (np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, np.int64), np.zeros(n), np.zeros(n, np.int64))
+    results = (np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, np.int64), np.zeros(n),
+               np.zeros(n, np.int64))
     narrow_row_bytes, wide_row_bytes = row_bytes(config[0], bytes_per_cycle), row_bytes(config[1], bytes_per_cycle)
     share = energy_share(config[4])
     capacity = table.shape[0]
