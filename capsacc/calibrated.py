@@ -36,7 +36,9 @@ across calls, with the same totals. The helpers that the kernels call with array
 step (`_cost_network`, the memo's key, home and slot, `_step_cost`, and the chaining and counting helpers
 of `capsacc.mapping` they call) are inlined by numba (`inline="always"`): numba passes each array as a
 struct of its pointers, shape and strides, and such a call cost more than the work in it (docs/model.md,
-"Speed of the two models").
+"Speed of the two models"). The batch kernel's loop over the genotypes (`_cost_genotypes`) and the counting
+rules run without numba's reference counting (`_nrt=False`): they allocate no array, and numba otherwise
+counts every array handed to a call or an inlined helper up and down by atomic instructions.
 """
 
 import dataclasses
@@ -643,6 +645,52 @@ def _network_kernel(ops, config, feature_index, coefficients, energies, period_n
                          figures[1], transfers, error, value, True)
 
 
+@njit(cache=True, _nrt=False)
+def _cost_genotypes(start, descriptors, offsets, config, feature_index, coefficients, energies, period_ns,
+                    offchip_pJ_per_byte, memo, most_slots, buffers, results, narrow_row_bytes, wide_row_bytes, share):
+    """The loop of `genotype_costs` from genotype `start` on, into its arrays: `memo` (table, used), `buffers`
+    (ops, `_scratch`, w_loads, cycles, power, energy, transfers, error, value) and `results` (cycles,
+    energy_mJ, weights, total_energy_mJ, errors). Returns (the genotype at which the memo must grow before it
+    is costed, the most steps it brings: 2 x its operations + 1) when they could fill the table beyond
+    `_memo_fits` and it has room to double within `most_slots`, else (the count of genotypes, 0) when all are
+    costed. Compiled without numba's reference counting (`_nrt=False`): it allocates nothing (`genotype_costs`
+    allocates the arrays and grows the memo), and with it every array handed to the inlined `_cost_network`
+    and `_step_cost` was counted up and down by atomic instructions, for each network and each step costed."""
+    table, used = memo
+    ops, scratch, w_loads, cycles, power, energy, transfers, error, value = buffers
+    totals_cycles, totals_energy, weights, totals_with_movement, errors = results
+    n = offsets.shape[0] - 1
+    for j in range(start, n):
+        count, total_weights = 0, 0
+        last = offsets[j + 1] - offsets[j] - 1
+        for i in range(offsets[j], offsets[j + 1]):
+            descriptor = descriptors[i]
+            for row in range(MAX_DESCRIPTOR_OPERATIONS):
+                kind, inner = descriptor_operation(descriptor[0], i - offsets[j], last, row)
+                if kind < 0:
+                    break
+                _operation_row(ops, count, kind, descriptor, inner)
+                total_weights += operation_table1(descriptor, kind, inner)[0]
+                count += 1
+        if not _memo_fits(used[0] + 2 * count + 1, table.shape[0]) and 2 * table.shape[0] <= most_slots:
+            return j, 2 * count + 1
+        error[0] = 0
+        totals_cycles[j], totals_energy[j] = _cost_network(ops[:count], config, feature_index, coefficients, energies,
+                                                           period_ns, scratch, memo, w_loads, cycles, power, energy,
+                                                           transfers, error, value, False)
+        errors[j] = error[0]
+        weights[j] = total_weights
+        offchip_mJ, buffer_mJ = 0.0, 0.0
+        for i in range(count):
+            _, offchip, buffer = _movement_energies(transfers[i, 0], transfers[i, 1], narrow_row_bytes, wide_row_bytes,
+                                                    config[4], share, offchip_pJ_per_byte, energies[DATA_READ_EVENT],
+                                                    energies[WEIGHT_READ_EVENT])
+            offchip_mJ += offchip
+            buffer_mJ += buffer
+        totals_with_movement[j] = total_energy_mJ(totals_energy[j], offchip_mJ, buffer_mJ)
+    return n, 0
+
+
 @njit(cache=True)
 def genotype_costs(descriptors, offsets, config, feature_index, coefficients, energies, period_ns, bytes_per_cycle,
                    offchip_pJ_per_byte, table, used, most_slots):
@@ -656,20 +704,19 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
     `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
     the memo beyond `_memo_fits`, it is doubled (`_memo_grown`), up to `most_slots` slots; an empty memo
     first grows to fit as many steps as the batch has descriptors (about as many distinct steps as a
-    search's batch brings, `step_shape`), in one growth."""
+    search's batch brings, `step_shape`), in one growth. The arrays are allocated here, and the genotypes
+    costed by `_cost_genotypes`, which stops where the memo must grow."""
     n = offsets.shape[0] - 1
     longest = 1
     for j in range(n):
         longest = max(longest, offsets[j + 1] - offsets[j])
     most = longest * MAX_DESCRIPTOR_OPERATIONS
-    ops = np.empty((most, len(OP_FIELDS)), np.int64)
-    scratch = _scratch(most, feature_index.shape[0])
-    w_loads, cycles, power, energy = (np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.float64),
-                                      np.empty(most, np.float64))
-    transfers = np.empty((most, 3), np.int64)
-    error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
-    totals_cycles, totals_energy, totals_with_movement = np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n)
-    weights, errors = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    buffers = (np.empty((most, len(OP_FIELDS)), np.int64), _scratch(most, feature_index.shape[0]),
+               np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.float64),
+               np.empty(most, np.float64), np.empty((most, 3), np.int64), np.zeros(3 + REFUSAL_ARGS, np.int64),
+               np.zeros(1, np.float64))
+    results = (np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, np.int64), np.zeros(n),
+               np.zeros(n, np.int64))
     narrow_row_bytes, wide_row_bytes = row_bytes(config[0], bytes_per_cycle), row_bytes(config[1], bytes_per_cycle)
     share = energy_share(config[4])
     capacity = table.shape[0]
@@ -677,37 +724,17 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
         capacity *= 2
     if capacity > table.shape[0]:
         table = _memo_grown(table, capacity)
-    for j in range(n):
-        count, total_weights = 0, 0
-        last = offsets[j + 1] - offsets[j] - 1
-        for i in range(offsets[j], offsets[j + 1]):
-            descriptor = descriptors[i]
-            for row in range(MAX_DESCRIPTOR_OPERATIONS):
-                kind, inner = descriptor_operation(descriptor[0], i - offsets[j], last, row)
-                if kind < 0:
-                    break
-                _operation_row(ops, count, kind, descriptor, inner)
-                total_weights += operation_table1(descriptor, kind, inner)[0]
-                count += 1
+    j = np.int64(0)  # not the literal 0, for which numba would compile `_cost_genotypes` once more
+    while j < n:
+        j, steps = _cost_genotypes(j, descriptors, offsets, config, feature_index, coefficients, energies, period_ns,
+                                   offchip_pJ_per_byte, (table, used), most_slots, buffers, results, narrow_row_bytes,
+                                   wide_row_bytes, share)
         capacity = table.shape[0]
-        while not _memo_fits(used[0] + 2 * count + 1, capacity) and 2 * capacity <= most_slots:
+        while j < n and not _memo_fits(used[0] + steps, capacity) and 2 * capacity <= most_slots:
             capacity *= 2
         if capacity > table.shape[0]:
             table = _memo_grown(table, capacity)
-        error[0] = 0
-        totals_cycles[j], totals_energy[j] = _cost_network(ops[:count], config, feature_index, coefficients, energies,
-                                                           period_ns, scratch, (table, used), w_loads, cycles, power,
-                                                           energy, transfers, error, value, False)
-        errors[j] = error[0]
-        weights[j] = total_weights
-        offchip_mJ, buffer_mJ = 0.0, 0.0
-        for i in range(count):
-            _, offchip, buffer = _movement_energies(transfers[i, 0], transfers[i, 1], narrow_row_bytes, wide_row_bytes,
-                                                    config[4], share, offchip_pJ_per_byte, energies[DATA_READ_EVENT],
-                                                    energies[WEIGHT_READ_EVENT])
-            offchip_mJ += offchip
-            buffer_mJ += buffer
-        totals_with_movement[j] = total_energy_mJ(totals_energy[j], offchip_mJ, buffer_mJ)
+    totals_cycles, totals_energy, weights, totals_with_movement, errors = results
     return totals_cycles, totals_energy, weights, totals_with_movement, errors, table
 
 

@@ -5,7 +5,11 @@ calibrated model (`capsacc.calibrated`) counts the instructions they produce in 
 (`plan_counts`), without simulating. The rules are numba-compiled integer functions (`count_step`,
 `chain_steps`, `_routing_geometry`, ...): `plan_counts`, `chain` and the shape functions the driver
 uses call them, and so do the calibrated model's kernels, which cost whole batches of genotypes. A
-refusal is a code of `REFUSALS` and its numbers, which the Python functions raise as `MappingError`. The rules place one batch of B = `ArrayConfig.batch` images
+refusal is a code of `REFUSALS` and its numbers, which the Python functions raise as `MappingError`. The
+rules that take arrays (`count_step` and the plans, geometry and counting helpers it calls) are compiled
+without numba's reference counting (`_nrt=False`): they allocate no array, and with it each of their calls
+incremented and decremented the count of every array it was given by atomic instructions (docs/model.md,
+"Speed of the two models"). The rules place one batch of B = `ArrayConfig.batch` images
 (the same network, so the same weights): the counts are the batch's. Shapes of the operations (a
 NASCaps `Operation`):
 
@@ -268,11 +272,21 @@ def _matmul_run_cycles(ends, m, rows, cols):
 
 
 @njit(cache=True)
+def _column_groups(mb, gb):
+    """ceil(mb / gb): the runs of a chunk's K chunk (or operand) over mb column blocks in groups of gb
+    (`_matmul_runs`, `_elementwise_chunking`); 1 with no division when gb = mb >= 1 (every block in one run,
+    the common case)."""
+    if gb == mb and mb >= 1:
+        return 1
+    return ceil_div(mb, gb)
+
+
+@njit(cache=True)
 def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of `chunks` MATMULs per block (K chunks, or operands x tiles)
     over mb column blocks in groups of gb (`_matmul_runs`, `_elementwise_chunking`; one run when gb = mb):
     ceil(mb / gb) - 1 runs of chunks·gb MATMULs and one of the rest, each with the stream ends `ends`."""
-    groups = ceil_div(mb, gb)
+    groups = _column_groups(mb, gb)
     return ((groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols)
             + _matmul_run_cycles(ends, chunks * (mb - (groups - 1) * gb), rows, cols))
 
@@ -282,9 +296,9 @@ def _act_lanes(cols, func, length):
     """`act_lanes` of function code `func` (`FUNCS`)."""
     if func == FUNC_NONE or func == FUNC_RELU:
         return 1, min(length, cols), min(length, cols)
-    span = ceil_div(length, cols)
-    if span == 1:
+    if 1 <= length <= cols:  # span = ceil(L / C) = 1, with no division
         return 1, (cols // length) * length, (cols // length) * length
+    span = ceil_div(length, cols)
     return span, cols, length - (span - 1) * cols
 
 
@@ -352,7 +366,7 @@ def _columns(n, k, m, func, length, cols):
     return FITS, n, k, m, func, (cols // length) * length, length, 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, cols, batch, args):
     """(refusal, n, k, m, func, width, capsule, span) of a conv kind (the module docstring)."""
     if kind == CONV:
@@ -576,7 +590,7 @@ class ElementwiseShape:
         return self.columns.func
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _elementwise_shape(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args):
     """(refusal, n, m, func, width, capsule, span, length, operands, chunks) of `elementwise_shape`."""
     if kind == TOCAPS:
@@ -803,7 +817,7 @@ def _no_geometry(refusal):
     return refusal, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args):
     """(refusal, tJ, tD, stride, period, kf_full, kf_last, KF, sets, recompute, resident, B, V, q_in, Q,
     nq, na, mpr, acts_per_run, pairs_per_run) of `routing_geometry`."""
@@ -884,7 +898,7 @@ RUNS, MATMULS, MATMUL_ROWS, ACCUMULATE, ROUTING_ROWS, PHASE_CYCLES, ACTS, ACT_RO
 def _act(counts, cols, func, n, length, times, column):
     """Count `times` ACTs of function code `func` over n partial-sum rows with `length` L."""
     span, width, last_width = _act_lanes(cols, func, length)
-    groups = ceil_div(n, span)
+    groups = n if span == 1 else ceil_div(n, span)
     rows, elements = groups * span, groups * ((span - 1) * width + last_width)
     counts[ACTS] += times
     counts[ACT_ROWS] += times * rows
@@ -912,7 +926,7 @@ def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, c
     counts[ACCUMULATE] += times * (sets * kf - (1 - resident)) * n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     """Add the counts of routing phase `kind` for one image to `counts`, by its `_routing_geometry`
     `geometry` (a fitting one)."""
@@ -957,7 +971,7 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     counts[RUNS] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
     """(refusal, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest) of a conv kind's
     step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
@@ -986,7 +1000,7 @@ def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, ro
     return FITS, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch, args):
     """(refusal, n_caps, kc, mb, k, ci, tb) of a classcaps step: its I = n_caps input capsules, kc K chunks
     and mb column blocks, k capsules packed per tile (`_classcaps_packing`), ci capsules and tb column
@@ -1001,7 +1015,7 @@ def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, w
     return FITS, n_caps, kc, mb, k, ci, tb
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
     """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb) of a
     `ELEMENTWISE_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
@@ -1029,7 +1043,7 @@ WIDE_TRANSFERS = (WEIGHT_LOADS, WEIGHT_STORES)
 """The `TRANSFER_FIELDS` of rows of C int8 lanes (weight buffer)."""
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
     """Add the buffer rows the DMA moves for routing phase `kind` (or a whole routing, `ROUTING`) of
     one image to `moved` (`TRANSFER_FIELDS`), by its `_routing_geometry` `geometry` (a fitting one).
@@ -1093,7 +1107,7 @@ def step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
     return n_in, caps_in, 0, 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, routings,
                counts, moved, args):
     """Write the instruction counts (`COUNT_FIELDS`, int64) of a step of kind code `kind` (`STEP_KINDS`)
@@ -1110,8 +1124,10 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
     g·mb·B·k stored; `ELEMENTWISE_KINDS`, per chunk, the operands' chunks·mb·nc data rows and per run its
     chunks·R identity rows, mb·nc stored; a lone activation stores its rows; routing
     `_routing_transfers` per image (route3d: a whole routing's per position and image)."""
-    counts[:] = 0
-    moved[:] = 0
+    for field in range(len(COUNT_FIELDS)):  # constant lengths: stores, no call of memset
+        counts[field] = 0
+    for field in range(len(TRANSFER_FIELDS)):
+        moved[field] = 0
     if (kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE
             or kind == ROUTE3D):
         whole = ROUTING if kind == ROUTE3D else kind  # route3d: a whole routing per position (`route3d_routing`)
@@ -1144,7 +1160,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
                                          else (rest_rows, 1, kr_rest, gb_rest))
             if chunk_rows == 0 or times == 0:
                 continue
-            runs, groups = ceil_div(kc, kr), ceil_div(mb, gb)
+            runs, groups = ceil_div(kc, kr), _column_groups(mb, gb)
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
             apart = _matmul_acts_apart(mb, gb, words)
             act_runs = ceil_div(mb // span, apart_acts_per_run(words)) if apart else 0  # no MATMUL phase
@@ -1204,7 +1220,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         act_runs = ceil_div(ceil_div(mb, span), apart_acts_per_run(words)) if apart else 0  # no MATMUL phase
         full_chunks, rest_rows = n // nc, n % nc
         moved[DATA_LOADS] = tiles * mb * n
-        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * ceil_div(mb, gb) * chunks * rows
+        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * _column_groups(mb, gb) * chunks * rows
         moved[WEIGHT_STORES] = mb * n
         full_blocks, last_width = m // width, m % width
         for part in range(2):
@@ -1212,7 +1228,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             if chunk_rows == 0 or times == 0:
                 continue
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            counts[RUNS] += times * (runs * ceil_div(mb, gb) + act_runs)
+            counts[RUNS] += times * (runs * _column_groups(mb, gb) + act_runs)
             counts[PHASE_CYCLES] += times * ((runs - 1) * _grouped_run_cycles(ends, pr * chunks, gb, mb, rows, cols)
                                              + _grouped_run_cycles(ends, (operands - (runs - 1) * pr) * chunks, gb, mb,
                                                                    rows, cols))
