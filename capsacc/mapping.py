@@ -199,7 +199,10 @@ def ceil_div(a, b):
 @njit(cache=True)
 def equal_parts(total, bound):
     """The size of each part when `total` items split into the fewest parts of at most `bound` items
-    (bound >= 1) of equal sizes, the last one smaller by less than the number of parts."""
+    (bound >= 1) of equal sizes, the last one smaller by less than the number of parts: `total` itself
+    when it fits one part (no division)."""
+    if total <= bound:
+        return total
     return ceil_div(total, ceil_div(total, bound))
 
 
