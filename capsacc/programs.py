@@ -82,8 +82,9 @@ def matmul_session(shape: MatmulShape, config: ArrayConfig, shift: int = 0) -> l
     (the tile of K chunk kk and block b at row (j (b1 - b0) + b - b0) R), one MATMUL per (K chunk, block)
     with results of block b from partial-sum row b nc, the chunk's last run an ACT per span blocks
     (requantized by `shift`) to weight rows from depth - mb nc, or runs of at most P - 1 of those ACTs
-    alone after it (`capsacc.mapping.matmul_acts_apart`); then the chunk's sums are read (`PsumRead`
-    "sums{n0}") and its results (`Store` "out{n0}", part (n0, nc))."""
+    alone after it (`capsacc.mapping.matmul_acts_apart`); then the chunk's results are stored (`Store`
+    "out{n0}", part (n0, nc)). The whole operation is one stream: only after the last chunk does the
+    host read partial sums (`PsumRead` "sums", the last chunk's, for the bit-exactness check)."""
     cols, depth = config.cols, config.buffer_depth
     blocks = matmul_blocks(shape)
     mb = len(blocks)
@@ -100,9 +101,8 @@ def matmul_session(shape: MatmulShape, config: ArrayConfig, shift: int = 0) -> l
                 events.append(Load("data", 0, (k1 - k0) * nc, ("data", n0, nc, k0, k1)))
             events += [Load("weight", 0, (k1 - k0) * (b1 - b0) * config.rows, ("weight", k0, k1, b0, b1)), Run(program)]
         events += [Run(acts) for acts in act_runs]
-        events += [PsumRead(f"sums{n0}", 0, mb * nc, cols), Store(f"out{n0}", "weight", depth - mb * nc, mb * nc, cols,
-                                                                  (n0, nc))]
-    return events
+        events.append(Store(f"out{n0}", "weight", depth - mb * nc, mb * nc, cols, (n0, nc)))
+    return events + [PsumRead("sums", 0, mb * nc, cols)]
 
 
 def _matmul_chunk_runs(shape: MatmulShape, config: ArrayConfig, blocks: list, nc: int,
@@ -276,18 +276,32 @@ class RoutingPlan:
     Each run's own images: the tiles U (row i = u_hat[i, j, eC:(e+1)C] for the inputs of a chunk)
     from weight row 0 (weighted sums), the predictions of a chunk of inputs from data row 0 (the
     update: row i tJ + t of a MATMUL over class tile t, other rows zero).
+
+    The partial-sum state of `images` images lies side by side (`side_by_side`) when the logits are
+    resident and `images` times the state's B + I tJ rows fit the partial-sum memory: image b's sums
+    and logits from row b (B + I tJ) (`state_base`), so the images' phases follow each other in one
+    stream and each phase finds its image's logits where the previous phase left them. Otherwise
+    every image's state starts at row 0.
     """
 
-    def __init__(self, n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS):
+    def __init__(self, n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS,
+                 images: int = 1):
         self.n_in, self.n_out, self.dim, self.config, self.routings = n_in, n_out, dim, config, routings
         self.geometry = routing_geometry(n_in, n_out, dim, config, routings)
         g = self.geometry
+        self.state_rows = g["B"] + n_in * g["tJ"]
+        """Partial-sum rows of one image's state when its logits are resident (sums, then logits)."""
+        self.side_by_side = images > 1 and g["resident"] and images * self.state_rows <= config.buffer_depth
         tiles = [g["kf_full"]] * (g["tJ"] - 1) + [g["kf_last"]]
         self._tile_base = [sum(tiles[:t]) * config.rows for t in range(g["tJ"])]
         self._tiles = tiles
 
     def _classes(self, t: int) -> int:
         return min(self.config.cols, self.n_out - t * self.config.cols)
+
+    def state_base(self, image: int) -> int:
+        """The first partial-sum row of image `image`'s state: image (B + I tJ) side by side, else 0."""
+        return image * self.state_rows if self.side_by_side else 0
 
     def _slot(self, iteration: int) -> int:
         """The weight row of the output-capsule set iteration `iteration` writes."""
@@ -299,17 +313,17 @@ class RoutingPlan:
         size = self.geometry["nq"] * self.geometry["q_in"]
         return [(i0, min(size, self.n_in - i0)) for i0 in range(0, self.n_in, size)]
 
-    def regions(self, iteration: int = 0) -> dict[str, Region]:
-        """The state's regions after iteration `iteration`: "c" (the last block's coupling rows),
-        "s", "v" (that iteration's output-capsule rows), "b" (the logits: every input's when
-        resident, else the last block's)."""
-        g, cfg = self.geometry, self.config
+    def regions(self, iteration: int = 0, image: int = 0) -> dict[str, Region]:
+        """The state's regions after iteration `iteration` of image `image`: "c" (the last block's
+        coupling rows), "s", "v" (that iteration's output-capsule rows), "b" (the logits: every
+        input's when resident, else the last block's)."""
+        g, cfg, base = self.geometry, self.config, self.state_base(image)
         last_first, last_inputs = self.blocks()[-1]
         logits = self.n_in if g["resident"] else last_inputs
         return {"c": Region("routing", 0, ceil_div(last_inputs, g["q_in"]) * self.n_out, cfg.rows),
-                "s": Region("psum", g["S"], self.n_out * g["tD"], cfg.cols),
+                "s": Region("psum", base + g["S"], self.n_out * g["tD"], cfg.cols),
                 "v": Region("weight", self._slot(iteration), g["KF"] * cfg.rows, cfg.cols),
-                "b": Region("psum", g["B"], logits * g["tJ"], cfg.cols)}
+                "b": Region("psum", base + g["B"], logits * g["tJ"], cfg.cols)}
 
     def last_block(self) -> slice:
         """The inputs whose coupling (and, recomputing, logits) `regions` holds."""
@@ -346,7 +360,7 @@ class RoutingPlan:
         return runs
 
     def phase_runs(self, kind: str, iteration: int | None = None, shift_logits: int = 0,
-                   shift_sum: int = 0) -> list[RoutingRun]:
+                   shift_sum: int = 0, image: int = 0) -> list[RoutingRun]:
         """The runs of one phase. "routing_uniform" (iteration 0) loads the uniform first coupling
         into the routing buffer block by block (part ("coupling", first, inputs)); "routing_softmax"
         (iteration 1 .. routings - 1, default the last a recomputation allows, `recompute`) computes c
@@ -355,14 +369,16 @@ class RoutingPlan:
         `weighted_pairs`) and v (squash after requantizing by `shift_sum`) into the iteration's
         output-capsule set; a uniform phase that recomputes later zeroes the other sets (part
         ("zeros",)); "routing_update" adds the agreement to resident logits (no runs when they are
-        recomputed). Phases read the state the previous ones left (class docstring)."""
+        recomputed). Phases read the state the previous ones left (class docstring), image `image`'s
+        (`state_base`)."""
         g, rows, cols = self.geometry, self.config.rows, self.config.cols
+        sums, logits_base = self.state_base(image) + g["S"], self.state_base(image) + g["B"]
         n_out, t_j, t_d, q_in = self.n_out, g["tJ"], g["tD"], g["q_in"]
         if kind == "routing_update":
             if not g["resident"]:
                 return []
             return [run for i0 in range(0, self.n_in, g["na"])
-                    for run in self._update_runs(i0, min(g["na"], self.n_in - i0), 1, g["B"] + i0 * t_j, False)]
+                    for run in self._update_runs(i0, min(g["na"], self.n_in - i0), 1, logits_base + i0 * t_j, False)]
         if kind not in ("routing_uniform", "routing_softmax"):
             raise ValueError(f"unknown routing phase {kind!r}")
         if iteration is None:
@@ -372,7 +388,7 @@ class RoutingPlan:
             chunks = ceil_div(inputs, q_in)
             block_runs = []
             if kind == "routing_softmax":
-                logits = g["B"] + (first * t_j if g["resident"] else 0)
+                logits = logits_base + (first * t_j if g["resident"] else 0)
                 if not g["resident"]:
                     block_runs += self._update_runs(first, inputs, g["recompute"], logits, True)
                 acts = [Act("softmax", p_addr=logits + m * q_in * t_j, n=min(q_in, inputs - m * q_in) * t_j,
@@ -384,7 +400,7 @@ class RoutingPlan:
             matmul_runs = []
             for p0 in range(0, len(pairs), g["pairs_per_run"]):
                 batch = pairs[p0:p0 + g["pairs_per_run"]]
-                program = tuple(MatMul(d_addr=m * n_out + j, w_addr=index * rows, p_addr=g["S"] + j * t_d + e, n=1,
+                program = tuple(MatMul(d_addr=m * n_out + j, w_addr=index * rows, p_addr=sums + j * t_d + e, n=1,
                                        accumulate=first + m > 0, src="routing") for index, (m, j, e) in enumerate(batch))
                 matmul_runs.append([program, [Load("weight", 0, len(batch) * rows, ("tiles", first, inputs, p0))]])
             if kind == "routing_uniform":
@@ -392,7 +408,7 @@ class RoutingPlan:
             runs += block_runs + matmul_runs
         if kind == "routing_uniform" and not g["resident"] and g["recompute"] > 1:
             runs[0][1].append(Load("weight", self._slot(1), (g["recompute"] - 1) * g["KF"] * rows, ("zeros",)))
-        squash = tuple(Act("squash", p_addr=g["S"] + t * cols * t_d, n=self._classes(t) * t_d, length=self.dim,
+        squash = tuple(Act("squash", p_addr=sums + t * cols * t_d, n=self._classes(t) * t_d, length=self.dim,
                            shift=shift_sum, dst="weight", dst_addr=self._slot(iteration) + self._tile_base[t],
                            column=True, stride=g["stride"]) for t in range(t_j))
         runs = [run if isinstance(run, RoutingRun) else
@@ -430,32 +446,44 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
     starts from (`PsumWrite` part ("logits", b) of resident logits; `Load` part ("v", b) of the output
     capsules an update reads; with recomputed logits, a softmax phase's `Load`s part ("v_set", r, b)
     of the `recompute` sets), the runs (their images' parts prefixed ("run", b)), then the result
-    regions read (`RoutingPlan.result_names`, named name + b)."""
+    regions read (`RoutingPlan.result_names`, named name + b).
+
+    A phase whose images' states lie side by side (`RoutingPlan.side_by_side`) is one stream: the
+    partial-sum state is written before the first image's runs and read after the last's (in a
+    chained network each phase finds the logits the previous one left, the first update those the
+    host zeroed before the uniform phase). Otherwise, and for a whole routing (route3d's, one per
+    position), each image's partial-sum accesses end the stream."""
     n_in, _, n_out, dim = classcaps_dims(op)
-    plan = RoutingPlan(n_in, n_out, dim, config, routings)
+    images = config.batch if images is None else images
+    plan = RoutingPlan(n_in, n_out, dim, config, routings, images if kind in ROUTING_PHASES else 1)
     g = plan.geometry
-    regions = plan.regions(plan.phase_iteration(kind))
-    runs = plan.routing_runs(shift_logits, shift_sum) if kind == "routing" else \
-        plan.phase_runs(kind, plan.phase_iteration(kind), shift_logits, shift_sum)
-    events = []
-    for image in range(config.batch if images is None else images):
+    iteration = plan.phase_iteration(kind)
+    before, during, after = [], [], []
+    runs_at = {}  # the runs by the image's state base: built once when every image's state is at row 0
+    for image in range(images):
+        regions = plan.regions(iteration, image)
+        writes = before if plan.side_by_side else during
         if g["resident"]:
-            events.append(PsumWrite(regions["b"].base, n_in * g["tJ"], ("logits", image)))
+            writes.append(PsumWrite(regions["b"].base, n_in * g["tJ"], ("logits", image)))
             if kind == "routing_update":
-                events.append(Load("weight", regions["v"].base, g["KF"] * config.rows, ("v", image)))
+                during.append(Load("weight", regions["v"].base, g["KF"] * config.rows, ("v", image)))
         elif kind == "routing_softmax":
             for r in range(g["recompute"]):
-                events.append(Load("weight", plan.regions(r)["v"].base, g["KF"] * config.rows, ("v_set", r, image)))
-        for run in runs:
-            events += [Load(load.memory, load.base, load.rows, ("run", image) + load.part) for load in run.images]
-            events.append(Run(run.program))
-        for name in plan.result_names(kind):
-            region = regions[name]
-            if region.memory == "psum":
-                events.append(PsumRead(f"{name}{image}", region.base, region.n_rows, region.lanes))
-            else:
-                events.append(Store(f"{name}{image}", region.memory, region.base, region.n_rows, region.lanes))
-    return events
+                during.append(Load("weight", plan.regions(r)["v"].base, g["KF"] * config.rows, ("v_set", r, image)))
+        base = plan.state_base(image)
+        if base not in runs_at:
+            runs_at[base] = plan.routing_runs(shift_logits, shift_sum) if kind == "routing" else \
+                plan.phase_runs(kind, iteration, shift_logits, shift_sum, image)
+        for run in runs_at[base]:
+            during += [Load(load.memory, load.base, load.rows, ("run", image) + load.part) for load in run.images]
+            during.append(Run(run.program))
+        names = plan.result_names(kind)
+        during += [Store(f"{name}{image}", regions[name].memory, regions[name].base, regions[name].n_rows,
+                         regions[name].lanes) for name in names if regions[name].memory != "psum"]
+        reads = after if plan.side_by_side else during
+        reads += [PsumRead(f"{name}{image}", regions[name].base, regions[name].n_rows, regions[name].lanes)
+                  for name in names if regions[name].memory == "psum"]
+    return before + during + after
 
 
 def operation_session(kind: str, op, config: ArrayConfig, shift: int = 0, operands: int | None = None) -> list[SessionEvent]:

@@ -234,7 +234,8 @@ class DmaSession:
     than the program memory one overlay program, whose later segments the image holds), the ordering
     the calibrated model shares. Partial sums
     (`write_psum`, `read_psum`) stay host accesses between programs (state set up for lone routing
-    phases, results kept for checking): each ends the merged stream (`flush`).
+    phases, results kept for checking): each ends the merged stream (`flush`); writes before a
+    stream belong to its `Stream`.
     `compute_cycles`: `rtl.isa.timing` of the driver's programs with preloaded buffers; `streams`
     each flush's `Stream` (the memory images and programs, `sim.memory_files`)."""
 
@@ -342,9 +343,10 @@ class DmaSession:
             host.start(words)
         for name, ext, n, per_row, lanes in self._results:
             host.read_offchip(name, ext, n, per_row, lanes, self.bytes_per_cycle)
-        if self._psum_writes or programs or self._stores:
+        if programs or self._stores:  # partial-sum writes with no stream after them wait for the next
             self.streams.append(Stream(self._psum_writes, image, self._loads, programs, self._stores))
-        self._psum_writes, self._loads, self._stores, self._results = [], [], [], []
+            self._psum_writes = []
+        self._loads, self._stores, self._results = [], [], []
         self.runs += host.runs
         self.host_cycles += host.host_cycles
 

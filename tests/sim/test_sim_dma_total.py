@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from capsacc.array import ArrayConfig, buffer_depths
-from capsacc.mapping import classcaps_dims, routing_geometry
+from capsacc.mapping import ROUTING_PHASES, classcaps_dims, routing_geometry
 from capsacc.network import Operation
-from capsacc.programs import operation_total_cycles
+from capsacc.programs import RoutingPlan, operation_total_cycles
 from sim.driver import OperationDriver
 
 CONFIG = ArrayConfig(4, 4, 25, **buffer_depths(32), program_depth=32, batch=2, offchip_bytes_per_cycle=2,
@@ -43,3 +43,7 @@ def test_model_total_cycles_equal_the_rtl_with_the_dma(name, record_property):
     assert run.total_cycles > run.cycles  # the data movement costs cycles the compute alone does not
     assert operation_total_cycles(kind, op, CONFIG) == run.total_cycles
     record_property("total_cycles", run.total_cycles)
+    if kind in ("conv", "convcaps", "convcaps3d", "classcaps") or name in ROUTING_PHASES:
+        n_in, _, n_out, dim = classcaps_dims(op)
+        assert kind not in ROUTING_PHASES or RoutingPlan(n_in, n_out, dim, CONFIG, images=CONFIG.batch).side_by_side
+        assert run.runs == 1  # the batch's whole operation: one program, started once

@@ -13,7 +13,7 @@ from capsacc.energy import EventEnergies
 from capsacc.mapping import ROUTINGS
 from capsacc.network import Network
 from sim import golden
-from sim.driver import OperationDriver, shift_for
+from sim.driver import LAST_SUMS, OperationDriver, shift_for
 from sim.network_run import SHIFT_LOGITS, run_network
 from test_sim_calibrated_model import ISA
 
@@ -59,7 +59,8 @@ def test_a_batch_of_two_images_runs_each_image_as_alone_in_fewer_classcaps_cycle
         assert np.array_equal(batched.output[b], alone[b].output[0]) and np.any(alone[b].output)
         for run, single in zip(batched.runs, alone[b].runs):
             for name, value in single.outputs.items():
-                assert np.array_equal(run.outputs[name][b], value[0]), (run.kind, name)
+                if name != LAST_SUMS:  # not per image
+                    assert np.array_equal(run.outputs[name][b], value[0]), (run.kind, name)
     kinds = [run.kind for run in batched.runs]
     for index, kind in enumerate(kinds):
         pair = alone[0].runs[index].cycles + alone[1].runs[index].cycles
