@@ -2,6 +2,7 @@
 """The script harness: both back ends play the same script, cycle for cycle, on a small component."""
 
 import random
+import re
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from sim.harness import run
 from sim.script import Script, ScriptError
 from sim.trace import Port, Trace, component_ports
-from sim.verilator import VerilatorModel, cpp_name
+from sim.verilator import VerilatorModel, cpp_name, export_verilog
 from sim_components import Accumulator
 
 DEPTH = 8
@@ -121,6 +122,15 @@ def test_ports_follow_the_signature():
 def test_verilator_name_mangling():
     assert cpp_name("rd__addr") == "rd___05Faddr"
     assert cpp_name("a_b") == "a_b"
+
+
+def test_the_verilog_has_a_clock_and_no_reset():
+    """The export's clock domain has no reset input (it made Verilator evaluate every next-state
+    function at each eval); the registers keep their init values."""
+    text = export_verilog(Accumulator(DEPTH))
+    ports = {name.strip() for name in re.search(r"module dut\((.*?)\);", text, re.S).group(1).split(",")}
+    assert ports == {"clk", "en", "clear", "data", "acc", "count", "full", "rd__addr", "rd__data"}
+    assert "reg [15:0] acc = 16'h0000;" in text and "rst" not in text
 
 
 def test_the_stimulus_file_is_written_a_chunk_of_drive_rows_at_a_time(tmp_path):
