@@ -284,7 +284,7 @@ def _column_groups(mb, gb):
     return ceil_div(mb, gb)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of `chunks` MATMULs per block (K chunks, or operands x tiles)
     over mb column blocks in groups of gb (`_matmul_runs`, `_elementwise_chunking`; one run when gb = mb):
@@ -296,7 +296,7 @@ def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
     return (groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols) + last
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _chunk_run_cycles(ends, total, per_run, runs, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of a chunk (`_grouped_run_cycles` of each): `total` MATMULs per
     block (K chunks, or operands x tiles) in runs = ceil(total / per_run) runs of `per_run`, the last the
@@ -465,17 +465,26 @@ def _acts_apart(matmuls, acts, words):
 
 
 @njit(cache=True)
-def _matmul_chunking(mb, nc, depth, rows, words):
-    """kr of `matmul_chunking` (< 1: refused): each run holds back mb words for the ACTs of the
-    chunk's last run, unless the ACTs run apart (`_acts_apart` of one K chunk's mb MATMULs)."""
+def _program_chunks(mb, words):
+    """The K chunks over mb column blocks whose MATMULs a program of `words` words holds beside its HALT:
+    each run holds back mb words for the ACTs of the chunk's last run, unless the ACTs run apart
+    (`_acts_apart` of one K chunk's mb MATMULs). The same for a step's chunks of every size."""
     reserve = 0 if _acts_apart(mb, mb, words) else mb
-    return min(depth // nc, (depth - mb * nc) // (mb * rows), (words - 1 - reserve) // mb)
+    return (words - 1 - reserve) // mb
 
 
 @njit(cache=True)
-def _matmul_runs(mb, nc, depth, rows, words):
-    """(kr, gb) of `matmul_chunking` ((0, 0): refused)."""
-    kr = _matmul_chunking(mb, nc, depth, rows, words)
+def _matmul_chunking(mb, nc, depth, rows, program_chunks):
+    """kr of `matmul_chunking` (< 1: refused): the K chunks of R rows over mb blocks that the buffers hold
+    beside nc data rows and the mb·nc results, at most `program_chunks` (`_program_chunks`)."""
+    return min(depth // nc, (depth - mb * nc) // (mb * rows), program_chunks)
+
+
+@njit(cache=True)
+def _matmul_runs(mb, nc, depth, rows, words, program_chunks):
+    """(kr, gb) of `matmul_chunking` ((0, 0): refused); `program_chunks` of mb and `words`
+    (`_program_chunks`)."""
+    kr = _matmul_chunking(mb, nc, depth, rows, program_chunks)
     if kr >= 1:
         return kr, mb
     bound = min((depth - mb * nc) // rows, words - 1)
@@ -497,7 +506,8 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> tuple[i
     program's words), in the fewest groups of equal sizes (the last smaller by less than the number of
     groups). Refused when not one block fits."""
     mb = shape.blocks
-    kr, gb = _matmul_runs(mb, nc, config.buffer_depth, config.rows, config.program_depth)
+    kr, gb = _matmul_runs(mb, nc, config.buffer_depth, config.rows, config.program_depth,
+                          _program_chunks(mb, config.program_depth))
     if kr < 1:
         raise _refusal(REFUSED_RUN, (mb, nc, config.buffer_depth, config.program_depth))
     return kr, gb
@@ -514,7 +524,9 @@ def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig, gb: int) -> bool:
 @njit(cache=True)
 def _matmul_chunk_rows(n, mb, span, depth):
     """nc of `matmul_chunk_rows` (< 1: refused)."""
-    bound = min(depth // (2 * mb), ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
+    bound = min(depth // (2 * mb), ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
+    if bound * span > ACT_MAX_ROWS:  # the bound 1023 // span, divided only when it is the least
+        bound = ACT_MAX_ROWS // span
     if bound < 1:
         return 0
     return equal_parts(n, bound)
@@ -1034,10 +1046,11 @@ def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, ro
         args[0], args[1] = mb, depth
         return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0, 0, 0, 0
     chunks, rest = n // nc, n % nc
-    kr, gb = _matmul_runs(mb, nc, depth, rows, words)
+    program_chunks = _program_chunks(mb, words)
+    kr, gb = _matmul_runs(mb, nc, depth, rows, words, program_chunks)
     kr_rest, gb_rest = 0, 0
     if rest:
-        kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words)
+        kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words, program_chunks)
     for chunk_rows, chunk_kr in ((nc, kr), (rest, kr_rest)):
         if chunk_rows and chunk_kr < 1:
             args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
