@@ -369,9 +369,9 @@ def _act_length(func, capsule, width):
 
 @njit(cache=True)
 def _block_acts(cols, func, m, width, capsule, span):
-    """(acts, span, width, last_width, last_acts, last_span, last_block_width, last_last_width): the ACTs of a
-    chunk of a conv kind or an `ELEMENTWISE_KINDS` step over its m output columns in blocks of `width` lanes
-    (`_columns`), and the lanes of each (`_act_lanes`): one per capsule type over its span blocks when
+    """(acts, span, width, last_width, last_acts, span, width, last_width): the ACTs of a chunk of a conv kind
+    or an `ELEMENTWISE_KINDS` step over its m output columns in blocks of `width` lanes (`_columns`), each
+    count followed by the lanes of those ACTs (`_act_lanes`): one per capsule type over its span blocks when
     span > 1 (m // capsule of them, and no last block), else one per full block (m // width) and one for a
     last block of m mod width columns (last_acts 1, else 0). The lanes' span is the shape's, so each ACT of a
     chunk of nc data rows covers nc capsules (span·nc partial-sum rows, `_act_groups`). The same for the
@@ -1033,9 +1033,9 @@ def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, ro
     """(refusal, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest) of a conv
     kind's step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
     the n // nc chunks of nc rows, and the K chunks and column blocks per run of a chunk of nc rows and of the
-    last one of n mod nc rows (`_matmul_runs`; 0 when n mod nc = 0); refused (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits,
-    or when one of those chunks leaves no block per run: the plan `count_step` counts instructions and
-    rows by."""
+    last one of n mod nc rows (`_matmul_runs`; 0 when n mod nc = 0); refused (`REFUSED_CHUNK`,
+    `REFUSED_RUN`) when no chunk fits, or when one of those chunks leaves no block per run: the plan
+    `count_step` counts instructions and rows by."""
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
                                                                  caps_out, cols, batch, args)
     if refusal:
