@@ -284,14 +284,27 @@ def _column_groups(mb, gb):
     return ceil_div(mb, gb)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of `chunks` MATMULs per block (K chunks, or operands x tiles)
     over mb column blocks in groups of gb (`_matmul_runs`, `_elementwise_chunking`; one run when gb = mb):
     ceil(mb / gb) - 1 runs of chunks·gb MATMULs and one of the rest, each with the stream ends `ends`."""
     groups = _column_groups(mb, gb)
-    return ((groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols)
-            + _matmul_run_cycles(ends, chunks * (mb - (groups - 1) * gb), rows, cols))
+    last = _matmul_run_cycles(ends, chunks * (mb - (groups - 1) * gb), rows, cols)
+    if groups == 1:
+        return last
+    return (groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols) + last
+
+
+@njit(cache=True, inline="always")
+def _chunk_run_cycles(ends, total, per_run, runs, gb, mb, rows, cols):
+    """The MATMUL phase cycles of the runs of a chunk (`_grouped_run_cycles` of each): `total` MATMULs per
+    block (K chunks, or operands x tiles) in runs = ceil(total / per_run) runs of `per_run`, the last the
+    rest, over mb column blocks in groups of gb, with the stream ends `ends`."""
+    last = _grouped_run_cycles(ends, total - (runs - 1) * per_run, gb, mb, rows, cols)
+    if runs == 1:
+        return last
+    return (runs - 1) * _grouped_run_cycles(ends, per_run, gb, mb, rows, cols) + last
 
 
 @njit(cache=True)
@@ -352,6 +365,29 @@ def _blocks(m, width, capsule, span):
 def _act_length(func, capsule, width):
     """`MatmulShape.act_length` of function code `func`."""
     return capsule if func == FUNC_SQUASH else width
+
+
+@njit(cache=True)
+def _block_acts(cols, func, m, width, capsule, span):
+    """(acts, span, width, last_width, last_acts, span, width, last_width): the ACTs of a chunk of a conv kind
+    or an `ELEMENTWISE_KINDS` step over its m output columns in blocks of `width` lanes (`_columns`), each
+    count followed by the lanes of those ACTs (`_act_lanes`): one per capsule type over its span blocks when
+    span > 1 (m // capsule of them, and no last block), else one per full block (m // width) and one for a
+    last block of m mod width columns (last_acts 1, else 0). The lanes' span is the shape's, so each ACT of a
+    chunk of nc data rows covers nc capsules (span·nc partial-sum rows, `_act_groups`). The same for the
+    step's chunks of every size: computed once per step."""
+    if span > 1:
+        act_span, act_width, act_last = _act_lanes(cols, func, capsule)
+        return m // capsule, act_span, act_width, act_last, 0, 1, 0, 0
+    full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
+    full_length, last_length = _act_length(func, capsule, width), _act_length(func, capsule, last_width)
+    act_span, act_width, act_last = _act_lanes(cols, func, full_length)
+    if last_width == 0:
+        return full_blocks, act_span, act_width, act_last, 0, 1, 0, 0
+    if last_length == full_length:
+        return full_blocks, act_span, act_width, act_last, 1, act_span, act_width, act_last
+    last_span, last_block_width, last_last = _act_lanes(cols, func, last_length)
+    return full_blocks, act_span, act_width, act_last, 1, last_span, last_block_width, last_last
 
 
 @njit(cache=True)
@@ -429,17 +465,26 @@ def _acts_apart(matmuls, acts, words):
 
 
 @njit(cache=True)
-def _matmul_chunking(mb, nc, depth, rows, words):
-    """kr of `matmul_chunking` (< 1: refused): each run holds back mb words for the ACTs of the
-    chunk's last run, unless the ACTs run apart (`_acts_apart` of one K chunk's mb MATMULs)."""
+def _program_chunks(mb, words):
+    """The K chunks over mb column blocks whose MATMULs a program of `words` words holds beside its HALT:
+    each run holds back mb words for the ACTs of the chunk's last run, unless the ACTs run apart
+    (`_acts_apart` of one K chunk's mb MATMULs). The same for a step's chunks of every size."""
     reserve = 0 if _acts_apart(mb, mb, words) else mb
-    return min(depth // nc, (depth - mb * nc) // (mb * rows), (words - 1 - reserve) // mb)
+    return (words - 1 - reserve) // mb
 
 
 @njit(cache=True)
-def _matmul_runs(mb, nc, depth, rows, words):
-    """(kr, gb) of `matmul_chunking` ((0, 0): refused)."""
-    kr = _matmul_chunking(mb, nc, depth, rows, words)
+def _matmul_chunking(mb, nc, depth, rows, program_chunks):
+    """kr of `matmul_chunking` (< 1: refused): the K chunks of R rows over mb blocks that the buffers hold
+    beside nc data rows and the mb·nc results, at most `program_chunks` (`_program_chunks`)."""
+    return min(depth // nc, (depth - mb * nc) // (mb * rows), program_chunks)
+
+
+@njit(cache=True)
+def _matmul_runs(mb, nc, depth, rows, words, program_chunks):
+    """(kr, gb) of `matmul_chunking` ((0, 0): refused); `program_chunks` of mb and `words`
+    (`_program_chunks`)."""
+    kr = _matmul_chunking(mb, nc, depth, rows, program_chunks)
     if kr >= 1:
         return kr, mb
     bound = min((depth - mb * nc) // rows, words - 1)
@@ -461,7 +506,8 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> tuple[i
     program's words), in the fewest groups of equal sizes (the last smaller by less than the number of
     groups). Refused when not one block fits."""
     mb = shape.blocks
-    kr, gb = _matmul_runs(mb, nc, config.buffer_depth, config.rows, config.program_depth)
+    kr, gb = _matmul_runs(mb, nc, config.buffer_depth, config.rows, config.program_depth,
+                          _program_chunks(mb, config.program_depth))
     if kr < 1:
         raise _refusal(REFUSED_RUN, (mb, nc, config.buffer_depth, config.program_depth))
     return kr, gb
@@ -478,7 +524,9 @@ def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig, gb: int) -> bool:
 @njit(cache=True)
 def _matmul_chunk_rows(n, mb, span, depth):
     """nc of `matmul_chunk_rows` (< 1: refused)."""
-    bound = min(depth // (2 * mb), ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
+    bound = min(depth // (2 * mb), ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
+    if bound * span > ACT_MAX_ROWS:  # the bound 1023 // span, divided only when it is the least
+        bound = ACT_MAX_ROWS // span
     if bound < 1:
         return 0
     return equal_parts(n, bound)
@@ -901,7 +949,13 @@ RUNS, MATMULS, MATMUL_ROWS, ACCUMULATE, ROUTING_ROWS, PHASE_CYCLES, ACTS, ACT_RO
 def _act(counts, cols, func, n, length, times, column):
     """Count `times` ACTs of function code `func` over n partial-sum rows with `length` L."""
     span, width, last_width = _act_lanes(cols, func, length)
-    groups = n if span == 1 else ceil_div(n, span)
+    _act_groups(counts, span, width, last_width, n if span == 1 else ceil_div(n, span), times, column)
+
+
+@njit(cache=True, inline="always")
+def _act_groups(counts, span, width, last_width, groups, times, column):
+    """Count `times` ACTs of the lanes (span, width, last_width) (`_act_lanes`) over `groups` capsules' rows
+    (span rows each: n = groups·span partial-sum rows); column mode when `column`."""
     rows, elements = groups * span, groups * ((span - 1) * width + last_width)
     counts[ACTS] += times
     counts[ACT_ROWS] += times * rows
@@ -976,31 +1030,32 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
 
 @njit(cache=True, _nrt=False)
 def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
-    """(refusal, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest) of a conv kind's
-    step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
-    and the K chunks and column blocks per run of a chunk of nc rows and of the last one of n mod nc rows
-    (`_matmul_runs`; 0 when n mod nc = 0); refused (`REFUSED_CHUNK`, `REFUSED_RUN`) when no chunk fits,
-    or when one of those chunks leaves no block per run: the plan `count_step` counts instructions and
-    rows by."""
+    """(refusal, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest) of a conv
+    kind's step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
+    the n // nc chunks of nc rows, and the K chunks and column blocks per run of a chunk of nc rows and of the
+    last one of n mod nc rows (`_matmul_runs`; 0 when n mod nc = 0); refused (`REFUSED_CHUNK`,
+    `REFUSED_RUN`) when no chunk fits, or when one of those chunks leaves no block per run: the plan
+    `count_step` counts instructions and rows by."""
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
                                                                  caps_out, cols, batch, args)
     if refusal:
-        return refusal, n, m, func, width, capsule, span, 0, 0, 0, 0, 0, 0, 0
+        return refusal, n, m, func, width, capsule, span, 0, 0, 0, 0, 0, 0, 0, 0
     mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
     nc = _matmul_chunk_rows(n, mb, span, depth)
     if nc < 1:
         args[0], args[1] = mb, depth
-        return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0, 0, 0
-    rest = n % nc
-    kr, gb = _matmul_runs(mb, nc, depth, rows, words)
+        return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0, 0, 0, 0
+    chunks, rest = n // nc, n % nc
+    program_chunks = _program_chunks(mb, words)
+    kr, gb = _matmul_runs(mb, nc, depth, rows, words, program_chunks)
     kr_rest, gb_rest = 0, 0
     if rest:
-        kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words)
+        kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words, program_chunks)
     for chunk_rows, chunk_kr in ((nc, kr), (rest, kr_rest)):
         if chunk_rows and chunk_kr < 1:
             args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
-            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest
-    return FITS, n, m, func, width, capsule, span, mb, kc, nc, kr, kr_rest, gb, gb_rest
+            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
+    return FITS, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
 
 
 @njit(cache=True, _nrt=False)
@@ -1139,9 +1194,14 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings, args)
         if geometry[0]:
             return geometry[0]
-        for position in range(2 * routings - 1 if whole == ROUTING else 1):
-            _count_routing_phase(routing_phase(position) if whole == ROUTING else kind, n_caps, ch_out, caps_out, rows,
-                                 cols, geometry, counts)
+        if whole == ROUTING:  # an update and a softmax phase per iteration after the first, counted once
+            _count_routing_phase(ROUTING_UPDATE, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
+            _count_routing_phase(ROUTING_SOFTMAX, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
+            for field in range(len(COUNT_FIELDS)):
+                counts[field] *= routings - 1
+            _count_routing_phase(ROUTING_UNIFORM, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
+        else:
+            _count_routing_phase(kind, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
         _routing_transfers(whole, n_caps, ch_out, rows, routings, geometry, moved)
         for field in range(len(COUNT_FIELDS)):  # per image (route3d: per position): the routings run in turn
             counts[field] *= times
@@ -1149,15 +1209,17 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             moved[field] *= times
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        refusal, n, m, func, width, capsule, span, mb, kc, nc, kr_full, kr_rest, gb_full, gb_rest = _matmul_plan(
-            kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args)
+        (refusal, n, m, func, width, capsule, span, mb, kc, nc, full_chunks, kr_full, kr_rest, gb_full,
+         gb_rest) = _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words,
+                                 batch, args)
         if refusal:
             return refusal
-        full_chunks, rest_rows = n // nc, n % nc
+        rest_rows = n - full_chunks * nc
         moved[DATA_LOADS] = kc * n
         moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * kc * mb * rows
         moved[WEIGHT_STORES] = mb * n
-        full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
+        acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = _block_acts(
+            cols, func, m, width, capsule, span)
         for part in range(2):
             chunk_rows, times, kr, gb = ((nc, full_chunks, kr_full, gb_full) if part == 0
                                          else (rest_rows, 1, kr_rest, gb_rest))
@@ -1168,17 +1230,13 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             apart = _matmul_acts_apart(mb, gb, words)
             act_runs = ceil_div(mb // span, apart_acts_per_run(words)) if apart else 0  # no MATMUL phase
             counts[RUNS] += times * (runs * groups + act_runs)
-            counts[PHASE_CYCLES] += times * ((runs - 1) * _grouped_run_cycles(ends, kr, gb, mb, rows, cols)
-                                             + _grouped_run_cycles(ends, kc - (runs - 1) * kr, gb, mb, rows, cols))
+            counts[PHASE_CYCLES] += times * _chunk_run_cycles(ends, kc, kr, runs, gb, mb, rows, cols)
             counts[MATMULS] += times * kc * mb
             counts[MATMUL_ROWS] += times * kc * mb * chunk_rows
             counts[ACCUMULATE] += times * (kc - 1) * mb * chunk_rows
-            if span > 1:  # one ACT per capsule type, over its span blocks
-                _act(counts, cols, func, span * chunk_rows, capsule, times * (m // capsule), False)
-                continue
-            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
-            if last_width:
-                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
+            _act_groups(counts, act_span, act_width, act_last, chunk_rows, times * acts, False)
+            if last_acts:
+                _act_groups(counts, last_span, last_act_width, last_act_last, chunk_rows, times, False)
         return FITS
     if kind == CLASSCAPS:
         refusal, n_caps, kc, mb, k, ci, tb = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols,
@@ -1213,7 +1271,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[WEIGHT_STORES] = all_groups * mb * data_rows
         return FITS
     if kind == TOCAPS or kind == CAPSADD:
-        refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb = (
+        refusal, n, m, func, width, capsule, span, _, operands, chunks, mb, nc, pr, apart, gb = (
             _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch,
                               args))
         if refusal:
@@ -1225,25 +1283,21 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         moved[DATA_LOADS] = tiles * mb * n
         moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * _column_groups(mb, gb) * chunks * rows
         moved[WEIGHT_STORES] = mb * n
-        full_blocks, last_width = m // width, m % width
+        acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = _block_acts(
+            cols, func, m, width, capsule, span)
         for part in range(2):
             chunk_rows, times = (nc, full_chunks) if part == 0 else (rest_rows, 1)
             if chunk_rows == 0 or times == 0:
                 continue
             ends = _matmul_stream_ends(chunk_rows, rows, cols)
             counts[RUNS] += times * (runs * _column_groups(mb, gb) + act_runs)
-            counts[PHASE_CYCLES] += times * ((runs - 1) * _grouped_run_cycles(ends, pr * chunks, gb, mb, rows, cols)
-                                             + _grouped_run_cycles(ends, (operands - (runs - 1) * pr) * chunks, gb, mb,
-                                                                   rows, cols))
+            counts[PHASE_CYCLES] += times * _chunk_run_cycles(ends, tiles, pr * chunks, runs, gb, mb, rows, cols)
             counts[MATMULS] += times * tiles * mb
             counts[MATMUL_ROWS] += times * tiles * mb * chunk_rows
             counts[ACCUMULATE] += times * (tiles - 1) * mb * chunk_rows
-            if span > 1:
-                _act(counts, cols, FUNC_SQUASH, span * chunk_rows, length, times * (m // length), False)
-                continue
-            _act(counts, cols, func, chunk_rows, _act_length(func, capsule, width), times * full_blocks, False)
-            if last_width:
-                _act(counts, cols, func, chunk_rows, _act_length(func, capsule, last_width), times, False)
+            _act_groups(counts, act_span, act_width, act_last, chunk_rows, times * acts, False)
+            if last_acts:
+                _act_groups(counts, last_span, last_act_width, last_act_last, chunk_rows, times, False)
         return FITS
     counts[RUNS] += 1  # a lone activation: one ACT, whatever the batch, and its result rows stored
     _act(counts, cols, kind - RELU + FUNC_RELU, n_in, caps_in, 1, False)
