@@ -457,7 +457,7 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
     images = config.batch if images is None else images
     plan = RoutingPlan(n_in, n_out, dim, config, routings, images if kind in ROUTING_PHASES else 1)
     g = plan.geometry
-    iteration = plan.phase_iteration(kind)
+    iteration, names = plan.phase_iteration(kind), plan.result_names(kind)
     before, during, after = [], [], []
     runs_at = {}  # the runs by the image's state base: built once when every image's state is at row 0
     for image in range(images):
@@ -477,7 +477,6 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
         for run in runs_at[base]:
             during += [Load(load.memory, load.base, load.rows, ("run", image) + load.part) for load in run.images]
             during.append(Run(run.program))
-        names = plan.result_names(kind)
         during += [Store(f"{name}{image}", regions[name].memory, regions[name].base, regions[name].n_rows,
                          regions[name].lanes) for name in names if regions[name].memory != "psum"]
         reads = after if plan.side_by_side else during

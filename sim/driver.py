@@ -348,15 +348,14 @@ class OperationDriver:
 
         reads = self._play_events(session, matmul_session(shape, cfg, shift), fill, counts)
 
+        def columns(rows, nc):
+            """The (nc, m) matrix of a chunk's result rows (block b's nc rows from row b nc)."""
+            return np.hstack([rows[b * nc:(b + 1) * nc, :width] for b, (_, width) in enumerate(blocks)])
+
         def check(results):
-            out = np.zeros((shape.n, shape.m), dtype=np.int64)
-            for n0, nc in reads:
-                for b, (col, width) in enumerate(blocks):
-                    out[n0:n0 + nc, col:col + width] = results[f"out{n0}"][b * nc:(b + 1) * nc, :width]
+            out = np.vstack([columns(results[f"out{n0}"], nc) for n0, nc in reads])
             last, nc = reads[-1]
-            sums = np.zeros((nc, shape.m), dtype=np.int64)
-            for b, (col, width) in enumerate(blocks):
-                sums[:, col:col + width] = results["sums"][b * nc:(b + 1) * nc, :width]
+            sums = columns(results["sums"], nc)
             want_sums = golden.tiled_matmul(x, w, R, cfg.acc_bits)
             if shape.func in ("relu", "none"):
                 want_out = golden.activate(want_sums, shift, shape.func)
