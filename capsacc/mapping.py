@@ -938,7 +938,13 @@ def routing_phases(routings: int = ROUTINGS) -> tuple[str, ...]:
     iteration, then an update and a softmax iteration per further iteration."""
     if isinstance(routings, bool) or not isinstance(routings, int) or routings < 1:
         raise MappingError(f"routings: {routings!r} must be an integer >= 1")
-    return tuple(STEP_KINDS[routing_phase(position)] for position in range(2 * routings - 1))
+    return routing_run_kinds(2 * routings - 1)
+
+
+def routing_run_kinds(operations: int) -> tuple[str, ...]:
+    """The phase kinds of a run of `operations` consecutive routing operations (`routing_phase`): a
+    routing's `routing_phases`, or more (a CapsCell network's class layer ends with an update)."""
+    return tuple(STEP_KINDS[routing_phase(position)] for position in range(operations))
 
 
 RUNS, MATMULS, MATMUL_ROWS, ACCUMULATE, ROUTING_ROWS, PHASE_CYCLES, ACTS, ACT_ROWS, ACT_ELEMENTS, ACTS_COLUMN, \

@@ -22,7 +22,7 @@ from capsacc.mapping import (ACTIVATIONS, ELEMENTWISE_KINDS, ROUTING_PHASES, ROU
                              MatmulShape, act_lanes, apart_acts_per_run, ceil_div, classcaps_act_pieces, classcaps_dims,
                              classcaps_packing, classcaps_per_run, elementwise_chunking, elementwise_shape,
                              matmul_acts_apart, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape,
-                             route3d_routing, routing_geometry, routing_phases)
+                             route3d_routing, routing_geometry, routing_phases, routing_run_kinds)
 from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles
 
 
@@ -449,40 +449,91 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
     regions read (`RoutingPlan.result_names`, named name + b).
 
     A phase whose images' states lie side by side (`RoutingPlan.side_by_side`) is one stream: the
-    partial-sum state is written before the first image's runs and read after the last's (in a
-    chained network each phase finds the logits the previous one left, the first update those the
-    host zeroed before the uniform phase). Otherwise, and for a whole routing (route3d's, one per
-    position), each image's partial-sum accesses end the stream."""
+    partial-sum state is written before the first image's runs and read after the last's. Otherwise,
+    and for a whole routing (route3d's, one per position), each image's partial-sum accesses end the
+    stream."""
     n_in, _, n_out, dim = classcaps_dims(op)
     images = config.batch if images is None else images
     plan = RoutingPlan(n_in, n_out, dim, config, routings, images if kind in ROUTING_PHASES else 1)
-    g = plan.geometry
-    iteration, names = plan.phase_iteration(kind), plan.result_names(kind)
-    before, during, after = [], [], []
-    runs_at = {}  # the runs by the image's state base: built once when every image's state is at row 0
-    for image in range(images):
-        regions = plan.regions(iteration, image)
-        writes = before if plan.side_by_side else during
+    parts = _RoutingImages(plan, kind, shift_logits, shift_sum, writes_logits=True)
+    return _routing_order([parts(image) for image in range(images)], plan.side_by_side)
+
+
+def chained_routing_session(op, config: ArrayConfig, phases: int = 2 * ROUTINGS - 1, routings: int = ROUTINGS,
+                            shift_logits: int = 0, shift_sum: int = 0,
+                            images: int | None = None) -> list[tuple[int, list[SessionEvent]]]:
+    """A routing of `op` as a chained network runs it: its `phases` phases (`routing_run_kinds`; the
+    lone phases' geometry of `routings` iterations), the partial-sum state kept on chip from one phase
+    to the next, as (phase position, events)
+    pieces in the order they run. Each phase's events are the lone phase's (`routing_session`) less
+    the host's writes of the logits it starts from (the logits the previous phases left are in
+    place; the uniform phase's zeros, the logits the first update adds to, are the one write left),
+    and its result names are prefixed "p:" (phase position p). When the images' states lie side by
+    side (`RoutingPlan.side_by_side`) the phases run one after the other over the batch, a piece
+    each; otherwise image after image, each image's phases in turn (a piece per image and phase),
+    so that no image's state overwrites another's between its phases. A piece's streams are those
+    of the lone phase for its images, so each phase's `session_total_cycles` is the lone phase's
+    (`operation_total_cycles`)."""
+    n_in, _, n_out, dim = classcaps_dims(op)
+    images = config.batch if images is None else images
+    plan = RoutingPlan(n_in, n_out, dim, config, routings, images)
+    phases = [_RoutingImages(plan, kind, shift_logits, shift_sum, writes_logits=kind == "routing_uniform",
+                             prefix=f"{position}:") for position, kind in enumerate(routing_run_kinds(phases))]
+    if plan.side_by_side:
+        return [(position, _routing_order([parts(image) for image in range(images)], True))
+                for position, parts in enumerate(phases)]
+    return [(position, _routing_order([parts(image)], False)) for image in range(images)
+            for position, parts in enumerate(phases)]
+
+
+def _routing_order(images: list[tuple[list, list, list]], side_by_side: bool) -> list[SessionEvent]:
+    """The events of a routing phase from each image's (state writes, runs and stores, result reads):
+    side by side every image's writes, then every image's runs, then every image's reads; otherwise
+    image after image."""
+    if side_by_side:
+        return [event for position in range(3) for parts in images for event in parts[position]]
+    return [event for parts in images for part in parts for event in part]
+
+
+class _RoutingImages:
+    """One phase of `plan` (or a whole routing, "routing") image by image: `parts(image)` gives the
+    image's (state writes, runs and stores, result reads) events (`routing_session`). Without
+    `writes_logits` the resident logits the phase starts from are taken as in place (no `PsumWrite`);
+    result names are prefix + name + image. The runs are built once per state base (every image's
+    state at row 0 unless side by side)."""
+
+    def __init__(self, plan: RoutingPlan, kind: str, shift_logits: int, shift_sum: int, writes_logits: bool,
+                 prefix: str = ""):
+        self.plan, self.kind, self.shifts, self.writes_logits, self.prefix = \
+            plan, kind, (shift_logits, shift_sum), writes_logits, prefix
+        self.iteration, self.names = plan.phase_iteration(kind), plan.result_names(kind)
+        self._runs_at = {}
+
+    def __call__(self, image: int) -> tuple[list, list, list]:
+        plan, kind, g, rows = self.plan, self.kind, self.plan.geometry, self.plan.config.rows
+        regions = plan.regions(self.iteration, image)
+        writes, during, reads = [], [], []
         if g["resident"]:
-            writes.append(PsumWrite(regions["b"].base, n_in * g["tJ"], ("logits", image)))
+            if self.writes_logits:
+                writes.append(PsumWrite(regions["b"].base, plan.n_in * g["tJ"], ("logits", image)))
             if kind == "routing_update":
-                during.append(Load("weight", regions["v"].base, g["KF"] * config.rows, ("v", image)))
+                during.append(Load("weight", regions["v"].base, g["KF"] * rows, ("v", image)))
         elif kind == "routing_softmax":
             for r in range(g["recompute"]):
-                during.append(Load("weight", plan.regions(r)["v"].base, g["KF"] * config.rows, ("v_set", r, image)))
+                during.append(Load("weight", plan.regions(r)["v"].base, g["KF"] * rows, ("v_set", r, image)))
         base = plan.state_base(image)
-        if base not in runs_at:
-            runs_at[base] = plan.routing_runs(shift_logits, shift_sum) if kind == "routing" else \
-                plan.phase_runs(kind, iteration, shift_logits, shift_sum, image)
-        for run in runs_at[base]:
+        if base not in self._runs_at:
+            self._runs_at[base] = plan.routing_runs(*self.shifts) if kind == "routing" else \
+                plan.phase_runs(kind, self.iteration, *self.shifts, image)
+        for run in self._runs_at[base]:
             during += [Load(load.memory, load.base, load.rows, ("run", image) + load.part) for load in run.images]
             during.append(Run(run.program))
-        during += [Store(f"{name}{image}", regions[name].memory, regions[name].base, regions[name].n_rows,
-                         regions[name].lanes) for name in names if regions[name].memory != "psum"]
-        reads = after if plan.side_by_side else during
-        reads += [PsumRead(f"{name}{image}", regions[name].base, regions[name].n_rows, regions[name].lanes)
-                  for name in names if regions[name].memory == "psum"]
-    return before + during + after
+        name = lambda result: f"{self.prefix}{result}{image}"
+        during += [Store(name(result), regions[result].memory, regions[result].base, regions[result].n_rows,
+                         regions[result].lanes) for result in self.names if regions[result].memory != "psum"]
+        reads += [PsumRead(name(result), regions[result].base, regions[result].n_rows, regions[result].lanes)
+                  for result in self.names if regions[result].memory == "psum"]
+        return writes, during, reads
 
 
 def operation_session(kind: str, op, config: ArrayConfig, shift: int = 0, operands: int | None = None) -> list[SessionEvent]:

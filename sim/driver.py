@@ -27,10 +27,10 @@ import numpy as np
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, ELEMENTWISE_KINDS, KINDS, ROUTING_PHASES,
                              ROUTINGS, act_lanes, bandwidth_bound, ceil_div, classcaps_dims, classcaps_packing,
-                             elementwise_shape, matmul_blocks, matmul_shape, route3d_routing)
+                             elementwise_shape, matmul_blocks, matmul_shape, route3d_routing, routing_run_kinds)
 from capsacc.network import Operation
 from capsacc.programs import (Load, PsumRead, PsumWrite, Run, activation_session, classcaps_session,
-                              elementwise_session, matmul_session, routing_session)
+                              chained_routing_session, elementwise_session, matmul_session, routing_session)
 import rtl
 from rtl.offchip import CapsAccSystem
 from rtl.isa import MatMul, timing
@@ -101,6 +101,87 @@ class OperationRun:
 LAST_SUMS = "last_sums"
 """The result of a conv kind that holds its last chunk's partial sums (rows of the batch's stacked
 im2col rows, not per image): the host reads them once, after the operation's stream."""
+
+
+def _compare(kind: str, op: Operation, outputs: dict, expected: dict) -> None:
+    """Raise `MismatchError` for the first result of `expected` that `outputs` does not equal."""
+    for name, want in expected.items():
+        got = outputs[name]
+        if got.shape != want.shape or not np.array_equal(got, want):
+            bad = int(np.sum(got != want)) if got.shape == want.shape else -1
+            raise MismatchError(f"{kind} {op}: result '{name}' differs from the golden model "
+                                f"({bad} of {want.size} values; shapes {got.shape} vs {want.shape})")
+
+
+def _session_marks(session) -> dict[str, int]:
+    """What a host or DMA session has spent so far: host starts ("runs"), "host_cycles", and with the
+    off-chip memory "compute_cycles" (`DmaSession.compute_cycles`), "program_beats" and "streams"
+    (how many `Stream`s were played)."""
+    dma = isinstance(session, DmaSession)
+    return {"runs": session.runs, "host_cycles": session.host_cycles,
+            "compute_cycles": session.compute_cycles if dma else 0,
+            "program_beats": session.program_beats if dma else 0, "streams": len(session.streams) if dma else 0}
+
+
+class _RoutingPhase:
+    """One routing phase of a batch (`OperationDriver._routing_op`, `OperationDriver.run_routing`): the
+    state it starts from, per image b (logits (B, I, J), the output capsules v (B, J, D) an update
+    reads, the `recompute` sets v_sets of a recomputing softmax, each (B, J, D)), the rows its session's
+    `Load`s and `PsumWrite`s name (`fill`), the golden results (`expected`, by result name, stacked
+    over the batch) and the check of the RTL's results (named prefix + name + b)."""
+
+    def __init__(self, kind: str, layout: RoutingLayout, u_hat, logits, v, v_sets, shift_logits: int, shift_sum: int,
+                 prefix: str = ""):
+        self.kind, self.layout, self.prefix = kind, layout, prefix
+        self.u_hat, self.logits, self.v = u_hat, logits, v
+        sets = layout.geometry["recompute"]
+        self.v_sets = [np.asarray(v_r) for v_r in v_sets] + [np.zeros_like(v)] * (sets - len(v_sets))
+        self.coupling = golden.uniform_coupling(layout.n_in, layout.n_out)
+        self.names = layout.result_names(kind)
+        acc_bits, block = layout.config.acc_bits, layout.last_block()
+        expected = {name: [] for name in self.names}
+        for image in range(len(u_hat)):
+            u = u_hat[image]
+            if kind == "routing_update":
+                results = {"b": golden.routing_update(logits[image], u, v[image], acc_bits)}
+            elif kind == "routing":
+                results = dict(zip(("c", "s", "v", "b"), golden.routing(u, layout.routings, shift_logits, shift_sum,
+                                                                         acc_bits)))
+                results["c"] = results["c"][block]
+                if not layout.geometry["resident"]:
+                    results["b"] = results["b"][block]
+            else:
+                if kind == "routing_uniform":
+                    c = self.coupling
+                else:
+                    start = logits[image]
+                    if not layout.geometry["resident"]:
+                        for v_r in self.v_sets:
+                            start = golden.routing_update(start, u, v_r[image], acc_bits)
+                    c = golden.activate(start, shift_logits, "softmax")
+                results = dict(zip(("c", "s", "v"), (c[block], *golden.routing_sum(c, u, shift_sum, acc_bits))))
+            for name in self.names:
+                expected[name].append(results[name])
+        self.expected = {name: np.stack(values) for name, values in expected.items()}
+
+    def fill(self, load) -> np.ndarray:
+        """The rows of a `Load` or `PsumWrite` of the phase's session, by its part."""
+        part, layout = load.part, self.layout
+        if part[0] == "logits":
+            return layout.logit_rows(self.logits[part[1]])
+        if part[0] == "v":
+            return layout.v_rows(self.v[part[1]])
+        if part[0] == "v_set":
+            return layout.v_rows(self.v_sets[part[1]][part[2]])
+        return layout.fill(replace(load, part=part[2:]), self.u_hat[part[1]], self.coupling)  # ("run", image, ...)
+
+    def check(self, results: dict) -> tuple[dict, dict]:
+        """(the RTL's results, the golden ones), by result name, stacked over the batch."""
+        convert = {"c": self.layout.coupling, "s": self.layout.sums, "v": self.layout.v, "b": self.layout.logits}
+        images = range(len(self.u_hat))
+        got = {name: np.stack([convert[name](results[f"{self.prefix}{name}{image}"]) for image in images])
+               for name in self.names}
+        return got, self.expected
 
 
 def shift_for(terms: int) -> int:
@@ -226,20 +307,11 @@ class OperationDriver:
         for stream in streams:
             stream.results = {store.name: results[store.name] for store in stream.stores}
         outputs, expected = check(results)
-        for name, want in expected.items():
-            got = outputs[name]
-            if got.shape != want.shape or not np.array_equal(got, want):
-                bad = int(np.sum(got != want)) if got.shape == want.shape else -1
-                raise MismatchError(f"{kind} {op}: result '{name}' differs from the golden model "
-                                    f"({bad} of {want.size} values; shapes {got.shape} vs {want.shape})")
+        _compare(kind, op, outputs, expected)
         counters = {name: sum(r[name] for r in runs) for name in COUNTER_NAMES}
-        cycles = session.compute_cycles if self.offchip else counters["busy_cycles"]
-        width = self.config.offchip_bytes_per_cycle
-        program_bytes = session.program_beats * width if self.offchip else 0
-        moved = (counters["offchip_read_beats"] + counters["offchip_write_beats"]) * width - program_bytes
-        return OperationRun(kind, op, self.config, self.backend, cycles, session.host_cycles,
-                            session.runs, counters, counts, outputs, expected, trace.sim_s, trace.cpu_s,
-                            time.perf_counter() - start, counters["busy_cycles"], moved, streams, program_bytes)
+        run = self._operation_run(kind, op, _session_marks(session), counters, counts, outputs, expected, streams)
+        run.sim_s, run.cpu_s, run.wall_s = trace.sim_s, trace.cpu_s, time.perf_counter() - start
+        return run
 
     def prepare(self, kind: str, op: Operation, seed: int = 0, inputs: dict | None = None):
         """(host session, instruction counts, result checker) of `run`, without simulating."""
@@ -510,60 +582,88 @@ class OperationDriver:
         v_sets = inputs.get("v_sets")
         if v_sets is None:
             v_sets = [self._batch_input({}, "v", (n_out, dim), rng, batch=batch) for _ in range(sets)]
-        v_sets = [np.asarray(v_r) for v_r in v_sets]
-        v_sets += [np.zeros((batch, n_out, dim), dtype=np.int64)] * (sets - len(v_sets))
         shift_logits = inputs.get("shift_logits", 4)
         shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
-        coupling = golden.uniform_coupling(n_in, n_out)
+        phase = _RoutingPhase(kind, layout, u_hat, logits, v, v_sets, shift_logits, shift_sum)
         session, counts = self._session(), self._new_counts()
-        names = layout.result_names(kind)
-        start_logits = []  # the logits each image's phase starts from
-        for image in range(batch):
-            b = logits[image]
-            if not resident and kind == "routing_softmax":
-                for v_r in v_sets:
-                    b = golden.routing_update(b, u_hat[image], v_r[image], cfg.acc_bits)
-            start_logits.append(b)
-
-        def fill(load):
-            part = load.part
-            if part[0] == "logits":
-                return layout.logit_rows(logits[part[1]])
-            if part[0] == "v":
-                return layout.v_rows(v[part[1]])
-            if part[0] == "v_set":
-                return layout.v_rows(v_sets[part[1]][part[2]])
-            return layout.fill(replace(load, part=part[2:]), u_hat[part[1]], coupling)  # ("run", image, ...)
-
         events = routing_session(kind, op, cfg, routings, shift_logits, shift_sum, batch)
-        self._play_events(session, events, fill, counts)
-        block = layout.last_block()
-        convert = {"c": layout.coupling, "s": layout.sums, "v": layout.v, "b": layout.logits}
+        self._play_events(session, events, phase.fill, counts)
+        return session, counts, phase.check
 
-        def check(results):
-            got = {name: [] for name in names}
-            want = {name: [] for name in names}
-            for image in range(batch):
-                if kind == "routing_update":
-                    expected = {"b": golden.routing_update(logits[image], u_hat[image], v[image], cfg.acc_bits)}
-                elif kind == "routing":
-                    expected = dict(zip(("c", "s", "v", "b"), golden.routing(u_hat[image], routings, shift_logits,
-                                                                              shift_sum, cfg.acc_bits)))
-                    expected["c"] = expected["c"][block]
-                    if not resident:
-                        expected["b"] = expected["b"][block]
-                else:
-                    c = coupling if kind == "routing_uniform" else golden.activate(start_logits[image], shift_logits,
-                                                                                   "softmax")
-                    expected = dict(zip(("c", "s", "v"),
-                                        (c[block], *golden.routing_sum(c, u_hat[image], shift_sum, cfg.acc_bits))))
-                for name in names:
-                    got[name].append(convert[name](results[f"{name}{image}"]))
-                    want[name].append(expected[name])
-            return ({name: np.stack(values) for name, values in got.items()},
-                    {name: np.stack(values) for name, values in want.items()})
+    def run_routing(self, op: Operation, seed: int = 0, inputs: dict | None = None) -> list[OperationRun]:
+        """A routing of `op` as a chained network runs it: its inputs["phases"] phases
+        (`capsacc.mapping.routing_run_kinds`, default those of inputs["routings"] iterations, default
+        `ROUTINGS`; each with the lone phase's geometry of "routings") in one session, the partial-sum
+        state kept on chip from phase to phase (`capsacc.programs.chained_routing_session`: image after
+        image unless the batch's states lie side by side; the host writes only the zero logits the
+        first update adds to). Inputs:
+        "u_hat" (B, I, J, D) (random when absent), "shift_logits", "shift_sum". Each phase's loads of
+        output capsules written by an earlier phase (an update's v, a recomputing softmax's sets) are
+        filled with the golden model's values of that phase, which its own check has compared with the
+        RTL's. Returns one `OperationRun` per phase, in order, each with its own programs' cycles,
+        counters, streams and checked results (as a lone phase's, whose total_cycles it equals); the
+        simulator's seconds are shared by the phases in proportion to their simulated cycles. Raises
+        `MismatchError` when a phase's result differs from the golden model."""
+        start = time.perf_counter()
+        cfg, batch, inputs = self.config, self.config.batch, inputs or {}
+        rng = np.random.default_rng(seed)
+        n_in, _, n_out, dim = classcaps_dims(op)
+        routings = inputs.get("routings", ROUTINGS)
+        count = inputs.get("phases", 2 * routings - 1)
+        layout = RoutingLayout(n_in, n_out, dim, cfg, routings)
+        u_hat = self._batch_input(inputs, "u_hat", (n_in, n_out, dim), rng)
+        shift_logits = inputs.get("shift_logits", 4)
+        shift_sum = inputs.get("shift_sum", max(1, shift_for(n_in) - 2))
+        logits = np.zeros((batch, n_in, n_out), dtype=np.int64)
+        v, v_sets, phases = np.zeros((batch, n_out, dim), dtype=np.int64), [], []
+        for kind in routing_run_kinds(count):
+            phases.append(_RoutingPhase(kind, layout, u_hat, logits, v, v_sets, shift_logits, shift_sum,
+                                        f"{len(phases)}:"))
+            if kind == "routing_update":
+                logits = phases[-1].expected.get("b", logits)  # none when the logits are recomputed
+            else:
+                v = phases[-1].expected["v"]
+                v_sets.append(v)
+        session = self._session()
+        counts = [self._new_counts() for _ in phases]
+        marks = [[] for _ in phases]  # per phase: (session figures before, after) of each piece
+        for position, events in chained_routing_session(op, cfg, count, routings, shift_logits, shift_sum, batch):
+            before = _session_marks(session)
+            self._play_events(session, events, phases[position].fill, counts[position])
+            if self.offchip:
+                session.flush()
+            marks[position].append((before, _session_marks(session)))
+        results, starts, trace = self.play(session)
+        runs = []
+        for phase, phase_counts, pieces in zip(phases, counts, marks):
+            outputs, expected = phase.check(results)
+            _compare(phase.kind, op, outputs, expected)
+            mine = [starts[i] for before, after in pieces for i in range(before["runs"], after["runs"])]
+            spent = {field: sum(after[field] - before[field] for before, after in pieces) for field in pieces[0][0]}
+            streams = [session.streams[i] for before, after in pieces
+                       for i in range(before["streams"], after["streams"])]
+            for stream in streams:
+                stream.results = {store.name: results[store.name] for store in stream.stores}
+            counters = {name: sum(r[name] for r in mine) for name in COUNTER_NAMES}
+            runs.append(self._operation_run(phase.kind, op, spent, counters, phase_counts, outputs, expected, streams))
+        simulated = sum(run.simulated_cycles for run in runs) or 1
+        wall = time.perf_counter() - start
+        for run in runs:
+            share = run.simulated_cycles / simulated
+            run.sim_s, run.cpu_s, run.wall_s = trace.sim_s * share, trace.cpu_s * share, wall * share
+        return runs
 
-        return session, counts, check
+    def _operation_run(self, kind, op, spent: dict, counters: dict, counts: dict, outputs: dict, expected: dict,
+                       streams: list) -> OperationRun:
+        """The `OperationRun` of `op` from what its part of a session spent (`_session_marks`' fields),
+        its programs' summed counters and its checked results (no simulator seconds)."""
+        width = self.config.offchip_bytes_per_cycle
+        cycles = spent["compute_cycles"] if self.offchip else counters["busy_cycles"]
+        program_bytes = spent["program_beats"] * width
+        moved = (counters["offchip_read_beats"] + counters["offchip_write_beats"]) * width - program_bytes
+        return OperationRun(kind, op, self.config, self.backend, cycles, spent["host_cycles"], spent["runs"],
+                            counters, counts, outputs, expected, 0.0, 0.0, 0.0, counters["busy_cycles"], moved,
+                            streams, program_bytes)
 
     def _activation_op(self, func, op, rng):
         """One row-mode ACT of n = op.n_in partial-sum rows (rounded up to whole capsules) with

@@ -7,9 +7,11 @@ ClassCaps inputs, and its predictions the routing's. The routing operations are 
 `capsacc.mapping.ROUTINGS` = 3 iterations (`capsacc.mapping.operation_kinds`): the uniform first
 coupling's sums and squash, then per further iteration an agreement update of the logits (from
 zero) and a softmax iteration over them; each phase reads the logits and capsules the previous ones
-produced. CapsCell networks (DeepCaps) run as nas.layers builds them, with the deviations
-docs/rtl.md lists: ToCapsules squashes the convolutions' feature map, each cell's second convolution
-reads its first, the skip branch reads the first too, and the cell's output is the third's capsules
+produced. A routing's phases run in one session (`OperationDriver.run_routing`, `routing_steps`), the
+logits and sums kept in the partial-sum memory from phase to phase (image after image when the
+batch's states do not fit side by side), with the shifts given to its first phase. CapsCell
+networks (DeepCaps) run as nas.layers builds them, with the deviations docs/rtl.md lists:
+ToCapsules squashes the convolutions' feature map, each cell's second convolution reads its first, the skip branch reads the first too, and the cell's output is the third's capsules
 plus the skip's ("capsadd"); the last cell's skip is the ConvCaps3D's votes and their dynamic routing
 over the input capsule types at each position ("route3d", `capsacc.mapping.ROUTINGS` = 3 iterations,
 the first coupling uniform: `capsacc.mapping.route3d_routing`); ClassCaps then runs
@@ -29,8 +31,8 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
-from capsacc.mapping import (CHAIN_KINDS, ELEMENTWISE_KINDS, MappingError, Step, chain, elementwise_shape,
-                             plan_counts, routing_phases)
+from capsacc.mapping import (CHAIN_KINDS, ELEMENTWISE_KINDS, ROUTING_PHASES, MappingError, Step, chain,
+                             elementwise_shape, plan_counts, routing_phases, routing_run_kinds)
 from capsacc.network import Network
 from sim.driver import OperationDriver, OperationRun
 
@@ -125,6 +127,22 @@ def check_chainable(network: Network, config: ArrayConfig) -> None:
                              f"{config.rows}x{config.cols} array: {error}") from None
 
 
+def routing_steps(steps: list[Step], first: int) -> list[int]:
+    """The positions of the routing phases that step `first` (a routing's uniform phase) starts: it and
+    the phase steps after it that read the same ClassCaps, in order (`capsacc.mapping.routing_run_kinds`
+    of their number; `ValueError` otherwise)."""
+    positions = [first]
+    for position in range(first + 1, len(steps)):
+        step = steps[position]
+        if step.kind not in ROUTING_PHASES or step.kind == "routing_uniform" or step.inputs != steps[first].inputs:
+            break
+        positions.append(position)
+    kinds = tuple(steps[p].kind for p in positions)
+    if kinds != routing_run_kinds(len(kinds)):
+        raise ValueError(f"steps {positions[0]}..{positions[-1]}: routing phases {kinds} are not a routing's")
+    return positions
+
+
 def run_network(network: Network, driver: OperationDriver, images: np.ndarray, seed: int = 0,
                 progress=None, operation_inputs: dict[str, dict] | None = None) -> NetworkRun:
     """Run every step of `network` (`capsacc.mapping.chain`) on the RTL with the driver on a batch of
@@ -136,8 +154,8 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
     check_chainable(network, driver.config)
     steps = chain(network.operations)
     batch = driver.config.batch
-    runs, outputs = [], []
-    logits, output, v_sets = None, None, []
+    runs, outputs, output = [], [], None
+    routing_runs = {}  # the runs of a routing's later phases by step position, run with its first phase
     for position, step in enumerate(steps):
         op, kind = step.op, step.kind
         rng_seed = seed * 1000 + position
@@ -173,15 +191,15 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
                                  f"capsules, got {u.shape[1]}")
             result = driver.run("classcaps", op, seed=rng_seed, inputs={**given, "u": u})
             outputs.append(result.outputs["u_hat"])
-            logits, v_sets = np.zeros(outputs[-1].shape[:3], dtype=np.int64), []
         else:
-            result = driver.run(kind, op, seed=rng_seed, inputs={"logits": logits, "u_hat": inputs[0], "v": output,
-                                                                 "v_sets": v_sets, "shift_logits": SHIFT_LOGITS, **given})
-            if kind == "routing_update":
-                logits = result.outputs.get("b", logits)  # none when the routing recomputes its logits
-            else:
+            if position not in routing_runs:
+                phases = routing_steps(steps, position)
+                phase_runs = driver.run_routing(op, seed=rng_seed, inputs={
+                    "u_hat": inputs[0], "phases": len(phases), "shift_logits": SHIFT_LOGITS, **given})
+                routing_runs.update(zip(phases, phase_runs))
+            result = routing_runs.pop(position)
+            if kind != "routing_update":
                 output = result.outputs["v"]
-                v_sets.append(output)
             outputs.append(None)
         runs.append(result)
         if progress:
