@@ -12,9 +12,8 @@ logits and sums kept in the partial-sum memory from phase to phase (image after 
 batch's states do not fit side by side), with the shifts given to its first phase. CapsCell
 networks (DeepCaps) run as nas.layers builds them, with the deviations docs/rtl.md lists:
 ToCapsules squashes the convolutions' feature map, each cell's second convolution reads its first,
-the skip branch reads the first too, and the cell's output is the third's capsules plus the skip's ("capsadd"); the last cell's skip is the ConvCaps3D's votes and their dynamic routing
-over the input capsule types at each position ("route3d", `capsacc.mapping.ROUTINGS` = 3 iterations,
-the first coupling uniform: `capsacc.mapping.route3d_routing`); ClassCaps then runs
+the skip branch reads the first too, and the cell's output is the third's capsules plus the skip's
+("capsadd"); the last cell's skip is the ConvCaps3D's votes and their dynamic routing capsule types at each position ("route3d", `capsacc.mapping.ROUTINGS` = 3 iterations, the first coupling uniform: `capsacc.mapping.route3d_routing`); ClassCaps then runs
 before its routing phases. Weights are random int8 (seeded): the run measures cycles and
 bit-exactness, not accuracy. The network runs on a batch of B = `config.batch` images at once
 (`capsacc.mapping`'s rules; every activation carries a leading batch axis): each step's cycles are
