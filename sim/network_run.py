@@ -2,24 +2,25 @@
 
 The steps are `capsacc.mapping.chain`'s: each runs through `sim.driver.OperationDriver` (checked
 against the golden model), and its RTL outputs feed the steps that read it: a convolution's int8
-feature map is the next layer's image, the last capsule layer's squashed capsules are the
-ClassCaps inputs, and its predictions the routing's. The routing operations are the phases of
+feature map is the next layer's image, the last capsule layer's squashed capsules are the ClassCaps
+inputs, and its predictions the routing's. The routing operations are the phases of
 `capsacc.mapping.ROUTINGS` = 3 iterations (`capsacc.mapping.operation_kinds`): the uniform first
-coupling's sums and squash, then per further iteration an agreement update of the logits (from
-zero) and a softmax iteration over them; each phase reads the logits and capsules the previous ones
-produced. A routing's phases run in one session (`OperationDriver.run_routing`, `routing_steps`), the
-logits and sums kept in the partial-sum memory from phase to phase (image after image when the
-batch's states do not fit side by side), with the shifts given to its first phase. CapsCell
-networks (DeepCaps) run as nas.layers builds them, with the deviations docs/rtl.md lists:
-ToCapsules squashes the convolutions' feature map, each cell's second convolution reads its first,
-the skip branch reads the first too, and the cell's output is the third's capsules plus the skip's
-("capsadd"); the last cell's skip is the ConvCaps3D's votes and their dynamic routing capsule types at each position ("route3d", `capsacc.mapping.ROUTINGS` = 3 iterations, the first coupling uniform: `capsacc.mapping.route3d_routing`); ClassCaps then runs
-before its routing phases. Weights are random int8 (seeded): the run measures cycles and
-bit-exactness, not accuracy. The network runs on a batch of B = `config.batch` images at once
-(`capsacc.mapping`'s rules; every activation carries a leading batch axis): each step's cycles are
-the batch's. `check_chainable` refuses, before anything runs, a routing no ClassCaps
-feeds and any step the tiling rules cannot place. `nascaps rtl run` (`sim.cli`) is the command line
-of `run_network`.
+coupling's sums and squash, then per further iteration an agreement update of the logits (from zero)
+and a softmax iteration over them; each phase reads the logits and capsules the previous ones
+produced. A routing's phases run in one session (`OperationDriver.run_routing`, `routing_steps`),
+the logits and sums kept in the partial-sum memory from phase to phase (image after image when the
+batch's states do not fit side by side), with the shifts given to its first phase. CapsCell networks
+(DeepCaps) run as nas.layers builds them, with the deviations docs/rtl.md lists: ToCapsules squashes
+the convolutions' feature map, each cell's second convolution reads its first, the skip branch reads
+the first too, and the cell's output is the third's capsules plus the skip's ("capsadd"); the last
+cell's skip is the ConvCaps3D's votes and their dynamic routing over the input capsule types at each position
+("route3d", `capsacc.mapping.ROUTINGS` = 3 iterations, the first coupling uniform:
+`capsacc.mapping.route3d_routing`); ClassCaps then runs before its routing phases. Weights are
+random int8 (seeded): the run measures cycles and bit-exactness, not accuracy. The network runs on a
+batch of B = `config.batch` images at once (`capsacc.mapping`'s rules; every activation carries a
+leading batch axis): each step's cycles are the batch's. `check_chainable` refuses, before anything
+runs, a routing no ClassCaps feeds and any step the tiling rules cannot place. `nascaps rtl run`
+(`sim.cli`) is the command line of `run_network`.
 """
 
 import dataclasses
