@@ -45,7 +45,12 @@ CapsCell networks, a whole routing, lone activations."""
 
 
 class MismatchError(AssertionError):
-    """An RTL result that differs from the golden model."""
+    """An RTL result that differs from the golden model. `finished`: the runs of a routing's phases
+    before the one that differs (`OperationDriver.run_routing`), in order; else empty."""
+
+    def __init__(self, message: str, finished: list | None = None):
+        super().__init__(message)
+        self.finished = finished or []
 
 
 @dataclass
@@ -603,7 +608,8 @@ class OperationDriver:
         RTL's. Returns one `OperationRun` per phase, in order, each with its own programs' cycles,
         counters, streams and checked results (as a lone phase's, whose total_cycles it equals); the
         simulator's seconds are shared by the phases in proportion to their simulated cycles. Raises
-        `MismatchError` when a phase's result differs from the golden model."""
+        `MismatchError` for the first phase whose result differs from the golden model, with the runs
+        of the phases before it (`MismatchError.finished`)."""
         start = time.perf_counter()
         cfg, batch, inputs = self.config, self.config.batch, inputs or {}
         rng = np.random.default_rng(seed)
@@ -637,7 +643,6 @@ class OperationDriver:
         runs = []
         for phase, phase_counts, pieces in zip(phases, counts, marks):
             outputs, expected = phase.check(results)
-            _compare(phase.kind, op, outputs, expected)
             mine = [starts[i] for before, after in pieces for i in range(before["runs"], after["runs"])]
             spent = {field: sum(after[field] - before[field] for before, after in pieces) for field in pieces[0][0]}
             streams = [session.streams[i] for before, after in pieces
@@ -651,6 +656,11 @@ class OperationDriver:
         for run in runs:
             share = run.simulated_cycles / simulated
             run.sim_s, run.cpu_s, run.wall_s = trace.sim_s * share, trace.cpu_s * share, wall * share
+        for position, run in enumerate(runs):
+            try:
+                _compare(run.kind, op, run.outputs, run.golden)
+            except MismatchError as error:
+                raise MismatchError(str(error), runs[:position]) from None
         return runs
 
     def _operation_run(self, kind, op, spent: dict, counters: dict, counts: dict, outputs: dict, expected: dict,

@@ -34,7 +34,7 @@ from capsacc.errors import InputError
 from capsacc.mapping import (CHAIN_KINDS, ELEMENTWISE_KINDS, ROUTING_PHASES, MappingError, Step, chain,
                              elementwise_shape, plan_counts, routing_phases, routing_run_kinds)
 from capsacc.network import Network
-from sim.driver import OperationDriver, OperationRun
+from sim.driver import MismatchError, OperationDriver, OperationRun
 
 PACKAGED_MNIST = Path(__file__).resolve().parent.parent / "nas" / "data" / "mnist_subset.npz"
 """The MNIST subset the distribution ships (package data of nas, a file beside sim; read, not imported).
@@ -194,8 +194,15 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
         else:
             if position not in routing_runs:
                 phases = routing_steps(steps, position)
-                phase_runs = driver.run_routing(op, seed=rng_seed, inputs={
-                    "u_hat": inputs[0], "phases": len(phases), "shift_logits": SHIFT_LOGITS, **given})
+                try:
+                    phase_runs = driver.run_routing(op, seed=rng_seed, inputs={
+                        "u_hat": inputs[0], "phases": len(phases), "shift_logits": SHIFT_LOGITS, **given})
+                except MismatchError as error:  # the phases before the one that differs are reported
+                    for phase, run in zip(phases, error.finished):
+                        runs.append(run)
+                        if progress:
+                            progress(steps[phase], run)
+                    raise
                 routing_runs.update(zip(phases, phase_runs))
             result = routing_runs.pop(position)
             if kind != "routing_update":
