@@ -595,14 +595,14 @@ class OperationDriver:
         self._play_events(session, events, phase.fill, counts)
         return session, counts, phase.check
 
-    def run_routing(self, op: Operation, seed: int = 0, inputs: dict | None = None) -> list[OperationRun]:
-        """A routing of `op` as a chained network runs it: its inputs["phases"] phases
-        (`capsacc.mapping.routing_run_kinds`, default those of inputs["routings"] iterations, default
-        `ROUTINGS`; each with the lone phase's geometry of "routings") in one session, the partial-sum
-        state kept on chip from phase to phase (`capsacc.programs.chained_routing_session`: image after
-        image unless the batch's states lie side by side; the host writes only the zero logits the
-        first update adds to). Inputs:
-        "u_hat" (B, I, J, D) (random when absent), "shift_logits", "shift_sum". Each phase's loads of
+    def run_routing(self, ops: list[Operation], seed: int = 0, inputs: dict | None = None) -> list[OperationRun]:
+        """A routing as a chained network runs it: its phases, one per operation of `ops` (a run of
+        routing operations of one shape, `capsacc.mapping.routing_run_kinds`; each with the lone
+        phase's geometry of inputs["routings"] iterations, default `ROUTINGS`) in one session, the
+        partial-sum state kept on chip from phase to phase (`capsacc.programs.chained_routing_session`:
+        image after image unless the batch's states lie side by side; the host writes only the zero
+        logits the first update adds to). Inputs: "u_hat" (B, I, J, D) (random when absent),
+        "shift_logits", "shift_sum". Each phase's loads of
         output capsules written by an earlier phase (an update's v, a recomputing softmax's sets) are
         filled with the golden model's values of that phase, which its own check has compared with the
         RTL's. Returns one `OperationRun` per phase, in order, each with its own programs' cycles,
@@ -613,9 +613,9 @@ class OperationDriver:
         start = time.perf_counter()
         cfg, batch, inputs = self.config, self.config.batch, inputs or {}
         rng = np.random.default_rng(seed)
+        op, count = ops[0], len(ops)
         n_in, _, n_out, dim = classcaps_dims(op)
         routings = inputs.get("routings", ROUTINGS)
-        count = inputs.get("phases", 2 * routings - 1)
         layout = RoutingLayout(n_in, n_out, dim, cfg, routings)
         u_hat = self._batch_input(inputs, "u_hat", (n_in, n_out, dim), rng)
         shift_logits = inputs.get("shift_logits", 4)
@@ -641,7 +641,7 @@ class OperationDriver:
             marks[position].append((before, _session_marks(session)))
         results, starts, trace = self.play(session)
         runs = []
-        for phase, phase_counts, pieces in zip(phases, counts, marks):
+        for phase, phase_op, phase_counts, pieces in zip(phases, ops, counts, marks):
             outputs, expected = phase.check(results)
             mine = [starts[i] for before, after in pieces for i in range(before["runs"], after["runs"])]
             spent = {field: sum(after[field] - before[field] for before, after in pieces) for field in pieces[0][0]}
@@ -650,7 +650,8 @@ class OperationDriver:
             for stream in streams:
                 stream.results = {store.name: results[store.name] for store in stream.stores}
             counters = {name: sum(r[name] for r in mine) for name in COUNTER_NAMES}
-            runs.append(self._operation_run(phase.kind, op, spent, counters, phase_counts, outputs, expected, streams))
+            runs.append(self._operation_run(phase.kind, phase_op, spent, counters, phase_counts, outputs, expected,
+                                            streams))
         simulated = sum(run.simulated_cycles for run in runs) or 1
         wall = time.perf_counter() - start
         for run in runs:
@@ -658,7 +659,7 @@ class OperationDriver:
             run.sim_s, run.cpu_s, run.wall_s = trace.sim_s * share, trace.cpu_s * share, wall * share
         for position, run in enumerate(runs):
             try:
-                _compare(run.kind, op, run.outputs, run.golden)
+                _compare(run.kind, run.op, run.outputs, run.golden)
             except MismatchError as error:
                 raise MismatchError(str(error), runs[:position]) from None
         return runs

@@ -195,8 +195,8 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
             if position not in routing_runs:
                 phases = routing_steps(steps, position)
                 try:
-                    phase_runs = driver.run_routing(op, seed=rng_seed, inputs={
-                        "u_hat": inputs[0], "phases": len(phases), "shift_logits": SHIFT_LOGITS, **given})
+                    phase_runs = driver.run_routing([steps[p].op for p in phases], seed=rng_seed, inputs={
+                        "u_hat": inputs[0], "shift_logits": SHIFT_LOGITS, **given})
                 except MismatchError as error:  # the phases before the one that differs are reported
                     for phase, run in zip(phases, error.finished):
                         runs.append(run)

@@ -6,6 +6,8 @@ recomputed: every phase bit-exact, each phase's cycles and total_cycles those of
 calibrated model's), the last capsules those of `sim.golden.routing`, and no partial sums written by
 the host but the zero logits the first update adds to."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -37,10 +39,11 @@ def test_a_chained_routing_keeps_its_state_on_chip_and_costs_its_lone_phases(nam
                                                               "recomputed": (False, False)}[name]
     u_hat = np.random.default_rng(5).integers(-128, 128, size=(CONFIG.batch, n_in, n_out, dim))
     driver = OperationDriver(CONFIG, "amaranth", offchip=True)
-    runs = driver.run_routing(op, seed=3, inputs={"u_hat": u_hat, "shift_logits": SHIFT_LOGITS,
-                                                  "shift_sum": SHIFT_SUM})
     kinds = routing_phases()
-    assert [run.kind for run in runs] == list(kinds)
+    ops = [dataclasses.replace(op, name=f"routing{position}") for position in range(len(kinds))]
+    runs = driver.run_routing(ops, seed=3, inputs={"u_hat": u_hat, "shift_logits": SHIFT_LOGITS,
+                                                   "shift_sum": SHIFT_SUM})
+    assert [(run.kind, run.op) for run in runs] == list(zip(kinds, ops))
     for kind, run in zip(kinds, runs):
         for output, want in run.golden.items():
             assert np.array_equal(run.outputs[output], want), (kind, output)
