@@ -10,7 +10,8 @@ its `part` names; `session_total_cycles` plays them on `capsacc.schedule.DmaSche
 the DMA programs with `capsacc.schedule.timing`: the cycles `nascaps rtl run` measures with the
 off-chip memory (`total_cycles`, from the first byte in to the last result out, stalls included),
 without simulating. A routing's programs are `RoutingPlan`'s (`rtl.workloads.RoutingLayout` fills
-its images with data).
+its images with data); `chained_routing_session` orders a routing's phases as a chained network runs
+them, the partial-sum state kept on chip from phase to phase.
 """
 
 import dataclasses
@@ -464,8 +465,7 @@ def chained_routing_session(op, config: ArrayConfig, phases: int = 2 * ROUTINGS 
                             images: int | None = None) -> list[tuple[int, list[SessionEvent]]]:
     """A routing of `op` as a chained network runs it: its `phases` phases (`routing_run_kinds`; the
     lone phases' geometry of `routings` iterations), the partial-sum state kept on chip from one phase
-    to the next, as (phase position, events)
-    pieces in the order they run. Each phase's events are the lone phase's (`routing_session`) less
+    to the next, as (phase position, events) pieces in the order they run. Each phase's events are the lone phase's (`routing_session`) less
     the host's writes of the logits it starts from (the logits the previous phases left are in
     place; the uniform phase's zeros, the logits the first update adds to, are the one write left),
     and its result names are prefixed "p:" (phase position p). When the images' states lie side by
@@ -528,7 +528,9 @@ class _RoutingImages:
         for run in self._runs_at[base]:
             during += [Load(load.memory, load.base, load.rows, ("run", image) + load.part) for load in run.images]
             during.append(Run(run.program))
-        name = lambda result: f"{self.prefix}{result}{image}"
+        def name(result: str) -> str:
+            return f"{self.prefix}{result}{image}"
+
         during += [Store(name(result), regions[result].memory, regions[result].base, regions[result].n_rows,
                          regions[result].lanes) for result in self.names if regions[result].memory != "psum"]
         reads += [PsumRead(name(result), regions[result].base, regions[result].n_rows, regions[result].lanes)
