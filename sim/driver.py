@@ -309,12 +309,9 @@ class OperationDriver:
         session, counts, check = self.prepare(kind, op, seed, inputs)
         results, runs, trace = self.play(session)
         streams = session.streams if self.offchip else []
-        for stream in streams:
-            stream.results = {store.name: results[store.name] for store in stream.stores}
         outputs, expected = check(results)
         _compare(kind, op, outputs, expected)
-        counters = {name: sum(r[name] for r in runs) for name in COUNTER_NAMES}
-        run = self._operation_run(kind, op, _session_marks(session), counters, counts, outputs, expected, streams)
+        run = self._operation_run(kind, op, _session_marks(session), runs, counts, outputs, expected, streams, results)
         run.sim_s, run.cpu_s, run.wall_s = trace.sim_s, trace.cpu_s, time.perf_counter() - start
         return run
 
@@ -602,12 +599,12 @@ class OperationDriver:
         partial-sum state kept on chip from phase to phase (`capsacc.programs.chained_routing_session`:
         image after image unless the batch's states lie side by side; the host writes only the zero
         logits the first update adds to). Inputs: "u_hat" (B, I, J, D) (random when absent),
-        "shift_logits", "shift_sum". Each phase's loads of
-        output capsules written by an earlier phase (an update's v, a recomputing softmax's sets) are
-        filled with the golden model's values of that phase, which its own check has compared with the
-        RTL's. Returns one `OperationRun` per phase, in order, each with its own programs' cycles,
-        counters, streams and checked results (as a lone phase's, whose total_cycles it equals); the
-        simulator's seconds are shared by the phases in proportion to their simulated cycles. Raises
+        "shift_logits", "shift_sum". Each phase's loads of output capsules written by an earlier phase
+        (an update's v, a recomputing softmax's sets) are filled with the golden model's values of that
+        phase, which its own check has compared with the RTL's. Returns one `OperationRun` per phase, in
+        order, each with its own programs' cycles, counters, streams and checked results (as a lone
+        phase's, whose total_cycles it equals); the simulator's seconds are shared by the phases in
+        proportion to their simulated cycles. Raises
         `MismatchError` for the first phase whose result differs from the golden model, with the runs
         of the phases before it (`MismatchError.finished`)."""
         start = time.perf_counter()
@@ -647,11 +644,8 @@ class OperationDriver:
             spent = {field: sum(after[field] - before[field] for before, after in pieces) for field in pieces[0][0]}
             streams = [session.streams[i] for before, after in pieces
                        for i in range(before["streams"], after["streams"])]
-            for stream in streams:
-                stream.results = {store.name: results[store.name] for store in stream.stores}
-            counters = {name: sum(r[name] for r in mine) for name in COUNTER_NAMES}
-            runs.append(self._operation_run(phase.kind, phase_op, spent, counters, phase_counts, outputs, expected,
-                                            streams))
+            runs.append(self._operation_run(phase.kind, phase_op, spent, mine, phase_counts, outputs, expected,
+                                            streams, results))
         simulated = sum(run.simulated_cycles for run in runs) or 1
         wall = time.perf_counter() - start
         for run in runs:
@@ -664,10 +658,14 @@ class OperationDriver:
                 raise MismatchError(str(error), runs[:position]) from None
         return runs
 
-    def _operation_run(self, kind, op, spent: dict, counters: dict, counts: dict, outputs: dict, expected: dict,
-                       streams: list) -> OperationRun:
+    def _operation_run(self, kind, op, spent: dict, starts: list, counts: dict, outputs: dict, expected: dict,
+                       streams: list, results: dict) -> OperationRun:
         """The `OperationRun` of `op` from what its part of a session spent (`_session_marks`' fields),
-        its programs' summed counters and its checked results (no simulator seconds)."""
+        the counters of its programs (`starts`, one dict per host start) and its checked results (no
+        simulator seconds); each of its `streams` gets its stores' values from the session's `results`."""
+        for stream in streams:
+            stream.results = {store.name: results[store.name] for store in stream.stores}
+        counters = {name: sum(r[name] for r in starts) for name in COUNTER_NAMES}
         width = self.config.offchip_bytes_per_cycle
         cycles = spent["compute_cycles"] if self.offchip else counters["busy_cycles"]
         program_bytes = spent["program_beats"] * width
