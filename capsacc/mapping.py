@@ -39,7 +39,9 @@ NASCaps `Operation`):
 - routing over I input capsules and J output capsules of D atoms, `routings` iterations (default
   `ROUTINGS` = 3, the trained ClassCaps's), in phases (`ROUTING_PHASES`): "routing_uniform" (the
   first iteration's weighted sums with the uniform coupling c = 1/J, written by the host: no softmax
-  over zero logits; squash), "routing_update" (the agreement update of the logits) and
+  over zero logits; squash), "routing_first_update" (the agreement of the uniform iteration's
+  output capsules: the logits' first values, written over whatever the partial-sum rows hold, so no
+  zero logits are written), "routing_update" (the agreement added to the logits) and
   "routing_softmax" (softmax of the logits, weighted sums, squash). A routing is the phases of
   `routing_phases(routings)`: 2·routings - 1 of them, the published expansion's five `routing`
   operations for routings = 3 (`operation_kinds`). A routing's u_hat is per image: the B images'
@@ -118,7 +120,7 @@ from capsacc.network import (OP_CLASSCAPS, OP_CONV, OP_CONVCAPS, OP_CONVCAPS3D, 
 ROUTINGS = 3
 """Routing iterations of a class layer on CapsAcc: the default `routings` of the trained ClassCaps
 (`nas.layers`). The published expansion's five `routing` operations are its 2·3 - 1 phases."""
-ROUTING_PHASES = ("routing_uniform", "routing_softmax", "routing_update")
+ROUTING_PHASES = ("routing_uniform", "routing_softmax", "routing_update", "routing_first_update")
 """The phases of a routing (see the module docstring); each is one operation of the calibrated model."""
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps") + ROUTING_PHASES
 """Operation kinds the calibrated model covers: those of `capsacc.network.OP_KINDS`, routing by phase."""
@@ -144,8 +146,8 @@ in row mode and an element per cycle in column mode)."""
 
 STEP_KINDS = KINDS + CHAIN_KINDS + ACTIVATIONS + ("routing",)
 """Every kind `plan_counts` takes; a step's kind code (the numba rules') is its index here."""
-(CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE, TOCAPS, CAPSADD, ROUTE3D,
- RELU, SQUASH, SOFTMAX, ROUTING) = range(len(STEP_KINDS))
+(CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE, ROUTING_FIRST_UPDATE, TOCAPS,
+ CAPSADD, ROUTE3D, RELU, SQUASH, SOFTMAX, ROUTING) = range(len(STEP_KINDS))
 FUNCS = ("none", "relu", "squash", "softmax")
 """Activation functions of an ACT; a function's code (the numba rules') is its index here."""
 FUNC_NONE, FUNC_RELU, FUNC_SQUASH, FUNC_SOFTMAX = range(len(FUNCS))
@@ -729,9 +731,9 @@ eight shape fields, and its inputs (how many, then up to two step positions)."""
 @njit(cache=True)
 def routing_phase(position):
     """Kind code (`STEP_KINDS`) of the routing operation at `position` of its run of consecutive
-    routing operations: uniform, update, softmax, update, softmax, ..."""
-    if position == 0:
-        return ROUTING_UNIFORM
+    routing operations: uniform, first update, softmax, update, softmax, ..."""
+    if position < 2:
+        return ROUTING_FIRST_UPDATE if position else ROUTING_UNIFORM
     return ROUTING_UPDATE if position % 2 else ROUTING_SOFTMAX
 
 
@@ -975,9 +977,10 @@ def _act_groups(counts, span, width, last_width, groups, times, column):
 
 
 @njit(cache=True, inline="always")
-def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, cols):
+def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, writes, rows, cols):
     """`sets` x KF MATMULs of inputs x tJ rows in runs of mpr (`RoutingLayout._update_runs`), `times`
-    over; all accumulate but the first of a recomputation (not resident: it writes)."""
+    over; all accumulate but, with `writes` (1), the first (a recomputation, or the first update: it
+    writes the logits)."""
     n = inputs * t_j
     full, rest = kf // mpr, kf % mpr
     counts[RUNS] += times * sets * (full + (rest > 0))
@@ -986,7 +989,7 @@ def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, resident, rows, c
                                             + _matmul_run_cycles(ends, rest, rows, cols))
     counts[MATMULS] += times * sets * kf
     counts[MATMUL_ROWS] += times * sets * kf * n
-    counts[ACCUMULATE] += times * (sets * kf - (1 - resident)) * n
+    counts[ACCUMULATE] += times * (sets * kf - writes) * n
 
 
 @njit(cache=True, _nrt=False)
@@ -995,11 +998,12 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     `geometry` (a fitting one)."""
     (_, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks_total, nq, na, mpr, acts_per_run,
      pairs_per_run) = geometry
-    if kind == ROUTING_UPDATE:
+    if kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
         if resident:
-            _routing_update(counts, na, n_in // na, 1, t_j, kf, mpr, resident, rows, cols)
+            writes = int(kind == ROUTING_FIRST_UPDATE)
+            _routing_update(counts, na, n_in // na, 1, t_j, kf, mpr, writes, rows, cols)
             if n_in % na:
-                _routing_update(counts, n_in % na, 1, 1, t_j, kf, mpr, resident, rows, cols)
+                _routing_update(counts, n_in % na, 1, 1, t_j, kf, mpr, writes, rows, cols)
         return
     last_inputs = n_in - (chunks_total - 1) * q_in  # the last chunk's
     per_pair = n_out * t_d
@@ -1015,7 +1019,7 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
         if kind == ROUTING_SOFTMAX:
             inputs = chunks * q_in - (q_in - last_inputs if has_last else 0)
             if not resident:
-                _routing_update(counts, inputs, times, recompute, t_j, kf, mpr, resident, rows, cols)
+                _routing_update(counts, inputs, times, recompute, t_j, kf, mpr, 1, rows, cols)
             _act(counts, cols, FUNC_SOFTMAX, q_in * t_j, n_out, times * (chunks - has_last), True)
             if has_last:
                 _act(counts, cols, FUNC_SOFTMAX, last_inputs * t_j, n_out, times, True)
@@ -1123,7 +1127,7 @@ def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
     phases = 2 * routings - 1 if kind == ROUTING else 1
     for position in range(phases):
         phase = routing_phase(position) if kind == ROUTING else kind
-        if phase == ROUTING_UPDATE:
+        if phase == ROUTING_UPDATE or phase == ROUTING_FIRST_UPDATE:
             if resident:
                 moved[DATA_LOADS] += update
                 moved[WEIGHT_LOADS] += kf * rows if kind != ROUTING else 0
@@ -1136,7 +1140,7 @@ def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
         elif not resident:
             moved[DATA_LOADS] += recompute * update
             moved[WEIGHT_LOADS] += recompute * kf * rows if kind != ROUTING else 0
-    if kind != ROUTING_UPDATE:
+    if kind != ROUTING_UPDATE and kind != ROUTING_FIRST_UPDATE:
         block = nq * q_in
         last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
         moved[ROUTING_STORES] += ceil_div(last_inputs, q_in) * n_out
@@ -1160,7 +1164,8 @@ def step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
         return n_out * n_out * ch_in, kernel * kernel * kernel * caps_in + 1, ch_out * caps_out, 0
     if kind == CLASSCAPS:
         return n_in * n_in * ch_in, caps_in, ch_out * caps_out, 0
-    if kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE:
+    if (kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE
+            or kind == ROUTING_FIRST_UPDATE):
         return n_in * n_in * ch_in, ch_out, caps_out, 0
     if kind == TOCAPS:
         return n_in * n_in, ch_in * caps_in, caps_in, 1
@@ -1193,18 +1198,22 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
     for field in range(len(TRANSFER_FIELDS)):
         moved[field] = 0
     if (kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE
-            or kind == ROUTE3D):
+            or kind == ROUTING_FIRST_UPDATE or kind == ROUTE3D):
         whole = ROUTING if kind == ROUTE3D else kind  # route3d: a whole routing per position (`route3d_routing`)
         n_caps = ch_in if kind == ROUTE3D else n_in * n_in * ch_in
         times = batch * n_out * n_out if kind == ROUTE3D else batch
         geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings, args)
         if geometry[0]:
             return geometry[0]
-        if whole == ROUTING:  # an update and a softmax phase per iteration after the first, counted once
-            _count_routing_phase(ROUTING_UPDATE, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-            _count_routing_phase(ROUTING_SOFTMAX, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-            for field in range(len(COUNT_FIELDS)):
-                counts[field] *= routings - 1
+        if whole == ROUTING:  # the uniform phase, then an update and a softmax phase per further iteration
+            if routings > 2:  # the updates after the first and their softmax phases, counted once
+                _count_routing_phase(ROUTING_UPDATE, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
+                _count_routing_phase(ROUTING_SOFTMAX, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
+                for field in range(len(COUNT_FIELDS)):
+                    counts[field] *= routings - 2
+            if routings > 1:
+                _count_routing_phase(ROUTING_FIRST_UPDATE, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
+                _count_routing_phase(ROUTING_SOFTMAX, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
             _count_routing_phase(ROUTING_UNIFORM, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
         else:
             _count_routing_phase(kind, n_caps, ch_out, caps_out, rows, cols, geometry, counts)

@@ -369,17 +369,19 @@ class RoutingPlan:
         then form s (weight tiles: part ("tiles", first, inputs, p0), pairs p0 .. of
         `weighted_pairs`) and v (squash after requantizing by `shift_sum`) into the iteration's
         output-capsule set; a uniform phase that recomputes later zeroes the other sets (part
-        ("zeros",)); "routing_update" adds the agreement to resident logits (no runs when they are
-        recomputed). Phases read the state the previous ones left (class docstring), image `image`'s
-        (`state_base`)."""
+        ("zeros",)); "routing_update" adds the agreement to resident logits, "routing_first_update"
+        writes it over them (its first MATMUL of each group of inputs writes; no runs for either when
+        the logits are recomputed). Phases read the state the previous ones left (class docstring),
+        image `image`'s (`state_base`)."""
         g, rows, cols = self.geometry, self.config.rows, self.config.cols
         sums, logits_base = self.state_base(image) + g["S"], self.state_base(image) + g["B"]
         n_out, t_j, t_d, q_in = self.n_out, g["tJ"], g["tD"], g["q_in"]
-        if kind == "routing_update":
+        if kind in ("routing_update", "routing_first_update"):
             if not g["resident"]:
                 return []
             return [run for i0 in range(0, self.n_in, g["na"])
-                    for run in self._update_runs(i0, min(g["na"], self.n_in - i0), 1, logits_base + i0 * t_j, False)]
+                    for run in self._update_runs(i0, min(g["na"], self.n_in - i0), 1, logits_base + i0 * t_j,
+                                                 kind == "routing_first_update")]
         if kind not in ("routing_uniform", "routing_softmax"):
             raise ValueError(f"unknown routing phase {kind!r}")
         if iteration is None:
@@ -418,8 +420,8 @@ class RoutingPlan:
         return runs + [RoutingRun(squash, ())]
 
     def routing_runs(self, shift_logits: int = 0, shift_sum: int = 0) -> list[RoutingRun]:
-        """The runs of a whole routing of `routings` iterations (`capsacc.mapping.routing_phases`);
-        the logits (when resident) must start at zero in the partial-sum memory."""
+        """The runs of a whole routing of `routings` iterations (`capsacc.mapping.routing_phases`),
+        from any partial-sum state (the first update writes the logits)."""
         runs, iteration = [], 0
         for kind in routing_phases(self.routings):
             iteration += kind == "routing_softmax"
@@ -434,7 +436,7 @@ class RoutingPlan:
     def result_names(self, kind: str) -> tuple[str, ...]:
         """The regions (`regions`) a lone `kind` reads back: "b" after an update (resident logits
         only), "c", "s", "v" after a phase, and "b" too after a whole routing."""
-        if kind == "routing_update":
+        if kind in ("routing_update", "routing_first_update"):
             return ("b",) if self.geometry["resident"] else ()
         return ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
 
@@ -443,11 +445,12 @@ def routing_session(kind: str, op, config: ArrayConfig, routings: int = ROUTINGS
                     shift_sum: int = 0, images: int | None = None) -> list[SessionEvent]:
     """A routing phase or a whole routing ("routing") of `op` (`capsacc.mapping.classcaps_dims`)
     with the programs of `RoutingPlan`, for each image b of the batch in turn (`images` of them,
-    default config.batch; a ConvCaps3D's routings are more, `capsacc.mapping.route3d_routing`): the state a lone phase
-    starts from (`PsumWrite` part ("logits", b) of resident logits; `Load` part ("v", b) of the output
-    capsules an update reads; with recomputed logits, a softmax phase's `Load`s part ("v_set", r, b)
-    of the `recompute` sets), the runs (their images' parts prefixed ("run", b)), then the result
-    regions read (`RoutingPlan.result_names`, named name + b).
+    default config.batch; a ConvCaps3D's routings are more, `capsacc.mapping.route3d_routing`): the
+    state a lone phase starts from (`PsumWrite` part ("logits", b) of the resident logits a softmax
+    phase or an update reads; `Load` part ("v", b) of the output capsules an update reads; with
+    recomputed logits, a softmax phase's `Load`s part ("v_set", r, b) of the `recompute` sets), the
+    runs (their images' parts prefixed ("run", b)), then the result regions read
+    (`RoutingPlan.result_names`, named name + b).
 
     A phase whose images' states lie side by side (`RoutingPlan.side_by_side`) is one stream: the
     partial-sum state is written before the first image's runs and read after the last's. Otherwise,
@@ -465,10 +468,10 @@ def chained_routing_session(op, config: ArrayConfig, phases: int = 2 * ROUTINGS 
                             images: int | None = None) -> list[tuple[int, list[SessionEvent]]]:
     """A routing of `op` as a chained network runs it: its `phases` phases (`routing_run_kinds`; the
     lone phases' geometry of `routings` iterations), the partial-sum state kept on chip from one phase
-    to the next, as (phase position, events) pieces in the order they run. Each phase's events are the lone phase's (`routing_session`) less
-    the host's writes of the logits it starts from (the logits the previous phases left are in
-    place; the uniform phase's zeros, the logits the first update adds to, are the one write left),
-    and its result names are prefixed "p:" (phase position p). When the images' states lie side by
+    to the next, as (phase position, events) pieces in the order they run. Each phase's events are the
+    lone phase's (`routing_session`) less the host's writes of the logits it starts from (the logits
+    the previous phases left are in place; the first update writes them, so the host writes no
+    partial-sum row), and its result names are prefixed "p:" (phase position p). When the images' states lie side by
     side (`RoutingPlan.side_by_side`) the phases run one after the other over the batch, a piece
     each; otherwise image after image, each image's phases in turn (a piece per image and phase),
     so that no image's state overwrites another's between its phases. A piece's streams are those
@@ -477,8 +480,8 @@ def chained_routing_session(op, config: ArrayConfig, phases: int = 2 * ROUTINGS 
     n_in, _, n_out, dim = classcaps_dims(op)
     images = config.batch if images is None else images
     plan = RoutingPlan(n_in, n_out, dim, config, routings, images)
-    phases = [_RoutingImages(plan, kind, shift_logits, shift_sum, writes_logits=kind == "routing_uniform",
-                             prefix=f"{position}:") for position, kind in enumerate(routing_run_kinds(phases))]
+    phases = [_RoutingImages(plan, kind, shift_logits, shift_sum, writes_logits=False, prefix=f"{position}:")
+              for position, kind in enumerate(routing_run_kinds(phases))]
     if plan.side_by_side:
         return [(position, _routing_order([parts(image) for image in range(images)], True))
                 for position, parts in enumerate(phases)]
@@ -497,8 +500,9 @@ def _routing_order(images: list[tuple[list, list, list]], side_by_side: bool) ->
 
 class _RoutingImages:
     """One phase of `plan` (or a whole routing, "routing") image by image: `parts(image)` gives the
-    image's (state writes, runs and stores, result reads) events (`routing_session`). Without
-    `writes_logits` the resident logits the phase starts from are taken as in place (no `PsumWrite`);
+    image's (state writes, runs and stores, result reads) events (`routing_session`). With
+    `writes_logits` the host writes the resident logits a softmax phase or an update starts from
+    (`PsumWrite`), without it they are taken as in place;
     result names are prefix + name + image. The runs are built once per state base (every image's
     state at row 0 unless side by side)."""
 
@@ -514,9 +518,9 @@ class _RoutingImages:
         regions = plan.regions(self.iteration, image)
         writes, during, reads = [], [], []
         if g["resident"]:
-            if self.writes_logits:
+            if self.writes_logits and kind in ("routing_softmax", "routing_update"):
                 writes.append(PsumWrite(regions["b"].base, plan.n_in * g["tJ"], ("logits", image)))
-            if kind == "routing_update":
+            if kind in ("routing_update", "routing_first_update"):
                 during.append(Load("weight", regions["v"].base, g["KF"] * rows, ("v", image)))
         elif kind == "routing_softmax":
             for r in range(g["recompute"]):

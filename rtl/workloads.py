@@ -216,5 +216,5 @@ class RoutingLayout(RoutingPlan):
 
     def routing(self, u_hat, shift_logits: int, shift_sum: int, coupling) -> list[Workload]:
         """The runs of a whole routing of `routings` iterations (`RoutingPlan.routing_runs`) as
-        `Workload`s; the logits (when resident) must start at zero in the partial-sum memory."""
+        `Workload`s, from any partial-sum state (the first update writes the logits)."""
         return self._workloads(self.routing_runs(shift_logits, shift_sum), u_hat, coupling)

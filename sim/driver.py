@@ -147,7 +147,7 @@ class _RoutingPhase:
         expected = {name: [] for name in self.names}
         for image in range(len(u_hat)):
             u = u_hat[image]
-            if kind == "routing_update":
+            if kind in ("routing_update", "routing_first_update"):  # the first update's logits are zero
                 results = {"b": golden.routing_update(logits[image], u, v[image], acc_bits)}
             elif kind == "routing":
                 results = dict(zip(("c", "s", "v", "b"), golden.routing(u, layout.routings, shift_logits, shift_sum,
@@ -295,8 +295,8 @@ class OperationDriver:
         `inputs` (for chaining layers; B = `config.batch` images) may give "image" (conv kinds:
         (B, n_in, n_in, channels) int8, convcaps3d (B, n_in, n_in, ch_in, caps_in)), "weights"
         (shared by the batch), "u" (classcaps: (B, I, caps_in)), "u_hat" (B, I, J, D), "logits"
-        (B, I, J) and "v" (B, J, D) (routing phases: the state a phase starts from; the uniform phase
-        and a whole routing start from zero logits), "routings" (a whole routing), the shifts
+        (B, I, J) and "v" (B, J, D) (routing phases: the state a phase starts from; the uniform phase,
+        the first update and a whole routing start from no logits), "routings" (a whole routing), the shifts
         "shift_logits", "shift_sum" ("u_hat" of route3d: (B·n_out², ch_in, ch_out, caps_out), the votes at
         each image's positions in turn; its outputs "c", "s", "v", "b" as a whole routing's, with the
         same leading axis), and "maps" (`ELEMENTWISE_KINDS`: the operands, each (B, n / B, m) with
@@ -562,10 +562,10 @@ class OperationDriver:
         inputs["routings"] iterations (default `ROUTINGS`), with the programs of
         `rtl.workloads.RoutingLayout`, for each image of the batch in turn (`images` routings, default
         the batch's; a ConvCaps3D's, `capsacc.mapping.route3d_routing`). The host writes the state
-        a lone phase starts from: resident logits (softmax, update) and the output capsules v
-        (update); when the logits are recomputed, the output capsules of the earlier iterations
-        ("v_sets", a list of (B, J, D), zeros for the rest; a softmax phase then runs as the last
-        iteration). Couplings (and recomputed logits) are checked for the last block of inputs
+        a lone phase starts from: resident logits (softmax, update; the first update writes its own)
+        and the output capsules v (either update); when the logits are recomputed, the output
+        capsules of the earlier iterations ("v_sets", a list of (B, J, D), zeros for the rest; a
+        softmax phase then runs as the last iteration). Couplings (and recomputed logits) are checked for the last block of inputs
         (`RoutingLayout.last_block`)."""
         cfg = self.config
         batch = cfg.batch if images is None else images
@@ -597,8 +597,8 @@ class OperationDriver:
         routing operations of one shape, `capsacc.mapping.routing_run_kinds`; each with the lone
         phase's geometry of inputs["routings"] iterations, default `ROUTINGS`) in one session, the
         partial-sum state kept on chip from phase to phase (`capsacc.programs.chained_routing_session`:
-        image after image unless the batch's states lie side by side; the host writes only the zero
-        logits the first update adds to). Inputs: "u_hat" (B, I, J, D) (random when absent),
+        image after image unless the batch's states lie side by side; the host writes no partial-sum
+        row: the first update writes the logits). Inputs: "u_hat" (B, I, J, D) (random when absent),
         "shift_logits", "shift_sum". Each phase's loads of output capsules written by an earlier phase
         (an update's v, a recomputing softmax's sets) are filled with the golden model's values of that
         phase, which its own check has compared with the RTL's. Returns one `OperationRun` per phase, in
@@ -622,7 +622,7 @@ class OperationDriver:
         for kind in routing_run_kinds(count):
             phases.append(_RoutingPhase(kind, layout, u_hat, logits, v, v_sets, shift_logits, shift_sum,
                                         f"{len(phases)}:"))
-            if kind == "routing_update":
+            if kind in ("routing_update", "routing_first_update"):
                 logits = phases[-1].expected.get("b", logits)  # none when the logits are recomputed
             else:
                 v = phases[-1].expected["v"]

@@ -205,7 +205,7 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
                     raise
                 routing_runs.update(zip(phases, phase_runs))
             result = routing_runs.pop(position)
-            if kind != "routing_update":
+            if kind not in ("routing_update", "routing_first_update"):
                 output = result.outputs["v"]
             outputs.append(None)
         runs.append(result)

@@ -132,8 +132,8 @@ def twin_fields(kind: int, fields: tuple[int, ...], rng: np.random.Generator) ->
     """Other shape fields (n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out) of a `kind` step with the
     same `step_shape`: those the shape does not read redrawn, and products split otherwise (K of a
     convolution as kernel 1 and ch_in = K - 1, I of a routing as n_in 1 and ch_in = I, ...)."""
-    from capsacc.mapping import (CAPSADD, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, ROUTE3D, ROUTING, ROUTING_SOFTMAX,
-                                 ROUTING_UNIFORM, ROUTING_UPDATE, TOCAPS)
+    from capsacc.mapping import (CAPSADD, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, ROUTE3D, ROUTING, ROUTING_FIRST_UPDATE,
+                                 ROUTING_SOFTMAX, ROUTING_UNIFORM, ROUTING_UPDATE, TOCAPS)
     n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = fields
     other = int(rng.integers(1, 65))
     if kind in (CONV, CONVCAPS):
@@ -144,7 +144,7 @@ def twin_fields(kind: int, fields: tuple[int, ...], rng: np.random.Generator) ->
         return other, ch_in, kernel ** 3 * caps_in, 1, n_out, ch_out * caps_out, 1
     if kind == CLASSCAPS:
         return 1, n_in * n_in * ch_in, caps_in, other, 1, ch_out * caps_out, 1
-    if kind in (ROUTING, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE):
+    if kind in (ROUTING, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE, ROUTING_FIRST_UPDATE):
         return 1, n_in * n_in * ch_in, other, other, other, ch_out, caps_out
     if kind == TOCAPS:
         return n_in, ch_in, caps_in, other, other, other, other
@@ -156,12 +156,13 @@ def twin_fields(kind: int, fields: tuple[int, ...], rng: np.random.Generator) ->
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 13), STEP_SHAPE_FIELDS, st.sampled_from(ARRAYS), st.sampled_from((1, 3, 8)),
+@given(st.integers(0, 14), STEP_SHAPE_FIELDS, st.sampled_from(ARRAYS), st.sampled_from((1, 3, 8)),
        st.integers(0, 2 ** 32 - 1))
 def test_steps_of_the_same_shape_count_alike(kind, fields, array, batch, seed):
     """`count_step` depends on a step's kind and `step_shape` alone (the memo's key): a step and a twin of
     the same shape but other fields (`twin_fields`) give the same counts, rows moved and refusal."""
-    from capsacc.mapping import COUNT_FIELDS, REFUSAL_ARGS, ROUTING_UPDATE, ROUTINGS, TRANSFER_FIELDS, count_step
+    from capsacc.mapping import (COUNT_FIELDS, REFUSAL_ARGS, ROUTING_FIRST_UPDATE, ROUTING_UPDATE, ROUTINGS,
+                                 TRANSFER_FIELDS, count_step)
     twin = twin_fields(kind, fields, np.random.default_rng(seed))
     assert step_shape(kind, *twin) == step_shape(kind, *fields)
     results = []
@@ -171,7 +172,7 @@ def test_steps_of_the_same_shape_count_alike(kind, fields, array, batch, seed):
         refusal = count_step(kind, *shape, *array, 512, 256, batch, ROUTINGS, counts, moved, args)
         results.append((refusal, counts.tolist(), moved.tolist(), args.tolist() if refusal else []))
     assert results[0] == results[1]
-    assert results[0][0] or results[0][1][0] > 0 or kind == ROUTING_UPDATE  # logits not resident: no runs
+    assert results[0][0] or results[0][1][0] > 0 or kind in (ROUTING_UPDATE, ROUTING_FIRST_UPDATE)  # recomputed logits
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -259,4 +260,4 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_cost(pre
         code, *cost = _step_cost(steps[s], config, feature_index, coefficients, energies, *step_scratch,
                                  np.zeros(REFUSAL_ARGS, np.int64), error, value)
         assert code == 0 and keys[s, 3:7].tolist() == cost[:4] and keys[s, 7:].view(np.float64)[0] == cost[4]
-    assert repeats >= 2  # CapsNet: the second softmax and update phases of its routing
+    assert repeats >= 1  # CapsNet: the second softmax phase of its routing (its first update has a key of its own)

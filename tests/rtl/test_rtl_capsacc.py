@@ -91,7 +91,7 @@ def test_routing_phases(rows, cols, n_in, n_out, dim, record_property):
     assert np.array_equal(layout.sums(got["s"]), s) and np.array_equal(layout.v(got["v"]), v)
     assert np.any(v != 0) and not np.any(got["b"])
     assert cycles == sum(program_cycles(run.program, rows, cols) for run in runs)
-    runs += layout.phase("routing_update", u_hat) + layout.phase("routing_softmax", u_hat, 8, 9)
+    runs += layout.phase("routing_first_update", u_hat) + layout.phase("routing_softmax", u_hat, 8, 9)
     got, cycles, _ = run_workload(runs, layout.regions(), rows, cols)
     b = golden.routing_update(np.zeros((n_in, n_out), dtype=np.int64), u_hat, v)
     c = golden.activate(b, 8, "softmax")

@@ -101,7 +101,7 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     with open(out / "errors.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["kind"] for row in rows} == {"conv", "convcaps", "convcaps3d", "classcaps", "routing_uniform",
-                                             "routing_softmax", "routing_update"}
+                                             "routing_softmax", "routing_update", "routing_first_update"}
     for row in rows:
         assert abs(float(row["calibrated_rel_error"])) < 0.01, row
         assert int(row["rtl_cycles"]) > 0 and int(row["published_cycles"]) > 0

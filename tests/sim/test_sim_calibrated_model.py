@@ -43,7 +43,8 @@ def test_estimate_uses_the_calibration():
     assert result.model == MODEL_VERSION
     config = accelerator.calibration.config
     kinds = operation_kinds(network.operations)
-    assert kinds[-5:] == ["routing_uniform", "routing_update", "routing_softmax", "routing_update", "routing_softmax"]
+    assert kinds[-5:] == ["routing_uniform", "routing_first_update", "routing_softmax", "routing_update",
+                          "routing_softmax"]
     expected = sum(sum(ISA[n] * features(kind, op, config)[n] for n in ISA)
                    for op, kind in zip(network.operations, kinds))
     assert result.cycles == expected

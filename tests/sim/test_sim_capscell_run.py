@@ -44,7 +44,7 @@ def test_every_step_runs_in_data_flow_order(chained):
     assert [(step.index, step.kind) for step in result.steps] == [
         (0, "conv"), (1, "tocaps"), (1, "convcaps"), (2, "convcaps"), (3, "convcaps"), (4, "convcaps"),
         (4, "capsadd"), (5, "convcaps"), (6, "convcaps"), (7, "convcaps"), (8, "convcaps3d"), (8, "route3d"),
-        (8, "capsadd"), (15, "classcaps"), (9, "routing_uniform"), (10, "routing_update"),
+        (8, "capsadd"), (15, "classcaps"), (9, "routing_uniform"), (10, "routing_first_update"),
         (11, "routing_softmax"), (12, "routing_update"), (13, "routing_softmax"), (14, "routing_update")]
     assert [step_name(network, s) for s in result.steps[:2]] == ["conv0", "convcaps1.tocaps"]
 

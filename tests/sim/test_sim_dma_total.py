@@ -27,6 +27,7 @@ HELD_OUT = {
     "routing_uniform": Operation("u", "routing", 2, 2, 1, 2, 1, 1, 4, 5),  # capsules of 5 atoms over 2 rows
     "routing_softmax": Operation("m", "routing", 2, 2, 1, 2, 1, 1, 3, 4),
     "routing_update": Operation("d", "routing", 2, 3, 1, 2, 1, 1, 3, 4),
+    "routing_first_update": Operation("f", "routing", 2, 3, 1, 2, 1, 1, 3, 4),
     "routing": Operation("w", "routing", 2, 1, 1, 2, 1, 1, 2, 3),
     "routing_softmax recomputed": Operation("n", "routing", 4, 2, 1, 4, 1, 1, 2, 3),  # 32 inputs: logits recomputed
 }

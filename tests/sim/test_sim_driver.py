@@ -29,6 +29,7 @@ OPS = {
     "routing_uniform": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing_softmax": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing_update": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
+    "routing_first_update": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "routing": Operation("routing", "routing", 3, 1, 4, 3, 1, 1, 3, 4),
     "tocaps": Operation("convcaps", "convcaps", 3, 3, 2, 3, 1, 3, 2, 2),  # 2 blocks of 2 identity tiles
     "capsadd": Operation("convcaps", "convcaps", 3, 2, 2, 3, 1, 3, 3, 2),

@@ -30,8 +30,9 @@ def test_a_network_runs_three_routing_iterations_bit_exact_and_costed_exactly(ge
     network = Network.from_genotype(genotype)
     image = np.random.default_rng(0).integers(0, 128, size=(1, 4, 4, 1))
     result = run_network(network, OperationDriver(CONFIG, "amaranth"), image)
-    assert [run.kind for run in result.runs] == ["conv", "convcaps", "classcaps", "routing_uniform", "routing_update",
-                                                 "routing_softmax", "routing_update", "routing_softmax"]
+    assert [run.kind for run in result.runs] == ["conv", "convcaps", "classcaps", "routing_uniform",
+                                                 "routing_first_update", "routing_softmax", "routing_update",
+                                                 "routing_softmax"]
     convcaps = result.runs[1].counts
     assert convcaps["act_spans"] == convcaps["acts"] * (2 if genotype is WIDE_GENOTYPE else 1)
     u_hat = result.runs[2].outputs["u_hat"][0]

@@ -59,7 +59,7 @@ def test_rtl_run_json_reports_every_operation_bit_exact(tmp_path, capsys):
     assert "mnist_subset.npz" in report["image"]
     ops = report["operations"]
     assert [o["name"] for o in ops] == [op.name for op in network.operations]
-    assert [o["kind"] for o in ops] == ["conv", "convcaps", "classcaps", "routing_uniform", "routing_update",
+    assert [o["kind"] for o in ops] == ["conv", "convcaps", "classcaps", "routing_uniform", "routing_first_update",
                                         "routing_softmax", "routing_update", "routing_softmax"]
     assert [o["cycles"] for o in ops] == isa_costs(network)
     for o, op in zip(ops, network.operations):

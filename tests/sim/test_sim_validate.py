@@ -39,7 +39,7 @@ def test_capsnet_json_gives_both_models_per_operation_and_flags_the_published_be
     ops, total = report["operations"], report["total"]
     assert [list(op) for op in ops] == [KEYS] * len(network.operations)
     assert [op["name"] for op in ops] == [op.name for op in network.operations]
-    assert [op["kind"] for op in ops][-5:] == ["routing_uniform", "routing_update", "routing_softmax",
+    assert [op["kind"] for op in ops][-5:] == ["routing_uniform", "routing_first_update", "routing_softmax",
                                                "routing_update", "routing_softmax"]
     assert [op["macs"] for op in ops] == [op.macs for op in network.operations]
     assert all(op["compute_bound_cycles"] == -(-op["macs"] // 256) for op in ops)
