@@ -565,8 +565,8 @@ class OperationDriver:
         a lone phase starts from: resident logits (softmax, update; the first update writes its own)
         and the output capsules v (either update); when the logits are recomputed, the output
         capsules of the earlier iterations ("v_sets", a list of (B, J, D), zeros for the rest; a
-        softmax phase then runs as the last iteration). Couplings (and recomputed logits) are checked for the last block of inputs
-        (`RoutingLayout.last_block`)."""
+        softmax phase then runs as the last iteration). Couplings (and recomputed logits) are
+        checked for the last block of inputs (`RoutingLayout.last_block`)."""
         cfg = self.config
         batch = cfg.batch if images is None else images
         n_in, _, n_out, dim = classcaps_dims(op)
