@@ -122,6 +122,8 @@ ROUTINGS = 3
 (`nas.layers`). The published expansion's five `routing` operations are its 2·3 - 1 phases."""
 ROUTING_PHASES = ("routing_uniform", "routing_softmax", "routing_update", "routing_first_update")
 """The phases of a routing (see the module docstring); each is one operation of the calibrated model."""
+UPDATE_PHASES = ("routing_update", "routing_first_update")
+"""The routing phases that update the logits by the agreement (the first writes them, the others add)."""
 KINDS = ("conv", "convcaps", "convcaps3d", "classcaps") + ROUTING_PHASES
 """Operation kinds the calibrated model covers: those of `capsacc.network.OP_KINDS`, routing by phase."""
 ELEMENTWISE_KINDS = ("tocaps", "capsadd")
@@ -728,6 +730,18 @@ STEP_FIELDS = ("index", "kind") + OP_FIELDS[1:] + ("inputs", "input0", "input1")
 eight shape fields, and its inputs (how many, then up to two step positions)."""
 
 
+@njit(cache=True, inline="always")
+def _is_update(kind):
+    """Whether step kind code `kind` is an update phase (`UPDATE_PHASES`)."""
+    return kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE
+
+
+@njit(cache=True, inline="always")
+def _is_routing(kind):
+    """Whether step kind code `kind` is a routing phase (`ROUTING_PHASES`) or a whole routing."""
+    return kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or _is_update(kind)
+
+
 @njit(cache=True)
 def routing_phase(position):
     """Kind code (`STEP_KINDS`) of the routing operation at `position` of its run of consecutive
@@ -998,7 +1012,7 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     `geometry` (a fitting one)."""
     (_, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks_total, nq, na, mpr, acts_per_run,
      pairs_per_run) = geometry
-    if kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
+    if _is_update(kind):
         if resident:
             writes = int(kind == ROUTING_FIRST_UPDATE)
             _routing_update(counts, na, n_in // na, 1, t_j, kf, mpr, writes, rows, cols)
@@ -1127,7 +1141,7 @@ def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
     phases = 2 * routings - 1 if kind == ROUTING else 1
     for position in range(phases):
         phase = routing_phase(position) if kind == ROUTING else kind
-        if phase == ROUTING_UPDATE or phase == ROUTING_FIRST_UPDATE:
+        if _is_update(phase):
             if resident:
                 moved[DATA_LOADS] += update
                 moved[WEIGHT_LOADS] += kf * rows if kind != ROUTING else 0
@@ -1140,7 +1154,7 @@ def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
         elif not resident:
             moved[DATA_LOADS] += recompute * update
             moved[WEIGHT_LOADS] += recompute * kf * rows if kind != ROUTING else 0
-    if kind != ROUTING_UPDATE and kind != ROUTING_FIRST_UPDATE:
+    if not _is_update(kind):
         block = nq * q_in
         last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
         moved[ROUTING_STORES] += ceil_div(last_inputs, q_in) * n_out
@@ -1164,8 +1178,7 @@ def step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
         return n_out * n_out * ch_in, kernel * kernel * kernel * caps_in + 1, ch_out * caps_out, 0
     if kind == CLASSCAPS:
         return n_in * n_in * ch_in, caps_in, ch_out * caps_out, 0
-    if (kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE
-            or kind == ROUTING_FIRST_UPDATE):
+    if _is_routing(kind):
         return n_in * n_in * ch_in, ch_out, caps_out, 0
     if kind == TOCAPS:
         return n_in * n_in, ch_in * caps_in, caps_in, 1
@@ -1197,8 +1210,7 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         counts[field] = 0
     for field in range(len(TRANSFER_FIELDS)):
         moved[field] = 0
-    if (kind == ROUTING or kind == ROUTING_UNIFORM or kind == ROUTING_SOFTMAX or kind == ROUTING_UPDATE
-            or kind == ROUTING_FIRST_UPDATE or kind == ROUTE3D):
+    if _is_routing(kind) or kind == ROUTE3D:
         whole = ROUTING if kind == ROUTE3D else kind  # route3d: a whole routing per position (`route3d_routing`)
         n_caps = ch_in if kind == ROUTE3D else n_in * n_in * ch_in
         times = batch * n_out * n_out if kind == ROUTE3D else batch

@@ -19,11 +19,11 @@ import functools
 from dataclasses import dataclass
 
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTIVATIONS, ELEMENTWISE_KINDS, ROUTING_PHASES, ROUTINGS, ElementwiseShape, MappingError,
-                             MatmulShape, act_lanes, apart_acts_per_run, ceil_div, classcaps_act_pieces, classcaps_dims,
-                             classcaps_packing, classcaps_per_run, elementwise_chunking, elementwise_shape,
-                             matmul_acts_apart, matmul_blocks, matmul_chunk_rows, matmul_chunking, matmul_shape,
-                             route3d_routing, routing_geometry, routing_phases, routing_run_kinds)
+from capsacc.mapping import (ACTIVATIONS, ELEMENTWISE_KINDS, ROUTING_PHASES, ROUTINGS, UPDATE_PHASES, ElementwiseShape,
+                             MappingError, MatmulShape, act_lanes, apart_acts_per_run, ceil_div, classcaps_act_pieces,
+                             classcaps_dims, classcaps_packing, classcaps_per_run, elementwise_chunking,
+                             elementwise_shape, matmul_acts_apart, matmul_blocks, matmul_chunk_rows, matmul_chunking,
+                             matmul_shape, route3d_routing, routing_geometry, routing_phases, routing_run_kinds)
 from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles
 
 
@@ -376,7 +376,7 @@ class RoutingPlan:
         g, rows, cols = self.geometry, self.config.rows, self.config.cols
         sums, logits_base = self.state_base(image) + g["S"], self.state_base(image) + g["B"]
         n_out, t_j, t_d, q_in = self.n_out, g["tJ"], g["tD"], g["q_in"]
-        if kind in ("routing_update", "routing_first_update"):
+        if kind in UPDATE_PHASES:
             if not g["resident"]:
                 return []
             return [run for i0 in range(0, self.n_in, g["na"])
@@ -436,7 +436,7 @@ class RoutingPlan:
     def result_names(self, kind: str) -> tuple[str, ...]:
         """The regions (`regions`) a lone `kind` reads back: "b" after an update (resident logits
         only), "c", "s", "v" after a phase, and "b" too after a whole routing."""
-        if kind in ("routing_update", "routing_first_update"):
+        if kind in UPDATE_PHASES:
             return ("b",) if self.geometry["resident"] else ()
         return ("c", "s", "v", "b") if kind == "routing" else ("c", "s", "v")
 
@@ -520,7 +520,7 @@ class _RoutingImages:
         if g["resident"]:
             if self.writes_logits and kind in ("routing_softmax", "routing_update"):
                 writes.append(PsumWrite(regions["b"].base, plan.n_in * g["tJ"], ("logits", image)))
-            if kind in ("routing_update", "routing_first_update"):
+            if kind in UPDATE_PHASES:
                 during.append(Load("weight", regions["v"].base, g["KF"] * rows, ("v", image)))
         elif kind == "routing_softmax":
             for r in range(g["recompute"]):

@@ -26,8 +26,9 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTIVATIONS, CHAIN_KINDS, COUNT_FIELDS, ELEMENTWISE_KINDS, KINDS, ROUTING_PHASES,
-                             ROUTINGS, act_lanes, bandwidth_bound, ceil_div, classcaps_dims, classcaps_packing,
-                             elementwise_shape, matmul_blocks, matmul_shape, route3d_routing, routing_run_kinds)
+                             ROUTINGS, UPDATE_PHASES, act_lanes, bandwidth_bound, ceil_div, classcaps_dims,
+                             classcaps_packing, elementwise_shape, matmul_blocks, matmul_shape, route3d_routing,
+                             routing_run_kinds)
 from capsacc.network import Operation
 from capsacc.programs import (Load, PsumRead, PsumWrite, Run, activation_session, classcaps_session,
                               chained_routing_session, elementwise_session, matmul_session, routing_session)
@@ -147,8 +148,9 @@ class _RoutingPhase:
         expected = {name: [] for name in self.names}
         for image in range(len(u_hat)):
             u = u_hat[image]
-            if kind in ("routing_update", "routing_first_update"):  # the first update's logits are zero
-                results = {"b": golden.routing_update(logits[image], u, v[image], acc_bits)}
+            if kind in UPDATE_PHASES:  # the first update writes the logits: it adds to none
+                start = logits[image] if kind == "routing_update" else np.zeros_like(logits[image])
+                results = {"b": golden.routing_update(start, u, v[image], acc_bits)}
             elif kind == "routing":
                 results = dict(zip(("c", "s", "v", "b"), golden.routing(u, layout.routings, shift_logits, shift_sum,
                                                                          acc_bits)))
@@ -622,7 +624,7 @@ class OperationDriver:
         for kind in routing_run_kinds(count):
             phases.append(_RoutingPhase(kind, layout, u_hat, logits, v, v_sets, shift_logits, shift_sum,
                                         f"{len(phases)}:"))
-            if kind in ("routing_update", "routing_first_update"):
+            if kind in UPDATE_PHASES:
                 logits = phases[-1].expected.get("b", logits)  # none when the logits are recomputed
             else:
                 v = phases[-1].expected["v"]

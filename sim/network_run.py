@@ -31,7 +31,7 @@ import numpy as np
 
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
-from capsacc.mapping import (CHAIN_KINDS, ELEMENTWISE_KINDS, ROUTING_PHASES, MappingError, Step, chain,
+from capsacc.mapping import (CHAIN_KINDS, ELEMENTWISE_KINDS, ROUTING_PHASES, UPDATE_PHASES, MappingError, Step, chain,
                              elementwise_shape, plan_counts, routing_phases, routing_run_kinds)
 from capsacc.network import Network
 from sim.driver import MismatchError, OperationDriver, OperationRun
@@ -205,7 +205,7 @@ def run_network(network: Network, driver: OperationDriver, images: np.ndarray, s
                     raise
                 routing_runs.update(zip(phases, phase_runs))
             result = routing_runs.pop(position)
-            if kind not in ("routing_update", "routing_first_update"):
+            if kind not in UPDATE_PHASES:
                 output = result.outputs["v"]
             outputs.append(None)
         runs.append(result)
