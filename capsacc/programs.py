@@ -6,10 +6,10 @@ tiling rules of `capsacc.mapping`) and of the order of buffer writes, runs and r
 `config.batch` images: `Load` (the host puts rows into an int8 buffer), `PsumWrite` (into the
 partial-sum memory), `Run` (one program, no HALT), `PsumRead` and `Store` (the host reads results).
 `sim.driver.OperationDriver` plays them on a host or DMA session, filling each `Load` with the rows
-its `part` names; `session_total_cycles` plays them on `capsacc.schedule.DmaScheduler` and times
+its `part` names; `session_cost` plays them on `capsacc.schedule.DmaScheduler` and times
 the DMA programs with `capsacc.schedule.timing`: the cycles `nascaps rtl run` measures with the
 off-chip memory (`total_cycles`, from the first byte in to the last result out, stalls included),
-without simulating. A routing's programs are `RoutingPlan`'s (`rtl.workloads.RoutingLayout` fills
+and the bytes of program words its overlay programs load (`program_bytes`), without simulating. A routing's programs are `RoutingPlan`'s (`rtl.workloads.RoutingLayout` fills
 its images with data); `chained_routing_session` orders a routing's phases as a chained network runs
 them, the partial-sum state kept on chip from phase to phase.
 """
@@ -24,7 +24,7 @@ from capsacc.mapping import (ACTIVATIONS, ELEMENTWISE_KINDS, ROUTING_PHASES, ROU
                              classcaps_dims, classcaps_packing, classcaps_per_run, elementwise_chunking,
                              elementwise_shape, matmul_acts_apart, matmul_blocks, matmul_chunk_rows, matmul_chunking,
                              matmul_shape, route3d_routing, routing_geometry, routing_phases, routing_run_kinds)
-from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles
+from capsacc.schedule import Act, DmaScheduler, MatMul, program_cycles, program_load_beats
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def matmul_session(shape: MatmulShape, config: ArrayConfig, shift: int = 0) -> l
     blocks = matmul_blocks(shape)
     mb = len(blocks)
     nc_max = matmul_chunk_rows(shape, config)
-    chunk_runs = {}  # chunks of equal rows run equal programs: built once (`session_total_cycles` times them once)
+    chunk_runs = {}  # chunks of equal rows run equal programs: built once (`session_cost` times them once)
     events = []
     for n0 in range(0, shape.n, nc_max):
         nc = min(nc_max, shape.n - n0)
@@ -475,8 +475,8 @@ def chained_routing_session(op, config: ArrayConfig, phases: int = 2 * ROUTINGS 
     side (`RoutingPlan.side_by_side`) the phases run one after the other over the batch, a piece
     each; otherwise image after image, each image's phases in turn (a piece per image and phase),
     so that no image's state overwrites another's between its phases. A piece's streams are those
-    of the lone phase for its images, so each phase's `session_total_cycles` is the lone phase's
-    (`operation_total_cycles`)."""
+    of the lone phase for its images, so each phase's `session_cost` is the lone phase's
+    (`operation_cost`)."""
     n_in, _, n_out, dim = classcaps_dims(op)
     images = config.batch if images is None else images
     plan = RoutingPlan(n_in, n_out, dim, config, routings, images)
@@ -606,22 +606,36 @@ def dma_programs(events: list[SessionEvent], config: ArrayConfig) -> list[list]:
     return [program for segment in _segments(events) for program in _segment_programs(scheduler, segment)]
 
 
-def session_total_cycles(events: list[SessionEvent], config: ArrayConfig) -> int:
-    """Busy cycles of the DMA programs of `events` (`dma_programs`), summed: `capsacc.schedule.timing`
-    with the port of `config` (W = `offchip_bytes_per_cycle`, L = `offchip_latency_cycles`). Segments
-    (`_segments`) of equal events (the same loads, programs and stores, whatever rows of the operation
-    they name) have equal programs, so each distinct one is scheduled and timed once: route3d's
-    routings, one per position and image, cost one routing's time, not B·n_out² of them."""
-    scheduler, cycles, total = _scheduler(config), {}, 0
-    programs = _ProgramIndex()
+@dataclass(frozen=True)
+class ScheduledCost:
+    """What the DMA programs of a session cost beside the compute, for the batch: `total_cycles`, their
+    busy cycles (`capsacc.schedule.timing` with the off-chip port, from the first byte in to the last
+    result out, stalls included: `total_cycles` of `nascaps rtl run`), and `program_bytes`, the bytes of
+    program words the overlay programs load through the port (`capsacc.schedule.program_load_beats` times
+    W: `program_bytes` of `nascaps rtl run --json`)."""
+
+    total_cycles: int
+    program_bytes: int
+
+
+def session_cost(events: list[SessionEvent], config: ArrayConfig) -> ScheduledCost:
+    """The `ScheduledCost` of the DMA programs of `events` (`dma_programs`), summed, on the port of
+    `config` (W = `offchip_bytes_per_cycle`, L = `offchip_latency_cycles`). Segments (`_segments`) of
+    equal events (the same loads, programs and stores, whatever rows of the operation they name) have
+    equal programs, so each distinct one is scheduled and timed once: route3d's routings, one per
+    position and image, cost one routing's time, not B·n_out² of them."""
+    scheduler, costs, cycles, program_bytes = _scheduler(config), {}, 0, 0
+    width, programs = config.offchip_bytes_per_cycle, _ProgramIndex()
     for segment in _segments(events):
         key = tuple(_event_key(event, programs) for event in segment)
-        if key not in cycles:
-            cycles[key] = sum(program_cycles(program, config.rows, config.cols, config.offchip_bytes_per_cycle,
-                                             config.offchip_latency_cycles)
-                              for program in _segment_programs(scheduler, segment))
-        total += cycles[key]
-    return total
+        if key not in costs:
+            scheduled = _segment_programs(scheduler, segment)
+            costs[key] = (sum(program_cycles(program, config.rows, config.cols, width, config.offchip_latency_cycles)
+                              for program in scheduled),
+                          width * sum(program_load_beats(program, config.program_depth, width) for program in scheduled))
+        cycles += costs[key][0]
+        program_bytes += costs[key][1]
+    return ScheduledCost(cycles, program_bytes)
 
 
 class _ProgramIndex:
@@ -649,13 +663,18 @@ def _event_key(event: SessionEvent, programs: _ProgramIndex) -> tuple:
     return "store", event.memory, event.base, event.rows
 
 
+def operation_cost(kind: str, op, config: ArrayConfig) -> ScheduledCost:
+    """The batch's `ScheduledCost` of `op` as `kind` with the off-chip memory (`session_cost` of
+    `operation_session`). Memoized by the operation's shape (its name aside) and the array."""
+    return _operation_cost(kind, dataclasses.replace(op, name=""), config)
+
+
 def operation_total_cycles(kind: str, op, config: ArrayConfig) -> int:
     """The batch's busy cycles of `op` as `kind` with the off-chip memory, data movement and port
-    stalls included (`session_total_cycles` of `operation_session`); the `total_cycles` of `nascaps rtl
-    run`. Memoized by the operation's shape (its name aside) and the array."""
-    return _total_cycles(kind, dataclasses.replace(op, name=""), config)
+    stalls included (`operation_cost`); the `total_cycles` of `nascaps rtl run`."""
+    return operation_cost(kind, op, config).total_cycles
 
 
 @functools.lru_cache(maxsize=1024)
-def _total_cycles(kind: str, op, config: ArrayConfig) -> int:
-    return session_total_cycles(operation_session(kind, op, config), config)
+def _operation_cost(kind: str, op, config: ArrayConfig) -> ScheduledCost:
+    return session_cost(operation_session(kind, op, config), config)

@@ -263,6 +263,15 @@ def overlay_loads(program: list[Instruction], program_depth: int) -> list[tuple[
     return [(load.ext, (k + 1) * half, load.n) for k, load in enumerate(loads)]
 
 
+def program_load_beats(program: list[Instruction], program_depth: int, bytes_per_cycle: int) -> int:
+    """Off-chip beats of the program words that `program` loads into the program memory of
+    `program_depth` words (an overlay program's later segments, `overlay_loads`; 0 for a program the host
+    writes whole): each word `PROGRAM_WORD_BYTES` bytes, `beats_per_row` beats on a port of W =
+    `bytes_per_cycle` bytes (the beats `sim.host.DmaSession.program_beats` counts)."""
+    words = sum(n for _, _, n in overlay_loads(program, program_depth))
+    return words * beats_per_row(PROGRAM_WORD_BYTES, bytes_per_cycle)
+
+
 def resident_words(words: int, program_depth: int) -> int:
     """How many of a program's `words` words (HALT included) the host writes into the program memory
     of P = `program_depth` words before the start: all of them, or an overlay program's (more than P

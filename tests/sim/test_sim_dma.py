@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from capsacc.programs import operation_total_cycles
+from capsacc.programs import operation_cost, operation_total_cycles
 from capsacc.schedule import overlay_loads
 from rtl.isa import Dma, Wait, beats_per_row, buffer_lanes, dma_cycles, program_cycles
 from sim.driver import OperationDriver
@@ -52,7 +52,7 @@ def test_a_layer_longer_than_the_program_memory_runs_with_one_host_start(record_
     """ClassCaps on the test array: its merged stream, about four times the 32-word program memory
     (five programs the host wrote and started in turn before overlays), is one overlay program:
     the host writes its first 16 words and the off-chip image and starts once. Bit-exact, and its
-    total cycles are the calibrated model's."""
+    total cycles and the bytes of the program words it loads are the calibrated model's."""
     config = dataclasses.replace(CONFIG, offchip_bytes_per_cycle=4, offchip_latency_cycles=5)
     op = OPS["classcaps"]
     run = OperationDriver(config, "amaranth", offchip=True).run("classcaps", op, seed=3)
@@ -66,6 +66,7 @@ def test_a_layer_longer_than_the_program_memory_runs_with_one_host_start(record_
     assert [load.rows for load in stream.loads if load.buffer == "program"] == [n for _, _, n in loads]
     assert run.counters["instructions"] == len(program) + 1
     assert run.total_cycles == operation_total_cycles("classcaps", op, config)
+    assert run.program_bytes == operation_cost("classcaps", op, config).program_bytes > 0
     record_property("total_cycles", run.total_cycles)
 
 

@@ -17,8 +17,8 @@ from capsacc import Accelerator, Network, estimate
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import TRANSFER_FIELDS, MappingError, chain, classcaps_dims, plan_transfers, routing_geometry
 from capsacc.network import Operation
-from capsacc.programs import (PsumWrite, Run, dma_programs, operation_session, operation_total_cycles,
-                              session_total_cycles)
+from capsacc.programs import (PsumWrite, Run, ScheduledCost, dma_programs, operation_session,
+                              operation_total_cycles, session_cost)
 from genotype_strategies import small_genotypes
 from rtl.isa import Act, Dma, MatMul, beats_per_row, buffer_lanes, program_cycles
 from sim.driver import OperationDriver
@@ -102,6 +102,13 @@ def session_cycles(programs, config: ArrayConfig) -> int:
                               config.offchip_latency_cycles) for p in programs)
 
 
+def session_program_bytes(programs, config: ArrayConfig) -> int:
+    """Bytes of the program words the DMA loads into the program memory: every word a beat or more of W."""
+    width = config.offchip_bytes_per_cycle
+    return sum(i.n * beats_per_row(8, width) * width for p in programs for i in p
+               if isinstance(i, Dma) and i.buffer == "program" and not i.store)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_total_cycles_are_those_of_the_dma_programs(kind):
     """The model's programs are the driver's, instruction for instruction (the ACTs' shifts aside),
@@ -129,12 +136,13 @@ def test_total_cycles_are_those_of_the_dma_programs(kind):
 
 
 def test_sessions_timed_by_segments_have_the_cycles_of_all_their_programs():
-    """`session_total_cycles` schedules each distinct segment (events between partial-sum accesses)
-    once: on sessions of several random operations one after the other, some repeated, some with
-    their programs rebuilt (equal content, other objects), some changed in one MATMUL's row count,
-    its total is the cycles of every DMA program of the whole session."""
+    """`session_cost` schedules each distinct segment (events between partial-sum accesses) once: on
+    sessions of several random operations one after the other, some repeated, some with their programs
+    rebuilt (equal content, other objects), some changed in one MATMUL's row count, its total cycles are
+    those of every DMA program of the whole session, and its program bytes those of every program load
+    (overlay programs on the 8- and 16-word program memories among them)."""
     rng = np.random.default_rng(31)
-    compared = 0
+    compared = overlaid = 0
     for trial in range(30):
         config = random_config(rng, trial)
         events = []
@@ -154,9 +162,12 @@ def test_sessions_timed_by_segments_have_the_cycles_of_all_their_programs():
             at = next(i for i, x in enumerate(program) if isinstance(x, MatMul) and x.n > 1)
             program[at] = dataclasses.replace(program[at], n=program[at].n - 1)
             events[changed] = Run(tuple(program))
-        assert session_total_cycles(events, config) == session_cycles(dma_programs(events, config), config)
+        programs = dma_programs(events, config)
+        cost = session_cost(events, config)
+        assert cost == ScheduledCost(session_cycles(programs, config), session_program_bytes(programs, config))
         compared += bool(events)
-    assert compared >= 20
+        overlaid += cost.program_bytes > 0
+    assert compared >= 20 and overlaid >= 5
 
 
 def test_transfers_of_routings_whose_logits_are_recomputed():

@@ -1,8 +1,8 @@
-"""The calibrated model's total cycles (`capsacc.programs.operation_total_cycles`: data movement and
-port stalls included, no simulation) against the RTL run with the off-chip memory (Amaranth, every
-buffer row moved by the DMA): equal on operations of every kind that no other test uses (a routing
-whose logits are recomputed too), on a 4x4 array with 32-row buffers, a 32-word program memory, a
-batch of 2 and a narrow, slow port."""
+"""The calibrated model's total cycles and program bytes (`capsacc.programs.operation_cost`: data
+movement and port stalls included, overlay programs' words, no simulation) against the RTL run with the
+off-chip memory (Amaranth, every buffer row moved by the DMA): equal on operations of every kind that no
+other test uses (a routing whose logits are recomputed too), on a 4x4 array with 32-row buffers, a
+32-word program memory, a batch of 2 and a narrow, slow port."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import ROUTING_PHASES, classcaps_dims, routing_geometry
 from capsacc.network import Operation
-from capsacc.programs import RoutingPlan, operation_total_cycles
+from capsacc.programs import RoutingPlan, ScheduledCost, operation_cost
 from sim.driver import OperationDriver
 
 CONFIG = ArrayConfig(4, 4, 25, **buffer_depths(32), program_depth=32, batch=2, offchip_bytes_per_cycle=2,
@@ -42,8 +42,9 @@ def test_model_total_cycles_equal_the_rtl_with_the_dma(name, record_property):
     for output, want in run.golden.items():
         assert np.array_equal(run.outputs[output], want), output
     assert run.total_cycles > run.cycles  # the data movement costs cycles the compute alone does not
-    assert operation_total_cycles(kind, op, CONFIG) == run.total_cycles
+    assert operation_cost(kind, op, CONFIG) == ScheduledCost(run.total_cycles, run.program_bytes)
     record_property("total_cycles", run.total_cycles)
+    record_property("program_bytes", run.program_bytes)
     if kind in ("conv", "convcaps", "convcaps3d", "classcaps") or name in ROUTING_PHASES:
         n_in, _, n_out, dim = classcaps_dims(op)
         assert kind not in ROUTING_PHASES or RoutingPlan(n_in, n_out, dim, CONFIG, images=CONFIG.batch).side_by_side
