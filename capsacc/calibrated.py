@@ -18,9 +18,10 @@ batch (the features count the batch's instructions), so one calibration serves e
 With the off-chip memory, the RTL's DMA moves every buffer row (docs/rtl.md, "Memory system"):
 `capsacc.mapping.count_step` counts the rows each step moves, `_cost_network` sums them per
 operation beside its cycles, and `data_movement` prices them on a port (bytes, bound, energies; the
-cycles stay the compute's). `network_total_cycles` gives each operation's cycles with the data
-movement: the DMA programs of its session (`capsacc.programs`), timed exactly by the control unit's
-schedule (`capsacc.schedule`), from the first byte in to the last result out, port stalls included.
+cycles stay the compute's). `network_schedule` gives each operation's cycles with the data movement:
+the DMA programs of its session (`capsacc.programs`), timed exactly by the control unit's schedule
+(`capsacc.schedule`), from the first byte in to the last result out, port stalls included, and the
+program words its overlay programs load through the port, with their energy.
 
 The model runs as numba kernels: `_cost_network` costs one network's steps (the counting rules of
 `capsacc.mapping`: `count_step` gives a step's instructions and DMA rows from one plan; the features,
@@ -66,7 +67,7 @@ from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NAR
                              rows_port_bytes, step_shape, _config_fields, _refusal, _step_kinds)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
-from capsacc.programs import operation_total_cycles
+from capsacc.programs import operation_cost
 
 INT64_MAX = 2 ** 63 - 1
 """The largest count an int64 result array holds."""
@@ -886,14 +887,14 @@ def data_movement(transfers: np.ndarray, calibration: Calibration, bytes_per_cyc
 
 
 class ScheduleTooLarge(Exception):
-    """`network_total_cycles` was given a limit on the instructions to schedule, and the network's
+    """`network_schedule` was given a limit on the instructions to schedule, and the network's
     DMA programs hold more (the message says how many)."""
 
 
 def network_instructions(network, calibration: Calibration) -> int:
     """MATMUL and ACT instructions of the DMA programs of one batch of `network` (`plan_counts` of its
-    chained steps, closed form): the size of the schedule `network_total_cycles` builds, about 10 us
-    of Python each (less for sessions of repeated segments). `MappingError` as `network_total_cycles`."""
+    chained steps, closed form): the size of the schedule `network_schedule` builds, about 10 us
+    of Python each (less for sessions of repeated segments). `MappingError` as `network_schedule`."""
     config = calibration.config
     total = 0
     for step in chain(network.operations):
@@ -905,16 +906,31 @@ def network_instructions(network, calibration: Calibration) -> int:
     return total
 
 
-def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int, latency_cycles: int,
-                         most_instructions: int | None = None) -> np.ndarray:
-    """Per operation of `network` (int64, n_ops), the cycles per image of the batch of B =
-    `calibration.config.batch` images with all data movement, through a port of W = `bytes_per_cycle`
-    bytes a cycle and L = `latency_cycles`: the steps charged to it (`capsacc.mapping.chain`, as
-    `network_costs`), each the busy cycles of its DMA programs (`capsacc.programs.operation_total_cycles`,
-    the `total_cycles` that `nascaps rtl run` measures), summed over the batch, then ceil(/ B)
-    (`per_image`). A step that does not fit the array is a `MappingError` naming its operation;
-    programs of more than `most_instructions` instructions (`network_instructions`; None: no limit)
-    are `ScheduleTooLarge`, before any is scheduled."""
+@dataclass(frozen=True)
+class ScheduledMovement:
+    """What the DMA programs of a network cost beside the compute (`network_schedule`; arrays of length
+    n_ops, per image of the batch of B images, as `DataMovement`): `total_cycles`, ceil(the batch's busy
+    cycles of its programs / B), from the first byte in to the last result out, port stalls included
+    (`capsacc.programs.ScheduledCost`, the `total_cycles` of `nascaps rtl run`); `program_bytes`, ceil(the
+    batch's bytes of the program words its overlay programs load through the port / B) (`program_bytes`
+    of `nascaps rtl run --json`); `program_energy_mJ`, an image's share of those bytes' off-chip energy
+    at the port's pJ per byte, mJ. Neither the program words nor their energy are part of
+    `DataMovement` or `genotype_costs`, which count buffer rows without scheduling the programs."""
+
+    total_cycles: np.ndarray
+    program_bytes: np.ndarray
+    program_energy_mJ: np.ndarray
+
+
+def network_schedule(network, calibration: Calibration, bytes_per_cycle: int, latency_cycles: int,
+                     offchip_pJ_per_byte: float, most_instructions: int | None = None) -> ScheduledMovement:
+    """The `ScheduledMovement` of `network` for the batch of B = `calibration.config.batch` images
+    through a port of W = `bytes_per_cycle` bytes a cycle, L = `latency_cycles` and `offchip_pJ_per_byte`
+    pJ per byte: the steps charged to each operation (`capsacc.mapping.chain`, as `network_costs`), each
+    the `capsacc.programs.operation_cost` of its DMA programs, summed over the batch, then an image's share
+    (`per_image`, `image_energy`). A step that does not fit the array is a `MappingError` naming its
+    operation; programs of more than `most_instructions` instructions (`network_instructions`; None: no
+    limit) are `ScheduleTooLarge`, before any is scheduled."""
     if most_instructions is not None:
         instructions = network_instructions(network, calibration)
         if instructions > most_instructions:
@@ -922,13 +938,17 @@ def network_total_cycles(network, calibration: Calibration, bytes_per_cycle: int
                                    f"{most_instructions:,} allowed")
     config = dataclasses.replace(calibration.config, offchip_bytes_per_cycle=bytes_per_cycle,
                                  offchip_latency_cycles=latency_cycles)
-    totals = np.zeros(len(network.operations), np.int64)
+    cycles, program_bytes = (np.zeros(len(network.operations), np.int64) for _ in range(2))
     for step in chain(network.operations):
         try:
-            totals[step.index] += operation_total_cycles(step.kind, step.op, config)
+            cost = operation_cost(step.kind, step.op, config)
         except MappingError as error:
             raise _step_error(network, step, config, error) from None
-    return ceil_div(totals, config.batch)
+        cycles[step.index] += cost.total_cycles
+        program_bytes[step.index] += cost.program_bytes
+    batch = config.batch
+    energy = image_energy(program_bytes * float(offchip_pJ_per_byte) * 1e-9, batch, energy_share(batch))
+    return ScheduledMovement(ceil_div(cycles, batch), ceil_div(program_bytes, batch), energy)
 
 
 def _step_error(network, step, config: ArrayConfig, error: MappingError) -> MappingError:

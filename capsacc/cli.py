@@ -192,8 +192,10 @@ def _estimate_command(args) -> int:
               f"offchip_bytes {result.offchip_bytes}, offchip_energy_mJ {result.offchip_energy_mJ:.6f}, "
               f"dma_buffer_energy_mJ {result.dma_buffer_energy_mJ:.6f}, total_energy_mJ {result.total_energy_mJ:.6f}; "
               f"bandwidth-bound operations: {bound}; total_cycles "
-              + (f"{result.total_cycles} with the data movement" if result.total_cycles_note is None else
-                 f"{result.total_cycles_note} (--most-scheduled-instructions)")
+              + (f"{result.total_cycles} with the data movement, program_bytes {result.program_bytes} "
+                 f"(program_energy_mJ {result.program_energy_mJ:.6f}, not in total_energy_mJ)"
+                 if result.total_cycles_note is None else
+                 f"and program_bytes {result.total_cycles_note} (--most-scheduled-instructions)")
               + " (cycles and latency are the compute's)")
     print(calibration_error_line(result))
     return 0

@@ -37,8 +37,12 @@ class OperationCost:
     compute's cycles, else "compute" (the `bound` of `nascaps rtl run`)."""
     total_cycles: int | None = None
     """Calibrated model: cycles per image with all data movement, from the first byte in to the last
-    result out, port stalls included (`capsacc.calibrated.network_total_cycles`, the `total_cycles` of
+    result out, port stalls included (`capsacc.calibrated.network_schedule`, the `total_cycles` of
     `nascaps rtl run`); None for the published model."""
+    program_bytes: int | None = None
+    """Calibrated model: bytes of program words the operation's overlay programs load through the off-chip
+    port per image (`capsacc.calibrated.network_schedule`, the `program_bytes` of `nascaps rtl run --json`,
+    not part of `offchip_bytes`); None for the published model."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ class Estimate:
     buffers, their counted events); on a calibrated accelerator `movement` adds the data movement
     through its off-chip port (`capsacc.calibrated.DataMovement`: `offchip_bytes`,
     `offchip_energy_mJ`, `dma_buffer_energy_mJ`, and `total_energy_mJ` of all three), and
-    `operation_total_cycles` / `total_cycles` the cycles with the data movement (computed when asked
-    for); the published model has none (None).
+    `schedule` the timed DMA programs (computed when asked for): `operation_total_cycles` / `total_cycles`
+    the cycles with the data movement, `program_bytes` and `program_energy_mJ` the program words the
+    overlay programs load; the published model has none (None).
     """
 
     cycles: int
@@ -105,32 +110,43 @@ class Estimate:
         return calibrated.total_energy_mJ(self.energy_mJ, self.offchip_energy_mJ, self.dma_buffer_energy_mJ)
 
     @functools.cached_property
-    def _total_cycles(self) -> tuple[tuple[int | None, ...], str | None]:
+    def schedule(self) -> tuple[calibrated.ScheduledMovement | None, str | None]:
+        """(the `calibrated.ScheduledMovement` of the network's DMA programs, None; computed when first asked
+        for: the calibrated model times every program, `calibrated.network_schedule`, seconds for CapsNet on
+        16x16), or (None, why not) for programs of more than `most_scheduled_instructions` instructions;
+        (None, None) for the published model."""
         accelerator = self.accelerator
         if accelerator.calibration is None:
-            return (None,) * len(self.network.operations), None
+            return None, None
         try:
-            totals = calibrated.network_total_cycles(self.network, accelerator.calibration,
-                                                     accelerator.offchip_bytes_per_cycle,
-                                                     accelerator.offchip_latency_cycles,
-                                                     self.most_scheduled_instructions)
+            return calibrated.network_schedule(self.network, accelerator.calibration,
+                                               accelerator.offchip_bytes_per_cycle, accelerator.offchip_latency_cycles,
+                                               accelerator.offchip_pJ_per_byte, self.most_scheduled_instructions), None
         except calibrated.ScheduleTooLarge as reason:
-            return (None,) * len(self.network.operations), f"not computed: {reason}"
-        return tuple(totals.tolist()), None
+            return None, f"not computed: {reason}"
 
     @property
     def operation_total_cycles(self) -> tuple[int | None, ...]:
-        """Per operation, the cycles per image with all data movement (`OperationCost.total_cycles`),
-        computed when first asked for: the calibrated model times every DMA program of the network
-        (`capsacc.calibrated.network_total_cycles`; seconds for CapsNet on 16x16). All None for the
-        published model, and for programs of more than `most_scheduled_instructions` instructions
-        (`total_cycles_note` says so)."""
-        return self._total_cycles[0]
+        """Per operation, the cycles per image with all data movement (`OperationCost.total_cycles`,
+        `schedule`); all None for the published model and when `schedule` is not computed
+        (`total_cycles_note` says why)."""
+        return self._scheduled("total_cycles")
+
+    @property
+    def operation_program_bytes(self) -> tuple[int | None, ...]:
+        """Per operation, the bytes of program words its overlay programs load through the off-chip port per
+        image (`OperationCost.program_bytes`, `schedule`); None as `operation_total_cycles`."""
+        return self._scheduled("program_bytes")
+
+    def _scheduled(self, name: str) -> tuple[int | None, ...]:
+        schedule = self.schedule[0]
+        return (None,) * len(self.network.operations) if schedule is None else tuple(getattr(schedule, name).tolist())
 
     @property
     def total_cycles_note(self) -> str | None:
-        """Why `total_cycles` is None on a calibrated accelerator (programs too large to schedule); else None."""
-        return self._total_cycles[1]
+        """Why `total_cycles` and the program figures are None on a calibrated accelerator (programs too large
+        to schedule); else None."""
+        return self.schedule[1]
 
     @property
     def total_cycles(self) -> int | None:
@@ -139,17 +155,31 @@ class Estimate:
         return None if None in totals else sum(totals)
 
     @property
+    def program_bytes(self) -> int | None:
+        """The operations' `program_bytes` summed, per image (None: published model, or not computed)."""
+        loaded = self.operation_program_bytes
+        return None if None in loaded else sum(loaded)
+
+    @property
+    def program_energy_mJ(self) -> float | None:
+        """Off-chip energy of the program words the overlay programs load, per image, mJ (the port's pJ per
+        byte; None: published model, or not computed). Not part of `total_energy_mJ`, the figure
+        `estimate_many` gives too, which counts buffer rows without scheduling the programs."""
+        schedule = self.schedule[0]
+        return None if schedule is None else calibrated.ordered_sum(schedule.program_energy_mJ)
+
+    @property
     def operations(self) -> tuple[OperationCost, ...]:
         """The per-operation breakdown, in network order."""
         w_loads, cycles, accumulators, power, energy = self.costs
         movement = self.movement
-        totals = self.operation_total_cycles
+        totals, loaded = self.operation_total_cycles, self.operation_program_bytes
         return tuple(
             OperationCost(op.name, op.kind, int(row[1]), int(row[2]), int(row[3]), int(w_loads[i]),
                           int(cycles[i]), int(accumulators[i]), float(power[i]), float(energy[i]),
                           None if movement is None else int(movement.offchip_bytes[i]),
                           None if movement is None else
-                          ("bandwidth" if movement.bandwidth_bound[i] else "compute"), totals[i])
+                          ("bandwidth" if movement.bandwidth_bound[i] else "compute"), totals[i], loaded[i])
             for i, (op, row) in enumerate(zip(self.network.operations, self.network.table)))
 
     def to_dict(self) -> dict:
@@ -163,12 +193,14 @@ class Estimate:
             "hw_ops": [{"name": op.name, "kind": op.kind, "cycles": op.cycles,
                         "energy_mJ": op.energy_mJ, "weights": op.weights,
                         **({} if self.movement is None else {"offchip_bytes": op.offchip_bytes, "bound": op.bound,
-                                                             "total_cycles": op.total_cycles})}
+                                                             "total_cycles": op.total_cycles,
+                                                             "program_bytes": op.program_bytes})}
                        for op in self.operations],
             **({} if self.movement is None else {
                 "total_cycles": self.total_cycles, "total_cycles_note": self.total_cycles_note,
                 "offchip_bytes": self.offchip_bytes, "offchip_energy_mJ": self.offchip_energy_mJ,
-                "dma_buffer_energy_mJ": self.dma_buffer_energy_mJ, "total_energy_mJ": self.total_energy_mJ}),
+                "dma_buffer_energy_mJ": self.dma_buffer_energy_mJ, "total_energy_mJ": self.total_energy_mJ,
+                "program_bytes": self.program_bytes, "program_energy_mJ": self.program_energy_mJ}),
             "accelerator": self.accelerator.to_dict(),
             "model": self.model,
             "calibration_error_pct": self.calibration_error_pct,

@@ -23,6 +23,8 @@ def test_table_output_has_units_and_totals_and_the_calibration_error(capsys):
     # the batch's 115,827,200 bytes of the Verilator run (docs/rtl.md, "Memory system") / 8 images
     assert lines[-2].startswith("data movement (16 B/cycle port, 162.5 pJ/B): offchip_bytes 14478400, ")
     assert "bandwidth-bound operations: classcaps2, routing3, routing4, routing6; total_cycles 4983326 " in lines[-2]
+    # the batch's 3,658,752 bytes of program words of the Verilator run (docs/rtl.md) / 8 images, at 162.5 pJ/B
+    assert "program_bytes 457344 (program_energy_mJ 0.074318, not in total_energy_mJ)" in lines[-2]
     assert lines[-1].startswith("calibration error: 0.0000 % (") and "96 held-out RTL operations" in lines[-1]
     assert main(["estimate", "capsnet", "--accelerator", "published"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -37,7 +39,8 @@ def test_json_carries_the_calibration_error(capsys):
     # with the data movement: the cycles per image the Verilator run measured (docs/rtl.md, "Memory system")
     assert [op["total_cycles"] for op in result["hw_ops"]] == [102299, 4122527, 219019, 89773, 67784, 157070,
                                                                67784, 157070]
-    assert result["total_cycles"] == 4983326
+    assert result["total_cycles"] == 4983326 and result["program_bytes"] == 457344
+    assert sum(op["program_bytes"] for op in result["hw_ops"]) == 457344
     assert result["calibration_error_pct"] == Calibration.shipped().held_out_error_pct == 0.0
 
 
@@ -56,14 +59,15 @@ def test_total_cycles_beyond_the_instruction_limit_are_left_out_and_said_so(caps
     computed, left_out = results
     assert computed["total_cycles"] == 4983326 and computed["total_cycles_note"] is None
     assert left_out["total_cycles"] is None and {op["total_cycles"] for op in left_out["hw_ops"]} == {None}
+    assert left_out["program_bytes"] is None is left_out["program_energy_mJ"] and computed["program_bytes"] == 457344
     assert left_out["total_cycles_note"] == ("not computed: the DMA programs of a batch hold 217,427 instructions, "
                                              "more than the 217,426 allowed")
     for key in ("cycles", "energy_mJ", "offchip_bytes", "total_energy_mJ"):
         assert left_out[key] == computed[key]
     assert main(["estimate", "capsnet", "--most-scheduled-instructions", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[-1] == "-" and "total_cycles not computed: the DMA programs of a batch hold 217,427 " \
-        "instructions, more than the 1 allowed (--most-scheduled-instructions)" in lines[-2]
+    assert lines[1].split()[-1] == "-" and "total_cycles and program_bytes not computed: the DMA programs of a batch " \
+        "hold 217,427 instructions, more than the 1 allowed (--most-scheduled-instructions)" in lines[-2]
     assert main(["estimate", "capsnet", "--most-scheduled-instructions", "-1"]) == 2
     error = capsys.readouterr().err.splitlines()
     assert error == ["nascaps estimate: error: --most-scheduled-instructions -1: must be 0 (no limit) or more"]

@@ -206,17 +206,19 @@ def test_estimate_reports_the_data_movement_of_the_dma_programs(genotype, array,
     check_movement(Network.from_genotype(genotype), *array, batch, *port)
 
 
-@pytest.mark.parametrize("port", [(16, 64), (2, 7)])
+@pytest.mark.parametrize("port", [(16, 64, 64), (2, 7, 64), (2, 7, 16)])
 def test_estimate_of_a_capscell_network_reports_its_data_movement(port):
     """The chained steps of a CapsCell network (tocaps, the cells' convolutions, convcaps3d, route3d,
-    capsadd) charged to its operations."""
+    capsadd) charged to its operations; on a 16-word program memory most of them run as overlay programs."""
     check_movement(Network.from_genotype(CAPSCELL_GENOTYPE), 4, 4, 2, *port)
 
 
-def check_movement(network: Network, rows: int, cols: int, batch: int, width: int, latency: int) -> None:
+def check_movement(network: Network, rows: int, cols: int, batch: int, width: int, latency: int,
+                   program_depth: int = 64) -> None:
     """`estimate`'s data movement of `network` on a calibrated R x C accelerator with a port of W =
-    `width` bytes equals that of the DMA programs the driver builds for its chained steps."""
-    config = ArrayConfig(rows, cols, 25, **buffer_depths(256), program_depth=64, batch=batch,
+    `width` bytes and a program memory of `program_depth` words equals that of the DMA programs the driver
+    builds for its chained steps: buffer rows, total cycles, program words."""
+    config = ArrayConfig(rows, cols, 25, **buffer_depths(256), program_depth=program_depth, batch=batch,
                          offchip_bytes_per_cycle=width, offchip_latency_cycles=latency)
     calibration = isa_calibration(config)
     accelerator = dataclasses.replace(Accelerator.published(), rows=rows, cols=cols, calibration=calibration,
@@ -227,6 +229,7 @@ def check_movement(network: Network, rows: int, cols: int, batch: int, width: in
     moved = [dict.fromkeys(TRANSFER_FIELDS + ("offchip_bytes",), 0) for _ in network.operations]
     compute = [0] * len(network.operations)
     totals = [0] * len(network.operations)
+    loaded = [0] * len(network.operations)
     for step in chain(network.operations):
         session = driver.prepare(step.kind, step.op, 0)[0]
         session.flush()
@@ -234,8 +237,12 @@ def check_movement(network: Network, rows: int, cols: int, batch: int, width: in
             moved[step.index][name] += value
         compute[step.index] += session.compute_cycles
         totals[step.index] += session_cycles(session.programs, config)
+        loaded[step.index] += session.program_beats * width
     assert [op.total_cycles for op in result.operations] == [-(-t // batch) for t in totals]
     assert result.total_cycles == sum(-(-t // batch) for t in totals)
+    assert [op.program_bytes for op in result.operations] == [-(-b // batch) for b in loaded]
+    assert result.program_bytes > 0 or program_depth == 64  # the 16-word case runs overlay programs
+    assert result.program_energy_mJ == pytest.approx(sum(loaded) * 2.5e-9 / batch, rel=1e-12)
     energies = calibration.energies
     for op, want, cycles in zip(result.operations, moved, compute):
         assert op.offchip_bytes == -(-want["offchip_bytes"] // batch)
