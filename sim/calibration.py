@@ -302,8 +302,9 @@ def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, lis
 def summary_table(errors: list[dict]) -> str:
     """The per-kind error table, as printed by `nascaps calibrate`: compute cycles, then (where
     measured) the total cycles with the data movement, RTL and calibrated model, and the largest
-    relative error per operation."""
-    header = (f"{'array':<7}{'kind':<16}{'ops':>4}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}"
+    relative error per operation; the kind column as wide as its longest name and two spaces."""
+    kind_width = max([len("kind"), *(len(row["kind"]) for row in errors)]) + 2
+    header = (f"{'array':<7}{'kind':<{kind_width}}{'ops':>4}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}"
               f"{'pub_err_%':>11}{'cal_err_%':>11}{'cal_max_%':>11}{'rtl_total':>12}{'cal_total':>12}{'tot_max_%':>11}")
     lines = [header]
     for row in errors:
@@ -311,7 +312,7 @@ def summary_table(errors: list[dict]) -> str:
         if "rtl_total_cycles" in row:
             totals = (f"{row['rtl_total_cycles']:>12}{row['calibrated_total_cycles']:>12}"
                       f"{100 * row['total_max_abs_rel_error']:>11.4f}")
-        lines.append(f"{row['array']:<7}{row['kind']:<16}{row['held_out_ops']:>4}{row['rtl_cycles']:>12}"
+        lines.append(f"{row['array']:<7}{row['kind']:<{kind_width}}{row['held_out_ops']:>4}{row['rtl_cycles']:>12}"
                      f"{row['published_cycles']:>12}{row['calibrated_cycles']:>12}"
                      f"{100 * row['published_rel_error']:>11.2f}{100 * row['calibrated_rel_error']:>11.4f}"
                      f"{100 * row['calibrated_max_abs_rel_error']:>11.4f}{totals}")

@@ -70,6 +70,9 @@ def test_error_rows_and_table_carry_the_held_out_total_cycles():
     table = summary_table(rows).splitlines()
     assert table[0].split()[-3:] == ["rtl_total", "cal_total", "tot_max_%"]
     assert table[1].split()[-3:] == ["150", "147", "2.0000"] and table[2].split()[-1] == "0.0000"
+    # the columns stay aligned with the longest kind, "routing_first_update" (20 letters)
+    table = summary_table(rows[:1] + [dict(rows[1], kind="routing_first_update")]).splitlines()
+    assert len({table[0].index("ops") + 3} | {line.index(" 1 ") + 2 for line in table[1:]}) == 1
 
 
 def test_calibrate_refuses_bad_arrays(tmp_path, capsys):
