@@ -32,6 +32,8 @@ from rtl.dma import OffchipSignature
 
 SEL_OFFCHIP = 5
 HOST_ADDR_BITS = 32
+RING_MIN_STAGES = 4
+"""The fewest delay stages `OffchipMemory` holds in a ring memory rather than a chain of registers."""
 HOST_INPUTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "start", "counter_sel")
 """The inputs of the host port (`rtl.capsacc.host_members`)."""
 
@@ -73,16 +75,38 @@ class OffchipMemory(wiring.Component):
                 m.d.comb += writer.en[byte].eq(self.host_we & (self.host_lane == byte // 8))
         valid = Signal()
         m.d.sync += valid.eq(request)
-        value = reader.data
-        for stage in range(max(self.latency_cycles - 2, 0)):  # the L cycles less the read and any request register
-            valid_q, value_q = Signal(name=f"rvalid_{stage}"), Signal(width, name=f"rdata_{stage}")
-            m.d.sync += [valid_q.eq(valid), value_q.eq(value)]
-            valid, value = valid_q, value_q
-        m.d.comb += [self.port.rvalid.eq(valid), self.port.rdata.eq(value)]
+        stages = max(self.latency_cycles - 2, 0)  # the L cycles less the read and any request register
+        for stage in range(stages):
+            valid_q = Signal(name=f"rvalid_{stage}")
+            m.d.sync += valid_q.eq(valid)
+            valid = valid_q
+        m.d.comb += [self.port.rvalid.eq(valid), self.port.rdata.eq(self._delayed(m, reader.data, stages))]
         lane_q = Signal(6)
         m.d.sync += lane_q.eq(self.host_lane)
         m.d.comb += self.host_rdata.eq(reader.data.word_select(lane_q, 64) if width > 64 else reader.data)
         return m
+
+    @staticmethod
+    def _delayed(m: Module, value, stages: int):
+        """`value` `stages` cycles later. Up to `RING_MIN_STAGES` - 1 stages a chain of registers; from
+        `RING_MIN_STAGES` on (L = 64: 62 stages of W bytes, 7,936 flip-flops at W = 16) a ring of D >= `stages`
+        rows (a power of two) in a memory, the row of cycle t written at t mod D and read back from row
+        (t + 1 - stages) mod D (its read register the last stage), so that an FPGA build holds it in block
+        RAM. The `rvalid` bits stay registers: a reset clears them as before."""
+        if stages < RING_MIN_STAGES:
+            for stage in range(stages):
+                value_q = Signal(len(value), name=f"rdata_{stage}")
+                m.d.sync += value_q.eq(value)
+                value = value_q
+            return value
+        depth = 1 << (stages - 1).bit_length()
+        m.submodules.delay = ring = Memory(shape=len(value), depth=depth, init=[])
+        writer, reader = ring.write_port(), ring.read_port(transparent_for=())
+        slot = Signal(range(depth), name="delay_slot")
+        m.d.sync += slot.eq(slot + 1)
+        m.d.comb += [writer.addr.eq(slot), writer.data.eq(value), writer.en.eq(1),
+                     reader.addr.eq(slot + 1 - stages)]
+        return reader.data
 
 
 OFFCHIP_VERILOG = """

@@ -304,15 +304,16 @@ def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
 @pytest.mark.fpga
 def test_every_memory_maps_to_block_ram(tmp_path):
     """synth_ecp5 puts the program, the three int8 buffers (two read-write ports each: compute and
-    DMA, so true dual-port DP16KD) and the partial sums in block RAM, none in flip-flops (an int8
-    buffer with separate DMA and compute write ports went to 270,505 LUT4s on 8x8)."""
+    DMA, so true dual-port DP16KD), the partial sums and the off-chip model's beats and read delay
+    ring in block RAM, none in flip-flops (an int8 buffer with separate DMA and compute write ports
+    went to 270,505 LUT4s on 8x8; the delay as registers was 7,936 flip-flops at L = 64)."""
     if shutil.which(YOSYS) is None:
         pytest.fail(f"{YOSYS} is not installed (setup.sh installs the fpga extra)")
     mapping = memory_mapping(ArrayConfig(4, 4, data_depth=256, weight_depth=256, routing_depth=256, psum_depth=256,
                                          program_depth=64), tmp_path)
     buffers = [f"accelerator.{name}" for name in ("data_buf", "weight_buf", "routing_buf")]
     assert {name: mapping.get(name) for name in buffers} == dict.fromkeys(buffers, "DP16KD")
-    for name in ("accelerator.program", "accelerator.psum", "offchip.beats"):
+    for name in ("accelerator.program", "accelerator.psum", "offchip.beats", "offchip.delay"):
         assert mapping.get(name) in ("DP16KD", "PDPW16KD"), name
 
 
