@@ -159,13 +159,10 @@ def test_dma_fields_are_checked():
         encode(Dma("psum", 0, 1, 0))
 
 
-@pytest.mark.parametrize("latency", [1, 2, 3, 5, 6, 7, 9, 64])
-def test_offchip_model_answers_a_read_exactly_latency_cycles_later(latency):
-    """`rtl.offchip.OffchipMemory`: a read request in cycle t (back to back with a second one) is
-    answered in cycles t + L and t + L + 1 with the beats the host wrote, `rvalid` high only then;
-    with L >= 2 the request passes through the model's input register, which is the first of the L
-    cycles, not one more; from L = 6 the data's delay is a ring memory (`RING_MIN_STAGES`), with 2 ** k
-    rows for L - 2 stages (6: four of four, 9: seven of eight, 64: 62 of 64)."""
+def offchip_answers(latency: int, values: dict, requests: list) -> list[tuple[int, int]]:
+    """(rvalid, rdata) of an `rtl.offchip.OffchipMemory` of L = `latency` (W = 2 bytes, 8 beats) in every
+    cycle after the host wrote `values` (beat -> value): a read request of each beat of `requests` in turn,
+    one a cycle (None: no request), then L + 1 cycles without one."""
     from amaranth.sim import Simulator
 
     from rtl.offchip import OffchipMemory
@@ -174,18 +171,15 @@ def test_offchip_model_answers_a_read_exactly_latency_cycles_later(latency):
     seen = []
 
     async def bench(ctx):
-        for beat, value in ((3, 0x1234), (4, 0xBEEF)):
+        for beat, value in values.items():
             ctx.set(dut.host_addr, beat)
             ctx.set(dut.host_wdata, value)
             ctx.set(dut.host_we, 1)
             await ctx.tick()
         ctx.set(dut.host_we, 0)
-        for beat in (3, 4, None):
+        for beat in list(requests) + [None] * (latency + 1):
             ctx.set(dut.port.read, beat is not None)
             ctx.set(dut.port.addr, beat or 0)
-            seen.append((ctx.get(dut.port.rvalid), ctx.get(dut.port.rdata)))
-            await ctx.tick()
-        for _ in range(latency + 2):
             seen.append((ctx.get(dut.port.rvalid), ctx.get(dut.port.rdata)))
             await ctx.tick()
 
@@ -193,6 +187,17 @@ def test_offchip_model_answers_a_read_exactly_latency_cycles_later(latency):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+    return seen
+
+
+@pytest.mark.parametrize("latency", [1, 2, 3, 5, 6, 7, 9, 64])
+def test_offchip_model_answers_a_read_exactly_latency_cycles_later(latency):
+    """`rtl.offchip.OffchipMemory`: a read request in cycle t (back to back with a second one) is
+    answered in cycles t + L and t + L + 1 with the beats the host wrote, `rvalid` high only then;
+    with L >= 2 the request passes through the model's input register, which is the first of the L
+    cycles, not one more; from L = 6 the data's delay is a ring memory (`RING_MIN_STAGES`), with 2 ** k
+    rows for L - 2 stages (6: four of four, 9: seven of eight, 64: 62 of 64)."""
+    seen = offchip_answers(latency, {3: 0x1234, 4: 0xBEEF}, [3, 4])
     assert [cycle for cycle, (valid, _) in enumerate(seen) if valid] == [latency, latency + 1]
     assert [seen[latency][1], seen[latency + 1][1]] == [0x1234, 0xBEEF]
 
@@ -202,33 +207,10 @@ def test_offchip_model_delays_every_read_by_the_latency_through_many_turns_of_it
     """Random read requests (about two in three cycles, random beats) for 3 L + 40 cycles: every
     answer comes exactly L cycles after its request with the beat's value, `rvalid` high only then,
     so the ring memory's rows (L >= 6) are neither read early nor overwritten before they are read."""
-    from amaranth.sim import Simulator
-
-    from rtl.offchip import OffchipMemory
-
     rng = np.random.default_rng(latency)
-    values = rng.integers(0, 1 << 16, size=8)
+    values = {beat: int(value) for beat, value in enumerate(rng.integers(0, 1 << 16, size=8))}
     requests = [int(rng.integers(8)) if rng.random() < 0.67 else None for _ in range(3 * latency + 40)]
-    dut = OffchipMemory(bytes_per_cycle=2, latency_cycles=latency, depth=8)
-    seen = []
-
-    async def bench(ctx):
-        for beat, value in enumerate(values):
-            ctx.set(dut.host_addr, beat)
-            ctx.set(dut.host_wdata, int(value))
-            ctx.set(dut.host_we, 1)
-            await ctx.tick()
-        ctx.set(dut.host_we, 0)
-        for beat in requests + [None] * (latency + 1):
-            ctx.set(dut.port.read, beat is not None)
-            ctx.set(dut.port.addr, beat or 0)
-            seen.append((ctx.get(dut.port.rvalid), ctx.get(dut.port.rdata)))
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    want = [(0, None)] * latency + [(0, None) if beat is None else (1, int(values[beat])) for beat in requests]
+    seen = offchip_answers(latency, values, requests)
+    want = [(0, None)] * latency + [(0, None) if beat is None else (1, values[beat]) for beat in requests]
     assert [valid for valid, _ in seen] == [valid for valid, _ in want] + [0] * (len(seen) - len(want))
     assert [data for (valid, data) in seen if valid] == [value for valid, value in want if valid]
