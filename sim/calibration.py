@@ -6,9 +6,9 @@ of `capsacc.calibrated.TARGET_FEATURES` by least squares on the training part (t
 points; every fourth point of each kind and array is held out), and reports per kind, on the
 held-out points, the RTL cycles next to the published model's and the calibrated model's
 estimates. The held-out points also run with the off-chip memory (`OperationDriver(offchip=True)`:
-every buffer row moved by the DMA), and their measured `total_cycles` stand next to the calibrated
-model's (`capsacc.programs.operation_total_cycles`). `write_outputs`
-writes calibration.json, errors.csv and errors.png.
+every buffer row moved by the DMA), and their measured `total_cycles` and `program_bytes` (the program
+words overlay programs load through the port) stand next to the calibrated model's
+(`capsacc.programs.operation_cost`). `write_outputs` writes calibration.json, errors.csv and errors.png.
 """
 
 import csv
@@ -31,7 +31,7 @@ from capsacc.energy import SRAM_BIT_UM2, SRAM_OVERHEAD, EventEnergies, sram_area
 from capsacc.files import atomic_path, prepare_output_dir, write_atomic
 from capsacc.mapping import KINDS, MAX_CAPSULE, ROUTING_PHASES
 from capsacc.model import estimate
-from capsacc.programs import operation_total_cycles
+from capsacc.programs import operation_cost
 from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures
 from rtl.widths import ACC_BITS
@@ -85,6 +85,10 @@ class Point:
     """Held-out points: the RTL's busy cycles with the off-chip memory (data movement included); else 0."""
     predicted_total_cycles: int = 0
     """Held-out points: the calibrated model's `total_cycles`; else 0."""
+    program_bytes: int = 0
+    """Held-out points: the RTL's bytes of program words loaded through the off-chip port; else 0."""
+    predicted_program_bytes: int = 0
+    """Held-out points: the calibrated model's `program_bytes`; else 0."""
 
 
 def _choice(rng, values):
@@ -197,7 +201,8 @@ def run_sweep(settings: Settings, progress=_to_stderr) -> list[Point]:
                               *_published_costs(kind, op, published))
                 total = ""
                 if held_out:  # the same operation with every buffer row moved by the DMA
-                    point.total_cycles = dma_driver.run(kind, op, seed=settings.seed + index).total_cycles
+                    moved = dma_driver.run(kind, op, seed=settings.seed + index)
+                    point.total_cycles, point.program_bytes = moved.total_cycles, moved.program_bytes
                     total = f"  total {point.total_cycles:>9}"
                 points.append(point)
                 progress(f"{config.rows}x{config.cols} {kind:<11} {_shape(op):<34} rtl {result.cycles:>9} cycles"
@@ -235,7 +240,8 @@ def error_rows(points: list[Point], calibration: Calibration | None = None) -> l
     relative errors (of the sums, and the largest per operation); with a `calibration`, also the
     energy of the RTL's counted events and of the calibrated model's predicted events (mJ). When the
     points carry their measured `total_cycles` (data movement included): the summed RTL and calibrated
-    total cycles and the largest relative error per operation."""
+    total cycles and the largest relative error per operation, and the summed RTL and calibrated program
+    bytes with the largest absolute difference per operation (most operations load none)."""
     rows = []
     keys = sorted({(p.config.rows, p.config.cols, p.kind) for p in points if p.kind in KINDS},
                   key=lambda k: (-k[0] * k[1], k[0], KINDS.index(k[2])))
@@ -260,6 +266,10 @@ def error_rows(points: list[Point], calibration: Calibration | None = None) -> l
             rows[-1]["calibrated_total_cycles"] = sum(p.predicted_total_cycles for p in held)
             rows[-1]["total_max_abs_rel_error"] = max(
                 abs(p.predicted_total_cycles - p.total_cycles) / p.total_cycles for p in held)
+            rows[-1]["rtl_program_bytes"] = sum(p.program_bytes for p in held)
+            rows[-1]["calibrated_program_bytes"] = sum(p.predicted_program_bytes for p in held)
+            rows[-1]["program_bytes_max_abs_error"] = max(
+                abs(p.predicted_program_bytes - p.program_bytes) for p in held)
         rows[-1]["published_energy_mJ"] = sum(p.published_energy_mJ for p in held)
         if calibration is not None:
             rows[-1]["rtl_events_energy_mJ"] = sum(calibration.energy_mJ(p.events) for p in held)
@@ -280,7 +290,8 @@ def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, lis
     for point in points:
         point.predicted = replace(calibration, config=point.config).predict(point.kind, point.op)
         if point.held_out:
-            point.predicted_total_cycles = operation_total_cycles(point.kind, point.op, point.config)
+            cost = operation_cost(point.kind, point.op, point.config)
+            point.predicted_total_cycles, point.predicted_program_bytes = cost.total_cycles, cost.program_bytes
     errors = error_rows(points, calibration)
     provenance = {
         "model": MODEL_VERSION, "rtl_version": rtl_version(),
@@ -302,16 +313,19 @@ def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, lis
 def summary_table(errors: list[dict]) -> str:
     """The per-kind error table, as printed by `nascaps calibrate`: compute cycles, then (where
     measured) the total cycles with the data movement, RTL and calibrated model, and the largest
-    relative error per operation; the kind column as wide as its longest name and two spaces."""
+    relative error per operation, then the program bytes, RTL and calibrated model, and the largest
+    difference per operation; the kind column as wide as its longest name and two spaces."""
     kind_width = max([len("kind"), *(len(row["kind"]) for row in errors)]) + 2
     header = (f"{'array':<7}{'kind':<{kind_width}}{'ops':>4}{'rtl_cycles':>12}{'published':>12}{'calibrated':>12}"
-              f"{'pub_err_%':>11}{'cal_err_%':>11}{'cal_max_%':>11}{'rtl_total':>12}{'cal_total':>12}{'tot_max_%':>11}")
+              f"{'pub_err_%':>11}{'cal_err_%':>11}{'cal_max_%':>11}{'rtl_total':>12}{'cal_total':>12}{'tot_max_%':>11}"
+              f"{'rtl_prog_B':>12}{'cal_prog_B':>12}{'prog_max_B':>12}")
     lines = [header]
     for row in errors:
         totals = ""
         if "rtl_total_cycles" in row:
             totals = (f"{row['rtl_total_cycles']:>12}{row['calibrated_total_cycles']:>12}"
-                      f"{100 * row['total_max_abs_rel_error']:>11.4f}")
+                      f"{100 * row['total_max_abs_rel_error']:>11.4f}{row['rtl_program_bytes']:>12}"
+                      f"{row['calibrated_program_bytes']:>12}{row['program_bytes_max_abs_error']:>12}")
         lines.append(f"{row['array']:<7}{row['kind']:<{kind_width}}{row['held_out_ops']:>4}{row['rtl_cycles']:>12}"
                      f"{row['published_cycles']:>12}{row['calibrated_cycles']:>12}"
                      f"{100 * row['published_rel_error']:>11.2f}{100 * row['calibrated_rel_error']:>11.4f}"

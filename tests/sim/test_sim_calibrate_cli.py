@@ -63,13 +63,17 @@ def test_error_rows_and_table_carry_the_held_out_total_cycles():
             points.append(Point(kind, Operation(kind, "conv", 4, 1, 1, 3, 1, 4, 8, 1), config, i == 3, 100,
                                 {"mac": 1}, {}, 0, 0.0, 90, predicted={"cycles": 100, "mac": 1},
                                 total_cycles=150 if measured and i == 3 else 0,
-                                predicted_total_cycles=147 if measured and i == 3 else 0))
+                                predicted_total_cycles=147 if measured and i == 3 else 0,
+                                program_bytes=96 if measured and i == 3 else 0,
+                                predicted_program_bytes=80 if measured and i == 3 else 0))
     rows = error_rows(points)
     assert (rows[0]["kind"], rows[0]["rtl_total_cycles"], rows[0]["calibrated_total_cycles"]) == ("conv", 150, 147)
     assert rows[0]["total_max_abs_rel_error"] == pytest.approx(3 / 150) and "rtl_total_cycles" not in rows[1]
+    assert (rows[0]["rtl_program_bytes"], rows[0]["calibrated_program_bytes"]) == (96, 80)
+    assert rows[0]["program_bytes_max_abs_error"] == 16 and "rtl_program_bytes" not in rows[1]
     table = summary_table(rows).splitlines()
-    assert table[0].split()[-3:] == ["rtl_total", "cal_total", "tot_max_%"]
-    assert table[1].split()[-3:] == ["150", "147", "2.0000"] and table[2].split()[-1] == "0.0000"
+    assert table[0].split()[-6:] == ["rtl_total", "cal_total", "tot_max_%", "rtl_prog_B", "cal_prog_B", "prog_max_B"]
+    assert table[1].split()[-6:] == ["150", "147", "2.0000", "96", "80", "16"] and table[2].split()[-1] == "0.0000"
     # the columns stay aligned with the longest kind, "routing_first_update" (20 letters)
     table = summary_table(rows[:1] + [dict(rows[1], kind="routing_first_update")]).splitlines()
     assert len({table[0].index("ops") + 3} | {line.index(" 1 ") + 2 for line in table[1:]}) == 1
@@ -95,7 +99,8 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     assert main(["calibrate", "--rows", "4", "--cols", "4", "--quick", "--buffer-depth", "256",
                  "--program-depth", "64", "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "cal_err_%" in printed.out and "tot_max_%" in printed.out and "bit-exact" not in printed.out
+    assert "cal_err_%" in printed.out and "tot_max_%" in printed.out and "prog_max_B" in printed.out
+    assert "bit-exact" not in printed.out
     assert "bit-exact" in printed.err and "cal_err_%" not in printed.err  # progress on stderr
     calibration = Calibration.load(out / "calibration.json")
     assert calibration.config == ArrayConfig(4, 4, ACC_BITS, **buffer_depths(256), program_depth=64)
@@ -108,8 +113,10 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     for row in rows:
         assert abs(float(row["calibrated_rel_error"])) < 0.01, row
         assert int(row["rtl_cycles"]) > 0 and int(row["published_cycles"]) > 0
-        # the held-out operations with the DMA: the model's total cycles are the RTL's
+        # the held-out operations with the DMA: the model's total cycles and program bytes are the RTL's
         assert int(row["rtl_total_cycles"]) == int(row["calibrated_total_cycles"]) > int(row["rtl_cycles"]), row
+        assert int(row["rtl_program_bytes"]) == int(row["calibrated_program_bytes"]), row
+        assert int(row["program_bytes_max_abs_error"]) == 0, row
     assert (out / "errors.png").stat().st_size > 1000
     fitted = dict(zip(TARGET_FEATURES["cycles"], calibration.coefficients["cycles"]))
     # the fit recovers the RTL's timing: one cycle per cycle of MATMUL phase, 2 per run, per ACT
