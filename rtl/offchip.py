@@ -32,6 +32,9 @@ from rtl.dma import OffchipSignature
 
 SEL_OFFCHIP = 5
 HOST_ADDR_BITS = 32
+HOST_SIGNATURE = wiring.Signature(host_members(HOST_ADDR_BITS))
+"""The signature of `CapsAccSystem`: its host port, the same for every configuration (so a simulator's
+ports are known without building the system, `sim.verilator.VerilatorModel.cached`)."""
 RING_MIN_STAGES = 4
 """The fewest delay stages `OffchipMemory` holds in a ring memory rather than a chain of registers."""
 HOST_INPUTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "start", "counter_sel")
@@ -175,7 +178,7 @@ class CapsAccSystem(wiring.Component):
         self.host_registers = host_registers
         self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
         self.accelerator = CapsAcc(**config.hardware())
-        super().__init__(host_members(HOST_ADDR_BITS))
+        super().__init__(HOST_SIGNATURE)
 
     def elaborate(self, platform):
         m = Module()

@@ -33,12 +33,13 @@ from capsacc.network import Operation
 from capsacc.programs import (Load, PsumRead, PsumWrite, Run, activation_session, classcaps_session,
                               chained_routing_session, elementwise_session, matmul_session, routing_session)
 import rtl
-from rtl.offchip import CapsAccSystem
+from rtl.offchip import HOST_SIGNATURE, CapsAccSystem
 from rtl.isa import MatMul, timing
 from rtl.workloads import RoutingLayout
 from sim import golden
 from sim.harness import run as run_script
 from sim.host import COUNTER_NAMES, DmaSession, HostSession
+from sim.trace import component_ports
 
 DRIVER_KINDS = KINDS + CHAIN_KINDS + ("routing",) + ACTIVATIONS
 """What `OperationDriver.run` runs: the calibrated model's kinds, the element-wise steps of chained
@@ -280,8 +281,10 @@ class OperationDriver:
             if self._model is None or depth > self._model_depth:  # a larger image: a build with a larger memory
                 from sim.verilator import VerilatorModel
                 offchip_bytes = depth * self.config.offchip_bytes_per_cycle if self.offchip else 0
-                self._model = VerilatorModel.build(self.component(beats), cache_dir=self.cache_dir,
-                                                   source_key=rtl_source_key(self.config, offchip_bytes))
+                key = rtl_source_key(self.config, offchip_bytes)
+                # a cached build needs no system object (which would be left unelaborated)
+                self._model = (VerilatorModel.cached(component_ports(HOST_SIGNATURE.create()), key, self.cache_dir)
+                               or VerilatorModel.build(self.component(beats), cache_dir=self.cache_dir, source_key=key))
                 self._model_depth = depth
             trace = self._model.run(session.script)
         else:

@@ -270,22 +270,35 @@ class VerilatorModel:
         exporting the Verilog again (the export of a 16x16 CapsAcc takes a minute), as long as this
         module's source (`build_rules_digest`: the export, the bench, the flags) is the same.
         """
-        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         ports = component_ports(component)
-        hint = None
-        if source_key is not None:
-            hint = root / "by-source" / hashlib.sha256(
-                "\0".join([source_key, build_rules_digest(), verilator_version()]).encode()).hexdigest()[:24]
-            if hint.exists():
-                build_dir = root / hint.read_text().strip()
-                executable = build_dir / "obj" / f"V{TOP}_bench"
-                if executable.exists():
-                    return cls(executable, ports, build_dir)
-        model = cls.from_verilog(export_verilog(component), ports, cache_dir)
-        if hint is not None:
-            hint.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(hint, model.build_dir.name)
+        model = None if source_key is None else cls.cached(ports, source_key, cache_dir)
+        if model is None:
+            model = cls.from_verilog(export_verilog(component), ports, cache_dir)
+            if source_key is not None:
+                hint = cls._hint(source_key, cache_dir)
+                hint.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(hint, model.build_dir.name)
         return model
+
+    @classmethod
+    def cached(cls, ports: dict[str, Port], source_key: str, cache_dir: str | Path | None = None
+               ) -> "VerilatorModel | None":
+        """The build that `build` recorded under `source_key` for a design with `ports` (`component_ports`),
+        or None: a caller that finds one needs no design object (`sim.driver` builds the system only then)."""
+        hint = cls._hint(source_key, cache_dir)
+        if hint.exists():
+            build_dir = hint.parent.parent / hint.read_text().strip()
+            executable = build_dir / "obj" / f"V{TOP}_bench"
+            if executable.exists():
+                return cls(executable, ports, build_dir)
+        return None
+
+    @staticmethod
+    def _hint(source_key: str, cache_dir: str | Path | None) -> Path:
+        """The file naming the build of `source_key` under these build rules and this Verilator."""
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        return root / "by-source" / hashlib.sha256(
+            "\0".join([source_key, build_rules_digest(), verilator_version()]).encode()).hexdigest()[:24]
 
     @classmethod
     def from_verilog(cls, text: str, ports: dict[str, Port], cache_dir: str | Path | None = None) -> "VerilatorModel":

@@ -39,3 +39,27 @@ def test_an_image_larger_than_the_build_memory_gets_a_larger_build(monkeypatch, 
         run = driver.run(kind_of(name), OPS[name], seed=3)  # MismatchError if an address wrapped
         assert all(np.array_equal(run.outputs[key], want) for key, want in run.golden.items())
         assert len(list((tmp_path / "by-source").iterdir())) == builds
+
+
+@pytest.mark.verilator
+def test_a_cached_build_is_reused_without_building_the_system(tmp_path):
+    """A second driver on the same array finds the first one's Verilator build by its source key
+    (`VerilatorModel.cached`, the ports from `rtl.offchip.HOST_SIGNATURE`): the same results and cycles,
+    and no system object created and left unelaborated (Amaranth's UnusedElaboratable warning, printed
+    some 300 times in a test-suite run before)."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    runs = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            runs.append(OperationDriver(WIDE, "verilator", cache_dir=tmp_path, offchip=True).run(
+                kind_of("conv"), OPS["conv"], seed=3))
+            gc.collect()
+    assert runs[0].total_cycles == runs[1].total_cycles and runs[0].counters == runs[1].counters
+    assert all(np.array_equal(runs[1].outputs[key], want) for key, want in runs[1].golden.items())
+    assert len(list((tmp_path / "by-source").iterdir())) == 1
+    assert not [w for w in caught if issubclass(w.category, UnusedElaboratable)]
