@@ -54,10 +54,10 @@ class Estimate:
     `cycles`, `latency_ms` and `energy_mJ` are the compute's (the runs' busy cycles with preloaded
     buffers, their counted events); on a calibrated accelerator `movement` adds the data movement
     through its off-chip port (`capsacc.calibrated.DataMovement`: `offchip_bytes`,
-    `offchip_energy_mJ`, `dma_buffer_energy_mJ`, and `total_energy_mJ` of all three), and
-    `schedule` the timed DMA programs (computed when asked for): `operation_total_cycles` / `total_cycles`
-    the cycles with the data movement, `program_bytes` and `program_energy_mJ` the program words the
-    overlay programs load; the published model has none (None).
+    `offchip_energy_mJ`, `dma_buffer_energy_mJ`, and `total_energy_mJ` of all three), and its timed
+    DMA programs (computed when first asked for, `calibrated.network_schedule`) `operation_total_cycles`
+    / `total_cycles`, the cycles with the data movement, and `program_bytes` / `program_energy_mJ`, the
+    program words the overlay programs load; the published model has none (None).
     """
 
     cycles: int
@@ -110,7 +110,7 @@ class Estimate:
         return calibrated.total_energy_mJ(self.energy_mJ, self.offchip_energy_mJ, self.dma_buffer_energy_mJ)
 
     @functools.cached_property
-    def schedule(self) -> tuple[calibrated.ScheduledMovement | None, str | None]:
+    def _schedule(self) -> tuple[calibrated.ScheduledMovement | None, str | None]:
         """(the `calibrated.ScheduledMovement` of the network's DMA programs, None; computed when first asked
         for: the calibrated model times every program, `calibrated.network_schedule`, seconds for CapsNet on
         16x16), or (None, why not) for programs of more than `most_scheduled_instructions` instructions;
@@ -128,25 +128,25 @@ class Estimate:
     @property
     def operation_total_cycles(self) -> tuple[int | None, ...]:
         """Per operation, the cycles per image with all data movement (`OperationCost.total_cycles`,
-        `schedule`); all None for the published model and when `schedule` is not computed
+        `calibrated.network_schedule`); all None for the published model and when the programs are not timed
         (`total_cycles_note` says why)."""
         return self._scheduled("total_cycles")
 
     @property
     def operation_program_bytes(self) -> tuple[int | None, ...]:
         """Per operation, the bytes of program words its overlay programs load through the off-chip port per
-        image (`OperationCost.program_bytes`, `schedule`); None as `operation_total_cycles`."""
+        image (`OperationCost.program_bytes`); None as `operation_total_cycles`."""
         return self._scheduled("program_bytes")
 
     def _scheduled(self, name: str) -> tuple[int | None, ...]:
-        schedule = self.schedule[0]
+        schedule = self._schedule[0]
         return (None,) * len(self.network.operations) if schedule is None else tuple(getattr(schedule, name).tolist())
 
     @property
     def total_cycles_note(self) -> str | None:
         """Why `total_cycles` and the program figures are None on a calibrated accelerator (programs too large
         to schedule); else None."""
-        return self.schedule[1]
+        return self._schedule[1]
 
     @property
     def total_cycles(self) -> int | None:
@@ -165,7 +165,7 @@ class Estimate:
         """Off-chip energy of the program words the overlay programs load, per image, mJ (the port's pJ per
         byte; None: published model, or not computed). Not part of `total_energy_mJ`, the figure
         `estimate_many` gives too, which counts buffer rows without scheduling the programs."""
-        schedule = self.schedule[0]
+        schedule = self._schedule[0]
         return None if schedule is None else calibrated.ordered_sum(schedule.program_energy_mJ)
 
     @property
