@@ -447,10 +447,12 @@ def rtl_figures(run, images: int, offchip_pJ_per_byte: float) -> dict:
     counters), `rtl_offchip_bytes_per_image`, and energy in mJ: `rtl_onchip_energy_mJ_per_image` (the
     events priced by `capsacc.energy.EventEnergies.from_tables` of the simulated array),
     `rtl_offchip_energy_mJ_per_image` (off-chip bytes x `offchip_pJ_per_byte`),
-    `rtl_dma_buffer_energy_mJ_per_image` (each row the DMA instructions move, priced as a `data_read`
+    `rtl_dma_buffer_energy_mJ_per_image` (each buffer row the DMA instructions move, priced as a `data_read`
     or, in the weight buffer, a `weight_read`: the calibrated model's rule) and their sum
-    `rtl_energy_mJ_per_image`. Per image values are the batch's divided by `images` (cycles and bytes
-    rounded up)."""
+    `rtl_energy_mJ_per_image`; apart from it, as the calibrated model's `program_bytes` and
+    `program_energy_mJ`, `rtl_program_bytes_per_image` (the program words overlay programs loaded through
+    the port, beats times W) and `rtl_program_energy_mJ_per_image` (those bytes x `offchip_pJ_per_byte`).
+    Per image values are the batch's divided by `images` (cycles and bytes rounded up)."""
     from capsacc.calibrated import events_from_counters, per_image
     from capsacc.energy import EVENTS, EventEnergies
     from rtl.isa import Dma
@@ -463,7 +465,8 @@ def rtl_figures(run, images: int, offchip_pJ_per_byte: float) -> dict:
     offchip_bytes = sum(r.offchip_bytes for r in run.runs)
     buffer_pJ = sum(i.n * (energies.weight_read if i.buffer == "weight" else energies.data_read)
                     for r in run.runs for stream in r.streams for program in stream.programs for i in program
-                    if isinstance(i, Dma))
+                    if isinstance(i, Dma) and i.buffer != "program")
+    program_bytes = sum(r.program_bytes for r in run.runs)
     onchip_mJ, offchip_mJ = onchip_pJ * 1e-9 / images, offchip_bytes * offchip_pJ_per_byte * 1e-9 / images
     buffer_mJ = buffer_pJ * 1e-9 / images
     return {"rtl_cycles_per_image": per_image(run.cycles, images),
@@ -472,7 +475,9 @@ def rtl_figures(run, images: int, offchip_pJ_per_byte: float) -> dict:
             "rtl_offchip_bytes_per_image": per_image(offchip_bytes, images),
             "rtl_onchip_energy_mJ_per_image": onchip_mJ, "rtl_offchip_energy_mJ_per_image": offchip_mJ,
             "rtl_dma_buffer_energy_mJ_per_image": buffer_mJ,
-            "rtl_energy_mJ_per_image": onchip_mJ + offchip_mJ + buffer_mJ}
+            "rtl_energy_mJ_per_image": onchip_mJ + offchip_mJ + buffer_mJ,
+            "rtl_program_bytes_per_image": per_image(program_bytes, images),
+            "rtl_program_energy_mJ_per_image": program_bytes * offchip_pJ_per_byte * 1e-9 / images}
 
 
 def deploy_bundle(folder: str | Path) -> tuple[Deployment, dict]:

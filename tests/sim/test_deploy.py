@@ -439,3 +439,35 @@ def test_cell_and_resized_networks_keep_their_accuracy_in_int8(tmp_path, genotyp
         assert {"convcaps1.tocaps", "convcaps4.capsadd", "convcaps3d8.route3d", "convcaps3d8.capsadd"} <= set(
             record["shifts"])
         assert [layer["kind"] for layer in record["layers"]].count("convcaps3d") == 1
+
+
+def test_rtl_figures_price_the_program_words_of_overlay_programs_apart():
+    """The tiny deployment on a 16-word program memory, where its operations run as overlay programs:
+    the RTL's program bytes and their energy per image are those the runs loaded, the calibrated model's
+    `program_bytes` and `program_energy_mJ` (per operation rounding aside), and the DMA's buffer energy
+    leaves the program loads out, as the model does (it prices buffer rows only)."""
+    import dataclasses
+
+    from capsacc import Accelerator, estimate
+    from capsacc.array import ArrayConfig
+    from capsacc.calibrated import Calibration
+    from capsacc.energy import EventEnergies
+    from sim.deploy import network_input, operation_inputs, rtl_figures
+    from sim.driver import OperationDriver
+    from sim.network_run import run_network
+
+    deployment, pixels = tiny_deployment()
+    config = ArrayConfig(rows=4, cols=4, acc_bits=golden.ACC_BITS, batch=len(pixels), program_depth=16)
+    run = run_network(deployment.network, OperationDriver(config, "amaranth", offchip=True),
+                      network_input(deployment, pixels), operation_inputs=operation_inputs(deployment))
+    figures = rtl_figures(run, len(pixels), 100.0)
+    loaded = sum(r.program_bytes for r in run.runs)
+    assert loaded > 0 and figures["rtl_program_bytes_per_image"] == -(-loaded // len(pixels))
+    assert figures["rtl_program_energy_mJ_per_image"] == pytest.approx(loaded * 100.0e-9 / len(pixels))
+    calibration = Calibration(config, Calibration.shipped().coefficients, EventEnergies.from_tables(config), 1.0e6)
+    accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4, offchip_pJ_per_byte=100.0),
+                                      acc_bits=config.acc_bits, calibration=calibration)
+    model = estimate(deployment.network, accelerator)
+    assert 0 <= model.program_bytes - figures["rtl_program_bytes_per_image"] < len(deployment.network.operations)
+    assert model.program_energy_mJ == pytest.approx(figures["rtl_program_energy_mJ_per_image"], rel=1e-12)
+    assert model.dma_buffer_energy_mJ == pytest.approx(figures["rtl_dma_buffer_energy_mJ_per_image"], rel=1e-12)
