@@ -114,12 +114,13 @@ def flatten(genotypes: list[list]) -> GenotypeBatch:
     return GenotypeBatch(descriptors, offsets)
 
 
-def both_models(genotypes: list[list]) -> list[tuple[str, float, float]]:
+def both_models(genotypes: list[list]) -> tuple[list[tuple[str, float, float]], int]:
     """(model, estimate_many networks/s, estimate us/network) of the published and the calibrated model
     on `genotypes`, after checking that the batch totals equal `estimate`'s; the calibrated model twice:
     "calibrated, cold", each call with a fresh step memo (`estimate_many` without `memo`), and
     "calibrated, warm", with a `StepMemo` kept across calls that holds every step of these genotypes
-    already (as after an earlier call on them; its totals checked equal to the cold ones)."""
+    already (as after an earlier call on them; its totals checked equal to the cold ones); and the
+    number of distinct steps of the batch (those a cold call counts, `len` of the warm memo)."""
     batch = flatten(genotypes)
     networks = [Network.from_genotype(g) for g in genotypes]
     sample = networks[:2000]
@@ -135,10 +136,11 @@ def both_models(genotypes: list[list]) -> list[tuple[str, float, float]]:
         figures.append(("calibrated, cold", rate(lambda: estimate_many(batch, accelerator), len(networks)), single))
         memo = StepMemo(accelerator.calibration)
         kept = estimate_many(batch, accelerator, memo=memo)
+        distinct = len(memo)
         assert kept.cycles.tolist() == many.cycles.tolist() and kept.energy_mJ.tolist() == many.energy_mJ.tolist()
         figures.append(("calibrated, warm", rate(lambda: estimate_many(batch, accelerator, memo=memo), len(networks)),
                         single))
-    return figures
+    return figures, distinct
 
 
 COLD_START = """
@@ -205,7 +207,7 @@ def main() -> None:
     print(f"goal (c) >= 1,000,000 networks/s: {'met' if goal_c else 'missed'}; "
           f"goal (b) <= 20 us/network: {'met' if goal_b else 'missed'}")
     searched = search_genotypes(args.search_networks, args.seed)
-    models = both_models(searched)
+    models, distinct = both_models(searched)
     print(f"both models on {len(searched)} genotypes of the search's sampler (quick and paper spaces), "
           f"{sum(len(g) - 2 for g in searched) / len(searched):.1f} descriptors each on average; "
           "calibrated: batches of 8 images, batch totals equal to estimate's; cold: a fresh step memo each call, "
@@ -215,6 +217,10 @@ def main() -> None:
         print(f"{name:<18}{per_second:>34,.0f}{micros:>30.2f}")
     print(f"published / calibrated batch rate: {models[0][1] / models[1][1]:.1f} cold, "
           f"{models[0][1] / models[2][1]:.1f} warm")
+    cold_ns, warm_ns, new_steps = 1e9 / models[1][1], 1e9 / models[2][1], distinct / len(searched)
+    print(f"calibrated cold = warm + new steps: {cold_ns:,.0f} ns a network = {warm_ns:,.0f} ns + {new_steps:.2f} "
+          f"steps not met before ({distinct:,} distinct steps in the batch) x {(cold_ns - warm_ns) / new_steps:,.0f} ns "
+          "each (counting, prediction, the memo's insertion); 1,000,000 networks/s cold needs 1,000 ns a network")
     for name, per_second, micros in models:
         print(f"goal {name} (d) >= 1,000,000 networks/s: {'met' if per_second >= 1_000_000 else 'missed'}; "
               f"(e) <= 20 us/network: {'met' if micros <= 20 else 'missed'}")
