@@ -6,12 +6,13 @@ tiling rules of `capsacc.mapping`) and of the order of buffer writes, runs and r
 `config.batch` images: `Load` (the host puts rows into an int8 buffer), `PsumWrite` (into the
 partial-sum memory), `Run` (one program, no HALT), `PsumRead` and `Store` (the host reads results).
 `sim.driver.OperationDriver` plays them on a host or DMA session, filling each `Load` with the rows
-its `part` names; `session_cost` plays them on `capsacc.schedule.DmaScheduler` and times
-the DMA programs with `capsacc.schedule.timing`: the cycles `nascaps rtl run` measures with the
-off-chip memory (`total_cycles`, from the first byte in to the last result out, stalls included),
-and the bytes of program words its overlay programs load (`program_bytes`), without simulating. A routing's programs are `RoutingPlan`'s (`rtl.workloads.RoutingLayout` fills
-its images with data); `chained_routing_session` orders a routing's phases as a chained network runs
-them, the partial-sum state kept on chip from phase to phase.
+its `part` names; `session_cost` plays them on `capsacc.schedule.DmaScheduler` and times the DMA
+programs with `capsacc.schedule.timing`: the cycles `nascaps rtl run` measures with the off-chip
+memory (`total_cycles`, from the first byte in to the last result out, stalls included), and the
+bytes of program words its overlay programs load (`program_bytes`), without simulating. A routing's
+programs are `RoutingPlan`'s (`rtl.workloads.RoutingLayout` fills its images with data);
+`chained_routing_session` orders a routing's phases as a chained network runs them, the partial-sum
+state kept on chip from phase to phase.
 """
 
 import dataclasses
