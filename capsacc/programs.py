@@ -633,7 +633,8 @@ def session_cost(events: list[SessionEvent], config: ArrayConfig) -> ScheduledCo
             scheduled = _segment_programs(scheduler, segment)
             costs[key] = (sum(program_cycles(program, config.rows, config.cols, width, config.offchip_latency_cycles)
                               for program in scheduled),
-                          width * sum(program_load_beats(program, config.program_depth, width) for program in scheduled))
+                          width * sum(program_load_beats(program, config.program_depth, width)
+                                      for program in scheduled))
         cycles += costs[key][0]
         program_bytes += costs[key][1]
     return ScheduledCost(cycles, program_bytes)
