@@ -482,16 +482,18 @@ class ECP5Primitives:
         return m
 
 
-def _write_source(config, workdir: Path) -> Path:
+def _write_source(config, workdir: Path, dsp: bool = True) -> Path:
     """Check that `config` builds and write the Verilog of its FPGA top (CapsAcc with an
     OFFCHIP_BEATS-beat off-chip memory model, its host inputs registered at the top) to
-    `workdir`/capsacc.v; its path (resolved)."""
+    `workdir`/capsacc.v; its path (resolved). With `dsp` its multipliers are `ECP5Primitives`' MULT18X18D
+    instances, else the generic logic (which `synth_ecp5 -nodsp` maps to LUTs: the instances would still
+    ask for the device's 156 blocks)."""
     from rtl.capsacc import check_buildable
     from rtl.export import export_verilog
 
     check_buildable(config)
     source = Path(workdir).resolve() / "capsacc.v"
-    source.write_text(export_verilog(config, OFFCHIP_BEATS, ECP5Primitives(), host_registers=True))
+    source.write_text(export_verilog(config, OFFCHIP_BEATS, ECP5Primitives() if dsp else None, host_registers=True))
     return source
 
 
@@ -539,7 +541,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     check_flow_arguments(device, freq_MHz, seed, speed_grade)
     if lut_mapper not in LUT_MAPPERS:
         raise ValueError(f"lut_mapper: '{lut_mapper}' is not one of {', '.join(LUT_MAPPERS)}")
-    source = _write_source(config, workdir)
+    source = _write_source(config, workdir, dsp)
     yosys_path, nextpnr_path = find_tool(yosys), find_tool(nextpnr)
     part = DEVICES[device]
     workdir, netlist = source.parent, source.parent / "capsacc_ecp5.json"

@@ -411,14 +411,18 @@ def test_the_fpga_top_registers_the_host_inputs():
 
 
 def test_the_fpga_source_registers_every_host_input(tmp_path):
-    """The Verilog the flow synthesizes has a register for each host input (`HOST_INPUTS`)."""
+    """The Verilog the flow synthesizes has a register for each host input (`HOST_INPUTS`); its PE
+    multipliers are MULT18X18D instances, none with `dsp` False (`--no-dsp`: the instances asked for the
+    device's 156 blocks whatever `synth_ecp5 -nodsp` did, so 16x16's 256 did not place)."""
     from rtl.fpga import _write_source
     from rtl.offchip import HOST_INPUTS
 
-    text = _write_source(ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16,
-                                     program_depth=16), tmp_path).read_text()
+    config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    text = _write_source(config, tmp_path).read_text()
     registers = set(re.findall(r"\breg (?:\[[^\]]*\] )?(\w+)", text))
     assert {f"{name}_q" for name in HOST_INPUTS} <= registers
+    assert len(re.findall(r"MULT18X18D #\(", text)) == 2 * 3
+    assert "MULT18X18D" not in _write_source(config, tmp_path, dsp=False).read_text()
 
 
 @pytest.mark.fpga
