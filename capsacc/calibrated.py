@@ -835,8 +835,17 @@ def _movement_energies(narrow, wide, narrow_row_bytes, wide_row_bytes, batch, sh
     (`DataMovement`): the one definition of both energies, for `data_movement` and `genotype_costs`. An image's
     share is that of `image_energy` (`share`: `energy_share(batch)`)."""
     moved = rows_port_bytes(narrow, wide, narrow_row_bytes, wide_row_bytes)
-    return (moved, image_energy(moved * offchip_pJ_per_byte * 1e-9, batch, share),
+    return (moved, offchip_energy_mJ(moved, batch, share, offchip_pJ_per_byte),
             image_energy((narrow * data_read_pJ + wide * weight_read_pJ) * 1e-9, batch, share))
+
+
+@njit(cache=True)
+def offchip_energy_mJ(port_bytes, batch, share, offchip_pJ_per_byte):
+    """An image's share (`image_energy`, `share` = `energy_share(batch)`) of the off-chip energy of the batch's
+    `port_bytes` bytes through the port at `offchip_pJ_per_byte` pJ a byte, mJ (a count or an array of
+    counts): the one definition of the port's energy, for the buffer rows (`_movement_energies`) and the
+    program words (`network_schedule`)."""
+    return image_energy(port_bytes * offchip_pJ_per_byte * 1e-9, batch, share)
 
 
 @njit(cache=True)
@@ -947,7 +956,7 @@ def network_schedule(network, calibration: Calibration, bytes_per_cycle: int, la
         cycles[step.index] += cost.total_cycles
         program_bytes[step.index] += cost.program_bytes
     batch = config.batch
-    energy = image_energy(program_bytes * float(offchip_pJ_per_byte) * 1e-9, batch, energy_share(batch))
+    energy = offchip_energy_mJ(program_bytes, batch, energy_share(batch), float(offchip_pJ_per_byte))
     return ScheduledMovement(ceil_div(cycles, batch), ceil_div(program_bytes, batch), energy)
 
 

@@ -618,6 +618,9 @@ class ScheduledCost:
     total_cycles: int
     program_bytes: int
 
+    def __add__(self, other: "ScheduledCost") -> "ScheduledCost":
+        return ScheduledCost(self.total_cycles + other.total_cycles, self.program_bytes + other.program_bytes)
+
 
 def session_cost(events: list[SessionEvent], config: ArrayConfig) -> ScheduledCost:
     """The `ScheduledCost` of the DMA programs of `events` (`dma_programs`), summed, on the port of
@@ -625,19 +628,18 @@ def session_cost(events: list[SessionEvent], config: ArrayConfig) -> ScheduledCo
     equal events (the same loads, programs and stores, whatever rows of the operation they name) have
     equal programs, so each distinct one is scheduled and timed once: route3d's routings, one per
     position and image, cost one routing's time, not B·n_out² of them."""
-    scheduler, costs, cycles, program_bytes = _scheduler(config), {}, 0, 0
+    scheduler, costs, total = _scheduler(config), {}, ScheduledCost(0, 0)
     width, programs = config.offchip_bytes_per_cycle, _ProgramIndex()
     for segment in _segments(events):
         key = tuple(_event_key(event, programs) for event in segment)
         if key not in costs:
             scheduled = _segment_programs(scheduler, segment)
-            costs[key] = (sum(program_cycles(program, config.rows, config.cols, width, config.offchip_latency_cycles)
-                              for program in scheduled),
-                          width * sum(program_load_beats(program, config.program_depth, width)
-                                      for program in scheduled))
-        cycles += costs[key][0]
-        program_bytes += costs[key][1]
-    return ScheduledCost(cycles, program_bytes)
+            costs[key] = ScheduledCost(
+                sum(program_cycles(program, config.rows, config.cols, width, config.offchip_latency_cycles)
+                    for program in scheduled),
+                width * sum(program_load_beats(program, config.program_depth, width) for program in scheduled))
+        total += costs[key]
+    return total
 
 
 class _ProgramIndex:

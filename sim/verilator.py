@@ -271,11 +271,11 @@ class VerilatorModel:
         module's source (`build_rules_digest`: the export, the bench, the flags) is the same.
         """
         ports = component_ports(component)
-        model = None if source_key is None else cls.cached(ports, source_key, cache_dir)
+        hint = None if source_key is None else cls._hint(source_key, cache_dir)
+        model = None if hint is None else cls._recorded(ports, hint)
         if model is None:
             model = cls.from_verilog(export_verilog(component), ports, cache_dir)
-            if source_key is not None:
-                hint = cls._hint(source_key, cache_dir)
+            if hint is not None:
                 hint.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(hint, model.build_dir.name)
         return model
@@ -285,7 +285,11 @@ class VerilatorModel:
                ) -> "VerilatorModel | None":
         """The build that `build` recorded under `source_key` for a design with `ports` (`component_ports`),
         or None: a caller that finds one needs no design object (`sim.driver` builds the system only then)."""
-        hint = cls._hint(source_key, cache_dir)
+        return cls._recorded(ports, cls._hint(source_key, cache_dir))
+
+    @classmethod
+    def _recorded(cls, ports: dict[str, Port], hint: Path) -> "VerilatorModel | None":
+        """The build the file `hint` (`_hint`) names, when it and its executable exist, else None."""
         if hint.exists():
             build_dir = hint.parent.parent / hint.read_text().strip()
             executable = build_dir / "obj" / f"V{TOP}_bench"
