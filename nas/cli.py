@@ -1,6 +1,7 @@
 """The `nascaps` subcommands of nas."""
 
 import json
+import math
 
 from capsacc.errors import GenotypeFormatError, InputError
 from capsacc.files import prepare_output_file
@@ -105,8 +106,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {value}")
     return value
 
 

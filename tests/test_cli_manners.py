@@ -155,3 +155,24 @@ def test_a_fifo_as_an_input_file_does_not_block(tmp_path, argv, capsys):
     argv = [a.format(fifo=fifo, out=tmp_path / "out") for a in argv]
     assert main(argv) == 2
     assert "not a regular file" in one_error_line(capsys, argv[0])
+
+
+@pytest.mark.parametrize("argv, command, message", [
+    (["train", "capsnet", "--seed", "-1"], "train", "training setting 'seed': bad value -1"),
+    (["train", "capsnet", "--seed", "4294967296"], "train", "training setting 'seed': bad value 4294967296"),
+    (["train", "capsnet", "--learning-rate", "inf"], "train", "training setting 'learning_rate': bad value inf"),
+    (["train", "capsnet", "--timeout", "inf"], "train", "training setting 'timeout_s': bad value inf"),
+    (["search", "--seed", "-1", "--out", "{out}"], "search", "training setting 'seed': bad value -1"),
+    (["search", "--max-memory-KiB", "inf", "--out", "{out}"], "search",
+     "argument --max-memory-KiB: must be positive and finite, got inf"),
+    (["search", "--timeout", "inf", "--out", "{out}"], "search", "argument --timeout: must be positive and finite"),
+    (["pcc", "--seed", "-1", "--out", "{out}"], "pcc", "training setting 'seed': bad value -1"),
+    (["pcc", "--timeout", "inf", "--out", "{out}"], "pcc", "argument --timeout: must be positive and finite"),
+])
+def test_training_settings_out_of_range_are_refused_before_the_run_folder(tmp_path, argv, command, message, capsys):
+    """A seed NumPy cannot take (a traceback before), an infinite learning rate (a NaN training) or an
+    infinite limit (a journal holding Infinity, or a traceback writing pcc.jsonl): one line, nothing written."""
+    out = tmp_path / "out"
+    assert main([a.format(out=out) for a in argv]) == 2
+    assert message in one_error_line(capsys, command)
+    assert not out.exists()
