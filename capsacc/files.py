@@ -104,7 +104,9 @@ def _check_finite(value, path: Path, error: type[InputError]) -> None:
 def prepare_output_dir(path: str | Path, error: type[InputError] = InputError, files: tuple[str, ...] = ()) -> Path:
     """Create the output folder `path` (and its parents) and check that it is writable, and that none
     of the `files` to be written in it is an existing folder, before any long computation; raises
-    `error` naming the folder or file when it cannot be."""
+    `error` naming the folder or file when it cannot be. An empty name (an unset shell variable) is
+    refused, not taken for the current folder."""
+    _refuse_empty(path, "output folder", error)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise error(f"{path}: output folder is an existing file")
@@ -121,11 +123,18 @@ def prepare_output_dir(path: str | Path, error: type[InputError] = InputError, f
 
 def prepare_output_file(path: str | Path, error: type[InputError] = InputError) -> Path:
     """Check that the file `path` can be written later (its folder is created), before any long
-    computation; raises `error` naming the file when it cannot."""
+    computation; raises `error` naming the file when it cannot (or when its name is empty)."""
+    _refuse_empty(path, "output file", error)
     path = Path(path)
     _check_replaceable(path, error)
     prepare_output_dir(path.parent, error)
     return path
+
+
+def _refuse_empty(path: str | Path, what: str, error: type[InputError]) -> None:
+    """Refuse the empty name, which `Path` reads as the current folder."""
+    if str(path) == "":
+        raise error(f"{what}: the name is empty (give '.' for the current folder)")
 
 
 def _check_replaceable(path: Path, error: type[InputError] = InputError) -> None:
