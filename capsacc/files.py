@@ -24,6 +24,13 @@ MAX_JSON_DEPTH = 64
 """The deepest JSON nesting accepted; a genotype needs 3."""
 
 
+def check_preset_or_file(spec: str, presets, kind: str) -> None:
+    """Refuse `spec` that is neither one of the names `presets` (of a `kind`, e.g. "a network preset")
+    nor an existing path, so that a mistyped name is not reported as a missing file only."""
+    if spec not in presets and not os.path.lexists(spec):
+        raise InputError(f"{spec}: neither {kind} ({', '.join(presets)}) nor an existing file")
+
+
 def read_text(path: str | Path, error: type[InputError] = InputError, max_bytes: int = MAX_INPUT_BYTES) -> str:
     """The UTF-8 text of the regular file `path`; raises `error` naming the file otherwise."""
     path = Path(path)

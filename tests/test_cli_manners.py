@@ -194,3 +194,24 @@ def test_an_empty_output_folder_name_is_refused_not_taken_for_the_current_folder
     assert one_error_line(capsys, command).endswith("output folder: the name is empty (give '.' for the current "
                                                     "folder)")
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+
+
+@pytest.mark.parametrize("argv, command, message", [
+    (["estimate", "capsnett"], "estimate", "capsnett: neither a network preset (capsnet, deepcaps) nor an existing "
+                                           "file"),
+    (["estimate", "capsnet", "--accelerator", "calibratd"], "estimate",
+     "calibratd: neither an accelerator preset (published, calibrated) nor an existing file"),
+    (["systolic", "--topology", "lenett", "--rows", "4", "--cols", "4"], "systolic",
+     "lenett: neither a shipped topology (alexnet, lenet, vgg16, resnet18) nor an existing file"),
+    (["validate", "deepcap"], "validate", "deepcap: neither a network preset (capsnet, deepcaps) nor an existing file"),
+    (["rtl", "run", "capsnett", "--rows", "4", "--cols", "4"], "rtl run",
+     "capsnett: neither a network preset (capsnet, deepcaps) nor an existing file"),
+    (["train", "capsnett"], "train", "capsnett: neither a network preset (capsnet, deepcaps) nor an existing file"),
+    (["search", "--space", "quik", "--out", "{out}"], "search",
+     "quik: neither a search space preset (quick, paper) nor an existing file"),
+])
+def test_a_mistyped_preset_name_lists_the_presets(tmp_path, argv, command, message, capsys):
+    """One definition (`capsacc.files.check_preset_or_file`): before, `capsnett` was `cannot read (No such file
+    or directory)`, which names no preset."""
+    assert main([a.format(out=tmp_path / "out") for a in argv]) == 2
+    assert one_error_line(capsys, command).endswith(message)
