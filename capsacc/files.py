@@ -113,7 +113,7 @@ def prepare_output_dir(path: str | Path, error: type[InputError] = InputError, f
     of the `files` to be written in it is an existing folder, before any long computation; raises
     `error` naming the folder or file when it cannot be. An empty name (an unset shell variable) is
     refused, not taken for the current folder."""
-    _refuse_empty(path, "output folder", error)
+    _refuse_empty(path, "output folder", error, " (give '.' for the current folder)")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise error(f"{path}: output folder is an existing file")
@@ -138,10 +138,10 @@ def prepare_output_file(path: str | Path, error: type[InputError] = InputError) 
     return path
 
 
-def _refuse_empty(path: str | Path, what: str, error: type[InputError]) -> None:
+def _refuse_empty(path: str | Path, what: str, error: type[InputError], hint: str = "") -> None:
     """Refuse the empty name, which `Path` reads as the current folder."""
     if str(path) == "":
-        raise error(f"{what}: the name is empty (give '.' for the current folder)")
+        raise error(f"{what}: the name is empty{hint}")
 
 
 def _check_replaceable(path: Path, error: type[InputError] = InputError) -> None:

@@ -184,15 +184,19 @@ def test_training_settings_out_of_range_are_refused_before_the_run_folder(tmp_pa
     (["pcc", "--out", ""], "pcc"),
     (["calibrate", "--quick", "--rows", "2", "--cols", "4", "--out", ""], "calibrate"),
     (["deploy", "m.keras", "--out", ""], "deploy"),
+    (["rtl", "export", "--rows", "2", "--cols", "3", "-o", ""], "rtl export"),
+    (["rtl", "synth", "--rows", "2", "--cols", "3", "-o", ""], "rtl synth"),
 ])
-def test_an_empty_output_folder_name_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, argv,
-                                                                                 command, capsys):
-    """`--out "$DIR"` with DIR unset: before, the results (or a search journal) went into the current folder."""
+def test_an_empty_output_name_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, argv, command,
+                                                                          capsys):
+    """`--out "$DIR"` with DIR unset: before, the results (or a search journal) went into the current folder,
+    `rtl synth -o ''` wrote no summary file and said nothing."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.keras").write_bytes(b"")
     assert main(argv) == 2
-    assert one_error_line(capsys, command).endswith("output folder: the name is empty (give '.' for the current "
-                                                    "folder)")
+    assert one_error_line(capsys, command).endswith("output file: the name is empty" if command.startswith("rtl")
+                                                    else "output folder: the name is empty (give '.' for the "
+                                                         "current folder)")
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
 
 
