@@ -219,3 +219,11 @@ def test_a_mistyped_preset_name_lists_the_presets(tmp_path, argv, command, messa
     or directory)`, which names no preset."""
     assert main([a.format(out=tmp_path / "out") for a in argv]) == 2
     assert one_error_line(capsys, command).endswith(message)
+
+
+def test_finalize_refuses_a_search_seed_numpy_cannot_take(tmp_path, capsys):
+    """The seed limit of `TrainConfig` (`nas.train.SEED_LIMIT`) applies to pareto.json's provenance too: before,
+    its trainings each ended 'invalid'."""
+    (tmp_path / "pareto.json").write_text('{"provenance": {"seed": 4294967296}, "pareto": []}')
+    assert main(["finalize", str(tmp_path)]) == 2
+    assert one_error_line(capsys, "finalize").endswith("pareto.json: provenance, key 'seed': bad value 4294967296")
