@@ -17,6 +17,7 @@ from pathlib import Path
 from capsacc.accelerator import Accelerator
 from capsacc.array import ARRAY_LIMITS
 from capsacc.errors import InputError
+from capsacc.files import check_preset_or_file
 from capsacc.model import estimate
 from capsacc.network import PRESETS, Network, read_genotype_json
 
@@ -137,6 +138,7 @@ calibrated against the RTL (the published model prices CapsNet below its compute
 def load_accelerator(spec: str, batch: int | None = None) -> Accelerator:
     """An accelerator preset name (`ACCELERATOR_PRESETS`) or a TOML file; `batch` (when given) sets
     the images per batch of a calibrated one (`InputError` for another accelerator or outside 1..4096)."""
+    check_preset_or_file(spec, ACCELERATOR_PRESETS, "an accelerator preset")
     accelerator = getattr(Accelerator, spec)() if spec in ACCELERATOR_PRESETS else Accelerator.from_toml(spec)
     if batch is None:
         return accelerator
@@ -153,6 +155,7 @@ def load_network(spec: str) -> Network:
     """A preset name or a genotype JSON file; errors name the file."""
     if spec in PRESETS:
         return Network.preset(spec)
+    check_preset_or_file(spec, PRESETS, "a network preset")
     path = Path(spec)
     genotype = read_genotype_json(path)
     try:

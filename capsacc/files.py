@@ -24,6 +24,13 @@ MAX_JSON_DEPTH = 64
 """The deepest JSON nesting accepted; a genotype needs 3."""
 
 
+def check_preset_or_file(spec: str, presets, kind: str) -> None:
+    """Refuse `spec` that is neither one of the names `presets` (of a `kind`, e.g. "a network preset")
+    nor an existing path, so that a mistyped name is not reported as a missing file only."""
+    if spec not in presets and not os.path.lexists(spec):
+        raise InputError(f"{spec}: neither {kind} ({', '.join(presets)}) nor an existing file")
+
+
 def read_text(path: str | Path, error: type[InputError] = InputError, max_bytes: int = MAX_INPUT_BYTES) -> str:
     """The UTF-8 text of the regular file `path`; raises `error` naming the file otherwise."""
     path = Path(path)
@@ -104,7 +111,9 @@ def _check_finite(value, path: Path, error: type[InputError]) -> None:
 def prepare_output_dir(path: str | Path, error: type[InputError] = InputError, files: tuple[str, ...] = ()) -> Path:
     """Create the output folder `path` (and its parents) and check that it is writable, and that none
     of the `files` to be written in it is an existing folder, before any long computation; raises
-    `error` naming the folder or file when it cannot be."""
+    `error` naming the folder or file when it cannot be. An empty name (an unset shell variable) is
+    refused, not taken for the current folder."""
+    _refuse_empty(path, "output folder", error, " (give '.' for the current folder)")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise error(f"{path}: output folder is an existing file")
@@ -121,11 +130,18 @@ def prepare_output_dir(path: str | Path, error: type[InputError] = InputError, f
 
 def prepare_output_file(path: str | Path, error: type[InputError] = InputError) -> Path:
     """Check that the file `path` can be written later (its folder is created), before any long
-    computation; raises `error` naming the file when it cannot."""
+    computation; raises `error` naming the file when it cannot (or when its name is empty)."""
+    _refuse_empty(path, "output file", error)
     path = Path(path)
     _check_replaceable(path, error)
     prepare_output_dir(path.parent, error)
     return path
+
+
+def _refuse_empty(path: str | Path, what: str, error: type[InputError], hint: str = "") -> None:
+    """Refuse the empty name, which `Path` reads as the current folder."""
+    if str(path) == "":
+        raise error(f"{what}: the name is empty{hint}")
 
 
 def _check_replaceable(path: Path, error: type[InputError] = InputError) -> None:

@@ -1,9 +1,10 @@
 """The `nascaps` subcommands of nas."""
 
 import json
+import math
 
 from capsacc.errors import GenotypeFormatError, InputError
-from capsacc.files import prepare_output_file
+from capsacc.files import check_preset_or_file, prepare_output_file
 from capsacc.network import PRESETS
 from nas.backend import configure_environment
 
@@ -53,6 +54,7 @@ def _train_command(args) -> int:
     from nas.genotype import Genotype
     from nas.train import TrainConfig, fit_to_data, train
 
+    check_preset_or_file(args.genotype, PRESETS, "a network preset")
     genotype = Genotype.preset(args.genotype) if args.genotype in PRESETS else Genotype.load(args.genotype)
     genotype.validate()
     if args.save is not None:
@@ -105,8 +107,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {value}")
     return value
 
 
@@ -130,6 +132,7 @@ def load_space(spec: str):
         return QUICK_SPACE
     if spec == "paper":
         return SearchSpace()
+    check_preset_or_file(spec, ("quick", "paper"), "a search space preset")
     return SearchSpace.from_toml(spec)
 
 

@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def load_model(path: str | Path):
         raise InputError(f"{path}: no such model file")
     if path.suffix != ".keras":
         raise InputError(f"{path}: a model file must end in .keras (written by nascaps train --save)")
+    if not zipfile.is_zipfile(path):  # Keras says "File not found" for such a file
+        raise InputError(f"{path}: not a Keras model (not a zip archive, as a .keras file is)")
     import keras
 
     from nas.layers import CUSTOM_OBJECTS

@@ -31,6 +31,7 @@ from nas.evaluate import check_training_data
 from nas.genotype import Genotype
 from nas.journal import RunLock
 from nas.jsonlog import append_record, finite_number, read_records
+from nas.train import SEED_LIMIT
 
 LOG_NAME = "final.jsonl"
 MODELS_FOLDER = "models"
@@ -94,7 +95,7 @@ def read_pareto(run: Path) -> tuple[dict, list[tuple[Genotype, dict]]]:
     provenance = document["provenance"]
     expected = {"dataset": lambda v: v in DATASETS, "data": lambda v: v is None or isinstance(v, str),
                 "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+                "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT}
     for key, good in expected.items():
         if key in provenance and not good(provenance[key]):
             raise InputError(f"{path}: provenance, key '{key}': bad value {provenance[key]!r}")

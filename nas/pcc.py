@@ -78,6 +78,9 @@ def run_pcc(config: PccConfig, progress: bool = True) -> dict:
     from nas.report import versions
     from nas.search import LOCK_NAME
     from nas.train import TrainConfig, train
+    train_config = TrainConfig(epochs=config.full_epochs, seed=config.seed, timeout_s=config.timeout_s,
+                               train_samples=config.train_samples, batch_size=config.batch_size,
+                               learning_rate=config.learning_rate)
     out = prepare_output_dir(config.out)
     settings = {**asdict(config), "space": asdict(config.space)}
     settings = json.loads(json.dumps(settings))
@@ -87,9 +90,6 @@ def run_pcc(config: PccConfig, progress: bool = True) -> dict:
         fresh = records is None
         records = records or []
         dataset = load_dataset(config.dataset, config.data)
-        train_config = TrainConfig(epochs=config.full_epochs, seed=config.seed, timeout_s=config.timeout_s,
-                                   train_samples=config.train_samples, batch_size=config.batch_size,
-                                   learning_rate=config.learning_rate)
         check_training_data(dataset, train_config, config.space.n_classes)
         rng = np.random.default_rng(config.seed)
         genotypes = [random_genotype(config.space, rng) for _ in range(config.networks)]

@@ -184,13 +184,14 @@ def run_search(config: SearchConfig, accelerator: Accelerator | None = None, eva
     distributed = config.workers > 1 or config.scheduler is not None
     if resume and not (Path(config.out) / JOURNAL_NAME).exists():
         raise InputError(f"{Path(config.out) / JOURNAL_NAME}: no journal to resume")
-    out = prepare_output_dir(config.out)
     if evaluator is None:
         from nas.train import TrainConfig
         train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                                    learning_rate=config.learning_rate,
                                    timeout_s=config.timeout_s, train_samples=config.train_samples,
                                    threads=1 if distributed else None)
+    out = prepare_output_dir(config.out)
+    if evaluator is None:
         check_training_data(cached_dataset(config.dataset, config.data), train_config, config.space.n_classes)
         evaluator = TrainingEvaluator(config.dataset, config.data, train_config)
     identity = config.identity(accelerator, type(evaluator).__name__)

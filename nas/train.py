@@ -22,6 +22,8 @@ from nas.datasets import Dataset
 from nas.genotype import Genotype
 
 STATUSES = ("ok", "nan", "timeout", "oom", "invalid")
+SEED_LIMIT = 2 ** 32
+"""Seeds of a training are below this: NumPy's legacy generator, which Keras seeds, takes 32 bits."""
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,8 @@ class TrainConfig:
 
     epochs; batch_size (images); learning_rate (Adam, first epoch); lr_decay (factor per epoch);
     recon_weight (weight of the summed squared pixel error; Sabour et al. 0.0005); shift_pixels
-    (random shifts of up to this many pixels, 0 none); seed; timeout_s (wall clock for the whole
-    candidate, None none); validation_split (fraction of the training images held out);
+    (random shifts of up to this many pixels, 0 none); seed (0 to `SEED_LIMIT` - 1); timeout_s (wall
+    clock for the whole candidate, None none); validation_split (fraction of the training images held out);
     train_samples (use this many training images, split included; None all); threads (intra-op
     threads of the backend for this process, None the backend's default); routings (iterations of
     dynamic routing).
@@ -52,9 +54,10 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-                  "learning_rate": self.learning_rate > 0, "lr_decay": 0 < self.lr_decay <= 1,
+                  "learning_rate": 0 < self.learning_rate < math.inf, "lr_decay": 0 < self.lr_decay <= 1,
                   "recon_weight": self.recon_weight >= 0, "shift_pixels": self.shift_pixels >= 0,
-                  "timeout_s": self.timeout_s is None or self.timeout_s > 0,
+                  "seed": 0 <= self.seed < SEED_LIMIT,
+                  "timeout_s": self.timeout_s is None or 0 < self.timeout_s < math.inf,
                   "validation_split": 0 <= self.validation_split < 1,
                   "train_samples": self.train_samples is None or self.train_samples >= 2,
                   "threads": self.threads is None or self.threads >= 1, "routings": self.routings >= 1}

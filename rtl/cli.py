@@ -136,7 +136,7 @@ def _export_command(args) -> int:
 
     path = Path(args.output)
     try:
-        prepare_output_file(path)
+        prepare_output_file(args.output)
         config = _config(args)
         text = export_verilog(config)
         write_atomic(path, text)
@@ -152,10 +152,10 @@ def _export_command(args) -> int:
 def _synth_command(args) -> int:
     from rtl.synth import SynthError, synthesize
 
-    path = Path(args.output) if args.output else None
+    path = Path(args.output) if args.output is not None else None
     try:
         if path is not None:
-            prepare_output_file(path)
+            prepare_output_file(args.output)
         result = synthesize(_config(args), args.yosys)
     except (ValueError, SynthError) as error:  # InputError included
         return _fail("synth", str(error))
@@ -178,7 +178,7 @@ def _fpga_command(args) -> int:
         check_flow_arguments(args.device, args.freq_MHz, args.seed, args.speed_grade)
         find_tool(args.yosys)
         find_tool(args.nextpnr)
-        out = prepare_output_dir(args.out, files=OUTPUT_FILES + (REPORT_FILE,)) if args.out else None
+        out = prepare_output_dir(args.out, files=OUTPUT_FILES + (REPORT_FILE,)) if args.out is not None else None
         with tempfile.TemporaryDirectory(prefix="nascaps-fpga-") as tmp, terminate_raises():
             try:
                 result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys,

@@ -155,3 +155,75 @@ def test_a_fifo_as_an_input_file_does_not_block(tmp_path, argv, capsys):
     argv = [a.format(fifo=fifo, out=tmp_path / "out") for a in argv]
     assert main(argv) == 2
     assert "not a regular file" in one_error_line(capsys, argv[0])
+
+
+@pytest.mark.parametrize("argv, command, message", [
+    (["train", "capsnet", "--seed", "-1"], "train", "training setting 'seed': bad value -1"),
+    (["train", "capsnet", "--seed", "4294967296"], "train", "training setting 'seed': bad value 4294967296"),
+    (["train", "capsnet", "--learning-rate", "inf"], "train", "training setting 'learning_rate': bad value inf"),
+    (["train", "capsnet", "--timeout", "inf"], "train", "training setting 'timeout_s': bad value inf"),
+    (["search", "--seed", "-1", "--out", "{out}"], "search", "training setting 'seed': bad value -1"),
+    (["search", "--max-memory-KiB", "inf", "--out", "{out}"], "search",
+     "argument --max-memory-KiB: must be positive and finite, got inf"),
+    (["search", "--timeout", "inf", "--out", "{out}"], "search", "argument --timeout: must be positive and finite"),
+    (["pcc", "--seed", "-1", "--out", "{out}"], "pcc", "training setting 'seed': bad value -1"),
+    (["pcc", "--timeout", "inf", "--out", "{out}"], "pcc", "argument --timeout: must be positive and finite"),
+])
+def test_training_settings_out_of_range_are_refused_before_the_run_folder(tmp_path, argv, command, message, capsys):
+    """A seed NumPy cannot take (a traceback before), an infinite learning rate (a NaN training) or an
+    infinite limit (a journal holding Infinity, or a traceback writing pcc.jsonl): one line, nothing written."""
+    out = tmp_path / "out"
+    assert main([a.format(out=out) for a in argv]) == 2
+    assert message in one_error_line(capsys, command)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["dse", "--network", "lenet", "--rows", "4", "--cols", "4", "--out", ""], "dse"),
+    (["search", "--out", ""], "search"),
+    (["pcc", "--out", ""], "pcc"),
+    (["calibrate", "--quick", "--rows", "2", "--cols", "4", "--out", ""], "calibrate"),
+    (["deploy", "m.keras", "--out", ""], "deploy"),
+    (["rtl", "export", "--rows", "2", "--cols", "3", "-o", ""], "rtl export"),
+    (["rtl", "synth", "--rows", "2", "--cols", "3", "-o", ""], "rtl synth"),
+])
+def test_an_empty_output_name_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, argv, command,
+                                                                          capsys):
+    """`--out "$DIR"` with DIR unset: before, the results (or a search journal) went into the current folder,
+    `rtl synth -o ''` wrote no summary file and said nothing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.keras").write_bytes(b"")
+    assert main(argv) == 2
+    assert one_error_line(capsys, command).endswith("output file: the name is empty" if command.startswith("rtl")
+                                                    else "output folder: the name is empty (give '.' for the "
+                                                         "current folder)")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+
+
+@pytest.mark.parametrize("argv, command, message", [
+    (["estimate", "capsnett"], "estimate", "capsnett: neither a network preset (capsnet, deepcaps) nor an existing "
+                                           "file"),
+    (["estimate", "capsnet", "--accelerator", "calibratd"], "estimate",
+     "calibratd: neither an accelerator preset (published, calibrated) nor an existing file"),
+    (["systolic", "--topology", "lenett", "--rows", "4", "--cols", "4"], "systolic",
+     "lenett: neither a shipped topology (alexnet, lenet, vgg16, resnet18) nor an existing file"),
+    (["validate", "deepcap"], "validate", "deepcap: neither a network preset (capsnet, deepcaps) nor an existing file"),
+    (["rtl", "run", "capsnett", "--rows", "4", "--cols", "4"], "rtl run",
+     "capsnett: neither a network preset (capsnet, deepcaps) nor an existing file"),
+    (["train", "capsnett"], "train", "capsnett: neither a network preset (capsnet, deepcaps) nor an existing file"),
+    (["search", "--space", "quik", "--out", "{out}"], "search",
+     "quik: neither a search space preset (quick, paper) nor an existing file"),
+])
+def test_a_mistyped_preset_name_lists_the_presets(tmp_path, argv, command, message, capsys):
+    """One definition (`capsacc.files.check_preset_or_file`): before, `capsnett` was `cannot read (No such file
+    or directory)`, which names no preset."""
+    assert main([a.format(out=tmp_path / "out") for a in argv]) == 2
+    assert one_error_line(capsys, command).endswith(message)
+
+
+def test_finalize_refuses_a_search_seed_numpy_cannot_take(tmp_path, capsys):
+    """The seed limit of `TrainConfig` (`nas.train.SEED_LIMIT`) applies to pareto.json's provenance too: before,
+    its trainings each ended 'invalid'."""
+    (tmp_path / "pareto.json").write_text('{"provenance": {"seed": 4294967296}, "pareto": []}')
+    assert main(["finalize", str(tmp_path)]) == 2
+    assert one_error_line(capsys, "finalize").endswith("pareto.json: provenance, key 'seed': bad value 4294967296")

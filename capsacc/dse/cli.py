@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from capsacc.errors import InputError
+from capsacc.files import check_preset_or_file
 
 NETWORKS = ("alexnet", "lenet", "vgg16", "resnet18", "capsnet", "deepcaps")
 
@@ -120,9 +121,8 @@ def load_workload(spec: str, mode: str, batch: int, input_side: int | None, inpu
         return topology_workload(spec, builtin_topology(spec), mode, batch)
     if spec in PRESETS:
         return capsule_workload(preset_network(spec, input_side, input_channels), mode, batch)
+    check_preset_or_file(spec, NETWORKS, "a shipped network")
     path = Path(spec)
-    if not path.exists():
-        raise InputError(f"{spec}: neither a shipped network ({', '.join(NETWORKS)}) nor an existing file")
     if path.suffix.lower() == ".csv":
         return topology_workload(path.stem, read_topology(path), mode, batch)
     network = load_network(spec)
@@ -191,6 +191,7 @@ def _systolic_command(args) -> int:
         raise InputError(f"--sram-kB: give three positive sizes ifmap,filter,ofmap, got {args.sram_kB!r}")
     DesignGrid(rows=(args.rows,), cols=(args.cols,), dataflows=(args.dataflow,), ifmap_sram_kB=sram[:1],
                filter_sram_kB=sram[1:2], ofmap_sram_kB=sram[2:])  # checks the ranges
+    check_preset_or_file(args.topology, BUILTIN_TOPOLOGIES, "a shipped topology")
     layers = builtin_topology(args.topology) if args.topology in BUILTIN_TOPOLOGIES else read_topology(args.topology)
     workload = topology_workload(Path(args.topology).stem, layers, "inference")
     workload.check_int64((args.rows, args.rows), (args.cols, args.cols))

@@ -126,7 +126,7 @@ def test_train_command_json_and_save(tmp_path, capsys):
 
 def test_train_command_bad_input(tmp_path, capsys):
     assert main(["train", str(tmp_path / "none.json")]) == 2
-    assert "none.json: cannot read" in capsys.readouterr().err
+    assert "none.json: neither a network preset (capsnet, deepcaps) nor an existing file" in capsys.readouterr().err
     assert main(["train", "capsnet", "--data", str(tmp_path / "none.npz")]) == 2
     assert "none.npz: no such file" in capsys.readouterr().err
 

@@ -58,7 +58,7 @@ def _deploy(*args):
 @pytest.mark.parametrize("args, message", [
     (["missing.keras", "--out", "{tmp}/o"], "missing.keras: no such model file"),
     (["{tmp}/g.json", "--out", "{tmp}/o"], "must end in .keras"),
-    (["{tmp}/bad.keras", "--out", "{tmp}/o"], "not a Keras model"),
+    (["{tmp}/bad.keras", "--out", "{tmp}/o"], "bad.keras: not a Keras model (not a zip archive, as a .keras file is)"),
     (["{tmp}/bad.keras", "--out", "{tmp}/o", "--calibration-images", "0"], "--calibration-images 0"),
     (["{tmp}/bad.keras", "--out", "{tmp}/o", "--simulate-images", "-1"], "--simulate-images -1"),
     (["{tmp}/bad.keras", "--out", "{tmp}/o", "--rows", "0"], "--rows 0"),
