@@ -39,3 +39,13 @@ class GenotypeFormatError(InputError):
 
 class AcceleratorConfigError(InputError):
     """An accelerator configuration with an unknown key, a bad value or no table entry."""
+
+
+SEED_LIMIT = 2 ** 32
+"""Seeds of the commands are below this: NumPy's legacy generator, which Keras seeds, takes 32 bits."""
+
+
+def check_seed(seed: int, option: str = "--seed", limit: int = SEED_LIMIT) -> None:
+    """Refuse a `seed` outside 0 .. `limit` - 1 (a power of two), naming the command-line `option`."""
+    if not 0 <= seed < limit:
+        raise InputError(f"{option} {seed}: must be in 0..2^{limit.bit_length() - 1}-1")

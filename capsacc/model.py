@@ -169,6 +169,12 @@ class Estimate:
         return None if schedule is None else calibrated.ordered_sum(schedule.program_energy_mJ)
 
     @property
+    def operation_cycles(self) -> tuple[int, ...]:
+        """Per operation, in network order, the compute's cycles per image (`OperationCost.cycles`), without
+        the breakdown's other figures (`operations` times the DMA programs on a calibrated accelerator)."""
+        return tuple(self.costs[1].tolist())
+
+    @property
     def operations(self) -> tuple[OperationCost, ...]:
         """The per-operation breakdown, in network order."""
         w_loads, cycles, accumulators, power, energy = self.costs

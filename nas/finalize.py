@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from capsacc.errors import InputError
+from capsacc.errors import SEED_LIMIT, InputError
 from capsacc.files import read_json, write_atomic
 
 from nas.datasets import DATASETS, load_dataset
@@ -31,7 +31,6 @@ from nas.evaluate import check_training_data
 from nas.genotype import Genotype
 from nas.journal import RunLock
 from nas.jsonlog import append_record, finite_number, read_records
-from nas.train import SEED_LIMIT
 
 LOG_NAME = "final.jsonl"
 MODELS_FOLDER = "models"

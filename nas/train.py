@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from capsacc.errors import GenotypeFormatError, InputError
+from capsacc.errors import SEED_LIMIT, GenotypeFormatError, InputError
 from capsacc.files import atomic_path, prepare_output_file
 
 from nas.backend import set_threads
@@ -22,8 +22,6 @@ from nas.datasets import Dataset
 from nas.genotype import Genotype
 
 STATUSES = ("ok", "nan", "timeout", "oom", "invalid")
-SEED_LIMIT = 2 ** 32
-"""Seeds of a training are below this: NumPy's legacy generator, which Keras seeds, takes 32 bits."""
 
 
 @dataclass(frozen=True)

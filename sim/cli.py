@@ -5,7 +5,7 @@ import json
 import sys
 
 from capsacc.array import DEFAULT_BUFFER_DEPTH, DEFAULT_PROGRAM_DEPTH
-from capsacc.errors import InputError
+from capsacc.errors import InputError, check_seed
 from rtl.cli import add_depth_arguments, depth_fields
 
 
@@ -42,8 +42,7 @@ def _calibrate_command(args) -> int:
     from sim.calibration import OUTPUT_FILES, Settings, calibrate, summary_table, write_outputs
     from sim.verilator import VerilatorError, verilator_version
 
-    if not 0 <= args.seed < 2 ** 64:
-        raise InputError(f"--seed {args.seed}: must be in 0..2^64-1")
+    check_seed(args.seed, limit=2 ** 64)
     if args.rows < 2 or args.cols < 4:
         raise InputError(f"--rows {args.rows} --cols {args.cols}: calibration needs at least 2 rows and 4 columns")
     settings = Settings(rows=args.rows, cols=args.cols, simulator=args.simulator, quick=args.quick, seed=args.seed,
@@ -149,8 +148,7 @@ def _rtl_run(args) -> int:
     from sim.verilator import VerilatorError, verilator_version
     from capsacc.calibrated import per_image
 
-    if not 0 <= args.seed < 2 ** 32:
-        raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
+    check_seed(args.seed)
     if not 1 <= args.batch <= MNIST_TEST_IMAGES:
         raise InputError(f"--batch {args.batch}: must be in 1..{MNIST_TEST_IMAGES} (the test images of the packaged "
                          "MNIST subset)")
@@ -261,8 +259,7 @@ def _deploy_command(args) -> int:
 
     if args.calibration_images < 1:
         raise InputError(f"--calibration-images {args.calibration_images}: must be at least 1")
-    if not 0 <= args.seed < 2 ** 32:
-        raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
+    check_seed(args.seed)
     if not Path(args.model).is_file():
         raise InputError(f"{args.model}: no such model file")
     if args.simulate_images < 0:

@@ -34,7 +34,7 @@ from capsacc.array import ArrayConfig
 from rtl.cli import add_depth_arguments, depth_fields
 from capsacc.calibrated import DEFAULT_BATCH, Calibration, per_image
 from capsacc.energy import EventEnergies
-from capsacc.errors import InputError
+from capsacc.errors import InputError, check_seed
 from capsacc.mapping import chain, operation_kinds
 from capsacc.model import estimate
 from capsacc.network import Network
@@ -79,9 +79,10 @@ def model_rows(network: Network, config: ArrayConfig) -> list[dict]:
         macs[step.index] += step_macs(step, config)
     published = dataclasses.replace(Accelerator.published(), rows=config.rows, cols=config.cols)
     costs = {"published": estimate(network, published), "calibrated": estimate(network, calibrated_accelerator(config))}
+    cycles = {model: costs[model].operation_cycles for model in MODELS}
     pes = config.rows * config.cols
     return [{"name": op.name, "kind": kind, "macs": macs[i], "compute_bound_cycles": -(-macs[i] // pes),
-             **{f"{model}_cycles": costs[model].operations[i].cycles for model in MODELS}}
+             **{f"{model}_cycles": cycles[model][i] for model in MODELS}}
             for i, (op, kind) in enumerate(zip(network.operations, operation_kinds(network.operations)))]
 
 
@@ -207,8 +208,7 @@ def _validate_command(args) -> int:
     if not 1 <= args.batch <= MNIST_TEST_IMAGES:
         raise InputError(f"--batch {args.batch}: must be in 1..{MNIST_TEST_IMAGES} (the test images of the packaged "
                          "MNIST subset)")
-    if not 0 <= args.seed < 2 ** 32:
-        raise InputError(f"--seed {args.seed}: must be in 0..2^32-1")
+    check_seed(args.seed)
     try:
         config = model_config(args.rows, args.cols, args.batch, depth_fields(args))
         rtl_config = dataclasses.replace(config, acc_bits=ACC_BITS)  # cycles do not depend on the width

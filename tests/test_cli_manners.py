@@ -222,8 +222,27 @@ def test_a_mistyped_preset_name_lists_the_presets(tmp_path, argv, command, messa
 
 
 def test_finalize_refuses_a_search_seed_numpy_cannot_take(tmp_path, capsys):
-    """The seed limit of `TrainConfig` (`nas.train.SEED_LIMIT`) applies to pareto.json's provenance too: before,
+    """The seed limit of `TrainConfig` (`capsacc.errors.SEED_LIMIT`) applies to pareto.json's provenance too: before,
     its trainings each ended 'invalid'."""
     (tmp_path / "pareto.json").write_text('{"provenance": {"seed": 4294967296}, "pareto": []}')
     assert main(["finalize", str(tmp_path)]) == 2
     assert one_error_line(capsys, "finalize").endswith("pareto.json: provenance, key 'seed': bad value 4294967296")
+
+
+@pytest.mark.parametrize("argv, command, message", [
+    (["rtl", "run", "capsnet", "--rows", "4", "--cols", "4", "--seed", "-1"], "rtl run",
+     "--seed -1: must be in 0..2^32-1"),
+    (["validate", "capsnet", "--seed", "4294967296"], "validate", "--seed 4294967296: must be in 0..2^32-1"),
+    (["deploy", "m.keras", "--seed", "-2", "--out", "{out}"], "deploy", "--seed -2: must be in 0..2^32-1"),
+    (["calibrate", "--quick", "--rows", "2", "--cols", "4", "--seed", str(2 ** 64), "--out", "{out}"], "calibrate",
+     f"--seed {2 ** 64}: must be in 0..2^64-1"),
+])
+def test_the_simulation_commands_refuse_a_seed_out_of_range(tmp_path, monkeypatch, argv, command, message, capsys):
+    """One check (`capsacc.errors.check_seed`) for rtl run, validate, deploy (2^32, NumPy's legacy seeds) and
+    calibrate (2^64), before anything is simulated or written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.keras").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main([a.format(out=out) for a in argv]) == 2
+    assert one_error_line(capsys, command).endswith(message)
+    assert not out.exists()
