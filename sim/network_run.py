@@ -32,7 +32,7 @@ import numpy as np
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
 from capsacc.mapping import (CHAIN_KINDS, ELEMENTWISE_KINDS, ROUTING_PHASES, UPDATE_PHASES, MappingError, Step, chain,
-                             elementwise_shape, plan_counts, routing_phases, routing_run_kinds)
+                             elementwise_shape, plan_counts, routing_geometry, routing_phases, routing_run_kinds)
 from capsacc.network import Network
 from sim.driver import MismatchError, OperationDriver, OperationRun
 
@@ -72,17 +72,36 @@ def step_name(network: Network, step: Step) -> str:
 
 
 def step_macs(step: Step, config: ArrayConfig) -> int:
-    """The multiply-accumulates of a step for one image: its operation's (`Operation.macs`); for an
+    """The multiply-accumulates a step runs for one image: its operation's (`Operation.macs`); for an
     element-wise step the values it streams (rows x values x operands, each through an identity weight);
-    for a ConvCaps3D's routing, per position those of its phases (I·J·D each, as a routing
-    operation's)."""
+    for a routing phase those of `routing_phase_macs`, and for a ConvCaps3D's routing, per position those
+    of its phases."""
     if step.kind == "route3d":
         op = step.op
-        return op.n_out ** 2 * len(routing_phases()) * op.ch_in * op.ch_out * op.caps_out
+        geometry = routing_geometry(op.ch_in, op.ch_out, op.caps_out, config)
+        phase = op.ch_in * op.ch_out * op.caps_out
+        return op.n_out ** 2 * sum(routing_phase_macs(kind, phase, geometry) for kind in routing_phases())
     if step.kind in ELEMENTWISE_KINDS:
         shape = elementwise_shape(step.kind, step.op, dataclasses.replace(config, batch=1))
         return shape.n * shape.m * shape.operands
+    if step.kind in ROUTING_PHASES:
+        op = step.op
+        return routing_phase_macs(step.kind, op.macs, routing_geometry(op.n_in ** 2 * op.ch_in, op.ch_out,
+                                                                        op.caps_out, config))
     return step.op.macs
+
+
+def routing_phase_macs(kind: str, macs: int, geometry: dict) -> int:
+    """The multiply-accumulates routing phase `kind` runs, of a routing whose phases each compute `macs`
+    (I·J·D) and whose layout is `geometry` (`capsacc.mapping.routing_geometry`): `macs`, but when the
+    logits are not resident, an update phase runs nothing and a softmax phase also recomputes the logits
+    from the earlier iterations' outputs (`recompute` sets of `macs` each; docs: the mapping's routing
+    phases), so that its compute bound counts the work it runs."""
+    if geometry["resident"]:
+        return macs
+    if kind in UPDATE_PHASES:
+        return 0
+    return macs * (1 + geometry["recompute"]) if kind == "routing_softmax" else macs
 
 
 def mnist_image(path: str, index: int = 0) -> np.ndarray:

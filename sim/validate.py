@@ -12,7 +12,9 @@ operation that `chain` gives them. Per operation and per image:
 
 - `macs`: the multiply-accumulates of its steps (`sim.network_run.step_macs`: the operation's own,
   `Operation.macs`, routing phases included, and the values an element-wise step streams), as
-  `nascaps rtl run` counts them;
+  `nascaps rtl run` counts them; where a routing's logits are not resident (small arrays), an update
+  phase runs nothing and a softmax phase also recomputes the logits (`routing_phase_macs`), so each
+  row's bound counts the work its steps run;
 - `compute_bound_cycles`: ceil(macs / (R·C)), the fewest cycles R·C one-MAC PEs need;
 - `published_cycles`: the published NASCaps formulas on the same R x C (one image);
 - `calibrated_cycles`: the calibrated model (`calibrated_accelerator`) for a batch of B images, an
@@ -74,11 +76,11 @@ def model_rows(network: Network, config: ArrayConfig) -> list[dict]:
     compute_bound_cycles, published_cycles and calibrated_cycles on `config` (see the module docstring)."""
     from sim.network_run import step_macs
 
-    macs = [0] * len(network.operations)
-    for step in chain(network.operations):
-        macs[step.index] += step_macs(step, config)
     published = dataclasses.replace(Accelerator.published(), rows=config.rows, cols=config.cols)
     costs = {"published": estimate(network, published), "calibrated": estimate(network, calibrated_accelerator(config))}
+    macs = [0] * len(network.operations)  # after the estimates, which name the operation that does not fit
+    for step in chain(network.operations):
+        macs[step.index] += step_macs(step, config)
     cycles = {model: costs[model].operation_cycles for model in MODELS}
     pes = config.rows * config.cols
     return [{"name": op.name, "kind": kind, "macs": macs[i], "compute_bound_cycles": -(-macs[i] // pes),

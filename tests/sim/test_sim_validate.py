@@ -69,6 +69,23 @@ def test_validate_does_not_time_the_dma_programs(capsys, monkeypatch):
     assert [op["calibrated_cycles"] for op in report["operations"]] == list(calibrated.operation_cycles)
 
 
+def test_without_resident_logits_the_softmax_phases_carry_the_routing_work(capsys):
+    """On 4x4 CapsNet's logits do not stay in the partial sums: its update phases run nothing and each softmax
+    phase recomputes the logits of the earlier iterations (`routing_phase_macs`). Before, the update rows kept
+    their own MACs against 0 cycles, and the calibrated model was flagged below the compute bound 25,920x."""
+    from capsacc.mapping import routing_geometry
+    code, report = validate_json(capsys, "capsnet", "--rows", "4", "--cols", "4")
+    assert code == 0
+    network = Network.preset("capsnet")
+    op = network.operations[-1]
+    geometry = routing_geometry(op.n_in ** 2 * op.ch_in, op.ch_out, op.caps_out, model_config(4, 4, 8, {}))
+    assert not geometry["resident"] and geometry["recompute"] == 2
+    rows = report["operations"][-5:]
+    assert [row["macs"] for row in rows] == [op.macs, 0, 3 * op.macs, 0, 3 * op.macs]
+    assert [row["calibrated_cycles"] == 0 for row in rows] == [False, True, False, True, False]
+    assert report["below_compute_bound"]["calibrated"] == []
+
+
 def test_deepcaps_charges_its_elementwise_steps_to_operations(capsys):
     """A CapsCell network: the calibrated totals equal `estimate`'s, the MACs include the element-wise
     steps' (more than the operations' own), and no calibrated operation is below its bound."""
