@@ -246,3 +246,15 @@ def test_the_simulation_commands_refuse_a_seed_out_of_range(tmp_path, monkeypatc
     assert main([a.format(out=out) for a in argv]) == 2
     assert one_error_line(capsys, command).endswith(message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["dse", "--network", "lenett", "--rows", "4", "--cols", "4"], "lenett: neither"),
+    (["dse", "--network", "lenet", "--rows", "0", "--cols", "4"], "--rows"),
+])
+def test_dse_checks_its_inputs_before_it_creates_the_output_folder(tmp_path, argv, message, capsys):
+    """Before, a bad network or grid left an empty output folder behind."""
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    assert message in one_error_line(capsys, "dse")
+    assert not out.exists()

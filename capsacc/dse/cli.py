@@ -141,7 +141,6 @@ def _dse_command(args) -> int:
     from capsacc.files import prepare_output_dir
     from capsacc.dse.grid import DesignGrid, evaluate
 
-    out = prepare_output_dir(args.out, files=OUTPUT_FILES)
     workload = load_workload(args.network, args.mode, args.batch, args.input_side, args.input_channels)
     sram = {buffer: parse_values(getattr(args, f"{buffer}_sram_kB") or args.sram_kB,
                                  f"--{buffer}-sram-kB" if getattr(args, f"{buffer}_sram_kB") else "--sram-kB")
@@ -150,6 +149,7 @@ def _dse_command(args) -> int:
                       dataflows=tuple(d.strip() for d in args.dataflow.split(",")), ifmap_sram_kB=sram["ifmap"],
                       filter_sram_kB=sram["filter"], ofmap_sram_kB=sram["ofmap"],
                       period_ns=parse_values(args.period_ns, "--period-ns"), sram_overhead=args.sram_overhead)
+    out = prepare_output_dir(args.out, files=OUTPUT_FILES)  # after the inputs' checks, before the exploration
     evaluate(workload, DesignGrid(rows=grid.rows[:1], cols=grid.cols[:1]))  # loads the compiled kernels
     start = time.perf_counter()
     results = evaluate(workload, grid)
