@@ -115,9 +115,14 @@ def check_buildable(config: ArrayConfig) -> None:
     if not 1 <= width <= 64 or width & (width - 1):
         raise AcceleratorConfigError(f"offchip_bytes_per_cycle: {width} is not a power of two in [1, 64]")
     for name in MEMORY_DEPTHS:
-        depth = getattr(config, name)
-        if not 2 <= depth <= 1 << ADDR_BITS or depth & (depth - 1):
-            raise AcceleratorConfigError(f"{name}: {depth} is not a power of two in [2, {1 << ADDR_BITS}]")
+        check_depth(name, getattr(config, name))
+
+
+def check_depth(name: str, depth: int) -> None:
+    """Raise `AcceleratorConfigError` naming `name` (a field or an option) unless `depth`, a memory's rows
+    or words, is a power of two its addresses reach: 2 to 2^ADDR_BITS."""
+    if not 2 <= depth <= 1 << ADDR_BITS or depth & (depth - 1):
+        raise AcceleratorConfigError(f"{name}: {depth} is not a power of two in [2, {1 << ADDR_BITS}]")
 
 
 def _lane_group_write(port, lanes: int, group, wdata, we) -> list:

@@ -110,7 +110,11 @@ def add_depth_arguments(parser: argparse.ArgumentParser, buffer_depth: int | Non
 
 def depth_fields(args) -> dict:
     """The `capsacc.array.MEMORY_DEPTHS` fields of parsed `add_depth_arguments` options, those given
-    or with a default (every one where the defaults are numbers)."""
+    or with a default (every one where the defaults are numbers); a `--buffer-depth` the RTL cannot build
+    is refused under its own name (`rtl.capsacc.check_depth`), not as the first memory it sets."""
+    if args.buffer_depth is not None:
+        from rtl.capsacc import check_depth
+        check_depth("--buffer-depth", args.buffer_depth)
     fields = {field: args.buffer_depth if getattr(args, field) is None else getattr(args, field)
               for field in MEMORY_OPTIONS}
     fields["program_depth"] = args.program_depth

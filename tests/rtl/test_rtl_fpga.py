@@ -179,7 +179,7 @@ def one_error_line(capsys) -> str:
 @pytest.mark.parametrize("arguments,message", [
     (["--rows", "0", "--cols", "4"], "'rows' must be an integer in 1..4096, got 0"),
     (["--rows", "65", "--cols", "4"], "rows: 65 outside [1, 64]"),
-    (["--rows", "4", "--cols", "4", "--buffer-depth", "100"], "data_depth: 100 is not a power of two"),
+    (["--rows", "4", "--cols", "4", "--buffer-depth", "100"], "--buffer-depth: 100 is not a power of two"),
     (["--rows", "4", "--cols", "4", "--freq-MHz", "0"], "freq_MHz: 0.0 outside (0, 1000] MHz"),
     (["--rows", "4", "--cols", "4", "--freq-MHz", "nan"], "freq_MHz: nan outside"),
     (["--rows", "4", "--cols", "4", "--freq-MHz", "inf"], "freq_MHz: inf outside"),

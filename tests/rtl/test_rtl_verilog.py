@@ -47,7 +47,7 @@ def test_export_cli_writes_verilog_and_rejects_bad_parameters(tmp_path, capsys):
     text = out.read_text()
     assert f"module {TOP}(" in text and "host_rdata" in text
     assert main(["rtl", "export", "--rows", "2", "--cols", "3", "--buffer-depth", "12", "-o", str(out)]) == 2
-    assert "data_depth: 12 is not a power of two" in capsys.readouterr().err
+    assert "--buffer-depth: 12 is not a power of two" in capsys.readouterr().err  # the option given, not a field
     assert main(["rtl", "export", "--rows", "2", "--cols", "0", "-o", str(out)]) == 2
     assert "array 'cols' must be an integer in 1..4096, got 0" in capsys.readouterr().err
     assert main(["rtl", "export", "--rows", "2", "--cols", "2", "--acc-bits", "8", "-o", str(out)]) == 2

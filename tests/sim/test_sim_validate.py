@@ -149,7 +149,8 @@ def test_a_mismatch_marks_its_operation_and_exits_1(tmp_path, capsys, monkeypatc
 @pytest.mark.parametrize("argv, message", [
     (["capsnet", "--rows", "0"], "array 0x16: "),
     (["capsnet", "--cols", "64"], "array 16x64: cols: 64 outside [1, 63]"),
-    (["capsnet", "--buffer-depth", "100"], "data_depth: 100 is not a power of two"),
+    (["capsnet", "--buffer-depth", "100"], "--buffer-depth: 100 is not a power of two"),
+    (["capsnet", "--data-depth", "100"], "data_depth: 100 is not a power of two"),
     (["capsnet", "--program-depth", "0"], "array 16x16: array 'program_depth' must be an integer in 3.."),
     (["capsnet", "--batch", "0"], "--batch 0: must be in 1..1000"),
     (["missing.json"], "missing.json"),
