@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     command = "nascaps"
     try:
+        _refuse_leading_options(sys.argv[1:] if argv is None else argv)
         args, extras = parser.parse_known_args(argv)
         command = f"nascaps {args.command}"
         if extras:
@@ -88,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+
+
+TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
+"""The options `nascaps` takes before its COMMAND."""
+
+
+def _refuse_leading_options(argv: list[str]) -> None:
+    """A usage error naming the options before the COMMAND that `nascaps` does not take (`parse_known_args`,
+    which leaves unknown options for the subcommand, would report a missing COMMAND instead)."""
+    leading = argv[:next((i for i, word in enumerate(argv) if not word.startswith("-") or word == "--"), len(argv))]
+    unknown = [word for word in leading if word not in TOP_LEVEL_OPTIONS]
+    if unknown:
+        raise _UsageError("nascaps", f"unrecognized arguments: {' '.join(unknown)}")
 
 
 def _silence_stdout() -> None:

@@ -231,13 +231,13 @@ def genotype_and_sources(model) -> tuple[list, list]:
 def export(model_path: str | Path, out: str | Path, data=None, calibration_images: int = CALIBRATION_IMAGES,
            seed: int = 0) -> dict:
     """Write DIR/bundle.json and DIR/bundle.npz (module docstring) for the model in `model_path` and the
-    MNIST-like dataset `data` (None: the packaged subset); returns the bundle.json record."""
+    MNIST-like dataset `data` (None: the packaged subset); returns the bundle.json record. The model and
+    the dataset are checked before DIR is created: bad input leaves no folder."""
     from nas.datasets import load_dataset
     from nas.train import to_float
 
     if calibration_images < 1:
         raise InputError(f"--calibration-images {calibration_images}: must be at least 1")
-    out = prepare_output_dir(out, files=BUNDLE_FILES)
     model = load_model(model_path)
     genotype, sources = genotype_and_sources(model)
     dataset = load_dataset("mnist", data)
@@ -247,6 +247,7 @@ def export(model_path: str | Path, out: str | Path, data=None, calibration_image
     if calibration_images > len(dataset.x_train):
         raise InputError(f"--calibration-images {calibration_images}: the dataset has {len(dataset.x_train)} "
                          f"training images")
+    out = prepare_output_dir(out, files=BUNDLE_FILES)  # after the inputs, before the predictions
     arrays, operations = {}, []
     for index, (op, source) in enumerate(zip(Network.from_genotype(genotype).operations, sources)):
         entry = {"name": op.name, "kind": op.kind, "layer": None if source is None else source.layer,

@@ -247,6 +247,7 @@ def _register_deploy(subparsers) -> None:
 
 
 def _deploy_command(args) -> int:
+    import contextlib
     import os
     import subprocess
     from pathlib import Path
@@ -281,6 +282,7 @@ def _deploy_command(args) -> int:
             accelerator = Accelerator.from_tables(rows=args.rows, cols=args.cols)
         except ValueError as error:
             raise InputError(f"--rows {args.rows} --cols {args.cols}: {error}") from None
+    created = [folder for folder in (Path(args.out), *Path(args.out).parents) if not folder.exists()]  # deepest first
     out = prepare_output_dir(args.out, files=("deploy.json",))
     command = [sys.executable, "-m", "nas.export", args.model, "--out", str(out / "bundle"),
                "--calibration-images", str(args.calibration_images), "--seed", str(args.seed)]
@@ -289,7 +291,10 @@ def _deploy_command(args) -> int:
     root = str(Path(__file__).resolve().parents[1])  # the folder holding sim and nas
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
     export = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if export.returncode != 0:
+    if export.returncode != 0:  # nas.export refuses bad input before it writes: leave no folder of ours
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         lines = [line for line in export.stderr.splitlines() if line.strip()]
         raise InputError(lines[-1].split("error: ", 1)[-1] if lines else f"nas.export exited {export.returncode}")
     deployment, figures = deploy_bundle(out / "bundle")

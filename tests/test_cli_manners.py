@@ -38,6 +38,13 @@ def test_usage_errors_are_one_line_with_a_help_hint(argv, command, capsys):
     assert line.endswith(f"(see `nascaps {command} --help`)")
 
 
+@pytest.mark.parametrize("argv", [["--bogus"], ["--bogus", "estimate", "capsnet"], ["-x", "--version"]])
+def test_an_unknown_option_before_the_command_is_named(argv, capsys):
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"nascaps: error: unrecognized arguments: {argv[0]} (see `nascaps --help`)"]
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])

@@ -70,6 +70,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("nascaps deploy: error:") and message in result.stderr
+    assert not (tmp_path / "o").exists()  # bad input leaves no output folder behind
 
 
 @pytest.fixture(scope="module")
@@ -395,6 +396,7 @@ def test_cell_networks_deploy_does_not_run_are_one_line_and_exit_2(tmp_path, gen
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("nascaps deploy: error:") and message in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 CELL_NET = [[0, 28, 1, 1, 5, 2, 14, 8, 1], [2, 14, 2, 4, 3, 2, 7, 4, 4], [2, 7, 4, 4, 3, 1, 7, 4, 4],
