@@ -167,25 +167,31 @@ def load_accelerator(spec: str, batch: int | None = None) -> Accelerator:
 
 def load_network(spec: str) -> Network:
     """A preset name or a genotype JSON file; errors name the file."""
+    return load_network_and_genotype(spec)[0]
+
+
+def load_network_and_genotype(spec: str) -> tuple[Network, list]:
+    """The network of a preset name or a genotype JSON file, and its genotype list (what a result
+    records as its provenance); errors name the file."""
     if spec in PRESETS:
-        return Network.preset(spec)
+        return Network.preset(spec), PRESETS[spec]
     check_preset_or_file(spec, PRESETS, "a network preset")
     path = Path(spec)
     genotype = read_genotype_json(path)
     try:
-        return Network.from_genotype(genotype, name=path.stem)
+        return Network.from_genotype(genotype, name=path.stem), genotype
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
 
 
 def _estimate_command(args) -> int:
-    network = load_network(args.network)
+    network, genotype = load_network_and_genotype(args.network)
     if args.most_scheduled_instructions < 0:
         raise InputError(f"--most-scheduled-instructions {args.most_scheduled_instructions}: must be 0 (no limit) "
                          "or more")
     result = estimate(network, load_accelerator(args.accelerator, args.batch), args.most_scheduled_instructions or None)
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({"network": network.name, "genotype": genotype, **result.to_dict()}))
         return 0
     calibrated = result.movement is not None
     header = f"{'operation':<14}{'kind':<11}{'weights':>10}{'sums_per_out':>13}{'data_per_weight':>16}" \

@@ -137,8 +137,7 @@ def _rtl_run_command(args) -> int:
 
 def _rtl_run(args) -> int:
     from capsacc.array import ArrayConfig
-    from capsacc.cli import load_network
-    from capsacc.network import PRESETS, read_genotype_json
+    from capsacc.cli import load_network_and_genotype
     from rtl.capsacc import check_buildable
     from rtl.version import rtl_version
     from sim.driver import MismatchError, OperationDriver
@@ -159,8 +158,7 @@ def _rtl_run(args) -> int:
         check_buildable(config)
     except ValueError as error:
         raise InputError(f"array {args.rows}x{args.cols}: {error}") from None
-    network = load_network(args.network)
-    genotype = PRESETS[args.network] if args.network in PRESETS else read_genotype_json(args.network)
+    network, genotype = load_network_and_genotype(args.network)
     check_chainable(network, config)
     images, image_source = network_images(network, config.batch)
     report = {"network": network.name or args.network, "genotype": genotype, "array": config.hardware(),

@@ -202,7 +202,7 @@ def register(subparsers) -> None:
 
 
 def _validate_command(args) -> int:
-    from capsacc.cli import load_network
+    from capsacc.cli import load_network_and_genotype
     from rtl.capsacc import check_buildable
     from rtl.widths import ACC_BITS
     from sim.network_run import MNIST_TEST_IMAGES
@@ -217,7 +217,7 @@ def _validate_command(args) -> int:
         check_buildable(rtl_config)
     except ValueError as error:
         raise InputError(f"array {args.rows}x{args.cols}: {error}") from None
-    network = load_network(args.network)
+    network, genotype = load_network_and_genotype(args.network)
     name = network.name or args.network
     rows = model_rows(network, config)
     failure = None
@@ -228,7 +228,7 @@ def _validate_command(args) -> int:
         failure = simulate(network, rows, rtl_config, args.simulator, args.seed, progress)
     total = total_row(rows)
     if args.json:
-        print(json.dumps({"network": name, "array": config.hardware(), "batch": config.batch,
+        print(json.dumps({"network": name, "genotype": genotype, "array": config.hardware(), "batch": config.batch,
                           "simulator": args.simulator if args.simulate else None, "operations": rows, "total": total,
                           "below_compute_bound": below_bound(rows)} | ({"error": failure} if failure else {})))
     else:

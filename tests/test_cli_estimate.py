@@ -10,6 +10,7 @@ from capsacc import Accelerator, Network
 from capsacc.calibrated import Calibration, network_instructions
 from capsacc.cli import main
 from capsacc.mapping import chain, plan_counts
+from capsacc.network import PRESETS
 
 
 def test_table_output_has_units_and_totals_and_the_calibration_error(capsys):
@@ -76,9 +77,10 @@ def test_total_cycles_beyond_the_instruction_limit_are_left_out_and_said_so(caps
 def test_json_output_is_one_object(capsys, published_records):
     assert main(["estimate", "deepcaps", "--accelerator", "published", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"energy_mJ", "latency_ms", "memory_KiB", "weights", "cycles", "hw_ops",
-                           "accelerator", "model", "calibration_error_pct"}
+    assert set(result) == {"network", "genotype", "energy_mJ", "latency_ms", "memory_KiB", "weights", "cycles",
+                           "hw_ops", "accelerator", "model", "calibration_error_pct"}
     assert result["calibration_error_pct"] is None
+    assert result["network"] == "deepcaps" and result["genotype"] == PRESETS["deepcaps"]
     deepcaps = next(r for r in published_records if r["name"] == "DeepCaps")["exact"]
     assert result["energy_mJ"] == pytest.approx(deepcaps["energy_mJ"], rel=1e-9)
     assert len(result["hw_ops"]) == 24 and result["model"] == "nascaps2020"
@@ -93,7 +95,9 @@ def test_genotype_file_and_accelerator_file(tmp_path, capsys):
     accelerator = tmp_path / "acc.toml"
     accelerator.write_text("rows = 8\ncols = 8\n")
     assert main(["estimate", str(genotype), "--accelerator", str(accelerator), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["accelerator"]["rows"] == 8
+    result = json.loads(capsys.readouterr().out)
+    assert result["accelerator"]["rows"] == 8
+    assert result["network"] == "net" and result["genotype"] == json.loads(genotype.read_text())
 
 
 @pytest.mark.parametrize("content, words", [

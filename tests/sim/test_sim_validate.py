@@ -16,7 +16,7 @@ from capsacc.array import buffer_depths
 from capsacc.calibrated import Calibration
 from capsacc.cli import main
 from capsacc.errors import AcceleratorConfigError
-from capsacc.network import Network
+from capsacc.network import PRESETS, Network
 from genotype_strategies import small_genotypes
 from sim.validate import calibrated_accelerator, model_config
 from test_sim_network_run import GENOTYPE
@@ -52,6 +52,7 @@ def test_capsnet_json_gives_both_models_per_operation_and_flags_the_published_be
     assert total["compute_bound_cycles"] == sum(op["compute_bound_cycles"] for op in ops) == 4167220
     assert report["below_compute_bound"] == {"published": ["conv0", "convcaps1"], "calibrated": []}
     assert report["array"]["rows"] == 16 and report["batch"] == 8 and report["simulator"] is None
+    assert report["network"] == "capsnet" and report["genotype"] == PRESETS["capsnet"]
 
 
 def test_validate_does_not_time_the_dma_programs(capsys, monkeypatch):
