@@ -333,6 +333,7 @@ def _deploy_simulate(args, deployment, out, offchip_pJ_per_byte: float) -> dict:
     from sim.deploy import rtl_figures, simulate
     from sim.driver import MismatchError
     from sim.memory_files import write_memory_files
+    from rtl.version import rtl_version
     from sim.verilator import VerilatorError, verilator_version
 
     with np.load(out / "bundle" / "bundle.npz") as data:
@@ -345,6 +346,8 @@ def _deploy_simulate(args, deployment, out, offchip_pJ_per_byte: float) -> dict:
         raise InputError(str(error).splitlines()[0]) from None
     except MismatchError as error:
         print(f"nascaps deploy: {' '.join(str(error).splitlines())}", file=sys.stderr)
-        return {"rtl_images": len(pixels), "rtl_bit_exact": False}
+        return {"rtl_images": len(pixels), "rtl_bit_exact": False, "rtl_version": rtl_version(),
+                "simulator": args.simulator}
     return {"rtl_images": len(pixels), "rtl_bit_exact": exact, **rtl_figures(run, len(pixels), offchip_pJ_per_byte),
-            "memory_files": write_memory_files(deployment.network, run, out / "memory")}
+            "memory_files": write_memory_files(deployment.network, run, out / "memory"), "rtl_version": rtl_version(),
+            "simulator": args.simulator}

@@ -53,6 +53,7 @@ def test_finalize_deploys_the_trained_network_on_the_golden_model_and_the_rtl(tm
     assert list((run / "models").glob("*.keras"))
     deployed = json.loads((run / "deploy" / "0" / "deploy.json").read_text())
     assert deployed["genotype"][:2] == TINY[:2] and deployed["accelerator"]["rows"] == 4
+    assert deployed["simulator"] == "amaranth" and deployed["rtl_version"]  # which RTL checked it
     for name in ("float_accuracy", "int8_accuracy", "agreement", "rtl_cycles_per_image", "model_cycles_per_image"):
         assert row[name] == deployed[name]
     assert 0 <= row["int8_accuracy"] <= 1 and row["agreement"] > 0.5 and row["test_images"] == 1000
