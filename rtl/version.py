@@ -1,5 +1,5 @@
 """Which RTL produced a result: `rtl_version`, recorded by every result of a run, a synthesis or a
-place and route of CapsAcc (`nascaps rtl run`, `rtl synth`, `rtl fpga`, `calibrate`)."""
+place and route of CapsAcc (`nascaps rtl run`, `rtl synth`, `rtl fpga`, `calibrate`, `deploy`'s RTL run)."""
 
 import hashlib
 import subprocess

@@ -338,6 +338,7 @@ def _deploy_simulate(args, deployment, out, offchip_pJ_per_byte: float) -> dict:
 
     with np.load(out / "bundle" / "bundle.npz") as data:
         pixels = data["test_images"][:args.simulate_images]
+    checked = {"rtl_images": len(pixels), "rtl_version": rtl_version(), "simulator": args.simulator}
     try:
         if args.simulator == "verilator":
             verilator_version()
@@ -346,8 +347,6 @@ def _deploy_simulate(args, deployment, out, offchip_pJ_per_byte: float) -> dict:
         raise InputError(str(error).splitlines()[0]) from None
     except MismatchError as error:
         print(f"nascaps deploy: {' '.join(str(error).splitlines())}", file=sys.stderr)
-        return {"rtl_images": len(pixels), "rtl_bit_exact": False, "rtl_version": rtl_version(),
-                "simulator": args.simulator}
-    return {"rtl_images": len(pixels), "rtl_bit_exact": exact, **rtl_figures(run, len(pixels), offchip_pJ_per_byte),
-            "memory_files": write_memory_files(deployment.network, run, out / "memory"), "rtl_version": rtl_version(),
-            "simulator": args.simulator}
+        return {**checked, "rtl_bit_exact": False}
+    return {**checked, "rtl_bit_exact": exact, **rtl_figures(run, len(pixels), offchip_pJ_per_byte),
+            "memory_files": write_memory_files(deployment.network, run, out / "memory")}
