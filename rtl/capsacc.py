@@ -12,7 +12,8 @@ Host protocol (every port is at most 64 bits wide; see docs/rtl.md):
 - Reads: present host_sel/host_addr/host_lane; one cycle later `host_rdata` holds the 8 bytes of
   lane group g (int8 buffers), the sign-extended partial sum of lane l, or the program word.
 - Run: pulse `start` for one cycle; `busy` rises in the next cycle and falls when HALT executes,
-  `done` then stays high until the next start. `start` clears all counters. In the cycle of
+  `done` then stays high until the next start. `start` clears all counters (each counter's
+  register clears it at the end of the cycle after the start, `rtl.counter`). In the cycle of
   `start` the program port reads word 0 (the first fetch), whatever `host_addr` says.
 - Counters: `counter_sel` = i puts counter i on `counter` (combinational), see COUNTERS.
 
@@ -59,6 +60,7 @@ from amaranth.lib.wiring import In, Out
 from capsacc.array import MEMORY_DEPTHS, ArrayConfig
 from capsacc.errors import AcceleratorConfigError
 from rtl.activation import ActivationUnit
+from rtl.counter import EventCounter
 from rtl.dma import DMAEngine, OffchipSignature
 from rtl.isa import ADDR_BITS, INSTRUCTION, Buffer, Dst, Opcode, Src
 from rtl.pe_array import PEArray
@@ -420,11 +422,12 @@ class CapsAcc(wiring.Component):
                 ]
 
         # Performance counters.
-        counters = [Signal(COUNTER_BITS, name=f"count_{name}") for name, _ in COUNTERS]
-        count = dict(zip((name for name, _ in COUNTERS), counters))
         act_write = lambda dst: Mux(act.wr_en & (act_dst == dst), act.wr_count, 0)  # noqa: E731
+        matmul_fired = Signal()
         increments = {
             "busy_cycles": busy,
+            "instructions": fire,
+            "weight_loads": matmul_fired,
             "weight_load_cycles": weight_issue,
             "weight_reads": weight_issue,
             "data_reads": data_issue & ~from_routing,
@@ -439,22 +442,23 @@ class CapsAcc(wiring.Component):
             "weight_writes": act_write(Dst.WEIGHT),
             "routing_writes": act_write(Dst.ROUTING),
         }
-        # Each increment is registered (`pending`) and added a cycle later, so no event's logic runs
-        # on into a 48-bit carry chain; the host reads the counter plus its pending increment, the
-        # same value as a counter that adds in the cycle of the event.
-        pending = {name: Signal(Value.cast(inc).shape(), name=f"pending_{name}") for name, inc in increments.items()}
-        m.d.sync += [pending[name].eq(inc) for name, inc in increments.items()]
-        with m.If(self.start & ~busy):
-            m.d.sync += [counter.eq(0) for counter in counters]
-        with m.Else():
-            for name in increments:
-                m.d.sync += count[name].eq(count[name] + pending[name])
-        selected, selected_pending = Signal(COUNTER_BITS), Signal(COUNTER_BITS)
+        # `rtl.counter.EventCounter`s: each registers its increment, its carry between halves and the
+        # start's clear, so the counts lag a cycle behind what the host reads (settled + unsettled: the
+        # same value as a counter that adds in the cycle of the event). The start cycle and the one
+        # before it count nothing (idle, or the HALT of the run before), so no run's event is dropped.
+        counter_units = {}
+        for name, _ in COUNTERS:
+            increment = Value.cast(increments[name])
+            m.submodules[f"count_{name}"] = unit = EventCounter(COUNTER_BITS, len(increment))
+            m.d.comb += [unit.increment.eq(increment), unit.clear.eq(self.start & ~busy)]
+            counter_units[name] = unit
+        settled, unsettled = Signal(COUNTER_BITS), Signal(COUNTER_BITS // 2 + 1)
         with m.Switch(self.counter_sel):
-            for index, (name, counter) in enumerate(count.items()):
+            for index, (name, _) in enumerate(COUNTERS):
                 with m.Case(index):
-                    m.d.comb += [selected.eq(counter), selected_pending.eq(pending[name] if name in pending else 0)]
-        m.d.comb += self.counter.eq(selected + selected_pending)
+                    unit = counter_units[name]
+                    m.d.comb += [settled.eq(unit.settled), unsettled.eq(unit.unsettled)]
+        m.d.comb += self.counter.eq(settled + unsettled)
 
         # Control unit: IDLE, FETCH (one cycle after start), DISPATCH (issue the word at pc), and
         # the activation unit's ACT_START / ACT_WAIT. A MATMUL issues when the load engine is free
@@ -477,8 +481,8 @@ class CapsAcc(wiring.Component):
                         m.d.comb += fire.eq(load_free & slot_free & Mux(next_bank, bank_ready[1], bank_ready[0]))
                         with m.If(fire):
                             f = word.matmul
+                            m.d.comb += matmul_fired.eq(1)
                             m.d.sync += [
-                                count["weight_loads"].eq(count["weight_loads"] + 1),
                                 l_busy.eq(1), l_k.eq(0), l_first.eq(1), l_bank.eq(next_bank),
                                 slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
                                 slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
@@ -502,8 +506,7 @@ class CapsAcc(wiring.Component):
                             m.d.sync += [busy.eq(0), done.eq(1)]
                             m.next = "IDLE"
                 with m.If(fire):
-                    m.d.sync += [pc.eq(pc + 1), word.eq(prog_r.data),
-                                 count["instructions"].eq(count["instructions"] + 1)]
+                    m.d.sync += [pc.eq(pc + 1), word.eq(prog_r.data)]
             with m.State("ACT_START"):
                 m.d.comb += act.start.eq(1)
                 m.next = "ACT_WAIT"

@@ -78,24 +78,26 @@ class DMAEngine(wiring.Component):
         # Requests (load: reads; store: buffer-row reads), one a cycle, counted in beats.
         issued = Signal.like(total)
         issue_beat = Signal(range(max(most, 2)))
-        issue_row = Signal(ADDR_BITS)
+        issue_addr = Signal(ADDR_BITS)  # the buffer row of the request: the descriptor's addr + its rows
         issuing = active & (issued != total)
         with m.If(self.cmd_valid & ~active):
-            m.d.sync += [issued.eq(0), issue_beat.eq(0), issue_row.eq(0)]
+            m.d.sync += [issued.eq(0), issue_beat.eq(0), issue_addr.eq(self.cmd.addr)]
         with m.Elif(issuing):
             m.d.sync += issued.eq(issued + 1)
             with m.If(issue_beat == row_beats - 1):
-                m.d.sync += [issue_beat.eq(0), issue_row.eq(issue_row + 1)]
+                m.d.sync += [issue_beat.eq(0), issue_addr.eq(issue_addr + 1)]
             with m.Else():
                 m.d.sync += issue_beat.eq(issue_beat + 1)
 
-        # Load: beats come back in order; a row is written as its last beat arrives.
+        # Load: beats come back in order; a row is written as its last beat arrives. `loading` (a load
+        # runs), `got_addr` (the buffer row being assembled) and `last_beat` (the next beat completes
+        # it) are registers, so that the buffers' write ports see no logic but `rvalid`'s.
         got_beat = Signal(range(max(most, 2)))
-        got_row = Signal(ADDR_BITS)
+        got_addr = Signal(ADDR_BITS)
         got = Signal.like(total)
+        loading, last_beat = Signal(), Signal()
         held = [Signal(width, name=f"beat_{b}") for b in range(most - 1)]
-        arriving = active & ~cur.store & self.port.rvalid
-        last_beat = got_beat == row_beats - 1
+        arriving = loading & self.port.rvalid
         assembled = Signal(width * most)
         m.d.comb += assembled.eq(Cat(*held, self.port.rdata) if most > 1 else self.port.rdata)
         for b in range(1, most):  # a row of fewer beats than `most` puts its last beat at its place
@@ -107,15 +109,19 @@ class DMAEngine(wiring.Component):
                 with m.If(got_beat == b):
                     m.d.sync += held[b].eq(self.port.rdata)
             with m.If(last_beat):
-                m.d.sync += [got_beat.eq(0), got_row.eq(got_row + 1)]
+                m.d.sync += [got_beat.eq(0), got_addr.eq(got_addr + 1), last_beat.eq(row_beats == 1)]
             with m.Else():
-                m.d.sync += got_beat.eq(got_beat + 1)
+                m.d.sync += [got_beat.eq(got_beat + 1), last_beat.eq(got_beat + 2 == row_beats)]
         with m.If(self.cmd_valid & ~active):
-            m.d.sync += [got.eq(0), got_beat.eq(0), got_row.eq(0)]
+            m.d.sync += [got.eq(0), got_beat.eq(0), got_addr.eq(self.cmd.addr), loading.eq(~self.cmd.store)]
+            with m.Switch(self.cmd.buffer):
+                for buffer, beats in per_row.items():
+                    with m.Case(buffer):
+                        m.d.sync += last_beat.eq(beats == 1)
         padded = Cat(assembled, Const(0, max(0, 8 * self.lanes - width * most)))
         m.d.comb += [self.wr_row.eq(padded[:8 * self.lanes]), self.wr_en.eq(arriving & last_beat)]
         with m.If(arriving & (got + 1 == total)):
-            m.d.sync += active.eq(0)
+            m.d.sync += [active.eq(0), loading.eq(0)]
 
         # Store: the row read in the issue cycle, its beat written to the port in the next.
         st_valid = Signal()
@@ -124,7 +130,7 @@ class DMAEngine(wiring.Component):
         m.d.sync += [st_valid.eq(issuing & cur.store), st_beat.eq(issue_beat), st_ext.eq(cur.ext + issued)]
         row_bits = Cat(self.rd_row.as_value(), Const(0, max(0, width * most - 8 * self.lanes)))
         m.d.comb += [self.buffer.eq(cur.buffer),
-                     self.addr.eq(cur.addr + Mux(cur.store, issue_row, got_row))]
+                     self.addr.eq(Mux(cur.store, issue_addr, got_addr))]
         with m.If(st_valid & (issued == total)):
             m.d.sync += active.eq(0)
 

@@ -92,24 +92,29 @@ class OffchipMemory(wiring.Component):
     @staticmethod
     def _delayed(m: Module, value, stages: int):
         """`value` `stages` cycles later. Up to `RING_MIN_STAGES` - 1 stages a chain of registers; from
-        `RING_MIN_STAGES` on (L = 64: 62 stages of W bytes, 7,936 flip-flops at W = 16) a ring of D >= `stages`
-        rows (a power of two) in a memory, the row of cycle t written at t mod D and read back from row
-        (t + 1 - stages) mod D (its read register the last stage), so that an FPGA build holds it in block
-        RAM. The `rvalid` bits stay registers: a reset clears them as before."""
+        `RING_MIN_STAGES` on (L = 64: 62 stages of W bytes, 7,936 flip-flops at W = 16) a register, then a
+        ring of D >= S = `stages` - 2 rows (a power of two) in a memory, the row of cycle t written at t mod D
+        and read back from row (t + 1 - S) mod D (its read register the S-th stage), then a register, so that
+        an FPGA build holds the ring in block RAM and no path runs from a block RAM's output into another
+        block RAM or into the accelerator. The `rvalid` bits stay registers: a reset clears them as before."""
         if stages < RING_MIN_STAGES:
             for stage in range(stages):
                 value_q = Signal(len(value), name=f"rdata_{stage}")
                 m.d.sync += value_q.eq(value)
                 value = value_q
             return value
+        value_in, value_out = Signal(len(value), name="rdata_ring_in"), Signal(len(value), name="rdata_ring_out")
+        m.d.sync += value_in.eq(value)
+        stages -= 2  # the registers before and after the ring
         depth = 1 << (stages - 1).bit_length()
         m.submodules.delay = ring = Memory(shape=len(value), depth=depth, init=[])
         writer, reader = ring.write_port(), ring.read_port(transparent_for=())
         slot = Signal(range(depth), name="delay_slot")
         m.d.sync += slot.eq(slot + 1)
-        m.d.comb += [writer.addr.eq(slot), writer.data.eq(value), writer.en.eq(1),
+        m.d.comb += [writer.addr.eq(slot), writer.data.eq(value_in), writer.en.eq(1),
                      reader.addr.eq(slot + 1 - stages)]
-        return reader.data
+        m.d.sync += value_out.eq(reader.data)
+        return value_out
 
 
 OFFCHIP_VERILOG = """

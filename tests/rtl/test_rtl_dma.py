@@ -195,8 +195,8 @@ def test_offchip_model_answers_a_read_exactly_latency_cycles_later(latency):
     """`rtl.offchip.OffchipMemory`: a read request in cycle t (back to back with a second one) is
     answered in cycles t + L and t + L + 1 with the beats the host wrote, `rvalid` high only then;
     with L >= 2 the request passes through the model's input register, which is the first of the L
-    cycles, not one more; from L = 6 the data's delay is a ring memory (`RING_MIN_STAGES`), with 2 ** k
-    rows for L - 2 stages (6: four of four, 9: seven of eight, 64: 62 of 64)."""
+    cycles, not one more; from L = 6 the data's delay is a register, a ring memory (`RING_MIN_STAGES`) of 2 ** k
+    rows for the L - 4 stages between its two registers (6: two of two, 9: five of eight, 64: 60 of 64)."""
     seen = offchip_answers(latency, {3: 0x1234, 4: 0xBEEF}, [3, 4])
     assert [cycle for cycle, (valid, _) in enumerate(seen) if valid] == [latency, latency + 1]
     assert [seen[latency][1], seen[latency + 1][1]] == [0x1234, 0xBEEF]
