@@ -446,11 +446,11 @@ class CapsAcc(wiring.Component):
         # start's clear, so the counts lag a cycle behind what the host reads (settled + unsettled: the
         # same value as a counter that adds in the cycle of the event). The start cycle and the one
         # before it count nothing (idle, or the HALT of the run before), so no run's event is dropped.
-        counter_units = {}
+        counter_units, starting = {}, self.start & ~busy
         for name, _ in COUNTERS:
             increment = Value.cast(increments[name])
             m.submodules[f"count_{name}"] = unit = EventCounter(COUNTER_BITS, len(increment))
-            m.d.comb += [unit.increment.eq(increment), unit.clear.eq(self.start & ~busy)]
+            m.d.comb += [unit.increment.eq(increment), unit.clear.eq(starting)]
             counter_units[name] = unit
         settled, unsettled = Signal(COUNTER_BITS), Signal(COUNTER_BITS // 2 + 1)
         with m.Switch(self.counter_sel):

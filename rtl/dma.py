@@ -66,14 +66,18 @@ class DMAEngine(wiring.Component):
         active = Signal()
         total = Signal(ADDR_BITS + most.bit_length())
         row_beats = Signal(range(most + 1))
+        # `loading` (a load runs) and `last_beat` (its next beat completes a row): registers, so that the
+        # buffers' write ports see no logic but `rvalid`'s.
+        loading, last_beat = Signal(), Signal()
         m.d.comb += self.idle.eq(~active)
 
         with m.If(self.cmd_valid & ~active):
-            m.d.sync += [cur.eq(self.cmd), active.eq(1)]
+            m.d.sync += [cur.eq(self.cmd), active.eq(1), loading.eq(~self.cmd.store)]
             with m.Switch(self.cmd.buffer):  # n times a constant per buffer: no multiplier
                 for buffer, beats in per_row.items():
                     with m.Case(buffer):
-                        m.d.sync += [total.eq(self.cmd.n * beats), row_beats.eq(beats)]
+                        m.d.sync += [total.eq(self.cmd.n * beats), row_beats.eq(beats),
+                                     last_beat.eq(beats == 1)]
 
         # Requests (load: reads; store: buffer-row reads), one a cycle, counted in beats.
         issued = Signal.like(total)
@@ -89,13 +93,11 @@ class DMAEngine(wiring.Component):
             with m.Else():
                 m.d.sync += issue_beat.eq(issue_beat + 1)
 
-        # Load: beats come back in order; a row is written as its last beat arrives. `loading` (a load
-        # runs), `got_addr` (the buffer row being assembled) and `last_beat` (the next beat completes
-        # it) are registers, so that the buffers' write ports see no logic but `rvalid`'s.
+        # Load: beats come back in order; a row is written as its last beat arrives, at `got_addr` (a
+        # register: the descriptor's addr + the rows written).
         got_beat = Signal(range(max(most, 2)))
         got_addr = Signal(ADDR_BITS)
         got = Signal.like(total)
-        loading, last_beat = Signal(), Signal()
         held = [Signal(width, name=f"beat_{b}") for b in range(most - 1)]
         arriving = loading & self.port.rvalid
         assembled = Signal(width * most)
@@ -113,11 +115,7 @@ class DMAEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [got_beat.eq(got_beat + 1), last_beat.eq(got_beat + 2 == row_beats)]
         with m.If(self.cmd_valid & ~active):
-            m.d.sync += [got.eq(0), got_beat.eq(0), got_addr.eq(self.cmd.addr), loading.eq(~self.cmd.store)]
-            with m.Switch(self.cmd.buffer):
-                for buffer, beats in per_row.items():
-                    with m.Case(buffer):
-                        m.d.sync += last_beat.eq(beats == 1)
+            m.d.sync += [got.eq(0), got_beat.eq(0), got_addr.eq(self.cmd.addr)]
         padded = Cat(assembled, Const(0, max(0, 8 * self.lanes - width * most)))
         m.d.comb += [self.wr_row.eq(padded[:8 * self.lanes]), self.wr_en.eq(arriving & last_beat)]
         with m.If(arriving & (got + 1 == total)):
