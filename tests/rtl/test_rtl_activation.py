@@ -5,12 +5,12 @@ import re
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module, Signal, signed
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from rtl.activation import (ActivationUnit, VectorActivation, exp_table, latency, recip_table, scan_levels, shift_exponent,
-                            sqrt_table)
+from rtl.activation import (ActivationUnit, VectorActivation, exp_table, latency, recip_table, round_saturate8,
+                            scan_levels, shift_exponent, sqrt_table)
 from rtl.isa import Func
 from sim import golden
 
@@ -149,6 +149,36 @@ def test_softmax_two_logits_every_difference():
     pairs = np.stack([np.where(diff >= 0, 127, 127 + diff), np.where(diff >= 0, 127 - diff, 127)], axis=1)
     rows = np.concatenate([pairs, np.zeros((1, 2), dtype=np.int64)]).reshape(-1, 4)  # two pairs per row
     check(rows, "softmax", 0, 2)
+
+
+@pytest.mark.parametrize("width", [10, 11, 12, 35])
+def test_round_saturate8_is_sat8_of_the_rounded_half(width):
+    """round_saturate8(t) = sat8((t + 1) >> 1), the saturation flags and the low byte's increment apart:
+    every value of 10 to 12 bits, and at 35 bits (the requantizer's r1 at 34-bit partial sums) every value
+    within 600 of the saturation edges 255 and -257, of 0 and of both ends of the range, and random values."""
+    half, out = Signal(signed(width)), Signal(signed(8))
+    m = Module()
+    m.d.comb += out.eq(round_saturate8(half))
+    low, high = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    if width <= 12:
+        values = range(low, high + 1)
+    else:
+        rng = np.random.default_rng(width)
+        values = sorted({v for edge in (255, -257, 0, low + 600, high - 600) for v in range(edge - 600, edge + 601)}
+                        | {int(v) for v in rng.integers(low, high, 2000, endpoint=True)})
+    wrong = []
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(half, v)
+            want = max(-128, min(127, (v + 1) >> 1))
+            if ctx.get(out) != want:
+                wrong.append((v, ctx.get(out), want))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert wrong == []
 
 
 @pytest.mark.parametrize("width,low,step", [(22, 6, 2), (23, 8, 1), (5, 2, 2)])
