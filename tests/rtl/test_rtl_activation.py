@@ -57,6 +57,26 @@ def run_unit(rows: np.ndarray, func: str, shift: int, length: int, gap_every: in
     return np.array(outs, dtype=np.int64), marks["first_in"], marks["first_out"], marks["last_out"], dut
 
 
+def mismatches(expression, in_shape, out_shape, values, want) -> list[tuple[int, int, int]]:
+    """(value, got, wanted) for each of `values` at which the combinational `expression(signal)` (an
+    Amaranth expression of a signal of `in_shape`, into `out_shape`) differs from `want(value)`."""
+    value, out = Signal(in_shape), Signal(out_shape)
+    m = Module()
+    m.d.comb += out.eq(expression(value))
+    wrong = []
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(value, v)
+            if ctx.get(out) != want(v):
+                wrong.append((v, ctx.get(out), want(v)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return wrong
+
+
 def check(rows, func, shift, length, gap_every=0):
     got, first_in, first_out, last_out, dut = run_unit(rows, func, shift, length, gap_every)
     want = golden.activate_rows(rows, shift, func, length)
@@ -156,9 +176,6 @@ def test_round_saturate8_is_sat8_of_the_rounded_half(width):
     """round_saturate8(t) = sat8((t + 1) >> 1), the saturation flags and the low byte's increment apart:
     every value of 10 to 12 bits, and at 35 bits (the requantizer's r1 at 34-bit partial sums) every value
     within 600 of the saturation edges 255 and -257, of 0 and of both ends of the range, and random values."""
-    half, out = Signal(signed(width)), Signal(signed(8))
-    m = Module()
-    m.d.comb += out.eq(round_saturate8(half))
     low, high = -(1 << (width - 1)), (1 << (width - 1)) - 1
     if width <= 12:
         values = range(low, high + 1)
@@ -166,19 +183,8 @@ def test_round_saturate8_is_sat8_of_the_rounded_half(width):
         rng = np.random.default_rng(width)
         values = sorted({v for edge in (255, -257, 0, low + 600, high - 600) for v in range(edge - 600, edge + 601)}
                         | {int(v) for v in rng.integers(low, high, 2000, endpoint=True)})
-    wrong = []
-
-    async def bench(ctx):
-        for v in values:
-            ctx.set(half, v)
-            want = max(-128, min(127, (v + 1) >> 1))
-            if ctx.get(out) != want:
-                wrong.append((v, ctx.get(out), want))
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
-    assert wrong == []
+    assert mismatches(round_saturate8, signed(width), signed(8), values,
+                      lambda v: max(-128, min(127, (v + 1) >> 1))) == []
 
 
 @pytest.mark.parametrize("width,low,step", [(22, 6, 2), (23, 8, 1), (5, 2, 2)])
@@ -186,25 +192,11 @@ def test_shift_exponent_is_the_bit_length_formula(width, low, step):
     """shift_exponent = max(0, floor((bit_length - low - 1) / step)) (squash: e from S2, low 6 step 2:
     (bl - 7) >> 1 above 8 bits, else 0; reciprocal: low 8 step 1: bl - 9 above 9 bits), on every
     power of two and its predecessor, every value below 2^12 and random values."""
-    value, out = Signal(width), Signal(8)
-    m = Module()
-    m.d.comb += out.eq(shift_exponent(value, width, low, step))
     rng = np.random.default_rng(width)
     values = sorted({*range(min(1 << 12, 1 << width)), *(1 << i for i in range(width)),
                      *((1 << i) - 1 for i in range(1, width + 1)), *(int(v) for v in rng.integers(0, 1 << width, 500))})
-    wrong = []
-
-    async def bench(ctx):
-        for v in values:
-            ctx.set(value, v)
-            want = max(0, (v.bit_length() - low - 1) // step)
-            if ctx.get(out) != want:
-                wrong.append((v, ctx.get(out), want))
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
-    assert wrong == []
+    assert mismatches(lambda value: shift_exponent(value, width, low, step), width, 8, values,
+                      lambda v: max(0, (v.bit_length() - low - 1) // step)) == []
 
 
 def test_every_lane_has_its_own_function_and_shift_register():
