@@ -56,15 +56,17 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTS, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS,
-                             ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
+from capsacc.mapping import (ACTS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS,
+                             REFUSALS, ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
                              bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, row_bytes,
-                             rows_port_bytes, step_shape, _config_fields, _refusal, _step_kinds)
+                             rows_port_bytes, step_shape, _config_fields, _matmul_counts, _matmul_plan, _refusal,
+                             _step_kinds)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
 from capsacc.programs import operation_cost
@@ -109,27 +111,45 @@ FEATURES = COUNT_FIELDS + ("matmuls_x_rows", "matmul_rows_x_pes", "matmuls_x_row
 """Every feature a target may use: the instruction counts and their products with the array sizes."""
 
 
-@njit(cache=True, inline="always")
-def _features(counts, rows, cols, out):
-    """Write the `FEATURES` of the instruction counts `counts` (`COUNT_FIELDS`) on R x C into `out`."""
-    levels, rest = 0, cols - 1  # bits of C - 1
+TARGET_WIDTH = max(len(names) for names in TARGET_FEATURES.values())
+"""The most features of a target."""
+
+TARGET_INDEX = np.array([[FEATURES.index(name) for name in names] + [-1] * (TARGET_WIDTH - len(names))
+                         for names in TARGET_FEATURES.values()], np.int64)
+"""Each target's feature positions in `FEATURES`, in the order of its coefficients, -1 padded to `TARGET_WIDTH`
+(targets x `TARGET_WIDTH`): a constant of the compiled prediction (`_target_value`; numba freezes a global
+array, and a loop over its rows unrolls and vectorizes, where one over a tuple's items did not)."""
+TARGET_INDEX.flags.writeable = False
+
+
+@njit(cache=True)
+def scan_levels(cols):
+    """ceil(log2 C): the bits of C - 1, the activation unit's scan levels on C lanes."""
+    levels, rest = 0, cols - 1
     while rest > 0:
         levels, rest = levels + 1, rest >> 1
-    for index in range(len(COUNT_FIELDS)):
-        out[index] = counts[index]
-    base = len(COUNT_FIELDS)
-    out[base] = counts[MATMULS] * rows
-    out[base + 1] = counts[MATMUL_ROWS] * rows * cols
-    out[base + 2] = counts[MATMULS] * rows * cols
-    out[base + 3] = counts[ACTS] * levels
+    return levels
 
 
-def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
-    """The instruction counts of `op` (`plan_counts`) and their products with the array sizes (`FEATURES`)."""
-    counts = np.array(list(plan_counts(kind, op, config).values()), np.int64)
-    values = np.empty(len(FEATURES), np.int64)
-    _features(counts, config.rows, config.cols, values)
-    return dict(zip(FEATURES, values.tolist()))
+@njit(cache=True, inline="always")
+def _feature_values(counts, rows, cols, levels):
+    """The `FEATURES` of the instruction counts `counts` (a tuple in the order of `COUNT_FIELDS`) on R x C with
+    `levels` = `scan_levels(C)`: the counts, then their products with the array sizes; integers, or float64
+    in the vectorized loops (exact below 2^53)."""
+    return counts + (counts[MATMULS] * rows, counts[MATMUL_ROWS] * rows * cols, counts[MATMULS] * rows * cols,
+                     counts[ACTS] * levels)
+
+
+@njit(cache=True, inline="always")
+def _target_value(target, features, coefficients):
+    """Target `target`'s prediction before rounding: the dot product of its coefficients (`coefficients`, flat,
+    `Calibration.kernel_arrays`) with its features (`TARGET_INDEX`) of `features`, added in order."""
+    value = 0.0
+    for j in range(TARGET_WIDTH):
+        feature = TARGET_INDEX[target, j]
+        if feature >= 0:
+            value += coefficients[target * TARGET_WIDTH + j] * features[feature]
+    return value
 
 
 TARGET_RANGE = float(2 ** 63)
@@ -137,17 +157,51 @@ TARGET_RANGE = float(2 ** 63)
 
 
 @njit(cache=True, inline="always")
-def _predict(values, feature_index, coefficients, out):
-    """Write each target's prediction (the dot product of its coefficients with its features, in
-    order, rounded half to even) into `out`; return (-1, 0.0), or the first target whose prediction
-    leaves the int64 range and that prediction."""
-    for target in range(feature_index.shape[0]):
-        value = 0.0
-        for j in range(feature_index.shape[1]):
-            if feature_index[target, j] < 0:
-                break
-            value += coefficients[target, j] * float(values[feature_index[target, j]])
-        if not -TARGET_RANGE < value < TARGET_RANGE:  # also refuses NaN and inf
+def _in_range(value):
+    """Whether a prediction is a count (|value| < `TARGET_RANGE`; not NaN or inf)."""
+    return -TARGET_RANGE < value < TARGET_RANGE
+
+
+@njit(cache=True, inline="always")
+def _step_values(counts, moved, rows, cols, levels, coefficients, energies):
+    """(target, value, batch cycles, MATMULs, narrow rows, wide rows, energy pJ) of a step's instruction counts
+    `counts` and DMA rows `moved` (tuples, `COUNT_FIELDS` and `TRANSFER_FIELDS`): the cycles, rounded half to even,
+    and the energy, each event's rounded count times its energy (`energies`, pJ, an array), added in the order of
+    `EVENTS`;
+    the rows of R lanes (`NARROW_TRANSFERS`) and of C lanes (`WIDE_TRANSFERS`). `target` is -1, or the first
+    target whose prediction leaves the int64 range (`value`). The one definition of a step's cost, run on
+    integers by `_step_cost` and on float64 by the vectorized `_cost_matmul_steps`."""
+    features = _feature_values(counts, rows, cols, levels)
+    cycles = _target_value(0, features, coefficients)
+    target, out_of_range = (-1, 0.0) if _in_range(cycles) else (0, cycles)
+    picojoules = 0.0
+    for event in range(len(EVENTS)):
+        value = _target_value(1 + event, features, coefficients)
+        if target < 0 and not _in_range(value):
+            target, out_of_range = 1 + event, value
+        picojoules += np.rint(value) * energies[event]
+    narrow, wide = 0, 0
+    for field in NARROW_TRANSFERS:
+        narrow += moved[field]
+    for field in WIDE_TRANSFERS:
+        wide += moved[field]
+    return target, out_of_range, np.rint(cycles), counts[MATMULS], narrow, wide, picojoules
+
+
+def features(kind: str, op, config: ArrayConfig) -> dict[str, int]:
+    """The instruction counts of `op` (`plan_counts`) and their products with the array sizes (`FEATURES`)."""
+    counts = tuple(plan_counts(kind, op, config).values())
+    values = _feature_values(counts, config.rows, config.cols, scan_levels(config.cols))
+    return dict(zip(FEATURES, (int(value) for value in values)))
+
+
+@njit(cache=True)
+def _predict(values, coefficients, out):
+    """Write each target's prediction from the features `values` (`_target_value`, rounded half to even) into
+    `out`; return (-1, 0.0), or the first target whose prediction leaves the int64 range and that prediction."""
+    for target in range(TARGET_INDEX.shape[0]):
+        value = _target_value(target, values, coefficients)
+        if not _in_range(value):
             return target, value
         out[target] = np.int64(np.rint(value))
     return -1, 0.0
@@ -199,31 +253,28 @@ class Calibration:
                      self.period_ns))
 
     @functools.cached_property
-    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def kernel_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the numba kernels read: the array and routing iterations (rows, cols, buffer_depth,
-        program_depth, batch, `ROUTINGS`; int64), each target's feature positions in `FEATURES` (int64,
-        targets x most features, -1 padded), their coefficients (float64, same shape) and the event
-        energies in the order of `EVENTS` (pJ, float64)."""
-        width = max(len(names) for names in TARGET_FEATURES.values())
-        feature_index = np.full((len(TARGET_FEATURES), width), -1, np.int64)
-        coefficients = np.zeros((len(TARGET_FEATURES), width), np.float64)
-        for target, (name, names) in enumerate(TARGET_FEATURES.items()):
-            feature_index[target, :len(names)] = [FEATURES.index(n) for n in names]
-            coefficients[target, :len(names)] = self.coefficients[name]
+        program_depth, batch, `ROUTINGS`; int64), each target's coefficients in the order of its features,
+        0.0 padded to `TARGET_WIDTH` (float64, targets x `TARGET_WIDTH` flattened: `_target_value`) and the
+        event energies in the order of `EVENTS` (pJ, float64)."""
+        coefficients = np.zeros((len(TARGET_FEATURES), TARGET_WIDTH), np.float64)
+        for target, name in enumerate(TARGET_FEATURES):
+            coefficients[target, :len(self.coefficients[name])] = self.coefficients[name]
         config = np.array(_config_fields(self.config) + (ROUTINGS,), np.int64)
         energies = np.array([getattr(self.energies, event) for event in EVENTS], np.float64)
-        for array in (config, feature_index, coefficients, energies):
+        coefficients = coefficients.reshape(-1)
+        for array in (config, coefficients, energies):
             array.flags.writeable = False
-        return config, feature_index, coefficients, energies
+        return config, coefficients, energies
 
     def predict(self, kind: str, op) -> dict[str, int]:
         """Cycles and events of one operation for a whole batch of `config.batch` images (the RTL's
         batch run; `per_image` takes an image's share); `InputError` when a prediction leaves the
         int64 range."""
         values = np.array(list(features(kind, op, self.config).values()), np.int64)
-        _, feature_index, coefficients, _ = self.kernel_arrays
         predicted = np.zeros(len(TARGET_FEATURES), np.int64)
-        target, value = _predict(values, feature_index, coefficients, predicted)
+        target, value = _predict(values, self.kernel_arrays[1], predicted)
         if target >= 0:
             raise InputError(_range_message(value, list(TARGET_FEATURES)[target], kind))
         return dict(zip(TARGET_FEATURES, predicted.tolist()))
@@ -377,17 +428,25 @@ KEY_BITS = (28, 31, 32, 31)
 
 REPEAT = -2
 """A step whose memo key is that of one of the two steps before it in its network (a routing's repeated
-phases, a CapsCell's inner ConvCaps) takes that step's cost, with no look-up in the memo: `_cost_network`
+phases, a CapsCell's inner ConvCaps) takes that step's row, with no look-up in the memo: `_claim_steps`
 marks it by REPEAT - that step's position in place of its first slot."""
+
+NO_KEY = -1
+"""The first slot of a step whose shape does not fit a memo key (`_memo_key`): it gets a row of its own."""
+
+ROW_CODE = 7
+"""The word of a memo row that holds the step's error code (0: it fits; `_step_cost`)."""
+
+PENDING = -1
+"""The code of a memo row claimed for a step not costed yet (`_claim_steps`, `_cost_queue`)."""
 
 
 @njit(cache=True)
 def _memo(capacity):
-    """An empty memo of step costs for `_cost_network`: `capacity` (a power of two) slots of one
-    64-byte row (int64) each: the step's key (`_memo_key`, two words; -1: empty), its batch cycles,
-    MATMULs, the narrow and wide buffer rows the DMA moves (`_step_cost`), its energy (pJ, the bits of
-    a float64) and a word of padding, so that a look-up reads one cache line; and the count of slots
-    in use."""
+    """An empty memo of step costs: `capacity` (a power of two) slots of one 64-byte row (int64) each: the step's
+    key (`_memo_key`, two words; -1: empty), its batch cycles, MATMULs, the narrow and wide buffer rows the DMA
+    moves, its energy (pJ, the bits of a float64) and its error code (`ROW_CODE`; `_step_cost`), so that a look-up
+    reads one cache line; and the count of slots in use."""
     return np.full((capacity, 8), -1, np.int64), np.zeros(1, np.int64)
 
 
@@ -465,33 +524,88 @@ def _memo_grown(table, capacity):
     return grown
 
 
+N_COUNTS, N_TRANSFERS, N_COEFFICIENTS = len(COUNT_FIELDS), len(TRANSFER_FIELDS), TARGET_INDEX.size
+"""Lengths of `count_step`'s two arrays and of the coefficients (`Calibration.kernel_arrays`): the tuples
+`_step_values` takes."""
+
+
 @njit(cache=True, inline="always")
-def _step_cost(step, config, feature_index, coefficients, energies, counts, values, predicted, moved, args, error,
-               value):
-    """(error code, batch cycles, MATMULs, narrow rows, wide rows, energy pJ) of one step (a
-    `STEP_FIELDS` row): the rows are those the DMA moves (`capsacc.mapping.count_step`): data and
-    routing buffer rows (R lanes), weight buffer rows (C lanes). `counts`, `values`, `predicted`, `moved`:
-    scratch arrays (`_scratch`); `args` the refusal's numbers, error[2] and value[0] a prediction's target
-    and value out of range."""
+def _step_cost(step, config, coefficients, energies, counts, moved, args, error, value):
+    """(error code, batch cycles, MATMULs, narrow rows, wide rows, energy pJ) of one step (a `STEP_FIELDS` row)
+    counted by `capsacc.mapping.count_step` and priced by `_step_values`: the rows are those the DMA moves, data
+    and routing buffer rows (R lanes), weight buffer rows (C lanes). `counts`, `moved`: scratch arrays; `args` the
+    refusal's numbers, error[2] and value[0] a prediction's target and value out of range."""
     rows, cols = config[0], config[1]
     refusal = count_step(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9], rows, cols,
                          config[2], config[3], config[4], config[5], counts, moved, args)
     if refusal:
         return refusal, 0, 0, 0, 0, 0.0
-    narrow, wide = 0, 0
-    for field in NARROW_TRANSFERS:
-        narrow += moved[field]
-    for field in WIDE_TRANSFERS:
-        wide += moved[field]
-    _features(counts, rows, cols, values)
-    target, out_of_range = _predict(values, feature_index, coefficients, predicted)
+    target, out_of_range, cycles, matmuls, narrow, wide, picojoules = _step_values(
+        to_fixed_tuple(counts, N_COUNTS), to_fixed_tuple(moved, N_TRANSFERS), rows, cols, scan_levels(cols),
+        coefficients, energies)
     if target >= 0:
         error[2], value[0] = target, out_of_range
         return PREDICTION_RANGE, 0, 0, 0, 0, 0.0
-    picojoules = 0.0
-    for event in range(energies.shape[0]):
-        picojoules += predicted[1 + event] * energies[event]
-    return FITS, predicted[0], counts[MATMULS], narrow, wide, picojoules
+    return FITS, np.int64(cycles), matmuls, narrow, wide, picojoules
+
+
+VECTOR_FIELD_BITS = 10
+"""Bits of each field of a convolution step packed for `_cost_matmul_steps` (n_out, ch_in, caps_in, kernel,
+ch_out, caps_out)."""
+
+VECTOR_BOUND = float(2 ** 50)
+"""A convolution step is costed in float64 (`_cost_matmul_steps`) when B·N·K·M·(R·C + 2R + 2C + 64), with N x K by
+K x M its matrix product for one image (`capsacc.mapping.step_shape`), a bound of every count, feature and
+intermediate of its counting (the MAC slots of R x C, the stream ends), is below this: float64 holds every integer
+below 2^53 exactly."""
+
+
+@njit(cache=True, inline="always")
+def _packed_matmul_step(step, rows, cols, batch):
+    """The fields of a conv-kind step (n_out, ch_in, caps_in, kernel, ch_out, caps_out) packed into one int64,
+    `VECTOR_FIELD_BITS` each, or -1 when one does not fit or the step's counts could leave the exact range of
+    float64 (`VECTOR_BOUND`): then the scalar `_step_cost` costs it."""
+    n_out, ch_in, caps_in, kernel, ch_out, caps_out = step[7], step[3], step[4], step[5], step[8], step[9]
+    most = (1 << VECTOR_FIELD_BITS) - 1
+    if not (0 <= n_out <= most and 0 <= ch_in <= most and 0 <= caps_in <= most and 0 <= kernel <= most
+            and 0 <= ch_out <= most and 0 <= caps_out <= most):
+        return -1
+    n, k, m, _ = step_shape(step[1], step[2], ch_in, caps_in, kernel, n_out, ch_out, caps_out)
+    if not float(batch) * n * k * m * (rows * cols + 2 * rows + 2 * cols + 64) < VECTOR_BOUND:
+        return -1
+    bits = VECTOR_FIELD_BITS
+    return (n_out | ch_in << bits | caps_in << 2 * bits | kernel << 3 * bits | ch_out << 4 * bits
+            | caps_out << 5 * bits)
+
+
+@njit(cache=True, _nrt=False)
+def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """Cost the conv-kind steps of kind code `kind` whose fields `packed` holds (`_packed_matmul_step`) in float64:
+    the tiling rules of `capsacc.mapping` (`_matmul_plan`, `_matmul_counts`, run on float64 and inlined here,
+    `capsacc.mapping.VECTOR_LOOPS`) and `_step_values`, so that LLVM vectorizes the loop (no call, no exit, one
+    array read, five written); write each step's batch cycles, MATMULs (or -code: refused, `REFUSALS`, or a
+    prediction out of range, `PREDICTION_RANGE`), narrow and wide rows and energy (pJ) into the five arrays. Every
+    value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s bit for bit (tested)."""
+    rows, cols, depth, words, batch = float(config[0]), float(config[1]), float(config[2]), float(config[3]), \
+        float(config[4])
+    levels = float(scan_levels(config[1]))
+    bits, mask = VECTOR_FIELD_BITS, (1 << VECTOR_FIELD_BITS) - 1
+    for s in range(packed.shape[0]):
+        word = packed[s]
+        n_out, ch_in, caps_in = float(word & mask), float((word >> bits) & mask), float((word >> 2 * bits) & mask)
+        kernel, ch_out = float((word >> 3 * bits) & mask), float((word >> 4 * bits) & mask)
+        caps_out = float((word >> 5 * bits) & mask)
+        plan = _matmul_plan(kind, 0.0, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words,
+                            batch)
+        counts, moved = _matmul_counts(plan, rows, cols, words)
+        target, _, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = _step_values(
+            counts, moved, rows, cols, levels, coefficients, energies)
+        code = plan[0] if plan[0] != FITS else (PREDICTION_RANGE if target >= 0 else FITS)
+        cycles[s] = step_cycles
+        matmuls[s] = step_matmuls if code == FITS else -code
+        narrow[s] = step_narrow
+        wide[s] = step_wide
+        picojoules[s] = step_picojoules
 
 
 @njit(cache=True)
@@ -519,80 +633,122 @@ def image_energy(batch_energy, batch, share):
 
 
 @njit(cache=True, inline="always")
-def _cost_network(ops, config, feature_index, coefficients, energies, period_ns, scratch, memo, w_loads, cycles, power,
-                  energy, transfers, error, value, full):
-    """Cost the operation rows `ops` (`capsacc.network.OP_FIELDS`) by the calibrated model: write each
-    operation's per-image cycles and energy (mJ) into the arrays, the narrow and wide buffer rows the DMA
-    moves for its batch (`_step_cost`) into `transfers[:, :2]` (n_ops x 3) and, when `full`, its per-image
-    w_loads (else the batch's), power (mW) (`network_costs`) and the batch's cycles (`transfers[:, 2]`); return (total
-    cycles, total energy_mJ), both summed in operation order (the same with `full` or not). On an error,
-    error[0] is its code (a `capsacc.mapping.REFUSALS` code, `PREDICTION_RANGE`, `CYCLES_RANGE` or
-    `NOT_EXPANDED`), error[1] the step, error[2] the target, error[3:] the refusal's numbers and
-    value[0] the value out of range. `scratch`: the arrays of `_scratch`; `memo`: a `_memo`, the
-    costs of steps already costed (the same function of the step's kind and shape, so the totals do
-    not depend on what it holds); a step of the key of one of the two before it takes that one's cost
-    (`REPEAT`)."""
-    kinds, steps, counts, values, predicted, moved, keys = scratch
-    refusal_args = error[3:]
-    table, used = memo
-    picojoule_bits = table.view(np.float64)  # the energies in the memo's rows
+def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, own_rows):
+    """Find the memo row of each of the `count` steps of `steps` from `first` on (one network's, `chain_steps`)
+    and write it into `slots`: a slot of `table`; when the memo does not hold the step's key, the slot is claimed
+    (its key written, its code `PENDING`, `used` counted) and the step queued for costing (`queue`, `queued` so
+    far; `_cost_queue`). A step of the key of one of the two before it (`REPEAT`) takes that step's slot with no
+    look-up; a step with no key (`NO_KEY`) is queued with a row of its own, -1 - its position among `own_rows` so
+    far. Every key's row is asked for (`prefetch_row`) before the first is read; `keys` (steps x 2) holds the
+    keys. Returns (queued, own_rows, whether a step's row is not costed yet)."""
+    last = first + count
+    for s in range(first, last):
+        key_first, key_second = _memo_key(steps[s])
+        keys[s, 0], keys[s, 1], slots[s] = key_first, key_second, NO_KEY
+        if key_first >= 0:
+            if s - 1 >= first and keys[s - 1, 0] == key_first and keys[s - 1, 1] == key_second:
+                slots[s] = REPEAT - (s - 1)
+            elif s - 2 >= first and keys[s - 2, 0] == key_first and keys[s - 2, 1] == key_second:
+                slots[s] = REPEAT - (s - 2)
+            else:
+                slots[s] = _memo_home(table, key_first, key_second)
+                prefetch_row(table, slots[s])
+    pending = False
+    for s in range(first, last):
+        slot = slots[s]
+        if slot <= REPEAT:
+            slots[s] = slots[REPEAT - slot]
+        elif slot == NO_KEY:
+            slots[s], pending = -1 - own_rows, True
+            own_rows += 1
+            queue[queued] = s
+            queued += 1
+        else:
+            slot = _memo_slot(table, keys[s, 0], keys[s, 1], slot)
+            if table[slot, 0] == -1:
+                table[slot, 0], table[slot, 1], table[slot, ROW_CODE] = keys[s, 0], keys[s, 1], PENDING
+                used[0] += 1
+                queue[queued] = s
+                queued += 1
+            pending = pending or table[slot, ROW_CODE] == PENDING
+            slots[s] = slot
+    return queued, own_rows, pending
+
+
+@njit(cache=True, inline="always")
+def _write_row(table, own, slot, code, cycles, matmuls, narrow, wide, picojoules):
+    """Write a step's cost into its row: `table`'s row `slot` (>= 0) or `own`'s row -1 - slot (`_claim_steps`)."""
+    rows, row = (table, slot) if slot >= 0 else (own, -1 - slot)
+    rows[row, 2], rows[row, 3], rows[row, 4], rows[row, 5], rows[row, ROW_CODE] = cycles, matmuls, narrow, wide, code
+    rows.view(np.float64)[row, 6] = picojoules
+
+
+@njit(cache=True, inline="always")
+def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, vector):
+    """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`): the conv-kind steps that
+    pack (`_packed_matmul_step`) kind by kind in float64 when `vector` (`_cost_matmul_steps`), the others one by one
+    (`_step_cost`). `scratch`: the arrays of `_scratch`."""
+    counts, moved, args, error, value, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, \
+        step_picojoules = scratch
+    waiting[:] = 0  # conv-kind steps packed, per kind
+    for q in range(queued):
+        s = queue[q]
+        kind = steps[s, 1]
+        word = _packed_matmul_step(steps[s], config[0], config[1], config[4]) if vector and kind <= CONVCAPS3D \
+            else -1
+        if word >= 0:
+            packed[kind, waiting[kind]], where[kind, waiting[kind]] = word, s
+            waiting[kind] += 1
+        else:
+            code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients, energies,
+                                                                         counts, moved, args, error, value)
+            _write_row(table, own, slots[s], code, cycles, matmuls, narrow, wide, picojoules)
+    for kind in range(3):
+        n = waiting[kind]
+        if n == 0:
+            continue
+        _cost_matmul_steps(float(kind), packed[kind, :n], config, coefficients, energies, step_cycles[:n],
+                           step_matmuls[:n], step_narrow[:n], step_wide[:n], step_picojoules[:n])
+        for i in range(n):
+            matmuls = step_matmuls[i]
+            code = np.int64(-matmuls) if matmuls < 0 else FITS
+            _write_row(table, own, slots[where[kind, i]], code, np.int64(step_cycles[i]),
+                       np.int64(matmuls) if code == FITS else 0, np.int64(step_narrow[i]), np.int64(step_wide[i]),
+                       step_picojoules[i])
+
+
+@njit(cache=True, inline="always")
+def _network_sums(steps, first, count, slots, table, own, config, period_ns, w_loads, cycles, power, energy,
+                  transfers, error, value, full):
+    """Sum the costs of the `count` steps of `steps` from `first` on (one network's, their rows in `slots`,
+    `_claim_steps`, written by `_cost_queue`) per operation (n = len(cycles) operations): each operation's per-image
+    cycles and energy (mJ) into the arrays, the narrow and wide buffer rows the DMA moves for its batch into
+    `transfers[:, :2]` (n x 3) and, when `full`, its per-image w_loads (else the batch's), power (mW) and the
+    batch's cycles (`transfers[:, 2]`); return (total cycles, total energy_mJ), both summed in operation order (the
+    same with `full` or not). On an error, error[0] is its code (the first step's in order whose row holds one, or
+    `CYCLES_RANGE`), error[1] the step (counted from `first`) and value[0] the cycles out of range."""
     batch = config[4]
-    n = ops.shape[0]
-    _step_kinds(ops, kinds)
-    count = chain_steps(ops, kinds, steps)
-    if count < 0:
-        error[0] = NOT_EXPANDED
-        return 0, 0.0
+    n = cycles.shape[0]
+    picojoule_bits, own_picojoules = table.view(np.float64), own.view(np.float64)
     for i in range(n):
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
         transfers[i, 0], transfers[i, 1] = 0, 0
-    known = keys.view(np.float64)  # the steps' energies in `keys`
-    for s in range(count):  # every step's key and first slot, their rows fetched together, before any is used
-        first, second = _memo_key(steps[s])
-        keys[s, 0], keys[s, 1], keys[s, 2] = first, second, -1
-        if first >= 0:
-            if s >= 1 and keys[s - 1, 0] == first and keys[s - 1, 1] == second:
-                keys[s, 2] = REPEAT - (s - 1)
-            elif s >= 2 and keys[s - 2, 0] == first and keys[s - 2, 1] == second:
-                keys[s, 2] = REPEAT - (s - 2)
-            else:
-                keys[s, 2] = _memo_home(table, first, second)
-                prefetch_row(table, keys[s, 2])
-    for s in range(count):
-        first, second, home = keys[s, 0], keys[s, 1], keys[s, 2]
-        slot = _memo_slot(table, first, second, home) if home >= 0 else -1
-        if home <= REPEAT:
-            source = REPEAT - home
-            step_cycles, matmuls, narrow, wide = keys[source, 3], keys[source, 4], keys[source, 5], keys[source, 6]
-            picojoules = known[source, 7]
-        elif slot < 0 or table[slot, 0] == -1:
-            code, step_cycles, matmuls, narrow, wide, picojoules = _step_cost(
-                steps[s], config, feature_index, coefficients, energies, counts, values, predicted, moved,
-                refusal_args, error, value)
-            if code:
-                error[0], error[1] = code, s
-                return 0, 0.0
-            if slot >= 0:
-                if not _memo_fits(used[0] + 1, table.shape[0]):  # full: start again
-                    table[:, 0] = -1
-                    used[0] = 0
-                    slot = _memo_slot(table, first, second, keys[s, 2])
-                table[slot, 0], table[slot, 1], table[slot, 2], table[slot, 3] = first, second, step_cycles, matmuls
-                table[slot, 4], table[slot, 5], picojoule_bits[slot, 6] = narrow, wide, picojoules
-                used[0] += 1
-        else:
-            step_cycles, matmuls, narrow, wide = table[slot, 2], table[slot, 3], table[slot, 4], table[slot, 5]
-            picojoules = picojoule_bits[slot, 6]
-        keys[s, 3], keys[s, 4], keys[s, 5], keys[s, 6], known[s, 7] = step_cycles, matmuls, narrow, wide, picojoules
+    for s in range(first, first + count):
+        slot = slots[s]
+        rows, picojoules, row = (table, picojoule_bits, slot) if slot >= 0 else (own, own_picojoules, -1 - slot)
+        if rows[row, ROW_CODE]:
+            error[0], error[1] = rows[row, ROW_CODE], s - first
+            return 0, 0.0
+        step_cycles, matmuls = rows[row, 2], rows[row, 3]
         i = steps[s, 0]
         if step_cycles < 0 or step_cycles > INT64_MAX - cycles[i] or matmuls > INT64_MAX - w_loads[i]:
-            error[0], error[1], value[0] = CYCLES_RANGE, s, float(cycles[i]) + float(step_cycles)
+            error[0], error[1], value[0] = CYCLES_RANGE, s - first, float(cycles[i]) + float(step_cycles)
             return 0, 0.0
         cycles[i] += step_cycles
         w_loads[i] += matmuls
-        energy[i] += picojoules * 1e-9
-        transfers[i, 0] += narrow
-        transfers[i, 1] += wide
+        energy[i] += picojoules[row, 6] * 1e-9
+        transfers[i, 0] += rows[row, 4]
+        transfers[i, 1] += rows[row, 5]
     shift = _batch_shift(batch)
     low, share = batch - 1, energy_share(batch)
     total_cycles, total_energy = 0, 0.0
@@ -613,96 +769,179 @@ def _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
 
 
 @njit(cache=True)
-def _scratch(n_ops, n_targets):
-    """The scratch arrays of `_cost_network` for networks of up to `n_ops` operations: kinds, steps,
-    counts, features, predictions, transfers and, per step, its memo key, its first slot (or `REPEAT`
-    - the earlier step of the same key) and its cost (`_step_cost`: batch cycles, MATMULs, narrow and
-    wide rows, the bits of its energy in pJ) (int64)."""
-    return (np.empty(n_ops, np.int64), np.empty((2 * n_ops + 1, len(STEP_FIELDS)), np.int64),
-            np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64), np.empty(n_targets, np.int64),
-            np.empty(len(TRANSFER_FIELDS), np.int64), np.empty((2 * n_ops + 1, 8), np.int64))
+def _scratch(steps, n_kinds):
+    """The scratch arrays of `_cost_queue` for up to `steps` queued steps: `count_step`'s counts and rows moved,
+    the refusal's numbers, the error and value of `_step_cost`, and for the `n_kinds` conv kinds the steps packed
+    per kind, their positions and the five results of `_cost_matmul_steps`."""
+    return (np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(TRANSFER_FIELDS), np.int64),
+            np.zeros(REFUSAL_ARGS, np.int64), np.zeros(3, np.int64), np.zeros(1, np.float64),
+            np.zeros(n_kinds, np.int64), np.empty((n_kinds, steps), np.int64), np.empty((n_kinds, steps), np.int64),
+            np.empty(steps, np.float64), np.empty(steps, np.float64), np.empty(steps, np.float64),
+            np.empty(steps, np.float64), np.empty(steps, np.float64))
 
 
-NETWORK_MEMO = 64
-"""Slots of the step memo of one network's costing (`network_costs`)."""
+@njit(cache=True, inline="always")
+def _memo_size(steps):
+    """The fewest slots (a power of two, at least 16) of a memo that holds `steps` steps (`_memo_fits`)."""
+    slots = 16
+    while not _memo_fits(steps, slots):
+        slots *= 2
+    return slots
+
+
 BATCH_MEMO = 1 << 12
 """Slots a fresh `StepMemo` starts with; it doubles as it fills (`genotype_costs`)."""
 MOST_MEMO = 1 << 21
 """Slots a `StepMemo` grows to at most (64-byte rows: 128 MiB); full (`_memo_fits`), it starts again."""
+BLOCK_STEPS = 1 << 10
+"""Chained steps of the networks `_cost_genotypes` costs together: their new steps are counted kind by kind
+(`_cost_queue`), then their costs summed network by network."""
 
 
 @njit(cache=True)
-def _network_kernel(ops, config, feature_index, coefficients, energies, period_ns, counts, figures, transfers, error,
-                    value):
-    """`_cost_network` of one network into the caller's arrays (numba boxes no array it returns: about 1.5 us
-    each): `counts` (3, n_ops) int64, w_loads, cycles and the accumulators (the C columns); `figures`
-    (2, n_ops) float64, power and energy; `transfers`, `error`, `value`. Returns (total cycles, total
-    energy)."""
+def _network_kernel(ops, config, coefficients, energies, period_ns, counts, figures, transfers, error, value):
+    """Cost one network's operation rows `ops` (`capsacc.network.OP_FIELDS`) into the caller's arrays (numba boxes
+    no array it returns: about 1.5 us each): `counts` (3, n_ops) int64, w_loads, cycles and the accumulators (the
+    C columns); `figures` (2, n_ops) float64, power and energy; `transfers` (`_network_sums`), `error`, `value`.
+    Its steps are chained (`capsacc.mapping.chain_steps`), claimed in a memo of their own (`_claim_steps`), costed
+    one by one (`_step_cost`; `genotype_costs` costs a batch's convolution steps in float64 instead, with the same
+    results) and summed (`_network_sums`). Returns (total cycles, total energy); on an error, error[0] is its code,
+    error[1] the step, error[2] and value[0] a prediction's target and value out of range, error[3:] a refusal's
+    numbers (`_step_cost` of that step again)."""
     n = ops.shape[0]
     counts[2, :] = config[1]
     figures[0, :] = 0.0
-    return _cost_network(ops, config, feature_index, coefficients, energies, period_ns,
-                         _scratch(n, feature_index.shape[0]), _memo(NETWORK_MEMO), counts[0], counts[1], figures[0],
-                         figures[1], transfers, error, value, True)
+    kinds, steps = np.empty(n, np.int64), np.empty((2 * n + 1, len(STEP_FIELDS)), np.int64)
+    _step_kinds(ops, kinds)
+    count = chain_steps(ops, kinds, steps)
+    if count < 0:
+        error[0] = NOT_EXPANDED
+        return 0, 0.0
+    table, used = _memo(_memo_size(count))
+    keys, slots, queue = np.empty((count, 2), np.int64), np.empty(count, np.int64), np.empty(count, np.int64)
+    own = np.full((count, 8), -1, np.int64)
+    queued, _, _ = _claim_steps(steps, 0, count, table, used, keys, slots, queue, 0, 0)
+    scratch = _scratch(1, 3)
+    _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, False)
+    total_cycles, total_energy = _network_sums(steps, 0, count, slots, table, own, config, period_ns, counts[0],
+                                               counts[1], figures[0], figures[1], transfers, error, value, True)
+    if error[0] and error[0] != CYCLES_RANGE:  # the refusal's numbers, or the target out of range
+        step_counts, moved, args = scratch[0], scratch[1], error[3:]
+        _step_cost(steps[error[1]], config, coefficients, energies, step_counts, moved, args, error, value)
+    return total_cycles, total_energy
+
+
+@njit(cache=True, inline="always")
+def _genotype_totals(record, steps, slots, table, own, config, period_ns, offchip_pJ_per_byte, energies, w_loads,
+                     cycles, power, energy, transfers, error, value, results, narrow_row_bytes, wide_row_bytes, share):
+    """Write the results (`_cost_genotypes`) of the genotype of `record` (genotype, operations, first step, steps
+    or -1 when not expanded, weights): its costs summed (`_network_sums`), its error code, weights, and its energy
+    with the data movement (`_movement_energies`, `total_energy_mJ`)."""
+    totals_cycles, totals_energy, weights, totals_with_movement, errors = results
+    g, count, first, chained = record[0], record[1], record[2], record[3]
+    error[0] = 0
+    if chained < 0:
+        transfers[:count, :] = 0
+        error[0] = NOT_EXPANDED
+        totals_cycles[g], totals_energy[g] = 0, 0.0
+    else:
+        totals_cycles[g], totals_energy[g] = _network_sums(
+            steps, first, chained, slots, table, own, config, period_ns, w_loads[:count], cycles[:count],
+            power[:count], energy[:count], transfers[:count], error, value, False)
+    errors[g] = error[0]
+    weights[g] = record[4]
+    offchip_mJ, buffer_mJ = 0.0, 0.0
+    for i in range(count):
+        _, offchip, buffer = _movement_energies(transfers[i, 0], transfers[i, 1], narrow_row_bytes, wide_row_bytes,
+                                                config[4], share, offchip_pJ_per_byte, energies[DATA_READ_EVENT],
+                                                energies[WEIGHT_READ_EVENT])
+        offchip_mJ += offchip
+        buffer_mJ += buffer
+    totals_with_movement[g] = total_energy_mJ(totals_energy[g], offchip_mJ, buffer_mJ)
 
 
 @njit(cache=True, _nrt=False)
-def _cost_genotypes(start, descriptors, offsets, config, feature_index, coefficients, energies, period_ns,
-                    offchip_pJ_per_byte, memo, most_slots, buffers, results, narrow_row_bytes, wide_row_bytes, share):
+def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies, period_ns, offchip_pJ_per_byte, memo,
+                    most_slots, buffers, results, narrow_row_bytes, wide_row_bytes, share):
     """The loop of `genotype_costs` from genotype `start` on, into its arrays: `memo` (table, used), `buffers`
-    (ops, `_scratch`, w_loads, cycles, power, energy, transfers, error, value) and `results` (cycles,
-    energy_mJ, weights, total_energy_mJ, errors). Returns (the genotype at which the memo must grow before it
-    is costed, the most steps it brings: 2 x its operations + 1) when they could fill the table beyond
-    `_memo_fits` and it has room to double within `most_slots`, else (the count of genotypes, 0) when all are
-    costed. Compiled without numba's reference counting (`_nrt=False`): it allocates nothing (`genotype_costs`
-    allocates the arrays and grows the memo), and with it every array handed to the inlined `_cost_network`
-    and `_step_cost` was counted up and down by atomic instructions, for each network and each step costed."""
+    (`genotype_costs`) and `results` (cycles, energy_mJ, weights, total_energy_mJ, errors). Genotypes are costed in
+    blocks of about `BLOCK_STEPS` chained steps, in three passes: each genotype expanded (`descriptor_operation`),
+    its steps chained and their memo rows claimed (`_claim_steps`); the block's new steps costed (`_cost_queue`,
+    the convolutions in float64, vectorized); each genotype's costs summed (`_network_sums`) with its data
+    movement's energy. Returns (the genotype at which the memo must grow before it is costed, the most steps it
+    brings: 2 x its operations + 1) when they could fill the table beyond `_memo_fits` and it has room to double
+    within `most_slots`, else (the count of genotypes, 0) when all are costed; a memo that cannot grow starts again
+    after a block. Compiled without numba's reference counting (`_nrt=False`): it allocates nothing."""
     table, used = memo
-    ops, scratch, w_loads, cycles, power, energy, transfers, error, value = buffers
-    totals_cycles, totals_energy, weights, totals_with_movement, errors = results
+    ops, kinds, steps, keys, slots, queue, own, networks, scratch, w_loads, cycles, power, energy, transfers, error, \
+        value = buffers
     n = offsets.shape[0] - 1
-    for j in range(start, n):
-        count, total_weights = 0, 0
-        last = offsets[j + 1] - offsets[j] - 1
-        for i in range(offsets[j], offsets[j + 1]):
-            descriptor = descriptors[i]
-            for row in range(MAX_DESCRIPTOR_OPERATIONS):
-                kind, inner = descriptor_operation(descriptor[0], i - offsets[j], last, row)
-                if kind < 0:
+    j = start
+    while j < n:
+        first, op_count, step_count, queued, own_rows, need, restart, deferred = j, 0, 0, 0, 0, 0, False, 0
+        while j < n and op_count < BLOCK_STEPS and step_count < BLOCK_STEPS:
+            count, total_weights = 0, 0
+            last = offsets[j + 1] - offsets[j] - 1
+            for i in range(offsets[j], offsets[j + 1]):
+                descriptor = descriptors[i]
+                for row in range(MAX_DESCRIPTOR_OPERATIONS):
+                    kind, inner = descriptor_operation(descriptor[0], i - offsets[j], last, row)
+                    if kind < 0:
+                        break
+                    _operation_row(ops, op_count + count, kind, descriptor, inner)
+                    total_weights += operation_table1(descriptor, kind, inner)[0]
+                    count += 1
+            if not _memo_fits(used[0] + 2 * count + 1, table.shape[0]):
+                if 2 * table.shape[0] <= most_slots:
+                    need = 2 * count + 1
                     break
-                _operation_row(ops, count, kind, descriptor, inner)
-                total_weights += operation_table1(descriptor, kind, inner)[0]
-                count += 1
-        if not _memo_fits(used[0] + 2 * count + 1, table.shape[0]) and 2 * table.shape[0] <= most_slots:
-            return j, 2 * count + 1
-        error[0] = 0
-        totals_cycles[j], totals_energy[j] = _cost_network(ops[:count], config, feature_index, coefficients, energies,
-                                                           period_ns, scratch, memo, w_loads, cycles, power, energy,
-                                                           transfers, error, value, False)
-        errors[j] = error[0]
-        weights[j] = total_weights
-        offchip_mJ, buffer_mJ = 0.0, 0.0
-        for i in range(count):
-            _, offchip, buffer = _movement_energies(transfers[i, 0], transfers[i, 1], narrow_row_bytes, wide_row_bytes,
-                                                    config[4], share, offchip_pJ_per_byte, energies[DATA_READ_EVENT],
-                                                    energies[WEIGHT_READ_EVENT])
-            offchip_mJ += offchip
-            buffer_mJ += buffer
-        totals_with_movement[j] = total_energy_mJ(totals_energy[j], offchip_mJ, buffer_mJ)
+                if j > first:  # the block's rows are claimed: cost it, then start again
+                    restart = True
+                    break
+                table[:, 0] = -1
+                used[0] = 0
+            network_ops = ops[op_count:op_count + count]
+            _step_kinds(network_ops, kinds)
+            chained = chain_steps(network_ops, kinds, steps[step_count:])
+            record = networks[deferred]
+            record[0], record[1], record[2], record[3], record[4] = j, count, step_count, chained, total_weights
+            pending = False
+            if chained >= 0:
+                queued, own_rows, pending = _claim_steps(steps, step_count, chained, table, used, keys, slots, queue,
+                                                         queued, own_rows)
+            if pending:  # summed after the block's new steps are costed
+                deferred += 1
+                op_count += count
+                step_count += chained
+            else:  # every cost known: summed now, its rows reused
+                _genotype_totals(record, steps, slots, table, own, config, period_ns, offchip_pJ_per_byte,
+                                 energies, w_loads, cycles, power, energy, transfers, error, value, results,
+                                 narrow_row_bytes, wide_row_bytes, share)
+            j += 1
+        _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, True)
+        for network in range(deferred):
+            _genotype_totals(networks[network], steps, slots, table, own, config, period_ns, offchip_pJ_per_byte,
+                             energies, w_loads, cycles, power, energy, transfers, error, value, results,
+                             narrow_row_bytes, wide_row_bytes, share)
+        if need:
+            return j, need
+        if restart:
+            table[:, 0] = -1
+            used[0] = 0
     return n, 0
 
 
 @njit(cache=True)
-def genotype_costs(descriptors, offsets, config, feature_index, coefficients, energies, period_ns, bytes_per_cycle,
+def genotype_costs(descriptors, offsets, config, coefficients, energies, period_ns, bytes_per_cycle,
                    offchip_pJ_per_byte, table, used, most_slots):
     """Totals of flattened genotypes (`capsacc.model.GenotypeBatch`: genotype j owns rows
     offsets[j]:offsets[j+1] of `descriptors`) under the calibrated model, each expanded
-    (`capsacc.network.descriptor_operation`) and costed by `_cost_network`, as `network_costs`
-    costs its network: cycles (int64), energy_mJ (float64), weights (int64), the energy with the data
-    movement through a port of W = `bytes_per_cycle` bytes a cycle and `offchip_pJ_per_byte`
-    (`total_energy_mJ`, float64: that of `data_movement`, as `capsacc.Estimate.total_energy_mJ` adds it),
-    the error code of each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a `_memo`, a
-    `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
+    (`capsacc.network.descriptor_operation`) and costed by the steps of `network_costs` (`_cost_genotypes`: its
+    convolutions' new steps in float64, vectorized, with the same results): cycles (int64), energy_mJ (float64),
+    weights (int64), the energy with the data movement through a port of W = `bytes_per_cycle` bytes a cycle and
+    `offchip_pJ_per_byte` (`total_energy_mJ`, float64: that of `data_movement`, as `capsacc.Estimate.total_energy_mJ`
+    adds it), the error code of each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a
+    `_memo`, a `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
     the memo beyond `_memo_fits`, it is doubled (`_memo_grown`), up to `most_slots` slots; an empty memo
     first grows to fit as many steps as the batch has descriptors (about as many distinct steps as a
     search's batch brings, `step_shape`), in one growth. The arrays are allocated here, and the genotypes
@@ -712,10 +951,13 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
     for j in range(n):
         longest = max(longest, offsets[j + 1] - offsets[j])
     most = longest * MAX_DESCRIPTOR_OPERATIONS
-    buffers = (np.empty((most, len(OP_FIELDS)), np.int64), _scratch(most, feature_index.shape[0]),
-               np.empty(most, np.int64), np.empty(most, np.int64), np.empty(most, np.float64),
-               np.empty(most, np.float64), np.empty((most, 3), np.int64), np.zeros(3 + REFUSAL_ARGS, np.int64),
-               np.zeros(1, np.float64))
+    block_ops, block_steps = BLOCK_STEPS + most, BLOCK_STEPS + 2 * most + 1
+    buffers = (np.empty((block_ops, len(OP_FIELDS)), np.int64), np.empty(most, np.int64),
+               np.empty((block_steps, len(STEP_FIELDS)), np.int64), np.empty((block_steps, 2), np.int64),
+               np.empty(block_steps, np.int64), np.empty(block_steps, np.int64), np.full((block_steps, 8), -1, np.int64),
+               np.empty((BLOCK_STEPS + 1, 5), np.int64), _scratch(block_steps, 3), np.empty(most, np.int64),
+               np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64),
+               np.empty((most, 3), np.int64), np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64))
     results = (np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, np.int64), np.zeros(n),
                np.zeros(n, np.int64))
     narrow_row_bytes, wide_row_bytes = row_bytes(config[0], bytes_per_cycle), row_bytes(config[1], bytes_per_cycle)
@@ -727,7 +969,7 @@ def genotype_costs(descriptors, offsets, config, feature_index, coefficients, en
         table = _memo_grown(table, capacity)
     j = np.int64(0)  # not the literal 0, for which numba would compile `_cost_genotypes` once more
     while j < n:
-        j, steps = _cost_genotypes(j, descriptors, offsets, config, feature_index, coefficients, energies, period_ns,
+        j, steps = _cost_genotypes(j, descriptors, offsets, config, coefficients, energies, period_ns,
                                    offchip_pJ_per_byte, (table, used), most_slots, buffers, results, narrow_row_bytes,
                                    wide_row_bytes, share)
         capacity = table.shape[0]
@@ -789,12 +1031,12 @@ def network_costs(network, calibration: Calibration):
     cells' skip sums). A step that does not fit the array is a `MappingError` naming its operation.
     Last, the batch's data movement of each operation (n_ops x 3, int64: the narrow and wide buffer
     rows the DMA moves and the batch's cycles; `data_movement` prices them)."""
-    config, feature_index, coefficients, energies = calibration.kernel_arrays
+    config, coefficients, energies = calibration.kernel_arrays
     ops = network.rows
     n = ops.shape[0]
     counts, figures, transfers = np.empty((3, n), np.int64), np.empty((2, n), np.float64), np.empty((n, 3), np.int64)
     error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64)
-    total_cycles, total_energy = _network_kernel(ops, config, feature_index, coefficients, energies,
+    total_cycles, total_energy = _network_kernel(ops, config, coefficients, energies,
                                                  calibration.period_ns, counts, figures, transfers, error, value)
     if error[0]:
         raise _network_error(network, calibration, error, value)

@@ -110,7 +110,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from capsacc.array import ArrayConfig
 from capsacc.errors import InputError
@@ -194,13 +195,56 @@ def _refusal(code: int, args) -> MappingError:
     return MappingError(REFUSALS[code].format(*[int(value) for value in args]))
 
 
-@njit(cache=True)
+VECTOR_LOOPS = ("_cost_matmul_steps",)
+"""The functions that run the counting rules over many steps on float64 in one loop (`capsacc.calibrated`), which
+LLVM vectorizes only when the loop calls no function."""
+
+
+def into_vector_loops(call, caller, callee):
+    """numba's inlining decision (`inline=`) for the counting rules: inlined into `VECTOR_LOOPS`, called
+    elsewhere (inlined everywhere, they took longer to compile and ran no faster; docs/model.md)."""
+    return caller.func_id.func_name in VECTOR_LOOPS
+
+
+def floor_div(a, b):
+    """floor(a / b) of integers (b > 0), or of integer-valued float64 values below 2^53 (compiled as
+    floor(a / b), exact there, with no check of b (`np.true_divide`), so that the counting rules also run on float64
+    in vectorized loops)."""
+    return a // b
+
+
+@overload(floor_div, inline="always")
+def _floor_div(a, b):
+    if isinstance(a, types.Float) or isinstance(b, types.Float):
+        return lambda a, b: np.floor(np.true_divide(a, b))
+    return lambda a, b: a // b
+
+
 def ceil_div(a, b):
-    """ceil(a / b) of integers (b > 0)."""
+    """ceil(a / b) of integers (b > 0), or of integer-valued float64 values below 2^53 (as `floor_div`)."""
     return -(-a // b)
 
 
-@njit(cache=True)
+@overload(ceil_div, inline="always")
+def _ceil_div(a, b):
+    if isinstance(a, types.Float) or isinstance(b, types.Float):
+        return lambda a, b: np.ceil(np.true_divide(a, b))
+    return lambda a, b: -(-a // b)
+
+
+def remainder(a, b):
+    """a mod b of integers (b > 0), or of integer-valued float64 values below 2^53 (as `floor_div`)."""
+    return a % b
+
+
+@overload(remainder, inline="always")
+def _remainder(a, b):
+    if isinstance(a, types.Float) or isinstance(b, types.Float):
+        return lambda a, b: a - np.floor(np.true_divide(a, b)) * b
+    return lambda a, b: a % b
+
+
+@njit(cache=True, inline=into_vector_loops)
 def equal_parts(total, bound):
     """The size of each part when `total` items split into the fewest parts of at most `bound` items
     (bound >= 1) of equal sizes, the last one smaller by less than the number of parts: `total` itself
@@ -210,14 +254,14 @@ def equal_parts(total, bound):
     return ceil_div(total, ceil_div(total, bound))
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def apart_acts_per_run(words):
     """ACTs in one run of the ACTs that run in programs of their own (`_acts_apart`): a program of
     `words` words holds them and its HALT."""
     return words - 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def result_delay_cycles(rows, cols):
     """Cycles from the read of a MATMUL's data row to the write of its partial-sum row on an R x C
     CapsAcc: R + C + 2 (the buffer read 1, the array's input register 1, the array R + C: input
@@ -241,7 +285,7 @@ def matmul_run_cycles(m, n, rows, cols):
     return _matmul_run_cycles(_matmul_stream_ends(n, rows, cols), m, rows, cols)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_stream_ends(n, rows, cols):
     """(S_1, ..., S_6): the cycles at which the streams of the first six MATMULs of n rows of a run end
     (the recurrence of `matmul_run_cycles`; MATMUL i waits for its partial-sum bank, that of MATMUL
@@ -256,7 +300,7 @@ def _matmul_stream_ends(n, rows, cols):
     return end1, end2, end3, end4, end5, end6
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _next_matmul(fire, move, end, ready, n, rows):
     """(F_i, M_i, S_i) of the next MATMUL of n rows (`matmul_run_cycles`) from (F_{i-1}, M_{i-1},
     S_{i-1}) and the cycle `ready` its partial-sum bank frees."""
@@ -265,20 +309,18 @@ def _next_matmul(fire, move, end, ready, n, rows):
     return fire, move, move + n
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_run_cycles(ends, m, rows, cols):
     """`matmul_run_cycles` of m MATMULs whose n gives the stream ends `ends` (`_matmul_stream_ends`)."""
-    if m <= 0:
-        return 0
-    if m <= 6:
-        final = ends[m - 1]
-    else:
-        extra = m - 6
-        final = (ends[4] if extra % 2 else ends[5]) + (ends[5] - ends[3]) * ((extra + 1) // 2)
-    return final + result_delay_cycles(rows, cols) + 1 - 2  # results written from S_m + D + 1; the run began at 2
+    end1, end2, end3, end4, end5, end6 = ends  # selected, not indexed by m: the rule also runs in vectorized loops
+    extra = m - 6
+    final = ((end5 if remainder(extra, 2) != 0 else end6) + (end6 - end4) * floor_div(extra + 1, 2) if m > 6
+             else end6 if m == 6 else end5 if m == 5 else end4 if m == 4 else end3 if m == 3 else end2 if m == 2
+             else end1)
+    return final + result_delay_cycles(rows, cols) + 1 - 2 if m > 0 else 0  # results from S_m + D + 1; began at 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _column_groups(mb, gb):
     """ceil(mb / gb): the runs of a chunk's K chunk (or operand) over mb column blocks in groups of gb
     (`_matmul_runs`, `_elementwise_chunking`); 1 with no division when gb = mb >= 1 (every block in one run,
@@ -311,13 +353,13 @@ def _chunk_run_cycles(ends, total, per_run, runs, gb, mb, rows, cols):
     return (runs - 1) * _grouped_run_cycles(ends, per_run, gb, mb, rows, cols) + last
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _act_lanes(cols, func, length):
     """`act_lanes` of function code `func` (`FUNCS`)."""
-    if func == FUNC_NONE or func == FUNC_RELU:
+    if func <= FUNC_RELU:  # none or relu (one compare: no switch, which a vectorized loop cannot hold)
         return 1, min(length, cols), min(length, cols)
     if 1 <= length <= cols:  # span = ceil(L / C) = 1, with no division
-        return 1, (cols // length) * length, (cols // length) * length
+        return 1, floor_div(cols, length) * length, floor_div(cols, length) * length
     span = ceil_div(length, cols)
     return span, cols, length - (span - 1) * cols
 
@@ -357,21 +399,21 @@ class MatmulShape:
         return _act_length(FUNCS.index(self.func), self.capsule, width)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _blocks(m, width, capsule, span):
     """mb of a `MatmulShape`."""
     if span > 1:
-        return m // capsule * span
+        return floor_div(m, capsule) * span
     return ceil_div(m, width)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _act_length(func, capsule, width):
     """`MatmulShape.act_length` of function code `func`."""
     return capsule if func == FUNC_SQUASH else width
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _block_acts(cols, func, m, width, capsule, span):
     """(acts, span, width, last_width, last_acts, span, width, last_width): the ACTs of a chunk of a conv kind
     or an `ELEMENTWISE_KINDS` step over its m output columns in blocks of `width` lanes (`_columns`), each
@@ -382,8 +424,8 @@ def _block_acts(cols, func, m, width, capsule, span):
     step's chunks of every size: computed once per step."""
     if span > 1:
         act_span, act_width, act_last = _act_lanes(cols, func, capsule)
-        return m // capsule, act_span, act_width, act_last, 0, 1, 0, 0
-    full_blocks, last_width = m // width, m % width  # `matmul_blocks` in closed form
+        return floor_div(m, capsule), act_span, act_width, act_last, 0, 1, 0, 0
+    full_blocks, last_width = floor_div(m, width), remainder(m, width)  # `matmul_blocks` in closed form
     full_length, last_length = _act_length(func, capsule, width), _act_length(func, capsule, last_width)
     act_span, act_width, act_last = _act_lanes(cols, func, full_length)
     if last_width == 0:
@@ -394,7 +436,7 @@ def _block_acts(cols, func, m, width, capsule, span):
     return full_blocks, act_span, act_width, act_last, 1, last_span, last_block_width, last_last
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _columns(n, k, m, func, length, cols):
     """(refusal, n, k, m, func, width, capsule, span) of a product whose activation `func` takes
     output capsules of `length` atoms (squash: floor(C / L) capsules per block of floor(C / L)·L
@@ -406,24 +448,21 @@ def _columns(n, k, m, func, length, cols):
         return REFUSED_CAPSULE, n, k, m, func, cols, 0, 1
     if length > cols:
         return FITS, n, k, m, func, cols, length, ceil_div(length, cols)
-    return FITS, n, k, m, func, (cols // length) * length, length, 1
+    return FITS, n, k, m, func, floor_div(cols, length) * length, length, 1
 
 
-@njit(cache=True, _nrt=False)
-def _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, cols, batch, args):
-    """(refusal, n, k, m, func, width, capsule, span) of a conv kind (the module docstring)."""
+@njit(cache=True, inline=into_vector_loops)
+def _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, cols, batch):
+    """(refusal, n, k, m, func, width, capsule, span) of a conv kind (the module docstring); the refusal's
+    numbers are `_matmul_refusal_args`'."""
     if kind == CONV:
-        if cols > min(cols, 63):
-            args[0], args[1] = cols, cols
+        if cols > 63:
             return REFUSED_WIDTH, 0, 0, 0, FUNC_RELU, cols, 0, 1
         return _columns(batch * n_out * n_out, kernel * kernel * ch_in * caps_in + 1, ch_out * caps_out, FUNC_RELU,
                         0, cols)
     if kind == CONVCAPS:
-        shape = _columns(batch * n_out * n_out, kernel * kernel * ch_in * caps_in + 1, ch_out * caps_out,
-                         FUNC_SQUASH, caps_out, cols)
-        if shape[0] != FITS:
-            args[0], args[1] = caps_out, MAX_CAPSULE
-        return shape
+        return _columns(batch * n_out * n_out, kernel * kernel * ch_in * caps_in + 1, ch_out * caps_out,
+                        FUNC_SQUASH, caps_out, cols)
     return _columns(batch * n_out * n_out * ch_in, kernel * kernel * kernel * caps_in + 1, ch_out * caps_out,
                     FUNC_NONE, 0, cols)
 
@@ -443,12 +482,11 @@ def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
     images (see the module docstring)."""
     if kind not in ("conv", "convcaps", "convcaps3d"):
         raise MappingError(f"{kind!r} is not a convolution kind")
-    args = np.zeros(REFUSAL_ARGS, np.int64)
     n_in, ch_in, caps_in, kernel, _, n_out, ch_out, caps_out = _op_fields(op)
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(
-        STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, config.cols, config.batch, args)
+        STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, config.cols, config.batch)
     if refusal:
-        raise _refusal(refusal, args)
+        raise _refusal(refusal, (config.cols, config.cols) if refusal == REFUSED_WIDTH else (caps_out, MAX_CAPSULE))
     return MatmulShape(n, k, m, FUNCS[func], width, capsule, span)
 
 
@@ -461,43 +499,43 @@ def matmul_blocks(shape: MatmulShape) -> list[tuple[int, int]]:
     return [(c, min(shape.width, shape.m - c)) for c in range(0, shape.m, shape.width)]
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _acts_apart(matmuls, acts, words):
     """Whether a chunk's ACTs run in programs of their own (module docstring): when `matmuls`, the
     MATMULs of one step of its runs, and `acts` ACT words do not fit one program of `words` words."""
     return matmuls + acts > words - 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _program_chunks(mb, words):
     """The K chunks over mb column blocks whose MATMULs a program of `words` words holds beside its HALT:
     each run holds back mb words for the ACTs of the chunk's last run, unless the ACTs run apart
     (`_acts_apart` of one K chunk's mb MATMULs). The same for a step's chunks of every size."""
     reserve = 0 if _acts_apart(mb, mb, words) else mb
-    return (words - 1 - reserve) // mb
+    return floor_div(words - 1 - reserve, mb)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_chunking(mb, nc, depth, rows, program_chunks):
     """kr of `matmul_chunking` (< 1: refused): the K chunks of R rows over mb blocks that the buffers hold
     beside nc data rows and the mb·nc results, at most `program_chunks` (`_program_chunks`)."""
-    return min(depth // nc, (depth - mb * nc) // (mb * rows), program_chunks)
+    return min(floor_div(depth, nc), floor_div(depth - mb * nc, mb * rows), program_chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_runs(mb, nc, depth, rows, words, program_chunks):
     """(kr, gb) of `matmul_chunking` ((0, 0): refused); `program_chunks` of mb and `words`
     (`_program_chunks`)."""
     kr = _matmul_chunking(mb, nc, depth, rows, program_chunks)
     if kr >= 1:
         return kr, mb
-    bound = min((depth - mb * nc) // rows, words - 1)
+    bound = min(floor_div(depth - mb * nc, rows), words - 1)
     if bound < 1:
         return 0, 0
     return 1, equal_parts(mb, bound)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_acts_apart(mb, gb, words):
     """Whether a chunk's ACTs run in programs of their own (`matmul_acts_apart`), for runs of gb of its mb blocks."""
     return gb < mb or _acts_apart(mb, mb, words)
@@ -525,12 +563,12 @@ def matmul_acts_apart(shape: MatmulShape, config: ArrayConfig, gb: int) -> bool:
     return bool(_matmul_acts_apart(shape.blocks, gb, config.program_depth))
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_chunk_rows(n, mb, span, depth):
     """nc of `matmul_chunk_rows` (< 1: refused)."""
-    bound = min(depth // (2 * mb), ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
+    bound = min(floor_div(depth, 2 * mb), ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS)
     if bound * span > ACT_MAX_ROWS:  # the bound 1023 // span, divided only when it is the least
-        bound = ACT_MAX_ROWS // span
+        bound = floor_div(ACT_MAX_ROWS, span)
     if bound < 1:
         return 0
     return equal_parts(n, bound)
@@ -975,19 +1013,26 @@ def _act(counts, cols, func, n, length, times, column):
 
 
 @njit(cache=True, inline="always")
+def _act_group_counts(span, width, last_width, groups, times):
+    """(ACTs, ACT rows, ACT elements, ACT spans) of `times` ACTs of the lanes (span, width, last_width)
+    (`_act_lanes`) over `groups` capsules' rows (span rows each: n = groups·span partial-sum rows)."""
+    return times, times * groups * span, times * groups * ((span - 1) * width + last_width), times * span
+
+
+@njit(cache=True, inline="always")
 def _act_groups(counts, span, width, last_width, groups, times, column):
     """Count `times` ACTs of the lanes (span, width, last_width) (`_act_lanes`) over `groups` capsules' rows
-    (span rows each: n = groups·span partial-sum rows); column mode when `column`."""
-    rows, elements = groups * span, groups * ((span - 1) * width + last_width)
-    counts[ACTS] += times
-    counts[ACT_ROWS] += times * rows
-    counts[ACT_ELEMENTS] += times * elements
-    counts[ACT_SPANS] += times * span
+    (`_act_group_counts`); column mode when `column`."""
+    acts, rows, elements, spans = _act_group_counts(span, width, last_width, groups, times)
+    counts[ACTS] += acts
+    counts[ACT_ROWS] += rows
+    counts[ACT_ELEMENTS] += elements
+    counts[ACT_SPANS] += spans
     if column:
-        counts[ACTS_COLUMN] += times
-        counts[ACT_ELEMENTS_COLUMN] += times * elements
+        counts[ACTS_COLUMN] += acts
+        counts[ACT_ELEMENTS_COLUMN] += elements
     else:
-        counts[ACT_ROWS_ROW] += times * rows
+        counts[ACT_ROWS_ROW] += rows
 
 
 @njit(cache=True, inline="always")
@@ -1052,34 +1097,84 @@ def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
     counts[RUNS] += 1
 
 
-@njit(cache=True, _nrt=False)
-def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
+@njit(cache=True, inline=into_vector_loops)
+def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch):
     """(refusal, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest) of a conv
     kind's step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
     the n // nc chunks of nc rows, and the K chunks and column blocks per run of a chunk of nc rows and of the
     last one of n mod nc rows (`_matmul_runs`; 0 when n mod nc = 0); refused (`REFUSED_CHUNK`,
     `REFUSED_RUN`) when no chunk fits, or when one of those chunks leaves no block per run: the plan
-    `count_step` counts instructions and rows by."""
+    `count_step` counts instructions and rows by (`_matmul_counts`). It writes nothing, so that it also runs
+    on float64 fields in a vectorized loop; the refusal's numbers are `_matmul_refusal_args`'."""
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
-                                                                 caps_out, cols, batch, args)
+                                                                 caps_out, cols, batch)
     if refusal:
         return refusal, n, m, func, width, capsule, span, 0, 0, 0, 0, 0, 0, 0, 0
     mb, kc = _blocks(m, width, capsule, span), ceil_div(k, rows)
     nc = _matmul_chunk_rows(n, mb, span, depth)
     if nc < 1:
-        args[0], args[1] = mb, depth
         return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0, 0, 0, 0
-    chunks, rest = n // nc, n % nc
+    chunks, rest = floor_div(n, nc), remainder(n, nc)
     program_chunks = _program_chunks(mb, words)
     kr, gb = _matmul_runs(mb, nc, depth, rows, words, program_chunks)
-    kr_rest, gb_rest = 0, 0
-    if rest:
-        kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words, program_chunks)
-    for chunk_rows, chunk_kr in ((nc, kr), (rest, kr_rest)):
-        if chunk_rows and chunk_kr < 1:
-            args[0], args[1], args[2], args[3] = mb, chunk_rows, depth, words
-            return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
+    kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words, program_chunks) if rest > 0 else (0, 0)
+    if kr < 1 or (rest > 0 and kr_rest < 1):
+        return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
     return FITS, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
+
+
+@njit(cache=True, _nrt=False)
+def _matmul_refusal_args(plan, caps_out, cols, depth, words, args):
+    """Write the numbers of the refusal of a conv kind's `_matmul_plan` `plan` into `args`."""
+    refusal, n, mb, nc, kr = plan[0], plan[1], plan[7], plan[9], plan[11]
+    if refusal == REFUSED_WIDTH:
+        args[0], args[1] = cols, cols
+    elif refusal == REFUSED_CAPSULE:
+        args[0], args[1] = caps_out, MAX_CAPSULE
+    elif refusal == REFUSED_CHUNK:
+        args[0], args[1] = mb, depth
+    elif refusal == REFUSED_RUN:
+        args[0], args[1], args[2], args[3] = mb, nc if kr < 1 else n % nc, depth, words
+
+
+@njit(cache=True, inline="always")
+def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, words, block_acts):
+    """(runs, MATMUL phase cycles, MATMULs, MATMUL rows, accumulating rows, ACTs, ACT rows, ACT elements, ACT
+    spans) of `times` chunks of `chunk_rows` data rows of a conv kind's plan (`_matmul_plan`: kc K chunks, kr
+    per run over gb of its mb column blocks) with the ACTs `block_acts` (`_block_acts`); zeros when there are
+    none. Every ACT is row mode."""
+    if chunk_rows == 0 or times == 0:
+        return 0, 0, 0, 0, 0, 0, 0, 0, 0
+    acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = block_acts
+    runs, groups = ceil_div(kc, kr), _column_groups(mb, gb)
+    ends = _matmul_stream_ends(chunk_rows, rows, cols)
+    act_runs = ceil_div(floor_div(mb, span), apart_acts_per_run(words)) if _matmul_acts_apart(mb, gb, words) else 0
+    full = _act_group_counts(act_span, act_width, act_last, chunk_rows, times * acts)
+    last = _act_group_counts(last_span, last_act_width, last_act_last, chunk_rows, times * last_acts)
+    return (times * (runs * groups + act_runs), times * _chunk_run_cycles(ends, kc, kr, runs, gb, mb, rows, cols),
+            times * kc * mb, times * kc * mb * chunk_rows, times * (kc - 1) * mb * chunk_rows, full[0] + last[0],
+            full[1] + last[1], full[2] + last[2], full[3] + last[3])
+
+
+@njit(cache=True, inline="always")
+def _matmul_counts(plan, rows, cols, words):
+    """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of a conv kind's
+    fitting `_matmul_plan` `plan`: its chunks of nc rows and the last of the rest (`_matmul_part_counts`, every ACT
+    in row mode), per chunk kc·nc data rows and kc·mb·R weight rows loaded, mb·nc result rows stored. Two tuples
+    of the plan's type, integers or float64."""
+    _, n, m, func, width, capsule, span, mb, kc, nc, full_chunks, kr_full, kr_rest, gb_full, gb_rest = plan
+    rest_rows = n - full_chunks * nc
+    block_acts = _block_acts(cols, func, m, width, capsule, span)
+    full = _matmul_part_counts(nc, full_chunks, kr_full, gb_full, kc, mb, span, rows, cols, words, block_acts)
+    last = _matmul_part_counts(rest_rows, 1, kr_rest, gb_rest, kc, mb, span, rows, cols, words, block_acts)
+    zero = n - n  # of the plan's type: the tuples are homogeneous
+    runs, phase_cycles, matmuls, matmul_rows, accumulate, acts, act_rows, act_elements, act_spans = (
+        full[0] + last[0], full[1] + last[1], full[2] + last[2], full[3] + last[3], full[4] + last[4],
+        full[5] + last[5], full[6] + last[6], full[7] + last[7], full[8] + last[8])
+    counts = (runs, matmuls, matmul_rows, accumulate, zero, phase_cycles, acts, act_rows, act_elements, zero,
+              act_spans, act_rows, zero)
+    moved = (kc * n, (full_chunks + (1 if rest_rows > 0 else 0)) * kc * mb * rows, zero, zero, mb * n, zero)
+    return counts, moved
 
 
 @njit(cache=True, _nrt=False)
@@ -1236,34 +1331,16 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
             moved[field] *= times
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
-        (refusal, n, m, func, width, capsule, span, mb, kc, nc, full_chunks, kr_full, kr_rest, gb_full,
-         gb_rest) = _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words,
-                                 batch, args)
-        if refusal:
-            return refusal
-        rest_rows = n - full_chunks * nc
-        moved[DATA_LOADS] = kc * n
-        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * kc * mb * rows
-        moved[WEIGHT_STORES] = mb * n
-        acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = _block_acts(
-            cols, func, m, width, capsule, span)
-        for part in range(2):
-            chunk_rows, times, kr, gb = ((nc, full_chunks, kr_full, gb_full) if part == 0
-                                         else (rest_rows, 1, kr_rest, gb_rest))
-            if chunk_rows == 0 or times == 0:
-                continue
-            runs, groups = ceil_div(kc, kr), _column_groups(mb, gb)
-            ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            apart = _matmul_acts_apart(mb, gb, words)
-            act_runs = ceil_div(mb // span, apart_acts_per_run(words)) if apart else 0  # no MATMUL phase
-            counts[RUNS] += times * (runs * groups + act_runs)
-            counts[PHASE_CYCLES] += times * _chunk_run_cycles(ends, kc, kr, runs, gb, mb, rows, cols)
-            counts[MATMULS] += times * kc * mb
-            counts[MATMUL_ROWS] += times * kc * mb * chunk_rows
-            counts[ACCUMULATE] += times * (kc - 1) * mb * chunk_rows
-            _act_groups(counts, act_span, act_width, act_last, chunk_rows, times * acts, False)
-            if last_acts:
-                _act_groups(counts, last_span, last_act_width, last_act_last, chunk_rows, times, False)
+        plan = _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words,
+                            batch)
+        if plan[0]:
+            _matmul_refusal_args(plan, caps_out, cols, depth, words, args)
+            return plan[0]
+        plan_counts, plan_moved = _matmul_counts(plan, rows, cols, words)
+        for field in range(len(COUNT_FIELDS)):
+            counts[field] = plan_counts[field]
+        for field in range(len(TRANSFER_FIELDS)):
+            moved[field] = plan_moved[field]
         return FITS
     if kind == CLASSCAPS:
         refusal, n_caps, kc, mb, k, ci, tb = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols,

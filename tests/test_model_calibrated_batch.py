@@ -225,39 +225,109 @@ def test_an_image_share_of_an_energy_is_the_division_by_the_batch_bit_for_bit(ba
     assert (energy_share(batch) > 0) == (batch & (batch - 1) == 0)
 
 
+def step_cost(step, calibration):
+    """`_step_cost` of one `STEP_FIELDS` row under `calibration`: (code, cycles, MATMULs, narrow, wide, energy pJ)."""
+    from capsacc.calibrated import _step_cost
+    from capsacc.mapping import COUNT_FIELDS, REFUSAL_ARGS, TRANSFER_FIELDS
+    config, coefficients, energies = calibration.kernel_arrays
+    return _step_cost(step, config, coefficients, energies, np.empty(len(COUNT_FIELDS), np.int64),
+                      np.empty(len(TRANSFER_FIELDS), np.int64), np.zeros(REFUSAL_ARGS, np.int64),
+                      np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1))
+
+
 @pytest.mark.parametrize("preset", ["capsnet", "deepcaps"])
-def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_cost(preset):
-    """`_cost_network` marks a step whose memo key is that of one of the two steps before it (CapsNet's
-    repeated routing phases, DeepCaps' inner ConvCaps) by `REPEAT` - that step, and every step's cost it
-    keeps (batch cycles, MATMULs, narrow and wide rows, energy) is `_step_cost` of the step itself; the
-    others keep their first slot in the memo, whose row `prefetch_row` asked for."""
-    from capsacc.calibrated import (FEATURES, NETWORK_MEMO, REPEAT, _cost_network, _memo, _memo_home, _scratch,
-                                    _step_cost)
-    from capsacc.mapping import COUNT_FIELDS, REFUSAL_ARGS, TRANSFER_FIELDS, chain_steps
+def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(preset):
+    """`_claim_steps` gives a step whose memo key is that of one of the two steps before it (CapsNet's repeated
+    routing phases, DeepCaps' inner ConvCaps) that step's slot with no look-up, claims each other key's slot once
+    (code `PENDING`, queued for costing), and `_cost_queue` writes into every claimed row `_step_cost` of its
+    step, with the convolutions costed in float64 (vectorized) or one by one alike."""
+    from capsacc.calibrated import PENDING, ROW_CODE, _claim_steps, _cost_queue, _memo, _memo_size, _scratch
+    from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
     calibration = Calibration.shipped()
-    config, feature_index, coefficients, energies = calibration.kernel_arrays
+    config, coefficients, energies = calibration.kernel_arrays
     ops = Network.preset(preset).rows
-    n = ops.shape[0]
-    scratch = _scratch(n, feature_index.shape[0])
-    table, used = _memo(NETWORK_MEMO)
-    error, value = np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1)
-    arrays = np.empty((2, n), np.int64), np.empty((2, n)), np.empty((n, 3), np.int64)
-    _cost_network(ops, config, feature_index, coefficients, energies, calibration.period_ns, scratch, (table, used),
-                  arrays[0][0], arrays[0][1], arrays[1][0], arrays[1][1], arrays[2], error, value, True)
-    assert error[0] == 0
-    steps, keys = scratch[1], scratch[6]
-    count = chain_steps(ops, scratch[0], np.empty_like(steps))
-    repeats = 0
-    for s in range(count):
-        if keys[s, 2] <= REPEAT:
-            source = REPEAT - keys[s, 2]
-            assert source in (s - 1, s - 2) and keys[source, :2].tolist() == keys[s, :2].tolist()
-            repeats += 1
-        elif keys[s, 0] >= 0:
-            assert keys[s, 2] == _memo_home(table, keys[s, 0], keys[s, 1])
-        step_scratch = (np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(FEATURES), np.int64),
-                        np.empty(feature_index.shape[0], np.int64), np.empty(len(TRANSFER_FIELDS), np.int64))
-        code, *cost = _step_cost(steps[s], config, feature_index, coefficients, energies, *step_scratch,
-                                 np.zeros(REFUSAL_ARGS, np.int64), error, value)
-        assert code == 0 and keys[s, 3:7].tolist() == cost[:4] and keys[s, 7:].view(np.float64)[0] == cost[4]
-    assert repeats >= 1  # CapsNet: the second softmax phase of its routing (its first update has a key of its own)
+    kinds, steps = np.empty(len(ops), np.int64), np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
+    _step_kinds(ops, kinds)
+    count = chain_steps(ops, kinds, steps)
+    tables = []
+    for vector in (False, True):
+        table, used = _memo(_memo_size(count))
+        keys, slots, queue = (np.empty((count, 2), np.int64), np.empty(count, np.int64),
+                              np.empty(count, np.int64))
+        queued, own_rows, pending = _claim_steps(steps, 0, count, table, used, keys, slots, queue, 0, 0)
+        assert pending and own_rows == 0 and queued == used[0] == len(set(slots.tolist()))
+        assert np.all(table[slots, ROW_CODE] == PENDING)
+        repeats = [s for s in range(2, count) if tuple(keys[s]) in (tuple(keys[s - 1]), tuple(keys[s - 2]))]
+        assert repeats and all(slots[s] in (slots[s - 1], slots[s - 2]) for s in repeats)
+        _cost_queue(steps, queue, queued, slots, table, np.empty((0, 8), np.int64), config, coefficients, energies,
+                    _scratch(count, 3), vector)
+        for s in range(count):
+            code, *cost = step_cost(steps[s], calibration)
+            row = table[slots[s]]
+            assert code == row[ROW_CODE] == 0
+            assert row[2:6].tolist() == cost[:4] and row[6:7].view(np.float64)[0] == cost[4]
+        tables.append(table)
+    assert np.array_equal(tables[0], tables[1])
+
+
+CONV_STEP_FIELDS = st.tuples(st.integers(0, 2), st.integers(1, 64), st.integers(1, 64), st.integers(1, 64),
+                             st.integers(1, 9), st.integers(1, 64), st.integers(1, 64), st.integers(1, 70))
+"""A convolution step: kind code (conv, convcaps, convcaps3d), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out
+(capsules up to 70 atoms: 65 to 70 are refused)."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(CONV_STEP_FIELDS, min_size=1, max_size=40), st.integers(1, 64), st.integers(1, 64),
+       st.sampled_from((16, 64, 512, 4096, 16384)), st.sampled_from((4, 16, 64, 1024)), st.integers(1, 8),
+       st.sampled_from((1.0, 1e17)))
+def test_convolutions_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows, cols, depth, words, batch,
+                                                                              scale):
+    """`_cost_matmul_steps` (the tiling rules and `_step_values` on float64, vectorized) gives every convolution
+    step on any array the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the integer
+    rules), bit for bit: refusals (capsules beyond 64 atoms, no chunk or run that fits), and predictions out of
+    the int64 range (coefficients scaled by 1e17)."""
+    import dataclasses
+    from capsacc.calibrated import FITS, _cost_matmul_steps, _packed_matmul_step
+    from capsacc.mapping import STEP_FIELDS
+    calibration = Calibration.shipped()
+    calibration = dataclasses.replace(
+        calibration, config=dataclasses.replace(calibration.config, rows=rows, cols=cols, batch=batch,
+                                                data_depth=depth, weight_depth=depth, routing_depth=depth,
+                                                psum_depth=depth, program_depth=words),
+        coefficients={name: tuple(scale * c for c in values) for name, values in calibration.coefficients.items()})
+    config, coefficients, energies = calibration.kernel_arrays
+    rows_of = np.zeros((len(steps), len(STEP_FIELDS)), np.int64)
+    rows_of[:, 1:6] = [fields[:5] for fields in steps]
+    rows_of[:, 7:10] = [fields[5:] for fields in steps]
+    for kind in range(3):
+        packed = np.array([_packed_matmul_step(step, rows, cols, batch) for step in rows_of], np.int64)
+        chosen, packed = rows_of[(rows_of[:, 1] == kind) & (packed >= 0)], packed[(rows_of[:, 1] == kind) & (packed >= 0)]
+        out = [np.zeros(len(chosen)) for _ in range(5)]
+        _cost_matmul_steps(float(kind), packed, config, coefficients, energies, *out)
+        for i, step in enumerate(chosen):
+            code, *cost = step_cost(step, calibration)
+            if code != FITS:
+                assert out[1][i] == -code
+                continue
+            assert [int(out[field][i]) for field in range(4)] == cost[:4] and out[4][i] == cost[4]
+            assert [out[field][i] for field in range(4)] == cost[:4]
+
+
+def test_a_convolution_beyond_the_packed_fields_or_the_exact_range_is_costed_by_the_integer_rules():
+    """`_packed_matmul_step` packs a convolution whose fields fit `VECTOR_FIELD_BITS` and whose counts stay below
+    `VECTOR_BOUND`; a wider or larger one is costed by `_step_cost` (-1), and the batch totals still equal
+    `estimate`'s."""
+    from capsacc.calibrated import VECTOR_FIELD_BITS, _packed_matmul_step
+    step = np.array([0, 1, 28, 256, 1, 9, 2, 14, 32, 8, 1, 0, -1], np.int64)
+    assert _packed_matmul_step(step, 16, 16, 8) >= 0
+    wide = step.copy()
+    wide[3] = 1 << VECTOR_FIELD_BITS
+    large = step.copy()
+    large[[3, 4, 5, 7, 8, 9]] = 64  # N·K·M = 8·64²·(9²·64² + 1)·64² on 16x16: beyond 2^50 with the MAC slots
+    assert _packed_matmul_step(wide, 16, 16, 8) == -1 and _packed_matmul_step(large, 16, 16, 8) == -1
+    genotype = [[0, 28, 1, 1, 9, 1, 28, 1100, 1], [1, 28, 1100, 1, 9, 2, 14, 32, 8],  # 1,100 channels: 11 bits
+                [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
+    acc = Accelerator.calibrated()
+    single = estimate(Network.from_genotype(genotype), acc)
+    many = estimate_many(flatten([genotype]), acc)
+    assert many.cycles.tolist() == [single.cycles] and many.energy_mJ.tolist() == [single.energy_mJ]
