@@ -16,27 +16,31 @@ figures: the batch's latency is B times an image's share. The coefficients do no
 batch (the features count the batch's instructions), so one calibration serves every batch.
 
 With the off-chip memory, the RTL's DMA moves every buffer row (docs/rtl.md, "Memory system"):
-`capsacc.mapping.count_step` counts the rows each step moves, `_cost_network` sums them per
+`capsacc.mapping.count_step` counts the rows each step moves, `_network_sums` sums them per
 operation beside its cycles, and `data_movement` prices them on a port (bytes, bound, energies; the
 cycles stay the compute's). `network_schedule` gives each operation's cycles with the data movement:
 the DMA programs of its session (`capsacc.programs`), timed exactly by the control unit's schedule
 (`capsacc.schedule`), from the first byte in to the last result out, port stalls included, and the
 program words its overlay programs load through the port, with their energy.
 
-The model runs as numba kernels: `_cost_network` costs one network's steps (the counting rules of
-`capsacc.mapping`: `count_step` gives a step's instructions and DMA rows from one plan; the features,
-the prediction, the per-image share) for `network_costs` (`estimate`) and, genotype after genotype,
-for `genotype_costs` (`estimate_many` on a `GenotypeBatch`), so both give the same totals bit for bit.
-A step's cost is a function of its kind and shape alone (`capsacc.mapping.step_shape`: the matrix
-product of a convolution, the capsule counts of a routing, ...): a memo of the costs already computed
-(`_memo`: the key packed into two words, a slot in one 64-byte row, every step's row prefetched before
-the first is read, `prefetch_row`) skips the counting for steps that networks share; a step of the key
-of one of the two before it takes that step's cost (`REPEAT`). `estimate_many` starts a fresh one per
-call; a caller that costs batch after batch (a search, generation after generation) keeps a `StepMemo`
-across calls, with the same totals. The helpers that the kernels call with arrays for every network or
-step (`_cost_network`, the memo's key, home and slot, `_step_cost`, and the chaining and counting helpers
-of `capsacc.mapping` they call) are inlined by numba (`inline="always"`): numba passes each array as a
-struct of its pointers, shape and strides, and such a call cost more than the work in it (docs/model.md,
+The model runs as numba kernels, in three stages that `network_costs` (`estimate`, one network:
+`_network_kernel`) and `genotype_costs` (`estimate_many` on a `GenotypeBatch`: `_cost_genotypes`, block
+after block of genotypes) share, so both give the same totals bit for bit: a network's steps are chained
+(`capsacc.mapping.chain_steps`) and their rows found in a memo of the steps already costed (`_claim_steps`);
+the steps the memo does not hold are costed (`_cost_queue`: the counting rules of `capsacc.mapping`,
+`count_step`, then the features, the prediction and the energy, `_step_values`); each network's steps are
+summed per operation, with an image's share (`_network_sums`). A step's cost is a function of its kind and
+shape alone (`capsacc.mapping.step_shape`: the matrix product of a convolution, the capsule counts of a
+routing, ...): the memo (`_memo`: the key packed into two words, a slot in one 64-byte row, every step's row
+prefetched before the first is read, `prefetch_row`) skips the counting for steps that networks share; a
+step of the key of one of the two before it takes that step's row (`REPEAT`). The batch kernel costs the new
+convolution steps of a block of genotypes together, kind by kind, in float64 (`_cost_matmul_steps`): the
+same tiling rules and `_step_values` compiled for float64 (integers below 2^53, exact there), which LLVM
+vectorizes, with the results of the integer rules bit for bit (tested); the other kinds one by one.
+`estimate_many` starts a fresh memo per call; a caller that costs batch after batch (a search, generation
+after generation) keeps a `StepMemo` across calls, with the same totals. The helpers that the kernels call
+with arrays for every network or step are inlined by numba (`inline="always"`): numba passes each array as
+a struct of its pointers, shape and strides, and such a call cost more than the work in it (docs/model.md,
 "Speed of the two models"). The batch kernel's loop over the genotypes (`_cost_genotypes`) and the counting
 rules run without numba's reference counting (`_nrt=False`): they allocate no array, and numba otherwise
 counts every array handed to a call or an inlined helper up and down by atomic instructions.
@@ -477,7 +481,7 @@ def _memo_home(table, first, second):
 @intrinsic
 def prefetch_row(typingctx, array, row):
     """Ask the processor to bring the first cache line of row `row` of the 2-D `array` into its caches (the
-    x86 `prefetcht0`, LLVM's `llvm.prefetch`), without waiting for it: `_cost_network` asks for every step's
+    x86 `prefetcht0`, LLVM's `llvm.prefetch`), without waiting for it: `_claim_steps` asks for every step's
     memo row before it reads any, so that their memory latencies overlap. Only a hint: no value changes,
     and no fault for any row."""
     def codegen(context, builder, signature, args):
@@ -1021,7 +1025,7 @@ def network_costs(network, calibration: Calibration):
     (cycles, energy_mJ, weights) of `network` under `calibration`, per image of a batch of
     B = `calibration.config.batch` (`per_image`: cycles and weight loads ceil(batch's / B), energy the
     batch's / B; the total cycles are the sum of the operations'), in the layout of
-    `capsacc.kernels.network_costs`; by the numba kernel `_cost_network`, which
+    `capsacc.kernels.network_costs`; by the numba kernel `_network_kernel`, whose stages
     `genotype_costs` runs too. w_loads: MATMUL instructions (weight tiles loaded);
     accumulators: the C partial-sum lanes; power: the batch's energy over the batch's time. Each
     operation costs the steps of the chained run charged to it (`capsacc.mapping.chain`; their batch
@@ -1210,7 +1214,7 @@ def _step_error(network, step, config: ArrayConfig, error: MappingError) -> Mapp
 
 
 def _network_error(network, calibration: Calibration, error: np.ndarray, value: np.ndarray) -> InputError:
-    """The located error of a failed `_cost_network` run."""
+    """The located error of a failed `_network_kernel` run."""
     code, step = int(error[0]), int(error[1])
     if code == NOT_EXPANDED:
         return MappingError("the operations are not in the order of the published expansion")
