@@ -34,7 +34,7 @@ shape alone (`capsacc.mapping.step_shape`: the matrix product of a convolution, 
 routing, ...): the memo (`_memo`: the key packed into two words, a slot in one 64-byte row, every step's row
 prefetched before the first is read, `prefetch_row`) skips the counting for steps that networks share; a
 step of the key of one of the two before it takes that step's row (`REPEAT`). The batch kernel costs the new
-convolution steps of a block of genotypes together, kind by kind, in float64 (`_cost_matmul_steps`): the
+convolution steps of a block of genotypes together, kind by kind, in float64 (`_cost_vector_steps`): the
 same tiling rules and `_step_values` compiled for float64 (integers below 2^53, exact there), which LLVM
 vectorizes, with the results of the integer rules bit for bit (tested); the other kinds one by one.
 `estimate_many` starts a fresh memo per call; a caller that costs batch after batch (a search, generation
@@ -66,10 +66,10 @@ from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS,
+from capsacc.mapping import (ACTS, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS,
                              REFUSALS, ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
                              bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, row_bytes,
-                             rows_port_bytes, step_shape, _config_fields, _matmul_counts, _matmul_plan, _refusal,
+                             rows_port_bytes, step_shape, _classcaps_counts, _classcaps_plan, _config_fields, _matmul_counts, _matmul_plan, _refusal,
                              _step_kinds)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
@@ -174,7 +174,7 @@ def _step_values(counts, moved, rows, cols, levels, coefficients, energies):
     `EVENTS`;
     the rows of R lanes (`NARROW_TRANSFERS`) and of C lanes (`WIDE_TRANSFERS`). `target` is -1, or the first
     target whose prediction leaves the int64 range (`value`). The one definition of a step's cost, run on
-    integers by `_step_cost` and on float64 by the vectorized `_cost_matmul_steps`."""
+    integers by `_step_cost` and on float64 by the vectorized `_cost_vector_steps`."""
     features = _feature_values(counts, rows, cols, levels)
     cycles = _target_value(0, features, coefficients)
     target, out_of_range = (-1, 0.0) if _in_range(cycles) else (0, cycles)
@@ -553,63 +553,88 @@ def _step_cost(step, config, coefficients, energies, counts, moved, args, error,
     return FITS, np.int64(cycles), matmuls, narrow, wide, picojoules
 
 
-VECTOR_FIELD_BITS = 10
-"""Bits of each field of a convolution step packed for `_cost_matmul_steps` (n_out, ch_in, caps_in, kernel,
-ch_out, caps_out)."""
+VECTOR_FIELD_BITS = 9
+"""Bits of each field of a convolution or classcaps step packed for `_cost_vector_steps` (n_in, ch_in, caps_in,
+kernel, n_out, ch_out, caps_out)."""
+
+VECTOR_KINDS = (CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS)
+"""The step kinds `_cost_vector_steps` costs in float64."""
 
 VECTOR_BOUND = float(2 ** 50)
-"""A convolution step is costed in float64 (`_cost_matmul_steps`) when B·N·K·M·(R·C + 2R + 2C + 64), with N x K by
-K x M its matrix product for one image (`capsacc.mapping.step_shape`), a bound of every count, feature and
-intermediate of its counting (the MAC slots of R x C, the stream ends), is below this: float64 holds every integer
-below 2^53 exactly."""
+"""A step of `VECTOR_KINDS` is costed in float64 (`_cost_vector_steps`) when B·(N + 2R)·K·M·(R·C + 2R + 2C + 64),
+with N x K by K x M its matrix product for one image (`capsacc.mapping.step_shape`: a classcaps' I capsules,
+caps_in, J·D), a bound of every count, feature and intermediate of its counting (the MAC slots of R x C, the
+stream ends), is below this: float64 holds every integer below 2^53 exactly."""
 
 
 @njit(cache=True, inline="always")
-def _packed_matmul_step(step, rows, cols, batch):
-    """The fields of a conv-kind step (n_out, ch_in, caps_in, kernel, ch_out, caps_out) packed into one int64,
-    `VECTOR_FIELD_BITS` each, or -1 when one does not fit or the step's counts could leave the exact range of
-    float64 (`VECTOR_BOUND`): then the scalar `_step_cost` costs it."""
-    n_out, ch_in, caps_in, kernel, ch_out, caps_out = step[7], step[3], step[4], step[5], step[8], step[9]
+def _packed_step(step, rows, cols, batch):
+    """The fields of a step of `VECTOR_KINDS` (n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out) packed into
+    one int64, `VECTOR_FIELD_BITS` each, or -1 when one does not fit or the step's counts could leave the exact
+    range of float64 (`VECTOR_BOUND`): then the scalar `_step_cost` costs it."""
     most = (1 << VECTOR_FIELD_BITS) - 1
-    if not (0 <= n_out <= most and 0 <= ch_in <= most and 0 <= caps_in <= most and 0 <= kernel <= most
-            and 0 <= ch_out <= most and 0 <= caps_out <= most):
+    word = 0
+    for position, field in enumerate((2, 3, 4, 5, 7, 8, 9)):
+        if not 0 <= step[field] <= most:
+            return -1
+        word |= step[field] << position * VECTOR_FIELD_BITS
+    n, k, m, _ = step_shape(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9])
+    if not float(batch) * (n + 2 * rows) * k * m * (rows * cols + 2 * rows + 2 * cols + 64) < VECTOR_BOUND:
         return -1
-    n, k, m, _ = step_shape(step[1], step[2], ch_in, caps_in, kernel, n_out, ch_out, caps_out)
-    if not float(batch) * n * k * m * (rows * cols + 2 * rows + 2 * cols + 64) < VECTOR_BOUND:
-        return -1
-    bits = VECTOR_FIELD_BITS
-    return (n_out | ch_in << bits | caps_in << 2 * bits | kernel << 3 * bits | ch_out << 4 * bits
-            | caps_out << 5 * bits)
+    return word
+
+
+@njit(cache=True, inline="always")
+def _unpacked_step(word):
+    """The fields (n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out) of a `_packed_step`, as float64."""
+    bits, mask = VECTOR_FIELD_BITS, (1 << VECTOR_FIELD_BITS) - 1
+    return (float(word & mask), float((word >> bits) & mask), float((word >> 2 * bits) & mask),
+            float((word >> 3 * bits) & mask), float((word >> 4 * bits) & mask), float((word >> 5 * bits) & mask),
+            float((word >> 6 * bits) & mask))
+
+
+@njit(cache=True, inline="always")
+def _vector_results(s, refusal, counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls, narrow,
+                    wide, picojoules):
+    """Write step s's cost from its counts (`_step_values`) into the five arrays of `_cost_vector_steps`."""
+    target, _, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = _step_values(
+        counts, moved, rows, cols, levels, coefficients, energies)
+    code = refusal if refusal != FITS else (PREDICTION_RANGE if target >= 0 else FITS)
+    cycles[s] = step_cycles
+    matmuls[s] = step_matmuls if code == FITS else -code
+    narrow[s] = step_narrow
+    wide[s] = step_wide
+    picojoules[s] = step_picojoules
 
 
 @njit(cache=True, _nrt=False)
-def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
-    """Cost the conv-kind steps of kind code `kind` whose fields `packed` holds (`_packed_matmul_step`) in float64:
-    the tiling rules of `capsacc.mapping` (`_matmul_plan`, `_matmul_counts`, run on float64 and inlined here,
-    `capsacc.mapping.VECTOR_LOOPS`) and `_step_values`, so that LLVM vectorizes the loop (no call, no exit, one
-    array read, five written); write each step's batch cycles, MATMULs (or -code: refused, `REFUSALS`, or a
-    prediction out of range, `PREDICTION_RANGE`), narrow and wide rows and energy (pJ) into the five arrays. Every
-    value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s bit for bit (tested)."""
+def _cost_vector_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """Cost the steps of kind code `kind` (`VECTOR_KINDS`) whose fields `packed` holds (`_packed_step`) in float64:
+    the tiling rules of `capsacc.mapping` (`_matmul_plan` and `_matmul_counts`, `_classcaps_plan` and
+    `_classcaps_counts`, run on float64 and inlined here, `capsacc.mapping.VECTOR_LOOPS`) and `_step_values`, in a
+    loop per kind that LLVM vectorizes (no call, no exit, one array read, five written); write each step's batch
+    cycles, MATMULs (or -code: refused, `REFUSALS`, or a prediction out of range, `PREDICTION_RANGE`), narrow and
+    wide rows and energy (pJ) into the five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each
+    equals `_step_cost`'s bit for bit (tested)."""
     rows, cols, depth, words, batch = float(config[0]), float(config[1]), float(config[2]), float(config[3]), \
         float(config[4])
     levels = float(scan_levels(config[1]))
-    bits, mask = VECTOR_FIELD_BITS, (1 << VECTOR_FIELD_BITS) - 1
+    if kind == CLASSCAPS:
+        for s in range(packed.shape[0]):
+            n_in, ch_in, caps_in, _, _, ch_out, caps_out = _unpacked_step(packed[s])
+            plan = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch)
+            counts, moved = _classcaps_counts(plan, rows, cols, batch)
+            _vector_results(s, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+                            narrow, wide, picojoules)
+        return
+    matmul_kind = float(kind)  # a float compare: LLVM turns the kind tests into no switch
     for s in range(packed.shape[0]):
-        word = packed[s]
-        n_out, ch_in, caps_in = float(word & mask), float((word >> bits) & mask), float((word >> 2 * bits) & mask)
-        kernel, ch_out = float((word >> 3 * bits) & mask), float((word >> 4 * bits) & mask)
-        caps_out = float((word >> 5 * bits) & mask)
-        plan = _matmul_plan(kind, 0.0, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words,
-                            batch)
+        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
+        plan = _matmul_plan(matmul_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth,
+                            words, batch)
         counts, moved = _matmul_counts(plan, rows, cols, words)
-        target, _, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = _step_values(
-            counts, moved, rows, cols, levels, coefficients, energies)
-        code = plan[0] if plan[0] != FITS else (PREDICTION_RANGE if target >= 0 else FITS)
-        cycles[s] = step_cycles
-        matmuls[s] = step_matmuls if code == FITS else -code
-        narrow[s] = step_narrow
-        wide[s] = step_wide
-        picojoules[s] = step_picojoules
+        _vector_results(s, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+                        narrow, wide, picojoules)
 
 
 @njit(cache=True)
@@ -637,14 +662,19 @@ def image_energy(batch_energy, batch, share):
 
 
 @njit(cache=True, inline="always")
-def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, own_rows):
+def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, own_rows, sums):
     """Find the memo row of each of the `count` steps of `steps` from `first` on (one network's, `chain_steps`)
     and write it into `slots`: a slot of `table`; when the memo does not hold the step's key, the slot is claimed
     (its key written, its code `PENDING`, `used` counted) and the step queued for costing (`queue`, `queued` so
     far; `_cost_queue`). A step of the key of one of the two before it (`REPEAT`) takes that step's slot with no
     look-up; a step with no key (`NO_KEY`) is queued with a row of its own, -1 - its position among `own_rows` so
     far. Every key's row is asked for (`prefetch_row`) before the first is read; `keys` (steps x 2) holds the
-    keys. Returns (queued, own_rows, whether a step's row is not costed yet)."""
+    keys. While every row read so far holds a cost, it is added to its operation's sums `sums` (w_loads, cycles,
+    energy, transfers: `_add_step`, zeroed first), while the row is in the cache. Returns (queued, own_rows,
+    whether the sums are incomplete: a step's row is not costed yet, or holds an error, and `_network_sums` sums
+    the network again once its rows are costed)."""
+    w_loads, cycles, energy, transfers = sums
+    _zero_sums(cycles.shape[0], w_loads, cycles, energy, transfers)
     last = first + count
     for s in range(first, last):
         key_first, key_second = _memo_key(steps[s])
@@ -661,9 +691,9 @@ def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, o
     for s in range(first, last):
         slot = slots[s]
         if slot <= REPEAT:
-            slots[s] = slots[REPEAT - slot]
+            slot = slots[REPEAT - slot]
         elif slot == NO_KEY:
-            slots[s], pending = -1 - own_rows, True
+            slot, pending = -1 - own_rows, True
             own_rows += 1
             queue[queued] = s
             queued += 1
@@ -674,8 +704,9 @@ def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, o
                 used[0] += 1
                 queue[queued] = s
                 queued += 1
-            pending = pending or table[slot, ROW_CODE] == PENDING
-            slots[s] = slot
+        slots[s] = slot
+        if not pending and (slot < 0 or _add_step(table, slot, steps[s, 0], w_loads, cycles, energy, transfers)):
+            pending = True
     return queued, own_rows, pending
 
 
@@ -689,17 +720,16 @@ def _write_row(table, own, slot, code, cycles, matmuls, narrow, wide, picojoules
 
 @njit(cache=True, inline="always")
 def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, vector):
-    """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`): the conv-kind steps that
-    pack (`_packed_matmul_step`) kind by kind in float64 when `vector` (`_cost_matmul_steps`), the others one by one
-    (`_step_cost`). `scratch`: the arrays of `_scratch`."""
+    """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`): the steps of
+    `VECTOR_KINDS` that pack (`_packed_step`) kind by kind in float64 when `vector` (`_cost_vector_steps`), the
+    others one by one (`_step_cost`). `scratch`: the arrays of `_scratch`."""
     counts, moved, args, error, value, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, \
         step_picojoules = scratch
-    waiting[:] = 0  # conv-kind steps packed, per kind
+    waiting[:] = 0  # steps packed, per kind of `VECTOR_KINDS`
     for q in range(queued):
         s = queue[q]
         kind = steps[s, 1]
-        word = _packed_matmul_step(steps[s], config[0], config[1], config[4]) if vector and kind <= CONVCAPS3D \
-            else -1
+        word = _packed_step(steps[s], config[0], config[1], config[4]) if vector and kind <= CLASSCAPS else -1
         if word >= 0:
             packed[kind, waiting[kind]], where[kind, waiting[kind]] = word, s
             waiting[kind] += 1
@@ -707,12 +737,12 @@ def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, e
             code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients, energies,
                                                                          counts, moved, args, error, value)
             _write_row(table, own, slots[s], code, cycles, matmuls, narrow, wide, picojoules)
-    for kind in range(3):
+    for kind in VECTOR_KINDS:
         n = waiting[kind]
         if n == 0:
             continue
-        _cost_matmul_steps(float(kind), packed[kind, :n], config, coefficients, energies, step_cycles[:n],
-                           step_matmuls[:n], step_narrow[:n], step_wide[:n], step_picojoules[:n])
+        _cost_vector_steps(kind, packed[kind, :n], config, coefficients, energies, step_cycles[:n], step_matmuls[:n],
+                           step_narrow[:n], step_wide[:n], step_picojoules[:n])
         for i in range(n):
             matmuls = step_matmuls[i]
             code = np.int64(-matmuls) if matmuls < 0 else FITS
@@ -722,41 +752,42 @@ def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, e
 
 
 @njit(cache=True, inline="always")
-def _network_sums(steps, first, count, slots, table, own, config, period_ns, w_loads, cycles, power, energy,
-                  transfers, error, value, full):
-    """Sum the costs of the `count` steps of `steps` from `first` on (one network's, their rows in `slots`,
-    `_claim_steps`, written by `_cost_queue`) per operation (n = len(cycles) operations): each operation's per-image
-    cycles and energy (mJ) into the arrays, the narrow and wide buffer rows the DMA moves for its batch into
-    `transfers[:, :2]` (n x 3) and, when `full`, its per-image w_loads (else the batch's), power (mW) and the
-    batch's cycles (`transfers[:, 2]`); return (total cycles, total energy_mJ), both summed in operation order (the
-    same with `full` or not). On an error, error[0] is its code (the first step's in order whose row holds one, or
-    `CYCLES_RANGE`), error[1] the step (counted from `first`) and value[0] the cycles out of range."""
-    batch = config[4]
-    n = cycles.shape[0]
-    picojoule_bits, own_picojoules = table.view(np.float64), own.view(np.float64)
+def _zero_sums(n, w_loads, cycles, energy, transfers):
+    """Zero the sums of n operations (`_add_step`)."""
     for i in range(n):
         w_loads[i], cycles[i], energy[i] = 0, 0, 0.0
         transfers[i, 0], transfers[i, 1] = 0, 0
-    for s in range(first, first + count):
-        slot = slots[s]
-        rows, picojoules, row = (table, picojoule_bits, slot) if slot >= 0 else (own, own_picojoules, -1 - slot)
-        if rows[row, ROW_CODE]:
-            error[0], error[1] = rows[row, ROW_CODE], s - first
-            return 0, 0.0
-        step_cycles, matmuls = rows[row, 2], rows[row, 3]
-        i = steps[s, 0]
-        if step_cycles < 0 or step_cycles > INT64_MAX - cycles[i] or matmuls > INT64_MAX - w_loads[i]:
-            error[0], error[1], value[0] = CYCLES_RANGE, s - first, float(cycles[i]) + float(step_cycles)
-            return 0, 0.0
-        cycles[i] += step_cycles
-        w_loads[i] += matmuls
-        energy[i] += picojoules[row, 6] * 1e-9
-        transfers[i, 0] += rows[row, 4]
-        transfers[i, 1] += rows[row, 5]
+
+
+@njit(cache=True, inline="always")
+def _add_step(rows, row, i, w_loads, cycles, energy, transfers):
+    """Add the cost of a step, row `row` of `rows` (a memo row, `_memo`), to operation i's batch sums: its MATMULs,
+    cycles, energy (mJ) and the narrow and wide buffer rows the DMA moves; return 0, or the step's error code (its
+    row's, or `CYCLES_RANGE` when the sums would leave the int64 range), and add nothing then."""
+    code, step_cycles, matmuls = rows[row, ROW_CODE], rows[row, 2], rows[row, 3]
+    if code:
+        return code
+    if step_cycles < 0 or step_cycles > INT64_MAX - cycles[i] or matmuls > INT64_MAX - w_loads[i]:
+        return CYCLES_RANGE
+    cycles[i] += step_cycles
+    w_loads[i] += matmuls
+    energy[i] += rows.view(np.float64)[row, 6] * 1e-9
+    transfers[i, 0] += rows[row, 4]
+    transfers[i, 1] += rows[row, 5]
+    return FITS
+
+
+@njit(cache=True, inline="always")
+def _network_totals(config, period_ns, w_loads, cycles, power, energy, transfers, full):
+    """An image's share of each operation's batch sums (`_add_step`; n = len(cycles) operations): its per-image
+    cycles and energy (mJ) into the arrays and, when `full`, its per-image w_loads (else the batch's), power (mW) and
+    the batch's cycles (`transfers[:, 2]`); return (total cycles, total energy_mJ), both summed in operation order
+    (the same with `full` or not)."""
+    batch = config[4]
     shift = _batch_shift(batch)
     low, share = batch - 1, energy_share(batch)
     total_cycles, total_energy = 0, 0.0
-    for i in range(n):  # the batch's power, then an image's share (`per_image`)
+    for i in range(cycles.shape[0]):  # the batch's power, then an image's share (`per_image`)
         if full:
             transfers[i, 2] = cycles[i]
             seconds = cycles[i] * period_ns * 1e-9
@@ -772,11 +803,33 @@ def _network_sums(steps, first, count, slots, table, own, config, period_ns, w_l
     return total_cycles, total_energy
 
 
+@njit(cache=True, inline="always")
+def _network_sums(steps, first, count, slots, table, own, config, period_ns, w_loads, cycles, power, energy,
+                  transfers, error, value, full):
+    """Sum the costs of the `count` steps of `steps` from `first` on (one network's, their rows in `slots`,
+    `_claim_steps`, written by `_cost_queue`) per operation (n = len(cycles) operations, `_add_step`), then take an
+    image's share (`_network_totals`, with `full`): return (total cycles, total energy_mJ). On an error, error[0]
+    is its code (the first step's in order), error[1] the step (counted from `first`) and value[0] the cycles out
+    of range."""
+    _zero_sums(cycles.shape[0], w_loads, cycles, energy, transfers)
+    for s in range(first, first + count):
+        slot = slots[s]
+        i = steps[s, 0]
+        before = float(cycles[i])
+        code = (_add_step(table, slot, i, w_loads, cycles, energy, transfers) if slot >= 0
+                else _add_step(own, -1 - slot, i, w_loads, cycles, energy, transfers))
+        if code:
+            rows, row = (table, slot) if slot >= 0 else (own, -1 - slot)
+            error[0], error[1], value[0] = code, s - first, before + float(rows[row, 2])
+            return 0, 0.0
+    return _network_totals(config, period_ns, w_loads, cycles, power, energy, transfers, full)
+
+
 @njit(cache=True)
 def _scratch(steps, n_kinds):
     """The scratch arrays of `_cost_queue` for up to `steps` queued steps: `count_step`'s counts and rows moved,
-    the refusal's numbers, the error and value of `_step_cost`, and for the `n_kinds` conv kinds the steps packed
-    per kind, their positions and the five results of `_cost_matmul_steps`."""
+    the refusal's numbers, the error and value of `_step_cost`, and for the `n_kinds` kinds of `VECTOR_KINDS` the
+    steps packed per kind, their positions and the five results of `_cost_vector_steps`."""
     return (np.empty(len(COUNT_FIELDS), np.int64), np.empty(len(TRANSFER_FIELDS), np.int64),
             np.zeros(REFUSAL_ARGS, np.int64), np.zeros(3, np.int64), np.zeros(1, np.float64),
             np.zeros(n_kinds, np.int64), np.empty((n_kinds, steps), np.int64), np.empty((n_kinds, steps), np.int64),
@@ -824,8 +877,9 @@ def _network_kernel(ops, config, coefficients, energies, period_ns, counts, figu
     table, used = _memo(_memo_size(count))
     keys, slots, queue = np.empty((count, 2), np.int64), np.empty(count, np.int64), np.empty(count, np.int64)
     own = np.full((count, 8), -1, np.int64)
-    queued, _, _ = _claim_steps(steps, 0, count, table, used, keys, slots, queue, 0, 0)
-    scratch = _scratch(1, 3)
+    queued, _, _ = _claim_steps(steps, 0, count, table, used, keys, slots, queue, 0, 0,
+                                (counts[0], counts[1], figures[1], transfers))
+    scratch = _scratch(1, len(VECTOR_KINDS))
     _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, False)
     total_cycles, total_energy = _network_sums(steps, 0, count, slots, table, own, config, period_ns, counts[0],
                                                counts[1], figures[0], figures[1], transfers, error, value, True)
@@ -837,10 +891,12 @@ def _network_kernel(ops, config, coefficients, energies, period_ns, counts, figu
 
 @njit(cache=True, inline="always")
 def _genotype_totals(record, steps, slots, table, own, config, period_ns, offchip_pJ_per_byte, energies, w_loads,
-                     cycles, power, energy, transfers, error, value, results, narrow_row_bytes, wide_row_bytes, share):
+                     cycles, power, energy, transfers, error, value, results, narrow_row_bytes, wide_row_bytes, share,
+                     summed):
     """Write the results (`_cost_genotypes`) of the genotype of `record` (genotype, operations, first step, steps
-    or -1 when not expanded, weights): its costs summed (`_network_sums`), its error code, weights, and its energy
-    with the data movement (`_movement_energies`, `total_energy_mJ`)."""
+    or -1 when not expanded, weights): its costs (`_network_totals` of the sums `_claim_steps` added when `summed`,
+    else `_network_sums`), its error code, weights, and its energy with the data movement (`_movement_energies`,
+    `total_energy_mJ`)."""
     totals_cycles, totals_energy, weights, totals_with_movement, errors = results
     g, count, first, chained = record[0], record[1], record[2], record[3]
     error[0] = 0
@@ -848,6 +904,9 @@ def _genotype_totals(record, steps, slots, table, own, config, period_ns, offchi
         transfers[:count, :] = 0
         error[0] = NOT_EXPANDED
         totals_cycles[g], totals_energy[g] = 0, 0.0
+    elif summed:
+        totals_cycles[g], totals_energy[g] = _network_totals(config, period_ns, w_loads[:count], cycles[:count],
+                                                             power[:count], energy[:count], transfers[:count], False)
     else:
         totals_cycles[g], totals_energy[g] = _network_sums(
             steps, first, chained, slots, table, own, config, period_ns, w_loads[:count], cycles[:count],
@@ -912,21 +971,22 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
             pending = False
             if chained >= 0:
                 queued, own_rows, pending = _claim_steps(steps, step_count, chained, table, used, keys, slots, queue,
-                                                         queued, own_rows)
+                                                         queued, own_rows, (w_loads[:count], cycles[:count],
+                                                                            energy[:count], transfers[:count]))
             if pending:  # summed after the block's new steps are costed
                 deferred += 1
                 op_count += count
                 step_count += chained
-            else:  # every cost known: summed now, its rows reused
+            else:  # every cost known and summed: its rows reused
                 _genotype_totals(record, steps, slots, table, own, config, period_ns, offchip_pJ_per_byte,
                                  energies, w_loads, cycles, power, energy, transfers, error, value, results,
-                                 narrow_row_bytes, wide_row_bytes, share)
+                                 narrow_row_bytes, wide_row_bytes, share, True)
             j += 1
         _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, True)
         for network in range(deferred):
             _genotype_totals(networks[network], steps, slots, table, own, config, period_ns, offchip_pJ_per_byte,
                              energies, w_loads, cycles, power, energy, transfers, error, value, results,
-                             narrow_row_bytes, wide_row_bytes, share)
+                             narrow_row_bytes, wide_row_bytes, share, False)
         if need:
             return j, need
         if restart:
@@ -959,7 +1019,7 @@ def genotype_costs(descriptors, offsets, config, coefficients, energies, period_
     buffers = (np.empty((block_ops, len(OP_FIELDS)), np.int64), np.empty(most, np.int64),
                np.empty((block_steps, len(STEP_FIELDS)), np.int64), np.empty((block_steps, 2), np.int64),
                np.empty(block_steps, np.int64), np.empty(block_steps, np.int64), np.full((block_steps, 8), -1, np.int64),
-               np.empty((BLOCK_STEPS + 1, 5), np.int64), _scratch(block_steps, 3), np.empty(most, np.int64),
+               np.empty((BLOCK_STEPS + 1, 5), np.int64), _scratch(block_steps, len(VECTOR_KINDS)), np.empty(most, np.int64),
                np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64),
                np.empty((most, 3), np.int64), np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64))
     results = (np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, np.int64), np.zeros(n),

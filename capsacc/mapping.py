@@ -200,7 +200,7 @@ def _refusal(code: int, args) -> MappingError:
     return MappingError(REFUSALS[code].format(*[int(value) for value in args]))
 
 
-VECTOR_LOOPS = ("_cost_matmul_steps",)
+VECTOR_LOOPS = ("_cost_vector_steps",)
 """The functions that run the counting rules over many steps on float64 in one loop (`capsacc.calibrated`), which
 LLVM vectorizes only when the loop calls no function."""
 
@@ -601,7 +601,7 @@ def classcaps_packing(d_in: int, config: ArrayConfig) -> int:
     return _classcaps_packing(d_in, config.rows)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _classcaps_packing(d_in, rows):
     """k of `classcaps_packing` on R = `rows`.
 
@@ -609,23 +609,23 @@ def _classcaps_packing(d_in, rows):
     (n = 1) loads R - d_in rows of zeros and streams one row in the R cycles. k capsules per tile
     load k·d_in useful rows and stream k rows in the same R cycles, so the layer's MATMUL phase
     shrinks k-fold, to the bound of a one-row-per-cycle weight port when d_in divides R."""
-    return max(1, rows // d_in)
+    return max(1, floor_div(rows, d_in))
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _classcaps_groups(d_in, tiles, rows, depth, words, batch):
     """Groups of k capsules per run for runs over `tiles` column tiles of each (module docstring; 0: none)."""
     k = _classcaps_packing(d_in, rows)
     kc = ceil_div(d_in, rows)
     group_rows = tiles * batch * k
-    groups = min(depth // (batch * k * kc), depth // (tiles * (kc * rows + batch * k)), (words - 2) // (kc * tiles),
-                 max(1, ACT_MAX_ROWS // group_rows))
+    groups = min(floor_div(depth, batch * k * kc), floor_div(depth, tiles * (kc * rows + batch * k)),
+                 floor_div(words - 2, kc * tiles), max(1, floor_div(ACT_MAX_ROWS, group_rows)))
     if groups < 1 or groups * kc * tiles + ceil_div(groups * group_rows, ACT_MAX_ROWS) > words - 1:
         return 0
     return groups
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _classcaps_per_run(d_in, flat, rows, cols, depth, words, batch):
     """(ci, tb) of `classcaps_per_run` ((0, 0): refused)."""
     k = _classcaps_packing(d_in, rows)
@@ -633,7 +633,8 @@ def _classcaps_per_run(d_in, flat, rows, cols, depth, words, batch):
     groups = _classcaps_groups(d_in, mb, rows, depth, words, batch)
     if groups >= 1:
         return groups * k, mb
-    bound = min(depth // (kc * rows + batch * k), (words - 2) // kc, max(1, ACT_MAX_ROWS // (batch * k)))
+    bound = min(floor_div(depth, kc * rows + batch * k), floor_div(words - 2, kc),
+                max(1, floor_div(ACT_MAX_ROWS, batch * k)))
     if bound < 1:
         return 0, 0
     tb = equal_parts(mb, bound)
@@ -1025,6 +1026,14 @@ def _act_group_counts(span, width, last_width, groups, times):
 
 
 @njit(cache=True, inline="always")
+def _act_counts(cols, func, n, length, times):
+    """(ACTs, ACT rows, ACT elements, ACT spans) of `times` ACTs of function code `func` over n partial-sum rows
+    with `length` L (`_act_group_counts`)."""
+    span, width, last_width = _act_lanes(cols, func, length)
+    return _act_group_counts(span, width, last_width, n if span == 1 else ceil_div(n, span), times)
+
+
+@njit(cache=True, inline="always")
 def _act_groups(counts, span, width, last_width, groups, times, column):
     """Count `times` ACTs of the lanes (span, width, last_width) (`_act_lanes`) over `groups` capsules' rows
     (`_act_group_counts`); column mode when `column`."""
@@ -1182,19 +1191,70 @@ def _matmul_counts(plan, rows, cols, words):
     return counts, moved
 
 
-@njit(cache=True, _nrt=False)
-def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch, args):
-    """(refusal, n_caps, kc, mb, k, ci, tb) of a classcaps step: its I = n_caps input capsules, kc K chunks
-    and mb column blocks, k capsules packed per tile (`_classcaps_packing`), ci capsules and tb column
-    tiles per run (`_classcaps_per_run`; `REFUSED_CLASSCAPS` when none fits)."""
+@njit(cache=True, inline=into_vector_loops)
+def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch):
+    """(refusal, n_caps, kc, mb, k, ci, tb, flat) of a classcaps step: its I = n_caps input capsules, kc K chunks
+    and mb column blocks, k capsules packed per tile (`_classcaps_packing`), ci capsules and tb column tiles per run
+    (`_classcaps_per_run`; `REFUSED_CLASSCAPS` when none fits, its numbers k, caps_in, flat = J·D and the batch)
+    and flat: the plan `count_step` counts by (`_classcaps_counts`). It writes nothing, so that it also runs on
+    float64 fields in a vectorized loop."""
     n_caps, flat = n_in * n_in * ch_in, ch_out * caps_out
     kc, mb = ceil_div(caps_in, rows), ceil_div(flat, cols)
     k = _classcaps_packing(caps_in, rows)
     ci, tb = _classcaps_per_run(caps_in, flat, rows, cols, depth, words, batch)
-    if ci < 1:
-        args[0], args[1], args[2], args[3] = k, caps_in, flat, batch
-        return REFUSED_CLASSCAPS, n_caps, kc, mb, k, ci, tb
-    return FITS, n_caps, kc, mb, k, ci, tb
+    return REFUSED_CLASSCAPS if ci < 1 else FITS, n_caps, kc, mb, k, ci, tb, flat
+
+
+@njit(cache=True, inline="always")
+def _classcaps_tile_counts(groups, data_rows, kc, tiles, times, ends, rows, cols):
+    """(MATMUL phase cycles, ACTs, ACT rows, ACT elements, ACT spans) of `times` runs of `groups` groups of a
+    classcaps step over `tiles` column tiles each: the run's MATMULs, then ACTs "none" over its psum rows in pieces
+    of `ACT_MAX_ROWS` (`classcaps_act_pieces` in closed form)."""
+    if times == 0:
+        return 0, 0, 0, 0, 0
+    psum_rows = groups * data_rows * tiles
+    rest = remainder(psum_rows, ACT_MAX_ROWS)
+    full = _act_counts(cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * floor_div(psum_rows, ACT_MAX_ROWS))
+    last = _act_counts(cols, FUNC_NONE, rest, cols, times if rest > 0 else 0)
+    return (times * _matmul_run_cycles(ends, groups * kc * tiles, rows, cols), full[0] + last[0], full[1] + last[1],
+            full[2] + last[2], full[3] + last[3])
+
+
+@njit(cache=True, inline="always")
+def _classcaps_part_counts(run_caps, times, kc, mb, k, tb, tile_runs, data_rows, ends, rows, cols):
+    """(runs, MATMULs, MATMUL rows, accumulating rows, MATMUL phase cycles, ACTs, ACT rows, ACT elements, ACT spans,
+    groups) of `times` runs of `run_caps` capsules of a classcaps plan, each over the mb column tiles in
+    ceil(mb / tb) runs; zeros when there are none."""
+    if run_caps == 0 or times == 0:
+        return 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+    groups = ceil_div(run_caps, k)
+    full = _classcaps_tile_counts(groups, data_rows, kc, tb, times * (tile_runs - 1), ends, rows, cols)
+    last = _classcaps_tile_counts(groups, data_rows, kc, mb - (tile_runs - 1) * tb, times, ends, rows, cols)
+    return (times * tile_runs, times * groups * kc * mb, times * groups * data_rows * kc * mb,
+            times * groups * data_rows * (kc - 1) * mb, full[0] + last[0], full[1] + last[1], full[2] + last[2],
+            full[3] + last[3], full[4] + last[4], times * groups)
+
+
+@njit(cache=True, inline="always")
+def _classcaps_counts(plan, rows, cols, batch):
+    """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of a classcaps
+    step's fitting `_classcaps_plan` `plan`: runs of ci capsules and one of the rest (`_classcaps_part_counts`,
+    every ACT in row mode), per run of g groups g·kc·B·k data rows and g·kc·mb·R weight rows loaded, g·mb·B·k
+    result rows stored. Two tuples of the plan's type, integers or float64."""
+    _, n_caps, kc, mb, k, ci, tb, _ = plan
+    data_rows = batch * k  # per MATMUL
+    ends = _matmul_stream_ends(data_rows, rows, cols)
+    tile_runs = ceil_div(mb, tb)
+    full = _classcaps_part_counts(ci, floor_div(n_caps, ci), kc, mb, k, tb, tile_runs, data_rows, ends, rows, cols)
+    last = _classcaps_part_counts(remainder(n_caps, ci), 1, kc, mb, k, tb, tile_runs, data_rows, ends, rows, cols)
+    zero = n_caps - n_caps  # of the plan's type: the tuples are homogeneous
+    runs, matmuls, matmul_rows, accumulate, phase_cycles, acts, act_rows, act_elements, act_spans, groups = (
+        full[0] + last[0], full[1] + last[1], full[2] + last[2], full[3] + last[3], full[4] + last[4],
+        full[5] + last[5], full[6] + last[6], full[7] + last[7], full[8] + last[8], full[9] + last[9])
+    counts = (runs, matmuls, matmul_rows, accumulate, zero, phase_cycles, acts, act_rows, act_elements, zero,
+              act_spans, act_rows, zero)
+    moved = (groups * kc * data_rows, groups * kc * mb * rows, zero, zero, groups * mb * data_rows, zero)
+    return counts, moved
 
 
 @njit(cache=True, _nrt=False)
@@ -1259,6 +1319,16 @@ def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
         last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
         moved[ROUTING_STORES] += ceil_div(last_inputs, q_in) * n_out
         moved[WEIGHT_STORES] += kf * rows
+
+
+@njit(cache=True, inline="always")
+def _store_counts(plan_counts, counts, moved):
+    """Write the tuples (instruction counts, rows moved) `plan_counts` of a plan into `count_step`'s arrays."""
+    step_counts, step_moved = plan_counts
+    for field in range(len(COUNT_FIELDS)):
+        counts[field] = step_counts[field]
+    for field in range(len(TRANSFER_FIELDS)):
+        moved[field] = step_moved[field]
 
 
 @njit(cache=True)
@@ -1341,43 +1411,14 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         if plan[0]:
             _matmul_refusal_args(plan, caps_out, cols, depth, words, args)
             return plan[0]
-        plan_counts, plan_moved = _matmul_counts(plan, rows, cols, words)
-        for field in range(len(COUNT_FIELDS)):
-            counts[field] = plan_counts[field]
-        for field in range(len(TRANSFER_FIELDS)):
-            moved[field] = plan_moved[field]
+        _store_counts(_matmul_counts(plan, rows, cols, words), counts, moved)
         return FITS
     if kind == CLASSCAPS:
-        refusal, n_caps, kc, mb, k, ci, tb = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols,
-                                                             depth, words, batch, args)
-        if refusal:
-            return refusal
-        data_rows = batch * k  # per MATMUL
-        ends = _matmul_stream_ends(data_rows, rows, cols)
-        tile_runs = ceil_div(mb, tb)
-        all_groups = 0
-        for part in range(2):
-            run_caps, times = (ci, n_caps // ci) if part == 0 else (n_caps % ci, 1)
-            if run_caps == 0 or times == 0:
-                continue
-            groups = ceil_div(run_caps, k)
-            all_groups += times * groups
-            counts[RUNS] += times * tile_runs
-            counts[MATMULS] += times * groups * kc * mb
-            counts[MATMUL_ROWS] += times * groups * data_rows * kc * mb
-            counts[ACCUMULATE] += times * groups * data_rows * (kc - 1) * mb
-            for tiles, tile_times in ((tb, tile_runs - 1), (mb - (tile_runs - 1) * tb, 1)):
-                if tile_times == 0:
-                    continue
-                psum_rows = groups * data_rows * tiles  # `classcaps_act_pieces` in closed form
-                _act(counts, cols, FUNC_NONE, ACT_MAX_ROWS, cols, times * tile_times * (psum_rows // ACT_MAX_ROWS),
-                     False)
-                if psum_rows % ACT_MAX_ROWS:
-                    _act(counts, cols, FUNC_NONE, psum_rows % ACT_MAX_ROWS, cols, times * tile_times, False)
-                counts[PHASE_CYCLES] += times * tile_times * _matmul_run_cycles(ends, groups * kc * tiles, rows, cols)
-        moved[DATA_LOADS] = all_groups * kc * data_rows
-        moved[WEIGHT_LOADS] = all_groups * kc * mb * rows
-        moved[WEIGHT_STORES] = all_groups * mb * data_rows
+        plan = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch)
+        if plan[0]:
+            args[0], args[1], args[2], args[3] = plan[4], caps_in, plan[7], batch
+            return plan[0]
+        _store_counts(_classcaps_counts(plan, rows, cols, batch), counts, moved)
         return FITS
     if kind == TOCAPS or kind == CAPSADD:
         refusal, n, m, func, width, capsule, span, _, operands, chunks, mb, nc, pr, apart, gb = (

@@ -241,7 +241,7 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
     routing phases, DeepCaps' inner ConvCaps) that step's slot with no look-up, claims each other key's slot once
     (code `PENDING`, queued for costing), and `_cost_queue` writes into every claimed row `_step_cost` of its
     step, with the convolutions costed in float64 (vectorized) or one by one alike."""
-    from capsacc.calibrated import PENDING, ROW_CODE, _claim_steps, _cost_queue, _memo, _memo_size, _scratch
+    from capsacc.calibrated import PENDING, ROW_CODE, VECTOR_KINDS, _claim_steps, _cost_queue, _memo, _memo_size, _scratch
     from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
     calibration = Calibration.shipped()
     config, coefficients, energies = calibration.kernel_arrays
@@ -254,13 +254,15 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
         table, used = _memo(_memo_size(count))
         keys, slots, queue = (np.empty((count, 2), np.int64), np.empty(count, np.int64),
                               np.empty(count, np.int64))
-        queued, own_rows, pending = _claim_steps(steps, 0, count, table, used, keys, slots, queue, 0, 0)
+        sums = np.empty(len(ops), np.int64), np.empty(len(ops), np.int64), np.empty(len(ops)), \
+            np.empty((len(ops), 3), np.int64)
+        queued, own_rows, pending = _claim_steps(steps, 0, count, table, used, keys, slots, queue, 0, 0, sums)
         assert pending and own_rows == 0 and queued == used[0] == len(set(slots.tolist()))
         assert np.all(table[slots, ROW_CODE] == PENDING)
         repeats = [s for s in range(2, count) if tuple(keys[s]) in (tuple(keys[s - 1]), tuple(keys[s - 2]))]
         assert repeats and all(slots[s] in (slots[s - 1], slots[s - 2]) for s in repeats)
         _cost_queue(steps, queue, queued, slots, table, np.empty((0, 8), np.int64), config, coefficients, energies,
-                    _scratch(count, 3), vector)
+                    _scratch(count, len(VECTOR_KINDS)), vector)
         for s in range(count):
             code, *cost = step_cost(steps[s], calibration)
             row = table[slots[s]]
@@ -270,24 +272,23 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
     assert np.array_equal(tables[0], tables[1])
 
 
-CONV_STEP_FIELDS = st.tuples(st.integers(0, 2), st.integers(1, 64), st.integers(1, 64), st.integers(1, 64),
-                             st.integers(1, 9), st.integers(1, 64), st.integers(1, 64), st.integers(1, 70))
-"""A convolution step: kind code (conv, convcaps, convcaps3d), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out
-(capsules up to 70 atoms: 65 to 70 are refused)."""
+VECTOR_STEP_FIELDS = st.tuples(st.integers(0, 3), st.integers(1, 64), st.integers(1, 64), st.integers(1, 64),
+                               st.integers(1, 9), st.integers(1, 64), st.integers(1, 64), st.integers(1, 70))
+"""A convolution or classcaps step: kind code (conv, convcaps, convcaps3d, classcaps), n_in, ch_in, caps_in, kernel,
+n_out, ch_out, caps_out (capsules up to 70 atoms: 65 to 70 are refused)."""
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(CONV_STEP_FIELDS, min_size=1, max_size=40), st.integers(1, 64), st.integers(1, 64),
+@given(st.lists(VECTOR_STEP_FIELDS, min_size=1, max_size=40), st.integers(1, 64), st.integers(1, 64),
        st.sampled_from((16, 64, 512, 4096, 16384)), st.sampled_from((4, 16, 64, 1024)), st.integers(1, 8),
        st.sampled_from((1.0, 1e17)))
-def test_convolutions_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows, cols, depth, words, batch,
-                                                                              scale):
-    """`_cost_matmul_steps` (the tiling rules and `_step_values` on float64, vectorized) gives every convolution
-    step on any array the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the integer
-    rules), bit for bit: refusals (capsules beyond 64 atoms, no chunk or run that fits), and predictions out of
-    the int64 range (coefficients scaled by 1e17)."""
+def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows, cols, depth, words, batch, scale):
+    """`_cost_vector_steps` (the tiling rules and `_step_values` on float64, vectorized) gives every convolution and
+    classcaps step on any array the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the
+    integer rules), bit for bit: refusals (capsules beyond 64 atoms, no chunk, run or group that fits), and
+    predictions out of the int64 range (coefficients scaled by 1e17)."""
     import dataclasses
-    from capsacc.calibrated import FITS, _cost_matmul_steps, _packed_matmul_step
+    from capsacc.calibrated import FITS, VECTOR_KINDS, _cost_vector_steps, _packed_step
     from capsacc.mapping import STEP_FIELDS
     calibration = Calibration.shipped()
     calibration = dataclasses.replace(
@@ -299,11 +300,11 @@ def test_convolutions_costed_in_float64_equal_the_integer_rules_bit_for_bit(step
     rows_of = np.zeros((len(steps), len(STEP_FIELDS)), np.int64)
     rows_of[:, 1:6] = [fields[:5] for fields in steps]
     rows_of[:, 7:10] = [fields[5:] for fields in steps]
-    for kind in range(3):
-        packed = np.array([_packed_matmul_step(step, rows, cols, batch) for step in rows_of], np.int64)
+    for kind in VECTOR_KINDS:
+        packed = np.array([_packed_step(step, rows, cols, batch) for step in rows_of], np.int64)
         chosen, packed = rows_of[(rows_of[:, 1] == kind) & (packed >= 0)], packed[(rows_of[:, 1] == kind) & (packed >= 0)]
         out = [np.zeros(len(chosen)) for _ in range(5)]
-        _cost_matmul_steps(float(kind), packed, config, coefficients, energies, *out)
+        _cost_vector_steps(kind, packed, config, coefficients, energies, *out)
         for i, step in enumerate(chosen):
             code, *cost = step_cost(step, calibration)
             if code != FITS:
@@ -313,19 +314,19 @@ def test_convolutions_costed_in_float64_equal_the_integer_rules_bit_for_bit(step
             assert [out[field][i] for field in range(4)] == cost[:4]
 
 
-def test_a_convolution_beyond_the_packed_fields_or_the_exact_range_is_costed_by_the_integer_rules():
-    """`_packed_matmul_step` packs a convolution whose fields fit `VECTOR_FIELD_BITS` and whose counts stay below
+def test_a_step_beyond_the_packed_fields_or_the_exact_range_is_costed_by_the_integer_rules():
+    """`_packed_step` packs a convolution whose fields fit `VECTOR_FIELD_BITS` and whose counts stay below
     `VECTOR_BOUND`; a wider or larger one is costed by `_step_cost` (-1), and the batch totals still equal
     `estimate`'s."""
-    from capsacc.calibrated import VECTOR_FIELD_BITS, _packed_matmul_step
+    from capsacc.calibrated import VECTOR_FIELD_BITS, _packed_step
     step = np.array([0, 1, 28, 256, 1, 9, 2, 14, 32, 8, 1, 0, -1], np.int64)
-    assert _packed_matmul_step(step, 16, 16, 8) >= 0
+    assert _packed_step(step, 16, 16, 8) >= 0
     wide = step.copy()
     wide[3] = 1 << VECTOR_FIELD_BITS
     large = step.copy()
     large[[3, 4, 5, 7, 8, 9]] = 64  # N·K·M = 8·64²·(9²·64² + 1)·64² on 16x16: beyond 2^50 with the MAC slots
-    assert _packed_matmul_step(wide, 16, 16, 8) == -1 and _packed_matmul_step(large, 16, 16, 8) == -1
-    genotype = [[0, 28, 1, 1, 9, 1, 28, 1100, 1], [1, 28, 1100, 1, 9, 2, 14, 32, 8],  # 1,100 channels: 11 bits
+    assert _packed_step(wide, 16, 16, 8) == -1 and _packed_step(large, 16, 16, 8) == -1
+    genotype = [[0, 28, 1, 1, 9, 1, 28, 600, 1], [1, 28, 600, 1, 9, 2, 14, 32, 8],  # 600 channels: 10 bits
                 [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
     acc = Accelerator.calibrated()
     single = estimate(Network.from_genotype(genotype), acc)
