@@ -66,11 +66,13 @@ from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTS, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS,
-                             REFUSALS, ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError,
-                             bandwidth_bound, ceil_div, chain, chain_steps, count_step, plan_counts, row_bytes,
-                             rows_port_bytes, step_shape, _classcaps_counts, _classcaps_plan, _config_fields, _matmul_counts, _matmul_plan, _refusal,
-                             _step_kinds)
+from capsacc.mapping import (ACTS, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS,
+                             NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS, ROUTE3D, ROUTING_FIRST_UPDATE, ROUTING_SOFTMAX,
+                             ROUTING_UNIFORM, ROUTING_UPDATE, ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS,
+                             WIDE_TRANSFERS, MappingError, bandwidth_bound, ceil_div, chain, chain_steps, count_step,
+                             plan_counts, row_bytes, rows_port_bytes, step_shape, _classcaps_counts, _classcaps_plan,
+                             _config_fields, _matmul_counts, _matmul_plan, _refusal, _routing_counts, _routing_geometry,
+                             _routing_step, _step_kinds)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
 from capsacc.programs import operation_cost
@@ -557,29 +559,46 @@ VECTOR_FIELD_BITS = 9
 """Bits of each field of a convolution or classcaps step packed for `_cost_vector_steps` (n_in, ch_in, caps_in,
 kernel, n_out, ch_out, caps_out)."""
 
-VECTOR_KINDS = (CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS)
+VECTOR_KINDS = (CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE,
+                ROUTING_FIRST_UPDATE, ROUTE3D)
 """The step kinds `_cost_vector_steps` costs in float64."""
 
 VECTOR_BOUND = float(2 ** 50)
-"""A step of `VECTOR_KINDS` is costed in float64 (`_cost_vector_steps`) when B·(N + 2R)·K·M·(R·C + 2R + 2C + 64),
-with N x K by K x M its matrix product for one image (`capsacc.mapping.step_shape`: a classcaps' I capsules,
-caps_in, J·D), a bound of every count, feature and intermediate of its counting (the MAC slots of R x C, the
-stream ends), is below this: float64 holds every integer below 2^53 exactly."""
+"""A step of `VECTOR_KINDS` is costed in float64 (`_cost_vector_steps`) when a bound of every count, feature and
+intermediate of its counting is below this (`_packed_step`): float64 holds every integer below 2^53 exactly."""
 
 
 @njit(cache=True, inline="always")
-def _packed_step(step, rows, cols, batch):
+def _vector_slot(kind):
+    """The position of step kind code `kind` in `VECTOR_KINDS`, or -1."""
+    for slot, vector_kind in enumerate(VECTOR_KINDS):
+        if kind == vector_kind:
+            return slot
+    return -1
+
+
+@njit(cache=True, inline="always")
+def _packed_step(step, rows, cols, batch, routings):
     """The fields of a step of `VECTOR_KINDS` (n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out) packed into
     one int64, `VECTOR_FIELD_BITS` each, or -1 when one does not fit or the step's counts could leave the exact
-    range of float64 (`VECTOR_BOUND`): then the scalar `_step_cost` costs it."""
+    range of float64 (`VECTOR_BOUND`): then the scalar `_step_cost` costs it. The bound, times the MAC slots and
+    stream ends of R x C (R·C + 2R + 2C + 64): for a convolution or classcaps, B·(N + 2R)·K·M with N x K by K x M
+    its matrix product for one image (`capsacc.mapping.step_shape`: a classcaps' I capsules, caps_in, J·D); for a
+    routing, times·(I + 2R)·(J + C)²·(D + C)·(routings + 1) (`capsacc.mapping._routing_step`)."""
     most = (1 << VECTOR_FIELD_BITS) - 1
     word = 0
     for position, field in enumerate((2, 3, 4, 5, 7, 8, 9)):
         if not 0 <= step[field] <= most:
             return -1
         word |= step[field] << position * VECTOR_FIELD_BITS
-    n, k, m, _ = step_shape(step[1], step[2], step[3], step[4], step[5], step[7], step[8], step[9])
-    if not float(batch) * (n + 2 * rows) * k * m * (rows * cols + 2 * rows + 2 * cols + 64) < VECTOR_BOUND:
+    kind = step[1]
+    if kind <= CLASSCAPS:
+        n, k, m, _ = step_shape(kind, step[2], step[3], step[4], step[5], step[7], step[8], step[9])
+        bound = float(batch) * (n + 2 * rows) * k * m
+    else:
+        _, n_caps, times = _routing_step(kind, step[2], step[3], step[7], batch)
+        bound = float(times) * (n_caps + 2 * rows) * (step[8] + cols) ** 2 * (step[9] + cols) * (routings + 1)
+    if not bound * (rows * cols + 2 * rows + 2 * cols + 64) < VECTOR_BOUND:
         return -1
     return word
 
@@ -607,26 +626,23 @@ def _vector_results(s, refusal, counts, moved, rows, cols, levels, coefficients,
     picojoules[s] = step_picojoules
 
 
+@njit(cache=True, inline="always")
+def _vector_config(config):
+    """The array fields of `config` (rows, cols, depth, words, batch, routings) as float64, and the scan levels."""
+    return (float(config[0]), float(config[1]), float(config[2]), float(config[3]), float(config[4]), float(config[5]),
+            float(scan_levels(config[1])))
+
+
 @njit(cache=True, _nrt=False)
-def _cost_vector_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
-    """Cost the steps of kind code `kind` (`VECTOR_KINDS`) whose fields `packed` holds (`_packed_step`) in float64:
-    the tiling rules of `capsacc.mapping` (`_matmul_plan` and `_matmul_counts`, `_classcaps_plan` and
-    `_classcaps_counts`, run on float64 and inlined here, `capsacc.mapping.VECTOR_LOOPS`) and `_step_values`, in a
-    loop per kind that LLVM vectorizes (no call, no exit, one array read, five written); write each step's batch
-    cycles, MATMULs (or -code: refused, `REFUSALS`, or a prediction out of range, `PREDICTION_RANGE`), narrow and
-    wide rows and energy (pJ) into the five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each
-    equals `_step_cost`'s bit for bit (tested)."""
-    rows, cols, depth, words, batch = float(config[0]), float(config[1]), float(config[2]), float(config[3]), \
-        float(config[4])
-    levels = float(scan_levels(config[1]))
-    if kind == CLASSCAPS:
-        for s in range(packed.shape[0]):
-            n_in, ch_in, caps_in, _, _, ch_out, caps_out = _unpacked_step(packed[s])
-            plan = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch)
-            counts, moved = _classcaps_counts(plan, rows, cols, batch)
-            _vector_results(s, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
-                            narrow, wide, picojoules)
-        return
+def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """Cost the convolution steps of kind code `kind` (conv, convcaps, convcaps3d) whose fields `packed` holds
+    (`_packed_step`) in float64: the tiling rules of `capsacc.mapping` (`_matmul_plan`, `_matmul_counts`, run on
+    float64 and inlined here, `capsacc.mapping.VECTOR_LOOPS`) and `_step_values`, in a loop that LLVM vectorizes
+    (no call, no exit, one array read, five written); write each step's batch cycles, MATMULs (or -code: refused,
+    `REFUSALS`, or a prediction out of range, `PREDICTION_RANGE`), narrow and wide rows and energy (pJ) into the
+    five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s bit for bit
+    (tested). `_cost_classcaps_steps` and `_cost_routing_steps` do the same for their kinds."""
+    rows, cols, depth, words, batch, _, levels = _vector_config(config)
     matmul_kind = float(kind)  # a float compare: LLVM turns the kind tests into no switch
     for s in range(packed.shape[0]):
         n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
@@ -635,6 +651,45 @@ def _cost_vector_steps(kind, packed, config, coefficients, energies, cycles, mat
         counts, moved = _matmul_counts(plan, rows, cols, words)
         _vector_results(s, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
                         narrow, wide, picojoules)
+
+
+@njit(cache=True, _nrt=False)
+def _cost_classcaps_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """`_cost_matmul_steps` for classcaps steps (`_classcaps_plan`, `_classcaps_counts`)."""
+    rows, cols, depth, words, batch, _, levels = _vector_config(config)
+    for s in range(packed.shape[0]):
+        n_in, ch_in, caps_in, _, _, ch_out, caps_out = _unpacked_step(packed[s])
+        plan = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch)
+        counts, moved = _classcaps_counts(plan, rows, cols, batch)
+        _vector_results(s, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+                        narrow, wide, picojoules)
+
+
+@njit(cache=True, _nrt=False)
+def _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """`_cost_matmul_steps` for the routing phase or route3d steps of kind code `kind` (`_routing_step`,
+    `_routing_geometry`, `_routing_counts`)."""
+    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    routing_kind = float(kind)
+    for s in range(packed.shape[0]):
+        n_in, ch_in, _, _, n_out, ch_out, caps_out = _unpacked_step(packed[s])
+        whole, n_caps, times = _routing_step(routing_kind, n_in, ch_in, n_out, batch)
+        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
+        counts, moved = _routing_counts(whole, n_caps, ch_out, caps_out, rows, cols, routings, times, geometry)
+        _vector_results(s, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+                        narrow, wide, picojoules)
+
+
+@njit(cache=True, inline="always")
+def _cost_vector_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """Cost the steps of kind code `kind` (`VECTOR_KINDS`) whose fields `packed` holds (`_packed_step`) in float64,
+    by the loop of their kind (`_cost_matmul_steps`, `_cost_classcaps_steps`, `_cost_routing_steps`)."""
+    if kind < CLASSCAPS:
+        _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
+    elif kind == CLASSCAPS:
+        _cost_classcaps_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
+    else:
+        _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
 
 
 @njit(cache=True)
@@ -720,33 +775,39 @@ def _write_row(table, own, slot, code, cycles, matmuls, narrow, wide, picojoules
 
 @njit(cache=True, inline="always")
 def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, vector):
-    """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`): the steps of
-    `VECTOR_KINDS` that pack (`_packed_step`) kind by kind in float64 when `vector` (`_cost_vector_steps`), the
-    others one by one (`_step_cost`). `scratch`: the arrays of `_scratch`."""
-    counts, moved, args, error, value, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, \
-        step_picojoules = scratch
+    """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`) one by one (`_step_cost`),
+    but, when `vector`, the steps of `VECTOR_KINDS` that pack (`_packed_step`): those are packed per kind into
+    `scratch` (the arrays of `_scratch`), for `_cost_packed`."""
+    counts, moved, args, error, value, waiting, packed, where = scratch[:8]
     waiting[:] = 0  # steps packed, per kind of `VECTOR_KINDS`
     for q in range(queued):
         s = queue[q]
         kind = steps[s, 1]
-        word = _packed_step(steps[s], config[0], config[1], config[4]) if vector and kind <= CLASSCAPS else -1
+        slot = _vector_slot(kind) if vector else -1
+        word = _packed_step(steps[s], config[0], config[1], config[4], config[5]) if slot >= 0 else -1
         if word >= 0:
-            packed[kind, waiting[kind]], where[kind, waiting[kind]] = word, s
-            waiting[kind] += 1
+            packed[slot, waiting[slot]], where[slot, waiting[slot]] = word, s
+            waiting[slot] += 1
         else:
             code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients, energies,
                                                                          counts, moved, args, error, value)
             _write_row(table, own, slots[s], code, cycles, matmuls, narrow, wide, picojoules)
-    for kind in VECTOR_KINDS:
-        n = waiting[kind]
+
+
+@njit(cache=True, inline="always")
+def _cost_packed(slots, table, own, config, coefficients, energies, scratch):
+    """Cost the steps `_cost_queue` packed, kind by kind in float64 (`_cost_vector_steps`), into their rows."""
+    _, _, _, _, _, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = scratch
+    for slot, kind in enumerate(VECTOR_KINDS):
+        n = waiting[slot]
         if n == 0:
             continue
-        _cost_vector_steps(kind, packed[kind, :n], config, coefficients, energies, step_cycles[:n], step_matmuls[:n],
+        _cost_vector_steps(kind, packed[slot, :n], config, coefficients, energies, step_cycles[:n], step_matmuls[:n],
                            step_narrow[:n], step_wide[:n], step_picojoules[:n])
         for i in range(n):
             matmuls = step_matmuls[i]
             code = np.int64(-matmuls) if matmuls < 0 else FITS
-            _write_row(table, own, slots[where[kind, i]], code, np.int64(step_cycles[i]),
+            _write_row(table, own, slots[where[slot, i]], code, np.int64(step_cycles[i]),
                        np.int64(matmuls) if code == FITS else 0, np.int64(step_narrow[i]), np.int64(step_wide[i]),
                        step_picojoules[i])
 
@@ -983,6 +1044,7 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
                                  narrow_row_bytes, wide_row_bytes, share, True)
             j += 1
         _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, True)
+        _cost_packed(slots, table, own, config, coefficients, energies, scratch)
         for network in range(deferred):
             _genotype_totals(networks[network], steps, slots, table, own, config, period_ns, offchip_pJ_per_byte,
                              energies, w_loads, cycles, power, energy, transfers, error, value, results,

@@ -200,14 +200,14 @@ def _refusal(code: int, args) -> MappingError:
     return MappingError(REFUSALS[code].format(*[int(value) for value in args]))
 
 
-VECTOR_LOOPS = ("_cost_vector_steps",)
+VECTOR_LOOPS = ("_cost_matmul_steps", "_cost_classcaps_steps", "_cost_routing_steps")
 """The functions that run the counting rules over many steps on float64 in one loop (`capsacc.calibrated`), which
 LLVM vectorizes only when the loop calls no function."""
 
 
 def into_vector_loops(call, caller, callee):
     """numba's inlining decision (`inline=`) for the counting rules: inlined into `VECTOR_LOOPS`, called
-    elsewhere (inlined everywhere, they took longer to compile and ran no faster; docs/model.md)."""
+    elsewhere (inlined everywhere, `count_step` took minutes to compile and ran no faster; docs/model.md)."""
     return caller.func_id.func_name in VECTOR_LOOPS
 
 
@@ -335,7 +335,7 @@ def _column_groups(mb, gb):
     return ceil_div(mb, gb)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of `chunks` MATMULs per block (K chunks, or operands x tiles)
     over mb column blocks in groups of gb (`_matmul_runs`, `_elementwise_chunking`; one run when gb = mb):
@@ -347,7 +347,7 @@ def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
     return (groups - 1) * _matmul_run_cycles(ends, chunks * gb, rows, cols) + last
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _chunk_run_cycles(ends, total, per_run, runs, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of a chunk (`_grouped_run_cycles` of each): `total` MATMULs per
     block (K chunks, or operands x tiles) in runs = ceil(total / per_run) runs of `per_run`, the last the
@@ -922,23 +922,22 @@ def chain(operations) -> list[Step]:
     return result
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _no_geometry(refusal):
     """The result of `_routing_geometry` for a refused routing."""
     return refusal, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 
 
-@njit(cache=True, _nrt=False)
-def _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args):
+@njit(cache=True, inline=into_vector_loops)
+def _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings):
     """(refusal, tJ, tD, stride, period, kf_full, kf_last, KF, sets, recompute, resident, B, V, q_in, Q,
-    nq, na, mpr, acts_per_run, pairs_per_run) of `routing_geometry`."""
+    nq, na, mpr, acts_per_run, pairs_per_run) of `routing_geometry`; the refusal's numbers are
+    `_routing_refusal_args`'. It writes nothing, so that it also runs on float64 fields in a vectorized loop."""
     if not (1 <= n_out <= MAX_CAPSULE and 1 <= dim <= MAX_CAPSULE and n_in >= 1):
-        args[0], args[1], args[2], args[3] = MAX_CAPSULE, n_in, n_out, dim
         return _no_geometry(REFUSED_ROUTING_SIZE)
     t_j, t_d = ceil_div(n_out, cols), ceil_div(dim, cols)
     stride = ceil_div(dim, t_d)
     if stride > ACT_MAX_STRIDE:
-        args[0], args[1], args[2], args[3] = dim, cols, stride, ACT_MAX_STRIDE
         return _no_geometry(REFUSED_ROUTING_STRIDE)
     period = t_d * stride
     last = n_out - (t_j - 1) * cols
@@ -949,34 +948,46 @@ def _routing_geometry(n_in, n_out, dim, rows, cols, depth, words, routings, args
     recompute = max(1, routings - 1)  # the output-capsule sets a recomputation of the logits reads
     sets = 1 if resident else recompute + 1
     v_base = depth - sets * kf * rows
-    q_in = min(rows, ACT_MAX_ROWS // t_j)
+    q_in = min(rows, floor_div(ACT_MAX_ROWS, t_j))
     chunks = ceil_div(n_in, q_in)
     mpr = min(kf, words - 1)
     if resident:
-        nq = min(chunks, depth // n_out)
-        na = min(n_in, depth // (mpr * t_j), MATMUL_MAX_ROWS // t_j)
+        nq = min(chunks, floor_div(depth, n_out))
+        na = min(n_in, floor_div(depth, mpr * t_j), floor_div(MATMUL_MAX_ROWS, t_j))
     else:
-        block = min(depth - sums, depth // mpr, MATMUL_MAX_ROWS) // t_j
-        nq = min(chunks, depth // n_out, block // q_in)
+        block = floor_div(min(depth - sums, floor_div(depth, mpr), MATMUL_MAX_ROWS), t_j)
+        nq = min(chunks, floor_div(depth, n_out), floor_div(block, q_in))
         na = nq * q_in
-    pairs_per_run = min(v_base // rows if v_base > 0 else 0, words - 1)
-    refusal = FITS
-    if pairs_per_run < 1 or nq < 1 or na < 1 or q_in < 1:
+    pairs_per_run = min(floor_div(v_base, rows) if v_base > 0 else 0, words - 1)
+    refusal = REFUSED_ROUTING_FIT if pairs_per_run < 1 or nq < 1 or na < 1 or q_in < 1 else FITS
+    return (refusal, t_j, t_d, stride, period, kf_full, kf_last, kf, sets, recompute, 1 if resident else 0, sums,
+            v_base, q_in, chunks, nq, na, mpr, apart_acts_per_run(words), pairs_per_run)
+
+
+@njit(cache=True, _nrt=False)
+def _routing_refusal_args(geometry, n_in, n_out, dim, cols, depth, words, args):
+    """Write the numbers of the refusal of a `_routing_geometry` `geometry` into `args`."""
+    refusal, t_d = geometry[0], ceil_div(dim, cols)
+    if refusal == REFUSED_ROUTING_SIZE:
+        args[0], args[1], args[2], args[3] = MAX_CAPSULE, n_in, n_out, dim
+    elif refusal == REFUSED_ROUTING_STRIDE:
+        args[0], args[1], args[2], args[3] = dim, cols, ceil_div(dim, t_d), ACT_MAX_STRIDE
+    elif refusal == REFUSED_ROUTING_FIT:
         args[0], args[1], args[2], args[3], args[4] = n_in, n_out, dim, depth, words
-        refusal = REFUSED_ROUTING_FIT
-    return (refusal, t_j, t_d, stride, period, kf_full, kf_last, kf, sets, recompute, int(resident), sums, v_base,
-            q_in, chunks, nq, na, mpr, apart_acts_per_run(words), pairs_per_run)
 
 
 def routing_geometry(n_in: int, n_out: int, dim: int, config: ArrayConfig, routings: int = ROUTINGS) -> dict:
     """Layout and chunk sizes of a routing over I = `n_in` inputs, J = `n_out` classes of D = `dim`
     atoms with `routings` iterations (names as in the module docstring); `MappingError` when it does
     not fit."""
-    args = np.zeros(REFUSAL_ARGS, np.int64)
+    geometry = _routing_geometry(n_in, n_out, dim, config.rows, config.cols, config.buffer_depth,
+                                 config.program_depth, routings)
     (refusal, t_j, t_d, stride, period, kf_full, kf_last, kf, sets, recompute, resident, sums, v_base, q_in, chunks,
-     nq, na, mpr, acts_per_run, pairs_per_run) = _routing_geometry(
-        n_in, n_out, dim, config.rows, config.cols, config.buffer_depth, config.program_depth, routings, args)
+     nq, na, mpr, acts_per_run, pairs_per_run) = geometry
     if refusal:
+        args = np.zeros(REFUSAL_ARGS, np.int64)
+        _routing_refusal_args(geometry, n_in, n_out, dim, config.cols, config.buffer_depth, config.program_depth,
+                              args)
         raise _refusal(refusal, args)
     return {"tJ": t_j, "tD": t_d, "stride": stride, "period": period, "kf_full": kf_full, "kf_last": kf_last,
             "KF": kf, "sets": sets, "recompute": recompute, "resident": bool(resident), "S": 0, "B": sums,
@@ -1018,14 +1029,14 @@ def _act(counts, cols, func, n, length, times, column):
     _act_groups(counts, span, width, last_width, n if span == 1 else ceil_div(n, span), times, column)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _act_group_counts(span, width, last_width, groups, times):
     """(ACTs, ACT rows, ACT elements, ACT spans) of `times` ACTs of the lanes (span, width, last_width)
     (`_act_lanes`) over `groups` capsules' rows (span rows each: n = groups·span partial-sum rows)."""
     return times, times * groups * span, times * groups * ((span - 1) * width + last_width), times * span
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _act_counts(cols, func, n, length, times):
     """(ACTs, ACT rows, ACT elements, ACT spans) of `times` ACTs of function code `func` over n partial-sum rows
     with `length` L (`_act_group_counts`)."""
@@ -1049,66 +1060,82 @@ def _act_groups(counts, span, width, last_width, groups, times, column):
         counts[ACT_ROWS_ROW] += rows
 
 
-@njit(cache=True, inline="always")
-def _routing_update(counts, inputs, times, sets, t_j, kf, mpr, writes, rows, cols):
-    """`sets` x KF MATMULs of inputs x tJ rows in runs of mpr (`RoutingLayout._update_runs`), `times`
-    over; all accumulate but, with `writes` (1), the first (a recomputation, or the first update: it
-    writes the logits)."""
+@njit(cache=True, inline=into_vector_loops)
+def _routing_update(inputs, times, sets, t_j, kf, mpr, writes, rows, cols):
+    """(runs, MATMUL phase cycles, MATMULs, MATMUL rows, accumulating rows) of `sets` x KF MATMULs of inputs x tJ
+    rows in runs of mpr (`RoutingLayout._update_runs`), `times` over; all accumulate but, with `writes` (1), the
+    first (a recomputation, or the first update: it writes the logits)."""
     n = inputs * t_j
-    full, rest = kf // mpr, kf % mpr
-    counts[RUNS] += times * sets * (full + (rest > 0))
+    full, rest = floor_div(kf, mpr), remainder(kf, mpr)
     ends = _matmul_stream_ends(n, rows, cols)
-    counts[PHASE_CYCLES] += times * sets * (full * _matmul_run_cycles(ends, mpr, rows, cols)
-                                            + _matmul_run_cycles(ends, rest, rows, cols))
-    counts[MATMULS] += times * sets * kf
-    counts[MATMUL_ROWS] += times * sets * kf * n
-    counts[ACCUMULATE] += times * (sets * kf - writes) * n
+    return (times * sets * (full + (1 if rest > 0 else 0)),
+            times * sets * (full * _matmul_run_cycles(ends, mpr, rows, cols) + _matmul_run_cycles(ends, rest, rows,
+                                                                                                  cols)),
+            times * sets * kf, times * sets * kf * n, times * (sets * kf - writes) * n)
 
 
-@njit(cache=True, _nrt=False)
-def _count_routing_phase(kind, n_in, n_out, dim, rows, cols, geometry, counts):
-    """Add the counts of routing phase `kind` for one image to `counts`, by its `_routing_geometry`
-    `geometry` (a fitting one)."""
-    (_, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks_total, nq, na, mpr, acts_per_run,
+@njit(cache=True, inline=into_vector_loops)
+def _routing_block_counts(kind, block, n_in, n_out, rows, cols, geometry):
+    """(runs, MATMUL phase cycles, MATMULs, MATMUL rows, accumulating rows, routing rows, ACTs, ACT rows, ACT
+    elements, ACT spans) of the blocks of input chunks of a softmax or weighted-sum phase (`_routing_counts`):
+    `block` 0 the full blocks of nq chunks (but the last), 1 the last block; the softmax phase's recomputation
+    and column-mode ACTs, and every phase's weighted sums, in runs of pairs_per_run."""
+    (_, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks_total, nq, _, mpr, acts_per_run,
      pairs_per_run) = geometry
-    if _is_update(kind):
-        if resident:
-            writes = int(kind == ROUTING_FIRST_UPDATE)
-            _routing_update(counts, na, n_in // na, 1, t_j, kf, mpr, writes, rows, cols)
-            if n_in % na:
-                _routing_update(counts, n_in % na, 1, 1, t_j, kf, mpr, writes, rows, cols)
-        return
     last_inputs = n_in - (chunks_total - 1) * q_in  # the last chunk's
-    per_pair = n_out * t_d
-    full_blocks, rest_chunks = chunks_total // nq, chunks_total % nq
+    full_blocks, rest_chunks = floor_div(chunks_total, nq), remainder(chunks_total, nq)
+    if rest_chunks > 0:
+        chunks, times, has_last = (nq, full_blocks, 0) if block == 0 else (rest_chunks, 1, 1)
+    else:
+        chunks, times, has_last = (nq, full_blocks - 1, 0) if block == 0 else (nq, 1, 1)
+    if times == 0:
+        return 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+    update, full, last, run_acts = (0, 0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0), 0
+    if kind == ROUTING_SOFTMAX:
+        inputs = chunks * q_in - (q_in - last_inputs if has_last else 0)
+        if not resident:
+            update = _routing_update(inputs, times, recompute, t_j, kf, mpr, 1, rows, cols)
+        full = _act_counts(cols, FUNC_SOFTMAX, q_in * t_j, n_out, times * (chunks - has_last))
+        last = _act_counts(cols, FUNC_SOFTMAX, last_inputs * t_j, n_out, times * has_last)
+        run_acts = times * ceil_div(chunks, acts_per_run)
+    pairs = chunks * n_out * t_d
+    full_runs, rest = floor_div(pairs, pairs_per_run), remainder(pairs, pairs_per_run)
     single_rows = _matmul_stream_ends(1, rows, cols)  # the weighted sums' MATMULs stream one row
-    for block in range(2):
-        if rest_chunks:
-            chunks, times, has_last = (nq, full_blocks, 0) if block == 0 else (rest_chunks, 1, 1)
-        else:
-            chunks, times, has_last = (nq, full_blocks - 1, 0) if block == 0 else (nq, 1, 1)
-        if not times:
-            continue
-        if kind == ROUTING_SOFTMAX:
-            inputs = chunks * q_in - (q_in - last_inputs if has_last else 0)
-            if not resident:
-                _routing_update(counts, inputs, times, recompute, t_j, kf, mpr, 1, rows, cols)
-            _act(counts, cols, FUNC_SOFTMAX, q_in * t_j, n_out, times * (chunks - has_last), True)
-            if has_last:
-                _act(counts, cols, FUNC_SOFTMAX, last_inputs * t_j, n_out, times, True)
-            counts[RUNS] += times * ceil_div(chunks, acts_per_run)
-        pairs = chunks * per_pair
-        full_runs, rest = pairs // pairs_per_run, pairs % pairs_per_run
-        counts[RUNS] += times * (full_runs + (rest > 0))
-        counts[PHASE_CYCLES] += times * (full_runs * _matmul_run_cycles(single_rows, pairs_per_run, rows, cols)
-                                         + _matmul_run_cycles(single_rows, rest, rows, cols))
-        counts[MATMULS] += times * pairs
-        counts[MATMUL_ROWS] += times * pairs
-        counts[ROUTING_ROWS] += times * pairs
-    counts[ACCUMULATE] += (chunks_total - 1) * per_pair
-    _act(counts, cols, FUNC_SQUASH, cols * t_d, dim, t_j - 1, True)
-    _act(counts, cols, FUNC_SQUASH, (n_out - (t_j - 1) * cols) * t_d, dim, 1, True)
-    counts[RUNS] += 1
+    return (update[0] + run_acts + times * (full_runs + (1 if rest > 0 else 0)),
+            update[1] + times * (full_runs * _matmul_run_cycles(single_rows, pairs_per_run, rows, cols)
+                                 + _matmul_run_cycles(single_rows, rest, rows, cols)),
+            update[2] + times * pairs, update[3] + times * pairs, update[4], times * pairs, full[0] + last[0],
+            full[1] + last[1], full[2] + last[2], full[3] + last[3])
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _routing_phase_counts(kind, n_in, n_out, dim, rows, cols, geometry):
+    """The instruction counts (`COUNT_FIELDS`, a tuple) of routing phase `kind` for one image, by its
+    `_routing_geometry` `geometry` (a fitting one): an update, its runs of MATMULs when the logits are resident (the
+    na-input chunks and the rest); a softmax or weighted-sum phase, its blocks of chunks (`_routing_block_counts`),
+    then the squash ACTs of the output capsules (column mode) in one run."""
+    (_, t_j, t_d, _, _, _, _, kf, _, _, resident, _, _, _, chunks_total, _, na, mpr, _, _) = geometry
+    zero = n_in - n_in  # of the fields' type: the tuple is homogeneous
+    if kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
+        if not resident:
+            return zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero
+        writes = 1 if kind == ROUTING_FIRST_UPDATE else 0
+        full = _routing_update(na, floor_div(n_in, na), 1, t_j, kf, mpr, writes, rows, cols)
+        rest = remainder(n_in, na)
+        last = _routing_update(rest, 1 if rest > 0 else 0, 1, t_j, kf, mpr, writes, rows, cols)
+        return (full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4], zero, full[1] + last[1],
+                zero, zero, zero, zero, zero, zero, zero)
+    first = _routing_block_counts(kind, 0, n_in, n_out, rows, cols, geometry)
+    second = _routing_block_counts(kind, 1, n_in, n_out, rows, cols, geometry)
+    full = _act_counts(cols, FUNC_SQUASH, cols * t_d, dim, t_j - 1)
+    last = _act_counts(cols, FUNC_SQUASH, (n_out - (t_j - 1) * cols) * t_d, dim, 1)
+    acts, act_rows, act_elements, act_spans = (first[6] + second[6] + full[0] + last[0],
+                                               first[7] + second[7] + full[1] + last[1],
+                                               first[8] + second[8] + full[2] + last[2],
+                                               first[9] + second[9] + full[3] + last[3])
+    return (first[0] + second[0] + 1, first[2] + second[2], first[3] + second[3],
+            first[4] + second[4] + (chunks_total - 1) * n_out * t_d, first[5] + second[5], first[1] + second[1],
+            acts, act_rows, act_elements, acts, act_spans, zero, act_elements)
 
 
 @njit(cache=True, inline=into_vector_loops)
@@ -1151,7 +1178,7 @@ def _matmul_refusal_args(plan, caps_out, cols, depth, words, args):
         args[0], args[1], args[2], args[3] = mb, nc if kr < 1 else n % nc, depth, words
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, words, block_acts):
     """(runs, MATMUL phase cycles, MATMULs, MATMUL rows, accumulating rows, ACTs, ACT rows, ACT elements, ACT
     spans) of `times` chunks of `chunk_rows` data rows of a conv kind's plan (`_matmul_plan`: kc K chunks, kr
@@ -1170,7 +1197,7 @@ def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, wor
             full[1] + last[1], full[2] + last[2], full[3] + last[3])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_counts(plan, rows, cols, words):
     """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of a conv kind's
     fitting `_matmul_plan` `plan`: its chunks of nc rows and the last of the rest (`_matmul_part_counts`, every ACT
@@ -1205,7 +1232,7 @@ def _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, w
     return REFUSED_CLASSCAPS if ci < 1 else FITS, n_caps, kc, mb, k, ci, tb, flat
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _classcaps_tile_counts(groups, data_rows, kc, tiles, times, ends, rows, cols):
     """(MATMUL phase cycles, ACTs, ACT rows, ACT elements, ACT spans) of `times` runs of `groups` groups of a
     classcaps step over `tiles` column tiles each: the run's MATMULs, then ACTs "none" over its psum rows in pieces
@@ -1220,7 +1247,7 @@ def _classcaps_tile_counts(groups, data_rows, kc, tiles, times, ends, rows, cols
             full[2] + last[2], full[3] + last[3])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _classcaps_part_counts(run_caps, times, kc, mb, k, tb, tile_runs, data_rows, ends, rows, cols):
     """(runs, MATMULs, MATMUL rows, accumulating rows, MATMUL phase cycles, ACTs, ACT rows, ACT elements, ACT spans,
     groups) of `times` runs of `run_caps` capsules of a classcaps plan, each over the mb column tiles in
@@ -1235,7 +1262,7 @@ def _classcaps_part_counts(run_caps, times, kc, mb, k, tb, tile_runs, data_rows,
             full[3] + last[3], full[4] + last[4], times * groups)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline=into_vector_loops)
 def _classcaps_counts(plan, rows, cols, batch):
     """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of a classcaps
     step's fitting `_classcaps_plan` `plan`: runs of ci capsules and one of the rest (`_classcaps_part_counts`,
@@ -1285,40 +1312,101 @@ WIDE_TRANSFERS = (WEIGHT_LOADS, WEIGHT_STORES)
 """The `TRANSFER_FIELDS` of rows of C int8 lanes (weight buffer)."""
 
 
-@njit(cache=True, _nrt=False)
-def _routing_transfers(kind, n_in, n_out, rows, routings, geometry, moved):
-    """Add the buffer rows the DMA moves for routing phase `kind` (or a whole routing, `ROUTING`) of
-    one image to `moved` (`TRANSFER_FIELDS`), by its `_routing_geometry` `geometry` (a fitting one).
-    Loaded once: every row the runs of `rtl.workloads.RoutingLayout` write (the weighted sums' tiles,
-    the uniform coupling, the prediction rows of an update and of a recomputation, the zeroed
-    output-capsule sets), and for a lone phase the state the host writes (the output capsules a
-    resident update reads, the sets a recomputation reads). Stored: the results read, the last
-    block's coupling rows and the iteration's output capsules, but after a lone update (its logits
-    lie in the partial-sum memory, which the DMA does not move)."""
-    (_, t_j, t_d, _, _, _, _, kf, _, recompute, resident, _, _, q_in, chunks, nq, _, _, _, _) = geometry
+@njit(cache=True, inline=into_vector_loops)
+def _routing_phase_moved(phase, lone, n_in, n_out, rows, geometry):
+    """The buffer rows (`TRANSFER_FIELDS`, a tuple) the DMA loads for one routing phase `phase` of one image, of a
+    lone phase step (`lone`: it also loads the state the host writes otherwise) or of a whole routing's
+    (`_routing_moved`)."""
+    (_, _, t_d, _, _, _, _, kf, _, recompute, resident, _, _, _, chunks, _, _, _, _, _) = geometry
+    zero = n_in - n_in
+    update = kf * n_in * geometry[1]  # the prediction rows of an update (resident) or of a recomputation per set
+    state = kf * rows if lone else zero
+    if phase == ROUTING_UPDATE or phase == ROUTING_FIRST_UPDATE:
+        if not resident:
+            return zero, zero, zero, zero, zero, zero
+        return update, state, zero, zero, zero, zero
     tiles = chunks * n_out * t_d * rows  # the weighted sums' tiles, one per (chunk, class, row of s_j)
-    update = kf * t_j * n_in  # the prediction rows of an update (resident) or of a recomputation per set
-    phases = 2 * routings - 1 if kind == ROUTING else 1
-    for position in range(phases):
-        phase = routing_phase(position) if kind == ROUTING else kind
-        if _is_update(phase):
-            if resident:
-                moved[DATA_LOADS] += update
-                moved[WEIGHT_LOADS] += kf * rows if kind != ROUTING else 0
-            continue
-        moved[WEIGHT_LOADS] += tiles
-        if phase == ROUTING_UNIFORM:
-            moved[ROUTING_LOADS] += chunks * n_out
-            if not resident and recompute > 1:
-                moved[WEIGHT_LOADS] += (recompute - 1) * kf * rows
-        elif not resident:
-            moved[DATA_LOADS] += recompute * update
-            moved[WEIGHT_LOADS] += recompute * kf * rows if kind != ROUTING else 0
-    if not _is_update(kind):
-        block = nq * q_in
-        last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
-        moved[ROUTING_STORES] += ceil_div(last_inputs, q_in) * n_out
-        moved[WEIGHT_STORES] += kf * rows
+    if phase == ROUTING_UNIFORM:
+        return (zero, tiles + ((recompute - 1) * kf * rows if not resident and recompute > 1 else zero),
+                chunks * n_out, zero, zero, zero)
+    if resident:
+        return zero, tiles, zero, zero, zero, zero
+    return recompute * update, tiles + recompute * state, zero, zero, zero, zero
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _routing_moved(kind, n_in, n_out, rows, routings, geometry):
+    """The buffer rows (`TRANSFER_FIELDS`, a tuple) the DMA moves for routing phase `kind` (or a whole routing,
+    `ROUTING`) of one image, by its `_routing_geometry` `geometry` (a fitting one). Loaded once: every row the runs
+    of `rtl.workloads.RoutingLayout` write (the weighted sums' tiles, the uniform coupling, the prediction rows of
+    an update and of a recomputation, the zeroed output-capsule sets), and for a lone phase the state the host
+    writes (the output capsules a resident update reads, the sets a recomputation reads): a whole routing's are
+    its uniform phase's and routings - 1 times an update's and a softmax phase's. Stored: the results read, the
+    last block's coupling rows and the iteration's output capsules, but after a lone update (its logits lie in the
+    partial-sum memory, which the DMA does not move)."""
+    (_, _, _, _, _, _, _, kf, _, _, _, _, _, q_in, _, nq, _, _, _, _) = geometry
+    if kind == ROUTING:
+        uniform = _routing_phase_moved(ROUTING_UNIFORM, False, n_in, n_out, rows, geometry)
+        update = _routing_phase_moved(ROUTING_UPDATE, False, n_in, n_out, rows, geometry)
+        softmax = _routing_phase_moved(ROUTING_SOFTMAX, False, n_in, n_out, rows, geometry)
+        loads = (uniform[0] + (routings - 1) * (update[0] + softmax[0]),
+                 uniform[1] + (routings - 1) * (update[1] + softmax[1]),
+                 uniform[2] + (routings - 1) * (update[2] + softmax[2]))
+    else:
+        loads = _routing_phase_moved(kind, True, n_in, n_out, rows, geometry)[:3]
+    zero = n_in - n_in
+    if kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
+        return loads[0], loads[1], loads[2], zero, zero, zero
+    block = nq * q_in
+    last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
+    return loads[0], loads[1], loads[2], zero, kf * rows, ceil_div(last_inputs, q_in) * n_out
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _scaled_sum(first, first_times, second, second_times):
+    """first_times x `first` + second_times x `second`, tuples of counts, element by element."""
+    return (first[0] * first_times + second[0] * second_times, first[1] * first_times + second[1] * second_times,
+            first[2] * first_times + second[2] * second_times, first[3] * first_times + second[3] * second_times,
+            first[4] * first_times + second[4] * second_times, first[5] * first_times + second[5] * second_times,
+            first[6] * first_times + second[6] * second_times, first[7] * first_times + second[7] * second_times,
+            first[8] * first_times + second[8] * second_times, first[9] * first_times + second[9] * second_times,
+            first[10] * first_times + second[10] * second_times, first[11] * first_times + second[11] * second_times,
+            first[12] * first_times + second[12] * second_times)
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _routing_step(kind, n_in, ch_in, n_out, batch):
+    """(kind, I, times) of a routing phase step or a route3d step: a route3d is a whole routing (`ROUTING`) over
+    I = ch_in input capsule types at each of its B·n_out² positions, run in turn (`route3d_routing`); a phase runs
+    over I = n_in²·ch_in inputs for each of the B images."""
+    if kind == ROUTE3D:
+        return ROUTING, ch_in, batch * n_out * n_out
+    return kind, n_in * n_in * ch_in, batch
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _routing_counts(kind, n_caps, n_out, dim, rows, cols, routings, times, geometry):
+    """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of routing phase
+    `kind` or a whole routing (`ROUTING`: the uniform phase, then an update and a softmax phase per further
+    iteration) over n_caps inputs, `times` over (the images, or route3d's positions, run in turn), by its fitting
+    `_routing_geometry` `geometry`. Two tuples of the fields' type, integers or float64."""
+    zero = n_caps - n_caps
+    if kind == ROUTING:
+        softmax = _routing_phase_counts(ROUTING_SOFTMAX, n_caps, n_out, dim, rows, cols, geometry)
+        later = _scaled_sum(_routing_phase_counts(ROUTING_UPDATE, n_caps, n_out, dim, rows, cols, geometry),
+                            max(routings - 2, 0), softmax, max(routings - 2, 0))
+        first = _scaled_sum(_routing_phase_counts(ROUTING_FIRST_UPDATE, n_caps, n_out, dim, rows, cols, geometry),
+                            1 if routings > 1 else 0, softmax, 1 if routings > 1 else 0)
+        counts = _scaled_sum(_scaled_sum(later, 1, first, 1), 1,
+                             _routing_phase_counts(ROUTING_UNIFORM, n_caps, n_out, dim, rows, cols, geometry), 1)
+    else:
+        counts = _routing_phase_counts(kind, n_caps, n_out, dim, rows, cols, geometry)
+    moved = _routing_moved(kind, n_caps, n_out, rows, routings, geometry)
+    return (_scaled_sum(counts, times, counts, zero),
+            (moved[0] * times, moved[1] * times, moved[2] * times, moved[3] * times, moved[4] * times,
+             moved[5] * times))
+
+
 
 
 @njit(cache=True, inline="always")
@@ -1381,29 +1469,13 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
     for field in range(len(TRANSFER_FIELDS)):
         moved[field] = 0
     if _is_routing(kind) or kind == ROUTE3D:
-        whole = ROUTING if kind == ROUTE3D else kind  # route3d: a whole routing per position (`route3d_routing`)
-        n_caps = ch_in if kind == ROUTE3D else n_in * n_in * ch_in
-        times = batch * n_out * n_out if kind == ROUTE3D else batch
-        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings, args)
+        whole, n_caps, times = _routing_step(kind, n_in, ch_in, n_out, batch)
+        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
         if geometry[0]:
+            _routing_refusal_args(geometry, n_caps, ch_out, caps_out, cols, depth, words, args)
             return geometry[0]
-        if whole == ROUTING:  # the uniform phase, then an update and a softmax phase per further iteration
-            if routings > 2:  # the updates after the first and their softmax phases, counted once
-                _count_routing_phase(ROUTING_UPDATE, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-                _count_routing_phase(ROUTING_SOFTMAX, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-                for field in range(len(COUNT_FIELDS)):
-                    counts[field] *= routings - 2
-            if routings > 1:
-                _count_routing_phase(ROUTING_FIRST_UPDATE, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-                _count_routing_phase(ROUTING_SOFTMAX, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-            _count_routing_phase(ROUTING_UNIFORM, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-        else:
-            _count_routing_phase(kind, n_caps, ch_out, caps_out, rows, cols, geometry, counts)
-        _routing_transfers(whole, n_caps, ch_out, rows, routings, geometry, moved)
-        for field in range(len(COUNT_FIELDS)):  # per image (route3d: per position): the routings run in turn
-            counts[field] *= times
-        for field in range(len(TRANSFER_FIELDS)):
-            moved[field] *= times
+        _store_counts(_routing_counts(whole, n_caps, ch_out, caps_out, rows, cols, routings, times, geometry), counts,
+                      moved)
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
         plan = _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words,

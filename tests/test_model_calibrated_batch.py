@@ -225,11 +225,13 @@ def test_an_image_share_of_an_energy_is_the_division_by_the_batch_bit_for_bit(ba
     assert (energy_share(batch) > 0) == (batch & (batch - 1) == 0)
 
 
-def step_cost(step, calibration):
-    """`_step_cost` of one `STEP_FIELDS` row under `calibration`: (code, cycles, MATMULs, narrow, wide, energy pJ)."""
+def step_cost(step, calibration, config=None):
+    """`_step_cost` of one `STEP_FIELDS` row under `calibration` (its `kernel_arrays`, or `config` in place of their
+    array and routing fields): (code, cycles, MATMULs, narrow, wide, energy pJ)."""
     from capsacc.calibrated import _step_cost
     from capsacc.mapping import COUNT_FIELDS, REFUSAL_ARGS, TRANSFER_FIELDS
-    config, coefficients, energies = calibration.kernel_arrays
+    kernel_config, coefficients, energies = calibration.kernel_arrays
+    config = kernel_config if config is None else config
     return _step_cost(step, config, coefficients, energies, np.empty(len(COUNT_FIELDS), np.int64),
                       np.empty(len(TRANSFER_FIELDS), np.int64), np.zeros(REFUSAL_ARGS, np.int64),
                       np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1))
@@ -241,7 +243,8 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
     routing phases, DeepCaps' inner ConvCaps) that step's slot with no look-up, claims each other key's slot once
     (code `PENDING`, queued for costing), and `_cost_queue` writes into every claimed row `_step_cost` of its
     step, with the convolutions costed in float64 (vectorized) or one by one alike."""
-    from capsacc.calibrated import PENDING, ROW_CODE, VECTOR_KINDS, _claim_steps, _cost_queue, _memo, _memo_size, _scratch
+    from capsacc.calibrated import (PENDING, ROW_CODE, VECTOR_KINDS, _claim_steps, _cost_packed, _cost_queue, _memo,
+                                    _memo_size, _scratch)
     from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
     calibration = Calibration.shipped()
     config, coefficients, energies = calibration.kernel_arrays
@@ -261,8 +264,10 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
         assert np.all(table[slots, ROW_CODE] == PENDING)
         repeats = [s for s in range(2, count) if tuple(keys[s]) in (tuple(keys[s - 1]), tuple(keys[s - 2]))]
         assert repeats and all(slots[s] in (slots[s - 1], slots[s - 2]) for s in repeats)
+        scratch = _scratch(count, len(VECTOR_KINDS))
         _cost_queue(steps, queue, queued, slots, table, np.empty((0, 8), np.int64), config, coefficients, energies,
-                    _scratch(count, len(VECTOR_KINDS)), vector)
+                    scratch, vector)
+        _cost_packed(slots, table, np.empty((0, 8), np.int64), config, coefficients, energies, scratch)
         for s in range(count):
             code, *cost = step_cost(steps[s], calibration)
             row = table[slots[s]]
@@ -272,20 +277,23 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
     assert np.array_equal(tables[0], tables[1])
 
 
-VECTOR_STEP_FIELDS = st.tuples(st.integers(0, 3), st.integers(1, 64), st.integers(1, 64), st.integers(1, 64),
-                               st.integers(1, 9), st.integers(1, 64), st.integers(1, 64), st.integers(1, 70))
-"""A convolution or classcaps step: kind code (conv, convcaps, convcaps3d, classcaps), n_in, ch_in, caps_in, kernel,
-n_out, ch_out, caps_out (capsules up to 70 atoms: 65 to 70 are refused)."""
+VECTOR_STEP_FIELDS = st.tuples(st.sampled_from((0, 1, 2, 3, 4, 5, 6, 7, 10)), st.integers(1, 64), st.integers(1, 64),
+                               st.integers(1, 64), st.integers(1, 9), st.integers(1, 64), st.integers(1, 70),
+                               st.integers(1, 70))
+"""A step of `VECTOR_KINDS`: kind code (conv, convcaps, convcaps3d, classcaps, the routing phases, route3d), n_in,
+ch_in, caps_in, kernel, n_out, ch_out, caps_out (classes and capsules up to 70: 65 to 70 are refused)."""
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(VECTOR_STEP_FIELDS, min_size=1, max_size=40), st.integers(1, 64), st.integers(1, 64),
        st.sampled_from((16, 64, 512, 4096, 16384)), st.sampled_from((4, 16, 64, 1024)), st.integers(1, 8),
-       st.sampled_from((1.0, 1e17)))
-def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows, cols, depth, words, batch, scale):
-    """`_cost_vector_steps` (the tiling rules and `_step_values` on float64, vectorized) gives every convolution and
-    classcaps step on any array the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the
-    integer rules), bit for bit: refusals (capsules beyond 64 atoms, no chunk, run or group that fits), and
+       st.integers(1, 3), st.sampled_from((1.0, 1e17)))
+def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows, cols, depth, words, batch, routings,
+                                                                      scale):
+    """`_cost_vector_steps` (the tiling rules and `_step_values` on float64, vectorized) gives every step of
+    `VECTOR_KINDS` (convolutions, classcaps, routing phases and route3d) on any array, with 1 to 3 routing
+    iterations, the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the integer rules), bit
+    for bit: refusals (capsules or classes beyond 64, no chunk, run, group or routing layout that fits), and
     predictions out of the int64 range (coefficients scaled by 1e17)."""
     import dataclasses
     from capsacc.calibrated import FITS, VECTOR_KINDS, _cost_vector_steps, _packed_step
@@ -297,16 +305,18 @@ def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows
                                                 psum_depth=depth, program_depth=words),
         coefficients={name: tuple(scale * c for c in values) for name, values in calibration.coefficients.items()})
     config, coefficients, energies = calibration.kernel_arrays
+    config = config.copy()
+    config[5] = routings
     rows_of = np.zeros((len(steps), len(STEP_FIELDS)), np.int64)
     rows_of[:, 1:6] = [fields[:5] for fields in steps]
     rows_of[:, 7:10] = [fields[5:] for fields in steps]
     for kind in VECTOR_KINDS:
-        packed = np.array([_packed_step(step, rows, cols, batch) for step in rows_of], np.int64)
+        packed = np.array([_packed_step(step, rows, cols, batch, routings) for step in rows_of], np.int64)
         chosen, packed = rows_of[(rows_of[:, 1] == kind) & (packed >= 0)], packed[(rows_of[:, 1] == kind) & (packed >= 0)]
         out = [np.zeros(len(chosen)) for _ in range(5)]
         _cost_vector_steps(kind, packed, config, coefficients, energies, *out)
         for i, step in enumerate(chosen):
-            code, *cost = step_cost(step, calibration)
+            code, *cost = step_cost(step, calibration, config)
             if code != FITS:
                 assert out[1][i] == -code
                 continue
@@ -320,12 +330,12 @@ def test_a_step_beyond_the_packed_fields_or_the_exact_range_is_costed_by_the_int
     `estimate`'s."""
     from capsacc.calibrated import VECTOR_FIELD_BITS, _packed_step
     step = np.array([0, 1, 28, 256, 1, 9, 2, 14, 32, 8, 1, 0, -1], np.int64)
-    assert _packed_step(step, 16, 16, 8) >= 0
+    assert _packed_step(step, 16, 16, 8, 3) >= 0
     wide = step.copy()
     wide[3] = 1 << VECTOR_FIELD_BITS
     large = step.copy()
     large[[3, 4, 5, 7, 8, 9]] = 64  # N·K·M = 8·64²·(9²·64² + 1)·64² on 16x16: beyond 2^50 with the MAC slots
-    assert _packed_step(wide, 16, 16, 8) == -1 and _packed_step(large, 16, 16, 8) == -1
+    assert _packed_step(wide, 16, 16, 8, 3) == -1 and _packed_step(large, 16, 16, 8, 3) == -1
     genotype = [[0, 28, 1, 1, 9, 1, 28, 600, 1], [1, 28, 600, 1, 9, 2, 14, 32, 8],  # 600 channels: 10 bits
                 [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
     acc = Accelerator.calibrated()
