@@ -34,9 +34,10 @@ shape alone (`capsacc.mapping.step_shape`: the matrix product of a convolution, 
 routing, ...): the memo (`_memo`: the key packed into two words, a slot in one 64-byte row, every step's row
 prefetched before the first is read, `prefetch_row`) skips the counting for steps that networks share; a
 step of the key of one of the two before it takes that step's row (`REPEAT`). The batch kernel costs the new
-convolution steps of a block of genotypes together, kind by kind, in float64 (`_cost_vector_steps`): the
-same tiling rules and `_step_values` compiled for float64 (integers below 2^53, exact there), which LLVM
-vectorizes, with the results of the integer rules bit for bit (tested); the other kinds one by one.
+convolution, classcaps and routing steps of a block of genotypes together, kind by kind, in float64
+(`_cost_vector_steps`): the same tiling rules and `_step_values` compiled for float64 (integers below 2^53,
+exact there), which LLVM vectorizes, with the results of the integer rules bit for bit (tested); the other
+kinds one by one.
 `estimate_many` starts a fresh memo per call; a caller that costs batch after batch (a search, generation
 after generation) keeps a `StepMemo` across calls, with the same totals. The helpers that the kernels call
 with arrays for every network or step are inlined by numba (`inline="always"`): numba passes each array as
@@ -1080,8 +1081,9 @@ def genotype_costs(descriptors, offsets, config, coefficients, energies, period_
     block_ops, block_steps = BLOCK_STEPS + most, BLOCK_STEPS + 2 * most + 1
     buffers = (np.empty((block_ops, len(OP_FIELDS)), np.int64), np.empty(most, np.int64),
                np.empty((block_steps, len(STEP_FIELDS)), np.int64), np.empty((block_steps, 2), np.int64),
-               np.empty(block_steps, np.int64), np.empty(block_steps, np.int64), np.full((block_steps, 8), -1, np.int64),
-               np.empty((BLOCK_STEPS + 1, 5), np.int64), _scratch(block_steps, len(VECTOR_KINDS)), np.empty(most, np.int64),
+               np.empty(block_steps, np.int64), np.empty(block_steps, np.int64),
+               np.full((block_steps, 8), -1, np.int64), np.empty((BLOCK_STEPS + 1, 5), np.int64),
+               _scratch(block_steps, len(VECTOR_KINDS)), np.empty(most, np.int64),
                np.empty(most, np.int64), np.empty(most, np.float64), np.empty(most, np.float64),
                np.empty((most, 3), np.int64), np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1, np.float64))
     results = (np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, np.int64), np.zeros(n),

@@ -9,14 +9,14 @@ refusal is a code of `REFUSALS` and its numbers, which the Python functions rais
 rules that take arrays (`count_step` and the plans, geometry and counting helpers it calls) are compiled
 without numba's reference counting (`_nrt=False`): they allocate no array, and with it each of their calls
 incremented and decremented the count of every array it was given by atomic instructions (docs/model.md,
-"Speed of the two models"). The rules of a convolution (`_matmul_plan`, `_matmul_counts` and the helpers they
-call) write nothing and divide by `floor_div`, `ceil_div` and `remainder`, so that they also compile for
-float64 fields (integer values below 2^53, where floor(a / b) is exact): the calibrated model runs them so in
-a loop over many steps that LLVM vectorizes (`VECTOR_LOOPS`, inlined there by `into_vector_loops`), with the
-integer rules' results bit for bit (tests/test_model_calibrated_batch.py). The rules place one batch of
-B = `ArrayConfig.batch` images
-(the same network, so the same weights): the counts are the batch's. Shapes of the operations (a
-NASCaps `Operation`):
+"Speed of the two models"). The rules of convolutions, classcaps and routings (`_matmul_plan` and
+`_matmul_counts`, `_classcaps_plan` and `_classcaps_counts`, `_routing_geometry` and `_routing_counts`, and the
+helpers they call) write nothing, hold no loop and divide by `floor_div`, `ceil_div` and `remainder`, so that
+they also compile for float64 fields (integer values below 2^53, where floor(a / b) is exact): the calibrated
+model runs them so in loops over many steps that LLVM vectorizes (`VECTOR_LOOPS`, inlined there by
+`into_vector_loops`), with the integer rules' results bit for bit (tests/test_model_calibrated_batch.py).
+The rules place one batch of B = `ArrayConfig.batch` images (the same network, so the same weights): the
+counts are the batch's. Shapes of the operations (a NASCaps `Operation`):
 
 - conv / convcaps: im2col with a bias column, the B images' rows stacked (image b's first):
   N = B·n_out² data rows, K = k²·ch_in·caps_in + 1, M = ch_out·caps_out outputs; ReLU (conv) or

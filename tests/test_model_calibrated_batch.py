@@ -312,7 +312,8 @@ def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows
     rows_of[:, 7:10] = [fields[5:] for fields in steps]
     for kind in VECTOR_KINDS:
         packed = np.array([_packed_step(step, rows, cols, batch, routings) for step in rows_of], np.int64)
-        chosen, packed = rows_of[(rows_of[:, 1] == kind) & (packed >= 0)], packed[(rows_of[:, 1] == kind) & (packed >= 0)]
+        chosen_rows = (rows_of[:, 1] == kind) & (packed >= 0)
+        chosen, packed = rows_of[chosen_rows], packed[chosen_rows]
         out = [np.zeros(len(chosen)) for _ in range(5)]
         _cost_vector_steps(kind, packed, config, coefficients, energies, *out)
         for i, step in enumerate(chosen):
