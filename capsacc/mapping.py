@@ -491,7 +491,7 @@ def matmul_shape(kind: str, op, config: ArrayConfig) -> MatmulShape:
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(
         STEP_KINDS.index(kind), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, config.cols, config.batch)
     if refusal:
-        raise _refusal(refusal, (config.cols, config.cols) if refusal == REFUSED_WIDTH else (caps_out, MAX_CAPSULE))
+        raise _refusal(refusal, _shape_refusal_args(refusal, caps_out, config.cols))
     return MatmulShape(n, k, m, FUNCS[func], width, capsule, span)
 
 
@@ -1116,7 +1116,7 @@ def _routing_phase_counts(kind, n_in, n_out, dim, rows, cols, geometry):
     then the squash ACTs of the output capsules (column mode) in one run."""
     (_, t_j, t_d, _, _, _, _, kf, _, _, resident, _, _, _, chunks_total, _, na, mpr, _, _) = geometry
     zero = n_in - n_in  # of the fields' type: the tuple is homogeneous
-    if kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
+    if _is_update(kind):
         if not resident:
             return zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero
         writes = 1 if kind == ROUTING_FIRST_UPDATE else 0
@@ -1164,14 +1164,18 @@ def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, ro
     return FITS, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
 
 
+@njit(cache=True)
+def _shape_refusal_args(refusal, caps_out, cols):
+    """The numbers of a refusal of `_matmul_shape`: `REFUSED_WIDTH` (C, C) or `REFUSED_CAPSULE` (L, 64)."""
+    return (cols, cols) if refusal == REFUSED_WIDTH else (caps_out, MAX_CAPSULE)
+
+
 @njit(cache=True, _nrt=False)
 def _matmul_refusal_args(plan, caps_out, cols, depth, words, args):
     """Write the numbers of the refusal of a conv kind's `_matmul_plan` `plan` into `args`."""
     refusal, n, mb, nc, kr = plan[0], plan[1], plan[7], plan[9], plan[11]
-    if refusal == REFUSED_WIDTH:
-        args[0], args[1] = cols, cols
-    elif refusal == REFUSED_CAPSULE:
-        args[0], args[1] = caps_out, MAX_CAPSULE
+    if refusal == REFUSED_WIDTH or refusal == REFUSED_CAPSULE:
+        args[0], args[1] = _shape_refusal_args(refusal, caps_out, cols)
     elif refusal == REFUSED_CHUNK:
         args[0], args[1] = mb, depth
     elif refusal == REFUSED_RUN:
@@ -1198,6 +1202,15 @@ def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, wor
 
 
 @njit(cache=True, inline=into_vector_loops)
+def _row_mode_counts(runs, matmuls, matmul_rows, accumulate, phase_cycles, acts, act_rows, act_elements, act_spans):
+    """The instruction counts (`COUNT_FIELDS`, a tuple) of a step whose ACTs are all row mode (a conv kind's or a
+    classcaps'): no routing rows, no column-mode ACTs, every ACT row a row-mode one."""
+    zero = runs - runs  # of the counts' type: the tuple is homogeneous
+    return (runs, matmuls, matmul_rows, accumulate, zero, phase_cycles, acts, act_rows, act_elements, zero, act_spans,
+            act_rows, zero)
+
+
+@njit(cache=True, inline=into_vector_loops)
 def _matmul_counts(plan, rows, cols, words):
     """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of a conv kind's
     fitting `_matmul_plan` `plan`: its chunks of nc rows and the last of the rest (`_matmul_part_counts`, every ACT
@@ -1209,11 +1222,9 @@ def _matmul_counts(plan, rows, cols, words):
     full = _matmul_part_counts(nc, full_chunks, kr_full, gb_full, kc, mb, span, rows, cols, words, block_acts)
     last = _matmul_part_counts(rest_rows, 1, kr_rest, gb_rest, kc, mb, span, rows, cols, words, block_acts)
     zero = n - n  # of the plan's type: the tuples are homogeneous
-    runs, phase_cycles, matmuls, matmul_rows, accumulate, acts, act_rows, act_elements, act_spans = (
-        full[0] + last[0], full[1] + last[1], full[2] + last[2], full[3] + last[3], full[4] + last[4],
-        full[5] + last[5], full[6] + last[6], full[7] + last[7], full[8] + last[8])
-    counts = (runs, matmuls, matmul_rows, accumulate, zero, phase_cycles, acts, act_rows, act_elements, zero,
-              act_spans, act_rows, zero)
+    counts = _row_mode_counts(full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4],
+                              full[1] + last[1], full[5] + last[5], full[6] + last[6], full[7] + last[7],
+                              full[8] + last[8])
     moved = (kc * n, (full_chunks + (1 if rest_rows > 0 else 0)) * kc * mb * rows, zero, zero, mb * n, zero)
     return counts, moved
 
@@ -1275,11 +1286,10 @@ def _classcaps_counts(plan, rows, cols, batch):
     full = _classcaps_part_counts(ci, floor_div(n_caps, ci), kc, mb, k, tb, tile_runs, data_rows, ends, rows, cols)
     last = _classcaps_part_counts(remainder(n_caps, ci), 1, kc, mb, k, tb, tile_runs, data_rows, ends, rows, cols)
     zero = n_caps - n_caps  # of the plan's type: the tuples are homogeneous
-    runs, matmuls, matmul_rows, accumulate, phase_cycles, acts, act_rows, act_elements, act_spans, groups = (
-        full[0] + last[0], full[1] + last[1], full[2] + last[2], full[3] + last[3], full[4] + last[4],
-        full[5] + last[5], full[6] + last[6], full[7] + last[7], full[8] + last[8], full[9] + last[9])
-    counts = (runs, matmuls, matmul_rows, accumulate, zero, phase_cycles, acts, act_rows, act_elements, zero,
-              act_spans, act_rows, zero)
+    counts = _row_mode_counts(full[0] + last[0], full[1] + last[1], full[2] + last[2], full[3] + last[3],
+                              full[4] + last[4], full[5] + last[5], full[6] + last[6], full[7] + last[7],
+                              full[8] + last[8])
+    groups = full[9] + last[9]
     moved = (groups * kc * data_rows, groups * kc * mb * rows, zero, zero, groups * mb * data_rows, zero)
     return counts, moved
 
@@ -1321,7 +1331,7 @@ def _routing_phase_moved(phase, lone, n_in, n_out, rows, geometry):
     zero = n_in - n_in
     update = kf * n_in * geometry[1]  # the prediction rows of an update (resident) or of a recomputation per set
     state = kf * rows if lone else zero
-    if phase == ROUTING_UPDATE or phase == ROUTING_FIRST_UPDATE:
+    if _is_update(phase):
         if not resident:
             return zero, zero, zero, zero, zero, zero
         return update, state, zero, zero, zero, zero
@@ -1355,7 +1365,7 @@ def _routing_moved(kind, n_in, n_out, rows, routings, geometry):
     else:
         loads = _routing_phase_moved(kind, True, n_in, n_out, rows, geometry)[:3]
     zero = n_in - n_in
-    if kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
+    if _is_update(kind):
         return loads[0], loads[1], loads[2], zero, zero, zero
     block = nq * q_in
     last_inputs = n_in - (ceil_div(n_in, block) - 1) * block
@@ -1405,8 +1415,6 @@ def _routing_counts(kind, n_caps, n_out, dim, rows, cols, routings, times, geome
     return (_scaled_sum(counts, times, counts, zero),
             (moved[0] * times, moved[1] * times, moved[2] * times, moved[3] * times, moved[4] * times,
              moved[5] * times))
-
-
 
 
 @njit(cache=True, inline="always")
