@@ -557,8 +557,8 @@ def _step_cost(step, config, coefficients, energies, counts, moved, args, error,
 
 
 VECTOR_FIELD_BITS = 9
-"""Bits of each field of a convolution or classcaps step packed for `_cost_vector_steps` (n_in, ch_in, caps_in,
-kernel, n_out, ch_out, caps_out)."""
+"""Bits of each field of a step of `VECTOR_KINDS` packed for `_cost_vector_steps` (n_in, ch_in, caps_in, kernel,
+n_out, ch_out, caps_out)."""
 
 VECTOR_KINDS = (CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE,
                 ROUTING_FIRST_UPDATE, ROUTE3D)
@@ -923,10 +923,10 @@ def _network_kernel(ops, config, coefficients, energies, period_ns, counts, figu
     no array it returns: about 1.5 us each): `counts` (3, n_ops) int64, w_loads, cycles and the accumulators (the
     C columns); `figures` (2, n_ops) float64, power and energy; `transfers` (`_network_sums`), `error`, `value`.
     Its steps are chained (`capsacc.mapping.chain_steps`), claimed in a memo of their own (`_claim_steps`), costed
-    one by one (`_step_cost`; `genotype_costs` costs a batch's convolution steps in float64 instead, with the same
-    results) and summed (`_network_sums`). Returns (total cycles, total energy); on an error, error[0] is its code,
-    error[1] the step, error[2] and value[0] a prediction's target and value out of range, error[3:] a refusal's
-    numbers (`_step_cost` of that step again)."""
+    one by one (`_step_cost`; `genotype_costs` costs a batch's steps of `VECTOR_KINDS` in float64 instead, with the
+    same results) and summed (`_network_sums`). Returns (total cycles, total energy); on an error, error[0] is its
+    code, error[1] the step, error[2] and value[0] a prediction's target and value out of range, error[3:] a
+    refusal's numbers (`_step_cost` of that step again)."""
     n = ops.shape[0]
     counts[2, :] = config[1]
     figures[0, :] = 0.0
@@ -992,11 +992,12 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
     (`genotype_costs`) and `results` (cycles, energy_mJ, weights, total_energy_mJ, errors). Genotypes are costed in
     blocks of about `BLOCK_STEPS` chained steps, in three passes: each genotype expanded (`descriptor_operation`),
     its steps chained and their memo rows claimed (`_claim_steps`); the block's new steps costed (`_cost_queue`,
-    the convolutions in float64, vectorized); each genotype's costs summed (`_network_sums`) with its data
-    movement's energy. Returns (the genotype at which the memo must grow before it is costed, the most steps it
-    brings: 2 x its operations + 1) when they could fill the table beyond `_memo_fits` and it has room to double
-    within `most_slots`, else (the count of genotypes, 0) when all are costed; a memo that cannot grow starts again
-    after a block. Compiled without numba's reference counting (`_nrt=False`): it allocates nothing."""
+    those of `VECTOR_KINDS` in float64, vectorized, `_cost_packed`); each genotype's costs summed (`_network_sums`)
+    with its data movement's energy. Returns (the genotype at which the memo must grow before it is costed, the
+    most steps it brings: 2 x its operations + 1) when they could fill the table beyond `_memo_fits` and it has
+    room to double within `most_slots`, else (the count of genotypes, 0) when all are costed; a memo that cannot
+    grow starts again after a block. Compiled without numba's reference counting (`_nrt=False`): it allocates
+    nothing."""
     table, used = memo
     ops, kinds, steps, keys, slots, queue, own, networks, scratch, w_loads, cycles, power, energy, transfers, error, \
         value = buffers
@@ -1063,8 +1064,8 @@ def genotype_costs(descriptors, offsets, config, coefficients, energies, period_
                    offchip_pJ_per_byte, table, used, most_slots):
     """Totals of flattened genotypes (`capsacc.model.GenotypeBatch`: genotype j owns rows
     offsets[j]:offsets[j+1] of `descriptors`) under the calibrated model, each expanded
-    (`capsacc.network.descriptor_operation`) and costed by the steps of `network_costs` (`_cost_genotypes`: its
-    convolutions' new steps in float64, vectorized, with the same results): cycles (int64), energy_mJ (float64),
+    (`capsacc.network.descriptor_operation`) and costed by the steps of `network_costs` (`_cost_genotypes`: its new
+    steps of `VECTOR_KINDS` in float64, vectorized, with the same results): cycles (int64), energy_mJ (float64),
     weights (int64), the energy with the data movement through a port of W = `bytes_per_cycle` bytes a cycle and
     `offchip_pJ_per_byte` (`total_energy_mJ`, float64: that of `data_movement`, as `capsacc.Estimate.total_energy_mJ`
     adds it), the error code of each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a

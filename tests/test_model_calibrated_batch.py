@@ -242,7 +242,7 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
     """`_claim_steps` gives a step whose memo key is that of one of the two steps before it (CapsNet's repeated
     routing phases, DeepCaps' inner ConvCaps) that step's slot with no look-up, claims each other key's slot once
     (code `PENDING`, queued for costing), and `_cost_queue` writes into every claimed row `_step_cost` of its
-    step, with the convolutions costed in float64 (vectorized) or one by one alike."""
+    step, with the steps of `VECTOR_KINDS` costed in float64 (vectorized) or one by one alike."""
     from capsacc.calibrated import (PENDING, ROW_CODE, VECTOR_KINDS, _claim_steps, _cost_packed, _cost_queue, _memo,
                                     _memo_size, _scratch)
     from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
