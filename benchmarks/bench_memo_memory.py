@@ -23,7 +23,7 @@ import time
 import numpy as np
 from numba import njit
 
-from bench_model import flatten, search_genotypes
+from bench_model import flatten, rate, search_genotypes
 from capsacc import Accelerator, estimate_many
 from capsacc.calibrated import StepMemo
 
@@ -66,17 +66,6 @@ def read_ns(table_mib: float, reads: int, rng: np.random.Generator) -> tuple[flo
     return dependent / reads * 1e9, independent / reads * 1e9
 
 
-def best_ns(function, networks: int, repeats: int, prepare=lambda: None) -> float:
-    """Best CPU ns per network of `function()` on `networks` networks, `prepare()` run untimed before each."""
-    best = math.inf
-    for _ in range(repeats):
-        prepare()
-        start = time.process_time()
-        function()
-        best = min(best, time.process_time() - start)
-    return best / networks * 1e9
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--networks", type=int, default=20_000)
@@ -100,7 +89,7 @@ def main() -> None:
         batch = flatten((genotypes[:k] * math.ceil(n / k))[:n])
         memo = StepMemo(accelerator.calibration)
         estimate_many(batch, accelerator, memo=memo)
-        ns = best_ns(lambda: estimate_many(batch, accelerator, memo=memo), n, args.repeats)
+        ns = 1e9 / rate(lambda: estimate_many(batch, accelerator, memo=memo), n, args.repeats)
         smallest = smallest or ns
         print(f"{k:>7,} {len(memo):>15,} {memo.slots * 64 / 2 ** 20:>9.0f} {ns:>15,.0f} {ns / smallest:>18.2f}")
 
@@ -123,7 +112,7 @@ def main() -> None:
         estimate_many(batch, accelerator, memo=memo)
         new_steps, slots = len(memo) - held, memo.slots
         grew = "yes" if others and slots > held_slots else "no"  # a fresh memo is sized to the batch at once
-        ns = best_ns(lambda: estimate_many(batch, accelerator, memo=memo), n, args.repeats, prepare)
+        ns = 1e9 / rate(lambda: estimate_many(batch, accelerator, memo=memo), n, args.repeats, prepare)
         print(f"{others:>16,} {held:>11,} {new_steps / n:>22.2f} {slots * 64 / 2 ** 20:>9.0f} {grew:>13} "
               f"{ns:>15,.0f} {1e9 / ns:>15,.0f}")
 

@@ -89,10 +89,12 @@ def plain_python_estimate(genotype: list, acc: Accelerator) -> tuple[float, floa
     return energy, cycles_total * acc.period_ns * 1e-6, weights_total
 
 
-def rate(function, count: int, repeats: int = 3) -> float:
-    """Best networks per second (CPU time) of `function()` which estimates `count` networks."""
+def rate(function, count: int, repeats: int = 3, prepare=lambda: None) -> float:
+    """Best networks per second (CPU time) of `function()` which estimates `count` networks, `prepare()` run
+    untimed before each call."""
     best = math.inf
     for _ in range(repeats):
+        prepare()
         start = time.process_time()
         function()
         best = min(best, time.process_time() - start)
