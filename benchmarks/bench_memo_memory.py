@@ -1,8 +1,10 @@
 """What the size of the calibrated model's step memo costs `estimate_many`: the memory of its look-ups.
 
-The calibrated batch kernel (`capsacc.calibrated.genotype_costs`) finds every step of a network in a memo of
-64-byte rows (`StepMemo`; a fresh one per call sized to the batch: 262,144 slots, 16 MiB, for 20,000 genotypes of
-the search's sampler), so each network reads about 16 rows at random places. Three measurements, in one run and on
+The calibrated batch kernel (`capsacc.calibrated.genotype_costs`) with a memo of every step (`StepMemo()`, as a
+search keeps; an empty one is sized to the batch at its first call: 262,144 slots, 16 MiB, for 20,000 genotypes of
+the search's sampler) finds every step of a network in its 64-byte rows, so each network reads about 16 rows at
+random places (`estimate_many` without a memo keeps none of the convolution, classcaps and routing steps: see
+`bench_model.py`). Three measurements, in one run and on
 one core (CPU time, `time.process_time`, best of `--repeats`):
 
 (a) the machine: ns per random 64-byte read in a table of 0.5 to 64 MiB, each read's address taken from the one
@@ -12,7 +14,7 @@ one core (CPU time, `time.process_time`, best of `--repeats`):
     rows the look-ups touch;
 (c) `estimate_many` on 20,000 new genotypes with a memo that already holds the steps of 0, 20,000 or 100,000 other
     genotypes of the sampler (a search's memo after many generations, rebuilt before each timing; `grew_in_call`:
-    the memo doubled during the timed call, copying its rows); 0 is the cold figure of `bench_model.py`.
+    the memo doubled during the timed call, copying its rows); 0 is `bench_model.py`'s "cold, memo of all".
 Run: python benchmarks/bench_memo_memory.py [--networks 20000] [--repeats 5]
 """
 

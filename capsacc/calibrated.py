@@ -38,7 +38,9 @@ convolution, classcaps and routing steps of a block of genotypes together, kind 
 (`_cost_vector_steps`): the same tiling rules and `_step_values` compiled for float64 (integers below 2^53,
 exact there), which LLVM vectorizes, with the results of the integer rules bit for bit (tested); the other
 kinds one by one.
-`estimate_many` starts a fresh memo per call; a caller that costs batch after batch (a search, generation
+`estimate_many` starts a fresh memo per call, which keeps no steps of `VECTOR_KINDS` (`StepMemo(vector_steps=False)`:
+most of a batch's steps are new to it, and those kinds cost less in the float64 loops wherever they occur than
+through a memo: `_claim_vector_steps`); a caller that costs batch after batch (a search, generation
 after generation) keeps a `StepMemo` across calls, with the same totals. The helpers that the kernels call
 with arrays for every network or step are inlined by numba (`inline="always"`): numba passes each array as
 a struct of its pointers, shape and strides, and such a call cost more than the work in it (docs/model.md,
@@ -718,6 +720,20 @@ def image_energy(batch_energy, batch, share):
 
 
 @njit(cache=True, inline="always")
+def _claim_row(table, used, key_first, key_second, home, queue, queued, s):
+    """The slot of the memo `table` that holds the key (key_first, key_second), probed from its `_memo_home` slot
+    `home` (`_memo_slot`); a key the memo does not hold claims its empty slot (its key written, its code `PENDING`,
+    `used` counted) and step s is queued for costing (`queue`, `queued` so far). Returns (slot, queued)."""
+    slot = _memo_slot(table, key_first, key_second, home)
+    if table[slot, 0] == -1:
+        table[slot, 0], table[slot, 1], table[slot, ROW_CODE] = key_first, key_second, PENDING
+        used[0] += 1
+        queue[queued] = s
+        queued += 1
+    return slot, queued
+
+
+@njit(cache=True, inline="always")
 def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, own_rows, sums):
     """Find the memo row of each of the `count` steps of `steps` from `first` on (one network's, `chain_steps`)
     and write it into `slots`: a slot of `table`; when the memo does not hold the step's key, the slot is claimed
@@ -754,16 +770,47 @@ def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, o
             queue[queued] = s
             queued += 1
         else:
-            slot = _memo_slot(table, keys[s, 0], keys[s, 1], slot)
-            if table[slot, 0] == -1:
-                table[slot, 0], table[slot, 1], table[slot, ROW_CODE] = keys[s, 0], keys[s, 1], PENDING
-                used[0] += 1
-                queue[queued] = s
-                queued += 1
+            slot, queued = _claim_row(table, used, keys[s, 0], keys[s, 1], slot, queue, queued, s)
         slots[s] = slot
         if not pending and (slot < 0 or _add_step(table, slot, steps[s, 0], w_loads, cycles, energy, transfers)):
             pending = True
     return queued, own_rows, pending
+
+
+@njit(cache=True, inline="always")
+def _claim_vector_steps(steps, first, count, table, used, keys, slots, queue, queued, packing, config):
+    """`_claim_steps` for a memo that keeps no steps of `VECTOR_KINDS` (`StepMemo(vector_steps=False)`): each such
+    step that packs (`_packed_step`) is packed for its kind's float64 loop (`packing`: the waiting counts, packed
+    words and step positions of `_scratch`, for `_cost_packed`) and gets a row of its own, -1 - its position in
+    `steps`, or the row of one of the two steps before it of the same kind and fields; every other step is found or
+    claimed in the memo (`_claim_row`; a step with no key, `NO_KEY`, queued with a row of its own). No sums are
+    added: the network is summed (`_network_sums`) once its rows are costed. Returns queued."""
+    waiting, packed, where = packing
+    rows, cols, batch, routings = config[0], config[1], config[4], config[5]
+    for s in range(first, first + count):
+        kind = steps[s, 1]
+        vector = _vector_slot(kind)
+        word = _packed_step(steps[s], rows, cols, batch, routings) if vector >= 0 else -1
+        keys[s, 0], keys[s, 1] = word, kind
+        if word >= 0:
+            if s - 1 >= first and keys[s - 1, 0] == word and keys[s - 1, 1] == kind:
+                slots[s] = slots[s - 1]
+            elif s - 2 >= first and keys[s - 2, 0] == word and keys[s - 2, 1] == kind:
+                slots[s] = slots[s - 2]
+            else:
+                packed[vector, waiting[vector]], where[vector, waiting[vector]] = word, s
+                waiting[vector] += 1
+                slots[s] = -1 - s
+            continue
+        key_first, key_second = _memo_key(steps[s])
+        if key_first < 0:
+            slots[s] = -1 - s
+            queue[queued] = s
+            queued += 1
+        else:
+            slots[s], queued = _claim_row(table, used, key_first, key_second,
+                                          _memo_home(table, key_first, key_second), queue, queued, s)
+    return queued
 
 
 @njit(cache=True, inline="always")
@@ -778,9 +825,8 @@ def _write_row(table, own, slot, code, cycles, matmuls, narrow, wide, picojoules
 def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, vector):
     """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`) one by one (`_step_cost`),
     but, when `vector`, the steps of `VECTOR_KINDS` that pack (`_packed_step`): those are packed per kind into
-    `scratch` (the arrays of `_scratch`), for `_cost_packed`."""
+    `scratch` (the arrays of `_scratch`; its waiting counts zeroed by the caller), for `_cost_packed`."""
     counts, moved, args, error, value, waiting, packed, where = scratch[:8]
-    waiting[:] = 0  # steps packed, per kind of `VECTOR_KINDS`
     for q in range(queued):
         s = queue[q]
         kind = steps[s, 1]
@@ -987,24 +1033,27 @@ def _genotype_totals(record, steps, slots, table, own, config, period_ns, offchi
 
 @njit(cache=True, _nrt=False)
 def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies, period_ns, offchip_pJ_per_byte, memo,
-                    most_slots, buffers, results, narrow_row_bytes, wide_row_bytes, share):
+                    most_slots, vector_steps, buffers, results, narrow_row_bytes, wide_row_bytes, share):
     """The loop of `genotype_costs` from genotype `start` on, into its arrays: `memo` (table, used), `buffers`
     (`genotype_costs`) and `results` (cycles, energy_mJ, weights, total_energy_mJ, errors). Genotypes are costed in
     blocks of about `BLOCK_STEPS` chained steps, in three passes: each genotype expanded (`descriptor_operation`),
-    its steps chained and their memo rows claimed (`_claim_steps`); the block's new steps costed (`_cost_queue`,
-    those of `VECTOR_KINDS` in float64, vectorized, `_cost_packed`); each genotype's costs summed (`_network_sums`)
-    with its data movement's energy. Returns (the genotype at which the memo must grow before it is costed, the
-    most steps it brings: 2 x its operations + 1) when they could fill the table beyond `_memo_fits` and it has
+    its steps chained and their memo rows claimed (`_claim_steps`; when not `vector_steps`, `_claim_vector_steps`:
+    the steps of `VECTOR_KINDS` packed for costing wherever they occur, the memo only for the others); the block's
+    new steps costed (`_cost_queue`, those of `VECTOR_KINDS` in float64, vectorized, `_cost_packed`); each
+    genotype's costs summed (`_network_sums`) with its data movement's energy. Returns (the genotype at which the
+    memo must grow before it is costed, the most steps it brings: 2 x its operations + 1) when they could fill the table beyond `_memo_fits` and it has
     room to double within `most_slots`, else (the count of genotypes, 0) when all are costed; a memo that cannot
     grow starts again after a block. Compiled without numba's reference counting (`_nrt=False`): it allocates
     nothing."""
     table, used = memo
     ops, kinds, steps, keys, slots, queue, own, networks, scratch, w_loads, cycles, power, energy, transfers, error, \
         value = buffers
+    waiting = scratch[5]
     n = offsets.shape[0] - 1
     j = start
     while j < n:
         first, op_count, step_count, queued, own_rows, need, restart, deferred = j, 0, 0, 0, 0, 0, False, 0
+        waiting[:] = 0  # steps packed, per kind of `VECTOR_KINDS`
         while j < n and op_count < BLOCK_STEPS and step_count < BLOCK_STEPS:
             count, total_weights = 0, 0
             last = offsets[j + 1] - offsets[j] - 1
@@ -1032,7 +1081,11 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
             record = networks[deferred]
             record[0], record[1], record[2], record[3], record[4] = j, count, step_count, chained, total_weights
             pending = False
-            if chained >= 0:
+            if chained >= 0 and not vector_steps:
+                queued = _claim_vector_steps(steps, step_count, chained, table, used, keys, slots, queue, queued,
+                                             scratch[5:8], config)
+                pending = True
+            elif chained >= 0:
                 queued, own_rows, pending = _claim_steps(steps, step_count, chained, table, used, keys, slots, queue,
                                                          queued, own_rows, (w_loads[:count], cycles[:count],
                                                                             energy[:count], transfers[:count]))
@@ -1045,7 +1098,7 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
                                  energies, w_loads, cycles, power, energy, transfers, error, value, results,
                                  narrow_row_bytes, wide_row_bytes, share, True)
             j += 1
-        _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, True)
+        _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, vector_steps)
         _cost_packed(slots, table, own, config, coefficients, energies, scratch)
         for network in range(deferred):
             _genotype_totals(networks[network], steps, slots, table, own, config, period_ns, offchip_pJ_per_byte,
@@ -1061,7 +1114,7 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
 
 @njit(cache=True)
 def genotype_costs(descriptors, offsets, config, coefficients, energies, period_ns, bytes_per_cycle,
-                   offchip_pJ_per_byte, table, used, most_slots):
+                   offchip_pJ_per_byte, table, used, most_slots, vector_steps):
     """Totals of flattened genotypes (`capsacc.model.GenotypeBatch`: genotype j owns rows
     offsets[j]:offsets[j+1] of `descriptors`) under the calibrated model, each expanded
     (`capsacc.network.descriptor_operation`) and costed by the steps of `network_costs` (`_cost_genotypes`: its new
@@ -1071,8 +1124,8 @@ def genotype_costs(descriptors, offsets, config, coefficients, energies, period_
     adds it), the error code of each genotype (0 when it costs), and the memo table. The memo (`table`, `used`: a
     `_memo`, a `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
     the memo beyond `_memo_fits`, it is doubled (`_memo_grown`), up to `most_slots` slots; an empty memo
-    first grows to fit as many steps as the batch has descriptors (about as many distinct steps as a
-    search's batch brings, `step_shape`), in one growth. The arrays are allocated here, and the genotypes
+    that keeps the steps of `VECTOR_KINDS` (`vector_steps`) first grows to fit as many steps as the batch has
+    descriptors (about as many distinct steps as a search's batch brings, `step_shape`), in one growth. The arrays are allocated here, and the genotypes
     costed by `_cost_genotypes`, which stops where the memo must grow."""
     n = offsets.shape[0] - 1
     longest = 1
@@ -1092,15 +1145,16 @@ def genotype_costs(descriptors, offsets, config, coefficients, energies, period_
     narrow_row_bytes, wide_row_bytes = row_bytes(config[0], bytes_per_cycle), row_bytes(config[1], bytes_per_cycle)
     share = energy_share(config[4])
     capacity = table.shape[0]
-    while used[0] == 0 and not _memo_fits(descriptors.shape[0], capacity) and 2 * capacity <= most_slots:
+    while (vector_steps and used[0] == 0 and not _memo_fits(descriptors.shape[0], capacity)
+           and 2 * capacity <= most_slots):
         capacity *= 2
     if capacity > table.shape[0]:
         table = _memo_grown(table, capacity)
     j = np.int64(0)  # not the literal 0, for which numba would compile `_cost_genotypes` once more
     while j < n:
         j, steps = _cost_genotypes(j, descriptors, offsets, config, coefficients, energies, period_ns,
-                                   offchip_pJ_per_byte, (table, used), most_slots, buffers, results, narrow_row_bytes,
-                                   wide_row_bytes, share)
+                                   offchip_pJ_per_byte, (table, used), most_slots, vector_steps, buffers, results,
+                                   narrow_row_bytes, wide_row_bytes, share)
         capacity = table.shape[0]
         while j < n and not _memo_fits(used[0] + steps, capacity) and 2 * capacity <= most_slots:
             capacity *= 2
@@ -1117,13 +1171,20 @@ class StepMemo:
     of a fresh memo, bit for bit; only the time differs. It holds `len(memo)` steps in a table that
     doubles as it fills (`genotype_costs`), up to `most_slots` slots of 64 bytes (full, `_memo_fits`,
     it starts again). It serves the calibration it was made for only (`AcceleratorConfigError` for
-    another)."""
+    another).
 
-    def __init__(self, calibration: Calibration, most_slots: int = MOST_MEMO):
+    `vector_steps`: whether it keeps the costs of the steps of `VECTOR_KINDS` too (each costed once,
+    then looked up: the fastest where most steps have been costed before, as in a search's later
+    generations), or costs those steps in the float64 loops wherever they occur and keeps only the
+    other kinds' (the fastest where most steps are new: `estimate_many` without a memo uses such a
+    one; docs/model.md, "Session 30"). The totals are the same bit for bit."""
+
+    def __init__(self, calibration: Calibration, most_slots: int = MOST_MEMO, vector_steps: bool = True):
         if most_slots < BATCH_MEMO or most_slots & (most_slots - 1):
             raise InputError(f"most_slots: {most_slots!r} must be a power of two >= {BATCH_MEMO}")
         self.calibration = calibration
         self.most_slots = most_slots
+        self.vector_steps = bool(vector_steps)
         self._table, self._used = _memo(BATCH_MEMO)
 
     def __len__(self) -> int:
@@ -1141,7 +1202,7 @@ class StepMemo:
         calibration = self.calibration
         cycles, energy, weights, total_energy, errors, self._table = genotype_costs(
             descriptors, offsets, *calibration.kernel_arrays, calibration.period_ns, bytes_per_cycle,
-            float(offchip_pJ_per_byte), self._table, self._used, self.most_slots)
+            float(offchip_pJ_per_byte), self._table, self._used, self.most_slots, self.vector_steps)
         return cycles, energy, weights, total_energy, errors
 
 

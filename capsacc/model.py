@@ -387,7 +387,9 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
 
     `memo`: a `capsacc.calibrated.StepMemo` of the accelerator's calibration that the caller keeps
     across calls, for a `GenotypeBatch` on a calibrated accelerator (the same totals, sooner when
-    steps repeat); without one, each call starts a fresh memo.
+    steps repeat); without one, each call starts a fresh memo that keeps no convolution, classcaps or
+    routing steps (`StepMemo(vector_steps=False)`: a batch meets most of them for the first time, and
+    costing them where they occur is faster than a memo of them).
     """
     if memo is not None and (accelerator.calibration is None or not isinstance(networks, GenotypeBatch)
                              or memo.calibration != accelerator.calibration):
@@ -414,7 +416,7 @@ def _calibrated_many(networks, accelerator: Accelerator, memo: calibrated.StepMe
         raise AcceleratorConfigError("the calibrated model needs operation shapes: pass networks or a "
                                      "GenotypeBatch, not an OperationBatch")
     if isinstance(networks, GenotypeBatch):
-        memo = calibrated.StepMemo(accelerator.calibration) if memo is None else memo
+        memo = calibrated.StepMemo(accelerator.calibration, vector_steps=False) if memo is None else memo
         cycles, energy, weights, total_energy, errors = memo.genotype_costs(
             networks.descriptors, networks.offsets, accelerator.offchip_bytes_per_cycle,
             accelerator.offchip_pJ_per_byte)

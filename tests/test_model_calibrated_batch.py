@@ -177,12 +177,13 @@ def test_steps_of_the_same_shape_count_alike(kind, fields, array, batch, seed):
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(search_genotypes(), min_size=1, max_size=8), min_size=2, max_size=4),
-       st.sampled_from(ARRAYS), st.sampled_from((1, 8)))
-def test_a_step_memo_kept_across_calls_gives_the_totals_of_a_fresh_one(calls, array, batch):
+       st.sampled_from(ARRAYS), st.sampled_from((1, 8)), st.booleans())
+def test_a_step_memo_kept_across_calls_gives_the_totals_of_a_fresh_one(calls, array, batch, vector_steps):
     """A `StepMemo` kept across `estimate_many` calls (as a search keeps one across generations), small
-    enough to grow and to start again, gives every call the totals of a fresh memo, bit for bit."""
+    enough to grow and to start again, gives every call the totals of a fresh memo (`estimate_many` without
+    one, which keeps no steps of `VECTOR_KINDS`), bit for bit, whether it keeps those steps or not."""
     acc = accelerator(*array, batch)
-    memo = StepMemo(acc.calibration, most_slots=BATCH_MEMO)
+    memo = StepMemo(acc.calibration, most_slots=BATCH_MEMO, vector_steps=vector_steps)
     for genotypes in calls + calls[:1]:
         try:
             fresh = estimate_many(flatten(genotypes), acc)
@@ -275,6 +276,46 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
             assert row[2:6].tolist() == cost[:4] and row[6:7].view(np.float64)[0] == cost[4]
         tables.append(table)
     assert np.array_equal(tables[0], tables[1])
+
+
+@pytest.mark.parametrize("preset", ["capsnet", "deepcaps"])
+def test_a_memo_without_vector_steps_packs_them_and_claims_only_the_others(preset):
+    """`_claim_vector_steps` packs each step of `VECTOR_KINDS` for its kind's float64 loop with a row of its own,
+    except a step of the kind and fields of one of the two before it (CapsNet's repeated routing phases, DeepCaps'
+    inner ConvCaps), which takes that step's row; it claims the other kinds' keys in the memo (DeepCaps' capsadd and
+    route3d steps that do not pack); and the rows `_cost_packed` and `_cost_queue` write hold `_step_cost` of their
+    step."""
+    from capsacc.calibrated import (PENDING, ROW_CODE, VECTOR_KINDS, _claim_vector_steps, _cost_packed, _cost_queue,
+                                    _memo, _memo_size, _scratch)
+    from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
+    calibration = Calibration.shipped()
+    config, coefficients, energies = calibration.kernel_arrays
+    ops = Network.preset(preset).rows
+    kinds, steps = np.empty(len(ops), np.int64), np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
+    _step_kinds(ops, kinds)
+    count = chain_steps(ops, kinds, steps)
+    table, used = _memo(_memo_size(count))
+    keys, slots, queue = np.empty((count, 2), np.int64), np.empty(count, np.int64), np.empty(count, np.int64)
+    scratch = _scratch(count, len(VECTOR_KINDS))
+    queued = _claim_vector_steps(steps, 0, count, table, used, keys, slots, queue, 0, scratch[5:8], config)
+    vector = [s for s in range(count) if steps[s, 1] in VECTOR_KINDS and keys[s, 0] >= 0]
+    repeats = [s for s in vector if s >= 2 and tuple(steps[s, 1:10]) in (tuple(steps[s - 1, 1:10]),
+                                                                         tuple(steps[s - 2, 1:10]))]
+    assert repeats and all(slots[s] in (slots[s - 1], slots[s - 2]) for s in repeats)
+    assert sorted(slots[s] for s in vector if s not in repeats) == sorted(-1 - s for s in vector if s not in repeats)
+    assert scratch[5].sum() == len(vector) - len(repeats)
+    others = [s for s in range(count) if s not in vector]
+    assert queued == used[0] == len({slots[s] for s in others}) and all(slots[s] >= 0 for s in others)
+    assert (preset == "deepcaps") == bool(others)
+    assert np.all(table[[slots[s] for s in others], ROW_CODE] == PENDING)
+    own = np.full((count, 8), -1, np.int64)
+    _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, False)
+    _cost_packed(slots, table, own, config, coefficients, energies, scratch)
+    for s in range(count):
+        code, *cost = step_cost(steps[s], calibration)
+        row = table[slots[s]] if slots[s] >= 0 else own[-1 - slots[s]]
+        assert code == row[ROW_CODE] == 0
+        assert row[2:6].tolist() == cost[:4] and row[6:7].view(np.float64)[0] == cost[4]
 
 
 VECTOR_STEP_FIELDS = st.tuples(st.sampled_from((0, 1, 2, 3, 4, 5, 6, 7, 10)), st.integers(1, 64), st.integers(1, 64),
