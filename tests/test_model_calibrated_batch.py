@@ -238,6 +238,25 @@ def step_cost(step, calibration, config=None):
                       np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1))
 
 
+def preset_steps(preset):
+    """The chained steps (`STEP_FIELDS` rows) of a preset network and their count."""
+    from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
+    ops = Network.preset(preset).rows
+    kinds, steps = np.empty(len(ops), np.int64), np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
+    _step_kinds(ops, kinds)
+    return steps, chain_steps(ops, kinds, steps)
+
+
+def assert_rows_hold_step_costs(steps, count, slots, table, own, calibration):
+    """Every step's row (a slot of the memo `table`, or -1 - row of `own`) holds `_step_cost` of the step."""
+    from capsacc.calibrated import ROW_CODE
+    for s in range(count):
+        code, *cost = step_cost(steps[s], calibration)
+        row = table[slots[s]] if slots[s] >= 0 else own[-1 - slots[s]]
+        assert code == row[ROW_CODE] == 0
+        assert row[2:6].tolist() == cost[:4] and row[6:7].view(np.float64)[0] == cost[4]
+
+
 @pytest.mark.parametrize("preset", ["capsnet", "deepcaps"])
 def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(preset):
     """`_claim_steps` gives a step whose memo key is that of one of the two steps before it (CapsNet's repeated
@@ -246,13 +265,10 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
     step, with the steps of `VECTOR_KINDS` costed in float64 (vectorized) or one by one alike."""
     from capsacc.calibrated import (PENDING, ROW_CODE, VECTOR_KINDS, _claim_steps, _cost_packed, _cost_queue, _memo,
                                     _memo_size, _scratch)
-    from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
     calibration = Calibration.shipped()
     config, coefficients, energies = calibration.kernel_arrays
     ops = Network.preset(preset).rows
-    kinds, steps = np.empty(len(ops), np.int64), np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
-    _step_kinds(ops, kinds)
-    count = chain_steps(ops, kinds, steps)
+    steps, count = preset_steps(preset)
     tables = []
     for vector in (False, True):
         table, used = _memo(_memo_size(count))
@@ -269,11 +285,7 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
         _cost_queue(steps, queue, queued, slots, table, np.empty((0, 8), np.int64), config, coefficients, energies,
                     scratch, vector)
         _cost_packed(slots, table, np.empty((0, 8), np.int64), config, coefficients, energies, scratch)
-        for s in range(count):
-            code, *cost = step_cost(steps[s], calibration)
-            row = table[slots[s]]
-            assert code == row[ROW_CODE] == 0
-            assert row[2:6].tolist() == cost[:4] and row[6:7].view(np.float64)[0] == cost[4]
+        assert_rows_hold_step_costs(steps, count, slots, table, np.empty((0, 8), np.int64), calibration)
         tables.append(table)
     assert np.array_equal(tables[0], tables[1])
 
@@ -282,18 +294,13 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
 def test_a_memo_without_vector_steps_packs_them_and_claims_only_the_others(preset):
     """`_claim_vector_steps` packs each step of `VECTOR_KINDS` for its kind's float64 loop with a row of its own,
     except a step of the kind and fields of one of the two before it (CapsNet's repeated routing phases, DeepCaps'
-    inner ConvCaps), which takes that step's row; it claims the other kinds' keys in the memo (DeepCaps' capsadd and
-    route3d steps that do not pack); and the rows `_cost_packed` and `_cost_queue` write hold `_step_cost` of their
-    step."""
+    inner ConvCaps), which takes that step's row; it claims the other kinds' keys in the memo (DeepCaps' tocaps and
+    capsadd steps); and the rows `_cost_packed` and `_cost_queue` write hold `_step_cost` of their step."""
     from capsacc.calibrated import (PENDING, ROW_CODE, VECTOR_KINDS, _claim_vector_steps, _cost_packed, _cost_queue,
                                     _memo, _memo_size, _scratch)
-    from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
     calibration = Calibration.shipped()
     config, coefficients, energies = calibration.kernel_arrays
-    ops = Network.preset(preset).rows
-    kinds, steps = np.empty(len(ops), np.int64), np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
-    _step_kinds(ops, kinds)
-    count = chain_steps(ops, kinds, steps)
+    steps, count = preset_steps(preset)
     table, used = _memo(_memo_size(count))
     keys, slots, queue = np.empty((count, 2), np.int64), np.empty(count, np.int64), np.empty(count, np.int64)
     scratch = _scratch(count, len(VECTOR_KINDS))
@@ -311,11 +318,7 @@ def test_a_memo_without_vector_steps_packs_them_and_claims_only_the_others(prese
     own = np.full((count, 8), -1, np.int64)
     _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, False)
     _cost_packed(slots, table, own, config, coefficients, energies, scratch)
-    for s in range(count):
-        code, *cost = step_cost(steps[s], calibration)
-        row = table[slots[s]] if slots[s] >= 0 else own[-1 - slots[s]]
-        assert code == row[ROW_CODE] == 0
-        assert row[2:6].tolist() == cost[:4] and row[6:7].view(np.float64)[0] == cost[4]
+    assert_rows_hold_step_costs(steps, count, slots, table, own, calibration)
 
 
 VECTOR_STEP_FIELDS = st.tuples(st.sampled_from((0, 1, 2, 3, 4, 5, 6, 7, 10)), st.integers(1, 64), st.integers(1, 64),
