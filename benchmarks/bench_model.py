@@ -10,8 +10,8 @@ network at a time, of each model, and the ratio of their batch rates; the calibr
 (`estimate_many` without a memo: each call costs every convolution, classcaps and routing step where it
 occurs, and keeps a fresh memo of the other steps), cold with a fresh memo of every step each call
 (`StepMemo()`: each distinct step costed once and looked up), and warm (a `StepMemo` kept across calls that
-holds the genotypes' steps already: the rate of a search's later calls on steps it has costed). Goals: (c) and (d) >= 1,000,000
-networks/s, (b) and (e) <= 20 us/network. Times are the process's CPU time (`time.process_time`,
+holds the genotypes' steps already: the rate of a search's later calls on steps it has costed). Goals: (c) and
+(d) >= 1,000,000 networks/s, (b) and (e) <= 20 us/network. Times are the process's CPU time (`time.process_time`,
 best of three), so that other jobs on a shared machine do not count.
 Run: python benchmarks/bench_model.py [--networks 100000] [--search-networks 20000]
 """

@@ -1041,10 +1041,10 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
     the steps of `VECTOR_KINDS` packed for costing wherever they occur, the memo only for the others); the block's
     new steps costed (`_cost_queue`, those of `VECTOR_KINDS` in float64, vectorized, `_cost_packed`); each
     genotype's costs summed (`_network_sums`) with its data movement's energy. Returns (the genotype at which the
-    memo must grow before it is costed, the most steps it brings: 2 x its operations + 1) when they could fill the table beyond `_memo_fits` and it has
-    room to double within `most_slots`, else (the count of genotypes, 0) when all are costed; a memo that cannot
-    grow starts again after a block. Compiled without numba's reference counting (`_nrt=False`): it allocates
-    nothing."""
+    memo must grow before it is costed, the most steps it brings: 2 x its operations + 1) when they could fill the
+    table beyond `_memo_fits` and it has room to double within `most_slots`, else (the count of genotypes, 0) when
+    all are costed; a memo that cannot grow starts again after a block. Compiled without numba's reference
+    counting (`_nrt=False`): it allocates nothing."""
     table, used = memo
     ops, kinds, steps, keys, slots, queue, own, networks, scratch, w_loads, cycles, power, energy, transfers, error, \
         value = buffers
@@ -1125,8 +1125,8 @@ def genotype_costs(descriptors, offsets, config, coefficients, energies, period_
     `_memo`, a `StepMemo`'s) keeps the costs of the steps costed; before a network whose steps could fill more than
     the memo beyond `_memo_fits`, it is doubled (`_memo_grown`), up to `most_slots` slots; an empty memo
     that keeps the steps of `VECTOR_KINDS` (`vector_steps`) first grows to fit as many steps as the batch has
-    descriptors (about as many distinct steps as a search's batch brings, `step_shape`), in one growth. The arrays are allocated here, and the genotypes
-    costed by `_cost_genotypes`, which stops where the memo must grow."""
+    descriptors (about as many distinct steps as a search's batch brings, `step_shape`), in one growth. The arrays
+    are allocated here, and the genotypes costed by `_cost_genotypes`, which stops where the memo must grow."""
     n = offsets.shape[0] - 1
     longest = 1
     for j in range(n):
