@@ -720,6 +720,34 @@ def image_energy(batch_energy, batch, share):
 
 
 @njit(cache=True, inline="always")
+def _repeat_of(keys, first, s, key_first, key_second):
+    """The position of the step among the two before step s (not before `first`, its network's first) whose key in
+    `keys` is (key_first, key_second), the nearer one first, or -1 (`REPEAT`)."""
+    if s - 1 >= first and keys[s - 1, 0] == key_first and keys[s - 1, 1] == key_second:
+        return s - 1
+    if s - 2 >= first and keys[s - 2, 0] == key_first and keys[s - 2, 1] == key_second:
+        return s - 2
+    return -1
+
+
+@njit(cache=True, inline="always")
+def _vector_word(step, rows, cols, batch, routings):
+    """(position of its kind in `VECTOR_KINDS`, `_packed_step` word) of a step: the word is -1 when the kind is not
+    one of them or the step does not pack."""
+    slot = _vector_slot(step[1])
+    return slot, _packed_step(step, rows, cols, batch, routings) if slot >= 0 else -1
+
+
+@njit(cache=True, inline="always")
+def _pack(packing, slot, word, s):
+    """Add step s, packed as `word`, to the steps of kind position `slot` waiting for `_cost_packed` (`packing`: the
+    waiting counts, packed words and step positions of `_scratch`)."""
+    waiting, packed, where = packing
+    packed[slot, waiting[slot]], where[slot, waiting[slot]] = word, s
+    waiting[slot] += 1
+
+
+@njit(cache=True, inline="always")
 def _claim_row(table, used, key_first, key_second, home, queue, queued, s):
     """The slot of the memo `table` that holds the key (key_first, key_second), probed from its `_memo_home` slot
     `home` (`_memo_slot`); a key the memo does not hold claims its empty slot (its key written, its code `PENDING`,
@@ -752,10 +780,9 @@ def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, o
         key_first, key_second = _memo_key(steps[s])
         keys[s, 0], keys[s, 1], slots[s] = key_first, key_second, NO_KEY
         if key_first >= 0:
-            if s - 1 >= first and keys[s - 1, 0] == key_first and keys[s - 1, 1] == key_second:
-                slots[s] = REPEAT - (s - 1)
-            elif s - 2 >= first and keys[s - 2, 0] == key_first and keys[s - 2, 1] == key_second:
-                slots[s] = REPEAT - (s - 2)
+            earlier = _repeat_of(keys, first, s, key_first, key_second)
+            if earlier >= 0:
+                slots[s] = REPEAT - earlier
             else:
                 slots[s] = _memo_home(table, key_first, key_second)
                 prefetch_row(table, slots[s])
@@ -785,21 +812,16 @@ def _claim_vector_steps(steps, first, count, table, used, keys, slots, queue, qu
     `steps`, or the row of one of the two steps before it of the same kind and fields; every other step is found or
     claimed in the memo (`_claim_row`; a step with no key, `NO_KEY`, queued with a row of its own). No sums are
     added: the network is summed (`_network_sums`) once its rows are costed. Returns queued."""
-    waiting, packed, where = packing
-    rows, cols, batch, routings = config[0], config[1], config[4], config[5]
+    rows, cols, batch, routings = config[0], config[1], config[4], config[5]  # read once, not per step
     for s in range(first, first + count):
-        kind = steps[s, 1]
-        vector = _vector_slot(kind)
-        word = _packed_step(steps[s], rows, cols, batch, routings) if vector >= 0 else -1
-        keys[s, 0], keys[s, 1] = word, kind
+        vector, word = _vector_word(steps[s], rows, cols, batch, routings)
+        keys[s, 0], keys[s, 1] = word, steps[s, 1]
         if word >= 0:
-            if s - 1 >= first and keys[s - 1, 0] == word and keys[s - 1, 1] == kind:
-                slots[s] = slots[s - 1]
-            elif s - 2 >= first and keys[s - 2, 0] == word and keys[s - 2, 1] == kind:
-                slots[s] = slots[s - 2]
+            earlier = _repeat_of(keys, first, s, word, steps[s, 1])
+            if earlier >= 0:
+                slots[s] = slots[earlier]
             else:
-                packed[vector, waiting[vector]], where[vector, waiting[vector]] = word, s
-                waiting[vector] += 1
+                _pack(packing, vector, word, s)
                 slots[s] = -1 - s
             continue
         key_first, key_second = _memo_key(steps[s])
@@ -826,15 +848,12 @@ def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, e
     """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`) one by one (`_step_cost`),
     but, when `vector`, the steps of `VECTOR_KINDS` that pack (`_packed_step`): those are packed per kind into
     `scratch` (the arrays of `_scratch`; its waiting counts zeroed by the caller), for `_cost_packed`."""
-    counts, moved, args, error, value, waiting, packed, where = scratch[:8]
+    counts, moved, args, error, value = scratch[:5]
     for q in range(queued):
         s = queue[q]
-        kind = steps[s, 1]
-        slot = _vector_slot(kind) if vector else -1
-        word = _packed_step(steps[s], config[0], config[1], config[4], config[5]) if slot >= 0 else -1
+        slot, word = _vector_word(steps[s], config[0], config[1], config[4], config[5]) if vector else (-1, -1)
         if word >= 0:
-            packed[slot, waiting[slot]], where[slot, waiting[slot]] = word, s
-            waiting[slot] += 1
+            _pack(scratch[5:8], slot, word, s)
         else:
             code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients, energies,
                                                                          counts, moved, args, error, value)
