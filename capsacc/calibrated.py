@@ -34,7 +34,7 @@ shape alone (`capsacc.mapping.step_shape`: the matrix product of a convolution, 
 routing, ...): the memo (`_memo`: the key packed into two words, a slot in one 64-byte row, every step's row
 prefetched before the first is read, `prefetch_row`) skips the counting for steps that networks share; a
 step of the key of one of the two before it takes that step's row (`REPEAT`). The batch kernel costs the new
-convolution, classcaps and routing steps of a block of genotypes together, kind by kind, in float64
+convolution, classcaps, tocaps, capsadd and routing steps of a block of genotypes together, kind by kind, in float64
 (`_cost_vector_steps`): the same tiling rules and `_step_values` compiled for float64 (integers below 2^53,
 exact there), which LLVM vectorizes, with the results of the integer rules bit for bit (tested); the other
 kinds one by one.
@@ -69,13 +69,14 @@ from capsacc.energy import EVENTS, EventEnergies
 from capsacc.errors import AcceleratorConfigError, InputError
 from capsacc.files import read_json
 from capsacc.array import ArrayConfig
-from capsacc.mapping import (ACTS, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS, MATMULS,
-                             NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS, ROUTE3D, ROUTING_FIRST_UPDATE, ROUTING_SOFTMAX,
-                             ROUTING_UNIFORM, ROUTING_UPDATE, ROUTINGS, STEP_FIELDS, STEP_KINDS, TRANSFER_FIELDS,
-                             WIDE_TRANSFERS, MappingError, bandwidth_bound, ceil_div, chain, chain_steps, count_step,
-                             plan_counts, row_bytes, rows_port_bytes, step_shape, _classcaps_counts, _classcaps_plan,
-                             _config_fields, _matmul_counts, _matmul_plan, _refusal, _routing_counts, _routing_geometry,
-                             _routing_step, _step_kinds)
+from capsacc.mapping import (ACTS, CAPSADD, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS,
+                             MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS, ROUTE3D, ROUTING_FIRST_UPDATE,
+                             ROUTING_SOFTMAX, ROUTING_UNIFORM, ROUTING_UPDATE, ROUTINGS, STEP_FIELDS, STEP_KINDS, TOCAPS,
+                             TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError, bandwidth_bound, ceil_div, chain,
+                             chain_steps, count_step, plan_counts, row_bytes, rows_port_bytes, step_shape,
+                             _classcaps_counts, _classcaps_plan, _config_fields, _elementwise_counts,
+                             _elementwise_plan, _matmul_counts, _matmul_plan, _refusal, _routing_counts,
+                             _routing_geometry, _routing_step, _step_kinds)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
 from capsacc.programs import operation_cost
@@ -429,6 +430,9 @@ PREDICTION_RANGE, CYCLES_RANGE, NOT_EXPANDED = len(REFUSALS), len(REFUSALS) + 1,
 """Error codes of the kernels beyond the tiling refusals (`capsacc.mapping.REFUSALS`): a prediction out
 of the int64 range, an operation's cycles out of 0..2^63-1, operations not in the order of the
 published expansion."""
+FLOAT_RANGE = len(REFUSALS) + 3
+"""The code of a step costed in float64 (`_cost_vector_steps`) whose counting could leave float64's exact range
+(`_float_exact`): never a result, `_cost_packed` costs it again by the integer rules."""
 
 
 KEY_BITS = (28, 31, 32, 31)
@@ -563,12 +567,12 @@ VECTOR_FIELD_BITS = 9
 n_out, ch_out, caps_out)."""
 
 VECTOR_KINDS = (CONV, CONVCAPS, CONVCAPS3D, CLASSCAPS, ROUTING_UNIFORM, ROUTING_SOFTMAX, ROUTING_UPDATE,
-                ROUTING_FIRST_UPDATE, ROUTE3D)
+                ROUTING_FIRST_UPDATE, TOCAPS, CAPSADD, ROUTE3D)
 """The step kinds `_cost_vector_steps` costs in float64."""
 
 VECTOR_BOUND = float(2 ** 50)
 """A step of `VECTOR_KINDS` is costed in float64 (`_cost_vector_steps`) when a bound of every count, feature and
-intermediate of its counting is below this (`_packed_step`): float64 holds every integer below 2^53 exactly."""
+intermediate of its counting is below this (`_float_exact`): float64 holds every integer below 2^53 exactly."""
 
 
 @njit(cache=True, inline="always")
@@ -581,29 +585,39 @@ def _vector_slot(kind):
 
 
 @njit(cache=True, inline="always")
-def _packed_step(step, rows, cols, batch, routings):
+def _packed_step(step):
     """The fields of a step of `VECTOR_KINDS` (n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out) packed into
-    one int64, `VECTOR_FIELD_BITS` each, or -1 when one does not fit or the step's counts could leave the exact
-    range of float64 (`VECTOR_BOUND`): then the scalar `_step_cost` costs it. The bound, times the MAC slots and
-    stream ends of R x C (R·C + 2R + 2C + 64): for a convolution or classcaps, B·(N + 2R)·K·M with N x K by K x M
-    its matrix product for one image (`capsacc.mapping.step_shape`: a classcaps' I capsules, caps_in, J·D); for a
-    routing, times·(I + 2R)·(J + C)²·(D + C)·(routings + 1) (`capsacc.mapping._routing_step`)."""
+    one int64, `VECTOR_FIELD_BITS` each, or -1 when one does not fit: then the scalar `_step_cost` costs it."""
     most = (1 << VECTOR_FIELD_BITS) - 1
     word = 0
     for position, field in enumerate((2, 3, 4, 5, 7, 8, 9)):
         if not 0 <= step[field] <= most:
             return -1
         word |= step[field] << position * VECTOR_FIELD_BITS
-    kind = step[1]
-    if kind <= CLASSCAPS:
-        n, k, m, _ = step_shape(kind, step[2], step[3], step[4], step[5], step[7], step[8], step[9])
-        bound = float(batch) * (n + 2 * rows) * k * m
-    else:
-        _, n_caps, times = _routing_step(kind, step[2], step[3], step[7], batch)
-        bound = float(times) * (n_caps + 2 * rows) * (step[8] + cols) ** 2 * (step[9] + cols) * (routings + 1)
-    if not bound * (rows * cols + 2 * rows + 2 * cols + 64) < VECTOR_BOUND:
-        return -1
     return word
+
+
+@njit(cache=True, inline="always")
+def _float_exact(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch, routings):
+    """Whether every count, feature and intermediate of the counting of a step of `VECTOR_KINDS` (its kind code
+    and fields; float64 in the loops of `_cost_vector_steps`, which compute this beside the counts) stays below
+    `VECTOR_BOUND`, so that float64 holds it exactly; a step that does not is costed again by `_step_cost`
+    (`_cost_packed`). The bound, times the MAC slots and stream ends of R x C (R·C + 2R + 2C + 64): for a
+    convolution or classcaps, B·(N + 2R)·K·M with N x K by K x M its matrix product for one image
+    (`capsacc.mapping.step_shape`: a classcaps' I capsules, caps_in, J·D); for a tocaps or capsadd,
+    B·(N + 2R)·operands·(C + R)·(M + C) over its N positions of M values (operands·ceil(C / R)·R identity tile rows
+    in place of K); for a routing, times·(I + 2R)·(J + C)²·(D + C)·(routings + 1)
+    (`capsacc.mapping._routing_step`)."""
+    if kind <= CLASSCAPS:
+        n, k, m, _ = step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out)
+        bound = batch * (n + 2 * rows) * k * m
+    elif kind == TOCAPS or kind == CAPSADD:
+        n, m, _, operands = step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out)
+        bound = batch * (n + 2 * rows) * operands * (cols + rows) * (m + cols)
+    else:
+        _, n_caps, times = _routing_step(kind, n_in, ch_in, n_out, batch)
+        bound = times * (n_caps + 2 * rows) * (ch_out + cols) ** 2 * (caps_out + cols) * (routings + 1)
+    return bound * (rows * cols + 2 * rows + 2 * cols + 64) < VECTOR_BOUND
 
 
 @njit(cache=True, inline="always")
@@ -616,12 +630,14 @@ def _unpacked_step(word):
 
 
 @njit(cache=True, inline="always")
-def _vector_results(s, refusal, counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls, narrow,
-                    wide, picojoules):
-    """Write step s's cost from its counts (`_step_values`) into the five arrays of `_cost_vector_steps`."""
+def _vector_results(s, exact, refusal, counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+                    narrow, wide, picojoules):
+    """Write step s's cost from its counts (`_step_values`) into the five arrays of `_cost_vector_steps`; the code
+    `FLOAT_RANGE` when its counting is not `exact` in float64 (`_float_exact`)."""
     target, _, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = _step_values(
         counts, moved, rows, cols, levels, coefficients, energies)
-    code = refusal if refusal != FITS else (PREDICTION_RANGE if target >= 0 else FITS)
+    code = (FLOAT_RANGE if not exact else refusal if refusal != FITS
+            else PREDICTION_RANGE if target >= 0 else FITS)
     cycles[s] = step_cycles
     matmuls[s] = step_matmuls if code == FITS else -code
     narrow[s] = step_narrow
@@ -644,27 +660,50 @@ def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, mat
     (no call, no exit, one array read, five written); write each step's batch cycles, MATMULs (or -code: refused,
     `REFUSALS`, or a prediction out of range, `PREDICTION_RANGE`), narrow and wide rows and energy (pJ) into the
     five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s bit for bit
-    (tested). `_cost_classcaps_steps` and `_cost_routing_steps` do the same for their kinds."""
-    rows, cols, depth, words, batch, _, levels = _vector_config(config)
+    (tested). `_cost_classcaps_steps`, `_cost_elementwise_steps` and `_cost_routing_steps` do the same for their
+    kinds."""
+    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
     matmul_kind = float(kind)  # a float compare: LLVM turns the kind tests into no switch
     for s in range(packed.shape[0]):
         n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
         plan = _matmul_plan(matmul_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth,
                             words, batch)
         counts, moved = _matmul_counts(plan, rows, cols, words)
-        _vector_results(s, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+        exact = _float_exact(matmul_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
+                             routings)
+        _vector_results(s, exact, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
                         narrow, wide, picojoules)
 
 
 @njit(cache=True, _nrt=False)
 def _cost_classcaps_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
     """`_cost_matmul_steps` for classcaps steps (`_classcaps_plan`, `_classcaps_counts`)."""
-    rows, cols, depth, words, batch, _, levels = _vector_config(config)
+    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    classcaps_kind = float(CLASSCAPS)
     for s in range(packed.shape[0]):
-        n_in, ch_in, caps_in, _, _, ch_out, caps_out = _unpacked_step(packed[s])
+        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
         plan = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch)
         counts, moved = _classcaps_counts(plan, rows, cols, batch)
-        _vector_results(s, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+        exact = _float_exact(classcaps_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
+                             routings)
+        _vector_results(s, exact, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+                        narrow, wide, picojoules)
+
+
+@njit(cache=True, _nrt=False)
+def _cost_elementwise_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """`_cost_matmul_steps` for the tocaps or capsadd steps of kind code `kind` (`_elementwise_plan`,
+    `_elementwise_counts`)."""
+    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    elementwise_kind = float(kind)
+    for s in range(packed.shape[0]):
+        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
+        plan = _elementwise_plan(elementwise_kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth,
+                                 words, batch)
+        counts, moved = _elementwise_counts(plan, rows, cols, words)
+        exact = _float_exact(elementwise_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols,
+                             batch, routings)
+        _vector_results(s, exact, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
                         narrow, wide, picojoules)
 
 
@@ -675,22 +714,28 @@ def _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, ma
     rows, cols, depth, words, batch, routings, levels = _vector_config(config)
     routing_kind = float(kind)
     for s in range(packed.shape[0]):
-        n_in, ch_in, _, _, n_out, ch_out, caps_out = _unpacked_step(packed[s])
+        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
         whole, n_caps, times = _routing_step(routing_kind, n_in, ch_in, n_out, batch)
         geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
         counts, moved = _routing_counts(whole, n_caps, ch_out, caps_out, rows, cols, routings, times, geometry)
-        _vector_results(s, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+        exact = _float_exact(routing_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
+                             routings)
+        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
                         narrow, wide, picojoules)
 
 
 @njit(cache=True, inline="always")
 def _cost_vector_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
     """Cost the steps of kind code `kind` (`VECTOR_KINDS`) whose fields `packed` holds (`_packed_step`) in float64,
-    by the loop of their kind (`_cost_matmul_steps`, `_cost_classcaps_steps`, `_cost_routing_steps`)."""
+    by the loop of their kind (`_cost_matmul_steps`, `_cost_classcaps_steps`, `_cost_elementwise_steps`,
+    `_cost_routing_steps`)."""
     if kind < CLASSCAPS:
         _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
     elif kind == CLASSCAPS:
         _cost_classcaps_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
+    elif kind == TOCAPS or kind == CAPSADD:
+        _cost_elementwise_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide,
+                                picojoules)
     else:
         _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
 
@@ -731,11 +776,11 @@ def _repeat_of(keys, first, s, key_first, key_second):
 
 
 @njit(cache=True, inline="always")
-def _vector_word(step, rows, cols, batch, routings):
+def _vector_word(step):
     """(position of its kind in `VECTOR_KINDS`, `_packed_step` word) of a step: the word is -1 when the kind is not
     one of them or the step does not pack."""
     slot = _vector_slot(step[1])
-    return slot, _packed_step(step, rows, cols, batch, routings) if slot >= 0 else -1
+    return slot, _packed_step(step) if slot >= 0 else -1
 
 
 @njit(cache=True, inline="always")
@@ -805,16 +850,15 @@ def _claim_steps(steps, first, count, table, used, keys, slots, queue, queued, o
 
 
 @njit(cache=True, inline="always")
-def _claim_vector_steps(steps, first, count, table, used, keys, slots, queue, queued, packing, config):
+def _claim_vector_steps(steps, first, count, table, used, keys, slots, queue, queued, packing):
     """`_claim_steps` for a memo that keeps no steps of `VECTOR_KINDS` (`StepMemo(vector_steps=False)`): each such
     step that packs (`_packed_step`) is packed for its kind's float64 loop (`packing`: the waiting counts, packed
     words and step positions of `_scratch`, for `_cost_packed`) and gets a row of its own, -1 - its position in
     `steps`, or the row of one of the two steps before it of the same kind and fields; every other step is found or
     claimed in the memo (`_claim_row`; a step with no key, `NO_KEY`, queued with a row of its own). No sums are
     added: the network is summed (`_network_sums`) once its rows are costed. Returns queued."""
-    rows, cols, batch, routings = config[0], config[1], config[4], config[5]  # read once, not per step
     for s in range(first, first + count):
-        vector, word = _vector_word(steps[s], rows, cols, batch, routings)
+        vector, word = _vector_word(steps[s])
         keys[s, 0], keys[s, 1] = word, steps[s, 1]
         if word >= 0:
             earlier = _repeat_of(keys, first, s, word, steps[s, 1])
@@ -851,7 +895,7 @@ def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, e
     counts, moved, args, error, value = scratch[:5]
     for q in range(queued):
         s = queue[q]
-        slot, word = _vector_word(steps[s], config[0], config[1], config[4], config[5]) if vector else (-1, -1)
+        slot, word = _vector_word(steps[s]) if vector else (-1, -1)
         if word >= 0:
             _pack(scratch[5:8], slot, word, s)
         else:
@@ -861,9 +905,11 @@ def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, e
 
 
 @njit(cache=True, inline="always")
-def _cost_packed(slots, table, own, config, coefficients, energies, scratch):
-    """Cost the steps `_cost_queue` packed, kind by kind in float64 (`_cost_vector_steps`), into their rows."""
-    _, _, _, _, _, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = scratch
+def _cost_packed(steps, slots, table, own, config, coefficients, energies, scratch):
+    """Cost the steps `_cost_queue` packed, kind by kind in float64 (`_cost_vector_steps`), into their rows; a step
+    beyond float64's exact range (`FLOAT_RANGE`) one by one (`_step_cost`)."""
+    counts, moved, args, error, value, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, \
+        step_picojoules = scratch
     for slot, kind in enumerate(VECTOR_KINDS):
         n = waiting[slot]
         if n == 0:
@@ -873,9 +919,16 @@ def _cost_packed(slots, table, own, config, coefficients, energies, scratch):
         for i in range(n):
             matmuls = step_matmuls[i]
             code = np.int64(-matmuls) if matmuls < 0 else FITS
-            _write_row(table, own, slots[where[slot, i]], code, np.int64(step_cycles[i]),
-                       np.int64(matmuls) if code == FITS else 0, np.int64(step_narrow[i]), np.int64(step_wide[i]),
-                       step_picojoules[i])
+            s = where[slot, i]
+            if code == FLOAT_RANGE:
+                code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients,
+                                                                             energies, counts, moved, args, error,
+                                                                             value)
+                _write_row(table, own, slots[s], code, cycles, matmuls, narrow, wide, picojoules)
+            else:
+                _write_row(table, own, slots[s], code, np.int64(step_cycles[i]),
+                           np.int64(matmuls) if code == FITS else 0, np.int64(step_narrow[i]),
+                           np.int64(step_wide[i]), step_picojoules[i])
 
 
 @njit(cache=True, inline="always")
@@ -1102,7 +1155,7 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
             pending = False
             if chained >= 0 and not vector_steps:
                 queued = _claim_vector_steps(steps, step_count, chained, table, used, keys, slots, queue, queued,
-                                             scratch[5:8], config)
+                                             scratch[5:8])
                 pending = True
             elif chained >= 0:
                 queued, own_rows, pending = _claim_steps(steps, step_count, chained, table, used, keys, slots, queue,
@@ -1118,7 +1171,7 @@ def _cost_genotypes(start, descriptors, offsets, config, coefficients, energies,
                                  narrow_row_bytes, wide_row_bytes, share, True)
             j += 1
         _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, vector_steps)
-        _cost_packed(slots, table, own, config, coefficients, energies, scratch)
+        _cost_packed(steps, slots, table, own, config, coefficients, energies, scratch)
         for network in range(deferred):
             _genotype_totals(networks[network], steps, slots, table, own, config, period_ns, offchip_pJ_per_byte,
                              energies, w_loads, cycles, power, energy, transfers, error, value, results,

@@ -200,7 +200,7 @@ def _refusal(code: int, args) -> MappingError:
     return MappingError(REFUSALS[code].format(*[int(value) for value in args]))
 
 
-VECTOR_LOOPS = ("_cost_matmul_steps", "_cost_classcaps_steps", "_cost_routing_steps")
+VECTOR_LOOPS = ("_cost_matmul_steps", "_cost_classcaps_steps", "_cost_elementwise_steps", "_cost_routing_steps")
 """The functions that run the counting rules over many steps on float64 in one loop (`capsacc.calibrated`), which
 LLVM vectorizes only when the loop calls no function."""
 
@@ -689,16 +689,16 @@ class ElementwiseShape:
         return self.columns.func
 
 
-@njit(cache=True, _nrt=False)
-def _elementwise_shape(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args):
-    """(refusal, n, m, func, width, capsule, span, length, operands, chunks) of `elementwise_shape`."""
+@njit(cache=True, inline=into_vector_loops)
+def _elementwise_shape(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch):
+    """(refusal, n, m, func, width, capsule, span, length, operands, chunks) of `elementwise_shape` (refused:
+    `REFUSED_CAPSULE`, its numbers `_shape_refusal_args` of the length). It writes nothing, so that it also runs
+    on float64 fields in a vectorized loop."""
     if kind == TOCAPS:
         n, m, length, operands, func = batch * n_in * n_in, ch_in * caps_in, caps_in, 1, FUNC_SQUASH
     else:
         n, m, length, operands, func = batch * n_out * n_out, ch_out * caps_out, caps_out, 2, FUNC_NONE
-    refusal, n, _, m, func, width, capsule, span = _columns(n, 0, m, func, length, cols)
-    if refusal:
-        args[0], args[1] = length, MAX_CAPSULE
+    refusal, n, _, m, func, width, capsule, span = _columns(n, n - n, m, func, length, cols)
     return refusal, n, m, func, width, capsule, span, length, operands, ceil_div(width, rows)
 
 
@@ -710,31 +710,32 @@ def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
     no activation: saturated). The n rows are the `config.batch` images' positions, stacked."""
     if kind not in ELEMENTWISE_KINDS:
         raise MappingError(f"{kind!r} is not one of {', '.join(ELEMENTWISE_KINDS)}")
-    args = np.zeros(REFUSAL_ARGS, np.int64)
     refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
         STEP_KINDS.index(kind), op.n_in, op.ch_in, op.caps_in, op.n_out, op.ch_out, op.caps_out, config.rows,
-        config.cols, config.batch, args)
+        config.cols, config.batch)
     if refusal:
-        raise _refusal(refusal, args)
+        raise _refusal(refusal, _shape_refusal_args(refusal, length, config.cols))
     return ElementwiseShape(MatmulShape(n, 0, m, FUNCS[func], width, capsule, span), length, operands, chunks)
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words):
-    """(nc, pr, apart, gb) of `elementwise_chunking` (pr < 1: refused)."""
+    """(nc, pr, apart, gb) of `elementwise_chunking` (pr < 1: refused). It writes nothing, so that it also runs on
+    float64 fields in a vectorized loop."""
     mb = _blocks(m, width, capsule, span)
-    nc = min(n, ACT_MAX_ROWS // span, ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS, depth // (mb * chunks),
-             (depth - chunks * rows) // mb)
+    nc = min(n, floor_div(ACT_MAX_ROWS, span), ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS,
+             floor_div(depth, mb * chunks), floor_div(depth - chunks * rows, mb))
     acts = ceil_div(mb, span)
     apart = _acts_apart(mb * chunks, acts, words)
     reserve = 0 if apart else acts
-    pr = min(operands, (words - 1 - reserve) // (mb * chunks), depth // (mb * chunks * nc)) if nc > 0 else 0
+    pr = (min(operands, floor_div(words - 1 - reserve, mb * chunks), floor_div(depth, mb * chunks * nc)) if nc > 0
+          else nc - nc)
     if pr >= 1 or nc < 1:
         return nc, pr, apart, mb
-    bound = (words - 1) // chunks  # column groups: one operand over gb blocks per run
+    bound = floor_div(words - 1, chunks)  # column groups: one operand over gb blocks per run
     if bound < 1:
-        return nc, 0, True, 0
-    return nc, 1, True, equal_parts(mb, bound)
+        return nc, pr - pr, True, mb - mb
+    return nc, pr - pr + 1, True, equal_parts(mb, bound)
 
 
 def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[int, int, bool, int]:
@@ -1183,17 +1184,18 @@ def _matmul_refusal_args(plan, caps_out, cols, depth, words, args):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, words, block_acts):
+def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, words, block_acts, apart):
     """(runs, MATMUL phase cycles, MATMULs, MATMUL rows, accumulating rows, ACTs, ACT rows, ACT elements, ACT
     spans) of `times` chunks of `chunk_rows` data rows of a conv kind's plan (`_matmul_plan`: kc K chunks, kr
-    per run over gb of its mb column blocks) with the ACTs `block_acts` (`_block_acts`); zeros when there are
-    none. Every ACT is row mode."""
+    per run over gb of its mb column blocks) or of an `ELEMENTWISE_KINDS` plan (`_elementwise_plan`: kc the
+    operands' tiles, kr those of pr operands) with the ACTs `block_acts` (`_block_acts`), in runs of their own
+    after the chunk's last run when `apart`; zeros when there are none. Every ACT is row mode."""
     if chunk_rows == 0 or times == 0:
         return 0, 0, 0, 0, 0, 0, 0, 0, 0
     acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = block_acts
     runs, groups = ceil_div(kc, kr), _column_groups(mb, gb)
     ends = _matmul_stream_ends(chunk_rows, rows, cols)
-    act_runs = ceil_div(floor_div(mb, span), apart_acts_per_run(words)) if _matmul_acts_apart(mb, gb, words) else 0
+    act_runs = ceil_div(floor_div(mb, span), apart_acts_per_run(words)) if apart else 0
     full = _act_group_counts(act_span, act_width, act_last, chunk_rows, times * acts)
     last = _act_group_counts(last_span, last_act_width, last_act_last, chunk_rows, times * last_acts)
     return (times * (runs * groups + act_runs), times * _chunk_run_cycles(ends, kc, kr, runs, gb, mb, rows, cols),
@@ -1219,8 +1221,10 @@ def _matmul_counts(plan, rows, cols, words):
     _, n, m, func, width, capsule, span, mb, kc, nc, full_chunks, kr_full, kr_rest, gb_full, gb_rest = plan
     rest_rows = n - full_chunks * nc
     block_acts = _block_acts(cols, func, m, width, capsule, span)
-    full = _matmul_part_counts(nc, full_chunks, kr_full, gb_full, kc, mb, span, rows, cols, words, block_acts)
-    last = _matmul_part_counts(rest_rows, 1, kr_rest, gb_rest, kc, mb, span, rows, cols, words, block_acts)
+    full = _matmul_part_counts(nc, full_chunks, kr_full, gb_full, kc, mb, span, rows, cols, words, block_acts,
+                               _matmul_acts_apart(mb, gb_full, words))
+    last = _matmul_part_counts(rest_rows, 1, kr_rest, gb_rest, kc, mb, span, rows, cols, words, block_acts,
+                               _matmul_acts_apart(mb, gb_rest, words))
     zero = n - n  # of the plan's type: the tuples are homogeneous
     counts = _row_mode_counts(full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4],
                               full[1] + last[1], full[5] + last[5], full[6] + last[6], full[7] + last[7],
@@ -1294,22 +1298,57 @@ def _classcaps_counts(plan, rows, cols, batch):
     return counts, moved
 
 
-@njit(cache=True, _nrt=False)
-def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, args):
+@njit(cache=True, inline=into_vector_loops)
+def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch):
     """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb) of a
     `ELEMENTWISE_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
     operands per run, whether the ACTs run apart and gb column blocks per run (`_elementwise_chunking`;
-    `REFUSED_ELEMENTWISE` when no operand fits a run)."""
+    `REFUSED_ELEMENTWISE` when no operand fits a run): the plan `count_step` counts by (`_elementwise_counts`). It
+    writes nothing, so that it also runs on float64 fields in a vectorized loop; the refusal's numbers are
+    `_elementwise_refusal_args`'."""
     refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
-        kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch, args)
+        kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch)
+    zero = n - n  # of the fields' type
     if refusal:
-        return refusal, n, m, func, width, capsule, span, length, operands, chunks, 0, 0, 0, 0, 0
+        return refusal, n, m, func, width, capsule, span, length, operands, chunks, zero, zero, zero, False, zero
     mb = _blocks(m, width, capsule, span)
     nc, pr, apart, gb = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
-    if pr < 1:
+    return (REFUSED_ELEMENTWISE if pr < 1 else FITS, n, m, func, width, capsule, span, length, operands, chunks, mb,
+            nc, pr, apart, gb)
+
+
+@njit(cache=True, _nrt=False)
+def _elementwise_refusal_args(plan, cols, depth, words, args):
+    """Write the numbers of the refusal of an `_elementwise_plan` `plan` into `args`."""
+    refusal, length, mb = plan[0], plan[7], plan[10]
+    if refusal == REFUSED_ELEMENTWISE:
         args[0], args[1], args[2] = mb, depth, words
-        return REFUSED_ELEMENTWISE, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb
-    return FITS, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb
+    else:
+        args[0], args[1] = _shape_refusal_args(refusal, length, cols)
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _elementwise_counts(plan, rows, cols, words):
+    """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of an
+    `ELEMENTWISE_KINDS` step's fitting `_elementwise_plan` `plan`: its chunks of nc rows and the last of the rest
+    (`_matmul_part_counts` over the operands' tiles, pr operands a run, every ACT in row mode); the operands'
+    tiles·mb·n data rows and, per chunk and run, chunks·R identity rows per column group loaded, mb·n result rows
+    stored. Two tuples of the plan's type, integers or float64."""
+    _, n, m, func, width, capsule, span, _, operands, chunks, mb, nc, pr, apart, gb = plan
+    tiles = operands * chunks
+    full_chunks = floor_div(n, nc)
+    rest_rows = n - full_chunks * nc
+    block_acts = _block_acts(cols, func, m, width, capsule, span)
+    full = _matmul_part_counts(nc, full_chunks, pr * chunks, gb, tiles, mb, span, rows, cols, words, block_acts,
+                               apart)
+    last = _matmul_part_counts(rest_rows, 1, pr * chunks, gb, tiles, mb, span, rows, cols, words, block_acts, apart)
+    zero = n - n  # of the plan's type: the tuples are homogeneous
+    counts = _row_mode_counts(full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4],
+                              full[1] + last[1], full[5] + last[5], full[6] + last[6], full[7] + last[7],
+                              full[8] + last[8])
+    loads = (full_chunks + (1 if rest_rows > 0 else 0)) * ceil_div(operands, pr) * _column_groups(mb, gb)
+    moved = (tiles * mb * n, loads * chunks * rows, zero, zero, mb * n, zero)
+    return counts, moved
 
 
 TRANSFER_FIELDS = ("data_loads", "weight_loads", "routing_loads", "data_stores", "weight_stores", "routing_stores")
@@ -1427,7 +1466,7 @@ def _store_counts(plan_counts, counts, moved):
         moved[field] = step_moved[field]
 
 
-@njit(cache=True)
+@njit(cache=True, inline=into_vector_loops)
 def step_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out):
     """The shape of a step of kind code `kind` (`STEP_KINDS`) that its counts and rows moved (`count_step`)
     depend on, beside the array, the batch and the routing iterations: four integers (a, b, c, d), so that
@@ -1501,33 +1540,11 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         _store_counts(_classcaps_counts(plan, rows, cols, batch), counts, moved)
         return FITS
     if kind == TOCAPS or kind == CAPSADD:
-        refusal, n, m, func, width, capsule, span, _, operands, chunks, mb, nc, pr, apart, gb = (
-            _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch,
-                              args))
-        if refusal:
-            return refusal
-        tiles = operands * chunks
-        runs = ceil_div(operands, pr)
-        act_runs = ceil_div(ceil_div(mb, span), apart_acts_per_run(words)) if apart else 0  # no MATMUL phase
-        full_chunks, rest_rows = n // nc, n % nc
-        moved[DATA_LOADS] = tiles * mb * n
-        moved[WEIGHT_LOADS] = (full_chunks + (rest_rows > 0)) * runs * _column_groups(mb, gb) * chunks * rows
-        moved[WEIGHT_STORES] = mb * n
-        acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = _block_acts(
-            cols, func, m, width, capsule, span)
-        for part in range(2):
-            chunk_rows, times = (nc, full_chunks) if part == 0 else (rest_rows, 1)
-            if chunk_rows == 0 or times == 0:
-                continue
-            ends = _matmul_stream_ends(chunk_rows, rows, cols)
-            counts[RUNS] += times * (runs * _column_groups(mb, gb) + act_runs)
-            counts[PHASE_CYCLES] += times * _chunk_run_cycles(ends, tiles, pr * chunks, runs, gb, mb, rows, cols)
-            counts[MATMULS] += times * tiles * mb
-            counts[MATMUL_ROWS] += times * tiles * mb * chunk_rows
-            counts[ACCUMULATE] += times * (tiles - 1) * mb * chunk_rows
-            _act_groups(counts, act_span, act_width, act_last, chunk_rows, times * acts, False)
-            if last_acts:
-                _act_groups(counts, last_span, last_act_width, last_act_last, chunk_rows, times, False)
+        plan = _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch)
+        if plan[0]:
+            _elementwise_refusal_args(plan, cols, depth, words, args)
+            return plan[0]
+        _store_counts(_elementwise_counts(plan, rows, cols, words), counts, moved)
         return FITS
     counts[RUNS] += 1  # a lone activation: one ACT, whatever the batch, and its result rows stored
     _act(counts, cols, kind - RELU + FUNC_RELU, n_in, caps_in, 1, False)

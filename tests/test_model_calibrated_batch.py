@@ -238,10 +238,21 @@ def step_cost(step, calibration, config=None):
                       np.zeros(3 + REFUSAL_ARGS, np.int64), np.zeros(1))
 
 
+WIDE_GENOTYPE = [[0, 28, 1, 1, 9, 1, 28, 600, 1], [1, 28, 600, 1, 9, 2, 14, 32, 8], [1, 14, 32, 8, 14, 1, 1, 10, 16],
+                 [-1], [1]]
+"""A CapsNet-like genotype with 600 channels: its convolution and PrimaryCaps do not pack (10 bits)."""
+LARGE_GENOTYPE = [[0, 64, 1, 1, 9, 1, 64, 64, 1], [1, 64, 64, 1, 9, 1, 64, 64, 64], [1, 64, 64, 64, 9, 1, 64, 64, 64],
+                  [1, 64, 64, 64, 64, 1, 1, 10, 16], [-1], [1]]
+"""A genotype whose second ConvCaps (64² positions, K = 9²·64·64 + 1, M = 64·64) packs but is beyond float64's exact
+range on 16x16 (`_float_exact`)."""
+
+
 def preset_steps(preset):
-    """The chained steps (`STEP_FIELDS` rows) of a preset network and their count."""
+    """The chained steps (`STEP_FIELDS` rows) of a preset network (or of `WIDE_GENOTYPE`, "wide", or
+    `LARGE_GENOTYPE`, "large") and their count."""
     from capsacc.mapping import STEP_FIELDS, chain_steps, _step_kinds
-    ops = Network.preset(preset).rows
+    genotypes = {"wide": WIDE_GENOTYPE, "large": LARGE_GENOTYPE}
+    ops = (Network.from_genotype(genotypes[preset]) if preset in genotypes else Network.preset(preset)).rows
     kinds, steps = np.empty(len(ops), np.int64), np.empty((2 * len(ops) + 1, len(STEP_FIELDS)), np.int64)
     _step_kinds(ops, kinds)
     return steps, chain_steps(ops, kinds, steps)
@@ -284,18 +295,19 @@ def test_a_step_of_the_key_of_one_of_the_two_before_it_takes_that_steps_row(pres
         scratch = _scratch(count, len(VECTOR_KINDS))
         _cost_queue(steps, queue, queued, slots, table, np.empty((0, 8), np.int64), config, coefficients, energies,
                     scratch, vector)
-        _cost_packed(slots, table, np.empty((0, 8), np.int64), config, coefficients, energies, scratch)
+        _cost_packed(steps, slots, table, np.empty((0, 8), np.int64), config, coefficients, energies, scratch)
         assert_rows_hold_step_costs(steps, count, slots, table, np.empty((0, 8), np.int64), calibration)
         tables.append(table)
     assert np.array_equal(tables[0], tables[1])
 
 
-@pytest.mark.parametrize("preset", ["capsnet", "deepcaps"])
+@pytest.mark.parametrize("preset", ["capsnet", "deepcaps", "wide"])
 def test_a_memo_without_vector_steps_packs_them_and_claims_only_the_others(preset):
     """`_claim_vector_steps` packs each step of `VECTOR_KINDS` for its kind's float64 loop with a row of its own,
     except a step of the kind and fields of one of the two before it (CapsNet's repeated routing phases, DeepCaps'
-    inner ConvCaps), which takes that step's row; it claims the other kinds' keys in the memo (DeepCaps' tocaps and
-    capsadd steps); and the rows `_cost_packed` and `_cost_queue` write hold `_step_cost` of their step."""
+    inner ConvCaps), which takes that step's row; it claims the other steps' keys in the memo (the wide genotype's
+    steps beyond the packed fields); and the rows `_cost_packed` and `_cost_queue` write hold `_step_cost` of their
+    step."""
     from capsacc.calibrated import (PENDING, ROW_CODE, VECTOR_KINDS, _claim_vector_steps, _cost_packed, _cost_queue,
                                     _memo, _memo_size, _scratch)
     calibration = Calibration.shipped()
@@ -304,7 +316,7 @@ def test_a_memo_without_vector_steps_packs_them_and_claims_only_the_others(prese
     table, used = _memo(_memo_size(count))
     keys, slots, queue = np.empty((count, 2), np.int64), np.empty(count, np.int64), np.empty(count, np.int64)
     scratch = _scratch(count, len(VECTOR_KINDS))
-    queued = _claim_vector_steps(steps, 0, count, table, used, keys, slots, queue, 0, scratch[5:8], config)
+    queued = _claim_vector_steps(steps, 0, count, table, used, keys, slots, queue, 0, scratch[5:8])
     vector = [s for s in range(count) if steps[s, 1] in VECTOR_KINDS and keys[s, 0] >= 0]
     repeats = [s for s in vector if s >= 2 and tuple(steps[s, 1:10]) in (tuple(steps[s - 1, 1:10]),
                                                                          tuple(steps[s - 2, 1:10]))]
@@ -313,18 +325,19 @@ def test_a_memo_without_vector_steps_packs_them_and_claims_only_the_others(prese
     assert scratch[5].sum() == len(vector) - len(repeats)
     others = [s for s in range(count) if s not in vector]
     assert queued == used[0] == len({slots[s] for s in others}) and all(slots[s] >= 0 for s in others)
-    assert (preset == "deepcaps") == bool(others)
+    assert (preset == "wide") == bool(others)
     assert np.all(table[[slots[s] for s in others], ROW_CODE] == PENDING)
     own = np.full((count, 8), -1, np.int64)
     _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, False)
-    _cost_packed(slots, table, own, config, coefficients, energies, scratch)
+    _cost_packed(steps, slots, table, own, config, coefficients, energies, scratch)
     assert_rows_hold_step_costs(steps, count, slots, table, own, calibration)
 
 
-VECTOR_STEP_FIELDS = st.tuples(st.sampled_from((0, 1, 2, 3, 4, 5, 6, 7, 10)), st.integers(1, 64), st.integers(1, 64),
+VECTOR_STEP_FIELDS = st.tuples(st.sampled_from((0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)), st.integers(1, 64), st.integers(1, 64),
                                st.integers(1, 64), st.integers(1, 9), st.integers(1, 64), st.integers(1, 70),
                                st.integers(1, 70))
-"""A step of `VECTOR_KINDS`: kind code (conv, convcaps, convcaps3d, classcaps, the routing phases, route3d), n_in,
+"""A step of `VECTOR_KINDS`: kind code (conv, convcaps, convcaps3d, classcaps, the routing phases, tocaps, capsadd,
+route3d), n_in,
 ch_in, caps_in, kernel, n_out, ch_out, caps_out (classes and capsules up to 70: 65 to 70 are refused)."""
 
 
@@ -335,12 +348,13 @@ ch_in, caps_in, kernel, n_out, ch_out, caps_out (classes and capsules up to 70: 
 def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows, cols, depth, words, batch, routings,
                                                                       scale):
     """`_cost_vector_steps` (the tiling rules and `_step_values` on float64, vectorized) gives every step of
-    `VECTOR_KINDS` (convolutions, classcaps, routing phases and route3d) on any array, with 1 to 3 routing
-    iterations, the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the integer rules), bit
-    for bit: refusals (capsules or classes beyond 64, no chunk, run, group or routing layout that fits), and
-    predictions out of the int64 range (coefficients scaled by 1e17)."""
+    `VECTOR_KINDS` (convolutions, classcaps, routing phases, tocaps, capsadd and route3d) on any array, with 1 to 3
+    routing iterations, the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the integer
+    rules), bit for bit: refusals (capsules or classes beyond 64, no chunk, run, group or routing layout that fits),
+    and predictions out of the int64 range (coefficients scaled by 1e17); a step whose counting could leave
+    float64's exact range (`_float_exact` of its integer fields), the code `FLOAT_RANGE`."""
     import dataclasses
-    from capsacc.calibrated import FITS, VECTOR_KINDS, _cost_vector_steps, _packed_step
+    from capsacc.calibrated import FITS, FLOAT_RANGE, VECTOR_KINDS, _cost_vector_steps, _float_exact, _packed_step
     from capsacc.mapping import STEP_FIELDS
     calibration = Calibration.shipped()
     calibration = dataclasses.replace(
@@ -355,12 +369,15 @@ def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows
     rows_of[:, 1:6] = [fields[:5] for fields in steps]
     rows_of[:, 7:10] = [fields[5:] for fields in steps]
     for kind in VECTOR_KINDS:
-        packed = np.array([_packed_step(step, rows, cols, batch, routings) for step in rows_of], np.int64)
+        packed = np.array([_packed_step(step) for step in rows_of], np.int64)
         chosen_rows = (rows_of[:, 1] == kind) & (packed >= 0)
         chosen, packed = rows_of[chosen_rows], packed[chosen_rows]
         out = [np.zeros(len(chosen)) for _ in range(5)]
         _cost_vector_steps(kind, packed, config, coefficients, energies, *out)
         for i, step in enumerate(chosen):
+            if not _float_exact(kind, *step[2:6], *step[7:10], rows, cols, batch, routings):
+                assert out[1][i] == -FLOAT_RANGE
+                continue
             code, *cost = step_cost(step, calibration, config)
             if code != FITS:
                 assert out[1][i] == -code
@@ -370,20 +387,23 @@ def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows
 
 
 def test_a_step_beyond_the_packed_fields_or_the_exact_range_is_costed_by_the_integer_rules():
-    """`_packed_step` packs a convolution whose fields fit `VECTOR_FIELD_BITS` and whose counts stay below
-    `VECTOR_BOUND`; a wider or larger one is costed by `_step_cost` (-1), and the batch totals still equal
-    `estimate`'s."""
-    from capsacc.calibrated import VECTOR_FIELD_BITS, _packed_step
+    """`_packed_step` packs a convolution whose fields fit `VECTOR_FIELD_BITS` (a wider one is costed by `_step_cost`:
+    -1), and `_float_exact` says whether its counts stay below `VECTOR_BOUND` (a larger one comes back from the float64
+    loop as `FLOAT_RANGE` and is costed by `_step_cost` too); the batch totals of both still equal `estimate`'s."""
+    from capsacc.calibrated import VECTOR_FIELD_BITS, _float_exact, _packed_step
+    steps, count = preset_steps("large")
+    assert any(_packed_step(step) >= 0 and not _float_exact(step[1], *step[2:6], *step[7:10], 16, 16, 8, 3)
+               for step in steps[:count])
     step = np.array([0, 1, 28, 256, 1, 9, 2, 14, 32, 8, 1, 0, -1], np.int64)
-    assert _packed_step(step, 16, 16, 8, 3) >= 0
+    assert _packed_step(step) >= 0 and _float_exact(1, *step[2:6], *step[7:10], 16, 16, 8, 3)
     wide = step.copy()
     wide[3] = 1 << VECTOR_FIELD_BITS
     large = step.copy()
     large[[3, 4, 5, 7, 8, 9]] = 64  # N·K·M = 8·64²·(9²·64² + 1)·64² on 16x16: beyond 2^50 with the MAC slots
-    assert _packed_step(wide, 16, 16, 8, 3) == -1 and _packed_step(large, 16, 16, 8, 3) == -1
-    genotype = [[0, 28, 1, 1, 9, 1, 28, 600, 1], [1, 28, 600, 1, 9, 2, 14, 32, 8],  # 600 channels: 10 bits
-                [1, 14, 32, 8, 14, 1, 1, 10, 16], [-1], [1]]
+    assert _packed_step(wide) == -1
+    assert _packed_step(large) >= 0 and not _float_exact(1, *large[2:6], *large[7:10], 16, 16, 8, 3)
     acc = Accelerator.calibrated()
-    single = estimate(Network.from_genotype(genotype), acc)
-    many = estimate_many(flatten([genotype]), acc)
-    assert many.cycles.tolist() == [single.cycles] and many.energy_mJ.tolist() == [single.energy_mJ]
+    for genotype in (WIDE_GENOTYPE, LARGE_GENOTYPE):
+        single = estimate(Network.from_genotype(genotype), acc)
+        many = estimate_many(flatten([genotype]), acc)
+        assert many.cycles.tolist() == [single.cycles] and many.energy_mJ.tolist() == [single.energy_mJ]
