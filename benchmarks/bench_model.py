@@ -7,8 +7,8 @@ random genotypes of 3 to 25 descriptors. Both models on the same genotypes of th
 sampler (`nas.operators.random_genotype`, half of the quick space, half of the paper space; the
 calibrated model refuses none of them): (d) `estimate_many(GenotypeBatch)` and (e) `estimate`, one
 network at a time, of each model, and the ratio of their batch rates; the calibrated batch rate cold
-(`estimate_many` without a memo: each call costs every convolution, classcaps and routing step where it
-occurs, and keeps a fresh memo of the other steps), cold with a fresh memo of every step each call
+(`estimate_many` without a memo: each call costs every convolution, classcaps, tocaps, capsadd and routing step
+where it occurs, and keeps a fresh memo of the other steps), cold with a fresh memo of every step each call
 (`StepMemo()`: each distinct step costed once and looked up), and warm (a `StepMemo` kept across calls that
 holds the genotypes' steps already: the rate of a search's later calls on steps it has costed). Goals: (c) and
 (d) >= 1,000,000 networks/s, (b) and (e) <= 20 us/network. Times are the process's CPU time (`time.process_time`,
@@ -219,8 +219,9 @@ def main() -> None:
     print(f"both models on {len(searched)} genotypes of the search's sampler (quick and paper spaces), "
           f"{sum(len(g) - 2 for g in searched) / len(searched):.1f} descriptors each on average; "
           "calibrated: batches of 8 images, batch totals equal to estimate's; cold: estimate_many without a memo "
-          "(convolution, classcaps and routing steps costed where they occur), cold, memo of all: a fresh StepMemo "
-          "of every step each call, warm: a StepMemo kept across calls, holding these genotypes' steps")
+          "(convolution, classcaps, tocaps, capsadd and routing steps costed where they occur), cold, memo of all: "
+          "a fresh StepMemo of every step each call, warm: a StepMemo kept across calls, holding these genotypes' "
+          "steps")
     print(f"{'model':<18}{'(d) estimate_many networks_per_s':>34}{'(e) estimate us_per_network':>30}")
     for name, per_second, micros in models:
         print(f"{name:<18}{per_second:>34,.0f}{micros:>30.2f}")

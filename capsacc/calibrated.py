@@ -71,8 +71,8 @@ from capsacc.files import read_json
 from capsacc.array import ArrayConfig
 from capsacc.mapping import (ACTS, CAPSADD, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3D, COUNT_FIELDS, FITS, MATMUL_ROWS,
                              MATMULS, NARROW_TRANSFERS, REFUSAL_ARGS, REFUSALS, ROUTE3D, ROUTING_FIRST_UPDATE,
-                             ROUTING_SOFTMAX, ROUTING_UNIFORM, ROUTING_UPDATE, ROUTINGS, STEP_FIELDS, STEP_KINDS, TOCAPS,
-                             TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError, bandwidth_bound, ceil_div, chain,
+                             ROUTING_SOFTMAX, ROUTING_UNIFORM, ROUTING_UPDATE, ROUTINGS, STEP_FIELDS, STEP_KINDS,
+                             TOCAPS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError, bandwidth_bound, ceil_div, chain,
                              chain_steps, count_step, plan_counts, row_bytes, rows_port_bytes, step_shape,
                              _classcaps_counts, _classcaps_plan, _config_fields, _elementwise_counts,
                              _elementwise_plan, _matmul_counts, _matmul_plan, _refusal, _routing_counts,
@@ -720,8 +720,8 @@ def _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, ma
         counts, moved = _routing_counts(whole, n_caps, ch_out, caps_out, rows, cols, routings, times, geometry)
         exact = _float_exact(routing_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
                              routings)
-        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
-                        narrow, wide, picojoules)
+        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles,
+                        matmuls, narrow, wide, picojoules)
 
 
 @njit(cache=True, inline="always")

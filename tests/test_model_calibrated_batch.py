@@ -333,12 +333,12 @@ def test_a_memo_without_vector_steps_packs_them_and_claims_only_the_others(prese
     assert_rows_hold_step_costs(steps, count, slots, table, own, calibration)
 
 
-VECTOR_STEP_FIELDS = st.tuples(st.sampled_from((0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)), st.integers(1, 64), st.integers(1, 64),
-                               st.integers(1, 64), st.integers(1, 9), st.integers(1, 64), st.integers(1, 70),
-                               st.integers(1, 70))
+VECTOR_STEP_FIELDS = st.tuples(st.sampled_from((0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)), st.integers(1, 64),
+                               st.integers(1, 64), st.integers(1, 64), st.integers(1, 9), st.integers(1, 64),
+                               st.integers(1, 70), st.integers(1, 70))
 """A step of `VECTOR_KINDS`: kind code (conv, convcaps, convcaps3d, classcaps, the routing phases, tocaps, capsadd,
-route3d), n_in,
-ch_in, caps_in, kernel, n_out, ch_out, caps_out (classes and capsules up to 70: 65 to 70 are refused)."""
+route3d), n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out (classes and capsules up to 70: 65 to 70 are
+refused)."""
 
 
 @settings(max_examples=60, deadline=None)
