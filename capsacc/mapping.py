@@ -733,7 +733,7 @@ def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, de
     if pr >= 1 or nc < 1:
         return nc, pr, apart, mb
     bound = floor_div(words - 1, chunks)  # column groups: one operand over gb blocks per run
-    if bound < 1:
+    if bound < 1:  # (pr - pr: 0 of the fields' type, integer or float64)
         return nc, pr - pr, True, mb - mb
     return nc, pr - pr + 1, True, equal_parts(mb, bound)
 
