@@ -3,9 +3,9 @@
 The calibrated batch kernel (`capsacc.calibrated.genotype_costs`) with a memo of every step (`StepMemo()`, as a
 search keeps; an empty one is sized to the batch at its first call: 262,144 slots, 16 MiB, for 20,000 genotypes of
 the search's sampler) finds every step of a network in its 64-byte rows, so each network reads about 16 rows at
-random places (`estimate_many` without a memo keeps none of the convolution, classcaps and routing steps: see
-`bench_model.py`). Three measurements, in one run and on
-one core (CPU time, `time.process_time`, best of `--repeats`):
+random places (`estimate_many` without a memo keeps none of the convolution, classcaps, tocaps, capsadd and
+routing steps: see `bench_model.py`). Three measurements, in one run and on one core (CPU time,
+`time.process_time`, best of `--repeats`):
 
 (a) the machine: ns per random 64-byte read in a table of 0.5 to 64 MiB, each read's address taken from the one
     before (latency) or all known beforehand (as many in flight as the core allows);

@@ -888,28 +888,34 @@ def _write_row(table, own, slot, code, cycles, matmuls, narrow, wide, picojoules
 
 
 @njit(cache=True, inline="always")
+def _cost_row(steps, s, slots, table, own, config, coefficients, energies, scratch):
+    """Cost step s of `steps` by the integer rules (`_step_cost`, with the scratch arrays of `_scratch`) into its row
+    (`_write_row` of its slot in `slots`)."""
+    counts, moved, args, error, value = scratch[:5]
+    code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients, energies, counts,
+                                                                 moved, args, error, value)
+    _write_row(table, own, slots[s], code, cycles, matmuls, narrow, wide, picojoules)
+
+
+@njit(cache=True, inline="always")
 def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, energies, scratch, vector):
     """Cost the `queued` steps of `queue` (`_claim_steps`) into their rows (`_write_row`) one by one (`_step_cost`),
     but, when `vector`, the steps of `VECTOR_KINDS` that pack (`_packed_step`): those are packed per kind into
     `scratch` (the arrays of `_scratch`; its waiting counts zeroed by the caller), for `_cost_packed`."""
-    counts, moved, args, error, value = scratch[:5]
     for q in range(queued):
         s = queue[q]
         slot, word = _vector_word(steps[s]) if vector else (-1, -1)
         if word >= 0:
             _pack(scratch[5:8], slot, word, s)
         else:
-            code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients, energies,
-                                                                         counts, moved, args, error, value)
-            _write_row(table, own, slots[s], code, cycles, matmuls, narrow, wide, picojoules)
+            _cost_row(steps, s, slots, table, own, config, coefficients, energies, scratch)
 
 
 @njit(cache=True, inline="always")
 def _cost_packed(steps, slots, table, own, config, coefficients, energies, scratch):
     """Cost the steps `_cost_queue` packed, kind by kind in float64 (`_cost_vector_steps`), into their rows; a step
     beyond float64's exact range (`FLOAT_RANGE`) one by one (`_step_cost`)."""
-    counts, moved, args, error, value, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, \
-        step_picojoules = scratch
+    _, _, _, _, _, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = scratch
     for slot, kind in enumerate(VECTOR_KINDS):
         n = waiting[slot]
         if n == 0:
@@ -921,10 +927,7 @@ def _cost_packed(steps, slots, table, own, config, coefficients, energies, scrat
             code = np.int64(-matmuls) if matmuls < 0 else FITS
             s = where[slot, i]
             if code == FLOAT_RANGE:
-                code, cycles, matmuls, narrow, wide, picojoules = _step_cost(steps[s], config, coefficients,
-                                                                             energies, counts, moved, args, error,
-                                                                             value)
-                _write_row(table, own, slots[s], code, cycles, matmuls, narrow, wide, picojoules)
+                _cost_row(steps, s, slots, table, own, config, coefficients, energies, scratch)
             else:
                 _write_row(table, own, slots[s], code, np.int64(step_cycles[i]),
                            np.int64(matmuls) if code == FITS else 0, np.int64(step_narrow[i]),

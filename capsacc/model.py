@@ -387,9 +387,9 @@ def estimate_many(networks: GenotypeBatch | OperationBatch | Sequence[Network],
 
     `memo`: a `capsacc.calibrated.StepMemo` of the accelerator's calibration that the caller keeps
     across calls, for a `GenotypeBatch` on a calibrated accelerator (the same totals, sooner when
-    steps repeat); without one, each call starts a fresh memo that keeps no convolution, classcaps or
-    routing steps (`StepMemo(vector_steps=False)`: a batch meets most of them for the first time, and
-    costing them where they occur is faster than a memo of them).
+    steps repeat); without one, each call starts a fresh memo that keeps no convolution, classcaps,
+    tocaps, capsadd or routing steps (`StepMemo(vector_steps=False)`: a batch meets most of them for the
+    first time, and costing them where they occur is faster than a memo of them).
     """
     if memo is not None and (accelerator.calibration is None or not isinstance(networks, GenotypeBatch)
                              or memo.calibration != accelerator.calibration):
