@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import literally, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.unsafe.ndarray import to_fixed_tuple
@@ -75,8 +75,9 @@ from capsacc.mapping import (ACTS, CAPSADD, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3
                              TOCAPS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError, bandwidth_bound, ceil_div, chain,
                              chain_steps, count_step, plan_counts, row_bytes, rows_port_bytes, step_shape,
                              _classcaps_counts, _classcaps_plan, _config_fields, _elementwise_counts,
-                             _elementwise_plan, _matmul_counts, _matmul_plan, _refusal, _routing_counts,
-                             _routing_geometry, _routing_step, _step_kinds)
+                             _elementwise_plan, _block_phase_counts, _matmul_counts, _matmul_plan, _refusal,
+                             _routing_geometry, _routing_step, _routing_times, _step_kinds, _update_phase_counts,
+                             _whole_routing_counts)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
                              operation_table1)
 from capsacc.programs import operation_cost
@@ -660,10 +661,13 @@ def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, mat
     (no call, no exit, one array read, five written); write each step's batch cycles, MATMULs (or -code: refused,
     `REFUSALS`, or a prediction out of range, `PREDICTION_RANGE`), narrow and wide rows and energy (pJ) into the
     five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s bit for bit
-    (tested). `_cost_classcaps_steps`, `_cost_elementwise_steps` and `_cost_routing_steps` do the same for their
-    kinds."""
+    (tested). Compiled once per kind (`numba.literally`: `_cost_vector_steps` gives the kind as a constant), so that
+    each loop runs only its kind's rules: 1.2x faster a conv or convcaps3d step than one loop for the three kinds
+    (docs/model.md, "Session 32"). `_cost_classcaps_steps`, `_cost_elementwise_steps`, `_cost_routing_steps`,
+    `_cost_update_steps` and `_cost_route3d_steps` do the same for their kinds."""
+    literally(kind)
     rows, cols, depth, words, batch, routings, levels = _vector_config(config)
-    matmul_kind = float(kind)  # a float compare: LLVM turns the kind tests into no switch
+    matmul_kind = float(kind)
     for s in range(packed.shape[0]):
         n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
         plan = _matmul_plan(matmul_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth,
@@ -693,7 +697,8 @@ def _cost_classcaps_steps(packed, config, coefficients, energies, cycles, matmul
 @njit(cache=True, _nrt=False)
 def _cost_elementwise_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
     """`_cost_matmul_steps` for the tocaps or capsadd steps of kind code `kind` (`_elementwise_plan`,
-    `_elementwise_counts`)."""
+    `_elementwise_counts`), compiled once per kind as it is."""
+    literally(kind)
     rows, cols, depth, words, batch, routings, levels = _vector_config(config)
     elementwise_kind = float(kind)
     for s in range(packed.shape[0]):
@@ -709,16 +714,56 @@ def _cost_elementwise_steps(kind, packed, config, coefficients, energies, cycles
 
 @njit(cache=True, _nrt=False)
 def _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
-    """`_cost_matmul_steps` for the routing phase or route3d steps of kind code `kind` (`_routing_step`,
-    `_routing_geometry`, `_routing_counts`)."""
+    """`_cost_matmul_steps` for the uniform or softmax phase steps of kind code `kind` (`_routing_step`,
+    `_routing_geometry`, `_block_phase_counts`, `_routing_times`); the update phases have a loop of their own
+    (`_cost_update_steps`), and so do the whole routings of route3d steps (`_cost_route3d_steps`), so that each
+    loop runs only its kinds' rules (in one loop with the other phases' and the whole routing's rules, a uniform
+    or softmax step took 1.5x as long, an update 2.1x). Not compiled per kind: a routing loop takes numba about 70 s to compile."""
     rows, cols, depth, words, batch, routings, levels = _vector_config(config)
     routing_kind = float(kind)
     for s in range(packed.shape[0]):
         n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
-        whole, n_caps, times = _routing_step(routing_kind, n_in, ch_in, n_out, batch)
+        _, n_caps, times = _routing_step(routing_kind, n_in, ch_in, n_out, batch)
         geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
-        counts, moved = _routing_counts(whole, n_caps, ch_out, caps_out, rows, cols, routings, times, geometry)
+        counts = _block_phase_counts(routing_kind, n_caps, ch_out, caps_out, rows, cols, geometry)
+        counts, moved = _routing_times(routing_kind, counts, n_caps, ch_out, rows, routings, times, geometry)
         exact = _float_exact(routing_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
+                             routings)
+        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles,
+                        matmuls, narrow, wide, picojoules)
+
+
+@njit(cache=True, _nrt=False)
+def _cost_update_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """`_cost_routing_steps` for the update phase steps of kind code `kind` (`UPDATE_PHASES`,
+    `_update_phase_counts`)."""
+    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    routing_kind = float(kind)
+    for s in range(packed.shape[0]):
+        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
+        _, n_caps, times = _routing_step(routing_kind, n_in, ch_in, n_out, batch)
+        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
+        counts = _update_phase_counts(routing_kind, n_caps, rows, cols, geometry)
+        counts, moved = _routing_times(routing_kind, counts, n_caps, ch_out, rows, routings, times, geometry)
+        exact = _float_exact(routing_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
+                             routings)
+        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles,
+                        matmuls, narrow, wide, picojoules)
+
+
+@njit(cache=True, _nrt=False)
+def _cost_route3d_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
+    """`_cost_matmul_steps` for route3d steps: a whole routing each (`_routing_step`, `_routing_geometry`,
+    `_whole_routing_counts`, `_routing_times`)."""
+    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    route3d_kind = float(ROUTE3D)
+    for s in range(packed.shape[0]):
+        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
+        whole, n_caps, times = _routing_step(route3d_kind, n_in, ch_in, n_out, batch)
+        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
+        counts = _whole_routing_counts(n_caps, ch_out, caps_out, rows, cols, routings, geometry)
+        counts, moved = _routing_times(whole, counts, n_caps, ch_out, rows, routings, times, geometry)
+        exact = _float_exact(route3d_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
                              routings)
         _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles,
                         matmuls, narrow, wide, picojoules)
@@ -728,14 +773,27 @@ def _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, ma
 def _cost_vector_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
     """Cost the steps of kind code `kind` (`VECTOR_KINDS`) whose fields `packed` holds (`_packed_step`) in float64,
     by the loop of their kind (`_cost_matmul_steps`, `_cost_classcaps_steps`, `_cost_elementwise_steps`,
-    `_cost_routing_steps`)."""
-    if kind < CLASSCAPS:
-        _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
+    `_cost_routing_steps`, `_cost_update_steps`, `_cost_route3d_steps`); a kind code as a constant to the loops
+    compiled once per kind."""
+    if kind == CONV:
+        _cost_matmul_steps(CONV, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
+    elif kind == CONVCAPS:
+        _cost_matmul_steps(CONVCAPS, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
+    elif kind == CONVCAPS3D:
+        _cost_matmul_steps(CONVCAPS3D, packed, config, coefficients, energies, cycles, matmuls,
+                           narrow, wide, picojoules)
     elif kind == CLASSCAPS:
         _cost_classcaps_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
-    elif kind == TOCAPS or kind == CAPSADD:
-        _cost_elementwise_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide,
-                                picojoules)
+    elif kind == TOCAPS:
+        _cost_elementwise_steps(TOCAPS, packed, config, coefficients, energies, cycles, matmuls,
+                                narrow, wide, picojoules)
+    elif kind == CAPSADD:
+        _cost_elementwise_steps(CAPSADD, packed, config, coefficients, energies, cycles, matmuls,
+                                narrow, wide, picojoules)
+    elif kind == ROUTE3D:
+        _cost_route3d_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
+    elif kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
+        _cost_update_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
     else:
         _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
 

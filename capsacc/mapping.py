@@ -200,7 +200,8 @@ def _refusal(code: int, args) -> MappingError:
     return MappingError(REFUSALS[code].format(*[int(value) for value in args]))
 
 
-VECTOR_LOOPS = ("_cost_matmul_steps", "_cost_classcaps_steps", "_cost_elementwise_steps", "_cost_routing_steps")
+VECTOR_LOOPS = ("_cost_matmul_steps", "_cost_classcaps_steps", "_cost_elementwise_steps", "_cost_routing_steps",
+                "_cost_update_steps", "_cost_route3d_steps")
 """The functions that run the counting rules over many steps on float64 in one loop (`capsacc.calibrated`), which
 LLVM vectorizes only when the loop calls no function."""
 
@@ -1112,20 +1113,34 @@ def _routing_block_counts(kind, block, n_in, n_out, rows, cols, geometry):
 @njit(cache=True, inline=into_vector_loops)
 def _routing_phase_counts(kind, n_in, n_out, dim, rows, cols, geometry):
     """The instruction counts (`COUNT_FIELDS`, a tuple) of routing phase `kind` for one image, by its
-    `_routing_geometry` `geometry` (a fitting one): an update, its runs of MATMULs when the logits are resident (the
-    na-input chunks and the rest); a softmax or weighted-sum phase, its blocks of chunks (`_routing_block_counts`),
-    then the squash ACTs of the output capsules (column mode) in one run."""
-    (_, t_j, t_d, _, _, _, _, kf, _, _, resident, _, _, _, chunks_total, _, na, mpr, _, _) = geometry
-    zero = n_in - n_in  # of the fields' type: the tuple is homogeneous
+    `_routing_geometry` `geometry` (a fitting one): `_update_phase_counts` or `_block_phase_counts`."""
     if _is_update(kind):
-        if not resident:
-            return zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero
-        writes = 1 if kind == ROUTING_FIRST_UPDATE else 0
-        full = _routing_update(na, floor_div(n_in, na), 1, t_j, kf, mpr, writes, rows, cols)
-        rest = remainder(n_in, na)
-        last = _routing_update(rest, 1 if rest > 0 else 0, 1, t_j, kf, mpr, writes, rows, cols)
-        return (full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4], zero, full[1] + last[1],
-                zero, zero, zero, zero, zero, zero, zero)
+        return _update_phase_counts(kind, n_in, rows, cols, geometry)
+    return _block_phase_counts(kind, n_in, n_out, dim, rows, cols, geometry)
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _update_phase_counts(kind, n_in, rows, cols, geometry):
+    """`_routing_phase_counts` of an update phase (`UPDATE_PHASES`): its runs of MATMULs when the logits are resident
+    (the na-input chunks and the rest), none otherwise."""
+    (_, t_j, _, _, _, _, _, kf, _, _, resident, _, _, _, _, _, na, mpr, _, _) = geometry
+    zero = n_in - n_in  # of the fields' type: the tuple is homogeneous
+    if not resident:
+        return zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero
+    writes = 1 if kind == ROUTING_FIRST_UPDATE else 0
+    full = _routing_update(na, floor_div(n_in, na), 1, t_j, kf, mpr, writes, rows, cols)
+    rest = remainder(n_in, na)
+    last = _routing_update(rest, 1 if rest > 0 else 0, 1, t_j, kf, mpr, writes, rows, cols)
+    return (full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4], zero, full[1] + last[1],
+            zero, zero, zero, zero, zero, zero, zero)
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _block_phase_counts(kind, n_in, n_out, dim, rows, cols, geometry):
+    """`_routing_phase_counts` of a softmax or weighted-sum phase (uniform, softmax): its blocks of chunks
+    (`_routing_block_counts`), then the squash ACTs of the output capsules (column mode) in one run."""
+    (_, t_j, t_d, _, _, _, _, _, _, _, _, _, _, _, chunks_total, _, _, _, _, _) = geometry
+    zero = n_in - n_in  # of the fields' type: the tuple is homogeneous
     first = _routing_block_counts(kind, 0, n_in, n_out, rows, cols, geometry)
     second = _routing_block_counts(kind, 1, n_in, n_out, rows, cols, geometry)
     full = _act_counts(cols, FUNC_SQUASH, cols * t_d, dim, t_j - 1)
@@ -1434,26 +1449,41 @@ def _routing_step(kind, n_in, ch_in, n_out, batch):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _routing_counts(kind, n_caps, n_out, dim, rows, cols, routings, times, geometry):
-    """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of routing phase
-    `kind` or a whole routing (`ROUTING`: the uniform phase, then an update and a softmax phase per further
-    iteration) over n_caps inputs, `times` over (the images, or route3d's positions, run in turn), by its fitting
-    `_routing_geometry` `geometry`. Two tuples of the fields' type, integers or float64."""
+def _whole_routing_counts(n_caps, n_out, dim, rows, cols, routings, geometry):
+    """The instruction counts (`COUNT_FIELDS`, a tuple) of one whole routing (`ROUTING`: the uniform phase, then an
+    update and a softmax phase per further iteration) over n_caps inputs, by its fitting `_routing_geometry`
+    `geometry`."""
+    softmax = _routing_phase_counts(ROUTING_SOFTMAX, n_caps, n_out, dim, rows, cols, geometry)
+    later = _scaled_sum(_routing_phase_counts(ROUTING_UPDATE, n_caps, n_out, dim, rows, cols, geometry),
+                        max(routings - 2, 0), softmax, max(routings - 2, 0))
+    first = _scaled_sum(_routing_phase_counts(ROUTING_FIRST_UPDATE, n_caps, n_out, dim, rows, cols, geometry),
+                        1 if routings > 1 else 0, softmax, 1 if routings > 1 else 0)
+    return _scaled_sum(_scaled_sum(later, 1, first, 1), 1,
+                       _routing_phase_counts(ROUTING_UNIFORM, n_caps, n_out, dim, rows, cols, geometry), 1)
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _routing_times(kind, counts, n_caps, n_out, rows, routings, times, geometry):
+    """(the instruction counts, the buffer rows the DMA moves: `_routing_counts`) of routing phase `kind` or a whole
+    routing (`ROUTING`) run `times` over, from the instruction counts `counts` of one run."""
     zero = n_caps - n_caps
-    if kind == ROUTING:
-        softmax = _routing_phase_counts(ROUTING_SOFTMAX, n_caps, n_out, dim, rows, cols, geometry)
-        later = _scaled_sum(_routing_phase_counts(ROUTING_UPDATE, n_caps, n_out, dim, rows, cols, geometry),
-                            max(routings - 2, 0), softmax, max(routings - 2, 0))
-        first = _scaled_sum(_routing_phase_counts(ROUTING_FIRST_UPDATE, n_caps, n_out, dim, rows, cols, geometry),
-                            1 if routings > 1 else 0, softmax, 1 if routings > 1 else 0)
-        counts = _scaled_sum(_scaled_sum(later, 1, first, 1), 1,
-                             _routing_phase_counts(ROUTING_UNIFORM, n_caps, n_out, dim, rows, cols, geometry), 1)
-    else:
-        counts = _routing_phase_counts(kind, n_caps, n_out, dim, rows, cols, geometry)
     moved = _routing_moved(kind, n_caps, n_out, rows, routings, geometry)
     return (_scaled_sum(counts, times, counts, zero),
             (moved[0] * times, moved[1] * times, moved[2] * times, moved[3] * times, moved[4] * times,
              moved[5] * times))
+
+
+@njit(cache=True, inline=into_vector_loops)
+def _routing_counts(kind, n_caps, n_out, dim, rows, cols, routings, times, geometry):
+    """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of routing phase
+    `kind` (`_routing_phase_counts`) or a whole routing (`ROUTING`, `_whole_routing_counts`) over n_caps inputs,
+    `times` over (the images, or route3d's positions, run in turn), by its fitting `_routing_geometry` `geometry`
+    (`_routing_times`). Two tuples of the fields' type, integers or float64."""
+    if kind == ROUTING:
+        counts = _whole_routing_counts(n_caps, n_out, dim, rows, cols, routings, geometry)
+    else:
+        counts = _routing_phase_counts(kind, n_caps, n_out, dim, rows, cols, geometry)
+    return _routing_times(kind, counts, n_caps, n_out, rows, routings, times, geometry)
 
 
 @njit(cache=True, inline="always")
