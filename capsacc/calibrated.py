@@ -712,61 +712,73 @@ def _cost_elementwise_steps(kind, packed, config, coefficients, energies, cycles
                         narrow, wide, picojoules)
 
 
+@njit(cache=True, inline="always")
+def _routing_inputs(kind, word, vector):
+    """(fields, the kind its counts are of, I, times, geometry) of a routing phase or route3d step of kind code `kind`
+    (float64) whose fields `word` packs (`_unpacked_step`, `_routing_step`, `_routing_geometry`; `vector`:
+    `_vector_config`), for the routing loops (`_cost_routing_steps`)."""
+    rows, cols, depth, words, batch, routings, _ = vector
+    fields = _unpacked_step(word)
+    whole, n_caps, times = _routing_step(kind, fields[0], fields[1], fields[4], batch)
+    return fields, whole, n_caps, times, _routing_geometry(n_caps, fields[5], fields[6], rows, cols, depth, words,
+                                                           routings)
+
+
+@njit(cache=True, inline="always")
+def _routing_results(s, kind, inputs, counts, vector, coefficients, energies, cycles, matmuls, narrow, wide,
+                     picojoules):
+    """Write routing step s's cost (`_vector_results`) from its `_routing_inputs` `inputs` and the instruction counts
+    `counts` of one run (`_routing_times`), for the routing loops (`_cost_routing_steps`)."""
+    rows, cols, depth, words, batch, routings, levels = vector
+    (n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out), whole, n_caps, times, geometry = inputs
+    counts, moved = _routing_times(whole, counts, n_caps, ch_out, rows, routings, times, geometry)
+    exact = _float_exact(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch, routings)
+    _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
+                    narrow, wide, picojoules)
+
+
 @njit(cache=True, _nrt=False)
 def _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
-    """`_cost_matmul_steps` for the uniform or softmax phase steps of kind code `kind` (`_routing_step`,
-    `_routing_geometry`, `_block_phase_counts`, `_routing_times`); the update phases have a loop of their own
-    (`_cost_update_steps`), and so do the whole routings of route3d steps (`_cost_route3d_steps`), so that each
-    loop runs only its kinds' rules (in one loop with the other phases' and the whole routing's rules, a uniform
-    or softmax step took 1.5x as long, an update 2.1x). Not compiled per kind: a routing loop takes numba about 70 s to compile."""
-    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    """`_cost_matmul_steps` for the uniform or softmax phase steps of kind code `kind` (`_routing_inputs`,
+    `_block_phase_counts`, `_routing_results`); the update phases have a loop of their own (`_cost_update_steps`),
+    and so do the whole routings of route3d steps (`_cost_route3d_steps`), so that each loop runs only its kinds'
+    rules (in one loop with the other phases' and the whole routing's rules, a uniform or softmax step took 1.5x as
+    long, an update 2.1x). Not compiled per kind: a routing loop takes numba about 70 s to compile."""
+    vector = _vector_config(config)
     routing_kind = float(kind)
     for s in range(packed.shape[0]):
-        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
-        _, n_caps, times = _routing_step(routing_kind, n_in, ch_in, n_out, batch)
-        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
-        counts = _block_phase_counts(routing_kind, n_caps, ch_out, caps_out, rows, cols, geometry)
-        counts, moved = _routing_times(routing_kind, counts, n_caps, ch_out, rows, routings, times, geometry)
-        exact = _float_exact(routing_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
-                             routings)
-        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles,
-                        matmuls, narrow, wide, picojoules)
+        inputs = _routing_inputs(routing_kind, packed[s], vector)
+        (_, _, _, _, _, ch_out, caps_out), _, n_caps, _, geometry = inputs
+        counts = _block_phase_counts(routing_kind, n_caps, ch_out, caps_out, vector[0], vector[1], geometry)
+        _routing_results(s, routing_kind, inputs, counts, vector, coefficients, energies, cycles, matmuls, narrow,
+                         wide, picojoules)
 
 
 @njit(cache=True, _nrt=False)
 def _cost_update_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
     """`_cost_routing_steps` for the update phase steps of kind code `kind` (`UPDATE_PHASES`,
     `_update_phase_counts`)."""
-    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    vector = _vector_config(config)
     routing_kind = float(kind)
     for s in range(packed.shape[0]):
-        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
-        _, n_caps, times = _routing_step(routing_kind, n_in, ch_in, n_out, batch)
-        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
-        counts = _update_phase_counts(routing_kind, n_caps, rows, cols, geometry)
-        counts, moved = _routing_times(routing_kind, counts, n_caps, ch_out, rows, routings, times, geometry)
-        exact = _float_exact(routing_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
-                             routings)
-        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles,
-                        matmuls, narrow, wide, picojoules)
+        inputs = _routing_inputs(routing_kind, packed[s], vector)
+        _, _, n_caps, _, geometry = inputs
+        counts = _update_phase_counts(routing_kind, n_caps, vector[0], vector[1], geometry)
+        _routing_results(s, routing_kind, inputs, counts, vector, coefficients, energies, cycles, matmuls, narrow,
+                         wide, picojoules)
 
 
 @njit(cache=True, _nrt=False)
 def _cost_route3d_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules):
-    """`_cost_matmul_steps` for route3d steps: a whole routing each (`_routing_step`, `_routing_geometry`,
-    `_whole_routing_counts`, `_routing_times`)."""
-    rows, cols, depth, words, batch, routings, levels = _vector_config(config)
+    """`_cost_routing_steps` for route3d steps: a whole routing each (`_whole_routing_counts`)."""
+    vector = _vector_config(config)
     route3d_kind = float(ROUTE3D)
     for s in range(packed.shape[0]):
-        n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
-        whole, n_caps, times = _routing_step(route3d_kind, n_in, ch_in, n_out, batch)
-        geometry = _routing_geometry(n_caps, ch_out, caps_out, rows, cols, depth, words, routings)
-        counts = _whole_routing_counts(n_caps, ch_out, caps_out, rows, cols, routings, geometry)
-        counts, moved = _routing_times(whole, counts, n_caps, ch_out, rows, routings, times, geometry)
-        exact = _float_exact(route3d_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
-                             routings)
-        _vector_results(s, exact, geometry[0], counts, moved, rows, cols, levels, coefficients, energies, cycles,
-                        matmuls, narrow, wide, picojoules)
+        inputs = _routing_inputs(route3d_kind, packed[s], vector)
+        (_, _, _, _, _, ch_out, caps_out), _, n_caps, _, geometry = inputs
+        counts = _whole_routing_counts(n_caps, ch_out, caps_out, vector[0], vector[1], vector[5], geometry)
+        _routing_results(s, route3d_kind, inputs, counts, vector, coefficients, energies, cycles, matmuls, narrow,
+                         wide, picojoules)
 
 
 @njit(cache=True, inline="always")

@@ -200,10 +200,10 @@ def _refusal(code: int, args) -> MappingError:
     return MappingError(REFUSALS[code].format(*[int(value) for value in args]))
 
 
-VECTOR_LOOPS = ("_cost_matmul_steps", "_cost_classcaps_steps", "_cost_elementwise_steps", "_cost_routing_steps",
-                "_cost_update_steps", "_cost_route3d_steps")
+VECTOR_LOOPS = ("_cost_matmul_steps", "_cost_classcaps_steps", "_cost_elementwise_steps", "_routing_inputs",
+                "_routing_results", "_cost_routing_steps", "_cost_update_steps", "_cost_route3d_steps")
 """The functions that run the counting rules over many steps on float64 in one loop (`capsacc.calibrated`), which
-LLVM vectorizes only when the loop calls no function."""
+LLVM vectorizes only when the loop calls no function, and the parts of the routing loops they inline."""
 
 
 def into_vector_loops(call, caller, callee):
