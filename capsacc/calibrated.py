@@ -742,8 +742,8 @@ def _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, ma
     """`_cost_matmul_steps` for the uniform or softmax phase steps of kind code `kind` (`_routing_inputs`,
     `_block_phase_counts`, `_routing_results`); the update phases have a loop of their own (`_cost_update_steps`),
     and so do the whole routings of route3d steps (`_cost_route3d_steps`), so that each loop runs only its kinds'
-    rules (in one loop with the other phases' and the whole routing's rules, a uniform or softmax step took 1.5x as
-    long, an update 2.1x). Not compiled per kind: a routing loop takes numba about 70 s to compile."""
+    rules (in one loop with the other phases' and the whole routing's rules, a uniform or softmax step took 1.4x as
+    long, an update 2.3x). Not compiled per kind: a routing loop takes numba about 70 s to compile."""
     vector = _vector_config(config)
     routing_kind = float(kind)
     for s in range(packed.shape[0]):
