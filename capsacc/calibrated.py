@@ -75,7 +75,7 @@ from capsacc.mapping import (ACTS, CAPSADD, CLASSCAPS, CONV, CONVCAPS, CONVCAPS3
                              TOCAPS, TRANSFER_FIELDS, WIDE_TRANSFERS, MappingError, bandwidth_bound, ceil_div, chain,
                              chain_steps, count_step, plan_counts, row_bytes, rows_port_bytes, step_shape,
                              _classcaps_counts, _classcaps_plan, _config_fields, _elementwise_counts,
-                             _elementwise_plan, _block_phase_counts, _matmul_counts, _matmul_plan, _refusal,
+                             _elementwise_plan, _block_phase_counts, _is_update, _matmul_counts, _matmul_plan, _refusal,
                              _routing_geometry, _routing_step, _routing_times, _step_kinds, _update_phase_counts,
                              _whole_routing_counts)
 from capsacc.network import (MAX_DESCRIPTOR_OPERATIONS, OP_FIELDS, _operation_row, descriptor_operation,
@@ -804,7 +804,7 @@ def _cost_vector_steps(kind, packed, config, coefficients, energies, cycles, mat
                                 narrow, wide, picojoules)
     elif kind == ROUTE3D:
         _cost_route3d_steps(packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
-    elif kind == ROUTING_UPDATE or kind == ROUTING_FIRST_UPDATE:
+    elif _is_update(kind):
         _cost_update_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
     else:
         _cost_routing_steps(kind, packed, config, coefficients, energies, cycles, matmuls, narrow, wide, picojoules)
