@@ -283,27 +283,26 @@ def matmul_run_cycles(m, n, rows, cols):
     The closed form of `rtl.isa.timing` for such a run (tests compare the two): MATMUL i issues
     at F_i = max(F_{i-1} + R, M_{i-1}, S_{i-2} + C - 2) (F_1 = 2, the first DISPATCH), streams
     from M_i = max(F_i + 1, S_{i-1}) to S_i = M_i + n, and every result is written from
-    S_m + D + 1 on (D = `result_delay_cycles`; the ACT or HALT issues at S_m + D + 1). From the sixth
-    MATMUL on, S_i - S_{i-2} is constant, so the recurrence runs six steps (`_matmul_stream_ends`)
-    and extrapolates by pairs (exact; tested for R, C <= 64, n <= 16383): `_matmul_run_cycles`, which
-    the counting rules call with the ends of each n once.
+    S_m + D + 1 on (D = `result_delay_cycles`; the ACT or HALT issues at S_m + D + 1). From the first
+    MATMUL on, S_{i+2} - S_i is one period d for every i, so the recurrence runs three steps
+    (`_matmul_stream_ends`: S_1, S_2 and d = S_3 - S_1) and S_m is S_1 or S_2, by the parity of m, plus
+    d per pair of MATMULs after it (`_matmul_run_cycles`, which the counting rules call with the ends of
+    each n once). The period holds for all R, C, n >= 1 (d = max(2R, 2n, n + C - 1)): a symbolic proof
+    in tests/test_mapping_stream_period.py, by induction from the first six MATMULs.
     """
     return _matmul_run_cycles(_matmul_stream_ends(n, rows, cols), m, rows, cols)
 
 
 @njit(cache=True, inline=into_vector_loops)
 def _matmul_stream_ends(n, rows, cols):
-    """(S_1, ..., S_6): the cycles at which the streams of the first six MATMULs of n rows of a run end
-    (the recurrence of `matmul_run_cycles`; MATMUL i waits for its partial-sum bank, that of MATMUL
-    i - 2, until S_{i-2} + C - 2)."""
+    """(S_1, S_2, d): the cycles at which the streams of the first two MATMULs of n rows of a run end, and
+    the period d = S_3 - S_1 = S_{i+2} - S_i of every later pair (the recurrence of `matmul_run_cycles`;
+    MATMUL i waits for its partial-sum bank, that of MATMUL i - 2, until S_{i-2} + C - 2)."""
     fire, move = 2, 3  # F_1, M_1
     end1 = move + n
     fire, move, end2 = _next_matmul(fire, move, end1, 0, n, rows)
-    fire, move, end3 = _next_matmul(fire, move, end2, end1 + cols - 2, n, rows)
-    fire, move, end4 = _next_matmul(fire, move, end3, end2 + cols - 2, n, rows)
-    fire, move, end5 = _next_matmul(fire, move, end4, end3 + cols - 2, n, rows)
-    fire, move, end6 = _next_matmul(fire, move, end5, end4 + cols - 2, n, rows)
-    return end1, end2, end3, end4, end5, end6
+    _, _, end3 = _next_matmul(fire, move, end2, end1 + cols - 2, n, rows)
+    return end1, end2, end3 - end1
 
 
 @njit(cache=True, inline=into_vector_loops)
@@ -317,12 +316,12 @@ def _next_matmul(fire, move, end, ready, n, rows):
 
 @njit(cache=True, inline=into_vector_loops)
 def _matmul_run_cycles(ends, m, rows, cols):
-    """`matmul_run_cycles` of m MATMULs whose n gives the stream ends `ends` (`_matmul_stream_ends`)."""
-    end1, end2, end3, end4, end5, end6 = ends  # selected, not indexed by m: the rule also runs in vectorized loops
-    extra = m - 6
-    final = ((end5 if remainder(extra, 2) != 0 else end6) + (end6 - end4) * floor_div(extra + 1, 2) if m > 6
-             else end6 if m == 6 else end5 if m == 5 else end4 if m == 4 else end3 if m == 3 else end2 if m == 2
-             else end1)
+    """`matmul_run_cycles` of m MATMULs whose n gives the stream ends `ends` (`_matmul_stream_ends`): S_m is S_1
+    (m odd) or S_2 (m even) plus a period per pair before it, with one selection (a chain of selections by m cost
+    the vectorized loops a sixth of a convolution step's time, docs/model.md)."""
+    end1, end2, period = ends
+    pairs = floor_div(m - 1, 2)
+    final = (end2 if m - 1 - 2 * pairs != 0 else end1) + period * pairs
     return final + result_delay_cycles(rows, cols) + 1 - 2 if m > 0 else 0  # results from S_m + D + 1; began at 2
 
 
