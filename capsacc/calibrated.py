@@ -431,9 +431,11 @@ PREDICTION_RANGE, CYCLES_RANGE, NOT_EXPANDED = len(REFUSALS), len(REFUSALS) + 1,
 """Error codes of the kernels beyond the tiling refusals (`capsacc.mapping.REFUSALS`): a prediction out
 of the int64 range, an operation's cycles out of 0..2^63-1, operations not in the order of the
 published expansion."""
-FLOAT_RANGE = len(REFUSALS) + 3
-"""The code of a step costed in float64 (`_cost_vector_steps`) whose counting could leave float64's exact range
-(`_float_exact`): never a result, `_cost_packed` costs it again by the integer rules."""
+INTEGER_RULES = len(REFUSALS) + 3
+"""The code the float64 loops (`_cost_vector_steps`) give a step they leave to the integer rules: one whose counting
+could leave float64's exact range (`_float_exact`), or that does not fit as they plan it (refused, or needing column
+groups, which they do not plan: `capsacc.mapping._matmul_runs`); never a result, `_cost_packed` costs it again by
+the integer rules (`_step_cost`)."""
 
 
 KEY_BITS = (28, 31, 32, 31)
@@ -634,11 +636,11 @@ def _unpacked_step(word):
 def _vector_results(s, exact, refusal, counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
                     narrow, wide, picojoules):
     """Write step s's cost from its counts (`_step_values`) into the five arrays of `_cost_vector_steps`; the code
-    `FLOAT_RANGE` when its counting is not `exact` in float64 (`_float_exact`)."""
+    `INTEGER_RULES` when its counting is not `exact` in float64 (`_float_exact`) or its plan's `refusal` is not
+    `FITS`."""
     target, _, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = _step_values(
         counts, moved, rows, cols, levels, coefficients, energies)
-    code = (FLOAT_RANGE if not exact else refusal if refusal != FITS
-            else PREDICTION_RANGE if target >= 0 else FITS)
+    code = INTEGER_RULES if not exact or refusal != FITS else PREDICTION_RANGE if target >= 0 else FITS
     cycles[s] = step_cycles
     matmuls[s] = step_matmuls if code == FITS else -code
     narrow[s] = step_narrow
@@ -658,10 +660,11 @@ def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, mat
     """Cost the convolution steps of kind code `kind` (conv, convcaps, convcaps3d) whose fields `packed` holds
     (`_packed_step`) in float64: the tiling rules of `capsacc.mapping` (`_matmul_plan`, `_matmul_counts`, run on
     float64 and inlined here, `capsacc.mapping.VECTOR_LOOPS`) and `_step_values`, in a loop that LLVM vectorizes
-    (no call, no exit, one array read, five written); write each step's batch cycles, MATMULs (or -code: refused,
-    `REFUSALS`, or a prediction out of range, `PREDICTION_RANGE`), narrow and wide rows and energy (pJ) into the
-    five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s bit for bit
-    (tested). Compiled once per kind (`numba.literally`: `_cost_vector_steps` gives the kind as a constant), so that
+    (no call, no exit, one array read, five written); write each step's batch cycles, MATMULs (or -code: a prediction
+    out of range, `PREDICTION_RANGE`, or `INTEGER_RULES` for a step left to the integer rules: refused, needing
+    column groups, which the loop does not plan, or beyond float64's exact range), narrow and wide rows and energy
+    (pJ) into the five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s
+    bit for bit (tested). Compiled once per kind (`numba.literally`: `_cost_vector_steps` gives the kind as a constant), so that
     each loop runs only its kind's rules: 1.2x faster a conv or convcaps3d step than one loop for the three kinds
     (docs/model.md, "Session 32"). `_cost_classcaps_steps`, `_cost_elementwise_steps`, `_cost_routing_steps`,
     `_cost_update_steps` and `_cost_route3d_steps` do the same for their kinds."""
@@ -671,8 +674,8 @@ def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, mat
     for s in range(packed.shape[0]):
         n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
         plan = _matmul_plan(matmul_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth,
-                            words, batch)
-        counts, moved = _matmul_counts(plan, rows, cols, words)
+                            words, batch, False)
+        counts, moved = _matmul_counts(plan, rows, cols, words, False)
         exact = _float_exact(matmul_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, batch,
                              routings)
         _vector_results(s, exact, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
@@ -704,8 +707,8 @@ def _cost_elementwise_steps(kind, packed, config, coefficients, energies, cycles
     for s in range(packed.shape[0]):
         n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out = _unpacked_step(packed[s])
         plan = _elementwise_plan(elementwise_kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth,
-                                 words, batch)
-        counts, moved = _elementwise_counts(plan, rows, cols, words)
+                                 words, batch, False)
+        counts, moved = _elementwise_counts(plan, rows, cols, words, False)
         exact = _float_exact(elementwise_kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols,
                              batch, routings)
         _vector_results(s, exact, plan[0], counts, moved, rows, cols, levels, coefficients, energies, cycles, matmuls,
@@ -984,7 +987,7 @@ def _cost_queue(steps, queue, queued, slots, table, own, config, coefficients, e
 @njit(cache=True, inline="always")
 def _cost_packed(steps, slots, table, own, config, coefficients, energies, scratch):
     """Cost the steps `_cost_queue` packed, kind by kind in float64 (`_cost_vector_steps`), into their rows; a step
-    beyond float64's exact range (`FLOAT_RANGE`) one by one (`_step_cost`)."""
+    they leave to the integer rules (`INTEGER_RULES`) one by one (`_step_cost`)."""
     _, _, _, _, _, waiting, packed, where, step_cycles, step_matmuls, step_narrow, step_wide, step_picojoules = scratch
     for slot, kind in enumerate(VECTOR_KINDS):
         n = waiting[slot]
@@ -996,7 +999,7 @@ def _cost_packed(steps, slots, table, own, config, coefficients, energies, scrat
             matmuls = step_matmuls[i]
             code = np.int64(-matmuls) if matmuls < 0 else FITS
             s = where[slot, i]
-            if code == FLOAT_RANGE:
+            if code == INTEGER_RULES:
                 _cost_row(steps, s, slots, table, own, config, coefficients, energies, scratch)
             else:
                 _write_row(table, own, slots[s], code, np.int64(step_cycles[i]),

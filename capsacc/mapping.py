@@ -336,11 +336,11 @@ def _column_groups(mb, gb):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
+def _grouped_run_cycles(ends, chunks, groups, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of `chunks` MATMULs per block (K chunks, or operands x tiles)
-    over mb column blocks in groups of gb (`_matmul_runs`, `_elementwise_chunking`; one run when gb = mb):
-    ceil(mb / gb) - 1 runs of chunks·gb MATMULs and one of the rest, each with the stream ends `ends`."""
-    groups = _column_groups(mb, gb)
+    over mb column blocks in `groups` groups of gb (`_column_groups`; `_matmul_runs`, `_elementwise_chunking`;
+    one run when groups = 1): groups - 1 runs of chunks·gb MATMULs and one of the rest, each with the stream
+    ends `ends`."""
     last = _matmul_run_cycles(ends, chunks * (mb - (groups - 1) * gb), rows, cols)
     if groups == 1:
         return last
@@ -348,14 +348,14 @@ def _grouped_run_cycles(ends, chunks, gb, mb, rows, cols):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _chunk_run_cycles(ends, total, per_run, runs, gb, mb, rows, cols):
+def _chunk_run_cycles(ends, total, per_run, runs, groups, gb, mb, rows, cols):
     """The MATMUL phase cycles of the runs of a chunk (`_grouped_run_cycles` of each): `total` MATMULs per
     block (K chunks, or operands x tiles) in runs = ceil(total / per_run) runs of `per_run`, the last the
-    rest, over mb column blocks in groups of gb, with the stream ends `ends`."""
-    last = _grouped_run_cycles(ends, total - (runs - 1) * per_run, gb, mb, rows, cols)
+    rest, over mb column blocks in `groups` groups of gb, with the stream ends `ends`."""
+    last = _grouped_run_cycles(ends, total - (runs - 1) * per_run, groups, gb, mb, rows, cols)
     if runs == 1:
         return last
-    return (runs - 1) * _grouped_run_cycles(ends, per_run, gb, mb, rows, cols) + last
+    return (runs - 1) * _grouped_run_cycles(ends, per_run, groups, gb, mb, rows, cols) + last
 
 
 @njit(cache=True, inline=into_vector_loops)
@@ -528,11 +528,13 @@ def _matmul_chunking(mb, nc, depth, rows, program_chunks):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _matmul_runs(mb, nc, depth, rows, words, program_chunks):
+def _matmul_runs(mb, nc, depth, rows, words, program_chunks, grouped):
     """(kr, gb) of `matmul_chunking` ((0, 0): refused); `program_chunks` of mb and `words`
-    (`_program_chunks`)."""
+    (`_program_chunks`). Without `grouped`, no column groups: kr < 1 where they would be needed (the float64
+    loops of `capsacc.calibrated` plan so, and leave those steps to the integer rules: the groups' division and
+    second run of every chunk cost a third of a convolution step there)."""
     kr = _matmul_chunking(mb, nc, depth, rows, program_chunks)
-    if kr >= 1:
+    if kr >= 1 or not grouped:
         return kr, mb
     bound = min(floor_div(depth - mb * nc, rows), words - 1)
     if bound < 1:
@@ -554,7 +556,7 @@ def matmul_chunking(shape: MatmulShape, config: ArrayConfig, nc: int) -> tuple[i
     groups). Refused when not one block fits."""
     mb = shape.blocks
     kr, gb = _matmul_runs(mb, nc, config.buffer_depth, config.rows, config.program_depth,
-                          _program_chunks(mb, config.program_depth))
+                          _program_chunks(mb, config.program_depth), True)
     if kr < 1:
         raise _refusal(REFUSED_RUN, (mb, nc, config.buffer_depth, config.program_depth))
     return kr, gb
@@ -719,9 +721,10 @@ def elementwise_shape(kind: str, op, config: ArrayConfig) -> ElementwiseShape:
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words):
-    """(nc, pr, apart, gb) of `elementwise_chunking` (pr < 1: refused). It writes nothing, so that it also runs on
-    float64 fields in a vectorized loop."""
+def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words, grouped):
+    """(nc, pr, apart, gb) of `elementwise_chunking` (pr < 1: refused; without `grouped`, also where column groups
+    would be needed, as `_matmul_runs`). It writes nothing, so that it also runs on float64 fields in a vectorized
+    loop."""
     mb = _blocks(m, width, capsule, span)
     nc = min(n, floor_div(ACT_MAX_ROWS, span), ACT_MAX_STRIDE if span > 1 else ACT_MAX_ROWS,
              floor_div(depth, mb * chunks), floor_div(depth - chunks * rows, mb))
@@ -730,7 +733,7 @@ def _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, de
     reserve = 0 if apart else acts
     pr = (min(operands, floor_div(words - 1 - reserve, mb * chunks), floor_div(depth, mb * chunks * nc)) if nc > 0
           else nc - nc)
-    if pr >= 1 or nc < 1:
+    if pr >= 1 or nc < 1 or not grouped:
         return nc, pr, apart, mb
     bound = floor_div(words - 1, chunks)  # column groups: one operand over gb blocks per run
     if bound < 1:  # (pr - pr: 0 of the fields' type, integer or float64)
@@ -752,7 +755,7 @@ def elementwise_chunking(shape: ElementwiseShape, config: ArrayConfig) -> tuple[
     columns = shape.columns
     nc, pr, apart, gb = _elementwise_chunking(shape.n, shape.m, columns.width, columns.capsule, columns.span,
                                               shape.operands, shape.chunks, config.rows, config.buffer_depth,
-                                              config.program_depth)
+                                              config.program_depth, True)
     if pr < 1:
         raise _refusal(REFUSED_ELEMENTWISE, (columns.blocks, config.buffer_depth, config.program_depth))
     return nc, pr, bool(apart), gb
@@ -1154,14 +1157,16 @@ def _block_phase_counts(kind, n_in, n_out, dim, rows, cols, geometry):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch):
+def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words, batch,
+                 grouped):
     """(refusal, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest) of a conv
     kind's step: its shape (`_matmul_shape`), mb column blocks, kc K chunks of R rows, nc data rows per chunk,
     the n // nc chunks of nc rows, and the K chunks and column blocks per run of a chunk of nc rows and of the
     last one of n mod nc rows (`_matmul_runs`; 0 when n mod nc = 0); refused (`REFUSED_CHUNK`,
     `REFUSED_RUN`) when no chunk fits, or when one of those chunks leaves no block per run: the plan
-    `count_step` counts instructions and rows by (`_matmul_counts`). It writes nothing, so that it also runs
-    on float64 fields in a vectorized loop; the refusal's numbers are `_matmul_refusal_args`'."""
+    `count_step` counts instructions and rows by (`_matmul_counts`), with column groups where needed when
+    `grouped` (else `REFUSED_RUN` there too, `_matmul_runs`). It writes nothing, so that it also runs on float64
+    fields in a vectorized loop; the refusal's numbers are `_matmul_refusal_args`'."""
     refusal, n, k, m, func, width, capsule, span = _matmul_shape(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out,
                                                                  caps_out, cols, batch)
     if refusal:
@@ -1172,8 +1177,8 @@ def _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, ro
         return REFUSED_CHUNK, n, m, func, width, capsule, span, mb, kc, nc, 0, 0, 0, 0, 0
     chunks, rest = floor_div(n, nc), remainder(n, nc)
     program_chunks = _program_chunks(mb, words)
-    kr, gb = _matmul_runs(mb, nc, depth, rows, words, program_chunks)
-    kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words, program_chunks) if rest > 0 else (0, 0)
+    kr, gb = _matmul_runs(mb, nc, depth, rows, words, program_chunks, grouped)
+    kr_rest, gb_rest = _matmul_runs(mb, rest, depth, rows, words, program_chunks, grouped) if rest > 0 else (0, 0)
     if kr < 1 or (rest > 0 and kr_rest < 1):
         return REFUSED_RUN, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
     return FITS, n, m, func, width, capsule, span, mb, kc, nc, chunks, kr, kr_rest, gb, gb_rest
@@ -1198,22 +1203,23 @@ def _matmul_refusal_args(plan, caps_out, cols, depth, words, args):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, words, block_acts, apart):
+def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, words, block_acts, apart, grouped):
     """(runs, MATMUL phase cycles, MATMULs, MATMUL rows, accumulating rows, ACTs, ACT rows, ACT elements, ACT
     spans) of `times` chunks of `chunk_rows` data rows of a conv kind's plan (`_matmul_plan`: kc K chunks, kr
     per run over gb of its mb column blocks) or of an `ELEMENTWISE_KINDS` plan (`_elementwise_plan`: kc the
     operands' tiles, kr those of pr operands) with the ACTs `block_acts` (`_block_acts`), in runs of their own
-    after the chunk's last run when `apart`; zeros when there are none. Every ACT is row mode."""
+    after the chunk's last run when `apart`; zeros when there are none. Every ACT is row mode. Without `grouped`
+    the plan has no column groups (gb = mb, `_matmul_runs`)."""
     if chunk_rows == 0 or times == 0:
         return 0, 0, 0, 0, 0, 0, 0, 0, 0
     acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = block_acts
-    runs, groups = ceil_div(kc, kr), _column_groups(mb, gb)
+    runs, groups = ceil_div(kc, kr), _column_groups(mb, gb) if grouped else 1
     ends = _matmul_stream_ends(chunk_rows, rows, cols)
     act_runs = ceil_div(floor_div(mb, span), apart_acts_per_run(words)) if apart else 0
     full = _act_group_counts(act_span, act_width, act_last, chunk_rows, times * acts)
     last = _act_group_counts(last_span, last_act_width, last_act_last, chunk_rows, times * last_acts)
-    return (times * (runs * groups + act_runs), times * _chunk_run_cycles(ends, kc, kr, runs, gb, mb, rows, cols),
-            times * kc * mb, times * kc * mb * chunk_rows, times * (kc - 1) * mb * chunk_rows, full[0] + last[0],
+    return (times * (runs * groups + act_runs),
+            times * _chunk_run_cycles(ends, kc, kr, runs, groups, gb, mb, rows, cols), times * kc * mb, times * kc * mb * chunk_rows, times * (kc - 1) * mb * chunk_rows, full[0] + last[0],
             full[1] + last[1], full[2] + last[2], full[3] + last[3])
 
 
@@ -1227,18 +1233,18 @@ def _row_mode_counts(runs, matmuls, matmul_rows, accumulate, phase_cycles, acts,
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _matmul_counts(plan, rows, cols, words):
+def _matmul_counts(plan, rows, cols, words, grouped):
     """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of a conv kind's
     fitting `_matmul_plan` `plan`: its chunks of nc rows and the last of the rest (`_matmul_part_counts`, every ACT
-    in row mode), per chunk kc·nc data rows and kc·mb·R weight rows loaded, mb·nc result rows stored. Two tuples
-    of the plan's type, integers or float64."""
+    in row mode), per chunk kc·nc data rows and kc·mb·R weight rows loaded, mb·nc result rows stored; `grouped` that
+    of the plan. Two tuples of the plan's type, integers or float64."""
     _, n, m, func, width, capsule, span, mb, kc, nc, full_chunks, kr_full, kr_rest, gb_full, gb_rest = plan
     rest_rows = n - full_chunks * nc
     block_acts = _block_acts(cols, func, m, width, capsule, span)
     full = _matmul_part_counts(nc, full_chunks, kr_full, gb_full, kc, mb, span, rows, cols, words, block_acts,
-                               _matmul_acts_apart(mb, gb_full, words))
+                               _matmul_acts_apart(mb, gb_full, words), grouped)
     last = _matmul_part_counts(rest_rows, 1, kr_rest, gb_rest, kc, mb, span, rows, cols, words, block_acts,
-                               _matmul_acts_apart(mb, gb_rest, words))
+                               _matmul_acts_apart(mb, gb_rest, words), grouped)
     zero = n - n  # of the plan's type: the tuples are homogeneous
     counts = _row_mode_counts(full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4],
                               full[1] + last[1], full[5] + last[5], full[6] + last[6], full[7] + last[7],
@@ -1313,20 +1319,21 @@ def _classcaps_counts(plan, rows, cols, batch):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch):
+def _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch, grouped):
     """(refusal, n, m, func, width, capsule, span, length, operands, chunks, mb, nc, pr, apart, gb) of a
     `ELEMENTWISE_KINDS` step: its shape (`_elementwise_shape`), mb column blocks, nc rows per chunk, pr
     operands per run, whether the ACTs run apart and gb column blocks per run (`_elementwise_chunking`;
-    `REFUSED_ELEMENTWISE` when no operand fits a run): the plan `count_step` counts by (`_elementwise_counts`). It
-    writes nothing, so that it also runs on float64 fields in a vectorized loop; the refusal's numbers are
-    `_elementwise_refusal_args`'."""
+    `REFUSED_ELEMENTWISE` when no operand fits a run, and without `grouped` where column groups would be needed):
+    the plan `count_step` counts by (`_elementwise_counts`). It writes nothing, so that it also runs on float64
+    fields in a vectorized loop; the refusal's numbers are `_elementwise_refusal_args`'."""
     refusal, n, m, func, width, capsule, span, length, operands, chunks = _elementwise_shape(
         kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, batch)
     zero = n - n  # of the fields' type
     if refusal:
         return refusal, n, m, func, width, capsule, span, length, operands, chunks, zero, zero, zero, False, zero
     mb = _blocks(m, width, capsule, span)
-    nc, pr, apart, gb = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words)
+    nc, pr, apart, gb = _elementwise_chunking(n, m, width, capsule, span, operands, chunks, rows, depth, words,
+                                              grouped)
     return (REFUSED_ELEMENTWISE if pr < 1 else FITS, n, m, func, width, capsule, span, length, operands, chunks, mb,
             nc, pr, apart, gb)
 
@@ -1342,25 +1349,27 @@ def _elementwise_refusal_args(plan, cols, depth, words, args):
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _elementwise_counts(plan, rows, cols, words):
+def _elementwise_counts(plan, rows, cols, words, grouped):
     """(the instruction counts, `COUNT_FIELDS`; the buffer rows the DMA moves, `TRANSFER_FIELDS`) of an
     `ELEMENTWISE_KINDS` step's fitting `_elementwise_plan` `plan`: its chunks of nc rows and the last of the rest
     (`_matmul_part_counts` over the operands' tiles, pr operands a run, every ACT in row mode); the operands'
     tiles·mb·n data rows and, per chunk and run, chunks·R identity rows per column group loaded, mb·n result rows
-    stored. Two tuples of the plan's type, integers or float64."""
+    stored; `grouped` that of the plan. Two tuples of the plan's type, integers or float64."""
     _, n, m, func, width, capsule, span, _, operands, chunks, mb, nc, pr, apart, gb = plan
     tiles = operands * chunks
     full_chunks = floor_div(n, nc)
     rest_rows = n - full_chunks * nc
     block_acts = _block_acts(cols, func, m, width, capsule, span)
     full = _matmul_part_counts(nc, full_chunks, pr * chunks, gb, tiles, mb, span, rows, cols, words, block_acts,
-                               apart)
-    last = _matmul_part_counts(rest_rows, 1, pr * chunks, gb, tiles, mb, span, rows, cols, words, block_acts, apart)
+                               apart, grouped)
+    last = _matmul_part_counts(rest_rows, 1, pr * chunks, gb, tiles, mb, span, rows, cols, words, block_acts, apart,
+                               grouped)
     zero = n - n  # of the plan's type: the tuples are homogeneous
     counts = _row_mode_counts(full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4],
                               full[1] + last[1], full[5] + last[5], full[6] + last[6], full[7] + last[7],
                               full[8] + last[8])
-    loads = (full_chunks + (1 if rest_rows > 0 else 0)) * ceil_div(operands, pr) * _column_groups(mb, gb)
+    loads = (full_chunks + (1 if rest_rows > 0 else 0)) * ceil_div(operands, pr) * (_column_groups(mb, gb) if grouped
+                                                                                       else 1)
     moved = (tiles * mb * n, loads * chunks * rows, zero, zero, mb * n, zero)
     return counts, moved
 
@@ -1555,11 +1564,11 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         return FITS
     if kind == CONV or kind == CONVCAPS or kind == CONVCAPS3D:
         plan = _matmul_plan(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows, cols, depth, words,
-                            batch)
+                            batch, True)
         if plan[0]:
             _matmul_refusal_args(plan, caps_out, cols, depth, words, args)
             return plan[0]
-        _store_counts(_matmul_counts(plan, rows, cols, words), counts, moved)
+        _store_counts(_matmul_counts(plan, rows, cols, words, True), counts, moved)
         return FITS
     if kind == CLASSCAPS:
         plan = _classcaps_plan(n_in, ch_in, caps_in, ch_out, caps_out, rows, cols, depth, words, batch)
@@ -1569,11 +1578,12 @@ def count_step(kind, n_in, ch_in, caps_in, kernel, n_out, ch_out, caps_out, rows
         _store_counts(_classcaps_counts(plan, rows, cols, batch), counts, moved)
         return FITS
     if kind == TOCAPS or kind == CAPSADD:
-        plan = _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch)
+        plan = _elementwise_plan(kind, n_in, ch_in, caps_in, n_out, ch_out, caps_out, rows, cols, depth, words, batch,
+                                 True)
         if plan[0]:
             _elementwise_refusal_args(plan, cols, depth, words, args)
             return plan[0]
-        _store_counts(_elementwise_counts(plan, rows, cols, words), counts, moved)
+        _store_counts(_elementwise_counts(plan, rows, cols, words, True), counts, moved)
         return FITS
     counts[RUNS] += 1  # a lone activation: one ACT, whatever the batch, and its result rows stored
     _act(counts, cols, kind - RELU + FUNC_RELU, n_in, caps_in, 1, False)

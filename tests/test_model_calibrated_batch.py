@@ -350,12 +350,15 @@ def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows
     """`_cost_vector_steps` (the tiling rules and `_step_values` on float64, vectorized) gives every step of
     `VECTOR_KINDS` (convolutions, classcaps, routing phases, tocaps, capsadd and route3d) on any array, with 1 to 3
     routing iterations, the error code, batch cycles, MATMULs, DMA rows and energy of `_step_cost` (the integer
-    rules), bit for bit: refusals (capsules or classes beyond 64, no chunk, run, group or routing layout that fits),
-    and predictions out of the int64 range (coefficients scaled by 1e17); a step whose counting could leave
-    float64's exact range (`_float_exact` of its integer fields), the code `FLOAT_RANGE`."""
+    rules), bit for bit, predictions out of the int64 range included (coefficients scaled by 1e17); and the code
+    `INTEGER_RULES` exactly for the steps it leaves to the integer rules: those whose counting could leave float64's
+    exact range (`_float_exact` of its integer fields), refused ones (capsules or classes beyond 64, no chunk, run,
+    group or routing layout that fits) and convolutions, tocaps and capsadds that need column groups (their plan
+    without groups refused)."""
     import dataclasses
-    from capsacc.calibrated import FITS, FLOAT_RANGE, VECTOR_KINDS, _cost_vector_steps, _float_exact, _packed_step
-    from capsacc.mapping import STEP_FIELDS
+    from capsacc.calibrated import (FITS, INTEGER_RULES, PREDICTION_RANGE, VECTOR_KINDS, _cost_vector_steps,
+                                    _float_exact, _packed_step)
+    from capsacc.mapping import CAPSADD, CONVCAPS3D, STEP_FIELDS, TOCAPS, _elementwise_plan, _matmul_plan
     calibration = Calibration.shipped()
     calibration = dataclasses.replace(
         calibration, config=dataclasses.replace(calibration.config, rows=rows, cols=cols, batch=batch,
@@ -375,10 +378,16 @@ def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows
         out = [np.zeros(len(chosen)) for _ in range(5)]
         _cost_vector_steps(kind, packed, config, coefficients, energies, *out)
         for i, step in enumerate(chosen):
-            if not _float_exact(kind, *step[2:6], *step[7:10], rows, cols, batch, routings):
-                assert out[1][i] == -FLOAT_RANGE
-                continue
             code, *cost = step_cost(step, calibration, config)
+            fields = (*step[2:6], *step[7:10])
+            ungrouped = (_matmul_plan(kind, *fields, rows, cols, depth, words, batch, False)[0] if kind <= CONVCAPS3D
+                         else _elementwise_plan(kind, *step[2:5], *step[7:10], rows, cols, depth, words, batch,
+                                                False)[0] if kind in (TOCAPS, CAPSADD) else FITS)
+            integer_rules = (not _float_exact(kind, *fields, rows, cols, batch, routings)
+                             or code not in (FITS, PREDICTION_RANGE) or ungrouped != FITS)
+            assert (out[1][i] == -INTEGER_RULES) == integer_rules
+            if integer_rules:
+                continue
             if code != FITS:
                 assert out[1][i] == -code
                 continue
@@ -389,7 +398,7 @@ def test_steps_costed_in_float64_equal_the_integer_rules_bit_for_bit(steps, rows
 def test_a_step_beyond_the_packed_fields_or_the_exact_range_is_costed_by_the_integer_rules():
     """`_packed_step` packs a convolution whose fields fit `VECTOR_FIELD_BITS` (a wider one is costed by `_step_cost`:
     -1), and `_float_exact` says whether its counts stay below `VECTOR_BOUND` (a larger one comes back from the float64
-    loop as `FLOAT_RANGE` and is costed by `_step_cost` too); the batch totals of both still equal `estimate`'s."""
+    loop as `INTEGER_RULES` and is costed by `_step_cost` too); the batch totals of both still equal `estimate`'s."""
     from capsacc.calibrated import VECTOR_FIELD_BITS, _float_exact, _packed_step
     steps, count = preset_steps("large")
     assert any(_packed_step(step) >= 0 and not _float_exact(step[1], *step[2:6], *step[7:10], 16, 16, 8, 3)
@@ -407,3 +416,35 @@ def test_a_step_beyond_the_packed_fields_or_the_exact_range_is_costed_by_the_int
         single = estimate(Network.from_genotype(genotype), acc)
         many = estimate_many(flatten([genotype]), acc)
         assert many.cycles.tolist() == [single.cycles] and many.energy_mJ.tolist() == [single.energy_mJ]
+
+
+GROUPED_GENOTYPE = [[0, 28, 1, 1, 3, 2, 14, 200, 1], [1, 14, 200, 1, 3, 2, 7, 2, 8], [1, 7, 2, 8, 7, 1, 1, 10, 16],
+                    [-1], [1]]
+"""A CapsNet-like genotype whose 200-channel convolution needs column groups on buffers of 256 rows (13 column
+blocks: a chunk's results and one K chunk over all of them do not fit)."""
+
+
+def test_a_step_that_needs_column_groups_is_costed_by_the_integer_rules():
+    """On buffers of 256 rows and programs of 64 words (the FPGA build's), a convolution whose plan needs column
+    groups (refused without them, `grouped`) is left by the float64 loops to the integer rules (`INTEGER_RULES`),
+    and the batch totals still equal `estimate`'s bit for bit."""
+    import dataclasses
+    from capsacc.array import buffer_depths
+    from capsacc.calibrated import INTEGER_RULES, VECTOR_KINDS, _cost_vector_steps, _packed_step
+    from capsacc.mapping import CONV, FITS, _matmul_plan
+    calibration = Calibration.shipped()
+    calibration = dataclasses.replace(calibration, config=dataclasses.replace(calibration.config, **buffer_depths(256),
+                                                                              program_depth=64))
+    acc = dataclasses.replace(Accelerator.calibrated(), calibration=calibration)
+    config, coefficients, energies = calibration.kernel_arrays
+    conv = np.array([0, CONV, 28, 1, 1, 3, 2, 14, 200, 1, 0, 0, -1], np.int64)
+    plan = [_matmul_plan(CONV, 28, 1, 1, 3, 14, 200, 1, 16, 16, 256, 64, calibration.config.batch, grouped)
+            for grouped in (False, True)]
+    assert plan[0][0] != FITS and plan[1][0] == FITS and plan[1][13] < plan[1][7]  # gb < mb: column groups
+    out = [np.zeros(1) for _ in range(5)]
+    _cost_vector_steps(CONV, np.array([_packed_step(conv)]), config, coefficients, energies, *out)
+    assert CONV in VECTOR_KINDS and out[1][0] == -INTEGER_RULES
+    single = estimate(Network.from_genotype(GROUPED_GENOTYPE), acc)
+    many = estimate_many(flatten([GROUPED_GENOTYPE]), acc)
+    assert many.cycles.tolist() == [single.cycles] and many.energy_mJ.tolist() == [single.energy_mJ]
+    assert many.total_energy_mJ.tolist() == [single.total_energy_mJ]
