@@ -317,8 +317,8 @@ def _next_matmul(fire, move, end, ready, n, rows):
 @njit(cache=True, inline=into_vector_loops)
 def _matmul_run_cycles(ends, m, rows, cols):
     """`matmul_run_cycles` of m MATMULs whose n gives the stream ends `ends` (`_matmul_stream_ends`): S_m is S_1
-    (m odd) or S_2 (m even) plus a period per pair before it, with one selection (a chain of selections by m cost
-    the vectorized loops a sixth of a convolution step's time, docs/model.md)."""
+    (m odd) or S_2 (m even) plus a period per pair before it, with one selection (the chain of selections by m
+    that it replaces took a third of a convolution step's time in the vectorized loops, docs/model.md)."""
     end1, end2, period = ends
     pairs = floor_div(m - 1, 2)
     final = (end2 if m - 1 - 2 * pairs != 0 else end1) + period * pairs
