@@ -664,10 +664,10 @@ def _cost_matmul_steps(kind, packed, config, coefficients, energies, cycles, mat
     out of range, `PREDICTION_RANGE`, or `INTEGER_RULES` for a step left to the integer rules: refused, needing
     column groups, which the loop does not plan, or beyond float64's exact range), narrow and wide rows and energy
     (pJ) into the five arrays. Every value is an integer below 2^53 (`VECTOR_BOUND`), so each equals `_step_cost`'s
-    bit for bit (tested). Compiled once per kind (`numba.literally`: `_cost_vector_steps` gives the kind as a constant), so that
-    each loop runs only its kind's rules: 1.2x faster a conv or convcaps3d step than one loop for the three kinds
-    (docs/model.md, "Session 32"). `_cost_classcaps_steps`, `_cost_elementwise_steps`, `_cost_routing_steps`,
-    `_cost_update_steps` and `_cost_route3d_steps` do the same for their kinds."""
+    bit for bit (tested). Compiled once per kind (`numba.literally`: `_cost_vector_steps` gives the kind as a
+    constant), so that each loop runs only its kind's rules: 1.2x faster a conv or convcaps3d step than one loop for
+    the three kinds (docs/model.md, "Session 32"). `_cost_classcaps_steps`, `_cost_elementwise_steps`,
+    `_cost_routing_steps`, `_cost_update_steps` and `_cost_route3d_steps` do the same for their kinds."""
     literally(kind)
     rows, cols, depth, words, batch, routings, levels = _vector_config(config)
     matmul_kind = float(kind)

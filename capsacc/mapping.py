@@ -532,7 +532,7 @@ def _matmul_runs(mb, nc, depth, rows, words, program_chunks, grouped):
     """(kr, gb) of `matmul_chunking` ((0, 0): refused); `program_chunks` of mb and `words`
     (`_program_chunks`). Without `grouped`, no column groups: kr < 1 where they would be needed (the float64
     loops of `capsacc.calibrated` plan so, and leave those steps to the integer rules: the groups' division and
-    second run of every chunk cost a third of a convolution step there)."""
+    second run of every chunk cost a quarter of a convolution step there, docs/model.md)."""
     kr = _matmul_chunking(mb, nc, depth, rows, program_chunks)
     if kr >= 1 or not grouped:
         return kr, mb
@@ -1219,8 +1219,9 @@ def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, wor
     full = _act_group_counts(act_span, act_width, act_last, chunk_rows, times * acts)
     last = _act_group_counts(last_span, last_act_width, last_act_last, chunk_rows, times * last_acts)
     return (times * (runs * groups + act_runs),
-            times * _chunk_run_cycles(ends, kc, kr, runs, groups, gb, mb, rows, cols), times * kc * mb, times * kc * mb * chunk_rows, times * (kc - 1) * mb * chunk_rows, full[0] + last[0],
-            full[1] + last[1], full[2] + last[2], full[3] + last[3])
+            times * _chunk_run_cycles(ends, kc, kr, runs, groups, gb, mb, rows, cols), times * kc * mb,
+            times * kc * mb * chunk_rows, times * (kc - 1) * mb * chunk_rows, full[0] + last[0], full[1] + last[1],
+            full[2] + last[2], full[3] + last[3])
 
 
 @njit(cache=True, inline=into_vector_loops)
