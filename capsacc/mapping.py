@@ -320,17 +320,17 @@ def _matmul_run_cycles(ends, m, rows, cols):
     (m odd) or S_2 (m even) plus a period per pair before it, with one selection (the chain of selections by m
     that it replaces took a third of a convolution step's time in the vectorized loops, docs/model.md)."""
     end1, end2, period = ends
-    pairs = floor_div(m - 1, 2)
-    final = (end2 if m - 1 - 2 * pairs != 0 else end1) + period * pairs
+    final = (end2 if remainder(m - 1, 2) != 0 else end1) + period * floor_div(m - 1, 2)
     return final + result_delay_cycles(rows, cols) + 1 - 2 if m > 0 else 0  # results from S_m + D + 1; began at 2
 
 
 @njit(cache=True, inline=into_vector_loops)
-def _column_groups(mb, gb):
+def _column_groups(mb, gb, grouped):
     """ceil(mb / gb): the runs of a chunk's K chunk (or operand) over mb column blocks in groups of gb
     (`_matmul_runs`, `_elementwise_chunking`); 1 with no division when gb = mb >= 1 (every block in one run,
-    the common case)."""
-    if gb == mb and mb >= 1:
+    the common case), and always for a plan made without `grouped` (gb = mb: the float64 loops cannot fold the
+    test gb == mb, which is false for NaN)."""
+    if not grouped or (gb == mb and mb >= 1):
         return 1
     return ceil_div(mb, gb)
 
@@ -1213,7 +1213,7 @@ def _matmul_part_counts(chunk_rows, times, kr, gb, kc, mb, span, rows, cols, wor
     if chunk_rows == 0 or times == 0:
         return 0, 0, 0, 0, 0, 0, 0, 0, 0
     acts, act_span, act_width, act_last, last_acts, last_span, last_act_width, last_act_last = block_acts
-    runs, groups = ceil_div(kc, kr), _column_groups(mb, gb) if grouped else 1
+    runs, groups = ceil_div(kc, kr), _column_groups(mb, gb, grouped)
     ends = _matmul_stream_ends(chunk_rows, rows, cols)
     act_runs = ceil_div(floor_div(mb, span), apart_acts_per_run(words)) if apart else 0
     full = _act_group_counts(act_span, act_width, act_last, chunk_rows, times * acts)
@@ -1369,8 +1369,7 @@ def _elementwise_counts(plan, rows, cols, words, grouped):
     counts = _row_mode_counts(full[0] + last[0], full[2] + last[2], full[3] + last[3], full[4] + last[4],
                               full[1] + last[1], full[5] + last[5], full[6] + last[6], full[7] + last[7],
                               full[8] + last[8])
-    loads = (full_chunks + (1 if rest_rows > 0 else 0)) * ceil_div(operands, pr) * (_column_groups(mb, gb) if grouped
-                                                                                       else 1)
+    loads = (full_chunks + (1 if rest_rows > 0 else 0)) * ceil_div(operands, pr) * _column_groups(mb, gb, grouped)
     moved = (tiles * mb * n, loads * chunks * rows, zero, zero, mb * n, zero)
     return counts, moved
 
