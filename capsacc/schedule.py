@@ -164,9 +164,10 @@ def timing(program: list[Instruction], rows: int, cols: int, bytes_per_cycle: in
       of every row before the new rows are written, row r at F + 3 + r).
     Its weights are read in F + 1 .. F + R; its stream moves into the engine at
     M = max(F + 1, S'), S' the previous MATMUL's last read, and reads rows M + 1 .. M + n = S.
-    Results are written at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 2), so every
-    MATMUL has written its results from cycle S + D + 1 on: an ACT issues at max(offered, that
-    cycle). An ACT then starts the activation unit in the next cycle (`act_unit_cycles` to its
+    Results are registered at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 2) and
+    written a cycle later, so every MATMUL has its results in hand from cycle S + D + 1 on: an ACT
+    issues at max(offered, that cycle). An ACT then starts the activation unit in the next cycle,
+    when the last row is in memory (`act_unit_cycles` to its
     done pulse) and the next word is offered the cycle after done. A DMA issues when the DMA engine
     is idle (`dma_cycles` after the previous DMA's issue). A WAIT issues when the engine is idle and
     every MATMUL has read its operands (F + R + 1 and S + 1). A HALT issues when every result is

@@ -51,6 +51,7 @@ from capsacc.mapping import MAX_CAPSULE, act_lanes
 from capsacc.schedule import SCALE_STAGES, scan_levels
 from capsacc.schedule import activation_latency_cycles as latency
 from rtl.isa import Func
+from rtl.pe_array import Multiplier
 
 MAX_LENGTH = MAX_CAPSULE
 """Longest capsule / logit vector (atoms)."""
@@ -260,8 +261,9 @@ class VectorActivation(wiring.Component):
         for j in range(cols):
             port = exp_port[j]
             m.d.comb += port.addr.eq((p_total[j] - p_data[j])[:8])
+            m.submodules[f"square{j}"] = squarer = Multiplier(8)
+            m.d.comb += [squarer.a.eq(p_data[j]), squarer.b.eq(p_data[j]), square[j].eq(squarer.p)]
             m.d.sync += [
-                square[j].eq(p_data[j] * p_data[j]),
                 op[j].eq(Mux(softmax[j], port.data, o_q[j])),
                 x[j].eq(Mux(o_used[j], Mux(softmax[j], port.data, square[j]), 0)),
             ]
@@ -301,18 +303,22 @@ class VectorActivation(wiring.Component):
                          rc_port.addr.eq((divisor1 >> f_exp)[:8])]
             k2 = Signal(range(32), name=f"s2_k{j}")
             m.d.sync += k2.eq(Mux(squash[j], f_exp - e_exp + 14, f_exp + 10))
-            # s3: the table outputs registered.
+            # s3: the table outputs registered, the square root 1 for softmax.
             sq3, rc3 = Signal(9, name=f"s3_sqrt{j}"), Signal(9, name=f"s3_recip{j}")
             k3 = Signal(range(32), name=f"s3_k{j}")
-            m.d.sync += [sq3.eq(sq_port.data), rc3.eq(rc_port.data), k3.eq(k2)]
-            # s4: the factor.
+            m.d.sync += [sq3.eq(Mux(squash[j], sq_port.data, 1)), rc3.eq(rc_port.data), k3.eq(k2)]
+            # s4: the factor, sqrt x recip (squash) or recip (softmax).
+            m.submodules[f"factor{j}"] = factor_product = Multiplier(10)
             factor = Signal(FACTOR_BITS, name=f"s4_factor{j}")
             k4 = Signal(range(32), name=f"s4_k{j}")
-            m.d.sync += [factor.eq(Mux(squash[j], sq3 * rc3, rc3)), k4.eq(k3)]
+            m.d.comb += [factor_product.a.eq(sq3), factor_product.b.eq(rc3), factor.eq(factor_product.p)]
+            m.d.sync += k4.eq(k3)
             # s5: operand times factor.
+            m.submodules[f"scale{j}"] = scale_product = Multiplier(OPERAND_BITS, FACTOR_BITS + 1)
             product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s5_product{j}")
             k5 = Signal(range(32), name=f"s5_k{j}")
-            m.d.sync += [product.eq(ops[4] * factor), k5.eq(k4)]
+            m.d.comb += [scale_product.a.eq(ops[4]), scale_product.b.eq(factor), product.eq(scale_product.p)]
+            m.d.sync += k5.eq(k4)
             # s6: shift (`half_shift`).
             shifted = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s6_shifted{j}")
             m.d.sync += shifted.eq(half_shift(product, k5))

@@ -45,8 +45,10 @@ counter's fetch included, wrap modulo the program depth (a power of two).
 Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
 down a delay line; its result leaves the array at s + D (D = R + C + 2,
 `capsacc.mapping.result_delay_cycles`), its partial-sum row is read at s + D - 2, registered, and
-written at s + D with the stored value plus the result (accumulate) or the result alone. The two
-writes a read cannot see yet (those of the two rows ahead of it) are forwarded from registers
+at s + D the stored value plus the result (accumulate) or the result alone is registered, then
+written at s + D + 1 (the write register: no path runs from the adder into the block RAM; the row is
+in memory before an ACT or the host can read it, both a cycle or more after the drain). The three
+writes a read cannot see yet (those of the three rows ahead of it) are forwarded from registers
 (read-after-write forwarding), so back-to-back updates of one row (MATMUL hold, consecutive
 MATMULs into the same rows) are exact. Sums wrap in acc_bits two's complement; the default
 `rtl.widths.ACC_BITS` (34) holds every sum of the search space.
@@ -294,7 +296,8 @@ class CapsAcc(wiring.Component):
 
         # Accumulator unit: every streamed row carries its partial-sum row and accumulate flag
         # down a delay line of D = 2 + array latency stages (`result_delay_cycles`): read at
-        # issue + D - 2, the read data registered at issue + D - 1, written at issue + D.
+        # issue + D - 2, the read data registered at issue + D - 1, the sum registered at issue + D
+        # and written at issue + D + 1.
         delay = 2 + array.latency
         meta = data.StructLayout({"valid": 1, "accumulate": 1, "row": ADDR_BITS})
         stages = [Signal(meta, name=f"acc_stage_{i}") for i in range(delay)]
@@ -312,12 +315,16 @@ class CapsAcc(wiring.Component):
         pending_zero = Signal(init=1)
         m.d.comb += pending_next.eq(pending + data_issue - acc_write)
         psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols))
-        # fwd1: the sums written in the previous cycle, fwd2: two cycles ago; hit1 / hit2: the row
-        # now writing was written then (decided a cycle ahead, from `fetched`).
-        fwd1, fwd2 = (Signal(data.ArrayLayout(signed(acc_bits), cols), name=f"fwd{i}_data") for i in (1, 2))
-        fwd1_row, fwd1_valid, hit1, hit2 = Signal(ADDR_BITS), Signal(), Signal(), Signal()
+        # fwd_k: the sums computed k cycles ago (fwd1 is the write register: the memory writes them
+        # a cycle after the adder, so no route runs from the adder to the block RAM); hit_k: the row
+        # now writing is fwd_k's (decided a cycle ahead, from `fetched`). The read, two cycles before
+        # the adder, sees the memory as written up to four cycles before it: three rows forward.
+        fwd1, fwd2, fwd3 = (Signal(data.ArrayLayout(signed(acc_bits), cols), name=f"fwd{i}_data") for i in (1, 2, 3))
+        fwd1_row, fwd2_row = Signal(ADDR_BITS), Signal(ADDR_BITS)
+        fwd1_valid, fwd2_valid, hit1, hit2, hit3 = Signal(), Signal(), Signal(), Signal(), Signal()
         stored = Signal(data.ArrayLayout(signed(acc_bits), cols))
-        m.d.comb += stored.eq(Mux(hit1, fwd1.as_value(), Mux(hit2, fwd2.as_value(), psum_q.as_value())))
+        m.d.comb += stored.eq(Mux(hit1, fwd1.as_value(),
+                                  Mux(hit2, fwd2.as_value(), Mux(hit3, fwd3.as_value(), psum_q.as_value()))))
         sums = Signal(data.ArrayLayout(signed(acc_bits), cols))
         for c in range(cols):
             m.d.comb += sums[c].eq(Mux(writing.accumulate, stored[c], 0) + array.y[c])
@@ -326,7 +333,9 @@ class CapsAcc(wiring.Component):
             psum_q.eq(psum_r.data),
             hit1.eq(acc_write & (writing.row[:row_bits] == fetched.row[:row_bits])),
             hit2.eq(fwd1_valid & (fwd1_row[:row_bits] == fetched.row[:row_bits])),
-            fwd1.eq(sums), fwd1_row.eq(writing.row), fwd1_valid.eq(acc_write), fwd2.eq(fwd1),
+            hit3.eq(fwd2_valid & (fwd2_row[:row_bits] == fetched.row[:row_bits])),
+            fwd1.eq(sums), fwd1_row.eq(writing.row), fwd1_valid.eq(acc_write),
+            fwd2.eq(fwd1), fwd2_row.eq(fwd1_row), fwd2_valid.eq(fwd1_valid), fwd3.eq(fwd2),
             pending.eq(pending_next), pending_zero.eq(pending_next == 0),
         ]
         drained = ~l_busy & ~slot_valid & ~s_busy & pending_zero
@@ -395,10 +404,10 @@ class CapsAcc(wiring.Component):
                 data_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
                 routing_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
                 psum_r.addr.eq(Mux(act.busy, act.psum_addr, reading.row)),
-                psum_w.addr.eq(writing.row),
+                psum_w.addr.eq(fwd1_row),
             ]
             for c in range(cols):
-                m.d.comb += [psum_w.data[c].eq(sums[c]), psum_w.en[c].eq(acc_write)]
+                m.d.comb += [psum_w.data[c].eq(fwd1[c]), psum_w.en[c].eq(fwd1_valid)]
             for port, lanes, dst in ((data_w, rows, Dst.DATA), (weight_w, cols, Dst.WEIGHT),
                                      (routing_w, rows, Dst.ROUTING)):
                 for lane in range(lanes):

@@ -15,8 +15,11 @@ package has pins, so the FPGA build is `rtl.offchip.CapsAccSystem`: the accelera
 `OFFCHIP_BEATS` beats of its off-chip memory model on chip (block RAM, in the figures: W * 8 *
 OFFCHIP_BEATS / 18 kbit DP16KDs), a stand-in for the DRAM controller a board would hold. Its host
 port has 227 bits (docs/rtl.md), more than the 205 user I/Os of an LFE5U-85F in the CABGA381
-package, so each device uses its largest package; the ports are left unconstrained
-(`--lpf-allow-unconstrained`): the figures are those of the core, not of a board.
+package, so each device uses its largest package. The clock input is constrained to the package's
+PCLKT0_0 pin (`capsacc.lpf`: a true, not complement, pin of a primary clock pair, whose dedicated
+route reaches the global clock network; left to the placer, `clk` could land on a pin from which
+nextpnr's global router finds no route, and the run failed); the other ports are left
+unconstrained (`--lpf-allow-unconstrained`): the figures are those of the core, not of a board.
 """
 
 import json
@@ -39,15 +42,17 @@ INSTALL_HINT = "pip install 'nascaps[fpga]' (setup.sh installs it)"
 
 @dataclass(frozen=True)
 class Device:
-    """An ECP5 part as nextpnr-ecp5 names it: its device flag and the package used."""
+    """An ECP5 part as nextpnr-ecp5 names it: its device flag, the package used and the ball of
+    that package's PCLKT0_0 pin (the clock input; Project Trellis database, `iodb.json`)."""
     part: str
     flag: str
     package: str
+    clock_pin: str
 
 
 DEVICES = {
-    "ecp5-45k": Device("LFE5U-45F", "--45k", "CABGA554"),
-    "ecp5-85k": Device("LFE5U-85F", "--85k", "CABGA756"),
+    "ecp5-45k": Device("LFE5U-45F", "--45k", "CABGA554", "A12"),
+    "ecp5-85k": Device("LFE5U-85F", "--85k", "CABGA756", "C17"),
 }
 """The devices `nascaps rtl fpga --device` accepts, each in its largest package (245 and 365 user I/Os)."""
 
@@ -360,8 +365,9 @@ def _share(entry: dict) -> str:
     return f"{entry['used'] / entry['available']:.1%}" if entry["available"] else "-"
 
 
-OUTPUT_FILES = ("capsacc.v", "yosys.log", "nextpnr.log", "fpga.json")
-"""Files `run_flow` leaves in its work folder: the Verilog, the tools' logs, the result (FpgaResult)."""
+OUTPUT_FILES = ("capsacc.v", "capsacc.lpf", "yosys.log", "nextpnr.log", "fpga.json")
+"""Files `run_flow` leaves in its work folder: the Verilog, the clock pin's constraint, the tools'
+logs, the result (FpgaResult)."""
 REPORT_FILE = "nextpnr_report.json"
 """nextpnr's JSON report, also left in the work folder when the nextpnr version writes one."""
 
@@ -468,11 +474,15 @@ class ECP5Primitives:
     (REG_OUTPUT_CLK = CLK0, synchronous reset from the domain's): synth_ecp5 infers multipliers
     without their registers, so the product's flip-flop sat in the fabric, and a PE's critical path
     ran fabric -> DSP block -> fabric (two long routes: 5.4 and 6.1 ns of a 17.2 ns path at 8x8).
-    Operands are sign-extended to 18 bits (SIGNEDA, SIGNEDB), the product is P[0 : 2·width]."""
+    Operands (at most 18 bits each) are sign-extended to 18 bits (SIGNEDA, SIGNEDB), the product is
+    P[0 : width + b_width]. The activation unit's products are built the same way."""
 
     def get_multiplier(self, multiplier):
         from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal
 
+        if max(multiplier.width, multiplier.b_width) > 18:
+            raise ValueError(f"a MULT18X18D multiplies operands of at most 18 bits, not {multiplier.width} "
+                             f"x {multiplier.b_width}")
         m = Module()
         a, b, p = Signal(18), Signal(18), Signal(36)
         m.d.comb += [a.eq(multiplier.a), b.eq(multiplier.b), multiplier.p.eq(p[:len(multiplier.p)])]
@@ -556,11 +566,13 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
         synth = f"{synth_ecp5} -run :map_luts; abc -lut 4:7 -dress; clean; {synth_ecp5} -run map_cells: -json {netlist.name}"
     _run(yosys_path, "yosys synth_ecp5", ["-q", "-l", yosys_log.name, "-p",
                                           f"read_verilog {source.name}; {KEEP_FLIP_FLOPS} {synth}"], yosys_log)
+    constraints = workdir / "capsacc.lpf"
+    constraints.write_text(f'LOCATE COMP "clk" SITE "{part.clock_pin}";\n')
     usage = _call([nextpnr_path, "--help"])
     with_report = "--report" in usage.stdout + usage.stderr
     detailed = ["--detailed-timing-report"] if "--detailed-timing-report" in usage.stdout + usage.stderr else []
     arguments = [part.flag, "--package", part.package, "--speed", str(speed_grade), "--json", netlist.name,
-                 "--freq", f"{freq_MHz:g}", "--seed", str(seed), "--router", ROUTER, "--lpf-allow-unconstrained",
+                 "--freq", f"{freq_MHz:g}", "--seed", str(seed), "--router", ROUTER, "--lpf", constraints.name, "--lpf-allow-unconstrained",
                  "--timing-allow-fail", "-q", "-l", nextpnr_log.name]
     _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name, *detailed] if with_report else []), nextpnr_log)
     netlist.unlink()

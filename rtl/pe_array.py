@@ -28,14 +28,18 @@ from amaranth.lib.wiring import In, Out
 
 
 class Multiplier(wiring.Component):
-    """A registered signed product: `p` = `a` * `b` one cycle after `a` and `b` (signed `width` bits
-    each, `p` signed 2·`width`; reset to 0). On a platform with `get_multiplier(multiplier)` (the ECP5
-    build, `rtl.fpga.ECP5Primitives`) the platform builds it, e.g. in a DSP block with its output
-    register, so that no long route runs between the block and a fabric register."""
+    """A registered signed product: `p` = `a` * `b` one cycle after `a` and `b` (`a` signed `width`
+    bits, `b` signed `b_width` bits, `width` by default; `p` signed `width` + `b_width`; reset to 0).
+    On a platform with `get_multiplier(multiplier)` (the ECP5 build, `rtl.fpga.ECP5Primitives`) the
+    platform builds it, e.g. in a DSP block with its output register, so that no long route runs
+    between the block and a fabric register."""
 
-    def __init__(self, width: int = 8):
-        self.width = width
-        super().__init__({"a": In(signed(width)), "b": In(signed(width)), "p": Out(signed(2 * width))})
+    def __init__(self, width: int = 8, b_width: int | None = None):
+        b_width = width if b_width is None else b_width
+        if width < 1 or b_width < 1:
+            raise ValueError(f"operand widths must be >= 1, not {width} and {b_width}")
+        self.width, self.b_width = width, b_width
+        super().__init__({"a": In(signed(width)), "b": In(signed(b_width)), "p": Out(signed(width + b_width))})
 
     def elaborate(self, platform):
         if hasattr(platform, "get_multiplier"):

@@ -127,23 +127,26 @@ def test_accumulator_forwarding_hold_and_wrap(record_property):
     record_property("cycles", cycles)
 
 
-def test_accumulator_forwarding_two_rows_ahead():
-    """Two MATMULs streamed back to back into the same two partial-sum rows (rows p, p + 1, p,
-    p + 1): each read of the second MATMUL meets the write of two rows ahead, not the one ahead
-    (the second forwarding register), over stored values."""
+@pytest.mark.parametrize("ahead", [2, 3])
+def test_accumulator_forwarding_rows_ahead(ahead):
+    """Two MATMULs streamed back to back into the same `ahead` partial-sum rows (rows p .. p +
+    ahead - 1, twice): each read of the second MATMUL meets the write of `ahead` rows before it
+    (a forwarding register each: a row's write lands three cycles after the read of the row streamed
+    next), over stored values. One row ahead is the hold test's."""
     rows, cols = 2, 3
-    rng = np.random.default_rng(11)
-    x = rng.integers(-128, 128, size=(4, rows))
+    rng = np.random.default_rng(10 + ahead)
+    x = rng.integers(-128, 128, size=(2 * ahead, rows))
     w = rng.integers(-128, 128, size=(2 * rows, cols))
-    stored = rng.integers(-1000, 1000, size=(2, cols))
-    program = [MatMul(d_addr=0, w_addr=0, p_addr=5, n=2, accumulate=True),
-               MatMul(d_addr=2, w_addr=rows, p_addr=5, n=2, accumulate=True)]
+    stored = rng.integers(-1000, 1000, size=(ahead, cols))
+    program = [MatMul(d_addr=0, w_addr=0, p_addr=5, n=ahead, accumulate=True),
+               MatMul(d_addr=ahead, w_addr=rows, p_addr=5, n=ahead, accumulate=True)]
     work = workloads.Workload(program=program, data={0: x}, weight={0: w}, psum={5: stored})
-    got, cycles, _ = run_workload(work, {"sums": workloads.Region("psum", 5, 2, cols)}, rows, cols)
-    want = stored + golden.matmul_tile(x[:2], w[:rows]) + golden.matmul_tile(x[2:], w[rows:])
+    got, cycles, _ = run_workload(work, {"sums": workloads.Region("psum", 5, ahead, cols)}, rows, cols)
+    want = stored + golden.matmul_tile(x[:ahead], w[:rows]) + golden.matmul_tile(x[ahead:], w[rows:])
     assert np.array_equal(got["sums"], want)
     issue = timing(program, rows, cols).issue
-    assert issue[1] - issue[0] == 2  # streams back to back: rows p, p + 1, p, p + 1 in consecutive reads
+    # The second stream moves when the first's last row is read (M = max(F + 1, S')): consecutive reads.
+    assert issue[1] - issue[0] <= ahead
     assert cycles == program_cycles(program, rows, cols)
 
 

@@ -289,7 +289,8 @@ def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
     result = json.loads(capsys.readouterr().out)
     assert json.loads((out / "fpga.json").read_text()) == result
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["capsacc.v", "yosys.log", "nextpnr.log", "nextpnr_report.json", "fpga.json"])
+        ["capsacc.v", "capsacc.lpf", "yosys.log", "nextpnr.log", "nextpnr_report.json", "fpga.json"])
+    assert (out / "capsacc.lpf").read_text() == 'LOCATE COMP "clk" SITE "C17";\n'
     assert result["part"] == "LFE5U-85F" and result["speed_grade"] == 6 and result["target_MHz"] == 100
     assert result["rtl_version"] == rtl_version()
     assert 16 * (8 + 8 + 25) < result["flip_flops"] < 20_000  # every PE registers x, w and its partial sum
@@ -346,13 +347,14 @@ def test_keep_on_a_register_keeps_its_flip_flop(tmp_path, keep):
     assert flip_flops == (2 if keep else 1)
 
 
-def test_the_ecp5_build_registers_each_pe_product_in_its_dsp_block():
-    """The FPGA export builds every PE multiplier as a MULT18X18D with its output register; the
-    generic export (simulation, generic synthesis) has none."""
+def test_the_ecp5_build_registers_each_product_in_its_dsp_block():
+    """The FPGA export builds every multiplier, R·C of the PEs and three per lane of the activation
+    unit (square, factor, scale), as a MULT18X18D with its output register; the generic export
+    (simulation, generic synthesis) has none."""
     config = ArrayConfig(3, 2, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
     ecp5 = export_verilog(config, 16, ECP5Primitives())
     instances = re.findall(r"MULT18X18D #\((.*?)\)\s*\S+\s*\(", ecp5, re.S)
-    assert len(instances) == 3 * 2
+    assert len(instances) == 3 * 2 + 3 * 2
     assert all('.REG_OUTPUT_CLK("CLK0")' in parameters and '.RESETMODE("SYNC")' in parameters
                for parameters in instances)
     assert "MULT18X18D" not in export_verilog(config, 16)
@@ -416,8 +418,8 @@ def test_the_fpga_top_registers_the_host_inputs():
 
 
 def test_the_fpga_source_registers_every_host_input(tmp_path):
-    """The Verilog the flow synthesizes has a register for each host input (`HOST_INPUTS`); its PE
-    multipliers are MULT18X18D instances, none with `dsp` False (`--no-dsp`: the instances asked for the
+    """The Verilog the flow synthesizes has a register for each host input (`HOST_INPUTS`); its
+    multipliers (the PEs' and the activation unit's) are MULT18X18D instances, none with `dsp` False (`--no-dsp`: the instances asked for the
     device's 156 blocks whatever `synth_ecp5 -nodsp` did, so 16x16's 256 did not place)."""
     from rtl.fpga import _write_source
     from rtl.offchip import HOST_INPUTS
@@ -426,7 +428,7 @@ def test_the_fpga_source_registers_every_host_input(tmp_path):
     text = _write_source(config, tmp_path).read_text()
     registers = set(re.findall(r"\breg (?:\[[^\]]*\] )?(\w+)", text))
     assert {f"{name}_q" for name in HOST_INPUTS} <= registers
-    assert len(re.findall(r"MULT18X18D #\(", text)) == 2 * 3
+    assert len(re.findall(r"MULT18X18D #\(", text)) == 2 * 3 + 3 * 3
     assert "MULT18X18D" not in _write_source(config, tmp_path, dsp=False).read_text()
 
 
