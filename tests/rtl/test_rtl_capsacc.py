@@ -145,8 +145,9 @@ def test_accumulator_forwarding_rows_ahead(ahead):
     want = stored + golden.matmul_tile(x[:ahead], w[:rows]) + golden.matmul_tile(x[ahead:], w[rows:])
     assert np.array_equal(got["sums"], want)
     issue = timing(program, rows, cols).issue
-    # The second stream moves when the first's last row is read (M = max(F + 1, S')): consecutive reads.
-    assert issue[1] - issue[0] <= ahead
+    # Load bound: the second MATMUL issues R cycles after the first, no later than the first's last
+    # read (R <= ahead), so its stream moves then (M = max(F + 1, S')): the rows are read back to back.
+    assert rows <= ahead and issue[1] - issue[0] == rows
     assert cycles == program_cycles(program, rows, cols)
 
 

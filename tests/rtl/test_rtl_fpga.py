@@ -419,8 +419,9 @@ def test_the_fpga_top_registers_the_host_inputs():
 
 def test_the_fpga_source_registers_every_host_input(tmp_path):
     """The Verilog the flow synthesizes has a register for each host input (`HOST_INPUTS`); its
-    multipliers (the PEs' and the activation unit's) are MULT18X18D instances, none with `dsp` False (`--no-dsp`: the instances asked for the
-    device's 156 blocks whatever `synth_ecp5 -nodsp` did, so 16x16's 256 did not place)."""
+    multipliers (the PEs' and the activation unit's) are MULT18X18D instances, none with `dsp` False
+    (`--no-dsp`: the instances asked for the device's 156 blocks whatever `synth_ecp5 -nodsp` did, so
+    16x16's 256 did not place)."""
     from rtl.fpga import _write_source
     from rtl.offchip import HOST_INPUTS
 
