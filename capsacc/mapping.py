@@ -270,9 +270,9 @@ def apart_acts_per_run(words):
 @njit(cache=True, inline=into_vector_loops)
 def result_delay_cycles(rows, cols):
     """Cycles from the read of a MATMUL's data row to the write of its partial-sum row on an R x C
-    CapsAcc: R + C + 2 (the buffer read 1, the array's input register 1, the array R + C: input
-    skew, R multiply-then-add stages, output de-skew; `rtl.capsacc`)."""
-    return rows + cols + 2
+    CapsAcc: R + C + 3 (the buffer read 1, the read data's register 1, the array's input register 1,
+    the array R + C: input skew, R multiply-then-add stages, output de-skew; `rtl.capsacc`)."""
+    return rows + cols + 3
 
 
 @njit(cache=True)

@@ -77,11 +77,11 @@ Instruction = Halt | MatMul | Act | Dma | Wait
 MATMUL_MAX_ROWS = (1 << 14) - 1
 """Most rows of one MATMUL or DMA (their 14-bit n fields)."""
 
-REQUANT_STAGES = 3
+REQUANT_STAGES = 4
 """Pipeline stages of the activation unit's requantization (`rtl.activation`)."""
 OPERAND_STAGES = 2
 """Pipeline stages of its operand (q^2 or EXP[m - q])."""
-SCALE_STAGES = 8
+SCALE_STAGES = 11
 """Pipeline stages of its scaling (divisor, tables, multiplies, rounding)."""
 
 
@@ -92,7 +92,7 @@ def scan_levels(cols: int) -> int:
 
 def activation_latency_cycles(cols: int, length: int) -> int:
     """Cycles from a partial-sum row at the input of the C = `cols` lane activation unit to its
-    result at the output, for capsules of L = `length` atoms: 15 + 4 ceil(log2 C) + 2 ceil(L / C)."""
+    result at the output, for capsules of L = `length` atoms: 19 + 4 ceil(log2 C) + 2 ceil(L / C)."""
     return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + OPERAND_STAGES + SCALE_STAGES
 
 
@@ -164,7 +164,7 @@ def timing(program: list[Instruction], rows: int, cols: int, bytes_per_cycle: in
       of every row before the new rows are written, row r at F + 3 + r).
     Its weights are read in F + 1 .. F + R; its stream moves into the engine at
     M = max(F + 1, S'), S' the previous MATMUL's last read, and reads rows M + 1 .. M + n = S.
-    Results are registered at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 2) and
+    Results are registered at read + D (D = `capsacc.mapping.result_delay_cycles`, R + C + 3) and
     written a cycle later, so every MATMUL has its results in hand from cycle S + D + 1 on: an ACT
     issues at max(offered, that cycle). An ACT then starts the activation unit in the next cycle,
     when the last row is in memory (`act_unit_cycles` to its

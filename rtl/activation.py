@@ -18,22 +18,23 @@ E = sum e, (factor, k) = golden.softmax_scale(E), y = sat8((e factor + 2^(k-1)) 
 
 Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage registered):
 
-    requantize        3 stages   register the row; shift (`half_shift`); round and saturate
+    requantize        4 stages   register the row; shift (`half_shift`); the rounding's flags and
+                                 low byte (`round_flags`); saturate (`saturate8`)
     reduce 1 (max)    2W + 1 + span: segmented max scan (W), cross-row stage (1), backward
                       broadcast of each segment's total to its lanes (W), hold register; the
                       rows wait in a delay buffer (a memory) for the same number of cycles
     operand           2 stages   squash: q^2; softmax: e = EXP[m - q] (table, synchronous read);
                                  the operand and the reduction input registered
     reduce 2 (sum)    2W + 1 + span: as reduce 1, with sums
-    scale             8 stages   divisor and exponents, tables, table outputs registered, factor
-                      (9 x 9 multiply), operand times factor (17 x 17 multiply), shift,
-                      rounding and saturation
+    scale             11 stages  divisor; exponents; the tables' addresses; tables; table outputs
+                      registered; factor (9 x 9 multiply); operand times factor (17 x 17 multiply);
+                      the product registered again; shift; rounding flags; saturation
 
-so `latency(C, L) = 15 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
+so `latency(C, L) = 19 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
 output, and n rows (whole capsules) take latency + n cycles from the cycle of the first row in to
 the cycle after the last row out. Every multiplier has a registered output and no stage holds more
-than one adder or one multiplier (a rounding shift with saturation is two stages, a barrel shift,
-then an increment beside compares with constants); every memory's read data (the input row, the tables, the delay
+than one adder or one multiplier (a rounding shift with saturation is three stages: a barrel shift,
+an increment beside compares with constants, two multiplexers); every memory's read data (the input row, the tables, the delay
 buffers) goes straight into a register (a block RAM's clock-to-output delay leaves no time for
 logic behind it). Contract: the configuration (func, shift, length) is stable from the cycle of the
 first row until the last result; every capsule's rows arrive in consecutive cycles, and the rows
@@ -89,12 +90,28 @@ def half_shift(value, shift):
     return (value << 1) >> shift
 
 
+ROUNDED = data.StructLayout({"over": 1, "under": 1, "low": signed(8)})
+"""A rounded value before its saturation: (t + 1) >> 1 > 127 (`over`), < -128 (`under`), and its low
+byte (`low`), for t = `half_shift(v, k)` (`round_flags`, then `saturate8`)."""
+
+
+def round_flags(half):
+    """The second stage of a rounding shift, an Amaranth expression of layout `ROUNDED`: the
+    saturation flags of (t + 1) >> 1 are compares of t with constants (> 127 iff t >= 255, < -128
+    iff t < -257), beside a 9-bit increment for the low byte, so no compare waits for the shift or the
+    increment."""
+    return Cat(half >= 255, half < -257, (half[:9] + 1)[1:9])
+
+
+def saturate8(rounded):
+    """The third stage of a rounding shift: sat8 of a `ROUNDED` view, two multiplexers."""
+    return Mux(rounded.over, 127, Mux(rounded.under, -128, rounded.low))
+
+
 def round_saturate8(half):
-    """The second stage of a rounding shift: sat8((t + 1) >> 1) for t = `half_shift(v, k)`, an
-    Amaranth expression. The saturation flags are compares of t with constants ((t + 1) >> 1 > 127
-    iff t >= 255, < -128 iff t < -257), beside a 9-bit increment for the low byte, so no compare
-    waits for the shift or the increment."""
-    return Mux(half >= 255, 127, Mux(half < -257, -128, (half[:9] + 1)[1:9].as_signed()))
+    """sat8((t + 1) >> 1) for t = `half_shift(v, k)`, an Amaranth expression: `round_flags` and
+    `saturate8` with no register between (the function the pipeline splits over two stages)."""
+    return saturate8(ROUNDED(round_flags(half)))
 
 
 def shift_exponent(value, width: int, low: int, step: int):
@@ -193,7 +210,7 @@ class VectorActivation(wiring.Component):
         cols, levels = self.cols, self.levels
 
         # Configuration constants selected by L, registered (stable while an instruction runs).
-        cfg_span = Signal(range(self.max_span + 1))
+        cfg_span, cfg_span_m1 = Signal(range(self.max_span + 1)), Signal(range(self.max_span))
         cfg_start, cfg_used, cfg_used_last = Signal(cols), Signal(cols), Signal(cols)
         cfg_fwd = [Signal(cols, name=f"cfg_fwd{level}") for level in range(levels)]
         cfg_bwd = [Signal(cols, name=f"cfg_bwd{level}") for level in range(levels)]
@@ -201,7 +218,7 @@ class VectorActivation(wiring.Component):
             for length in range(1, MAX_LENGTH + 1):
                 with m.Case(*([length] if length > 1 else [0, 1])):
                     c = _LengthConfig(length, cols)
-                    m.d.sync += [cfg_span.eq(c.span), cfg_start.eq(_bits(c.start)),
+                    m.d.sync += [cfg_span.eq(c.span), cfg_span_m1.eq(c.span - 1), cfg_start.eq(_bits(c.start)),
                                  cfg_used.eq(_bits(c.used)), cfg_used_last.eq(_bits(c.used_last))]
                     m.d.sync += [s.eq(_bits(f)) for s, f in zip(cfg_fwd, c.fwd)]
                     m.d.sync += [s.eq(_bits(f)) for s, f in zip(cfg_bwd, c.bwd)]
@@ -217,27 +234,32 @@ class VectorActivation(wiring.Component):
         softmax = [copy == Func.SOFTMAX for copy in lane_func]
 
         # Requantization: r0 registers the row (memory read data), r1 shifts (`half_shift`), r2
-        # rounds and saturates (`round_saturate8`).
-        r0_valid, r1_valid = Signal(), Signal()
+        # registers the rounding's flags and low byte (`round_flags`), r3 saturates (`saturate8`).
+        r0_valid, r1_valid, r2_valid = Signal(), Signal(), Signal()
         r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols))
         r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols))
-        m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid)]
+        r2 = Signal(data.ArrayLayout(ROUNDED, cols))
+        m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid), r2_valid.eq(r1_valid)]
         for j in range(cols):
-            m.d.sync += r1[j].eq(half_shift(r0[j], lane_shift[j]))
+            m.d.sync += [r1[j].eq(half_shift(r0[j], lane_shift[j])), r2[j].eq(round_flags(r1[j]))]
+        # The row at r2 is its capsule's `row_count`-th; `row_last` (row_count == span - 1) is a
+        # register of its own, from the next count, so no compare runs into the lane masks below.
+        row_count = Signal(range(self.max_span + 1))
+        row_count_next = Signal.like(row_count)
+        row_last = Signal()
+        m.d.comb += row_count_next.eq(Mux(r2_valid, Mux(row_last, 0, row_count + 1), row_count))
+        m.d.sync += [row_count.eq(row_count_next), row_last.eq(row_count_next == cfg_span_m1)]
         q = Signal(data.ArrayLayout(signed(8), cols))
         q_valid, q_first, q_last = Signal(), Signal(), Signal()
-        row_count = Signal(range(self.max_span + 1))
-        m.d.sync += [q_valid.eq(r1_valid), q_first.eq(row_count == 0), q_last.eq(row_count == cfg_span - 1)]
+        m.d.sync += [q_valid.eq(r2_valid), q_first.eq(row_count == 0), q_last.eq(row_last)]
         # Reduce 1's input, q with -128 outside capsules, is registered beside q (the lanes in use
         # chosen by the row's place in its span, as q_last): the mask is then no net from one
         # register to every lane ahead of the first comparison.
         max_in = Signal(data.ArrayLayout(signed(8), cols))
-        in_use = Mux(row_count == cfg_span - 1, cfg_used_last, cfg_used)
+        in_use = Mux(row_last, cfg_used_last, cfg_used)
         for j in range(cols):
-            value = round_saturate8(r1[j])
+            value = saturate8(r2[j])
             m.d.sync += [q[j].eq(value), max_in[j].eq(Mux(in_use[j], value, -128))]
-        with m.If(r1_valid):
-            m.d.sync += row_count.eq(Mux(row_count == cfg_span - 1, 0, row_count + 1))
 
         # Reduce 1: the maximum of every capsule (softmax), broadcast to its lanes.
         red1 = self._reduce(m, "max", q_valid, q_first, q_last, max_in, q, signed(8),
@@ -282,13 +304,13 @@ class VectorActivation(wiring.Component):
         m.d.sync += [v.eq(u) for v, u in zip(used[1:], used)]
         m.d.comb += [self.o.valid.eq(valid[-1]), self.o_valid_next.eq(valid[-2])]
         for j in range(cols):
-            ops = [Signal(signed(OPERAND_BITS), name=f"s{k}_op{j}") for k in range(SCALE_STAGES - 1)]
+            ops = [Signal(signed(OPERAND_BITS), name=f"s{k}_op{j}") for k in range(SCALE_STAGES - 2)]
             m.d.sync += ops[0].eq(d_op[j])
             m.d.sync += [v.eq(u) for v, u in zip(ops[1:], ops)]
             # s0: divisor D = T + 256 (squash) or T (softmax).
             total, divisor = Signal(SUM_BITS, name=f"s0_total{j}"), Signal(SUM_BITS + 1, name=f"s0_div{j}")
             m.d.sync += [total.eq(d_total[j]), divisor.eq(d_total[j] + Mux(squash[j], 256, 0))]
-            # s1: exponents e (square root) and f (reciprocal), and the output shift k.
+            # s1: exponents e (square root) and f (reciprocal).
             e_exp = Signal(range(16), name=f"s1_e{j}")
             f_exp = Signal(range(16), name=f"s1_f{j}")
             total1, divisor1 = Signal(SUM_BITS, name=f"s1_total{j}"), Signal(SUM_BITS + 1, name=f"s1_div{j}")
@@ -296,42 +318,48 @@ class VectorActivation(wiring.Component):
             m.d.sync += [total1.eq(total), divisor1.eq(divisor),
                          e_exp.eq(shift_exponent(total, SUM_BITS, 6, 2)),
                          f_exp.eq(shift_exponent(divisor, SUM_BITS + 1, 8, 1))]
-            # s2: mantissas into the tables (synchronous reads), k.
+            # s2: the tables' addresses (the mantissas) registered, and the output shift k: the
+            # tables are LUT logic on an FPGA, too deep to follow a barrel shift in one cycle.
+            sq_addr, rc_addr = Signal(9, name=f"s2_sqrt_addr{j}"), Signal(8, name=f"s2_recip_addr{j}")
+            k = [Signal(range(32), name=f"s{stage}_k{j}") for stage in range(2, 8)]
+            m.d.sync += [sq_addr.eq(Cat((total1 >> (e_exp << 1))[:8], e_exp != 0)),
+                         rc_addr.eq((divisor1 >> f_exp)[:8]),
+                         k[0].eq(Mux(squash[j], f_exp - e_exp + 14, f_exp + 10))]
+            m.d.sync += [v.eq(u) for v, u in zip(k[1:], k)]
+            # s3: the tables read (synchronous read ports).
             sq_port, rc_port = sqrt_port[j], recip_port[j]
-            mant = (total1 >> (e_exp << 1))[:8]
-            m.d.comb += [sq_port.addr.eq(Cat(mant, e_exp != 0)),
-                         rc_port.addr.eq((divisor1 >> f_exp)[:8])]
-            k2 = Signal(range(32), name=f"s2_k{j}")
-            m.d.sync += k2.eq(Mux(squash[j], f_exp - e_exp + 14, f_exp + 10))
-            # s3: the table outputs registered, the square root 1 for softmax.
-            sq3, rc3 = Signal(9, name=f"s3_sqrt{j}"), Signal(9, name=f"s3_recip{j}")
-            k3 = Signal(range(32), name=f"s3_k{j}")
-            m.d.sync += [sq3.eq(Mux(squash[j], sq_port.data, 1)), rc3.eq(rc_port.data), k3.eq(k2)]
-            # s4: the factor, sqrt x recip (squash) or recip (softmax).
+            m.d.comb += [sq_port.addr.eq(sq_addr), rc_port.addr.eq(rc_addr)]
+            # s4: the table outputs registered, the square root 1 for softmax.
+            sq4, rc4 = Signal(9, name=f"s4_sqrt{j}"), Signal(9, name=f"s4_recip{j}")
+            m.d.sync += [sq4.eq(Mux(squash[j], sq_port.data, 1)), rc4.eq(rc_port.data)]
+            # s5: the factor, sqrt x recip (squash) or recip (softmax).
             m.submodules[f"factor{j}"] = factor_product = Multiplier(10)
-            factor = Signal(FACTOR_BITS, name=f"s4_factor{j}")
-            k4 = Signal(range(32), name=f"s4_k{j}")
-            m.d.comb += [factor_product.a.eq(sq3), factor_product.b.eq(rc3), factor.eq(factor_product.p)]
-            m.d.sync += k4.eq(k3)
-            # s5: operand times factor.
+            factor = Signal(FACTOR_BITS, name=f"s5_factor{j}")
+            m.d.comb += [factor_product.a.eq(sq4), factor_product.b.eq(rc4), factor.eq(factor_product.p)]
+            # s6: operand times factor; s7: the product registered again in the fabric (the route
+            # out of a DSP row is long).
             m.submodules[f"scale{j}"] = scale_product = Multiplier(OPERAND_BITS, FACTOR_BITS + 1)
-            product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s5_product{j}")
-            k5 = Signal(range(32), name=f"s5_k{j}")
-            m.d.comb += [scale_product.a.eq(ops[4]), scale_product.b.eq(factor), product.eq(scale_product.p)]
-            m.d.sync += k5.eq(k4)
-            # s6: shift (`half_shift`).
-            shifted = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s6_shifted{j}")
-            m.d.sync += shifted.eq(half_shift(product, k5))
-            # s7: round and saturate (`round_saturate8`), select by function.
-            scaled = round_saturate8(shifted)
-            q7 = ops[6][:8].as_signed()
+            product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s7_product{j}")
+            m.d.comb += [scale_product.a.eq(ops[5]), scale_product.b.eq(factor)]
+            m.d.sync += product.eq(scale_product.p)
+            # s8: shift (`half_shift`).
+            shifted = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s8_shifted{j}")
+            m.d.sync += shifted.eq(half_shift(product, k[5]))
+            # s9: the rounding's flags (`round_flags`); beside them what the lane gives where it
+            # does not scale: q (none), ReLU(q), or 0 (a lane outside the capsules).
+            rounded = Signal(ROUNDED, name=f"s9_rounded{j}")
+            scales, plain = Signal(name=f"s9_scales{j}"), Signal(signed(8), name=f"s9_plain{j}")
+            q8 = ops[8][:8].as_signed()
+            m.d.sync += [rounded.eq(round_flags(shifted)), scales.eq((squash[j] | softmax[j]) & used[8][j])]
             with m.Switch(lane_func[j]):
                 with m.Case(Func.NONE):
-                    m.d.sync += self.o.payload[j].eq(q7)
+                    m.d.sync += plain.eq(q8)
                 with m.Case(Func.RELU):
-                    m.d.sync += self.o.payload[j].eq(Mux(q7 < 0, 0, q7))
+                    m.d.sync += plain.eq(Mux(q8 < 0, 0, q8))
                 with m.Default():
-                    m.d.sync += self.o.payload[j].eq(Mux(used[6][j], scaled, 0))
+                    m.d.sync += plain.eq(0)
+            # s10: saturate (`saturate8`) or pass the plain value.
+            m.d.sync += self.o.payload[j].eq(Mux(scales, saturate8(rounded), plain))
         return m
 
     def _reduce(self, m, name, valid, first, last, values, row, row_shape, op, cfg_span, cfg_fwd, cfg_bwd):

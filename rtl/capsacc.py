@@ -43,7 +43,7 @@ while idle: the program memory keeps one read and one write port. Its addresses,
 counter's fetch included, wrap modulo the program depth (a power of two).
 
 Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
-down a delay line; its result leaves the array at s + D (D = R + C + 2,
+down a delay line; its result leaves the array at s + D (D = R + C + 3,
 `capsacc.mapping.result_delay_cycles`), its partial-sum row is read at s + D - 2, registered, and
 at s + D the stored value plus the result (accumulate) or the result alone is registered, then
 written at s + D + 1 (the write register: no path runs from the adder into the block RAM; the row is
@@ -235,13 +235,19 @@ class CapsAcc(wiring.Component):
         m.d.sync += [l_base.eq(word.matmul.w_addr), l_ptr.eq(l_row + 1), l_first.eq(0)]
         load_free = ~l_busy | (l_k == rows - 1)
         weight_issue = l_busy
-        w_we, w_bank, w_we2, w_bank2 = Signal(), Signal(), Signal(), Signal()
-        w_row, w_row2 = Signal(range(max(rows, 2))), Signal(range(max(rows, 2)))
-        w_in = Signal(data.ArrayLayout(signed(8), cols))
-        m.d.sync += [w_we.eq(weight_issue), w_row.eq(l_k), w_bank.eq(l_bank),
-                     w_we2.eq(w_we), w_row2.eq(w_row), w_bank2.eq(w_bank), w_in.eq(weight_r.data)]
-        m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_we2), array.w_row.eq(w_row2),
-                     array.w_bank.eq(w_bank2)]
+        # The row's write (enable, tile row, bank) follows the read down three registers; the read
+        # data is registered behind the memory and again in front of the array (the data stream
+        # does the same, so a weight row reaches the array as many cycles after its read as a
+        # data row does after its own).
+        w_we = [Signal(name=f"w_we{i}") for i in range(3)]
+        w_bank = [Signal(name=f"w_bank{i}") for i in range(3)]
+        w_row = [Signal(range(max(rows, 2)), name=f"w_row{i}") for i in range(3)]
+        w_q, w_in = (Signal(data.ArrayLayout(signed(8), cols), name=name) for name in ("w_q", "w_in"))
+        m.d.sync += [w_we[0].eq(weight_issue), w_row[0].eq(l_k), w_bank[0].eq(l_bank),
+                     w_q.eq(weight_r.data), w_in.eq(w_q)]
+        m.d.sync += [after.eq(before) for pipe in (w_we, w_row, w_bank) for before, after in zip(pipe, pipe[1:])]
+        m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_we[-1]), array.w_row.eq(w_row[-1]),
+                     array.w_bank.eq(w_bank[-1])]
         with m.If(l_busy):
             m.d.sync += l_k.eq(l_k + 1)
             with m.If(l_k == rows - 1):
@@ -271,12 +277,18 @@ class CapsAcc(wiring.Component):
             m.d.sync += [stream.eq(slot), s_busy.eq(1), s_k.eq(0), s_ptr.eq(slot.d_addr), s_final.eq(slot.n == 1),
                          slot_valid.eq(0)]
         from_routing = stream.src == Src.ROUTING
-        x_valid, x_bank, x_routing, x_valid2, x_bank2 = Signal(), Signal(), Signal(), Signal(), Signal()
-        x_in = Signal(data.ArrayLayout(signed(8), rows))
-        m.d.sync += [x_valid.eq(data_issue), x_bank.eq(stream.bank), x_routing.eq(from_routing),
-                     x_valid2.eq(x_valid), x_bank2.eq(x_bank),
-                     x_in.eq(Mux(x_routing, routing_r.data.as_value(), data_r.data.as_value()))]
-        m.d.comb += [array.x_valid.eq(x_valid2), array.x_bank.eq(x_bank2), array.x.eq(x_in)]
+        # The read data is registered behind each memory (a block RAM's clock-to-output delay
+        # leaves no time for a long route), then selected into the array's input register `x`.
+        x_valid = [Signal(name=f"x_valid{i}") for i in range(3)]
+        x_bank = [Signal(name=f"x_bank{i}") for i in range(3)]
+        x_routing = [Signal(name=f"x_routing{i}") for i in range(2)]
+        data_q, routing_q, x_in = (Signal(data.ArrayLayout(signed(8), rows), name=name)
+                                   for name in ("data_q", "routing_q", "x"))
+        m.d.sync += [x_valid[0].eq(data_issue), x_bank[0].eq(stream.bank), x_routing[0].eq(from_routing),
+                     data_q.eq(data_r.data), routing_q.eq(routing_r.data),
+                     x_in.eq(Mux(x_routing[-1], routing_q.as_value(), data_q.as_value()))]
+        m.d.sync += [after.eq(before) for pipe in (x_valid, x_bank, x_routing) for before, after in zip(pipe, pipe[1:])]
+        m.d.comb += [array.x_valid.eq(x_valid[-1]), array.x_bank.eq(x_bank[-1]), array.x.eq(x_in)]
 
         # Bank hazard: a tile may be loaded into a bank once the last datum of the tile before
         # it in that bank has passed its row's last column: dispatch >= that datum's read + C - 2.
@@ -295,10 +307,10 @@ class CapsAcc(wiring.Component):
         next_bank = Signal()
 
         # Accumulator unit: every streamed row carries its partial-sum row and accumulate flag
-        # down a delay line of D = 2 + array latency stages (`result_delay_cycles`): read at
+        # down a delay line of D = 3 + array latency stages (`result_delay_cycles`): read at
         # issue + D - 2, the read data registered at issue + D - 1, the sum registered at issue + D
         # and written at issue + D + 1.
-        delay = 2 + array.latency
+        delay = 3 + array.latency
         meta = data.StructLayout({"valid": 1, "accumulate": 1, "row": ADDR_BITS})
         stages = [Signal(meta, name=f"acc_stage_{i}") for i in range(delay)]
         m.d.sync += [stages[0].valid.eq(data_issue), stages[0].accumulate.eq(stream.accumulate),
