@@ -415,7 +415,9 @@ class CapsAcc(wiring.Component):
                 weight_addr.eq(Mux(act_w.valid, act_w.addr, l_row)),
                 data_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
                 routing_addr.eq(Mux(act_w.valid, act_w.addr, s_ptr)),
-                psum_r.addr.eq(Mux(act.busy, act.psum_addr, reading.row)),
+                # The accumulator's reads (`reading`, a register) and the activation unit's never
+                # meet (an ACT issues drained), so the select is a register, not the unit's state.
+                psum_r.addr.eq(Mux(reading.valid, reading.row, act.psum_addr)),
                 psum_w.addr.eq(fwd1_row),
             ]
             for c in range(cols):
