@@ -15,7 +15,7 @@ from capsacc.errors import AcceleratorConfigError
 from capsacc.mapping import operation_kinds
 from capsacc.network import PRESETS
 
-ISA = {"runs": 2, "matmul_phase_cycles": 1, "acts": 18, "acts_x_levels": 4, "acts_column": 1, "act_spans": 2,
+ISA = {"runs": 2, "matmul_phase_cycles": 1, "acts": 22, "acts_x_levels": 4, "acts_column": 1, "act_spans": 2,
        "act_rows_row": 1, "act_elements_column": 1}
 """Cycle coefficients as rtl/isa.py documents them."""
 
