@@ -29,8 +29,9 @@ to back; ACT and HALT wait until every result is written (drained). ACT: ACT_STA
 
 Datapath registers: every memory's read data goes straight into a register (a block RAM's
 clock-to-output delay leaves no time for logic behind it on an FPGA): a data row read at cycle s
-enters the array from the input register at s + 2, a weight row read at cycle w is written into
-its PE row at w + 2. The exception is a DMA store's row, which goes to the off-chip port and is
+is registered behind its memory at s + 1, selected (data or routing buffer) into the array's input
+register at s + 2 and enters the array at s + 3; a weight row read at cycle w is written into its
+PE row at w + 3 (two registers, so that it keeps its distance to the data). The exception is a DMA store's row, which goes to the off-chip port and is
 registered at the memory's side (`rtl.offchip`). The activation unit's buffer writes are
 registered too: each lands a cycle after the unit presents it.
 
@@ -222,7 +223,7 @@ class CapsAcc(wiring.Component):
         ]
 
         # Weight-load engine: R cycles of weight-row reads, top tile row first, into the bank the
-        # MATMUL was given; each row is registered and written into the array two cycles after its read.
+        # MATMUL was given; each row is registered twice and written into the array three cycles after its read.
         l_busy, l_bank = Signal(), Signal()
         l_k = Signal(range(max(rows, 2)))
         # The row read now, `l_row`: a tile's first row from `l_base`, the tile address of the word at pc a

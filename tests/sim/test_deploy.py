@@ -246,8 +246,13 @@ def test_rtl_energy_prices_the_counted_events_and_the_dma_bytes(tiny_run):
     accelerator = dataclasses.replace(Accelerator.from_tables(rows=4, cols=4, offchip_pJ_per_byte=100.0),
                                       acc_bits=config.acc_bits, calibration=calibration)
     model = estimate(deployment.network, accelerator)
-    assert model.cycles == figures["rtl_cycles_per_image"]
-    # per image: the run's batch cycles rounded up once, the model's once per operation
+    # per image: the run's batch cycles rounded up once, the model's once per operation (each
+    # operation's batch cycles, the sum of its steps' runs, are the run's exactly)
+    batch_cycles = [0] * len(deployment.network.operations)
+    for step, step_run in zip(run.steps, run.runs):
+        batch_cycles[step.index] += step_run.cycles
+    assert list(model.operation_cycles) == [-(-cycles // len(pixels)) for cycles in batch_cycles]
+    assert 0 <= model.cycles - figures["rtl_cycles_per_image"] < len(model.operation_cycles)
     assert 0 <= model.total_cycles - figures["rtl_total_cycles_per_image"] < len(model.operation_total_cycles)
     assert model.energy_mJ == pytest.approx(figures["rtl_onchip_energy_mJ_per_image"], rel=1e-12)
     assert model.offchip_bytes == figures["rtl_offchip_bytes_per_image"]
