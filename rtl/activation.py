@@ -34,8 +34,8 @@ so `latency(C, L) = 19 + 4W + 2 ceil(L / C)` cycles from a row at the input to i
 output, and n rows (whole capsules) take latency + n cycles from the cycle of the first row in to
 the cycle after the last row out. Every multiplier has a registered output and no stage holds more
 than one adder or one multiplier (a rounding shift with saturation is three stages: a barrel shift,
-an increment beside compares with constants, two multiplexers); every memory's read data (the input row, the tables, the delay
-buffers) goes straight into a register (a block RAM's clock-to-output delay leaves no time for
+an increment beside compares with constants, two multiplexers); every memory's read data (the
+input row, the tables, the delay buffers) goes straight into a register (a block RAM's clock-to-output delay leaves no time for
 logic behind it). Contract: the configuration (func, shift, length) is stable from the cycle of the
 first row until the last result; every capsule's rows arrive in consecutive cycles, and the rows
 of one configuration are whole capsules (a multiple of span rows).
@@ -84,9 +84,9 @@ def recip_table() -> list[int]:
 
 
 def half_shift(value, shift):
-    """The first of the two stages of a rounding shift: t = floor(2 v / 2**shift), an Amaranth
-    expression (a barrel shift, no adder). `round_saturate8(t)` is sat8((v + ((1 << shift) >> 1))
-    >> shift): floor((floor(2 v / 2**k) + 1) / 2) = floor(v / 2**k + 1/2) for every k >= 0."""
+    """The first of the three stages of a rounding shift: t = floor(2 v / 2**shift), an Amaranth
+    expression (a barrel shift, no adder). `saturate8` of `round_flags(t)` is sat8((v + ((1 << shift)
+    >> 1)) >> shift): floor((floor(2 v / 2**k) + 1) / 2) = floor(v / 2**k + 1/2) for every k >= 0."""
     return (value << 1) >> shift
 
 
@@ -106,12 +106,6 @@ def round_flags(half):
 def saturate8(rounded):
     """The third stage of a rounding shift: sat8 of a `ROUNDED` view, two multiplexers."""
     return Mux(rounded.over, 127, Mux(rounded.under, -128, rounded.low))
-
-
-def round_saturate8(half):
-    """sat8((t + 1) >> 1) for t = `half_shift(v, k)`, an Amaranth expression: `round_flags` and
-    `saturate8` with no register between (the function the pipeline splits over two stages)."""
-    return saturate8(ROUNDED(round_flags(half)))
 
 
 def shift_exponent(value, width: int, low: int, step: int):

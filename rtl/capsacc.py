@@ -31,8 +31,9 @@ Datapath registers: every memory's read data goes straight into a register (a bl
 clock-to-output delay leaves no time for logic behind it on an FPGA): a data row read at cycle s
 is registered behind its memory at s + 1, selected (data or routing buffer) into the array's input
 register at s + 2 and enters the array at s + 3; a weight row read at cycle w is written into its
-PE row at w + 3 (two registers, so that it keeps its distance to the data). The exception is a DMA store's row, which goes to the off-chip port and is
-registered at the memory's side (`rtl.offchip`). The activation unit's buffer writes are
+PE row at w + 3 (two registers, so that it keeps its distance to the data). The exception is a
+DMA store's row, which goes to the off-chip port and is registered at the memory's side
+(`rtl.offchip`). The activation unit's buffer writes are
 registered too: each lands a cycle after the unit presents it.
 
 DMA engine (`rtl.dma`): runs the DMA instructions' transfers between the `offchip` port and the
