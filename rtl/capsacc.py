@@ -204,12 +204,9 @@ class CapsAcc(wiring.Component):
             with m.If(dma_rd_buffer == buffer):
                 m.d.comb += [dma.rd_row[lane].eq(reader.data[lane]) for lane in range(lanes)]
 
-        # `busy` selects every memory's owner (host or control); the `busy` port has a register of
-        # its own (`keep`: not merged), so that no route runs from an output pin's register into
-        # the memories' multiplexers.
-        busy, busy_port = Signal(), Signal(name="busy_port", attrs={"keep": 1})
+        busy = Signal()
         done = Signal()
-        m.d.comb += [self.busy.eq(busy_port), self.done.eq(done)]
+        m.d.comb += [self.busy.eq(busy), self.done.eq(done)]
 
         # Instruction fetch: `word` (word pc) is a register; the program read port presents word
         # pc + 1 in every DISPATCH cycle and reads pc + 2 in the cycle a word issues (`fire`), so
@@ -498,7 +495,7 @@ class CapsAcc(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [busy.eq(1), busy_port.eq(1), done.eq(0), pc.eq(0), next_bank.eq(0)]
+                    m.d.sync += [busy.eq(1), done.eq(0), pc.eq(0), next_bank.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.sync += word.eq(prog_r.data)
@@ -531,7 +528,7 @@ class CapsAcc(wiring.Component):
                     with m.Default():
                         m.d.comb += fire.eq(drained & dma.idle)
                         with m.If(fire):
-                            m.d.sync += [busy.eq(0), busy_port.eq(0), done.eq(1)]
+                            m.d.sync += [busy.eq(0), done.eq(1)]
                             m.next = "IDLE"
                 with m.If(fire):
                     m.d.sync += [pc.eq(pc + 1), word.eq(prog_r.data)]
