@@ -36,9 +36,10 @@ the cycle after the last row out. Every multiplier has a registered output and n
 than one adder or one multiplier (a rounding shift with saturation is three stages: a barrel shift,
 an increment beside compares with constants, two multiplexers); every memory's read data (the
 input row, the tables, the delay buffers) goes straight into a register (a block RAM's
-clock-to-output delay leaves no time for logic behind it). Contract: the configuration (func, shift, length) is stable from the cycle of the
-first row until the last result; every capsule's rows arrive in consecutive cycles, and the rows
-of one configuration are whole capsules (a multiple of span rows).
+clock-to-output delay leaves no time for logic behind it). Contract: the configuration (func, shift,
+length) is stable from the cycle of the first row until the last result; every capsule's rows arrive
+in consecutive cycles, and the rows of one configuration are whole capsules (a multiple of span
+rows).
 """
 
 import math

@@ -574,7 +574,8 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     detailed = ["--detailed-timing-report"] if "--detailed-timing-report" in usage.stdout + usage.stderr else []
     arguments = [part.flag, "--package", part.package, "--speed", str(speed_grade), "--json", netlist.name,
                  "--freq", f"{freq_MHz:g}", "--seed", str(seed), "--router", ROUTER,
-                 "--lpf", constraints.name, "--lpf-allow-unconstrained", "--timing-allow-fail", "-q", "-l", nextpnr_log.name]
+                 "--lpf", constraints.name, "--lpf-allow-unconstrained", "--timing-allow-fail",
+                 "-q", "-l", nextpnr_log.name]
     _run(nextpnr_path, "nextpnr-ecp5", arguments + (["--report", report.name, *detailed] if with_report else []), nextpnr_log)
     netlist.unlink()
     if with_report:
