@@ -228,10 +228,12 @@ class VectorActivation(wiring.Component):
         squash = [copy == Func.SQUASH for copy in lane_func]
         softmax = [copy == Func.SOFTMAX for copy in lane_func]
 
-        # Requantization: r0 registers the row (memory read data), r1 shifts (`half_shift`), r2
-        # registers the rounding's flags and low byte (`round_flags`), r3 saturates (`saturate8`).
+        # Requantization: r0 registers the row (memory read data; no reset, as the registers
+        # behind CapsAcc's memories, so that a block RAM's output register can hold it), r1 shifts
+        # (`half_shift`), r2 registers the rounding's flags and low byte (`round_flags`), r3
+        # saturates (`saturate8`).
         r0_valid, r1_valid, r2_valid = Signal(), Signal(), Signal()
-        r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols))
+        r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols), reset_less=True)
         r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols))
         r2 = Signal(data.ArrayLayout(ROUNDED, cols))
         m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid), r2_valid.eq(r1_valid)]

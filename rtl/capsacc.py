@@ -143,18 +143,24 @@ def _lane_group_write(port, lanes: int, group, wdata, we) -> list:
 class CapsAcc(wiring.Component):
     """CapsAcc with an R x C array; see the module docstring for the host protocol. The parameters
     are those of `capsacc.array.ArrayConfig` (`CapsAcc(**config.hardware())`), checked by
-    `check_buildable`."""
+    `check_buildable`. With `host_read_registers` (the FPGA build, `rtl.fpga`) the host reads the
+    registers behind the memories (`data_q`, `w_q`, `routing_q`, `psum_q`, and one of its own behind
+    the program memory): a read's data is in host_rdata two cycles after its address, not one, and
+    each buffer's compute read port drives nothing but its register, which an FPGA block RAM can
+    then hold as its own output register (`rtl.fpga.pack_output_registers`)."""
 
     def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, *, data_depth: int = 256,
                  weight_depth: int = 256, routing_depth: int = 256, psum_depth: int = 256, program_depth: int = 64,
                  offchip_bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
-                 offchip_latency_cycles: int = ArrayConfig.offchip_latency_cycles):
+                 offchip_latency_cycles: int = ArrayConfig.offchip_latency_cycles,
+                 host_read_registers: bool = False):
         self.config = ArrayConfig(rows, cols, acc_bits, data_depth=data_depth, weight_depth=weight_depth,
                                   routing_depth=routing_depth, psum_depth=psum_depth, program_depth=program_depth,
                                   offchip_bytes_per_cycle=offchip_bytes_per_cycle,
                                   offchip_latency_cycles=offchip_latency_cycles)
         check_buildable(self.config)
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
+        self.host_read_registers = host_read_registers
         super().__init__({
             "offchip": Out(OffchipSignature(offchip_bytes_per_cycle)), **host_members(16)})
 
@@ -170,18 +176,28 @@ class CapsAcc(wiring.Component):
         m.submodules.dma = dma = DMAEngine(rows, cols, cfg.offchip_bytes_per_cycle)
         wiring.connect(m, wiring.flipped(self.offchip), dma.port)
 
-        m.submodules.program = program = Memory(shape=INSTRUCTION, depth=cfg.program_depth, init=[])
         # A read and a write of the same row in one cycle never meet in an int8 buffer (module
         # docstring: each port reads or writes, and the program keeps the DMA's rows apart from
         # the compute's), so its read-write collisions are don't-care (`no_rw_check`): yosys then
         # maps it to true dual-port block RAM instead of emulating read-first across the ports.
+        # The program memory and the partial sums meet them, but never use such a read's data:
+        # - program: the fetch reads a word every cycle, and a word's read is used (`current`) only
+        #   in the cycle its word issues, when no load is writing it (a program executes a word a
+        #   load writes only from the second word after the next WAIT or DMA, `rtl.isa`, which
+        #   issue with the engine idle); the host writes while idle, reads in other cycles;
+        # - partial sums: the accumulator's read of a row in the cycle that row is written is
+        #   replaced by the forwarded sum (hit3, below); the activation unit reads drained, the
+        #   host while idle, in cycles it does not write.
+        no_rw_check = {"no_rw_check": 1}
+        m.submodules.program = program = Memory(shape=INSTRUCTION, depth=cfg.program_depth, init=[],
+                                                attrs=no_rw_check)
         buffer = lambda lanes, depth: Memory(shape=data.ArrayLayout(signed(8), lanes), depth=depth, init=[],  # noqa: E731
-                                             attrs={"no_rw_check": 1})
+                                             attrs=no_rw_check)
         m.submodules.data_buf = data_buf = buffer(rows, cfg.data_depth)
         m.submodules.weight_buf = weight_buf = buffer(cols, cfg.weight_depth)
         m.submodules.routing_buf = routing_buf = buffer(rows, cfg.routing_depth)
         m.submodules.psum = psum = Memory(shape=data.ArrayLayout(signed(acc_bits), cols),
-                                          depth=cfg.psum_depth, init=[])
+                                          depth=cfg.psum_depth, init=[], attrs=no_rw_check)
         prog_r, prog_w = program.read_port(), program.write_port()
         data_r, data_w = data_buf.read_port(), data_buf.write_port(granularity=1)
         weight_r, weight_w = weight_buf.read_port(), weight_buf.write_port(granularity=1)
@@ -244,7 +260,10 @@ class CapsAcc(wiring.Component):
         w_we = [Signal(name=f"w_we{i}") for i in range(3)]
         w_bank = [Signal(name=f"w_bank{i}") for i in range(3)]
         w_row = [Signal(range(max(rows, 2)), name=f"w_row{i}") for i in range(3)]
-        w_q, w_in = (Signal(data.ArrayLayout(signed(8), cols), name=name) for name in ("w_q", "w_in"))
+        # The registers behind the memories carry data only (each has a valid bit beside it), so
+        # they have no reset: an FPGA block RAM's output register can hold them.
+        w_q = Signal(data.ArrayLayout(signed(8), cols), name="w_q", reset_less=True)
+        w_in = Signal(data.ArrayLayout(signed(8), cols), name="w_in")
         m.d.sync += [w_we[0].eq(weight_issue), w_row[0].eq(l_k), w_bank[0].eq(l_bank),
                      w_q.eq(weight_r.data), w_in.eq(w_q)]
         m.d.sync += [after.eq(before) for pipe in (w_we, w_row, w_bank) for before, after in zip(pipe, pipe[1:])]
@@ -284,8 +303,9 @@ class CapsAcc(wiring.Component):
         x_valid = [Signal(name=f"x_valid{i}") for i in range(3)]
         x_bank = [Signal(name=f"x_bank{i}") for i in range(3)]
         x_routing = [Signal(name=f"x_routing{i}") for i in range(2)]
-        data_q, routing_q, x_in = (Signal(data.ArrayLayout(signed(8), rows), name=name)
-                                   for name in ("data_q", "routing_q", "x"))
+        data_q, routing_q = (Signal(data.ArrayLayout(signed(8), rows), name=name, reset_less=True)
+                             for name in ("data_q", "routing_q"))
+        x_in = Signal(data.ArrayLayout(signed(8), rows), name="x")
         m.d.sync += [x_valid[0].eq(data_issue), x_bank[0].eq(stream.bank), x_routing[0].eq(from_routing),
                      data_q.eq(data_r.data), routing_q.eq(routing_r.data),
                      x_in.eq(Mux(x_routing[-1], routing_q.as_value(), data_q.as_value()))]
@@ -328,7 +348,7 @@ class CapsAcc(wiring.Component):
         pending_next = Signal(ADDR_BITS + 2)
         pending_zero = Signal(init=1)
         m.d.comb += pending_next.eq(pending + data_issue - acc_write)
-        psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols))
+        psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols), reset_less=True)
         # fwd_k: the sums computed k cycles ago (fwd1 is the write register: the memory writes them
         # a cycle after the adder, so no route runs from the adder to the block RAM); hit_k: the row
         # now writing is fwd_k's (decided a cycle ahead, from `fetched`). The read, two cycles before
@@ -354,10 +374,22 @@ class CapsAcc(wiring.Component):
         ]
         drained = ~l_busy & ~slot_valid & ~s_busy & pending_zero
 
-        # Host read path: remember what was asked, select it when the data arrives.
-        host_sel_q = Signal(3)
-        host_lane_q = Signal(6)
-        m.d.sync += [host_sel_q.eq(self.host_sel), host_lane_q.eq(self.host_lane)]
+        # Host read path: remember what was asked, select it when the data arrives: the read data
+        # a cycle after the address, or with `host_read_registers` the registers behind the
+        # memories a cycle later still (the program's read data passes a register of its own).
+        latency = 2 if self.host_read_registers else 1
+        host_sel_q = [Signal(3, name=f"host_sel_q{i}") for i in range(latency)]
+        host_lane_q = [Signal(6, name=f"host_lane_q{i}") for i in range(latency)]
+        m.d.sync += [host_sel_q[0].eq(self.host_sel), host_lane_q[0].eq(self.host_lane)]
+        m.d.sync += [after.eq(before) for pipe in (host_sel_q, host_lane_q) for before, after in zip(pipe, pipe[1:])]
+        if self.host_read_registers:
+            program_q = Signal(INSTRUCTION, reset_less=True)
+            m.d.sync += program_q.eq(prog_r.data)
+            host_sources = (program_q, data_q, w_q, routing_q, psum_q)
+        else:
+            host_sources = (prog_r.data, data_r.data, weight_r.data, routing_r.data, psum_r.data)
+        program_row, data_row, weight_row, routing_row, psum_row = host_sources
+        host_sel_q, host_lane_q = host_sel_q[-1], host_lane_q[-1]
 
         def lane_group(view, lanes):
             """The 8 int8 lanes of group host_lane_q as 64 bits (0 past the row)."""
@@ -372,18 +404,18 @@ class CapsAcc(wiring.Component):
 
         with m.Switch(host_sel_q):
             with m.Case(SEL_PROGRAM):
-                m.d.comb += self.host_rdata.eq(prog_r.data)
+                m.d.comb += self.host_rdata.eq(program_row)
             with m.Case(SEL_DATA):
-                m.d.comb += self.host_rdata.eq(lane_group(data_r.data, rows))
+                m.d.comb += self.host_rdata.eq(lane_group(data_row, rows))
             with m.Case(SEL_WEIGHT):
-                m.d.comb += self.host_rdata.eq(lane_group(weight_r.data, cols))
+                m.d.comb += self.host_rdata.eq(lane_group(weight_row, cols))
             with m.Case(SEL_ROUTING):
-                m.d.comb += self.host_rdata.eq(lane_group(routing_r.data, rows))
+                m.d.comb += self.host_rdata.eq(lane_group(routing_row, rows))
             with m.Case(SEL_PSUM):
                 with m.Switch(host_lane_q):
                     for c in range(cols):
                         with m.Case(c):
-                            m.d.comb += self.host_rdata.eq(psum_r.data[c])
+                            m.d.comb += self.host_rdata.eq(psum_row[c])
 
         # Memory port ownership: the host while idle, the control unit while busy.
         host_is = lambda sel: ~busy & self.host_we & (self.host_sel == sel)  # noqa: E731

