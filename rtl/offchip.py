@@ -16,14 +16,12 @@ a wider `host_addr` and one more `host_sel`, `SEL_OFFCHIP`: the host writes and 
 image by beat (host_addr) and 8-byte group (host_lane; byte 8g + i of the beat in bits 8i + 7..8i
 of host_wdata, bytes past the beat ignored), while busy is low, with the protocol of the other
 memories (a read's data in host_rdata a cycle later). Every other port is CapsAcc's. With
-`host_registers` (the FPGA build, `rtl.fpga`) every host input passes `HOST_REGISTER_STAGES` (2)
-registers before the accelerator and the memory see it, and every output as many after they
-drive it, as a board's host interface would: the host's commands take effect two cycles later and
-it sees the outputs two cycles late, so that no path runs unclocked from an input pin into the
-block RAMs and flip-flops, or carries a pin's distance as well as logic; and the host reads the
-registers behind the memories (`CapsAcc(host_read_registers=True)`, so that each block RAM's read
-data drives one register, which the block can hold itself): a read's data is in host_rdata five
-cycles after its address.
+`host_registers` (the FPGA build, `rtl.fpga`) the top registers every host input once before
+the accelerator and the memory see it, as a board's host interface would: the host's
+commands take effect a cycle later, so that no path runs unclocked from an input pin into the
+block RAMs and flip-flops, and it reads the registers behind the memories
+(`CapsAcc(host_read_registers=True)`, so that each block RAM's read data drives one register,
+which the block can hold itself): a read's data is in host_rdata three cycles after its address.
 """
 
 from amaranth import ClockSignal, Instance, Module, Mux, Signal
@@ -43,12 +41,6 @@ RING_MIN_STAGES = 4
 """The fewest delay stages `OffchipMemory` holds in a ring memory rather than a chain of registers."""
 HOST_INPUTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "start", "counter_sel")
 """The inputs of the host port (`rtl.capsacc.host_members`)."""
-HOST_OUTPUTS = ("host_rdata", "busy", "done", "counter")
-"""The outputs of the host port."""
-HOST_REGISTER_STAGES = 2
-"""Registers every host input and output passes in the FPGA build (`host_registers`): one the placer
-can put beside the pin, one beside the logic, so that no path carries a pin's distance to the core
-as well as logic (the FPGA's pins are left unconstrained, so they may land anywhere on the die)."""
 
 
 class OffchipMemory(wiring.Component):
@@ -195,8 +187,8 @@ class CapsAccSystem(wiring.Component):
     """`rtl.capsacc.CapsAcc` (built from `config`'s hardware fields) with an off-chip memory of
     `offchip_depth` beats (a power of two) on its off-chip port: `OffchipMemory`, or with
     `verilog_memory` an `Instance` of `OFFCHIP_VERILOG` (`verilog_modules` holds its text); with
-    `host_registers`, every host input and output passes HOST_REGISTER_STAGES registers at the top
-    (`HOST_INPUTS`, `HOST_OUTPUTS`); see the module docstring for the host port."""
+    `host_registers`, every host input registered once at the top (`HOST_INPUTS`); see the module
+    docstring for the host port."""
 
     def __init__(self, config, offchip_depth: int, verilog_memory: bool = False, host_registers: bool = False):
         if offchip_depth < 2 or offchip_depth & (offchip_depth - 1):
@@ -213,23 +205,12 @@ class CapsAccSystem(wiring.Component):
         m = Module()
         cfg = self.config
         m.submodules.accelerator = acc = self.accelerator
-        # The host inputs as the accelerator and the memory see them, and the outputs as they
-        # drive them: the ports, or the ends of their chains of registers.
+        # The host inputs as the accelerator and the memory see them: the ports, or their registers.
         inputs = {name: getattr(self, name) for name in HOST_INPUTS}
-        outputs = {name: getattr(self, name) for name in HOST_OUTPUTS}
         if self.host_registers:
             for name, port in inputs.items():
-                chain = [Signal.like(port, name=f"{name}_q{stage + 1 if stage else ''}")
-                         for stage in range(HOST_REGISTER_STAGES)]
-                m.d.sync += [after.eq(before) for before, after in zip([port, *chain], chain)]
-                inputs[name] = chain[-1]
-            for name, port in outputs.items():
-                chain = [Signal.like(port, name=f"{name}_core"),
-                         *(Signal.like(port, name=f"{name}_q{stage + 1 if stage else ''}")
-                           for stage in range(HOST_REGISTER_STAGES))]
-                m.d.sync += [after.eq(before) for before, after in zip(chain, chain[1:])]
-                m.d.comb += port.eq(chain[-1])
-                outputs[name] = chain[0]
+                inputs[name] = Signal.like(port, name=f"{name}_q")
+                m.d.sync += inputs[name].eq(port)
         host_sel, host_we = inputs["host_sel"], inputs["host_we"]
         host_addr, host_lane, host_wdata = Signal(HOST_ADDR_BITS), Signal(6), Signal(64)
         memory_we, host_rdata = Signal(), Signal(64)
@@ -252,8 +233,8 @@ class CapsAccSystem(wiring.Component):
         m.d.comb += [
             acc.host_sel.eq(host_sel), acc.host_addr.eq(inputs["host_addr"]), acc.host_lane.eq(inputs["host_lane"]),
             acc.host_wdata.eq(inputs["host_wdata"]), acc.host_we.eq(host_we & ~to_memory),
-            acc.start.eq(inputs["start"]), outputs["busy"].eq(acc.busy), outputs["done"].eq(acc.done),
-            acc.counter_sel.eq(inputs["counter_sel"]), outputs["counter"].eq(acc.counter),
+            acc.start.eq(inputs["start"]), self.busy.eq(acc.busy), self.done.eq(acc.done),
+            acc.counter_sel.eq(inputs["counter_sel"]), self.counter.eq(acc.counter),
             host_addr.eq(inputs["host_addr"]), host_lane.eq(inputs["host_lane"]), host_wdata.eq(inputs["host_wdata"]),
             memory_we.eq(host_we & to_memory & ~acc.busy),
         ]
@@ -261,5 +242,5 @@ class CapsAccSystem(wiring.Component):
         # with `host_registers` two: both read the registers behind their memories.
         sel_q = [Signal(3, name=f"sel_q{i}") for i in range(2 if self.host_registers else 1)]
         m.d.sync += [sel_q[0].eq(host_sel), *(after.eq(before) for before, after in zip(sel_q, sel_q[1:]))]
-        m.d.comb += outputs["host_rdata"].eq(Mux(sel_q[-1] == SEL_OFFCHIP, host_rdata, acc.host_rdata))
+        m.d.comb += self.host_rdata.eq(Mux(sel_q[-1] == SEL_OFFCHIP, host_rdata, acc.host_rdata))
         return m
