@@ -45,15 +45,12 @@ HOST_INPUTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "s
 
 class OffchipMemory(wiring.Component):
     """`depth` beats of `bytes_per_cycle` bytes, read latency `latency_cycles` (>= 1); a host port
-    (used while the DMA is quiet) to load the image and read results, a read's data a cycle after
-    its address, or with `host_read_register` two: from a register behind the memory (the same as
-    the port's first delay stage, so that an FPGA block RAM can hold it as its output register)."""
+    (used while the DMA is quiet) to load the image and read results."""
 
-    def __init__(self, bytes_per_cycle: int, latency_cycles: int, depth: int, host_read_register: bool = False):
+    def __init__(self, bytes_per_cycle: int, latency_cycles: int, depth: int):
         if latency_cycles < 1:
             raise ValueError(f"latency_cycles: {latency_cycles} < 1")
         self.bytes_per_cycle, self.latency_cycles, self.depth = bytes_per_cycle, latency_cycles, depth
-        self.host_read_register = host_read_register
         super().__init__({
             "port": In(OffchipSignature(bytes_per_cycle)),
             "host_addr": In(HOST_ADDR_BITS), "host_lane": In(6), "host_wdata": In(64), "host_we": In(1),
@@ -63,12 +60,10 @@ class OffchipMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = 8 * self.bytes_per_cycle
-        # A write request is registered and stored a cycle later (a controller's input register);
-        # the DMA engine never reads a beat within two cycles of writing it (`rtl.dma`), and the
-        # host reads in cycles it does not write, so a read never meets a write of its beat whose
-        # data is used: collisions are don't-care (`no_rw_check`, no emulation logic in yosys).
-        m.submodules.beats = beats = Memory(shape=width, depth=self.depth, init=[], attrs={"no_rw_check": 1})
+        m.submodules.beats = beats = Memory(shape=width, depth=self.depth, init=[])
         reader, writer = beats.read_port(), beats.write_port(granularity=8)
+        # A write request is registered and stored a cycle later (a controller's input register);
+        # the DMA engine never reads a beat within two cycles of writing it (`rtl.dma`).
         posted, posted_addr, posted_data = Signal(), Signal.like(self.port.addr), Signal(width)
         m.d.sync += [posted.eq(self.port.write), posted_addr.eq(self.port.addr), posted_data.eq(self.port.wdata)]
         request, request_addr = self.port.read, self.port.addr
@@ -93,12 +88,7 @@ class OffchipMemory(wiring.Component):
         m.d.comb += [self.port.rvalid.eq(valid), self.port.rdata.eq(self._delayed(m, reader.data, stages))]
         lane_q = Signal(6)
         m.d.sync += lane_q.eq(self.host_lane)
-        beat = reader.data
-        if self.host_read_register:
-            beat, lane_q2 = Signal(width, name="host_beat", reset_less=True), Signal(6)
-            m.d.sync += [beat.eq(reader.data), lane_q2.eq(lane_q)]
-            lane_q = lane_q2
-        m.d.comb += self.host_rdata.eq(beat.word_select(lane_q, 64) if width > 64 else beat)
+        m.d.comb += self.host_rdata.eq(reader.data.word_select(lane_q, 64) if width > 64 else reader.data)
         return m
 
     @staticmethod
@@ -108,16 +98,14 @@ class OffchipMemory(wiring.Component):
         ring of D >= S = `stages` - 2 rows (a power of two) in a memory, the row of cycle t written at t mod D
         and read back from row (t + 1 - S) mod D (its read register the S-th stage), then a register, so that
         an FPGA build holds the ring in block RAM and no path runs from a block RAM's output into another
-        block RAM or into the accelerator. The data registers have no reset (the `rvalid` bits, registers
-        with a reset, say when they hold a beat)."""
+        block RAM or into the accelerator. The `rvalid` bits stay registers: a reset clears them as before."""
         if stages < RING_MIN_STAGES:
             for stage in range(stages):
-                value_q = Signal(len(value), name=f"rdata_{stage}", reset_less=True)
+                value_q = Signal(len(value), name=f"rdata_{stage}")
                 m.d.sync += value_q.eq(value)
                 value = value_q
             return value
-        value_in, value_out = (Signal(len(value), name=name, reset_less=True)
-                               for name in ("rdata_ring_in", "rdata_ring_out"))
+        value_in, value_out = Signal(len(value), name="rdata_ring_in"), Signal(len(value), name="rdata_ring_out")
         m.d.sync += value_in.eq(value)
         stages -= 2  # the registers before and after the ring
         depth = 1 << (stages - 1).bit_length()
@@ -193,8 +181,6 @@ class CapsAccSystem(wiring.Component):
     def __init__(self, config, offchip_depth: int, verilog_memory: bool = False, host_registers: bool = False):
         if offchip_depth < 2 or offchip_depth & (offchip_depth - 1):
             raise ValueError(f"offchip_depth: {offchip_depth} is not a power of two >= 2")
-        if verilog_memory and host_registers:
-            raise ValueError("host_registers: the FPGA build takes the Amaranth memory model, not verilog_memory")
         self.config, self.offchip_depth, self.verilog_memory = config, offchip_depth, verilog_memory
         self.host_registers = host_registers
         self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
@@ -223,9 +209,8 @@ class CapsAccSystem(wiring.Component):
                 o_port_rdata=port.rdata, o_port_rvalid=port.rvalid, i_host_addr=host_addr, i_host_lane=host_lane,
                 i_host_wdata=host_wdata, i_host_we=memory_we, o_host_rdata=host_rdata)
         else:
-            m.submodules.offchip = memory = OffchipMemory(
-                cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles, self.offchip_depth,
-                host_read_register=self.host_registers)
+            m.submodules.offchip = memory = OffchipMemory(cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles,
+                                                          self.offchip_depth)
             wiring.connect(m, acc.offchip, memory.port)
             m.d.comb += [memory.host_addr.eq(host_addr), memory.host_lane.eq(host_lane),
                          memory.host_wdata.eq(host_wdata), memory.host_we.eq(memory_we), host_rdata.eq(memory.host_rdata)]
@@ -239,8 +224,13 @@ class CapsAccSystem(wiring.Component):
             memory_we.eq(host_we & to_memory & ~acc.busy),
         ]
         # A read's data comes a cycle after its address (the accelerator's and the memory's), or
-        # with `host_registers` two: both read the registers behind their memories.
+        # with `host_registers` two: the accelerator reads its memories' registers
+        # (`CapsAcc(host_read_registers=True)`), and the memory's read data is registered too.
         sel_q = [Signal(3, name=f"sel_q{i}") for i in range(2 if self.host_registers else 1)]
         m.d.sync += [sel_q[0].eq(host_sel), *(after.eq(before) for before, after in zip(sel_q, sel_q[1:]))]
-        m.d.comb += self.host_rdata.eq(Mux(sel_q[-1] == SEL_OFFCHIP, host_rdata, acc.host_rdata))
+        memory_rdata = host_rdata
+        if self.host_registers:
+            memory_rdata = Signal(64, reset_less=True)
+            m.d.sync += memory_rdata.eq(host_rdata)
+        m.d.comb += self.host_rdata.eq(Mux(sel_q[-1] == SEL_OFFCHIP, memory_rdata, acc.host_rdata))
         return m
