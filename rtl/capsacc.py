@@ -147,7 +147,7 @@ class CapsAcc(wiring.Component):
     registers behind the memories (`data_q`, `w_q`, `routing_q`, `psum_q`, and one of its own behind
     the program memory): a read's data is in host_rdata two cycles after its address, not one, and
     each buffer's compute read port drives nothing but its register, which an FPGA block RAM can
-    then hold as its own output register (`rtl.fpga.pack_output_registers`)."""
+    then hold as its own output register (`rtl.ecp5_pack.pack_output_registers`)."""
 
     def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, *, data_depth: int = 256,
                  weight_depth: int = 256, routing_depth: int = 256, psum_depth: int = 256, program_depth: int = 64,

@@ -11,9 +11,8 @@ port's clock, no enable, no reset, power-up value 0, as the block's output regis
 goes to OUTREG (true dual-port blocks only, both ports at most 18 bits wide: a 36-bit block reads
 through the pins of both ports, so its ports are not independent), the flip-flops are removed and
 the block drives their outputs. Duplicate flip-flops of a bit (equal registers yosys did not
-merge) become one. The cycle behaviour is the
-same: a register behind the read data, clocked every cycle, the block's output register enabled
-every cycle (OCE high) and never reset (RST low).
+merge) become one. The cycle behaviour is the same: a register behind the read data, clocked every
+cycle, the block's output register enabled every cycle (OCE high) and never reset (RST low).
 """
 
 from collections import defaultdict
