@@ -161,6 +161,8 @@ class CapsAcc(wiring.Component):
         check_buildable(self.config)
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
         self.host_read_registers = host_read_registers
+        self.host_read_latency = 2 if host_read_registers else 1
+        """Cycles from a host read's address to its data in host_rdata."""
         super().__init__({
             "offchip": Out(OffchipSignature(offchip_bytes_per_cycle)), **host_members(16)})
 
@@ -377,9 +379,8 @@ class CapsAcc(wiring.Component):
         # Host read path: remember what was asked, select it when the data arrives: the read data
         # a cycle after the address, or with `host_read_registers` the registers behind the
         # memories a cycle later still (the program's read data passes a register of its own).
-        latency = 2 if self.host_read_registers else 1
-        host_sel_q = [Signal(3, name=f"host_sel_q{i}") for i in range(latency)]
-        host_lane_q = [Signal(6, name=f"host_lane_q{i}") for i in range(latency)]
+        host_sel_q = [Signal(3, name=f"host_sel_q{i}") for i in range(self.host_read_latency)]
+        host_lane_q = [Signal(6, name=f"host_lane_q{i}") for i in range(self.host_read_latency)]
         m.d.sync += [host_sel_q[0].eq(self.host_sel), host_lane_q[0].eq(self.host_lane)]
         m.d.sync += [after.eq(before) for pipe in (host_sel_q, host_lane_q) for before, after in zip(pipe, pipe[1:])]
         if self.host_read_registers:

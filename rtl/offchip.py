@@ -223,14 +223,16 @@ class CapsAccSystem(wiring.Component):
             host_addr.eq(inputs["host_addr"]), host_lane.eq(inputs["host_lane"]), host_wdata.eq(inputs["host_wdata"]),
             memory_we.eq(host_we & to_memory & ~acc.busy),
         ]
-        # A read's data comes a cycle after its address (the accelerator's and the memory's), or
-        # with `host_registers` two: the accelerator reads its memories' registers
-        # (`CapsAcc(host_read_registers=True)`), and the memory's read data is registered too.
-        sel_q = [Signal(3, name=f"sel_q{i}") for i in range(2 if self.host_registers else 1)]
+        # A read's data comes the accelerator's host_read_latency after its address: a cycle, or
+        # with `host_registers` two (`CapsAcc(host_read_registers=True)`); the memory's read data,
+        # a cycle after its address, is registered to match.
+        latency = acc.host_read_latency
+        sel_q = [Signal(3, name=f"sel_q{i}") for i in range(latency)]
         m.d.sync += [sel_q[0].eq(host_sel), *(after.eq(before) for before, after in zip(sel_q, sel_q[1:]))]
         memory_rdata = host_rdata
-        if self.host_registers:
-            memory_rdata = Signal(64, reset_less=True)
-            m.d.sync += memory_rdata.eq(host_rdata)
+        for stage in range(latency - 1):
+            registered = Signal(64, name=f"memory_rdata{stage or ''}", reset_less=True)
+            m.d.sync += registered.eq(memory_rdata)
+            memory_rdata = registered
         m.d.comb += self.host_rdata.eq(Mux(sel_q[-1] == SEL_OFFCHIP, memory_rdata, acc.host_rdata))
         return m
