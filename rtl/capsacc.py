@@ -131,12 +131,34 @@ def check_depth(name: str, depth: int) -> None:
         raise AcceleratorConfigError(f"{name}: {depth} is not a power of two in [2, {1 << ADDR_BITS}]")
 
 
-def _lane_group_write(port, lanes: int, group, wdata, we) -> list:
-    """Statements writing int8 lanes 8*group..8*group+7 of a row from the bytes of wdata."""
+def host_write_layout(rows: int, cols: int) -> data.StructLayout:
+    """The host's write enables, decoded: one bit for the program memory, one for each group of 8
+    lanes of the data (R lanes), weight (C) and routing (R) buffers, and one for each of the C
+    partial-sum lanes (`decode_host_write`)."""
+    groups = lambda lanes: (lanes + 7) // 8  # noqa: E731
+    return data.StructLayout({"program": 1, "data": groups(rows), "weight": groups(cols),
+                              "routing": groups(rows), "psum": cols})
+
+
+def decode_host_write(enables, we, sel, lane) -> list:
+    """Statements setting `enables` (a view of `host_write_layout`) from the host port's write
+    enable, select and lane (module docstring): the one memory and lane group that a write in
+    this cycle goes to, or none."""
+    stmts = [enables.program.eq(we & (sel == SEL_PROGRAM))]
+    for field, selected in (("data", SEL_DATA), ("weight", SEL_WEIGHT), ("routing", SEL_ROUTING),
+                            ("psum", SEL_PSUM)):
+        bits = getattr(enables, field)
+        stmts += [bits[i].eq(we & (sel == selected) & (lane == i)) for i in range(len(bits))]
+    return stmts
+
+
+def _lane_group_write(port, lanes: int, groups, wdata) -> list:
+    """Statements writing the int8 lanes of a row from the bytes of wdata: lane l from byte l % 8,
+    where bit l // 8 of `groups` (the decoded lane groups) is set."""
     stmts = []
     for lane in range(lanes):
         stmts.append(port.data[lane].eq(wdata.word_select(lane % 8, 8)))
-        stmts.append(port.en[lane].eq(we & (group == lane // 8)))
+        stmts.append(port.en[lane].eq(groups[lane // 8]))
     return stmts
 
 
@@ -147,13 +169,16 @@ class CapsAcc(wiring.Component):
     registers behind the memories (`data_q`, `w_q`, `routing_q`, `psum_q`, and one of its own behind
     the program memory): a read's data is in host_rdata two cycles after its address, not one, and
     each buffer's compute read port drives nothing but its register, which an FPGA block RAM can
-    then hold as its own output register (`rtl.ecp5_pack.pack_output_registers`)."""
+    then hold as its own output register (`rtl.ecp5_pack.pack_output_registers`). With
+    `host_write_decoded` (the FPGA build too) the memories' host write enables come decoded, from
+    an input `host_write` (`host_write_layout`, set by `decode_host_write` where the top decodes
+    them, before its input registers), and `host_we` is not used."""
 
     def __init__(self, rows: int = 4, cols: int = 4, acc_bits: int = ACC_BITS, *, data_depth: int = 256,
                  weight_depth: int = 256, routing_depth: int = 256, psum_depth: int = 256, program_depth: int = 64,
                  offchip_bytes_per_cycle: int = ArrayConfig.offchip_bytes_per_cycle,
                  offchip_latency_cycles: int = ArrayConfig.offchip_latency_cycles,
-                 host_read_registers: bool = False):
+                 host_read_registers: bool = False, host_write_decoded: bool = False):
         self.config = ArrayConfig(rows, cols, acc_bits, data_depth=data_depth, weight_depth=weight_depth,
                                   routing_depth=routing_depth, psum_depth=psum_depth, program_depth=program_depth,
                                   offchip_bytes_per_cycle=offchip_bytes_per_cycle,
@@ -163,8 +188,10 @@ class CapsAcc(wiring.Component):
         self.host_read_registers = host_read_registers
         self.host_read_latency = 2 if host_read_registers else 1
         """Cycles from a host read's address to its data in host_rdata."""
+        self.host_write_decoded = host_write_decoded
+        decoded = {"host_write": In(host_write_layout(rows, cols))} if host_write_decoded else {}
         super().__init__({
-            "offchip": Out(OffchipSignature(offchip_bytes_per_cycle)), **host_members(16)})
+            "offchip": Out(OffchipSignature(offchip_bytes_per_cycle)), **host_members(16), **decoded})
 
     def elaborate(self, platform):
         m = Module()
@@ -419,7 +446,11 @@ class CapsAcc(wiring.Component):
                             m.d.comb += self.host_rdata.eq(psum_row[c])
 
         # Memory port ownership: the host while idle, the control unit while busy.
-        host_is = lambda sel: ~busy & self.host_we & (self.host_sel == sel)  # noqa: E731
+        if self.host_write_decoded:
+            host_write = self.host_write
+        else:
+            host_write = Signal(host_write_layout(rows, cols))
+            m.d.comb += decode_host_write(host_write, self.host_we, self.host_sel, self.host_lane)
         # The activation unit's writes are registered (`act_w`): each lands a cycle after the unit
         # presents it, so the column-mode writer's element select and the lane decode end in a
         # register instead of running on into the buffers. The last lands in the cycle after done,
@@ -467,17 +498,12 @@ class CapsAcc(wiring.Component):
                 m.d.comb += addr.eq(self.host_addr)
             with m.If(self.start):
                 m.d.comb += prog_r.addr.eq(0)
-            m.d.comb += [prog_w.data.eq(self.host_wdata), prog_w.en.eq(host_is(SEL_PROGRAM))]
-            m.d.comb += _lane_group_write(data_w, rows, self.host_lane, self.host_wdata, host_is(SEL_DATA))
-            m.d.comb += _lane_group_write(weight_w, cols, self.host_lane, self.host_wdata,
-                                          host_is(SEL_WEIGHT))
-            m.d.comb += _lane_group_write(routing_w, rows, self.host_lane, self.host_wdata,
-                                          host_is(SEL_ROUTING))
+            m.d.comb += [prog_w.data.eq(self.host_wdata), prog_w.en.eq(host_write.program)]
+            m.d.comb += _lane_group_write(data_w, rows, host_write.data, self.host_wdata)
+            m.d.comb += _lane_group_write(weight_w, cols, host_write.weight, self.host_wdata)
+            m.d.comb += _lane_group_write(routing_w, rows, host_write.routing, self.host_wdata)
             for c in range(cols):
-                m.d.comb += [
-                    psum_w.data[c].eq(self.host_wdata[:acc_bits]),
-                    psum_w.en[c].eq(host_is(SEL_PSUM) & (self.host_lane == c)),
-                ]
+                m.d.comb += [psum_w.data[c].eq(self.host_wdata[:acc_bits]), psum_w.en[c].eq(host_write.psum[c])]
 
         # Performance counters.
         act_write = lambda dst: Mux(act.wr_en & (act_dst == dst), act.wr_count, 0)  # noqa: E731

@@ -19,9 +19,11 @@ memories (a read's data in host_rdata a cycle later). Every other port is CapsAc
 `host_registers` (the FPGA build, `rtl.fpga`) the top registers every host input once before
 the accelerator and the memory see it, as a board's host interface would: the host's
 commands take effect a cycle later, so that no path runs unclocked from an input pin into the
-block RAMs and flip-flops, and it reads the registers behind the memories
-(`CapsAcc(host_read_registers=True)`, so that each block RAM's read data drives one register,
-which the block can hold itself): a read's data is in host_rdata three cycles after its address.
+block RAMs and flip-flops (the accelerator's write enables are decoded before their registers,
+`CapsAcc(host_write_decoded=True)`, so that the decode is not on a clocked path either), and it
+reads the registers behind the memories (`CapsAcc(host_read_registers=True)`, so that each block
+RAM's read data drives one register, which the block can hold itself): a read's data is in
+host_rdata three cycles after its address.
 """
 
 from amaranth import ClockSignal, Instance, Module, Mux, Signal
@@ -29,7 +31,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from rtl.capsacc import CapsAcc, host_members
+from rtl.capsacc import CapsAcc, decode_host_write, host_members, host_write_layout
 from rtl.dma import OffchipSignature
 
 SEL_OFFCHIP = 5
@@ -184,7 +186,8 @@ class CapsAccSystem(wiring.Component):
         self.config, self.offchip_depth, self.verilog_memory = config, offchip_depth, verilog_memory
         self.host_registers = host_registers
         self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
-        self.accelerator = CapsAcc(**config.hardware(), host_read_registers=host_registers)
+        self.accelerator = CapsAcc(**config.hardware(), host_read_registers=host_registers,
+                                   host_write_decoded=host_registers)
         super().__init__(HOST_SIGNATURE)
 
     def elaborate(self, platform):
@@ -198,6 +201,14 @@ class CapsAccSystem(wiring.Component):
                 inputs[name] = Signal.like(port, name=f"{name}_q")
                 m.d.sync += inputs[name].eq(port)
         host_sel, host_we = inputs["host_sel"], inputs["host_we"]
+        if self.host_registers:
+            # The accelerator's write enables are decoded from the ports, then registered: the
+            # decode runs before the clock, not between the input registers and the block RAMs.
+            acc_write = Signal(host_write_layout(cfg.rows, cfg.cols))
+            m.d.comb += decode_host_write(acc_write, self.host_we, self.host_sel, self.host_lane)
+            host_write = Signal.like(acc_write, name="host_write_q")
+            m.d.sync += host_write.eq(acc_write)
+            m.d.comb += acc.host_write.eq(host_write)
         host_addr, host_lane, host_wdata = Signal(HOST_ADDR_BITS), Signal(6), Signal(64)
         memory_we, host_rdata = Signal(), Signal(64)
         if self.verilog_memory:
