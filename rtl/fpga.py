@@ -561,6 +561,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
     check_flow_arguments(device, freq_MHz, seed, speed_grade)
     if lut_mapper not in LUT_MAPPERS:
         raise ValueError(f"lut_mapper: '{lut_mapper}' is not one of {', '.join(LUT_MAPPERS)}")
+    source_version = rtl_version()  # before elaborating: the sources may change during a long run
     source = _write_source(config, workdir, dsp)
     yosys_path, nextpnr_path = find_tool(yosys), find_tool(nextpnr)
     part = DEVICES[device]
@@ -605,7 +606,7 @@ def run_flow(config, device: str = "ecp5-85k", freq_MHz: float = 100.0, seed: in
         seed=seed, dsp_inference=dsp, lut_mapper=lut_mapper,
         implementation=replace(figures, fmax_MHz=round(figures.fmax_MHz, 2)),
         report_source=report_source, yosys=_version(yosys_path, "-V", r"Yosys [0-9][^ ]*"),
-        nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"), rtl_version=rtl_version(),
+        nextpnr=_version(nextpnr_path, "--version", r"nextpnr-[0-9][^ )]*"), rtl_version=source_version,
         output_registers=packed)
     (workdir / "fpga.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     return result

@@ -363,6 +363,7 @@ def synthesize(config, yosys: str = "yosys") -> SynthResult:
     if path is None:
         raise SynthError(f"yosys: '{yosys}' is not on PATH (Debian: apt-get install yosys)")
     version = subprocess.run([path, "-V"], capture_output=True, text=True).stdout.strip()
+    source_version = rtl_version()  # before elaborating: the sources may change during a long run
     design = export_verilog(config)
     with tempfile.TemporaryDirectory(prefix="nascaps-synth-") as tmp:
         work = Path(tmp)
@@ -388,4 +389,4 @@ def synthesize(config, yosys: str = "yosys") -> SynthResult:
         logic_area_um2=logic, sram_area_um2=sram, area_um2=round(logic + sram, 3),
         published_um2=round(rows * cols * PUBLISHED_PE_UM2 + cols * PUBLISHED_REG25_UM2, 3),
         parts=parts, modules=per_module, cells_by_type=by_type, yosys=version, pe_cells=pe["num_cells"],
-        pe_area_um2=round(_area(pe["num_cells_by_type"]), 3), rtl_version=rtl_version())
+        pe_area_um2=round(_area(pe["num_cells_by_type"]), 3), rtl_version=source_version)
