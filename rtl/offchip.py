@@ -16,14 +16,14 @@ a wider `host_addr` and one more `host_sel`, `SEL_OFFCHIP`: the host writes and 
 image by beat (host_addr) and 8-byte group (host_lane; byte 8g + i of the beat in bits 8i + 7..8i
 of host_wdata, bytes past the beat ignored), while busy is low, with the protocol of the other
 memories (a read's data in host_rdata a cycle later). Every other port is CapsAcc's. With
-`host_registers` (the FPGA build, `rtl.fpga`) the top registers every host input once before
-the accelerator and the memory see it, as a board's host interface would: the host's
-commands take effect a cycle later, so that no path runs unclocked from an input pin into the
-block RAMs and flip-flops (the accelerator's write enables are decoded before their registers,
-`CapsAcc(host_write_decoded=True)`, so that the decode is not on a clocked path either), and it
-reads the registers behind the memories (`CapsAcc(host_read_registers=True)`, so that each block
-RAM's read data drives one register, which the block can hold itself): a read's data is in
-host_rdata three cycles after its address.
+`host_registers` (the FPGA build, `rtl.fpga`) the top registers every host input
+`HOST_INPUT_STAGES` (2) times before the accelerator and the memory see it, as a board's host
+interface would: the host's commands take effect two cycles later, so that no path runs unclocked
+from an input pin into the block RAMs and flip-flops (the accelerator's write enables are decoded
+before their registers, `CapsAcc(host_write_decoded=True)`, so that the decode is not on a clocked
+path either), and it reads the registers behind the memories (`CapsAcc(host_read_registers=True)`,
+so that each block RAM's read data drives one register, which the block can hold itself): a read's
+data is in host_rdata four cycles after its address.
 """
 
 from amaranth import ClockSignal, Instance, Module, Mux, Signal
@@ -32,6 +32,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl.capsacc import CapsAcc, decode_host_write, host_members, host_write_layout
+from rtl.delay import delayed
 from rtl.dma import OffchipSignature
 
 SEL_OFFCHIP = 5
@@ -43,6 +44,10 @@ RING_MIN_STAGES = 4
 """The fewest delay stages `OffchipMemory` holds in a ring memory rather than a chain of registers."""
 HOST_INPUTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "start", "counter_sel")
 """The inputs of the host port (`rtl.capsacc.host_members`)."""
+HOST_INPUT_STAGES = 2
+"""Registers on each host input of the FPGA build (`host_registers`): the place and route puts the
+input pins at the device's edge, so the first register sits by its pin and the second by the
+logic it feeds, and neither path is a long route with logic behind it."""
 
 
 class OffchipMemory(wiring.Component):
@@ -177,7 +182,7 @@ class CapsAccSystem(wiring.Component):
     """`rtl.capsacc.CapsAcc` (built from `config`'s hardware fields) with an off-chip memory of
     `offchip_depth` beats (a power of two) on its off-chip port: `OffchipMemory`, or with
     `verilog_memory` an `Instance` of `OFFCHIP_VERILOG` (`verilog_modules` holds its text); with
-    `host_registers`, every host input registered once at the top (`HOST_INPUTS`); see the module
+    `host_registers`, every host input registered `HOST_INPUT_STAGES` times at the top (`HOST_INPUTS`); see the module
     docstring for the host port."""
 
     def __init__(self, config, offchip_depth: int, verilog_memory: bool = False, host_registers: bool = False):
@@ -195,20 +200,17 @@ class CapsAccSystem(wiring.Component):
         cfg = self.config
         m.submodules.accelerator = acc = self.accelerator
         # The host inputs as the accelerator and the memory see them: the ports, or their registers.
-        inputs = {name: getattr(self, name) for name in HOST_INPUTS}
-        if self.host_registers:
-            for name, port in inputs.items():
-                inputs[name] = Signal.like(port, name=f"{name}_q")
-                m.d.sync += inputs[name].eq(port)
+        stages = HOST_INPUT_STAGES if self.host_registers else 0
+        inputs = {name: delayed(m, getattr(self, name), stages, len(getattr(self, name)), f"{name}_q")
+                  for name in HOST_INPUTS}
         host_sel, host_we = inputs["host_sel"], inputs["host_we"]
         if self.host_registers:
             # The accelerator's write enables are decoded from the ports, then registered: the
             # decode runs before the clock, not between the input registers and the block RAMs.
-            acc_write = Signal(host_write_layout(cfg.rows, cfg.cols))
-            m.d.comb += decode_host_write(acc_write, self.host_we, self.host_sel, self.host_lane)
-            host_write = Signal.like(acc_write, name="host_write_q")
-            m.d.sync += host_write.eq(acc_write)
-            m.d.comb += acc.host_write.eq(host_write)
+            layout = host_write_layout(cfg.rows, cfg.cols)
+            decoded = Signal(layout)
+            m.d.comb += decode_host_write(decoded, self.host_we, self.host_sel, self.host_lane)
+            m.d.comb += acc.host_write.eq(delayed(m, decoded, stages, layout, "host_write_q"))
         host_addr, host_lane, host_wdata = Signal(HOST_ADDR_BITS), Signal(6), Signal(64)
         memory_we, host_rdata = Signal(), Signal(64)
         if self.verilog_memory:
@@ -238,12 +240,7 @@ class CapsAccSystem(wiring.Component):
         # with `host_registers` two (`CapsAcc(host_read_registers=True)`); the memory's read data,
         # a cycle after its address, is registered to match.
         latency = acc.host_read_latency
-        sel_q = [Signal(3, name=f"sel_q{i}") for i in range(latency)]
-        m.d.sync += [sel_q[0].eq(host_sel), *(after.eq(before) for before, after in zip(sel_q, sel_q[1:]))]
-        memory_rdata = host_rdata
-        for stage in range(latency - 1):
-            registered = Signal(64, name=f"memory_rdata{stage or ''}", reset_less=True)
-            m.d.sync += registered.eq(memory_rdata)
-            memory_rdata = registered
-        m.d.comb += self.host_rdata.eq(Mux(sel_q[-1] == SEL_OFFCHIP, memory_rdata, acc.host_rdata))
+        sel_q = delayed(m, host_sel, latency, 3, "sel_q")
+        memory_rdata = delayed(m, host_rdata, latency - 1, 64, "memory_rdata", reset_less=True)
+        m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, memory_rdata, acc.host_rdata))
         return m

@@ -386,13 +386,14 @@ def test_a_multiplier_maps_to_one_dsp_block(tmp_path, platform, flip_flops):
 
 @pytest.mark.parametrize("select", ["program", "data", "weight", "routing", "psum", "offchip"])
 def test_the_fpga_top_registers_the_host_inputs_and_reads(select):
-    """With `host_registers` (the FPGA build) every host input is registered once at the top and
-    the host reads the registers behind the memories: a row the host writes into any memory shows
-    on host_rdata two cycles later than on the plain top (the write a cycle later, the read two
-    cycles after its address instead of one), with the same value."""
+    """With `host_registers` (the FPGA build) every host input is registered `HOST_INPUT_STAGES`
+    times at the top and the host reads the registers behind the memories: a row the host writes
+    into any memory shows on host_rdata HOST_INPUT_STAGES + 1 cycles later than on the plain top
+    (the write HOST_INPUT_STAGES cycles later, the read two cycles after the accelerator sees its
+    address instead of one), with the same value."""
     from amaranth.sim import Simulator
 
-    from rtl.offchip import CapsAccSystem
+    from rtl.offchip import HOST_INPUT_STAGES, CapsAccSystem
 
     config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
     word = 0x7F81  # lanes 0 and 1: -127, 127; partial-sum lane 0: 32,641
@@ -407,7 +408,7 @@ def test_the_fpga_top_registers_the_host_inputs_and_reads(select):
             ctx.set(dut.host_addr, 5)
             ctx.set(dut.host_wdata, word)
             ctx.set(dut.host_we, 1)
-            for _ in range(5):
+            for _ in range(6):
                 await ctx.tick()
                 ctx.set(dut.host_we, 0)
                 seen.append(ctx.get(dut.host_rdata) & 0xFFFF)
@@ -419,21 +420,21 @@ def test_the_fpga_top_registers_the_host_inputs_and_reads(select):
         assert seen[-1] == word
         return seen.index(word)
 
-    assert first_cycle(True) == first_cycle(False) + 2
+    assert first_cycle(True) == first_cycle(False) + HOST_INPUT_STAGES + 1
 
 
 def test_the_fpga_source_registers_every_host_input(tmp_path):
-    """The Verilog the flow synthesizes has a register for each host input (`HOST_INPUTS`); its
+    """The Verilog the flow synthesizes has `HOST_INPUT_STAGES` registers for each host input (`HOST_INPUTS`); its
     multipliers (the PEs' and the activation unit's) are MULT18X18D instances, none with `dsp` False
     (`--no-dsp`: the instances asked for the device's 156 blocks whatever `synth_ecp5 -nodsp` did, so
     16x16's 256 did not place)."""
     from rtl.fpga import _write_source
-    from rtl.offchip import HOST_INPUTS
+    from rtl.offchip import HOST_INPUT_STAGES, HOST_INPUTS
 
     config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
     text = _write_source(config, tmp_path).read_text()
     registers = set(re.findall(r"\breg (?:\[[^\]]*\] )?(\w+)", text))
-    assert {f"{name}_q" for name in HOST_INPUTS} <= registers
+    assert {f"{name}_q{stage}" for name in HOST_INPUTS for stage in range(HOST_INPUT_STAGES)} <= registers
     assert len(re.findall(r"MULT18X18D #\(", text)) == 2 * 3 + 3 * 3
     assert "MULT18X18D" not in _write_source(config, tmp_path, dsp=False).read_text()
 
