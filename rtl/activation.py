@@ -52,6 +52,7 @@ from amaranth.lib.wiring import In, Out
 from capsacc.mapping import MAX_CAPSULE, act_lanes
 from capsacc.schedule import SCALE_STAGES, scan_levels
 from capsacc.schedule import activation_latency_cycles as latency
+from rtl.delay import delay_chain
 from rtl.isa import Func
 from rtl.pe_array import Multiplier
 
@@ -294,16 +295,11 @@ class VectorActivation(wiring.Component):
         # Scale: per lane, from the capsule total T (S2 or E) to the factor, then the output.
         sqrt_port = _rom_ports(m, "sqrt_rom", unsigned(9), sqrt_table(), cols)
         recip_port = _rom_ports(m, "recip_rom", unsigned(9), recip_table(), cols)
-        valid = [Signal(name=f"s{k}_valid") for k in range(SCALE_STAGES)]
-        used = [Signal(cols, name=f"s{k}_used") for k in range(SCALE_STAGES)]
-        m.d.sync += [valid[0].eq(d_valid), used[0].eq(d_used)]
-        m.d.sync += [v.eq(u) for v, u in zip(valid[1:], valid)]
-        m.d.sync += [v.eq(u) for v, u in zip(used[1:], used)]
+        valid = delay_chain(m, d_valid, SCALE_STAGES, 1, "s{}_valid")
+        used = delay_chain(m, d_used, SCALE_STAGES, cols, "s{}_used")
         m.d.comb += [self.o.valid.eq(valid[-1]), self.o_valid_next.eq(valid[-2])]
         for j in range(cols):
-            ops = [Signal(signed(OPERAND_BITS), name=f"s{k}_op{j}") for k in range(SCALE_STAGES - 2)]
-            m.d.sync += ops[0].eq(d_op[j])
-            m.d.sync += [v.eq(u) for v, u in zip(ops[1:], ops)]
+            ops = delay_chain(m, d_op[j], SCALE_STAGES - 2, signed(OPERAND_BITS), f"s{{}}_op{j}")
             # s0: divisor D = T + 256 (squash) or T (softmax).
             total, divisor = Signal(SUM_BITS, name=f"s0_total{j}"), Signal(SUM_BITS + 1, name=f"s0_div{j}")
             m.d.sync += [total.eq(d_total[j]), divisor.eq(d_total[j] + Mux(squash[j], 256, 0))]
@@ -318,11 +314,11 @@ class VectorActivation(wiring.Component):
             # s2: the tables' addresses (the mantissas) registered, and the output shift k: the
             # tables are LUT logic on an FPGA, too deep to follow a barrel shift in one cycle.
             sq_addr, rc_addr = Signal(9, name=f"s2_sqrt_addr{j}"), Signal(8, name=f"s2_recip_addr{j}")
-            k = [Signal(range(32), name=f"s{stage}_k{j}") for stage in range(2, 8)]
+            k2 = Signal(range(32), name=f"s2_k{j}")
             m.d.sync += [sq_addr.eq(Cat((total1 >> (e_exp << 1))[:8], e_exp != 0)),
                          rc_addr.eq((divisor1 >> f_exp)[:8]),
-                         k[0].eq(Mux(squash[j], f_exp - e_exp + 14, f_exp + 10))]
-            m.d.sync += [v.eq(u) for v, u in zip(k[1:], k)]
+                         k2.eq(Mux(squash[j], f_exp - e_exp + 14, f_exp + 10))]
+            k = [k2, *delay_chain(m, k2, 5, range(32), f"s{{}}_k{j}", first=3)]
             # s3: the tables read (synchronous read ports).
             sq_port, rc_port = sqrt_port[j], recip_port[j]
             m.d.comb += [sq_port.addr.eq(sq_addr), rc_port.addr.eq(rc_addr)]

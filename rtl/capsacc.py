@@ -65,6 +65,7 @@ from capsacc.array import MEMORY_DEPTHS, ArrayConfig
 from capsacc.errors import AcceleratorConfigError
 from rtl.activation import ActivationUnit
 from rtl.counter import EventCounter
+from rtl.delay import delay_chain, delayed
 from rtl.dma import DMAEngine, OffchipSignature
 from rtl.isa import ADDR_BITS, INSTRUCTION, Buffer, Dst, Opcode, Src
 from rtl.pe_array import PEArray
@@ -286,16 +287,14 @@ class CapsAcc(wiring.Component):
         # data is registered behind the memory and again in front of the array (the data stream
         # does the same, so a weight row reaches the array as many cycles after its read as a
         # data row does after its own).
-        w_we = [Signal(name=f"w_we{i}") for i in range(3)]
-        w_bank = [Signal(name=f"w_bank{i}") for i in range(3)]
-        w_row = [Signal(range(max(rows, 2)), name=f"w_row{i}") for i in range(3)]
         # The registers behind the memories carry data only (each has a valid bit beside it), so
         # they have no reset: an FPGA block RAM's output register can hold them.
         w_q = Signal(data.ArrayLayout(signed(8), cols), name="w_q", reset_less=True)
         w_in = Signal(data.ArrayLayout(signed(8), cols), name="w_in")
-        m.d.sync += [w_we[0].eq(weight_issue), w_row[0].eq(l_k), w_bank[0].eq(l_bank),
-                     w_q.eq(weight_r.data), w_in.eq(w_q)]
-        m.d.sync += [after.eq(before) for pipe in (w_we, w_row, w_bank) for before, after in zip(pipe, pipe[1:])]
+        w_we = delay_chain(m, weight_issue, 3, 1, "w_we")
+        w_row = delay_chain(m, l_k, 3, range(max(rows, 2)), "w_row")
+        w_bank = delay_chain(m, l_bank, 3, 1, "w_bank")
+        m.d.sync += [w_q.eq(weight_r.data), w_in.eq(w_q)]
         m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_we[-1]), array.w_row.eq(w_row[-1]),
                      array.w_bank.eq(w_bank[-1])]
         with m.If(l_busy):
@@ -329,16 +328,14 @@ class CapsAcc(wiring.Component):
         from_routing = stream.src == Src.ROUTING
         # The read data is registered behind each memory (a block RAM's clock-to-output delay
         # leaves no time for a long route), then selected into the array's input register `x`.
-        x_valid = [Signal(name=f"x_valid{i}") for i in range(3)]
-        x_bank = [Signal(name=f"x_bank{i}") for i in range(3)]
-        x_routing = [Signal(name=f"x_routing{i}") for i in range(2)]
         data_q, routing_q = (Signal(data.ArrayLayout(signed(8), rows), name=name, reset_less=True)
                              for name in ("data_q", "routing_q"))
         x_in = Signal(data.ArrayLayout(signed(8), rows), name="x")
-        m.d.sync += [x_valid[0].eq(data_issue), x_bank[0].eq(stream.bank), x_routing[0].eq(from_routing),
-                     data_q.eq(data_r.data), routing_q.eq(routing_r.data),
+        x_valid = delay_chain(m, data_issue, 3, 1, "x_valid")
+        x_bank = delay_chain(m, stream.bank, 3, 1, "x_bank")
+        x_routing = delay_chain(m, from_routing, 2, 1, "x_routing")
+        m.d.sync += [data_q.eq(data_r.data), routing_q.eq(routing_r.data),
                      x_in.eq(Mux(x_routing[-1], routing_q.as_value(), data_q.as_value()))]
-        m.d.sync += [after.eq(before) for pipe in (x_valid, x_bank, x_routing) for before, after in zip(pipe, pipe[1:])]
         m.d.comb += [array.x_valid.eq(x_valid[-1]), array.x_bank.eq(x_bank[-1]), array.x.eq(x_in)]
 
         # Bank hazard: a tile may be loaded into a bank once the last datum of the tile before
@@ -363,10 +360,10 @@ class CapsAcc(wiring.Component):
         # and written at issue + D + 1.
         delay = 3 + array.latency
         meta = data.StructLayout({"valid": 1, "accumulate": 1, "row": ADDR_BITS})
-        stages = [Signal(meta, name=f"acc_stage_{i}") for i in range(delay)]
-        m.d.sync += [stages[0].valid.eq(data_issue), stages[0].accumulate.eq(stream.accumulate),
-                     stages[0].row.eq(stream.p_addr + Mux(stream.hold, 0, s_k))]
-        m.d.sync += [after.eq(before) for before, after in zip(stages, stages[1:])]
+        entering = Signal(meta)
+        m.d.comb += [entering.valid.eq(data_issue), entering.accumulate.eq(stream.accumulate),
+                     entering.row.eq(stream.p_addr + Mux(stream.hold, 0, s_k))]
+        stages = delay_chain(m, entering, delay, meta, "acc_stage_")
         reading, fetched, writing = stages[delay - 3], stages[delay - 2], stages[delay - 1]
         acc_read = reading.valid
         acc_write = array.y_valid
@@ -406,10 +403,8 @@ class CapsAcc(wiring.Component):
         # Host read path: remember what was asked, select it when the data arrives: the read data
         # a cycle after the address, or with `host_read_registers` the registers behind the
         # memories a cycle later still (the program's read data passes a register of its own).
-        host_sel_q = [Signal(3, name=f"host_sel_q{i}") for i in range(self.host_read_latency)]
-        host_lane_q = [Signal(6, name=f"host_lane_q{i}") for i in range(self.host_read_latency)]
-        m.d.sync += [host_sel_q[0].eq(self.host_sel), host_lane_q[0].eq(self.host_lane)]
-        m.d.sync += [after.eq(before) for pipe in (host_sel_q, host_lane_q) for before, after in zip(pipe, pipe[1:])]
+        host_sel_q = delayed(m, self.host_sel, self.host_read_latency, 3, "host_sel_q")
+        host_lane_q = delayed(m, self.host_lane, self.host_read_latency, 6, "host_lane_q")
         if self.host_read_registers:
             program_q = Signal(INSTRUCTION, reset_less=True)
             m.d.sync += program_q.eq(prog_r.data)
@@ -417,7 +412,6 @@ class CapsAcc(wiring.Component):
         else:
             host_sources = (prog_r.data, data_r.data, weight_r.data, routing_r.data, psum_r.data)
         program_row, data_row, weight_row, routing_row, psum_row = host_sources
-        host_sel_q, host_lane_q = host_sel_q[-1], host_lane_q[-1]
 
         def lane_group(view, lanes):
             """The 8 int8 lanes of group host_lane_q as 64 bits (0 past the row)."""

@@ -88,10 +88,7 @@ class OffchipMemory(wiring.Component):
         valid = Signal()
         m.d.sync += valid.eq(request)
         stages = max(self.latency_cycles - 2, 0)  # the L cycles less the read and any request register
-        for stage in range(stages):
-            valid_q = Signal(name=f"rvalid_{stage}")
-            m.d.sync += valid_q.eq(valid)
-            valid = valid_q
+        valid = delayed(m, valid, stages, 1, "rvalid_")
         m.d.comb += [self.port.rvalid.eq(valid), self.port.rdata.eq(self._delayed(m, reader.data, stages))]
         lane_q = Signal(6)
         m.d.sync += lane_q.eq(self.host_lane)
@@ -107,11 +104,7 @@ class OffchipMemory(wiring.Component):
         an FPGA build holds the ring in block RAM and no path runs from a block RAM's output into another
         block RAM or into the accelerator. The `rvalid` bits stay registers: a reset clears them as before."""
         if stages < RING_MIN_STAGES:
-            for stage in range(stages):
-                value_q = Signal(len(value), name=f"rdata_{stage}")
-                m.d.sync += value_q.eq(value)
-                value = value_q
-            return value
+            return delayed(m, value, stages, len(value), "rdata_")
         value_in, value_out = Signal(len(value), name="rdata_ring_in"), Signal(len(value), name="rdata_ring_out")
         m.d.sync += value_in.eq(value)
         stages -= 2  # the registers before and after the ring

@@ -26,6 +26,8 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl.delay import delayed
+
 
 class Multiplier(wiring.Component):
     """A registered signed product: `p` = `a` * `b` one cycle after `a` and `b` (`a` signed `width`
@@ -126,13 +128,9 @@ class PEArray(wiring.Component):
                 m.d.comb += [pe.w_in.eq(self.w_in[c]), pe.w_we.eq(row_we), pe.w_bank.eq(self.w_bank)]
                 m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
             # Input skew: row r's datum (with its valid and bank bits) enters r cycles late.
-            x_row, valid_row, bank_row = self.x[r], self.x_valid, self.x_bank
-            for i in range(r):
-                x_reg = Signal(signed(8), name=f"skew_x_{r}_{i}")
-                v_reg = Signal(name=f"skew_v_{r}_{i}")
-                b_reg = Signal(name=f"skew_b_{r}_{i}")
-                m.d.sync += [x_reg.eq(x_row), v_reg.eq(valid_row), b_reg.eq(bank_row)]
-                x_row, valid_row, bank_row = x_reg, v_reg, b_reg
+            x_row = delayed(m, self.x[r], r, signed(8), f"skew_x_{r}_")
+            valid_row = delayed(m, self.x_valid, r, 1, f"skew_v_{r}_")
+            bank_row = delayed(m, self.x_bank, r, 1, f"skew_b_{r}_")
             for c in range(cols):
                 pe = pes[r][c]
                 if c == 0:
@@ -143,12 +141,8 @@ class PEArray(wiring.Component):
                                  pe.bank_in.eq(left.bank_out)]
         # Output de-skew: column c leaves the bottom row at t + R + 1 + c; delay it C-1-c cycles.
         for c in range(cols):
-            y_col = pes[rows - 1][c].psum_out
-            for i in range(cols - 1 - c):
-                y_reg = Signal(signed(self.acc_bits), name=f"deskew_y_{c}_{i}")
-                m.d.sync += y_reg.eq(y_col)
-                y_col = y_reg
-            m.d.comb += self.y[c].eq(y_col)
+            m.d.comb += self.y[c].eq(delayed(m, pes[rows - 1][c].psum_out, cols - 1 - c, signed(self.acc_bits),
+                                             f"deskew_y_{c}_"))
         # The bottom-right PE passes its datum on at t + R + C - 1, its sum one cycle later.
         m.d.sync += self.y_valid.eq(pes[rows - 1][cols - 1].valid_out)
         return m
