@@ -225,7 +225,7 @@ def _yosys_stat_modules(verilog: str, top: str, yosys: str, workdir: Path) -> tu
     out), every RAM ([{"memory", "depth", "width"}], before yosys maps them) and the instances of
     each SRAM macro module."""
     (workdir / f"{top}.v").write_text(verilog)
-    rams = f"t:$mem_v2 r:WR_PORTS>0 %i"
+    rams = "t:$mem_v2 r:WR_PORTS>0 %i"
     macros = {f"{top}_sram_{memory}": memory for memory in SRAM_MEMORIES}
     script = "; ".join([
         f"read_verilog {top}.v", f"hierarchy -check -top {top}", "proc", "opt_clean", "memory -nomap",

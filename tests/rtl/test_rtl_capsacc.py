@@ -6,7 +6,7 @@ import pytest
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import result_delay_cycles
 from rtl import workloads
-from rtl.isa import Act, MatMul, act_unit_cycles, program_cycles, timing
+from rtl.isa import MatMul, act_unit_cycles, program_cycles, timing
 from rtl.widths import MAX_SUM_TERMS, product_sum_bits
 from sim import golden
 from rtl_bench import run_workload
