@@ -40,7 +40,7 @@ HOST_ADDR_BITS = 32
 HOST_SIGNATURE = wiring.Signature(host_members(HOST_ADDR_BITS))
 """The signature of `CapsAccSystem`: its host port, the same for every configuration (so a simulator's
 ports are known without building the system, `sim.verilator.VerilatorModel.cached`)."""
-RING_MIN_STAGES = 4
+RING_MIN_STAGES = 5
 """The fewest delay stages `OffchipMemory` holds in a ring memory rather than a chain of registers."""
 HOST_INPUTS = ("host_sel", "host_addr", "host_lane", "host_wdata", "host_we", "start", "counter_sel")
 """The inputs of the host port (`rtl.capsacc.host_members`)."""
@@ -99,24 +99,26 @@ class OffchipMemory(wiring.Component):
     def _delayed(m: Module, value, stages: int):
         """`value` `stages` cycles later. Up to `RING_MIN_STAGES` - 1 stages a chain of registers; from
         `RING_MIN_STAGES` on (L = 64: 62 stages of W bytes, 7,936 flip-flops at W = 16) a register, then a
-        ring of D >= S = `stages` - 2 rows (a power of two) in a memory, the row of cycle t written at t mod D
-        and read back from row (t + 1 - S) mod D (its read register the S-th stage), then a register, so that
-        an FPGA build holds the ring in block RAM and no path runs from a block RAM's output into another
-        block RAM or into the accelerator. The `rvalid` bits stay registers: a reset clears them as before."""
+        ring of D >= S = `stages` - 3 rows (a power of two) in a memory, the row of cycle t written at t mod D
+        and read back from row (t + 1 - S) mod D (its read register the S-th stage), then two registers, so
+        that an FPGA build holds the ring in block RAM and no path runs from a block RAM's output into another
+        block RAM or into the accelerator (the first register behind the ring has no other load, so it can sit
+        beside the block). The `rvalid` bits stay registers: a reset clears them as before. The ring's data
+        registers have no reset (the `rvalid` bits qualify them), and its row read and row written are never
+        the same (S >= 2 and D >= S), so its read-write collisions are don't-care (`no_rw_check`)."""
         if stages < RING_MIN_STAGES:
             return delayed(m, value, stages, len(value), "rdata_")
-        value_in, value_out = Signal(len(value), name="rdata_ring_in"), Signal(len(value), name="rdata_ring_out")
+        value_in = Signal(len(value), name="rdata_ring_in", reset_less=True)
         m.d.sync += value_in.eq(value)
-        stages -= 2  # the registers before and after the ring
+        stages -= 3  # the registers before and after the ring
         depth = 1 << (stages - 1).bit_length()
-        m.submodules.delay = ring = Memory(shape=len(value), depth=depth, init=[])
+        m.submodules.delay = ring = Memory(shape=len(value), depth=depth, init=[], attrs={"no_rw_check": 1})
         writer, reader = ring.write_port(), ring.read_port(transparent_for=())
         slot = Signal(range(depth), name="delay_slot")
         m.d.sync += slot.eq(slot + 1)
         m.d.comb += [writer.addr.eq(slot), writer.data.eq(value_in), writer.en.eq(1),
                      reader.addr.eq(slot + 1 - stages)]
-        m.d.sync += value_out.eq(reader.data)
-        return value_out
+        return delayed(m, reader.data, 2, len(value), "rdata_ring_out", reset_less=True)
 
 
 OFFCHIP_VERILOG = """

@@ -190,23 +190,23 @@ def offchip_answers(latency: int, values: dict, requests: list) -> list[tuple[in
     return seen
 
 
-@pytest.mark.parametrize("latency", [1, 2, 3, 5, 6, 7, 9, 64])
+@pytest.mark.parametrize("latency", [1, 2, 3, 5, 6, 7, 8, 9, 64])
 def test_offchip_model_answers_a_read_exactly_latency_cycles_later(latency):
     """`rtl.offchip.OffchipMemory`: a read request in cycle t (back to back with a second one) is
     answered in cycles t + L and t + L + 1 with the beats the host wrote, `rvalid` high only then;
     with L >= 2 the request passes through the model's input register, which is the first of the L
-    cycles, not one more; from L = 6 the data's delay is a register, a ring memory (`RING_MIN_STAGES`) of 2 ** k
-    rows for the L - 4 stages between its two registers (6: two of two, 9: five of eight, 64: 60 of 64)."""
+    cycles, not one more; from L = 7 the data's delay is a register, a ring memory (`RING_MIN_STAGES`) of 2 ** k
+    rows for the L - 5 stages, then two registers (7: two of two, 9: four of four, 64: 59 of 64)."""
     seen = offchip_answers(latency, {3: 0x1234, 4: 0xBEEF}, [3, 4])
     assert [cycle for cycle, (valid, _) in enumerate(seen) if valid] == [latency, latency + 1]
     assert [seen[latency][1], seen[latency + 1][1]] == [0x1234, 0xBEEF]
 
 
-@pytest.mark.parametrize("latency", [4, 6, 11, 64])
+@pytest.mark.parametrize("latency", [4, 7, 11, 64])
 def test_offchip_model_delays_every_read_by_the_latency_through_many_turns_of_its_ring(latency):
     """Random read requests (about two in three cycles, random beats) for 3 L + 40 cycles: every
     answer comes exactly L cycles after its request with the beat's value, `rvalid` high only then,
-    so the ring memory's rows (L >= 6) are neither read early nor overwritten before they are read."""
+    so the ring memory's rows (L >= 7) are neither read early nor overwritten before they are read."""
     rng = np.random.default_rng(latency)
     values = {beat: int(value) for beat, value in enumerate(rng.integers(0, 1 << 16, size=8))}
     requests = [int(rng.integers(8)) if rng.random() < 0.67 else None for _ in range(3 * latency + 40)]

@@ -143,7 +143,7 @@ def test_verilator_memory_model_agrees_with_amaranth(tmp_path):
     """A program of DMA transfers, MATMULs and ACTs on CapsAccSystem: the off-chip memory's Verilog
     model (Verilator) and its Amaranth model give the same trace, cycle for cycle, and the golden
     machine's memories."""
-    rows, cols, depth, width, latency = 4, 4, 32, 8, 6
+    rows, cols, depth, width, latency = 4, 4, 32, 8, 7
     rng = np.random.default_rng(5)
     state = golden.MachineState(rows, cols, depth, data=rng.integers(-128, 128, size=(depth, rows)),
                                 weight=rng.integers(-128, 128, size=(depth, cols)),
