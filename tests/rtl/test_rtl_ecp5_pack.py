@@ -101,7 +101,6 @@ def test_read_data_used_by_logic_or_a_port_keeps_the_port():
 
 
 @pytest.mark.parametrize("ram", [
-    block_ram([10, 11], width=36),  # a 36-bit block reads through both ports' pins
     block_ram([10, 11], OCEB=["0"]),  # the output register would never load
     block_ram([10, 11], RSTB=[RESET]),  # the block's reset would clear it
 ])
@@ -109,6 +108,46 @@ def test_a_block_whose_output_register_differs_keeps_the_port(ram):
     cells = design()["modules"]["top"]["cells"]
     cells["ram"] = ram
     assert pack_output_registers(netlist(cells)) == []
+
+
+def wide_design(**connections) -> dict:
+    """A 36-bit pseudo-dual-port block as yosys maps one (port A writes, port B reads; OCEA low):
+    read bit 0 on DOA0 (net 10) and bit 18 on DOB0 (net 11), into registers q0 and q1."""
+    ram = block_ram([11], width=36, OCEA=["0"], WEA=["1"], DOA0=[10], **connections)
+    return netlist({"ram": ram, "q0": flip_flop(10, 20), "q1": flip_flop(11, 21),
+                    "use0": lut(20, 30), "use1": lut(21, 31)})
+
+
+def test_a_36_bit_read_port_is_packed_on_both_sides():
+    """Its read data leaves through the pins of both sides: both output registers on, the A side's
+    output enable tied high as the B side's is, and the block drives both registers' outputs."""
+    packed_netlist = wide_design()
+    assert pack_output_registers(packed_netlist) == ["ram.AB"]
+    cells = top_module(packed_netlist)["cells"]
+    assert sorted(cells) == ["ram", "use0", "use1"]
+    ram = cells["ram"]
+    assert ram["parameters"]["REGMODE_A"] == ram["parameters"]["REGMODE_B"] == "OUTREG"
+    assert ram["connections"]["OCEA"] == ram["connections"]["OCEB"] == ["1"]
+    assert ram["connections"]["DOA0"] == [20] and ram["connections"]["DOB0"] == [21]
+
+
+@pytest.mark.parametrize("connections", [
+    {"CLKA": [9]},  # the write side's clock would clock the A-side pins' register
+    {"RSTA": [RESET]},  # the A side's reset would clear it
+    {"WEB": [6]},  # port B writes too: not a pseudo-dual-port read
+    {"OCEB": ["0"]},  # the read side's output register would never load
+])
+def test_a_36_bit_block_whose_sides_differ_keeps_its_port(connections):
+    unchanged = wide_design(**connections)
+    before = copy.deepcopy(unchanged)
+    assert pack_output_registers(unchanged) == []
+    assert unchanged == before
+
+
+def test_a_36_bit_block_whose_a_side_pins_feed_logic_keeps_its_port():
+    into_logic = wide_design()
+    top_module(into_logic)["cells"]["peek"] = lut(10, 33)
+    assert pack_output_registers(into_logic) == []
 
 
 def test_a_port_already_registered_or_unused_is_left_alone():
