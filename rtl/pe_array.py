@@ -128,9 +128,12 @@ class PEArray(wiring.Component):
                 m.d.comb += [pe.w_in.eq(self.w_in[c]), pe.w_we.eq(row_we), pe.w_bank.eq(self.w_bank)]
                 m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
             # Input skew: row r's datum (with its valid and bank bits) enters r cycles late.
+            # Every row's bank skew is the same bits (x_bank delayed), and so is the bank register of
+            # the first PE of the row above: `keep`, so that synthesis does not merge them into one
+            # chain whose registers each drive the weight multiplexers of two rows.
             x_row = delayed(m, self.x[r], r, signed(8), f"skew_x_{r}_")
             valid_row = delayed(m, self.x_valid, r, 1, f"skew_v_{r}_")
-            bank_row = delayed(m, self.x_bank, r, 1, f"skew_b_{r}_")
+            bank_row = delayed(m, self.x_bank, r, 1, f"skew_b_{r}_", attrs={"keep": 1})
             for c in range(cols):
                 pe = pes[r][c]
                 if c == 0:

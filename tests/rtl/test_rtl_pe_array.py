@@ -104,3 +104,22 @@ def test_worst_case_column_is_exact_at_product_sum_bits():
     got, _, _, _ = run_array([x], [w], acc_bits=bits)
     assert got.tolist() == [[rows << 14] * 2, [-rows * 127 * 128] * 2]
     assert product_sum_bits(rows) == 18 and product_sum_bits(16) == 20 and product_sum_bits(331777) == 34
+
+
+def test_every_row_skews_its_bank_bit_in_registers_of_its_own():
+    """Every row's bank skew holds the same bits (x_bank delayed), as does the bank register of the
+    first PE of the row above: each skew register is marked `keep` (one flip-flop each after
+    `rtl.fpga.KEEP_FLIP_FLOPS`), as the PEs' bank registers are, so that synthesis does not merge
+    them into one chain driving the weight multiplexers of two rows."""
+    import re
+
+    from amaranth.back import verilog
+
+    rows, cols = 4, 2
+    dut = PEArray(rows, cols)
+    # Amaranth emits the last register of a chain under the PE port's name (`bank_in$N`), the kept
+    # skew name a wire assigned from it: KEEP_FLIP_FLOPS reaches the flip-flop through that wire.
+    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)(?:reg|wire) (?:\[[^\]]*\] )?(\w+)", verilog.convert(dut))
+    kept = {name for attributes, name in declarations if "keep" in attributes}
+    assert {f"skew_b_{r}_{i}" for r in range(rows) for i in range(r)} <= kept
+    assert not any(name.startswith(("skew_x", "skew_v")) for name in kept)
