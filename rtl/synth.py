@@ -303,8 +303,10 @@ def module_sources(verilog: str) -> dict:
 def split_parts(modules: dict, sources: dict, top: str, pe_array_source: str) -> tuple[dict, dict]:
     """Per-part and per-module figures of a hierarchical stat (`_yosys_stat_modules`).
 
-    `sources`: module -> source file (`module_sources`); the PE array is every module whose file
-    ends with `pe_array_source` and every module below one; the buffers are the modules that yosys
+    `sources`: module -> source file (`module_sources`); the PE array is every child of `top` whose
+    file ends with `pe_array_source` and every module below one (a component of that file used
+    elsewhere, such as the activation unit's `Multiplier`s, counts in its user's part); the
+    buffers are the modules that yosys
     made (those without a source: `submod`); the rest is every other module. Each module's own cells
     count once per instance reachable from `top`. SynthError if no module is of the PE array."""
     instances = Counter({top: 1})
@@ -318,7 +320,8 @@ def split_parts(modules: dict, sources: dict, top: str, pe_array_source: str) ->
             instances[child] += instances[name] * count
             if child not in order:
                 order.append(child)
-    pe_roots = [name for name in order if (sources.get(name) or "").endswith(pe_array_source)]
+    pe_roots = [child for child in (name.lstrip("\\") for name in children[top])
+                if (sources.get(child) or "").endswith(pe_array_source)]
     if not pe_roots:
         raise SynthError(f"no module of the PE array ({pe_array_source}) in the synthesized design")
     part_of = {}

@@ -208,6 +208,14 @@ def test_synth_splits_the_hierarchy_into_parts():
                              "area_um2": pytest.approx(10 * 1.064 + 2 * 4.522 + 5 * 1.596)}
     with pytest.raises(SynthError, match="no module of the PE array"):
         split_parts(modules, sources, "capsacc", "systolic.py")
+    # A component of the PE array's file used elsewhere (the activation unit's multipliers) stays in
+    # its user's part.
+    modules["capsacc.act"]["num_cells_by_type"]["\\capsacc.act.square0"] = 2
+    modules["capsacc.act.square0"] = {"num_cells_by_type": {"$_AND_": 7}}
+    parts, per_module = split_parts(modules, {**sources, "capsacc.act.square0": "/x/rtl/pe_array.py"}, "capsacc",
+                                    "pe_array.py")
+    assert per_module["capsacc.act.square0"] == {**per_module["capsacc.act.square0"], "part": "rest", "instances": 2}
+    assert parts["pe_array"]["cells"] == 1 + 3 * 6 and parts["rest"]["cells"] == 17 + 2 * 7
 
 
 def test_synth_cli_reports_bad_parameters_and_missing_yosys(capsys):
