@@ -261,6 +261,7 @@ def error_rows(points: list[Point], calibration: Calibration | None = None) -> l
 def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, list[Point], list[dict]]:
     """Run the sweep, fit, evaluate on the held-out points; the calibration describes the main array."""
     start = time.perf_counter()
+    source_version = rtl_version()  # before simulating: the sources may change during a long run
     points = run_sweep(settings, progress)
     coefficients = fit(points)
     main = settings.arrays()[0]
@@ -275,7 +276,7 @@ def calibrate(settings: Settings, progress=_to_stderr) -> tuple[Calibration, lis
             point.predicted_total_cycles, point.predicted_program_bytes = cost.total_cycles, cost.program_bytes
     errors = error_rows(points, calibration)
     provenance = {
-        "model": MODEL_VERSION, "rtl_version": rtl_version(),
+        "model": MODEL_VERSION, "rtl_version": source_version,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "arrays": [f"{a.rows}x{a.cols}" for a in settings.arrays()], "simulator": settings.simulator,
         "quick": settings.quick, "seed": settings.seed,
