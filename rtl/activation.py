@@ -241,12 +241,18 @@ class VectorActivation(wiring.Component):
         for j in range(cols):
             m.d.sync += [r1[j].eq(half_shift(r0[j], lane_shift[j])), r2[j].eq(round_flags(r1[j]))]
         # The row at r2 is its capsule's `row_count`-th; `row_last` (row_count == span - 1) is a
-        # register of its own, from the next count, so no compare runs into the lane masks below.
+        # register of its own, from the next count, so no compare runs into the lane masks below,
+        # and so is each lane's mask bit (`in_use`, `keep`: one flip-flop per lane, so that no
+        # register drives every lane's mask; an ECP5 build measured `row_last`'s net into the mask
+        # as its latest path, docs/rtl.md).
         row_count = Signal(range(self.max_span + 1))
         row_count_next = Signal.like(row_count)
         row_last = Signal()
+        in_use = [Signal(name=f"in_use{j}", attrs={"keep": 1}) for j in range(cols)]
+        last_next = row_count_next == cfg_span_m1
         m.d.comb += row_count_next.eq(Mux(r2_valid, Mux(row_last, 0, row_count + 1), row_count))
-        m.d.sync += [row_count.eq(row_count_next), row_last.eq(row_count_next == cfg_span_m1)]
+        m.d.sync += [row_count.eq(row_count_next), row_last.eq(last_next)]
+        m.d.sync += [in_use[j].eq(Mux(last_next, cfg_used_last[j], cfg_used[j])) for j in range(cols)]
         q = Signal(data.ArrayLayout(signed(8), cols))
         q_valid, q_first, q_last = Signal(), Signal(), Signal()
         m.d.sync += [q_valid.eq(r2_valid), q_first.eq(row_count == 0), q_last.eq(row_last)]
@@ -254,7 +260,6 @@ class VectorActivation(wiring.Component):
         # chosen by the row's place in its span, as q_last): the mask is then no net from one
         # register to every lane ahead of the first comparison.
         max_in = Signal(data.ArrayLayout(signed(8), cols))
-        in_use = Mux(row_last, cfg_used_last, cfg_used)
         for j in range(cols):
             value = saturate8(r2[j])
             m.d.sync += [q[j].eq(value), max_in[j].eq(Mux(in_use[j], value, -128))]

@@ -332,11 +332,12 @@ class CapsAcc(wiring.Component):
                              for name in ("data_q", "routing_q"))
         x_in = Signal(data.ArrayLayout(signed(8), rows), name="x")
         x_valid = delay_chain(m, data_issue, 3, 1, "x_valid")
-        x_bank = delay_chain(m, stream.bank, 3, 1, "x_bank")
+        # The array takes each vector's bank a cycle ahead of it (`rtl.pe_array`).
+        x_bank_next = delayed(m, stream.bank, 2, 1, "x_bank")
         x_routing = delay_chain(m, from_routing, 2, 1, "x_routing")
         m.d.sync += [data_q.eq(data_r.data), routing_q.eq(routing_r.data),
                      x_in.eq(Mux(x_routing[-1], routing_q.as_value(), data_q.as_value()))]
-        m.d.comb += [array.x_valid.eq(x_valid[-1]), array.x_bank.eq(x_bank[-1]), array.x.eq(x_in)]
+        m.d.comb += [array.x_valid.eq(x_valid[-1]), array.x_bank_next.eq(x_bank_next), array.x.eq(x_in)]
 
         # Bank hazard: a tile may be loaded into a bank once the last datum of the tile before
         # it in that bank has passed its row's last column: dispatch >= that datum's read + C - 2.

@@ -5,7 +5,11 @@ arriving from its left neighbour by the weight of the bank named by the bank bit
 the datum and registers the product; in the next cycle it adds the product to the partial sum
 arriving from the PE above (the top row adds to 0) and registers the sum. Data move one PE right
 per cycle, partial sums one PE down per cycle, one cycle behind the products (a multiplier and an
-adder never share a cycle).
+adder never share a cycle). The bank bits travel one cycle ahead of their data, so that each PE
+selects the weight of its next datum into a register a cycle early (with the weight being written
+in that cycle, where it is written into that bank): the multiplier's inputs are both registers,
+with no multiplexer in front of them (an ECP5 build measured the bank bit through the multiplexer
+into the neighbour's multiplier as its critical path, docs/rtl.md).
 Partial sums are `acc_bits`-bit two's complement and wrap (the low `acc_bits` bits of the exact
 sum are kept; no saturation).
 
@@ -18,8 +22,9 @@ data reach row r); the bank may be rewritten once the last datum of the tile tha
 passed the row's last column (`rtl.capsacc` enforces both).
 
 The array skews its inputs (row r delayed r cycles) and de-skews its outputs (column c delayed
-C-1-c cycles) internally, so a data vector `x` presented with `x_valid` at cycle t comes out as the
-result vector `y = x @ W[x_bank]` with `y_valid` at cycle t + `latency` (`latency` = R + C).
+C-1-c cycles) internally, so a data vector `x` presented with `x_valid` at cycle t, its bank on
+`x_bank_next` at cycle t - 1, comes out as the result vector `y = x @ W[bank]` with `y_valid` at
+cycle t + `latency` (`latency` = R + C).
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -52,12 +57,14 @@ class Multiplier(wiring.Component):
 
 
 class PE(wiring.Component):
-    """One processing element: registers x_out = x_in, bank_out = bank_in, valid_out = valid_in,
-    product = x_in * weight[bank_in], and psum_out = wrap(psum_in + product) (the product of the
-    previous cycle); writes weight[w_bank] = w_in when w_we.
+    """One processing element: registers x_out = x_in, valid_out = valid_in, bank_out = bank_in,
+    the weight of its next datum (weight[bank_in], or w_in where that bank is written in this cycle),
+    product = x_in * that weight (selected a cycle before), and psum_out = wrap(psum_in + product)
+    (the product of the previous cycle); writes weight[w_bank] = w_in when w_we.
 
-    Ports: x_in / x_out signed 8-bit data with valid and bank bits, psum_in / psum_out signed
-    acc_bits, w_in (signed 8), w_we, w_bank.
+    Ports: x_in / x_out signed 8-bit data with valid bits; bank_in the bank of the datum arriving in
+    the next cycle, bank_out (registered) that of the datum now at x_out's register, the right
+    neighbour's next; psum_in / psum_out signed acc_bits; w_in (signed 8), w_we, w_bank.
     """
 
     def __init__(self, acc_bits: int = 25):
@@ -76,15 +83,17 @@ class PE(wiring.Component):
         for b, bank in enumerate(banks):
             with m.If(self.w_we & (self.w_bank == b)):
                 m.d.sync += bank.eq(self.w_in)
+        # The weight of the datum arriving next cycle: its bank as it will be then (written now or not).
         weight = Signal(signed(8))
+        written = self.w_we & (self.w_bank == self.bank_in)
+        m.d.sync += weight.eq(Mux(written, self.w_in, Mux(self.bank_in, banks[1], banks[0])))
         m.submodules.multiplier = multiplier = Multiplier(8)
         product = multiplier.p
         # The PEs of an anti-diagonal hold equal bank bits. `keep` asks synthesis for one flip-flop
         # per PE all the same (rtl.fpga honours it): merged, one flip-flop would drive the weight
-        # multiplexers of a whole anti-diagonal, a long net before every multiplier.
+        # multiplexers of a whole anti-diagonal, long nets across the array.
         bank = Signal(name="bank", attrs={"keep": 1})
-        m.d.comb += [weight.eq(Mux(self.bank_in, banks[1], banks[0])), self.bank_out.eq(bank),
-                     multiplier.a.eq(self.x_in), multiplier.b.eq(weight)]
+        m.d.comb += [self.bank_out.eq(bank), multiplier.a.eq(self.x_in), multiplier.b.eq(weight)]
         m.d.sync += [
             self.x_out.eq(self.x_in),
             self.valid_out.eq(self.valid_in),
@@ -98,7 +107,8 @@ class PE(wiring.Component):
 class PEArray(wiring.Component):
     """R x C weight-stationary array, two weight banks, internal input skew and output de-skew.
 
-    Ports: x (R lanes, int8) with x_valid and x_bank (the weight bank the vector meets); w_in
+    Ports: x (R lanes, int8) with x_valid; x_bank_next, the weight bank that the vector of the next
+    cycle meets (a cycle ahead of it); w_in
     (C lanes, int8) written into bank w_bank of PE row w_row while w_we; y (C lanes, signed
     acc_bits) with y_valid, `latency` = R + C cycles after x.
     """
@@ -109,7 +119,7 @@ class PEArray(wiring.Component):
         self.rows, self.cols, self.acc_bits = rows, cols, acc_bits
         self.latency = rows + cols
         super().__init__({
-            "x": In(data.ArrayLayout(signed(8), rows)), "x_valid": In(1), "x_bank": In(1),
+            "x": In(data.ArrayLayout(signed(8), rows)), "x_valid": In(1), "x_bank_next": In(1),
             "w_in": In(data.ArrayLayout(signed(8), cols)), "w_row": In(range(max(rows, 2))), "w_we": In(1),
             "w_bank": In(1),
             "y": Out(data.ArrayLayout(signed(acc_bits), cols)), "y_valid": Out(1),
@@ -127,13 +137,13 @@ class PEArray(wiring.Component):
                 pe = pes[r][c]
                 m.d.comb += [pe.w_in.eq(self.w_in[c]), pe.w_we.eq(row_we), pe.w_bank.eq(self.w_bank)]
                 m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
-            # Input skew: row r's datum (with its valid and bank bits) enters r cycles late.
-            # Every row's bank skew is the same bits (x_bank delayed), and so is the bank register of
-            # the first PE of the row above: `keep`, so that synthesis does not merge them into one
-            # chain whose registers each drive the weight multiplexers of two rows.
+            # Input skew: row r's datum (with its valid bit, and its bank bit a cycle ahead) enters r
+            # cycles late. Every row's bank skew is the same bits (x_bank_next delayed), and so is the
+            # bank register of the first PE of the row above: `keep`, so that synthesis does not
+            # merge them into one chain whose registers each drive the weight multiplexers of two rows.
             x_row = delayed(m, self.x[r], r, signed(8), f"skew_x_{r}_")
             valid_row = delayed(m, self.x_valid, r, 1, f"skew_v_{r}_")
-            bank_row = delayed(m, self.x_bank, r, 1, f"skew_b_{r}_", attrs={"keep": 1})
+            bank_row = delayed(m, self.x_bank_next, r, 1, f"skew_b_{r}_", attrs={"keep": 1})
             for c in range(cols):
                 pe = pes[r][c]
                 if c == 0:

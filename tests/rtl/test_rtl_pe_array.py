@@ -40,7 +40,10 @@ def run_array(x_tiles: list[np.ndarray], w_tiles: list[np.ndarray], acc_bits: in
             if item is not None:
                 t, k = item
                 ctx.set(dut.x, [int(v) for v in x_tiles[t][k]])
-                ctx.set(dut.x_bank, t % 2)
+            # the bank of the next cycle's vector, a cycle ahead of it
+            following = stream[cycle + 1] if cycle + 1 < len(stream) else None
+            if following is not None:
+                ctx.set(dut.x_bank_next, following[0] % 2)
             if ctx.get(dut.y_valid):
                 results.append([ctx.get(dut.y[c]) for c in range(cols)])
             await ctx.tick()
@@ -107,7 +110,7 @@ def test_worst_case_column_is_exact_at_product_sum_bits():
 
 
 def test_every_row_skews_its_bank_bit_in_registers_of_its_own():
-    """Every row's bank skew holds the same bits (x_bank delayed), as does the bank register of the
+    """Every row's bank skew holds the same bits (x_bank_next delayed), as does the bank register of the
     first PE of the row above: each skew register is marked `keep` (one flip-flop each after
     `rtl.fpga.KEEP_FLIP_FLOPS`), as the PEs' bank registers are, so that synthesis does not merge
     them into one chain driving the weight multiplexers of two rows."""
