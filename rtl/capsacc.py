@@ -283,7 +283,8 @@ class CapsAcc(wiring.Component):
         m.d.sync += [l_base.eq(word.matmul.w_addr), l_ptr.eq(l_row + 1), l_first.eq(0)]
         load_free = ~l_busy | (l_k == rows - 1)
         weight_issue = l_busy
-        # The row's write (enable, tile row, bank) follows the read down three registers; the read
+        # The row's write (enable, tile row, bank) follows the read down two registers, then is
+        # decoded into the array's enables (a register per row and bank) in the third; the read
         # data is registered behind the memory and again in front of the array (the data stream
         # does the same, so a weight row reaches the array as many cycles after its read as a
         # data row does after its own).
@@ -291,12 +292,13 @@ class CapsAcc(wiring.Component):
         # they have no reset: an FPGA block RAM's output register can hold them.
         w_q = Signal(data.ArrayLayout(signed(8), cols), name="w_q", reset_less=True)
         w_in = Signal(data.ArrayLayout(signed(8), cols), name="w_in")
-        w_we = delay_chain(m, weight_issue, 3, 1, "w_we")
-        w_row = delay_chain(m, l_k, 3, range(max(rows, 2)), "w_row")
-        w_bank = delay_chain(m, l_bank, 3, 1, "w_bank")
+        w_we = delayed(m, weight_issue, 2, 1, "w_we")
+        w_row = delayed(m, l_k, 2, range(max(rows, 2)), "w_row")
+        w_bank = delayed(m, l_bank, 2, 1, "w_bank")
+        w_row_we = Signal(data.ArrayLayout(2, rows), name="w_row_we")
+        m.d.sync += [w_row_we[r][b].eq(w_we & (w_row == r) & (w_bank == b)) for r in range(rows) for b in range(2)]
         m.d.sync += [w_q.eq(weight_r.data), w_in.eq(w_q)]
-        m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_we[-1]), array.w_row.eq(w_row[-1]),
-                     array.w_bank.eq(w_bank[-1])]
+        m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_row_we)]
         with m.If(l_busy):
             m.d.sync += l_k.eq(l_k + 1)
             with m.If(l_k == rows - 1):

@@ -52,12 +52,16 @@ logic it feeds, and neither path is a long route with logic behind it."""
 
 class OffchipMemory(wiring.Component):
     """`depth` beats of `bytes_per_cycle` bytes, read latency `latency_cycles` (>= 1); a host port
-    (used while the DMA is quiet) to load the image and read results."""
+    (used while the DMA is quiet) to load the image and read results: a read's data in host_rdata a
+    cycle after its address, or with `host_read_register` two (the beat read is registered before
+    its 64 bits are selected, so that the block RAM's read data drives registers only, which the
+    block can hold itself: the FPGA build)."""
 
-    def __init__(self, bytes_per_cycle: int, latency_cycles: int, depth: int):
+    def __init__(self, bytes_per_cycle: int, latency_cycles: int, depth: int, host_read_register: bool = False):
         if latency_cycles < 1:
             raise ValueError(f"latency_cycles: {latency_cycles} < 1")
         self.bytes_per_cycle, self.latency_cycles, self.depth = bytes_per_cycle, latency_cycles, depth
+        self.host_read_register = host_read_register
         super().__init__({
             "port": In(OffchipSignature(bytes_per_cycle)),
             "host_addr": In(HOST_ADDR_BITS), "host_lane": In(6), "host_wdata": In(64), "host_we": In(1),
@@ -67,7 +71,12 @@ class OffchipMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = 8 * self.bytes_per_cycle
-        m.submodules.beats = beats = Memory(shape=width, depth=self.depth, init=[])
+        # The beat read in a cycle that writes it is never used: the DMA engine never reads a beat
+        # it wrote in the two cycles before, and the host reads no beat in the cycle it writes one
+        # (its read data then is that of a write). So a read-write collision is don't-care
+        # (`no_rw_check`): synthesis adds no bypass logic behind the read data, and the FPGA build's
+        # block RAMs can register it themselves (`rtl.ecp5_pack`).
+        m.submodules.beats = beats = Memory(shape=width, depth=self.depth, init=[], attrs={"no_rw_check": 1})
         reader, writer = beats.read_port(), beats.write_port(granularity=8)
         # A write request is registered and stored a cycle later (a controller's input register);
         # the DMA engine never reads a beat within two cycles of writing it (`rtl.dma`).
@@ -90,9 +99,12 @@ class OffchipMemory(wiring.Component):
         stages = max(self.latency_cycles - 2, 0)  # the L cycles less the read and any request register
         valid = delayed(m, valid, stages, 1, "rvalid_")
         m.d.comb += [self.port.rvalid.eq(valid), self.port.rdata.eq(self._delayed(m, reader.data, stages))]
-        lane_q = Signal(6)
-        m.d.sync += lane_q.eq(self.host_lane)
-        m.d.comb += self.host_rdata.eq(reader.data.word_select(lane_q, 64) if width > 64 else reader.data)
+        beat = reader.data
+        lane_q = delayed(m, self.host_lane, 1 + self.host_read_register, 6, "lane_q")
+        if self.host_read_register:
+            beat = Signal(width, name="host_beat", reset_less=True)
+            m.d.sync += beat.eq(reader.data)
+        m.d.comb += self.host_rdata.eq(beat.word_select(lane_q, 64) if width > 64 else beat)
         return m
 
     @staticmethod
@@ -184,6 +196,8 @@ class CapsAccSystem(wiring.Component):
         if offchip_depth < 2 or offchip_depth & (offchip_depth - 1):
             raise ValueError(f"offchip_depth: {offchip_depth} is not a power of two >= 2")
         self.config, self.offchip_depth, self.verilog_memory = config, offchip_depth, verilog_memory
+        if verilog_memory and host_registers:
+            raise ValueError("host_registers (the FPGA build) takes OffchipMemory, not verilog_memory")
         self.host_registers = host_registers
         self.verilog_modules = (OFFCHIP_VERILOG,) if verilog_memory else ()
         self.accelerator = CapsAcc(**config.hardware(), host_read_registers=host_registers,
@@ -218,7 +232,7 @@ class CapsAccSystem(wiring.Component):
                 i_host_wdata=host_wdata, i_host_we=memory_we, o_host_rdata=host_rdata)
         else:
             m.submodules.offchip = memory = OffchipMemory(cfg.offchip_bytes_per_cycle, cfg.offchip_latency_cycles,
-                                                          self.offchip_depth)
+                                                          self.offchip_depth, host_read_register=self.host_registers)
             wiring.connect(m, acc.offchip, memory.port)
             m.d.comb += [memory.host_addr.eq(host_addr), memory.host_lane.eq(host_lane),
                          memory.host_wdata.eq(host_wdata), memory.host_we.eq(memory_we), host_rdata.eq(memory.host_rdata)]
@@ -232,10 +246,9 @@ class CapsAccSystem(wiring.Component):
             memory_we.eq(host_we & to_memory & ~acc.busy),
         ]
         # A read's data comes the accelerator's host_read_latency after its address: a cycle, or
-        # with `host_registers` two (`CapsAcc(host_read_registers=True)`); the memory's read data,
-        # a cycle after its address, is registered to match.
+        # with `host_registers` two (`CapsAcc(host_read_registers=True)`), as the memory's
+        # (`OffchipMemory(host_read_register=True)`).
         latency = acc.host_read_latency
         sel_q = delayed(m, host_sel, latency, 3, "sel_q")
-        memory_rdata = delayed(m, host_rdata, latency - 1, 64, "memory_rdata", reset_less=True)
-        m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, memory_rdata, acc.host_rdata))
+        m.d.comb += self.host_rdata.eq(Mux(sel_q == SEL_OFFCHIP, host_rdata, acc.host_rdata))
         return m

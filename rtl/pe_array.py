@@ -13,9 +13,10 @@ into the neighbour's multiplier as its critical path, docs/rtl.md).
 Partial sums are `acc_bits`-bit two's complement and wrap (the low `acc_bits` bits of the exact
 sum are kept; no saturation).
 
-Weights load by rows: while `w_we` is high, the C weights of `w_in` are written into bank
-`w_bank` of PE row `w_row` (a column bus per column, a row enable per row), so a tile loads in R
-cycles, one row per cycle, into the bank the array is not computing with: the next tile loads
+Weights load by rows: the C weights of `w_in` are written into bank b of PE row r where bit b of
+`w_we[r]` is high (a column bus per column, an enable per row and bank, decoded by the user ahead
+of its register, so that no decode runs into the PEs), so a tile loads in R cycles, one row per
+cycle, into the bank the array is not computing with: the next tile loads
 while the current one streams. Loading top row first, the data of the new tile may enter the
 array the cycle after its first row was written (row r's weights are written before the skewed
 data reach row r); the bank may be rewritten once the last datum of the tile that used it has
@@ -60,11 +61,11 @@ class PE(wiring.Component):
     """One processing element: registers x_out = x_in, valid_out = valid_in, bank_out = bank_in,
     the weight of its next datum (weight[bank_in], or w_in where that bank is written in this cycle),
     product = x_in * that weight (selected a cycle before), and psum_out = wrap(psum_in + product)
-    (the product of the previous cycle); writes weight[w_bank] = w_in when w_we.
+    (the product of the previous cycle); writes weight[b] = w_in where bit b of w_we is high.
 
     Ports: x_in / x_out signed 8-bit data with valid bits; bank_in the bank of the datum arriving in
     the next cycle, bank_out (registered) that of the datum now at x_out's register, the right
-    neighbour's next; psum_in / psum_out signed acc_bits; w_in (signed 8), w_we, w_bank.
+    neighbour's next; psum_in / psum_out signed acc_bits; w_in (signed 8), w_we (a bit per bank).
     """
 
     def __init__(self, acc_bits: int = 25):
@@ -72,7 +73,7 @@ class PE(wiring.Component):
         super().__init__({
             "x_in": In(signed(8)), "valid_in": In(1), "bank_in": In(1),
             "psum_in": In(signed(acc_bits)),
-            "w_in": In(signed(8)), "w_we": In(1), "w_bank": In(1),
+            "w_in": In(signed(8)), "w_we": In(2),
             "x_out": Out(signed(8)), "valid_out": Out(1), "bank_out": Out(1),
             "psum_out": Out(signed(acc_bits)),
         })
@@ -81,11 +82,11 @@ class PE(wiring.Component):
         m = Module()
         banks = [Signal(signed(8), name=f"w{b}") for b in range(2)]
         for b, bank in enumerate(banks):
-            with m.If(self.w_we & (self.w_bank == b)):
+            with m.If(self.w_we[b]):
                 m.d.sync += bank.eq(self.w_in)
         # The weight of the datum arriving next cycle: its bank as it will be then (written now or not).
         weight = Signal(signed(8))
-        written = self.w_we & (self.w_bank == self.bank_in)
+        written = Mux(self.bank_in, self.w_we[1], self.w_we[0])
         m.d.sync += weight.eq(Mux(written, self.w_in, Mux(self.bank_in, banks[1], banks[0])))
         m.submodules.multiplier = multiplier = Multiplier(8)
         product = multiplier.p
@@ -108,8 +109,8 @@ class PEArray(wiring.Component):
     """R x C weight-stationary array, two weight banks, internal input skew and output de-skew.
 
     Ports: x (R lanes, int8) with x_valid; x_bank_next, the weight bank that the vector of the next
-    cycle meets (a cycle ahead of it); w_in
-    (C lanes, int8) written into bank w_bank of PE row w_row while w_we; y (C lanes, signed
+    cycle meets (a cycle ahead of it); w_in (C lanes, int8) written into bank b of PE row r where bit
+    b of w_we[r] is high (at most one row); y (C lanes, signed
     acc_bits) with y_valid, `latency` = R + C cycles after x.
     """
 
@@ -120,8 +121,7 @@ class PEArray(wiring.Component):
         self.latency = rows + cols
         super().__init__({
             "x": In(data.ArrayLayout(signed(8), rows)), "x_valid": In(1), "x_bank_next": In(1),
-            "w_in": In(data.ArrayLayout(signed(8), cols)), "w_row": In(range(max(rows, 2))), "w_we": In(1),
-            "w_bank": In(1),
+            "w_in": In(data.ArrayLayout(signed(8), cols)), "w_we": In(data.ArrayLayout(2, rows)),
             "y": Out(data.ArrayLayout(signed(acc_bits), cols)), "y_valid": Out(1),
         })
 
@@ -130,12 +130,10 @@ class PEArray(wiring.Component):
         rows, cols = self.rows, self.cols
         pes = [[PE(self.acc_bits) for _ in range(cols)] for _ in range(rows)]
         for r in range(rows):
-            row_we = Signal(name=f"w_we_{r}")
-            m.d.comb += row_we.eq(self.w_we & (self.w_row == r))
             for c in range(cols):
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c]
                 pe = pes[r][c]
-                m.d.comb += [pe.w_in.eq(self.w_in[c]), pe.w_we.eq(row_we), pe.w_bank.eq(self.w_bank)]
+                m.d.comb += [pe.w_in.eq(self.w_in[c]), pe.w_we.eq(self.w_we[r])]
                 m.d.comb += pe.psum_in.eq(0 if r == 0 else pes[r - 1][c].psum_out)
             # Input skew: row r's datum (with its valid bit, and its bank bit a cycle ahead) enters r
             # cycles late. Every row's bank skew is the same bits (x_bank_next delayed), and so is the

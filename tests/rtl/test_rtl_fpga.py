@@ -301,10 +301,10 @@ def test_fpga_4x4_on_ecp5_85k(tmp_path, capsys, record_property):
     # data, weight and routing buffers (256 x 32 bits) one each, the partial sums (256 x 100) and
     # the program (64 x 64) at least two each
     assert 7 <= result["block_rams"] <= 208
-    # The int8 buffers' compute ports, the partial sums' and the off-chip model's delay ring's
-    # 36-bit read ports are read through the blocks' output registers (`rtl.ecp5_pack`).
+    # The int8 buffers' compute ports, the partial sums', the off-chip model's beats' and its delay
+    # ring's 36-bit read ports are read through the blocks' output registers (`rtl.ecp5_pack`).
     assert {port.split(".")[1] for port in result["output_registers"]} == {
-        "data_buf", "weight_buf", "routing_buf", "psum", "delay"}
+        "data_buf", "weight_buf", "routing_buf", "psum", "beats", "delay"}
     assert 1 < result["fmax_MHz"] < 500
     assert result["timing_met"] == (result["fmax_MHz"] >= 100)
     assert result["critical_path_ns"] > 1000 / 500

@@ -29,12 +29,12 @@ def run_array(x_tiles: list[np.ndarray], w_tiles: list[np.ndarray], acc_bits: in
         cycle = 0
         while len(results) < total:
             load = loads[cycle] if cycle < len(loads) else None
-            ctx.set(dut.w_we, load is not None)
+            enables = [0] * rows
             if load is not None:
                 t, r = load
                 ctx.set(dut.w_in, [int(v) for v in w_tiles[t][r]])
-                ctx.set(dut.w_row, r)
-                ctx.set(dut.w_bank, t % 2)
+                enables[r] = 1 << (t % 2)
+            ctx.set(dut.w_we, enables)
             item = stream[cycle] if cycle < len(stream) else None
             ctx.set(dut.x_valid, item is not None)
             if item is not None:
