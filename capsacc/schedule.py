@@ -134,10 +134,11 @@ def act_unit_cycles(cols: int, func: str, n: int, length: int, column: bool = Fa
 def dma_cycles(instruction: Dma, rows: int, cols: int, bytes_per_cycle: int, latency_cycles: int) -> int:
     """Cycles from a DMA instruction's issue to the first cycle its engine is idle again, with
     T = n * `beats_per_row` beats: a load T + L + 1 (a read request per cycle from issue + 1, each
-    answered L cycles later, the row written as its last beat arrives), a store T + 2 (a buffer row
-    read per beat from issue + 1, the beat written to the port a cycle later)."""
+    answered L cycles later, the row written as its last beat arrives), a store T + 3 (a buffer row
+    read per beat from issue + 1, registered behind the buffer, the beat written to the port two
+    cycles after its read)."""
     beats = instruction.n * beats_per_row(buffer_lanes(instruction.buffer, rows, cols), bytes_per_cycle)
-    return beats + 2 if instruction.store else beats + latency_cycles + 1
+    return beats + 3 if instruction.store else beats + latency_cycles + 1
 
 
 @dataclass(frozen=True)

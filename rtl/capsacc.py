@@ -237,18 +237,22 @@ class CapsAcc(wiring.Component):
         # The DMA engine's own port on each int8 buffer: one address for its reads (stores) and
         # writes (loads), so that the buffer has two read-write ports (this one and the compute's,
         # below), a true dual-port block RAM. The engine moves rows while the compute reads and
-        # writes; the program keeps them on different rows (`rtl.isa` WAIT). Reads come back a
-        # cycle later, selected by the buffer the engine read then.
-        dma_rd_buffer = Signal(Buffer)
-        m.d.sync += dma_rd_buffer.eq(dma.buffer)
+        # writes; the program keeps them on different rows (`rtl.isa` WAIT). The read data is
+        # registered behind each buffer (no reset: a block RAM's output register can hold it) and
+        # selected, two cycles after the read, by the buffer the engine read then; the select is
+        # then no logic between a block RAM and the off-chip port (an ECP5 build measured that path
+        # as its critical one, docs/rtl.md).
+        dma_rd_buffer = delayed(m, dma.buffer, 2, Buffer, "dma_rd_buffer")
         for buffer, memory, lanes in ((Buffer.DATA, data_buf, rows), (Buffer.WEIGHT, weight_buf, cols),
                                       (Buffer.ROUTING, routing_buf, rows)):
             reader, writer = memory.read_port(), memory.write_port(granularity=1)
             m.d.comb += [reader.addr.eq(dma.addr), writer.addr.eq(dma.addr)]
             m.d.comb += [writer.data[lane].eq(dma.wr_row[lane]) for lane in range(lanes)]
             m.d.comb += [writer.en[lane].eq(dma.wr_en & (dma.buffer == buffer)) for lane in range(lanes)]
+            read_q = Signal(data.ArrayLayout(8, lanes), name=f"dma_{buffer.name.lower()}_q", reset_less=True)
+            m.d.sync += read_q.eq(reader.data)
             with m.If(dma_rd_buffer == buffer):
-                m.d.comb += [dma.rd_row[lane].eq(reader.data[lane]) for lane in range(lanes)]
+                m.d.comb += [dma.rd_row[lane].eq(read_q[lane]) for lane in range(lanes)]
 
         busy = Signal()
         done = Signal()

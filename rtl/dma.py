@@ -12,8 +12,9 @@ when `idle`) and runs it alone:
   in the cycle its last beat arrives (lane j from byte j of the row's beats). Idle again the cycle
   after the last.
 - store: in each of the T cycles after it was accepted, the engine reads buffer row
-  addr + k // b (`addr`, data in `rd_row` a cycle later) and writes its beat k % b to beat ext + k
-  the cycle after (bytes past the row's lanes are zero). Idle again the cycle after the last write.
+  addr + k // b (`addr`, data in `rd_row` two cycles later: the user registers the read data behind
+  the buffer, `rtl.capsacc`) and writes its beat k % b to beat ext + k two cycles after the read
+  (bytes past the row's lanes are zero). Idle again the cycle after the last write.
 
 The engine reads a buffer only in a store and writes one only in a load, so one address (`addr`,
 in the buffer `buffer`) serves both: each buffer's DMA side is a single read-write port, and with
@@ -27,6 +28,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from capsacc.schedule import PROGRAM_WORD_BYTES
+from rtl.delay import delayed
 from rtl.isa import ADDR_BITS, DESCRIPTOR, EXT_BITS, Buffer, beats_per_row, buffer_lanes
 
 
@@ -121,15 +123,17 @@ class DMAEngine(wiring.Component):
         with m.If(arriving & (got + 1 == total)):
             m.d.sync += [active.eq(0), loading.eq(0)]
 
-        # Store: the row read in the issue cycle, its beat written to the port in the next.
-        st_valid = Signal()
-        st_beat = Signal.like(issue_beat)
-        st_ext = Signal(EXT_BITS)
-        m.d.sync += [st_valid.eq(issuing & cur.store), st_beat.eq(issue_beat), st_ext.eq(cur.ext + issued)]
+        # Store: the row read in the issue cycle, its beat written to the port two cycles later (the
+        # read data registered behind the buffer, then selected by buffer into `rd_row`). `st_last`
+        # marks the last beat: the next to last is written when all beats have issued.
+        st_valid = delayed(m, issuing & cur.store, 2, 1, "st_valid")
+        st_last = delayed(m, issued + 1 == total, 2, 1, "st_last")
+        st_beat = delayed(m, issue_beat, 2, len(issue_beat), "st_beat")
+        st_ext = delayed(m, cur.ext + issued, 2, EXT_BITS, "st_ext")
         row_bits = Cat(self.rd_row.as_value(), Const(0, max(0, width * most - 8 * self.lanes)))
         m.d.comb += [self.buffer.eq(cur.buffer),
                      self.addr.eq(Mux(cur.store, issue_addr, got_addr))]
-        with m.If(st_valid & (issued == total)):
+        with m.If(st_valid & st_last):
             m.d.sync += active.eq(0)
 
         m.d.comb += [

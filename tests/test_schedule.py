@@ -31,7 +31,7 @@ def test_a_load_then_wait_then_matmul_issue_as_the_rules_say():
 def test_a_store_and_a_load_share_the_engine():
     store, load = Dma("weight", 0, 2, 0, store=True), Dma("data", 0, 5, 4)
     issue = timing([store, load], R, C, W, L).issue
-    assert issue[1] - issue[0] == dma_cycles(store, R, C, W, L) == 2 * beats_per_row(C, W) + 2
+    assert issue[1] - issue[0] == dma_cycles(store, R, C, W, L) == 2 * beats_per_row(C, W) + 3
     assert issue[2] == issue[1] + dma_cycles(load, R, C, W, L)  # the HALT waits for the engine
 
 
