@@ -285,7 +285,10 @@ class CapsAcc(wiring.Component):
         l_first = Signal()  # the cycle after a MATMUL issued: its tile's first row is read
         m.d.comb += l_row.eq(Mux(l_first, l_base, l_ptr))
         m.d.sync += [l_base.eq(word.matmul.w_addr), l_ptr.eq(l_row + 1), l_first.eq(0)]
-        load_free = ~l_busy | (l_k == rows - 1)
+        # `l_last` (l_k == R - 1) is a register of its own, from the next count, so no compare of
+        # the count runs into the dispatch (`fire`).
+        l_last = Signal(init=int(rows == 1))
+        load_free = ~l_busy | l_last
         weight_issue = l_busy
         # The row's write (enable, tile row, bank) follows the read down two registers, then is
         # decoded into the array's enables (a register per row and bank) in the third; the read
@@ -304,9 +307,9 @@ class CapsAcc(wiring.Component):
         m.d.sync += [w_q.eq(weight_r.data), w_in.eq(w_q)]
         m.d.comb += [array.w_in.eq(w_in), array.w_we.eq(w_row_we)]
         with m.If(l_busy):
-            m.d.sync += l_k.eq(l_k + 1)
-            with m.If(l_k == rows - 1):
-                m.d.sync += [l_busy.eq(0), l_k.eq(0)]
+            m.d.sync += [l_k.eq(l_k + 1), l_last.eq(l_k == rows - 2)]
+            with m.If(l_last):
+                m.d.sync += [l_busy.eq(0), l_k.eq(0), l_last.eq(rows == 1)]
 
         # Stream engine: n cycles of data-row reads; a one-entry slot holds the next MATMUL's
         # stream from its dispatch until the engine takes it (the cycle of the previous stream's
@@ -347,18 +350,21 @@ class CapsAcc(wiring.Component):
 
         # Bank hazard: a tile may be loaded into a bank once the last datum of the tile before
         # it in that bank has passed its row's last column: dispatch >= that datum's read + C - 2.
+        # `cooled` (count_down == 0) is a register of its own, from the next count.
         bank_ready = []
         for b in range(2):
             if cols < 3:  # the stream slot's order alone keeps the rule
                 bank_ready.append(Const(1))
                 continue
             count_down = Signal(range(cols - 1), name=f"cooldown_{b}")
+            cooled = Signal(init=1, name=f"cooled_{b}")
             leaving = s_last & (stream.bank == b)
+            m.d.sync += cooled.eq(Mux(leaving, cols == 3, count_down <= 1))
             with m.If(leaving):
                 m.d.sync += count_down.eq(cols - 3)
             with m.Elif(count_down != 0):
                 m.d.sync += count_down.eq(count_down - 1)
-            bank_ready.append((count_down == 0) & ~leaving)
+            bank_ready.append(cooled & ~leaving)
         next_bank = Signal()
 
         # Accumulator unit: every streamed row carries its partial-sum row and accumulate flag
@@ -568,7 +574,7 @@ class CapsAcc(wiring.Component):
                             f = word.matmul
                             m.d.comb += matmul_fired.eq(1)
                             m.d.sync += [
-                                l_busy.eq(1), l_k.eq(0), l_first.eq(1), l_bank.eq(next_bank),
+                                l_busy.eq(1), l_k.eq(0), l_last.eq(rows == 1), l_first.eq(1), l_bank.eq(next_bank),
                                 slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
                                 slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
                                 slot.hold.eq(f.hold), slot.bank.eq(next_bank), next_bank.eq(~next_bank),
