@@ -359,7 +359,7 @@ class CapsAcc(wiring.Component):
             count_down = Signal(range(cols - 1), name=f"cooldown_{b}")
             cooled = Signal(init=1, name=f"cooled_{b}")
             leaving = s_last & (stream.bank == b)
-            m.d.sync += cooled.eq(Mux(leaving, cols == 3, count_down <= 1))
+            m.d.sync += cooled.eq(Mux(leaving, cols == 3, count_down[1:] == 0))  # count_down <= 1
             with m.If(leaving):
                 m.d.sync += count_down.eq(cols - 3)
             with m.Elif(count_down != 0):

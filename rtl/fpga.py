@@ -477,14 +477,14 @@ class ECP5Primitives:
     cells for the generic components that ask for them.
 
     `get_multiplier` builds an `rtl.pe_array.Multiplier` as a MULT18X18D with its output register
-    (REG_OUTPUT_CLK = CLK0, synchronous reset from the domain's): synth_ecp5 infers multipliers
+    (REG_OUTPUT_CLK = CLK0, no reset, as the generic `Multiplier`): synth_ecp5 infers multipliers
     without their registers, so the product's flip-flop sat in the fabric, and a PE's critical path
     ran fabric -> DSP block -> fabric (two long routes: 5.4 and 6.1 ns of a 17.2 ns path at 8x8).
     Operands (at most 18 bits each) are sign-extended to 18 bits (SIGNEDA, SIGNEDB), the product is
     P[0 : width + b_width]. The activation unit's products are built the same way."""
 
     def get_multiplier(self, multiplier):
-        from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal
+        from amaranth import ClockSignal, Instance, Module, Signal
 
         if max(multiplier.width, multiplier.b_width) > 18:
             raise ValueError(f"a MULT18X18D multiplies operands of at most 18 bits, not {multiplier.width} "
@@ -497,7 +497,7 @@ class ECP5Primitives:
         m.submodules.dsp = Instance(
             "MULT18X18D", p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
             p_RESETMODE="SYNC", p_GSR="DISABLED", i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
-            i_CLK0=ClockSignal(), i_CE0=1, i_RST0=ResetSignal(), **ports)
+            i_CLK0=ClockSignal(), i_CE0=1, i_RST0=0, **ports)
         return m
 
 

@@ -37,7 +37,8 @@ from rtl.delay import delayed
 
 class Multiplier(wiring.Component):
     """A registered signed product: `p` = `a` * `b` one cycle after `a` and `b` (`a` signed `width`
-    bits, `b` signed `b_width` bits, `width` by default; `p` signed `width` + `b_width`; reset to 0).
+    bits, `b` signed `b_width` bits, `width` by default; `p` signed `width` + `b_width`; 0 at power-up,
+    no reset: a data register, qualified by its user's valid bits).
     On a platform with `get_multiplier(multiplier)` (the ECP5 build, `rtl.fpga.ECP5Primitives`) the
     platform builds it, e.g. in a DSP block with its output register, so that no long route runs
     between the block and a fabric register."""
@@ -53,7 +54,9 @@ class Multiplier(wiring.Component):
         if hasattr(platform, "get_multiplier"):
             return platform.get_multiplier(self)
         m = Module()
-        m.d.sync += self.p.eq(self.a * self.b)
+        product = Signal.like(self.p, name="product", reset_less=True)
+        m.d.sync += product.eq(self.a * self.b)
+        m.d.comb += self.p.eq(product)
         return m
 
 
@@ -80,12 +83,15 @@ class PE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        banks = [Signal(signed(8), name=f"w{b}") for b in range(2)]
+        # The data registers (weights, datum, partial sum) have no reset (0 at power-up): the valid
+        # bits qualify them, so a reset need not reach them (on an FPGA, fewer loads on the reset's
+        # net and fewer control sets to pack).
+        banks = [Signal(signed(8), name=f"w{b}", reset_less=True) for b in range(2)]
         for b, bank in enumerate(banks):
             with m.If(self.w_we[b]):
                 m.d.sync += bank.eq(self.w_in)
         # The weight of the datum arriving next cycle: its bank as it will be then (written now or not).
-        weight = Signal(signed(8))
+        weight = Signal(signed(8), reset_less=True)
         written = Mux(self.bank_in, self.w_we[1], self.w_we[0])
         m.d.sync += weight.eq(Mux(written, self.w_in, Mux(self.bank_in, banks[1], banks[0])))
         m.submodules.multiplier = multiplier = Multiplier(8)
@@ -94,13 +100,15 @@ class PE(wiring.Component):
         # per PE all the same (rtl.fpga honours it): merged, one flip-flop would drive the weight
         # multiplexers of a whole anti-diagonal, long nets across the array.
         bank = Signal(name="bank", attrs={"keep": 1})
-        m.d.comb += [self.bank_out.eq(bank), multiplier.a.eq(self.x_in), multiplier.b.eq(weight)]
+        x, psum = Signal(signed(8), reset_less=True), Signal(signed(self.acc_bits), reset_less=True)
+        m.d.comb += [self.bank_out.eq(bank), multiplier.a.eq(self.x_in), multiplier.b.eq(weight),
+                     self.x_out.eq(x), self.psum_out.eq(psum)]
         m.d.sync += [
-            self.x_out.eq(self.x_in),
+            x.eq(self.x_in),
             self.valid_out.eq(self.valid_in),
             bank.eq(self.bank_in),
             # The assignment truncates to acc_bits: two's-complement wrap.
-            self.psum_out.eq(self.psum_in + product),
+            psum.eq(self.psum_in + product),
         ]
         return m
 
@@ -139,7 +147,7 @@ class PEArray(wiring.Component):
             # cycles late. Every row's bank skew is the same bits (x_bank_next delayed), and so is the
             # bank register of the first PE of the row above: `keep`, so that synthesis does not
             # merge them into one chain whose registers each drive the weight multiplexers of two rows.
-            x_row = delayed(m, self.x[r], r, signed(8), f"skew_x_{r}_")
+            x_row = delayed(m, self.x[r], r, signed(8), f"skew_x_{r}_", reset_less=True)
             valid_row = delayed(m, self.x_valid, r, 1, f"skew_v_{r}_")
             bank_row = delayed(m, self.x_bank_next, r, 1, f"skew_b_{r}_", attrs={"keep": 1})
             for c in range(cols):
@@ -153,7 +161,7 @@ class PEArray(wiring.Component):
         # Output de-skew: column c leaves the bottom row at t + R + 1 + c; delay it C-1-c cycles.
         for c in range(cols):
             m.d.comb += self.y[c].eq(delayed(m, pes[rows - 1][c].psum_out, cols - 1 - c, signed(self.acc_bits),
-                                             f"deskew_y_{c}_"))
+                                             f"deskew_y_{c}_", reset_less=True))
         # The bottom-right PE passes its datum on at t + R + C - 1, its sum one cycle later.
         m.d.sync += self.y_valid.eq(pes[rows - 1][cols - 1].valid_out)
         return m
