@@ -533,9 +533,9 @@ class CapsAcc(wiring.Component):
             "weight_writes": act_write(Dst.WEIGHT),
             "routing_writes": act_write(Dst.ROUTING),
         }
-        # `rtl.counter.EventCounter`s: each registers its increment, its carry between halves and the
-        # start's clear, so the counts lag a cycle behind what the host reads (settled + unsettled: the
-        # same value as a counter that adds in the cycle of the event). The start cycle and the one
+        # `rtl.counter.EventCounter`s: each registers its increment twice, its carry between halves and
+        # the start's clear, so the counts lag behind what the host reads (settled + unsettled: the
+        # same value as a counter that adds in the cycle of the event). The start cycle and the ones
         # before it count nothing (idle, or the HALT of the run before), so no run's event is dropped.
         counter_units, starting = {}, self.start & ~busy
         for name, _ in COUNTERS:
@@ -543,7 +543,7 @@ class CapsAcc(wiring.Component):
             m.submodules[f"count_{name}"] = unit = EventCounter(COUNTER_BITS, len(increment))
             m.d.comb += [unit.increment.eq(increment), unit.clear.eq(starting)]
             counter_units[name] = unit
-        settled, unsettled = Signal(COUNTER_BITS), Signal(COUNTER_BITS // 2 + 1)
+        settled, unsettled = Signal(COUNTER_BITS), Signal(COUNTER_BITS // 2 + 2)
         with m.Switch(self.counter_sel):
             for index, (name, _) in enumerate(COUNTERS):
                 with m.Case(index):
