@@ -579,6 +579,10 @@ class ActivationUnit(wiring.Component):
         # 1) the arriving row wins, as its load follows the shift below.
         w_active = Signal()
         w_slot = Signal(range(max_span + 1))
+        # w_slot as one bit per bank row, a register of its own: each row's shift enable is then
+        # `writing` and one bit, with no compare of w_slot in front of its 64 flip-flops (an ECP5
+        # build measured w_slot's decode into a row's enable as its critical path, docs/rtl.md).
+        w_slot_row = Signal(max_span, init=1)
         w_lane = Signal(range(cols + 1))
         w_row, w_group = Signal(11), Signal(11)
         w_base, w_strided = Signal(self.addr_bits), Signal(self.addr_bits)
@@ -592,8 +596,9 @@ class ActivationUnit(wiring.Component):
             for r in range(max_span):
                 with m.Case(r):
                     m.d.comb += element.eq(bank[r][0])
-                    with m.If(writing):
-                        m.d.sync += [bank[r][lane].eq(bank[r][lane + 1]) for lane in range(cols - 1)]
+        for r in range(max_span):
+            with m.If(writing & w_slot_row[r]):
+                m.d.sync += [bank[r][lane].eq(bank[r][lane + 1]) for lane in range(cols - 1)]
         with m.If(vector.o.valid):
             m.d.sync += out_rows.eq(out_rows + 1)
             m.d.comb += out_in_group_next.eq(Mux(out_last_row, 0, out_in_group + 1))
@@ -605,12 +610,13 @@ class ActivationUnit(wiring.Component):
                          self.wr_elem.eq(element), self.wr_count.eq(1)]
             m.d.sync += [w_active.eq(1), w_lane.eq(w_lane + 1), w_atom.eq(w_atom + 1)]
             with m.If(w_row_end):
-                m.d.sync += [w_lane.eq(0), w_slot.eq(w_slot + 1), w_row.eq(w_row + 1),
-                             w_strided.eq(w_strided + stride),
+                m.d.sync += [w_lane.eq(0), w_slot.eq(w_slot + 1), w_slot_row.eq(w_slot_row << 1),
+                             w_row.eq(w_row + 1), w_strided.eq(w_strided + stride),
                              w_width_m1.eq(Mux(w_slot == span_m2, last_width_m1, width_m1))]
                 with m.If(w_last_slot):
-                    m.d.sync += [w_active.eq(0), w_slot.eq(0), w_atom.eq(0), w_group.eq(w_group + 1),
-                                 w_base.eq(w_strided + stride), w_width_m1.eq(first_width_m1)]
+                    m.d.sync += [w_active.eq(0), w_slot.eq(0), w_slot_row.eq(1), w_atom.eq(0),
+                                 w_group.eq(w_group + 1), w_base.eq(w_strided + stride),
+                                 w_width_m1.eq(first_width_m1)]
 
         last_write = Mux(column, writing & w_row_end & (w_row == issued - 1),
                          vector.o.valid & (out_rows == issued - 1))
@@ -625,7 +631,8 @@ class ActivationUnit(wiring.Component):
                         p_ptr.eq(self.p_addr), p_group.eq(self.p_addr), out_base.eq(self.dst_addr),
                         out_group.eq(self.dst_addr), w_base.eq(self.dst_addr), w_strided.eq(self.dst_addr),
                         issued.eq(0), in_group.eq(0), wait.eq(0), out_rows.eq(0),
-                        w_active.eq(0), w_slot.eq(0), w_lane.eq(0), w_row.eq(0), w_group.eq(0), w_atom.eq(0),
+                        w_active.eq(0), w_slot.eq(0), w_slot_row.eq(1), w_lane.eq(0), w_row.eq(0), w_group.eq(0),
+                        w_atom.eq(0),
                     ]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
