@@ -386,6 +386,16 @@ def test_a_multiplier_maps_to_one_dsp_block(tmp_path, platform, flip_flops):
     assert counts.get("TRELLIS_FF", 0) == flip_flops
 
 
+def test_the_fpga_top_takes_the_amaranth_offchip_model():
+    """The FPGA top's registered host reads of the off-chip image are `OffchipMemory`'s
+    (`host_read_register`); the Verilog model of the Verilator builds has none, so it is refused there."""
+    from rtl.offchip import CapsAccSystem
+
+    config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    with pytest.raises(ValueError, match="host_registers"):
+        CapsAccSystem(config, 16, verilog_memory=True, host_registers=True)
+
+
 @pytest.mark.parametrize("select", ["program", "data", "weight", "routing", "psum", "offchip"])
 def test_the_fpga_top_registers_the_host_inputs_and_reads(select):
     """With `host_registers` (the FPGA build) every host input is registered `HOST_INPUT_STAGES`
