@@ -249,8 +249,8 @@ class CapsAcc(wiring.Component):
             m.d.comb += [reader.addr.eq(dma.addr), writer.addr.eq(dma.addr)]
             m.d.comb += [writer.data[lane].eq(dma.wr_row[lane]) for lane in range(lanes)]
             m.d.comb += [writer.en[lane].eq(dma.wr_en & (dma.buffer == buffer)) for lane in range(lanes)]
-            read_q = Signal(data.ArrayLayout(8, lanes), name=f"dma_{buffer.name.lower()}_q", reset_less=True)
-            m.d.sync += read_q.eq(reader.data)
+            read_q = delayed(m, reader.data, 1, data.ArrayLayout(8, lanes), f"dma_{buffer.name.lower()}_q",
+                             reset_less=True)
             with m.If(dma_rd_buffer == buffer):
                 m.d.comb += [dma.rd_row[lane].eq(read_q[lane]) for lane in range(lanes)]
 

@@ -99,11 +99,8 @@ class OffchipMemory(wiring.Component):
         stages = max(self.latency_cycles - 2, 0)  # the L cycles less the read and any request register
         valid = delayed(m, valid, stages, 1, "rvalid_")
         m.d.comb += [self.port.rvalid.eq(valid), self.port.rdata.eq(self._delayed(m, reader.data, stages))]
-        beat = reader.data
+        beat = delayed(m, reader.data, int(self.host_read_register), width, "host_beat", reset_less=True)
         lane_q = delayed(m, self.host_lane, 1 + self.host_read_register, 6, "lane_q")
-        if self.host_read_register:
-            beat = Signal(width, name="host_beat", reset_less=True)
-            m.d.sync += beat.eq(reader.data)
         m.d.comb += self.host_rdata.eq(beat.word_select(lane_q, 64) if width > 64 else beat)
         return m
 
