@@ -77,7 +77,7 @@ Instruction = Halt | MatMul | Act | Dma | Wait
 MATMUL_MAX_ROWS = (1 << 14) - 1
 """Most rows of one MATMUL or DMA (their 14-bit n fields)."""
 
-REQUANT_STAGES = 4
+REQUANT_STAGES = 5
 """Pipeline stages of the activation unit's requantization (`rtl.activation`)."""
 OPERAND_STAGES = 2
 """Pipeline stages of its operand (q^2 or EXP[m - q])."""
@@ -92,7 +92,7 @@ def scan_levels(cols: int) -> int:
 
 def activation_latency_cycles(cols: int, length: int) -> int:
     """Cycles from a partial-sum row at the input of the C = `cols` lane activation unit to its
-    result at the output, for capsules of L = `length` atoms: 19 + 4 ceil(log2 C) + 2 ceil(L / C)."""
+    result at the output, for capsules of L = `length` atoms: 20 + 4 ceil(log2 C) + 2 ceil(L / C)."""
     return REQUANT_STAGES + 2 * (2 * scan_levels(cols) + 1 + -(-length // cols)) + OPERAND_STAGES + SCALE_STAGES
 
 

@@ -18,8 +18,8 @@ E = sum e, (factor, k) = golden.softmax_scale(E), y = sat8((e factor + 2^(k-1)) 
 
 Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage registered):
 
-    requantize        4 stages   register the row; shift (`half_shift`); the rounding's flags and
-                                 low byte (`round_flags`); saturate (`saturate8`)
+    requantize        5 stages   register the row; register it again; shift (`half_shift`); the
+                                 rounding's flags and low byte (`round_flags`); saturate (`saturate8`)
     reduce 1 (max)    2W + 1 + span: segmented max scan (W), cross-row stage (1), backward
                       broadcast of each segment's total to its lanes (W), hold register; the
                       rows wait in a delay buffer (a memory) for the same number of cycles
@@ -30,13 +30,16 @@ Pipeline (W = ceil(log2 C) scan levels, span = ceil(L / C); every stage register
                       registered; factor (9 x 9 multiply); operand times factor (17 x 17 multiply);
                       the product registered again; shift; rounding flags; saturation
 
-so `latency(C, L) = 19 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
+so `latency(C, L) = 20 + 4W + 2 ceil(L / C)` cycles from a row at the input to its result at the
 output, and n rows (whole capsules) take latency + n cycles from the cycle of the first row in to
 the cycle after the last row out. Every multiplier has a registered output and no stage holds more
 than one adder or one multiplier (a rounding shift with saturation is three stages: a barrel shift,
 an increment beside compares with constants, two multiplexers); every memory's read data (the
 input row, the tables, the delay buffers) goes straight into a register (a block RAM's
-clock-to-output delay leaves no time for logic behind it). Contract: the configuration (func, shift,
+clock-to-output delay leaves no time for logic behind it). Only the control registers (valid,
+first and last bits, counters, pointers, configuration) have a reset; the data registers have none
+(their contents matter only where a valid bit says so), which keeps them off the reset's net on an
+FPGA, as the PE array's. Contract: the configuration (func, shift,
 length) is stable from the cycle of the first row until the last result; every capsule's rows arrive
 in consecutive cycles, and the rows of one configuration are whole capsules (a multiple of span
 rows).
@@ -230,16 +233,21 @@ class VectorActivation(wiring.Component):
         softmax = [copy == Func.SOFTMAX for copy in lane_func]
 
         # Requantization: r0 registers the row (memory read data; no reset, as the registers
-        # behind CapsAcc's memories, so that a block RAM's output register can hold it), r1 shifts
-        # (`half_shift`), r2 registers the rounding's flags and low byte (`round_flags`), r3
-        # saturates (`saturate8`).
-        r0_valid, r1_valid, r2_valid = Signal(), Signal(), Signal()
+        # behind CapsAcc's memories, so that a block RAM's output register can hold it), r0b
+        # registers it again, r1 shifts (`half_shift`), r2 registers the rounding's flags and low
+        # byte (`round_flags`), r3 saturates (`saturate8`). r0b is a register with no logic in
+        # front: CapsAcc's accumulator reads the same block RAM through the same output register,
+        # and on an FPGA the route from it to one of the two was long; the shift behind it was
+        # then on the latest path of most runs (docs/rtl.md).
+        r0_valid, r0b_valid, r1_valid, r2_valid = Signal(), Signal(), Signal(), Signal()
         r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols), reset_less=True)
-        r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols))
-        r2 = Signal(data.ArrayLayout(ROUNDED, cols))
-        m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r1_valid.eq(r0_valid), r2_valid.eq(r1_valid)]
+        r0b = Signal(data.ArrayLayout(signed(self.acc_bits), cols), reset_less=True)
+        r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols), reset_less=True)
+        r2 = Signal(data.ArrayLayout(ROUNDED, cols), reset_less=True)
+        m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r0b_valid.eq(r0_valid), r0b.eq(r0),
+                     r1_valid.eq(r0b_valid), r2_valid.eq(r1_valid)]
         for j in range(cols):
-            m.d.sync += [r1[j].eq(half_shift(r0[j], lane_shift[j])), r2[j].eq(round_flags(r1[j]))]
+            m.d.sync += [r1[j].eq(half_shift(r0b[j], lane_shift[j])), r2[j].eq(round_flags(r1[j]))]
         # The row at r2 is its capsule's `row_count`-th; `row_last` (row_count == span - 1) is a
         # register of its own, from the next count, so no compare runs into the lane masks below,
         # and so is each lane's mask bit (`in_use`, `keep`: one flip-flop per lane, so that no
@@ -253,13 +261,13 @@ class VectorActivation(wiring.Component):
         m.d.comb += row_count_next.eq(Mux(r2_valid, Mux(row_last, 0, row_count + 1), row_count))
         m.d.sync += [row_count.eq(row_count_next), row_last.eq(last_next)]
         m.d.sync += [in_use[j].eq(Mux(last_next, cfg_used_last[j], cfg_used[j])) for j in range(cols)]
-        q = Signal(data.ArrayLayout(signed(8), cols))
+        q = Signal(data.ArrayLayout(signed(8), cols), reset_less=True)
         q_valid, q_first, q_last = Signal(), Signal(), Signal()
         m.d.sync += [q_valid.eq(r2_valid), q_first.eq(row_count == 0), q_last.eq(row_last)]
         # Reduce 1's input, q with -128 outside capsules, is registered beside q (the lanes in use
         # chosen by the row's place in its span, as q_last): the mask is then no net from one
         # register to every lane ahead of the first comparison.
-        max_in = Signal(data.ArrayLayout(signed(8), cols))
+        max_in = Signal(data.ArrayLayout(signed(8), cols), reset_less=True)
         for j in range(cols):
             value = saturate8(r2[j])
             m.d.sync += [q[j].eq(value), max_in[j].eq(Mux(in_use[j], value, -128))]
@@ -273,11 +281,11 @@ class VectorActivation(wiring.Component):
         # Operand stages: squash q and q^2, softmax e = EXP[m - q] (the table has a synchronous
         # read port); then the operand and the reduction input (0 outside capsules) registered.
         exp_port = _rom_ports(m, "exp_rom", unsigned(EXP_BITS + 1), exp_table(), cols)
-        op = Signal(data.ArrayLayout(signed(OPERAND_BITS), cols))
-        x = Signal(data.ArrayLayout(unsigned(SUM_BITS), cols))
+        op = Signal(data.ArrayLayout(signed(OPERAND_BITS), cols), reset_less=True)
+        x = Signal(data.ArrayLayout(unsigned(SUM_BITS), cols), reset_less=True)
         o_valid, o_first, o_last = Signal(), Signal(), Signal()
         o_used = Signal(cols)
-        o_q = Signal(data.ArrayLayout(signed(8), cols))
+        o_q = Signal(data.ArrayLayout(signed(8), cols), reset_less=True)
         square = Signal(data.ArrayLayout(unsigned(16), cols))
         m.d.sync += [o_valid.eq(p_valid), o_first.eq(p_first), o_last.eq(p_last), o_used.eq(p_used),
                      o_q.eq(p_data)]
@@ -302,33 +310,37 @@ class VectorActivation(wiring.Component):
         recip_port = _rom_ports(m, "recip_rom", unsigned(9), recip_table(), cols)
         valid = delay_chain(m, d_valid, SCALE_STAGES, 1, "s{}_valid")
         used = delay_chain(m, d_used, SCALE_STAGES, cols, "s{}_used")
-        m.d.comb += [self.o.valid.eq(valid[-1]), self.o_valid_next.eq(valid[-2])]
+        result = Signal(data.ArrayLayout(signed(8), cols), name="result", reset_less=True)
+        m.d.comb += [self.o.valid.eq(valid[-1]), self.o_valid_next.eq(valid[-2]), self.o.payload.eq(result)]
         for j in range(cols):
-            ops = delay_chain(m, d_op[j], SCALE_STAGES - 2, signed(OPERAND_BITS), f"s{{}}_op{j}")
+            ops = delay_chain(m, d_op[j], SCALE_STAGES - 2, signed(OPERAND_BITS), f"s{{}}_op{j}", reset_less=True)
             # s0: divisor D = T + 256 (squash) or T (softmax).
-            total, divisor = Signal(SUM_BITS, name=f"s0_total{j}"), Signal(SUM_BITS + 1, name=f"s0_div{j}")
+            total = Signal(SUM_BITS, name=f"s0_total{j}", reset_less=True)
+            divisor = Signal(SUM_BITS + 1, name=f"s0_div{j}", reset_less=True)
             m.d.sync += [total.eq(d_total[j]), divisor.eq(d_total[j] + Mux(squash[j], 256, 0))]
             # s1: exponents e (square root) and f (reciprocal).
-            e_exp = Signal(range(16), name=f"s1_e{j}")
-            f_exp = Signal(range(16), name=f"s1_f{j}")
-            total1, divisor1 = Signal(SUM_BITS, name=f"s1_total{j}"), Signal(SUM_BITS + 1, name=f"s1_div{j}")
+            e_exp = Signal(range(16), name=f"s1_e{j}", reset_less=True)
+            f_exp = Signal(range(16), name=f"s1_f{j}", reset_less=True)
+            total1 = Signal(SUM_BITS, name=f"s1_total{j}", reset_less=True)
+            divisor1 = Signal(SUM_BITS + 1, name=f"s1_div{j}", reset_less=True)
             # e = max(0, ceil((bit_length(T) - 8) / 2)), f = max(0, bit_length(D) - 9)
             m.d.sync += [total1.eq(total), divisor1.eq(divisor),
                          e_exp.eq(shift_exponent(total, SUM_BITS, 6, 2)),
                          f_exp.eq(shift_exponent(divisor, SUM_BITS + 1, 8, 1))]
             # s2: the tables' addresses (the mantissas) registered, and the output shift k: the
             # tables are LUT logic on an FPGA, too deep to follow a barrel shift in one cycle.
-            sq_addr, rc_addr = Signal(9, name=f"s2_sqrt_addr{j}"), Signal(8, name=f"s2_recip_addr{j}")
-            k2 = Signal(range(32), name=f"s2_k{j}")
+            sq_addr = Signal(9, name=f"s2_sqrt_addr{j}", reset_less=True)
+            rc_addr = Signal(8, name=f"s2_recip_addr{j}", reset_less=True)
+            k2 = Signal(range(32), name=f"s2_k{j}", reset_less=True)
             m.d.sync += [sq_addr.eq(Cat((total1 >> (e_exp << 1))[:8], e_exp != 0)),
                          rc_addr.eq((divisor1 >> f_exp)[:8]),
                          k2.eq(Mux(squash[j], f_exp - e_exp + 14, f_exp + 10))]
-            k = [k2, *delay_chain(m, k2, 5, range(32), f"s{{}}_k{j}", first=3)]
+            k = [k2, *delay_chain(m, k2, 5, range(32), f"s{{}}_k{j}", first=3, reset_less=True)]
             # s3: the tables read (synchronous read ports).
             sq_port, rc_port = sqrt_port[j], recip_port[j]
             m.d.comb += [sq_port.addr.eq(sq_addr), rc_port.addr.eq(rc_addr)]
             # s4: the table outputs registered, the square root 1 for softmax.
-            sq4, rc4 = Signal(9, name=f"s4_sqrt{j}"), Signal(9, name=f"s4_recip{j}")
+            sq4, rc4 = Signal(9, name=f"s4_sqrt{j}", reset_less=True), Signal(9, name=f"s4_recip{j}", reset_less=True)
             m.d.sync += [sq4.eq(Mux(squash[j], sq_port.data, 1)), rc4.eq(rc_port.data)]
             # s5: the factor, sqrt x recip (squash) or recip (softmax).
             m.submodules[f"factor{j}"] = factor_product = Multiplier(10)
@@ -337,16 +349,17 @@ class VectorActivation(wiring.Component):
             # s6: operand times factor; s7: the product registered again in the fabric (the route
             # out of a DSP row is long).
             m.submodules[f"scale{j}"] = scale_product = Multiplier(OPERAND_BITS, FACTOR_BITS + 1)
-            product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s7_product{j}")
+            product = Signal(signed(OPERAND_BITS + FACTOR_BITS + 1), name=f"s7_product{j}", reset_less=True)
             m.d.comb += [scale_product.a.eq(ops[5]), scale_product.b.eq(factor)]
             m.d.sync += product.eq(scale_product.p)
             # s8: shift (`half_shift`).
-            shifted = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s8_shifted{j}")
+            shifted = Signal(signed(OPERAND_BITS + FACTOR_BITS + 2), name=f"s8_shifted{j}", reset_less=True)
             m.d.sync += shifted.eq(half_shift(product, k[5]))
             # s9: the rounding's flags (`round_flags`); beside them what the lane gives where it
             # does not scale: q (none), ReLU(q), or 0 (a lane outside the capsules).
-            rounded = Signal(ROUNDED, name=f"s9_rounded{j}")
-            scales, plain = Signal(name=f"s9_scales{j}"), Signal(signed(8), name=f"s9_plain{j}")
+            rounded = Signal(ROUNDED, name=f"s9_rounded{j}", reset_less=True)
+            scales = Signal(name=f"s9_scales{j}", reset_less=True)
+            plain = Signal(signed(8), name=f"s9_plain{j}", reset_less=True)
             q8 = ops[8][:8].as_signed()
             m.d.sync += [rounded.eq(round_flags(shifted)), scales.eq((squash[j] | softmax[j]) & used[8][j])]
             with m.Switch(lane_func[j]):
@@ -357,7 +370,7 @@ class VectorActivation(wiring.Component):
                 with m.Default():
                     m.d.sync += plain.eq(0)
             # s10: saturate (`saturate8`) or pass the plain value.
-            m.d.sync += self.o.payload[j].eq(Mux(scales, saturate8(rounded), plain))
+            m.d.sync += result[j].eq(Mux(scales, saturate8(rounded), plain))
         return m
 
     def _reduce(self, m, name, valid, first, last, values, row, row_shape, op, cfg_span, cfg_fwd, cfg_bwd):
@@ -371,7 +384,7 @@ class VectorActivation(wiring.Component):
         stage = values
         for level in range(levels):
             d = 1 << level
-            nxt = Signal(layout, name=f"{name}_fwd{level}")
+            nxt = Signal(layout, name=f"{name}_fwd{level}", reset_less=True)
             for j in range(cols):
                 if j >= d:
                     m.d.sync += nxt[j].eq(Mux(cfg_fwd[level][j], op(stage[j - d], stage[j]), stage[j]))
@@ -387,8 +400,8 @@ class VectorActivation(wiring.Component):
             tag_pipe.append(t)
         t_valid, t_first = tag_pipe[-1][0], tag_pipe[-1][1]
         # Cross-row stage: a capsule spanning rows carries its total in `acc` (lane C-1 holds the row's).
-        acc = Signal(shape, name=f"{name}_acc")
-        crossed = Signal(layout, name=f"{name}_cross")
+        acc = Signal(shape, name=f"{name}_acc", reset_less=True)
+        crossed = Signal(layout, name=f"{name}_cross", reset_less=True)
         carried = Mux(t_first | (cfg_span == 1), stage[cols - 1], op(acc, stage[cols - 1]))
         for j in range(cols - 1):
             m.d.sync += crossed[j].eq(stage[j])
@@ -402,7 +415,7 @@ class VectorActivation(wiring.Component):
         stage = crossed
         for level in range(levels):
             d = 1 << level
-            nxt = Signal(layout, name=f"{name}_bwd{level}")
+            nxt = Signal(layout, name=f"{name}_bwd{level}", reset_less=True)
             for j in range(cols):
                 if j + d < cols:
                     m.d.sync += nxt[j].eq(Mux(cfg_bwd[level][j], stage[j + d], stage[j]))
@@ -413,7 +426,7 @@ class VectorActivation(wiring.Component):
             m.d.sync += t.eq(tag_pipe[-1])
             tag_pipe.append(t)
         # Hold the total of a capsule from its last row on; count its rows out of the delay buffer.
-        total = Signal(layout, name=f"{name}_total")
+        total = Signal(layout, name=f"{name}_total", reset_less=True)
         rows_left = Signal(range(self.max_span + 1), name=f"{name}_rows_left")
         latch = tag_pipe[-1][0] & tag_pipe[-1][2]
         with m.If(latch):
@@ -440,7 +453,7 @@ class VectorActivation(wiring.Component):
         # reaches the buffer.
         pointer = Signal(range(depth), name=f"{name}_pointer")
         read_pointer = Signal(range(depth), name=f"{name}_read_pointer")
-        delayed = Signal(row_layout, name=f"{name}_delayed")
+        delayed = Signal(row_layout, name=f"{name}_delayed", reset_less=True)
         m.d.sync += [pointer.eq(pointer + 1), read_pointer.eq(pointer + 2 - 2 * levels - cfg_span),
                      delayed.eq(read.data)]
         m.d.comb += [write.addr.eq(pointer), write.data.eq(row), write.en.eq(1), read.addr.eq(read_pointer)]
@@ -544,7 +557,7 @@ class ActivationUnit(wiring.Component):
         out_in_group = Signal(range(max_span + 1))
         out_base, out_group = Signal(self.addr_bits), Signal(self.addr_bits)
         out_last_row = out_in_group == span_m1
-        bank = [Signal(data.ArrayLayout(signed(8), cols), name=f"bank{r}") for r in range(max_span)]
+        bank = [Signal(data.ArrayLayout(signed(8), cols), name=f"bank{r}", reset_less=True) for r in range(max_span)]
         # The result's valid drives the row-mode writer and the bank rows' loads from copies of
         # its own, not from the one register (`keep`: not merged back into it): `row_valid` equals
         # vector.o.valid, `bank_load{r}` is vector.o.valid while the result goes to bank row r,

@@ -264,7 +264,7 @@ class CapsAcc(wiring.Component):
         pc = Signal(ADDR_BITS)
         word = Signal(INSTRUCTION, name="current")
         fire = Signal()
-        instr = Signal(INSTRUCTION)  # the ACT the activation unit executes
+        instr = Signal(INSTRUCTION, reset_less=True)  # the ACT the activation unit executes
         act_dst = instr.act.dst
         m.d.comb += [
             act.func.eq(instr.act.func), act.column.eq(instr.act.column), act.shift.eq(instr.act.shift),
@@ -298,7 +298,7 @@ class CapsAcc(wiring.Component):
         # The registers behind the memories carry data only (each has a valid bit beside it), so
         # they have no reset: an FPGA block RAM's output register can hold them.
         w_q = Signal(data.ArrayLayout(signed(8), cols), name="w_q", reset_less=True)
-        w_in = Signal(data.ArrayLayout(signed(8), cols), name="w_in")
+        w_in = Signal(data.ArrayLayout(signed(8), cols), name="w_in", reset_less=True)
         w_we = delayed(m, weight_issue, 2, 1, "w_we")
         w_row = delayed(m, l_k, 2, range(max(rows, 2)), "w_row")
         w_bank = delayed(m, l_bank, 2, 1, "w_bank")
@@ -316,7 +316,7 @@ class CapsAcc(wiring.Component):
         # last read at the earliest, and never before the tile's first weight row was read).
         stream_fields = data.StructLayout({"d_addr": ADDR_BITS, "p_addr": ADDR_BITS, "n": ADDR_BITS,
                                            "src": Src, "accumulate": 1, "hold": 1, "bank": 1})
-        slot = Signal(stream_fields)
+        slot = Signal(stream_fields, reset_less=True)  # its fields hold a MATMUL's where slot_valid says so
         slot_valid = Signal()
         stream = Signal(stream_fields)
         s_busy = Signal()
@@ -366,6 +366,15 @@ class CapsAcc(wiring.Component):
                 m.d.sync += count_down.eq(count_down - 1)
             bank_ready.append(cooled & ~leaving)
         next_bank = Signal()
+        # The slot's fields take the word's MATMUL fields in every cycle the slot is free, the
+        # cycle a MATMUL issues among them (it issues only into a free slot, and sets slot_valid):
+        # `fire`, the dispatch's deepest logic, then enables only the fetch's and the load
+        # engine's registers, not the slot's too (an ECP5 build measured its fan-out into the
+        # slot's enables on its latest path, docs/rtl.md).
+        with m.If(slot_free):
+            f = word.matmul
+            m.d.sync += [slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr), slot.n.eq(f.n), slot.src.eq(f.src),
+                         slot.accumulate.eq(f.accumulate), slot.hold.eq(f.hold), slot.bank.eq(next_bank)]
 
         # Accumulator unit: every streamed row carries its partial-sum row and accumulate flag
         # down a delay line of D = 3 + array latency stages (`result_delay_cycles`): read at
@@ -392,21 +401,30 @@ class CapsAcc(wiring.Component):
         # a cycle after the adder, so no route runs from the adder to the block RAM); hit_k: the row
         # now writing is fwd_k's (decided a cycle ahead, from `fetched`). The read, two cycles before
         # the adder, sees the memory as written up to four cycles before it: three rows forward.
-        fwd1, fwd2, fwd3 = (Signal(data.ArrayLayout(signed(acc_bits), cols), name=f"fwd{i}_data") for i in (1, 2, 3))
+        # The sums carry data only (used where a hit says so): no reset.
+        fwd1, fwd2, fwd3 = (Signal(data.ArrayLayout(signed(acc_bits), cols), name=f"fwd{i}_data", reset_less=True)
+                            for i in (1, 2, 3))
         fwd1_row, fwd2_row = Signal(ADDR_BITS), Signal(ADDR_BITS)
-        fwd1_valid, fwd2_valid, hit1, hit2, hit3 = Signal(), Signal(), Signal(), Signal(), Signal()
+        fwd1_valid, fwd2_valid = Signal(), Signal()
+        # Each column's adder takes the forwarding selects and the accumulate flag (writing's) from
+        # registers of its own (`keep`: not merged by synthesis), so that no register drives all
+        # C x acc_bits multiplexers (an ECP5 build measured a select's net into them on its latest
+        # path, docs/rtl.md).
+        hit1, hit2, hit3, accumulate = ([Signal(name=f"{name}_{c}", attrs={"keep": 1}) for c in range(cols)]
+                                        for name in ("hit1", "hit2", "hit3", "accumulate"))
         stored = Signal(data.ArrayLayout(signed(acc_bits), cols))
-        m.d.comb += stored.eq(Mux(hit1, fwd1.as_value(),
-                                  Mux(hit2, fwd2.as_value(), Mux(hit3, fwd3.as_value(), psum_q.as_value()))))
         sums = Signal(data.ArrayLayout(signed(acc_bits), cols))
+        # Rows compare as the memory addresses them (modulo the depth: p_addr + k may wrap).
+        is_hit1 = acc_write & (writing.row[:row_bits] == fetched.row[:row_bits])
+        is_hit2 = fwd1_valid & (fwd1_row[:row_bits] == fetched.row[:row_bits])
+        is_hit3 = fwd2_valid & (fwd2_row[:row_bits] == fetched.row[:row_bits])
         for c in range(cols):
-            m.d.comb += sums[c].eq(Mux(writing.accumulate, stored[c], 0) + array.y[c])
+            m.d.comb += [stored[c].eq(Mux(hit1[c], fwd1[c], Mux(hit2[c], fwd2[c], Mux(hit3[c], fwd3[c], psum_q[c])))),
+                         sums[c].eq(Mux(accumulate[c], stored[c], 0) + array.y[c])]
+            m.d.sync += [hit1[c].eq(is_hit1), hit2[c].eq(is_hit2), hit3[c].eq(is_hit3),
+                         accumulate[c].eq(fetched.accumulate)]
         m.d.sync += [
-            # Rows compare as the memory addresses them (modulo the depth: p_addr + k may wrap).
             psum_q.eq(psum_r.data),
-            hit1.eq(acc_write & (writing.row[:row_bits] == fetched.row[:row_bits])),
-            hit2.eq(fwd1_valid & (fwd1_row[:row_bits] == fetched.row[:row_bits])),
-            hit3.eq(fwd2_valid & (fwd2_row[:row_bits] == fetched.row[:row_bits])),
             fwd1.eq(sums), fwd1_row.eq(writing.row), fwd1_valid.eq(acc_write),
             fwd2.eq(fwd1), fwd2_row.eq(fwd1_row), fwd2_valid.eq(fwd1_valid), fwd3.eq(fwd2),
             pending.eq(pending_next), pending_zero.eq(pending_next == 0),
@@ -567,22 +585,21 @@ class CapsAcc(wiring.Component):
                 m.d.sync += word.eq(prog_r.data)
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
+                # `instr` takes the word in every DISPATCH cycle, and holds the ACT that issued
+                # through ACT_START and ACT_WAIT (not enabled by `fire`, see the stream slot).
+                m.d.sync += instr.eq(word)
                 with m.Switch(word.op):
                     with m.Case(Opcode.MATMUL):
                         m.d.comb += fire.eq(load_free & slot_free & Mux(next_bank, bank_ready[1], bank_ready[0]))
                         with m.If(fire):
-                            f = word.matmul
                             m.d.comb += matmul_fired.eq(1)
                             m.d.sync += [
                                 l_busy.eq(1), l_k.eq(0), l_last.eq(rows == 1), l_first.eq(1), l_bank.eq(next_bank),
-                                slot_valid.eq(1), slot.d_addr.eq(f.d_addr), slot.p_addr.eq(f.p_addr),
-                                slot.n.eq(f.n), slot.src.eq(f.src), slot.accumulate.eq(f.accumulate),
-                                slot.hold.eq(f.hold), slot.bank.eq(next_bank), next_bank.eq(~next_bank),
+                                slot_valid.eq(1), next_bank.eq(~next_bank),
                             ]
                     with m.Case(Opcode.ACT):
                         m.d.comb += fire.eq(drained)
                         with m.If(fire):
-                            m.d.sync += instr.eq(word)
                             m.next = "ACT_START"
                     with m.Case(Opcode.DMA):
                         f = word.dma

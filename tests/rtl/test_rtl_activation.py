@@ -96,7 +96,7 @@ def test_latency_formula(cols, levels):
     assert scan_levels(cols) == levels
     for length in (1, cols, cols + 1, 64):
         span = -(-length // cols)
-        assert latency(cols, length) == 19 + 4 * levels + 2 * span
+        assert latency(cols, length) == 20 + 4 * levels + 2 * span
 
 
 def test_relu_and_none_every_int8_and_saturation(record_property):

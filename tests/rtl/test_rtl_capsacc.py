@@ -1,11 +1,14 @@
 """CapsAcc top level: control unit programs end to end, bit-exact against sim.golden."""
 
+import re
+
 import numpy as np
 import pytest
 
 from capsacc.array import ArrayConfig, buffer_depths
 from capsacc.mapping import result_delay_cycles
 from rtl import workloads
+from rtl.export import export_verilog
 from rtl.isa import MatMul, act_unit_cycles, program_cycles, timing
 from rtl.widths import MAX_SUM_TERMS, product_sum_bits
 from sim import golden
@@ -201,3 +204,14 @@ def test_accumulator_cannot_overflow_on_worst_case_operands(record_property):
     got, cycles, _ = run_workload(work, {"sums": workloads.Region("psum", 0, 2, cols)}, rows, cols)
     assert got["sums"].tolist() == [[top, top], [bottom, bottom]]
     record_property("cycles", cycles)
+
+
+def test_every_column_adder_has_its_own_select_registers():
+    """Each column's accumulator adder takes the forwarding selects (hit1..3) and the accumulate
+    flag from registers of its own, marked `keep` (one flip-flop each after
+    `rtl.fpga.KEEP_FLIP_FLOPS`), not from one register driving all C x acc_bits multiplexers."""
+    cols = 3
+    config = ArrayConfig(2, cols, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", export_verilog(config))
+    kept = {name for attributes, name in declarations if "keep" in attributes}
+    assert {f"{name}_{c}" for name in ("hit1", "hit2", "hit3", "accumulate") for c in range(cols)} <= kept

@@ -486,3 +486,44 @@ def test_the_dispatch_reads_no_compare_of_the_pending_count(tmp_path):
                            cwd=tmp_path, capture_output=True, text=True)
     assert int((tmp_path / "users.txt").read_text().split()[0]) > 0  # the count and its users exist
     assert found.returncode == 0, found.stderr[-500:]
+
+
+def registers_on_the_reset(tmp_path, text: str, top: str) -> dict[str, int]:
+    """The registers of the Verilog `text` (module `top`, flattened) that its `rst` port resets: their
+    bits by name. yosys `opt_dff` folds a register's synchronous reset into its cell (`$sdff*`);
+    a cell counts where that reset is the port (not a clear from the logic, e.g. a mux to 0)."""
+    (tmp_path / "top.v").write_text(text)
+    subprocess.run([shutil.which(YOSYS), "-q", "-p", f"read_verilog top.v; hierarchy -top {top}; proc; flatten; "
+                    "opt_dff; write_json top.json"], cwd=tmp_path, check=True, capture_output=True)
+    module = json.loads((tmp_path / "top.json").read_text())["modules"][top]
+    reset = module["ports"]["rst"]["bits"]
+    names = {}
+    for name, net in sorted(module["netnames"].items(), key=lambda item: (item[1]["hide_name"], "$" in item[0])):
+        for bit in net["bits"]:
+            names.setdefault(bit, name)
+    found = {}
+    for cell in module["cells"].values():
+        if cell["type"].startswith("$sdff") and cell["connections"]["SRST"] == reset:
+            name = names[cell["connections"]["Q"][0]]
+            found[name] = found.get(name, 0) + int(cell["parameters"]["WIDTH"], 2)
+    return found
+
+
+@pytest.mark.fpga
+def test_only_control_registers_are_on_the_reset(tmp_path):
+    """The activation unit's data registers (C lanes of sums, operands, products and results, the
+    column-mode bank) and the accumulator's forwarded sums and the weight row into the array have
+    no reset, so that on an FPGA they stay off the reset's net (an 8x8 ECP5 build had 8,303
+    flip-flops on it, 6,335 of them the activation unit's; 1,527 after). What keeps a reset is
+    control: valid bits, counters, pointers, configuration, none of the activation unit's wider
+    than a buffer address (a lane's sum has 19 bits, a row of C lanes C times more)."""
+    if shutil.which(YOSYS) is None:
+        pytest.fail(f"{YOSYS} is not installed (setup.sh installs the fpga extra)")
+    from rtl.isa import ADDR_BITS
+
+    config = ArrayConfig(2, 8, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    reset = registers_on_the_reset(tmp_path, export_verilog(config), "capsacc")
+    activation = {name: bits for name, bits in reset.items() if name.startswith("act.")}
+    assert {"act.vector.r2_valid", "act.out_rows", "act.w_slot_row", "accumulate_0"} <= set(reset)
+    assert max(activation.values()) <= ADDR_BITS, activation
+    assert not {name for name in reset if re.fullmatch(r"fwd\d_data|w_in", name)}

@@ -45,9 +45,9 @@ OPS = {
 def isa_cycles(counts: dict, config: ArrayConfig) -> int:
     """Busy cycles of `rtl.isa.timing` for these counts: per run 2 (start, first dispatch) plus its
     MATMUL phase; per ACT 2 (issue, start) plus the activation unit: rows + latency + 1 (row mode)
-    or elements + latency + 2 (column mode), latency = 19 + 4 ceil(log2 C) + 2 span."""
+    or elements + latency + 2 (column mode), latency = 20 + 4 ceil(log2 C) + 2 span."""
     per_act = 2 + act_unit_cycles(config.cols, "none", 1, 1) - 1 - 2  # one row, span 1
-    assert per_act == 22 + 4 * (config.cols - 1).bit_length()
+    assert per_act == 23 + 4 * (config.cols - 1).bit_length()
     assert act_unit_cycles(config.cols, "none", 1, 1, column=True) == act_unit_cycles(config.cols, "none", 1, 1) + 1
     acts = (per_act * counts["acts"] + counts["acts_column"] + 2 * counts["act_spans"] + counts["act_rows_row"]
             + counts["act_elements_column"])
