@@ -236,12 +236,12 @@ class VectorActivation(wiring.Component):
         # behind CapsAcc's memories, so that a block RAM's output register can hold it), r0b
         # registers it again, r1 shifts (`half_shift`), r2 registers the rounding's flags and low
         # byte (`round_flags`), r3 saturates (`saturate8`). r0b is a register with no logic in
-        # front: CapsAcc's accumulator reads the same block RAM through the same output register,
-        # and on an FPGA the route from it to one of the two was long; the shift behind it was
-        # then on the latest path of most runs (docs/rtl.md).
+        # front (`keep`: not merged with an equal one): CapsAcc's accumulator reads the same block
+        # RAM through the same output register, and on an FPGA the route from it to one of the two
+        # was long; the shift behind it was then on the latest path of most runs (docs/rtl.md).
         r0_valid, r0b_valid, r1_valid, r2_valid = Signal(), Signal(), Signal(), Signal()
         r0 = Signal(data.ArrayLayout(signed(self.acc_bits), cols), reset_less=True)
-        r0b = Signal(data.ArrayLayout(signed(self.acc_bits), cols), reset_less=True)
+        r0b = Signal(data.ArrayLayout(signed(self.acc_bits), cols), reset_less=True, attrs={"keep": 1})
         r1 = Signal(data.ArrayLayout(signed(self.acc_bits + 1), cols), reset_less=True)
         r2 = Signal(data.ArrayLayout(ROUNDED, cols), reset_less=True)
         m.d.sync += [r0_valid.eq(self.i.valid), r0.eq(self.i.payload), r0b_valid.eq(r0_valid), r0b.eq(r0),

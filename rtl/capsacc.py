@@ -216,7 +216,7 @@ class CapsAcc(wiring.Component):
         #   load writes only from the second word after the next WAIT or DMA, `rtl.isa`, which
         #   issue with the engine idle); the host writes while idle, reads in other cycles;
         # - partial sums: the accumulator's read of a row in the cycle that row is written is
-        #   replaced by the forwarded sum (hit3, below); the activation unit reads drained, the
+        #   replaced by the forwarded sum (hit4, below); the activation unit reads drained, the
         #   host while idle, in cycles it does not write.
         no_rw_check = {"no_rw_check": 1}
         m.submodules.program = program = Memory(shape=INSTRUCTION, depth=cfg.program_depth, init=[],
@@ -378,15 +378,17 @@ class CapsAcc(wiring.Component):
 
         # Accumulator unit: every streamed row carries its partial-sum row and accumulate flag
         # down a delay line of D = 3 + array latency stages (`result_delay_cycles`): read at
-        # issue + D - 2, the read data registered at issue + D - 1, the sum registered at issue + D
-        # and written at issue + D + 1.
+        # issue + D - 3, the read data registered at issue + D - 2 (the register a block RAM can
+        # hold, `psum_q`) and again at issue + D - 1 (`psum_q2`, no logic in front: on an FPGA the
+        # route from the block RAM to the adders is a path of its own, docs/rtl.md), the sum
+        # registered at issue + D and written at issue + D + 1.
         delay = 3 + array.latency
         meta = data.StructLayout({"valid": 1, "accumulate": 1, "row": ADDR_BITS})
         entering = Signal(meta)
         m.d.comb += [entering.valid.eq(data_issue), entering.accumulate.eq(stream.accumulate),
                      entering.row.eq(stream.p_addr + Mux(stream.hold, 0, s_k))]
         stages = delay_chain(m, entering, delay, meta, "acc_stage_")
-        reading, fetched, writing = stages[delay - 3], stages[delay - 2], stages[delay - 1]
+        reading, fetched, writing = stages[delay - 4], stages[delay - 2], stages[delay - 1]
         acc_read = reading.valid
         acc_write = array.y_valid
         row_bits = (cfg.psum_depth - 1).bit_length()
@@ -396,37 +398,43 @@ class CapsAcc(wiring.Component):
         pending_next = Signal(ADDR_BITS + 2)
         pending_zero = Signal(init=1)
         m.d.comb += pending_next.eq(pending + data_issue - acc_write)
-        psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols), reset_less=True)
+        # psum_q2 is `keep`: the activation unit registers psum_q too (its r0b), and merged they
+        # would be one register driving both units again.
+        psum_q = Signal(data.ArrayLayout(signed(acc_bits), cols), name="psum_q", reset_less=True)
+        psum_q2 = Signal(data.ArrayLayout(signed(acc_bits), cols), name="psum_q2", reset_less=True, attrs={"keep": 1})
         # fwd_k: the sums computed k cycles ago (fwd1 is the write register: the memory writes them
         # a cycle after the adder, so no route runs from the adder to the block RAM); hit_k: the row
-        # now writing is fwd_k's (decided a cycle ahead, from `fetched`). The read, two cycles before
-        # the adder, sees the memory as written up to four cycles before it: three rows forward.
-        # The sums carry data only (used where a hit says so): no reset.
-        fwd1, fwd2, fwd3 = (Signal(data.ArrayLayout(signed(acc_bits), cols), name=f"fwd{i}_data", reset_less=True)
-                            for i in (1, 2, 3))
-        fwd1_row, fwd2_row = Signal(ADDR_BITS), Signal(ADDR_BITS)
-        fwd1_valid, fwd2_valid = Signal(), Signal()
+        # now writing is fwd_k's (decided a cycle ahead, from `fetched`). The read, three cycles
+        # before the adder, sees the memory as written up to five cycles before it: four rows
+        # forward. The sums carry data only (used where a hit says so): no reset.
+        fwd1, fwd2, fwd3, fwd4 = (Signal(data.ArrayLayout(signed(acc_bits), cols), name=f"fwd{i}_data",
+                                         reset_less=True) for i in (1, 2, 3, 4))
+        fwd1_row, fwd2_row, fwd3_row = Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(ADDR_BITS)
+        fwd1_valid, fwd2_valid, fwd3_valid = Signal(), Signal(), Signal()
         # Each column's adder takes the forwarding selects and the accumulate flag (writing's) from
         # registers of its own (`keep`: not merged by synthesis), so that no register drives all
         # C x acc_bits multiplexers (an ECP5 build measured a select's net into them on its latest
         # path, docs/rtl.md).
-        hit1, hit2, hit3, accumulate = ([Signal(name=f"{name}_{c}", attrs={"keep": 1}) for c in range(cols)]
-                                        for name in ("hit1", "hit2", "hit3", "accumulate"))
+        hit1, hit2, hit3, hit4, accumulate = ([Signal(name=f"{name}_{c}", attrs={"keep": 1}) for c in range(cols)]
+                                              for name in ("hit1", "hit2", "hit3", "hit4", "accumulate"))
         stored = Signal(data.ArrayLayout(signed(acc_bits), cols))
         sums = Signal(data.ArrayLayout(signed(acc_bits), cols))
         # Rows compare as the memory addresses them (modulo the depth: p_addr + k may wrap).
         is_hit1 = acc_write & (writing.row[:row_bits] == fetched.row[:row_bits])
         is_hit2 = fwd1_valid & (fwd1_row[:row_bits] == fetched.row[:row_bits])
         is_hit3 = fwd2_valid & (fwd2_row[:row_bits] == fetched.row[:row_bits])
+        is_hit4 = fwd3_valid & (fwd3_row[:row_bits] == fetched.row[:row_bits])
         for c in range(cols):
-            m.d.comb += [stored[c].eq(Mux(hit1[c], fwd1[c], Mux(hit2[c], fwd2[c], Mux(hit3[c], fwd3[c], psum_q[c])))),
+            forwarded = Mux(hit3[c], fwd3[c], Mux(hit4[c], fwd4[c], psum_q2[c]))
+            m.d.comb += [stored[c].eq(Mux(hit1[c], fwd1[c], Mux(hit2[c], fwd2[c], forwarded))),
                          sums[c].eq(Mux(accumulate[c], stored[c], 0) + array.y[c])]
-            m.d.sync += [hit1[c].eq(is_hit1), hit2[c].eq(is_hit2), hit3[c].eq(is_hit3),
+            m.d.sync += [hit1[c].eq(is_hit1), hit2[c].eq(is_hit2), hit3[c].eq(is_hit3), hit4[c].eq(is_hit4),
                          accumulate[c].eq(fetched.accumulate)]
         m.d.sync += [
-            psum_q.eq(psum_r.data),
+            psum_q.eq(psum_r.data), psum_q2.eq(psum_q),
             fwd1.eq(sums), fwd1_row.eq(writing.row), fwd1_valid.eq(acc_write),
             fwd2.eq(fwd1), fwd2_row.eq(fwd1_row), fwd2_valid.eq(fwd1_valid), fwd3.eq(fwd2),
+            fwd3_row.eq(fwd2_row), fwd3_valid.eq(fwd2_valid), fwd4.eq(fwd3),
             pending.eq(pending_next), pending_zero.eq(pending_next == 0),
         ]
         drained = ~l_busy & ~slot_valid & ~s_busy & pending_zero

@@ -130,12 +130,13 @@ def test_accumulator_forwarding_hold_and_wrap(record_property):
     record_property("cycles", cycles)
 
 
-@pytest.mark.parametrize("ahead", [2, 3])
+@pytest.mark.parametrize("ahead", [2, 3, 4])
 def test_accumulator_forwarding_rows_ahead(ahead):
     """Two MATMULs streamed back to back into the same `ahead` partial-sum rows (rows p .. p +
     ahead - 1, twice): each read of the second MATMUL meets the write of `ahead` rows before it
-    (a forwarding register each: a row's write lands three cycles after the read of the row streamed
-    next), over stored values. One row ahead is the hold test's."""
+    still in flight (a forwarding register each: a row is read three cycles before its sum, and
+    its sum lands in the memory a cycle after that), over stored values. One row ahead is the hold
+    test's."""
     rows, cols = 2, 3
     rng = np.random.default_rng(10 + ahead)
     x = rng.integers(-128, 128, size=(2 * ahead, rows))
@@ -207,11 +208,11 @@ def test_accumulator_cannot_overflow_on_worst_case_operands(record_property):
 
 
 def test_every_column_adder_has_its_own_select_registers():
-    """Each column's accumulator adder takes the forwarding selects (hit1..3) and the accumulate
+    """Each column's accumulator adder takes the forwarding selects (hit1..4) and the accumulate
     flag from registers of its own, marked `keep` (one flip-flop each after
     `rtl.fpga.KEEP_FLIP_FLOPS`), not from one register driving all C x acc_bits multiplexers."""
     cols = 3
     config = ArrayConfig(2, cols, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
     declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", export_verilog(config))
     kept = {name for attributes, name in declarations if "keep" in attributes}
-    assert {f"{name}_{c}" for name in ("hit1", "hit2", "hit3", "accumulate") for c in range(cols)} <= kept
+    assert {f"{name}_{c}" for name in ("hit1", "hit2", "hit3", "hit4", "accumulate") for c in range(cols)} <= kept
