@@ -46,11 +46,11 @@ counter's fetch included, wrap modulo the program depth (a power of two).
 
 Accumulator unit: every data row read at cycle s carries its partial-sum row and accumulate flag
 down a delay line; its result leaves the array at s + D (D = R + C + 3,
-`capsacc.mapping.result_delay_cycles`), its partial-sum row is read at s + D - 2, registered, and
+`capsacc.mapping.result_delay_cycles`), its partial-sum row is read at s + D - 3, registered twice, and
 at s + D the stored value plus the result (accumulate) or the result alone is registered, then
 written at s + D + 1 (the write register: no path runs from the adder into the block RAM; the row is
-in memory before an ACT or the host can read it, both a cycle or more after the drain). The three
-writes a read cannot see yet (those of the three rows ahead of it) are forwarded from registers
+in memory before an ACT or the host can read it, both a cycle or more after the drain). The four
+writes a read cannot see yet (those of the four rows ahead of it) are forwarded from registers
 (read-after-write forwarding), so back-to-back updates of one row (MATMUL hold, consecutive
 MATMULs into the same rows) are exact. Sums wrap in acc_bits two's complement; the default
 `rtl.widths.ACC_BITS` (34) holds every sum of the search space.
