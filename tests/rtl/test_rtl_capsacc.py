@@ -216,3 +216,14 @@ def test_every_column_adder_has_its_own_select_registers():
     declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", export_verilog(config))
     kept = {name for attributes, name in declarations if "keep" in attributes}
     assert {f"{name}_{c}" for name in ("hit1", "hit2", "hit3", "hit4", "accumulate") for c in range(cols)} <= kept
+
+
+def test_the_partial_sum_read_is_registered_twice_apart_for_each_reader():
+    """The accumulator (`psum_q2`) and the activation unit (`r0b`) each register the partial-sum
+    memory's read data a second time, behind the register a block RAM can hold (`psum_q`, `r0`,
+    equal and merged by synthesis); both second registers are `keep`, so they stay two registers,
+    one beside each reader, not one driving both units."""
+    config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
+    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", export_verilog(config))
+    kept = {name for attributes, name in declarations if "keep" in attributes}
+    assert {"psum_q2", "r0b"} <= kept
