@@ -120,10 +120,10 @@ def test_calibrate_quick_on_a_small_array(tmp_path, monkeypatch, capsys):
     assert (out / "errors.png").stat().st_size > 1000
     fitted = dict(zip(TARGET_FEATURES["cycles"], calibration.coefficients["cycles"]))
     # the fit recovers the RTL's timing: one cycle per cycle of MATMUL phase, 2 per run, per ACT
-    # 22 + 4 ceil(log2 C) + 2 span + rows (row mode) or + 1 + elements (column mode)
+    # 23 + 4 ceil(log2 C) + 2 span + rows (row mode) or + 1 + elements (column mode)
     assert fitted["matmul_phase_cycles"] == pytest.approx(1.0, abs=1e-3)
     assert fitted["runs"] == pytest.approx(2.0, abs=1e-3)
-    want = {"acts": 22, "acts_x_levels": 4, "acts_column": 1, "act_spans": 2, "act_rows_row": 1,
+    want = {"acts": 23, "acts_x_levels": 4, "acts_column": 1, "act_spans": 2, "act_rows_row": 1,
             "act_elements_column": 1}
     assert {name: round(fitted[name], 3) for name in want} == want
     assert json.loads((out / "calibration.json").read_text())["provenance"]["rtl_version"]

@@ -14,10 +14,14 @@ from capsacc.energy import EventEnergies
 from capsacc.errors import AcceleratorConfigError
 from capsacc.mapping import operation_kinds
 from capsacc.network import PRESETS
+from capsacc.schedule import OPERAND_STAGES, REQUANT_STAGES, SCALE_STAGES
 
-ISA = {"runs": 2, "matmul_phase_cycles": 1, "acts": 22, "acts_x_levels": 4, "acts_column": 1, "act_spans": 2,
-       "act_rows_row": 1, "act_elements_column": 1}
-"""Cycle coefficients as rtl/isa.py documents them."""
+ISA = {"runs": 2, "matmul_phase_cycles": 1,
+       "acts": 2 + REQUANT_STAGES + 2 + OPERAND_STAGES + SCALE_STAGES + 1, "acts_x_levels": 4, "acts_column": 1,
+       "act_spans": 2, "act_rows_row": 1, "act_elements_column": 1}
+"""Cycle coefficients as rtl/isa.py documents them: an ACT's constant is its issue and start cycles, the
+activation unit's pipeline stages outside its two reductions' 2W + span (and their cross-row stages), and
+the cycle after the last row (`capsacc.schedule.act_unit_cycles`)."""
 
 
 def isa_calibration(config=ArrayConfig()) -> Calibration:
