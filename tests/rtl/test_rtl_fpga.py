@@ -524,6 +524,6 @@ def test_only_control_registers_are_on_the_reset(tmp_path):
     config = ArrayConfig(2, 8, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
     reset = registers_on_the_reset(tmp_path, export_verilog(config), "capsacc")
     activation = {name: bits for name, bits in reset.items() if name.startswith("act.")}
-    assert {"act.vector.r2_valid", "act.out_rows", "act.w_slot_row", "accumulate_0"} <= set(reset)
+    assert {"act.vector.row_count", "act.out_rows", "act.w_slot_row", "accumulate_0"} <= set(reset)
     assert max(activation.values()) <= ADDR_BITS, activation
     assert not {name for name in reset if re.fullmatch(r"fwd\d_data|w_in", name)}
