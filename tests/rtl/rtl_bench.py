@@ -1,4 +1,7 @@
-"""Shared helper for the CapsAcc top-level tests: run a workload in Amaranth's simulator."""
+"""Shared helpers for the RTL tests: run a workload on CapsAcc in Amaranth's simulator; the registers
+that generated Verilog marks `keep`."""
+
+import re
 
 from amaranth.sim import Simulator
 
@@ -100,3 +103,10 @@ def run_system(state, program, bytes_per_cycle: int, latency_cycles: int, acc_bi
     results, counters = decode_system(played["dumps"], regions, beats, bytes_per_cycle)
     assert counters["busy_cycles"] == played["waits"][0]
     return results, counters
+
+
+def kept_registers(verilog_text: str) -> set[str]:
+    """The names of the registers that Amaranth's Verilog declares with a `keep` attribute (a
+    `Signal(attrs={"keep": 1})`, one flip-flop each after `rtl.fpga.KEEP_FLIP_FLOPS`)."""
+    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", verilog_text)
+    return {name for attributes, name in declarations if "keep" in attributes}

@@ -1,8 +1,6 @@
 """The vector activation unit: bit-exact against `sim.golden.activate_rows`, one row per cycle,
 latency(C, L) + n cycles from the first row in to the cycle after the last row out."""
 
-import re
-
 import numpy as np
 import pytest
 from amaranth import Module, Signal, signed
@@ -13,6 +11,7 @@ from rtl.activation import (ROUNDED, ActivationUnit, VectorActivation, exp_table
                             saturate8, scan_levels, shift_exponent, sqrt_table)
 from rtl.isa import Func
 from sim import golden
+from rtl_bench import kept_registers
 
 
 def run_unit(rows: np.ndarray, func: str, shift: int, length: int, gap_every: int = 0, acc_bits: int = 25):
@@ -206,8 +205,7 @@ def test_every_lane_has_its_own_function_and_shift_register():
     dut = VectorActivation(cols)
     ports = [dut.func.as_value(), dut.shift, dut.length, dut.i.valid, dut.i.payload.as_value(), dut.o.valid,
              dut.o.payload.as_value()]
-    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", verilog.convert(dut, ports=ports))
-    kept = {name for attributes, name in declarations if "keep" in attributes}
+    kept = kept_registers(verilog.convert(dut, ports=ports))
     assert {f"{name}{j}" for name in ("func", "shift") for j in range(cols)} <= kept
 
 
@@ -216,7 +214,6 @@ def test_the_row_writer_and_every_bank_row_have_their_own_valid_register():
     valid from a register of their own, marked `keep`, not from the vector unit's output valid
     (one register whose fan-out reached the writes and the bank's flip-flops)."""
     dut = ActivationUnit(4)
-    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", verilog.convert(dut))
-    kept = {name for attributes, name in declarations if "keep" in attributes}
+    kept = kept_registers(verilog.convert(dut))
     assert dut.max_span == 16
     assert {"row_valid"} | {f"bank_load{r}" for r in range(dut.max_span)} <= kept

@@ -1,7 +1,5 @@
 """CapsAcc top level: control unit programs end to end, bit-exact against sim.golden."""
 
-import re
-
 import numpy as np
 import pytest
 
@@ -12,7 +10,7 @@ from rtl.export import export_verilog
 from rtl.isa import MatMul, act_unit_cycles, program_cycles, timing
 from rtl.widths import MAX_SUM_TERMS, product_sum_bits
 from sim import golden
-from rtl_bench import run_workload
+from rtl_bench import kept_registers, run_workload
 
 
 @pytest.mark.parametrize("rows,cols", [(2, 3), (4, 4)])
@@ -213,8 +211,7 @@ def test_every_column_adder_has_its_own_select_registers():
     `rtl.fpga.KEEP_FLIP_FLOPS`), not from one register driving all C x acc_bits multiplexers."""
     cols = 3
     config = ArrayConfig(2, cols, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
-    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", export_verilog(config))
-    kept = {name for attributes, name in declarations if "keep" in attributes}
+    kept = kept_registers(export_verilog(config))
     assert {f"{name}_{c}" for name in ("hit1", "hit2", "hit3", "hit4", "accumulate") for c in range(cols)} <= kept
 
 
@@ -224,6 +221,5 @@ def test_the_partial_sum_read_is_registered_twice_apart_for_each_reader():
     equal and merged by synthesis); both second registers are `keep`, so they stay two registers,
     one beside each reader, not one driving both units."""
     config = ArrayConfig(2, 3, data_depth=16, weight_depth=16, routing_depth=16, psum_depth=16, program_depth=16)
-    declarations = re.findall(r"((?:\(\*[^\n]*\*\)\s*)+)reg (?:\[[^\]]*\] )?(\w+)", export_verilog(config))
-    kept = {name for attributes, name in declarations if "keep" in attributes}
+    kept = kept_registers(export_verilog(config))
     assert {"psum_q2", "r0b"} <= kept
